@@ -1,0 +1,92 @@
+/*
+ * config: the daemon's YAML configuration, parsed once (libyaml) into an
+ * immutable structure that shards and workers only read.
+ *
+ * Relative file paths are resolved against the configuration file's folder.
+ * config_load() validates everything it can without the network: required
+ * keys, types, UUIDs, URIs, ranges, hub references, that the files named
+ * exist and are readable. Every error names the file, the key path (for
+ * example "enrollmentGroups[1].hubIds[0]") and what is wrong.
+ *
+ * The file format is documented in README.md ("Configuration").
+ */
+#ifndef DPS_CONFIG_H
+#define DPS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum config_io_backend {
+    CONFIG_IO_URING,
+    CONFIG_IO_EPOLL,
+};
+
+enum config_acl_mode {
+    CONFIG_ACL_DEFAULT, /* the reference's default list only */
+    CONFIG_ACL_REPLACE, /* acl_json replaces the default list */
+    CONFIG_ACL_EXTEND,  /* acl_json entries follow the default list */
+};
+
+struct config_hub {
+    char *id;                    /* hubId: a UUID string, the "sid" sent to devices */
+    char *name;                  /* optional, informative */
+    char **gateways;             /* coaps+tcp://host:port, at least one */
+    size_t gateway_count;
+    char *authorization_provider; /* "apn" sent to devices */
+    char *ca_cert_file;          /* identity CA chain: CA first, root last */
+    char *ca_key_file;
+    long certificate_validity_s; /* identity certificate lifetime, default 1 year */
+    char *token_key_file;        /* token signing key (EC P-256 -> ES256, RSA -> RS256) */
+    char *token_key_id;          /* optional JWT "kid" */
+    char *token_issuer;          /* "iss" */
+    char *token_audience;        /* optional "aud" */
+    char *token_owner_claim;     /* claim name carrying the owner, default "sub" */
+    char *token_device_id_claim; /* claim name carrying the device id, default none (NULL) */
+    long token_lifetime_s;       /* default 1 year */
+};
+
+struct config_group {
+    char *id;   /* UUID string */
+    char *owner;
+    char *name;
+    char *ca_chain_file;         /* manufacturer CA chain: first CA first, root last */
+    char *lead_certificate_name; /* optional, informative (matching is by issuer) */
+    bool expired_certificate_enabled;
+    char **hub_ids; /* ordered, each names a config_hub */
+    size_t hub_count;
+    bool has_psk;
+    uint8_t psk[16];
+    enum config_acl_mode acl_mode;
+    char *acl_json;       /* JSON array of ACEs, or NULL */
+    char *resources_json; /* JSON array of {"href","content"}, or NULL */
+};
+
+struct config {
+    char *path;     /* the file it was read from */
+    char **listen;  /* HOST:PORT, at least one; default "0.0.0.0:15684" */
+    size_t listen_count;
+    unsigned shards; /* 0 in the file means one per online core */
+    enum config_io_backend io_backend;
+    char *tls_cert_file; /* server certificate, then its chain */
+    char *tls_key_file;
+    char *data_dir;      /* RocksDB folder */
+    unsigned signer_threads;       /* default 1 */
+    size_t max_message_size;       /* CoAP frame limit, default 16384 */
+    unsigned inactivity_timeout_s; /* default 20 */
+    unsigned handshake_timeout_s;  /* default 10 */
+    unsigned max_connections;      /* per shard, default 10000 */
+    char *log_level;               /* "debug", "info", "warn", "error"; default "info" */
+    struct config_hub *hubs;
+    size_t hub_count;
+    struct config_group *groups;
+    size_t group_count;
+};
+
+/* 0 on success; -1 with "FILE: KEY: problem" in err. */
+int config_load(const char *path, struct config **out, char *err, size_t err_length);
+void config_free(struct config *config);
+
+const struct config_hub *config_find_hub(const struct config *config, const char *hub_id);
+
+#endif

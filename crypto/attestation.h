@@ -1,0 +1,61 @@
+/*
+ * attestation: proves a device's identity from the manufacturer certificate
+ * chain it presents in the TLS handshake, and finds its enrollment group.
+ *
+ * Matching (PROTOCOL.md section 3): walk the presented chain from the leaf
+ * upward; the group whose first configured CA certificate issued the lowest
+ * certificate wins (issuer name equal to the CA's subject, and the signature
+ * verifies with the CA's key). Then the whole chain must verify up to that
+ * group's root, at the current time, or at the midpoint of the leaf's
+ * validity when the group accepts expired certificates. The leaf must carry
+ * EKU clientAuth.
+ *
+ * Two groups whose first CA certificates are the same (same subject and same
+ * public key) could match the same devices: attestation_create() refuses
+ * such a configuration, naming both groups, so matching is always
+ * deterministic.
+ *
+ * One attestation object belongs to one shard and its OpenSSL library
+ * context: certificates are loaded with the _ex calls into that context, so
+ * shards never share OpenSSL state.
+ */
+#ifndef DPS_ATTESTATION_H
+#define DPS_ATTESTATION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/types.h>
+
+#include "control/config.h"
+#include "crypto/uuid.h"
+
+struct attestation;
+
+struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config *config,
+                                       char *err, size_t err_length);
+void attestation_free(struct attestation *attestation);
+
+struct attestation_result {
+    size_t group_index;         /* into config->groups */
+    struct dps_uuid record_id;  /* UUIDv5(X.500, leaf DER SubjectPublicKeyInfo) */
+    char leaf_common_name[128]; /* "" when the leaf has none */
+    uint8_t leaf_serial[20];    /* the manufacturer certificate's serial */
+    size_t leaf_serial_length;
+    uint8_t spki_sha256[32];    /* SHA-256 of the leaf's DER SubjectPublicKeyInfo */
+};
+
+/*
+ * Attests a presented chain: leaf first, then any intermediates the device
+ * sent (chain may be NULL). 0 on success; -1 with a reason in err (no
+ * matching group, untrusted, expired, missing clientAuth, ...).
+ */
+int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X509) *chain,
+                       time_t now, struct attestation_result *result, char *err,
+                       size_t err_length);
+
+/* The leaf as PEM (malloc'd), for the provisioning record. */
+char *attestation_leaf_pem(X509 *leaf);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * jwt: compact JWS access tokens (RFC 7519) signed with ES256 (ECDSA P-256,
+ * SHA-256, raw r||s signature) or RS256, for devices to present to their hub.
+ *
+ * The key lives only inside the signer component (signer.h).
+ */
+#ifndef DPS_JWT_H
+#define DPS_JWT_H
+
+#include <stddef.h>
+
+#include <openssl/types.h>
+
+struct jwt_key;
+
+/* Loads a PEM private key (EC P-256 gives ES256, RSA gives RS256). NULL with err. */
+struct jwt_key *jwt_key_load(OSSL_LIB_CTX *libctx, const char *key_file, const char *key_id,
+                             char *err, size_t err_length);
+void jwt_key_free(struct jwt_key *key);
+
+/*
+ * Signs claims_json (a JSON object, used verbatim as the payload) into
+ * header.payload.signature, with header {"alg","typ":"JWT","kid"?}.
+ * Returns a malloc'd NUL-terminated token, or NULL with err.
+ */
+char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t err_length);
+
+/*
+ * Verifies a token against a PEM public key or certificate file's key and
+ * returns its payload JSON (malloc'd), or NULL with err. For tests and tools.
+ */
+char *jwt_verify(OSSL_LIB_CTX *libctx, const char *token, const char *public_key_pem,
+                 char *err, size_t err_length);
+
+#endif

@@ -1,0 +1,125 @@
+/*
+ * store: the appliance's durable state in RocksDB, one column family per
+ * kind of record, and the group-commit writer.
+ *
+ * Column families and their keys (values are JSON documents, see README):
+ *   enrollment_groups  group id (UUID text)             -> group
+ *   hubs               hub id (UUID text)               -> hub
+ *   records            record id "/" step name          -> step (see below)
+ *   issuance           serial (lower-case hex)          -> issued certificate entry
+ *   bindings           device id (UUID text)            -> record id (UUID text)
+ *
+ * A provisioning record is the set of keys "<record id>/<part>": part
+ * "record" holds the top-level fields (id, enrollmentGroupId, deviceId, owner,
+ * creationDate, attestation), and each step has its own key named as the
+ * reference's JSON field: "plgdTime", "ownership", "cloud", "credential",
+ * "acl", "resources". Each step value is {"status": {"date": "<ns>",
+ * "coapCode": N, "errorMessage": "..."}, ...step data}. Writing a step never
+ * needs to read the others; a reader merges the parts into one object.
+ *
+ * Issuance entries: {"serial", "deviceId", "recordId", "enrollmentGroupId",
+ * "hubId", "notBefore", "notAfter", "issuedAt" (RFC 3339 UTC), "certificatePem"}.
+ *
+ * Writes go through one writer thread: store_submit() queues a store_write,
+ * the writer takes everything queued, applies it as one WriteBatch with
+ * sync=true (one fdatasync for many devices), and then calls each write's
+ * done() on the writer thread. A response that depends on a write is sent
+ * only from done(), so it is never acknowledged before it is durable.
+ *
+ * A write may carry a condition, checked by the writer against the database
+ * and the writes ahead of it in the same batch: "key is absent or already
+ * holds this value". That serialises device-id binding across shards.
+ */
+#ifndef DPS_STORE_H
+#define DPS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_family {
+    STORE_GROUPS,
+    STORE_HUBS,
+    STORE_RECORDS,
+    STORE_ISSUANCE,
+    STORE_BINDINGS,
+    STORE_FAMILY_COUNT,
+};
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_ERROR = -1,    /* I/O error: nothing of this write was applied */
+    STORE_CONFLICT = -2, /* the condition did not hold: nothing of this write was applied */
+    STORE_BUSY = -3,     /* the commit queue is full */
+    STORE_NOT_FOUND = -4,
+};
+
+#define STORE_MAX_PUTS 8
+
+struct store_put {
+    enum store_family family;
+    const char *key; /* bytes, not necessarily NUL-terminated */
+    size_t key_length;
+    const char *value;
+    size_t value_length;
+};
+
+struct store_write {
+    /* Filled by the requester; the buffers must live until done(). */
+    struct store_put puts[STORE_MAX_PUTS];
+    size_t put_count;
+    bool has_condition; /* condition.key must be absent or hold condition.value */
+    struct store_put condition;
+    void (*done)(struct store_write *write); /* called on the writer thread */
+    void *user;
+
+    /* Filled by the store before done(). */
+    int status;                /* enum store_status */
+    struct store_write *next;  /* queue link */
+};
+
+struct store_stats {
+    uint64_t commits;    /* synced batches */
+    uint64_t writes;     /* store_write requests applied */
+    size_t queue_depth;
+};
+
+struct store;
+
+/* Opens (creating if needed) the database in dir and starts the writer. NULL with err. */
+struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t err_length);
+
+/* Opens an existing database read-only (tools; works while the daemon runs). NULL with err. */
+struct store *store_open_readonly(const char *dir, char *err, size_t err_length);
+
+/* Finishes queued writes, stops the writer, closes the database. */
+void store_close(struct store *store);
+
+/* Queues a write. STORE_OK, or STORE_BUSY when the queue is full, or STORE_ERROR when read-only. */
+int store_submit(struct store *store, struct store_write *write);
+
+/*
+ * Writes synchronously (one synced batch, no condition); for start-up seeding
+ * and tools, not for the data path. STORE_OK or STORE_ERROR.
+ */
+int store_put_sync(struct store *store, const struct store_put *puts, size_t count);
+
+/* Reads one value (malloc'd, NUL-terminated for convenience). STORE_OK, STORE_NOT_FOUND, STORE_ERROR. */
+int store_get(struct store *store, enum store_family family, const char *key, size_t key_length,
+              char **value, size_t *value_length);
+
+/*
+ * Calls fn for every key starting with prefix (all keys when prefix_length is
+ * 0), in key order, until fn returns non-zero. Returns STORE_OK or STORE_ERROR.
+ */
+int store_scan(struct store *store, enum store_family family, const char *prefix,
+               size_t prefix_length,
+               int (*fn)(void *user, const char *key, size_t key_length, const char *value,
+                         size_t value_length),
+               void *user);
+
+void store_get_stats(struct store *store, struct store_stats *stats);
+
+const char *store_family_name(enum store_family family);
+
+#endif
