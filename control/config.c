@@ -1,0 +1,1308 @@
+/*
+ * config: reads the YAML configuration with libyaml's document API and turns
+ * it into struct config in one pass, validating as it goes. The first problem
+ * found stops the load and is reported as "FILE:LINE: KEY.PATH: problem".
+ *
+ * Every mapping is read through struct mapping, which knows the keys allowed
+ * at that place: an unknown or duplicated key is an error, so a typo never
+ * silently falls back to a default. A key whose value is null (empty, "~" or
+ * "null") counts as absent. Hubs are read before enrollment groups, whatever
+ * their order in the file, so that a group's hubIds can be checked.
+ *
+ * ACL entries and initial resource contents are free-form YAML: they are
+ * converted to JSON text (jansson) with the usual YAML scalar rules, then the
+ * ACL entries are checked against the strict ACE shape the device client
+ * accepts (PROTOCOL.md 2.5).
+ */
+#include "control/config.h"
+#include "control/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define KEY_MAX 256
+#define MAPPING_KEYS_MAX 16
+#define ONE_YEAR_S (365L * 24 * 3600)
+#define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
+#define JSON_DEPTH_MAX 32
+#define JSON_NODES_MAX 100000
+
+struct parser {
+    const char *file; /* as given, for messages */
+    char *dir;        /* absolute folder of the file, for relative paths */
+    yaml_document_t doc;
+    char *err;
+    size_t err_length;
+    size_t json_nodes; /* left to convert: bounds alias expansion */
+};
+
+/* A YAML mapping and the keys allowed in it; values[i] belongs to keys[i]. */
+struct mapping {
+    struct parser *p;
+    const yaml_node_t *node; /* NULL when the mapping is absent */
+    char path[KEY_MAX];
+    const char *const *keys;
+    yaml_node_t *values[MAPPING_KEYS_MAX];
+};
+
+__attribute__((format(printf, 4, 5))) static int fail(struct parser *p, const yaml_node_t *node,
+                                                      const char *key, const char *fmt, ...)
+{
+    if (p->err == NULL || p->err_length == 0)
+        return -1;
+    char problem[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(problem, sizeof(problem), fmt, args);
+    va_end(args);
+
+    char where[64] = "";
+    if (node != NULL)
+        snprintf(where, sizeof(where), ":%lu", (unsigned long)node->start_mark.line + 1);
+    if (key != NULL && key[0] != '\0')
+        snprintf(p->err, p->err_length, "%s%s: %s: %s", p->file, where, key, problem);
+    else
+        snprintf(p->err, p->err_length, "%s%s: %s", p->file, where, problem);
+    return -1;
+}
+
+/* Key paths are for messages only: an absurdly deep one is cut and ends with "...". */
+static void key_cut(char *out, int length)
+{
+    if (length >= KEY_MAX)
+        memcpy(out + KEY_MAX - 4, "...", 4);
+}
+
+static void key_child(char *out, const char *parent, const char *key)
+{
+    if (parent[0] == '\0')
+        key_cut(out, snprintf(out, KEY_MAX, "%s", key));
+    else
+        key_cut(out, snprintf(out, KEY_MAX, "%s.%s", parent, key));
+}
+
+static void key_index(char *out, const char *parent, size_t index)
+{
+    key_cut(out, snprintf(out, KEY_MAX, "%s[%zu]", parent, index));
+}
+
+static yaml_node_t *node_at(struct parser *p, int index)
+{
+    return yaml_document_get_node(&p->doc, index);
+}
+
+static const char *scalar_text(const yaml_node_t *node)
+{
+    return (const char *)node->data.scalar.value;
+}
+
+static bool node_is_null(const yaml_node_t *node)
+{
+    if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *text = scalar_text(node);
+    return text[0] == '\0' || strcmp(text, "~") == 0 || strcmp(text, "null") == 0 ||
+           strcmp(text, "Null") == 0 || strcmp(text, "NULL") == 0;
+}
+
+static size_t sequence_length(const yaml_node_t *node)
+{
+    return (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+}
+
+static yaml_node_t *sequence_item(struct parser *p, const yaml_node_t *node, size_t index)
+{
+    return node_at(p, node->data.sequence.items.start[index]);
+}
+
+/* The value node of key in a YAML mapping, or NULL. */
+static yaml_node_t *mapping_lookup(struct parser *p, const yaml_node_t *node, const char *key)
+{
+    if (node == NULL || node->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key_node = node_at(p, pair->key);
+        if (key_node->type == YAML_SCALAR_NODE && strcmp(scalar_text(key_node), key) == 0)
+            return node_at(p, pair->value);
+    }
+    return NULL;
+}
+
+/*
+ * Reads node as a mapping allowing only keys (NULL-terminated). A NULL or
+ * null node is an absent mapping: every value is absent.
+ */
+static int mapping_open(struct parser *p, const yaml_node_t *node, const char *path,
+                        const char *const *keys, struct mapping *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->p = p;
+    m->keys = keys;
+    snprintf(m->path, sizeof(m->path), "%s", path);
+    if (node == NULL || node_is_null(node))
+        return 0;
+    if (node->type != YAML_MAPPING_NODE)
+        return fail(p, node, path, "must be a mapping");
+    m->node = node;
+
+    bool seen[MAPPING_KEYS_MAX] = {false};
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key_node = node_at(p, pair->key);
+        if (key_node->type != YAML_SCALAR_NODE)
+            return fail(p, key_node, path, "keys must be plain names");
+        const char *key = scalar_text(key_node);
+        char key_path[KEY_MAX];
+        key_child(key_path, path, key);
+        size_t i = 0;
+        while (keys[i] != NULL && strcmp(keys[i], key) != 0)
+            i++;
+        if (keys[i] == NULL)
+            return fail(p, key_node, key_path, "unknown key");
+        if (seen[i])
+            return fail(p, key_node, key_path, "duplicate key");
+        seen[i] = true;
+        yaml_node_t *value = node_at(p, pair->value);
+        m->values[i] = node_is_null(value) ? NULL : value;
+    }
+    return 0;
+}
+
+/* The value of key (NULL when absent) and its key path. */
+static yaml_node_t *mapping_value(struct mapping *m, const char *key, char *path)
+{
+    key_child(path, m->path, key);
+    for (size_t i = 0; m->keys[i] != NULL; i++) {
+        if (strcmp(m->keys[i], key) == 0)
+            return m->values[i];
+    }
+    return NULL;
+}
+
+static int missing(struct mapping *m, const char *path)
+{
+    /* Top-level keys have no useful line: the whole file is the mapping. */
+    return fail(m->p, m->path[0] != '\0' ? m->node : NULL, path, "required");
+}
+
+static int scalar_string(struct parser *p, const yaml_node_t *node, const char *path, char **out)
+{
+    if (node->type != YAML_SCALAR_NODE)
+        return fail(p, node, path, "must be a string");
+    if (node->data.scalar.length == 0)
+        return fail(p, node, path, "must not be empty");
+    if (strlen(scalar_text(node)) != node->data.scalar.length)
+        return fail(p, node, path, "must not contain NUL characters");
+    *out = strdup(scalar_text(node));
+    if (*out == NULL)
+        return fail(p, node, path, "out of memory");
+    return 0;
+}
+
+/* A string value; when absent, fallback (which may be NULL) or "required". */
+static int map_string(struct mapping *m, const char *key, bool required, const char *fallback,
+                      char **out)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, key, path);
+    if (node != NULL)
+        return scalar_string(m->p, node, path, out);
+    if (required)
+        return missing(m, path);
+    *out = NULL;
+    if (fallback != NULL && (*out = strdup(fallback)) == NULL)
+        return fail(m->p, NULL, path, "out of memory");
+    return 0;
+}
+
+static char *resolve_path(struct parser *p, const char *name)
+{
+    char *resolved;
+    if (name[0] == '/')
+        return strdup(name);
+    if (asprintf(&resolved, "%s/%s", p->dir, name) < 0)
+        return NULL;
+    return resolved;
+}
+
+/* A path relative to the configuration's folder; a file must be readable. */
+static int map_path(struct mapping *m, const char *key, bool required, const char *fallback,
+                    bool must_be_readable, char **out)
+{
+    char path[KEY_MAX];
+    char *name;
+    if (map_string(m, key, required, fallback, &name) < 0)
+        return -1;
+    *out = NULL;
+    if (name == NULL)
+        return 0;
+    *out = resolve_path(m->p, name);
+    free(name);
+    yaml_node_t *node = mapping_value(m, key, path);
+    if (*out == NULL)
+        return fail(m->p, node, path, "out of memory");
+    if (!must_be_readable)
+        return 0;
+    struct stat st;
+    if (access(*out, R_OK) != 0 || stat(*out, &st) != 0)
+        return fail(m->p, node, path, "cannot read %s: %s", *out, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(m->p, node, path, "%s is not a regular file", *out);
+    return 0;
+}
+
+static int map_unsigned(struct mapping *m, const char *key, unsigned long min, unsigned long max,
+                        unsigned long fallback, unsigned long *out)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, key, path);
+    *out = fallback;
+    if (node == NULL)
+        return 0;
+    const char *text = node->type == YAML_SCALAR_NODE ? scalar_text(node) : "";
+    char *end;
+    errno = 0;
+    unsigned long value = strtoul(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 || value < min || value > max)
+        return fail(m->p, node, path, "must be an integer from %lu to %lu", min, max);
+    *out = value;
+    return 0;
+}
+
+/* Ns, Nm, Nh, Nd, or a plain number of seconds. */
+static int map_duration(struct mapping *m, const char *key, long min, long max, long fallback,
+                        long *out)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, key, path);
+    *out = fallback;
+    if (node == NULL)
+        return 0;
+    const char *text = node->type == YAML_SCALAR_NODE ? scalar_text(node) : "";
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    long unit = 1;
+    char suffix = *end;
+    switch (suffix) {
+    case 's':
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    case 'd':
+        unit = 86400;
+        break;
+    case '\0':
+        break;
+    default:
+        unit = 0;
+        break;
+    }
+    bool valid = text[0] >= '0' && text[0] <= '9' && unit != 0 &&
+                 (suffix == '\0' || end[1] == '\0') && errno == 0 && value <= LONG_MAX / unit;
+    if (!valid || value * unit < min || value * unit > max)
+        return fail(m->p, node, path,
+                    "must be a duration from %lds to %lds (a number of seconds, or N followed "
+                    "by s, m, h or d)",
+                    min, max);
+    *out = value * unit;
+    return 0;
+}
+
+static int map_bool(struct mapping *m, const char *key, bool fallback, bool *out)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, key, path);
+    *out = fallback;
+    if (node == NULL)
+        return 0;
+    const char *text = node->type == YAML_SCALAR_NODE ? scalar_text(node) : "";
+    if (strcmp(text, "true") == 0)
+        *out = true;
+    else if (strcmp(text, "false") != 0)
+        return fail(m->p, node, path, "must be true or false");
+    return 0;
+}
+
+static int map_sequence(struct mapping *m, const char *key, bool required, bool may_be_empty,
+                        yaml_node_t **out, char *path)
+{
+    *out = mapping_value(m, key, path);
+    if (*out == NULL)
+        return required ? missing(m, path) : 0;
+    if ((*out)->type != YAML_SEQUENCE_NODE)
+        return fail(m->p, *out, path, "must be a list");
+    if (sequence_length(*out) == 0 && !may_be_empty)
+        return fail(m->p, *out, path, "must not be empty");
+    return 0;
+}
+
+static int map_mapping(struct mapping *m, const char *key, bool required, const char *const *keys,
+                       struct mapping *child)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, key, path);
+    if (node == NULL && required)
+        return missing(m, path);
+    return mapping_open(m->p, node, path, keys, child);
+}
+
+/* A list of strings; each item is handed to check (which may be NULL). */
+static int map_string_list(struct mapping *m, const char *key, bool required, char ***items,
+                           size_t *count,
+                           int (*check)(struct parser *, const yaml_node_t *, const char *, char *))
+{
+    char path[KEY_MAX];
+    yaml_node_t *list;
+    if (map_sequence(m, key, required, false, &list, path) < 0)
+        return -1;
+    if (list == NULL)
+        return 0;
+    size_t n = sequence_length(list);
+    *items = calloc(n, sizeof(**items));
+    if (*items == NULL)
+        return fail(m->p, list, path, "out of memory");
+    *count = n;
+    for (size_t i = 0; i < n; i++) {
+        char item_path[KEY_MAX];
+        key_index(item_path, path, i);
+        yaml_node_t *item = sequence_item(m->p, list, i);
+        if (scalar_string(m->p, item, item_path, &(*items)[i]) < 0)
+            return -1;
+        if (check != NULL && check(m->p, item, item_path, (*items)[i]) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp((*items)[j], (*items)[i]) == 0)
+                return fail(m->p, item, item_path, "duplicate of %s[%zu]", path, j);
+        }
+    }
+    return 0;
+}
+
+static bool uuid_valid(const char *text)
+{
+    static const char hex[] = "0123456789abcdefABCDEF";
+    if (strlen(text) != 36)
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? text[i] != '-' : strchr(hex, text[i]) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* Validates a UUID and lower-cases it, so that ids compare as strings. */
+static int check_uuid(struct parser *p, const yaml_node_t *node, const char *path, char *text)
+{
+    if (!uuid_valid(text))
+        return fail(p, node, path, "\"%s\" is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                    text);
+    for (char *c = text; *c != '\0'; c++) {
+        if (*c >= 'A' && *c <= 'F')
+            *c = (char)(*c - 'A' + 'a');
+    }
+    return 0;
+}
+
+static int map_uuid(struct mapping *m, const char *key, char **out)
+{
+    char path[KEY_MAX];
+    if (map_string(m, key, true, NULL, out) < 0)
+        return -1;
+    return check_uuid(m->p, mapping_value(m, key, path), path, *out);
+}
+
+/*
+ * Splits HOST:PORT ([v6]:PORT for IPv6). Returns NULL or what is wrong; host
+ * receives the host without brackets.
+ */
+static const char *split_host_port(const char *text, char *host, size_t host_size, bool *is_v6)
+{
+    const char *colon;
+    const char *host_start = text;
+    size_t host_length;
+    *is_v6 = text[0] == '[';
+    if (*is_v6) {
+        const char *close = strchr(text, ']');
+        if (close == NULL || close[1] != ':')
+            return "an IPv6 address must be written [ADDRESS]:PORT";
+        host_start = text + 1;
+        host_length = (size_t)(close - host_start);
+        colon = close + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL)
+            return "must be HOST:PORT";
+        if (memchr(text, ':', (size_t)(colon - text)) != NULL)
+            return "an IPv6 address must be written [ADDRESS]:PORT";
+        host_length = (size_t)(colon - text);
+    }
+    if (host_length == 0)
+        return "the host is empty";
+    if (host_length >= host_size)
+        return "the host is too long";
+    memcpy(host, host_start, host_length);
+    host[host_length] = '\0';
+
+    const char *port = colon + 1;
+    char *end;
+    errno = 0;
+    long number = strtol(port, &end, 10);
+    if (port[0] < '0' || port[0] > '9' || *end != '\0' || errno != 0 || number < 1 ||
+        number > 65535)
+        return "the port must be a number from 1 to 65535";
+    return NULL;
+}
+
+static int check_listen(struct parser *p, const yaml_node_t *node, const char *path, char *text)
+{
+    char host[256];
+    bool is_v6;
+    const char *problem = split_host_port(text, host, sizeof(host), &is_v6);
+    if (problem != NULL)
+        return fail(p, node, path, "\"%s\": %s", text, problem);
+    unsigned char address[16];
+    if (inet_pton(is_v6 ? AF_INET6 : AF_INET, host, address) != 1)
+        return fail(p, node, path, "\"%s\": the host must be an IP address", text);
+    return 0;
+}
+
+static int check_gateway(struct parser *p, const yaml_node_t *node, const char *path, char *text)
+{
+    static const char scheme[] = "coaps+tcp://";
+    if (strncmp(text, scheme, sizeof(scheme) - 1) != 0)
+        return fail(p, node, path, "\"%s\" must start with %s", text, scheme);
+    char host[256];
+    bool is_v6;
+    const char *problem = split_host_port(text + sizeof(scheme) - 1, host, sizeof(host), &is_v6);
+    if (problem != NULL)
+        return fail(p, node, path, "\"%s\": %s", text, problem);
+    unsigned char address[16];
+    if (is_v6 && inet_pton(AF_INET6, host, address) != 1)
+        return fail(p, node, path, "\"%s\": not an IPv6 address", text);
+    if (!is_v6 &&
+        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") !=
+            strlen(host))
+        return fail(p, node, path, "\"%s\": the host is not a host name or address", text);
+    return 0;
+}
+
+/* YAML scalar rules: quoted is a string; plain null/bool/integer/real or else a string. */
+static json_t *scalar_to_json(struct parser *p, const yaml_node_t *node, const char *path)
+{
+    const char *text = scalar_text(node);
+    size_t length = node->data.scalar.length;
+    json_t *json;
+    if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        if (node_is_null(node))
+            return json_null();
+        if (strcmp(text, "true") == 0)
+            return json_true();
+        if (strcmp(text, "false") == 0)
+            return json_false();
+        const char *digits = text + (text[0] == '-' || text[0] == '+');
+        if (digits[0] != '\0' && strspn(digits, "0123456789") == strlen(digits)) {
+            errno = 0;
+            long long integer = strtoll(text, NULL, 10);
+            if (errno != 0) {
+                fail(p, node, path, "integer out of range");
+                return NULL;
+            }
+            return json_integer(integer);
+        }
+        if (strspn(digits, "0123456789.eE+-") == strlen(digits) &&
+            strspn(digits, "0123456789.") > 0 && strpbrk(digits, ".eE") != NULL) {
+            char *end;
+            double real = strtod(text, &end);
+            if (*end == '\0' && isfinite(real))
+                return json_real(real);
+        }
+    }
+    json = json_stringn(text, length);
+    if (json == NULL)
+        fail(p, node, path, "not valid text");
+    return json;
+}
+
+static json_t *yaml_to_json(struct parser *p, const yaml_node_t *node, const char *path, int depth)
+{
+    if (depth > JSON_DEPTH_MAX || p->json_nodes == 0) {
+        fail(p, node, path, "nested too deeply or too large");
+        return NULL;
+    }
+    p->json_nodes--;
+    if (node->type == YAML_SCALAR_NODE)
+        return scalar_to_json(p, node, path);
+
+    char child_path[KEY_MAX];
+    if (node->type == YAML_SEQUENCE_NODE) {
+        json_t *array = json_array();
+        for (size_t i = 0; array != NULL && i < sequence_length(node); i++) {
+            key_index(child_path, path, i);
+            json_t *item = yaml_to_json(p, sequence_item(p, node, i), child_path, depth + 1);
+            if (item == NULL || json_array_append_new(array, item) < 0) {
+                json_decref(array);
+                return NULL;
+            }
+        }
+        return array;
+    }
+
+    json_t *object = json_object();
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         object != NULL && pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key_node = node_at(p, pair->key);
+        if (key_node->type != YAML_SCALAR_NODE) {
+            fail(p, key_node, path, "keys must be plain names");
+            json_decref(object);
+            return NULL;
+        }
+        const char *key = scalar_text(key_node);
+        key_child(child_path, path, key);
+        if (json_object_get(object, key) != NULL) {
+            fail(p, key_node, child_path, "duplicate key");
+            json_decref(object);
+            return NULL;
+        }
+        json_t *value = yaml_to_json(p, node_at(p, pair->value), child_path, depth + 1);
+        if (value == NULL || json_object_set_new(object, key, value) < 0) {
+            json_decref(object);
+            return NULL;
+        }
+    }
+    return object;
+}
+
+/* The YAML node of key under node when there is one, else node itself (for line numbers). */
+static const yaml_node_t *line_of(struct parser *p, const yaml_node_t *node, const char *key)
+{
+    const yaml_node_t *child = mapping_lookup(p, node, key);
+    return child != NULL ? child : node;
+}
+
+/*
+ * Checks that object (converted from the YAML mapping node) has only the
+ * allowed keys (NULL-terminated).
+ */
+static int check_json_keys(struct parser *p, const yaml_node_t *node, const char *path,
+                           json_t *object, const char *const *allowed, const char *shape)
+{
+    if (!json_is_object(object))
+        return fail(p, node, path, "must be a mapping");
+    const char *key;
+    json_t *value;
+    json_object_foreach(object, key, value)
+    {
+        size_t i = 0;
+        while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
+            i++;
+        if (allowed[i] == NULL) {
+            char key_path[KEY_MAX];
+            key_child(key_path, path, key);
+            return fail(p, line_of(p, node, key), key_path, "unknown key (%s)", shape);
+        }
+    }
+    return 0;
+}
+
+static int check_ace_subject(struct parser *p, const yaml_node_t *node, const char *path,
+                             json_t *subject)
+{
+    static const char *const keys[] = {"uuid", "role", "authority", "conntype", NULL};
+    if (check_json_keys(p, node, path, subject, keys,
+                        "a subject has one of uuid, role (with authority) or conntype") < 0)
+        return -1;
+    json_t *uuid = json_object_get(subject, "uuid");
+    json_t *role = json_object_get(subject, "role");
+    json_t *conntype = json_object_get(subject, "conntype");
+    if ((uuid != NULL) + (role != NULL) + (conntype != NULL) != 1)
+        return fail(p, node, path, "must have exactly one of uuid, role or conntype");
+    char key_path[KEY_MAX];
+    if (json_object_get(subject, "authority") != NULL) {
+        key_child(key_path, path, "authority");
+        if (role == NULL)
+            return fail(p, line_of(p, node, "authority"), key_path, "only allowed with role");
+        if (!json_is_string(json_object_get(subject, "authority")))
+            return fail(p, line_of(p, node, "authority"), key_path, "must be a string");
+    }
+    if (uuid != NULL) {
+        key_child(key_path, path, "uuid");
+        if (!json_is_string(uuid) ||
+            (strcmp(json_string_value(uuid), "*") != 0 && !uuid_valid(json_string_value(uuid))))
+            return fail(p, line_of(p, node, "uuid"), key_path, "must be a UUID or \"*\"");
+    }
+    if (role != NULL) {
+        key_child(key_path, path, "role");
+        if (!json_is_string(role) || json_string_length(role) == 0)
+            return fail(p, line_of(p, node, "role"), key_path, "must be a non-empty string");
+    }
+    if (conntype != NULL) {
+        key_child(key_path, path, "conntype");
+        const char *text = json_is_string(conntype) ? json_string_value(conntype) : "";
+        if (strcmp(text, "auth-crypt") != 0 && strcmp(text, "anon-clear") != 0)
+            return fail(p, line_of(p, node, "conntype"), key_path,
+                        "must be auth-crypt or anon-clear");
+    }
+    return 0;
+}
+
+static int check_ace_resource(struct parser *p, const yaml_node_t *node, const char *path,
+                              json_t *resource)
+{
+    static const char *const keys[] = {"href", "wc", "if", NULL};
+    if (check_json_keys(p, node, path, resource, keys, "a resource has only href, wc, if") < 0)
+        return -1;
+    char key_path[KEY_MAX];
+    json_t *href = json_object_get(resource, "href");
+    json_t *wc = json_object_get(resource, "wc");
+    json_t *interfaces = json_object_get(resource, "if");
+    if (href == NULL && wc == NULL)
+        return fail(p, node, path, "needs href or wc");
+    if (href != NULL && (!json_is_string(href) || json_string_value(href)[0] != '/')) {
+        key_child(key_path, path, "href");
+        return fail(p, line_of(p, node, "href"), key_path, "must be a path starting with /");
+    }
+    if (wc != NULL) {
+        const char *text = json_is_string(wc) ? json_string_value(wc) : "";
+        key_child(key_path, path, "wc");
+        if (strcmp(text, "*") != 0 && strcmp(text, "+") != 0 && strcmp(text, "-") != 0)
+            return fail(p, line_of(p, node, "wc"), key_path, "must be \"*\", \"+\" or \"-\"");
+    }
+    if (interfaces != NULL) {
+        key_child(key_path, path, "if");
+        bool valid = json_is_array(interfaces) && json_array_size(interfaces) > 0;
+        size_t i;
+        json_t *item;
+        json_array_foreach(interfaces, i, item)
+        {
+            valid = valid && json_is_string(item) && json_string_length(item) > 0;
+        }
+        if (!valid)
+            return fail(p, line_of(p, node, "if"), key_path,
+                        "must be a non-empty list of interface names");
+    }
+    return 0;
+}
+
+/* The strict ACE shape of PROTOCOL.md 2.5: the device rejects any other key. */
+static int check_ace(struct parser *p, const yaml_node_t *node, const char *path, json_t *ace)
+{
+    static const char *const keys[] = {"aceid", "subject", "resources", "permission", "tag", NULL};
+    if (check_json_keys(p, node, path, ace, keys,
+                        "an ACE has only aceid, subject, resources, permission, tag") < 0)
+        return -1;
+    char key_path[KEY_MAX];
+    json_t *aceid = json_object_get(ace, "aceid");
+    key_child(key_path, path, "aceid");
+    if (aceid != NULL && (!json_is_integer(aceid) || json_integer_value(aceid) < 1 ||
+                          json_integer_value(aceid) > INT32_MAX))
+        return fail(p, line_of(p, node, "aceid"), key_path, "must be a positive integer");
+
+    json_t *tag = json_object_get(ace, "tag");
+    key_child(key_path, path, "tag");
+    if (tag != NULL && !json_is_string(tag))
+        return fail(p, line_of(p, node, "tag"), key_path, "must be a string");
+
+    json_t *permission = json_object_get(ace, "permission");
+    key_child(key_path, path, "permission");
+    if (permission == NULL)
+        return fail(p, node, key_path, "required");
+    if (!json_is_integer(permission) || json_integer_value(permission) < 0 ||
+        json_integer_value(permission) > 31)
+        return fail(p, line_of(p, node, "permission"), key_path,
+                    "must be an integer from 0 to 31 (C=1 R=2 U=4 D=8 N=16)");
+
+    json_t *subject = json_object_get(ace, "subject");
+    key_child(key_path, path, "subject");
+    if (subject == NULL)
+        return fail(p, node, key_path, "required");
+    if (check_ace_subject(p, line_of(p, node, "subject"), key_path, subject) < 0)
+        return -1;
+
+    json_t *resources = json_object_get(ace, "resources");
+    key_child(key_path, path, "resources");
+    if (resources == NULL)
+        return fail(p, node, key_path, "required");
+    const yaml_node_t *resources_node = line_of(p, node, "resources");
+    if (!json_is_array(resources) || json_array_size(resources) == 0)
+        return fail(p, resources_node, key_path, "must be a non-empty list");
+    for (size_t i = 0; i < json_array_size(resources); i++) {
+        char item_path[KEY_MAX];
+        key_index(item_path, key_path, i);
+        const yaml_node_t *item_node = resources_node;
+        if (resources_node->type == YAML_SEQUENCE_NODE)
+            item_node = sequence_item(p, resources_node, i);
+        if (check_ace_resource(p, item_node, item_path, json_array_get(resources, i)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static char *dump_json(struct parser *p, const yaml_node_t *node, const char *path, json_t *json)
+{
+    char *text = json_dumps(json, JSON_COMPACT);
+    if (text == NULL)
+        fail(p, node, path, "out of memory");
+    return text;
+}
+
+static int parse_acl(struct mapping *group, struct config_group *out)
+{
+    static const char *const keys[] = {"mode", "entries", NULL};
+    struct parser *p = group->p;
+    struct mapping acl;
+    if (map_mapping(group, "acl", false, keys, &acl) < 0)
+        return -1;
+    if (acl.node == NULL) {
+        out->acl_mode = CONFIG_ACL_DEFAULT;
+        return 0;
+    }
+
+    char path[KEY_MAX];
+    char *mode;
+    if (map_string(&acl, "mode", false, "extend", &mode) < 0)
+        return -1;
+    bool replace = strcmp(mode, "replace") == 0;
+    bool extend = strcmp(mode, "extend") == 0;
+    free(mode);
+    if (!replace && !extend)
+        return fail(p, mapping_value(&acl, "mode", path), path, "must be replace or extend");
+    out->acl_mode = replace ? CONFIG_ACL_REPLACE : CONFIG_ACL_EXTEND;
+
+    yaml_node_t *entries;
+    if (map_sequence(&acl, "entries", true, false, &entries, path) < 0)
+        return -1;
+    json_t *json = yaml_to_json(p, entries, path, 0);
+    if (json == NULL)
+        return -1;
+    for (size_t i = 0; i < json_array_size(json); i++) {
+        char item_path[KEY_MAX];
+        key_index(item_path, path, i);
+        if (check_ace(p, sequence_item(p, entries, i), item_path, json_array_get(json, i)) < 0) {
+            json_decref(json);
+            return -1;
+        }
+    }
+    out->acl_json = dump_json(p, entries, path, json);
+    json_decref(json);
+    return out->acl_json != NULL ? 0 : -1;
+}
+
+static int parse_resource(struct parser *p, const yaml_node_t *node, const char *path,
+                          json_t *array)
+{
+    static const char *const keys[] = {"href", "content", NULL};
+    struct mapping resource;
+    char key_path[KEY_MAX];
+    if (mapping_open(p, node, path, keys, &resource) < 0)
+        return -1;
+    if (resource.node == NULL)
+        return fail(p, node, path, "must be a mapping with href and content");
+
+    char *href;
+    if (map_string(&resource, "href", true, NULL, &href) < 0)
+        return -1;
+    yaml_node_t *href_node = mapping_value(&resource, "href", key_path);
+    if (href[0] != '/') {
+        free(href);
+        return fail(p, href_node, key_path, "must be a path starting with /");
+    }
+    size_t i;
+    json_t *previous;
+    json_array_foreach(array, i, previous)
+    {
+        if (strcmp(json_string_value(json_object_get(previous, "href")), href) == 0) {
+            fail(p, href_node, key_path, "\"%s\" is listed twice", href);
+            free(href);
+            return -1;
+        }
+    }
+
+    yaml_node_t *content_node = mapping_value(&resource, "content", key_path);
+    if (content_node == NULL) {
+        free(href);
+        return missing(&resource, key_path);
+    }
+    if (content_node->type != YAML_MAPPING_NODE) {
+        free(href);
+        return fail(p, content_node, key_path, "must be a mapping (the resource's properties)");
+    }
+    json_t *content = yaml_to_json(p, content_node, key_path, 0);
+    if (content == NULL) {
+        free(href);
+        return -1;
+    }
+    json_t *entry = json_object();
+    int result = entry == NULL ? -1 : json_object_set_new(entry, "href", json_string(href));
+    free(href);
+    if (result == 0)
+        result = json_object_set_new(entry, "content", content);
+    else
+        json_decref(content);
+    if (result < 0) {
+        json_decref(entry);
+        return fail(p, node, path, "out of memory");
+    }
+    if (json_array_append_new(array, entry) < 0)
+        return fail(p, node, path, "out of memory");
+    return 0;
+}
+
+static int parse_resources(struct mapping *group, struct config_group *out)
+{
+    struct parser *p = group->p;
+    char path[KEY_MAX];
+    yaml_node_t *list;
+    if (map_sequence(group, "resources", false, false, &list, path) < 0)
+        return -1;
+    if (list == NULL)
+        return 0;
+    json_t *array = json_array();
+    if (array == NULL)
+        return fail(p, list, path, "out of memory");
+    for (size_t i = 0; i < sequence_length(list); i++) {
+        char item_path[KEY_MAX];
+        key_index(item_path, path, i);
+        if (parse_resource(p, sequence_item(p, list, i), item_path, array) < 0) {
+            json_decref(array);
+            return -1;
+        }
+    }
+    out->resources_json = dump_json(p, list, path, array);
+    json_decref(array);
+    return out->resources_json != NULL ? 0 : -1;
+}
+
+static int parse_hub(struct parser *p, const yaml_node_t *node, const char *path,
+                     struct config_hub *hub)
+{
+    static const char *const hub_keys[] = {
+        "id", "name", "gateways", "authorizationProvider", "identityCertificate", "token", NULL};
+    static const char *const certificate_keys[] = {"certificate", "key", "validity", NULL};
+    static const char *const token_keys[] = {"key",        "keyId",         "issuer",   "audience",
+                                             "ownerClaim", "deviceIdClaim", "lifetime", NULL};
+    struct mapping m, certificate, token;
+    if (mapping_open(p, node, path, hub_keys, &m) < 0)
+        return -1;
+    if (m.node == NULL)
+        return fail(p, node, path, "must be a mapping");
+    if (map_uuid(&m, "id", &hub->id) < 0 || map_string(&m, "name", false, NULL, &hub->name) < 0 ||
+        map_string_list(&m, "gateways", true, &hub->gateways, &hub->gateway_count, check_gateway) <
+            0 ||
+        map_string(&m, "authorizationProvider", true, NULL, &hub->authorization_provider) < 0)
+        return -1;
+
+    if (map_mapping(&m, "identityCertificate", true, certificate_keys, &certificate) < 0 ||
+        map_path(&certificate, "certificate", true, NULL, true, &hub->ca_cert_file) < 0 ||
+        map_path(&certificate, "key", true, NULL, true, &hub->ca_key_file) < 0 ||
+        map_duration(&certificate, "validity", 60, HUNDRED_YEARS_S, ONE_YEAR_S,
+                     &hub->certificate_validity_s) < 0)
+        return -1;
+
+    if (map_mapping(&m, "token", true, token_keys, &token) < 0 ||
+        map_path(&token, "key", true, NULL, true, &hub->token_key_file) < 0 ||
+        map_string(&token, "keyId", false, NULL, &hub->token_key_id) < 0 ||
+        map_string(&token, "issuer", true, NULL, &hub->token_issuer) < 0 ||
+        map_string(&token, "audience", false, NULL, &hub->token_audience) < 0 ||
+        map_string(&token, "ownerClaim", false, "sub", &hub->token_owner_claim) < 0 ||
+        map_string(&token, "deviceIdClaim", false, NULL, &hub->token_device_id_claim) < 0 ||
+        map_duration(&token, "lifetime", 60, HUNDRED_YEARS_S, ONE_YEAR_S, &hub->token_lifetime_s) <
+            0)
+        return -1;
+    return 0;
+}
+
+static int parse_group_hub_ids(struct mapping *m, const struct config *config,
+                               struct config_group *group)
+{
+    char path[KEY_MAX];
+    if (map_string_list(m, "hubIds", true, &group->hub_ids, &group->hub_count, check_uuid) < 0)
+        return -1;
+    yaml_node_t *list = mapping_value(m, "hubIds", path);
+    for (size_t i = 0; i < group->hub_count; i++) {
+        if (config_find_hub(config, group->hub_ids[i]) == NULL) {
+            char item_path[KEY_MAX];
+            key_index(item_path, path, i);
+            return fail(m->p, sequence_item(m->p, list, i), item_path, "unknown hub \"%s\"",
+                        group->hub_ids[i]);
+        }
+    }
+    return 0;
+}
+
+static int parse_group(struct parser *p, const yaml_node_t *node, const char *path,
+                       const struct config *config, struct config_group *group)
+{
+    static const char *const group_keys[] = {
+        "id", "owner", "name", "attestation", "hubIds", "preSharedKey", "acl", "resources", NULL};
+    static const char *const attestation_keys[] = {"certificateChain", "leadCertificateName",
+                                                   "expiredCertificateEnabled", NULL};
+    struct mapping m, attestation;
+    if (mapping_open(p, node, path, group_keys, &m) < 0)
+        return -1;
+    if (m.node == NULL)
+        return fail(p, node, path, "must be a mapping");
+    if (map_uuid(&m, "id", &group->id) < 0 ||
+        map_string(&m, "owner", true, NULL, &group->owner) < 0 ||
+        map_string(&m, "name", false, NULL, &group->name) < 0)
+        return -1;
+
+    if (map_mapping(&m, "attestation", true, attestation_keys, &attestation) < 0 ||
+        map_path(&attestation, "certificateChain", true, NULL, true, &group->ca_chain_file) < 0 ||
+        map_string(&attestation, "leadCertificateName", false, NULL,
+                   &group->lead_certificate_name) < 0 ||
+        map_bool(&attestation, "expiredCertificateEnabled", false,
+                 &group->expired_certificate_enabled) < 0)
+        return -1;
+
+    if (parse_group_hub_ids(&m, config, group) < 0)
+        return -1;
+
+    char key_path[KEY_MAX];
+    char *psk;
+    if (map_string(&m, "preSharedKey", false, NULL, &psk) < 0)
+        return -1;
+    if (psk != NULL) {
+        size_t length = strlen(psk);
+        if (length >= sizeof(group->psk))
+            memcpy(group->psk, psk, sizeof(group->psk));
+        explicit_bzero(psk, length);
+        free(psk);
+        if (length < sizeof(group->psk))
+            return fail(p, mapping_value(&m, "preSharedKey", key_path), key_path,
+                        "must be at least %zu characters long", sizeof(group->psk));
+        group->has_psk = true;
+    }
+
+    if (parse_acl(&m, group) < 0 || parse_resources(&m, group) < 0)
+        return -1;
+    return 0;
+}
+
+static int parse_hubs(struct mapping *root, struct config *config)
+{
+    struct parser *p = root->p;
+    char path[KEY_MAX];
+    yaml_node_t *list;
+    if (map_sequence(root, "hubs", false, true, &list, path) < 0)
+        return -1;
+    if (list == NULL || sequence_length(list) == 0)
+        return 0;
+    size_t n = sequence_length(list);
+    if ((config->hubs = calloc(n, sizeof(*config->hubs))) == NULL)
+        return fail(p, list, path, "out of memory");
+    config->hub_count = n;
+    for (size_t i = 0; i < n; i++) {
+        char item_path[KEY_MAX];
+        key_index(item_path, path, i);
+        yaml_node_t *item = sequence_item(p, list, i);
+        if (parse_hub(p, item, item_path, &config->hubs[i]) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(config->hubs[j].id, config->hubs[i].id) == 0) {
+                char id_path[KEY_MAX];
+                key_child(id_path, item_path, "id");
+                return fail(p, line_of(p, item, "id"), id_path, "\"%s\" is also hubs[%zu].id",
+                            config->hubs[i].id, j);
+            }
+        }
+    }
+    return 0;
+}
+
+static int parse_groups(struct mapping *root, struct config *config)
+{
+    struct parser *p = root->p;
+    char path[KEY_MAX];
+    yaml_node_t *list;
+    if (map_sequence(root, "enrollmentGroups", false, true, &list, path) < 0)
+        return -1;
+    if (list == NULL || sequence_length(list) == 0)
+        return 0;
+    size_t n = sequence_length(list);
+    if ((config->groups = calloc(n, sizeof(*config->groups))) == NULL)
+        return fail(p, list, path, "out of memory");
+    config->group_count = n;
+    for (size_t i = 0; i < n; i++) {
+        char item_path[KEY_MAX];
+        key_index(item_path, path, i);
+        yaml_node_t *item = sequence_item(p, list, i);
+        if (parse_group(p, item, item_path, config, &config->groups[i]) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(config->groups[j].id, config->groups[i].id) == 0) {
+                char id_path[KEY_MAX];
+                key_child(id_path, item_path, "id");
+                return fail(p, line_of(p, item, "id"), id_path,
+                            "\"%s\" is also enrollmentGroups[%zu].id", config->groups[i].id, j);
+            }
+        }
+    }
+    return 0;
+}
+
+static int parse_limits(struct mapping *root, struct config *config)
+{
+    static const char *const keys[] = {"maxMessageSize", "inactivityTimeout", "handshakeTimeout",
+                                       "maxConnections", NULL};
+    struct mapping limits;
+    unsigned long value;
+    long seconds;
+    if (map_mapping(root, "limits", false, keys, &limits) < 0)
+        return -1;
+    if (map_unsigned(&limits, "maxMessageSize", 1024, 1048576, 16384, &value) < 0)
+        return -1;
+    config->max_message_size = value;
+    if (map_duration(&limits, "inactivityTimeout", 1, 86400, 20, &seconds) < 0)
+        return -1;
+    config->inactivity_timeout_s = (unsigned)seconds;
+    if (map_duration(&limits, "handshakeTimeout", 1, 3600, 10, &seconds) < 0)
+        return -1;
+    config->handshake_timeout_s = (unsigned)seconds;
+    if (map_unsigned(&limits, "maxConnections", 1, 10000000, 10000, &value) < 0)
+        return -1;
+    config->max_connections = (unsigned)value;
+    return 0;
+}
+
+static int parse_root(struct parser *p, const yaml_node_t *root, struct config *config)
+{
+    static const char *const keys[] = {"listen",  "shards",           "ioBackend", "tls",
+                                       "dataDir", "signerThreads",    "limits",    "logLevel",
+                                       "hubs",    "enrollmentGroups", NULL};
+    static const char *const tls_keys[] = {"certificate", "key", NULL};
+    struct mapping m, tls;
+    char path[KEY_MAX];
+    unsigned long value;
+    if (mapping_open(p, root, "", keys, &m) < 0)
+        return -1;
+
+    if (mapping_value(&m, "listen", path) != NULL) {
+        if (map_string_list(&m, "listen", true, &config->listen, &config->listen_count,
+                            check_listen) < 0)
+            return -1;
+    } else {
+        config->listen = calloc(1, sizeof(*config->listen));
+        if (config->listen == NULL || (config->listen[0] = strdup("0.0.0.0:15684")) == NULL)
+            return fail(p, NULL, path, "out of memory");
+        config->listen_count = 1;
+    }
+
+    if (map_unsigned(&m, "shards", 0, 256, 0, &value) < 0)
+        return -1;
+    config->shards = (unsigned)value;
+
+    char *backend;
+    if (map_string(&m, "ioBackend", false, "io_uring", &backend) < 0)
+        return -1;
+    bool uring = strcmp(backend, "io_uring") == 0;
+    bool epoll = strcmp(backend, "epoll") == 0;
+    free(backend);
+    if (!uring && !epoll)
+        return fail(p, mapping_value(&m, "ioBackend", path), path, "must be io_uring or epoll");
+    config->io_backend = uring ? CONFIG_IO_URING : CONFIG_IO_EPOLL;
+
+    if (map_mapping(&m, "tls", true, tls_keys, &tls) < 0 ||
+        map_path(&tls, "certificate", true, NULL, true, &config->tls_cert_file) < 0 ||
+        map_path(&tls, "key", true, NULL, true, &config->tls_key_file) < 0 ||
+        map_path(&m, "dataDir", false, "data", false, &config->data_dir) < 0)
+        return -1;
+
+    if (map_unsigned(&m, "signerThreads", 1, 256, 1, &value) < 0)
+        return -1;
+    config->signer_threads = (unsigned)value;
+
+    if (parse_limits(&m, config) < 0)
+        return -1;
+
+    enum log_level level;
+    if (map_string(&m, "logLevel", false, "info", &config->log_level) < 0)
+        return -1;
+    if (log_parse_level(config->log_level, &level) < 0)
+        return fail(p, mapping_value(&m, "logLevel", path), path,
+                    "must be debug, info, warn or error");
+
+    if (parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0)
+        return -1;
+    return 0;
+}
+
+static int yaml_error(struct parser *p, const yaml_parser_t *yaml)
+{
+    if (yaml->error == YAML_READER_ERROR)
+        return fail(p, NULL, NULL, "YAML error at byte %zu: %s", yaml->problem_offset,
+                    yaml->problem != NULL ? yaml->problem : "unreadable");
+    if (p->err == NULL || p->err_length == 0)
+        return -1;
+    const char *problem = yaml->problem != NULL ? yaml->problem : "invalid YAML";
+    int n = snprintf(p->err, p->err_length, "%s:%lu:%lu: YAML syntax error: %s", p->file,
+                     (unsigned long)yaml->problem_mark.line + 1,
+                     (unsigned long)yaml->problem_mark.column + 1, problem);
+    if (yaml->context != NULL && n > 0 && (size_t)n < p->err_length)
+        snprintf(p->err + n, p->err_length - (size_t)n, " (%s at line %lu)", yaml->context,
+                 (unsigned long)yaml->context_mark.line + 1);
+    return -1;
+}
+
+/* The file's folder as an absolute path. */
+static char *folder_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *folder;
+    if (slash == NULL)
+        return realpath(".", NULL);
+    if (slash == path)
+        return strdup("/");
+    folder = strndup(path, (size_t)(slash - path));
+    if (folder == NULL)
+        return NULL;
+    char *absolute = realpath(folder, NULL);
+    free(folder);
+    return absolute;
+}
+
+static int load_document(struct parser *p, FILE *file)
+{
+    yaml_parser_t yaml;
+    if (!yaml_parser_initialize(&yaml))
+        return fail(p, NULL, NULL, "out of memory");
+    yaml_parser_set_input_file(&yaml, file);
+    int result = 0;
+    if (!yaml_parser_load(&yaml, &p->doc)) {
+        memset(&p->doc, 0, sizeof(p->doc));
+        result = yaml_error(p, &yaml);
+    } else {
+        yaml_document_t extra;
+        if (!yaml_parser_load(&yaml, &extra)) {
+            result = yaml_error(p, &yaml);
+        } else {
+            if (yaml_document_get_root_node(&extra) != NULL)
+                result = fail(p, NULL, NULL, "more than one YAML document");
+            yaml_document_delete(&extra);
+        }
+        if (result < 0)
+            yaml_document_delete(&p->doc);
+    }
+    yaml_parser_delete(&yaml);
+    return result;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t err_length)
+{
+    struct parser p = {
+        .file = path, .err = err, .err_length = err_length, .json_nodes = JSON_NODES_MAX};
+    *out = NULL;
+    if (err != NULL && err_length > 0)
+        err[0] = '\0';
+
+    FILE *file = fopen(path, "rb");
+    if (file == NULL)
+        return fail(&p, NULL, NULL, "cannot open: %s", strerror(errno));
+    p.dir = folder_of(path);
+    if (p.dir == NULL) {
+        fclose(file);
+        return fail(&p, NULL, NULL, "cannot resolve the folder: %s", strerror(errno));
+    }
+    int result = load_document(&p, file);
+    fclose(file);
+    if (result < 0) {
+        free(p.dir);
+        return -1;
+    }
+
+    struct config *config = calloc(1, sizeof(*config));
+    if (config == NULL || (config->path = strdup(path)) == NULL) {
+        result = fail(&p, NULL, NULL, "out of memory");
+    } else {
+        result = parse_root(&p, yaml_document_get_root_node(&p.doc), config);
+    }
+    yaml_document_delete(&p.doc);
+    free(p.dir);
+    if (result < 0) {
+        config_free(config);
+        return -1;
+    }
+    *out = config;
+    return 0;
+}
+
+static void free_strings(char **strings, size_t count)
+{
+    for (size_t i = 0; strings != NULL && i < count; i++)
+        free(strings[i]);
+    free(strings);
+}
+
+static void free_hub(struct config_hub *hub)
+{
+    free(hub->id);
+    free(hub->name);
+    free_strings(hub->gateways, hub->gateway_count);
+    free(hub->authorization_provider);
+    free(hub->ca_cert_file);
+    free(hub->ca_key_file);
+    free(hub->token_key_file);
+    free(hub->token_key_id);
+    free(hub->token_issuer);
+    free(hub->token_audience);
+    free(hub->token_owner_claim);
+    free(hub->token_device_id_claim);
+}
+
+static void free_group(struct config_group *group)
+{
+    free(group->id);
+    free(group->owner);
+    free(group->name);
+    free(group->ca_chain_file);
+    free(group->lead_certificate_name);
+    free_strings(group->hub_ids, group->hub_count);
+    explicit_bzero(group->psk, sizeof(group->psk));
+    free(group->acl_json);
+    free(group->resources_json);
+}
+
+void config_free(struct config *config)
+{
+    if (config == NULL)
+        return;
+    free(config->path);
+    free_strings(config->listen, config->listen_count);
+    free(config->tls_cert_file);
+    free(config->tls_key_file);
+    free(config->data_dir);
+    free(config->log_level);
+    for (size_t i = 0; config->hubs != NULL && i < config->hub_count; i++)
+        free_hub(&config->hubs[i]);
+    free(config->hubs);
+    for (size_t i = 0; config->groups != NULL && i < config->group_count; i++)
+        free_group(&config->groups[i]);
+    free(config->groups);
+    free(config);
+}
+
+const struct config_hub *config_find_hub(const struct config *config, const char *hub_id)
+{
+    for (size_t i = 0; i < config->hub_count; i++) {
+        if (config->hubs[i].id != NULL && strcasecmp(config->hubs[i].id, hub_id) == 0)
+            return &config->hubs[i];
+    }
+    return NULL;
+}

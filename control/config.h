@@ -29,12 +29,12 @@ enum config_acl_mode {
 };
 
 struct config_hub {
-    char *id;                    /* hubId: a UUID string, the "sid" sent to devices */
-    char *name;                  /* optional, informative */
-    char **gateways;             /* coaps+tcp://host:port, at least one */
+    char *id;        /* hubId: a UUID string, the "sid" sent to devices */
+    char *name;      /* optional, informative */
+    char **gateways; /* coaps+tcp://host:port, at least one */
     size_t gateway_count;
     char *authorization_provider; /* "apn" sent to devices */
-    char *ca_cert_file;          /* identity CA chain: CA first, root last */
+    char *ca_cert_file;           /* identity CA chain: CA first, root last */
     char *ca_key_file;
     long certificate_validity_s; /* identity certificate lifetime, default 1 year */
     char *token_key_file;        /* token signing key (EC P-256 -> ES256, RSA -> RS256) */
@@ -47,7 +47,7 @@ struct config_hub {
 };
 
 struct config_group {
-    char *id;   /* UUID string */
+    char *id; /* UUID string */
     char *owner;
     char *name;
     char *ca_chain_file;         /* manufacturer CA chain: first CA first, root last */
@@ -63,14 +63,14 @@ struct config_group {
 };
 
 struct config {
-    char *path;     /* the file it was read from */
-    char **listen;  /* HOST:PORT, at least one; default "0.0.0.0:15684" */
+    char *path;    /* the file it was read from */
+    char **listen; /* HOST:PORT, at least one; default "0.0.0.0:15684" */
     size_t listen_count;
     unsigned shards; /* 0 in the file means one per online core */
     enum config_io_backend io_backend;
     char *tls_cert_file; /* server certificate, then its chain */
     char *tls_key_file;
-    char *data_dir;      /* RocksDB folder */
+    char *data_dir;                /* RocksDB folder */
     unsigned signer_threads;       /* default 1 */
     size_t max_message_size;       /* CoAP frame limit, default 16384 */
     unsigned inactivity_timeout_s; /* default 20 */

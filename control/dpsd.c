@@ -1,4 +1,412 @@
-int main(void)
+/*
+ * dpsd: the provisioning daemon's entry point.
+ *
+ * It reads the configuration (or, with --demo, creates a demo PKI and a
+ * configuration that uses it), opens the store and seeds it with the
+ * configured enrollment groups and hubs, starts the signer and one shard per
+ * core, and then waits for a signal. Shutdown runs in dependency order:
+ * shards stop taking bytes, the signer and the store finish what they hold,
+ * and only then are the shards' mailboxes drained and freed.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "control/config.h"
+#include "control/log.h"
+#include "crypto/pki.h"
+#include "crypto/signer.h"
+#include "crypto/uuid.h"
+#include "dataplane/dps_handlers.h"
+#include "dataplane/shard.h"
+#include "store/store.h"
+
+#define DPSD_MAX_SHARDS 256
+
+struct options {
+    const char *config_path;
+    const char *demo_dir;
+    const char *listen;
+    int shards; /* -1: as configured */
+    const char *io_backend;
+    const char *log_level;
+};
+
+static void usage(FILE *out)
 {
-    return 1;
+    fprintf(out,
+            "usage: dpsd --config FILE [overrides]\n"
+            "       dpsd --demo DIR [--listen HOST:PORT] [overrides]\n"
+            "\n"
+            "  --config FILE        run from a YAML configuration (see deploy/dpsd.example.yaml)\n"
+            "  --demo DIR           create (first run) or reuse a demo PKI and configuration in\n"
+            "                       DIR and serve them; DIR/pki holds the certificates\n"
+            "overrides of the configuration:\n"
+            "  --listen HOST:PORT   the one address to listen on\n"
+            "  --shards N           event-loop threads (0: one per core)\n"
+            "  --io-backend NAME    io_uring or epoll\n"
+            "  --log-level LEVEL    debug, info, warn or error\n");
+}
+
+static void random_uuid(char out[UUID_STRING_LENGTH + 1])
+{
+    struct dps_uuid uuid;
+    RAND_bytes(uuid.bytes, sizeof(uuid.bytes));
+    uuid.bytes[6] = (uint8_t)((uuid.bytes[6] & 0x0f) | 0x40);
+    uuid.bytes[8] = (uint8_t)((uuid.bytes[8] & 0x3f) | 0x80);
+    uuid_format(&uuid, out);
+}
+
+/* Writes DIR/dpsd.yaml for the demo PKI unless it exists. 0 or -1. */
+static int demo_write_config(const char *dir, const char *path)
+{
+    if (access(path, F_OK) == 0) {
+        return 0;
+    }
+    char hub_id[37], group_id[37];
+    random_uuid(hub_id);
+    random_uuid(group_id);
+    FILE *out = fopen(path, "wx");
+    if (out == NULL) {
+        fprintf(stderr, "dpsd: cannot create %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fprintf(out,
+            "# Demo configuration written by `dpsd --demo %s`; edit freely, it is kept.\n"
+            "listen: [\"0.0.0.0:15684\"]\n"
+            "shards: 0\n"
+            "ioBackend: io_uring\n"
+            "tls:\n"
+            "  certificate: pki/dps-server.pem\n"
+            "  key: pki/dps-server.key\n"
+            "dataDir: data\n"
+            "logLevel: info\n"
+            "hubs:\n"
+            "  - id: %s\n"
+            "    name: demo hub\n"
+            "    gateways: [\"coaps+tcp://127.0.0.1:5684\"]\n"
+            "    authorizationProvider: plgd\n"
+            "    identityCertificate:\n"
+            "      certificate: pki/hub-ca.pem\n"
+            "      key: pki/hub-ca.key\n"
+            "      validity: 8760h\n"
+            "    token:\n"
+            "      key: pki/token.key\n"
+            "      keyId: demo\n"
+            "      issuer: https://dps.demo.local\n"
+            "      ownerClaim: sub\n"
+            "      deviceIdClaim: https://plgd.dev/deviceId\n"
+            "      lifetime: 8760h\n"
+            "enrollmentGroups:\n"
+            "  - id: %s\n"
+            "    owner: \"1\"\n"
+            "    name: demo devices\n"
+            "    attestation:\n"
+            "      certificateChain: pki/mfg-chain.pem\n"
+            "      leadCertificateName: Demo Manufacturer Intermediate CA\n"
+            "      expiredCertificateEnabled: false\n"
+            "    hubIds: [%s]\n"
+            "    resources:\n"
+            "      - href: /light/1\n"
+            "        content: {state: false, power: 10}\n",
+            dir, hub_id, group_id, hub_id);
+    if (fclose(out) != 0) {
+        fprintf(stderr, "dpsd: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int demo_prepare(const char *dir, char *config_path, size_t config_path_length)
+{
+    char pki_dir[4096], err[512];
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "dpsd: cannot create %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(pki_dir, sizeof(pki_dir), "%s/pki", dir);
+    if (pki_generate(pki_dir, 10, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dpsd: demo PKI in %s: %s\n", pki_dir, err);
+        return -1;
+    }
+    snprintf(config_path, config_path_length, "%s/dpsd.yaml", dir);
+    return demo_write_config(dir, config_path);
+}
+
+/* Replaces the configured listen addresses with one. */
+static int override_listen(struct config *config, const char *address)
+{
+    char *copy = strdup(address);
+    char **list = malloc(sizeof(*list));
+    if (copy == NULL || list == NULL) {
+        free(copy);
+        free(list);
+        return -1;
+    }
+    for (size_t i = 0; i < config->listen_count; i++) {
+        free(config->listen[i]);
+    }
+    free(config->listen);
+    list[0] = copy;
+    config->listen = list;
+    config->listen_count = 1;
+    return 0;
+}
+
+static int apply_overrides(struct config *config, const struct options *options)
+{
+    if (options->listen != NULL && override_listen(config, options->listen) != 0) {
+        return -1;
+    }
+    if (options->shards >= 0) {
+        config->shards = (unsigned)options->shards;
+    }
+    if (options->io_backend != NULL) {
+        if (strcmp(options->io_backend, "io_uring") == 0) {
+            config->io_backend = CONFIG_IO_URING;
+        } else if (strcmp(options->io_backend, "epoll") == 0) {
+            config->io_backend = CONFIG_IO_EPOLL;
+        } else {
+            fprintf(stderr, "dpsd: --io-backend must be io_uring or epoll\n");
+            return -1;
+        }
+    }
+    if (options->log_level != NULL) {
+        free(config->log_level);
+        config->log_level = strdup(options->log_level);
+    }
+    return 0;
+}
+
+/* The store mirrors the configured groups and hubs, for tools and the record of what ran. */
+static int seed_store(struct store *store, const struct config *config)
+{
+    for (size_t i = 0; i < config->hub_count; i++) {
+        const struct config_hub *hub = &config->hubs[i];
+        json_t *gateways = json_array();
+        for (size_t g = 0; g < hub->gateway_count; g++) {
+            json_array_append_new(gateways, json_string(hub->gateways[g]));
+        }
+        json_t *doc = json_pack("{s:s, s:s, s:o, s:s}", "id", hub->id, "name",
+                                hub->name != NULL ? hub->name : "", "gateways", gateways,
+                                "authorizationProviderName", hub->authorization_provider);
+        char *text = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+        struct store_put put = {STORE_HUBS, hub->id, strlen(hub->id), text, strlen(text)};
+        int rc = store_put_sync(store, &put, 1);
+        free(text);
+        if (rc != STORE_OK) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < config->group_count; i++) {
+        const struct config_group *group = &config->groups[i];
+        json_t *hubs = json_array();
+        for (size_t h = 0; h < group->hub_count; h++) {
+            json_array_append_new(hubs, json_string(group->hub_ids[h]));
+        }
+        json_t *doc = json_pack(
+            "{s:s, s:s, s:s, s:o, s:{s:{s:s, s:s, s:b}}}", "id", group->id, "owner", group->owner,
+            "name", group->name != NULL ? group->name : "", "hubIds", hubs, "attestationMechanism",
+            "x509", "certificateChain", group->ca_chain_file, "leadCertificateName",
+            group->lead_certificate_name != NULL ? group->lead_certificate_name : "",
+            "expiredCertificateEnabled", group->expired_certificate_enabled);
+        char *text = json_dumps(doc, JSON_COMPACT);
+        json_decref(doc);
+        struct store_put put = {STORE_GROUPS, group->id, strlen(group->id), text, strlen(text)};
+        int rc = store_put_sync(store, &put, 1);
+        free(text);
+        if (rc != STORE_OK) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *options)
+{
+    static const struct option long_options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"demo", required_argument, NULL, 'd'},
+        {"listen", required_argument, NULL, 'l'},
+        {"shards", required_argument, NULL, 's'},
+        {"io-backend", required_argument, NULL, 'b'},
+        {"log-level", required_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *options = (struct options){.shards = -1};
+    int c;
+    while ((c = getopt_long(argc, argv, "c:d:h", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            options->config_path = optarg;
+            break;
+        case 'd':
+            options->demo_dir = optarg;
+            break;
+        case 'l':
+            options->listen = optarg;
+            break;
+        case 's': {
+            char *end;
+            long shards = strtol(optarg, &end, 10);
+            if (*end != '\0' || shards < 0 || shards > DPSD_MAX_SHARDS) {
+                fprintf(stderr, "dpsd: --shards must be 0..%d\n", DPSD_MAX_SHARDS);
+                return -1;
+            }
+            options->shards = (int)shards;
+            break;
+        }
+        case 'b':
+            options->io_backend = optarg;
+            break;
+        case 'v':
+            options->log_level = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    if (optind != argc || (options->config_path == NULL) == (options->demo_dir == NULL)) {
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct options options;
+    if (parse_options(argc, argv, &options) != 0) {
+        return 2;
+    }
+    char demo_config[4096];
+    const char *config_path = options.config_path;
+    if (options.demo_dir != NULL) {
+        if (demo_prepare(options.demo_dir, demo_config, sizeof(demo_config)) != 0) {
+            return 1;
+        }
+        config_path = demo_config;
+    }
+    char err[1024];
+    struct config *config;
+    if (config_load(config_path, &config, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dpsd: %s\n", err);
+        return 1;
+    }
+    if (apply_overrides(config, &options) != 0) {
+        config_free(config);
+        return 1;
+    }
+    enum log_level level = LOG_INFO;
+    if (log_parse_level(config->log_level != NULL ? config->log_level : "info", &level) != 0) {
+        fprintf(stderr, "dpsd: unknown log level %s\n", config->log_level);
+        config_free(config);
+        return 1;
+    }
+    log_set_level(level);
+
+    /* Signals are taken synchronously by the main thread; every other thread blocks them. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int status = 1;
+    struct dps_catalog catalog = {0};
+    struct signer *signer = NULL;
+    struct shard *shards[DPSD_MAX_SHARDS] = {0};
+    unsigned shard_count =
+        config->shards != 0 ? config->shards : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    if (shard_count == 0 || shard_count > DPSD_MAX_SHARDS) {
+        shard_count = 1;
+    }
+    struct store *store = store_open(config->data_dir, 65536, err, sizeof(err));
+    if (store == NULL) {
+        fprintf(stderr, "dpsd: store %s: %s\n", config->data_dir, err);
+        goto out;
+    }
+    if (seed_store(store, config) != 0) {
+        fprintf(stderr, "dpsd: cannot write the configuration into the store %s\n",
+                config->data_dir);
+        goto out;
+    }
+    if (dps_catalog_build(config, &catalog, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dpsd: %s: %s\n", config_path, err);
+        goto out;
+    }
+    signer = signer_create(config, config->signer_threads, 65536, err, sizeof(err));
+    if (signer == NULL) {
+        fprintf(stderr, "dpsd: %s\n", err);
+        goto out;
+    }
+    for (unsigned i = 0; i < shard_count; i++) {
+        shards[i] = shard_create(i, config, &catalog, signer, store, err, sizeof(err));
+        if (shards[i] == NULL) {
+            fprintf(stderr, "dpsd: shard %u: %s\n", i, err);
+            goto out;
+        }
+    }
+    for (unsigned i = 0; i < shard_count; i++) {
+        int rc = shard_start(shards[i]);
+        if (rc != 0) {
+            fprintf(stderr, "dpsd: cannot start shard %u: %s\n", i, strerror(-rc));
+            goto out;
+        }
+    }
+    log_msg(LOG_INFO, "ready", "listen=%s shards=%u backend=%s groups=%zu hubs=%zu config=%s",
+            config->listen[0], shard_count,
+            config->io_backend == CONFIG_IO_EPOLL ? "epoll" : "io_uring", config->group_count,
+            config->hub_count, config_path);
+    for (;;) {
+        int signal_number = 0;
+        sigwait(&signals, &signal_number);
+        if (signal_number == SIGHUP) {
+            log_msg(LOG_INFO, "SIGHUP ignored", "reason=\"reload is not supported yet\"");
+            continue;
+        }
+        log_msg(LOG_INFO, "stopping", "signal=%d", signal_number);
+        break;
+    }
+    status = 0;
+out:
+    for (unsigned i = 0; i < shard_count; i++) {
+        if (shards[i] != NULL) {
+            shard_stop(shards[i]);
+        }
+    }
+    for (unsigned i = 0; i < shard_count; i++) {
+        if (shards[i] != NULL) {
+            shard_join(shards[i]);
+        }
+    }
+    if (signer != NULL) {
+        signer_destroy(signer);
+    }
+    if (store != NULL) {
+        store_close(store);
+    }
+    for (unsigned i = 0; i < shard_count; i++) {
+        shard_finish(shards[i]);
+    }
+    dps_catalog_free(config, &catalog);
+    config_free(config);
+    return status;
 }

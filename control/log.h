@@ -17,7 +17,8 @@ enum log_level {
 void log_set_level(enum log_level level);
 int log_parse_level(const char *name, enum log_level *level); /* 0 or -1 */
 
-/* fmt produces the rest of the line after msg, e.g. log_msg(LOG_INFO, "listening", "addr=%s", a). */
+/* fmt produces the rest of the line after msg, e.g. log_msg(LOG_INFO, "listening", "addr=%s", a).
+ */
 void log_msg(enum log_level level, const char *message, const char *fields_fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

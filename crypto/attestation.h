@@ -27,14 +27,15 @@
 #include <time.h>
 
 #include <openssl/types.h>
+#include <openssl/x509.h> /* declares STACK_OF(X509) before the prototypes use it */
 
 #include "control/config.h"
 #include "crypto/uuid.h"
 
 struct attestation;
 
-struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config *config,
-                                       char *err, size_t err_length);
+struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config *config, char *err,
+                                       size_t err_length);
 void attestation_free(struct attestation *attestation);
 
 struct attestation_result {
@@ -43,7 +44,7 @@ struct attestation_result {
     char leaf_common_name[128]; /* "" when the leaf has none */
     uint8_t leaf_serial[20];    /* the manufacturer certificate's serial */
     size_t leaf_serial_length;
-    uint8_t spki_sha256[32];    /* SHA-256 of the leaf's DER SubjectPublicKeyInfo */
+    uint8_t spki_sha256[32]; /* SHA-256 of the leaf's DER SubjectPublicKeyInfo */
 };
 
 /*
@@ -51,9 +52,8 @@ struct attestation_result {
  * sent (chain may be NULL). 0 on success; -1 with a reason in err (no
  * matching group, untrusted, expired, missing clientAuth, ...).
  */
-int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X509) *chain,
-                       time_t now, struct attestation_result *result, char *err,
-                       size_t err_length);
+int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X509) * chain,
+                       time_t now, struct attestation_result *result, char *err, size_t err_length);
 
 /* The leaf as PEM (malloc'd), for the provisioning record. */
 char *attestation_leaf_pem(X509 *leaf);

@@ -50,7 +50,7 @@ struct issued_certificate {
  * SubjectPublicKeyInfo), valid from not_before to not_after. 0 or -1 with err.
  */
 int issuer_issue(struct issuer *issuer, const uint8_t *subject_der, size_t subject_length,
-                 const uint8_t *spki_der, size_t spki_length, time_t not_before,
-                 time_t not_after, struct issued_certificate *out, char *err, size_t err_length);
+                 const uint8_t *spki_der, size_t spki_length, time_t not_before, time_t not_after,
+                 struct issued_certificate *out, char *err, size_t err_length);
 
 #endif

@@ -1,0 +1,443 @@
+/*
+ * jwt: compact JWS tokens (RFC 7515/7519) with ES256 or RS256.
+ *
+ * The encoded header depends only on the key, so jwt_key_load() builds it
+ * once; signing a token is then two base64url encodings and one signature.
+ * ES256 signatures travel as the raw 64-byte r||s (RFC 7518 3.4), while
+ * OpenSSL produces and expects DER ECDSA-Sig-Value, hence the conversions
+ * below. A jwt_key belongs to one signer worker and its library context.
+ */
+#include "crypto/jwt.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#define ES256_COORDINATE_LENGTH 32
+
+struct jwt_key {
+    OSSL_LIB_CTX *libctx;
+    EVP_PKEY *key;
+    bool ec;
+    char *header; /* base64url of the JSON header */
+};
+
+static void set_error(char *err, size_t err_length, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(char *err, size_t err_length, const char *format, ...)
+{
+    va_list args;
+
+    if (err_length > 0) {
+        va_start(args, format);
+        vsnprintf(err, err_length, format, args);
+        va_end(args);
+    }
+    ERR_clear_error();
+}
+
+static const char BASE64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static size_t base64url_length(size_t length)
+{
+    return length / 3 * 4 + (length % 3 == 0 ? 0 : length % 3 + 1);
+}
+
+/* Writes the unpadded encoding of data at out (no NUL); returns its length. */
+static size_t base64url_encode(const uint8_t *data, size_t length, char *out)
+{
+    size_t o = 0;
+    size_t i = 0;
+
+    for (; i + 3 <= length; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+        out[o++] = BASE64URL[v >> 18 & 0x3f];
+        out[o++] = BASE64URL[v >> 12 & 0x3f];
+        out[o++] = BASE64URL[v >> 6 & 0x3f];
+        out[o++] = BASE64URL[v & 0x3f];
+    }
+    if (length - i == 1) {
+        uint32_t v = (uint32_t)data[i] << 16;
+        out[o++] = BASE64URL[v >> 18 & 0x3f];
+        out[o++] = BASE64URL[v >> 12 & 0x3f];
+    } else if (length - i == 2) {
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8;
+        out[o++] = BASE64URL[v >> 18 & 0x3f];
+        out[o++] = BASE64URL[v >> 12 & 0x3f];
+        out[o++] = BASE64URL[v >> 6 & 0x3f];
+    }
+    return o;
+}
+
+static int base64url_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+/*
+ * Decodes unpadded base64url into a malloc'd buffer with a trailing NUL (so
+ * JSON parts can be used as strings). Rejects padding, other alphabets and
+ * non-canonical trailing bits. NULL on error.
+ */
+static uint8_t *base64url_decode(const char *text, size_t length, size_t *out_length)
+{
+    uint8_t *out;
+    size_t o = 0;
+    uint32_t accumulator = 0;
+    int bits = 0;
+
+    if (length % 4 == 1)
+        return NULL;
+    out = malloc(length / 4 * 3 + 3);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < length; i++) {
+        int value = base64url_value(text[i]);
+        if (value < 0) {
+            free(out);
+            return NULL;
+        }
+        accumulator = accumulator << 6 | (uint32_t)value;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(accumulator >> bits);
+            accumulator &= (1u << bits) - 1;
+        }
+    }
+    if (accumulator != 0) {
+        free(out);
+        return NULL;
+    }
+    out[o] = '\0';
+    *out_length = o;
+    return out;
+}
+
+static char *base64url_string(const uint8_t *data, size_t length)
+{
+    char *out = malloc(base64url_length(length) + 1);
+
+    if (out == NULL)
+        return NULL;
+    out[base64url_encode(data, length, out)] = '\0';
+    return out;
+}
+
+static bool key_is_p256(EVP_PKEY *key)
+{
+    char group[64];
+
+    return EVP_PKEY_get_group_name(key, group, sizeof(group), NULL) == 1 &&
+           (strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0);
+}
+
+/* "ES256" or "RS256" for a usable key, NULL otherwise. */
+static const char *algorithm_for(EVP_PKEY *key)
+{
+    if (EVP_PKEY_is_a(key, "EC") && key_is_p256(key))
+        return "ES256";
+    if (EVP_PKEY_is_a(key, "RSA") && EVP_PKEY_get_bits(key) >= 2048)
+        return "RS256";
+    return NULL;
+}
+
+static char *encode_header(const char *algorithm, const char *key_id)
+{
+    json_t *header = json_pack("{s:s, s:s}", "alg", algorithm, "typ", "JWT");
+    char *text = NULL;
+    char *encoded = NULL;
+
+    if (header == NULL)
+        return NULL;
+    if (key_id == NULL || json_object_set_new(header, "kid", json_string(key_id)) == 0)
+        text = json_dumps(header, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text != NULL)
+        encoded = base64url_string((const uint8_t *)text, strlen(text));
+    free(text);
+    json_decref(header);
+    return encoded;
+}
+
+static int no_passphrase(char *buffer, int size, int rwflag, void *user)
+{
+    return 0;
+}
+
+struct jwt_key *jwt_key_load(OSSL_LIB_CTX *libctx, const char *key_file, const char *key_id,
+                             char *err, size_t err_length)
+{
+    BIO *bio = BIO_new_file(key_file, "r");
+    struct jwt_key *key = NULL;
+    EVP_PKEY *pkey = NULL;
+
+    if (bio == NULL) {
+        set_error(err, err_length, "%s: cannot read the token key file", key_file);
+        return NULL;
+    }
+    pkey = PEM_read_bio_PrivateKey_ex(bio, NULL, no_passphrase, NULL, libctx, NULL);
+    BIO_free(bio);
+    if (pkey == NULL) {
+        set_error(err, err_length, "%s: not an unencrypted PEM private key", key_file);
+        return NULL;
+    }
+    const char *algorithm = algorithm_for(pkey);
+    if (algorithm == NULL) {
+        set_error(err, err_length, "%s: token key must be EC P-256 or RSA of 2048 bits or more",
+                  key_file);
+        EVP_PKEY_free(pkey);
+        return NULL;
+    }
+    key = calloc(1, sizeof(*key));
+    if (key != NULL)
+        key->header = encode_header(algorithm, key_id);
+    if (key == NULL || key->header == NULL) {
+        set_error(err, err_length, "out of memory");
+        free(key);
+        EVP_PKEY_free(pkey);
+        return NULL;
+    }
+    key->libctx = libctx;
+    key->key = pkey;
+    key->ec = algorithm[0] == 'E';
+    return key;
+}
+
+void jwt_key_free(struct jwt_key *key)
+{
+    if (key == NULL)
+        return;
+    EVP_PKEY_free(key->key);
+    free(key->header);
+    free(key);
+}
+
+/* DER ECDSA-Sig-Value to r||s, each left-padded to 32 bytes. */
+static int der_to_raw(const uint8_t *der, size_t der_length, uint8_t raw[64])
+{
+    const unsigned char *cursor = der;
+    ECDSA_SIG *signature = d2i_ECDSA_SIG(NULL, &cursor, (long)der_length);
+    int status = -1;
+
+    if (signature != NULL &&
+        BN_bn2binpad(ECDSA_SIG_get0_r(signature), raw, ES256_COORDINATE_LENGTH) ==
+            ES256_COORDINATE_LENGTH &&
+        BN_bn2binpad(ECDSA_SIG_get0_s(signature), raw + ES256_COORDINATE_LENGTH,
+                     ES256_COORDINATE_LENGTH) == ES256_COORDINATE_LENGTH)
+        status = 0;
+    ECDSA_SIG_free(signature);
+    return status;
+}
+
+/* r||s to a malloc'd DER ECDSA-Sig-Value; its length in der_length. */
+static uint8_t *raw_to_der(const uint8_t raw[64], size_t *der_length)
+{
+    ECDSA_SIG *signature = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(raw, ES256_COORDINATE_LENGTH, NULL);
+    BIGNUM *s = BN_bin2bn(raw + ES256_COORDINATE_LENGTH, ES256_COORDINATE_LENGTH, NULL);
+    unsigned char *der = NULL;
+
+    if (signature == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(signature, r, s) != 1) {
+        BN_free(r);
+        BN_free(s);
+        ECDSA_SIG_free(signature);
+        return NULL;
+    }
+    int length = i2d_ECDSA_SIG(signature, &der);
+    ECDSA_SIG_free(signature);
+    if (length <= 0)
+        return NULL;
+    *der_length = (size_t)length;
+    return der;
+}
+
+char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t err_length)
+{
+    size_t header_length = strlen(key->header);
+    size_t claims_length = strlen(claims_json);
+    size_t signature_capacity = (size_t)EVP_PKEY_get_size(key->key);
+    size_t signing_length = header_length + 1 + base64url_length(claims_length);
+    char *token = malloc(signing_length + 1 + base64url_length(signature_capacity) + 1);
+    uint8_t *signature = malloc(signature_capacity);
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    size_t signature_length = signature_capacity;
+    uint8_t raw[2 * ES256_COORDINATE_LENGTH];
+
+    if (token == NULL || signature == NULL || context == NULL) {
+        set_error(err, err_length, "out of memory");
+        goto error;
+    }
+    memcpy(token, key->header, header_length);
+    token[header_length] = '.';
+    base64url_encode((const uint8_t *)claims_json, claims_length, token + header_length + 1);
+    if (EVP_DigestSignInit_ex(context, NULL, "SHA256", key->libctx, NULL, key->key, NULL) != 1 ||
+        EVP_DigestSign(context, signature, &signature_length, (const uint8_t *)token,
+                       signing_length) != 1) {
+        set_error(err, err_length, "token signing failed");
+        goto error;
+    }
+    const uint8_t *encoded = signature;
+    if (key->ec) {
+        if (der_to_raw(signature, signature_length, raw) != 0) {
+            set_error(err, err_length, "token signing produced a malformed ECDSA signature");
+            goto error;
+        }
+        encoded = raw;
+        signature_length = sizeof(raw);
+    }
+    token[signing_length] = '.';
+    size_t end = signing_length + 1 +
+                 base64url_encode(encoded, signature_length, token + signing_length + 1);
+    token[end] = '\0';
+    free(signature);
+    EVP_MD_CTX_free(context);
+    return token;
+
+error:
+    free(token);
+    free(signature);
+    EVP_MD_CTX_free(context);
+    return NULL;
+}
+
+/* The public key of a PEM "PUBLIC KEY" or "CERTIFICATE". */
+static EVP_PKEY *read_public_key(OSSL_LIB_CTX *libctx, const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    char *name = NULL;
+    char *header = NULL;
+    unsigned char *der = NULL;
+    long length = 0;
+    EVP_PKEY *key = NULL;
+
+    if (bio != NULL && PEM_read_bio(bio, &name, &header, &der, &length) == 1) {
+        const unsigned char *cursor = der;
+        if (strcmp(name, PEM_STRING_PUBLIC) == 0) {
+            key = d2i_PUBKEY_ex(NULL, &cursor, length, libctx, NULL);
+        } else if (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) {
+            X509 *certificate = X509_new_ex(libctx, NULL);
+            if (certificate != NULL && d2i_X509(&certificate, &cursor, length) != NULL)
+                key = X509_get_pubkey(certificate);
+            X509_free(certificate);
+        }
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    BIO_free(bio);
+    return key;
+}
+
+/* The header's "alg" must be the one the key implies: no "none", no confusion. */
+static bool header_matches(const uint8_t *header, size_t length, const char *algorithm)
+{
+    json_t *object = json_loadb((const char *)header, length, 0, NULL);
+    const char *alg = json_string_value(json_object_get(object, "alg"));
+    bool matches = alg != NULL && strcmp(alg, algorithm) == 0;
+
+    json_decref(object);
+    return matches;
+}
+
+static bool signature_verifies(OSSL_LIB_CTX *libctx, EVP_PKEY *key, const char *signed_part,
+                               size_t signed_length, const uint8_t *signature, size_t length)
+{
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    uint8_t *der = NULL;
+    bool ok = false;
+
+    if (EVP_PKEY_is_a(key, "EC")) {
+        if (length != 2 * ES256_COORDINATE_LENGTH)
+            goto out;
+        der = raw_to_der(signature, &length);
+        if (der == NULL)
+            goto out;
+        signature = der;
+    }
+    ok = context != NULL &&
+         EVP_DigestVerifyInit_ex(context, NULL, "SHA256", libctx, NULL, key, NULL) == 1 &&
+         EVP_DigestVerify(context, signature, length, (const uint8_t *)signed_part,
+                          signed_length) == 1;
+out:
+    OPENSSL_free(der);
+    EVP_MD_CTX_free(context);
+    return ok;
+}
+
+char *jwt_verify(OSSL_LIB_CTX *libctx, const char *token, const char *public_key_pem, char *err,
+                 size_t err_length)
+{
+    const char *first = strchr(token, '.');
+    const char *second = first != NULL ? strchr(first + 1, '.') : NULL;
+    uint8_t *header = NULL;
+    uint8_t *payload = NULL;
+    uint8_t *signature = NULL;
+    size_t header_length = 0;
+    size_t payload_length = 0;
+    size_t signature_length = 0;
+    EVP_PKEY *key = NULL;
+
+    if (second == NULL || strchr(second + 1, '.') != NULL) {
+        set_error(err, err_length, "token is not three dot-separated parts");
+        return NULL;
+    }
+    header = base64url_decode(token, (size_t)(first - token), &header_length);
+    payload = base64url_decode(first + 1, (size_t)(second - first - 1), &payload_length);
+    signature = base64url_decode(second + 1, strlen(second + 1), &signature_length);
+    if (header == NULL || payload == NULL || signature == NULL) {
+        set_error(err, err_length, "token part is not base64url");
+        goto error;
+    }
+    key = read_public_key(libctx, public_key_pem);
+    const char *algorithm = key != NULL ? algorithm_for(key) : NULL;
+    if (algorithm == NULL) {
+        set_error(err, err_length, "no usable public key in the PEM");
+        goto error;
+    }
+    if (!header_matches(header, header_length, algorithm)) {
+        set_error(err, err_length, "token header alg is not %s", algorithm);
+        goto error;
+    }
+    if (!signature_verifies(libctx, key, token, (size_t)(second - token), signature,
+                            signature_length)) {
+        set_error(err, err_length, "token signature does not verify");
+        goto error;
+    }
+    if (memchr(payload, '\0', payload_length) != NULL) {
+        set_error(err, err_length, "token payload is not text");
+        goto error;
+    }
+    free(header);
+    free(signature);
+    EVP_PKEY_free(key);
+    return (char *)payload;
+
+error:
+    free(header);
+    free(payload);
+    free(signature);
+    EVP_PKEY_free(key);
+    return NULL;
+}

@@ -29,7 +29,7 @@ char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t e
  * Verifies a token against a PEM public key or certificate file's key and
  * returns its payload JSON (malloc'd), or NULL with err. For tests and tools.
  */
-char *jwt_verify(OSSL_LIB_CTX *libctx, const char *token, const char *public_key_pem,
-                 char *err, size_t err_length);
+char *jwt_verify(OSSL_LIB_CTX *libctx, const char *token, const char *public_key_pem, char *err,
+                 size_t err_length);
 
 #endif

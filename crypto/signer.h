@@ -44,8 +44,9 @@ struct signer_request {
     /* Filled by the signer before done(). */
     int status; /* 0, or -1 with error set */
     char error[128];
-    struct issued_certificate certificate; /* SIGNER_ISSUE_CERTIFICATE; pem is free()d by the requester */
-    char *token;                           /* SIGNER_SIGN_TOKEN; free() by the requester */
+    struct issued_certificate
+        certificate; /* SIGNER_ISSUE_CERTIFICATE; pem is free()d by the requester */
+    char *token;     /* SIGNER_SIGN_TOKEN; free() by the requester */
     time_t token_expires;
 
     struct signer_request *next; /* queue link, owned by the signer while queued */

@@ -1,0 +1,324 @@
+/*
+ * cbor: the zero-copy CBOR reader behind cbor.h.
+ *
+ * Every item starts with a head: major type in the top three bits, and
+ * additional information that is either the argument itself (< 24), the size
+ * of a big-endian argument that follows (24..27: 1, 2, 4, 8 bytes) or the
+ * indefinite-length marker (31). All reads parse the head into a local
+ * cursor and commit it only on success, so a failed read leaves the reader
+ * where it was. cbor_skip walks nested items with an explicit, bounded stack
+ * instead of recursion, so hostile nesting costs neither stack nor more than
+ * one pass over the input.
+ */
+#include "dataplane/cbor.h"
+
+#include <string.h>
+
+#define CBOR_MAJOR_UINT 0
+#define CBOR_MAJOR_NEGINT 1
+#define CBOR_MAJOR_BYTES 2
+#define CBOR_MAJOR_TEXT 3
+#define CBOR_MAJOR_ARRAY 4
+#define CBOR_MAJOR_MAP 5
+#define CBOR_MAJOR_TAG 6
+#define CBOR_MAJOR_SIMPLE 7
+
+#define CBOR_INFO_INDEFINITE 31
+#define CBOR_BREAK 0xFF
+#define CBOR_FALSE 0xF4
+#define CBOR_TRUE 0xF5
+
+struct cbor_head {
+    unsigned major;
+    unsigned info;
+    uint64_t argument;
+    bool indefinite;
+};
+
+/*
+ * Parses the head at *position, advancing it past the head only. Indefinite
+ * length is only accepted where CBOR allows it (strings, containers, break);
+ * reserved additional information 28..30 is an error.
+ */
+static int cbor_parse_head(const uint8_t **position, const uint8_t *end, struct cbor_head *head)
+{
+    const uint8_t *p = *position;
+    if (p >= end)
+        return -1;
+    uint8_t initial = *p++;
+    head->major = initial >> 5;
+    head->info = initial & 0x1F;
+    head->indefinite = false;
+    head->argument = 0;
+    if (head->info < 24) {
+        head->argument = head->info;
+    } else if (head->info <= 27) {
+        size_t size = (size_t)1 << (head->info - 24);
+        if ((size_t)(end - p) < size)
+            return -1;
+        for (size_t i = 0; i < size; i++)
+            head->argument = head->argument << 8 | p[i];
+        p += size;
+    } else if (head->info == CBOR_INFO_INDEFINITE) {
+        if (head->major < CBOR_MAJOR_BYTES || head->major == CBOR_MAJOR_TAG)
+            return -1;
+        head->indefinite = true;
+    } else {
+        return -1;
+    }
+    *position = p;
+    return 0;
+}
+
+void cbor_reader_init(struct cbor_reader *reader, const uint8_t *data, size_t length)
+{
+    reader->position = data;
+    reader->end = data + length;
+    reader->depth = 0;
+}
+
+enum cbor_item_type cbor_peek(const struct cbor_reader *reader)
+{
+    if (reader->position >= reader->end)
+        return CBOR_TYPE_INVALID;
+    uint8_t initial = *reader->position;
+    if (initial == CBOR_BREAK)
+        return CBOR_TYPE_BREAK;
+    switch (initial >> 5) {
+    case CBOR_MAJOR_UINT:
+        return CBOR_TYPE_UINT;
+    case CBOR_MAJOR_NEGINT:
+        return CBOR_TYPE_NEGINT;
+    case CBOR_MAJOR_BYTES:
+        return CBOR_TYPE_BYTES;
+    case CBOR_MAJOR_TEXT:
+        return CBOR_TYPE_TEXT;
+    case CBOR_MAJOR_ARRAY:
+        return CBOR_TYPE_ARRAY;
+    case CBOR_MAJOR_MAP:
+        return CBOR_TYPE_MAP;
+    case CBOR_MAJOR_TAG:
+        return CBOR_TYPE_TAG;
+    default:
+        return CBOR_TYPE_SIMPLE;
+    }
+}
+
+/*
+ * Opens a map or array. A definite count that cannot fit in the remaining
+ * input (every item takes at least one byte) is refused up front.
+ */
+static int cbor_enter(struct cbor_reader *reader, unsigned major, struct cbor_container *container)
+{
+    if (reader->depth >= CBOR_MAX_DEPTH)
+        return -1;
+    const uint8_t *p = reader->position;
+    struct cbor_head head;
+    if (cbor_parse_head(&p, reader->end, &head) != 0 || head.major != major)
+        return -1;
+    if (!head.indefinite) {
+        uint64_t left = (uint64_t)(reader->end - p);
+        uint64_t items_per_step = major == CBOR_MAJOR_MAP ? 2 : 1;
+        if (head.argument > left / items_per_step)
+            return -1;
+    }
+    container->indefinite = head.indefinite;
+    container->remaining = head.indefinite ? 0 : head.argument;
+    reader->position = p;
+    reader->depth++;
+    return 0;
+}
+
+int cbor_enter_map(struct cbor_reader *reader, struct cbor_container *container)
+{
+    return cbor_enter(reader, CBOR_MAJOR_MAP, container);
+}
+
+int cbor_enter_array(struct cbor_reader *reader, struct cbor_container *container)
+{
+    return cbor_enter(reader, CBOR_MAJOR_ARRAY, container);
+}
+
+int cbor_container_next(struct cbor_reader *reader, struct cbor_container *container)
+{
+    if (reader->depth == 0)
+        return -1;
+    if (container->indefinite) {
+        if (reader->position >= reader->end)
+            return -1;
+        if (*reader->position != CBOR_BREAK)
+            return 1;
+        reader->position++;
+    } else if (container->remaining > 0) {
+        container->remaining--;
+        return 1;
+    }
+    reader->depth--;
+    return 0;
+}
+
+/* Reads a definite-length string of the given major type. */
+static int cbor_read_string(struct cbor_reader *reader, unsigned major, const uint8_t **data,
+                            size_t *length)
+{
+    const uint8_t *p = reader->position;
+    struct cbor_head head;
+    if (cbor_parse_head(&p, reader->end, &head) != 0 || head.major != major || head.indefinite)
+        return -1;
+    if (head.argument > (uint64_t)(reader->end - p))
+        return -1;
+    *data = p;
+    *length = (size_t)head.argument;
+    reader->position = p + head.argument;
+    return 0;
+}
+
+int cbor_read_text(struct cbor_reader *reader, const char **text, size_t *length)
+{
+    const uint8_t *data;
+    if (cbor_read_string(reader, CBOR_MAJOR_TEXT, &data, length) != 0)
+        return -1;
+    *text = (const char *)data;
+    return 0;
+}
+
+int cbor_read_bytes(struct cbor_reader *reader, const uint8_t **bytes, size_t *length)
+{
+    return cbor_read_string(reader, CBOR_MAJOR_BYTES, bytes, length);
+}
+
+int cbor_read_uint(struct cbor_reader *reader, uint64_t *value)
+{
+    const uint8_t *p = reader->position;
+    struct cbor_head head;
+    if (cbor_parse_head(&p, reader->end, &head) != 0 || head.major != CBOR_MAJOR_UINT)
+        return -1;
+    *value = head.argument;
+    reader->position = p;
+    return 0;
+}
+
+int cbor_read_int(struct cbor_reader *reader, int64_t *value)
+{
+    const uint8_t *p = reader->position;
+    struct cbor_head head;
+    if (cbor_parse_head(&p, reader->end, &head) != 0)
+        return -1;
+    if (head.major != CBOR_MAJOR_UINT && head.major != CBOR_MAJOR_NEGINT)
+        return -1;
+    if (head.argument > (uint64_t)INT64_MAX)
+        return -1;
+    /* A negative integer encodes -1 - argument, which fits once argument does. */
+    *value = head.major == CBOR_MAJOR_UINT ? (int64_t)head.argument : -1 - (int64_t)head.argument;
+    reader->position = p;
+    return 0;
+}
+
+int cbor_read_bool(struct cbor_reader *reader, bool *value)
+{
+    if (reader->position >= reader->end)
+        return -1;
+    uint8_t initial = *reader->position;
+    if (initial != CBOR_FALSE && initial != CBOR_TRUE)
+        return -1;
+    *value = initial == CBOR_TRUE;
+    reader->position++;
+    return 0;
+}
+
+/* One open container while skipping. */
+struct cbor_skip_level {
+    uint64_t remaining; /* definite: items (keys and values counted apart) left */
+    bool indefinite;
+    bool map;
+    bool odd; /* indefinite map: a key was read and its value is still due */
+};
+
+int cbor_skip(struct cbor_reader *reader)
+{
+    struct cbor_skip_level stack[CBOR_MAX_DEPTH];
+    unsigned open = 0;
+    const uint8_t *p = reader->position;
+    const uint8_t *end = reader->end;
+    bool tagged = false;
+
+    for (;;) {
+        if (p >= end)
+            return -1;
+        if (*p == CBOR_BREAK) {
+            /* A break ends the innermost indefinite container, never a tag. */
+            if (open == 0 || tagged || !stack[open - 1].indefinite || stack[open - 1].odd)
+                return -1;
+            p++;
+            open--;
+        } else {
+            struct cbor_head head;
+            if (cbor_parse_head(&p, end, &head) != 0)
+                return -1;
+            switch (head.major) {
+            case CBOR_MAJOR_BYTES:
+            case CBOR_MAJOR_TEXT:
+                if (head.indefinite || head.argument > (uint64_t)(end - p))
+                    return -1;
+                p += head.argument;
+                break;
+            case CBOR_MAJOR_ARRAY:
+            case CBOR_MAJOR_MAP: {
+                if (reader->depth + open >= CBOR_MAX_DEPTH)
+                    return -1;
+                bool map = head.major == CBOR_MAJOR_MAP;
+                uint64_t items = head.argument;
+                if (!head.indefinite) {
+                    /* Every item takes a byte: refuse counts the input cannot hold. */
+                    uint64_t left = (uint64_t)(end - p);
+                    if (items > (map ? left / 2 : left))
+                        return -1;
+                    if (map)
+                        items *= 2;
+                }
+                if (head.indefinite || items > 0) {
+                    stack[open++] = (struct cbor_skip_level){
+                        .remaining = items,
+                        .indefinite = head.indefinite,
+                        .map = map,
+                        .odd = false,
+                    };
+                    tagged = false;
+                    continue;
+                }
+                break;
+            }
+            case CBOR_MAJOR_TAG:
+                tagged = true;
+                continue;
+            default:
+                /* Integers, simple values and floats: the head is the whole item. */
+                break;
+            }
+        }
+        tagged = false;
+
+        /* One item is complete: account for it in the enclosing containers. */
+        while (open > 0) {
+            struct cbor_skip_level *level = &stack[open - 1];
+            if (level->indefinite) {
+                if (level->map)
+                    level->odd = !level->odd;
+                break;
+            }
+            if (--level->remaining > 0)
+                break;
+            open--;
+        }
+        if (open == 0) {
+            reader->position = p;
+            return 0;
+        }
+    }
+}
+
+bool cbor_text_equals(const char *text, size_t length, const char *literal)
+{
+    size_t literal_length = strlen(literal);
+    return literal_length == length && (length == 0 || memcmp(text, literal, length) == 0);
+}

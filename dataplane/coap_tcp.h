@@ -74,10 +74,10 @@ enum coap_content_format {
 
 enum coap_status {
     COAP_OK = 0,
-    COAP_NEED_MORE = 1,   /* not enough bytes yet to know or hold the frame */
-    COAP_MALFORMED = -1,  /* the bytes cannot be a valid frame: close the stream */
-    COAP_TOO_LARGE = -2,  /* the frame announces more than the allowed size */
-    COAP_NO_SPACE = -3,   /* encoding: output buffer too small */
+    COAP_NEED_MORE = 1,  /* not enough bytes yet to know or hold the frame */
+    COAP_MALFORMED = -1, /* the bytes cannot be a valid frame: close the stream */
+    COAP_TOO_LARGE = -2, /* the frame announces more than the allowed size */
+    COAP_NO_SPACE = -3,  /* encoding: output buffer too small */
 };
 
 struct coap_option {
@@ -122,8 +122,7 @@ long coap_tcp_encode(uint8_t *out, size_t capacity, uint8_t code, const uint8_t 
                      const uint8_t *payload, size_t payload_length);
 
 /* First option with this number, or NULL. */
-const struct coap_option *coap_message_option(const struct coap_message *message,
-                                              uint16_t number);
+const struct coap_option *coap_message_option(const struct coap_message *message, uint16_t number);
 
 /* Reads an option as an unsigned integer (0-4 bytes, big endian). 0 or -1. */
 int coap_option_uint(const struct coap_option *option, uint32_t *value);

@@ -1,0 +1,1138 @@
+/*
+ * dps_handlers: the DPS resources (PROTOCOL.md section 2) and the life of one
+ * request through the signer and the store.
+ *
+ * Each request becomes a dps_op. Synchronous steps (time, ownership, ACLs,
+ * resources) build their answer at once; cloud-configuration waits for a
+ * token and credentials for a certificate from the signer. Every step then
+ * commits its part of the provisioning record (and, for credentials, the
+ * issuance log entry and the device-id binding) through the store's group
+ * commit, and only when that batch is synced does the device get its answer.
+ * Worker threads never touch the op beyond posting it back: all state
+ * changes happen on the shard's thread, in dps_op_resume().
+ */
+#include "dataplane/dps_handlers.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "control/log.h"
+#include "crypto/csr.h"
+#include "crypto/signer.h"
+#include "crypto/uuid.h"
+#include "dataplane/cbor.h"
+#include "dataplane/coap_tcp.h"
+#include "dataplane/mailbox.h"
+#include "store/store.h"
+
+#define DPS_MAX_PAYLOAD 8192
+#define DPS_RETRY_SECONDS 1
+
+enum dps_step {
+    STEP_TIME,
+    STEP_OWNERSHIP,
+    STEP_CLOUD,
+    STEP_CREDENTIALS,
+    STEP_ACLS,
+    STEP_RESOURCES,
+};
+
+/* Record part names, as the reference's JSON fields. */
+static const char *const step_part[] = {
+    [STEP_TIME] = "plgdTime", [STEP_OWNERSHIP] = "ownership",
+    [STEP_CLOUD] = "cloud",   [STEP_CREDENTIALS] = "credential",
+    [STEP_ACLS] = "acl",      [STEP_RESOURCES] = "resources",
+};
+
+enum dps_phase {
+    PHASE_SIGNING,
+    PHASE_COMMITTING,
+};
+
+struct dps_op {
+    struct mailbox_item item;
+    const struct dps_services *services;
+    struct dps_session *session;
+    dps_reply_fn reply;
+    enum dps_step step;
+    enum dps_phase phase;
+    uint8_t token[8];
+    uint8_t token_length;
+    enum payload_format format;
+    int content_format;
+
+    /* The answer, sent once the record is durable. */
+    uint8_t code;
+    char error[160];
+    uint8_t *body;
+    size_t body_length;
+
+    /* Work handed to the signer and the store. */
+    struct signer_request sign;
+    struct store_write write;
+    char device_id[37];
+    char key_record[48];
+    char key_step[48];
+    char serial_hex[2 * ISSUER_SERIAL_LENGTH + 1];
+    char *record_json;
+    char *step_json;
+    char *issuance_json;
+    json_t *step_data; /* step-specific fields of the record part */
+    struct csr_result csr;
+};
+
+static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
+
+static void dps_op_resume(struct mailbox_item *item);
+
+void dps_format_time(const struct timespec *when, char out[32])
+{
+    struct tm tm;
+    gmtime_r(&when->tv_sec, &tm);
+    size_t length = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    unsigned micro = (unsigned)(when->tv_nsec / 1000) % 1000000u;
+    snprintf(out + length, 32 - length, ".%06uZ", micro);
+}
+
+static void format_rfc3339_seconds(time_t when, char out[32])
+{
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void now_ns_text(char out[24])
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(out, 24, "%" PRId64, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+}
+
+/* ---- catalog: per-group answers derived once from the configuration ---- */
+
+static json_t *ace_new(json_int_t id, json_t *subject, json_t *resources, int permission)
+{
+    return json_pack("{s:I, s:o, s:o, s:i, s:s}", "aceid", id, "subject", subject, "resources",
+                     resources, "permission", permission, "tag", "dps");
+}
+
+static json_t *href_list(const char *const *hrefs, size_t count, bool wildcard)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < count; i++) {
+        json_array_append_new(list, json_pack("{s:s}", "href", hrefs[i]));
+    }
+    if (wildcard) {
+        json_array_append_new(list, json_pack("{s:s}", "wc", "*"));
+    }
+    return list;
+}
+
+/*
+ * The reference's default list: the owner with all rights on the cloud
+ * configuration, security profile, time and hub resources and everything
+ * else by wildcard; anonymous read of discovery and device information; and
+ * each linked hub with all rights on the hub resources.
+ */
+static void default_acl(const struct config *config, const struct config_group *group,
+                        const char *owner_uuid, json_t *list)
+{
+    static const char *const owner_resources[] = {"/CoapCloudConfResURI",
+                                                  "/oic/sec/sp",
+                                                  "/x.plgd.dev/time",
+                                                  "/oc/con",
+                                                  "/oc/swu",
+                                                  "/oic/mnt"};
+    static const char *const anonymous_resources[] = {"/oic/d", "/oic/p", "/oic/res",
+                                                      "/oic/sec/sdi", "/oic/sec/doxm"};
+    json_int_t id = 1;
+    json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "uuid", owner_uuid),
+                                        href_list(owner_resources, 6, true), 31));
+    json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "conntype", "anon-clear"),
+                                        href_list(anonymous_resources, 5, false), 2));
+    for (size_t i = 0; i < group->hub_count; i++) {
+        json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "uuid", group->hub_ids[i]),
+                                            href_list(hub_resources, 4, true), 31));
+    }
+    (void)config;
+}
+
+static int catalog_group(const struct config *config, const struct config_group *group,
+                         struct dps_catalog_group *out, char *err, size_t err_length)
+{
+    struct dps_uuid owner;
+    uuid_from_owner(group->owner, &owner);
+    uuid_format(&owner, out->owner_uuid);
+
+    json_t *list = json_array();
+    if (group->acl_mode != CONFIG_ACL_REPLACE) {
+        default_acl(config, group, out->owner_uuid, list);
+    }
+    if (group->acl_json != NULL) {
+        json_error_t jerr;
+        json_t *own = json_loads(group->acl_json, 0, &jerr);
+        if (!json_is_array(own)) {
+            snprintf(err, err_length, "enrollment group %s: acl is not a JSON array", group->id);
+            json_decref(own);
+            json_decref(list);
+            return -1;
+        }
+        size_t index;
+        json_t *entry;
+        json_array_foreach(own, index, entry)
+        {
+            json_t *copy = json_deep_copy(entry);
+            if (json_object_get(copy, "aceid") == NULL) {
+                json_object_set_new(copy, "aceid",
+                                    json_integer((json_int_t)json_array_size(list) + 1));
+            }
+            json_object_set_new(copy, "tag", json_string("dps"));
+            json_array_append_new(list, copy);
+        }
+        json_decref(own);
+    }
+    out->acl_json = json_dumps(list, JSON_COMPACT);
+    json_decref(list);
+    out->resources_json = strdup(group->resources_json != NULL ? group->resources_json : "[]");
+    if (out->acl_json == NULL || out->resources_json == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, char *err,
+                      size_t err_length)
+{
+    catalog->groups = calloc(config->group_count + 1, sizeof(*catalog->groups));
+    if (catalog->groups == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < config->group_count; i++) {
+        if (catalog_group(config, &config->groups[i], &catalog->groups[i], err, err_length) != 0) {
+            dps_catalog_free(config, catalog);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void dps_catalog_free(const struct config *config, struct dps_catalog *catalog)
+{
+    if (catalog->groups == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < config->group_count; i++) {
+        free(catalog->groups[i].acl_json);
+        free(catalog->groups[i].resources_json);
+    }
+    free(catalog->groups);
+    catalog->groups = NULL;
+}
+
+/* ---- sessions ---- */
+
+static const struct config_group *session_group(const struct dps_services *services,
+                                                const struct dps_session *session)
+{
+    return &services->config->groups[session->attestation.group_index];
+}
+
+void dps_session_start(const struct dps_services *services, struct dps_session *session)
+{
+    uuid_format(&session->attestation.record_id, session->record_id);
+    char key[48];
+    snprintf(key, sizeof(key), "%s/record", session->record_id);
+    char *value = NULL;
+    size_t length = 0;
+    if (store_get(services->store, STORE_RECORDS, key, strlen(key), &value, &length) == STORE_OK) {
+        json_t *record = json_loadb(value, length, 0, NULL);
+        const char *created = json_string_value(json_object_get(record, "creationDate"));
+        const char *device = json_string_value(json_object_get(record, "deviceId"));
+        if (created != NULL) {
+            snprintf(session->creation_date, sizeof(session->creation_date), "%s", created);
+        }
+        if (device != NULL && strlen(device) == UUID_STRING_LENGTH) {
+            memcpy(session->device_id, device, UUID_STRING_LENGTH + 1);
+        }
+        json_decref(record);
+        free(value);
+    }
+    if (session->creation_date[0] == '\0') {
+        now_ns_text(session->creation_date);
+    }
+}
+
+void dps_session_clear(struct dps_session *session)
+{
+    free(session->leaf_pem);
+    session->leaf_pem = NULL;
+}
+
+/* ---- ops ---- */
+
+static struct dps_op *dps_op_new(const struct dps_services *services, struct dps_session *session,
+                                 const struct dps_request *request, dps_reply_fn reply,
+                                 enum dps_step step, enum payload_format format, int content_format)
+{
+    struct dps_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        return NULL;
+    }
+    op->item.run = dps_op_resume;
+    op->services = services;
+    op->session = session;
+    op->reply = reply;
+    op->step = step;
+    op->format = format;
+    op->content_format = content_format;
+    op->token_length = request->token_length;
+    memcpy(op->token, request->token, request->token_length);
+    op->step_data = json_object();
+    session->pending++;
+    return op;
+}
+
+/* Frees the op's memory; the session is not touched. */
+static void dps_op_release(struct dps_op *op)
+{
+    free(op->body);
+    free(op->record_json);
+    free(op->step_json);
+    free(op->issuance_json);
+    free(op->sign.certificate.pem);
+    free(op->sign.token);
+    json_decref(op->step_data);
+    free(op);
+}
+
+/*
+ * Detaches the op from its session. Returns false when the connection is
+ * gone (the session is then released once nothing else is pending).
+ */
+static bool dps_op_detach(struct dps_op *op)
+{
+    struct dps_session *session = op->session;
+    session->pending--;
+    if (session->gone) {
+        if (session->pending == 0) {
+            session->release(session);
+        }
+        return false;
+    }
+    return true;
+}
+
+static void dps_op_free(struct dps_op *op)
+{
+    dps_op_detach(op);
+    dps_op_release(op);
+}
+
+static void send_reply(const struct dps_services *services, struct dps_session *session,
+                       dps_reply_fn reply, const uint8_t *token, uint8_t token_length, uint8_t code,
+                       int content_format, uint32_t max_age, const uint8_t *payload,
+                       size_t payload_length)
+{
+    (void)services;
+    if (session->gone) {
+        return;
+    }
+    struct dps_response response = {
+        .code = code,
+        .content_format = content_format,
+        .max_age = max_age,
+        .payload = payload,
+        .payload_length = payload_length,
+        .token_length = token_length,
+    };
+    memcpy(response.token, token, token_length);
+    reply(session, &response);
+}
+
+static void reply_error(const struct dps_services *services, struct dps_session *session,
+                        const struct dps_request *request, dps_reply_fn reply, uint8_t code,
+                        const char *message)
+{
+    send_reply(services, session, reply, request->token, request->token_length, code, -1,
+               code == COAP_SERVICE_UNAVAILABLE ? DPS_RETRY_SECONDS : 0, (const uint8_t *)message,
+               strlen(message));
+}
+
+/*
+ * Finishes an op: answers the device unless it left, and frees the op. The
+ * session's pending count drops before the answer goes out, so the
+ * connection can take its next request from inside the reply.
+ */
+static void dps_op_finish(struct dps_op *op)
+{
+    bool ok = op->code < COAP_BAD_REQUEST;
+    const struct config_group *group = session_group(op->services, op->session);
+    log_msg(ok ? LOG_DEBUG : LOG_INFO, "step",
+            "step=%s code=%d.%02d record=%s device=%s group=%s%s%s%s", step_part[op->step],
+            op->code >> 5, op->code & 31, op->session->record_id,
+            op->session->device_id[0] ? op->session->device_id : "-", group->id,
+            ok ? "" : " error=\"", ok ? "" : op->error, ok ? "" : "\"");
+    struct dps_session *session = op->session;
+    if (dps_op_detach(op)) {
+        if (ok) {
+            send_reply(op->services, session, op->reply, op->token, op->token_length, op->code,
+                       op->content_format, 0, op->body, op->body_length);
+        } else {
+            send_reply(op->services, session, op->reply, op->token, op->token_length, op->code, -1,
+                       op->code == COAP_SERVICE_UNAVAILABLE ? DPS_RETRY_SECONDS : 0,
+                       (const uint8_t *)op->error, strlen(op->error));
+        }
+    }
+    dps_op_release(op);
+}
+
+static void store_done(struct store_write *write)
+{
+    struct dps_op *op = write->user;
+    mailbox_post(op->services->mailbox, &op->item);
+}
+
+static void signer_done(struct signer_request *request)
+{
+    struct dps_op *op = request->user;
+    mailbox_post(op->services->mailbox, &op->item);
+}
+
+static void set_error(struct dps_op *op, uint8_t code, const char *message)
+{
+    op->code = code;
+    snprintf(op->error, sizeof(op->error), "%s", message);
+}
+
+/* The record's top-level part, rewritten with every step (it never needs a read). */
+static char *record_part_json(const struct dps_services *services,
+                              const struct dps_session *session)
+{
+    const struct config_group *group = session_group(services, session);
+    json_t *record = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:{s:s, s:s}}}", "id", session->record_id,
+        "enrollmentGroupId", group->id, "deviceId", session->device_id, "owner", group->owner,
+        "creationDate", session->creation_date, "attestation", "date", session->creation_date,
+        "x509", "certificatePem", session->leaf_pem != NULL ? session->leaf_pem : "", "commonName",
+        session->attestation.leaf_common_name);
+    char *text = json_dumps(record, JSON_COMPACT);
+    json_decref(record);
+    return text;
+}
+
+static char *step_part_json(struct dps_op *op)
+{
+    char date[24];
+    now_ns_text(date);
+    json_t *status = json_pack("{s:s, s:i, s:s}", "date", date, "coapCode", op->code,
+                               "errorMessage", op->code < COAP_BAD_REQUEST ? "" : op->error);
+    json_object_set_new(op->step_data, "status", status);
+    return json_dumps(op->step_data, JSON_COMPACT);
+}
+
+static void add_put(struct store_write *write, enum store_family family, const char *key,
+                    const char *value)
+{
+    struct store_put *put = &write->puts[write->put_count++];
+    put->family = family;
+    put->key = key;
+    put->key_length = strlen(key);
+    put->value = value;
+    put->value_length = strlen(value);
+}
+
+/*
+ * Commits the step's record parts (plus, for credentials, the issuance entry
+ * and the binding) and answers when they are durable.
+ */
+static void dps_op_commit(struct dps_op *op, bool with_issuance)
+{
+    struct dps_session *session = op->session;
+    free(op->record_json);
+    free(op->step_json);
+    op->record_json = record_part_json(op->services, session);
+    op->step_json = step_part_json(op);
+    memset(&op->write, 0, sizeof(op->write));
+    snprintf(op->key_record, sizeof(op->key_record), "%s/record", session->record_id);
+    snprintf(op->key_step, sizeof(op->key_step), "%s/%s", session->record_id, step_part[op->step]);
+    add_put(&op->write, STORE_RECORDS, op->key_record, op->record_json);
+    add_put(&op->write, STORE_RECORDS, op->key_step, op->step_json);
+    if (with_issuance) {
+        add_put(&op->write, STORE_ISSUANCE, op->serial_hex, op->issuance_json);
+    }
+    if (op->device_id[0] != '\0' && op->code < COAP_BAD_REQUEST) {
+        add_put(&op->write, STORE_BINDINGS, op->device_id, session->record_id);
+        op->write.has_condition = true;
+        op->write.condition = op->write.puts[op->write.put_count - 1];
+    }
+    op->write.done = store_done;
+    op->write.user = op;
+    op->phase = PHASE_COMMITTING;
+    if (op->record_json == NULL || op->step_json == NULL) {
+        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
+        dps_op_finish(op);
+        return;
+    }
+    if (store_submit(op->services->store, &op->write) != STORE_OK) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "store busy, retry");
+        dps_op_finish(op);
+    }
+}
+
+/* ---- answers ---- */
+
+static int finish_body(struct dps_op *op, struct payload_writer *writer)
+{
+    long length = payload_finish(writer);
+    if (length < 0) {
+        set_error(op, COAP_INTERNAL_SERVER_ERROR, "response does not fit 8192 bytes");
+        return -1;
+    }
+    op->body_length = (size_t)length;
+    return 0;
+}
+
+static int begin_body(struct dps_op *op, struct payload_writer *writer)
+{
+    op->body = malloc(DPS_MAX_PAYLOAD);
+    if (op->body == NULL) {
+        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
+        return -1;
+    }
+    payload_init(writer, op->format, op->body, DPS_MAX_PAYLOAD);
+    return 0;
+}
+
+static void handle_time(struct dps_op *op)
+{
+    struct payload_writer writer;
+    struct timespec now;
+    char text[32];
+    clock_gettime(CLOCK_REALTIME, &now);
+    dps_format_time(&now, text);
+    if (begin_body(op, &writer) == 0) {
+        payload_map(&writer, 1);
+        payload_text(&writer, "time");
+        payload_text(&writer, text);
+        payload_end(&writer);
+        if (finish_body(op, &writer) == 0) {
+            op->code = COAP_CONTENT;
+        }
+    }
+    json_object_set_new(op->step_data, "time", json_string(text));
+    dps_op_commit(op, false);
+}
+
+static void handle_ownership(struct dps_op *op)
+{
+    const struct dps_catalog_group *group =
+        &op->services->catalog->groups[op->session->attestation.group_index];
+    struct payload_writer writer;
+    if (begin_body(op, &writer) == 0) {
+        payload_map(&writer, 1);
+        payload_text(&writer, "devowneruuid");
+        payload_text(&writer, group->owner_uuid);
+        payload_end(&writer);
+        if (finish_body(op, &writer) == 0) {
+            op->code = COAP_CONTENT;
+        }
+    }
+    json_object_set_new(op->step_data, "owner",
+                        json_string(session_group(op->services, op->session)->owner));
+    dps_op_commit(op, false);
+}
+
+static void handle_acls(struct dps_op *op)
+{
+    const struct dps_catalog_group *group =
+        &op->services->catalog->groups[op->session->attestation.group_index];
+    struct payload_writer writer;
+    if (begin_body(op, &writer) == 0) {
+        payload_map(&writer, 1);
+        payload_text(&writer, "aclist2");
+        payload_json(&writer, group->acl_json);
+        payload_end(&writer);
+        if (finish_body(op, &writer) == 0) {
+            op->code = COAP_CONTENT;
+        }
+    }
+    json_object_set_new(op->step_data, "accessControlList", json_loads(group->acl_json, 0, NULL));
+    dps_op_commit(op, false);
+}
+
+static void handle_resources(struct dps_op *op)
+{
+    const struct dps_catalog_group *group =
+        &op->services->catalog->groups[op->session->attestation.group_index];
+    struct payload_writer writer;
+    if (begin_body(op, &writer) == 0) {
+        payload_map(&writer, 1);
+        payload_text(&writer, "resources");
+        payload_json(&writer, group->resources_json);
+        payload_end(&writer);
+        if (finish_body(op, &writer) == 0) {
+            op->code = COAP_CONTENT;
+        }
+    }
+    dps_op_commit(op, false);
+}
+
+/* Checks that device_id is free or already ours; sets a 4.03 otherwise. */
+static int check_binding(struct dps_op *op, const char *device_id)
+{
+    char *bound = NULL;
+    size_t length = 0;
+    int status = store_get(op->services->store, STORE_BINDINGS, device_id, strlen(device_id),
+                           &bound, &length);
+    if (status == STORE_NOT_FOUND) {
+        return 0;
+    }
+    if (status != STORE_OK) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
+        return -1;
+    }
+    bool same = length == UUID_STRING_LENGTH && memcmp(bound, op->session->record_id, length) == 0;
+    free(bound);
+    if (!same) {
+        set_error(op, COAP_FORBIDDEN, "device id is bound to another manufacturer certificate");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads a text value into a NUL-terminated UUID buffer; -1 unless it is a UUID. */
+static int read_uuid_text(struct cbor_reader *reader, char out[37])
+{
+    const char *text;
+    size_t length;
+    struct dps_uuid uuid;
+    if (cbor_read_text(reader, &text, &length) != 0 || uuid_parse(text, length, &uuid) != 0) {
+        return -1;
+    }
+    uuid_format(&uuid, out);
+    return 0;
+}
+
+struct cloud_request {
+    char device_id[37];
+    const char *gateway_uri;
+    size_t gateway_uri_length;
+    char gateway_id[37];
+};
+
+static int parse_cloud_request(const uint8_t *payload, size_t length, struct cloud_request *out)
+{
+    struct cbor_reader reader;
+    struct cbor_container map;
+    cbor_reader_init(&reader, payload, length);
+    if (cbor_enter_map(&reader, &map) != 0) {
+        return -1;
+    }
+    int more;
+    while ((more = cbor_container_next(&reader, &map)) == 1) {
+        const char *key;
+        size_t key_length;
+        if (cbor_read_text(&reader, &key, &key_length) != 0) {
+            return -1;
+        }
+        if (cbor_text_equals(key, key_length, "di")) {
+            if (read_uuid_text(&reader, out->device_id) != 0) {
+                return -1;
+            }
+        } else if (cbor_text_equals(key, key_length, "selectedGateway") &&
+                   cbor_peek(&reader) == CBOR_TYPE_MAP) {
+            struct cbor_container gateway;
+            if (cbor_enter_map(&reader, &gateway) != 0) {
+                return -1;
+            }
+            while ((more = cbor_container_next(&reader, &gateway)) == 1) {
+                if (cbor_read_text(&reader, &key, &key_length) != 0) {
+                    return -1;
+                }
+                if (cbor_text_equals(key, key_length, "uri") &&
+                    cbor_peek(&reader) == CBOR_TYPE_TEXT) {
+                    cbor_read_text(&reader, &out->gateway_uri, &out->gateway_uri_length);
+                } else if (cbor_text_equals(key, key_length, "id") &&
+                           cbor_peek(&reader) == CBOR_TYPE_TEXT) {
+                    if (read_uuid_text(&reader, out->gateway_id) != 0) {
+                        out->gateway_id[0] = '\0';
+                    }
+                } else if (cbor_skip(&reader) != 0) {
+                    return -1;
+                }
+            }
+            if (more < 0) {
+                return -1;
+            }
+        } else if (cbor_skip(&reader) != 0) {
+            return -1;
+        }
+    }
+    return more < 0 || out->device_id[0] == '\0' ? -1 : 0;
+}
+
+/* Picks the hub and gateway: the device's selected one when it is linked, else the first. */
+static void choose_gateway(const struct dps_services *services, const struct config_group *group,
+                           const struct cloud_request *request, size_t *hub_index,
+                           const char **gateway)
+{
+    const struct config *config = services->config;
+    *hub_index = (size_t)(config_find_hub(config, group->hub_ids[0]) - config->hubs);
+    *gateway = config->hubs[*hub_index].gateways[0];
+    if (request->gateway_id[0] == '\0' || request->gateway_uri == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < group->hub_count; i++) {
+        const struct config_hub *hub = config_find_hub(config, group->hub_ids[i]);
+        if (strcmp(hub->id, request->gateway_id) != 0) {
+            continue;
+        }
+        for (size_t g = 0; g < hub->gateway_count; g++) {
+            if (strlen(hub->gateways[g]) == request->gateway_uri_length &&
+                memcmp(hub->gateways[g], request->gateway_uri, request->gateway_uri_length) == 0) {
+                *hub_index = (size_t)(hub - config->hubs);
+                *gateway = hub->gateways[g];
+                return;
+            }
+        }
+    }
+}
+
+static void handle_cloud(struct dps_op *op, const struct dps_request *request)
+{
+    struct cloud_request parsed = {0};
+    if (parse_cloud_request(request->payload, request->payload_length, &parsed) != 0) {
+        set_error(op, COAP_BAD_REQUEST, "cloud-configuration needs a map with a UUID \"di\"");
+        dps_op_commit(op, false);
+        return;
+    }
+    memcpy(op->device_id, parsed.device_id, sizeof(op->device_id));
+    if (check_binding(op, op->device_id) != 0) {
+        op->device_id[0] = '\0';
+        dps_op_commit(op, false);
+        return;
+    }
+    memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
+    const struct config_group *group = session_group(op->services, op->session);
+    const char *gateway;
+    size_t hub_index;
+    choose_gateway(op->services, group, &parsed, &hub_index, &gateway);
+    op->session->hub_index = hub_index;
+    op->session->hub_chosen = true;
+    const struct config_hub *hub = &op->services->config->hubs[hub_index];
+
+    json_t *gateways = json_array();
+    for (size_t i = 0; i < group->hub_count; i++) {
+        const struct config_hub *linked = config_find_hub(op->services->config, group->hub_ids[i]);
+        for (size_t g = 0; g < linked->gateway_count; g++) {
+            json_array_append_new(
+                gateways, json_pack("{s:s, s:s}", "uri", linked->gateways[g], "id", linked->id));
+        }
+    }
+    json_object_set_new(op->step_data, "gateways", gateways);
+    json_object_set_new(op->step_data, "providerName", json_string(hub->authorization_provider));
+    json_object_set_new(op->step_data, "selectedGateway",
+                        json_pack("{s:s, s:s}", "uri", gateway, "id", hub->id));
+
+    op->sign.operation = SIGNER_SIGN_TOKEN;
+    op->sign.hub_index = hub_index;
+    op->sign.owner = group->owner;
+    op->sign.device_id = op->device_id;
+    op->sign.issued_at = time(NULL);
+    op->sign.done = signer_done;
+    op->sign.user = op;
+    op->phase = PHASE_SIGNING;
+    if (signer_submit(op->services->signer, &op->sign) != 0) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
+        dps_op_finish(op);
+    }
+}
+
+static void answer_cloud(struct dps_op *op)
+{
+    const struct config_group *group = session_group(op->services, op->session);
+    const struct config_hub *hub = &op->services->config->hubs[op->session->hub_index];
+    json_t *selected = json_object_get(op->step_data, "selectedGateway");
+    const char *gateway = json_string_value(json_object_get(selected, "uri"));
+    size_t server_count = 0;
+    for (size_t i = 0; i < group->hub_count; i++) {
+        server_count += config_find_hub(op->services->config, group->hub_ids[i])->gateway_count;
+    }
+    struct payload_writer writer;
+    if (begin_body(op, &writer) != 0) {
+        return;
+    }
+    payload_map(&writer, 5);
+    payload_text(&writer, "apn");
+    payload_text(&writer, hub->authorization_provider);
+    payload_text(&writer, "cis");
+    payload_text(&writer, gateway);
+    payload_text(&writer, "at");
+    payload_text(&writer, op->sign.token);
+    payload_text(&writer, "sid");
+    payload_text(&writer, hub->id);
+    payload_text(&writer, "x.org.iotivity.servers");
+    payload_array(&writer, server_count);
+    for (size_t i = 0; i < group->hub_count; i++) {
+        const struct config_hub *linked = config_find_hub(op->services->config, group->hub_ids[i]);
+        for (size_t g = 0; g < linked->gateway_count; g++) {
+            payload_map(&writer, 2);
+            payload_text(&writer, "uri");
+            payload_text(&writer, linked->gateways[g]);
+            payload_text(&writer, "id");
+            payload_text(&writer, linked->id);
+            payload_end(&writer);
+        }
+    }
+    payload_end(&writer);
+    payload_end(&writer);
+    if (finish_body(op, &writer) == 0) {
+        op->code = COAP_CHANGED;
+    }
+}
+
+static int parse_credentials_request(const uint8_t *payload, size_t length, char device_id[37],
+                                     const char **pem, size_t *pem_length, const char **problem)
+{
+    struct cbor_reader reader;
+    struct cbor_container map;
+    bool encoding_ok = false;
+    *pem = NULL;
+    *problem = "credentials needs a map with \"csr\"";
+    cbor_reader_init(&reader, payload, length);
+    if (cbor_enter_map(&reader, &map) != 0) {
+        return -1;
+    }
+    int more;
+    while ((more = cbor_container_next(&reader, &map)) == 1) {
+        const char *key;
+        size_t key_length;
+        if (cbor_read_text(&reader, &key, &key_length) != 0) {
+            return -1;
+        }
+        if (cbor_text_equals(key, key_length, "di")) {
+            if (read_uuid_text(&reader, device_id) != 0) {
+                *problem = "\"di\" is not a UUID";
+                return -1;
+            }
+        } else if (cbor_text_equals(key, key_length, "csr")) {
+            struct cbor_container csr;
+            if (cbor_enter_map(&reader, &csr) != 0) {
+                return -1;
+            }
+            while ((more = cbor_container_next(&reader, &csr)) == 1) {
+                if (cbor_read_text(&reader, &key, &key_length) != 0) {
+                    return -1;
+                }
+                const char *value;
+                size_t value_length;
+                if (cbor_text_equals(key, key_length, "encoding")) {
+                    if (cbor_read_text(&reader, &value, &value_length) != 0) {
+                        return -1;
+                    }
+                    encoding_ok = cbor_text_equals(value, value_length, "oic.sec.encoding.pem");
+                } else if (cbor_text_equals(key, key_length, "data")) {
+                    if (cbor_read_text(&reader, pem, pem_length) != 0) {
+                        return -1;
+                    }
+                } else if (cbor_skip(&reader) != 0) {
+                    return -1;
+                }
+            }
+            if (more < 0) {
+                return -1;
+            }
+        } else if (cbor_skip(&reader) != 0) {
+            return -1;
+        }
+    }
+    if (more < 0 || *pem == NULL) {
+        return -1;
+    }
+    if (!encoding_ok) {
+        *problem = "csr encoding must be oic.sec.encoding.pem";
+        return -1;
+    }
+    return 0;
+}
+
+static void handle_credentials(struct dps_op *op, const struct dps_request *request)
+{
+    if (request->content_format != COAP_FORMAT_CBOR &&
+        request->content_format != COAP_FORMAT_OCF_CBOR) {
+        set_error(op, COAP_BAD_REQUEST, "credentials needs Content-Format 60 or 10000");
+        dps_op_commit(op, false);
+        return;
+    }
+    char claimed[37] = "";
+    const char *pem;
+    size_t pem_length;
+    const char *problem;
+    if (parse_credentials_request(request->payload, request->payload_length, claimed, &pem,
+                                  &pem_length, &problem) != 0) {
+        set_error(op, COAP_BAD_REQUEST, problem);
+        dps_op_commit(op, false);
+        return;
+    }
+    char reason[128];
+    if (csr_check(op->services->libctx, pem, pem_length, &op->csr, reason, sizeof(reason)) != 0) {
+        set_error(op, COAP_BAD_REQUEST, reason);
+        dps_op_commit(op, false);
+        return;
+    }
+    uuid_format(&op->csr.device_id, op->device_id);
+    if (claimed[0] != '\0' && strcmp(claimed, op->device_id) != 0) {
+        op->device_id[0] = '\0';
+        set_error(op, COAP_BAD_REQUEST, "CSR device id differs from \"di\"");
+        dps_op_commit(op, false);
+        return;
+    }
+    if (check_binding(op, op->device_id) != 0) {
+        op->device_id[0] = '\0';
+        dps_op_commit(op, false);
+        return;
+    }
+    memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
+    const struct config_group *group = session_group(op->services, op->session);
+    size_t hub_index = op->session->hub_chosen
+                           ? op->session->hub_index
+                           : (size_t)(config_find_hub(op->services->config, group->hub_ids[0]) -
+                                      op->services->config->hubs);
+    op->session->hub_index = hub_index;
+    const struct config_hub *hub = &op->services->config->hubs[hub_index];
+    time_t now = time(NULL);
+    op->sign.operation = SIGNER_ISSUE_CERTIFICATE;
+    op->sign.hub_index = hub_index;
+    op->sign.subject_der = op->csr.subject_der;
+    op->sign.subject_length = op->csr.subject_length;
+    op->sign.spki_der = op->csr.spki_der;
+    op->sign.spki_length = op->csr.spki_length;
+    /* An hour of slack for devices whose clocks run behind. */
+    op->sign.not_before = now - 3600;
+    op->sign.not_after = now + hub->certificate_validity_s;
+    op->sign.done = signer_done;
+    op->sign.user = op;
+    op->phase = PHASE_SIGNING;
+    if (signer_submit(op->services->signer, &op->sign) != 0) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
+        dps_op_finish(op);
+    }
+}
+
+static void answer_credentials(struct dps_op *op)
+{
+    const struct dps_services *services = op->services;
+    const struct config_group *group = session_group(services, op->session);
+    const struct dps_catalog_group *entry =
+        &services->catalog->groups[op->session->attestation.group_index];
+    const struct issued_certificate *cert = &op->sign.certificate;
+    const char *root = signer_hub_root_pem(services->signer, op->session->hub_index);
+
+    for (size_t i = 0; i < ISSUER_SERIAL_LENGTH; i++) {
+        snprintf(op->serial_hex + 2 * i, 3, "%02x", cert->serial[i]);
+    }
+    char not_before[32], not_after[32], issued_at[32];
+    format_rfc3339_seconds(cert->not_before, not_before);
+    format_rfc3339_seconds(cert->not_after, not_after);
+    format_rfc3339_seconds(time(NULL), issued_at);
+    json_t *issuance = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "serial", op->serial_hex, "deviceId",
+        op->device_id, "recordId", op->session->record_id, "enrollmentGroupId", group->id, "hubId",
+        services->config->hubs[op->session->hub_index].id, "notBefore", not_before, "notAfter",
+        not_after, "issuedAt", issued_at, "certificatePem", cert->pem);
+    op->issuance_json = json_dumps(issuance, JSON_COMPACT);
+    json_decref(issuance);
+    json_object_set_new(op->step_data, "identityCertificatePem", json_string(cert->pem));
+    json_object_set_new(op->step_data, "serial", json_string(op->serial_hex));
+
+    struct payload_writer writer;
+    if (op->issuance_json == NULL || begin_body(op, &writer) != 0) {
+        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
+        return;
+    }
+    payload_map(&writer, 1);
+    payload_text(&writer, "creds");
+    payload_array(&writer, group->has_psk ? 3 : 2);
+    if (group->has_psk) {
+        payload_map(&writer, 4);
+        payload_text(&writer, "credtype");
+        payload_int(&writer, 1);
+        payload_text(&writer, "subjectuuid");
+        payload_text(&writer, entry->owner_uuid);
+        payload_text(&writer, "privatedata");
+        payload_map(&writer, 2);
+        payload_text(&writer, "data");
+        payload_textn(&writer, (const char *)group->psk, sizeof(group->psk));
+        payload_text(&writer, "encoding");
+        payload_text(&writer, "oic.sec.encoding.raw");
+        payload_end(&writer);
+        payload_text(&writer, "tag");
+        payload_text(&writer, "dps");
+        payload_end(&writer);
+    }
+    payload_map(&writer, 5);
+    payload_text(&writer, "credtype");
+    payload_int(&writer, 8);
+    payload_text(&writer, "subjectuuid");
+    payload_text(&writer, op->device_id);
+    payload_text(&writer, "credusage");
+    payload_text(&writer, "oic.sec.cred.cert");
+    payload_text(&writer, "publicdata");
+    payload_map(&writer, 2);
+    payload_text(&writer, "data");
+    payload_text(&writer, cert->pem);
+    payload_text(&writer, "encoding");
+    payload_text(&writer, "oic.sec.encoding.pem");
+    payload_end(&writer);
+    payload_text(&writer, "tag");
+    payload_text(&writer, "dps");
+    payload_end(&writer);
+
+    payload_map(&writer, 5);
+    payload_text(&writer, "credtype");
+    payload_int(&writer, 8);
+    payload_text(&writer, "subjectuuid");
+    payload_text(&writer, "*");
+    payload_text(&writer, "credusage");
+    payload_text(&writer, "oic.sec.cred.trustca");
+    payload_text(&writer, "publicdata");
+    payload_map(&writer, 2);
+    payload_text(&writer, "data");
+    payload_text(&writer, root);
+    payload_text(&writer, "encoding");
+    payload_text(&writer, "oic.sec.encoding.pem");
+    payload_end(&writer);
+    payload_text(&writer, "tag");
+    payload_text(&writer, "dps");
+    payload_end(&writer);
+    payload_end(&writer);
+    payload_end(&writer);
+    if (finish_body(op, &writer) == 0) {
+        op->code = COAP_CHANGED;
+    }
+}
+
+/* Runs on the shard's thread each time the signer or the store hands the op back. */
+static void dps_op_resume(struct mailbox_item *item)
+{
+    struct dps_op *op = (struct dps_op *)item;
+    if (op->phase == PHASE_SIGNING) {
+        if (op->session->gone) {
+            dps_op_free(op);
+            return;
+        }
+        if (op->sign.status != 0) {
+            log_msg(LOG_ERROR, "signing failed", "step=%s error=\"%s\"", step_part[op->step],
+                    op->sign.error);
+            set_error(op, COAP_SERVICE_UNAVAILABLE, "signing failed, retry");
+            dps_op_finish(op);
+            return;
+        }
+        bool issued = op->step == STEP_CREDENTIALS;
+        if (issued) {
+            answer_credentials(op);
+        } else {
+            answer_cloud(op);
+        }
+        dps_op_commit(op, issued && op->code < COAP_BAD_REQUEST);
+        return;
+    }
+    if (op->phase == PHASE_COMMITTING && op->write.status == STORE_CONFLICT) {
+        /* Another manufacturer identity bound this device id first: nothing was written,
+         * the certificate never leaves; record the refusal and answer 4.03. */
+        set_error(op, COAP_FORBIDDEN, "device id is bound to another manufacturer certificate");
+        op->device_id[0] = '\0';
+        json_object_clear(op->step_data);
+        dps_op_commit(op, false);
+        return;
+    }
+    if (op->write.status != STORE_OK) {
+        log_msg(LOG_ERROR, "record commit failed", "step=%s record=%s", step_part[op->step],
+                op->session->record_id);
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
+    }
+    dps_op_finish(op);
+}
+
+/* ---- dispatch ---- */
+
+struct route {
+    const char *path;
+    uint8_t method;
+    enum dps_step step;
+};
+
+static const struct route routes[] = {
+    {"/x.plgd.dev/time", COAP_GET, STEP_TIME},
+    {"/api/v1/provisioning/ownership", COAP_GET, STEP_OWNERSHIP},
+    {"/api/v1/provisioning/cloud-configuration", COAP_POST, STEP_CLOUD},
+    {"/api/v1/provisioning/credentials", COAP_POST, STEP_CREDENTIALS},
+    {"/api/v1/provisioning/acls", COAP_GET, STEP_ACLS},
+    {"/api/v1/provisioning/resources", COAP_GET, STEP_RESOURCES},
+};
+
+void dps_handle(const struct dps_services *services, struct dps_session *session,
+                const struct dps_request *request, dps_reply_fn reply)
+{
+    const struct route *route = NULL;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (strcmp(routes[i].path, request->path) == 0) {
+            route = &routes[i];
+            break;
+        }
+    }
+    if (route == NULL) {
+        reply_error(services, session, request, reply, COAP_NOT_FOUND, "no such resource");
+        return;
+    }
+    if (route->method != request->method) {
+        reply_error(services, session, request, reply, COAP_METHOD_NOT_ALLOWED,
+                    route->method == COAP_GET ? "use GET" : "use POST");
+        return;
+    }
+    enum payload_format format = PAYLOAD_CBOR;
+    int content_format = COAP_FORMAT_OCF_CBOR;
+    if (request->accept == COAP_FORMAT_CBOR) {
+        content_format = COAP_FORMAT_CBOR;
+    } else if (request->accept == COAP_FORMAT_JSON) {
+        format = PAYLOAD_JSON;
+        content_format = COAP_FORMAT_JSON;
+    } else if (request->accept != -1 && request->accept != COAP_FORMAT_OCF_CBOR) {
+        reply_error(services, session, request, reply, COAP_NOT_ACCEPTABLE,
+                    "Accept must be 10000, 60 or 50");
+        return;
+    }
+    struct dps_op *op =
+        dps_op_new(services, session, request, reply, route->step, format, content_format);
+    if (op == NULL) {
+        reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, "out of memory");
+        return;
+    }
+    switch (route->step) {
+    case STEP_TIME:
+        handle_time(op);
+        break;
+    case STEP_OWNERSHIP:
+        handle_ownership(op);
+        break;
+    case STEP_CLOUD:
+        handle_cloud(op, request);
+        break;
+    case STEP_CREDENTIALS:
+        handle_credentials(op, request);
+        break;
+    case STEP_ACLS:
+        handle_acls(op);
+        break;
+    case STEP_RESOURCES:
+        handle_resources(op);
+        break;
+    }
+}

@@ -30,7 +30,8 @@ struct payload_writer {
     size_t length;
     bool failed;
     unsigned depth;
-    uint32_t written[PAYLOAD_MAX_DEPTH]; /* items written at each open level */
+    uint32_t written[PAYLOAD_MAX_DEPTH];  /* items written at each open level */
+    uint32_t declared[PAYLOAD_MAX_DEPTH]; /* items announced at each level (2 per map pair) */
     bool in_map[PAYLOAD_MAX_DEPTH];
 };
 

@@ -1,0 +1,791 @@
+/*
+ * shard: a thread that owns an event loop, its listeners and connections,
+ * an OpenSSL library context with its TLS server context, and an
+ * attestation object loaded into that context.
+ *
+ * A connection moves bytes up the layers: the loop hands ciphertext to the
+ * TLS layer, decrypted bytes accumulate until a whole CoAP frame is there,
+ * the frame is decoded and given to the DPS handlers, and their answer is
+ * encoded, encrypted and queued on the loop. A connection serves one request
+ * at a time (the device client never pipelines); frames that arrive while a
+ * request waits for the signer or the store stay buffered, which bounds the
+ * memory and work any single connection can claim.
+ */
+#include "dataplane/shard.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#include "control/log.h"
+#include "crypto/attestation.h"
+#include "dataplane/coap_tcp.h"
+#include "dataplane/loop.h"
+#include "dataplane/mailbox.h"
+#include "dataplane/tls.h"
+
+#define SHARD_MAX_LISTENERS 16
+#define FRAME_HEADER_SLACK 16 /* Len/TKL, extended length, code, token */
+#define RESPONSE_CAPACITY (8192 + 64)
+
+enum conn_state {
+    CONN_HANDSHAKE,
+    CONN_OPEN,
+    CONN_CLOSING,
+};
+
+struct conn {
+    struct dps_session session; /* first: handlers give it back to us */
+    struct shard *shard;
+    struct loop_conn *link; /* NULL once the loop closed the socket */
+    struct tls_conn *tls;
+    enum conn_state state;
+    unsigned busy; /* nesting depth of our own callbacks on this connection */
+    bool in_dispatch;
+    struct timespec opened;
+    struct timespec last_activity;
+    uint8_t *input;
+    size_t input_length;
+    size_t input_capacity;
+    struct conn *prev;
+    struct conn *next;
+    char peer[64];
+};
+
+struct shard {
+    unsigned index;
+    const struct config *config;
+    pthread_t thread;
+    bool started;
+    OSSL_LIB_CTX *libctx;
+    SSL_CTX *ssl_ctx;
+    struct attestation *attestation;
+    struct mailbox *mailbox;
+    struct loop *loop;
+    _Atomic(struct loop *) running_loop;
+    atomic_bool stop_requested;
+    enum loop_backend backend;
+    int listeners[SHARD_MAX_LISTENERS];
+    size_t listener_count;
+    struct dps_services services;
+    struct conn *conns;
+    size_t max_frame;
+    _Atomic uint64_t accepted;
+    _Atomic uint64_t handshakes_ok;
+    _Atomic uint64_t handshakes_failed;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t protocol_errors;
+    _Atomic unsigned connections;
+};
+
+static double seconds_since(const struct timespec *then, const struct timespec *now)
+{
+    return (double)(now->tv_sec - then->tv_sec) + (double)(now->tv_nsec - then->tv_nsec) / 1e9;
+}
+
+/* ---- connection life ---- */
+
+static void conn_free(struct conn *conn)
+{
+    struct shard *shard = conn->shard;
+    if (conn->prev != NULL) {
+        conn->prev->next = conn->next;
+    } else if (shard->conns == conn) {
+        shard->conns = conn->next;
+    }
+    if (conn->next != NULL) {
+        conn->next->prev = conn->prev;
+    }
+    atomic_fetch_sub(&shard->connections, 1);
+    tls_conn_free(conn->tls);
+    dps_session_clear(&conn->session);
+    free(conn->input);
+    free(conn);
+}
+
+/* The handlers release a session whose connection left while work was pending. */
+static void session_release(struct dps_session *session)
+{
+    conn_free((struct conn *)session);
+}
+
+/* Frees a connection the loop has closed, unless handlers still hold its session. */
+static void conn_dispose(struct conn *conn)
+{
+    if (conn->session.pending > 0) {
+        conn->session.gone = true;
+        return;
+    }
+    conn_free(conn);
+}
+
+static void conn_enter(struct conn *conn)
+{
+    conn->busy++;
+}
+
+static void conn_leave(struct conn *conn)
+{
+    if (--conn->busy == 0 && conn->link == NULL) {
+        conn_dispose(conn);
+    }
+}
+
+static void conn_flush(struct conn *conn)
+{
+    if (conn->link == NULL) {
+        return;
+    }
+    size_t length;
+    const uint8_t *data = tls_conn_output(conn->tls, &length);
+    if (length == 0) {
+        return;
+    }
+    if (loop_send(conn->link, data, length) != 0) {
+        tls_conn_consume_output(conn->tls, length);
+        conn->state = CONN_CLOSING;
+        loop_close(conn->link, true);
+        return;
+    }
+    tls_conn_consume_output(conn->tls, length);
+}
+
+/* Sends what is pending (alerts, close_notify) and closes. */
+static void conn_close(struct conn *conn, bool notify)
+{
+    if (conn->state == CONN_CLOSING || conn->link == NULL) {
+        return;
+    }
+    if (notify && conn->state == CONN_OPEN) {
+        tls_conn_shutdown(conn->tls);
+    }
+    conn->state = CONN_CLOSING;
+    conn_flush(conn);
+    if (conn->link != NULL) {
+        loop_close(conn->link, false);
+    }
+}
+
+static int conn_send_frame(struct conn *conn, uint8_t code, const uint8_t *token,
+                           size_t token_length, const struct coap_option *options,
+                           size_t option_count, const uint8_t *payload, size_t payload_length)
+{
+    uint8_t frame[RESPONSE_CAPACITY];
+    long length = coap_tcp_encode(frame, sizeof(frame), code, token, token_length, options,
+                                  option_count, payload, payload_length);
+    if (length < 0) {
+        return -1;
+    }
+    if (tls_conn_write(conn->tls, frame, (size_t)length) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static void conn_send_error(struct conn *conn, uint8_t code, const uint8_t *token,
+                            size_t token_length, const char *message)
+{
+    conn_send_frame(conn, code, token, token_length, NULL, 0, (const uint8_t *)message,
+                    strlen(message));
+}
+
+/*
+ * Capabilities and Settings Message after the handshake. Its token is four
+ * bytes so the message is longer than the 6-byte prefix the device client
+ * reads before it parses a length.
+ */
+static void conn_send_csm(struct conn *conn)
+{
+    uint8_t token[4];
+    uint8_t storage[4];
+    struct coap_option option;
+    RAND_bytes(token, sizeof(token));
+    coap_option_make_uint(&option, COAP_OPTION_CSM_MAX_MESSAGE_SIZE,
+                          (uint32_t)conn->shard->config->max_message_size, storage);
+    conn_send_frame(conn, COAP_SIGNAL_CSM, token, sizeof(token), &option, 1, NULL, 0);
+}
+
+static void conn_process(struct conn *conn);
+
+/* Handlers answer here, at once or later from the mailbox, on the shard's thread. */
+static void conn_reply(struct dps_session *session, const struct dps_response *response)
+{
+    struct conn *conn = (struct conn *)session;
+    if (conn->link == NULL || conn->state != CONN_OPEN) {
+        return;
+    }
+    conn_enter(conn);
+    struct coap_option options[2];
+    uint8_t storage[2][4];
+    size_t count = 0;
+    if (response->content_format >= 0) {
+        coap_option_make_uint(&options[count], COAP_OPTION_CONTENT_FORMAT,
+                              (uint32_t)response->content_format, storage[count]);
+        count++;
+    }
+    if (response->max_age > 0) {
+        coap_option_make_uint(&options[count], COAP_OPTION_MAX_AGE, response->max_age,
+                              storage[count]);
+        count++;
+    }
+    if (conn_send_frame(conn, response->code, response->token, response->token_length, options,
+                        count, response->payload, response->payload_length) != 0) {
+        conn_close(conn, false);
+    }
+    if (!conn->in_dispatch) {
+        conn_process(conn);
+        conn_flush(conn);
+    }
+    conn_leave(conn);
+}
+
+/* Options a request may carry; any other odd (critical) option is refused with 4.02. */
+static bool option_understood(uint16_t number)
+{
+    switch (number) {
+    case COAP_OPTION_URI_HOST:
+    case 7: /* Uri-Port */
+    case COAP_OPTION_URI_PATH:
+    case COAP_OPTION_CONTENT_FORMAT:
+    case COAP_OPTION_URI_QUERY:
+    case COAP_OPTION_ACCEPT:
+    case COAP_OPTION_OCF_ACCEPT_VERSION:
+    case COAP_OPTION_OCF_CONTENT_VERSION:
+        return true;
+    default:
+        return (number & 1) == 0;
+    }
+}
+
+static void conn_request(struct conn *conn, const struct coap_message *message)
+{
+    struct shard *shard = conn->shard;
+    atomic_fetch_add(&shard->requests, 1);
+    for (size_t i = 0; i < message->option_count; i++) {
+        if (!option_understood(message->options[i].number)) {
+            conn_send_error(conn, COAP_BAD_OPTION, message->token, message->token_length,
+                            "unsupported critical option");
+            return;
+        }
+    }
+    char path[256];
+    if (coap_message_uri_path(message, path, sizeof(path)) != 0) {
+        conn_send_error(conn, COAP_NOT_FOUND, message->token, message->token_length,
+                        "no such resource");
+        return;
+    }
+    struct dps_request request = {
+        .method = message->code,
+        .path = path,
+        .content_format = -1,
+        .accept = -1,
+        .payload = message->payload,
+        .payload_length = message->payload_length,
+        .token_length = message->token_length,
+    };
+    memcpy(request.token, message->token, message->token_length);
+    uint32_t value;
+    const struct coap_option *option = coap_message_option(message, COAP_OPTION_CONTENT_FORMAT);
+    if (option != NULL && coap_option_uint(option, &value) == 0) {
+        request.content_format = (int)value;
+    }
+    option = coap_message_option(message, COAP_OPTION_ACCEPT);
+    if (option != NULL && coap_option_uint(option, &value) == 0) {
+        request.accept = (int)value;
+    }
+    dps_handle(&shard->services, &conn->session, &request, conn_reply);
+}
+
+static void conn_signal(struct conn *conn, const struct coap_message *message)
+{
+    switch (message->code) {
+    case COAP_SIGNAL_PING:
+        conn_send_frame(conn, COAP_SIGNAL_PONG, message->token, message->token_length, NULL, 0,
+                        NULL, 0);
+        break;
+    case COAP_SIGNAL_RELEASE:
+        conn_close(conn, true);
+        break;
+    case COAP_SIGNAL_ABORT:
+        log_msg(LOG_INFO, "peer aborted", "peer=%s record=%s", conn->peer, conn->session.record_id);
+        conn_close(conn, false);
+        break;
+    default: /* CSM and Pong need no answer */
+        break;
+    }
+}
+
+/* Handles every whole frame buffered, one request at a time. */
+static void conn_handle_frames(struct conn *conn)
+{
+    struct shard *shard = conn->shard;
+    size_t offset = 0;
+    while (conn->state == CONN_OPEN && conn->session.pending == 0 && offset < conn->input_length) {
+        size_t frame_length;
+        int status = coap_tcp_frame_length(conn->input + offset, conn->input_length - offset,
+                                           shard->max_frame, &frame_length);
+        if (status == COAP_NEED_MORE ||
+            (status == COAP_OK && frame_length > conn->input_length - offset)) {
+            break;
+        }
+        if (status == COAP_TOO_LARGE) {
+            atomic_fetch_add(&shard->protocol_errors, 1);
+            conn_send_error(conn, COAP_REQUEST_ENTITY_TOO_LARGE, NULL, 0, "message too large");
+            conn_close(conn, true);
+            break;
+        }
+        struct coap_message message;
+        if (status != COAP_OK ||
+            coap_tcp_decode(conn->input + offset, frame_length, &message) != COAP_OK) {
+            atomic_fetch_add(&shard->protocol_errors, 1);
+            log_msg(LOG_INFO, "malformed frame", "peer=%s record=%s", conn->peer,
+                    conn->session.record_id);
+            conn_close(conn, false);
+            break;
+        }
+        conn->in_dispatch = true;
+        if (message.code >= COAP_SIGNAL_CSM) {
+            conn_signal(conn, &message);
+        } else if (message.code >= COAP_GET && message.code <= COAP_DELETE) {
+            conn_request(conn, &message);
+        } else if (message.code != COAP_EMPTY) {
+            conn_send_error(conn, COAP_BAD_REQUEST, message.token, message.token_length,
+                            "not a request");
+        }
+        conn->in_dispatch = false;
+        offset += frame_length;
+    }
+    if (offset > 0) {
+        memmove(conn->input, conn->input + offset, conn->input_length - offset);
+        conn->input_length -= offset;
+    }
+    if (conn->input_length == 0 && conn->session.pending == 0) {
+        /* An idle connection keeps no plaintext buffer. */
+        free(conn->input);
+        conn->input = NULL;
+        conn->input_capacity = 0;
+    }
+}
+
+static void conn_process(struct conn *conn)
+{
+    while (conn->state == CONN_OPEN && conn->link != NULL) {
+        conn_handle_frames(conn);
+        if (conn->state != CONN_OPEN || conn->session.pending > 0) {
+            return;
+        }
+        if (conn->input == NULL) {
+            conn->input_capacity = conn->shard->max_frame;
+            conn->input = malloc(conn->input_capacity);
+            if (conn->input == NULL) {
+                conn_close(conn, false);
+                return;
+            }
+        }
+        int n = tls_conn_read(conn->tls, conn->input + conn->input_length,
+                              conn->input_capacity - conn->input_length);
+        if (n > 0) {
+            conn->input_length += (size_t)n;
+            continue;
+        }
+        if (n == TLS_CLOSED) {
+            conn_close(conn, true);
+        } else if (n == TLS_FAILED) {
+            conn_close(conn, false);
+        }
+        if (conn->input_length == 0) {
+            free(conn->input);
+            conn->input = NULL;
+            conn->input_capacity = 0;
+        }
+        return;
+    }
+}
+
+static void conn_handshake(struct conn *conn)
+{
+    struct shard *shard = conn->shard;
+    int status = tls_conn_handshake(conn->tls);
+    if (status == TLS_AGAIN) {
+        return;
+    }
+    if (status == TLS_FAILED) {
+        atomic_fetch_add(&shard->handshakes_failed, 1);
+        log_msg(LOG_INFO, "handshake failed", "peer=%s reason=\"%s\"", conn->peer,
+                tls_conn_error(conn->tls));
+        conn_close(conn, false);
+        return;
+    }
+    atomic_fetch_add(&shard->handshakes_ok, 1);
+    conn->state = CONN_OPEN;
+    dps_session_start(&shard->services, &conn->session);
+    log_msg(LOG_DEBUG, "handshake", "peer=%s record=%s version=%s cipher=%s", conn->peer,
+            conn->session.record_id, tls_conn_version(conn->tls), tls_conn_cipher(conn->tls));
+    conn_send_csm(conn);
+}
+
+static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain)
+{
+    struct conn *conn = user;
+    char reason[160];
+    if (attestation_verify(conn->shard->attestation, leaf, chain, time(NULL),
+                           &conn->session.attestation, reason, sizeof(reason)) != 0) {
+        log_msg(LOG_INFO, "device refused", "peer=%s reason=\"%s\"", conn->peer, reason);
+        return -1;
+    }
+    free(conn->session.leaf_pem);
+    conn->session.leaf_pem = attestation_leaf_pem(leaf);
+    return 0;
+}
+
+/* ---- loop callbacks ---- */
+
+static void *on_accepted(void *user, struct loop_conn *link, const struct sockaddr *peer,
+                         socklen_t peer_length)
+{
+    struct shard *shard = user;
+    (void)peer_length;
+    if (atomic_load(&shard->connections) >= shard->config->max_connections) {
+        return NULL;
+    }
+    struct conn *conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return NULL;
+    }
+    conn->tls = tls_conn_new(shard->ssl_ctx, true, conn);
+    if (conn->tls == NULL) {
+        free(conn);
+        return NULL;
+    }
+    conn->shard = shard;
+    conn->link = link;
+    conn->session.release = session_release;
+    clock_gettime(CLOCK_MONOTONIC, &conn->opened);
+    conn->last_activity = conn->opened;
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(conn->peer, sizeof(conn->peer), "%s:%u", host, port);
+    conn->next = shard->conns;
+    if (shard->conns != NULL) {
+        shard->conns->prev = conn;
+    }
+    shard->conns = conn;
+    atomic_fetch_add(&shard->accepted, 1);
+    atomic_fetch_add(&shard->connections, 1);
+    return conn;
+}
+
+static void on_received(void *user, const uint8_t *data, size_t length)
+{
+    struct conn *conn = user;
+    if (conn->state == CONN_CLOSING) {
+        return;
+    }
+    conn_enter(conn);
+    clock_gettime(CLOCK_MONOTONIC, &conn->last_activity);
+    if (tls_conn_feed(conn->tls, data, length) != 0) {
+        conn_close(conn, false);
+    } else {
+        if (conn->state == CONN_HANDSHAKE) {
+            conn_handshake(conn);
+        }
+        if (conn->state == CONN_OPEN) {
+            conn_process(conn);
+        }
+        conn_flush(conn);
+    }
+    conn_leave(conn);
+}
+
+static void on_closed(void *user, int error)
+{
+    struct conn *conn = user;
+    (void)error;
+    conn->link = NULL;
+    conn->state = CONN_CLOSING;
+    if (conn->busy == 0) {
+        conn_dispose(conn);
+    }
+}
+
+static const struct loop_handler shard_handler = {
+    .accepted = on_accepted,
+    .received = on_received,
+    .closed = on_closed,
+};
+
+/* Closes connections stuck in the handshake or idle for too long. */
+static void on_tick(void *user)
+{
+    struct shard *shard = user;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    struct conn *next;
+    for (struct conn *conn = shard->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        if (conn->link == NULL || conn->state == CONN_CLOSING || conn->session.pending > 0) {
+            continue;
+        }
+        if (conn->state == CONN_HANDSHAKE &&
+            seconds_since(&conn->opened, &now) > shard->config->handshake_timeout_s) {
+            log_msg(LOG_INFO, "handshake timeout", "peer=%s", conn->peer);
+            conn_close(conn, false);
+        } else if (conn->state == CONN_OPEN && seconds_since(&conn->last_activity, &now) >
+                                                   shard->config->inactivity_timeout_s) {
+            log_msg(LOG_DEBUG, "idle timeout", "peer=%s", conn->peer);
+            conn_close(conn, true);
+        }
+    }
+}
+
+static void on_mailbox(void *user)
+{
+    struct shard *shard = user;
+    mailbox_drain(shard->mailbox);
+}
+
+/* ---- listeners ---- */
+
+static int split_host_port(const char *address, char *host, size_t host_length, char *port,
+                           size_t port_length)
+{
+    const char *colon = strrchr(address, ':');
+    if (colon == NULL) {
+        return -1;
+    }
+    const char *start = address;
+    size_t length = (size_t)(colon - address);
+    if (length >= 2 && address[0] == '[' && colon[-1] == ']') {
+        start++;
+        length -= 2;
+    }
+    if (length >= host_length || strlen(colon + 1) >= port_length) {
+        return -1;
+    }
+    memcpy(host, start, length);
+    host[length] = '\0';
+    snprintf(port, port_length, "%s", colon + 1);
+    return 0;
+}
+
+static int open_listener(const char *address, char *err, size_t err_length)
+{
+    char host[256], port[16];
+    if (split_host_port(address, host, sizeof(host), port, sizeof(port)) != 0) {
+        snprintf(err, err_length, "listen address %s is not HOST:PORT", address);
+        return -1;
+    }
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *result;
+    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &result);
+    if (rc != 0) {
+        snprintf(err, err_length, "listen address %s: %s", address, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(result->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        (result->ai_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, result->ai_addr, result->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, err_length, "listen on %s: %s", address, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        freeaddrinfo(result);
+        return -1;
+    }
+    freeaddrinfo(result);
+    return fd;
+}
+
+/* ---- shard ---- */
+
+struct shard *shard_create(unsigned index, const struct config *config,
+                           const struct dps_catalog *catalog, struct signer *signer,
+                           struct store *store, char *err, size_t err_length)
+{
+    struct shard *shard = calloc(1, sizeof(*shard));
+    if (shard == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return NULL;
+    }
+    shard->index = index;
+    shard->config = config;
+    shard->max_frame = config->max_message_size + FRAME_HEADER_SLACK;
+    for (size_t i = 0; i < SHARD_MAX_LISTENERS; i++) {
+        shard->listeners[i] = -1;
+    }
+    shard->libctx = OSSL_LIB_CTX_new();
+    shard->mailbox = mailbox_create();
+    if (shard->libctx == NULL || shard->mailbox == NULL) {
+        snprintf(err, err_length, "out of memory");
+        goto fail;
+    }
+    shard->ssl_ctx = tls_server_context(shard->libctx, config->tls_cert_file, config->tls_key_file,
+                                        conn_verify, err, err_length);
+    if (shard->ssl_ctx == NULL) {
+        goto fail;
+    }
+    shard->attestation = attestation_create(shard->libctx, config, err, err_length);
+    if (shard->attestation == NULL) {
+        goto fail;
+    }
+    if (config->listen_count > SHARD_MAX_LISTENERS) {
+        snprintf(err, err_length, "at most %d listen addresses", SHARD_MAX_LISTENERS);
+        goto fail;
+    }
+    for (size_t i = 0; i < config->listen_count; i++) {
+        shard->listeners[i] = open_listener(config->listen[i], err, err_length);
+        if (shard->listeners[i] < 0) {
+            goto fail;
+        }
+        shard->listener_count++;
+    }
+    shard->services = (struct dps_services){
+        .config = config,
+        .catalog = catalog,
+        .signer = signer,
+        .store = store,
+        .mailbox = shard->mailbox,
+        .libctx = shard->libctx,
+    };
+    shard->backend =
+        config->io_backend == CONFIG_IO_EPOLL ? LOOP_BACKEND_EPOLL : LOOP_BACKEND_URING;
+    return shard;
+fail:
+    shard_finish(shard);
+    return NULL;
+}
+
+static void *shard_main(void *arg)
+{
+    struct shard *shard = arg;
+    char err[256];
+    struct loop *loop = loop_create(shard->backend, &shard_handler, shard, err, sizeof(err));
+    if (loop == NULL) {
+        log_msg(LOG_ERROR, "event loop failed", "shard=%u error=\"%s\"", shard->index, err);
+        return NULL;
+    }
+    shard->loop = loop;
+    shard->backend = loop_backend_of(loop);
+    int rc = loop_watch_eventfd(loop, mailbox_fd(shard->mailbox), on_mailbox, shard);
+    if (rc == 0) {
+        rc = loop_set_tick(loop, 1000, on_tick, shard);
+    }
+    for (size_t i = 0; rc == 0 && i < shard->listener_count; i++) {
+        rc = loop_listen(loop, shard->listeners[i]);
+    }
+    if (rc != 0) {
+        log_msg(LOG_ERROR, "event loop failed", "shard=%u error=\"%s\"", shard->index,
+                strerror(-rc));
+    } else {
+        log_msg(LOG_INFO, "shard started", "shard=%u backend=%s", shard->index,
+                loop_backend_name(shard->backend));
+        atomic_store(&shard->running_loop, loop);
+        if (!atomic_load(&shard->stop_requested)) {
+            rc = loop_run(loop);
+        }
+        atomic_store(&shard->running_loop, NULL);
+        if (rc != 0) {
+            log_msg(LOG_ERROR, "event loop stopped", "shard=%u error=\"%s\"", shard->index,
+                    strerror(-rc));
+        }
+    }
+    loop_destroy(loop);
+    shard->loop = NULL;
+    return NULL;
+}
+
+int shard_start(struct shard *shard)
+{
+    int rc = pthread_create(&shard->thread, NULL, shard_main, shard);
+    if (rc != 0) {
+        return -rc;
+    }
+    shard->started = true;
+    return 0;
+}
+
+void shard_stop(struct shard *shard)
+{
+    atomic_store(&shard->stop_requested, true);
+    struct loop *loop = atomic_load(&shard->running_loop);
+    if (loop != NULL) {
+        loop_stop(loop);
+    }
+}
+
+void shard_join(struct shard *shard)
+{
+    if (!shard->started) {
+        return;
+    }
+    /* A stop may race with the loop starting: repeat until the thread is out. */
+    struct timespec pause = {.tv_nsec = 10 * 1000 * 1000};
+    while (pthread_tryjoin_np(shard->thread, NULL) == EBUSY) {
+        shard_stop(shard);
+        nanosleep(&pause, NULL);
+    }
+    shard->started = false;
+}
+
+void shard_finish(struct shard *shard)
+{
+    if (shard == NULL) {
+        return;
+    }
+    shard_join(shard);
+    if (shard->mailbox != NULL) {
+        mailbox_drain(shard->mailbox);
+        mailbox_destroy(shard->mailbox);
+    }
+    for (size_t i = 0; i < SHARD_MAX_LISTENERS; i++) {
+        if (shard->listeners[i] >= 0) {
+            close(shard->listeners[i]);
+        }
+    }
+    attestation_free(shard->attestation);
+    SSL_CTX_free(shard->ssl_ctx);
+    OSSL_LIB_CTX_free(shard->libctx);
+    free(shard);
+}
+
+const char *shard_backend_name(const struct shard *shard)
+{
+    return loop_backend_name(shard->backend);
+}
+
+void shard_get_stats(const struct shard *shard, struct shard_stats *stats)
+{
+    stats->accepted = atomic_load(&shard->accepted);
+    stats->handshakes_ok = atomic_load(&shard->handshakes_ok);
+    stats->handshakes_failed = atomic_load(&shard->handshakes_failed);
+    stats->requests = atomic_load(&shard->requests);
+    stats->protocol_errors = atomic_load(&shard->protocol_errors);
+    stats->connections = atomic_load(&shard->connections);
+}

@@ -22,13 +22,14 @@
 #include <stdint.h>
 
 #include <openssl/types.h>
+#include <openssl/x509.h> /* declares STACK_OF(X509) before the prototypes use it */
 
 /*
  * Called during the handshake with the peer's leaf and the extra certificates
  * it sent. Return 0 to accept, -1 to fail the handshake. conn_user is what
  * tls_conn_new() was given.
  */
-typedef int (*tls_verify_fn)(void *conn_user, X509 *leaf, STACK_OF(X509) *chain);
+typedef int (*tls_verify_fn)(void *conn_user, X509 *leaf, STACK_OF(X509) * chain);
 
 SSL_CTX *tls_server_context(OSSL_LIB_CTX *libctx, const char *cert_file, const char *key_file,
                             tls_verify_fn verify, char *err, size_t err_length);
@@ -42,7 +43,7 @@ SSL_CTX *tls_client_context(OSSL_LIB_CTX *libctx, const char *cert_file, const c
                             const char *ca_file, char *err, size_t err_length);
 
 /* Same as tls_client_context with the certificate chain and key already in memory. */
-SSL_CTX *tls_client_context_mem(OSSL_LIB_CTX *libctx, X509 *cert, STACK_OF(X509) *chain,
+SSL_CTX *tls_client_context_mem(OSSL_LIB_CTX *libctx, X509 *cert, STACK_OF(X509) * chain,
                                 EVP_PKEY *key, const char *ca_file, char *err, size_t err_length);
 
 struct tls_conn;
@@ -51,10 +52,10 @@ struct tls_conn *tls_conn_new(SSL_CTX *ctx, bool server, void *conn_user);
 void tls_conn_free(struct tls_conn *conn);
 
 enum tls_status {
-    TLS_DONE = 1,       /* handshake complete */
-    TLS_AGAIN = 0,      /* needs more input */
-    TLS_FAILED = -1,    /* handshake or record failure: send pending output, then close */
-    TLS_CLOSED = -2,    /* peer sent close_notify */
+    TLS_DONE = 1,    /* handshake complete */
+    TLS_AGAIN = 0,   /* needs more input */
+    TLS_FAILED = -1, /* handshake or record failure: send pending output, then close */
+    TLS_CLOSED = -2, /* peer sent close_notify */
 };
 
 /* Appends ciphertext received from the network. 0 or -1 (out of memory). */

@@ -74,13 +74,13 @@ struct store_write {
     void *user;
 
     /* Filled by the store before done(). */
-    int status;                /* enum store_status */
-    struct store_write *next;  /* queue link */
+    int status;               /* enum store_status */
+    struct store_write *next; /* queue link */
 };
 
 struct store_stats {
-    uint64_t commits;    /* synced batches */
-    uint64_t writes;     /* store_write requests applied */
+    uint64_t commits; /* synced batches */
+    uint64_t writes;  /* store_write requests applied */
     size_t queue_depth;
 };
 
@@ -104,7 +104,8 @@ int store_submit(struct store *store, struct store_write *write);
  */
 int store_put_sync(struct store *store, const struct store_put *puts, size_t count);
 
-/* Reads one value (malloc'd, NUL-terminated for convenience). STORE_OK, STORE_NOT_FOUND, STORE_ERROR. */
+/* Reads one value (malloc'd, NUL-terminated for convenience). STORE_OK, STORE_NOT_FOUND,
+ * STORE_ERROR. */
 int store_get(struct store *store, enum store_family family, const char *key, size_t key_length,
               char **value, size_t *value_length);
 

@@ -1,17 +1,497 @@
+/*
+ * test_issuer: identity certificates issued by a hub CA (EC intermediate
+ * under an EC root, a self-signed EC CA, an RSA root) verify up to the root,
+ * carry exactly the PROTOCOL.md 2.4 fields, and bad CA files are refused
+ * with an error naming the file.
+ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
-static void placeholder(void **state)
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "crypto/issuer.h"
+
+struct fixture {
+    char dir[64];
+    EVP_PKEY *root_key, *intermediate_key, *rsa_key, *device_key;
+    X509 *root, *intermediate, *rsa_root;
+    char chain_file[128], intermediate_key_file[128];
+    char root_file[128], root_key_file[128];
+    char rsa_file[128], rsa_key_file[128];
+    char misordered_file[128], leaf_file[128];
+    OSSL_LIB_CTX *libctx;
+    uint8_t subject_der[256];
+    size_t subject_length;
+    uint8_t spki_der[256];
+    size_t spki_length;
+};
+
+static void add_extension(X509 *certificate, X509 *issuer, int nid, const char *value)
 {
-    (void)state;
-    skip();
+    X509V3_CTX context;
+    X509V3_set_ctx(&context, issuer, certificate, NULL, NULL, 0);
+    X509_EXTENSION *extension = X509V3_EXT_nconf_nid(NULL, &context, nid, value);
+    assert_non_null(extension);
+    assert_int_equal(X509_add_ext(certificate, extension, -1), 1);
+    X509_EXTENSION_free(extension);
+}
+
+/* A CA certificate for key, signed by issuer_key (self-signed when issuer is NULL). */
+static X509 *make_ca(EVP_PKEY *key, const char *common_name, X509 *issuer, EVP_PKEY *issuer_key)
+{
+    X509 *certificate = X509_new();
+    X509_NAME *name = X509_NAME_new();
+
+    assert_int_equal(X509_set_version(certificate, X509_VERSION_3), 1);
+    ASN1_INTEGER_set(X509_get_serialNumber(certificate), (long)(random() & 0xffffff) + 1);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)common_name, -1, -1,
+                               0);
+    X509_set_subject_name(certificate, name);
+    X509_set_issuer_name(certificate, issuer ? X509_get_subject_name(issuer) : name);
+    X509_NAME_free(name);
+    X509_gmtime_adj(X509_getm_notBefore(certificate), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(certificate), 3650L * 86400);
+    X509_set_pubkey(certificate, key);
+    X509 *signer = issuer ? issuer : certificate;
+    add_extension(certificate, signer, NID_basic_constraints, "critical,CA:TRUE");
+    add_extension(certificate, signer, NID_key_usage, "critical,keyCertSign,cRLSign");
+    add_extension(certificate, signer, NID_subject_key_identifier, "hash");
+    if (issuer != NULL)
+        add_extension(certificate, signer, NID_authority_key_identifier, "keyid:always");
+    assert_true(X509_sign(certificate, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+    return certificate;
+}
+
+static void write_certificates(const char *path, X509 *first, X509 *second)
+{
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    assert_int_equal(PEM_write_X509(file, first), 1);
+    if (second != NULL)
+        assert_int_equal(PEM_write_X509(file, second), 1);
+    fclose(file);
+}
+
+static void write_key(const char *path, EVP_PKEY *key)
+{
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    assert_int_equal(PEM_write_PrivateKey(file, key, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(file);
+}
+
+static char *certificate_pem(X509 *certificate)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    PEM_write_bio_X509(bio, certificate);
+    long length = BIO_get_mem_data(bio, &data);
+    char *pem = strndup(data, (size_t)length);
+    BIO_free(bio);
+    return pem;
+}
+
+static void path_in(struct fixture *f, char *out, const char *name)
+{
+    snprintf(out, 128, "%s/%s", f->dir, name);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    strcpy(f->dir, "/tmp/test_issuer.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    f->root_key = EVP_EC_gen("P-256");
+    f->intermediate_key = EVP_EC_gen("P-256");
+    f->rsa_key = EVP_RSA_gen(2048);
+    f->device_key = EVP_EC_gen("P-256");
+    f->root = make_ca(f->root_key, "Hub Root", NULL, NULL);
+    f->intermediate = make_ca(f->intermediate_key, "Hub CA", f->root, f->root_key);
+    f->rsa_root = make_ca(f->rsa_key, "Hub RSA Root", NULL, NULL);
+
+    path_in(f, f->chain_file, "hub-ca.pem");
+    path_in(f, f->intermediate_key_file, "hub-ca.key");
+    path_in(f, f->root_file, "hub-root.pem");
+    path_in(f, f->root_key_file, "hub-root.key");
+    path_in(f, f->rsa_file, "rsa-root.pem");
+    path_in(f, f->rsa_key_file, "rsa-root.key");
+    path_in(f, f->misordered_file, "misordered.pem");
+    path_in(f, f->leaf_file, "leaf.pem");
+    write_certificates(f->chain_file, f->intermediate, f->root);
+    write_key(f->intermediate_key_file, f->intermediate_key);
+    write_certificates(f->root_file, f->root, NULL);
+    write_key(f->root_key_file, f->root_key);
+    write_certificates(f->rsa_file, f->rsa_root, NULL);
+    write_key(f->rsa_key_file, f->rsa_key);
+    write_certificates(f->misordered_file, f->root, f->intermediate);
+
+    X509_NAME *subject = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
+                               (const unsigned char *)"uuid:0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d",
+                               -1, -1, 0);
+    unsigned char *cursor = f->subject_der;
+    f->subject_length = (size_t)i2d_X509_NAME(subject, &cursor);
+    X509_NAME_free(subject);
+    cursor = f->spki_der;
+    f->spki_length = (size_t)i2d_PUBKEY(f->device_key, &cursor);
+
+    /* A leaf (not a CA) to use as a wrong CA file. */
+    X509 *leaf = X509_new();
+    X509_set_version(leaf, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(leaf), 7);
+    X509_set_subject_name(leaf, X509_get_subject_name(f->root));
+    X509_set_issuer_name(leaf, X509_get_subject_name(f->root));
+    X509_gmtime_adj(X509_getm_notBefore(leaf), 0);
+    X509_gmtime_adj(X509_getm_notAfter(leaf), 86400);
+    X509_set_pubkey(leaf, f->root_key);
+    add_extension(leaf, leaf, NID_basic_constraints, "critical,CA:FALSE");
+    X509_sign(leaf, f->root_key, EVP_sha256());
+    write_certificates(f->leaf_file, leaf, NULL);
+    X509_free(leaf);
+
+    f->libctx = OSSL_LIB_CTX_new();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    const char *files[] = {
+        f->chain_file, f->intermediate_key_file, f->root_file,       f->root_key_file,
+        f->rsa_file,   f->rsa_key_file,          f->misordered_file, f->leaf_file};
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        unlink(files[i]);
+    rmdir(f->dir);
+    EVP_PKEY_free(f->root_key);
+    EVP_PKEY_free(f->intermediate_key);
+    EVP_PKEY_free(f->rsa_key);
+    EVP_PKEY_free(f->device_key);
+    X509_free(f->root);
+    X509_free(f->intermediate);
+    X509_free(f->rsa_root);
+    OSSL_LIB_CTX_free(f->libctx);
+    free(f);
+    return 0;
+}
+
+static struct issuer *load(struct fixture *f, const char *cert_file, const char *key_file)
+{
+    char err[256] = "";
+    struct issuer *issuer = issuer_load(f->libctx, cert_file, key_file, err, sizeof(err));
+    if (issuer == NULL)
+        fail_msg("issuer_load: %s", err);
+    return issuer;
+}
+
+static X509 *issue(struct fixture *f, struct issuer *issuer, struct issued_certificate *out)
+{
+    char err[256] = "";
+    time_t now = time(NULL);
+
+    if (issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der, f->spki_length,
+                     now - 60, now + 365L * 86400, out, err, sizeof(err)) != 0)
+        fail_msg("issuer_issue: %s", err);
+    BIO *bio = BIO_new_mem_buf(out->pem, -1);
+    X509 *leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+    assert_non_null(leaf);
+    return leaf;
+}
+
+static void verify_with_store(X509 *root, X509 *intermediate, X509 *leaf, int purpose)
+{
+    X509_STORE *store = X509_STORE_new();
+    STACK_OF(X509) *untrusted = sk_X509_new_null();
+    X509_STORE_CTX *context = X509_STORE_CTX_new();
+
+    X509_STORE_add_cert(store, root);
+    if (intermediate != NULL)
+        sk_X509_push(untrusted, intermediate);
+    assert_int_equal(X509_STORE_CTX_init(context, store, leaf, untrusted), 1);
+    X509_STORE_CTX_set_purpose(context, purpose);
+    if (X509_verify_cert(context) != 1)
+        fail_msg("chain does not verify: %s",
+                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(context)));
+    X509_STORE_CTX_free(context);
+    sk_X509_free(untrusted);
+    X509_STORE_free(store);
+}
+
+static void test_issued_certificate_verifies(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    X509 *leaf = issue(f, issuer, &out);
+
+    assert_int_equal(X509_verify(leaf, f->intermediate_key), 1);
+    assert_int_equal(X509_verify(leaf, f->root_key), 0);
+    verify_with_store(f->root, f->intermediate, leaf, X509_PURPOSE_SSL_CLIENT);
+    verify_with_store(f->root, f->intermediate, leaf, X509_PURPOSE_SSL_SERVER);
+    assert_int_equal(X509_get_signature_nid(leaf), NID_ecdsa_with_SHA256);
+    X509_free(leaf);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+static void test_fields(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    X509 *leaf = issue(f, issuer, &out);
+
+    assert_int_equal(X509_get_version(leaf), X509_VERSION_3);
+    assert_int_equal(
+        X509_NAME_cmp(X509_get_issuer_name(leaf), X509_get_subject_name(f->intermediate)), 0);
+    unsigned char *subject = NULL;
+    int subject_length = i2d_X509_NAME(X509_get_subject_name(leaf), &subject);
+    assert_int_equal(subject_length, f->subject_length);
+    assert_memory_equal(subject, f->subject_der, f->subject_length);
+    OPENSSL_free(subject);
+    assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(leaf), f->device_key), 1);
+    assert_int_equal(ASN1_TIME_cmp_time_t(X509_get0_notBefore(leaf), out.not_before), 0);
+    assert_int_equal(ASN1_TIME_cmp_time_t(X509_get0_notAfter(leaf), out.not_after), 0);
+    assert_true(out.not_after - out.not_before > 3600);
+    X509_free(leaf);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+static void test_extensions(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    X509 *leaf = issue(f, issuer, &out);
+    char oid[64];
+
+    assert_int_equal(X509_get_ext_count(leaf), 5);
+    /* basicConstraints critical CA:FALSE */
+    int critical = -1;
+    BASIC_CONSTRAINTS *constraints = X509_get_ext_d2i(leaf, NID_basic_constraints, &critical, NULL);
+    assert_non_null(constraints);
+    assert_int_equal(critical, 1);
+    assert_false(constraints->ca);
+    BASIC_CONSTRAINTS_free(constraints);
+    assert_int_equal(X509_check_ca(leaf), 0);
+    /* keyUsage critical digitalSignature + keyAgreement */
+    int index = X509_get_ext_by_NID(leaf, NID_key_usage, -1);
+    assert_true(index >= 0);
+    assert_int_equal(X509_EXTENSION_get_critical(X509_get_ext(leaf, index)), 1);
+    assert_int_equal(X509_get_key_usage(leaf), KU_DIGITAL_SIGNATURE | KU_KEY_AGREEMENT);
+    /* extendedKeyUsage serverAuth, clientAuth, OCF identity */
+    EXTENDED_KEY_USAGE *usage = X509_get_ext_d2i(leaf, NID_ext_key_usage, &critical, NULL);
+    assert_non_null(usage);
+    assert_int_equal(critical, 0);
+    assert_int_equal(sk_ASN1_OBJECT_num(usage), 3);
+    assert_int_equal(OBJ_obj2nid(sk_ASN1_OBJECT_value(usage, 0)), NID_server_auth);
+    assert_int_equal(OBJ_obj2nid(sk_ASN1_OBJECT_value(usage, 1)), NID_client_auth);
+    OBJ_obj2txt(oid, sizeof(oid), sk_ASN1_OBJECT_value(usage, 2), 1);
+    assert_string_equal(oid, "1.3.6.1.4.1.44924.1.6");
+    EXTENDED_KEY_USAGE_free(usage);
+    /* subjectKeyIdentifier = SHA-1 of the key; authorityKeyIdentifier = the CA's */
+    const ASN1_OCTET_STRING *subject_id = X509_get0_subject_key_id(leaf);
+    assert_non_null(subject_id);
+    unsigned char digest[20];
+    unsigned int digest_length = 0;
+    X509_pubkey_digest(leaf, EVP_sha1(), digest, &digest_length);
+    assert_int_equal(ASN1_STRING_length(subject_id), 20);
+    assert_memory_equal(ASN1_STRING_get0_data(subject_id), digest, 20);
+    const ASN1_OCTET_STRING *authority_id = X509_get0_authority_key_id(leaf);
+    assert_non_null(authority_id);
+    assert_int_equal(ASN1_STRING_cmp(authority_id, X509_get0_subject_key_id(f->intermediate)), 0);
+    X509_free(leaf);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+static void test_serials(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate first, second;
+    X509 *one = issue(f, issuer, &first);
+    X509 *two = issue(f, issuer, &second);
+
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(one);
+    assert_int_equal(ASN1_STRING_type(serial), V_ASN1_INTEGER);
+    assert_true(ASN1_STRING_length(serial) >= 8);
+    assert_int_equal(ASN1_STRING_length(serial), ISSUER_SERIAL_LENGTH);
+    assert_memory_equal(ASN1_STRING_get0_data(serial), first.serial, ISSUER_SERIAL_LENGTH);
+    assert_true(first.serial[0] != 0 && first.serial[0] < 0x80);
+    assert_int_not_equal(ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(two)), 0);
+    assert_memory_not_equal(first.serial, second.serial, ISSUER_SERIAL_LENGTH);
+    /* DER: a positive INTEGER of exactly 16 content bytes. */
+    unsigned char *der = NULL;
+    int length = i2d_ASN1_INTEGER(serial, &der);
+    assert_int_equal(length, 2 + ISSUER_SERIAL_LENGTH);
+    OPENSSL_free(der);
+    X509_free(one);
+    X509_free(two);
+    free(first.pem);
+    free(second.pem);
+    issuer_free(issuer);
+}
+
+static void test_chain_and_root_pem(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    X509 *leaf = issue(f, issuer, &out);
+    char *intermediate_pem = certificate_pem(f->intermediate);
+    char *root_pem = certificate_pem(f->root);
+    char *leaf_pem = certificate_pem(leaf);
+
+    assert_string_equal(issuer_chain_pem(issuer), intermediate_pem);
+    assert_string_equal(issuer_root_pem(issuer), root_pem);
+    assert_int_equal(strlen(out.pem), strlen(leaf_pem) + strlen(intermediate_pem));
+    assert_memory_equal(out.pem, leaf_pem, strlen(leaf_pem));
+    assert_string_equal(out.pem + strlen(leaf_pem), intermediate_pem);
+    free(intermediate_pem);
+    free(root_pem);
+    free(leaf_pem);
+    X509_free(leaf);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+static void test_self_signed_ca(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->root_file, f->root_key_file);
+    struct issued_certificate out;
+    X509 *leaf = issue(f, issuer, &out);
+    char *root_pem = certificate_pem(f->root);
+    char *leaf_pem = certificate_pem(leaf);
+
+    assert_string_equal(issuer_chain_pem(issuer), "");
+    assert_string_equal(issuer_root_pem(issuer), root_pem);
+    assert_string_equal(out.pem, leaf_pem);
+    verify_with_store(f->root, NULL, leaf, X509_PURPOSE_SSL_CLIENT);
+    free(root_pem);
+    free(leaf_pem);
+    X509_free(leaf);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+static void test_rsa_ca(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->rsa_file, f->rsa_key_file);
+    struct issued_certificate out;
+    X509 *leaf = issue(f, issuer, &out);
+
+    assert_int_equal(X509_get_signature_nid(leaf), NID_sha256WithRSAEncryption);
+    assert_int_equal(X509_verify(leaf, f->rsa_key), 1);
+    verify_with_store(f->rsa_root, NULL, leaf, X509_PURPOSE_SSL_SERVER);
+    X509_free(leaf);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+static void expect_load_failure(struct fixture *f, const char *cert_file, const char *key_file,
+                                const char *named_file)
+{
+    char err[512] = "";
+
+    assert_null(issuer_load(f->libctx, cert_file, key_file, err, sizeof(err)));
+    if (strstr(err, named_file) == NULL)
+        fail_msg("error \"%s\" does not name %s", err, named_file);
+}
+
+static void test_mismatched_key(void **state)
+{
+    struct fixture *f = *state;
+
+    expect_load_failure(f, f->chain_file, f->root_key_file, f->root_key_file);
+    expect_load_failure(f, f->root_file, f->rsa_key_file, f->rsa_key_file);
+}
+
+static void test_missing_files(void **state)
+{
+    struct fixture *f = *state;
+    char missing[160];
+
+    snprintf(missing, sizeof(missing), "%s/missing.pem", f->dir);
+    expect_load_failure(f, missing, f->intermediate_key_file, missing);
+    expect_load_failure(f, f->chain_file, missing, missing);
+    /* A certificate file given as the key, and a key file as certificates. */
+    expect_load_failure(f, f->chain_file, f->chain_file, f->chain_file);
+    expect_load_failure(f, f->intermediate_key_file, f->intermediate_key_file,
+                        f->intermediate_key_file);
+}
+
+static void test_not_a_ca(void **state)
+{
+    struct fixture *f = *state;
+
+    expect_load_failure(f, f->leaf_file, f->root_key_file, f->leaf_file);
+}
+
+static void test_misordered_chain(void **state)
+{
+    struct fixture *f = *state;
+
+    expect_load_failure(f, f->misordered_file, f->root_key_file, f->misordered_file);
+}
+
+static void test_bad_input(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    char err[256] = "";
+    time_t now = time(NULL);
+
+    assert_int_equal(issuer_issue(issuer, f->spki_der, f->spki_length, f->spki_der, f->spki_length,
+                                  now, now + 86400, &out, err, sizeof(err)),
+                     -1);
+    assert_string_equal(err, "certificate subject is not a DER Name");
+    assert_int_equal(issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der,
+                                  f->spki_length - 1, now, now + 86400, &out, err, sizeof(err)),
+                     -1);
+    assert_string_equal(err, "certificate key is not a DER SubjectPublicKeyInfo");
+    assert_int_equal(issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der,
+                                  f->spki_length, now, now, &out, err, sizeof(err)),
+                     -1);
+    assert_null(out.pem);
+    issuer_free(issuer);
 }
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(placeholder)};
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_issued_certificate_verifies),
+        cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_extensions),
+        cmocka_unit_test(test_serials),
+        cmocka_unit_test(test_chain_and_root_pem),
+        cmocka_unit_test(test_self_signed_ca),
+        cmocka_unit_test(test_rsa_ca),
+        cmocka_unit_test(test_mismatched_key),
+        cmocka_unit_test(test_missing_files),
+        cmocka_unit_test(test_not_a_ca),
+        cmocka_unit_test(test_misordered_chain),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
 }

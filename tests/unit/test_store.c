@@ -1,17 +1,787 @@
+/*
+ * Tests for store: reads and prefix scans, column family separation, group
+ * commit, conditional writes (also two claims in one batch), the queue
+ * limit, persistence across reopen, read-only access while another process
+ * holds the database, durability of acknowledged writes across kill -9, and
+ * a commit failing on an I/O error.
+ *
+ * The tests that need a second process re-execute this binary with a helper
+ * mode as argv[1], so the helper starts with fresh RocksDB state instead of
+ * a fork of a process that has RocksDB threads.
+ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
-static void placeholder(void **state)
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+struct fixture {
+    char dir[64];
+};
+
+static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-    (void)state;
-    skip();
+    (void)sb;
+    (void)type;
+    (void)ftw;
+    return remove(path);
 }
 
-int main(void)
+static int setup(void **state)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(placeholder)};
+    struct fixture *fixture = calloc(1, sizeof(*fixture));
+    if (!fixture)
+        return -1;
+    strcpy(fixture->dir, "/tmp/test-store-XXXXXX");
+    if (!mkdtemp(fixture->dir))
+        return -1;
+    *state = fixture;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fixture = *state;
+    nftw(fixture->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(fixture);
+    return 0;
+}
+
+static struct store *open_store(const char *dir, size_t queue_limit)
+{
+    char err[256] = "";
+    struct store *store = store_open(dir, queue_limit, err, sizeof(err));
+    if (!store)
+        fail_msg("store_open: %s", err);
+    return store;
+}
+
+static struct store_put put_of(enum store_family family, const char *key, const char *value)
+{
+    return (struct store_put){.family = family,
+                              .key = key,
+                              .key_length = strlen(key),
+                              .value = value,
+                              .value_length = value ? strlen(value) : 0};
+}
+
+/* Asserts that key holds value (or is absent when value is NULL). */
+static void assert_value(struct store *store, enum store_family family, const char *key,
+                         const char *value)
+{
+    char *got = NULL;
+    size_t length = 0;
+    int status = store_get(store, family, key, strlen(key), &got, &length);
+    if (!value) {
+        assert_int_equal(status, STORE_NOT_FOUND);
+        assert_null(got);
+        return;
+    }
+    assert_int_equal(status, STORE_OK);
+    assert_int_equal(length, strlen(value));
+    assert_string_equal(got, value);
+    free(got);
+}
+
+/* Counts completions of submitted writes; the test thread waits on it. */
+struct completions {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int done;
+    int ok;
+    int conflict;
+    int error;
+};
+
+static struct completions completions = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                                         .changed = PTHREAD_COND_INITIALIZER};
+
+static void completions_reset(void)
+{
+    pthread_mutex_lock(&completions.lock);
+    completions.done = completions.ok = completions.conflict = completions.error = 0;
+    pthread_mutex_unlock(&completions.lock);
+}
+
+static void count_done(struct store_write *write)
+{
+    pthread_mutex_lock(&completions.lock);
+    completions.done++;
+    completions.ok += write->status == STORE_OK;
+    completions.conflict += write->status == STORE_CONFLICT;
+    completions.error += write->status == STORE_ERROR;
+    pthread_cond_broadcast(&completions.changed);
+    pthread_mutex_unlock(&completions.lock);
+}
+
+static void completions_wait(int count)
+{
+    pthread_mutex_lock(&completions.lock);
+    while (completions.done < count)
+        pthread_cond_wait(&completions.changed, &completions.lock);
+    pthread_mutex_unlock(&completions.lock);
+}
+
+/*
+ * A write whose done() holds the writer thread until released: while it is
+ * held, everything submitted stays queued and goes into the next batch.
+ */
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    bool entered;
+    bool released;
+    struct store_write write;
+};
+
+static struct gate gate = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+
+static void gate_done(struct store_write *write)
+{
+    (void)write;
+    pthread_mutex_lock(&gate.lock);
+    gate.entered = true;
+    pthread_cond_broadcast(&gate.changed);
+    while (!gate.released)
+        pthread_cond_wait(&gate.changed, &gate.lock);
+    pthread_mutex_unlock(&gate.lock);
+}
+
+static void gate_hold_writer(struct store *store)
+{
+    gate.entered = false;
+    gate.released = false;
+    memset(&gate.write, 0, sizeof(gate.write));
+    gate.write.puts[0] = put_of(STORE_HUBS, "gate", "held");
+    gate.write.put_count = 1;
+    gate.write.done = gate_done;
+    assert_int_equal(store_submit(store, &gate.write), STORE_OK);
+    pthread_mutex_lock(&gate.lock);
+    while (!gate.entered)
+        pthread_cond_wait(&gate.changed, &gate.lock);
+    pthread_mutex_unlock(&gate.lock);
+}
+
+static void gate_release(void)
+{
+    pthread_mutex_lock(&gate.lock);
+    gate.released = true;
+    pthread_cond_broadcast(&gate.changed);
+    pthread_mutex_unlock(&gate.lock);
+}
+
+struct collected {
+    char keys[8][32];
+    char values[8][32];
+    int count;
+};
+
+static int collect(void *user, const char *key, size_t key_length, const char *value,
+                   size_t value_length)
+{
+    struct collected *collected = user;
+    assert_true(collected->count < 8);
+    snprintf(collected->keys[collected->count], 32, "%.*s", (int)key_length, key);
+    snprintf(collected->values[collected->count], 32, "%.*s", (int)value_length, value);
+    collected->count++;
+    return 0;
+}
+
+static int collect_first(void *user, const char *key, size_t key_length, const char *value,
+                         size_t value_length)
+{
+    collect(user, key, key_length, value, value_length);
+    return 1;
+}
+
+static void put_get_and_prefix_scan(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+    struct store_put puts[] = {
+        put_of(STORE_RECORDS, "r1/record", "{\"id\":\"r1\"}"),
+        put_of(STORE_RECORDS, "r1/cloud", "{\"status\":{}}"),
+        put_of(STORE_RECORDS, "r10/record", "{\"id\":\"r10\"}"),
+        put_of(STORE_RECORDS, "r2/record", "{\"id\":\"r2\"}"),
+        put_of(STORE_RECORDS, "r0/record", "{\"id\":\"r0\"}"),
+    };
+    assert_int_equal(store_put_sync(store, puts, 5), STORE_OK);
+
+    assert_value(store, STORE_RECORDS, "r1/record", "{\"id\":\"r1\"}");
+    assert_value(store, STORE_RECORDS, "r1/acl", NULL);
+
+    /* Keys are bytes: a key with an embedded NUL is distinct from its prefix. */
+    struct store_put binary = {STORE_RECORDS, "r3\0x", 4, "v", 1};
+    assert_int_equal(store_put_sync(store, &binary, 1), STORE_OK);
+    char *value = NULL;
+    size_t length = 0;
+    assert_int_equal(store_get(store, STORE_RECORDS, "r3", 2, &value, &length), STORE_NOT_FOUND);
+    assert_int_equal(store_get(store, STORE_RECORDS, "r3\0x", 4, &value, &length), STORE_OK);
+    assert_int_equal(length, 1);
+    free(value);
+
+    struct collected collected = {0};
+    assert_int_equal(store_scan(store, STORE_RECORDS, "r1/", 3, collect, &collected), STORE_OK);
+    assert_int_equal(collected.count, 2);
+    assert_string_equal(collected.keys[0], "r1/cloud");
+    assert_string_equal(collected.values[0], "{\"status\":{}}");
+    assert_string_equal(collected.keys[1], "r1/record");
+
+    memset(&collected, 0, sizeof(collected));
+    assert_int_equal(store_scan(store, STORE_RECORDS, NULL, 0, collect, &collected), STORE_OK);
+    assert_int_equal(collected.count, 6);
+    assert_string_equal(collected.keys[0], "r0/record");
+    assert_string_equal(collected.keys[3], "r10/record");
+    assert_string_equal(collected.keys[4], "r2/record");
+
+    memset(&collected, 0, sizeof(collected));
+    assert_int_equal(store_scan(store, STORE_RECORDS, "r1", 2, collect_first, &collected),
+                     STORE_OK);
+    assert_int_equal(collected.count, 1);
+    assert_string_equal(collected.keys[0], "r1/cloud");
+
+    memset(&collected, 0, sizeof(collected));
+    assert_int_equal(store_scan(store, STORE_RECORDS, "r9", 2, collect, &collected), STORE_OK);
+    assert_int_equal(collected.count, 0);
+    store_close(store);
+}
+
+static void column_families_are_separate(void **state)
+{
+    struct fixture *fixture = *state;
+    assert_string_equal(store_family_name(STORE_GROUPS), "enrollment_groups");
+    assert_string_equal(store_family_name(STORE_HUBS), "hubs");
+    assert_string_equal(store_family_name(STORE_RECORDS), "records");
+    assert_string_equal(store_family_name(STORE_ISSUANCE), "issuance");
+    assert_string_equal(store_family_name(STORE_BINDINGS), "bindings");
+    assert_null(store_family_name(STORE_FAMILY_COUNT));
+
+    struct store *store = open_store(fixture->dir, 16);
+    struct store_put puts[] = {
+        put_of(STORE_GROUPS, "same-key", "group"),
+        put_of(STORE_HUBS, "same-key", "hub"),
+    };
+    assert_int_equal(store_put_sync(store, puts, 2), STORE_OK);
+    assert_value(store, STORE_GROUPS, "same-key", "group");
+    assert_value(store, STORE_HUBS, "same-key", "hub");
+    assert_value(store, STORE_RECORDS, "same-key", NULL);
+    assert_value(store, STORE_ISSUANCE, "same-key", NULL);
+    assert_value(store, STORE_BINDINGS, "same-key", NULL);
+
+    struct collected collected = {0};
+    assert_int_equal(store_scan(store, STORE_HUBS, NULL, 0, collect, &collected), STORE_OK);
+    assert_int_equal(collected.count, 1);
+    assert_string_equal(collected.values[0], "hub");
+    store_close(store);
+}
+
+#define SUBMITTERS 4
+#define WRITES_PER_SUBMITTER 250
+
+struct submitter {
+    struct store *store;
+    int index;
+    struct store_write writes[WRITES_PER_SUBMITTER];
+    char keys[WRITES_PER_SUBMITTER][16];
+};
+
+static void *submit_many(void *arg)
+{
+    struct submitter *submitter = arg;
+    for (int i = 0; i < WRITES_PER_SUBMITTER; i++) {
+        struct store_write *write = &submitter->writes[i];
+        snprintf(submitter->keys[i], sizeof(submitter->keys[i]), "s%d-%03d", submitter->index, i);
+        write->puts[0] = put_of(STORE_ISSUANCE, submitter->keys[i], submitter->keys[i]);
+        write->put_count = 1;
+        write->done = count_done;
+        if (store_submit(submitter->store, write) != STORE_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void group_commit_batches_concurrent_writes(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 4096);
+    completions_reset();
+    static struct submitter submitters[SUBMITTERS];
+    pthread_t threads[SUBMITTERS];
+    for (int i = 0; i < SUBMITTERS; i++) {
+        memset(&submitters[i], 0, sizeof(submitters[i]));
+        submitters[i].store = store;
+        submitters[i].index = i;
+        assert_int_equal(pthread_create(&threads[i], NULL, submit_many, &submitters[i]), 0);
+    }
+    for (int i = 0; i < SUBMITTERS; i++) {
+        void *result = NULL;
+        pthread_join(threads[i], &result);
+        assert_null(result);
+    }
+    completions_wait(SUBMITTERS * WRITES_PER_SUBMITTER);
+    assert_int_equal(completions.ok, SUBMITTERS * WRITES_PER_SUBMITTER);
+
+    struct store_stats stats;
+    store_get_stats(store, &stats);
+    assert_int_equal(stats.writes, SUBMITTERS * WRITES_PER_SUBMITTER);
+    assert_int_equal(stats.queue_depth, 0);
+    /* Each commit costs an fdatasync; 1000 writes must share far fewer. */
+    assert_true(stats.commits >= 1);
+    assert_true(stats.commits <= SUBMITTERS * WRITES_PER_SUBMITTER / 10);
+    print_message("# %llu commits for %d writes\n", (unsigned long long)stats.commits,
+                  SUBMITTERS * WRITES_PER_SUBMITTER);
+
+    assert_value(store, STORE_ISSUANCE, "s0-000", "s0-000");
+    assert_value(store, STORE_ISSUANCE, "s3-249", "s3-249");
+    store_close(store);
+}
+
+static struct store_write binding_write(const char *device, const char *record,
+                                        const char *record_value)
+{
+    struct store_write write = {0};
+    write.puts[0] = put_of(STORE_BINDINGS, device, record);
+    write.puts[1] = put_of(STORE_RECORDS, record_value, "{}");
+    write.put_count = 2;
+    write.has_condition = true;
+    write.condition = put_of(STORE_BINDINGS, device, record);
+    write.done = count_done;
+    return write;
+}
+
+static int submit_and_wait(struct store *store, struct store_write *write)
+{
+    completions_reset();
+    assert_int_equal(store_submit(store, write), STORE_OK);
+    completions_wait(1);
+    return write->status;
+}
+
+static void conditional_write_absent_same_different(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+
+    struct store_write first = binding_write("dev-1", "rec-a", "rec-a/record");
+    assert_int_equal(submit_and_wait(store, &first), STORE_OK);
+    assert_value(store, STORE_BINDINGS, "dev-1", "rec-a");
+    assert_value(store, STORE_RECORDS, "rec-a/record", "{}");
+
+    struct store_write again = binding_write("dev-1", "rec-a", "rec-a/cloud");
+    assert_int_equal(submit_and_wait(store, &again), STORE_OK);
+    assert_value(store, STORE_RECORDS, "rec-a/cloud", "{}");
+
+    struct store_write other = binding_write("dev-1", "rec-b", "rec-b/record");
+    assert_int_equal(submit_and_wait(store, &other), STORE_CONFLICT);
+    assert_value(store, STORE_BINDINGS, "dev-1", "rec-a");
+    assert_value(store, STORE_RECORDS, "rec-b/record", NULL);
+
+    struct store_stats stats;
+    store_get_stats(store, &stats);
+    assert_int_equal(stats.writes, 2);
+    store_close(store);
+}
+
+static void conflicting_claims_in_one_batch(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+    completions_reset();
+
+    gate_hold_writer(store);
+    struct store_stats before;
+    store_get_stats(store, &before);
+    struct store_write first = binding_write("dev-2", "rec-a", "rec-a/record");
+    struct store_write second = binding_write("dev-2", "rec-b", "rec-b/record");
+    assert_int_equal(store_submit(store, &first), STORE_OK);
+    assert_int_equal(store_submit(store, &second), STORE_OK);
+    gate_release();
+    completions_wait(2);
+
+    assert_int_equal(first.status, STORE_OK);
+    assert_int_equal(second.status, STORE_CONFLICT);
+    assert_value(store, STORE_BINDINGS, "dev-2", "rec-a");
+    assert_value(store, STORE_RECORDS, "rec-a/record", "{}");
+    assert_value(store, STORE_RECORDS, "rec-b/record", NULL);
+
+    struct store_stats after;
+    store_get_stats(store, &after);
+    assert_int_equal(after.commits - before.commits, 1);
+    assert_int_equal(after.writes - before.writes, 1);
+    store_close(store);
+}
+
+static void full_queue_is_busy(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 4);
+    completions_reset();
+
+    gate_hold_writer(store);
+    struct store_write writes[5];
+    char keys[5][16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "q%d", i);
+        writes[i] = (struct store_write){.put_count = 1, .done = count_done};
+        writes[i].puts[0] = put_of(STORE_HUBS, keys[i], "v");
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(store_submit(store, &writes[i]), STORE_OK);
+    assert_int_equal(store_submit(store, &writes[4]), STORE_BUSY);
+    struct store_stats stats;
+    store_get_stats(store, &stats);
+    assert_int_equal(stats.queue_depth, 4);
+
+    gate_release();
+    completions_wait(4);
+    assert_int_equal(completions.ok, 4);
+    assert_value(store, STORE_HUBS, "q3", "v");
+    assert_value(store, STORE_HUBS, "q4", NULL);
+
+    /* With the queue drained the refused write is accepted. */
+    assert_int_equal(submit_and_wait(store, &writes[4]), STORE_OK);
+    assert_value(store, STORE_HUBS, "q4", "v");
+    store_close(store);
+}
+
+static void reopen_keeps_data(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+    struct store_write write = binding_write("dev-3", "rec-c", "rec-c/record");
+    assert_int_equal(submit_and_wait(store, &write), STORE_OK);
+    struct store_put seed = put_of(STORE_GROUPS, "group-1", "{\"id\":\"group-1\"}");
+    assert_int_equal(store_put_sync(store, &seed, 1), STORE_OK);
+    store_close(store);
+
+    store = open_store(fixture->dir, 16);
+    assert_value(store, STORE_BINDINGS, "dev-3", "rec-c");
+    assert_value(store, STORE_RECORDS, "rec-c/record", "{}");
+    assert_value(store, STORE_GROUPS, "group-1", "{\"id\":\"group-1\"}");
+    struct store_write other = binding_write("dev-3", "rec-d", "rec-d/record");
+    assert_int_equal(submit_and_wait(store, &other), STORE_CONFLICT);
+    store_close(store);
+}
+
+/* Starts this binary in a helper mode; child_out receives what the helper writes to its fd. */
+static pid_t spawn_helper(const char *mode, const char *dir, int *child_out, int *child_in)
+{
+    int out[2];
+    int in[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char out_fd[16];
+        char in_fd[16];
+        fcntl(out[1], F_SETFD, 0);
+        fcntl(in[0], F_SETFD, 0);
+        snprintf(out_fd, sizeof(out_fd), "%d", out[1]);
+        snprintf(in_fd, sizeof(in_fd), "%d", in[0]);
+        execl("/proc/self/exe", "test_store", mode, dir, out_fd, in_fd, (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    close(in[0]);
+    *child_out = out[0];
+    *child_in = in[1];
+    return pid;
+}
+
+static int count_entries(const char *dir, const char *prefix)
+{
+    DIR *listing = opendir(dir);
+    assert_non_null(listing);
+    int count = 0;
+    for (struct dirent *entry; (entry = readdir(listing));)
+        count += strncmp(entry->d_name, prefix, strlen(prefix)) == 0;
+    closedir(listing);
+    return count;
+}
+
+static void read_only_sees_data_of_running_writer(void **state)
+{
+    struct fixture *fixture = *state;
+    char err[256] = "";
+    char missing[96];
+    snprintf(missing, sizeof(missing), "%s/missing", fixture->dir);
+    assert_null(store_open_readonly(missing, err, sizeof(err)));
+    assert_true(err[0] != '\0');
+
+    int from_child;
+    int to_child;
+    pid_t pid = spawn_helper("--helper-hold", fixture->dir, &from_child, &to_child);
+    char ready[8] = "";
+    assert_int_equal(read(from_child, ready, sizeof(ready)), 6);
+    assert_memory_equal(ready, "ready\n", 6);
+
+    /* The helper still holds the database open for writing. */
+    struct store *store = store_open_readonly(fixture->dir, err, sizeof(err));
+    if (!store)
+        fail_msg("store_open_readonly: %s", err);
+    assert_value(store, STORE_BINDINGS, "dev-held", "rec-held");
+    assert_value(store, STORE_GROUPS, "group-held", "{}");
+    struct collected collected = {0};
+    assert_int_equal(store_scan(store, STORE_RECORDS, "rec-held/", 9, collect, &collected),
+                     STORE_OK);
+    assert_int_equal(collected.count, 1);
+
+    struct store_write refused = binding_write("dev-x", "rec-x", "rec-x/record");
+    assert_int_equal(store_submit(store, &refused), STORE_ERROR);
+    struct store_put put = put_of(STORE_HUBS, "hub", "{}");
+    assert_int_equal(store_put_sync(store, &put, 1), STORE_ERROR);
+    store_close(store);
+    /* The daemon's info LOG was left alone (RocksDB would rotate it to LOG.old.*). */
+    assert_int_equal(count_entries(fixture->dir, "LOG.old"), 0);
+    assert_int_equal(count_entries(fixture->dir, "LOG"), 1);
+
+    assert_int_equal(write(to_child, "x", 1), 1);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(from_child);
+    close(to_child);
+}
+
+#define ACKNOWLEDGED_BEFORE_KILL 1000
+
+static void value_for_key(const char *key, char *value, size_t size)
+{
+    snprintf(value, size, "{\"serial\":\"%s\",\"padding\":\"%0100d\"}", key, 0);
+}
+
+static void acknowledged_writes_survive_kill_9(void **state)
+{
+    struct fixture *fixture = *state;
+    int from_child;
+    int to_child;
+    pid_t pid = spawn_helper("--helper-flood", fixture->dir, &from_child, &to_child);
+    FILE *acks = fdopen(from_child, "r");
+    assert_non_null(acks);
+
+    size_t capacity = 4096;
+    size_t count = 0;
+    char(*keys)[64] = malloc(capacity * sizeof(*keys));
+    assert_non_null(keys);
+    bool killed = false;
+    char line[64];
+    while (fgets(line, sizeof(line), acks)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (count == capacity) {
+            capacity *= 2;
+            keys = realloc(keys, capacity * sizeof(*keys));
+            assert_non_null(keys);
+        }
+        snprintf(keys[count++], sizeof(*keys), "%s", line);
+        if (!killed && count >= ACKNOWLEDGED_BEFORE_KILL) {
+            assert_int_equal(kill(pid, SIGKILL), 0);
+            killed = true;
+        }
+    }
+    fclose(acks);
+    close(to_child);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    assert_true(count >= ACKNOWLEDGED_BEFORE_KILL);
+
+    struct store *store = open_store(fixture->dir, 16);
+    for (size_t i = 0; i < count; i++) {
+        char value[160];
+        value_for_key(keys[i], value, sizeof(value));
+        assert_value(store, STORE_ISSUANCE, keys[i], value);
+    }
+    print_message("# %zu acknowledged writes present after kill -9\n", count);
+    store_close(store);
+    free(keys);
+}
+
+static void failed_commit_reports_error(void **state)
+{
+    struct fixture *fixture = *state;
+    int from_child;
+    int to_child;
+    pid_t pid = spawn_helper("--helper-fsize", fixture->dir, &from_child, &to_child);
+    int statuses[4];
+    size_t got = 0;
+    while (got < sizeof(statuses)) {
+        ssize_t n = read(from_child, (char *)statuses + got, sizeof(statuses) - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    assert_int_equal(got, sizeof(statuses));
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(from_child);
+    close(to_child);
+
+    assert_int_equal(statuses[0], STORE_OK);
+    /* The write that could not reach the WAL is refused, and so is its batch mate. */
+    assert_int_equal(statuses[1], STORE_ERROR);
+    assert_int_equal(statuses[2], STORE_ERROR);
+    /*
+     * RocksDB refuses every write after a failed WAL append until the
+     * database is reopened; the writer still answers each batch.
+     */
+    assert_int_equal(statuses[3], STORE_ERROR);
+
+    struct store *store = open_store(fixture->dir, 16);
+    assert_value(store, STORE_ISSUANCE, "before", "{}");
+    assert_value(store, STORE_ISSUANCE, "too-big", NULL);
+    assert_value(store, STORE_ISSUANCE, "mate", NULL);
+    assert_value(store, STORE_ISSUANCE, "after", NULL);
+    struct store_write retry = {.put_count = 1, .done = count_done};
+    retry.puts[0] = put_of(STORE_ISSUANCE, "after", "{}");
+    assert_int_equal(submit_and_wait(store, &retry), STORE_OK);
+    assert_value(store, STORE_ISSUANCE, "after", "{}");
+    store_close(store);
+}
+
+/* Helper: writes a few things, says "ready", holds the database until told to stop. */
+static int helper_hold(const char *dir, int out, int in)
+{
+    struct store *store = open_store(dir, 16);
+    struct store_write claim = binding_write("dev-held", "rec-held", "rec-held/record");
+    if (submit_and_wait(store, &claim) != STORE_OK)
+        return 1;
+    struct store_put seed = put_of(STORE_GROUPS, "group-held", "{}");
+    if (store_put_sync(store, &seed, 1) != STORE_OK)
+        return 1;
+    if (write(out, "ready\n", 6) != 6)
+        return 1;
+    char byte;
+    if (read(in, &byte, 1) != 1)
+        return 1;
+    store_close(store);
+    return 0;
+}
+
+struct flood_write {
+    struct store_write write;
+    int out;
+    char key[32];
+    char value[160];
+};
+
+static void flood_done(struct store_write *request)
+{
+    struct flood_write *flood = request->user;
+    if (request->status == STORE_OK) {
+        char line[40];
+        int length = snprintf(line, sizeof(line), "%s\n", flood->key);
+        if (write(flood->out, line, (size_t)length) != length)
+            _exit(2);
+    }
+    free(flood);
+}
+
+/* Helper: submits writes forever, reporting each acknowledged key, until killed. */
+static int helper_flood(const char *dir, int out)
+{
+    struct store *store = open_store(dir, 256);
+    for (unsigned long i = 0;; i++) {
+        struct flood_write *flood = calloc(1, sizeof(*flood));
+        if (!flood)
+            return 1;
+        flood->out = out;
+        snprintf(flood->key, sizeof(flood->key), "serial-%08lu", i);
+        value_for_key(flood->key, flood->value, sizeof(flood->value));
+        flood->write.puts[0] = put_of(STORE_ISSUANCE, flood->key, flood->value);
+        flood->write.put_count = 1;
+        flood->write.done = flood_done;
+        flood->write.user = flood;
+        while (store_submit(store, &flood->write) == STORE_BUSY)
+            usleep(100);
+    }
+}
+
+/*
+ * Helper: commits one write, then caps the file size so the next batch cannot
+ * reach the WAL, and reports the statuses of the three writes.
+ */
+static int helper_fsize(const char *dir, int out)
+{
+    struct store *store = open_store(dir, 16);
+    struct store_write before = {.put_count = 1, .done = count_done};
+    before.puts[0] = put_of(STORE_ISSUANCE, "before", "{}");
+    submit_and_wait(store, &before);
+
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit limit = {.rlim_cur = 1 << 20, .rlim_max = RLIM_INFINITY};
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0)
+        return 1;
+    size_t big_length = 2 << 20;
+    char *big = malloc(big_length);
+    if (!big)
+        return 1;
+    memset(big, 'x', big_length);
+
+    completions_reset();
+    gate_hold_writer(store);
+    struct store_write too_big = {.put_count = 1, .done = count_done};
+    too_big.puts[0] = (struct store_put){STORE_ISSUANCE, "too-big", 7, big, big_length};
+    struct store_write mate = {.put_count = 1, .done = count_done};
+    mate.puts[0] = put_of(STORE_ISSUANCE, "mate", "{}");
+    if (store_submit(store, &too_big) != STORE_OK || store_submit(store, &mate) != STORE_OK)
+        return 1;
+    gate_release();
+    completions_wait(2);
+
+    limit.rlim_cur = RLIM_INFINITY;
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0)
+        return 1;
+    struct store_write after = {.put_count = 1, .done = count_done};
+    after.puts[0] = put_of(STORE_ISSUANCE, "after", "{}");
+    submit_and_wait(store, &after);
+
+    int statuses[4] = {before.status, too_big.status, mate.status, after.status};
+    if (write(out, statuses, sizeof(statuses)) != (ssize_t)sizeof(statuses))
+        return 1;
+    store_close(store);
+    free(big);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "--helper-hold") == 0)
+        return helper_hold(argv[2], atoi(argv[3]), atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "--helper-flood") == 0)
+        return helper_flood(argv[2], atoi(argv[3]));
+    if (argc == 5 && strcmp(argv[1], "--helper-fsize") == 0)
+        return helper_fsize(argv[2], atoi(argv[3]));
+
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(put_get_and_prefix_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(column_families_are_separate, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_commit_batches_concurrent_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(conditional_write_absent_same_different, setup, teardown),
+        cmocka_unit_test_setup_teardown(conflicting_claims_in_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(full_queue_is_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(read_only_sees_data_of_running_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(acknowledged_writes_survive_kill_9, setup, teardown),
+        cmocka_unit_test_setup_teardown(failed_commit_reports_error, setup, teardown),
+    };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,115 @@
+/*
+ * dps_handlers: the DPS resources of PROTOCOL.md section 2, above CoAP.
+ *
+ * A handler takes a decoded request and the connection's session and
+ * answers through dps_reply(); it never sees a socket, an SSL object or a
+ * buffer. Steps that need a signature or a durable write continue on worker
+ * threads and come back to the shard through its mailbox: the handler's
+ * answer then arrives later, but always on the shard's thread, and always
+ * after the step's record is synced to disk.
+ *
+ * Every step writes its part of the provisioning record (store.h) before
+ * answering, success or failure, so a record shows each step with its code.
+ */
+#ifndef DPS_HANDLERS_H
+#define DPS_HANDLERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "control/config.h"
+#include "crypto/attestation.h"
+#include "dataplane/payload.h"
+
+struct signer;
+struct store;
+struct mailbox;
+
+/*
+ * What handlers may use. One per shard: the configuration, signer and store
+ * are shared (read-only or thread-safe); the library context and mailbox are
+ * the shard's own.
+ */
+struct dps_services {
+    const struct config *config;
+    const struct dps_catalog *catalog;
+    struct signer *signer;
+    struct store *store;
+    struct mailbox *mailbox;
+    OSSL_LIB_CTX *libctx;
+};
+
+/*
+ * Derived from the configuration once at start and shared read-only: per
+ * group its owner UUID, its complete ACL list and its initial resources as
+ * JSON text (the record's form), ready to serve in any format.
+ */
+struct dps_catalog_group {
+    char owner_uuid[37];
+    char *acl_json;       /* JSON array: default entries and/or the group's own */
+    char *resources_json; /* JSON array of {"href","content"}; "[]" when none */
+};
+
+struct dps_catalog {
+    struct dps_catalog_group *groups; /* config->group_count entries */
+};
+
+/* 0, or -1 with err naming the group when its ACL or resources do not fit the protocol. */
+int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, char *err,
+                      size_t err_length);
+void dps_catalog_free(const struct config *config, struct dps_catalog *catalog);
+
+/* Per connection: who the device proved to be. */
+struct dps_session {
+    struct attestation_result attestation;
+    char *leaf_pem; /* manufacturer leaf, for the record */
+    char record_id[37];
+    char device_id[37]; /* "" until the device names itself */
+    size_t hub_index;   /* hub chosen at cloud-configuration */
+    bool hub_chosen;
+    char creation_date[24]; /* ns since epoch, text; loaded or set at first step */
+    unsigned pending;       /* requests waiting for workers */
+    bool gone;              /* the connection closed while work was pending */
+    void (*release)(struct dps_session *session); /* frees the connection once idle */
+};
+
+struct dps_request {
+    uint8_t method;
+    const char *path;
+    int content_format; /* -1 when absent */
+    int accept;         /* -1 when absent */
+    const uint8_t *payload;
+    size_t payload_length;
+    uint8_t token[8];
+    uint8_t token_length;
+};
+
+struct dps_response {
+    uint8_t code;
+    int content_format; /* -1: none (diagnostic text) */
+    uint32_t max_age;   /* seconds, sent when non-zero (5.03) */
+    const uint8_t *payload;
+    size_t payload_length;
+    uint8_t token[8];
+    uint8_t token_length;
+};
+
+/*
+ * Called on the shard's thread with the response; for a session whose
+ * connection is gone it is not called. The payload is valid only during the call.
+ */
+typedef void (*dps_reply_fn)(struct dps_session *session, const struct dps_response *response);
+
+void dps_handle(const struct dps_services *services, struct dps_session *session,
+                const struct dps_request *request, dps_reply_fn reply);
+
+/* Loads or initialises session fields after a successful handshake. */
+void dps_session_start(const struct dps_services *services, struct dps_session *session);
+void dps_session_clear(struct dps_session *session);
+
+/* Current time as RFC 3339 UTC with microseconds, e.g. 2026-11-28T03:29:22.347476Z. */
+void dps_format_time(const struct timespec *when, char out[32]);
+
+#endif

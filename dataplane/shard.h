@@ -1,0 +1,54 @@
+/*
+ * shard: one core's share of the data plane. A shard is a thread with its own
+ * event loop, SO_REUSEPORT listeners, OpenSSL library context and TLS server
+ * context, attestation state and connections; shards share nothing mutable
+ * on the hot path. Bytes move socket -> TLS records -> CoAP frames -> DPS
+ * handlers and back, each layer talking only to its neighbour.
+ */
+#ifndef DPS_SHARD_H
+#define DPS_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control/config.h"
+#include "dataplane/dps_handlers.h"
+
+struct shard;
+struct signer;
+struct store;
+
+struct shard_stats {
+    uint64_t accepted;
+    uint64_t handshakes_ok;
+    uint64_t handshakes_failed;
+    uint64_t requests;
+    uint64_t protocol_errors;
+    unsigned connections;
+};
+
+/*
+ * Builds a shard: its library context, TLS context, attestation and listeners
+ * (each listen address bound with SO_REUSEPORT). NULL with err on failure.
+ */
+struct shard *shard_create(unsigned index, const struct config *config,
+                           const struct dps_catalog *catalog, struct signer *signer,
+                           struct store *store, char *err, size_t err_length);
+
+/* Starts the shard's thread. 0 or -errno. */
+int shard_start(struct shard *shard);
+
+/* Asks the loop to stop (any thread, signal-safe). */
+void shard_stop(struct shard *shard);
+
+/* Waits for the thread, closes connections; work still in the signer or store
+ * is finished by shard_finish() after those are stopped. */
+void shard_join(struct shard *shard);
+
+/* Runs what workers handed back after they stopped, then frees the shard. */
+void shard_finish(struct shard *shard);
+
+const char *shard_backend_name(const struct shard *shard);
+void shard_get_stats(const struct shard *shard, struct shard_stats *stats);
+
+#endif

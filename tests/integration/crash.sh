@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# kill -9 right after a provisioning: after the crash, the record, the
+# issuance log entry and the device-id binding are all on disk, and the
+# restarted daemon serves the device again.
+. "$(dirname "$0")/lib.sh"
+
+plan 6
+DEMO=$WORK/demo
+PORT=$(free_port)
+start_dpsd "$DEMO" "$PORT" --shards 2 || { not_ok "dpsd starts"; finish; }
+check "three devices provision" \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 3 --out "$WORK/out"
+kill9_dpsd
+
+ids=()
+serials=()
+for n in 0001 0002 0003; do
+    pem=$WORK/out/device-$n/identity.pem
+    ids+=("$(openssl x509 -in "$pem" -noout -subject -nameopt RFC2253 | sed -n 's/.*CN=uuid:\([0-9a-f-]*\).*/\1/p')")
+    serials+=("$(openssl x509 -in "$pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')")
+done
+
+records=$("$DPSCTL" records --data "$DEMO/data" --json)
+missing=0
+for id in "${ids[@]}"; do
+    printf '%s\n' "$records" | jq -e --arg d "$id" 'select(.result.deviceId == $d and .result.acl.status.coapCode == 69 and .result.credential.status.coapCode == 68)' >/dev/null || missing=1
+done
+if [ $missing = 0 ]; then ok "after kill -9 every record is complete"; else not_ok "after kill -9 every record is complete"; fi
+
+issuance=$("$DPSCTL" issuance --data "$DEMO/data" --json)
+missing=0
+for serial in "${serials[@]}"; do
+    printf '%s\n' "$issuance" | grep -qi "${serial#0}" || missing=1
+done
+if [ $missing = 0 ]; then ok "after kill -9 every issued certificate is in the issuance log"; else not_ok "after kill -9 every issued certificate is in the issuance log"; fi
+
+bindings=$("$DPSCTL" bindings --data "$DEMO/data" --json)
+missing=0
+for id in "${ids[@]}"; do
+    printf '%s\n' "$bindings" | grep -q "$id" || missing=1
+done
+if [ $missing = 0 ]; then ok "after kill -9 every device-id binding is there"; else not_ok "after kill -9 every device-id binding is there"; fi
+
+start_dpsd "$DEMO" "$PORT" --shards 2 || { not_ok "dpsd restarts on the crashed store"; finish; }
+check "the restarted dpsd renews device 1" \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 1 --renew --out "$WORK/out"
+finish

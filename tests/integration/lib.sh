@@ -1,0 +1,124 @@
+# Shared by the integration tests: TAP output, a work folder, free ports and
+# the life of a dpsd started on loopback. Every dpsd a test starts is killed
+# when the test exits, whatever happens.
+set -u
+
+BUILD=${DPS_BUILD_ROOT:?run through meson test}
+SRC=${DPS_SOURCE_ROOT:?run through meson test}
+DPSD=$BUILD/dpsd
+DPSCTL=$BUILD/dpsctl
+LOADGEN=$BUILD/dps-loadgen
+PROBE=$BUILD/tests/dps-probe
+WORK=$(mktemp -d /tmp/dps-it.XXXXXX)
+TEST_NUMBER=0
+FAILURES=0
+DPSD_PID=""
+
+cleanup() {
+    if [ -n "$DPSD_PID" ]; then
+        kill -9 "$DPSD_PID" 2>/dev/null
+        wait "$DPSD_PID" 2>/dev/null
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+plan() { echo "1..$1"; }
+
+ok() {
+    TEST_NUMBER=$((TEST_NUMBER + 1))
+    echo "ok $TEST_NUMBER - $1"
+}
+
+not_ok() {
+    TEST_NUMBER=$((TEST_NUMBER + 1))
+    FAILURES=$((FAILURES + 1))
+    echo "not ok $TEST_NUMBER - $1"
+}
+
+# check NAME COMMAND...: one test case, passing when COMMAND exits 0.
+check() {
+    local name=$1 output
+    shift
+    if output=$("$@" 2>&1); then
+        ok "$name"
+    else
+        not_ok "$name"
+        printf '%s\n' "$output" | tail -40 | sed 's/^/# /'
+    fi
+}
+
+# expect_output NAME PATTERN COMMAND...: passes when COMMAND's output matches PATTERN (grep -E).
+expect_output() {
+    local name=$1 pattern=$2 output
+    shift 2
+    output=$("$@" 2>&1)
+    if printf '%s\n' "$output" | grep -Eq -- "$pattern"; then
+        ok "$name"
+    else
+        not_ok "$name"
+        echo "# expected /$pattern/ in:"
+        printf '%s\n' "$output" | tail -40 | sed 's/^/# /'
+    fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 30000))
+        if ! port_in_use "$port" && ! ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
+            echo "$port"
+            return
+        fi
+    done
+}
+
+# start_dpsd DIR PORT [dpsd options...]: demo daemon on 127.0.0.1:PORT, waits until it listens.
+start_dpsd() {
+    local dir=$1 port=$2
+    shift 2
+    mkdir -p "$dir"
+    "$DPSD" --demo "$dir" --listen "127.0.0.1:$port" "$@" >>"$dir/dpsd.log" 2>&1 &
+    DPSD_PID=$!
+    local i
+    for i in $(seq 1 300); do
+        if grep -q 'msg="ready"' "$dir/dpsd.log" 2>/dev/null && port_in_use "$port"; then
+            return 0
+        fi
+        if ! kill -0 "$DPSD_PID" 2>/dev/null; then
+            echo "# dpsd exited during start:"
+            sed 's/^/# /' "$dir/dpsd.log" | tail -20
+            DPSD_PID=""
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "# dpsd did not become ready"
+    return 1
+}
+
+# stop_dpsd: SIGTERM and wait; returns dpsd's exit status.
+stop_dpsd() {
+    local status=0
+    if [ -n "$DPSD_PID" ]; then
+        kill -TERM "$DPSD_PID" 2>/dev/null
+        wait "$DPSD_PID" || status=$?
+        DPSD_PID=""
+    fi
+    return $status
+}
+
+# kill9_dpsd: the crash.
+kill9_dpsd() {
+    if [ -n "$DPSD_PID" ]; then
+        kill -9 "$DPSD_PID" 2>/dev/null
+        wait "$DPSD_PID" 2>/dev/null
+        DPSD_PID=""
+    fi
+}
+
+finish() {
+    exit $((FAILURES > 0 ? 1 : 0))
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# A device provisioned end to end by dps-loadgen against a dpsd started here:
+# the issued certificate verifies against the hub identity CA, and the
+# provisioning record, issuance log and binding show every step.
+. "$(dirname "$0")/lib.sh"
+
+plan 9
+DEMO=$WORK/demo
+PORT=$(free_port)
+start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts"; finish; }
+ok "dpsd starts on its demo PKI"
+
+check "two devices provision through the whole device flow" \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 2 --out "$WORK/out"
+
+IDENTITY=$WORK/out/device-0001/identity.pem
+check "the identity certificate verifies against the hub identity CA" \
+    openssl verify -CAfile "$DEMO/pki/hub-root.pem" -untrusted "$DEMO/pki/hub-ca.pem" "$IDENTITY"
+
+expect_output "the trust anchor given to the device is the hub root" "OK" \
+    openssl verify -CAfile "$WORK/out/device-0001/trustca.pem" -untrusted "$DEMO/pki/hub-ca.pem" "$IDENTITY"
+
+DEVICE_ID=$(openssl x509 -in "$IDENTITY" -noout -subject -nameopt RFC2253 | sed -n 's/.*CN=uuid:\([0-9a-f-]*\).*/\1/p')
+RECORDS=$("$DPSCTL" records --data "$DEMO/data" --json 2>&1)
+RECORD=$(printf '%s\n' "$RECORDS" | jq -c --arg d "$DEVICE_ID" '.result | select(.deviceId == $d)')
+steps_ok() {
+    [ -n "$RECORD" ] || return 1
+    printf '%s' "$RECORD" | jq -e '
+        .plgdTime.status.coapCode == 69 and .ownership.status.coapCode == 69 and
+        .cloud.status.coapCode == 68 and .credential.status.coapCode == 68 and
+        .acl.status.coapCode == 69 and (.attestation.x509.certificatePem | startswith("-----BEGIN"))
+        and .ownership.owner == "1" and (.cloud.gateways | length) >= 1' >/dev/null
+}
+if steps_ok; then ok "the provisioning record shows every step with its status"; else
+    not_ok "the provisioning record shows every step with its status"
+    printf '%s\n' "$RECORDS" | head -5 | sed 's/^/# /'
+fi
+
+SERIAL=$(openssl x509 -in "$IDENTITY" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')
+expect_output "the issuance log holds the certificate's serial and device" "$DEVICE_ID" \
+    sh -c "'$DPSCTL' issuance --data '$DEMO/data' --json | jq -c --arg s '$SERIAL' 'select((.result // .).serial | ltrimstr(\"0\") == (\$s | ltrimstr(\"0\")))'"
+
+expect_output "the device id is bound to the record" "$DEVICE_ID" \
+    "$DPSCTL" bindings --data "$DEMO/data" --json
+
+expect_output "a human table lists the record with its step codes" "2\.05 +2\.05 +2\.04 +2\.04 +2\.05" \
+    "$DPSCTL" records --data "$DEMO/data" --device "$DEVICE_ID"
+
+check "dpsd stops cleanly on SIGTERM" stop_dpsd
+finish

@@ -1,0 +1,379 @@
+/*
+ * dps-probe: a test client that sends one hand-made exchange to a DPS
+ * endpoint over mutual TLS and prints what came back, so the integration
+ * tests can check error paths the well-behaved device flow never takes:
+ *
+ *   dps-probe --endpoint HOST:PORT --cert F --key F [--ca F] ACTION
+ *     --get PATH [--accept N]        a GET; prints "code=C.DD" and the payload
+ *     --post PATH [--content-format N] [--payload-hex HEX]
+ *     --bad-csr DEVICE_ID            POST credentials with a CSR whose signature is broken
+ *     --raw HEX                      sends raw bytes after the handshake; prints
+ *                                    "code=..." for an answer or "closed"
+ *
+ * It prints "handshake-failed" when TLS fails. Exit 0 when the exchange
+ * completed (whatever the code), 1 otherwise.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "dataplane/coap_tcp.h"
+#include "dataplane/tls.h"
+
+struct probe {
+    int fd;
+    struct tls_conn *tls;
+    uint8_t input[70000];
+    size_t input_length;
+};
+
+static int probe_flush(struct probe *probe)
+{
+    size_t length;
+    const uint8_t *data = tls_conn_output(probe->tls, &length);
+    while (length > 0) {
+        ssize_t n = send(probe->fd, data, length, MSG_NOSIGNAL);
+        if (n < 0) {
+            return -1;
+        }
+        tls_conn_consume_output(probe->tls, (size_t)n);
+        data = tls_conn_output(probe->tls, &length);
+    }
+    return 0;
+}
+
+/* Reads more ciphertext; 0, or -1 when the peer closed or 10 s passed. */
+static int probe_receive(struct probe *probe)
+{
+    struct pollfd pfd = {.fd = probe->fd, .events = POLLIN};
+    if (poll(&pfd, 1, 10000) <= 0) {
+        return -1;
+    }
+    uint8_t buffer[16384];
+    ssize_t n = recv(probe->fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) {
+        return -1;
+    }
+    return tls_conn_feed(probe->tls, buffer, (size_t)n);
+}
+
+static int probe_connect(struct probe *probe, const char *endpoint)
+{
+    char host[256];
+    const char *colon = strrchr(endpoint, ':');
+    if (colon == NULL || (size_t)(colon - endpoint) >= sizeof(host)) {
+        return -1;
+    }
+    memcpy(host, endpoint, (size_t)(colon - endpoint));
+    host[colon - endpoint] = '\0';
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *result;
+    if (getaddrinfo(host, colon + 1, &hints, &result) != 0) {
+        return -1;
+    }
+    probe->fd = socket(result->ai_family, SOCK_STREAM, 0);
+    int rc = connect(probe->fd, result->ai_addr, result->ai_addrlen);
+    freeaddrinfo(result);
+    return rc;
+}
+
+static int probe_handshake(struct probe *probe)
+{
+    for (;;) {
+        int status = tls_conn_handshake(probe->tls);
+        probe_flush(probe);
+        if (status == TLS_DONE) {
+            return 0;
+        }
+        if (status == TLS_FAILED || probe_receive(probe) != 0) {
+            return -1;
+        }
+    }
+}
+
+/*
+ * Waits for the next non-signalling message. Returns 1 with it decoded,
+ * 0 when the connection closed first, -1 on a broken answer.
+ */
+static int probe_response(struct probe *probe, struct coap_message *message)
+{
+    for (;;) {
+        size_t frame_length;
+        int status = coap_tcp_frame_length(probe->input, probe->input_length, sizeof(probe->input),
+                                           &frame_length);
+        if (status == COAP_OK && frame_length <= probe->input_length) {
+            if (coap_tcp_decode(probe->input, frame_length, message) != COAP_OK) {
+                return -1;
+            }
+            if (message->code < COAP_SIGNAL_CSM) {
+                return 1;
+            }
+            memmove(probe->input, probe->input + frame_length, probe->input_length - frame_length);
+            probe->input_length -= frame_length;
+            continue;
+        }
+        if (status != COAP_OK && status != COAP_NEED_MORE) {
+            return -1;
+        }
+        int n = tls_conn_read(probe->tls, probe->input + probe->input_length,
+                              sizeof(probe->input) - probe->input_length);
+        if (n > 0) {
+            probe->input_length += (size_t)n;
+            continue;
+        }
+        if (n != TLS_AGAIN || probe_receive(probe) != 0) {
+            return 0;
+        }
+    }
+}
+
+static int hex_decode(const char *hex, uint8_t *out, size_t capacity, size_t *length)
+{
+    size_t n = strlen(hex);
+    if (n % 2 != 0 || n / 2 > capacity) {
+        return -1;
+    }
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned value;
+        if (sscanf(hex + 2 * i, "%2x", &value) != 1) {
+            return -1;
+        }
+        out[i] = (uint8_t)value;
+    }
+    *length = n / 2;
+    return 0;
+}
+
+/* {"di": device_id, "csr": {"encoding": pem, "data": a CSR with a corrupted signature}} */
+static size_t bad_csr_payload(const char *device_id, uint8_t *out, size_t capacity)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509_REQ *request = X509_REQ_new();
+    X509_NAME *name = X509_NAME_new();
+    char cn[64];
+    snprintf(cn, sizeof(cn), "uuid:%s", device_id);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_REQ_set_subject_name(request, name);
+    X509_REQ_set_pubkey(request, key);
+    X509_REQ_sign(request, key, EVP_sha256());
+    const ASN1_BIT_STRING *signature;
+    X509_REQ_get0_signature(request, &signature, NULL);
+    ((ASN1_BIT_STRING *)signature)->data[10] ^= 0x55;
+    BIO *bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509_REQ(bio, request);
+    char *pem;
+    long pem_length = BIO_get_mem_data(bio, &pem);
+    size_t length = 0;
+    if ((size_t)pem_length + 128 < capacity) {
+        static const char head[] = "\xa2\x62"
+                                   "di"
+                                   "\x78\x24";
+        memcpy(out, head, sizeof(head) - 1);
+        length = sizeof(head) - 1;
+        memcpy(out + length, device_id, 36);
+        length += 36;
+        static const char csr[] = "\x63"
+                                  "csr"
+                                  "\xa2\x68"
+                                  "encoding"
+                                  "\x74"
+                                  "oic.sec.encoding.pem"
+                                  "\x64"
+                                  "data"
+                                  "\x79";
+        memcpy(out + length, csr, sizeof(csr) - 1);
+        length += sizeof(csr) - 1;
+        out[length++] = (uint8_t)(pem_length >> 8);
+        out[length++] = (uint8_t)pem_length;
+        memcpy(out + length, pem, (size_t)pem_length);
+        length += (size_t)pem_length;
+    }
+    BIO_free(bio);
+    X509_NAME_free(name);
+    X509_REQ_free(request);
+    EVP_PKEY_free(key);
+    return length;
+}
+
+static size_t path_options(const char *path, struct coap_option *options, size_t capacity)
+{
+    size_t count = 0;
+    const char *segment = path;
+    while (*segment == '/') {
+        segment++;
+    }
+    while (*segment != '\0' && count < capacity) {
+        const char *end = strchr(segment, '/');
+        size_t length = end != NULL ? (size_t)(end - segment) : strlen(segment);
+        options[count++] =
+            (struct coap_option){COAP_OPTION_URI_PATH, (uint16_t)length, (const uint8_t *)segment};
+        segment += length;
+        while (*segment == '/') {
+            segment++;
+        }
+    }
+    return count;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"endpoint", required_argument, NULL, 'e'},
+        {"cert", required_argument, NULL, 'c'},
+        {"key", required_argument, NULL, 'k'},
+        {"ca", required_argument, NULL, 'a'},
+        {"get", required_argument, NULL, 'g'},
+        {"post", required_argument, NULL, 'p'},
+        {"accept", required_argument, NULL, 'A'},
+        {"content-format", required_argument, NULL, 'F'},
+        {"payload-hex", required_argument, NULL, 'P'},
+        {"bad-csr", required_argument, NULL, 'b'},
+        {"raw", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *endpoint = NULL, *cert = NULL, *key = NULL, *ca = NULL, *path = NULL;
+    const char *payload_hex = NULL, *bad_csr = NULL, *raw = NULL;
+    uint8_t method = 0;
+    long accept = -1, content_format = -1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'e':
+            endpoint = optarg;
+            break;
+        case 'c':
+            cert = optarg;
+            break;
+        case 'k':
+            key = optarg;
+            break;
+        case 'a':
+            ca = optarg;
+            break;
+        case 'g':
+            method = COAP_GET;
+            path = optarg;
+            break;
+        case 'p':
+            method = COAP_POST;
+            path = optarg;
+            break;
+        case 'A':
+            accept = strtol(optarg, NULL, 10);
+            break;
+        case 'F':
+            content_format = strtol(optarg, NULL, 10);
+            break;
+        case 'P':
+            payload_hex = optarg;
+            break;
+        case 'b':
+            bad_csr = optarg;
+            method = COAP_POST;
+            path = "/api/v1/provisioning/credentials";
+            break;
+        case 'r':
+            raw = optarg;
+            break;
+        default:
+            return 2;
+        }
+    }
+    if (endpoint == NULL || cert == NULL || key == NULL || (path == NULL && raw == NULL)) {
+        fprintf(stderr, "usage: see the comment at the top of tests/probe.c\n");
+        return 2;
+    }
+    char err[256];
+    SSL_CTX *ctx = tls_client_context(NULL, cert, key, ca, err, sizeof(err));
+    if (ctx == NULL) {
+        fprintf(stderr, "dps-probe: %s\n", err);
+        return 1;
+    }
+    static struct probe probe;
+    if (probe_connect(&probe, endpoint) != 0) {
+        fprintf(stderr, "dps-probe: cannot connect to %s: %s\n", endpoint, strerror(errno));
+        return 1;
+    }
+    probe.tls = tls_conn_new(ctx, false, NULL);
+    if (probe_handshake(&probe) != 0) {
+        printf("handshake-failed\n");
+        return 0;
+    }
+    static uint8_t frame[70000];
+    size_t frame_length = 0;
+    if (raw != NULL) {
+        if (hex_decode(raw, frame, sizeof(frame), &frame_length) != 0) {
+            fprintf(stderr, "dps-probe: --raw needs hex\n");
+            return 2;
+        }
+    } else {
+        static uint8_t payload[65536];
+        size_t payload_length = 0;
+        if (payload_hex != NULL &&
+            hex_decode(payload_hex, payload, sizeof(payload), &payload_length) != 0) {
+            fprintf(stderr, "dps-probe: --payload-hex needs hex\n");
+            return 2;
+        }
+        if (bad_csr != NULL) {
+            payload_length = bad_csr_payload(bad_csr, payload, sizeof(payload));
+            if (content_format < 0) {
+                content_format = COAP_FORMAT_OCF_CBOR;
+            }
+        }
+        struct coap_option options[16];
+        uint8_t storage[3][4];
+        size_t count = path_options(path, options, 12);
+        if (content_format >= 0) {
+            coap_option_make_uint(&options[count++], COAP_OPTION_CONTENT_FORMAT,
+                                  (uint32_t)content_format, storage[0]);
+        }
+        if (accept >= 0) {
+            coap_option_make_uint(&options[count++], COAP_OPTION_ACCEPT, (uint32_t)accept,
+                                  storage[1]);
+        }
+        coap_option_make_uint(&options[count++], COAP_OPTION_OCF_ACCEPT_VERSION, 2048, storage[2]);
+        uint8_t token[8];
+        RAND_bytes(token, sizeof(token));
+        long length = coap_tcp_encode(frame, sizeof(frame), method, token, sizeof(token), options,
+                                      count, payload, payload_length);
+        if (length < 0) {
+            fprintf(stderr, "dps-probe: cannot encode the request\n");
+            return 1;
+        }
+        frame_length = (size_t)length;
+    }
+    if (tls_conn_write(probe.tls, frame, frame_length) != 0 || probe_flush(&probe) != 0) {
+        printf("closed\n");
+        return 0;
+    }
+    struct coap_message message;
+    int status = probe_response(&probe, &message);
+    if (status == 0) {
+        printf("closed\n");
+        return 0;
+    }
+    if (status < 0) {
+        printf("broken-response\n");
+        return 1;
+    }
+    printf("code=%d.%02d payload=%.*s\n", message.code >> 5, message.code & 31,
+           (int)message.payload_length,
+           message.payload != NULL ? (const char *)message.payload : "");
+    /* After an answer to raw input, tell whether the server then closed. */
+    if (raw != NULL) {
+        struct coap_message next;
+        probe.input_length = 0;
+        printf("%s\n", probe_response(&probe, &next) == 0 ? "closed" : "open");
+    }
+    return 0;
+}
