@@ -20,9 +20,9 @@ status=$?
 
 junit=$BUILD/meson-logs/testlog.junit.xml
 if [ -f "$junit" ]; then
-    total=$(grep -c '<testcase ' "$junit")
-    failed=$(grep -cE '<(failure|error)[ />]' "$junit")
-    skipped=$(grep -cE '<skipped[ />]' "$junit")
+    total=$(grep -o '<testcase ' "$junit" | wc -l)
+    failed=$(grep -oE '<(failure|error)[ />]' "$junit" | wc -l)
+    skipped=$(grep -oE '<skipped[ />]' "$junit" | wc -l)
     passed=$((total - failed - skipped))
     if [ "$skipped" -gt 0 ]; then
         echo "$passed passed, $failed failed, $skipped skipped"

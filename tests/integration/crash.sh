@@ -23,7 +23,7 @@ done
 records=$("$DPSCTL" records --data "$DEMO/data" --json)
 missing=0
 for id in "${ids[@]}"; do
-    printf '%s\n' "$records" | jq -e --arg d "$id" 'select(.result.deviceId == $d and .result.acl.status.coapCode == 69 and .result.credential.status.coapCode == 68)' >/dev/null || missing=1
+    printf '%s\n' "$records" | jq -s -e --arg d "$id" 'any(.[]; .result.deviceId == $d and .result.acl.status.coapCode == 69 and .result.credential.status.coapCode == 68)' >/dev/null || missing=1
 done
 if [ $missing = 0 ]; then ok "after kill -9 every record is complete"; else not_ok "after kill -9 every record is complete"; fi
 
@@ -41,7 +41,7 @@ for id in "${ids[@]}"; do
 done
 if [ $missing = 0 ]; then ok "after kill -9 every device-id binding is there"; else not_ok "after kill -9 every device-id binding is there"; fi
 
-start_dpsd "$DEMO" "$PORT" --shards 2 || { not_ok "dpsd restarts on the crashed store"; finish; }
+if start_dpsd "$DEMO" "$PORT" --shards 2; then ok "dpsd restarts on the crashed store"; else not_ok "dpsd restarts on the crashed store"; finish; fi
 check "the restarted dpsd renews device 1" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 1 --renew --out "$WORK/out"
 finish

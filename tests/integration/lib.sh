@@ -122,3 +122,13 @@ kill9_dpsd() {
 finish() {
     exit $((FAILURES > 0 ? 1 : 0))
 }
+
+# check_stop NAME: one test case, passing when dpsd exits 0 on SIGTERM (no leak, no crash).
+check_stop() {
+    local status=0
+    stop_dpsd || status=$?
+    if [ $status = 0 ]; then ok "$1"; else
+        not_ok "$1"
+        echo "# dpsd exit status $status"
+    fi
+}

@@ -17,8 +17,8 @@ expect_output "a device of an unknown manufacturer fails the handshake" "^handsh
     probe --cert "$PKI/rogue-device.pem" --key "$PKI/rogue-device.key" --get /x.plgd.dev/time
 expect_output "a certificate without EKU clientAuth fails the handshake" "^handshake-failed" \
     probe --cert "$PKI/noclientauth-device.pem" --key "$PKI/noclientauth-device.key" --get /x.plgd.dev/time
-expect_output "a client without a certificate fails the handshake" "alert|error|errno" \
-    sh -c "openssl s_client -connect '$ENDPOINT' -tls1_2 -CAfile '$PKI/dps-root.pem' </dev/null 2>&1; echo exit=\$?"
+expect_output "a client without a certificate fails the handshake" "alert handshake failure.*exit=1" \
+    sh -c "(openssl s_client -connect '$ENDPOINT' -tls1_2 -CAfile '$PKI/dps-root.pem' </dev/null 2>&1; echo exit=\$?) | tr '\n' ' '"
 expect_output "the refusal is logged with its reason" 'device refused.*reason=' cat "$DEMO/dpsd.log"
 
 expect_output "an unknown path gives 4.04" "^code=4\.04" probe "${DEVICE[@]}" --get /api/v1/nothing
@@ -32,9 +32,9 @@ expect_output "the OCF options 2049 and 2053 are accepted silently" "^code=2\.05
     probe "${DEVICE[@]}" --raw d80e010102030405060708ba782e706c67642e6465760474696d65622710e206e30800420800
 expect_output "a malformed frame closes that connection" "^closed" \
     probe "${DEVICE[@]}" --raw 0f01
-expect_output "a frame announcing more than the limit is refused with 4.13 and closed" "code=4\.13.*closed|closed" \
-    probe "${DEVICE[@]}" --raw f00010000001
+expect_output "a frame announcing more than the limit is refused with 4.13 and closed" "^code=4\.13 .* closed" \
+    sh -c "'$PROBE' --endpoint '$ENDPOINT' --ca '$PKI/dps-root.pem' ${DEVICE[*]} --raw f00010000001 | tr '\n' ' '"
 check "the server keeps serving: a good device provisions afterwards" \
     "$LOADGEN" --endpoint "coaps+tcp://$ENDPOINT" --pki "$PKI" --devices 1
-check "dpsd stops cleanly" stop_dpsd
+check_stop "dpsd stops cleanly"
 finish

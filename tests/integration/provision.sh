@@ -46,5 +46,5 @@ expect_output "the device id is bound to the record" "$DEVICE_ID" \
 expect_output "a human table lists the record with its step codes" "2\.05 +2\.05 +2\.04 +2\.04 +2\.05" \
     "$DPSCTL" records --data "$DEMO/data" --device "$DEVICE_ID"
 
-check "dpsd stops cleanly on SIGTERM" stop_dpsd
+check_stop "dpsd stops cleanly on SIGTERM"
 finish
