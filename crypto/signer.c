@@ -353,6 +353,10 @@ struct signer *signer_create(const struct config *config, unsigned threads, size
             return NULL;
         }
         worker->started = true;
+        char name[32];
+        snprintf(name, sizeof(name), "dps-signer-%u", i);
+        name[15] = '\0'; /* the kernel's limit for thread names */
+        pthread_setname_np(worker->thread, name);
     }
     return signer;
 }

@@ -728,6 +728,10 @@ int shard_start(struct shard *shard)
         return -rc;
     }
     shard->started = true;
+    char name[32];
+    snprintf(name, sizeof(name), "dps-shard-%u", shard->index);
+    name[15] = '\0'; /* the kernel's limit for thread names */
+    pthread_setname_np(shard->thread, name);
     return 0;
 }
 

@@ -291,6 +291,7 @@ struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t 
         return NULL;
     }
     store->writer_started = true;
+    pthread_setname_np(store->writer, "dps-store");
     return store;
 }
 

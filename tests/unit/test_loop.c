@@ -94,7 +94,22 @@ static bool matches_pattern(const uint8_t *data, size_t length, unsigned stream,
 static void sleep_ms(int ms)
 {
     struct timespec duration = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-    nanosleep(&duration, NULL);
+    while (nanosleep(&duration, &duration) < 0 && errno == EINTR)
+        continue;
+}
+
+/*
+ * Blocking calls of the test thread retry on EINTR: a thread that created an
+ * io_uring ring is interrupted (task work) when the kernel tears the ring down
+ * after loop_destroy(), and calls with a timeout then fail with EINTR.
+ */
+static ssize_t recv_retrying(int fd, void *buffer, size_t length)
+{
+    ssize_t r;
+    do
+        r = recv(fd, buffer, length, 0);
+    while (r < 0 && errno == EINTR);
+    return r;
 }
 
 static bool wait_for_at_least(atomic_int *value, int target, int timeout_ms)
@@ -257,7 +272,17 @@ static int connect_client(uint16_t port, int receive_buffer)
     assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)), 0);
     struct sockaddr_in address = {
         .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
+        /* Interrupted, the connection still completes in the background. */
+        assert_int_equal(errno, EINTR);
+        struct pollfd pollfd = {.fd = fd, .events = POLLOUT};
+        while (poll(&pollfd, 1, 10000) < 0)
+            assert_int_equal(errno, EINTR);
+        int error = -1;
+        socklen_t length = sizeof(error);
+        assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length), 0);
+        assert_int_equal(error, 0);
+    }
     return fd;
 }
 
@@ -265,11 +290,15 @@ static int connect_client(uint16_t port, int receive_buffer)
 static void ping(int fd, const char *message)
 {
     size_t length = strlen(message);
-    assert_int_equal(send(fd, message, length, MSG_NOSIGNAL), (ssize_t)length);
+    ssize_t sent;
+    do
+        sent = send(fd, message, length, MSG_NOSIGNAL);
+    while (sent < 0 && errno == EINTR);
+    assert_int_equal(sent, (ssize_t)length);
     char reply[64];
     size_t got = 0;
     while (got < length) {
-        ssize_t r = recv(fd, reply + got, length - got, 0);
+        ssize_t r = recv_retrying(fd, reply + got, length - got);
         if (r <= 0)
             fail_msg("ping %s: recv returned %zd (%s)", message, r, r < 0 ? strerror(errno) : "");
         got += (size_t)r;
@@ -284,9 +313,7 @@ static size_t read_pattern_until_end(int fd, bool *pattern_ok)
     size_t total = 0;
     *pattern_ok = true;
     for (;;) {
-        ssize_t r = recv(fd, buffer, sizeof(buffer), 0);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = recv_retrying(fd, buffer, sizeof(buffer));
         if (r <= 0) {
             assert_true(r == 0 || errno == ECONNRESET);
             return total;
@@ -353,7 +380,10 @@ static void echo_many_clients(enum loop_backend backend)
                 (struct pollfd){.fd = client->fd, .events = POLLIN | (can_send ? POLLOUT : 0)};
             indexes[count++] = i;
         }
-        assert_true(poll(pollfds, (nfds_t)count, 10000) > 0);
+        int ready = poll(pollfds, (nfds_t)count, 10000);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        assert_true(ready > 0);
         for (int k = 0; k < count; k++) {
             struct echo_client *client = &clients[indexes[k]];
             unsigned stream = (unsigned)indexes[k];
@@ -365,13 +395,13 @@ static void echo_many_clients(enum loop_backend backend)
                     length = sizeof(buffer);
                 fill_pattern(buffer, length, stream, client->sent);
                 ssize_t r = send(client->fd, buffer, length, MSG_NOSIGNAL);
-                assert_true(r > 0 || errno == EAGAIN);
+                assert_true(r > 0 || errno == EAGAIN || errno == EINTR);
                 if (r > 0)
                     client->sent += (size_t)r;
             }
             if (pollfds[k].revents & (POLLIN | POLLHUP | POLLERR)) {
                 ssize_t r = recv(client->fd, buffer, sizeof(buffer), 0);
-                assert_true(r > 0 || (r < 0 && errno == EAGAIN));
+                assert_true(r > 0 || (r < 0 && (errno == EAGAIN || errno == EINTR)));
                 if (r > 0) {
                     assert_true(client->received + (size_t)r <= client->sent);
                     assert_true(matches_pattern(buffer, (size_t)r, stream, client->received));
@@ -474,7 +504,7 @@ static void refused_connection_is_closed(enum loop_backend backend)
     server_start(server);
     int fd = connect_client(server->port, 0);
     char byte;
-    ssize_t r = recv(fd, &byte, 1, 0);
+    ssize_t r = recv_retrying(fd, &byte, 1);
     assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
     assert_int_equal(atomic_load(&server->accepted), 1);
     sleep_ms(20);
@@ -638,7 +668,7 @@ static void destroy_closes_open_connections(enum loop_backend backend)
     assert_int_equal(atomic_load(&server->last_error), ECANCELED);
     for (int i = 0; i < CLIENTS; i++) {
         char byte;
-        ssize_t r = recv(fds[i], &byte, 1, 0);
+        ssize_t r = recv_retrying(fds[i], &byte, 1);
         assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
         close(fds[i]);
     }
@@ -786,7 +816,11 @@ static void falls_back_to_epoll_without_io_uring(void **state)
         _exit(code);
     }
     int status;
-    assert_int_equal(waitpid(child, &status, 0), child);
+    pid_t waited;
+    do
+        waited = waitpid(child, &status, 0);
+    while (waited < 0 && errno == EINTR);
+    assert_int_equal(waited, child);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 }
