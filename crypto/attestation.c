@@ -3,10 +3,23 @@
  * (see attestation.h and PROTOCOL.md section 3).
  *
  * Each group's CA chain file is loaded once into the shard's library
- * context. A group keeps its first CA (the one expected to issue the lowest
- * presented certificate), an X509_STORE trusting only its root, and the other
- * chain certificates as untrusted helpers, so a device may send its leaf
- * alone and still verify.
+ * context and verified once, at load: every certificate must be issued and
+ * signed by the next, up to the self-signed root. From then on the group's
+ * first CA is the trust anchor (a partial chain), so a device chain costs one
+ * signature check per presented certificate instead of re-proving the
+ * configured chain on every handshake; the configured chain's validity
+ * window is still checked against each verification time.
+ *
+ * Matching uses names and key identifiers (X509_check_issued) and checks a
+ * signature only to tell apart groups whose first CAs look alike; the chain
+ * verification that follows checks the signature anyway.
+ *
+ * A device connects twice per provisioning (and again to renew), so each
+ * attestation object keeps a small cache of verified leaves, keyed by the
+ * SHA-256 of the leaf's DER: a hit skips matching and chain verification.
+ * An entry lives at most ATTESTATION_CACHE_SECONDS and never past the leaf's
+ * or the configured chain's expiry. The cache belongs to one shard and needs
+ * no lock.
  */
 #include "crypto/attestation.h"
 
@@ -24,12 +37,24 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#define ATTESTATION_CACHE_SLOTS 4096 /* a power of two */
+#define ATTESTATION_CACHE_SECONDS 600
+
 struct attestation_group {
     const char *id;
     X509 *first_ca;                 /* owned by intermediates, or the root */
-    X509_STORE *store;              /* trusts the root only */
+    X509_STORE *store;              /* trusts the first CA only (partial chain) */
     STACK_OF(X509) * intermediates; /* the chain without its root */
+    time_t chain_not_before;        /* the configured chain is valid from ... */
+    time_t chain_not_after;         /* ... until */
     bool expired_certificate_enabled;
+};
+
+struct cache_entry {
+    uint8_t leaf_sha256[32];
+    time_t verified_at;
+    time_t expires; /* 0: empty */
+    struct attestation_result result;
 };
 
 struct attestation {
@@ -37,6 +62,8 @@ struct attestation {
     EVP_MD *sha256;
     struct attestation_group *groups;
     size_t group_count;
+    struct cache_entry *cache;
+    struct attestation_stats stats;
 };
 
 /* Writes name in RFC 2253 form ("CN=...,O=...") into out. */
@@ -96,6 +123,56 @@ static STACK_OF(X509) *
     return chain;
 }
 
+static int time_of(const ASN1_TIME *asn1, time_t *out)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(asn1, &tm) != 1)
+        return -1;
+    *out = timegm(&tm);
+    return 0;
+}
+
+/*
+ * Proves the configured chain once: each certificate issued and signed by the
+ * next. Records the window in which all of them are valid.
+ */
+static int check_configured_chain(const struct config_group *config_group, STACK_OF(X509) * chain,
+                                  time_t *not_before, time_t *not_after, char *err,
+                                  size_t err_length)
+{
+    int count = sk_X509_num(chain);
+
+    *not_before = 0;
+    *not_after = (time_t)INT64_MAX;
+    for (int i = 0; i < count; i++) {
+        X509 *certificate = sk_X509_value(chain, i);
+        X509 *issuer = sk_X509_value(chain, i + 1 < count ? i + 1 : i);
+        time_t from, until;
+
+        if (time_of(X509_get0_notBefore(certificate), &from) != 0 ||
+            time_of(X509_get0_notAfter(certificate), &until) != 0) {
+            snprintf(err, err_length,
+                     "enrollment group %s: certificate %d of %s has an unreadable "
+                     "validity",
+                     config_group->id, i + 1, config_group->ca_chain_file);
+            return -1;
+        }
+        *not_before = from > *not_before ? from : *not_before;
+        *not_after = until < *not_after ? until : *not_after;
+        if (X509_check_issued(issuer, certificate) != X509_V_OK ||
+            X509_verify(certificate, X509_get0_pubkey(issuer)) != 1) {
+            ERR_clear_error();
+            snprintf(err, err_length,
+                     "enrollment group %s: certificate %d of %s is not issued by the next one "
+                     "(the file must list the first CA, then each issuer, ending with the root)",
+                     config_group->id, i + 1, config_group->ca_chain_file);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_group,
                       struct attestation_group *group, char *err, size_t err_length)
 {
@@ -128,18 +205,22 @@ static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_gr
         sk_X509_pop_free(chain, X509_free);
         return -1;
     }
+    if (check_configured_chain(config_group, chain, &group->chain_not_before,
+                               &group->chain_not_after, err, err_length) != 0) {
+        sk_X509_pop_free(chain, X509_free);
+        return -1;
+    }
+    group->first_ca = sk_X509_value(chain, 0);
     group->store = X509_STORE_new();
-    if (group->store == NULL || X509_STORE_add_cert(group->store, root) != 1) {
+    if (group->store == NULL || X509_STORE_add_cert(group->store, group->first_ca) != 1 ||
+        X509_STORE_set_flags(group->store, X509_V_FLAG_PARTIAL_CHAIN) != 1) {
         snprintf(err, err_length, "enrollment group %s: cannot build the trust store",
                  config_group->id);
         ERR_clear_error();
         sk_X509_pop_free(chain, X509_free);
         return -1;
     }
-    /* The store holds its own reference to the root; the rest are intermediates. */
-    X509_free(sk_X509_pop(chain));
     group->intermediates = chain;
-    group->first_ca = count > 1 ? sk_X509_value(chain, 0) : root;
     return 0;
 }
 
@@ -179,7 +260,13 @@ struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config
         return NULL;
     }
     attestation->libctx = libctx;
+    attestation->cache = calloc(ATTESTATION_CACHE_SLOTS, sizeof(*attestation->cache));
     attestation->sha256 = EVP_MD_fetch(libctx, "SHA256", NULL);
+    if (attestation->cache == NULL) {
+        snprintf(err, err_length, "out of memory");
+        attestation_free(attestation);
+        return NULL;
+    }
     if (attestation->sha256 == NULL) {
         snprintf(err, err_length, "SHA-256 is not available in the OpenSSL library context");
         attestation_free(attestation);
@@ -214,44 +301,53 @@ void attestation_free(struct attestation *attestation)
     for (size_t i = 0; i < attestation->group_count; i++)
         group_clear(&attestation->groups[i]);
     free(attestation->groups);
+    free(attestation->cache);
     EVP_MD_free(attestation->sha256);
     free(attestation);
 }
 
-/* The group whose first CA issued certificate, or -1. */
+/*
+ * The group whose first CA issued certificate, or -1. Names and key
+ * identifiers decide; a signature is checked only when several first CAs
+ * fit (same subject, no telling key identifiers).
+ */
 static long group_issuing(const struct attestation *attestation, X509 *certificate)
 {
-    const X509_NAME *issuer = X509_get_issuer_name(certificate);
+    long found = -1;
+    bool ambiguous = false;
 
     for (size_t i = 0; i < attestation->group_count; i++) {
-        X509 *first_ca = attestation->groups[i].first_ca;
+        if (X509_check_issued(attestation->groups[i].first_ca, certificate) != X509_V_OK)
+            continue;
+        if (found >= 0)
+            ambiguous = true;
+        else
+            found = (long)i;
+    }
+    if (ambiguous) {
+        found = -1;
+        for (size_t i = 0; found < 0 && i < attestation->group_count; i++) {
+            X509 *first_ca = attestation->groups[i].first_ca;
 
-        if (X509_NAME_cmp(X509_get_subject_name(first_ca), issuer) == 0 &&
-            X509_verify(certificate, X509_get0_pubkey(first_ca)) == 1)
-            return (long)i;
+            if (X509_check_issued(first_ca, certificate) == X509_V_OK &&
+                X509_verify(certificate, X509_get0_pubkey(first_ca)) == 1)
+                found = (long)i;
+        }
     }
     ERR_clear_error();
-    return -1;
+    return found;
 }
 
 /* Lowest certificate first: the leaf, then the presented chain. */
-static long match_group(const struct attestation *attestation, X509 *leaf, STACK_OF(X509) * chain)
+static long match_group(const struct attestation *attestation, X509 *leaf, STACK_OF(X509) * chain,
+                        bool *by_leaf)
 {
     long index = group_issuing(attestation, leaf);
 
+    *by_leaf = index >= 0;
     for (int i = 0; index < 0 && chain != NULL && i < sk_X509_num(chain); i++)
         index = group_issuing(attestation, sk_X509_value(chain, i));
     return index;
-}
-
-static int time_of(const ASN1_TIME *asn1, time_t *out)
-{
-    struct tm tm;
-
-    if (ASN1_TIME_to_tm(asn1, &tm) != 1)
-        return -1;
-    *out = timegm(&tm);
-    return 0;
 }
 
 /* The middle of the leaf's validity, where an expired certificate still verifies. */
@@ -273,25 +369,19 @@ static int verify_chain(const struct attestation *attestation,
                         time_t now, char *err, size_t err_length)
 {
     X509_STORE_CTX *context = X509_STORE_CTX_new_ex(attestation->libctx, NULL);
-    STACK_OF(X509) *untrusted = sk_X509_dup(group->intermediates);
     time_t at = now;
     int result = -1;
 
-    if (context == NULL || untrusted == NULL) {
+    if (context == NULL) {
         snprintf(err, err_length, "out of memory");
         goto out;
-    }
-    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
-        if (sk_X509_push(untrusted, sk_X509_value(chain, i)) <= 0) {
-            snprintf(err, err_length, "out of memory");
-            goto out;
-        }
     }
     if (group->expired_certificate_enabled && validity_midpoint(leaf, &at) != 0) {
         snprintf(err, err_length, "cannot read the validity of the device certificate");
         goto out;
     }
-    if (X509_STORE_CTX_init(context, group->store, leaf, untrusted) != 1) {
+    /* The first CA is the anchor; the device's own chain supplies anything between. */
+    if (X509_STORE_CTX_init(context, group->store, leaf, chain) != 1) {
         snprintf(err, err_length, "cannot set up chain verification");
         goto out;
     }
@@ -306,10 +396,14 @@ static int verify_chain(const struct attestation *attestation,
                  X509_STORE_CTX_get_error_depth(context));
         goto out;
     }
+    if (at < group->chain_not_before || at > group->chain_not_after) {
+        snprintf(err, err_length, "the CA chain of enrollment group %s is not valid at that time",
+                 group->id);
+        goto out;
+    }
     result = 0;
 out:
     ERR_clear_error();
-    sk_X509_free(untrusted);
     X509_STORE_CTX_free(context);
     return result;
 }
@@ -366,17 +460,64 @@ static int fill_result(const struct attestation *attestation, size_t group_index
     return 0;
 }
 
+static struct cache_entry *cache_slot(struct attestation *attestation, const uint8_t hash[32])
+{
+    size_t index = ((size_t)hash[0] | (size_t)hash[1] << 8 | (size_t)hash[2] << 16) &
+                   (ATTESTATION_CACHE_SLOTS - 1);
+    return &attestation->cache[index];
+}
+
+/* Remembers a verified leaf until the earliest of its expiry, the chain's, and the TTL. */
+static void cache_store(struct attestation *attestation, const struct attestation_group *group,
+                        X509 *leaf, const uint8_t hash[32], time_t now,
+                        const struct attestation_result *result)
+{
+    struct cache_entry *entry = cache_slot(attestation, hash);
+    time_t expires = now + ATTESTATION_CACHE_SECONDS;
+    time_t leaf_not_after;
+
+    if (!group->expired_certificate_enabled) {
+        if (time_of(X509_get0_notAfter(leaf), &leaf_not_after) != 0)
+            return;
+        if (leaf_not_after < expires)
+            expires = leaf_not_after;
+        if (group->chain_not_after < expires)
+            expires = group->chain_not_after;
+    }
+    memcpy(entry->leaf_sha256, hash, 32);
+    entry->verified_at = now;
+    entry->result = *result;
+    entry->expires = expires;
+}
+
 int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X509) * chain,
                        time_t now, struct attestation_result *result, char *err, size_t err_length)
 {
     long group_index;
     const struct attestation_group *group;
+    uint8_t hash[32];
+    unsigned hash_length = 0;
+    bool by_leaf;
 
     if (leaf == NULL) {
         snprintf(err, err_length, "no device certificate presented");
         return -1;
     }
-    group_index = match_group(attestation, leaf, chain);
+    if (X509_digest(leaf, attestation->sha256, hash, &hash_length) == 1 && hash_length == 32) {
+        struct cache_entry *entry = cache_slot(attestation, hash);
+
+        if (entry->expires > now && entry->verified_at <= now &&
+            memcmp(entry->leaf_sha256, hash, 32) == 0) {
+            *result = entry->result;
+            attestation->stats.cache_hits++;
+            return 0;
+        }
+    } else {
+        hash_length = 0;
+        ERR_clear_error();
+    }
+    attestation->stats.verifications++;
+    group_index = match_group(attestation, leaf, chain, &by_leaf);
     if (group_index < 0) {
         char issuer[256];
 
@@ -391,9 +532,18 @@ int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X50
         snprintf(err, err_length, "leaf lacks extended key usage clientAuth");
         return -1;
     }
-    if (verify_chain(attestation, group, leaf, chain, now, err, err_length) != 0)
+    if (verify_chain(attestation, group, leaf, chain, now, err, err_length) != 0 ||
+        fill_result(attestation, (size_t)group_index, leaf, result, err, err_length) != 0)
         return -1;
-    return fill_result(attestation, (size_t)group_index, leaf, result, err, err_length);
+    /* Only a leaf its group's first CA issued directly is cached: the chain played no part. */
+    if (by_leaf && hash_length == 32)
+        cache_store(attestation, group, leaf, hash, now, result);
+    return 0;
+}
+
+void attestation_get_stats(const struct attestation *attestation, struct attestation_stats *stats)
+{
+    *stats = attestation->stats;
 }
 
 char *attestation_leaf_pem(X509 *leaf)

@@ -15,6 +15,11 @@
  * such a configuration, naming both groups, so matching is always
  * deterministic.
  *
+ * The configured chain is proven once at creation and its first CA becomes
+ * a partial-chain trust anchor; verified leaves are cached for a while (at
+ * most ten minutes, never past an expiry), so a device's second connection
+ * costs no chain verification.
+ *
  * One attestation object belongs to one shard and its OpenSSL library
  * context: certificates are loaded with the _ex calls into that context, so
  * shards never share OpenSSL state.
@@ -54,6 +59,13 @@ struct attestation_result {
  */
 int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X509) * chain,
                        time_t now, struct attestation_result *result, char *err, size_t err_length);
+
+struct attestation_stats {
+    uint64_t verifications; /* chains verified in full */
+    uint64_t cache_hits;    /* leaves found in the verified-leaf cache */
+};
+
+void attestation_get_stats(const struct attestation *attestation, struct attestation_stats *stats);
 
 /* The leaf as PEM (malloc'd), for the provisioning record. */
 char *attestation_leaf_pem(X509 *leaf);

@@ -38,16 +38,24 @@ for _ in $(seq 1 100); do
 done
 
 ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+# CPU ticks per thread kind (shard, signer, store writer, RocksDB, main), as "name ticks" lines.
+thread_ticks() {
+    for task in /proc/"$PID"/task/*; do
+        name=$(cat "$task/comm")
+        echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
+    done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
+}
 HZ=$(getconf CLK_TCK)
 # Warm up (first handshakes load code and tables), then measure.
-"$BUILD/dps-loadgen" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$WORK/demo/pki" \
+"$BUILD/perf/dps-loadgen" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$WORK/demo/pki" \
     --devices 5 --first "$DEVICES" >/dev/null
+thread_ticks >"$WORK/threads-before"
 before=$(ticks)
 start=$(date +%s.%N)
 per_client=$(((DEVICES - 5) / CLIENTS))
 pids=()
 for c in $(seq 0 $((CLIENTS - 1))); do
-    "$BUILD/dps-loadgen" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$WORK/demo/pki" \
+    "$BUILD/perf/dps-loadgen" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$WORK/demo/pki" \
         --devices "$per_client" --first $((1 + c * per_client)) >"$WORK/loadgen-$c.log" &
     pids+=($!)
 done
@@ -56,6 +64,7 @@ for p in "${pids[@]}"; do
 done
 end=$(date +%s.%N)
 after=$(ticks)
+thread_ticks >"$WORK/threads-after"
 kill -TERM "$PID"
 wait "$PID" || true
 PID=""
@@ -73,4 +82,6 @@ echo "server_cpu_us_per_provisioning=$provision_us"
 echo "bare_mtls_handshake_server_cpu_us=$bare"
 echo "provisioning_over_one_bare_handshake=$(awk -v a="$provision_us" -v b="$bare" 'BEGIN { printf "%.2f", a / b }')"
 echo "provisioning_over_two_bare_handshakes=$(awk -v a="$provision_us" -v b="$bare" 'BEGIN { printf "%.2f", a / (2 * b) }')"
+join "$WORK/threads-before" "$WORK/threads-after" |
+    awk -v hz="$HZ" -v n="$measured" '{ printf "thread_cpu_us_per_provisioning[%s]=%.0f\n", $1, ($3 - $2) / hz * 1e6 / n }'
 echo "wall_ms_per_device=$wall (loopback, generator on the same 2 cores)"

@@ -380,9 +380,10 @@ static void test_forged_issuer_name_matches_no_group(void **state)
     add_group(fixture, GROUP_A, "mfg-chain.pem", false);
     attestation = create(fixture);
 
+    /* The name points at the group; the signature proves it false. */
     assert_int_equal(
         attestation_verify(attestation, leaf, NULL, time(NULL), &result, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "no enrollment group matches"));
+    assert_non_null(strstr(err, "signature failure"));
 
     X509_free(leaf);
     X509_free(forged_ca);
@@ -615,6 +616,67 @@ static void test_missing_chain_file_is_refused(void **state)
     assert_non_null(strstr(err, "no-such-chain.pem"));
 }
 
+static void test_chain_out_of_order_is_refused(void **state)
+{
+    struct fixture *fixture = *state;
+    char path[4096], err[512] = "";
+    X509 *unrelated, *root;
+    FILE *out;
+
+    /* The hub's CA, then the manufacturer root: the first is not issued by the second. */
+    fixture_path(fixture, "hub-ca.pem", path, sizeof(path));
+    unrelated = read_certificate_file(path, NULL);
+    fixture_path(fixture, "mfg-root.pem", path, sizeof(path));
+    root = read_certificate_file(path, NULL);
+    fixture_path(fixture, "bad-chain.pem", path, sizeof(path));
+    out = fopen(path, "w");
+    assert_non_null(out);
+    assert_int_equal(PEM_write_X509(out, unrelated), 1);
+    assert_int_equal(PEM_write_X509(out, root), 1);
+    fclose(out);
+    add_group(fixture, GROUP_A, "bad-chain.pem", false);
+    assert_null(attestation_create(NULL, &fixture->config, err, sizeof(err)));
+    assert_non_null(strstr(err, "is not issued by the next one"));
+    X509_free(unrelated);
+    X509_free(root);
+}
+
+static void test_second_connection_hits_the_verified_leaf_cache(void **state)
+{
+    struct fixture *fixture = *state;
+    struct attestation *attestation;
+    X509 *leaf = device_certificate(fixture, "devices/device-0001.pem", NULL);
+    struct attestation_result first, second;
+    struct attestation_stats stats;
+    char err[512] = "";
+    time_t now = time(NULL);
+
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    attestation = create(fixture);
+    assert_int_equal(attestation_verify(attestation, leaf, NULL, now, &first, err, sizeof(err)), 0);
+    assert_int_equal(
+        attestation_verify(attestation, leaf, NULL, now + 1, &second, err, sizeof(err)), 0);
+    attestation_get_stats(attestation, &stats);
+    assert_int_equal(stats.verifications, 1);
+    assert_int_equal(stats.cache_hits, 1);
+    assert_memory_equal(&first, &second, sizeof(first));
+
+    /* Never past the cache lifetime, and never for a time before the verification. */
+    assert_int_equal(
+        attestation_verify(attestation, leaf, NULL, now + 601, &second, err, sizeof(err)), 0);
+    assert_int_equal(attestation_verify(attestation, leaf, NULL, now + 6 * 365 * 86400L, &second,
+                                        err, sizeof(err)),
+                     -1);
+    assert_int_equal(
+        attestation_verify(attestation, leaf, NULL, now - 86400, &second, err, sizeof(err)), -1);
+    attestation_get_stats(attestation, &stats);
+    assert_int_equal(stats.verifications, 4);
+    assert_int_equal(stats.cache_hits, 1);
+
+    X509_free(leaf);
+    attestation_free(attestation);
+}
+
 static void test_leaf_pem_round_trips(void **state)
 {
     struct fixture *fixture = *state;
@@ -658,6 +720,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verification_uses_the_given_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chain_without_root_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_chain_file_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_out_of_order_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_second_connection_hits_the_verified_leaf_cache, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_leaf_pem_round_trips, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
