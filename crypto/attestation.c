@@ -441,7 +441,8 @@ static int fill_result(const struct attestation *attestation, size_t group_index
     }
     memset(result, 0, sizeof(*result));
     result->group_index = group_index;
-    uuid_v5(&UUID_NAMESPACE_X500, spki, (size_t)spki_length, &result->record_id);
+    uuid_v5_ex(attestation->libctx, &UUID_NAMESPACE_X500, spki, (size_t)spki_length,
+               &result->record_id);
     if (EVP_Digest(spki, (size_t)spki_length, result->spki_sha256, NULL, attestation->sha256,
                    NULL) != 1) {
         OPENSSL_free(spki);

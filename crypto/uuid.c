@@ -85,13 +85,21 @@ bool uuid_is_nil(const struct dps_uuid *uuid)
 void uuid_v5(const struct dps_uuid *name_space, const void *name, size_t name_length,
              struct dps_uuid *uuid)
 {
+    uuid_v5_ex(NULL, name_space, name, name_length, uuid);
+}
+
+void uuid_v5_ex(OSSL_LIB_CTX *libctx, const struct dps_uuid *name_space, const void *name,
+                size_t name_length, struct dps_uuid *uuid)
+{
     unsigned char digest[EVP_MAX_MD_SIZE] = {0};
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_MD *sha1 = EVP_MD_fetch(libctx, "SHA1", NULL);
 
-    if (ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
+    if (ctx != NULL && sha1 != NULL && EVP_DigestInit_ex(ctx, sha1, NULL) == 1 &&
         EVP_DigestUpdate(ctx, name_space->bytes, sizeof(name_space->bytes)) == 1 &&
         EVP_DigestUpdate(ctx, name, name_length) == 1)
         EVP_DigestFinal_ex(ctx, digest, NULL);
+    EVP_MD_free(sha1);
     EVP_MD_CTX_free(ctx);
 
     memcpy(uuid->bytes, digest, sizeof(uuid->bytes));

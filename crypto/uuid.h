@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/types.h>
+
 #define UUID_STRING_LENGTH 36
 
 struct dps_uuid {
@@ -32,6 +34,10 @@ bool uuid_is_nil(const struct dps_uuid *uuid);
 /* RFC 4122 version 5: SHA-1 over namespace bytes then name. */
 void uuid_v5(const struct dps_uuid *name_space, const void *name, size_t name_length,
              struct dps_uuid *uuid);
+
+/* The same with SHA-1 fetched from libctx (shard threads never use the default context). */
+void uuid_v5_ex(OSSL_LIB_CTX *libctx, const struct dps_uuid *name_space, const void *name,
+                size_t name_length, struct dps_uuid *uuid);
 
 /*
  * OwnerToUUID of the reference: the owner itself when it parses as a non-nil

@@ -212,7 +212,7 @@ static void conn_send_csm(struct conn *conn)
     uint8_t token[4];
     uint8_t storage[4];
     struct coap_option option;
-    RAND_bytes(token, sizeof(token));
+    RAND_bytes_ex(conn->shard->libctx, token, sizeof(token), 0);
     coap_option_make_uint(&option, COAP_OPTION_CSM_MAX_MESSAGE_SIZE,
                           (uint32_t)conn->shard->config->max_message_size, storage);
     conn_send_frame(conn, COAP_SIGNAL_CSM, token, sizeof(token), &option, 1, NULL, 0);
