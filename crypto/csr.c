@@ -1,26 +1,71 @@
 /*
  * csr: checks a device's PEM PKCS#10 request before anything is signed for
- * it. The request comes straight from the network, so every size is bounded
- * before OpenSSL parses it: the PEM text (CSR_MAX_PEM), its DER body
- * (CSR_MAX_DER) and the extracted subject and key (the csr_result buffers).
- * Checks run cheapest first; the signature is verified last but one, so a
- * request with a foreign key type never costs a verification.
+ * it, on the shard thread, once per provisioning.
+ *
+ * OpenSSL 3.0's generic path (d2i_X509_REQ, then the provider key decoders
+ * behind X509_REQ_get0_pubkey) costs about ten times the ECDSA verification
+ * itself. Only one shape of request is acceptable here, so this file decodes
+ * the PEM armour and walks the DER with a small strict reader (definite,
+ * minimal lengths; every element bounds-checked; nothing trailing), compares
+ * the key and algorithm identifiers with the only encodings we accept, builds
+ * the key from its raw point with EVP_PKEY_fromdata (which refuses points off
+ * the curve) and leaves OpenSSL only the verification. Checks run cheapest
+ * first; the signature is verified last.
  */
 #include "crypto/csr.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/objects.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
+#include <openssl/params.h>
 
 #define CN_PREFIX "uuid:"
 #define CN_PREFIX_LENGTH (sizeof(CN_PREFIX) - 1)
+
+#define DER_INTEGER 0x02
+#define DER_BIT_STRING 0x03
+#define DER_OID 0x06
+#define DER_UTF8_STRING 0x0c
+#define DER_PRINTABLE_STRING 0x13
+#define DER_IA5_STRING 0x16
+#define DER_SEQUENCE 0x30
+#define DER_SET 0x31
+#define DER_CONTEXT_0 0xa0
+
+#define P256_POINT_LENGTH 65
+
+/*
+ * The one SubjectPublicKeyInfo accepted, up to the point: id-ecPublicKey with
+ * namedCurve prime256v1, a BIT STRING with no unused bits, then 0x04 and the
+ * 64 bytes of x and y.
+ */
+static const uint8_t P256_SPKI_PREFIX[] = {
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+    0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
+};
+#define P256_SPKI_LENGTH (sizeof(P256_SPKI_PREFIX) - 1 + P256_POINT_LENGTH)
+
+/* AlgorithmIdentifier ecdsa-with-SHA256 (1.2.840.10045.4.3.2), parameters absent. */
+static const uint8_t ECDSA_SHA256_ALGORITHM[] = {
+    0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+};
+
+/* commonName, 2.5.4.3, as OBJECT IDENTIFIER content. */
+static const uint8_t COMMON_NAME_OID[] = {0x55, 0x04, 0x03};
+
+static const char REASON_NOT_PEM[] = "CSR is not valid PEM";
+static const char REASON_TOO_LARGE[] = "CSR is too large";
+static const char REASON_NOT_PKCS10[] = "CSR is not a valid PKCS#10 request";
+static const char REASON_NOT_P256[] = "CSR key is not EC P-256";
+static const char REASON_NOT_ECDSA_SHA256[] = "CSR signature algorithm is not ecdsa-with-SHA256";
+static const char REASON_BAD_CN[] = "CSR subject CN is not uuid:<device id>";
+static const char REASON_SUBJECT_TOO_LARGE[] = "CSR subject is too large";
+static const char REASON_BAD_SIGNATURE[] = "CSR signature does not verify";
 
 static int fail(char *err, size_t err_length, const char *reason)
 {
@@ -29,135 +74,445 @@ static int fail(char *err, size_t err_length, const char *reason)
     return -1;
 }
 
+/* ---- PEM ---------------------------------------------------------------- */
+
+struct text {
+    const char *data;
+    size_t length;
+};
+
+static bool text_skip(struct text *text, const char *expected)
+{
+    size_t length = strlen(expected);
+
+    if (text->length < length || memcmp(text->data, expected, length) != 0)
+        return false;
+    text->data += length;
+    text->length -= length;
+    return true;
+}
+
+/* A line ends with "\n" or "\r\n". */
+static bool text_skip_line_end(struct text *text)
+{
+    return text_skip(text, "\n") || text_skip(text, "\r\n");
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static int base64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+struct base64_decoder {
+    uint8_t *out;
+    size_t out_capacity;
+    size_t out_length;
+    uint32_t quantum;
+    unsigned quantum_chars;
+    unsigned padding;
+};
+
+/* Feeds one line of base64 text. Returns 0, -1 if malformed, -2 if too large. */
+static int base64_feed(struct base64_decoder *decoder, const char *line, size_t length)
+{
+    for (size_t i = 0; i < length; i++) {
+        int value = 0;
+        if (line[i] == '=') {
+            /* Padding only closes the last quantum, after at least two characters. */
+            if (decoder->quantum_chars < 2)
+                return -1;
+            decoder->padding++;
+        } else {
+            value = base64_value(line[i]);
+            if (value < 0 || decoder->padding > 0)
+                return -1;
+        }
+        decoder->quantum = (decoder->quantum << 6) | (uint32_t)value;
+        if (++decoder->quantum_chars < 4)
+            continue;
+        size_t bytes = 3 - decoder->padding;
+        /* Canonical encoding only: the bits beyond the last byte are zero. */
+        if ((decoder->quantum & ((1u << (8 * decoder->padding)) - 1)) != 0)
+            return -1;
+        if (decoder->out_length + bytes > decoder->out_capacity)
+            return -2;
+        for (size_t b = 0; b < bytes; b++)
+            decoder->out[decoder->out_length++] = (uint8_t)(decoder->quantum >> (16 - 8 * b));
+        decoder->quantum = 0;
+        decoder->quantum_chars = 0;
+    }
+    return 0;
+}
+
 /*
- * Decodes the PEM armour ourselves rather than with PEM_read_bio_X509_REQ so
- * the DER length can be bounded and the request object can be created in
- * libctx before d2i fills it.
+ * The armour is "-----BEGIN CERTIFICATE REQUEST-----" (or the older "NEW
+ * CERTIFICATE REQUEST"), non-empty base64 lines, then the matching END line.
+ * Whitespace may surround it and NULs may follow it (a C string's terminator
+ * sent along); anything else, encapsulated headers included, is refused.
  */
-static X509_REQ *read_request(OSSL_LIB_CTX *libctx, const char *pem, size_t pem_length, char *err,
-                              size_t err_length)
+static int pem_decode(const char *pem, size_t pem_length, uint8_t *der, size_t *der_length,
+                      char *err, size_t err_length)
 {
-    BIO *bio = BIO_new_mem_buf(pem, (int)pem_length);
-    char *name = NULL;
-    char *header = NULL;
-    unsigned char *der = NULL;
-    long der_length = 0;
-    X509_REQ *req = NULL;
+    static const char *const labels[] = {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"};
+    struct text text = {pem, pem_length};
+    const char *label = NULL;
 
-    if (bio == NULL) {
-        fail(err, err_length, "out of memory");
-        return NULL;
+    while (text.length > 0 && is_space(text.data[0])) {
+        text.data++;
+        text.length--;
     }
-    if (PEM_read_bio(bio, &name, &header, &der, &der_length) != 1 ||
-        (strcmp(name, PEM_STRING_X509_REQ) != 0 && strcmp(name, PEM_STRING_X509_REQ_OLD) != 0)) {
-        fail(err, err_length, "CSR is not valid PEM");
-        goto out;
+    if (!text_skip(&text, "-----BEGIN "))
+        return fail(err, err_length, REASON_NOT_PEM);
+    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]) && label == NULL; i++) {
+        struct text attempt = text;
+        if (text_skip(&attempt, labels[i]) && text_skip(&attempt, "-----") &&
+            text_skip_line_end(&attempt)) {
+            label = labels[i];
+            text = attempt;
+        }
     }
-    if (der_length <= 0 || der_length > CSR_MAX_DER) {
-        fail(err, err_length, "CSR is too large");
-        goto out;
+    if (label == NULL)
+        return fail(err, err_length, REASON_NOT_PEM);
+
+    struct base64_decoder decoder = {.out = der, .out_capacity = CSR_MAX_DER};
+    while (!text_skip(&text, "-----END ")) {
+        size_t line_length = 0;
+        while (line_length < text.length && text.data[line_length] != '\n' &&
+               text.data[line_length] != '\r')
+            line_length++;
+        if (line_length == 0)
+            return fail(err, err_length, REASON_NOT_PEM);
+        int status = base64_feed(&decoder, text.data, line_length);
+        if (status == -2)
+            return fail(err, err_length, REASON_TOO_LARGE);
+        if (status != 0)
+            return fail(err, err_length, REASON_NOT_PEM);
+        text.data += line_length;
+        text.length -= line_length;
+        if (!text_skip_line_end(&text))
+            return fail(err, err_length, REASON_NOT_PEM);
     }
-    req = X509_REQ_new_ex(libctx, NULL);
-    if (req == NULL) {
-        fail(err, err_length, "out of memory");
-        goto out;
+    if (decoder.quantum_chars != 0 || decoder.out_length == 0 || !text_skip(&text, label) ||
+        !text_skip(&text, "-----"))
+        return fail(err, err_length, REASON_NOT_PEM);
+    for (size_t i = 0; i < text.length; i++) {
+        if (!is_space(text.data[i]) && text.data[i] != '\0')
+            return fail(err, err_length, REASON_NOT_PEM);
     }
-    const unsigned char *cursor = der;
-    if (d2i_X509_REQ(&req, &cursor, der_length) == NULL || cursor != der + der_length) {
-        X509_REQ_free(req);
-        req = NULL;
-        fail(err, err_length, "CSR is not a valid PKCS#10 request");
-    }
-out:
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_free(der);
-    BIO_free(bio);
-    ERR_clear_error();
-    return req;
+    *der_length = decoder.out_length;
+    return 0;
 }
 
-static bool key_is_p256(EVP_PKEY *key)
+/* ---- DER ---------------------------------------------------------------- */
+
+/* A run of DER elements still to be read; an element's content is also one. */
+struct der {
+    const uint8_t *data;
+    size_t length;
+};
+
+struct der_element {
+    uint8_t tag;
+    struct der whole; /* tag, length and content */
+    struct der content;
+};
+
+/*
+ * Reads one element: low tag numbers only, definite lengths in their shortest
+ * form (no larger than two bytes, far above CSR_MAX_DER), all inside the run.
+ */
+static int der_read(struct der *run, struct der_element *element)
 {
-    char group[64];
+    const uint8_t *p = run->data;
+    size_t header;
+    size_t length;
 
-    if (key == NULL || !EVP_PKEY_is_a(key, "EC"))
-        return false;
-    if (EVP_PKEY_get_group_name(key, group, sizeof(group), NULL) != 1)
-        return false;
-    return strcmp(group, "prime256v1") == 0 || strcmp(group, "P-256") == 0;
-}
-
-static bool signed_with_ecdsa_sha256(const X509_REQ *req)
-{
-    const X509_ALGOR *algorithm = NULL;
-    const ASN1_OBJECT *oid = NULL;
-
-    X509_REQ_get0_signature(req, NULL, &algorithm);
-    if (algorithm == NULL)
-        return false;
-    X509_ALGOR_get0(&oid, NULL, NULL, algorithm);
-    return OBJ_obj2nid(oid) == NID_ecdsa_with_SHA256;
-}
-
-/* The subject must carry exactly one CN, "uuid:" (any case) then a non-nil UUID. */
-static int device_id_from_subject(const X509_NAME *subject, struct dps_uuid *device_id)
-{
-    int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
-
-    if (index < 0 || X509_NAME_get_index_by_NID(subject, NID_commonName, index) >= 0)
+    if (run->length < 2 || (p[0] & 0x1f) == 0x1f)
         return -1;
-    const ASN1_STRING *value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index));
-    const char *text = (const char *)ASN1_STRING_get0_data(value);
-    int length = ASN1_STRING_length(value);
-    if (length != (int)(CN_PREFIX_LENGTH + UUID_STRING_LENGTH) ||
-        strncasecmp(text, CN_PREFIX, CN_PREFIX_LENGTH) != 0)
+    if (p[1] < 0x80) {
+        header = 2;
+        length = p[1];
+    } else if (p[1] == 0x81 && run->length >= 3 && p[2] >= 0x80) {
+        header = 3;
+        length = p[2];
+    } else if (p[1] == 0x82 && run->length >= 4 && p[2] != 0) {
+        header = 4;
+        length = ((size_t)p[2] << 8) | p[3];
+    } else {
         return -1;
-    if (uuid_parse(text + CN_PREFIX_LENGTH, UUID_STRING_LENGTH, device_id) != 0 ||
+    }
+    if (length > run->length - header)
+        return -1;
+    element->tag = p[0];
+    element->whole = (struct der){p, header + length};
+    element->content = (struct der){p + header, length};
+    run->data += header + length;
+    run->length -= header + length;
+    return 0;
+}
+
+static int der_expect(struct der *run, uint8_t tag, struct der_element *element)
+{
+    if (der_read(run, element) != 0 || element->tag != tag)
+        return -1;
+    return 0;
+}
+
+static bool der_equals(const struct der *value, const uint8_t *expected, size_t length)
+{
+    return value->length == length && memcmp(value->data, expected, length) == 0;
+}
+
+/* An OBJECT IDENTIFIER's sub-identifiers: base 128, minimal, the last one closed. */
+static int der_expect_oid(struct der *run, struct der_element *oid)
+{
+    if (der_expect(run, DER_OID, oid) != 0 || oid->content.length == 0 ||
+        (oid->content.data[oid->content.length - 1] & 0x80) != 0)
+        return -1;
+    bool starts_sub_identifier = true;
+    for (size_t i = 0; i < oid->content.length; i++) {
+        if (starts_sub_identifier && oid->content.data[i] == 0x80)
+            return -1;
+        starts_sub_identifier = (oid->content.data[i] & 0x80) == 0;
+    }
+    return 0;
+}
+
+/* Skips the remaining elements of a run, checking only their framing. */
+static int der_skip_all(struct der *run)
+{
+    struct der_element element;
+
+    while (run->length > 0) {
+        if (der_read(run, &element) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- PKCS#10 ------------------------------------------------------------ */
+
+struct request {
+    struct der info; /* the signed bytes: certificationRequestInfo with its header */
+    struct der subject;
+    struct der spki;
+    struct der signature_algorithm;
+    struct der signature; /* the ECDSA-Sig-Value, without the unused-bits byte */
+    struct der common_name;
+    uint8_t common_name_tag;
+    unsigned common_names;
+};
+
+/*
+ * Name ::= SEQUENCE OF SET SIZE (1..MAX) OF SEQUENCE { type OID, value ANY }.
+ * Remembers the commonName values: how many and the last one.
+ */
+static int parse_subject(struct der rdns, struct request *request)
+{
+    while (rdns.length > 0) {
+        struct der_element rdn;
+        if (der_expect(&rdns, DER_SET, &rdn) != 0 || rdn.content.length == 0)
+            return -1;
+        struct der attributes = rdn.content;
+        while (attributes.length > 0) {
+            struct der_element attribute, type, value;
+            if (der_expect(&attributes, DER_SEQUENCE, &attribute) != 0 ||
+                der_expect_oid(&attribute.content, &type) != 0 ||
+                der_read(&attribute.content, &value) != 0 || attribute.content.length != 0)
+                return -1;
+            if (der_equals(&type.content, COMMON_NAME_OID, sizeof(COMMON_NAME_OID))) {
+                request->common_names++;
+                request->common_name = value.content;
+                request->common_name_tag = value.tag;
+            }
+        }
+    }
+    return 0;
+}
+
+/* attributes [0] IMPLICIT SET OF SEQUENCE { type OID, values SET OF ANY }. */
+static int parse_attributes(struct der attributes)
+{
+    while (attributes.length > 0) {
+        struct der_element attribute, type, values;
+        if (der_expect(&attributes, DER_SEQUENCE, &attribute) != 0 ||
+            der_expect_oid(&attribute.content, &type) != 0 ||
+            der_expect(&attribute.content, DER_SET, &values) != 0 ||
+            attribute.content.length != 0 || der_skip_all(&values.content) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* SubjectPublicKeyInfo ::= SEQUENCE { algorithm SEQUENCE { OID, ANY OPTIONAL }, BIT STRING }. */
+static int parse_spki(struct der spki)
+{
+    struct der_element outer, algorithm, oid, key;
+
+    if (der_expect(&spki, DER_SEQUENCE, &outer) != 0 ||
+        der_expect(&outer.content, DER_SEQUENCE, &algorithm) != 0 ||
+        der_expect_oid(&algorithm.content, &oid) != 0 || der_skip_all(&algorithm.content) != 0 ||
+        der_expect(&outer.content, DER_BIT_STRING, &key) != 0 || outer.content.length != 0 ||
+        key.content.length == 0)
+        return -1;
+    return 0;
+}
+
+static int parse_request(const uint8_t *der, size_t der_length, struct request *request)
+{
+    struct der input = {der, der_length};
+    struct der_element request_element, info, version, subject, spki, attributes, algorithm,
+        signature, oid;
+
+    if (der_expect(&input, DER_SEQUENCE, &request_element) != 0 || input.length != 0)
+        return -1;
+    struct der body = request_element.content;
+    if (der_expect(&body, DER_SEQUENCE, &info) != 0 ||
+        der_expect(&body, DER_SEQUENCE, &algorithm) != 0 ||
+        der_expect(&body, DER_BIT_STRING, &signature) != 0 || body.length != 0)
+        return -1;
+
+    struct der fields = info.content;
+    if (der_expect(&fields, DER_INTEGER, &version) != 0 || version.content.length != 1 ||
+        version.content.data[0] != 0 || der_expect(&fields, DER_SEQUENCE, &subject) != 0 ||
+        der_expect(&fields, DER_SEQUENCE, &spki) != 0 ||
+        der_expect(&fields, DER_CONTEXT_0, &attributes) != 0 || fields.length != 0)
+        return -1;
+
+    struct der algorithm_fields = algorithm.content;
+    if (der_expect_oid(&algorithm_fields, &oid) != 0 || der_skip_all(&algorithm_fields) != 0)
+        return -1;
+    if (signature.content.length < 2 || signature.content.data[0] != 0)
+        return -1;
+
+    *request = (struct request){
+        .info = info.whole,
+        .subject = subject.whole,
+        .spki = spki.whole,
+        .signature_algorithm = algorithm.whole,
+        .signature = {signature.content.data + 1, signature.content.length - 1},
+    };
+    if (parse_subject(subject.content, request) != 0 || parse_spki(spki.whole) != 0 ||
+        parse_attributes(attributes.content) != 0)
+        return -1;
+    return 0;
+}
+
+static bool spki_is_p256(const struct der *spki)
+{
+    return spki->length == P256_SPKI_LENGTH &&
+           memcmp(spki->data, P256_SPKI_PREFIX, sizeof(P256_SPKI_PREFIX)) == 0;
+}
+
+/* Exactly one CN: a text string "uuid:" (any case) then a non-nil UUID. */
+static int device_id_from_common_name(const struct request *request, struct dps_uuid *device_id)
+{
+    const struct der *value = &request->common_name;
+
+    if (request->common_names != 1)
+        return -1;
+    if (request->common_name_tag != DER_UTF8_STRING &&
+        request->common_name_tag != DER_PRINTABLE_STRING &&
+        request->common_name_tag != DER_IA5_STRING)
+        return -1;
+    if (value->length != CN_PREFIX_LENGTH + UUID_STRING_LENGTH ||
+        strncasecmp((const char *)value->data, CN_PREFIX, CN_PREFIX_LENGTH) != 0)
+        return -1;
+    if (uuid_parse((const char *)value->data + CN_PREFIX_LENGTH, UUID_STRING_LENGTH, device_id) !=
+            0 ||
         uuid_is_nil(device_id))
         return -1;
     return 0;
 }
 
+/*
+ * The point is imported through the EC key manager directly, skipping the
+ * decoder machinery d2i_PUBKEY goes through. Import refuses a point that is
+ * not on the curve (checked by the unit tests).
+ */
+static EVP_PKEY *p256_key(OSSL_LIB_CTX *libctx, const uint8_t *point)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
+    EVP_PKEY *key = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)point,
+                                          P256_POINT_LENGTH),
+        OSSL_PARAM_construct_end(),
+    };
+
+    if (ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1)
+        EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params);
+    EVP_PKEY_CTX_free(ctx);
+    return key;
+}
+
+static bool signature_verifies(OSSL_LIB_CTX *libctx, EVP_PKEY *key, const struct request *request)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool verified = md != NULL &&
+                    EVP_DigestVerifyInit_ex(md, NULL, "SHA256", libctx, NULL, key, NULL) == 1 &&
+                    EVP_DigestVerify(md, request->signature.data, request->signature.length,
+                                     request->info.data, request->info.length) == 1;
+
+    EVP_MD_CTX_free(md);
+    return verified;
+}
+
 int csr_check(OSSL_LIB_CTX *libctx, const char *pem, size_t pem_length, struct csr_result *result,
               char *err, size_t err_length)
 {
-    int status = -1;
+    uint8_t der[CSR_MAX_DER];
+    size_t der_length = 0;
+    struct request request;
 
     if (pem == NULL || pem_length == 0)
         return fail(err, err_length, "CSR is empty");
     if (pem_length > CSR_MAX_PEM)
-        return fail(err, err_length, "CSR is too large");
-    X509_REQ *req = read_request(libctx, pem, pem_length, err, err_length);
-    if (req == NULL)
+        return fail(err, err_length, REASON_TOO_LARGE);
+    if (pem_decode(pem, pem_length, der, &der_length, err, err_length) != 0)
         return -1;
+    if (parse_request(der, der_length, &request) != 0)
+        return fail(err, err_length, REASON_NOT_PKCS10);
+    if (!spki_is_p256(&request.spki))
+        return fail(err, err_length, REASON_NOT_P256);
+    if (!der_equals(&request.signature_algorithm, ECDSA_SHA256_ALGORITHM,
+                    sizeof(ECDSA_SHA256_ALGORITHM)))
+        return fail(err, err_length, REASON_NOT_ECDSA_SHA256);
+    if (device_id_from_common_name(&request, &result->device_id) != 0)
+        return fail(err, err_length, REASON_BAD_CN);
+    if (request.subject.length > sizeof(result->subject_der))
+        return fail(err, err_length, REASON_SUBJECT_TOO_LARGE);
 
-    EVP_PKEY *key = X509_REQ_get0_pubkey(req);
-    const X509_NAME *subject = X509_REQ_get_subject_name(req);
-    if (!key_is_p256(key)) {
-        fail(err, err_length, "CSR key is not EC P-256");
-    } else if (!signed_with_ecdsa_sha256(req)) {
-        fail(err, err_length, "CSR signature algorithm is not ecdsa-with-SHA256");
-    } else if (X509_REQ_verify_ex(req, key, libctx, NULL) != 1) {
-        fail(err, err_length, "CSR signature does not verify");
-    } else if (device_id_from_subject(subject, &result->device_id) != 0) {
-        fail(err, err_length, "CSR subject CN is not uuid:<device id>");
-    } else {
-        int subject_length = i2d_X509_NAME(subject, NULL);
-        int spki_length = i2d_PUBKEY(key, NULL);
-        if (subject_length <= 0 || (size_t)subject_length > sizeof(result->subject_der)) {
-            fail(err, err_length, "CSR subject is too large");
-        } else if (spki_length <= 0 || (size_t)spki_length > sizeof(result->spki_der)) {
-            fail(err, err_length, "CSR public key is too large");
-        } else {
-            unsigned char *cursor = result->subject_der;
-            result->subject_length = (size_t)i2d_X509_NAME(subject, &cursor);
-            cursor = result->spki_der;
-            result->spki_length = (size_t)i2d_PUBKEY(key, &cursor);
-            status = 0;
-        }
-    }
-    X509_REQ_free(req);
+    EVP_PKEY *key = p256_key(libctx, request.spki.data + sizeof(P256_SPKI_PREFIX) - 1);
+    int status = 0;
+    if (key == NULL)
+        status = fail(err, err_length, REASON_NOT_P256);
+    else if (!signature_verifies(libctx, key, &request))
+        status = fail(err, err_length, REASON_BAD_SIGNATURE);
+    EVP_PKEY_free(key);
     ERR_clear_error();
-    return status;
+    if (status != 0)
+        return status;
+
+    memcpy(result->subject_der, request.subject.data, request.subject.length);
+    result->subject_length = request.subject.length;
+    memcpy(result->spki_der, request.spki.data, request.spki.length);
+    result->spki_length = request.spki.length;
+    return 0;
 }
