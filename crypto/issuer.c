@@ -4,13 +4,23 @@
  *
  * An issuer belongs to one signer worker and its OpenSSL library context:
  * everything, from loading the key to fetching SHA-256 for a signature, goes
- * through that context, so workers share no OpenSSL state.
+ * through that context, so workers share no OpenSSL state. Only that worker
+ * calls issuer_issue(), so the issuer keeps reusable buffers and contexts.
  *
  * The certificate file lists the CA first and then its issuers in order.
  * issuer_load() checks that order, so a misordered file fails at start-up
  * instead of producing chains devices cannot verify. The chain handed out
  * with each certificate is every certificate that is not self-signed; the
  * trust anchor is the file's last certificate (the root, normally).
+ *
+ * Certificates are not built through OpenSSL's X509 object API, which parses
+ * the key, builds and re-encodes a tree of objects and costs several times
+ * the signature itself (DESIGN.md). Everything constant per CA (issuer name,
+ * signature algorithm, extensions, authority key identifier) is encoded once
+ * at load; issuing concatenates it with the serial, validity, subject and key
+ * into the TBSCertificate DER, signs that with EVP_DigestSign and wraps it.
+ * The subject and key are taken as given after a structural DER check: the
+ * caller has already parsed them out of a CSR whose signature it verified.
  */
 #include "crypto/issuer.h"
 
@@ -28,13 +38,80 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#define OCF_IDENTITY_OID "1.3.6.1.4.1.44924.1.6"
+#define DER_INTEGER 0x02
+#define DER_SEQUENCE 0x30
+#define DER_SET 0x31
+#define DER_OID 0x06
+#define DER_BIT_STRING 0x03
+#define DER_OCTET_STRING 0x04
+#define DER_UTC_TIME 0x17
+#define DER_GENERALIZED_TIME 0x18
+#define DER_CONTEXT_0 0x80
+#define DER_EXPLICIT_3 0xa3
+
+/*
+ * Subjects, keys and the CA's name longer than this are refused, so that a
+ * whole certificate stays under 2^24 bytes and every length fits 3 bytes.
+ */
+#define DER_INPUT_MAX 0xffff
+/* A tag, the length-of-length octet and up to 3 length bytes. */
+#define DER_HEADER_MAX 5
+#define TIME_DER_MAX 17
+#define KEY_ID_LENGTH 20
+
+#define PEM_BEGIN "-----BEGIN CERTIFICATE-----\n"
+#define PEM_END "-----END CERTIFICATE-----\n"
+#define PEM_LINE_BYTES 48
+
+/* version [0] EXPLICIT INTEGER 2 (v3) */
+static const uint8_t version_der[] = {0xa0, 0x03, 0x02, 0x01, 0x02};
+
+/* AlgorithmIdentifier ecdsa-with-SHA256 (1.2.840.10045.4.3.2), no parameters (RFC 5758). */
+static const uint8_t ecdsa_sha256_der[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86,
+                                           0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
+/* AlgorithmIdentifier sha256WithRSAEncryption (1.2.840.113549.1.1.11), NULL parameters. */
+static const uint8_t rsa_sha256_der[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+                                         0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00};
+
+/*
+ * The extensions every identity certificate carries, in order:
+ * basicConstraints critical CA:FALSE (an empty SEQUENCE: cA defaults to false),
+ * keyUsage critical digitalSignature + keyAgreement (bits 0 and 4, 3 unused),
+ * extendedKeyUsage serverAuth, clientAuth, OCF identity 1.3.6.1.4.1.44924.1.6.
+ */
+static const uint8_t constant_extensions_der[] = {
+    0x30, 0x0c, 0x06, 0x03, 0x55, 0x1d, 0x13, 0x01, 0x01, 0xff, 0x04, 0x02, 0x30, 0x00, 0x30,
+    0x0e, 0x06, 0x03, 0x55, 0x1d, 0x0f, 0x01, 0x01, 0xff, 0x04, 0x04, 0x03, 0x02, 0x03, 0x88,
+    0x30, 0x29, 0x06, 0x03, 0x55, 0x1d, 0x25, 0x04, 0x22, 0x30, 0x20, 0x06, 0x08, 0x2b, 0x06,
+    0x01, 0x05, 0x05, 0x07, 0x03, 0x01, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03,
+    0x02, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0xde, 0x7c, 0x01, 0x06};
+
+/* subjectKeyIdentifier extension up to its 20-byte key identifier. */
+static const uint8_t subject_key_id_prefix[] = {0x30, 0x1d, 0x06, 0x03, 0x55, 0x1d,
+                                                0x0e, 0x04, 0x16, 0x04, 0x14};
+
+/* authorityKeyIdentifier OID 2.5.29.35 */
+static const uint8_t authority_key_id_oid[] = {0x06, 0x03, 0x55, 0x1d, 0x23};
 
 struct issuer {
     OSSL_LIB_CTX *libctx;
-    X509 *ca;
     EVP_PKEY *key;
+    EVP_MD *sha1;
+    /* Initialised once for SHA-256 with the key; copied before each signature. */
+    EVP_MD_CTX *sign_template;
+    EVP_MD_CTX *sign_context;
+    const uint8_t *algorithm;
+    size_t algorithm_length;
+    uint8_t *issuer_name;
+    size_t issuer_name_length;
+    uint8_t *authority_key_id;
+    size_t authority_key_id_length;
+    uint8_t *signature;
+    size_t signature_max;
+    uint8_t *der;
+    size_t der_size;
     char *chain_pem;
+    size_t chain_pem_length;
     char *root_pem;
 };
 
@@ -176,12 +253,246 @@ static int build_pems(struct issuer *issuer, STACK_OF(X509) * certificates)
         goto out;
     issuer->chain_pem = bio_to_string(chain);
     issuer->root_pem = bio_to_string(root);
-    if (issuer->chain_pem != NULL && issuer->root_pem != NULL)
+    if (issuer->chain_pem != NULL && issuer->root_pem != NULL) {
+        issuer->chain_pem_length = strlen(issuer->chain_pem);
         status = 0;
+    }
 out:
     BIO_free(chain);
     BIO_free(root);
     return status;
+}
+
+/* The size of a DER tag and definite length for content of this length. */
+static size_t der_header_length(size_t length)
+{
+    return length < 0x80 ? 2 : length <= 0xff ? 3 : length <= 0xffff ? 4 : 5;
+}
+
+static size_t der_size(size_t content_length)
+{
+    return der_header_length(content_length) + content_length;
+}
+
+static uint8_t *der_put_header(uint8_t *out, uint8_t tag, size_t length)
+{
+    *out++ = tag;
+    if (length < 0x80) {
+        *out++ = (uint8_t)length;
+    } else if (length <= 0xff) {
+        *out++ = 0x81;
+        *out++ = (uint8_t)length;
+    } else if (length <= 0xffff) {
+        *out++ = 0x82;
+        *out++ = (uint8_t)(length >> 8);
+        *out++ = (uint8_t)length;
+    } else {
+        *out++ = 0x83;
+        *out++ = (uint8_t)(length >> 16);
+        *out++ = (uint8_t)(length >> 8);
+        *out++ = (uint8_t)length;
+    }
+    return out;
+}
+
+static uint8_t *der_put(uint8_t *out, const void *bytes, size_t length)
+{
+    memcpy(out, bytes, length);
+    return out + length;
+}
+
+/*
+ * Reads one TLV of strict DER (single-byte tag, definite length in the
+ * fewest bytes) from [*cursor, end). Returns the tag and advances *cursor
+ * past the value, or -1.
+ */
+static int der_read(const uint8_t **cursor, const uint8_t *end, const uint8_t **content,
+                    size_t *length)
+{
+    const uint8_t *p = *cursor;
+    size_t value = 0;
+
+    if (end - p < 2 || (p[0] & 0x1f) == 0x1f)
+        return -1;
+    int tag = p[0];
+    uint8_t first = p[1];
+    p += 2;
+    if (first < 0x80) {
+        value = first;
+    } else {
+        size_t count = first & 0x7f;
+        if (count == 0 || count > 3 || (size_t)(end - p) < count || p[0] == 0)
+            return -1;
+        for (size_t i = 0; i < count; i++)
+            value = value << 8 | *p++;
+        if (value < 0x80)
+            return -1;
+    }
+    if ((size_t)(end - p) < value)
+        return -1;
+    *content = p;
+    *length = value;
+    *cursor = p + value;
+    return tag;
+}
+
+/* AttributeTypeAndValue ::= SEQUENCE { type OBJECT IDENTIFIER, value ANY } */
+static bool is_attribute(const uint8_t *der, size_t length)
+{
+    const uint8_t *cursor = der, *end = der + length, *content;
+    size_t content_length;
+
+    return der_read(&cursor, end, &content, &content_length) == DER_OID && content_length > 0 &&
+           der_read(&cursor, end, &content, &content_length) >= 0 && cursor == end;
+}
+
+/* Name ::= SEQUENCE OF SET SIZE (1..MAX) OF AttributeTypeAndValue, exactly length bytes. */
+static bool is_der_name(const uint8_t *der, size_t length)
+{
+    const uint8_t *cursor = der, *names, *set, *attribute;
+    size_t names_length, set_length, attribute_length;
+
+    if (der == NULL || length > DER_INPUT_MAX ||
+        der_read(&cursor, der + length, &names, &names_length) != DER_SEQUENCE ||
+        cursor != der + length)
+        return false;
+    for (const uint8_t *names_cursor = names; names_cursor < names + names_length;) {
+        if (der_read(&names_cursor, names + names_length, &set, &set_length) != DER_SET ||
+            set_length == 0)
+            return false;
+        for (const uint8_t *set_cursor = set; set_cursor < set + set_length;) {
+            if (der_read(&set_cursor, set + set_length, &attribute, &attribute_length) !=
+                    DER_SEQUENCE ||
+                !is_attribute(attribute, attribute_length))
+                return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier,
+ * subjectPublicKey BIT STRING }, exactly length bytes, with no unused bits.
+ * Sets *key to the key bytes (the BIT STRING without its unused-bits octet).
+ */
+static int spki_public_key(const uint8_t *der, size_t length, const uint8_t **key,
+                           size_t *key_length)
+{
+    const uint8_t *cursor = der, *content, *algorithm, *oid, *bits;
+    size_t content_length, algorithm_length, oid_length, bits_length;
+
+    if (der == NULL || length > DER_INPUT_MAX ||
+        der_read(&cursor, der + length, &content, &content_length) != DER_SEQUENCE ||
+        cursor != der + length)
+        return -1;
+    cursor = content;
+    if (der_read(&cursor, content + content_length, &algorithm, &algorithm_length) !=
+            DER_SEQUENCE ||
+        der_read(&algorithm, algorithm + algorithm_length, &oid, &oid_length) != DER_OID ||
+        oid_length == 0 ||
+        der_read(&cursor, content + content_length, &bits, &bits_length) != DER_BIT_STRING ||
+        cursor != content + content_length || bits_length < 2 || bits[0] != 0)
+        return -1;
+    *key = bits + 1;
+    *key_length = bits_length - 1;
+    return 0;
+}
+
+/* RFC 5280 4.1.2.5: UTCTime for 1950 to 2049, GeneralizedTime otherwise; 0 if unrepresentable. */
+static size_t der_time(uint8_t out[TIME_DER_MAX], time_t when)
+{
+    struct tm tm;
+    char text[32];
+    int year;
+    int length;
+
+    if (gmtime_r(&when, &tm) == NULL)
+        return 0;
+    year = tm.tm_year + 1900;
+    if (year >= 1950 && year <= 2049)
+        length = snprintf(text, sizeof(text), "%02d%02d%02d%02d%02d%02dZ", year % 100,
+                          tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    else if (year >= 0 && year <= 9999)
+        length = snprintf(text, sizeof(text), "%04d%02d%02d%02d%02d%02dZ", year, tm.tm_mon + 1,
+                          tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    else
+        return 0;
+    uint8_t *end =
+        der_put_header(out, length == 13 ? DER_UTC_TIME : DER_GENERALIZED_TIME, (size_t)length);
+    end = der_put(end, text, (size_t)length);
+    return (size_t)(end - out);
+}
+
+/* authorityKeyIdentifier: the CA's subjectKeyIdentifier, or SHA-1 of its public key. */
+static int build_authority_key_id(struct issuer *issuer, X509 *ca)
+{
+    const ASN1_OCTET_STRING *ca_key_id = X509_get0_subject_key_id(ca);
+    uint8_t digest[KEY_ID_LENGTH];
+    const uint8_t *key_id = digest;
+    size_t key_id_length = sizeof(digest);
+
+    if (ca_key_id != NULL) {
+        key_id = ASN1_STRING_get0_data(ca_key_id);
+        key_id_length = (size_t)ASN1_STRING_length(ca_key_id);
+        if (key_id_length > DER_INPUT_MAX)
+            return -1;
+    } else {
+        const ASN1_BIT_STRING *public_key = X509_get0_pubkey_bitstr(ca);
+        if (public_key == NULL ||
+            EVP_Digest(ASN1_STRING_get0_data(public_key), (size_t)ASN1_STRING_length(public_key),
+                       digest, NULL, issuer->sha1, NULL) != 1)
+            return -1;
+    }
+    size_t identifier_length = der_size(key_id_length);
+    size_t octets_length = der_size(identifier_length);
+    size_t extension_length = sizeof(authority_key_id_oid) + der_size(octets_length);
+    issuer->authority_key_id_length = der_size(extension_length);
+    issuer->authority_key_id = malloc(issuer->authority_key_id_length);
+    if (issuer->authority_key_id == NULL)
+        return -1;
+    uint8_t *p = der_put_header(issuer->authority_key_id, DER_SEQUENCE, extension_length);
+    p = der_put(p, authority_key_id_oid, sizeof(authority_key_id_oid));
+    p = der_put_header(p, DER_OCTET_STRING, octets_length);
+    p = der_put_header(p, DER_SEQUENCE, identifier_length);
+    p = der_put_header(p, DER_CONTEXT_0, key_id_length);
+    der_put(p, key_id, key_id_length);
+    return 0;
+}
+
+/* Encodes everything that does not change from one certificate to the next. */
+static int prepare_templates(struct issuer *issuer, X509 *ca)
+{
+    unsigned char *name = NULL;
+    int name_length = i2d_X509_NAME(X509_get_subject_name(ca), &name);
+
+    if (name_length <= 0)
+        return -1;
+    issuer->issuer_name = name;
+    if (name_length > DER_INPUT_MAX)
+        return -1;
+    issuer->issuer_name_length = (size_t)name_length;
+    if (EVP_PKEY_is_a(issuer->key, "EC")) {
+        issuer->algorithm = ecdsa_sha256_der;
+        issuer->algorithm_length = sizeof(ecdsa_sha256_der);
+    } else {
+        issuer->algorithm = rsa_sha256_der;
+        issuer->algorithm_length = sizeof(rsa_sha256_der);
+    }
+    issuer->sha1 = EVP_MD_fetch(issuer->libctx, "SHA1", NULL);
+    if (issuer->sha1 == NULL || build_authority_key_id(issuer, ca) != 0)
+        return -1;
+    issuer->sign_template = EVP_MD_CTX_new();
+    issuer->sign_context = EVP_MD_CTX_new();
+    if (issuer->sign_template == NULL || issuer->sign_context == NULL ||
+        EVP_DigestSignInit_ex(issuer->sign_template, NULL, "SHA256", issuer->libctx, NULL,
+                              issuer->key, NULL) != 1)
+        return -1;
+    int signature_max = EVP_PKEY_get_size(issuer->key);
+    if (signature_max <= 0 || signature_max > DER_INPUT_MAX)
+        return -1;
+    issuer->signature_max = (size_t)signature_max;
+    issuer->signature = malloc(issuer->signature_max);
+    return issuer->signature != NULL ? 0 : -1;
 }
 
 struct issuer *issuer_load(OSSL_LIB_CTX *libctx, const char *cert_file, const char *key_file,
@@ -189,6 +500,7 @@ struct issuer *issuer_load(OSSL_LIB_CTX *libctx, const char *cert_file, const ch
 {
     struct issuer *issuer = calloc(1, sizeof(*issuer));
     STACK_OF(X509) *certificates = NULL;
+    X509 *ca;
 
     if (issuer == NULL) {
         fail(err, err_length, "out of memory");
@@ -198,13 +510,12 @@ struct issuer *issuer_load(OSSL_LIB_CTX *libctx, const char *cert_file, const ch
     certificates = read_certificates(libctx, cert_file, err, err_length);
     if (certificates == NULL)
         goto error;
-    issuer->ca = sk_X509_value(certificates, 0);
-    X509_up_ref(issuer->ca);
+    ca = sk_X509_value(certificates, 0);
     if (check_order(certificates, cert_file, err, err_length) != 0)
         goto error;
-    uint32_t flags = X509_get_extension_flags(issuer->ca);
+    uint32_t flags = X509_get_extension_flags(ca);
     if (!(flags & EXFLAG_BCONS) || !(flags & EXFLAG_CA) ||
-        !(X509_get_key_usage(issuer->ca) & KU_KEY_CERT_SIGN)) {
+        !(X509_get_key_usage(ca) & KU_KEY_CERT_SIGN)) {
         fail(err, err_length, "%s: the first certificate is not a CA (basicConstraints CA:TRUE)",
              cert_file);
         goto error;
@@ -212,13 +523,17 @@ struct issuer *issuer_load(OSSL_LIB_CTX *libctx, const char *cert_file, const ch
     issuer->key = read_key(libctx, key_file, err, err_length);
     if (issuer->key == NULL)
         goto error;
-    if (X509_check_private_key(issuer->ca, issuer->key) != 1) {
+    if (X509_check_private_key(ca, issuer->key) != 1) {
         fail(err, err_length, "%s: key does not match the CA certificate in %s", key_file,
              cert_file);
         goto error;
     }
     if (build_pems(issuer, certificates) != 0) {
         fail(err, err_length, "out of memory");
+        goto error;
+    }
+    if (prepare_templates(issuer, ca) != 0) {
+        fail(err, err_length, "%s: cannot prepare signing with the key in %s", cert_file, key_file);
         goto error;
     }
     sk_X509_pop_free(certificates, X509_free);
@@ -234,8 +549,14 @@ void issuer_free(struct issuer *issuer)
 {
     if (issuer == NULL)
         return;
-    X509_free(issuer->ca);
     EVP_PKEY_free(issuer->key);
+    EVP_MD_free(issuer->sha1);
+    EVP_MD_CTX_free(issuer->sign_template);
+    EVP_MD_CTX_free(issuer->sign_context);
+    OPENSSL_free(issuer->issuer_name);
+    free(issuer->authority_key_id);
+    free(issuer->signature);
+    free(issuer->der);
     free(issuer->chain_pem);
     free(issuer->root_pem);
     free(issuer);
@@ -251,80 +572,54 @@ const char *issuer_root_pem(const struct issuer *issuer)
     return issuer->root_pem;
 }
 
+static int reserve(struct issuer *issuer, size_t size)
+{
+    if (size <= issuer->der_size)
+        return 0;
+    uint8_t *der = realloc(issuer->der, size);
+    if (der == NULL)
+        return -1;
+    issuer->der = der;
+    issuer->der_size = size;
+    return 0;
+}
+
 /*
  * A positive 128-bit serial whose DER content is exactly 16 bytes: the top
  * bit is cleared so it is not negative, and the first byte is non-zero so
  * the encoding is not shortened.
  */
-static int set_random_serial(struct issuer *issuer, X509 *certificate,
-                             uint8_t serial[ISSUER_SERIAL_LENGTH])
+static int random_serial(struct issuer *issuer, uint8_t serial[ISSUER_SERIAL_LENGTH])
 {
-    ASN1_INTEGER *integer = NULL;
-    int status = -1;
-
     if (RAND_bytes_ex(issuer->libctx, serial, ISSUER_SERIAL_LENGTH, 0) != 1)
         return -1;
     serial[0] &= 0x7f;
     if (serial[0] == 0)
         serial[0] = 0x01;
-    integer = ASN1_INTEGER_new();
-    if (integer != NULL && ASN1_STRING_set(integer, serial, ISSUER_SERIAL_LENGTH) == 1 &&
-        X509_set_serialNumber(certificate, integer) == 1)
-        status = 0;
-    ASN1_INTEGER_free(integer);
-    return status;
-}
-
-static int add_extension(X509 *certificate, X509V3_CTX *context, int nid, const char *value)
-{
-    X509_EXTENSION *extension = X509V3_EXT_nconf_nid(NULL, context, nid, value);
-    int status = -1;
-
-    if (extension != NULL && X509_add_ext(certificate, extension, -1) == 1)
-        status = 0;
-    X509_EXTENSION_free(extension);
-    return status;
-}
-
-static int add_extensions(struct issuer *issuer, X509 *certificate)
-{
-    X509V3_CTX context;
-
-    X509V3_set_ctx(&context, issuer->ca, certificate, NULL, NULL, 0);
-    if (add_extension(certificate, &context, NID_basic_constraints, "critical,CA:FALSE") != 0 ||
-        add_extension(certificate, &context, NID_key_usage,
-                      "critical,digitalSignature,keyAgreement") != 0 ||
-        add_extension(certificate, &context, NID_ext_key_usage,
-                      "serverAuth,clientAuth," OCF_IDENTITY_OID) != 0 ||
-        add_extension(certificate, &context, NID_subject_key_identifier, "hash") != 0 ||
-        add_extension(certificate, &context, NID_authority_key_identifier, "keyid:always") != 0)
-        return -1;
     return 0;
 }
 
-static int sign(struct issuer *issuer, X509 *certificate)
+/* The PEM of one certificate followed by the chain, as PEM_write_bio_X509 lays it out. */
+static char *certificate_pem(const struct issuer *issuer, const uint8_t *der, size_t length)
 {
-    EVP_MD_CTX *context = EVP_MD_CTX_new();
-    int status = -1;
+    size_t lines = (length + PEM_LINE_BYTES - 1) / PEM_LINE_BYTES;
+    size_t size = strlen(PEM_BEGIN) + 4 * ((length + 2) / 3) + lines + strlen(PEM_END) +
+                  issuer->chain_pem_length + 1;
+    char *pem = malloc(size);
+    char *p = pem;
 
-    if (context != NULL &&
-        EVP_DigestSignInit_ex(context, NULL, "SHA256", issuer->libctx, NULL, issuer->key, NULL) ==
-            1 &&
-        X509_sign_ctx(certificate, context) > 0)
-        status = 0;
-    EVP_MD_CTX_free(context);
-    return status;
-}
-
-static char *certificate_pem(const struct issuer *issuer, X509 *certificate)
-{
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *pem = NULL;
-
-    if (bio != NULL && append_pem(bio, certificate) == 0 &&
-        BIO_write(bio, issuer->chain_pem, (int)strlen(issuer->chain_pem)) >= 0)
-        pem = bio_to_string(bio);
-    BIO_free(bio);
+    if (pem == NULL)
+        return NULL;
+    memcpy(p, PEM_BEGIN, strlen(PEM_BEGIN));
+    p += strlen(PEM_BEGIN);
+    for (size_t offset = 0; offset < length; offset += PEM_LINE_BYTES) {
+        size_t chunk = length - offset < PEM_LINE_BYTES ? length - offset : PEM_LINE_BYTES;
+        p += EVP_EncodeBlock((unsigned char *)p, der + offset, (int)chunk);
+        *p++ = '\n';
+    }
+    memcpy(p, PEM_END, strlen(PEM_END));
+    p += strlen(PEM_END);
+    memcpy(p, issuer->chain_pem, issuer->chain_pem_length + 1);
     return pem;
 }
 
@@ -332,57 +627,77 @@ int issuer_issue(struct issuer *issuer, const uint8_t *subject_der, size_t subje
                  const uint8_t *spki_der, size_t spki_length, time_t not_before, time_t not_after,
                  struct issued_certificate *out, char *err, size_t err_length)
 {
-    X509 *certificate = NULL;
-    X509_NAME *subject = NULL;
-    EVP_PKEY *key = NULL;
-    int status = -1;
-    const unsigned char *cursor;
+    uint8_t times[2][TIME_DER_MAX];
+    size_t time_lengths[2];
+    const uint8_t *key;
+    size_t key_length;
+    uint8_t key_id[KEY_ID_LENGTH];
 
     memset(out, 0, sizeof(*out));
     if (not_after <= not_before)
         return fail(err, err_length, "certificate validity ends before it starts");
-    cursor = subject_der;
-    subject = d2i_X509_NAME(NULL, &cursor, (long)subject_length);
-    if (subject == NULL || cursor != subject_der + subject_length) {
-        fail(err, err_length, "certificate subject is not a DER Name");
-        goto out;
-    }
-    cursor = spki_der;
-    key = d2i_PUBKEY_ex(NULL, &cursor, (long)spki_length, issuer->libctx, NULL);
-    if (key == NULL || cursor != spki_der + spki_length) {
-        fail(err, err_length, "certificate key is not a DER SubjectPublicKeyInfo");
-        goto out;
-    }
-    certificate = X509_new_ex(issuer->libctx, NULL);
-    if (certificate == NULL || X509_set_version(certificate, X509_VERSION_3) != 1 ||
-        set_random_serial(issuer, certificate, out->serial) != 0 ||
-        X509_set_issuer_name(certificate, X509_get_subject_name(issuer->ca)) != 1 ||
-        X509_set_subject_name(certificate, subject) != 1 ||
-        X509_set_pubkey(certificate, key) != 1 ||
-        ASN1_TIME_set(X509_getm_notBefore(certificate), not_before) == NULL ||
-        ASN1_TIME_set(X509_getm_notAfter(certificate), not_after) == NULL) {
-        fail(err, err_length, "cannot build the certificate");
-        goto out;
-    }
-    if (add_extensions(issuer, certificate) != 0) {
-        fail(err, err_length, "cannot add the certificate extensions");
-        goto out;
-    }
-    if (sign(issuer, certificate) != 0) {
-        fail(err, err_length, "cannot sign the certificate");
-        goto out;
-    }
-    out->pem = certificate_pem(issuer, certificate);
-    if (out->pem == NULL) {
-        fail(err, err_length, "out of memory");
-        goto out;
-    }
+    if (!is_der_name(subject_der, subject_length))
+        return fail(err, err_length, "certificate subject is not a DER Name");
+    if (spki_public_key(spki_der, spki_length, &key, &key_length) != 0)
+        return fail(err, err_length, "certificate key is not a DER SubjectPublicKeyInfo");
+    time_lengths[0] = der_time(times[0], not_before);
+    time_lengths[1] = der_time(times[1], not_after);
+    if (time_lengths[0] == 0 || time_lengths[1] == 0)
+        return fail(err, err_length, "certificate validity is outside years 0 to 9999");
+    if (EVP_Digest(key, key_length, key_id, NULL, issuer->sha1, NULL) != 1 ||
+        random_serial(issuer, out->serial) != 0)
+        return fail(err, err_length, "cannot build the certificate");
+
+    size_t validity_length = time_lengths[0] + time_lengths[1];
+    size_t extensions_length = sizeof(constant_extensions_der) + sizeof(subject_key_id_prefix) +
+                               KEY_ID_LENGTH + issuer->authority_key_id_length;
+    size_t tbs_content_length = sizeof(version_der) + der_size(ISSUER_SERIAL_LENGTH) +
+                                issuer->algorithm_length + issuer->issuer_name_length +
+                                der_size(validity_length) + subject_length + spki_length +
+                                der_size(der_size(extensions_length));
+    size_t tbs_length = der_size(tbs_content_length);
+    size_t certificate_max = DER_HEADER_MAX + tbs_length + issuer->algorithm_length +
+                             DER_HEADER_MAX + 1 + issuer->signature_max;
+    if (reserve(issuer, certificate_max) != 0)
+        return fail(err, err_length, "out of memory");
+
+    /* The TBSCertificate goes after room for the Certificate header, written once signed. */
+    uint8_t *tbs = issuer->der + DER_HEADER_MAX;
+    uint8_t *p = der_put_header(tbs, DER_SEQUENCE, tbs_content_length);
+    p = der_put(p, version_der, sizeof(version_der));
+    p = der_put_header(p, DER_INTEGER, ISSUER_SERIAL_LENGTH);
+    p = der_put(p, out->serial, ISSUER_SERIAL_LENGTH);
+    p = der_put(p, issuer->algorithm, issuer->algorithm_length);
+    p = der_put(p, issuer->issuer_name, issuer->issuer_name_length);
+    p = der_put_header(p, DER_SEQUENCE, validity_length);
+    p = der_put(p, times[0], time_lengths[0]);
+    p = der_put(p, times[1], time_lengths[1]);
+    p = der_put(p, subject_der, subject_length);
+    p = der_put(p, spki_der, spki_length);
+    p = der_put_header(p, DER_EXPLICIT_3, der_size(extensions_length));
+    p = der_put_header(p, DER_SEQUENCE, extensions_length);
+    p = der_put(p, constant_extensions_der, sizeof(constant_extensions_der));
+    p = der_put(p, subject_key_id_prefix, sizeof(subject_key_id_prefix));
+    p = der_put(p, key_id, KEY_ID_LENGTH);
+    p = der_put(p, issuer->authority_key_id, issuer->authority_key_id_length);
+
+    size_t signature_length = issuer->signature_max;
+    if (EVP_MD_CTX_copy_ex(issuer->sign_context, issuer->sign_template) != 1 ||
+        EVP_DigestSign(issuer->sign_context, issuer->signature, &signature_length, tbs,
+                       tbs_length) != 1)
+        return fail(err, err_length, "cannot sign the certificate");
+    p = der_put(p, issuer->algorithm, issuer->algorithm_length);
+    p = der_put_header(p, DER_BIT_STRING, 1 + signature_length);
+    *p++ = 0;
+    p = der_put(p, issuer->signature, signature_length);
+
+    size_t content_length = (size_t)(p - tbs);
+    uint8_t *certificate = tbs - der_header_length(content_length);
+    der_put_header(certificate, DER_SEQUENCE, content_length);
+    out->pem = certificate_pem(issuer, certificate, (size_t)(p - certificate));
+    if (out->pem == NULL)
+        return fail(err, err_length, "out of memory");
     out->not_before = not_before;
     out->not_after = not_after;
-    status = 0;
-out:
-    X509_free(certificate);
-    X509_NAME_free(subject);
-    EVP_PKEY_free(key);
-    return status;
+    return 0;
 }

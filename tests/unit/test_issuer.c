@@ -1,8 +1,9 @@
 /*
  * test_issuer: identity certificates issued by a hub CA (EC intermediate
  * under an EC root, a self-signed EC CA, an RSA root) verify up to the root,
- * carry exactly the PROTOCOL.md 2.4 fields, and bad CA files are refused
- * with an error naming the file.
+ * carry exactly the PROTOCOL.md 2.4 fields, are canonical DER (OpenSSL
+ * re-encodes them byte for byte), encode validity as RFC 5280 requires, and
+ * bad CA files or malformed subjects and keys are refused with an error.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +33,7 @@ struct fixture {
     char root_file[128], root_key_file[128];
     char rsa_file[128], rsa_key_file[128];
     char misordered_file[128], leaf_file[128];
+    char issued_file[128], text_file[128];
     OSSL_LIB_CTX *libctx;
     uint8_t subject_der[256];
     size_t subject_length;
@@ -131,6 +133,8 @@ static int setup(void **state)
     path_in(f, f->rsa_key_file, "rsa-root.key");
     path_in(f, f->misordered_file, "misordered.pem");
     path_in(f, f->leaf_file, "leaf.pem");
+    path_in(f, f->issued_file, "issued.pem");
+    path_in(f, f->text_file, "issued.txt");
     write_certificates(f->chain_file, f->intermediate, f->root);
     write_key(f->intermediate_key_file, f->intermediate_key);
     write_certificates(f->root_file, f->root, NULL);
@@ -172,8 +176,8 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     const char *files[] = {
-        f->chain_file, f->intermediate_key_file, f->root_file,       f->root_key_file,
-        f->rsa_file,   f->rsa_key_file,          f->misordered_file, f->leaf_file};
+        f->chain_file,   f->intermediate_key_file, f->root_file, f->root_key_file, f->rsa_file,
+        f->rsa_key_file, f->misordered_file,       f->leaf_file, f->issued_file,   f->text_file};
 
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         unlink(files[i]);
@@ -199,19 +203,41 @@ static struct issuer *load(struct fixture *f, const char *cert_file, const char 
     return issuer;
 }
 
-static X509 *issue(struct fixture *f, struct issuer *issuer, struct issued_certificate *out)
+static X509 *issue_valid(struct fixture *f, struct issuer *issuer, time_t not_before,
+                         time_t not_after, struct issued_certificate *out)
 {
     char err[256] = "";
-    time_t now = time(NULL);
 
     if (issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der, f->spki_length,
-                     now - 60, now + 365L * 86400, out, err, sizeof(err)) != 0)
+                     not_before, not_after, out, err, sizeof(err)) != 0)
         fail_msg("issuer_issue: %s", err);
     BIO *bio = BIO_new_mem_buf(out->pem, -1);
     X509 *leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     BIO_free(bio);
     assert_non_null(leaf);
     return leaf;
+}
+
+static X509 *issue(struct fixture *f, struct issuer *issuer, struct issued_certificate *out)
+{
+    time_t now = time(NULL);
+
+    return issue_valid(f, issuer, now - 60, now + 365L * 86400, out);
+}
+
+/* The DER of the first certificate in pem. */
+static unsigned char *first_der(const char *pem, long *length)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
+
+    assert_int_equal(PEM_read_bio(bio, &name, &header, &der, length), 1);
+    assert_string_equal(name, "CERTIFICATE");
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    BIO_free(bio);
+    return der;
 }
 
 static void verify_with_store(X509 *root, X509 *intermediate, X509 *leaf, int purpose)
@@ -477,6 +503,286 @@ static void test_bad_input(void **state)
     issuer_free(issuer);
 }
 
+/*
+ * OpenSSL's encoder, forced to re-encode the TBSCertificate and each
+ * extension value from the parsed fields, reproduces the issued bytes.
+ */
+static void assert_canonical_der(const char *pem)
+{
+    long length = 0;
+    unsigned char *der = first_der(pem, &length);
+    const unsigned char *cursor = der;
+    X509 *leaf = d2i_X509(NULL, &cursor, length);
+    unsigned char *tbs = NULL, *encoded = NULL;
+
+    assert_non_null(leaf);
+    assert_ptr_equal(cursor, der + length);
+    assert_true(i2d_re_X509_tbs(leaf, &tbs) > 0);
+    int encoded_length = i2d_X509(leaf, &encoded);
+    assert_int_equal(encoded_length, length);
+    assert_memory_equal(encoded, der, (size_t)length);
+    for (int i = 0; i < X509_get_ext_count(leaf); i++) {
+        X509_EXTENSION *extension = X509_get_ext(leaf, i);
+        int nid = OBJ_obj2nid(X509_EXTENSION_get_object(extension));
+        void *value = X509V3_EXT_d2i(extension);
+        assert_non_null(value);
+        X509_EXTENSION *again = X509V3_EXT_i2d(nid, X509_EXTENSION_get_critical(extension), value);
+        assert_non_null(again);
+        assert_int_equal(
+            ASN1_STRING_cmp(X509_EXTENSION_get_data(again), X509_EXTENSION_get_data(extension)), 0);
+        X509_EXTENSION_free(again);
+        ASN1_item_free(value, ASN1_ITEM_ptr(X509V3_EXT_get(extension)->it));
+    }
+    OPENSSL_free(tbs);
+    OPENSSL_free(encoded);
+    OPENSSL_free(der);
+    X509_free(leaf);
+}
+
+static void test_der_is_canonical(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *ec = load(f, f->chain_file, f->intermediate_key_file);
+    struct issuer *rsa = load(f, f->rsa_file, f->rsa_key_file);
+    struct issued_certificate out;
+
+    for (int i = 0; i < 8; i++) {
+        X509_free(issue(f, i % 2 ? rsa : ec, &out));
+        assert_canonical_der(out.pem);
+        free(out.pem);
+    }
+    issuer_free(ec);
+    issuer_free(rsa);
+}
+
+/* Verified against the public key in the CA certificate; one flipped TBS bit breaks it. */
+static void test_signature_matches_ca_certificate(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *ec = load(f, f->chain_file, f->intermediate_key_file);
+    struct issuer *rsa = load(f, f->rsa_file, f->rsa_key_file);
+    struct issued_certificate ec_out, rsa_out;
+    X509 *ec_leaf = issue(f, ec, &ec_out);
+    X509 *rsa_leaf = issue(f, rsa, &rsa_out);
+
+    assert_int_equal(X509_verify(ec_leaf, X509_get0_pubkey(f->intermediate)), 1);
+    assert_int_equal(X509_verify(rsa_leaf, X509_get0_pubkey(f->rsa_root)), 1);
+    assert_int_not_equal(X509_verify(rsa_leaf, X509_get0_pubkey(f->intermediate)), 1);
+
+    long length = 0;
+    unsigned char *der = first_der(ec_out.pem, &length);
+    /* Certificate and TBSCertificate headers (4 + 4), version (5), serial tag (2). */
+    assert_memory_equal(der + 15, ec_out.serial, ISSUER_SERIAL_LENGTH);
+    der[20] ^= 0x01;
+    const unsigned char *cursor = der;
+    X509 *tampered = d2i_X509(NULL, &cursor, length);
+    assert_non_null(tampered);
+    assert_int_not_equal(X509_verify(tampered, X509_get0_pubkey(f->intermediate)), 1);
+    X509_free(tampered);
+    OPENSSL_free(der);
+    X509_free(ec_leaf);
+    X509_free(rsa_leaf);
+    free(ec_out.pem);
+    free(rsa_out.pem);
+    issuer_free(ec);
+    issuer_free(rsa);
+}
+
+static time_t utc(int year, int month, int day, int hour, int minute, int second)
+{
+    struct tm tm = {.tm_year = year - 1900,
+                    .tm_mon = month - 1,
+                    .tm_mday = day,
+                    .tm_hour = hour,
+                    .tm_min = minute,
+                    .tm_sec = second};
+    return timegm(&tm);
+}
+
+static void assert_time(const ASN1_TIME *time, int type, const char *text, time_t when)
+{
+    assert_int_equal(ASN1_STRING_type(time), type);
+    assert_int_equal(ASN1_STRING_length(time), strlen(text));
+    assert_memory_equal(ASN1_STRING_get0_data(time), text, strlen(text));
+    assert_int_equal(ASN1_TIME_cmp_time_t(time, when), 0);
+}
+
+/* 1950 to 2049: UTCTime (RFC 5280 4.1.2.5), at both ends of the range. */
+static void test_validity_utc_time(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    time_t first = utc(1950, 1, 1, 0, 0, 0), last = utc(2049, 12, 31, 23, 59, 59);
+    X509 *leaf = issue_valid(f, issuer, first, last, &out);
+
+    assert_time(X509_get0_notBefore(leaf), V_ASN1_UTCTIME, "500101000000Z", first);
+    assert_time(X509_get0_notAfter(leaf), V_ASN1_UTCTIME, "491231235959Z", last);
+    assert_int_equal(out.not_before, first);
+    assert_int_equal(out.not_after, last);
+    assert_canonical_der(out.pem);
+    X509_free(leaf);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+/* Before 1950 and from 2050 on: GeneralizedTime; years past 9999 are refused. */
+static void test_validity_generalized_time(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    time_t before = utc(1949, 12, 31, 23, 59, 59), after = utc(2050, 1, 1, 0, 0, 0);
+    X509 *leaf = issue_valid(f, issuer, before, after, &out);
+    char err[256] = "";
+
+    assert_time(X509_get0_notBefore(leaf), V_ASN1_GENERALIZEDTIME, "19491231235959Z", before);
+    assert_time(X509_get0_notAfter(leaf), V_ASN1_GENERALIZEDTIME, "20500101000000Z", after);
+    assert_canonical_der(out.pem);
+    verify_with_store(f->root, f->intermediate, leaf, X509_PURPOSE_SSL_CLIENT);
+    X509_free(leaf);
+    free(out.pem);
+
+    time_t late = utc(2149, 6, 30, 12, 0, 0);
+    leaf = issue_valid(f, issuer, after, late, &out);
+    assert_time(X509_get0_notAfter(leaf), V_ASN1_GENERALIZEDTIME, "21490630120000Z", late);
+    X509_free(leaf);
+    free(out.pem);
+
+    assert_int_equal(issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der,
+                                  f->spki_length, after, utc(10000, 1, 1, 0, 0, 0), &out, err,
+                                  sizeof(err)),
+                     -1);
+    assert_string_equal(err, "certificate validity is outside years 0 to 9999");
+    assert_null(out.pem);
+    issuer_free(issuer);
+}
+
+/* The openssl command-line tool reads the certificate and shows the identity fields. */
+static void test_openssl_tool_reads_it(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    char command[512], text[8192];
+
+    X509_free(issue(f, issuer, &out));
+    FILE *file = fopen(f->issued_file, "w");
+    assert_non_null(file);
+    fputs(out.pem, file);
+    fclose(file);
+    snprintf(command, sizeof(command), "openssl x509 -in '%s' -text -noout > '%s' 2>&1",
+             f->issued_file, f->text_file);
+    assert_int_equal(system(command), 0);
+    file = fopen(f->text_file, "r");
+    assert_non_null(file);
+    size_t length = fread(text, 1, sizeof(text) - 1, file);
+    text[length] = '\0';
+    fclose(file);
+    assert_non_null(strstr(text, "1.3.6.1.4.1.44924.1.6"));
+    assert_non_null(strstr(text, "CA:FALSE"));
+    assert_non_null(strstr(text, "Digital Signature, Key Agreement"));
+    assert_non_null(strstr(text, "TLS Web Server Authentication, TLS Web Client Authentication"));
+    assert_non_null(strstr(text, "CN = uuid:0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d"));
+    assert_non_null(strstr(text, "Signature Algorithm: ecdsa-with-SHA256"));
+    free(out.pem);
+    issuer_free(issuer);
+}
+
+static void expect_refused(struct issuer *issuer, const uint8_t *subject, size_t subject_length,
+                           const uint8_t *spki, size_t spki_length, const char *error)
+{
+    struct issued_certificate out;
+    char err[256] = "";
+    time_t now = time(NULL);
+
+    assert_int_equal(issuer_issue(issuer, subject, subject_length, spki, spki_length, now,
+                                  now + 86400, &out, err, sizeof(err)),
+                     -1);
+    assert_string_equal(err, error);
+    assert_null(out.pem);
+}
+
+static void test_malformed_subject_and_key(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    uint8_t bad[512];
+    const char *not_name = "certificate subject is not a DER Name";
+    const char *not_key = "certificate key is not a DER SubjectPublicKeyInfo";
+
+    /* Subjects: truncated, trailing byte, wrong tag, BER lengths, empty RDN, no OID. */
+    expect_refused(issuer, f->subject_der, f->subject_length - 1, f->spki_der, f->spki_length,
+                   not_name);
+    memcpy(bad, f->subject_der, f->subject_length);
+    bad[f->subject_length] = 0;
+    expect_refused(issuer, bad, f->subject_length + 1, f->spki_der, f->spki_length, not_name);
+    bad[0] = 0x31;
+    expect_refused(issuer, bad, f->subject_length, f->spki_der, f->spki_length, not_name);
+    const uint8_t long_form[] = {0x30, 0x81, 0x02, 0x31, 0x00};
+    expect_refused(issuer, long_form, sizeof(long_form), f->spki_der, f->spki_length, not_name);
+    const uint8_t indefinite[] = {0x30, 0x80, 0x00, 0x00};
+    expect_refused(issuer, indefinite, sizeof(indefinite), f->spki_der, f->spki_length, not_name);
+    const uint8_t empty_rdn[] = {0x30, 0x02, 0x31, 0x00};
+    expect_refused(issuer, empty_rdn, sizeof(empty_rdn), f->spki_der, f->spki_length, not_name);
+    const uint8_t no_oid[] = {0x30, 0x08, 0x31, 0x06, 0x30, 0x04, 0x0c, 0x02, 'a', 'b'};
+    expect_refused(issuer, no_oid, sizeof(no_oid), f->spki_der, f->spki_length, not_name);
+    expect_refused(issuer, NULL, 0, f->spki_der, f->spki_length, not_name);
+
+    /* Keys: a Name, trailing byte, unused bits in the key, a missing key. */
+    expect_refused(issuer, f->subject_der, f->subject_length, f->subject_der, f->subject_length,
+                   not_key);
+    memcpy(bad, f->spki_der, f->spki_length);
+    bad[f->spki_length] = 0;
+    expect_refused(issuer, f->subject_der, f->subject_length, bad, f->spki_length + 1, not_key);
+    /* P-256 SPKI: the BIT STRING's unused-bits octet is at offset 25. */
+    assert_int_equal(bad[23], 0x03);
+    bad[25] = 0x01;
+    expect_refused(issuer, f->subject_der, f->subject_length, bad, f->spki_length, not_key);
+    const uint8_t algorithm_only[] = {0x30, 0x0b, 0x30, 0x09, 0x06, 0x07, 0x2a,
+                                      0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
+    expect_refused(issuer, f->subject_der, f->subject_length, algorithm_only,
+                   sizeof(algorithm_only), not_key);
+    issuer_free(issuer);
+}
+
+/* A Name long enough for two-byte DER lengths is carried over byte for byte. */
+static void test_long_subject(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
+    struct issued_certificate out;
+    char err[256] = "", value[61];
+    X509_NAME *name = X509_NAME_new();
+    unsigned char *subject = NULL;
+    time_t now = time(NULL);
+
+    memset(value, 'o', sizeof(value) - 1);
+    value[sizeof(value) - 1] = '\0';
+    for (int i = 0; i < 8; i++)
+        X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_ASC, (const unsigned char *)value, -1, -1,
+                                   0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"uuid:long", -1, -1,
+                               0);
+    int length = i2d_X509_NAME(name, &subject);
+    assert_true(length > 512);
+    assert_int_equal(issuer_issue(issuer, subject, (size_t)length, f->spki_der, f->spki_length, now,
+                                  now + 86400, &out, err, sizeof(err)),
+                     0);
+    assert_canonical_der(out.pem);
+    BIO *bio = BIO_new_mem_buf(out.pem, -1);
+    X509 *leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    assert_non_null(leaf);
+    assert_int_equal(X509_NAME_cmp(X509_get_subject_name(leaf), name), 0);
+    assert_int_equal(X509_verify(leaf, f->intermediate_key), 1);
+    X509_free(leaf);
+    BIO_free(bio);
+    OPENSSL_free(subject);
+    X509_NAME_free(name);
+    free(out.pem);
+    issuer_free(issuer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -492,6 +798,13 @@ int main(void)
         cmocka_unit_test(test_not_a_ca),
         cmocka_unit_test(test_misordered_chain),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_der_is_canonical),
+        cmocka_unit_test(test_signature_matches_ca_certificate),
+        cmocka_unit_test(test_validity_utc_time),
+        cmocka_unit_test(test_validity_generalized_time),
+        cmocka_unit_test(test_openssl_tool_reads_it),
+        cmocka_unit_test(test_malformed_subject_and_key),
+        cmocka_unit_test(test_long_subject),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
