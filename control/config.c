@@ -1060,8 +1060,9 @@ static int parse_groups(struct mapping *root, struct config *config)
 
 static int parse_limits(struct mapping *root, struct config *config)
 {
-    static const char *const keys[] = {"maxMessageSize", "inactivityTimeout", "handshakeTimeout",
-                                       "maxConnections", NULL};
+    static const char *const keys[] = {
+        "maxMessageSize", "inactivityTimeout", "handshakeTimeout", "maxConnections",
+        "maxPending",     "signingRate",       "signingBurst",     NULL};
     struct mapping limits;
     unsigned long value;
     long seconds;
@@ -1079,6 +1080,15 @@ static int parse_limits(struct mapping *root, struct config *config)
     if (map_unsigned(&limits, "maxConnections", 1, 10000000, 10000, &value) < 0)
         return -1;
     config->max_connections = (unsigned)value;
+    if (map_unsigned(&limits, "maxPending", 1, 10000000, 4096, &value) < 0)
+        return -1;
+    config->max_pending = (unsigned)value;
+    if (map_unsigned(&limits, "signingRate", 0, 10000000, 0, &value) < 0)
+        return -1;
+    config->signing_rate = (unsigned)value;
+    if (map_unsigned(&limits, "signingBurst", 1, 10000000, 100, &value) < 0)
+        return -1;
+    config->signing_burst = (unsigned)value;
     return 0;
 }
 

@@ -76,6 +76,9 @@ struct config {
     unsigned inactivity_timeout_s; /* default 20 */
     unsigned handshake_timeout_s;  /* default 10 */
     unsigned max_connections;      /* per shard, default 10000 */
+    unsigned max_pending;          /* requests waiting for workers, per shard, default 4096 */
+    unsigned signing_rate;         /* signing steps per second, node-wide; 0 (default): no limit */
+    unsigned signing_burst;        /* signing steps allowed at once above the rate, default 100 */
     char *log_level;               /* "debug", "info", "warn", "error"; default "info" */
     struct config_hub *hubs;
     size_t hub_count;

@@ -26,6 +26,7 @@
 #include "crypto/pki.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
+#include "dataplane/admission.h"
 #include "dataplane/dps_handlers.h"
 #include "dataplane/shard.h"
 #include "store/store.h"
@@ -331,6 +332,8 @@ int main(int argc, char **argv)
 
     int status = 1;
     struct dps_catalog catalog = {0};
+    struct admission admission;
+    admission_init(&admission, config->signing_rate, config->signing_burst);
     struct signer *signer = NULL;
     struct shard *shards[DPSD_MAX_SHARDS] = {0};
     unsigned shard_count =
@@ -358,7 +361,7 @@ int main(int argc, char **argv)
         goto out;
     }
     for (unsigned i = 0; i < shard_count; i++) {
-        shards[i] = shard_create(i, config, &catalog, signer, store, err, sizeof(err));
+        shards[i] = shard_create(i, config, &catalog, signer, store, &admission, err, sizeof(err));
         if (shards[i] == NULL) {
             fprintf(stderr, "dpsd: shard %u: %s\n", i, err);
             goto out;

@@ -25,6 +25,7 @@
 #include "crypto/csr.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
+#include "dataplane/admission.h"
 #include "dataplane/cbor.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/mailbox.h"
@@ -296,12 +297,14 @@ static struct dps_op *dps_op_new(const struct dps_services *services, struct dps
     memcpy(op->token, request->token, request->token_length);
     op->step_data = json_object();
     session->pending++;
+    (*services->pending_ops)++;
     return op;
 }
 
 /* Frees the op's memory; the session is not touched. */
 static void dps_op_release(struct dps_op *op)
 {
+    (*op->services->pending_ops)--;
     free(op->body);
     free(op->record_json);
     free(op->step_json);
@@ -358,11 +361,10 @@ static void send_reply(const struct dps_services *services, struct dps_session *
 
 static void reply_error(const struct dps_services *services, struct dps_session *session,
                         const struct dps_request *request, dps_reply_fn reply, uint8_t code,
-                        const char *message)
+                        uint32_t max_age, const char *message)
 {
-    send_reply(services, session, reply, request->token, request->token_length, code, -1,
-               code == COAP_SERVICE_UNAVAILABLE ? DPS_RETRY_SECONDS : 0, (const uint8_t *)message,
-               strlen(message));
+    send_reply(services, session, reply, request->token, request->token_length, code, -1, max_age,
+               (const uint8_t *)message, strlen(message));
 }
 
 /*
@@ -1089,11 +1091,11 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         }
     }
     if (route == NULL) {
-        reply_error(services, session, request, reply, COAP_NOT_FOUND, "no such resource");
+        reply_error(services, session, request, reply, COAP_NOT_FOUND, 0, "no such resource");
         return;
     }
     if (route->method != request->method) {
-        reply_error(services, session, request, reply, COAP_METHOD_NOT_ALLOWED,
+        reply_error(services, session, request, reply, COAP_METHOD_NOT_ALLOWED, 0,
                     route->method == COAP_GET ? "use GET" : "use POST");
         return;
     }
@@ -1105,14 +1107,33 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         format = PAYLOAD_JSON;
         content_format = COAP_FORMAT_JSON;
     } else if (request->accept != -1 && request->accept != COAP_FORMAT_OCF_CBOR) {
-        reply_error(services, session, request, reply, COAP_NOT_ACCEPTABLE,
+        reply_error(services, session, request, reply, COAP_NOT_ACCEPTABLE, 0,
                     "Accept must be 10000, 60 or 50");
         return;
+    }
+    /* Backpressure before any work: 5.03 + Max-Age makes the device retry this step. */
+    if (*services->pending_ops >= services->config->max_pending) {
+        reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, DPS_RETRY_SECONDS,
+                    "busy, retry");
+        return;
+    }
+    if (route->step == STEP_CLOUD || route->step == STEP_CREDENTIALS) {
+        struct timespec now;
+        int64_t wait_ns;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (admission_take(services->admission, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec,
+                           &wait_ns) != 0) {
+            uint32_t seconds = (uint32_t)((wait_ns + 999999999) / 1000000000);
+            reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE,
+                        seconds > 0 ? seconds : 1, "rate limited, retry");
+            return;
+        }
     }
     struct dps_op *op =
         dps_op_new(services, session, request, reply, route->step, format, content_format);
     if (op == NULL) {
-        reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, "out of memory");
+        reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, DPS_RETRY_SECONDS,
+                    "out of memory");
         return;
     }
     switch (route->step) {

@@ -23,6 +23,7 @@
 #include "crypto/attestation.h"
 #include "dataplane/payload.h"
 
+struct admission;
 struct signer;
 struct store;
 struct mailbox;
@@ -39,6 +40,8 @@ struct dps_services {
     struct store *store;
     struct mailbox *mailbox;
     OSSL_LIB_CTX *libctx;
+    struct admission *admission; /* node-wide signing rate limit */
+    unsigned *pending_ops;       /* this shard's requests waiting for workers */
 };
 
 /*

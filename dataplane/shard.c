@@ -81,6 +81,7 @@ struct shard {
     int listeners[SHARD_MAX_LISTENERS];
     size_t listener_count;
     struct dps_services services;
+    unsigned pending_ops;
     struct conn *conns;
     size_t max_frame;
     _Atomic uint64_t accepted;
@@ -627,7 +628,8 @@ static int open_listener(const char *address, char *err, size_t err_length)
 
 struct shard *shard_create(unsigned index, const struct config *config,
                            const struct dps_catalog *catalog, struct signer *signer,
-                           struct store *store, char *err, size_t err_length)
+                           struct store *store, struct admission *admission, char *err,
+                           size_t err_length)
 {
     struct shard *shard = calloc(1, sizeof(*shard));
     if (shard == NULL) {
@@ -673,6 +675,8 @@ struct shard *shard_create(unsigned index, const struct config *config,
         .store = store,
         .mailbox = shard->mailbox,
         .libctx = shard->libctx,
+        .admission = admission,
+        .pending_ops = &shard->pending_ops,
     };
     shard->backend =
         config->io_backend == CONFIG_IO_EPOLL ? LOOP_BACKEND_EPOLL : LOOP_BACKEND_URING;

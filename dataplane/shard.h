@@ -14,6 +14,7 @@
 #include "control/config.h"
 #include "dataplane/dps_handlers.h"
 
+struct admission;
 struct shard;
 struct signer;
 struct store;
@@ -33,7 +34,8 @@ struct shard_stats {
  */
 struct shard *shard_create(unsigned index, const struct config *config,
                            const struct dps_catalog *catalog, struct signer *signer,
-                           struct store *store, char *err, size_t err_length);
+                           struct store *store, struct admission *admission, char *err,
+                           size_t err_length);
 
 /* Starts the shard's thread. 0 or -errno. */
 int shard_start(struct shard *shard);

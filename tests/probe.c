@@ -366,8 +366,13 @@ int main(int argc, char **argv)
         printf("broken-response\n");
         return 1;
     }
-    printf("code=%d.%02d payload=%.*s\n", message.code >> 5, message.code & 31,
-           (int)message.payload_length,
+    const struct coap_option *max_age = coap_message_option(&message, COAP_OPTION_MAX_AGE);
+    uint32_t seconds;
+    printf("code=%d.%02d ", message.code >> 5, message.code & 31);
+    if (max_age != NULL && coap_option_uint(max_age, &seconds) == 0) {
+        printf("max-age=%u ", seconds);
+    }
+    printf("payload=%.*s\n", (int)message.payload_length,
            message.payload != NULL ? (const char *)message.payload : "");
     /* After an answer to raw input, tell whether the server then closed. */
     if (raw != NULL) {
