@@ -894,7 +894,8 @@ static int parse_hub(struct parser *p, const yaml_node_t *node, const char *path
                      struct config_hub *hub)
 {
     static const char *const hub_keys[] = {
-        "id", "name", "gateways", "authorizationProvider", "identityCertificate", "token", NULL};
+        "id",    "owner", "name", "gateways", "authorizationProvider", "identityCertificate",
+        "token", NULL};
     static const char *const certificate_keys[] = {"certificate", "key", "validity", NULL};
     static const char *const token_keys[] = {"key",        "keyId",         "issuer",   "audience",
                                              "ownerClaim", "deviceIdClaim", "lifetime", NULL};
@@ -903,7 +904,8 @@ static int parse_hub(struct parser *p, const yaml_node_t *node, const char *path
         return -1;
     if (m.node == NULL)
         return fail(p, node, path, "must be a mapping");
-    if (map_uuid(&m, "id", &hub->id) < 0 || map_string(&m, "name", false, NULL, &hub->name) < 0 ||
+    if (map_uuid(&m, "id", &hub->id) < 0 || map_string(&m, "owner", false, NULL, &hub->owner) < 0 ||
+        map_string(&m, "name", false, NULL, &hub->name) < 0 ||
         map_string_list(&m, "gateways", true, &hub->gateways, &hub->gateway_count, check_gateway) <
             0 ||
         map_string(&m, "authorizationProvider", true, NULL, &hub->authorization_provider) < 0)
@@ -1260,9 +1262,10 @@ static void free_strings(char **strings, size_t count)
     free(strings);
 }
 
-static void free_hub(struct config_hub *hub)
+void config_hub_clear(struct config_hub *hub)
 {
     free(hub->id);
+    free(hub->owner);
     free(hub->name);
     free_strings(hub->gateways, hub->gateway_count);
     free(hub->authorization_provider);
@@ -1276,12 +1279,13 @@ static void free_hub(struct config_hub *hub)
     free(hub->token_device_id_claim);
 }
 
-static void free_group(struct config_group *group)
+void config_group_clear(struct config_group *group)
 {
     free(group->id);
     free(group->owner);
     free(group->name);
     free(group->ca_chain_file);
+    free(group->ca_chain_pem);
     free(group->lead_certificate_name);
     free_strings(group->hub_ids, group->hub_count);
     explicit_bzero(group->psk, sizeof(group->psk));
@@ -1300,10 +1304,10 @@ void config_free(struct config *config)
     free(config->data_dir);
     free(config->log_level);
     for (size_t i = 0; config->hubs != NULL && i < config->hub_count; i++)
-        free_hub(&config->hubs[i]);
+        config_hub_clear(&config->hubs[i]);
     free(config->hubs);
     for (size_t i = 0; config->groups != NULL && i < config->group_count; i++)
-        free_group(&config->groups[i]);
+        config_group_clear(&config->groups[i]);
     free(config->groups);
     free(config);
 }

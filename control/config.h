@@ -30,6 +30,7 @@ enum config_acl_mode {
 
 struct config_hub {
     char *id;        /* hubId: a UUID string, the "sid" sent to devices */
+    char *owner;     /* optional in the file; the API scopes hubs by it */
     char *name;      /* optional, informative */
     char **gateways; /* coaps+tcp://host:port, at least one */
     size_t gateway_count;
@@ -51,6 +52,7 @@ struct config_group {
     char *owner;
     char *name;
     char *ca_chain_file;         /* manufacturer CA chain: first CA first, root last */
+    char *ca_chain_pem;          /* or the chain itself (from the API); used when set */
     char *lead_certificate_name; /* optional, informative (matching is by issuer) */
     bool expired_certificate_enabled;
     char **hub_ids; /* ordered, each names a config_hub */
@@ -60,6 +62,18 @@ struct config_group {
     enum config_acl_mode acl_mode;
     char *acl_json;       /* JSON array of ACEs, or NULL */
     char *resources_json; /* JSON array of {"href","content"}, or NULL */
+};
+
+/* The management API (control/api.h); off when listen is NULL. */
+struct config_api {
+    char *listen;    /* HOST:PORT */
+    char *cert_file; /* HTTPS server certificate (then chain); NULL: plain HTTP, loopback only */
+    char *key_file;
+    char *client_ca_file; /* optional: require client certificates issued by this CA */
+    char *jwks_file;      /* JWKS (RFC 7517) with the keys that sign operator tokens */
+    char *issuer;         /* required "iss" of operator tokens */
+    char *audience;       /* required "aud" of operator tokens, when set */
+    char *owner_claim;    /* claim naming the caller's owner, default "sub" */
 };
 
 struct config {
@@ -84,6 +98,7 @@ struct config {
     size_t hub_count;
     struct config_group *groups;
     size_t group_count;
+    struct config_api api;
 };
 
 /* 0 on success; -1 with "FILE: KEY: problem" in err. */
@@ -91,5 +106,9 @@ int config_load(const char *path, struct config **out, char *err, size_t err_len
 void config_free(struct config *config);
 
 const struct config_hub *config_find_hub(const struct config *config, const char *hub_id);
+
+/* Free what a hub or group holds (the structure itself is the caller's). */
+void config_hub_clear(struct config_hub *hub);
+void config_group_clear(struct config_group *group);
 
 #endif

@@ -87,11 +87,18 @@ static void group_clear(struct attestation_group *group)
     sk_X509_pop_free(group->intermediates, X509_free);
 }
 
-/* Reads every certificate of a PEM file, in order, into the library context. */
-static STACK_OF(X509) *
-    load_chain(OSSL_LIB_CTX *libctx, const char *path, char *err, size_t err_length)
+/* Where a group's chain comes from, for messages. */
+static const char *chain_source(const struct config_group *config_group)
 {
-    BIO *bio = BIO_new_file(path, "r");
+    return config_group->ca_chain_pem != NULL ? "the inline certificateChain"
+                                              : config_group->ca_chain_file;
+}
+
+/* Reads every certificate of a PEM file, in order, into the library context. */
+static STACK_OF(X509) * load_chain(OSSL_LIB_CTX *libctx, const char *path, const char *pem,
+                                   char *err, size_t err_length)
+{
+    BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, -1) : BIO_new_file(path, "r");
     STACK_OF(X509_INFO) *infos = NULL;
     STACK_OF(X509) *chain = sk_X509_new_null();
     bool ok = bio != NULL && chain != NULL;
@@ -116,7 +123,8 @@ static STACK_OF(X509) *
         if (ERR_peek_error() != 0)
             ERR_error_string_n(ERR_get_error(), detail, sizeof(detail));
         ERR_clear_error();
-        snprintf(err, err_length, "cannot read CA chain %s: %s", path, detail);
+        snprintf(err, err_length, "cannot read CA chain %s: %s",
+                 path != NULL && pem == NULL ? path : "(inline PEM)", detail);
         sk_X509_pop_free(chain, X509_free);
         return NULL;
     }
@@ -155,7 +163,7 @@ static int check_configured_chain(const struct config_group *config_group, STACK
             snprintf(err, err_length,
                      "enrollment group %s: certificate %d of %s has an unreadable "
                      "validity",
-                     config_group->id, i + 1, config_group->ca_chain_file);
+                     config_group->id, i + 1, chain_source(config_group));
             return -1;
         }
         *not_before = from > *not_before ? from : *not_before;
@@ -166,7 +174,7 @@ static int check_configured_chain(const struct config_group *config_group, STACK
             snprintf(err, err_length,
                      "enrollment group %s: certificate %d of %s is not issued by the next one "
                      "(the file must list the first CA, then each issuer, ending with the root)",
-                     config_group->id, i + 1, config_group->ca_chain_file);
+                     config_group->id, i + 1, chain_source(config_group));
             return -1;
         }
     }
@@ -182,17 +190,18 @@ static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_gr
 
     group->id = config_group->id;
     group->expired_certificate_enabled = config_group->expired_certificate_enabled;
-    if (config_group->ca_chain_file == NULL) {
-        snprintf(err, err_length, "enrollment group %s has no CA chain file", config_group->id);
+    if (config_group->ca_chain_file == NULL && config_group->ca_chain_pem == NULL) {
+        snprintf(err, err_length, "enrollment group %s has no CA chain", config_group->id);
         return -1;
     }
-    chain = load_chain(libctx, config_group->ca_chain_file, err, err_length);
+    chain = load_chain(libctx, config_group->ca_chain_file, config_group->ca_chain_pem, err,
+                       err_length);
     if (chain == NULL)
         return -1;
     count = sk_X509_num(chain);
     if (count == 0) {
         snprintf(err, err_length, "enrollment group %s: %s holds no certificate", config_group->id,
-                 config_group->ca_chain_file);
+                 chain_source(config_group));
         sk_X509_pop_free(chain, X509_free);
         return -1;
     }
@@ -201,7 +210,7 @@ static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_gr
         ERR_clear_error();
         snprintf(err, err_length,
                  "enrollment group %s: the last certificate of %s is not a self-signed root",
-                 config_group->id, config_group->ca_chain_file);
+                 config_group->id, chain_source(config_group));
         sk_X509_pop_free(chain, X509_free);
         return -1;
     }

@@ -1,0 +1,69 @@
+/*
+ * plane: the running node as the control plane sees and changes it.
+ *
+ * The enrollment groups and hubs in force form an immutable snapshot
+ * (settings, groups, hubs and the answers derived from them). A change
+ * through the management API is validated, made durable in RocksDB (synced)
+ * and then published: a new snapshot replaces the old one atomically, every
+ * shard rebuilds its attestation state from it on its own thread, the signer
+ * loads the keys of new hubs, and connections in progress finish on the
+ * snapshot they started with. Readers never lock the data plane.
+ *
+ * All functions are safe to call from any thread (the API server's).
+ */
+#ifndef DPS_PLANE_H
+#define DPS_PLANE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "control/config.h"
+
+struct plane;
+struct store;
+
+enum plane_status {
+    PLANE_OK = 0,
+    PLANE_INVALID = -1,   /* the input is wrong: err names the field (HTTP 400) */
+    PLANE_NOT_FOUND = -2, /* no such id (HTTP 404) */
+    PLANE_CONFLICT = -3,  /* exists already / still referenced (HTTP 409) */
+    PLANE_FAILED = -4,    /* the node could not apply it (store or key files; HTTP 500) */
+};
+
+/*
+ * The configuration in force: settings, groups and hubs. Valid until
+ * released; acquiring is a reference count, never a lock held.
+ */
+const struct config *plane_config_acquire(struct plane *plane);
+void plane_config_release(struct plane *plane, const struct config *config);
+
+/*
+ * Creates (create true: the id must be new) or replaces (create false: the id
+ * must exist) an enrollment group or a hub from its JSON document
+ * (control/model.h). Durable and in force on every shard when it returns
+ * PLANE_OK.
+ */
+int plane_put_group(struct plane *plane, const json_t *doc, bool create, char *err,
+                    size_t err_length);
+int plane_put_hub(struct plane *plane, const json_t *doc, bool create, char *err,
+                  size_t err_length);
+
+/* Deletes by id. A hub still named by a group is PLANE_CONFLICT. */
+int plane_delete_group(struct plane *plane, const char *id, char *err, size_t err_length);
+int plane_delete_hub(struct plane *plane, const char *id, char *err, size_t err_length);
+
+/* The store, for records, the issuance log and bindings. */
+struct store *plane_store(struct plane *plane);
+
+/* True while the node takes devices (not while starting or draining). */
+bool plane_ready(struct plane *plane);
+
+/* Prometheus text exposition of the node's counters (malloc'd). */
+char *plane_metrics(struct plane *plane);
+
+/* Node status for the API: {"ready", "shards", "backend", "connections", ...} (new reference). */
+json_t *plane_status(struct plane *plane);
+
+#endif
