@@ -3,10 +3,12 @@
  * as the real plgd device client does (PROTOCOL.md sections 1, 2 and 4),
  * and checks every response the way that client would before applying it.
  *
- * Each device is a state machine fed with ciphertext (device_feed) that
- * produces ciphertext (tls_conn_output), so the same machine can later be
- * driven by a per-core event loop for whole fleets. For now the driver runs
- * devices one after another over non-blocking sockets with poll() timeouts.
+ * This file holds the device (loadgen.h: a state machine fed with
+ * ciphertext), the sequential driver that runs devices one after another
+ * over non-blocking sockets with poll() timeouts, and the command line.
+ * With --concurrency or --rate the fleet engine (loadgen_fleet.c) drives
+ * the same devices on event loops instead; `dps-loadgen gen` makes fleet
+ * identities (loadgen_identity.c).
  *
  * A fresh device makes two connections: the time request, then ownership,
  * cloud configuration, credentials (CSR for a fresh P-256 key), ACLs and
@@ -43,29 +45,17 @@
 #include "dataplane/cbor.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/tls.h"
+#include "perf/loadgen.h"
+#include "perf/loadgen_identity.h"
 
 #define DEFAULT_PORT "15684"
-#define MAX_PAYLOAD 8192 /* the device's receive limit (PROTOCOL.md 1) */
-#define RECEIVE_CAPACITY (MAX_PAYLOAD + 1024)
 #define REQUEST_CAPACITY 4096
 #define OCF_VERSION 2048
 #define CERT_MIN_LIFETIME 3600 /* the client's default expiry limit, seconds */
+#define DEFAULT_MAX_AGE 60     /* CoAP's default Max-Age, seconds */
+#define TRANSIENT_LIMIT 3      /* 5.03/5.04 in a row before the device starts over */
 
-enum step {
-    STEP_TIME,
-    STEP_OWNERSHIP,
-    STEP_CLOUD,
-    STEP_CREDENTIALS,
-    STEP_ACLS,
-    STEP_RESOURCES,
-    STEP_COUNT,
-};
-
-static const struct step_info {
-    const char *name;
-    uint8_t method;
-    const char *path;
-} step_info[STEP_COUNT] = {
+const struct step_info step_info[STEP_COUNT] = {
     [STEP_TIME] = {"time", COAP_GET, "/x.plgd.dev/time"},
     [STEP_OWNERSHIP] = {"ownership", COAP_GET, "/api/v1/provisioning/ownership"},
     [STEP_CLOUD] = {"cloud", COAP_POST, "/api/v1/provisioning/cloud-configuration"},
@@ -74,11 +64,14 @@ static const struct step_info {
     [STEP_RESOURCES] = {"resources", COAP_GET, "/api/v1/provisioning/resources"},
 };
 
-/* The connections a device makes, each a list of steps. */
-struct connection_plan {
-    const enum step *steps;
-    size_t step_count;
+const char *const scenario_names[SCENARIO_COUNT] = {
+    [SCENARIO_FULL] = "full",
+    [SCENARIO_RENEW] = "renew",
+    [SCENARIO_HANDSHAKE] = "handshake",
+    [SCENARIO_TIME] = "time",
 };
+
+/* The connections a device makes, each a list of steps. */
 
 static const enum step first_connection[] = {STEP_TIME};
 static const enum step second_connection[] = {STEP_OWNERSHIP, STEP_CLOUD, STEP_CREDENTIALS,
@@ -92,84 +85,34 @@ static const struct connection_plan provisioning_plan[] = {
 static const struct connection_plan renewal_plan[] = {
     {renewal_connection, 1},
 };
-
-struct options {
-    char host[256];
-    char port[16];
-    const char *pki_dir;
-    const char *ca_file;
-    const char *out_dir;
-    const char *di;
-    unsigned devices;
-    unsigned first;
-    bool renew;
-    bool verbose;
-    bool json;
-    int timeout_ms;
-    int expect_step; /* -1: none */
-    uint8_t expect_code;
+static const struct connection_plan time_plan[] = {
+    {first_connection, 1},
+};
+static const struct connection_plan handshake_plan[] = {
+    {NULL, 0},
 };
 
-enum device_state {
-    DEVICE_HANDSHAKE,
-    DEVICE_WAITING,         /* a request is out, its response not yet in */
-    DEVICE_CONNECTION_DONE, /* this connection's steps are done; close it */
-    DEVICE_FINISHED,        /* every step done (or the expected failure seen) */
-    DEVICE_FAILED,
-};
+#define device_fail(device, ...) device_fail_class(device, ERROR_OTHER, __VA_ARGS__)
 
-struct device {
-    const struct options *options;
-    unsigned index;
-    char number[16]; /* "0001" */
-    char di[UUID_STRING_LENGTH + 1];
-    EVP_PKEY *key; /* the CSR key */
-    SSL_CTX *ctx;
-    struct tls_conn *tls;
-    enum device_state state;
-    const struct connection_plan *plan;
-    size_t plan_length;
-    size_t connection; /* index into plan */
-    size_t position;   /* index into the connection's steps */
-    uint8_t token[8];
-    uint8_t received[RECEIVE_CAPACITY];
-    size_t received_length;
-    bool answered[STEP_COUNT];
-    uint8_t codes[STEP_COUNT];
-    bool expected_seen;
-    char error[512];
-    char tls_version[16];
-    char tls_cipher[64];
-    char owner[UUID_STRING_LENGTH + 1];
-    char cis[256];
-    char sid[128];
-    char apn[128];
-    char *identity_pem;
-    char *trustca_pem;
-    struct timespec started;
-};
-
-static void device_fail(struct device *device, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void device_fail(struct device *device, const char *format, ...)
+void device_fail_class(struct device *device, enum error_class class, const char *format, ...)
 {
     va_list arguments;
 
     if (device->state == DEVICE_FAILED)
         return;
+    device->error_class = class;
     va_start(arguments, format);
     vsnprintf(device->error, sizeof(device->error), format, arguments);
     va_end(arguments);
     device->state = DEVICE_FAILED;
 }
 
-static void format_code(uint8_t code, char out[8])
+void format_code(uint8_t code, char out[8])
 {
     snprintf(out, 8, "%u.%02u", (unsigned)(code >> 5), (unsigned)(code & 31));
 }
 
-static enum step current_step(const struct device *device)
+enum step device_current_step(const struct device *device)
 {
     return device->plan[device->connection].steps[device->position];
 }
@@ -223,7 +166,7 @@ static void cbor_put_break(struct cbor_writer *writer)
 static char *make_csr_pem(const struct device *device)
 {
     char subject[64];
-    X509_REQ *request = X509_REQ_new();
+    X509_REQ *request = X509_REQ_new_ex(device->libctx, NULL);
     X509_NAME *name = X509_NAME_new();
     BIO *bio = BIO_new(BIO_s_mem());
     char *pem = NULL;
@@ -297,9 +240,9 @@ static void device_send_frame(struct device *device, const uint8_t *frame, size_
         device_fail(device, "TLS write: %s", tls_conn_error(device->tls));
 }
 
-static void device_send_request(struct device *device)
+void device_send_request(struct device *device)
 {
-    enum step step = current_step(device);
+    enum step step = device_current_step(device);
     const struct step_info *info = &step_info[step];
     struct coap_option options[16];
     uint8_t storage[4][4];
@@ -342,6 +285,8 @@ static void device_send_request(struct device *device)
         fprintf(stderr, "device %s -> %s %s (%zu bytes payload)\n", device->number,
                 info->method == COAP_POST ? "POST" : "GET", info->path, body_length);
     device->state = DEVICE_WAITING;
+    if (device->hooks != NULL)
+        device->hooks->request_sent(device, step);
     device_send_frame(device, frame, (size_t)length);
 }
 
@@ -1057,18 +1002,21 @@ static void device_next_step(struct device *device)
 
 static void device_handle_response(struct device *device, const struct coap_message *message)
 {
-    enum step step = current_step(device);
+    enum step step = device_current_step(device);
     const char *name = step_info[step].name;
     const struct options *options = device->options;
     char code[8], reason[384];
 
     if (message->token_length != sizeof(device->token) ||
         memcmp(message->token, device->token, sizeof(device->token)) != 0) {
-        device_fail(device, "%s: response token does not echo the request's", name);
+        device_fail_class(device, ERROR_VALIDATION,
+                          "%s: response token does not echo the request's", name);
         return;
     }
     device->answered[step] = true;
     device->codes[step] = message->code;
+    if (device->hooks != NULL)
+        device->hooks->response(device, step, message->code);
     format_code(message->code, code);
     if (options->verbose)
         fprintf(stderr, "device %s <- %s %s (%zu bytes payload)\n", device->number, code, name,
@@ -1087,13 +1035,26 @@ static void device_handle_response(struct device *device, const struct coap_mess
         }
     }
     bool not_found_ok = step == STEP_RESOURCES && message->code == COAP_NOT_FOUND;
-    if (message->code != step_checks[step].success && !not_found_ok) {
-        device_fail(device, "%s: %s \"%.*s\"", name, code, (int)message->payload_length,
-                    message->payload != NULL ? (const char *)message->payload : "");
+    bool transient =
+        message->code == COAP_SERVICE_UNAVAILABLE || message->code == COAP_GATEWAY_TIMEOUT;
+    if (transient && device->retry_transient && ++device->transient_in_a_row < TRANSIENT_LIMIT) {
+        const struct coap_option *option = coap_message_option(message, COAP_OPTION_MAX_AGE);
+        uint32_t max_age = DEFAULT_MAX_AGE;
+        if (option != NULL && coap_option_uint(option, &max_age) != 0)
+            max_age = DEFAULT_MAX_AGE;
+        device->retry_after_ms = max_age > 86400 ? 86400000u : max_age * 1000u;
+        device->state = DEVICE_RETRY_WAIT;
         return;
     }
+    if (message->code != step_checks[step].success && !not_found_ok) {
+        device_fail_class(device, ERROR_COAP, "%s: %s \"%.*s\"", name, code,
+                          (int)message->payload_length,
+                          message->payload != NULL ? (const char *)message->payload : "");
+        return;
+    }
+    device->transient_in_a_row = 0;
     if (!not_found_ok && check_payload(device, step, message, reason, sizeof(reason)) != 0) {
-        device_fail(device, "%s", reason);
+        device_fail_class(device, ERROR_VALIDATION, "%s", reason);
         return;
     }
     device_next_step(device);
@@ -1137,22 +1098,24 @@ static void device_process_frames(struct device *device)
         if (status == COAP_NEED_MORE || (status == COAP_OK && frame_length > available))
             break;
         if (status != COAP_OK) {
-            device_fail(device, "unreadable CoAP frame from the server");
+            device_fail_class(device, ERROR_VALIDATION, "unreadable CoAP frame from the server");
             return;
         }
         if (frame_length < 6) {
-            device_fail(device, "server message of %zu bytes (the client reads 6 first)",
-                        frame_length);
+            device_fail_class(device, ERROR_VALIDATION,
+                              "server message of %zu bytes (the client reads 6 first)",
+                              frame_length);
             return;
         }
         if (coap_tcp_decode(data, frame_length, &message) != COAP_OK) {
-            device_fail(device, "malformed CoAP message from the server");
+            device_fail_class(device, ERROR_VALIDATION, "malformed CoAP message from the server");
             return;
         }
         offset += frame_length;
         if (message.payload_length > MAX_PAYLOAD) {
-            device_fail(device, "server message with %zu bytes of payload (limit %d)",
-                        message.payload_length, MAX_PAYLOAD);
+            device_fail_class(device, ERROR_VALIDATION,
+                              "server message with %zu bytes of payload (limit %d)",
+                              message.payload_length, MAX_PAYLOAD);
             return;
         }
         if (message.code >= COAP_SIGNAL_CSM)
@@ -1160,7 +1123,8 @@ static void device_process_frames(struct device *device)
         else if (message.code >= COAP_CREATED)
             device_handle_response(device, &message);
         else
-            device_fail(device, "server sent a request (code %#x)", message.code);
+            device_fail_class(device, ERROR_VALIDATION, "server sent a request (code %#x)",
+                              message.code);
     }
     memmove(device->received, device->received + offset, device->received_length - offset);
     device->received_length -= offset;
@@ -1175,31 +1139,40 @@ static void device_advance(struct device *device)
         if (result == TLS_AGAIN)
             return;
         if (result != TLS_DONE) {
-            device_fail(device, "TLS handshake: %s", tls_conn_error(device->tls));
+            device_fail_class(device, ERROR_TLS, "TLS handshake: %s", tls_conn_error(device->tls));
             return;
         }
         snprintf(device->tls_version, sizeof(device->tls_version), "%s",
                  tls_conn_version(device->tls));
         snprintf(device->tls_cipher, sizeof(device->tls_cipher), "%s",
                  tls_conn_cipher(device->tls));
+        if (device->hooks != NULL)
+            device->hooks->handshake_done(device);
+        if (device->plan[device->connection].step_count == 0) {
+            tls_conn_shutdown(device->tls);
+            device->state = DEVICE_CONNECTION_DONE;
+            return;
+        }
         device_send_request(device);
     }
     while (device->state == DEVICE_WAITING) {
         size_t room = sizeof(device->received) - device->received_length;
         if (room == 0) {
-            device_fail(device, "server message larger than the client's buffer");
+            device_fail_class(device, ERROR_VALIDATION,
+                              "server message larger than the client's buffer");
             return;
         }
         int got = tls_conn_read(device->tls, device->received + device->received_length, room);
         if (got == TLS_AGAIN)
             return;
         if (got == TLS_CLOSED) {
-            device_fail(device, "%s: server closed the TLS session before answering",
-                        step_info[current_step(device)].name);
+            device_fail_class(device, ERROR_CLOSED,
+                              "%s: server closed the TLS session before answering",
+                              step_info[device_current_step(device)].name);
             return;
         }
         if (got < 0) {
-            device_fail(device, "TLS read: %s", tls_conn_error(device->tls));
+            device_fail_class(device, ERROR_TLS, "TLS read: %s", tls_conn_error(device->tls));
             return;
         }
         device->received_length += (size_t)got;
@@ -1207,11 +1180,10 @@ static void device_advance(struct device *device)
     }
 }
 
-static void device_connection_start(struct device *device)
+void device_connection_start(struct device *device)
 {
     device->tls = tls_conn_new(device->ctx, false, device);
     device->received_length = 0;
-    device->position = 0;
     if (device->tls == NULL) {
         device_fail(device, "out of memory");
         return;
@@ -1220,7 +1192,7 @@ static void device_connection_start(struct device *device)
     device_advance(device);
 }
 
-static void device_feed(struct device *device, const uint8_t *data, size_t length)
+void device_feed(struct device *device, const uint8_t *data, size_t length)
 {
     if (tls_conn_feed(device->tls, data, length) != 0) {
         device_fail(device, "out of memory");
@@ -1229,23 +1201,24 @@ static void device_feed(struct device *device, const uint8_t *data, size_t lengt
     device_advance(device);
 }
 
-static void device_peer_closed(struct device *device)
+void device_peer_closed(struct device *device)
 {
     if (device->state == DEVICE_HANDSHAKE)
-        device_fail(device, "connection closed during the TLS handshake");
+        device_fail_class(device, ERROR_CLOSED, "connection closed during the TLS handshake");
     else if (device->state == DEVICE_WAITING)
-        device_fail(device, "%s: connection closed before the response",
-                    step_info[current_step(device)].name);
+        device_fail_class(device, ERROR_CLOSED, "%s: connection closed before the response",
+                          step_info[device_current_step(device)].name);
 }
 
 /* Called when a connection has ended: the next one, or the device is done. */
-static void device_connection_end(struct device *device)
+void device_connection_end(struct device *device)
 {
     tls_conn_free(device->tls);
     device->tls = NULL;
     if (device->state != DEVICE_CONNECTION_DONE)
         return;
     device->connection++;
+    device->position = 0;
     device->state =
         device->connection < device->plan_length ? DEVICE_CONNECTION_DONE : DEVICE_FINISHED;
 }
@@ -1291,6 +1264,7 @@ static int device_init(struct device *device, const struct options *options, uns
     }
     device->plan = options->renew ? renewal_plan : provisioning_plan;
     device->plan_length = options->renew ? 1 : 2;
+    device->owns_ctx = true;
     if (pki_ensure_device(options->pki_dir, index, err, sizeof(err)) != 0) {
         device_fail(device, "device files: %s", err);
         return -1;
@@ -1320,16 +1294,74 @@ static int device_init(struct device *device, const struct options *options, uns
     return 0;
 }
 
-static void device_free(struct device *device)
+static const struct connection_plan *scenario_plan(enum scenario scenario, size_t *length)
+{
+    switch (scenario) {
+    case SCENARIO_RENEW:
+        *length = 1;
+        return renewal_plan;
+    case SCENARIO_HANDSHAKE:
+        *length = 1;
+        return handshake_plan;
+    case SCENARIO_TIME:
+        *length = 1;
+        return time_plan;
+    default:
+        *length = 2;
+        return provisioning_plan;
+    }
+}
+
+int device_init_fleet(struct device *device, const struct options *options, unsigned index,
+                      const char *di, enum scenario scenario, SSL_CTX *ctx, OSSL_LIB_CTX *libctx,
+                      const struct device_hooks *hooks)
+{
+    memset(device, 0, sizeof(*device));
+    device->options = options;
+    device->hooks = hooks;
+    device->libctx = libctx;
+    device->index = index;
+    device->ctx = ctx;
+    device->retry_transient = true;
+    clock_gettime(CLOCK_MONOTONIC, &device->started);
+    snprintf(device->number, sizeof(device->number), "%04u", index);
+    snprintf(device->di, sizeof(device->di), "%s", di);
+    device->plan = scenario_plan(scenario, &device->plan_length);
+    if (scenario != SCENARIO_HANDSHAKE && scenario != SCENARIO_TIME) {
+        device->key = EVP_PKEY_Q_keygen(libctx, NULL, "EC", "P-256");
+        if (device->key == NULL) {
+            device_fail(device, "cannot create the device key");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void device_restart(struct device *device)
 {
     tls_conn_free(device->tls);
-    SSL_CTX_free(device->ctx);
+    device->tls = NULL;
+    device->connection = 0;
+    device->position = 0;
+    device->transient_in_a_row = 0;
+    device->error_class = ERROR_NONE;
+    device->error[0] = '\0';
+    device->expected_seen = false;
+    memset(device->answered, 0, sizeof(device->answered));
+    device->state = DEVICE_CONNECTION_DONE;
+}
+
+void device_free(struct device *device)
+{
+    tls_conn_free(device->tls);
+    if (device->owns_ctx)
+        SSL_CTX_free(device->ctx);
     EVP_PKEY_free(device->key);
     free(device->identity_pem);
     free(device->trustca_pem);
 }
 
-static bool device_succeeded(const struct device *device)
+bool device_succeeded(const struct device *device)
 {
     if (device->state != DEVICE_FINISHED)
         return false;
@@ -1447,16 +1479,16 @@ static void device_report(const struct device *device, const json_t *summary)
 
 /* ---- the blocking driver: one device at a time ---- */
 
-static int connect_endpoint(const struct options *options, int timeout_ms, char *err,
+static int connect_endpoint(const struct endpoint *endpoint, int timeout_ms, char *err,
                             size_t err_length)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *addresses = NULL;
     int fd = -1;
-    int status = getaddrinfo(options->host, options->port, &hints, &addresses);
+    int status = getaddrinfo(endpoint->host, endpoint->port, &hints, &addresses);
 
     if (status != 0) {
-        snprintf(err, err_length, "resolve %s: %s", options->host, gai_strerror(status));
+        snprintf(err, err_length, "resolve %s: %s", endpoint->host, gai_strerror(status));
         return -1;
     }
     for (struct addrinfo *address = addresses; address != NULL; address = address->ai_next) {
@@ -1475,7 +1507,7 @@ static int connect_endpoint(const struct options *options, int timeout_ms, char 
                 break;
             errno = error != 0 ? error : ETIMEDOUT;
         }
-        snprintf(err, err_length, "connect %s:%s: %s", options->host, options->port,
+        snprintf(err, err_length, "connect %s:%s: %s", endpoint->host, endpoint->port,
                  strerror(errno));
         close(fd);
         fd = -1;
@@ -1511,7 +1543,10 @@ static void run_connection(struct device *device, int timeout_ms)
 {
     char err[512];
     uint8_t buffer[16384];
-    int fd = connect_endpoint(device->options, timeout_ms, err, sizeof(err));
+    const struct options *options = device->options;
+    const struct endpoint *endpoint =
+        &options->endpoints[(device->index - options->first) % options->endpoint_count];
+    int fd = connect_endpoint(endpoint, timeout_ms, err, sizeof(err));
 
     if (fd < 0) {
         device_fail(device, "%s", err);
@@ -1529,8 +1564,9 @@ static void run_connection(struct device *device, int timeout_ms)
         int ready = poll(&waiter, 1, timeout_ms);
         if (ready == 0) {
             device_fail(device, "%s: no answer within %d ms",
-                        device->state == DEVICE_HANDSHAKE ? "TLS handshake"
-                                                          : step_info[current_step(device)].name,
+                        device->state == DEVICE_HANDSHAKE
+                            ? "TLS handshake"
+                            : step_info[device_current_step(device)].name,
                         timeout_ms);
             break;
         }
@@ -1585,21 +1621,31 @@ static bool run_device(const struct options *options, unsigned index)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: dps-loadgen --endpoint coaps+tcp://HOST:PORT --pki DIR --devices N\n"
-                 "                   [--first K] [--ca FILE] [--out DIR] [--renew] [--di UUID]\n"
-                 "                   [--expect-code STEP=CODE] [--timeout SECONDS] [--verbose] "
-                 "[--json]\n"
-                 "steps: time ownership cloud credentials acls resources; CODE like 4.03\n");
+    fprintf(out,
+            "usage: dps-loadgen --endpoint coaps+tcp://HOST:PORT --pki DIR --devices N\n"
+            "                   [--first K] [--ca FILE] [--out DIR] [--renew] [--di UUID]\n"
+            "                   [--expect-code STEP=CODE] [--timeout SECONDS] [--verbose] "
+            "[--json]\n"
+            "  fleet mode (many devices at once, identities DIR/fleet-SEED.bin):\n"
+            "                   (--concurrency N | --rate R [--ramp S]) [--duration S]\n"
+            "                   [--threads T] [--seed S] [--scenario full|renew|handshake|time]\n"
+            "                   [--mix full=70,renew=30] [--backoff-scale X] [--max-attempts N]\n"
+            "                   [--report FILE.json] [--io-backend epoll|io_uring]\n"
+            "                   (--endpoint may be repeated: devices take them in turn)\n"
+            "       dps-loadgen gen --pki DIR --devices N [--seed S] [--check]\n"
+            "steps: time ownership cloud credentials acls resources; CODE like 4.03\n");
 }
 
-static int parse_endpoint(const char *endpoint, struct options *options)
+static int parse_endpoint(const char *text, struct options *options)
 {
     const char *scheme = "coaps+tcp://";
     const char *host, *end, *port = NULL;
+    struct endpoint *endpoint;
 
-    if (strncmp(endpoint, scheme, strlen(scheme)) != 0)
+    if (options->endpoint_count >= MAX_ENDPOINTS || strncmp(text, scheme, strlen(scheme)) != 0)
         return -1;
-    host = endpoint + strlen(scheme);
+    endpoint = &options->endpoints[options->endpoint_count];
+    host = text + strlen(scheme);
     if (*host == '[') {
         end = strchr(++host, ']');
         if (end == NULL)
@@ -1615,14 +1661,15 @@ static int parse_endpoint(const char *endpoint, struct options *options)
         else
             end = host + strlen(host);
     }
-    if (end == host || (size_t)(end - host) >= sizeof(options->host))
+    if (end == host || (size_t)(end - host) >= sizeof(endpoint->host))
         return -1;
-    memcpy(options->host, host, (size_t)(end - host));
-    options->host[end - host] = '\0';
-    if (port != NULL && (*port == '\0' || strlen(port) >= sizeof(options->port) ||
+    memcpy(endpoint->host, host, (size_t)(end - host));
+    endpoint->host[end - host] = '\0';
+    if (port != NULL && (*port == '\0' || strlen(port) >= sizeof(endpoint->port) ||
                          strspn(port, "0123456789") != strlen(port)))
         return -1;
-    snprintf(options->port, sizeof(options->port), "%s", port != NULL ? port : DEFAULT_PORT);
+    snprintf(endpoint->port, sizeof(endpoint->port), "%s", port != NULL ? port : DEFAULT_PORT);
+    options->endpoint_count++;
     return 0;
 }
 
@@ -1658,6 +1705,59 @@ static int parse_unsigned(const char *text, unsigned minimum, unsigned *value)
     return 0;
 }
 
+static int parse_double(const char *text, double minimum, double maximum, double *value)
+{
+    char *end;
+    double parsed = strtod(text, &end);
+
+    if (*text == '\0' || *end != '\0' || !(parsed >= minimum) || !(parsed <= maximum))
+        return -1;
+    *value = parsed;
+    return 0;
+}
+
+static int parse_seed(const char *text, uint64_t *seed)
+{
+    char *end;
+    unsigned long long parsed = strtoull(text, &end, 10);
+
+    if (*text == '\0' || *end != '\0' || *text == '-')
+        return -1;
+    *seed = parsed;
+    return 0;
+}
+
+static int scenario_by_name(const char *name, size_t length)
+{
+    for (int scenario = 0; scenario < SCENARIO_COUNT; scenario++)
+        if (strlen(scenario_names[scenario]) == length &&
+            strncmp(name, scenario_names[scenario], length) == 0)
+            return scenario;
+    return -1;
+}
+
+/* "full=70,renew=30" */
+static int parse_mix(const char *text, unsigned mix[SCENARIO_COUNT])
+{
+    unsigned total = 0;
+
+    memset(mix, 0, SCENARIO_COUNT * sizeof(mix[0]));
+    while (*text != '\0') {
+        const char *equals = strchr(text, '=');
+        char *end;
+        if (equals == NULL)
+            return -1;
+        int scenario = scenario_by_name(text, (size_t)(equals - text));
+        unsigned long weight = strtoul(equals + 1, &end, 10);
+        if (scenario < 0 || end == equals + 1 || weight > 1000000 || (*end != ',' && *end != '\0'))
+            return -1;
+        mix[scenario] += (unsigned)weight;
+        total += (unsigned)weight;
+        text = *end == ',' ? end + 1 : end;
+    }
+    return total > 0 ? 0 : -1;
+}
+
 static int parse_options(int argc, char **argv, struct options *options)
 {
     static const struct option long_options[] = {
@@ -1673,10 +1773,22 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"timeout", required_argument, NULL, 't'},
         {"verbose", no_argument, NULL, 'v'},
         {"json", no_argument, NULL, 'j'},
+        {"concurrency", required_argument, NULL, 'C'},
+        {"rate", required_argument, NULL, 'R'},
+        {"ramp", required_argument, NULL, 'A'},
+        {"duration", required_argument, NULL, 'D'},
+        {"threads", required_argument, NULL, 'T'},
+        {"seed", required_argument, NULL, 'S'},
+        {"scenario", required_argument, NULL, 's'},
+        {"mix", required_argument, NULL, 'm'},
+        {"backoff-scale", required_argument, NULL, 'b'},
+        {"max-attempts", required_argument, NULL, 'M'},
+        {"report", required_argument, NULL, 'J'},
+        {"io-backend", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool have_endpoint = false;
+    bool have_mix = false;
     unsigned seconds = 10;
     int option;
     struct dps_uuid uuid;
@@ -1684,12 +1796,17 @@ static int parse_options(int argc, char **argv, struct options *options)
     memset(options, 0, sizeof(*options));
     options->first = 1;
     options->expect_step = -1;
+    options->threads = 1;
+    options->seed = 1;
+    options->backoff_scale = 1.0;
+    options->max_attempts = 5;
+    options->backend = LOOP_BACKEND_EPOLL;
+    options->mix[SCENARIO_FULL] = 1;
     while ((option = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        int bad = 0;
+        int bad = 0, scenario;
         switch (option) {
         case 'e':
             bad = parse_endpoint(optarg, options);
-            have_endpoint = bad == 0;
             break;
         case 'p':
             options->pki_dir = optarg;
@@ -1725,6 +1842,56 @@ static int parse_options(int argc, char **argv, struct options *options)
         case 'j':
             options->json = true;
             break;
+        case 'C':
+            bad = parse_unsigned(optarg, 1, &options->concurrency);
+            options->fleet = true;
+            break;
+        case 'R':
+            bad = parse_double(optarg, 0.001, 1e7, &options->rate);
+            options->fleet = true;
+            break;
+        case 'A':
+            bad = parse_double(optarg, 0, 1e6, &options->ramp_seconds);
+            break;
+        case 'D':
+            bad = parse_double(optarg, 0.001, 1e7, &options->duration_seconds);
+            break;
+        case 'T':
+            bad = parse_unsigned(optarg, 1, &options->threads) || options->threads > 256;
+            break;
+        case 'S':
+            bad = parse_seed(optarg, &options->seed);
+            break;
+        case 's':
+            scenario = scenario_by_name(optarg, strlen(optarg));
+            bad = scenario < 0;
+            if (!bad) {
+                memset(options->mix, 0, sizeof(options->mix));
+                options->mix[scenario] = 1;
+                have_mix = true;
+            }
+            break;
+        case 'm':
+            bad = parse_mix(optarg, options->mix);
+            have_mix = true;
+            break;
+        case 'b':
+            bad = parse_double(optarg, 0, 1e6, &options->backoff_scale);
+            break;
+        case 'M':
+            bad = parse_unsigned(optarg, 1, &options->max_attempts);
+            break;
+        case 'J':
+            options->report_path = optarg;
+            break;
+        case 'B':
+            if (strcmp(optarg, "epoll") == 0)
+                options->backend = LOOP_BACKEND_EPOLL;
+            else if (strcmp(optarg, "io_uring") == 0)
+                options->backend = LOOP_BACKEND_URING;
+            else
+                bad = 1;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -1740,9 +1907,104 @@ static int parse_options(int argc, char **argv, struct options *options)
             return -1;
         }
     }
-    if (optind != argc || !have_endpoint || options->pki_dir == NULL || options->devices == 0)
+    if (optind != argc || options->endpoint_count == 0 || options->pki_dir == NULL)
         return -1;
     options->timeout_ms = (int)(seconds > 3600 ? 3600000 : seconds * 1000);
+    if (!options->fleet) {
+        if (have_mix || options->duration_seconds > 0 || options->report_path != NULL) {
+            fprintf(stderr, "dps-loadgen: --scenario, --mix, --duration and --report need "
+                            "--concurrency or --rate\n");
+            return -1;
+        }
+        return options->devices == 0 ? -1 : 0;
+    }
+    if (options->concurrency > 0 && options->rate > 0) {
+        fprintf(stderr, "dps-loadgen: --concurrency and --rate exclude each other\n");
+        return -1;
+    }
+    if (options->out_dir != NULL || options->di != NULL) {
+        fprintf(stderr, "dps-loadgen: --out and --di are for the sequential mode\n");
+        return -1;
+    }
+    if (options->devices == 0 && options->duration_seconds <= 0) {
+        fprintf(stderr, "dps-loadgen: fleet mode needs --devices or --duration\n");
+        return -1;
+    }
+    if (options->renew && !have_mix) {
+        memset(options->mix, 0, sizeof(options->mix));
+        options->mix[SCENARIO_RENEW] = 1;
+    }
+    options->progress = isatty(STDERR_FILENO) && !options->verbose;
+    return 0;
+}
+
+/* dps-loadgen gen --pki DIR --devices N [--seed S] [--check] */
+static int generate_main(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"pki", required_argument, NULL, 'p'},  {"devices", required_argument, NULL, 'n'},
+        {"seed", required_argument, NULL, 'S'}, {"check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+    };
+    const char *pki_dir = NULL;
+    unsigned devices = 0;
+    uint64_t seed = 1;
+    bool check = false;
+    int option;
+    char err[512];
+    struct fleet_generation report;
+
+    while ((option = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        int bad = 0;
+        switch (option) {
+        case 'p':
+            pki_dir = optarg;
+            break;
+        case 'n':
+            bad = parse_unsigned(optarg, 1, &devices);
+            break;
+        case 'S':
+            bad = parse_seed(optarg, &seed);
+            break;
+        case 'k':
+            check = true;
+            break;
+        default:
+            bad = 1;
+        }
+        if (bad != 0) {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc || pki_dir == NULL || devices == 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (fleet_identities_ensure(pki_dir, seed, devices, &report, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dps-loadgen gen: %s\n", err);
+        return 1;
+    }
+    if (report.generated > 0)
+        printf("generated %u identities in %.2f s (%.0f/s, %.0f/min), %s/fleet-%llu.bin holds "
+               "%u (%.1f MiB)\n",
+               report.generated, report.seconds, report.generated / report.seconds,
+               60.0 * report.generated / report.seconds, pki_dir, (unsigned long long)seed,
+               report.total, (double)report.file_bytes / 1048576.0);
+    else
+        printf("reused %s/fleet-%llu.bin: %u identities (%.1f MiB)\n", pki_dir,
+               (unsigned long long)seed, report.total, (double)report.file_bytes / 1048576.0);
+    if (check) {
+        long bad = fleet_identities_check(pki_dir, seed, err, sizeof(err));
+        if (bad != 0) {
+            fprintf(stderr, "dps-loadgen gen: %s\n",
+                    bad < 0 ? err : "some identities do not verify");
+            if (bad > 0)
+                printf("checked %u identities, %ld bad\n", report.total, bad);
+            return 1;
+        }
+        printf("checked %u identities, 0 bad\n", report.total);
+    }
     return 0;
 }
 
@@ -1751,11 +2013,15 @@ int main(int argc, char **argv)
     struct options options;
     unsigned failed = 0;
 
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc > 1 && strcmp(argv[1], "gen") == 0)
+        return generate_main(argc - 1, argv + 1);
     if (parse_options(argc, argv, &options) != 0) {
         usage(stderr);
         return 2;
     }
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (options.fleet)
+        return fleet_run(&options);
     for (unsigned i = 0; i < options.devices; i++)
         if (!run_device(&options, options.first + i))
             failed++;
