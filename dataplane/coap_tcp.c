@@ -152,7 +152,8 @@ int coap_tcp_decode(const uint8_t *frame, size_t frame_length, struct coap_messa
             coap_read_option_field(byte & 0x0F, &p, end, &length) != 0)
             return COAP_MALFORMED;
         number += delta;
-        if (number > UINT16_MAX || length > (size_t)(end - p))
+        /* Extended lengths reach 65804, but an option's length is 16 bits. */
+        if (number > UINT16_MAX || length > UINT16_MAX || length > (size_t)(end - p))
             return COAP_MALFORMED;
         if (message->option_count == COAP_MAX_OPTIONS)
             return COAP_MALFORMED;

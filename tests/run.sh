@@ -18,11 +18,22 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 meson test -C "$BUILD" --print-errorlogs --num-processes 2 "$@"
 status=$?
 
+# Every parser's fuzz target, for a bounded time (clang + libFuzzer, its own build dir).
+fuzz_log=$BUILD/meson-logs/fuzz.tap
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+if [ "$FUZZ_SECONDS" != 0 ]; then
+    tests/fuzz/run.sh "$FUZZ_SECONDS" | tee "$fuzz_log" || status=1
+fi
+
 junit=$BUILD/meson-logs/testlog.junit.xml
 if [ -f "$junit" ]; then
     total=$(grep -o '<testcase ' "$junit" | wc -l)
     failed=$(grep -oE '<(failure|error)[ />]' "$junit" | wc -l)
     skipped=$(grep -oE '<skipped[ />]' "$junit" | wc -l)
+    if [ -f "$fuzz_log" ] && [ "$FUZZ_SECONDS" != 0 ]; then
+        total=$((total + $(grep -cE '^(not )?ok ' "$fuzz_log")))
+        failed=$((failed + $(grep -c '^not ok ' "$fuzz_log")))
+    fi
     passed=$((total - failed - skipped))
     if [ "$skipped" -gt 0 ]; then
         echo "$passed passed, $failed failed, $skipped skipped"
