@@ -1,0 +1,1340 @@
+/*
+ * api: the management API server (control/api.h) on libmicrohttpd, one
+ * thread per connection.
+ *
+ * Every /api/v1 request carries an operator bearer token (control/auth.h);
+ * its owner scopes everything the request sees or changes: documents of
+ * other owners do not exist for it (404 on change, skipped in lists).
+ * Changes go to the plane (control/plane.h), which validates, stores and
+ * publishes them; this file checks ownership, fills the id and the owner,
+ * and maps results to HTTP.
+ *
+ * Lists are newline-delimited JSON (Content-Type application/x-ndjson), one
+ * {"result": {...}} per line like the reference's grpc-gateway streams. The
+ * store-backed lists (provisioning records, issuance, bindings) can be as
+ * large as the fleet, so a producer thread scans the store into a pipe and
+ * the connection thread streams the pipe out: memory stays bounded and a
+ * client that goes away stops the scan (the write fails). A failure after
+ * the first line is reported as a last line {"error": {"code", "message"}}.
+ *
+ * Errors are {"code": N, "message": "..."} with the gRPC code the reference
+ * uses: 3 invalid argument (400), 5 not found (404), 6 already exists (409),
+ * 7 permission denied (403), 12 unimplemented (405), 13 internal (500),
+ * 16 unauthenticated (401); 413 for bodies over 1 MiB.
+ */
+#include "control/api.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <openssl/rand.h>
+
+#include "control/auth.h"
+#include "control/log.h"
+#include "control/model.h"
+#include "control/plane.h"
+#include "store/store.h"
+
+#define API_BODY_LIMIT (1024 * 1024)
+#define API_CONNECTION_LIMIT 256
+#define API_CONNECTION_TIMEOUT_S 60
+#define API_PEM_LIMIT (1024 * 1024)
+#define API_STREAM_BLOCK 16384
+#define UUID_TEXT_LENGTH 36
+#define OUT_OF_MEMORY_BODY "{\"code\":13,\"message\":\"out of memory\"}\n"
+
+enum rpc_code {
+    RPC_INVALID_ARGUMENT = 3,
+    RPC_NOT_FOUND = 5,
+    RPC_ALREADY_EXISTS = 6,
+    RPC_PERMISSION_DENIED = 7,
+    RPC_RESOURCE_EXHAUSTED = 8,
+    RPC_UNIMPLEMENTED = 12,
+    RPC_INTERNAL = 13,
+    RPC_UNAVAILABLE = 14,
+    RPC_UNAUTHENTICATED = 16,
+};
+
+struct api {
+    struct MHD_Daemon *daemon;
+    struct plane *plane;
+    struct auth *auth;
+    char *cert_pem;
+    char *key_pem;
+
+    /* Producer threads still scanning: api_stop waits for them. */
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    unsigned producers;
+};
+
+/* One request: its body as it arrives. */
+struct request {
+    char *body;
+    size_t length;
+    bool too_large;
+};
+
+/* Query parameters: name -> list of values. */
+typedef json_t query_t;
+
+static enum MHD_Result queue_text(struct MHD_Connection *connection, unsigned status,
+                                  const char *content_type, const char *text, size_t length)
+{
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(length, (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (response == NULL)
+        return MHD_NO;
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result result = MHD_queue_response(connection, status, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
+/* Sends json (consumed) followed by a newline. */
+static enum MHD_Result queue_json(struct MHD_Connection *connection, unsigned status, json_t *json)
+{
+    char *text = json != NULL ? json_dumps(json, JSON_COMPACT) : NULL;
+    json_decref(json);
+    if (text == NULL)
+        return queue_text(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
+                          OUT_OF_MEMORY_BODY, strlen(OUT_OF_MEMORY_BODY));
+    size_t length = strlen(text);
+    char *line = realloc(text, length + 2);
+    if (line == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    line[length] = '\n';
+    line[length + 1] = '\0';
+    enum MHD_Result result = queue_text(connection, status, "application/json", line, length + 1);
+    free(line);
+    return result;
+}
+
+__attribute__((format(printf, 4, 5))) static enum MHD_Result
+queue_error(struct MHD_Connection *connection, unsigned status, enum rpc_code code, const char *fmt,
+            ...)
+{
+    char message[768];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof(message), fmt, args);
+    va_end(args);
+    return queue_json(connection, status,
+                      json_pack("{s:i, s:s}", "code", (int)code, "message", message));
+}
+
+static enum MHD_Result queue_plane_error(struct MHD_Connection *connection, int status,
+                                         const char *err)
+{
+    switch (status) {
+    case PLANE_INVALID:
+        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT, "%s", err);
+    case PLANE_NOT_FOUND:
+        return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "%s", err);
+    case PLANE_CONFLICT:
+        return queue_error(connection, MHD_HTTP_CONFLICT, RPC_ALREADY_EXISTS, "%s", err);
+    default:
+        return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL, "%s", err);
+    }
+}
+
+static enum MHD_Result collect_argument(void *user, enum MHD_ValueKind kind, const char *key,
+                                        const char *value)
+{
+    query_t *query = user;
+    json_t *values = json_object_get(query, key);
+    if (values == NULL) {
+        values = json_array();
+        if (values == NULL || json_object_set_new(query, key, values) < 0)
+            return MHD_NO;
+    }
+    json_array_append_new(values, json_string(value != NULL ? value : ""));
+    return MHD_YES;
+}
+
+static query_t *query_collect(struct MHD_Connection *connection)
+{
+    query_t *query = json_object();
+    if (query != NULL)
+        MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, collect_argument, query);
+    return query;
+}
+
+/* True when no value is given for name, or one of them equals text (case-insensitive). */
+static bool query_matches(const query_t *query, const char *name, const char *text)
+{
+    json_t *values = json_object_get(query, name);
+    if (json_array_size(values) == 0)
+        return true;
+    size_t i;
+    json_t *value;
+    json_array_foreach(values, i, value)
+    {
+        if (text != NULL && strcasecmp(json_string_value(value), text) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Names a parameter that is not one of allowed (NULL-terminated), or NULL. */
+static const char *query_unknown(const query_t *query, const char *const *allowed)
+{
+    const char *key;
+    json_t *values;
+    json_object_foreach((json_t *)query, key, values)
+    {
+        size_t i = 0;
+        while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
+            i++;
+        if (allowed[i] == NULL)
+            return key;
+    }
+    return NULL;
+}
+
+/* True when every value of name is a UUID. */
+static bool query_uuids_valid(const query_t *query, const char *name)
+{
+    size_t i;
+    json_t *value;
+    json_array_foreach(json_object_get(query, name), i, value)
+    {
+        if (!config_uuid_valid(json_string_value(value)))
+            return false;
+    }
+    return true;
+}
+
+/* Checks the parameters of a request: only allowed names, UUID filters valid. */
+static enum MHD_Result check_query(struct MHD_Connection *connection, const query_t *query,
+                                   const char *const *allowed, const char *const *uuid_filters,
+                                   bool *ok)
+{
+    *ok = false;
+    if (query == NULL)
+        return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                           "out of memory");
+    const char *unknown = query_unknown(query, allowed);
+    if (unknown != NULL)
+        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                           "%s: unknown parameter", unknown);
+    for (size_t i = 0; uuid_filters[i] != NULL; i++) {
+        if (!query_uuids_valid(query, uuid_filters[i]))
+            return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                               "%s: not a UUID", uuid_filters[i]);
+    }
+    *ok = true;
+    return MHD_YES;
+}
+
+static bool same_owner(const char *owner, const char *caller)
+{
+    return owner != NULL && strcmp(owner, caller) == 0;
+}
+
+static const struct config_group *find_group(const struct config *config, const char *id)
+{
+    for (size_t i = 0; i < config->group_count; i++) {
+        if (strcasecmp(config->groups[i].id, id) == 0)
+            return &config->groups[i];
+    }
+    return NULL;
+}
+
+/* "result" lines of json values, for the lists built in memory. */
+struct ndjson {
+    char *text;
+    size_t length;
+    size_t capacity;
+    bool failed;
+};
+
+static void ndjson_result(struct ndjson *out, json_t *value)
+{
+    json_t *line = value != NULL ? json_pack("{s:o}", "result", value) : NULL;
+    char *text = line != NULL ? json_dumps(line, JSON_COMPACT) : NULL;
+    json_decref(line);
+    size_t length = text != NULL ? strlen(text) : 0;
+    if (text == NULL || out->failed) {
+        out->failed = true;
+        free(text);
+        return;
+    }
+    if (out->length + length + 2 > out->capacity) {
+        size_t capacity = (out->capacity + length + 2) * 2;
+        char *grown = realloc(out->text, capacity);
+        if (grown == NULL) {
+            out->failed = true;
+            free(text);
+            return;
+        }
+        out->text = grown;
+        out->capacity = capacity;
+    }
+    memcpy(out->text + out->length, text, length);
+    out->text[out->length + length] = '\n';
+    out->length += length + 1;
+    free(text);
+}
+
+static enum MHD_Result queue_ndjson(struct MHD_Connection *connection, struct ndjson *out)
+{
+    enum MHD_Result result;
+    if (out->failed)
+        result =
+            queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL, "out of memory");
+    else
+        result = queue_text(connection, MHD_HTTP_OK, "application/x-ndjson",
+                            out->text != NULL ? out->text : "", out->length);
+    free(out->text);
+    return result;
+}
+
+/* Groups and hubs: the kinds of document the plane keeps. */
+enum kind {
+    KIND_GROUP,
+    KIND_HUB,
+};
+
+static size_t kind_count(const struct config *config, enum kind kind)
+{
+    return kind == KIND_GROUP ? config->group_count : config->hub_count;
+}
+
+static const char *kind_id(const struct config *config, enum kind kind, size_t i)
+{
+    return kind == KIND_GROUP ? config->groups[i].id : config->hubs[i].id;
+}
+
+static const char *kind_owner(const struct config *config, enum kind kind, size_t i)
+{
+    return kind == KIND_GROUP ? config->groups[i].owner : config->hubs[i].owner;
+}
+
+static const char *kind_name(enum kind kind)
+{
+    return kind == KIND_GROUP ? "enrollment group" : "hub";
+}
+
+/* The index of the document with id owned by owner, or -1. */
+static long find_owned(const struct config *config, enum kind kind, const char *id,
+                       const char *owner)
+{
+    for (size_t i = 0; i < kind_count(config, kind); i++) {
+        if (strcasecmp(kind_id(config, kind, i), id) == 0)
+            return same_owner(kind_owner(config, kind, i), owner) ? (long)i : -1;
+    }
+    return -1;
+}
+
+static enum MHD_Result list_documents(struct api *api, struct MHD_Connection *connection,
+                                      enum kind kind, const char *owner)
+{
+    static const char *const allowed[] = {"idFilter", NULL};
+    query_t *query = query_collect(connection);
+    bool ok;
+    enum MHD_Result result = check_query(connection, query, allowed, allowed, &ok);
+    if (!ok) {
+        json_decref(query);
+        return result;
+    }
+    struct ndjson out = {0};
+    const struct config *config = plane_config_acquire(api->plane);
+    for (size_t i = 0; i < kind_count(config, kind); i++) {
+        if (!same_owner(kind_owner(config, kind, i), owner) ||
+            !query_matches(query, "idFilter", kind_id(config, kind, i)))
+            continue;
+        ndjson_result(&out, kind == KIND_GROUP ? model_group_to_json(&config->groups[i])
+                                               : model_hub_to_json(&config->hubs[i]));
+    }
+    plane_config_release(api->plane, config);
+    json_decref(query);
+    return queue_ndjson(connection, &out);
+}
+
+static void random_uuid(char out[UUID_TEXT_LENGTH + 1])
+{
+    unsigned char bytes[16];
+    if (RAND_bytes(bytes, sizeof(bytes)) != 1)
+        memset(bytes, 0, sizeof(bytes));
+    bytes[6] = (unsigned char)((bytes[6] & 0x0f) | 0x40);
+    bytes[8] = (unsigned char)((bytes[8] & 0x3f) | 0x80);
+    snprintf(out, UUID_TEXT_LENGTH + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", bytes[0],
+             bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8],
+             bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]);
+}
+
+/* A string member of doc, NULL when absent, null or ""; *wrong when it is another type. */
+static const char *doc_string(const json_t *doc, const char *key, bool *wrong)
+{
+    json_t *value = json_object_get(doc, key);
+    if (value != NULL && !json_is_null(value) && !json_is_string(value))
+        *wrong = true;
+    const char *text = json_string_value(value);
+    return text != NULL && text[0] != '\0' ? text : NULL;
+}
+
+/* The id a document names: "id", or for hubs also "hubId". */
+static const char *doc_id(const json_t *doc, enum kind kind, bool *wrong)
+{
+    const char *id = doc_string(doc, "id", wrong);
+    if (id == NULL && kind == KIND_HUB)
+        id = doc_string(doc, "hubId", wrong);
+    return id;
+}
+
+/*
+ * Parses the body, fills in id (path_id, or a new UUID for a create) and
+ * owner. NULL after queueing the error response in *result.
+ */
+static json_t *prepare_document(struct MHD_Connection *connection, const struct request *request,
+                                enum kind kind, const char *path_id, const char *owner,
+                                enum MHD_Result *result)
+{
+    json_error_t error;
+    json_t *doc = json_loadb(request->body != NULL ? request->body : "", request->length,
+                             JSON_REJECT_DUPLICATES, &error);
+    if (doc == NULL) {
+        *result = queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                              "body: not JSON: %s (line %d, column %d)", error.text, error.line,
+                              error.column);
+        return NULL;
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        *result = queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                              "body: must be a JSON object");
+        return NULL;
+    }
+    bool wrong = false;
+    const char *named_owner = doc_string(doc, "owner", &wrong);
+    const char *id = doc_id(doc, kind, &wrong);
+    if (named_owner != NULL && strcmp(named_owner, owner) != 0) {
+        json_decref(doc);
+        *result = queue_error(connection, MHD_HTTP_FORBIDDEN, RPC_PERMISSION_DENIED,
+                              "owner: the token's owner may not write documents of another owner");
+        return NULL;
+    }
+    if (path_id != NULL && id != NULL && strcasecmp(id, path_id) != 0) {
+        json_decref(doc);
+        *result = queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                              "id: \"%s\" differs from the id in the path", id);
+        return NULL;
+    }
+    char generated[UUID_TEXT_LENGTH + 1];
+    if (path_id == NULL && id == NULL && !wrong) {
+        random_uuid(generated);
+        id = generated;
+    }
+    if (path_id != NULL)
+        id = path_id;
+    int set = json_object_set_new(doc, "owner", json_string(owner));
+    if (id != NULL && !wrong) {
+        char *copy = strdup(id);
+        set |= copy == NULL ? -1 : json_object_set_new(doc, "id", json_string(copy));
+        if (kind == KIND_HUB && copy != NULL)
+            set |= json_object_set_new(doc, "hubId", json_string(copy));
+        free(copy);
+    }
+    if (set != 0) {
+        json_decref(doc);
+        *result =
+            queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL, "out of memory");
+        return NULL;
+    }
+    return doc;
+}
+
+/* The document as the node now holds it, to answer a create or replace. */
+static json_t *stored_document(struct api *api, enum kind kind, const char *id)
+{
+    const struct config *config = plane_config_acquire(api->plane);
+    json_t *doc = NULL;
+    for (size_t i = 0; doc == NULL && i < kind_count(config, kind); i++) {
+        if (strcasecmp(kind_id(config, kind, i), id) == 0)
+            doc = kind == KIND_GROUP ? model_group_to_json(&config->groups[i])
+                                     : model_hub_to_json(&config->hubs[i]);
+    }
+    plane_config_release(api->plane, config);
+    return doc;
+}
+
+/* The index in doc's hubIds of a hub that exists but belongs to another owner, or -1. */
+static long foreign_hub_index(const struct config *config, const json_t *doc, const char *owner)
+{
+    size_t i;
+    json_t *value;
+    json_array_foreach(json_object_get(doc, "hubIds"), i, value)
+    {
+        const char *hub_id = json_string_value(value);
+        const struct config_hub *hub = hub_id != NULL ? config_find_hub(config, hub_id) : NULL;
+        if (hub != NULL && !same_owner(hub->owner, owner))
+            return (long)i;
+    }
+    return -1;
+}
+
+static enum MHD_Result put_document(struct api *api, struct MHD_Connection *connection,
+                                    const struct request *request, enum kind kind,
+                                    const char *path_id, const char *owner)
+{
+    enum MHD_Result result;
+    bool create = path_id == NULL;
+    if (!create && !config_uuid_valid(path_id))
+        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                           "id: \"%s\" is not a UUID", path_id);
+    json_t *doc = prepare_document(connection, request, kind, path_id, owner, &result);
+    if (doc == NULL)
+        return result;
+
+    /*
+     * Replacing needs the caller to own the current document, and a group may
+     * only name the caller's hubs: others' documents do not exist for it.
+     */
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    const struct config *config = plane_config_acquire(api->plane);
+    bool found = create || find_owned(config, kind, path_id, owner) >= 0;
+    long foreign_hub = kind == KIND_GROUP ? foreign_hub_index(config, doc, owner) : -1;
+    plane_config_release(api->plane, config);
+    if (!found) {
+        json_decref(doc);
+        return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no %s %s",
+                           kind_name(kind), path_id);
+    }
+    if (foreign_hub >= 0) {
+        const char *hub_id =
+            json_string_value(json_array_get(json_object_get(doc, "hubIds"), (size_t)foreign_hub));
+        result = queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                             "hubIds[%ld]: unknown hub \"%s\"", foreign_hub, hub_id);
+        json_decref(doc);
+        return result;
+    }
+    char err[1024] = "";
+    int status = kind == KIND_GROUP ? plane_put_group(api->plane, doc, create, err, sizeof(err))
+                                    : plane_put_hub(api->plane, doc, create, err, sizeof(err));
+    char id_copy[UUID_TEXT_LENGTH + 1];
+    snprintf(id_copy, sizeof(id_copy), "%s", id != NULL ? id : "");
+    json_decref(doc);
+    if (status != PLANE_OK)
+        return queue_plane_error(connection, status, err);
+    log_msg(LOG_INFO, create ? "api created" : "api replaced", "kind=\"%s\" id=%s owner=\"%s\"",
+            kind_name(kind), id_copy, owner);
+    json_t *stored = stored_document(api, kind, id_copy);
+    if (stored == NULL)
+        return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                           "the %s was stored but is not in force", kind_name(kind));
+    return queue_json(connection, MHD_HTTP_OK, stored);
+}
+
+static enum MHD_Result delete_documents(struct api *api, struct MHD_Connection *connection,
+                                        enum kind kind, const char *owner)
+{
+    static const char *const allowed[] = {"idFilter", NULL};
+    query_t *query = query_collect(connection);
+    bool ok;
+    enum MHD_Result result = check_query(connection, query, allowed, allowed, &ok);
+    if (!ok) {
+        json_decref(query);
+        return result;
+    }
+    json_t *ids = json_object_get(query, "idFilter");
+    if (json_array_size(ids) == 0) {
+        json_decref(query);
+        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                           "idFilter: required (name the ids to delete)");
+    }
+    json_int_t count = 0;
+    size_t i;
+    json_t *value;
+    json_array_foreach(ids, i, value)
+    {
+        const char *id = json_string_value(value);
+        const struct config *config = plane_config_acquire(api->plane);
+        long index = find_owned(config, kind, id, owner);
+        plane_config_release(api->plane, config);
+        if (index < 0)
+            continue;
+        char err[1024] = "";
+        int status = kind == KIND_GROUP ? plane_delete_group(api->plane, id, err, sizeof(err))
+                                        : plane_delete_hub(api->plane, id, err, sizeof(err));
+        if (status == PLANE_NOT_FOUND)
+            continue;
+        if (status != PLANE_OK) {
+            result = queue_plane_error(connection, status, err);
+            json_decref(query);
+            return result;
+        }
+        log_msg(LOG_INFO, "api deleted", "kind=\"%s\" id=%s owner=\"%s\"", kind_name(kind), id,
+                owner);
+        count++;
+    }
+    json_decref(query);
+    return queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
+}
+
+/*
+ * Streams from the store: a producer thread runs a scan and writes result
+ * lines into a pipe that the response reads.
+ */
+enum stream_kind {
+    STREAM_RECORDS,
+    STREAM_ISSUANCE,
+    STREAM_BINDINGS,
+};
+
+struct stream {
+    struct api *api;
+    enum stream_kind kind;
+    char *owner;
+    query_t *query;
+    const struct config *config; /* held for the whole scan */
+    struct store *store;
+    int fd; /* the pipe's write end */
+    bool broken;
+
+    /* Provisioning records: the parts of the record being read. */
+    char record_id[128];
+    json_t *parts;
+};
+
+/* Writes all of text; false once the reader has gone. */
+static bool stream_write(struct stream *stream, const char *text, size_t length)
+{
+    while (!stream->broken && length > 0) {
+        ssize_t written = write(stream->fd, text, length);
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written <= 0) {
+            stream->broken = true;
+            break;
+        }
+        text += written;
+        length -= (size_t)written;
+    }
+    return !stream->broken;
+}
+
+/* Writes {key: value} (value consumed) as one line. */
+static bool stream_line(struct stream *stream, const char *key, json_t *value)
+{
+    json_t *line = value != NULL ? json_pack("{s:o}", key, value) : NULL;
+    char *text = line != NULL ? json_dumps(line, JSON_COMPACT) : NULL;
+    json_decref(line);
+    bool ok =
+        text != NULL && stream_write(stream, text, strlen(text)) && stream_write(stream, "\n", 1);
+    free(text);
+    return ok;
+}
+
+/*
+ * The owner of a provisioning record: its enrollment group's owner while the
+ * group exists, else the owner the record was written with.
+ */
+static bool record_owned(struct stream *stream, const char *group_id, const char *record_owner)
+{
+    const struct config_group *group =
+        group_id != NULL ? find_group(stream->config, group_id) : NULL;
+    if (group != NULL)
+        return same_owner(group->owner, stream->owner);
+    return same_owner(record_owner, stream->owner);
+}
+
+/* Top-level fields first, then the steps in the order devices run them, then anything else. */
+static json_t *merge_record(const char *record_id, json_t *parts)
+{
+    static const char *const order[] = {"plgdTime",   "ownership", "cloud",
+                                        "credential", "acl",       "resources"};
+    json_t *record = json_object();
+    json_t *top = json_object_get(parts, "record");
+    const char *key;
+    json_t *value;
+    if (record == NULL)
+        return NULL;
+    json_object_set_new(record, "id", json_string(record_id));
+    if (json_is_object(top))
+        json_object_update(record, top);
+    for (size_t i = 0; i < sizeof(order) / sizeof(*order); i++) {
+        value = json_object_get(parts, order[i]);
+        if (value != NULL)
+            json_object_set(record, order[i], value);
+    }
+    json_object_foreach(parts, key, value)
+    {
+        if (strcmp(key, "record") != 0 && json_object_get(record, key) == NULL)
+            json_object_set(record, key, value);
+    }
+    return record;
+}
+
+static bool flush_record(struct stream *stream)
+{
+    if (stream->parts == NULL)
+        return true;
+    json_t *record = merge_record(stream->record_id, stream->parts);
+    json_decref(stream->parts);
+    stream->parts = NULL;
+    if (record == NULL)
+        return false;
+    const char *group_id = json_string_value(json_object_get(record, "enrollmentGroupId"));
+    bool visible =
+        record_owned(stream, group_id, json_string_value(json_object_get(record, "owner"))) &&
+        query_matches(stream->query, "idFilter", stream->record_id) &&
+        query_matches(stream->query, "deviceIdFilter",
+                      json_string_value(json_object_get(record, "deviceId"))) &&
+        query_matches(stream->query, "enrollmentGroupIdFilter", group_id);
+    if (!visible) {
+        json_decref(record);
+        return true;
+    }
+    return stream_line(stream, "result", record);
+}
+
+static int record_part(void *user, const char *key, size_t key_length, const char *value,
+                       size_t value_length)
+{
+    struct stream *stream = user;
+    const char *slash = memchr(key, '/', key_length);
+    size_t id_length = slash != NULL ? (size_t)(slash - key) : key_length;
+    if (slash == NULL || id_length >= sizeof(stream->record_id))
+        return 0;
+    if (stream->parts != NULL && (strlen(stream->record_id) != id_length ||
+                                  memcmp(stream->record_id, key, id_length) != 0)) {
+        if (!flush_record(stream))
+            return 1;
+    }
+    if (stream->parts == NULL) {
+        memcpy(stream->record_id, key, id_length);
+        stream->record_id[id_length] = '\0';
+        if ((stream->parts = json_object()) == NULL)
+            return 1;
+    }
+    json_t *parsed = json_loadb(value, value_length, 0, NULL);
+    char *part = strndup(slash + 1, key_length - id_length - 1);
+    if (parsed != NULL && part != NULL)
+        json_object_set_new(stream->parts, part, parsed);
+    else
+        json_decref(parsed);
+    free(part);
+    return 0;
+}
+
+/* The owner written in a provisioning record (malloc'd), or NULL. */
+static char *stored_record_owner(struct store *store, const char *record_id)
+{
+    char key[160];
+    char *value = NULL;
+    size_t length = 0;
+    int n = snprintf(key, sizeof(key), "%s/record", record_id);
+    if (n < 0 || (size_t)n >= sizeof(key) ||
+        store_get(store, STORE_RECORDS, key, (size_t)n, &value, &length) != STORE_OK)
+        return NULL;
+    json_t *record = json_loadb(value, length, 0, NULL);
+    free(value);
+    const char *owner = json_string_value(json_object_get(record, "owner"));
+    char *copy = owner != NULL ? strdup(owner) : NULL;
+    json_decref(record);
+    return copy;
+}
+
+/* RFC 3339 UTC text compares in time order when both have the same form (seconds, "Z"). */
+static bool within_window(const query_t *query, const char *issued_at)
+{
+    const char *since = json_string_value(json_array_get(json_object_get(query, "since"), 0));
+    const char *until = json_string_value(json_array_get(json_object_get(query, "until"), 0));
+    if (issued_at == NULL)
+        return since == NULL && until == NULL;
+    return (since == NULL || strcmp(issued_at, since) >= 0) &&
+           (until == NULL || strcmp(issued_at, until) < 0);
+}
+
+static int issuance_entry(void *user, const char *key, size_t key_length, const char *value,
+                          size_t value_length)
+{
+    struct stream *stream = user;
+    json_t *entry = json_loadb(value, value_length, 0, NULL);
+    if (!json_is_object(entry)) {
+        json_decref(entry);
+        return 0;
+    }
+    if (json_object_get(entry, "serial") == NULL)
+        json_object_set_new(entry, "serial", json_stringn(key, key_length));
+    const char *group_id = json_string_value(json_object_get(entry, "enrollmentGroupId"));
+    const char *record_id = json_string_value(json_object_get(entry, "recordId"));
+    bool visible =
+        query_matches(stream->query, "deviceIdFilter",
+                      json_string_value(json_object_get(entry, "deviceId"))) &&
+        query_matches(stream->query, "serialFilter",
+                      json_string_value(json_object_get(entry, "serial"))) &&
+        within_window(stream->query, json_string_value(json_object_get(entry, "issuedAt")));
+    if (visible) {
+        char *record_owner =
+            group_id != NULL && find_group(stream->config, group_id) != NULL
+                ? NULL
+                : (record_id != NULL ? stored_record_owner(stream->store, record_id) : NULL);
+        visible = record_owned(stream, group_id, record_owner);
+        free(record_owner);
+    }
+    if (!visible) {
+        json_decref(entry);
+        return 0;
+    }
+    return stream_line(stream, "result", entry) ? 0 : 1;
+}
+
+static int binding_entry(void *user, const char *key, size_t key_length, const char *value,
+                         size_t value_length)
+{
+    struct stream *stream = user;
+    json_t *record_id = NULL;
+    if (value_length > 0 && value[0] == '"')
+        record_id = json_loadb(value, value_length, JSON_DECODE_ANY, NULL);
+    if (!json_is_string(record_id)) {
+        json_decref(record_id);
+        record_id = json_stringn(value, value_length);
+    }
+    json_t *entry = record_id != NULL ? json_pack("{s:s%, s:o}", "deviceId", key, key_length,
+                                                  "recordId", record_id)
+                                      : NULL;
+    if (entry == NULL)
+        return 1;
+    const char *device_id = json_string_value(json_object_get(entry, "deviceId"));
+    bool visible = query_matches(stream->query, "deviceIdFilter", device_id);
+    if (visible) {
+        char *owner = stored_record_owner(stream->store,
+                                          json_string_value(json_object_get(entry, "recordId")));
+        visible = same_owner(owner, stream->owner);
+        free(owner);
+    }
+    if (!visible) {
+        json_decref(entry);
+        return 0;
+    }
+    return stream_line(stream, "result", entry) ? 0 : 1;
+}
+
+static void stream_free(struct stream *stream)
+{
+    json_decref(stream->parts);
+    json_decref(stream->query);
+    free(stream->owner);
+    free(stream);
+}
+
+static void *stream_produce(void *user)
+{
+    struct stream *stream = user;
+    struct api *api = stream->api;
+    sigset_t pipe_signal;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
+
+    int status;
+    switch (stream->kind) {
+    case STREAM_RECORDS: {
+        /* One idFilter narrows the scan to that record's keys. */
+        json_t *ids = json_object_get(stream->query, "idFilter");
+        char prefix[UUID_TEXT_LENGTH + 2] = "";
+        if (json_array_size(ids) == 1)
+            snprintf(prefix, sizeof(prefix), "%s/", json_string_value(json_array_get(ids, 0)));
+        for (char *c = prefix; *c != '\0'; c++)
+            *c = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
+        status =
+            store_scan(stream->store, STORE_RECORDS, prefix, strlen(prefix), record_part, stream);
+        if (status == STORE_OK && !flush_record(stream))
+            status = STORE_ERROR;
+        break;
+    }
+    case STREAM_ISSUANCE:
+        status = store_scan(stream->store, STORE_ISSUANCE, "", 0, issuance_entry, stream);
+        break;
+    default:
+        status = store_scan(stream->store, STORE_BINDINGS, "", 0, binding_entry, stream);
+        break;
+    }
+    if (status != STORE_OK && !stream->broken)
+        stream_line(
+            stream, "error",
+            json_pack("{s:i, s:s}", "code", RPC_INTERNAL, "message", "reading the store failed"));
+    close(stream->fd);
+    plane_config_release(api->plane, stream->config);
+    stream_free(stream);
+
+    pthread_mutex_lock(&api->lock);
+    api->producers--;
+    pthread_cond_broadcast(&api->idle);
+    pthread_mutex_unlock(&api->lock);
+    return NULL;
+}
+
+static ssize_t stream_read(void *user, uint64_t position, char *buffer, size_t max)
+{
+    int fd = (int)(intptr_t)user;
+    for (;;) {
+        ssize_t n = read(fd, buffer, max);
+        if (n > 0)
+            return n;
+        if (n == 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (errno != EINTR)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+}
+
+static void stream_close(void *user)
+{
+    close((int)(intptr_t)user);
+}
+
+static enum MHD_Result start_stream(struct api *api, struct MHD_Connection *connection,
+                                    enum stream_kind kind, const char *owner)
+{
+    static const char *const record_parameters[] = {"idFilter", "deviceIdFilter",
+                                                    "enrollmentGroupIdFilter", NULL};
+    static const char *const issuance_parameters[] = {"deviceIdFilter", "serialFilter", "since",
+                                                      "until", NULL};
+    static const char *const binding_parameters[] = {"deviceIdFilter", NULL};
+    static const char *const issuance_uuids[] = {"deviceIdFilter", NULL};
+    const char *const *allowed = kind == STREAM_RECORDS    ? record_parameters
+                                 : kind == STREAM_ISSUANCE ? issuance_parameters
+                                                           : binding_parameters;
+    const char *const *uuids = kind == STREAM_RECORDS ? record_parameters : issuance_uuids;
+    query_t *query = query_collect(connection);
+    bool ok;
+    enum MHD_Result result = check_query(connection, query, allowed, uuids, &ok);
+    if (!ok) {
+        json_decref(query);
+        return result;
+    }
+    static const char *const times[] = {"since", "until"};
+    for (size_t i = 0; kind == STREAM_ISSUANCE && i < 2; i++) {
+        json_t *values = json_object_get(query, times[i]);
+        struct tm tm;
+        const char *text = json_string_value(json_array_get(values, 0));
+        const char *end = text != NULL ? strptime(text, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
+        if (json_array_size(values) > 1 || (text != NULL && (end == NULL || *end != '\0'))) {
+            json_decref(query);
+            return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                               "%s: must be one RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)",
+                               times[i]);
+        }
+    }
+
+    struct stream *stream = calloc(1, sizeof(*stream));
+    int fds[2] = {-1, -1};
+    if (stream == NULL || (stream->owner = strdup(owner)) == NULL || pipe2(fds, O_CLOEXEC) != 0) {
+        if (stream != NULL)
+            free(stream->owner);
+        free(stream);
+        json_decref(query);
+        return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                           "cannot start the stream: %s", strerror(errno));
+    }
+    stream->api = api;
+    stream->kind = kind;
+    stream->query = query;
+    stream->fd = fds[1];
+    stream->store = plane_store(api->plane);
+    stream->config = plane_config_acquire(api->plane);
+
+    struct MHD_Response *response = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, API_STREAM_BLOCK, stream_read, (void *)(intptr_t)fds[0], stream_close);
+    pthread_t thread;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_mutex_lock(&api->lock);
+    bool started =
+        response != NULL && pthread_create(&thread, &attributes, stream_produce, stream) == 0;
+    if (started)
+        api->producers++;
+    pthread_mutex_unlock(&api->lock);
+    pthread_attr_destroy(&attributes);
+    if (!started) {
+        plane_config_release(api->plane, stream->config);
+        close(fds[1]);
+        stream_free(stream);
+        if (response != NULL)
+            MHD_destroy_response(response);
+        else
+            close(fds[0]);
+        return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                           "cannot start the stream");
+    }
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    result = MHD_queue_response(connection, MHD_HTTP_OK, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
+static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection)
+{
+    json_t *status = plane_status(api->plane);
+    if (status == NULL)
+        return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                           "status unavailable");
+    return queue_json(connection, MHD_HTTP_OK, status);
+}
+
+static enum MHD_Result method_not_allowed(struct MHD_Connection *connection, const char *method,
+                                          const char *url)
+{
+    return queue_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, RPC_UNIMPLEMENTED,
+                       "%s is not supported on %s", method, url);
+}
+
+/* Routes of the document collections: /api/v1/enrollment-groups and /api/v1/hubs. */
+static enum MHD_Result route_documents(struct api *api, struct MHD_Connection *connection,
+                                       const struct request *request, enum kind kind,
+                                       const char *rest, const char *method, const char *url,
+                                       const char *owner)
+{
+    if (rest[0] == '\0') {
+        if (strcmp(method, MHD_HTTP_METHOD_GET) == 0)
+            return list_documents(api, connection, kind, owner);
+        if (strcmp(method, MHD_HTTP_METHOD_POST) == 0)
+            return put_document(api, connection, request, kind, NULL, owner);
+        if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0)
+            return delete_documents(api, connection, kind, owner);
+        return method_not_allowed(connection, method, url);
+    }
+    if (rest[0] == '/' && rest[1] != '\0' && strchr(rest + 1, '/') == NULL) {
+        if (strcmp(method, MHD_HTTP_METHOD_PUT) == 0)
+            return put_document(api, connection, request, kind, rest + 1, owner);
+        return method_not_allowed(connection, method, url);
+    }
+    return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
+}
+
+static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connection,
+                                 const struct request *request, const char *url, const char *method)
+{
+    char reason[256];
+    char *owner = NULL;
+    const char *authorization =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth_check(api->auth, authorization, time(NULL), &owner, reason, sizeof(reason)) != 0) {
+        struct MHD_Response *response = NULL;
+        char *text = NULL;
+        json_t *body = json_pack("{s:i, s:s}", "code", RPC_UNAUTHENTICATED, "message", reason);
+        if (body != NULL)
+            text = json_dumps(body, JSON_COMPACT);
+        json_decref(body);
+        if (text != NULL)
+            response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        if (response == NULL) {
+            free(text);
+            return MHD_NO;
+        }
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+        enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_UNAUTHORIZED, response);
+        MHD_destroy_response(response);
+        return result;
+    }
+
+    static const char groups[] = "/api/v1/enrollment-groups";
+    static const char hubs[] = "/api/v1/hubs";
+    bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+    enum MHD_Result result;
+    if (strncmp(url, groups, sizeof(groups) - 1) == 0)
+        result = route_documents(api, connection, request, KIND_GROUP, url + sizeof(groups) - 1,
+                                 method, url, owner);
+    else if (strncmp(url, hubs, sizeof(hubs) - 1) == 0)
+        result = route_documents(api, connection, request, KIND_HUB, url + sizeof(hubs) - 1, method,
+                                 url, owner);
+    else if (strcmp(url, "/api/v1/provisioning-records") == 0)
+        result = get ? start_stream(api, connection, STREAM_RECORDS, owner)
+                     : method_not_allowed(connection, method, url);
+    else if (strcmp(url, "/api/v1/issuance") == 0)
+        result = get ? start_stream(api, connection, STREAM_ISSUANCE, owner)
+                     : method_not_allowed(connection, method, url);
+    else if (strcmp(url, "/api/v1/bindings") == 0)
+        result = get ? start_stream(api, connection, STREAM_BINDINGS, owner)
+                     : method_not_allowed(connection, method, url);
+    else if (strcmp(url, "/api/v1/status") == 0)
+        result = get ? queue_status(api, connection) : method_not_allowed(connection, method, url);
+    else
+        result = queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
+    free(owner);
+    return result;
+}
+
+static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
+                             const struct request *request, const char *url, const char *method)
+{
+    bool get =
+        strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    if (strcmp(url, "/healthz") == 0)
+        return get ? queue_text(connection, MHD_HTTP_OK, "text/plain", "ok\n", 3)
+                   : method_not_allowed(connection, method, url);
+    if (strcmp(url, "/readyz") == 0) {
+        if (!get)
+            return method_not_allowed(connection, method, url);
+        return plane_ready(api->plane)
+                   ? queue_text(connection, MHD_HTTP_OK, "text/plain", "ready\n", 6)
+                   : queue_text(connection, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+                                "not ready\n", 10);
+    }
+    if (strcmp(url, "/metrics") == 0) {
+        if (!get)
+            return method_not_allowed(connection, method, url);
+        char *metrics = plane_metrics(api->plane);
+        if (metrics == NULL)
+            return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                               "metrics unavailable");
+        enum MHD_Result result =
+            queue_text(connection, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", metrics,
+                       strlen(metrics));
+        free(metrics);
+        return result;
+    }
+    if (strncmp(url, "/api/v1/", 8) == 0)
+        return route_api(api, connection, request, url, method);
+    return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
+}
+
+static enum MHD_Result handle(void *user, struct MHD_Connection *connection, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **context)
+{
+    struct api *api = user;
+    struct request *request = *context;
+    if (request == NULL) {
+        if ((request = calloc(1, sizeof(*request))) == NULL)
+            return MHD_NO;
+        *context = request;
+        const char *declared = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                           MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (declared != NULL && strtoull(declared, NULL, 10) > API_BODY_LIMIT) {
+            request->too_large = true;
+            return queue_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, RPC_RESOURCE_EXHAUSTED,
+                               "body: larger than %d bytes", API_BODY_LIMIT);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t length = *upload_data_size;
+        *upload_data_size = 0;
+        if (request->too_large || request->length + length > API_BODY_LIMIT) {
+            request->too_large = true;
+            return MHD_YES;
+        }
+        char *grown = realloc(request->body, request->length + length + 1);
+        if (grown == NULL)
+            return MHD_NO;
+        memcpy(grown + request->length, upload_data, length);
+        request->body = grown;
+        request->length += length;
+        request->body[request->length] = '\0';
+        return MHD_YES;
+    }
+    if (request->too_large)
+        return queue_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, RPC_RESOURCE_EXHAUSTED,
+                           "body: larger than %d bytes", API_BODY_LIMIT);
+    return route(api, connection, request, url, method);
+}
+
+static void request_completed(void *user, struct MHD_Connection *connection, void **context,
+                              enum MHD_RequestTerminationCode code)
+{
+    struct request *request = *context;
+    if (request == NULL)
+        return;
+    free(request->body);
+    free(request);
+    *context = NULL;
+}
+
+static char *read_pem(const char *path, char *err, size_t err_length)
+{
+    FILE *file = fopen(path, "rb");
+    if (file == NULL) {
+        snprintf(err, err_length, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = malloc(API_PEM_LIMIT + 1);
+    size_t length = text != NULL ? fread(text, 1, API_PEM_LIMIT + 1, file) : 0;
+    fclose(file);
+    if (text == NULL || length == 0 || length > API_PEM_LIMIT) {
+        snprintf(err, err_length, "%s: empty, unreadable or larger than 1 MiB", path);
+        free(text);
+        return NULL;
+    }
+    text[length] = '\0';
+    return text;
+}
+
+/* Parses HOST:PORT (an IP address) into address; loopback tells whether it is 127/8 or ::1. */
+static int parse_listen(const char *listen, struct sockaddr_storage *address, bool *loopback,
+                        char *err, size_t err_length)
+{
+    char host[64];
+    const char *colon = strrchr(listen, ':');
+    const char *start = listen;
+    size_t host_length = colon != NULL ? (size_t)(colon - listen) : 0;
+    if (listen[0] == '[' && host_length >= 2 && colon[-1] == ']') {
+        start++;
+        host_length -= 2;
+    }
+    char *end = NULL;
+    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || host_length == 0 || host_length >= sizeof(host) || end == colon + 1 ||
+        *end != '\0' || port < 1 || port > 65535) {
+        snprintf(err, err_length, "api.listen: \"%s\" must be HOST:PORT", listen);
+        return -1;
+    }
+    memcpy(host, start, host_length);
+    host[host_length] = '\0';
+    memset(address, 0, sizeof(*address));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)address;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)address;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
+        return 0;
+    }
+    snprintf(err, err_length, "api.listen: \"%s\": the host must be an IP address", listen);
+    return -1;
+}
+
+static void log_mhd(void *user, const char *fmt, va_list args)
+{
+    char message[512];
+    vsnprintf(message, sizeof(message), fmt, args);
+    message[strcspn(message, "\r\n")] = '\0';
+    for (char *c = message; *c != '\0'; c++) {
+        if (*c == '"')
+            *c = '\'';
+    }
+    log_msg(LOG_WARN, "api", "error=\"%s\"", message);
+}
+
+static void api_free(struct api *api)
+{
+    auth_free(api->auth);
+    free(api->cert_pem);
+    if (api->key_pem != NULL) {
+        explicit_bzero(api->key_pem, strlen(api->key_pem));
+        free(api->key_pem);
+    }
+    pthread_mutex_destroy(&api->lock);
+    pthread_cond_destroy(&api->idle);
+    free(api);
+}
+
+struct api *api_start(const struct config *config, struct plane *plane, char *err,
+                      size_t err_length)
+{
+    const struct config_api *settings = &config->api;
+    struct sockaddr_storage address;
+    bool loopback = false;
+    if (settings->listen == NULL) {
+        snprintf(err, err_length, "api.listen: required");
+        return NULL;
+    }
+    if (parse_listen(settings->listen, &address, &loopback, err, err_length) < 0)
+        return NULL;
+    bool tls = settings->cert_file != NULL;
+    if (!tls && !loopback) {
+        snprintf(err, err_length,
+                 "api.listen: %s is not a loopback address: plain HTTP is refused there; set "
+                 "api.certificate and api.key",
+                 settings->listen);
+        return NULL;
+    }
+    if (settings->client_ca_file != NULL) {
+        snprintf(err, err_length,
+                 "api.clientCA: client certificate verification is not supported by this build");
+        return NULL;
+    }
+    if (settings->jwks_file == NULL || settings->issuer == NULL) {
+        snprintf(err, err_length, "api.jwks and api.issuer: required");
+        return NULL;
+    }
+
+    struct api *api = calloc(1, sizeof(*api));
+    if (api == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&api->lock, NULL);
+    pthread_cond_init(&api->idle, NULL);
+    api->plane = plane;
+    char problem[512];
+    api->auth = auth_load(settings->jwks_file, settings->issuer, settings->audience,
+                          settings->owner_claim, problem, sizeof(problem));
+    if (api->auth == NULL) {
+        snprintf(err, err_length, "api.jwks: %s", problem);
+        api_free(api);
+        return NULL;
+    }
+    if (tls && ((api->cert_pem = read_pem(settings->cert_file, err, err_length)) == NULL ||
+                (api->key_pem = read_pem(settings->key_file, err, err_length)) == NULL)) {
+        api_free(api);
+        return NULL;
+    }
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG | (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (tls ? MHD_USE_TLS : 0);
+    uint16_t port = address.ss_family == AF_INET6
+                        ? ntohs(((struct sockaddr_in6 *)&address)->sin6_port)
+                        : ntohs(((struct sockaddr_in *)&address)->sin_port);
+    struct MHD_OptionItem tls_options[] = {
+        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    api->daemon = MHD_start_daemon(
+        flags, port, NULL, NULL, handle, api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, request_completed, api,
+        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, api, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    if (api->daemon == NULL) {
+        snprintf(err, err_length, "api.listen: cannot serve on %s (address in use, or bad %s)",
+                 settings->listen, tls ? "certificate or key" : "address");
+        api_free(api);
+        return NULL;
+    }
+    log_msg(LOG_INFO, "api listening", "addr=%s tls=%s", settings->listen, tls ? "yes" : "no");
+    return api;
+}
+
+void api_stop(struct api *api)
+{
+    if (api == NULL)
+        return;
+    MHD_stop_daemon(api->daemon);
+    pthread_mutex_lock(&api->lock);
+    while (api->producers > 0)
+        pthread_cond_wait(&api->idle, &api->lock);
+    pthread_mutex_unlock(&api->lock);
+    api_free(api);
+}

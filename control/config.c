@@ -395,7 +395,7 @@ static int map_string_list(struct mapping *m, const char *key, bool required, ch
     return 0;
 }
 
-static bool uuid_valid(const char *text)
+bool config_uuid_valid(const char *text)
 {
     static const char hex[] = "0123456789abcdefABCDEF";
     if (strlen(text) != 36)
@@ -411,7 +411,7 @@ static bool uuid_valid(const char *text)
 /* Validates a UUID and lower-cases it, so that ids compare as strings. */
 static int check_uuid(struct parser *p, const yaml_node_t *node, const char *path, char *text)
 {
-    if (!uuid_valid(text))
+    if (!config_uuid_valid(text))
         return fail(p, node, path, "\"%s\" is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
                     text);
     for (char *c = text; *c != '\0'; c++) {
@@ -484,23 +484,34 @@ static int check_listen(struct parser *p, const yaml_node_t *node, const char *p
     return 0;
 }
 
+const char *config_gateway_problem(const char *text)
+{
+    static const char scheme[] = "coaps+tcp://";
+    if (strncmp(text, scheme, sizeof(scheme) - 1) != 0)
+        return "must start with coaps+tcp://";
+    char host[256];
+    bool is_v6;
+    const char *problem = split_host_port(text + sizeof(scheme) - 1, host, sizeof(host), &is_v6);
+    if (problem != NULL)
+        return problem;
+    unsigned char address[16];
+    if (is_v6 && inet_pton(AF_INET6, host, address) != 1)
+        return "not an IPv6 address";
+    if (!is_v6 &&
+        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") !=
+            strlen(host))
+        return "the host is not a host name or address";
+    return NULL;
+}
+
 static int check_gateway(struct parser *p, const yaml_node_t *node, const char *path, char *text)
 {
     static const char scheme[] = "coaps+tcp://";
     if (strncmp(text, scheme, sizeof(scheme) - 1) != 0)
         return fail(p, node, path, "\"%s\" must start with %s", text, scheme);
-    char host[256];
-    bool is_v6;
-    const char *problem = split_host_port(text + sizeof(scheme) - 1, host, sizeof(host), &is_v6);
+    const char *problem = config_gateway_problem(text);
     if (problem != NULL)
         return fail(p, node, path, "\"%s\": %s", text, problem);
-    unsigned char address[16];
-    if (is_v6 && inet_pton(AF_INET6, host, address) != 1)
-        return fail(p, node, path, "\"%s\": not an IPv6 address", text);
-    if (!is_v6 &&
-        strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") !=
-            strlen(host))
-        return fail(p, node, path, "\"%s\": the host is not a host name or address", text);
     return 0;
 }
 
@@ -597,18 +608,30 @@ static const yaml_node_t *line_of(struct parser *p, const yaml_node_t *node, con
     return child != NULL ? child : node;
 }
 
-/*
- * Checks that object (converted from the YAML mapping node) has only the
- * allowed keys (NULL-terminated).
- */
-static int check_json_keys(struct parser *p, const yaml_node_t *node, const char *path,
-                           json_t *object, const char *const *allowed, const char *shape)
+/* "path: problem" into err; -1. */
+__attribute__((format(printf, 4, 5))) static int json_fail(char *err, size_t err_length,
+                                                           const char *path, const char *fmt, ...)
+{
+    if (err == NULL || err_length == 0)
+        return -1;
+    char problem[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(problem, sizeof(problem), fmt, args);
+    va_end(args);
+    snprintf(err, err_length, "%s: %s", path, problem);
+    return -1;
+}
+
+/* Checks that object has only the allowed keys (NULL-terminated). */
+static int check_json_keys(const json_t *object, const char *path, const char *const *allowed,
+                           const char *shape, char *err, size_t err_length)
 {
     if (!json_is_object(object))
-        return fail(p, node, path, "must be a mapping");
+        return json_fail(err, err_length, path, "must be a mapping");
     const char *key;
     json_t *value;
-    json_object_foreach(object, key, value)
+    json_object_foreach((json_t *)object, key, value)
     {
         size_t i = 0;
         while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
@@ -616,74 +639,74 @@ static int check_json_keys(struct parser *p, const yaml_node_t *node, const char
         if (allowed[i] == NULL) {
             char key_path[KEY_MAX];
             key_child(key_path, path, key);
-            return fail(p, line_of(p, node, key), key_path, "unknown key (%s)", shape);
+            return json_fail(err, err_length, key_path, "unknown key (%s)", shape);
         }
     }
     return 0;
 }
 
-static int check_ace_subject(struct parser *p, const yaml_node_t *node, const char *path,
-                             json_t *subject)
+static int check_ace_subject(const json_t *subject, const char *path, char *err, size_t err_length)
 {
     static const char *const keys[] = {"uuid", "role", "authority", "conntype", NULL};
-    if (check_json_keys(p, node, path, subject, keys,
-                        "a subject has one of uuid, role (with authority) or conntype") < 0)
+    if (check_json_keys(subject, path, keys,
+                        "a subject has one of uuid, role (with authority) or conntype", err,
+                        err_length) < 0)
         return -1;
     json_t *uuid = json_object_get(subject, "uuid");
     json_t *role = json_object_get(subject, "role");
     json_t *conntype = json_object_get(subject, "conntype");
     if ((uuid != NULL) + (role != NULL) + (conntype != NULL) != 1)
-        return fail(p, node, path, "must have exactly one of uuid, role or conntype");
+        return json_fail(err, err_length, path, "must have exactly one of uuid, role or conntype");
     char key_path[KEY_MAX];
     if (json_object_get(subject, "authority") != NULL) {
         key_child(key_path, path, "authority");
         if (role == NULL)
-            return fail(p, line_of(p, node, "authority"), key_path, "only allowed with role");
+            return json_fail(err, err_length, key_path, "only allowed with role");
         if (!json_is_string(json_object_get(subject, "authority")))
-            return fail(p, line_of(p, node, "authority"), key_path, "must be a string");
+            return json_fail(err, err_length, key_path, "must be a string");
     }
     if (uuid != NULL) {
         key_child(key_path, path, "uuid");
-        if (!json_is_string(uuid) ||
-            (strcmp(json_string_value(uuid), "*") != 0 && !uuid_valid(json_string_value(uuid))))
-            return fail(p, line_of(p, node, "uuid"), key_path, "must be a UUID or \"*\"");
+        if (!json_is_string(uuid) || (strcmp(json_string_value(uuid), "*") != 0 &&
+                                      !config_uuid_valid(json_string_value(uuid))))
+            return json_fail(err, err_length, key_path, "must be a UUID or \"*\"");
     }
     if (role != NULL) {
         key_child(key_path, path, "role");
         if (!json_is_string(role) || json_string_length(role) == 0)
-            return fail(p, line_of(p, node, "role"), key_path, "must be a non-empty string");
+            return json_fail(err, err_length, key_path, "must be a non-empty string");
     }
     if (conntype != NULL) {
         key_child(key_path, path, "conntype");
         const char *text = json_is_string(conntype) ? json_string_value(conntype) : "";
         if (strcmp(text, "auth-crypt") != 0 && strcmp(text, "anon-clear") != 0)
-            return fail(p, line_of(p, node, "conntype"), key_path,
-                        "must be auth-crypt or anon-clear");
+            return json_fail(err, err_length, key_path, "must be auth-crypt or anon-clear");
     }
     return 0;
 }
 
-static int check_ace_resource(struct parser *p, const yaml_node_t *node, const char *path,
-                              json_t *resource)
+static int check_ace_resource(const json_t *resource, const char *path, char *err,
+                              size_t err_length)
 {
     static const char *const keys[] = {"href", "wc", "if", NULL};
-    if (check_json_keys(p, node, path, resource, keys, "a resource has only href, wc, if") < 0)
+    if (check_json_keys(resource, path, keys, "a resource has only href, wc, if", err, err_length) <
+        0)
         return -1;
     char key_path[KEY_MAX];
     json_t *href = json_object_get(resource, "href");
     json_t *wc = json_object_get(resource, "wc");
     json_t *interfaces = json_object_get(resource, "if");
     if (href == NULL && wc == NULL)
-        return fail(p, node, path, "needs href or wc");
+        return json_fail(err, err_length, path, "needs href or wc");
     if (href != NULL && (!json_is_string(href) || json_string_value(href)[0] != '/')) {
         key_child(key_path, path, "href");
-        return fail(p, line_of(p, node, "href"), key_path, "must be a path starting with /");
+        return json_fail(err, err_length, key_path, "must be a path starting with /");
     }
     if (wc != NULL) {
         const char *text = json_is_string(wc) ? json_string_value(wc) : "";
         key_child(key_path, path, "wc");
         if (strcmp(text, "*") != 0 && strcmp(text, "+") != 0 && strcmp(text, "-") != 0)
-            return fail(p, line_of(p, node, "wc"), key_path, "must be \"*\", \"+\" or \"-\"");
+            return json_fail(err, err_length, key_path, "must be \"*\", \"+\" or \"-\"");
     }
     if (interfaces != NULL) {
         key_child(key_path, path, "if");
@@ -695,63 +718,68 @@ static int check_ace_resource(struct parser *p, const yaml_node_t *node, const c
             valid = valid && json_is_string(item) && json_string_length(item) > 0;
         }
         if (!valid)
-            return fail(p, line_of(p, node, "if"), key_path,
-                        "must be a non-empty list of interface names");
+            return json_fail(err, err_length, key_path,
+                             "must be a non-empty list of interface names");
     }
     return 0;
 }
 
-/* The strict ACE shape of PROTOCOL.md 2.5: the device rejects any other key. */
-static int check_ace(struct parser *p, const yaml_node_t *node, const char *path, json_t *ace)
+int config_check_ace(const json_t *ace, const char *path, char *err, size_t err_length)
 {
     static const char *const keys[] = {"aceid", "subject", "resources", "permission", "tag", NULL};
-    if (check_json_keys(p, node, path, ace, keys,
-                        "an ACE has only aceid, subject, resources, permission, tag") < 0)
+    if (check_json_keys(ace, path, keys,
+                        "an ACE has only aceid, subject, resources, permission, tag", err,
+                        err_length) < 0)
         return -1;
     char key_path[KEY_MAX];
     json_t *aceid = json_object_get(ace, "aceid");
     key_child(key_path, path, "aceid");
     if (aceid != NULL && (!json_is_integer(aceid) || json_integer_value(aceid) < 1 ||
                           json_integer_value(aceid) > INT32_MAX))
-        return fail(p, line_of(p, node, "aceid"), key_path, "must be a positive integer");
+        return json_fail(err, err_length, key_path, "must be a positive integer");
 
     json_t *tag = json_object_get(ace, "tag");
     key_child(key_path, path, "tag");
     if (tag != NULL && !json_is_string(tag))
-        return fail(p, line_of(p, node, "tag"), key_path, "must be a string");
+        return json_fail(err, err_length, key_path, "must be a string");
 
     json_t *permission = json_object_get(ace, "permission");
     key_child(key_path, path, "permission");
     if (permission == NULL)
-        return fail(p, node, key_path, "required");
+        return json_fail(err, err_length, key_path, "required");
     if (!json_is_integer(permission) || json_integer_value(permission) < 0 ||
         json_integer_value(permission) > 31)
-        return fail(p, line_of(p, node, "permission"), key_path,
-                    "must be an integer from 0 to 31 (C=1 R=2 U=4 D=8 N=16)");
+        return json_fail(err, err_length, key_path,
+                         "must be an integer from 0 to 31 (C=1 R=2 U=4 D=8 N=16)");
 
     json_t *subject = json_object_get(ace, "subject");
     key_child(key_path, path, "subject");
     if (subject == NULL)
-        return fail(p, node, key_path, "required");
-    if (check_ace_subject(p, line_of(p, node, "subject"), key_path, subject) < 0)
+        return json_fail(err, err_length, key_path, "required");
+    if (check_ace_subject(subject, key_path, err, err_length) < 0)
         return -1;
 
     json_t *resources = json_object_get(ace, "resources");
     key_child(key_path, path, "resources");
     if (resources == NULL)
-        return fail(p, node, key_path, "required");
-    const yaml_node_t *resources_node = line_of(p, node, "resources");
+        return json_fail(err, err_length, key_path, "required");
     if (!json_is_array(resources) || json_array_size(resources) == 0)
-        return fail(p, resources_node, key_path, "must be a non-empty list");
+        return json_fail(err, err_length, key_path, "must be a non-empty list");
     for (size_t i = 0; i < json_array_size(resources); i++) {
         char item_path[KEY_MAX];
         key_index(item_path, key_path, i);
-        const yaml_node_t *item_node = resources_node;
-        if (resources_node->type == YAML_SEQUENCE_NODE)
-            item_node = sequence_item(p, resources_node, i);
-        if (check_ace_resource(p, item_node, item_path, json_array_get(resources, i)) < 0)
+        if (check_ace_resource(json_array_get(resources, i), item_path, err, err_length) < 0)
             return -1;
     }
+    return 0;
+}
+
+/* The strict ACE shape of PROTOCOL.md 2.5 (the device rejects any other key), at node's line. */
+static int check_ace(struct parser *p, const yaml_node_t *node, const char *path, json_t *ace)
+{
+    char problem[512];
+    if (config_check_ace(ace, path, problem, sizeof(problem)) < 0)
+        return fail(p, node, NULL, "%s", problem);
     return 0;
 }
 
@@ -1094,11 +1122,49 @@ static int parse_limits(struct mapping *root, struct config *config)
     return 0;
 }
 
+/* The management API: absent means off. A certificate needs its key and the other way round. */
+static int parse_api(struct mapping *root, struct config_api *api)
+{
+    static const char *const keys[] = {"listen", "certificate", "key",        "clientCA", "jwks",
+                                       "issuer", "audience",    "ownerClaim", NULL};
+    struct parser *p = root->p;
+    struct mapping m;
+    char path[KEY_MAX];
+    if (map_mapping(root, "api", false, keys, &m) < 0)
+        return -1;
+    if (m.node == NULL)
+        return 0;
+    yaml_node_t *listen = mapping_value(&m, "listen", path);
+    if (listen == NULL)
+        return missing(&m, path);
+    if (map_string(&m, "listen", true, NULL, &api->listen) < 0 ||
+        check_listen(p, listen, path, api->listen) < 0)
+        return -1;
+    if (map_path(&m, "certificate", false, NULL, true, &api->cert_file) < 0 ||
+        map_path(&m, "key", false, NULL, true, &api->key_file) < 0 ||
+        map_path(&m, "clientCA", false, NULL, true, &api->client_ca_file) < 0 ||
+        map_path(&m, "jwks", true, NULL, true, &api->jwks_file) < 0 ||
+        map_string(&m, "issuer", true, NULL, &api->issuer) < 0 ||
+        map_string(&m, "audience", false, NULL, &api->audience) < 0 ||
+        map_string(&m, "ownerClaim", false, "sub", &api->owner_claim) < 0)
+        return -1;
+    if ((api->cert_file == NULL) != (api->key_file == NULL)) {
+        const char *absent = api->cert_file == NULL ? "certificate" : "key";
+        key_child(path, m.path, absent);
+        return fail(p, m.node, path, "required with %s",
+                    api->cert_file == NULL ? "key" : "certificate");
+    }
+    if (api->client_ca_file != NULL && api->cert_file == NULL)
+        return fail(p, mapping_value(&m, "clientCA", path), path,
+                    "needs HTTPS (certificate and key)");
+    return 0;
+}
+
 static int parse_root(struct parser *p, const yaml_node_t *root, struct config *config)
 {
     static const char *const keys[] = {"listen",  "shards",           "ioBackend", "tls",
                                        "dataDir", "signerThreads",    "limits",    "logLevel",
-                                       "hubs",    "enrollmentGroups", NULL};
+                                       "hubs",    "enrollmentGroups", "api",       NULL};
     static const char *const tls_keys[] = {"certificate", "key", NULL};
     struct mapping m, tls;
     char path[KEY_MAX];
@@ -1151,7 +1217,8 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
         return fail(p, mapping_value(&m, "logLevel", path), path,
                     "must be debug, info, warn or error");
 
-    if (parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0)
+    if (parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0 ||
+        parse_api(&m, &config->api) < 0)
         return -1;
     return 0;
 }
@@ -1303,6 +1370,14 @@ void config_free(struct config *config)
     free(config->tls_key_file);
     free(config->data_dir);
     free(config->log_level);
+    free(config->api.listen);
+    free(config->api.cert_file);
+    free(config->api.key_file);
+    free(config->api.client_ca_file);
+    free(config->api.jwks_file);
+    free(config->api.issuer);
+    free(config->api.audience);
+    free(config->api.owner_claim);
     for (size_t i = 0; config->hubs != NULL && i < config->hub_count; i++)
         config_hub_clear(&config->hubs[i]);
     free(config->hubs);

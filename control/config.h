@@ -107,6 +107,23 @@ void config_free(struct config *config);
 
 const struct config_hub *config_find_hub(const struct config *config, const char *hub_id);
 
+/*
+ * Validators shared by the YAML configuration and the management API's JSON
+ * documents (control/model.c).
+ */
+struct json_t;
+
+bool config_uuid_valid(const char *text);
+
+/* NULL when text is coaps+tcp://HOST:PORT, else what is wrong. */
+const char *config_gateway_problem(const char *text);
+
+/*
+ * Checks an ACL entry against the strict ACE shape devices accept
+ * (PROTOCOL.md 2.5). 0, or -1 with "path.field: problem" in err.
+ */
+int config_check_ace(const struct json_t *ace, const char *path, char *err, size_t err_length);
+
 /* Free what a hub or group holds (the structure itself is the caller's). */
 void config_hub_clear(struct config_hub *hub);
 void config_group_clear(struct config_group *group);

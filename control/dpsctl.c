@@ -42,6 +42,11 @@ static const char USAGE_RECORDS[] =
 static const char USAGE_ISSUANCE[] =
     "usage: dpsctl issuance --data DIR [--device DEVICE_ID] [--json]\n"
     "  Lists the identity certificates the appliance issued.\n";
+static const char USAGE_TOKEN[] =
+    "usage: dpsctl token --key FILE --owner OWNER [--expires-in SECONDS]\n"
+    "  Prints an operator token for the management API signed with FILE (the demo\n"
+    "  PKI's operator.key), for OWNER, valid SECONDS (default one year; negative\n"
+    "  gives an expired token).\n";
 static const char USAGE_BINDINGS[] = "usage: dpsctl bindings --data DIR [--json]\n"
                                      "  Lists which provisioning record each device id is "
                                      "bound to.\n";
@@ -49,9 +54,9 @@ static const char USAGE_BINDINGS[] = "usage: dpsctl bindings --data DIR [--json]
 static void print_usage(FILE *out)
 {
     fprintf(out,
-            "dpsctl: operator tool for the provisioning appliance\n\n%s%s%s%s"
+            "dpsctl: operator tool for the provisioning appliance\n\n%s%s%s%s%s"
             "usage: dpsctl --help\n",
-            USAGE_PKI, USAGE_RECORDS, USAGE_ISSUANCE, USAGE_BINDINGS);
+            USAGE_PKI, USAGE_RECORDS, USAGE_ISSUANCE, USAGE_BINDINGS, USAGE_TOKEN);
 }
 
 /* Options shared by the subcommands; each accepts a subset. */
@@ -215,6 +220,10 @@ static const char *const PKI_FILES[] = {
     "hub-ca.key",
     "token.key",
     "token.pub.pem",
+    "operator.key",
+    "operator.pub.pem",
+    "operator.jwks.json",
+    "operator.token",
     "rogue-root.pem",
     "rogue-root.key",
     "rogue-device.pem",
@@ -628,16 +637,73 @@ static int command_bindings(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* The token command: an operator token for the management API. */
+static int command_token(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"key", required_argument, NULL, 'k'},
+        {"owner", required_argument, NULL, 'o'},
+        {"expires-in", required_argument, NULL, 'e'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *key_file = NULL;
+    const char *owner = NULL;
+    long lifetime_s = 365L * 24 * 3600;
+    char *end;
+    char err[512] = "";
+    int option;
+
+    opterr = 0;
+    optind = 1;
+    while ((option = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
+        switch (option) {
+        case 'k':
+            key_file = optarg;
+            break;
+        case 'o':
+            owner = optarg;
+            break;
+        case 'e':
+            errno = 0;
+            lifetime_s = strtol(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || lifetime_s > 100L * 365 * 86400 ||
+                lifetime_s < -100L * 365 * 86400)
+                return usage_error(USAGE_TOKEN, "token", "--expires-in must be a number of seconds",
+                                   optarg);
+            break;
+        case 'h':
+            fputs(USAGE_TOKEN, stdout);
+            return EXIT_OK;
+        case ':':
+            return usage_error(USAGE_TOKEN, "token", "option needs a value", argv[optind - 1]);
+        default:
+            return usage_error(USAGE_TOKEN, "token", "unknown option", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error(USAGE_TOKEN, "token", "unexpected argument", argv[optind]);
+    if (key_file == NULL || owner == NULL || owner[0] == '\0')
+        return usage_error(USAGE_TOKEN, "token", "--key and --owner are required", NULL);
+    char *token = pki_operator_token(key_file, owner, lifetime_s, err, sizeof(err));
+    if (token == NULL) {
+        fprintf(stderr, "dpsctl token: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    printf("%s\n", token);
+    free(token);
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
         const char *name;
         int (*run)(int argc, char **argv);
     } commands[] = {
-        {"pki", command_pki},
-        {"records", command_records},
-        {"issuance", command_issuance},
-        {"bindings", command_bindings},
+        {"pki", command_pki},           {"records", command_records},
+        {"issuance", command_issuance}, {"bindings", command_bindings},
+        {"token", command_token},
     };
     int code = EXIT_USAGE;
     bool found = false;

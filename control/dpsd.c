@@ -2,11 +2,13 @@
  * dpsd: the provisioning daemon's entry point.
  *
  * It reads the configuration (or, with --demo, creates a demo PKI and a
- * configuration that uses it), opens the store and seeds it with the
- * configured enrollment groups and hubs, starts the signer and one shard per
- * core, and then waits for a signal. Shutdown runs in dependency order:
- * shards stop taking bytes, the signer and the store finish what they hold,
- * and only then are the shards' mailboxes drained and freed.
+ * configuration that uses it), opens the store, and hands both to the
+ * control plane (control/plane.c), which seeds the store with the file's
+ * groups and hubs, builds the first snapshot and starts one shard per core.
+ * The management API starts when configured. Then the main thread waits for
+ * signals: SIGHUP reloads the file's groups, hubs and certificates; SIGTERM
+ * or SIGINT drains (not ready, no new connections, devices in progress
+ * finish) and stops.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -18,25 +20,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <openssl/rand.h>
 
+#include "control/api.h"
 #include "control/config.h"
 #include "control/log.h"
+#include "control/plane.h"
 #include "crypto/pki.h"
-#include "crypto/signer.h"
 #include "crypto/uuid.h"
-#include "dataplane/admission.h"
-#include "dataplane/dps_handlers.h"
-#include "dataplane/shard.h"
 #include "store/store.h"
 
 #define DPSD_MAX_SHARDS 256
+#define DPSD_DRAIN_SECONDS 30
 
 struct options {
     const char *config_path;
     const char *demo_dir;
     const char *listen;
+    const char *api_listen;
     int shards; /* -1: as configured */
     const char *io_backend;
     const char *log_level;
@@ -53,6 +54,7 @@ static void usage(FILE *out)
             "                       DIR and serve them; DIR/pki holds the certificates\n"
             "overrides of the configuration:\n"
             "  --listen HOST:PORT   the one address to listen on\n"
+            "  --api-listen HOST:PORT  the management API's address\n"
             "  --shards N           event-loop threads (0: one per core)\n"
             "  --io-backend NAME    io_uring or epoll\n"
             "  --log-level LEVEL    debug, info, warn or error\n");
@@ -91,8 +93,15 @@ static int demo_write_config(const char *dir, const char *path)
             "  key: pki/dps-server.key\n"
             "dataDir: data\n"
             "logLevel: info\n"
+            "# The management API, plain HTTP on loopback; operator token in pki/operator.token.\n"
+            "api:\n"
+            "  listen: 127.0.0.1:9100\n"
+            "  jwks: pki/operator.jwks.json\n"
+            "  issuer: %s\n"
+            "  audience: %s\n"
             "hubs:\n"
             "  - id: %s\n"
+            "    owner: \"1\"\n"
             "    name: demo hub\n"
             "    gateways: [\"coaps+tcp://127.0.0.1:5684\"]\n"
             "    authorizationProvider: plgd\n"
@@ -119,7 +128,7 @@ static int demo_write_config(const char *dir, const char *path)
             "    resources:\n"
             "      - href: /light/1\n"
             "        content: {state: false, power: 10}\n",
-            dir, hub_id, group_id, hub_id);
+            dir, PKI_OPERATOR_ISSUER, PKI_OPERATOR_AUDIENCE, hub_id, group_id, hub_id);
     if (fclose(out) != 0) {
         fprintf(stderr, "dpsd: cannot write %s: %s\n", path, strerror(errno));
         return -1;
@@ -168,6 +177,14 @@ static int apply_overrides(struct config *config, const struct options *options)
     if (options->listen != NULL && override_listen(config, options->listen) != 0) {
         return -1;
     }
+    if (options->api_listen != NULL) {
+        if (config->api.listen == NULL) {
+            fprintf(stderr, "dpsd: --api-listen needs an api section in the configuration\n");
+            return -1;
+        }
+        free(config->api.listen);
+        config->api.listen = strdup(options->api_listen);
+    }
     if (options->shards >= 0) {
         config->shards = (unsigned)options->shards;
     }
@@ -188,57 +205,13 @@ static int apply_overrides(struct config *config, const struct options *options)
     return 0;
 }
 
-/* The store mirrors the configured groups and hubs, for tools and the record of what ran. */
-static int seed_store(struct store *store, const struct config *config)
-{
-    for (size_t i = 0; i < config->hub_count; i++) {
-        const struct config_hub *hub = &config->hubs[i];
-        json_t *gateways = json_array();
-        for (size_t g = 0; g < hub->gateway_count; g++) {
-            json_array_append_new(gateways, json_string(hub->gateways[g]));
-        }
-        json_t *doc = json_pack("{s:s, s:s, s:o, s:s}", "id", hub->id, "name",
-                                hub->name != NULL ? hub->name : "", "gateways", gateways,
-                                "authorizationProviderName", hub->authorization_provider);
-        char *text = json_dumps(doc, JSON_COMPACT);
-        json_decref(doc);
-        struct store_put put = {STORE_HUBS, hub->id, strlen(hub->id), text, strlen(text)};
-        int rc = store_put_sync(store, &put, 1);
-        free(text);
-        if (rc != STORE_OK) {
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < config->group_count; i++) {
-        const struct config_group *group = &config->groups[i];
-        json_t *hubs = json_array();
-        for (size_t h = 0; h < group->hub_count; h++) {
-            json_array_append_new(hubs, json_string(group->hub_ids[h]));
-        }
-        json_t *doc = json_pack(
-            "{s:s, s:s, s:s, s:o, s:{s:{s:s, s:s, s:b}}}", "id", group->id, "owner", group->owner,
-            "name", group->name != NULL ? group->name : "", "hubIds", hubs, "attestationMechanism",
-            "x509", "certificateChain", group->ca_chain_file, "leadCertificateName",
-            group->lead_certificate_name != NULL ? group->lead_certificate_name : "",
-            "expiredCertificateEnabled", group->expired_certificate_enabled);
-        char *text = json_dumps(doc, JSON_COMPACT);
-        json_decref(doc);
-        struct store_put put = {STORE_GROUPS, group->id, strlen(group->id), text, strlen(text)};
-        int rc = store_put_sync(store, &put, 1);
-        free(text);
-        if (rc != STORE_OK) {
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int parse_options(int argc, char **argv, struct options *options)
 {
     static const struct option long_options[] = {
         {"config", required_argument, NULL, 'c'},
         {"demo", required_argument, NULL, 'd'},
         {"listen", required_argument, NULL, 'l'},
+        {"api-listen", required_argument, NULL, 'a'},
         {"shards", required_argument, NULL, 's'},
         {"io-backend", required_argument, NULL, 'b'},
         {"log-level", required_argument, NULL, 'v'},
@@ -257,6 +230,9 @@ static int parse_options(int argc, char **argv, struct options *options)
             break;
         case 'l':
             options->listen = optarg;
+            break;
+        case 'a':
+            options->api_listen = optarg;
             break;
         case 's': {
             char *end;
@@ -330,12 +306,6 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int status = 1;
-    struct dps_catalog catalog = {0};
-    struct admission admission;
-    admission_init(&admission, config->signing_rate, config->signing_burst);
-    struct signer *signer = NULL;
-    struct shard *shards[DPSD_MAX_SHARDS] = {0};
     unsigned shard_count =
         config->shards != 0 ? config->shards : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
     if (shard_count == 0 || shard_count > DPSD_MAX_SHARDS) {
@@ -344,72 +314,56 @@ int main(int argc, char **argv)
     struct store *store = store_open(config->data_dir, 65536, err, sizeof(err));
     if (store == NULL) {
         fprintf(stderr, "dpsd: store %s: %s\n", config->data_dir, err);
-        goto out;
+        config_free(config);
+        return 1;
     }
-    if (seed_store(store, config) != 0) {
-        fprintf(stderr, "dpsd: cannot write the configuration into the store %s\n",
-                config->data_dir);
-        goto out;
-    }
-    if (dps_catalog_build(config, &catalog, err, sizeof(err)) != 0) {
+    /* The plane owns the settings and the store from here on. */
+    struct plane *plane = plane_create(config, store, err, sizeof(err));
+    if (plane == NULL) {
         fprintf(stderr, "dpsd: %s: %s\n", config_path, err);
-        goto out;
+        return 1;
     }
-    signer = signer_create(config, config->signer_threads, 65536, err, sizeof(err));
-    if (signer == NULL) {
+    const struct config *settings = plane_settings(plane);
+    struct api *api = NULL;
+    int status = 1;
+    if (plane_start(plane, shard_count, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
         goto out;
     }
-    for (unsigned i = 0; i < shard_count; i++) {
-        shards[i] = shard_create(i, config, &catalog, signer, store, &admission, err, sizeof(err));
-        if (shards[i] == NULL) {
-            fprintf(stderr, "dpsd: shard %u: %s\n", i, err);
+    if (settings->api.listen != NULL) {
+        api = api_start(settings, plane, err, sizeof(err));
+        if (api == NULL) {
+            fprintf(stderr, "dpsd: management API: %s\n", err);
             goto out;
         }
     }
-    for (unsigned i = 0; i < shard_count; i++) {
-        int rc = shard_start(shards[i]);
-        if (rc != 0) {
-            fprintf(stderr, "dpsd: cannot start shard %u: %s\n", i, strerror(-rc));
-            goto out;
-        }
-    }
-    log_msg(LOG_INFO, "ready", "listen=%s shards=%u backend=%s groups=%zu hubs=%zu config=%s",
-            config->listen[0], shard_count,
-            config->io_backend == CONFIG_IO_EPOLL ? "epoll" : "io_uring", config->group_count,
-            config->hub_count, config_path);
+    log_msg(LOG_INFO, "ready", "listen=%s shards=%u backend=%s api=%s config=%s",
+            settings->listen[0], shard_count,
+            settings->io_backend == CONFIG_IO_EPOLL ? "epoll" : "io_uring",
+            settings->api.listen != NULL ? settings->api.listen : "off", config_path);
     for (;;) {
         int signal_number = 0;
         sigwait(&signals, &signal_number);
         if (signal_number == SIGHUP) {
-            log_msg(LOG_INFO, "SIGHUP ignored", "reason=\"reload is not supported yet\"");
+            int rc = plane_reload(plane, err, sizeof(err));
+            if (rc == PLANE_OK) {
+                log_msg(LOG_INFO, "reloaded", "config=%s", config_path);
+            } else {
+                log_msg(LOG_ERROR, "reload failed", "config=%s error=\"%s\"", config_path, err);
+            }
             continue;
         }
-        log_msg(LOG_INFO, "stopping", "signal=%d", signal_number);
+        log_msg(LOG_INFO, "draining", "signal=%d", signal_number);
         break;
     }
+    /* Not ready, no new connections, devices in progress finish; then stop. */
+    plane_drain(plane, DPSD_DRAIN_SECONDS);
     status = 0;
 out:
-    for (unsigned i = 0; i < shard_count; i++) {
-        if (shards[i] != NULL) {
-            shard_stop(shards[i]);
-        }
+    if (api != NULL) {
+        api_stop(api);
     }
-    for (unsigned i = 0; i < shard_count; i++) {
-        if (shards[i] != NULL) {
-            shard_join(shards[i]);
-        }
-    }
-    if (signer != NULL) {
-        signer_destroy(signer);
-    }
-    if (store != NULL) {
-        store_close(store);
-    }
-    for (unsigned i = 0; i < shard_count; i++) {
-        shard_finish(shards[i]);
-    }
-    dps_catalog_free(config, &catalog);
-    config_free(config);
+    plane_destroy(plane);
+    log_msg(LOG_INFO, "stopped", "status=%d", status);
     return status;
 }

@@ -1,0 +1,641 @@
+/*
+ * model: enrollment groups and hubs as JSON documents (control/model.h).
+ *
+ * Reading a document is strict like the YAML configuration: unknown keys are
+ * errors, required keys must be there, and every problem is reported as
+ * "json.path: what is wrong". The rules shared with the YAML reader (UUIDs,
+ * gateways, ACL entries) come from control/config.c, so both accept the same
+ * things. Optional strings given as "" count as absent, because the writer
+ * emits absent strings as "" the way protojson does; so a document read back
+ * from the API can be sent again unchanged.
+ *
+ * Files named in documents must be absolute paths: a document has no folder
+ * to be relative to.
+ */
+#include "control/model.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#define PATH_MAX_TEXT 256
+#define ONE_YEAR_S (365L * 24 * 3600)
+#define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
+#define DEFAULT_OWNER_CLAIM "sub"
+
+struct reader {
+    char *err;
+    size_t err_length;
+};
+
+__attribute__((format(printf, 3, 4))) static int fail(struct reader *r, const char *path,
+                                                      const char *fmt, ...)
+{
+    if (r->err == NULL || r->err_length == 0)
+        return -1;
+    char problem[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(problem, sizeof(problem), fmt, args);
+    va_end(args);
+    snprintf(r->err, r->err_length, "%s: %s", path, problem);
+    return -1;
+}
+
+/* Paths are for messages only: an absurdly deep one is cut and ends with "...". */
+static void path_cut(char *out, int length)
+{
+    if (length >= PATH_MAX_TEXT)
+        memcpy(out + PATH_MAX_TEXT - 4, "...", 4);
+}
+
+static void path_child(char *out, const char *parent, const char *key)
+{
+    if (parent[0] == '\0')
+        path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s", key));
+    else
+        path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s.%s", parent, key));
+}
+
+static void path_index(char *out, const char *parent, size_t index)
+{
+    path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s[%zu]", parent, index));
+}
+
+/* An object with only the allowed keys (NULL-terminated); null counts as absent. */
+static int open_object(struct reader *r, const json_t *value, const char *path, bool required,
+                       const char *const *allowed, const json_t **out)
+{
+    *out = NULL;
+    if (value == NULL || json_is_null(value))
+        return required ? fail(r, path, "required") : 0;
+    if (!json_is_object(value))
+        return fail(r, path, "must be an object");
+    const char *key;
+    json_t *item;
+    json_object_foreach((json_t *)value, key, item)
+    {
+        size_t i = 0;
+        while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
+            i++;
+        if (allowed[i] == NULL) {
+            char key_path[PATH_MAX_TEXT];
+            path_child(key_path, path, key);
+            return fail(r, key_path, "unknown field");
+        }
+    }
+    *out = value;
+    return 0;
+}
+
+/*
+ * A string field. Absent, null or "" is absent: then fallback (may be NULL) or
+ * "required". *out is newly allocated or NULL.
+ */
+static int read_string(struct reader *r, const json_t *object, const char *key, const char *path,
+                       bool required, const char *fallback, char **out)
+{
+    char key_path[PATH_MAX_TEXT];
+    path_child(key_path, path, key);
+    json_t *value = json_object_get(object, key);
+    *out = NULL;
+    if (value != NULL && !json_is_null(value) && !json_is_string(value))
+        return fail(r, key_path, "must be a string");
+    if (value != NULL && json_is_string(value) && json_string_length(value) > 0) {
+        if (strlen(json_string_value(value)) != json_string_length(value))
+            return fail(r, key_path, "must not contain NUL characters");
+        *out = strdup(json_string_value(value));
+    } else if (required) {
+        return fail(r, key_path, "required");
+    } else if (fallback != NULL) {
+        *out = strdup(fallback);
+    } else {
+        return 0;
+    }
+    return *out != NULL ? 0 : fail(r, key_path, "out of memory");
+}
+
+static void lower_case(char *text)
+{
+    for (char *c = text; *c != '\0'; c++) {
+        if (*c >= 'A' && *c <= 'F')
+            *c = (char)(*c - 'A' + 'a');
+    }
+}
+
+static int check_uuid(struct reader *r, const char *path, char *text)
+{
+    if (!config_uuid_valid(text))
+        return fail(r, path, "\"%s\" is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", text);
+    lower_case(text);
+    return 0;
+}
+
+static int read_uuid(struct reader *r, const json_t *object, const char *key, const char *path,
+                     char **out)
+{
+    char key_path[PATH_MAX_TEXT];
+    path_child(key_path, path, key);
+    if (read_string(r, object, key, path, true, NULL, out) < 0)
+        return -1;
+    return check_uuid(r, key_path, *out);
+}
+
+static int check_gateway(struct reader *r, const char *path, char *text)
+{
+    const char *problem = config_gateway_problem(text);
+    return problem == NULL ? 0 : fail(r, path, "\"%s\": %s", text, problem);
+}
+
+/* A non-empty list of distinct non-empty strings, each handed to check (may be NULL). */
+static int read_string_list(struct reader *r, const json_t *object, const char *key,
+                            const char *path, char ***items, size_t *count,
+                            int (*check)(struct reader *, const char *, char *))
+{
+    char list_path[PATH_MAX_TEXT];
+    path_child(list_path, path, key);
+    json_t *list = json_object_get(object, key);
+    if (list == NULL || json_is_null(list))
+        return fail(r, list_path, "required");
+    if (!json_is_array(list))
+        return fail(r, list_path, "must be a list");
+    size_t n = json_array_size(list);
+    if (n == 0)
+        return fail(r, list_path, "must not be empty");
+    if ((*items = calloc(n, sizeof(**items))) == NULL)
+        return fail(r, list_path, "out of memory");
+    *count = n;
+    for (size_t i = 0; i < n; i++) {
+        char item_path[PATH_MAX_TEXT];
+        path_index(item_path, list_path, i);
+        json_t *item = json_array_get(list, i);
+        if (!json_is_string(item) || json_string_length(item) == 0 ||
+            strlen(json_string_value(item)) != json_string_length(item))
+            return fail(r, item_path, "must be a non-empty string");
+        if (((*items)[i] = strdup(json_string_value(item))) == NULL)
+            return fail(r, item_path, "out of memory");
+        if (check != NULL && check(r, item_path, (*items)[i]) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp((*items)[j], (*items)[i]) == 0)
+                return fail(r, item_path, "duplicate of %s[%zu]", list_path, j);
+        }
+    }
+    return 0;
+}
+
+static int read_bool(struct reader *r, const json_t *object, const char *key, const char *path,
+                     bool *out)
+{
+    char key_path[PATH_MAX_TEXT];
+    path_child(key_path, path, key);
+    json_t *value = json_object_get(object, key);
+    *out = false;
+    if (value == NULL || json_is_null(value))
+        return 0;
+    if (!json_is_boolean(value))
+        return fail(r, key_path, "must be true or false");
+    *out = json_is_true(value);
+    return 0;
+}
+
+/* Seconds as a JSON integer or a decimal string (protojson writes int64 as strings). */
+static int read_seconds(struct reader *r, const json_t *object, const char *key, const char *path,
+                        long min, long max, long fallback, long *out)
+{
+    char key_path[PATH_MAX_TEXT];
+    path_child(key_path, path, key);
+    json_t *value = json_object_get(object, key);
+    *out = fallback;
+    if (value == NULL || json_is_null(value))
+        return 0;
+    long long seconds = -1;
+    if (json_is_integer(value)) {
+        seconds = json_integer_value(value);
+    } else if (json_is_string(value)) {
+        const char *text = json_string_value(value);
+        char *end;
+        errno = 0;
+        seconds = strtoll(text, &end, 10);
+        if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0)
+            seconds = -1;
+    }
+    if (seconds < min || seconds > max)
+        return fail(r, key_path, "must be a number of seconds from %ld to %ld", min, max);
+    *out = (long)seconds;
+    return 0;
+}
+
+/* An absolute path to a readable regular file. */
+static int read_file_path(struct reader *r, const json_t *object, const char *key, const char *path,
+                          char **out)
+{
+    char key_path[PATH_MAX_TEXT];
+    path_child(key_path, path, key);
+    if (read_string(r, object, key, path, true, NULL, out) < 0)
+        return -1;
+    if ((*out)[0] != '/')
+        return fail(r, key_path, "must be an absolute file path");
+    struct stat st;
+    if (access(*out, R_OK) != 0 || stat(*out, &st) != 0)
+        return fail(r, key_path, "cannot read %s: %s", *out, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(r, key_path, "%s is not a regular file", *out);
+    return 0;
+}
+
+/* Every PEM block is a certificate that parses, and there is at least one. */
+static bool pem_is_certificate_chain(const char *text)
+{
+    BIO *bio = BIO_new_mem_buf(text, -1);
+    size_t count = 0;
+    bool valid = bio != NULL;
+    char *name = NULL;
+    char *header = NULL;
+    unsigned char *der = NULL;
+    long length = 0;
+
+    while (valid && PEM_read_bio(bio, &name, &header, &der, &length) == 1) {
+        const unsigned char *cursor = der;
+        X509 *certificate = NULL;
+        valid = (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) &&
+                (certificate = d2i_X509(NULL, &cursor, length)) != NULL && cursor == der + length;
+        X509_free(certificate);
+        count++;
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        OPENSSL_free(der);
+        name = header = NULL;
+        der = NULL;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return valid && count > 0;
+}
+
+/* PEM text (kept in ca_chain_pem) or an absolute path to a readable file (ca_chain_file). */
+static int read_certificate_chain(struct reader *r, const json_t *x509, const char *path,
+                                  struct config_group *group)
+{
+    char key_path[PATH_MAX_TEXT];
+    char *text;
+    path_child(key_path, path, "certificateChain");
+    if (read_string(r, x509, "certificateChain", path, true, NULL, &text) < 0)
+        return -1;
+    bool is_path = text[0] == '/';
+    bool is_pem = strstr(text, "-----BEGIN") != NULL;
+    if (is_path) {
+        free(text);
+        return read_file_path(r, x509, "certificateChain", path, &group->ca_chain_file);
+    }
+    group->ca_chain_pem = text;
+    if (!is_pem)
+        return fail(r, key_path, "must be PEM certificates or an absolute file path");
+    if (!pem_is_certificate_chain(text))
+        return fail(r, key_path, "not a PEM certificate chain");
+    return 0;
+}
+
+static int read_attestation(struct reader *r, const json_t *doc, struct config_group *group)
+{
+    static const char *const mechanism_keys[] = {"x509", NULL};
+    static const char *const x509_keys[] = {"certificateChain", "leadCertificateName",
+                                            "expiredCertificateEnabled", NULL};
+    const json_t *mechanism;
+    const json_t *x509;
+    if (open_object(r, json_object_get(doc, "attestationMechanism"), "attestationMechanism", true,
+                    mechanism_keys, &mechanism) < 0 ||
+        open_object(r, json_object_get(mechanism, "x509"), "attestationMechanism.x509", true,
+                    x509_keys, &x509) < 0)
+        return -1;
+    const char *path = "attestationMechanism.x509";
+    if (read_certificate_chain(r, x509, path, group) < 0 ||
+        read_string(r, x509, "leadCertificateName", path, false, NULL,
+                    &group->lead_certificate_name) < 0 ||
+        read_bool(r, x509, "expiredCertificateEnabled", path, &group->expired_certificate_enabled) <
+            0)
+        return -1;
+    return 0;
+}
+
+static int read_psk(struct reader *r, const json_t *doc, struct config_group *group)
+{
+    char *psk;
+    if (read_string(r, doc, "preSharedKey", "", false, NULL, &psk) < 0)
+        return -1;
+    if (psk == NULL)
+        return 0;
+    size_t length = strlen(psk);
+    if (length >= sizeof(group->psk))
+        memcpy(group->psk, psk, sizeof(group->psk));
+    explicit_bzero(psk, length);
+    free(psk);
+    if (length < sizeof(group->psk))
+        return fail(r, "preSharedKey", "must be at least %zu characters long", sizeof(group->psk));
+    group->has_psk = true;
+    return 0;
+}
+
+static int read_acl(struct reader *r, const json_t *doc, struct config_group *group)
+{
+    static const char *const keys[] = {"mode", "entries", NULL};
+    const json_t *acl;
+    char *mode;
+    group->acl_mode = CONFIG_ACL_DEFAULT;
+    if (open_object(r, json_object_get(doc, "acl"), "acl", false, keys, &acl) < 0)
+        return -1;
+    if (acl == NULL)
+        return 0;
+    if (read_string(r, acl, "mode", "acl", false, "extend", &mode) < 0)
+        return -1;
+    bool replace = strcmp(mode, "replace") == 0;
+    bool extend = strcmp(mode, "extend") == 0;
+    free(mode);
+    if (!replace && !extend)
+        return fail(r, "acl.mode", "must be replace or extend");
+    group->acl_mode = replace ? CONFIG_ACL_REPLACE : CONFIG_ACL_EXTEND;
+
+    json_t *entries = json_object_get(acl, "entries");
+    if (entries == NULL || json_is_null(entries))
+        return fail(r, "acl.entries", "required");
+    if (!json_is_array(entries) || json_array_size(entries) == 0)
+        return fail(r, "acl.entries", "must be a non-empty list");
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        char item_path[PATH_MAX_TEXT];
+        path_index(item_path, "acl.entries", i);
+        if (config_check_ace(json_array_get(entries, i), item_path, r->err, r->err_length) < 0)
+            return -1;
+    }
+    group->acl_json = json_dumps(entries, JSON_COMPACT);
+    return group->acl_json != NULL ? 0 : fail(r, "acl.entries", "out of memory");
+}
+
+static int read_resource(struct reader *r, const json_t *item, const char *path,
+                         const json_t *resources, size_t index)
+{
+    static const char *const keys[] = {"href", "content", NULL};
+    const json_t *resource;
+    char key_path[PATH_MAX_TEXT];
+    if (open_object(r, item, path, true, keys, &resource) < 0)
+        return -1;
+    json_t *href = json_object_get(resource, "href");
+    path_child(key_path, path, "href");
+    if (href == NULL)
+        return fail(r, key_path, "required");
+    if (!json_is_string(href) || json_string_value(href)[0] != '/')
+        return fail(r, key_path, "must be a path starting with /");
+    for (size_t j = 0; j < index; j++) {
+        json_t *previous = json_object_get(json_array_get(resources, j), "href");
+        if (strcmp(json_string_value(previous), json_string_value(href)) == 0)
+            return fail(r, key_path, "\"%s\" is listed twice", json_string_value(href));
+    }
+    json_t *content = json_object_get(resource, "content");
+    path_child(key_path, path, "content");
+    if (content == NULL)
+        return fail(r, key_path, "required");
+    if (!json_is_object(content))
+        return fail(r, key_path, "must be an object (the resource's properties)");
+    return 0;
+}
+
+static int read_resources(struct reader *r, const json_t *doc, struct config_group *group)
+{
+    json_t *resources = json_object_get(doc, "resources");
+    if (resources == NULL || json_is_null(resources))
+        return 0;
+    if (!json_is_array(resources) || json_array_size(resources) == 0)
+        return fail(r, "resources", "must be a non-empty list");
+    for (size_t i = 0; i < json_array_size(resources); i++) {
+        char item_path[PATH_MAX_TEXT];
+        path_index(item_path, "resources", i);
+        if (read_resource(r, json_array_get(resources, i), item_path, resources, i) < 0)
+            return -1;
+    }
+    group->resources_json = json_dumps(resources, JSON_COMPACT);
+    return group->resources_json != NULL ? 0 : fail(r, "resources", "out of memory");
+}
+
+int model_group_from_json(const json_t *doc, struct config_group *group, char *err,
+                          size_t err_length)
+{
+    static const char *const keys[] = {"id",     "owner",        "name", "attestationMechanism",
+                                       "hubIds", "preSharedKey", "acl",  "resources",
+                                       NULL};
+    struct reader r = {.err = err, .err_length = err_length};
+    const json_t *root;
+    memset(group, 0, sizeof(*group));
+    if (err != NULL && err_length > 0)
+        err[0] = '\0';
+    int result = -1;
+    if (open_object(&r, doc, "(document)", true, keys, &root) == 0 &&
+        read_uuid(&r, root, "id", "", &group->id) == 0 &&
+        read_string(&r, root, "owner", "", true, NULL, &group->owner) == 0 &&
+        read_string(&r, root, "name", "", false, NULL, &group->name) == 0 &&
+        read_attestation(&r, root, group) == 0 &&
+        read_string_list(&r, root, "hubIds", "", &group->hub_ids, &group->hub_count, check_uuid) ==
+            0 &&
+        read_psk(&r, root, group) == 0 && read_acl(&r, root, group) == 0 &&
+        read_resources(&r, root, group) == 0)
+        result = 0;
+    if (result < 0)
+        model_group_clear(group);
+    return result;
+}
+
+static int read_hub_ids(struct reader *r, const json_t *doc, struct config_hub *hub)
+{
+    char *id;
+    char *hub_id;
+    if (read_string(r, doc, "id", "", false, NULL, &id) < 0)
+        return -1;
+    if (read_string(r, doc, "hubId", "", false, NULL, &hub_id) < 0) {
+        free(id);
+        return -1;
+    }
+    if (id == NULL && hub_id == NULL)
+        return fail(r, "hubId", "required");
+    if (id != NULL && hub_id != NULL && strcasecmp(id, hub_id) != 0) {
+        free(id);
+        free(hub_id);
+        return fail(r, "hubId", "must equal id");
+    }
+    hub->id = hub_id != NULL ? hub_id : id;
+    if (hub_id != NULL)
+        free(id);
+    return check_uuid(r, hub_id != NULL ? "hubId" : "id", hub->id);
+}
+
+static int read_authorization(struct reader *r, const json_t *doc, struct config_hub *hub)
+{
+    static const char *const keys[] = {"ownerClaim", "deviceIdClaim", "provider", NULL};
+    static const char *const provider_keys[] = {"name", "audience", NULL};
+    const json_t *authorization;
+    const json_t *provider;
+    if (open_object(r, json_object_get(doc, "authorization"), "authorization", true, keys,
+                    &authorization) < 0 ||
+        read_string(r, authorization, "ownerClaim", "authorization", false, DEFAULT_OWNER_CLAIM,
+                    &hub->token_owner_claim) < 0 ||
+        read_string(r, authorization, "deviceIdClaim", "authorization", false, NULL,
+                    &hub->token_device_id_claim) < 0 ||
+        open_object(r, json_object_get(authorization, "provider"), "authorization.provider", true,
+                    provider_keys, &provider) < 0 ||
+        read_string(r, provider, "name", "authorization.provider", true, NULL,
+                    &hub->authorization_provider) < 0 ||
+        read_string(r, provider, "audience", "authorization.provider", false, NULL,
+                    &hub->token_audience) < 0)
+        return -1;
+    return 0;
+}
+
+static int read_hub_keys(struct reader *r, const json_t *doc, struct config_hub *hub)
+{
+    static const char *const certificate_keys[] = {"certificate", "key", "validity", NULL};
+    static const char *const token_keys[] = {"key", "keyId", "issuer", "lifetime", NULL};
+    const json_t *certificate;
+    const json_t *token;
+    if (open_object(r, json_object_get(doc, "identityCertificate"), "identityCertificate", true,
+                    certificate_keys, &certificate) < 0 ||
+        read_file_path(r, certificate, "certificate", "identityCertificate", &hub->ca_cert_file) <
+            0 ||
+        read_file_path(r, certificate, "key", "identityCertificate", &hub->ca_key_file) < 0 ||
+        read_seconds(r, certificate, "validity", "identityCertificate", 60, HUNDRED_YEARS_S,
+                     ONE_YEAR_S, &hub->certificate_validity_s) < 0)
+        return -1;
+    if (open_object(r, json_object_get(doc, "token"), "token", true, token_keys, &token) < 0 ||
+        read_file_path(r, token, "key", "token", &hub->token_key_file) < 0 ||
+        read_string(r, token, "keyId", "token", false, NULL, &hub->token_key_id) < 0 ||
+        read_string(r, token, "issuer", "token", true, NULL, &hub->token_issuer) < 0 ||
+        read_seconds(r, token, "lifetime", "token", 60, HUNDRED_YEARS_S, ONE_YEAR_S,
+                     &hub->token_lifetime_s) < 0)
+        return -1;
+    return 0;
+}
+
+int model_hub_from_json(const json_t *doc, struct config_hub *hub, char *err, size_t err_length)
+{
+    static const char *const keys[] = {"id",       "hubId",         "owner", "name",
+                                       "gateways", "authorization", "token", "identityCertificate",
+                                       NULL};
+    struct reader r = {.err = err, .err_length = err_length};
+    const json_t *root;
+    memset(hub, 0, sizeof(*hub));
+    if (err != NULL && err_length > 0)
+        err[0] = '\0';
+    int result = -1;
+    if (open_object(&r, doc, "(document)", true, keys, &root) == 0 &&
+        read_hub_ids(&r, root, hub) == 0 &&
+        read_string(&r, root, "owner", "", false, NULL, &hub->owner) == 0 &&
+        read_string(&r, root, "name", "", false, NULL, &hub->name) == 0 &&
+        read_string_list(&r, root, "gateways", "", &hub->gateways, &hub->gateway_count,
+                         check_gateway) == 0 &&
+        read_authorization(&r, root, hub) == 0 && read_hub_keys(&r, root, hub) == 0)
+        result = 0;
+    if (result < 0)
+        model_hub_clear(hub);
+    return result;
+}
+
+static json_t *string_or_empty(const char *text)
+{
+    return json_string(text != NULL ? text : "");
+}
+
+static json_t *string_list(char *const *items, size_t count)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list != NULL && i < count; i++) {
+        if (json_array_append_new(list, json_string(items[i])) < 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+/* The pre-shared key as text; "" when there is none or its bytes are not UTF-8 text. */
+static json_t *psk_text(const struct config_group *group)
+{
+    json_t *text = NULL;
+    if (group->has_psk)
+        text = json_stringn((const char *)group->psk, sizeof(group->psk));
+    return text != NULL ? text : json_string("");
+}
+
+static const char *acl_mode_name(enum config_acl_mode mode)
+{
+    return mode == CONFIG_ACL_REPLACE ? "replace" : "extend";
+}
+
+json_t *model_group_to_json(const struct config_group *group)
+{
+    json_t *doc = json_pack(
+        "{s:o, s:o, s:o, s:{s:{s:o, s:o, s:b}}, s:o, s:o}", "id", string_or_empty(group->id),
+        "owner", string_or_empty(group->owner), "name", string_or_empty(group->name),
+        "attestationMechanism", "x509", "certificateChain",
+        string_or_empty(group->ca_chain_pem != NULL ? group->ca_chain_pem : group->ca_chain_file),
+        "leadCertificateName", string_or_empty(group->lead_certificate_name),
+        "expiredCertificateEnabled", group->expired_certificate_enabled, "hubIds",
+        string_list(group->hub_ids, group->hub_count), "preSharedKey", psk_text(group));
+    if (doc == NULL)
+        return NULL;
+    if (group->acl_mode != CONFIG_ACL_DEFAULT && group->acl_json != NULL) {
+        json_t *entries = json_loads(group->acl_json, 0, NULL);
+        json_t *acl = entries != NULL
+                          ? json_pack("{s:s, s:o}", "mode", acl_mode_name(group->acl_mode),
+                                      "entries", entries)
+                          : NULL;
+        if (acl == NULL || json_object_set_new(doc, "acl", acl) < 0) {
+            json_decref(doc);
+            return NULL;
+        }
+    }
+    if (group->resources_json != NULL) {
+        json_t *resources = json_loads(group->resources_json, 0, NULL);
+        if (resources == NULL || json_object_set_new(doc, "resources", resources) < 0) {
+            json_decref(doc);
+            return NULL;
+        }
+    }
+    return doc;
+}
+
+json_t *model_hub_to_json(const struct config_hub *hub)
+{
+    return json_pack(
+        "{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:{s:o, s:o}}, s:{s:o, s:o, s:I}, "
+        "s:{s:o, s:o, s:o, s:I}}",
+        "id", string_or_empty(hub->id), "hubId", string_or_empty(hub->id), "owner",
+        string_or_empty(hub->owner), "name", string_or_empty(hub->name), "gateways",
+        string_list(hub->gateways, hub->gateway_count), "authorization", "ownerClaim",
+        string_or_empty(hub->token_owner_claim != NULL ? hub->token_owner_claim
+                                                       : DEFAULT_OWNER_CLAIM),
+        "deviceIdClaim", string_or_empty(hub->token_device_id_claim), "provider", "name",
+        string_or_empty(hub->authorization_provider), "audience",
+        string_or_empty(hub->token_audience), "identityCertificate", "certificate",
+        string_or_empty(hub->ca_cert_file), "key", string_or_empty(hub->ca_key_file), "validity",
+        (json_int_t)hub->certificate_validity_s, "token", "key",
+        string_or_empty(hub->token_key_file), "keyId", string_or_empty(hub->token_key_id), "issuer",
+        string_or_empty(hub->token_issuer), "lifetime", (json_int_t)hub->token_lifetime_s);
+}
+
+void model_group_clear(struct config_group *group)
+{
+    config_group_clear(group);
+    memset(group, 0, sizeof(*group));
+}
+
+void model_hub_clear(struct config_hub *hub)
+{
+    config_hub_clear(hub);
+    memset(hub, 0, sizeof(*hub));
+}

@@ -1,0 +1,943 @@
+/*
+ * plane: the node's control plane: snapshots of the groups and hubs in
+ * force, their publication to the shards, and the node's life (start,
+ * reload, drain, stop).
+ *
+ * Groups and hubs live as JSON documents in the store (control/model.h);
+ * the configuration file seeds them at start. A change builds a complete
+ * candidate snapshot first and checks it as the shards will use it (every
+ * chain loads, no two groups share a first CA, every hub's keys load, the
+ * ACLs fit the protocol), then writes the document (synced), then publishes:
+ * each shard adopts the snapshot on its own thread and the change returns
+ * only when all have. Changes are serialised by one mutex; the data plane
+ * never takes it.
+ *
+ * Snapshots whose hubs are the same share one signer, so a change of groups
+ * does not restart the signing threads.
+ */
+#include "control/plane.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "control/log.h"
+#include "control/model.h"
+#include "crypto/attestation.h"
+#include "crypto/signer.h"
+#include "dataplane/admission.h"
+#include "dataplane/dps_handlers.h"
+#include "dataplane/shard.h"
+#include "dataplane/snapshot.h"
+#include "store/store.h"
+
+#define PLANE_MAX_SHARDS 256
+#define SIGNER_QUEUE_LIMIT 65536
+
+/* A signer shared by the snapshots whose hubs are the same. */
+struct shared_signer {
+    _Atomic unsigned references;
+    struct signer *signer;
+    char *hubs_json; /* the hub documents it was built from, to recognise equal hub sets */
+};
+
+struct plane_snapshot {
+    struct snapshot base;
+    struct config config; /* the settings (shared, not owned) with this generation's lists */
+    struct dps_catalog catalog;
+    struct shared_signer *shared_signer;
+};
+
+struct plane {
+    struct config *settings;
+    struct store *store;
+    struct admission admission;
+    pthread_mutex_t lock; /* serialises changes and guards current */
+    struct plane_snapshot *current;
+    uint64_t generation;
+    OSSL_LIB_CTX *check_libctx; /* for checking candidates off the data plane */
+    struct shard *shards[PLANE_MAX_SHARDS];
+    unsigned shard_count;
+    atomic_bool ready;
+};
+
+/* ---- signers ---- */
+
+static void shared_signer_release(struct shared_signer *shared)
+{
+    if (shared != NULL && atomic_fetch_sub(&shared->references, 1) == 1) {
+        signer_destroy(shared->signer);
+        free(shared->hubs_json);
+        free(shared);
+    }
+}
+
+static char *hubs_text(const struct config_hub *hubs, size_t count)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < count; i++) {
+        json_array_append_new(list, model_hub_to_json(&hubs[i]));
+    }
+    char *text = json_dumps(list, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(list);
+    return text;
+}
+
+/* ---- snapshots ---- */
+
+static void free_lists(struct config *config)
+{
+    for (size_t i = 0; i < config->group_count; i++) {
+        config_group_clear(&config->groups[i]);
+    }
+    for (size_t i = 0; i < config->hub_count; i++) {
+        config_hub_clear(&config->hubs[i]);
+    }
+    free(config->groups);
+    free(config->hubs);
+    config->groups = NULL;
+    config->hubs = NULL;
+    config->group_count = 0;
+    config->hub_count = 0;
+}
+
+static void snapshot_destroy(struct snapshot *base)
+{
+    struct plane_snapshot *snapshot = (struct plane_snapshot *)base;
+    dps_catalog_free(&snapshot->config, &snapshot->catalog);
+    shared_signer_release(snapshot->shared_signer);
+    free_lists(&snapshot->config);
+    free(snapshot);
+}
+
+static struct plane_snapshot *snapshot_of(const struct config *config)
+{
+    return (struct plane_snapshot *)((char *)config - offsetof(struct plane_snapshot, config));
+}
+
+/* Every group names known hubs. PLANE_OK or PLANE_INVALID. */
+static int check_references(const struct config *config, char *err, size_t err_length)
+{
+    for (size_t i = 0; i < config->group_count; i++) {
+        const struct config_group *group = &config->groups[i];
+        for (size_t h = 0; h < group->hub_count; h++) {
+            if (config_find_hub(config, group->hub_ids[h]) == NULL) {
+                snprintf(err, err_length, "hubIds[%zu]: unknown hub \"%s\"", h, group->hub_ids[h]);
+                return PLANE_INVALID;
+            }
+        }
+    }
+    return PLANE_OK;
+}
+
+/*
+ * Builds a checked snapshot from lists (taken over, freed on failure). The
+ * signer of previous is reused when the hubs did not change.
+ */
+static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_group *groups,
+                                             size_t group_count, struct config_hub *hubs,
+                                             size_t hub_count, struct plane_snapshot *previous,
+                                             int *status, char *err, size_t err_length)
+{
+    struct plane_snapshot *snapshot = calloc(1, sizeof(*snapshot));
+    if (snapshot == NULL) {
+        snprintf(err, err_length, "out of memory");
+        *status = PLANE_FAILED;
+        return NULL;
+    }
+    snapshot->config = *plane->settings;
+    snapshot->config.groups = groups;
+    snapshot->config.group_count = group_count;
+    snapshot->config.hubs = hubs;
+    snapshot->config.hub_count = hub_count;
+    snapshot->base.config = &snapshot->config;
+    snapshot->base.catalog = &snapshot->catalog;
+    snapshot->base.destroy = snapshot_destroy;
+    atomic_store(&snapshot->base.references, 1);
+
+    *status = check_references(&snapshot->config, err, err_length);
+    if (*status != PLANE_OK) {
+        goto fail;
+    }
+    struct attestation *check =
+        attestation_create(plane->check_libctx, &snapshot->config, err, err_length);
+    if (check == NULL) {
+        *status = PLANE_INVALID;
+        goto fail;
+    }
+    attestation_free(check);
+    if (dps_catalog_build(&snapshot->config, &snapshot->catalog, err, err_length) != 0) {
+        *status = PLANE_INVALID;
+        goto fail;
+    }
+    char *text = hubs_text(hubs, hub_count);
+    if (text == NULL) {
+        snprintf(err, err_length, "out of memory");
+        *status = PLANE_FAILED;
+        goto fail;
+    }
+    if (previous != NULL && strcmp(previous->shared_signer->hubs_json, text) == 0) {
+        free(text);
+        snapshot->shared_signer = previous->shared_signer;
+        atomic_fetch_add(&snapshot->shared_signer->references, 1);
+    } else {
+        struct shared_signer *shared = calloc(1, sizeof(*shared));
+        if (shared == NULL) {
+            free(text);
+            snprintf(err, err_length, "out of memory");
+            *status = PLANE_FAILED;
+            goto fail;
+        }
+        shared->hubs_json = text;
+        atomic_store(&shared->references, 1);
+        shared->signer = signer_create(&snapshot->config, plane->settings->signer_threads,
+                                       SIGNER_QUEUE_LIMIT, err, err_length);
+        if (shared->signer == NULL) {
+            free(shared->hubs_json);
+            free(shared);
+            *status = PLANE_INVALID;
+            goto fail;
+        }
+        snapshot->shared_signer = shared;
+    }
+    snapshot->base.signer = snapshot->shared_signer->signer;
+    snapshot->base.generation = ++plane->generation;
+    *status = PLANE_OK;
+    return snapshot;
+fail:
+    dps_catalog_free(&snapshot->config, &snapshot->catalog);
+    free_lists(&snapshot->config);
+    free(snapshot);
+    return NULL;
+}
+
+/* ---- publication ---- */
+
+struct publication {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    unsigned waiting;
+    int failures;
+    char err[512];
+};
+
+static void adopted(void *user, int status, const char *err)
+{
+    struct publication *publication = user;
+    pthread_mutex_lock(&publication->lock);
+    if (status != 0 && publication->failures++ == 0) {
+        snprintf(publication->err, sizeof(publication->err), "%s", err);
+    }
+    if (--publication->waiting == 0) {
+        pthread_cond_signal(&publication->done);
+    }
+    pthread_mutex_unlock(&publication->lock);
+}
+
+/* Makes snapshot current on every shard; called with plane->lock held. */
+static int publish(struct plane *plane, struct plane_snapshot *snapshot, char *err,
+                   size_t err_length)
+{
+    struct publication publication = {.waiting = plane->shard_count};
+    pthread_mutex_init(&publication.lock, NULL);
+    pthread_cond_init(&publication.done, NULL);
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        if (shard_adopt(plane->shards[i], &snapshot->base, adopted, &publication) != 0) {
+            adopted(&publication, -1, "out of memory");
+        }
+    }
+    pthread_mutex_lock(&publication.lock);
+    while (publication.waiting > 0) {
+        pthread_cond_wait(&publication.done, &publication.lock);
+    }
+    pthread_mutex_unlock(&publication.lock);
+    pthread_mutex_destroy(&publication.lock);
+    pthread_cond_destroy(&publication.done);
+
+    struct plane_snapshot *old = plane->current;
+    plane->current = snapshot;
+    snapshot_release(old != NULL ? &old->base : NULL);
+    log_msg(LOG_INFO, "configuration published", "generation=%llu groups=%zu hubs=%zu",
+            (unsigned long long)snapshot->base.generation, snapshot->config.group_count,
+            snapshot->config.hub_count);
+    if (publication.failures > 0) {
+        snprintf(err, err_length, "%d shard(s) kept the previous configuration: %s",
+                 publication.failures, publication.err);
+        return PLANE_FAILED;
+    }
+    return PLANE_OK;
+}
+
+/* ---- documents ---- */
+
+static int copy_group(const struct config_group *from, struct config_group *to)
+{
+    json_t *doc = model_group_to_json(from);
+    char err[256];
+    int rc = doc != NULL ? model_group_from_json(doc, to, err, sizeof(err)) : -1;
+    json_decref(doc);
+    return rc;
+}
+
+static int copy_hub(const struct config_hub *from, struct config_hub *to)
+{
+    json_t *doc = model_hub_to_json(from);
+    char err[256];
+    int rc = doc != NULL ? model_hub_from_json(doc, to, err, sizeof(err)) : -1;
+    json_decref(doc);
+    return rc;
+}
+
+/*
+ * Copies the current lists, leaving out the entry with skip_id, into arrays
+ * with room for one more. 0 or -1.
+ */
+static int copy_lists(const struct config *config, const char *skip_group, const char *skip_hub,
+                      struct config_group **groups, size_t *group_count, struct config_hub **hubs,
+                      size_t *hub_count)
+{
+    *groups = calloc(config->group_count + 1, sizeof(**groups));
+    *hubs = calloc(config->hub_count + 1, sizeof(**hubs));
+    *group_count = 0;
+    *hub_count = 0;
+    if (*groups == NULL || *hubs == NULL) {
+        goto fail;
+    }
+    for (size_t i = 0; i < config->group_count; i++) {
+        if (skip_group != NULL && strcasecmp(config->groups[i].id, skip_group) == 0) {
+            continue;
+        }
+        if (copy_group(&config->groups[i], &(*groups)[*group_count]) != 0) {
+            goto fail;
+        }
+        (*group_count)++;
+    }
+    for (size_t i = 0; i < config->hub_count; i++) {
+        if (skip_hub != NULL && strcasecmp(config->hubs[i].id, skip_hub) == 0) {
+            continue;
+        }
+        if (copy_hub(&config->hubs[i], &(*hubs)[*hub_count]) != 0) {
+            goto fail;
+        }
+        (*hub_count)++;
+    }
+    return 0;
+fail:
+    for (size_t i = 0; *groups != NULL && i < *group_count; i++) {
+        config_group_clear(&(*groups)[i]);
+    }
+    for (size_t i = 0; *hubs != NULL && i < *hub_count; i++) {
+        config_hub_clear(&(*hubs)[i]);
+    }
+    free(*groups);
+    free(*hubs);
+    *groups = NULL;
+    *hubs = NULL;
+    return -1;
+}
+
+static int store_document(struct store *store, enum store_family family, const char *id,
+                          const json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    if (text == NULL) {
+        return STORE_ERROR;
+    }
+    struct store_put put = {family, id, strlen(id), text, strlen(text)};
+    int rc = store_put_sync(store, &put, 1);
+    free(text);
+    return rc;
+}
+
+/* Puts a group or hub: build, check, persist, publish. */
+static int put_document(struct plane *plane, const json_t *doc, bool create, bool is_group,
+                        char *err, size_t err_length)
+{
+    struct config_group group = {0};
+    struct config_hub hub = {0};
+    int rc = is_group ? model_group_from_json(doc, &group, err, err_length)
+                      : model_hub_from_json(doc, &hub, err, err_length);
+    if (rc != 0) {
+        if (is_group) {
+            model_group_clear(&group);
+        } else {
+            model_hub_clear(&hub);
+        }
+        return PLANE_INVALID;
+    }
+    const char *id = is_group ? group.id : hub.id;
+    pthread_mutex_lock(&plane->lock);
+    const struct config *current = &plane->current->config;
+    bool exists = is_group ? false : config_find_hub(current, id) != NULL;
+    for (size_t i = 0; is_group && i < current->group_count; i++) {
+        exists = exists || strcasecmp(current->groups[i].id, id) == 0;
+    }
+    int status = PLANE_OK;
+    if (create && exists) {
+        snprintf(err, err_length, "id: %s already exists", id);
+        status = PLANE_CONFLICT;
+    } else if (!create && !exists) {
+        snprintf(err, err_length, "id: no %s %s", is_group ? "enrollment group" : "hub", id);
+        status = PLANE_NOT_FOUND;
+    }
+    struct config_group *groups = NULL;
+    struct config_hub *hubs = NULL;
+    size_t group_count = 0, hub_count = 0;
+    if (status == PLANE_OK && copy_lists(current, is_group ? id : NULL, is_group ? NULL : id,
+                                         &groups, &group_count, &hubs, &hub_count) != 0) {
+        snprintf(err, err_length, "out of memory");
+        status = PLANE_FAILED;
+    }
+    if (status != PLANE_OK) {
+        pthread_mutex_unlock(&plane->lock);
+        if (is_group) {
+            model_group_clear(&group);
+        } else {
+            model_hub_clear(&hub);
+        }
+        return status;
+    }
+    if (is_group) {
+        groups[group_count++] = group;
+    } else {
+        hubs[hub_count++] = hub;
+    }
+    json_t *stored = is_group ? model_group_to_json(&groups[group_count - 1])
+                              : model_hub_to_json(&hubs[hub_count - 1]);
+    struct plane_snapshot *snapshot = snapshot_build(plane, groups, group_count, hubs, hub_count,
+                                                     plane->current, &status, err, err_length);
+    if (snapshot != NULL) {
+        const char *stored_id = json_string_value(json_object_get(stored, "id"));
+        if (stored_id == NULL || store_document(plane->store, is_group ? STORE_GROUPS : STORE_HUBS,
+                                                stored_id, stored) != STORE_OK) {
+            snprintf(err, err_length, "the store refused the write");
+            snapshot_release(&snapshot->base);
+            status = PLANE_FAILED;
+        } else {
+            status = publish(plane, snapshot, err, err_length);
+        }
+    }
+    json_decref(stored);
+    pthread_mutex_unlock(&plane->lock);
+    return status;
+}
+
+int plane_put_group(struct plane *plane, const json_t *doc, bool create, char *err,
+                    size_t err_length)
+{
+    return put_document(plane, doc, create, true, err, err_length);
+}
+
+int plane_put_hub(struct plane *plane, const json_t *doc, bool create, char *err, size_t err_length)
+{
+    return put_document(plane, doc, create, false, err, err_length);
+}
+
+static int delete_document(struct plane *plane, const char *id, bool is_group, char *err,
+                           size_t err_length)
+{
+    pthread_mutex_lock(&plane->lock);
+    const struct config *current = &plane->current->config;
+    bool exists = false;
+    int status = PLANE_OK;
+    if (is_group) {
+        for (size_t i = 0; i < current->group_count; i++) {
+            exists = exists || strcasecmp(current->groups[i].id, id) == 0;
+        }
+    } else {
+        exists = config_find_hub(current, id) != NULL;
+        for (size_t i = 0; exists && i < current->group_count; i++) {
+            for (size_t h = 0; h < current->groups[i].hub_count; h++) {
+                if (strcasecmp(current->groups[i].hub_ids[h], id) == 0) {
+                    snprintf(err, err_length, "hub %s is linked to enrollment group %s", id,
+                             current->groups[i].id);
+                    status = PLANE_CONFLICT;
+                }
+            }
+        }
+    }
+    if (!exists) {
+        snprintf(err, err_length, "no %s %s", is_group ? "enrollment group" : "hub", id);
+        status = PLANE_NOT_FOUND;
+    }
+    struct config_group *groups = NULL;
+    struct config_hub *hubs = NULL;
+    size_t group_count = 0, hub_count = 0;
+    if (status == PLANE_OK && copy_lists(current, is_group ? id : NULL, is_group ? NULL : id,
+                                         &groups, &group_count, &hubs, &hub_count) != 0) {
+        snprintf(err, err_length, "out of memory");
+        status = PLANE_FAILED;
+    }
+    if (status == PLANE_OK) {
+        struct plane_snapshot *snapshot = snapshot_build(
+            plane, groups, group_count, hubs, hub_count, plane->current, &status, err, err_length);
+        if (snapshot != NULL) {
+            if (store_delete_sync(plane->store, is_group ? STORE_GROUPS : STORE_HUBS, id,
+                                  strlen(id)) != STORE_OK) {
+                snprintf(err, err_length, "the store refused the delete");
+                snapshot_release(&snapshot->base);
+                status = PLANE_FAILED;
+            } else {
+                status = publish(plane, snapshot, err, err_length);
+            }
+        }
+    }
+    pthread_mutex_unlock(&plane->lock);
+    return status;
+}
+
+int plane_delete_group(struct plane *plane, const char *id, char *err, size_t err_length)
+{
+    return delete_document(plane, id, true, err, err_length);
+}
+
+int plane_delete_hub(struct plane *plane, const char *id, char *err, size_t err_length)
+{
+    return delete_document(plane, id, false, err, err_length);
+}
+
+/* ---- start: seed the store, load everything ---- */
+
+struct load_state {
+    bool groups;
+    void *items;
+    size_t count;
+    size_t capacity;
+    char *err;
+    size_t err_length;
+    int failed;
+};
+
+static int load_one(void *user, const char *key, size_t key_length, const char *value,
+                    size_t value_length)
+{
+    struct load_state *state = user;
+    size_t size = state->groups ? sizeof(struct config_group) : sizeof(struct config_hub);
+    if (state->count == state->capacity) {
+        size_t capacity = state->capacity * 2 + 8;
+        void *items = realloc(state->items, capacity * size);
+        if (items == NULL) {
+            state->failed = 1;
+            return 1;
+        }
+        memset((char *)items + state->capacity * size, 0, (capacity - state->capacity) * size);
+        state->items = items;
+        state->capacity = capacity;
+    }
+    json_error_t json_error;
+    json_t *doc = json_loadb(value, value_length, 0, &json_error);
+    char reason[512] = "not JSON";
+    int rc = -1;
+    if (doc != NULL) {
+        rc = state->groups
+                 ? model_group_from_json(doc, &((struct config_group *)state->items)[state->count],
+                                         reason, sizeof(reason))
+                 : model_hub_from_json(doc, &((struct config_hub *)state->items)[state->count],
+                                       reason, sizeof(reason));
+        json_decref(doc);
+    }
+    if (rc != 0) {
+        snprintf(state->err, state->err_length, "stored %s %.*s: %s",
+                 state->groups ? "enrollment group" : "hub", (int)key_length, key, reason);
+        state->failed = 1;
+        return 1;
+    }
+    state->count++;
+    return 0;
+}
+
+/* Writes the file's groups and hubs into the store (they win over stored ones). */
+static int seed(struct plane *plane, char *err, size_t err_length)
+{
+    const struct config *settings = plane->settings;
+    for (size_t i = 0; i < settings->hub_count; i++) {
+        struct config_hub *hub = &settings->hubs[i];
+        json_t *doc = model_hub_to_json(hub);
+        int rc = doc != NULL ? store_document(plane->store, STORE_HUBS, hub->id, doc) : -1;
+        json_decref(doc);
+        if (rc != STORE_OK) {
+            snprintf(err, err_length, "cannot store hub %s", hub->id);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < settings->group_count; i++) {
+        struct config_group *group = &settings->groups[i];
+        json_t *doc = model_group_to_json(group);
+        int rc = doc != NULL ? store_document(plane->store, STORE_GROUPS, group->id, doc) : -1;
+        json_decref(doc);
+        if (rc != STORE_OK) {
+            snprintf(err, err_length, "cannot store enrollment group %s", group->id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Builds a snapshot from everything stored. */
+static struct plane_snapshot *load_stored(struct plane *plane, char *err, size_t err_length)
+{
+    struct load_state hubs = {.groups = false, .err = err, .err_length = err_length};
+    struct load_state groups = {.groups = true, .err = err, .err_length = err_length};
+    if (store_scan(plane->store, STORE_HUBS, NULL, 0, load_one, &hubs) != STORE_OK || hubs.failed ||
+        store_scan(plane->store, STORE_GROUPS, NULL, 0, load_one, &groups) != STORE_OK ||
+        groups.failed) {
+        if (!hubs.failed && !groups.failed) {
+            snprintf(err, err_length, "cannot read the store");
+        }
+        for (size_t i = 0; i < hubs.count; i++) {
+            config_hub_clear(&((struct config_hub *)hubs.items)[i]);
+        }
+        for (size_t i = 0; i < groups.count; i++) {
+            config_group_clear(&((struct config_group *)groups.items)[i]);
+        }
+        free(hubs.items);
+        free(groups.items);
+        return NULL;
+    }
+    int status;
+    return snapshot_build(plane, groups.items, groups.count, hubs.items, hubs.count, plane->current,
+                          &status, err, err_length);
+}
+
+struct plane *plane_create(struct config *settings, struct store *store, char *err,
+                           size_t err_length)
+{
+    struct plane *plane = calloc(1, sizeof(*plane));
+    if (plane == NULL) {
+        snprintf(err, err_length, "out of memory");
+        config_free(settings);
+        store_close(store);
+        return NULL;
+    }
+    plane->settings = settings;
+    plane->store = store;
+    pthread_mutex_init(&plane->lock, NULL);
+    admission_init(&plane->admission, settings->signing_rate, settings->signing_burst);
+    plane->check_libctx = OSSL_LIB_CTX_new();
+    if (plane->check_libctx == NULL || seed(plane, err, err_length) != 0) {
+        plane_destroy(plane);
+        return NULL;
+    }
+    plane->current = load_stored(plane, err, err_length);
+    if (plane->current == NULL) {
+        plane_destroy(plane);
+        return NULL;
+    }
+    return plane;
+}
+
+int plane_start(struct plane *plane, unsigned shard_count, char *err, size_t err_length)
+{
+    if (shard_count == 0 || shard_count > PLANE_MAX_SHARDS) {
+        snprintf(err, err_length, "shards must be 1..%d", PLANE_MAX_SHARDS);
+        return -1;
+    }
+    for (unsigned i = 0; i < shard_count; i++) {
+        plane->shards[i] = shard_create(i, &plane->current->base, plane->store, &plane->admission,
+                                        err, err_length);
+        if (plane->shards[i] == NULL) {
+            return -1;
+        }
+        plane->shard_count = i + 1;
+    }
+    for (unsigned i = 0; i < shard_count; i++) {
+        int rc = shard_start(plane->shards[i]);
+        if (rc != 0) {
+            snprintf(err, err_length, "cannot start shard %u: %s", i, strerror(-rc));
+            return -1;
+        }
+    }
+    atomic_store(&plane->ready, true);
+    return 0;
+}
+
+int plane_reload(struct plane *plane, char *err, size_t err_length)
+{
+    struct config *fresh;
+    if (config_load(plane->settings->path, &fresh, err, err_length) != 0) {
+        return PLANE_INVALID;
+    }
+    pthread_mutex_lock(&plane->lock);
+    /* The file's groups and hubs replace the seeds; settings other than lists stay. */
+    struct config *settings = plane->settings;
+    struct config_group *old_groups = settings->groups;
+    struct config_hub *old_hubs = settings->hubs;
+    size_t old_group_count = settings->group_count, old_hub_count = settings->hub_count;
+    settings->groups = fresh->groups;
+    settings->group_count = fresh->group_count;
+    settings->hubs = fresh->hubs;
+    settings->hub_count = fresh->hub_count;
+    fresh->groups = old_groups;
+    fresh->group_count = old_group_count;
+    fresh->hubs = old_hubs;
+    fresh->hub_count = old_hub_count;
+    config_free(fresh);
+    int status = PLANE_FAILED;
+    if (seed(plane, err, err_length) == 0) {
+        struct plane_snapshot *snapshot = load_stored(plane, err, err_length);
+        status = snapshot != NULL ? publish(plane, snapshot, err, err_length) : PLANE_INVALID;
+    }
+    pthread_mutex_unlock(&plane->lock);
+    return status;
+}
+
+void plane_drain(struct plane *plane, unsigned timeout_s)
+{
+    atomic_store(&plane->ready, false);
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        shard_drain(plane->shards[i]);
+    }
+    struct timespec start, now, pause = {.tv_nsec = 50 * 1000 * 1000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        unsigned connections = 0;
+        for (unsigned i = 0; i < plane->shard_count; i++) {
+            struct shard_stats stats;
+            shard_get_stats(plane->shards[i], &stats);
+            connections += stats.connections;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (connections == 0 || now.tv_sec - start.tv_sec >= (time_t)timeout_s) {
+            log_msg(LOG_INFO, "drained", "connections_left=%u", connections);
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
+void plane_destroy(struct plane *plane)
+{
+    if (plane == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        shard_stop(plane->shards[i]);
+    }
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        shard_join(plane->shards[i]);
+    }
+    /*
+     * Every connection is closed now. The store finishes its queued commits,
+     * and work still with the signers comes back through the shards'
+     * mailboxes until none is left; only then can the shards go.
+     */
+    if (plane->store != NULL) {
+        store_close(plane->store);
+        plane->store = NULL;
+    }
+    struct timespec pause = {.tv_nsec = 1000 * 1000};
+    for (;;) {
+        unsigned pending = 0;
+        for (unsigned i = 0; i < plane->shard_count; i++) {
+            pending += shard_collect(plane->shards[i]);
+        }
+        if (pending == 0) {
+            break;
+        }
+        nanosleep(&pause, NULL);
+    }
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        shard_finish(plane->shards[i]);
+    }
+    if (plane->current != NULL) {
+        snapshot_release(&plane->current->base);
+    }
+    OSSL_LIB_CTX_free(plane->check_libctx);
+    pthread_mutex_destroy(&plane->lock);
+    config_free(plane->settings);
+    free(plane);
+}
+
+/* ---- readers ---- */
+
+const struct config *plane_config_acquire(struct plane *plane)
+{
+    pthread_mutex_lock(&plane->lock);
+    struct plane_snapshot *snapshot = plane->current;
+    snapshot_retain(&snapshot->base);
+    pthread_mutex_unlock(&plane->lock);
+    return &snapshot->config;
+}
+
+void plane_config_release(struct plane *plane, const struct config *config)
+{
+    (void)plane;
+    snapshot_release(&snapshot_of(config)->base);
+}
+
+const struct config *plane_settings(struct plane *plane)
+{
+    return plane->settings;
+}
+
+struct store *plane_store(struct plane *plane)
+{
+    return plane->store;
+}
+
+bool plane_ready(struct plane *plane)
+{
+    return atomic_load(&plane->ready);
+}
+
+/* ---- observation ---- */
+
+char *plane_metrics(struct plane *plane)
+{
+    char *text = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&text, &length);
+    if (out == NULL) {
+        return NULL;
+    }
+    const struct config *config = plane_config_acquire(plane);
+    struct plane_snapshot *snapshot = snapshot_of(config);
+
+    fprintf(out,
+            "# HELP dps_ready 1 while the node takes devices.\n# TYPE dps_ready gauge\n"
+            "dps_ready %d\n",
+            plane_ready(plane) ? 1 : 0);
+    fprintf(out,
+            "# HELP dps_configuration_generation Snapshots published since start.\n"
+            "# TYPE dps_configuration_generation gauge\ndps_configuration_generation %llu\n",
+            (unsigned long long)snapshot->base.generation);
+
+    static const char *const shard_metrics[][3] = {
+        {"dps_connections", "gauge", "Connections open."},
+        {"dps_connections_accepted_total", "counter", "Connections accepted."},
+        {"dps_handshakes_total", "counter", "TLS handshakes by result."},
+        {"dps_requests_total", "counter", "CoAP requests received."},
+        {"dps_protocol_errors_total", "counter", "Malformed or oversized frames."},
+    };
+    struct shard_stats stats[PLANE_MAX_SHARDS];
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        shard_get_stats(plane->shards[i], &stats[i]);
+    }
+    for (size_t m = 0; m < sizeof(shard_metrics) / sizeof(shard_metrics[0]); m++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", shard_metrics[m][0], shard_metrics[m][2],
+                shard_metrics[m][0], shard_metrics[m][1]);
+        for (unsigned i = 0; i < plane->shard_count; i++) {
+            const char *name = shard_metrics[m][0];
+            switch (m) {
+            case 0:
+                fprintf(out, "%s{shard=\"%u\"} %u\n", name, i, stats[i].connections);
+                break;
+            case 1:
+                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
+                        (unsigned long long)stats[i].accepted);
+                break;
+            case 2:
+                fprintf(out, "%s{shard=\"%u\",result=\"ok\"} %llu\n", name, i,
+                        (unsigned long long)stats[i].handshakes_ok);
+                fprintf(out, "%s{shard=\"%u\",result=\"failed\"} %llu\n", name, i,
+                        (unsigned long long)stats[i].handshakes_failed);
+                break;
+            case 3:
+                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
+                        (unsigned long long)stats[i].requests);
+                break;
+            default:
+                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
+                        (unsigned long long)stats[i].protocol_errors);
+                break;
+            }
+        }
+    }
+
+    struct dps_stats dps;
+    dps_stats_get(&dps);
+    static const char *const classes[] = {"2xx", "4xx", "5xx"};
+    fprintf(out, "# HELP dps_provisioning_steps_total Device steps answered, by step and result "
+                 "class.\n# TYPE dps_provisioning_steps_total counter\n");
+    for (size_t s = 0; s < DPS_STEP_COUNT; s++) {
+        for (size_t c = 0; c < 3; c++) {
+            fprintf(out, "dps_provisioning_steps_total{step=\"%s\",class=\"%s\"} %llu\n",
+                    dps.steps[s].name, classes[c], (unsigned long long)dps.steps[s].by_class[c]);
+        }
+    }
+    fprintf(out, "# HELP dps_provisioning_step_duration_seconds Time from request to answer, "
+                 "record synced.\n# TYPE dps_provisioning_step_duration_seconds histogram\n");
+    for (size_t s = 0; s < DPS_STEP_COUNT; s++) {
+        uint64_t cumulative = 0;
+        for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++) {
+            cumulative += dps.steps[s].latency_buckets[b];
+            if (b < DPS_LATENCY_BUCKETS) {
+                fprintf(out,
+                        "dps_provisioning_step_duration_seconds_bucket{step=\"%s\",le=\"%g\"} "
+                        "%llu\n",
+                        dps.steps[s].name, dps_latency_bounds[b], (unsigned long long)cumulative);
+            } else {
+                fprintf(out,
+                        "dps_provisioning_step_duration_seconds_bucket{step=\"%s\",le=\"+Inf\"} "
+                        "%llu\n",
+                        dps.steps[s].name, (unsigned long long)cumulative);
+            }
+        }
+        fprintf(out, "dps_provisioning_step_duration_seconds_sum{step=\"%s\"} %.6f\n",
+                dps.steps[s].name, dps.steps[s].latency_sum_s);
+        fprintf(out, "dps_provisioning_step_duration_seconds_count{step=\"%s\"} %llu\n",
+                dps.steps[s].name, (unsigned long long)cumulative);
+    }
+    fprintf(out,
+            "# HELP dps_rejections_total Requests answered 5.03 before any work, by reason.\n"
+            "# TYPE dps_rejections_total counter\n"
+            "dps_rejections_total{reason=\"rate_limit\"} %llu\n"
+            "dps_rejections_total{reason=\"busy\"} %llu\n",
+            (unsigned long long)dps.rate_limited, (unsigned long long)dps.busy);
+    fprintf(out,
+            "# HELP dps_certificates_issued_total Identity certificates handed out (logged "
+            "durably).\n# TYPE dps_certificates_issued_total counter\n"
+            "dps_certificates_issued_total %llu\n",
+            (unsigned long long)dps.certificates_issued);
+
+    struct signer_stats signer;
+    signer_get_stats(snapshot->base.signer, &signer);
+    fprintf(out,
+            "# HELP dps_signer_queue_depth Requests waiting for the signer.\n"
+            "# TYPE dps_signer_queue_depth gauge\ndps_signer_queue_depth %zu\n"
+            "# HELP dps_signer_batches_total Batches the signer took.\n"
+            "# TYPE dps_signer_batches_total counter\ndps_signer_batches_total %llu\n"
+            "# HELP dps_signer_requests_total Requests the signer finished.\n"
+            "# TYPE dps_signer_requests_total counter\ndps_signer_requests_total %llu\n",
+            signer.queue_depth, (unsigned long long)signer.batches,
+            (unsigned long long)signer.requests);
+    struct store_stats store;
+    store_get_stats(plane->store, &store);
+    fprintf(out,
+            "# HELP dps_store_commits_total Synced write batches (group commits).\n"
+            "# TYPE dps_store_commits_total counter\ndps_store_commits_total %llu\n"
+            "# HELP dps_store_writes_total Writes made durable.\n"
+            "# TYPE dps_store_writes_total counter\ndps_store_writes_total %llu\n"
+            "# HELP dps_store_queue_depth Writes waiting for the next commit.\n"
+            "# TYPE dps_store_queue_depth gauge\ndps_store_queue_depth %zu\n",
+            (unsigned long long)store.commits, (unsigned long long)store.writes, store.queue_depth);
+    plane_config_release(plane, config);
+    fclose(out);
+    return text;
+}
+
+json_t *plane_status(struct plane *plane)
+{
+    const struct config *config = plane_config_acquire(plane);
+    unsigned connections = 0;
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        struct shard_stats stats;
+        shard_get_stats(plane->shards[i], &stats);
+        connections += stats.connections;
+    }
+    json_t *status =
+        json_pack("{s:b, s:i, s:s, s:i, s:I, s:i, s:i}", "ready", plane_ready(plane), "shards",
+                  (int)plane->shard_count, "backend",
+                  plane->shard_count > 0 ? shard_backend_name(plane->shards[0]) : "none",
+                  "connections", (int)connections, "configurationGeneration",
+                  (json_int_t)snapshot_of(config)->base.generation, "enrollmentGroups",
+                  (int)config->group_count, "hubs", (int)config->hub_count);
+    plane_config_release(plane, config);
+    return status;
+}

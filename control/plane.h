@@ -54,6 +54,40 @@ int plane_put_hub(struct plane *plane, const json_t *doc, bool create, char *err
 int plane_delete_group(struct plane *plane, const char *id, char *err, size_t err_length);
 int plane_delete_hub(struct plane *plane, const char *id, char *err, size_t err_length);
 
+/* ---- for dpsd: the node's life ---- */
+
+/*
+ * Builds the node from its settings: seeds the store with the groups and
+ * hubs of the configuration file (they replace stored documents with the
+ * same ids), loads every stored group and hub (also those created through
+ * the API earlier), and prepares the first snapshot and its signer. Takes
+ * ownership of settings and store (plane_destroy closes it). NULL with err.
+ */
+struct plane *plane_create(struct config *settings, struct store *store, char *err,
+                           size_t err_length);
+
+/* Creates and starts shard_count shards on the first snapshot. 0, or -1 with err. */
+int plane_start(struct plane *plane, unsigned shard_count, char *err, size_t err_length);
+
+/*
+ * SIGHUP: reads the configuration file again and publishes its groups, hubs
+ * and certificates (settings such as listen addresses need a restart).
+ * PLANE_OK or an error with err.
+ */
+int plane_reload(struct plane *plane, char *err, size_t err_length);
+
+/*
+ * SIGTERM: not ready any more, stop accepting, wait up to timeout_s for
+ * connections in progress to finish.
+ */
+void plane_drain(struct plane *plane, unsigned timeout_s);
+
+/* Stops the shards, lets the store and the signers finish, and frees everything. */
+void plane_destroy(struct plane *plane);
+
+/* The settings in force (listen addresses, limits, api): never change while running. */
+const struct config *plane_settings(struct plane *plane);
+
 /* The store, for records, the issuance log and bindings. */
 struct store *plane_store(struct plane *plane);
 

@@ -7,18 +7,22 @@
  * CA whose files exist keeps issuing with the same key and certificate.
  */
 #include "crypto/pki.h"
+#include "crypto/jwt.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -30,6 +34,7 @@
 #define LEAF_VALIDITY_DAYS 1825
 #define BACKDATE_SECONDS 3600
 #define SERIAL_BYTES 16
+#define OPERATOR_TOKEN_LIFETIME_S (365L * 24 * 3600)
 #define PKI_MAX_CHAIN 1 /* certificates written after a leaf: its issuer at most */
 
 #define CA_KEY_USAGE "critical,keyCertSign,cRLSign"
@@ -554,16 +559,21 @@ static int ensure_chain_file(const char *dir, X509 *intermediate, X509 *root, ch
     return write_certificates(path, chain, 2, err, err_length);
 }
 
-static int ensure_token_key(const char *dir, char *err, size_t err_length)
+/* A signing key pair: base.key and base.pub.pem. */
+static int ensure_signing_key(const char *dir, const char *base, char *err, size_t err_length)
 {
     char key_path[PATH_MAX];
     char public_path[PATH_MAX];
+    char key_name[64];
+    char public_name[64];
     EVP_PKEY *key;
     BIO *bio;
     int ok;
 
-    if (join_path(key_path, sizeof(key_path), dir, "token.key", err, err_length) != 0 ||
-        join_path(public_path, sizeof(public_path), dir, "token.pub.pem", err, err_length) != 0)
+    snprintf(key_name, sizeof(key_name), "%s.key", base);
+    snprintf(public_name, sizeof(public_name), "%s.pub.pem", base);
+    if (join_path(key_path, sizeof(key_path), dir, key_name, err, err_length) != 0 ||
+        join_path(public_path, sizeof(public_path), dir, public_name, err, err_length) != 0)
         return -1;
     if (file_exists(key_path)) {
         if (file_exists(public_path))
@@ -591,6 +601,142 @@ static int ensure_token_key(const char *dir, char *err, size_t err_length)
         return -1;
     }
     return 0;
+}
+
+/* Unpadded base64url of data (malloc'd), as JWK coordinates are written. */
+static char *base64url(const unsigned char *data, size_t length)
+{
+    char *out = malloc((length + 2) / 3 * 4 + 1);
+
+    if (out == NULL)
+        return NULL;
+    int written = EVP_EncodeBlock((unsigned char *)out, data, (int)length);
+    while (written > 0 && out[written - 1] == '=')
+        written--;
+    out[written] = '\0';
+    for (char *c = out; *c != '\0'; c++)
+        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+    return out;
+}
+
+/* Writes text to a new file of the given mode through a temporary file and rename. */
+static int write_text(const char *path, const char *text, mode_t mode, char *err, size_t err_length)
+{
+    char temporary[PATH_MAX];
+    int written = snprintf(temporary, sizeof(temporary), "%s.tmp", path);
+
+    if (written < 0 || (size_t)written >= sizeof(temporary)) {
+        snprintf(err, err_length, "path too long: %s", path);
+        return -1;
+    }
+    int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        set_system_error(err, err_length, "cannot create", temporary);
+        return -1;
+    }
+    size_t length = strlen(text);
+    bool ok = write(fd, text, length) == (ssize_t)length;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(temporary, path) != 0) {
+        set_system_error(err, err_length, "cannot write", path);
+        unlink(temporary);
+        return -1;
+    }
+    return 0;
+}
+
+/* operator.jwks.json: the public half of operator.key, for the management API's `jwks`. */
+static int ensure_operator_jwks(const char *dir, char *err, size_t err_length)
+{
+    char key_path[PATH_MAX];
+    char jwks_path[PATH_MAX];
+    unsigned char point[65];
+    size_t point_length = 0;
+    char *text = NULL;
+    int result = -1;
+
+    if (join_path(key_path, sizeof(key_path), dir, "operator.key", err, err_length) != 0 ||
+        join_path(jwks_path, sizeof(jwks_path), dir, "operator.jwks.json", err, err_length) != 0)
+        return -1;
+    if (file_exists(jwks_path))
+        return 0;
+    EVP_PKEY *key = load_key(key_path, err, err_length);
+    if (key == NULL)
+        return -1;
+    if (EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
+                                        &point_length) != 1 ||
+        point_length != sizeof(point)) {
+        set_error(err, err_length, "cannot read the public point of", key_path);
+        goto out;
+    }
+    char *x = base64url(point + 1, 32);
+    char *y = base64url(point + 33, 32);
+    if (x != NULL && y != NULL &&
+        asprintf(&text,
+                 "{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"use\": \"sig\", "
+                 "\"alg\": \"ES256\", \"kid\": \"%s\", \"x\": \"%s\", \"y\": \"%s\"}]}\n",
+                 PKI_OPERATOR_KEY_ID, x, y) < 0)
+        text = NULL;
+    free(x);
+    free(y);
+    if (text == NULL)
+        snprintf(err, err_length, "out of memory writing %s", jwks_path);
+    else
+        result = write_text(jwks_path, text, 0644, err, err_length);
+out:
+    free(text);
+    EVP_PKEY_free(key);
+    return result;
+}
+
+char *pki_operator_token(const char *key_file, const char *owner, long lifetime_s, char *err,
+                         size_t err_length)
+{
+    struct jwt_key *key = jwt_key_load(NULL, key_file, PKI_OPERATOR_KEY_ID, err, err_length);
+    char *claims = NULL;
+    char *token = NULL;
+    time_t now = time(NULL);
+
+    if (key == NULL)
+        return NULL;
+    json_t *object = json_pack("{s:s, s:s, s:s, s:I, s:I}", "iss", PKI_OPERATOR_ISSUER, "aud",
+                               PKI_OPERATOR_AUDIENCE, "sub", owner, "iat", (json_int_t)now, "exp",
+                               (json_int_t)now + lifetime_s);
+    if (object != NULL)
+        claims = json_dumps(object, JSON_COMPACT);
+    if (claims == NULL)
+        snprintf(err, err_length, "out of memory");
+    else
+        token = jwt_sign(key, claims, err, err_length);
+    free(claims);
+    json_decref(object);
+    jwt_key_free(key);
+    return token;
+}
+
+/* operator.token: a token for owner "1" valid one year, to try the management API. */
+static int ensure_operator_token(const char *dir, char *err, size_t err_length)
+{
+    char key_path[PATH_MAX];
+    char token_path[PATH_MAX];
+    char *line = NULL;
+    int result = -1;
+
+    if (join_path(key_path, sizeof(key_path), dir, "operator.key", err, err_length) != 0 ||
+        join_path(token_path, sizeof(token_path), dir, "operator.token", err, err_length) != 0)
+        return -1;
+    if (file_exists(token_path))
+        return 0;
+    char *token = pki_operator_token(key_path, "1", OPERATOR_TOKEN_LIFETIME_S, err, err_length);
+    if (token == NULL)
+        return -1;
+    if (asprintf(&line, "%s\n", token) < 0)
+        snprintf(err, err_length, "out of memory writing %s", token_path);
+    else
+        result = write_text(token_path, line, 0600, err, err_length);
+    free(line);
+    free(token);
+    return result;
 }
 
 /* The manufacturer side: root, intermediate, chain file, devices, the no-clientAuth device. */
@@ -650,7 +796,10 @@ int pki_generate(const char *dir, unsigned device_count, char *err, size_t err_l
         return -1;
     if (generate_two_level(dir, "hub-root", &HUB_ROOT, "hub-ca", &HUB_CA, 1, err, err_length) != 0)
         return -1;
-    if (ensure_token_key(dir, err, err_length) != 0)
+    if (ensure_signing_key(dir, "token", err, err_length) != 0 ||
+        ensure_signing_key(dir, "operator", err, err_length) != 0 ||
+        ensure_operator_jwks(dir, err, err_length) != 0 ||
+        ensure_operator_token(dir, err, err_length) != 0)
         return -1;
     return generate_two_level(dir, "rogue-root", &ROGUE_ROOT, "rogue-device", &ROGUE_DEVICE, 0, err,
                               err_length);

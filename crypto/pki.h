@@ -14,6 +14,9 @@
  *   hub-root.pem/.key           hub identity root CA (the trust anchor given to devices)
  *   hub-ca.pem/.key             hub identity intermediate CA, file holds it then hub-root.pem
  *   token.key/token.pub.pem     access-token signing key pair
+ *   operator.key/operator.pub.pem  operator token signing key pair (management API)
+ *   operator.jwks.json          its public key as a JWKS (the API's `jwks`), kid "operator"
+ *   operator.token              an operator token for owner "1", valid one year
  *   rogue-root.pem/.key, rogue-device.pem/.key
  *                               an unrelated manufacturer: its device must be refused
  *   noclientauth-device.pem/.key
@@ -36,6 +39,19 @@ int pki_generate(const char *dir, unsigned device_count, char *err, size_t err_l
  * from mfg-intermediate when missing. 0 or -1 with err.
  */
 int pki_ensure_device(const char *dir, unsigned index, char *err, size_t err_length);
+
+#define PKI_OPERATOR_ISSUER "https://dps.demo.local/operator"
+#define PKI_OPERATOR_AUDIENCE "dps-api"
+#define PKI_OPERATOR_KEY_ID "operator"
+
+/*
+ * Signs an operator token with the EC P-256 key in key_file: ES256, kid
+ * PKI_OPERATOR_KEY_ID, iss PKI_OPERATOR_ISSUER, aud PKI_OPERATOR_AUDIENCE,
+ * sub owner, iat now, exp now + lifetime_s (negative gives an expired token,
+ * for tests). malloc'd, or NULL with err.
+ */
+char *pki_operator_token(const char *key_file, const char *owner, long lifetime_s, char *err,
+                         size_t err_length);
 
 /* Path of a device's files: dir/devices/device-NNNN.pem (suffix ".pem") or ".key". */
 void pki_device_path(const char *dir, unsigned index, const char *suffix, char *out,

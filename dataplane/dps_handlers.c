@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,7 @@ enum dps_phase {
 
 struct dps_op {
     struct mailbox_item item;
+    struct timespec started;
     const struct dps_services *services;
     struct dps_session *session;
     dps_reply_fn reply;
@@ -86,6 +88,61 @@ struct dps_op {
     json_t *step_data; /* step-specific fields of the record part */
     struct csr_result csr;
 };
+
+/* ---- counters ---- */
+
+const double dps_latency_bounds[DPS_LATENCY_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                        0.1,   0.25,   0.5,   1,    2.5,   5};
+
+struct step_counters {
+    _Atomic uint64_t by_class[3];
+    _Atomic uint64_t latency_buckets[DPS_LATENCY_BUCKETS + 1];
+    _Atomic uint64_t latency_sum_ns;
+};
+
+static struct step_counters step_counters[DPS_STEP_COUNT];
+static _Atomic uint64_t rate_limited_count;
+static _Atomic uint64_t busy_count;
+static _Atomic uint64_t issued_count;
+
+static void count_answer(enum dps_step step, uint8_t code, const struct timespec *started)
+{
+    struct step_counters *counters = &step_counters[step];
+    int class = code >> 5;
+    atomic_fetch_add(&counters->by_class[class == 2 ? 0 : class == 4 ? 1 : 2], 1);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t ns =
+        (int64_t)(now.tv_sec - started->tv_sec) * 1000000000 + (now.tv_nsec - started->tv_nsec);
+    size_t bucket = 0;
+    while (bucket < DPS_LATENCY_BUCKETS && (double)ns / 1e9 > dps_latency_bounds[bucket]) {
+        bucket++;
+    }
+    atomic_fetch_add(&counters->latency_buckets[bucket], 1);
+    atomic_fetch_add(&counters->latency_sum_ns, (uint64_t)(ns > 0 ? ns : 0));
+    if (code == COAP_SERVICE_UNAVAILABLE) {
+        atomic_fetch_add(&busy_count, 1);
+    }
+}
+
+void dps_stats_get(struct dps_stats *stats)
+{
+    memset(stats, 0, sizeof(*stats));
+    for (size_t s = 0; s < DPS_STEP_COUNT; s++) {
+        struct dps_step_stats *out = &stats->steps[s];
+        out->name = step_part[s];
+        for (size_t c = 0; c < 3; c++) {
+            out->by_class[c] = atomic_load(&step_counters[s].by_class[c]);
+        }
+        for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++) {
+            out->latency_buckets[b] = atomic_load(&step_counters[s].latency_buckets[b]);
+        }
+        out->latency_sum_s = (double)atomic_load(&step_counters[s].latency_sum_ns) / 1e9;
+    }
+    stats->rate_limited = atomic_load(&rate_limited_count);
+    stats->busy = atomic_load(&busy_count);
+    stats->certificates_issued = atomic_load(&issued_count);
+}
 
 static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
 
@@ -296,6 +353,7 @@ static struct dps_op *dps_op_new(const struct dps_services *services, struct dps
     op->token_length = request->token_length;
     memcpy(op->token, request->token, request->token_length);
     op->step_data = json_object();
+    clock_gettime(CLOCK_MONOTONIC, &op->started);
     session->pending++;
     (*services->pending_ops)++;
     return op;
@@ -376,6 +434,13 @@ static void dps_op_finish(struct dps_op *op)
 {
     bool ok = op->code < COAP_BAD_REQUEST;
     const struct config_group *group = session_group(op->services, op->session);
+    count_answer(op->step, op->code, &op->started);
+    if (op->step == STEP_CREDENTIALS && ok) {
+        atomic_fetch_add(&issued_count, 1);
+        /* One line per provisioning outcome: the certificate left, durably logged. */
+        log_msg(LOG_INFO, "device provisioned", "record=%s device=%s group=%s serial=%s",
+                op->session->record_id, op->session->device_id, group->id, op->serial_hex);
+    }
     log_msg(ok ? LOG_DEBUG : LOG_INFO, "step",
             "step=%s code=%d.%02d record=%s device=%s group=%s%s%s%s", step_part[op->step],
             op->code >> 5, op->code & 31, op->session->record_id,
@@ -1115,6 +1180,7 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
     if (*services->pending_ops >= services->config->max_pending) {
         reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, DPS_RETRY_SECONDS,
                     "busy, retry");
+        atomic_fetch_add(&busy_count, 1);
         return;
     }
     if (route->step == STEP_CLOUD || route->step == STEP_CREDENTIALS) {
@@ -1126,6 +1192,7 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
             uint32_t seconds = (uint32_t)((wait_ns + 999999999) / 1000000000);
             reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE,
                         seconds > 0 ? seconds : 1, "rate limited, retry");
+            atomic_fetch_add(&rate_limited_count, 1);
             return;
         }
     }

@@ -112,6 +112,30 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
 void dps_session_start(const struct dps_services *services, struct dps_session *session);
 void dps_session_clear(struct dps_session *session);
 
+/* ---- counters for /metrics (process-wide, lock-free) ---- */
+
+#define DPS_STEP_COUNT 6
+#define DPS_LATENCY_BUCKETS 12
+
+/* Upper bounds (seconds) of the latency histogram buckets; one more bucket is +Inf. */
+extern const double dps_latency_bounds[DPS_LATENCY_BUCKETS];
+
+struct dps_step_stats {
+    const char *name;     /* the record part: "plgdTime", "ownership", ... */
+    uint64_t by_class[3]; /* answers 2.xx, 4.xx, 5.xx */
+    uint64_t latency_buckets[DPS_LATENCY_BUCKETS + 1]; /* not cumulative */
+    double latency_sum_s;
+};
+
+struct dps_stats {
+    struct dps_step_stats steps[DPS_STEP_COUNT];
+    uint64_t rate_limited; /* 5.03 from the signing rate limit */
+    uint64_t busy;         /* 5.03 from the pending limit or full queues */
+    uint64_t certificates_issued;
+};
+
+void dps_stats_get(struct dps_stats *stats);
+
 /* Current time as RFC 3339 UTC with microseconds, e.g. 2026-11-28T03:29:22.347476Z. */
 void dps_format_time(const struct timespec *when, char out[32]);
 

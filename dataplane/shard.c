@@ -35,6 +35,7 @@
 #include "dataplane/coap_tcp.h"
 #include "dataplane/loop.h"
 #include "dataplane/mailbox.h"
+#include "dataplane/snapshot.h"
 #include "dataplane/tls.h"
 
 #define SHARD_MAX_LISTENERS 16
@@ -47,9 +48,24 @@ enum conn_state {
     CONN_CLOSING,
 };
 
+/*
+ * One shard's view of one snapshot: its TLS context and attestation state,
+ * built in the shard's own library context, and the services handlers use.
+ * The shard holds a reference to its current view and each connection one
+ * to the view it was accepted under; only the shard's thread touches it.
+ */
+struct shard_view {
+    unsigned references;
+    struct snapshot *snapshot;
+    SSL_CTX *ssl_ctx;
+    struct attestation *attestation;
+    struct dps_services services;
+};
+
 struct conn {
     struct dps_session session; /* first: handlers give it back to us */
     struct shard *shard;
+    struct shard_view *view;
     struct loop_conn *link; /* NULL once the loop closed the socket */
     struct tls_conn *tls;
     enum conn_state state;
@@ -67,12 +83,12 @@ struct conn {
 
 struct shard {
     unsigned index;
-    const struct config *config;
+    struct shard_view *view; /* the current generation */
+    struct store *store;
+    struct admission *admission;
     pthread_t thread;
     bool started;
     OSSL_LIB_CTX *libctx;
-    SSL_CTX *ssl_ctx;
-    struct attestation *attestation;
     struct mailbox *mailbox;
     struct loop *loop;
     _Atomic(struct loop *) running_loop;
@@ -80,7 +96,6 @@ struct shard {
     enum loop_backend backend;
     int listeners[SHARD_MAX_LISTENERS];
     size_t listener_count;
-    struct dps_services services;
     unsigned pending_ops;
     struct conn *conns;
     size_t max_frame;
@@ -91,6 +106,54 @@ struct shard {
     _Atomic uint64_t protocol_errors;
     _Atomic unsigned connections;
 };
+
+static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain);
+
+static void view_release(struct shard_view *view)
+{
+    if (view == NULL || --view->references > 0) {
+        return;
+    }
+    attestation_free(view->attestation);
+    SSL_CTX_free(view->ssl_ctx);
+    snapshot_release(view->snapshot);
+    free(view);
+}
+
+/* Builds the shard's view of a snapshot. NULL with err when its certificates do not load. */
+static struct shard_view *view_create(struct shard *shard, struct snapshot *snapshot, char *err,
+                                      size_t err_length)
+{
+    const struct config *config = snapshot->config;
+    struct shard_view *view = calloc(1, sizeof(*view));
+    if (view == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return NULL;
+    }
+    view->references = 1;
+    snapshot_retain(snapshot);
+    view->snapshot = snapshot;
+    view->ssl_ctx = tls_server_context(shard->libctx, config->tls_cert_file, config->tls_key_file,
+                                       conn_verify, err, err_length);
+    if (view->ssl_ctx != NULL) {
+        view->attestation = attestation_create(shard->libctx, config, err, err_length);
+    }
+    if (view->attestation == NULL) {
+        view_release(view);
+        return NULL;
+    }
+    view->services = (struct dps_services){
+        .config = config,
+        .catalog = snapshot->catalog,
+        .signer = snapshot->signer,
+        .store = shard->store,
+        .mailbox = shard->mailbox,
+        .libctx = shard->libctx,
+        .admission = shard->admission,
+        .pending_ops = &shard->pending_ops,
+    };
+    return view;
+}
 
 static double seconds_since(const struct timespec *then, const struct timespec *now)
 {
@@ -113,6 +176,7 @@ static void conn_free(struct conn *conn)
     atomic_fetch_sub(&shard->connections, 1);
     tls_conn_free(conn->tls);
     dps_session_clear(&conn->session);
+    view_release(conn->view);
     free(conn->input);
     free(conn);
 }
@@ -215,7 +279,7 @@ static void conn_send_csm(struct conn *conn)
     struct coap_option option;
     RAND_bytes_ex(conn->shard->libctx, token, sizeof(token), 0);
     coap_option_make_uint(&option, COAP_OPTION_CSM_MAX_MESSAGE_SIZE,
-                          (uint32_t)conn->shard->config->max_message_size, storage);
+                          (uint32_t)conn->view->services.config->max_message_size, storage);
     conn_send_frame(conn, COAP_SIGNAL_CSM, token, sizeof(token), &option, 1, NULL, 0);
 }
 
@@ -307,7 +371,7 @@ static void conn_request(struct conn *conn, const struct coap_message *message)
     if (option != NULL && coap_option_uint(option, &value) == 0) {
         request.accept = (int)value;
     }
-    dps_handle(&shard->services, &conn->session, &request, conn_reply);
+    dps_handle(&conn->view->services, &conn->session, &request, conn_reply);
 }
 
 static void conn_signal(struct conn *conn, const struct coap_message *message)
@@ -432,7 +496,7 @@ static void conn_handshake(struct conn *conn)
     }
     atomic_fetch_add(&shard->handshakes_ok, 1);
     conn->state = CONN_OPEN;
-    dps_session_start(&shard->services, &conn->session);
+    dps_session_start(&conn->view->services, &conn->session);
     log_msg(LOG_DEBUG, "handshake", "peer=%s record=%s version=%s cipher=%s", conn->peer,
             conn->session.record_id, tls_conn_version(conn->tls), tls_conn_cipher(conn->tls));
     conn_send_csm(conn);
@@ -442,7 +506,7 @@ static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain)
 {
     struct conn *conn = user;
     char reason[160];
-    if (attestation_verify(conn->shard->attestation, leaf, chain, time(NULL),
+    if (attestation_verify(conn->view->attestation, leaf, chain, time(NULL),
                            &conn->session.attestation, reason, sizeof(reason)) != 0) {
         log_msg(LOG_INFO, "device refused", "peer=%s reason=\"%s\"", conn->peer, reason);
         return -1;
@@ -459,18 +523,20 @@ static void *on_accepted(void *user, struct loop_conn *link, const struct sockad
 {
     struct shard *shard = user;
     (void)peer_length;
-    if (atomic_load(&shard->connections) >= shard->config->max_connections) {
+    if (atomic_load(&shard->connections) >= shard->view->services.config->max_connections) {
         return NULL;
     }
     struct conn *conn = calloc(1, sizeof(*conn));
     if (conn == NULL) {
         return NULL;
     }
-    conn->tls = tls_conn_new(shard->ssl_ctx, true, conn);
+    conn->tls = tls_conn_new(shard->view->ssl_ctx, true, conn);
     if (conn->tls == NULL) {
         free(conn);
         return NULL;
     }
+    conn->view = shard->view;
+    conn->view->references++;
     conn->shard = shard;
     conn->link = link;
     conn->session.release = session_release;
@@ -550,11 +616,12 @@ static void on_tick(void *user)
             continue;
         }
         if (conn->state == CONN_HANDSHAKE &&
-            seconds_since(&conn->opened, &now) > shard->config->handshake_timeout_s) {
+            seconds_since(&conn->opened, &now) > conn->view->services.config->handshake_timeout_s) {
             log_msg(LOG_INFO, "handshake timeout", "peer=%s", conn->peer);
             conn_close(conn, false);
-        } else if (conn->state == CONN_OPEN && seconds_since(&conn->last_activity, &now) >
-                                                   shard->config->inactivity_timeout_s) {
+        } else if (conn->state == CONN_OPEN &&
+                   seconds_since(&conn->last_activity, &now) >
+                       conn->view->services.config->inactivity_timeout_s) {
             log_msg(LOG_DEBUG, "idle timeout", "peer=%s", conn->peer);
             conn_close(conn, true);
         }
@@ -626,18 +693,18 @@ static int open_listener(const char *address, char *err, size_t err_length)
 
 /* ---- shard ---- */
 
-struct shard *shard_create(unsigned index, const struct config *config,
-                           const struct dps_catalog *catalog, struct signer *signer,
-                           struct store *store, struct admission *admission, char *err,
-                           size_t err_length)
+struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct store *store,
+                           struct admission *admission, char *err, size_t err_length)
 {
+    const struct config *config = snapshot->config;
     struct shard *shard = calloc(1, sizeof(*shard));
     if (shard == NULL) {
         snprintf(err, err_length, "out of memory");
         return NULL;
     }
     shard->index = index;
-    shard->config = config;
+    shard->store = store;
+    shard->admission = admission;
     shard->max_frame = config->max_message_size + FRAME_HEADER_SLACK;
     for (size_t i = 0; i < SHARD_MAX_LISTENERS; i++) {
         shard->listeners[i] = -1;
@@ -648,13 +715,8 @@ struct shard *shard_create(unsigned index, const struct config *config,
         snprintf(err, err_length, "out of memory");
         goto fail;
     }
-    shard->ssl_ctx = tls_server_context(shard->libctx, config->tls_cert_file, config->tls_key_file,
-                                        conn_verify, err, err_length);
-    if (shard->ssl_ctx == NULL) {
-        goto fail;
-    }
-    shard->attestation = attestation_create(shard->libctx, config, err, err_length);
-    if (shard->attestation == NULL) {
+    shard->view = view_create(shard, snapshot, err, err_length);
+    if (shard->view == NULL) {
         goto fail;
     }
     if (config->listen_count > SHARD_MAX_LISTENERS) {
@@ -668,22 +730,87 @@ struct shard *shard_create(unsigned index, const struct config *config,
         }
         shard->listener_count++;
     }
-    shard->services = (struct dps_services){
-        .config = config,
-        .catalog = catalog,
-        .signer = signer,
-        .store = store,
-        .mailbox = shard->mailbox,
-        .libctx = shard->libctx,
-        .admission = admission,
-        .pending_ops = &shard->pending_ops,
-    };
     shard->backend =
         config->io_backend == CONFIG_IO_EPOLL ? LOOP_BACKEND_EPOLL : LOOP_BACKEND_URING;
     return shard;
 fail:
     shard_finish(shard);
     return NULL;
+}
+
+struct adoption {
+    struct mailbox_item item;
+    struct shard *shard;
+    struct snapshot *snapshot;
+    void (*done)(void *user, int status, const char *err);
+    void *user;
+};
+
+static void adopt_run(struct mailbox_item *item)
+{
+    struct adoption *adoption = (struct adoption *)item;
+    struct shard *shard = adoption->shard;
+    char err[512] = "";
+    struct shard_view *view = view_create(shard, adoption->snapshot, err, sizeof(err));
+    if (view != NULL) {
+        view_release(shard->view);
+        shard->view = view;
+        log_msg(LOG_DEBUG, "snapshot adopted", "shard=%u generation=%llu", shard->index,
+                (unsigned long long)adoption->snapshot->generation);
+    } else {
+        log_msg(LOG_ERROR, "snapshot refused", "shard=%u error=\"%s\"", shard->index, err);
+    }
+    snapshot_release(adoption->snapshot);
+    adoption->done(adoption->user, view != NULL ? 0 : -1, err);
+    free(adoption);
+}
+
+int shard_adopt(struct shard *shard, struct snapshot *snapshot,
+                void (*done)(void *user, int status, const char *err), void *user)
+{
+    struct adoption *adoption = calloc(1, sizeof(*adoption));
+    if (adoption == NULL) {
+        return -ENOMEM;
+    }
+    adoption->item.run = adopt_run;
+    adoption->shard = shard;
+    snapshot_retain(snapshot);
+    adoption->snapshot = snapshot;
+    adoption->done = done;
+    adoption->user = user;
+    mailbox_post(shard->mailbox, &adoption->item);
+    return 0;
+}
+
+/*
+ * Stops accepting and shuts the listeners down, so the kernel refuses new
+ * connections at once instead of queueing them for a shard that will never
+ * take them (clients then go to another node).
+ */
+static void drain_run(struct mailbox_item *item)
+{
+    struct adoption *request = (struct adoption *)item;
+    struct shard *shard = request->shard;
+    if (shard->loop != NULL) {
+        loop_stop_accepting(shard->loop);
+    }
+    for (size_t i = 0; i < shard->listener_count; i++) {
+        shutdown(shard->listeners[i], SHUT_RDWR);
+    }
+    log_msg(LOG_INFO, "shard draining", "shard=%u connections=%u", shard->index,
+            atomic_load(&shard->connections));
+    free(request);
+}
+
+void shard_drain(struct shard *shard)
+{
+    struct adoption *request = calloc(1, sizeof(*request));
+    if (request == NULL) {
+        return;
+    }
+    request->item.run = drain_run;
+    request->shard = shard;
+    mailbox_post(shard->mailbox, &request->item);
 }
 
 static void *shard_main(void *arg)
@@ -762,6 +889,12 @@ void shard_join(struct shard *shard)
     shard->started = false;
 }
 
+unsigned shard_collect(struct shard *shard)
+{
+    mailbox_drain(shard->mailbox);
+    return shard->pending_ops;
+}
+
 void shard_finish(struct shard *shard)
 {
     if (shard == NULL) {
@@ -777,8 +910,7 @@ void shard_finish(struct shard *shard)
             close(shard->listeners[i]);
         }
     }
-    attestation_free(shard->attestation);
-    SSL_CTX_free(shard->ssl_ctx);
+    view_release(shard->view);
     OSSL_LIB_CTX_free(shard->libctx);
     free(shard);
 }

@@ -16,7 +16,7 @@
 
 struct admission;
 struct shard;
-struct signer;
+struct snapshot;
 struct store;
 
 struct shard_stats {
@@ -29,13 +29,23 @@ struct shard_stats {
 };
 
 /*
- * Builds a shard: its library context, TLS context, attestation and listeners
- * (each listen address bound with SO_REUSEPORT). NULL with err on failure.
+ * Builds a shard on a first snapshot: its library context, its view of the
+ * snapshot (TLS context, attestation) and its listeners (each listen address
+ * bound with SO_REUSEPORT). NULL with err on failure.
  */
-struct shard *shard_create(unsigned index, const struct config *config,
-                           const struct dps_catalog *catalog, struct signer *signer,
-                           struct store *store, struct admission *admission, char *err,
-                           size_t err_length);
+struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct store *store,
+                           struct admission *admission, char *err, size_t err_length);
+
+/*
+ * Moves the shard to a new snapshot: the shard builds its view on its own
+ * thread, new connections take it, existing ones finish on theirs. done() is
+ * called on the shard's thread with 0, or -1 and the reason. 0 or -ENOMEM.
+ */
+int shard_adopt(struct shard *shard, struct snapshot *snapshot,
+                void (*done)(void *user, int status, const char *err), void *user);
+
+/* Stops accepting new connections (any thread); established ones continue. */
+void shard_drain(struct shard *shard);
 
 /* Starts the shard's thread. 0 or -errno. */
 int shard_start(struct shard *shard);
@@ -46,6 +56,12 @@ void shard_stop(struct shard *shard);
 /* Waits for the thread, closes connections; work still in the signer or store
  * is finished by shard_finish() after those are stopped. */
 void shard_join(struct shard *shard);
+
+/*
+ * After shard_join: runs what workers handed back so far and returns how
+ * many requests are still with them (call until 0 before shard_finish).
+ */
+unsigned shard_collect(struct shard *shard);
 
 /* Runs what workers handed back after they stopped, then frees the shard. */
 void shard_finish(struct shard *shard);

@@ -382,6 +382,22 @@ int store_put_sync(struct store *store, const struct store_put *puts, size_t cou
     return STORE_OK;
 }
 
+int store_delete_sync(struct store *store, enum store_family family, const char *key,
+                      size_t key_length)
+{
+    if (store->read_only || !family_valid(family))
+        return STORE_ERROR;
+    char *error = NULL;
+    rocksdb_delete_cf(store->db, store->sync_options, family_handle(store, family), key,
+                      key_length, &error);
+    if (error) {
+        log_msg(LOG_ERROR, "store synchronous delete failed", "error=\"%s\"", error);
+        rocksdb_free(error);
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
 int store_get(struct store *store, enum store_family family, const char *key, size_t key_length,
               char **value, size_t *value_length)
 {

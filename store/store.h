@@ -104,6 +104,10 @@ int store_submit(struct store *store, struct store_write *write);
  */
 int store_put_sync(struct store *store, const struct store_put *puts, size_t count);
 
+/* Deletes one key synchronously (control plane). STORE_OK (also when absent) or STORE_ERROR. */
+int store_delete_sync(struct store *store, enum store_family family, const char *key,
+                      size_t key_length);
+
 /* Reads one value (malloc'd, NUL-terminated for convenience). STORE_OK, STORE_NOT_FOUND,
  * STORE_ERROR. */
 int store_get(struct store *store, enum store_family family, const char *key, size_t key_length,

@@ -76,11 +76,15 @@ free_port() {
 }
 
 # start_dpsd DIR PORT [dpsd options...]: demo daemon on 127.0.0.1:PORT, waits until it listens.
+# Its management API listens on 127.0.0.1:$API_PORT (a free port, kept across restarts).
+API_PORT=""
 start_dpsd() {
     local dir=$1 port=$2
     shift 2
     mkdir -p "$dir"
-    "$DPSD" --demo "$dir" --listen "127.0.0.1:$port" "$@" >>"$dir/dpsd.log" 2>&1 &
+    [ -n "$API_PORT" ] || API_PORT=$(free_port)
+    "$DPSD" --demo "$dir" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$API_PORT" "$@" \
+        >>"$dir/dpsd.log" 2>&1 &
     DPSD_PID=$!
     local i
     for i in $(seq 1 300); do

@@ -1,0 +1,37 @@
+/*
+ * auth: bearer-token authentication of management API callers.
+ *
+ * Operator tokens are JWTs (RFC 7519) signed ES256 or RS256 by a key listed
+ * in a JWKS file (RFC 7517: EC P-256 keys by x/y, RSA keys by n/e), read once
+ * when the API starts. A token is accepted when its signature verifies with
+ * the key its "kid" names (or, without "kid", with any key of its algorithm),
+ * it has not expired ("exp" is required), "nbf" and "iat" are not in the
+ * future (60 seconds of leeway for clocks), "iss" is the configured issuer,
+ * "aud" (a string or a list) holds the configured audience when one is set,
+ * and the configured owner claim is a non-empty string: the caller's owner.
+ *
+ * Error convention: 0 / -1 with a reason in err that never contains the token.
+ */
+#ifndef DPS_AUTH_H
+#define DPS_AUTH_H
+
+#include <stddef.h>
+#include <time.h>
+
+struct auth;
+
+#define AUTH_LEEWAY_S 60
+
+/* Loads the JWKS; audience may be NULL, owner_claim NULL means "sub". NULL with err. */
+struct auth *auth_load(const char *jwks_file, const char *issuer, const char *audience,
+                       const char *owner_claim, char *err, size_t err_length);
+void auth_free(struct auth *auth);
+
+/*
+ * Checks an HTTP Authorization header value ("Bearer TOKEN"; may be NULL) at
+ * time now. 0 with the caller's owner in *owner (malloc'd), or -1 with err.
+ */
+int auth_check(const struct auth *auth, const char *authorization, time_t now, char **owner,
+               char *err, size_t err_length);
+
+#endif

@@ -1,0 +1,443 @@
+/*
+ * test_model: enrollment groups and hubs go to JSON and back unchanged, in
+ * the plgd shape with empty fields emitted; every rule a document must meet
+ * is enforced, and the error names the offending field by its JSON path.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "control/model.h"
+#include "crypto/pki.h"
+
+#define GROUP_ID "4b4d1a8c-52a5-4f8e-9a0b-1c2d3e4f5a6b"
+#define HUB_ID "aa8b9c3e-1111-4a4a-8b8b-0123456789ab"
+
+static char dir[64];
+static char chain_file[128];
+static char hub_ca_file[128];
+static char hub_key_file[128];
+static char token_key_file[128];
+static char *chain_pem;
+
+static char *read_text(const char *path)
+{
+    FILE *file = fopen(path, "rb");
+    assert_non_null(file);
+    static char buffer[65536];
+    size_t length = fread(buffer, 1, sizeof(buffer) - 1, file);
+    fclose(file);
+    buffer[length] = '\0';
+    return strdup(buffer);
+}
+
+static int setup(void **state)
+{
+    char err[256];
+    snprintf(dir, sizeof(dir), "/tmp/test_model.XXXXXX");
+    if (mkdtemp(dir) == NULL || pki_generate(dir, 0, err, sizeof(err)) != 0)
+        return -1;
+    snprintf(chain_file, sizeof(chain_file), "%s/mfg-chain.pem", dir);
+    snprintf(hub_ca_file, sizeof(hub_ca_file), "%s/hub-ca.pem", dir);
+    snprintf(hub_key_file, sizeof(hub_key_file), "%s/hub-ca.key", dir);
+    snprintf(token_key_file, sizeof(token_key_file), "%s/token.key", dir);
+    chain_pem = read_text(chain_file);
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int teardown(void **state)
+{
+    free(chain_pem);
+    return nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static json_t *group_doc(void)
+{
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:{s:{s:s, s:s, s:b}}, s:[s], s:s}", "id", GROUP_ID, "owner",
+                  "1", "name", "line A", "attestationMechanism", "x509", "certificateChain",
+                  chain_pem, "leadCertificateName", "Demo Mfg", "expiredCertificateEnabled", 1,
+                  "hubIds", HUB_ID, "preSharedKey", "0123456789abcdefXYZ");
+    assert_non_null(doc);
+    return doc;
+}
+
+static json_t *hub_doc(void)
+{
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:[s, s], s:{s:s, s:s, s:{s:s, s:s}}, "
+                  "s:{s:s, s:s, s:I}, s:{s:s, s:s, s:s, s:I}}",
+                  "hubId", HUB_ID, "owner", "1", "name", "hub one", "gateways",
+                  "coaps+tcp://hub.example:5684", "coaps+tcp://[::1]:5684", "authorization",
+                  "ownerClaim", "sub", "deviceIdClaim", "", "provider", "name", "plgd", "audience",
+                  "", "identityCertificate", "certificate", hub_ca_file, "key", hub_key_file,
+                  "validity", (json_int_t)86400, "token", "key", token_key_file, "keyId", "k1",
+                  "issuer", "https://auth.example", "lifetime", (json_int_t)3600);
+    assert_non_null(doc);
+    return doc;
+}
+
+/* Sets the value at a dotted path (objects only) in doc; NULL value deletes it. */
+static void set_at(json_t *doc, const char *path, json_t *value)
+{
+    char *copy = strdup(path);
+    json_t *object = doc;
+    char *key = copy;
+    for (char *dot = strchr(key, '.'); dot != NULL; dot = strchr(key, '.')) {
+        *dot = '\0';
+        object = json_object_get(object, key);
+        assert_non_null(object);
+        key = dot + 1;
+    }
+    if (value == NULL)
+        json_object_del(object, key);
+    else
+        json_object_set_new(object, key, value);
+    free(copy);
+}
+
+static void group_fails(json_t *doc, const char *expected)
+{
+    struct config_group group;
+    char err[512] = "";
+    int result = model_group_from_json(doc, &group, err, sizeof(err));
+    if (result == 0 || strstr(err, expected) == NULL)
+        print_error("expected \"%s\", got \"%s\"\n", expected, err);
+    assert_int_equal(result, -1);
+    assert_non_null(strstr(err, expected));
+    assert_null(group.id);
+    json_decref(doc);
+}
+
+static void hub_fails(json_t *doc, const char *expected)
+{
+    struct config_hub hub;
+    char err[512] = "";
+    int result = model_hub_from_json(doc, &hub, err, sizeof(err));
+    if (result == 0 || strstr(err, expected) == NULL)
+        print_error("expected \"%s\", got \"%s\"\n", expected, err);
+    assert_int_equal(result, -1);
+    assert_non_null(strstr(err, expected));
+    assert_null(hub.id);
+    json_decref(doc);
+}
+
+static void group_round_trip_keeps_everything(void **state)
+{
+    json_t *doc = group_doc();
+    set_at(doc, "acl",
+           json_pack("{s:s, s:[{s:{s:s}, s:[{s:s, s:[s]}], s:i}]}", "mode", "replace", "entries",
+                     "subject", "conntype", "anon-clear", "resources", "href", "/oic/d", "if",
+                     "oic.if.baseline", "permission", 2));
+    set_at(doc, "resources",
+           json_pack("[{s:s, s:{s:i}}]", "href", "/light/1", "content", "power", 50));
+    struct config_group group;
+    char err[512] = "";
+    assert_int_equal(model_group_from_json(doc, &group, err, sizeof(err)), 0);
+    assert_string_equal(group.id, GROUP_ID);
+    assert_string_equal(group.owner, "1");
+    assert_string_equal(group.ca_chain_pem, chain_pem);
+    assert_null(group.ca_chain_file);
+    assert_true(group.expired_certificate_enabled);
+    assert_int_equal(group.hub_count, 1);
+    assert_true(group.has_psk);
+    assert_memory_equal(group.psk, "0123456789abcdef", 16);
+    assert_int_equal(group.acl_mode, CONFIG_ACL_REPLACE);
+    assert_string_equal(group.resources_json,
+                        "[{\"href\":\"/light/1\",\"content\":{\"power\":50}}]");
+
+    json_t *back = model_group_to_json(&group);
+    /* The key is emitted as the 16 bytes in use. */
+    assert_string_equal(json_string_value(json_object_get(back, "preSharedKey")),
+                        "0123456789abcdef");
+    set_at(doc, "preSharedKey", json_string("0123456789abcdef"));
+    if (!json_equal(doc, back)) {
+        char *text = json_dumps(back, JSON_INDENT(1));
+        print_error("%s\n", text);
+        free(text);
+    }
+    assert_true(json_equal(doc, back));
+
+    struct config_group again;
+    assert_int_equal(model_group_from_json(back, &again, err, sizeof(err)), 0);
+    assert_string_equal(again.acl_json, group.acl_json);
+    model_group_clear(&again);
+    model_group_clear(&group);
+    json_decref(back);
+    json_decref(doc);
+}
+
+static void group_with_chain_file_and_defaults_emits_empty_fields(void **state)
+{
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:{s:{s:s}}, s:[s]}", "id", "4B4D1A8C-52A5-4F8E-9A0B-1C2D3E4F5A6B", "owner",
+        "2", "attestationMechanism", "x509", "certificateChain", chain_file, "hubIds", HUB_ID);
+    struct config_group group;
+    char err[512] = "";
+    assert_int_equal(model_group_from_json(doc, &group, err, sizeof(err)), 0);
+    assert_string_equal(group.id, GROUP_ID); /* lower-cased */
+    assert_string_equal(group.ca_chain_file, chain_file);
+    assert_null(group.ca_chain_pem);
+    assert_null(group.name);
+    assert_false(group.has_psk);
+    assert_int_equal(group.acl_mode, CONFIG_ACL_DEFAULT);
+
+    json_t *back = model_group_to_json(&group);
+    json_t *expected = json_pack(
+        "{s:s, s:s, s:s, s:{s:{s:s, s:s, s:b}}, s:[s], s:s}", "id", GROUP_ID, "owner", "2", "name",
+        "", "attestationMechanism", "x509", "certificateChain", chain_file, "leadCertificateName",
+        "", "expiredCertificateEnabled", 0, "hubIds", HUB_ID, "preSharedKey", "");
+    assert_true(json_equal(back, expected));
+    struct config_group again;
+    assert_int_equal(model_group_from_json(back, &again, err, sizeof(err)), 0);
+    assert_null(again.name);
+    assert_false(again.has_psk);
+    model_group_clear(&again);
+    json_decref(expected);
+    json_decref(back);
+    model_group_clear(&group);
+    json_decref(doc);
+}
+
+static void hub_round_trip_keeps_everything_but_no_key_material(void **state)
+{
+    json_t *doc = hub_doc();
+    struct config_hub hub;
+    char err[512] = "";
+    assert_int_equal(model_hub_from_json(doc, &hub, err, sizeof(err)), 0);
+    assert_string_equal(hub.id, HUB_ID);
+    assert_int_equal(hub.gateway_count, 2);
+    assert_string_equal(hub.authorization_provider, "plgd");
+    assert_null(hub.token_audience);
+    assert_null(hub.token_device_id_claim);
+    assert_int_equal(hub.certificate_validity_s, 86400);
+    assert_int_equal(hub.token_lifetime_s, 3600);
+    assert_string_equal(hub.token_key_id, "k1");
+
+    json_t *back = model_hub_to_json(&hub);
+    set_at(doc, "id", json_string(HUB_ID));
+    assert_true(json_equal(doc, back));
+    char *text = json_dumps(back, 0);
+    assert_null(strstr(text, "PRIVATE KEY"));
+    assert_null(strstr(text, "BEGIN"));
+    free(text);
+    json_decref(back);
+    model_hub_clear(&hub);
+
+    /* Only "id", durations as protojson int64 strings, defaults filled. */
+    set_at(doc, "hubId", NULL);
+    set_at(doc, "identityCertificate.validity", NULL);
+    set_at(doc, "token.lifetime", json_string("7200"));
+    set_at(doc, "authorization.ownerClaim", NULL);
+    assert_int_equal(model_hub_from_json(doc, &hub, err, sizeof(err)), 0);
+    assert_string_equal(hub.id, HUB_ID);
+    assert_int_equal(hub.certificate_validity_s, 365L * 24 * 3600);
+    assert_int_equal(hub.token_lifetime_s, 7200);
+    assert_string_equal(hub.token_owner_claim, "sub");
+    model_hub_clear(&hub);
+    json_decref(doc);
+}
+
+static void group_identity_rules_name_the_field(void **state)
+{
+    json_t *doc = group_doc();
+    set_at(doc, "id", json_string("not-a-uuid"));
+    group_fails(doc, "id: \"not-a-uuid\" is not a UUID");
+    doc = group_doc();
+    set_at(doc, "id", NULL);
+    group_fails(doc, "id: required");
+    doc = group_doc();
+    set_at(doc, "owner", json_string(""));
+    group_fails(doc, "owner: required");
+    doc = group_doc();
+    set_at(doc, "name", json_integer(3));
+    group_fails(doc, "name: must be a string");
+    doc = group_doc();
+    set_at(doc, "colour", json_string("blue"));
+    group_fails(doc, "colour: unknown field");
+    group_fails(json_array(), "(document): must be an object");
+}
+
+static void group_attestation_rules_name_the_field(void **state)
+{
+    json_t *doc = group_doc();
+    set_at(doc, "attestationMechanism", NULL);
+    group_fails(doc, "attestationMechanism: required");
+    doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.certificateChain",
+           json_string("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"));
+    group_fails(doc, "attestationMechanism.x509.certificateChain: not a PEM certificate chain");
+    doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string("mfg-chain.pem"));
+    group_fails(doc, "attestationMechanism.x509.certificateChain: must be PEM certificates or an "
+                     "absolute file path");
+    doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string("/nonexistent/chain"));
+    group_fails(doc, "attestationMechanism.x509.certificateChain: cannot read /nonexistent/chain");
+    doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.expiredCertificateEnabled", json_string("yes"));
+    group_fails(doc, "attestationMechanism.x509.expiredCertificateEnabled: must be true or false");
+    doc = group_doc();
+    set_at(doc, "attestationMechanism.tpm", json_object());
+    group_fails(doc, "attestationMechanism.tpm: unknown field");
+
+    /* A private key is not a certificate. */
+    char key_path[160];
+    snprintf(key_path, sizeof(key_path), "%s/mfg-root.key", dir);
+    char *key = read_text(key_path);
+    doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(key));
+    group_fails(doc, "certificateChain: not a PEM certificate chain");
+    free(key);
+}
+
+static void group_hub_and_key_rules_name_the_field(void **state)
+{
+    json_t *doc = group_doc();
+    set_at(doc, "hubIds", json_array());
+    group_fails(doc, "hubIds: must not be empty");
+    doc = group_doc();
+    set_at(doc, "hubIds", json_pack("[s, s]", HUB_ID, "x"));
+    group_fails(doc, "hubIds[1]: \"x\" is not a UUID");
+    doc = group_doc();
+    set_at(doc, "hubIds", json_pack("[s, s]", HUB_ID, HUB_ID));
+    group_fails(doc, "hubIds[1]: duplicate of hubIds[0]");
+    doc = group_doc();
+    set_at(doc, "preSharedKey", json_string("short"));
+    group_fails(doc, "preSharedKey: must be at least 16 characters long");
+}
+
+static void group_acl_rules_name_the_field(void **state)
+{
+    static const struct {
+        const char *entries;
+        const char *expected;
+    } cases[] = {
+        {"[{\"subject\": {\"conntype\": \"anon\"}, \"resources\": [{\"href\": \"/a\"}], "
+         "\"permission\": 2}]",
+         "acl.entries[0].subject.conntype: must be auth-crypt or anon-clear"},
+        {"[{\"subject\": {\"conntype\": \"auth-crypt\", \"role\": \"r\"}, \"resources\": "
+         "[{\"href\": \"/a\"}], \"permission\": 2}]",
+         "acl.entries[0].subject: must have exactly one of uuid, role or conntype"},
+        {"[{\"subject\": {\"uuid\": \"*\"}, \"resources\": [{\"href\": \"/a\"}], "
+         "\"permission\": 32}]",
+         "acl.entries[0].permission: must be an integer from 0 to 31"},
+        {"[{\"subject\": {\"uuid\": \"*\"}, \"resources\": [{\"href\": \"/a\", \"rt\": []}], "
+         "\"permission\": 1}]",
+         "acl.entries[0].resources[0].rt: unknown key"},
+        {"[{\"subject\": {\"uuid\": \"*\"}, \"resources\": [], \"permission\": 1}]",
+         "acl.entries[0].resources: must be a non-empty list"},
+        {"[{\"subject\": {\"uuid\": \"*\"}, \"resources\": [{\"href\": \"/a\"}], "
+         "\"permission\": 1, \"validity\": 3}]",
+         "acl.entries[0].validity: unknown key"},
+        {"[{\"subject\": {\"uuid\": \"abc\"}, \"resources\": [{\"href\": \"/a\"}], "
+         "\"permission\": 1}]",
+         "acl.entries[0].subject.uuid: must be a UUID"},
+        {"[]", "acl.entries: must be a non-empty list"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        json_t *doc = group_doc();
+        set_at(doc, "acl",
+               json_pack("{s:s, s:o}", "mode", "extend", "entries",
+                         json_loads(cases[i].entries, 0, NULL)));
+        group_fails(doc, cases[i].expected);
+    }
+    json_t *doc = group_doc();
+    set_at(doc, "acl", json_pack("{s:s, s:[]}", "mode", "merge", "entries"));
+    group_fails(doc, "acl.mode: must be replace or extend");
+}
+
+static void group_resource_rules_name_the_field(void **state)
+{
+    json_t *doc = group_doc();
+    set_at(doc, "resources", json_pack("[{s:s, s:{}}]", "href", "light", "content"));
+    group_fails(doc, "resources[0].href: must be a path starting with /");
+    doc = group_doc();
+    set_at(doc, "resources", json_pack("[{s:s, s:i}]", "href", "/light", "content", 1));
+    group_fails(doc, "resources[0].content: must be an object");
+    doc = group_doc();
+    set_at(doc, "resources", json_pack("[{s:s}]", "href", "/light"));
+    group_fails(doc, "resources[0].content: required");
+    doc = group_doc();
+    set_at(
+        doc, "resources",
+        json_pack("[{s:s, s:{}}, {s:s, s:{}}]", "href", "/l", "content", "href", "/l", "content"));
+    group_fails(doc, "resources[1].href: \"/l\" is listed twice");
+    doc = group_doc();
+    set_at(doc, "resources", json_pack("[{s:s, s:{}, s:i}]", "href", "/l", "content", "x", 1));
+    group_fails(doc, "resources[0].x: unknown field");
+}
+
+static void hub_rules_name_the_field(void **state)
+{
+    json_t *doc = hub_doc();
+    set_at(doc, "gateways", json_array());
+    hub_fails(doc, "gateways: must not be empty");
+    doc = hub_doc();
+    set_at(doc, "gateways", json_pack("[s]", "coap+tcp://hub:5684"));
+    hub_fails(doc, "gateways[0]: \"coap+tcp://hub:5684\": must start with coaps+tcp://");
+    doc = hub_doc();
+    set_at(doc, "gateways", json_pack("[s]", "coaps+tcp://hub"));
+    hub_fails(doc, "gateways[0]: \"coaps+tcp://hub\": must be HOST:PORT");
+    doc = hub_doc();
+    set_at(doc, "hubId", json_string("nope"));
+    hub_fails(doc, "hubId: \"nope\" is not a UUID");
+    doc = hub_doc();
+    set_at(doc, "id", json_string(GROUP_ID));
+    hub_fails(doc, "hubId: must equal id");
+    doc = hub_doc();
+    set_at(doc, "hubId", NULL);
+    hub_fails(doc, "hubId: required");
+    doc = hub_doc();
+    set_at(doc, "authorization.provider.name", NULL);
+    hub_fails(doc, "authorization.provider.name: required");
+    doc = hub_doc();
+    set_at(doc, "identityCertificate.key", json_string("hub-ca.key"));
+    hub_fails(doc, "identityCertificate.key: must be an absolute file path");
+    doc = hub_doc();
+    set_at(doc, "token.key", json_string("/nonexistent.key"));
+    hub_fails(doc, "token.key: cannot read /nonexistent.key");
+    doc = hub_doc();
+    set_at(doc, "token.issuer", NULL);
+    hub_fails(doc, "token.issuer: required");
+    doc = hub_doc();
+    set_at(doc, "token.lifetime", json_integer(5));
+    hub_fails(doc, "token.lifetime: must be a number of seconds from 60");
+    doc = hub_doc();
+    set_at(doc, "identityCertificate.validity", json_string("1y"));
+    hub_fails(doc, "identityCertificate.validity: must be a number of seconds");
+    doc = hub_doc();
+    set_at(doc, "token.audience", json_string("x"));
+    hub_fails(doc, "token.audience: unknown field");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(group_round_trip_keeps_everything),
+        cmocka_unit_test(group_with_chain_file_and_defaults_emits_empty_fields),
+        cmocka_unit_test(hub_round_trip_keeps_everything_but_no_key_material),
+        cmocka_unit_test(group_identity_rules_name_the_field),
+        cmocka_unit_test(group_attestation_rules_name_the_field),
+        cmocka_unit_test(group_hub_and_key_rules_name_the_field),
+        cmocka_unit_test(group_acl_rules_name_the_field),
+        cmocka_unit_test(group_resource_rules_name_the_field),
+        cmocka_unit_test(hub_rules_name_the_field),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
