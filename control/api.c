@@ -986,6 +986,137 @@ static enum MHD_Result start_stream(struct api *api, struct MHD_Connection *conn
     return result;
 }
 
+static enum MHD_Result method_not_allowed(struct MHD_Connection *connection, const char *method,
+                                          const char *url)
+{
+    return queue_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, RPC_UNIMPLEMENTED,
+                       "%s is not supported on %s", method, url);
+}
+
+/* ---- the blocklist and bindings (our extensions) ---- */
+
+static enum MHD_Result route_blocklist(struct api *api, struct MHD_Connection *connection,
+                                       const struct request *request, const char *method,
+                                       const char *owner)
+{
+    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
+        json_t *entries = plane_blocklist(api->plane, owner);
+        struct ndjson out = {0};
+        size_t i;
+        json_t *entry;
+        json_array_foreach(entries, i, entry)
+        {
+            ndjson_result(&out, json_incref(entry));
+        }
+        json_decref(entries);
+        return queue_ndjson(connection, &out);
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+        json_error_t error;
+        json_t *body = json_loadb(request->body != NULL ? request->body : "", request->length,
+                                  JSON_REJECT_DUPLICATES, &error);
+        if (body == NULL)
+            return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                               "body: not JSON: %s (line %d, column %d)", error.text, error.line,
+                               error.column);
+        char err[1024] = "";
+        json_t *entry = NULL;
+        int status = plane_block(api->plane, owner, body, &entry, err, sizeof(err));
+        json_decref(body);
+        if (status != PLANE_OK)
+            return queue_plane_error(connection, status, err);
+        return queue_json(connection, MHD_HTTP_OK, entry);
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
+        static const char *const allowed[] = {"idFilter", NULL};
+        static const char *const no_uuids[] = {NULL};
+        query_t *query = query_collect(connection);
+        bool ok;
+        enum MHD_Result result = check_query(connection, query, allowed, no_uuids, &ok);
+        if (!ok) {
+            json_decref(query);
+            return result;
+        }
+        json_t *ids = json_object_get(query, "idFilter");
+        if (json_array_size(ids) == 0) {
+            json_decref(query);
+            return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                               "idFilter: required (name the entries to lift)");
+        }
+        json_int_t count = 0;
+        size_t i;
+        json_t *value;
+        json_array_foreach(ids, i, value)
+        {
+            char err[512] = "";
+            int status =
+                plane_unblock(api->plane, owner, json_string_value(value), err, sizeof(err));
+            if (status == PLANE_OK) {
+                count++;
+            } else if (status != PLANE_NOT_FOUND) {
+                json_decref(query);
+                return queue_plane_error(connection, status, err);
+            }
+        }
+        json_decref(query);
+        return queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
+    }
+    return method_not_allowed(connection, method, "/api/v1/blocklist");
+}
+
+/*
+ * Releases device-id bindings of the caller's devices, so the id can be
+ * claimed by another manufacturer identity (a replaced board, say).
+ */
+static enum MHD_Result release_bindings(struct api *api, struct MHD_Connection *connection,
+                                        const char *owner)
+{
+    static const char *const allowed[] = {"deviceIdFilter", NULL};
+    query_t *query = query_collect(connection);
+    bool ok;
+    enum MHD_Result result = check_query(connection, query, allowed, allowed, &ok);
+    if (!ok) {
+        json_decref(query);
+        return result;
+    }
+    json_t *ids = json_object_get(query, "deviceIdFilter");
+    if (json_array_size(ids) == 0) {
+        json_decref(query);
+        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                           "deviceIdFilter: required (name the device ids to release)");
+    }
+    struct store *store = plane_store(api->plane);
+    json_int_t count = 0;
+    size_t i;
+    json_t *value;
+    json_array_foreach(ids, i, value)
+    {
+        char device[UUID_TEXT_LENGTH + 1];
+        snprintf(device, sizeof(device), "%s", json_string_value(value));
+        for (char *p = device; *p != '\0'; p++)
+            *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+        char *record = NULL;
+        size_t length = 0;
+        if (store_get(store, STORE_BINDINGS, device, strlen(device), &record, &length) != STORE_OK)
+            continue;
+        char *record_owner = stored_record_owner(store, record);
+        bool mine = record_owner != NULL && same_owner(record_owner, owner);
+        free(record_owner);
+        free(record);
+        if (!mine)
+            continue;
+        if (store_delete_sync(store, STORE_BINDINGS, device, strlen(device)) != STORE_OK) {
+            json_decref(query);
+            return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                               "the store refused the delete");
+        }
+        log_msg(LOG_INFO, "binding released", "device=%s owner=\"%s\"", device, owner);
+        count++;
+    }
+    json_decref(query);
+    return queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
+}
+
 static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection)
 {
     json_t *status = plane_status(api->plane);
@@ -993,13 +1124,6 @@ static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *conn
         return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                            "status unavailable");
     return queue_json(connection, MHD_HTTP_OK, status);
-}
-
-static enum MHD_Result method_not_allowed(struct MHD_Connection *connection, const char *method,
-                                          const char *url)
-{
-    return queue_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, RPC_UNIMPLEMENTED,
-                       "%s is not supported on %s", method, url);
 }
 
 /* Routes of the document collections: /api/v1/enrollment-groups and /api/v1/hubs. */
@@ -1070,7 +1194,11 @@ static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connect
                      : method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/bindings") == 0)
         result = get ? start_stream(api, connection, STREAM_BINDINGS, owner)
+                 : strcmp(method, MHD_HTTP_METHOD_DELETE) == 0
+                     ? release_bindings(api, connection, owner)
                      : method_not_allowed(connection, method, url);
+    else if (strcmp(url, "/api/v1/blocklist") == 0)
+        result = route_blocklist(api, connection, request, method, owner);
     else if (strcmp(url, "/api/v1/status") == 0)
         result = get ? queue_status(api, connection) : method_not_allowed(connection, method, url);
     else
@@ -1224,7 +1352,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *address, bo
     return -1;
 }
 
-static void log_mhd(void *user, const char *fmt, va_list args)
+__attribute__((format(printf, 2, 0))) static void log_mhd(void *user, const char *fmt, va_list args)
 {
     char message[512];
     vsnprintf(message, sizeof(message), fmt, args);

@@ -26,12 +26,15 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "control/log.h"
 #include "control/model.h"
 #include "crypto/attestation.h"
 #include "crypto/signer.h"
+#include "crypto/uuid.h"
 #include "dataplane/admission.h"
+#include "dataplane/blocklist.h"
 #include "dataplane/dps_handlers.h"
 #include "dataplane/shard.h"
 #include "dataplane/snapshot.h"
@@ -52,6 +55,7 @@ struct plane_snapshot {
     struct config config; /* the settings (shared, not owned) with this generation's lists */
     struct dps_catalog catalog;
     struct shared_signer *shared_signer;
+    struct blocklist *blocklist;
 };
 
 struct plane {
@@ -60,6 +64,7 @@ struct plane {
     struct admission admission;
     pthread_mutex_t lock; /* serialises changes and guards current */
     struct plane_snapshot *current;
+    json_t *blocklist; /* the stored blocklist entries (an array), guarded by lock */
     uint64_t generation;
     OSSL_LIB_CTX *check_libctx; /* for checking candidates off the data plane */
     struct shard *shards[PLANE_MAX_SHARDS];
@@ -112,8 +117,51 @@ static void snapshot_destroy(struct snapshot *base)
     struct plane_snapshot *snapshot = (struct plane_snapshot *)base;
     dps_catalog_free(&snapshot->config, &snapshot->catalog);
     shared_signer_release(snapshot->shared_signer);
+    blocklist_free(snapshot->blocklist);
     free_lists(&snapshot->config);
     free(snapshot);
+}
+
+/* The set keys an entry blocks (see dataplane/blocklist.h); returns how many (0-2). */
+static size_t entry_keys(const json_t *entry, char keys[2][320])
+{
+    const char *device = json_string_value(json_object_get(entry, "deviceId"));
+    const char *record = json_string_value(json_object_get(entry, "recordId"));
+    const char *spki = json_string_value(json_object_get(entry, "publicKeySha256"));
+    const char *serial = json_string_value(json_object_get(entry, "serial"));
+    const char *issuer = json_string_value(json_object_get(entry, "issuer"));
+    size_t count = 0;
+    if (device != NULL) {
+        snprintf(keys[count++], 320, "device:%s", device);
+        if (record != NULL) {
+            snprintf(keys[count++], 320, "record:%s", record);
+        }
+    } else if (spki != NULL) {
+        snprintf(keys[count++], 320, "spki:%s", spki);
+    } else if (serial != NULL && issuer != NULL) {
+        snprintf(keys[count++], 320, "serial:%s/%s", serial, issuer);
+    }
+    return count;
+}
+
+static struct blocklist *build_blocklist(const json_t *entries)
+{
+    struct blocklist *blocklist = blocklist_new(2 * json_array_size(entries));
+    size_t index;
+    json_t *entry;
+    json_array_foreach(entries, index, entry)
+    {
+        char keys[2][320];
+        size_t count = entry_keys(entry, keys);
+        const char *owner = json_string_value(json_object_get(entry, "owner"));
+        for (size_t k = 0; blocklist != NULL && owner != NULL && k < count; k++) {
+            if (blocklist_add(blocklist, owner, keys[k]) != 0) {
+                blocklist_free(blocklist);
+                blocklist = NULL;
+            }
+        }
+    }
+    return blocklist;
 }
 
 static struct plane_snapshot *snapshot_of(const struct config *config)
@@ -207,6 +255,14 @@ static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_
         snapshot->shared_signer = shared;
     }
     snapshot->base.signer = snapshot->shared_signer->signer;
+    snapshot->blocklist = build_blocklist(plane->blocklist);
+    if (snapshot->blocklist == NULL) {
+        snprintf(err, err_length, "out of memory");
+        *status = PLANE_FAILED;
+        shared_signer_release(snapshot->shared_signer);
+        goto fail;
+    }
+    snapshot->base.blocklist = snapshot->blocklist;
     snapshot->base.generation = ++plane->generation;
     *status = PLANE_OK;
     return snapshot;
@@ -605,6 +661,31 @@ static struct plane_snapshot *load_stored(struct plane *plane, char *err, size_t
                           &status, err, err_length);
 }
 
+static int load_block(void *user, const char *key, size_t key_length, const char *value,
+                      size_t value_length)
+{
+    json_t *entry = json_loadb(value, value_length, 0, NULL);
+    if (json_is_object(entry)) {
+        json_array_append(user, entry);
+    } else {
+        log_msg(LOG_ERROR, "unreadable blocklist entry skipped", "id=%.*s", (int)key_length, key);
+    }
+    json_decref(entry);
+    return 0;
+}
+
+static json_t *load_blocklist(struct plane *plane, char *err, size_t err_length)
+{
+    json_t *entries = json_array();
+    if (entries == NULL ||
+        store_scan(plane->store, STORE_BLOCKLIST, NULL, 0, load_block, entries) != STORE_OK) {
+        snprintf(err, err_length, "cannot read the blocklist from the store");
+        json_decref(entries);
+        return NULL;
+    }
+    return entries;
+}
+
 struct plane *plane_create(struct config *settings, struct store *store, char *err,
                            size_t err_length)
 {
@@ -621,6 +702,11 @@ struct plane *plane_create(struct config *settings, struct store *store, char *e
     admission_init(&plane->admission, settings->signing_rate, settings->signing_burst);
     plane->check_libctx = OSSL_LIB_CTX_new();
     if (plane->check_libctx == NULL || seed(plane, err, err_length) != 0) {
+        plane_destroy(plane);
+        return NULL;
+    }
+    plane->blocklist = load_blocklist(plane, err, err_length);
+    if (plane->blocklist == NULL) {
         plane_destroy(plane);
         return NULL;
     }
@@ -749,6 +835,7 @@ void plane_destroy(struct plane *plane)
         snapshot_release(&plane->current->base);
     }
     OSSL_LIB_CTX_free(plane->check_libctx);
+    json_decref(plane->blocklist);
     pthread_mutex_destroy(&plane->lock);
     config_free(plane->settings);
     free(plane);
@@ -786,6 +873,273 @@ bool plane_ready(struct plane *plane)
     return atomic_load(&plane->ready);
 }
 
+/* ---- the blocklist ---- */
+
+static bool hex_of_length(const char *text, size_t length)
+{
+    if (text == NULL || strlen(text) != length) {
+        return false;
+    }
+    for (const char *p = text; *p != '\0'; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Lower-cases hex in place; false unless it is non-empty hex of at most 40 digits. */
+static bool normalise_serial(char *serial)
+{
+    size_t length = strlen(serial);
+    if (length == 0 || length > 40) {
+        return false;
+    }
+    for (char *p = serial; *p != '\0'; p++) {
+        if (*p >= 'A' && *p <= 'F') {
+            *p = (char)(*p - 'A' + 'a');
+        } else if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The entry's id: 32 hex digits of SHA-256 over owner and its first key. */
+static void entry_id(const char *owner, const char *key, char out[33])
+{
+    unsigned char digest[32];
+    unsigned int length = 0;
+    char *text = NULL;
+    if (asprintf(&text, "%s\n%s", owner, key) < 0 ||
+        EVP_Digest(text, strlen(text), digest, &length, EVP_sha256(), NULL) != 1) {
+        memset(digest, 0, sizeof(digest));
+    }
+    free(text);
+    for (size_t i = 0; i < 16; i++) {
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+    }
+}
+
+/* Builds the stored entry from a request. PLANE_OK or PLANE_INVALID with err naming the field. */
+static int make_entry(struct plane *plane, const char *owner, const json_t *request, json_t **entry,
+                      char *err, size_t err_length)
+{
+    if (!json_is_object(request)) {
+        snprintf(err, err_length, "body: must be a JSON object");
+        return PLANE_INVALID;
+    }
+    const char *allowed[] = {"deviceId", "publicKeySha256", "serial", "issuer", "reason", NULL};
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)request, key, value)
+    {
+        bool known = false;
+        for (size_t i = 0; allowed[i] != NULL; i++) {
+            known = known || strcmp(allowed[i], key) == 0;
+        }
+        if (!known) {
+            snprintf(err, err_length, "%s: unknown field", key);
+            return PLANE_INVALID;
+        }
+    }
+    const char *device = json_string_value(json_object_get(request, "deviceId"));
+    const char *spki = json_string_value(json_object_get(request, "publicKeySha256"));
+    const char *serial_text = json_string_value(json_object_get(request, "serial"));
+    const char *issuer = json_string_value(json_object_get(request, "issuer"));
+    const char *reason = json_string_value(json_object_get(request, "reason"));
+    int kinds = (device != NULL) + (spki != NULL) + (serial_text != NULL);
+    if (kinds != 1) {
+        snprintf(err, err_length,
+                 "body: name exactly one of deviceId, publicKeySha256, or serial with issuer");
+        return PLANE_INVALID;
+    }
+    json_t *made = json_object();
+    char stored_key[320];
+    if (device != NULL) {
+        struct dps_uuid uuid;
+        char text[UUID_STRING_LENGTH + 1];
+        if (uuid_parse(device, strlen(device), &uuid) != 0) {
+            snprintf(err, err_length, "deviceId: not a UUID");
+            json_decref(made);
+            return PLANE_INVALID;
+        }
+        uuid_format(&uuid, text);
+        json_object_set_new(made, "deviceId", json_string(text));
+        snprintf(stored_key, sizeof(stored_key), "device:%s", text);
+        /* A device already provisioned is refused at the handshake too, by its record. */
+        char *record = NULL;
+        size_t length = 0;
+        if (store_get(plane->store, STORE_BINDINGS, text, strlen(text), &record, &length) ==
+            STORE_OK) {
+            json_object_set_new(made, "recordId", json_stringn(record, length));
+            free(record);
+        }
+    } else if (spki != NULL) {
+        char lower[65];
+        snprintf(lower, sizeof(lower), "%s", spki);
+        for (char *p = lower; *p != '\0'; p++) {
+            *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+        }
+        if (!hex_of_length(lower, 64)) {
+            snprintf(err, err_length, "publicKeySha256: must be 64 hex digits");
+            json_decref(made);
+            return PLANE_INVALID;
+        }
+        json_object_set_new(made, "publicKeySha256", json_string(lower));
+        snprintf(stored_key, sizeof(stored_key), "spki:%s", lower);
+    } else {
+        char serial[64];
+        snprintf(serial, sizeof(serial), "%s", serial_text);
+        if (!normalise_serial(serial)) {
+            snprintf(err, err_length, "serial: must be 1 to 40 hex digits");
+            json_decref(made);
+            return PLANE_INVALID;
+        }
+        if (issuer == NULL || issuer[0] == '\0' || strlen(issuer) > 256) {
+            snprintf(err, err_length,
+                     "issuer: required with serial (RFC 2253 text, at most "
+                     "256 characters)");
+            json_decref(made);
+            return PLANE_INVALID;
+        }
+        /* Serials compare without leading zeros, as OpenSSL prints them. */
+        const char *significant = serial;
+        while (significant[0] == '0' && significant[1] != '\0') {
+            significant++;
+        }
+        json_object_set_new(made, "serial", json_string(significant));
+        json_object_set_new(made, "issuer", json_string(issuer));
+        snprintf(stored_key, sizeof(stored_key), "serial:%s/%s", significant, issuer);
+    }
+    char id[33], created[32];
+    entry_id(owner, stored_key, id);
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_object_set_new(made, "id", json_string(id));
+    json_object_set_new(made, "owner", json_string(owner));
+    json_object_set_new(made, "reason", json_string(reason != NULL ? reason : ""));
+    json_object_set_new(made, "createdAt", json_string(created));
+    *entry = made;
+    return PLANE_OK;
+}
+
+/* Publishes a snapshot with the blocklist candidate; keeps the old list on failure. */
+static int publish_blocklist(struct plane *plane, json_t *candidate, char *err, size_t err_length)
+{
+    const struct config *current = &plane->current->config;
+    struct config_group *groups;
+    struct config_hub *hubs;
+    size_t group_count, hub_count;
+    if (copy_lists(current, NULL, NULL, &groups, &group_count, &hubs, &hub_count) != 0) {
+        snprintf(err, err_length, "out of memory");
+        return PLANE_FAILED;
+    }
+    json_t *previous = plane->blocklist;
+    plane->blocklist = candidate;
+    int status;
+    struct plane_snapshot *snapshot = snapshot_build(plane, groups, group_count, hubs, hub_count,
+                                                     plane->current, &status, err, err_length);
+    if (snapshot == NULL) {
+        plane->blocklist = previous;
+        return status;
+    }
+    json_decref(previous);
+    return publish(plane, snapshot, err, err_length);
+}
+
+int plane_block(struct plane *plane, const char *owner, const json_t *request, json_t **entry,
+                char *err, size_t err_length)
+{
+    json_t *made;
+    int status = make_entry(plane, owner, request, &made, err, err_length);
+    if (status != PLANE_OK) {
+        return status;
+    }
+    const char *id = json_string_value(json_object_get(made, "id"));
+    pthread_mutex_lock(&plane->lock);
+    json_t *candidate = json_array();
+    size_t index;
+    json_t *existing;
+    json_array_foreach(plane->blocklist, index, existing)
+    {
+        if (strcmp(json_string_value(json_object_get(existing, "id")), id) != 0) {
+            json_array_append(candidate, existing);
+        }
+    }
+    json_array_append(candidate, made);
+    status = store_document(plane->store, STORE_BLOCKLIST, id, made) == STORE_OK ? PLANE_OK
+                                                                                 : PLANE_FAILED;
+    if (status == PLANE_OK) {
+        status = publish_blocklist(plane, candidate, err, err_length);
+    } else {
+        snprintf(err, err_length, "the store refused the write");
+        json_decref(candidate);
+    }
+    pthread_mutex_unlock(&plane->lock);
+    if (status == PLANE_OK) {
+        *entry = made;
+        log_msg(LOG_INFO, "blocked", "id=%s owner=%s", id, owner);
+    } else {
+        json_decref(made);
+    }
+    return status;
+}
+
+int plane_unblock(struct plane *plane, const char *owner, const char *id, char *err,
+                  size_t err_length)
+{
+    pthread_mutex_lock(&plane->lock);
+    json_t *candidate = json_array();
+    bool found = false;
+    size_t index;
+    json_t *existing;
+    json_array_foreach(plane->blocklist, index, existing)
+    {
+        bool match = strcmp(json_string_value(json_object_get(existing, "id")), id) == 0 &&
+                     strcmp(json_string_value(json_object_get(existing, "owner")), owner) == 0;
+        found = found || match;
+        if (!match) {
+            json_array_append(candidate, existing);
+        }
+    }
+    int status;
+    if (!found) {
+        snprintf(err, err_length, "no blocklist entry %s", id);
+        status = PLANE_NOT_FOUND;
+        json_decref(candidate);
+    } else if (store_delete_sync(plane->store, STORE_BLOCKLIST, id, strlen(id)) != STORE_OK) {
+        snprintf(err, err_length, "the store refused the delete");
+        status = PLANE_FAILED;
+        json_decref(candidate);
+    } else {
+        status = publish_blocklist(plane, candidate, err, err_length);
+    }
+    pthread_mutex_unlock(&plane->lock);
+    if (status == PLANE_OK) {
+        log_msg(LOG_INFO, "unblocked", "id=%s owner=%s", id, owner);
+    }
+    return status;
+}
+
+json_t *plane_blocklist(struct plane *plane, const char *owner)
+{
+    json_t *mine = json_array();
+    pthread_mutex_lock(&plane->lock);
+    size_t index;
+    json_t *entry;
+    json_array_foreach(plane->blocklist, index, entry)
+    {
+        if (strcmp(json_string_value(json_object_get(entry, "owner")), owner) == 0) {
+            json_array_append(mine, entry);
+        }
+    }
+    pthread_mutex_unlock(&plane->lock);
+    return mine;
+}
+
 /* ---- observation ---- */
 
 char *plane_metrics(struct plane *plane)
@@ -814,6 +1168,7 @@ char *plane_metrics(struct plane *plane)
         {"dps_handshakes_total", "counter", "TLS handshakes by result."},
         {"dps_requests_total", "counter", "CoAP requests received."},
         {"dps_protocol_errors_total", "counter", "Malformed or oversized frames."},
+        {"dps_handshakes_blocked_total", "counter", "Handshakes refused by the blocklist."},
     };
     struct shard_stats stats[PLANE_MAX_SHARDS];
     for (unsigned i = 0; i < plane->shard_count; i++) {
@@ -842,9 +1197,13 @@ char *plane_metrics(struct plane *plane)
                 fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
                         (unsigned long long)stats[i].requests);
                 break;
-            default:
+            case 4:
                 fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
                         (unsigned long long)stats[i].protocol_errors);
+                break;
+            default:
+                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
+                        (unsigned long long)stats[i].blocked);
                 break;
             }
         }

@@ -88,6 +88,29 @@ void plane_destroy(struct plane *plane);
 /* The settings in force (listen addresses, limits, api): never change while running. */
 const struct config *plane_settings(struct plane *plane);
 
+/* ---- the blocklist ---- */
+
+/*
+ * Blocks devices of the caller's own enrollment groups, at the handshake
+ * and at every later step. request names one of: "deviceId" (UUID),
+ * "publicKeySha256" (64 hex digits: SHA-256 of the manufacturer
+ * certificate's DER SubjectPublicKeyInfo), or "serial" (hex) with "issuer"
+ * (the manufacturer certificate's issuer, RFC 2253 text as OpenSSL prints
+ * it); "reason" is optional. On PLANE_OK *entry is the stored entry (new
+ * reference): {"id" (opaque), "owner", the identity fields, "recordId"
+ * (when a device id was already bound), "reason", "createdAt"}. Durable
+ * and in force on every shard when it returns.
+ */
+int plane_block(struct plane *plane, const char *owner, const json_t *request, json_t **entry,
+                char *err, size_t err_length);
+
+/* Lifts a block by its id (PLANE_NOT_FOUND unless it is the caller's). */
+int plane_unblock(struct plane *plane, const char *owner, const char *id, char *err,
+                  size_t err_length);
+
+/* The caller's entries (new reference, an array). */
+json_t *plane_blocklist(struct plane *plane, const char *owner);
+
 /* The store, for records, the issuance log and bindings. */
 struct store *plane_store(struct plane *plane);
 

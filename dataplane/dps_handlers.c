@@ -27,6 +27,7 @@
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
 #include "dataplane/admission.h"
+#include "dataplane/blocklist.h"
 #include "dataplane/cbor.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/mailbox.h"
@@ -651,9 +652,16 @@ static void handle_resources(struct dps_op *op)
     dps_op_commit(op, false);
 }
 
-/* Checks that device_id is free or already ours; sets a 4.03 otherwise. */
+/* Checks that device_id is not blocked and is free or already ours; sets a 4.03 otherwise. */
 static int check_binding(struct dps_op *op, const char *device_id)
 {
+    char key[64];
+    snprintf(key, sizeof(key), "device:%s", device_id);
+    if (blocklist_contains(op->services->blocklist, session_group(op->services, op->session)->owner,
+                           key)) {
+        set_error(op, COAP_FORBIDDEN, "device is blocked");
+        return -1;
+    }
     char *bound = NULL;
     size_t length = 0;
     int status = store_get(op->services->store, STORE_BINDINGS, device_id, strlen(device_id),

@@ -24,6 +24,7 @@
 #include "dataplane/payload.h"
 
 struct admission;
+struct blocklist;
 struct signer;
 struct store;
 struct mailbox;
@@ -41,7 +42,8 @@ struct dps_services {
     struct mailbox *mailbox;
     OSSL_LIB_CTX *libctx;
     struct admission *admission; /* node-wide signing rate limit */
-    unsigned *pending_ops;       /* this shard's requests waiting for workers */
+    const struct blocklist *blocklist;
+    unsigned *pending_ops; /* this shard's requests waiting for workers */
 };
 
 /*

@@ -29,9 +29,12 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "control/log.h"
 #include "crypto/attestation.h"
+#include "crypto/uuid.h"
+#include "dataplane/blocklist.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/loop.h"
 #include "dataplane/mailbox.h"
@@ -104,6 +107,7 @@ struct shard {
     _Atomic uint64_t handshakes_failed;
     _Atomic uint64_t requests;
     _Atomic uint64_t protocol_errors;
+    _Atomic uint64_t blocked;
     _Atomic unsigned connections;
 };
 
@@ -150,6 +154,7 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
         .mailbox = shard->mailbox,
         .libctx = shard->libctx,
         .admission = shard->admission,
+        .blocklist = snapshot->blocklist,
         .pending_ops = &shard->pending_ops,
     };
     return view;
@@ -502,6 +507,52 @@ static void conn_handshake(struct conn *conn)
     conn_send_csm(conn);
 }
 
+/* Whether the attested device is on its owner's blocklist (by key, record or serial). */
+static bool conn_blocked(const struct conn *conn, X509 *leaf)
+{
+    const struct blocklist *blocklist = conn->view->snapshot->blocklist;
+    const struct attestation_result *result = &conn->session.attestation;
+    const char *owner = conn->view->services.config->groups[result->group_index].owner;
+    char key[400], text[UUID_STRING_LENGTH + 1];
+    uuid_format(&result->record_id, text);
+    snprintf(key, sizeof(key), "record:%s", text);
+    if (blocklist_contains(blocklist, owner, key)) {
+        return true;
+    }
+    memcpy(key, "spki:", 5);
+    for (size_t i = 0; i < sizeof(result->spki_sha256); i++) {
+        snprintf(key + 5 + 2 * i, 3, "%02x", result->spki_sha256[i]);
+    }
+    if (blocklist_contains(blocklist, owner, key)) {
+        return true;
+    }
+    if (!blocklist_has_serials(blocklist)) {
+        return false;
+    }
+    /* Serial as hex without leading zeros, then the issuer as OpenSSL prints it (RFC 2253). */
+    size_t length = (size_t)snprintf(key, sizeof(key), "serial:");
+    bool leading = true;
+    for (size_t i = 0; i < result->leaf_serial_length; i++) {
+        unsigned byte = result->leaf_serial[i];
+        if (leading && byte == 0 && i + 1 < result->leaf_serial_length) {
+            continue;
+        }
+        length +=
+            (size_t)snprintf(key + length, sizeof(key) - length, leading ? "%x" : "%02x", byte);
+        leading = false;
+    }
+    key[length++] = '/';
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL) {
+        return false;
+    }
+    X509_NAME_print_ex(bio, X509_get_issuer_name(leaf), 0, XN_FLAG_RFC2253);
+    int read = BIO_read(bio, key + length, (int)(sizeof(key) - length - 1));
+    BIO_free(bio);
+    key[length + (read > 0 ? (size_t)read : 0)] = '\0';
+    return blocklist_contains(blocklist, owner, key);
+}
+
 static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain)
 {
     struct conn *conn = user;
@@ -509,6 +560,11 @@ static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain)
     if (attestation_verify(conn->view->attestation, leaf, chain, time(NULL),
                            &conn->session.attestation, reason, sizeof(reason)) != 0) {
         log_msg(LOG_INFO, "device refused", "peer=%s reason=\"%s\"", conn->peer, reason);
+        return -1;
+    }
+    if (conn_blocked(conn, leaf)) {
+        atomic_fetch_add(&conn->shard->blocked, 1);
+        log_msg(LOG_INFO, "device refused", "peer=%s reason=\"blocked\"", conn->peer);
         return -1;
     }
     free(conn->session.leaf_pem);
@@ -927,5 +983,6 @@ void shard_get_stats(const struct shard *shard, struct shard_stats *stats)
     stats->handshakes_failed = atomic_load(&shard->handshakes_failed);
     stats->requests = atomic_load(&shard->requests);
     stats->protocol_errors = atomic_load(&shard->protocol_errors);
+    stats->blocked = atomic_load(&shard->blocked);
     stats->connections = atomic_load(&shard->connections);
 }

@@ -25,6 +25,7 @@ struct shard_stats {
     uint64_t handshakes_failed;
     uint64_t requests;
     uint64_t protocol_errors;
+    uint64_t blocked; /* handshakes refused by the blocklist */
     unsigned connections;
 };
 

@@ -15,6 +15,7 @@
 #include "control/config.h"
 #include "dataplane/dps_handlers.h"
 
+struct blocklist;
 struct signer;
 
 struct snapshot {
@@ -23,6 +24,7 @@ struct snapshot {
     const struct config *config; /* settings, groups and hubs of this generation */
     const struct dps_catalog *catalog;
     struct signer *signer;
+    const struct blocklist *blocklist;          /* blocked identities, checked at the handshake */
     void (*destroy)(struct snapshot *snapshot); /* called when the last reference goes */
 };
 

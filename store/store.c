@@ -62,7 +62,7 @@ struct store {
 static const char *const family_names[STORE_FAMILY_COUNT] = {
     [STORE_GROUPS] = "enrollment_groups", [STORE_HUBS] = "hubs",
     [STORE_RECORDS] = "records",          [STORE_ISSUANCE] = "issuance",
-    [STORE_BINDINGS] = "bindings",
+    [STORE_BINDINGS] = "bindings",        [STORE_BLOCKLIST] = "blocklist",
 };
 
 const char *store_family_name(enum store_family family)
@@ -388,8 +388,8 @@ int store_delete_sync(struct store *store, enum store_family family, const char 
     if (store->read_only || !family_valid(family))
         return STORE_ERROR;
     char *error = NULL;
-    rocksdb_delete_cf(store->db, store->sync_options, family_handle(store, family), key,
-                      key_length, &error);
+    rocksdb_delete_cf(store->db, store->sync_options, family_handle(store, family), key, key_length,
+                      &error);
     if (error) {
         log_msg(LOG_ERROR, "store synchronous delete failed", "error=\"%s\"", error);
         rocksdb_free(error);

@@ -8,6 +8,7 @@
  *   records            record id "/" step name          -> step (see below)
  *   issuance           serial (lower-case hex)          -> issued certificate entry
  *   bindings           device id (UUID text)            -> record id (UUID text)
+ *   blocklist          entry id (see control/plane.h)   -> blocklist entry
  *
  * A provisioning record is the set of keys "<record id>/<part>": part
  * "record" holds the top-level fields (id, enrollmentGroupId, deviceId, owner,
@@ -43,6 +44,7 @@ enum store_family {
     STORE_RECORDS,
     STORE_ISSUANCE,
     STORE_BINDINGS,
+    STORE_BLOCKLIST,
     STORE_FAMILY_COUNT,
 };
 

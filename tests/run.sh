@@ -30,9 +30,16 @@ if [ -f "$junit" ]; then
     total=$(grep -o '<testcase ' "$junit" | wc -l)
     failed=$(grep -oE '<(failure|error)[ />]' "$junit" | wc -l)
     skipped=$(grep -oE '<skipped[ />]' "$junit" | wc -l)
-    if [ -f "$fuzz_log" ] && [ "$FUZZ_SECONDS" != 0 ]; then
-        total=$((total + $(grep -cE '^(not )?ok ' "$fuzz_log")))
-        failed=$((failed + $(grep -c '^not ok ' "$fuzz_log")))
+    if [ "$FUZZ_SECONDS" != 0 ]; then
+        fuzz_cases=$(grep -cE '^(not )?ok ' "$fuzz_log" 2>/dev/null || true)
+        if [ "${fuzz_cases:-0}" = 0 ]; then
+            echo "the fuzz targets did not build or run (see above)"
+            total=$((total + 1))
+            failed=$((failed + 1))
+        else
+            total=$((total + fuzz_cases))
+            failed=$((failed + $(grep -c '^not ok ' "$fuzz_log")))
+        fi
     fi
     passed=$((total - failed - skipped))
     if [ "$skipped" -gt 0 ]; then

@@ -28,7 +28,11 @@ targets=(
 if [ ! -f "$build/build.ninja" ]; then
     CC=clang meson setup "$build" "$root" -Db_lundef=false >/dev/null
 fi
-ninja -C "$build" "${targets[@]/#/tests/fuzz/}" >/dev/null
+if ! build_log=$(ninja -C "$build" "${targets[@]/#/tests/fuzz/}" 2>&1); then
+    printf '%s\n' "$build_log" | tail -40 >&2
+    echo "fuzz targets failed to build" >&2
+    exit 1
+fi
 
 work="$(mktemp -d /tmp/dps-fuzz.XXXXXX)"
 echo "1..${#targets[@]}"

@@ -19,7 +19,7 @@ cleanup() {
         kill -9 "$DPSD_PID" 2>/dev/null
         wait "$DPSD_PID" 2>/dev/null
     fi
-    rm -rf "$WORK"
+    if [ -n "${KEEP_WORK:-}" ]; then echo "# kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
