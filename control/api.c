@@ -1440,11 +1440,13 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
         {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
         {MHD_OPTION_END, 0, NULL},
     };
-    api->daemon = MHD_start_daemon(
-        flags, port, NULL, NULL, handle, api, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, request_completed, api,
-        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, api, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    api->daemon =
+        MHD_start_daemon(flags, port, NULL, NULL, handle, api, MHD_OPTION_EXTERNAL_LOGGER, log_mhd,
+                         api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned)API_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
+                         request_completed, api, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (api->daemon == NULL) {
         snprintf(err, err_length, "api.listen: cannot serve on %s (address in use, or bad %s)",
                  settings->listen, tls ? "certificate or key" : "address");

@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -977,13 +978,39 @@ static int parse_group_hub_ids(struct mapping *m, const struct config *config,
     return 0;
 }
 
+/* CRL files, relative to the configuration's folder, each readable. */
+static int parse_crls(struct mapping *m, struct config_group *group)
+{
+    char path[KEY_MAX];
+    if (map_string_list(m, "crls", false, &group->crls, &group->crl_count, NULL) < 0)
+        return -1;
+    yaml_node_t *list = mapping_value(m, "crls", path);
+    for (size_t i = 0; i < group->crl_count; i++) {
+        char item_path[KEY_MAX];
+        key_index(item_path, path, i);
+        yaml_node_t *item = sequence_item(m->p, list, i);
+        char *resolved = resolve_path(m->p, group->crls[i]);
+        if (resolved == NULL)
+            return fail(m->p, item, item_path, "out of memory");
+        free(group->crls[i]);
+        group->crls[i] = resolved;
+        struct stat st;
+        if (access(resolved, R_OK) != 0 || stat(resolved, &st) != 0)
+            return fail(m->p, item, item_path, "cannot read %s: %s", resolved, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+            return fail(m->p, item, item_path, "%s is not a regular file", resolved);
+    }
+    return 0;
+}
+
 static int parse_group(struct parser *p, const yaml_node_t *node, const char *path,
                        const struct config *config, struct config_group *group)
 {
     static const char *const group_keys[] = {
-        "id", "owner", "name", "attestation", "hubIds", "preSharedKey", "acl", "resources", NULL};
+        "id",           "owner", "name",      "attestation", "hubIds",
+        "preSharedKey", "acl",   "resources", "disabled",    NULL};
     static const char *const attestation_keys[] = {"certificateChain", "leadCertificateName",
-                                                   "expiredCertificateEnabled", NULL};
+                                                   "expiredCertificateEnabled", "crls", NULL};
     struct mapping m, attestation;
     if (mapping_open(p, node, path, group_keys, &m) < 0)
         return -1;
@@ -999,7 +1026,9 @@ static int parse_group(struct parser *p, const yaml_node_t *node, const char *pa
         map_string(&attestation, "leadCertificateName", false, NULL,
                    &group->lead_certificate_name) < 0 ||
         map_bool(&attestation, "expiredCertificateEnabled", false,
-                 &group->expired_certificate_enabled) < 0)
+                 &group->expired_certificate_enabled) < 0 ||
+        parse_crls(&attestation, group) < 0 ||
+        map_bool(&m, "disabled", false, &group->disabled) < 0)
         return -1;
 
     if (parse_group_hub_ids(&m, config, group) < 0)
@@ -1090,9 +1119,17 @@ static int parse_groups(struct mapping *root, struct config *config)
 
 static int parse_limits(struct mapping *root, struct config *config)
 {
-    static const char *const keys[] = {
-        "maxMessageSize", "inactivityTimeout", "handshakeTimeout", "maxConnections",
-        "maxPending",     "signingRate",       "signingBurst",     NULL};
+    static const char *const keys[] = {"maxMessageSize",
+                                       "inactivityTimeout",
+                                       "handshakeTimeout",
+                                       "maxConnections",
+                                       "maxPending",
+                                       "signingRate",
+                                       "signingBurst",
+                                       "maxConnectionsPerSource",
+                                       "connectionRatePerSource",
+                                       "connectionBurstPerSource",
+                                       NULL};
     struct mapping limits;
     unsigned long value;
     long seconds;
@@ -1119,11 +1156,20 @@ static int parse_limits(struct mapping *root, struct config *config)
     if (map_unsigned(&limits, "signingBurst", 1, 10000000, 100, &value) < 0)
         return -1;
     config->signing_burst = (unsigned)value;
+    if (map_unsigned(&limits, "maxConnectionsPerSource", 0, 10000000, 0, &value) < 0)
+        return -1;
+    config->max_connections_per_source = (unsigned)value;
+    if (map_unsigned(&limits, "connectionRatePerSource", 0, 10000000, 0, &value) < 0)
+        return -1;
+    config->connection_rate_per_source = (unsigned)value;
+    if (map_unsigned(&limits, "connectionBurstPerSource", 1, 10000000, 100, &value) < 0)
+        return -1;
+    config->connection_burst_per_source = (unsigned)value;
     return 0;
 }
 
 /* The management API: absent means off. A certificate needs its key and the other way round. */
-static int parse_api(struct mapping *root, struct config_api *api)
+static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_policy policy)
 {
     static const char *const keys[] = {"listen", "certificate", "key",        "clientCA", "jwks",
                                        "issuer", "audience",    "ownerClaim", NULL};
@@ -1157,19 +1203,62 @@ static int parse_api(struct mapping *root, struct config_api *api)
     if (api->client_ca_file != NULL && api->cert_file == NULL)
         return fail(p, mapping_value(&m, "clientCA", path), path,
                     "needs HTTPS (certificate and key)");
+    /* The API reads its key itself: the permission policy is applied here. */
+    char problem[512];
+    if (api->key_file != NULL && keyfile_check(api->key_file, policy, problem, sizeof(problem)) < 0)
+        return fail(p, mapping_value(&m, "key", path), path, "%s", problem);
+    return 0;
+}
+
+static int parse_key_policy(struct mapping *m, struct config *config)
+{
+    char path[KEY_MAX];
+    char *policy;
+    if (map_string(m, "keyFilePermissions", false, "refuse", &policy) < 0)
+        return -1;
+    bool refuse = strcmp(policy, "refuse") == 0;
+    bool warn = strcmp(policy, "warn") == 0;
+    free(policy);
+    if (!refuse && !warn)
+        return fail(m->p, mapping_value(m, "keyFilePermissions", path), path,
+                    "must be refuse or warn");
+    config->key_file_permissions = refuse ? KEYFILE_REFUSE : KEYFILE_WARN;
+    return 0;
+}
+
+/* The user to run as must exist now, so a typo fails at start rather than after binding. */
+static int parse_user(struct mapping *m, struct config *config)
+{
+    char path[KEY_MAX];
+    if (map_string(m, "user", false, NULL, &config->user) < 0)
+        return -1;
+    if (config->user == NULL)
+        return 0;
+    char buffer[4096];
+    struct passwd entry;
+    struct passwd *found = NULL;
+    int rc = getpwnam_r(config->user, &entry, buffer, sizeof(buffer), &found);
+    if (found == NULL)
+        return fail(m->p, mapping_value(m, "user", path), path, "no user \"%s\"%s%s", config->user,
+                    rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
     return 0;
 }
 
 static int parse_root(struct parser *p, const yaml_node_t *root, struct config *config)
 {
-    static const char *const keys[] = {"listen",  "shards",           "ioBackend", "tls",
-                                       "dataDir", "signerThreads",    "limits",    "logLevel",
-                                       "hubs",    "enrollmentGroups", "api",       NULL};
+    static const char *const keys[] = {"listen",    "shards",
+                                       "ioBackend", "tls",
+                                       "dataDir",   "signerThreads",
+                                       "limits",    "logLevel",
+                                       "hubs",      "enrollmentGroups",
+                                       "api",       "keyFilePermissions",
+                                       "user",      NULL};
     static const char *const tls_keys[] = {"certificate", "key", NULL};
     struct mapping m, tls;
     char path[KEY_MAX];
     unsigned long value;
-    if (mapping_open(p, root, "", keys, &m) < 0)
+    if (mapping_open(p, root, "", keys, &m) < 0 || parse_key_policy(&m, config) < 0 ||
+        parse_user(&m, config) < 0)
         return -1;
 
     if (mapping_value(&m, "listen", path) != NULL) {
@@ -1218,7 +1307,7 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
                     "must be debug, info, warn or error");
 
     if (parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0 ||
-        parse_api(&m, &config->api) < 0)
+        parse_api(&m, &config->api, config->key_file_permissions) < 0)
         return -1;
     return 0;
 }
@@ -1318,6 +1407,7 @@ int config_load(const char *path, struct config **out, char *err, size_t err_len
         config_free(config);
         return -1;
     }
+    keyfile_set_policy(config->key_file_permissions);
     *out = config;
     return 0;
 }
@@ -1358,6 +1448,7 @@ void config_group_clear(struct config_group *group)
     explicit_bzero(group->psk, sizeof(group->psk));
     free(group->acl_json);
     free(group->resources_json);
+    free_strings(group->crls, group->crl_count);
 }
 
 void config_free(struct config *config)
@@ -1370,6 +1461,7 @@ void config_free(struct config *config)
     free(config->tls_key_file);
     free(config->data_dir);
     free(config->log_level);
+    free(config->user);
     free(config->api.listen);
     free(config->api.cert_file);
     free(config->api.key_file);

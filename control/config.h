@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "crypto/keyfile.h"
+
 enum config_io_backend {
     CONFIG_IO_URING,
     CONFIG_IO_EPOLL,
@@ -62,6 +64,14 @@ struct config_group {
     enum config_acl_mode acl_mode;
     char *acl_json;       /* JSON array of ACEs, or NULL */
     char *resources_json; /* JSON array of {"href","content"}, or NULL */
+    /*
+     * CRLs of the manufacturer CAs: each an absolute file path or PEM text
+     * (starting "-----BEGIN"). Read when the attestation objects are built,
+     * so again at every configuration change (SIGHUP, API).
+     */
+    char **crls;
+    size_t crl_count;
+    bool disabled; /* devices of the group are refused at the handshake */
 };
 
 /* The management API (control/api.h); off when listen is NULL. */
@@ -93,12 +103,17 @@ struct config {
     unsigned max_pending;          /* requests waiting for workers, per shard, default 4096 */
     unsigned signing_rate;         /* signing steps per second, node-wide; 0 (default): no limit */
     unsigned signing_burst;        /* signing steps allowed at once above the rate, default 100 */
-    char *log_level;               /* "debug", "info", "warn", "error"; default "info" */
+    unsigned max_connections_per_source;  /* per shard; 0 (default): no limit */
+    unsigned connection_rate_per_source;  /* new connections/s per source per shard; 0: none */
+    unsigned connection_burst_per_source; /* default 100 */
+    char *log_level;                      /* "debug", "info", "warn", "error"; default "info" */
     struct config_hub *hubs;
     size_t hub_count;
     struct config_group *groups;
     size_t group_count;
     struct config_api api;
+    enum keyfile_policy key_file_permissions; /* keyFilePermissions, default refuse */
+    char *user; /* switch to this user after binding the listeners; NULL: stay */
 };
 
 /* 0 on success; -1 with "FILE: KEY: problem" in err. */

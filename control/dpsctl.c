@@ -1,23 +1,38 @@
 /*
- * dpsctl: the operator's command-line tool. It creates the demo PKI and
- * reads the appliance's store (read-only, so it works while dpsd runs):
- * provisioning records, the issuance log and device-id bindings, either as
- * an aligned table for people or as newline-delimited {"result": {...}}
- * objects, the reference management API's list format, for scripts.
+ * dpsctl: the operator's command-line tool.
  *
- * Exit status: 0 success, 1 runtime error (the message says what to fix),
- * 2 usage error.
+ * Most commands talk to the management API of a running dpsd (control/api.c)
+ * over HTTP(S) with an operator bearer token: enrollment groups and hubs,
+ * provisioning records (listed or followed), the blocklist, the issuance log,
+ * device-id bindings and the node's status. The list commands also read the
+ * store directly with --data DIR (read-only, so they work while dpsd runs and
+ * when it is down). `pki` creates the demo PKI and `token` signs operator
+ * tokens; neither needs the daemon.
+ *
+ * Output is an aligned table for people, or with --json the server's JSON:
+ * one document, or one {"result": {...}} line per item for lists.
+ *
+ * Exit status: 0 success; 1 the server refused or failed (its message is
+ * printed with what to change); 2 usage error; 3 not found; 4 authentication
+ * failed; 5 the API cannot be reached.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "crypto/pki.h"
 #include "crypto/uuid.h"
@@ -25,183 +40,2030 @@
 
 enum exit_code {
     EXIT_OK = 0,
-    EXIT_RUNTIME = 1,
+    EXIT_REFUSED = 1,
     EXIT_USAGE = 2,
+    EXIT_NOT_FOUND = 3,
+    EXIT_AUTH = 4,
+    EXIT_UNREACHABLE = 5,
 };
 
+#define DEFAULT_API_URL "http://127.0.0.1:9100"
 #define DEFAULT_DEVICE_COUNT 10
 #define MAX_DEVICE_COUNT 1000000
+#define FILE_LIMIT (1024 * 1024)
+#define ERROR_BODY_LIMIT 65536
+#define CONNECT_TIMEOUT_S 10L
+#define STALL_TIMEOUT_S 60L
 
-static const char USAGE_PKI[] =
-    "usage: dpsctl pki DIR [--devices N]\n"
-    "  Creates the demo PKI in DIR (manufacturer, DPS server, hub and token keys,\n"
-    "  N device certificates, default 10). Existing files are kept.\n";
-static const char USAGE_RECORDS[] =
-    "usage: dpsctl records --data DIR [--device DEVICE_ID] [--id RECORD_ID] [--json]\n"
-    "  Lists provisioning records from the store in DIR (the daemon's dataDir).\n";
-static const char USAGE_ISSUANCE[] =
-    "usage: dpsctl issuance --data DIR [--device DEVICE_ID] [--json]\n"
-    "  Lists the identity certificates the appliance issued.\n";
-static const char USAGE_TOKEN[] =
-    "usage: dpsctl token --key FILE --owner OWNER [--expires-in SECONDS]\n"
-    "  Prints an operator token for the management API signed with FILE (the demo\n"
-    "  PKI's operator.key), for OWNER, valid SECONDS (default one year; negative\n"
-    "  gives an expired token).\n";
-static const char USAGE_BINDINGS[] = "usage: dpsctl bindings --data DIR [--json]\n"
-                                     "  Lists which provisioning record each device id is "
-                                     "bound to.\n";
+/* ---- options ---- */
 
-static void print_usage(FILE *out)
+enum option_id {
+    OPT_API,
+    OPT_TOKEN_FILE,
+    OPT_CACERT,
+    OPT_JSON,
+    OPT_DATA,
+    OPT_DEVICE,
+    OPT_GROUP,
+    OPT_ID,
+    OPT_NAME,
+    OPT_CHAIN,
+    OPT_HUB,
+    OPT_PSK,
+    OPT_EXPIRED_OK,
+    OPT_LEAD_NAME,
+    OPT_HUB_ID,
+    OPT_GATEWAY,
+    OPT_PROVIDER,
+    OPT_CA_CERT,
+    OPT_CA_KEY,
+    OPT_TOKEN_KEY,
+    OPT_TOKEN_ISSUER,
+    OPT_OWNER_CLAIM,
+    OPT_DEVICE_ID_CLAIM,
+    OPT_SERIAL,
+    OPT_ISSUER,
+    OPT_PUBLIC_KEY,
+    OPT_CERT,
+    OPT_REASON,
+    OPT_SINCE,
+    OPT_UNTIL,
+    OPT_INTERVAL,
+    OPT_COUNT,
+    OPT_DEVICES,
+    OPT_KEY,
+    OPT_OWNER,
+    OPT_EXPIRES_IN,
+    OPTION_COUNT,
+};
+
+#define BIT(id) (UINT64_C(1) << (id))
+#define CONNECTION (BIT(OPT_API) | BIT(OPT_TOKEN_FILE) | BIT(OPT_CACERT) | BIT(OPT_JSON))
+#define GROUP_FIELDS                                                                               \
+    (BIT(OPT_NAME) | BIT(OPT_CHAIN) | BIT(OPT_HUB) | BIT(OPT_PSK) | BIT(OPT_EXPIRED_OK) |          \
+     BIT(OPT_LEAD_NAME))
+#define HUB_FIELDS                                                                                 \
+    (BIT(OPT_NAME) | BIT(OPT_GATEWAY) | BIT(OPT_PROVIDER) | BIT(OPT_CA_CERT) | BIT(OPT_CA_KEY) |   \
+     BIT(OPT_TOKEN_KEY) | BIT(OPT_TOKEN_ISSUER) | BIT(OPT_OWNER_CLAIM) | BIT(OPT_DEVICE_ID_CLAIM))
+
+static const struct option LONG_OPTIONS[] = {
+    {"api", required_argument, NULL, 256 + OPT_API},
+    {"token-file", required_argument, NULL, 256 + OPT_TOKEN_FILE},
+    {"cacert", required_argument, NULL, 256 + OPT_CACERT},
+    {"json", no_argument, NULL, 256 + OPT_JSON},
+    {"data", required_argument, NULL, 256 + OPT_DATA},
+    {"device", required_argument, NULL, 256 + OPT_DEVICE},
+    {"group", required_argument, NULL, 256 + OPT_GROUP},
+    {"id", required_argument, NULL, 256 + OPT_ID},
+    {"name", required_argument, NULL, 256 + OPT_NAME},
+    {"chain", required_argument, NULL, 256 + OPT_CHAIN},
+    {"hub", required_argument, NULL, 256 + OPT_HUB},
+    {"psk", required_argument, NULL, 256 + OPT_PSK},
+    {"expired-ok", optional_argument, NULL, 256 + OPT_EXPIRED_OK},
+    {"lead-name", required_argument, NULL, 256 + OPT_LEAD_NAME},
+    {"hub-id", required_argument, NULL, 256 + OPT_HUB_ID},
+    {"gateway", required_argument, NULL, 256 + OPT_GATEWAY},
+    {"provider", required_argument, NULL, 256 + OPT_PROVIDER},
+    {"ca-cert", required_argument, NULL, 256 + OPT_CA_CERT},
+    {"ca-key", required_argument, NULL, 256 + OPT_CA_KEY},
+    {"token-key", required_argument, NULL, 256 + OPT_TOKEN_KEY},
+    {"token-issuer", required_argument, NULL, 256 + OPT_TOKEN_ISSUER},
+    {"owner-claim", required_argument, NULL, 256 + OPT_OWNER_CLAIM},
+    {"device-id-claim", required_argument, NULL, 256 + OPT_DEVICE_ID_CLAIM},
+    {"serial", required_argument, NULL, 256 + OPT_SERIAL},
+    {"issuer", required_argument, NULL, 256 + OPT_ISSUER},
+    {"public-key-sha256", required_argument, NULL, 256 + OPT_PUBLIC_KEY},
+    {"cert", required_argument, NULL, 256 + OPT_CERT},
+    {"reason", required_argument, NULL, 256 + OPT_REASON},
+    {"since", required_argument, NULL, 256 + OPT_SINCE},
+    {"until", required_argument, NULL, 256 + OPT_UNTIL},
+    {"interval", required_argument, NULL, 256 + OPT_INTERVAL},
+    {"count", required_argument, NULL, 256 + OPT_COUNT},
+    {"devices", required_argument, NULL, 256 + OPT_DEVICES},
+    {"key", required_argument, NULL, 256 + OPT_KEY},
+    {"owner", required_argument, NULL, 256 + OPT_OWNER},
+    {"expires-in", required_argument, NULL, 256 + OPT_EXPIRES_IN},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* What the command line said. Repeatable options (--hub, --gateway) keep every value. */
+struct options {
+    const char *value[OPTION_COUNT];
+    bool given[OPTION_COUNT];
+    const char **hubs;
+    size_t hub_count;
+    const char **gateways;
+    size_t gateway_count;
+    const char *argument; /* the command's one positional argument (ID, DIR), or NULL */
+    const char *name;     /* "groups create", for messages */
+};
+
+/* ---- commands and their usage ---- */
+
+struct command {
+    const char *noun;
+    const char *verb; /* NULL: the noun alone */
+    uint64_t allowed;
+    const char *argument; /* name of the positional argument, or NULL */
+    int (*run)(struct options *options);
+    const char *usage;
+};
+
+static int command_pki(struct options *options);
+static int command_token(struct options *options);
+static int command_status(struct options *options);
+static int command_groups_list(struct options *options);
+static int command_groups_put(struct options *options);
+static int command_groups_delete(struct options *options);
+static int command_hubs_list(struct options *options);
+static int command_hubs_put(struct options *options);
+static int command_hubs_delete(struct options *options);
+static int command_records_list(struct options *options);
+static int command_records_tail(struct options *options);
+static int command_block(struct options *options);
+static int command_unblock(struct options *options);
+static int command_blocklist_list(struct options *options);
+static int command_issuance_list(struct options *options);
+static int command_bindings_list(struct options *options);
+static int command_bindings_release(struct options *options);
+
+static const struct command COMMANDS[] = {
+    {"status", NULL, CONNECTION, NULL, command_status,
+     "dpsctl status\n"
+     "  The node: ready or not, shards, I/O backend, connections, configuration\n"
+     "  generation, enrollment groups and hubs in force.\n"},
+    {"groups", "list", CONNECTION | BIT(OPT_ID), NULL, command_groups_list,
+     "dpsctl groups list [--id GROUP_ID]\n"
+     "  The enrollment groups of the token's owner.\n"},
+    {"groups", "create", CONNECTION | GROUP_FIELDS | BIT(OPT_ID), NULL, command_groups_put,
+     "dpsctl groups create --chain PEM_FILE --hub HUB_ID [--hub HUB_ID...] [--name NAME]\n"
+     "                     [--psk TEXT] [--expired-ok] [--lead-name CN] [--id GROUP_ID]\n"
+     "  Enrolls a manufacturer: devices whose certificate chains up to the CA\n"
+     "  certificates in PEM_FILE are provisioned for the hubs named, at once.\n"},
+    {"groups", "update", CONNECTION | GROUP_FIELDS, "GROUP_ID", command_groups_put,
+     "dpsctl groups update GROUP_ID [--chain PEM_FILE] [--hub HUB_ID...] [--name NAME]\n"
+     "                     [--psk TEXT] [--expired-ok[=no]] [--lead-name CN]\n"
+     "  Replaces the group with the given fields changed (--hub replaces the list;\n"
+     "  --psk '' removes the key).\n"},
+    {"groups", "delete", CONNECTION, "GROUP_ID", command_groups_delete,
+     "dpsctl groups delete GROUP_ID\n"},
+    {"hubs", "list", CONNECTION | BIT(OPT_ID), NULL, command_hubs_list,
+     "dpsctl hubs list [--id HUB_ID]\n"},
+    {"hubs", "create", CONNECTION | HUB_FIELDS | BIT(OPT_HUB_ID), NULL, command_hubs_put,
+     "dpsctl hubs create --hub-id UUID --gateway coaps+tcp://HOST:PORT [--gateway ...]\n"
+     "                   --provider NAME --ca-cert FILE --ca-key FILE --token-key FILE\n"
+     "                   --token-issuer ISSUER [--name NAME] [--owner-claim CLAIM]\n"
+     "                   [--device-id-claim CLAIM]\n"
+     "  Adds a hub. The CA and token key files are read by dpsd: give paths on its\n"
+     "  host (relative ones that exist here are sent as absolute paths).\n"},
+    {"hubs", "update", CONNECTION | HUB_FIELDS, "HUB_ID", command_hubs_put,
+     "dpsctl hubs update HUB_ID [hubs create's options]\n"
+     "  Replaces the hub with the given fields changed (--gateway replaces the list).\n"},
+    {"hubs", "delete", CONNECTION, "HUB_ID", command_hubs_delete, "dpsctl hubs delete HUB_ID\n"},
+    {"records", "list", CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_GROUP) | BIT(OPT_ID) | BIT(OPT_DATA),
+     NULL, command_records_list,
+     "dpsctl records list [--device DEVICE_ID] [--group GROUP_ID] [--id RECORD_ID] [--data DIR]\n"
+     "  Provisioning records with the CoAP code of each step.\n"},
+    {"records", "tail",
+     CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_GROUP) | BIT(OPT_INTERVAL) | BIT(OPT_COUNT), NULL,
+     command_records_tail,
+     "dpsctl records tail [--device DEVICE_ID] [--group GROUP_ID] [--interval SECONDS]\n"
+     "                    [--count N]\n"
+     "  Prints the records there are, then each record that appears or changes,\n"
+     "  polling every SECONDS (default 2) until interrupted or N records changed.\n"},
+    {"block", NULL,
+     CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_SERIAL) | BIT(OPT_ISSUER) | BIT(OPT_PUBLIC_KEY) |
+         BIT(OPT_CERT) | BIT(OPT_REASON),
+     NULL, command_block,
+     "dpsctl block (--device DEVICE_ID | --serial HEX --issuer DN | --public-key-sha256 HEX\n"
+     "              | --cert PEM_FILE) [--reason TEXT]\n"
+     "  Refuses a device from its next handshake on, also after restarts. --issuer is\n"
+     "  the manufacturer certificate's issuer as `openssl x509 -issuer -nameopt RFC2253`\n"
+     "  prints it; --cert blocks the public key of a device certificate file.\n"},
+    {"unblock", NULL, CONNECTION, "ENTRY_ID", command_unblock,
+     "dpsctl unblock ENTRY_ID\n"
+     "  Lifts a block (ENTRY_ID from `dpsctl blocklist list`).\n"},
+    {"blocklist", "list", CONNECTION | BIT(OPT_DATA), NULL, command_blocklist_list,
+     "dpsctl blocklist list [--data DIR]\n"},
+    {"issuance", "list",
+     CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_SERIAL) | BIT(OPT_SINCE) | BIT(OPT_UNTIL) |
+         BIT(OPT_DATA),
+     NULL, command_issuance_list,
+     "dpsctl issuance list [--device DEVICE_ID] [--serial HEX] [--since TIME] [--until TIME]\n"
+     "                     [--data DIR]\n"
+     "  The identity certificates issued; TIME is YYYY-MM-DDTHH:MM:SSZ.\n"},
+    {"bindings", "list", CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_DATA), NULL, command_bindings_list,
+     "dpsctl bindings list [--device DEVICE_ID] [--data DIR]\n"
+     "  Which provisioning record each device id is bound to.\n"},
+    {"bindings", "release", CONNECTION, "DEVICE_ID", command_bindings_release,
+     "dpsctl bindings release DEVICE_ID\n"
+     "  Frees a device id, so another manufacturer identity may claim it.\n"},
+    {"pki", NULL, BIT(OPT_DEVICES), "DIR", command_pki,
+     "dpsctl pki DIR [--devices N]\n"
+     "  Creates the demo PKI in DIR (manufacturer, DPS server, hub and token keys,\n"
+     "  N device certificates, default 10). Existing files are kept.\n"},
+    {"token", NULL, BIT(OPT_KEY) | BIT(OPT_OWNER) | BIT(OPT_EXPIRES_IN), NULL, command_token,
+     "dpsctl token --key FILE --owner OWNER [--expires-in SECONDS]\n"
+     "  Prints an operator token for the management API signed with FILE (the demo\n"
+     "  PKI's operator.key), for OWNER, valid SECONDS (default one year; negative\n"
+     "  gives an expired token).\n"},
+};
+#define COMMAND_COUNT (sizeof(COMMANDS) / sizeof(*COMMANDS))
+
+static const struct command *find_command(const char *noun, const char *verb);
+
+static const char HELP_TRAILER[] =
+    "\nConnection (every command but pki, token and --data lists):\n"
+    "  --api URL          the management API (env DPS_API; default " DEFAULT_API_URL ")\n"
+    "  --token-file FILE  the operator token (env DPS_TOKEN holds one, DPS_TOKEN_FILE names\n"
+    "                     a file; `dpsd --demo DIR` writes DIR/pki/operator.token)\n"
+    "  --cacert FILE      CA certificates for an https API (env DPS_CACERT)\n"
+    "  --json             the server's JSON: lists as one {\"result\": ...} line per item\n"
+    "  --data DIR         list commands: read dpsd's dataDir directly (works while it is down)\n"
+    "A noun alone lists (`dpsctl groups` = `dpsctl groups list`).\n"
+    "\nExit status:\n"
+    "  0  success\n"
+    "  1  the server refused or failed the request (its message says what to fix)\n"
+    "  2  usage error\n"
+    "  3  not found (no such group, hub, record, blocklist entry or binding)\n"
+    "  4  authentication failed (missing, expired or wrongly signed token)\n"
+    "  5  the API cannot be reached (wrong --api URL, dpsd down, TLS trust)\n";
+
+static void print_help(FILE *out)
 {
-    fprintf(out,
-            "dpsctl: operator tool for the provisioning appliance\n\n%s%s%s%s%s"
-            "usage: dpsctl --help\n",
-            USAGE_PKI, USAGE_RECORDS, USAGE_ISSUANCE, USAGE_BINDINGS, USAGE_TOKEN);
+    fputs("dpsctl: operator tool for the provisioning appliance\n\n", out);
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        fputs(COMMANDS[i].usage, out);
+    fputs(HELP_TRAILER, out);
 }
 
-/* Options shared by the subcommands; each accepts a subset. */
-struct options {
-    const char *data_dir;
-    const char *positional;
-    char device_id[UUID_STRING_LENGTH + 1];
-    char record_id[UUID_STRING_LENGTH + 1];
-    unsigned device_count;
-    bool json;
-};
+static void print_command_help(const struct command *command, FILE *out)
+{
+    fprintf(out, "usage: %s", command->usage);
+    if ((command->allowed & BIT(OPT_API)) != 0)
+        fputs(
+            "  Connection: --api URL, --token-file FILE, --cacert FILE, --json (dpsctl --help).\n",
+            out);
+}
 
-enum option_flag {
-    OPTION_DATA = 1 << 0,
-    OPTION_DEVICE = 1 << 1,
-    OPTION_ID = 1 << 2,
-    OPTION_JSON = 1 << 3,
-    OPTION_DEVICES = 1 << 4,
-    OPTION_POSITIONAL = 1 << 5,
-};
-
-static int usage_error(const char *usage, const char *command, const char *message,
+static int usage_error(const struct command *command, const char *name, const char *message,
                        const char *detail)
 {
-    fprintf(stderr, "dpsctl %s: %s%s%s\n%s", command, message, detail != NULL ? ": " : "",
-            detail != NULL ? detail : "", usage);
+    fprintf(stderr, "dpsctl %s: %s%s%s\n", name, message, detail != NULL ? ": " : "",
+            detail != NULL ? detail : "");
+    if (command != NULL)
+        print_command_help(command, stderr);
+    else
+        fputs("Run `dpsctl --help` for the commands.\n", stderr);
     return EXIT_USAGE;
 }
 
+/* ---- small helpers ---- */
+
 /* Normalises a UUID argument to the lower-case form the store's keys use. */
-static int parse_uuid_argument(const char *text, char out[UUID_STRING_LENGTH + 1])
+static bool parse_uuid_argument(const char *text, char out[UUID_STRING_LENGTH + 1])
 {
     struct dps_uuid uuid;
 
     if (uuid_parse(text, strlen(text), &uuid) != 0)
-        return -1;
+        return false;
     uuid_format(&uuid, out);
-    return 0;
+    return true;
 }
 
-static int parse_count(const char *text, unsigned *out)
+static bool parse_unsigned(const char *text, unsigned long max, unsigned long *out)
 {
     char *end;
     unsigned long value;
 
     errno = 0;
     value = strtoul(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || value > MAX_DEVICE_COUNT)
-        return -1;
-    *out = (unsigned)value;
-    return 0;
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || value > max)
+        return false;
+    *out = value;
+    return true;
 }
 
-/* The option_flag of a getopt_long result. */
-static unsigned option_flag_of(int option)
+static bool is_hex(const char *text, size_t length)
 {
-    switch (option) {
-    case 'd':
-        return OPTION_DATA;
-    case 'D':
-        return OPTION_DEVICE;
-    case 'i':
-        return OPTION_ID;
-    case 'j':
-        return OPTION_JSON;
-    default:
-        return OPTION_DEVICES;
+    if (length == 0 || strlen(text) != length)
+        return false;
+    for (size_t i = 0; i < length; i++) {
+        char c = text[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
     }
+    return true;
+}
+
+/* Reads a whole text file (malloc'd), or NULL with the reason in err. */
+static char *read_text_file(const char *path, char *err, size_t err_length)
+{
+    FILE *file = fopen(path, "rb");
+    char *text;
+    size_t length;
+
+    if (file == NULL) {
+        snprintf(err, err_length, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    text = malloc(FILE_LIMIT + 1);
+    length = text != NULL ? fread(text, 1, FILE_LIMIT + 1, file) : 0;
+    fclose(file);
+    if (text == NULL || length > FILE_LIMIT) {
+        snprintf(err, err_length, "%s: larger than 1 MiB", path);
+        free(text);
+        return NULL;
+    }
+    text[length] = '\0';
+    return text;
+}
+
+/* A field as table text: strings as they are, numbers and booleans printed, else "-". */
+static char *field_text(json_t *object, const char *key)
+{
+    json_t *value = json_object_get(object, key);
+    char buffer[32];
+
+    if (json_is_string(value) && json_string_value(value)[0] != '\0')
+        return strdup(json_string_value(value));
+    if (json_is_integer(value)) {
+        snprintf(buffer, sizeof(buffer), "%" JSON_INTEGER_FORMAT, json_integer_value(value));
+        return strdup(buffer);
+    }
+    if (json_is_boolean(value))
+        return strdup(json_is_true(value) ? "yes" : "no");
+    return strdup("-");
+}
+
+/* The strings of an array joined with ",", or "-". */
+static char *joined_text(json_t *array)
+{
+    size_t length = 1;
+    size_t i;
+    json_t *value;
+    char *text;
+
+    json_array_foreach(array, i, value) length += strlen(json_string_value(value) ?: "") + 1;
+    if (json_array_size(array) == 0 || (text = calloc(1, length)) == NULL)
+        return strdup("-");
+    json_array_foreach(array, i, value)
+    {
+        if (i > 0)
+            strcat(text, ",");
+        strcat(text, json_string_value(value) ?: "");
+    }
+    return text;
+}
+
+/* ---- tables ---- */
+
+/*
+ * A view turns one result object into the cells of a table row. Lists are
+ * collected and printed with each column as wide as its widest cell;
+ * `records tail` prints rows as they come with the minimum widths.
+ */
+#define MAX_COLUMNS 12
+
+struct view {
+    size_t columns;
+    const char *headers[MAX_COLUMNS];
+    int min_widths[MAX_COLUMNS];
+    void (*cells)(json_t *object, char **cells);
+};
+
+struct table {
+    const struct view *view;
+    char **cells; /* rows * view->columns */
+    size_t rows;
+    size_t capacity;
+};
+
+static void table_add(struct table *table, json_t *object)
+{
+    size_t columns = table->view->columns;
+
+    if (table->rows == table->capacity) {
+        size_t capacity = table->capacity > 0 ? table->capacity * 2 : 64;
+        char **grown = realloc(table->cells, capacity * columns * sizeof(*grown));
+        if (grown == NULL)
+            return;
+        table->cells = grown;
+        table->capacity = capacity;
+    }
+    table->view->cells(object, table->cells + table->rows * columns);
+    table->rows++;
+}
+
+static void print_row(const struct view *view, char *const *cells, const size_t *widths)
+{
+    for (size_t column = 0; column < view->columns; column++) {
+        const char *text = cells[column] != NULL ? cells[column] : "-";
+        if (column + 1 < view->columns)
+            printf("%-*s  ", (int)widths[column], text);
+        else
+            printf("%s\n", text);
+    }
+}
+
+static void table_free(struct table *table)
+{
+    for (size_t i = 0; table->view != NULL && i < table->rows * table->view->columns; i++)
+        free(table->cells[i]);
+    free(table->cells);
+    table->cells = NULL;
+    table->rows = table->capacity = 0;
+}
+
+static void table_print(struct table *table)
+{
+    const struct view *view = table->view;
+    size_t widths[MAX_COLUMNS];
+
+    for (size_t column = 0; column < view->columns; column++) {
+        widths[column] = strlen(view->headers[column]);
+        for (size_t row = 0; row < table->rows; row++) {
+            const char *text = table->cells[row * view->columns + column];
+            size_t length = strlen(text != NULL ? text : "-");
+            if (length > widths[column])
+                widths[column] = length;
+        }
+    }
+    print_row(view, (char *const *)view->headers, widths);
+    for (size_t row = 0; row < table->rows; row++)
+        print_row(view, table->cells + row * view->columns, widths);
+    table_free(table);
+}
+
+/* Where results go: a table, or --json lines. */
+struct sink {
+    struct table table;
+    bool json;
+    bool quiet_when_empty; /* a lookup by id: no bare header when nothing matched */
+    size_t count;
+};
+
+static void print_json_line(const char *key, json_t *value)
+{
+    json_t *wrapper = json_pack("{sO}", key, value);
+    char *text = wrapper != NULL ? json_dumps(wrapper, JSON_COMPACT) : NULL;
+
+    if (text != NULL)
+        printf("%s\n", text);
+    free(text);
+    json_decref(wrapper);
+}
+
+static void sink_put(struct sink *sink, json_t *result)
+{
+    sink->count++;
+    if (sink->json)
+        print_json_line("result", result);
+    else
+        table_add(&sink->table, result);
+}
+
+static void sink_end(struct sink *sink)
+{
+    if (sink->json)
+        return;
+    if (sink->quiet_when_empty && sink->count == 0)
+        table_free(&sink->table);
+    else
+        table_print(&sink->table);
+}
+
+/* The views. */
+static const char *const RECORD_STEPS[] = {"plgdTime",   "ownership", "cloud",
+                                           "credential", "acl",       "resources"};
+#define RECORD_STEP_COUNT (sizeof(RECORD_STEPS) / sizeof(*RECORD_STEPS))
+
+static char *coap_code_text(json_t *step)
+{
+    json_t *code = json_object_get(json_object_get(step, "status"), "coapCode");
+    char text[16];
+
+    if (!json_is_integer(code))
+        return strdup("-");
+    snprintf(text, sizeof(text), "%d.%02d", (int)((json_integer_value(code) >> 5) & 7),
+             (int)(json_integer_value(code) & 31));
+    return strdup(text);
+}
+
+static void record_cells(json_t *record, char **cells)
+{
+    cells[0] = field_text(record, "id");
+    cells[1] = field_text(record, "deviceId");
+    cells[2] = field_text(record, "enrollmentGroupId");
+    for (size_t i = 0; i < RECORD_STEP_COUNT; i++)
+        cells[3 + i] = coap_code_text(json_object_get(record, RECORD_STEPS[i]));
+}
+
+static const struct view RECORD_VIEW = {
+    9,
+    {"RECORD ID", "DEVICE ID", "GROUP", "PLGDTIME", "OWNERSHIP", "CLOUD", "CREDENTIAL", "ACL",
+     "RESOURCES"},
+    {36, 36, 36, 8, 9, 5, 10, 4, 9},
+    record_cells,
+};
+
+static void issuance_cells(json_t *entry, char **cells)
+{
+    cells[0] = field_text(entry, "serial");
+    cells[1] = field_text(entry, "deviceId");
+    cells[2] = field_text(entry, "recordId");
+    cells[3] = field_text(entry, "issuedAt");
+    cells[4] = field_text(entry, "notAfter");
+}
+
+static const struct view ISSUANCE_VIEW = {
+    5, {"SERIAL", "DEVICE ID", "RECORD ID", "ISSUED AT", "NOT AFTER"}, {0}, issuance_cells};
+
+static void binding_cells(json_t *binding, char **cells)
+{
+    cells[0] = field_text(binding, "deviceId");
+    cells[1] = field_text(binding, "recordId");
+}
+
+static const struct view BINDING_VIEW = {2, {"DEVICE ID", "RECORD ID"}, {0}, binding_cells};
+
+static void group_cells(json_t *group, char **cells)
+{
+    json_t *x509 = json_object_get(json_object_get(group, "attestationMechanism"), "x509");
+
+    cells[0] = field_text(group, "id");
+    cells[1] = field_text(group, "name");
+    cells[2] = joined_text(json_object_get(group, "hubIds"));
+    cells[3] = field_text(x509, "leadCertificateName");
+    cells[4] =
+        strdup(json_is_true(json_object_get(x509, "expiredCertificateEnabled")) ? "yes" : "no");
+    cells[5] = strdup(json_string_length(json_object_get(group, "preSharedKey")) > 0 ? "set" : "-");
+}
+
+static const struct view GROUP_VIEW = {
+    6, {"ID", "NAME", "HUBS", "LEAD CERTIFICATE", "EXPIRED OK", "PSK"}, {0}, group_cells};
+
+static void hub_cells(json_t *hub, char **cells)
+{
+    json_t *authorization = json_object_get(hub, "authorization");
+
+    cells[0] = field_text(hub, "id");
+    cells[1] = field_text(hub, "name");
+    cells[2] = field_text(json_object_get(authorization, "provider"), "name");
+    cells[3] = field_text(json_object_get(hub, "token"), "issuer");
+    cells[4] = joined_text(json_object_get(hub, "gateways"));
+}
+
+static const struct view HUB_VIEW = {
+    5, {"ID", "NAME", "PROVIDER", "TOKEN ISSUER", "GATEWAYS"}, {0}, hub_cells};
+
+static void block_cells(json_t *entry, char **cells)
+{
+    const char *device = json_string_value(json_object_get(entry, "deviceId"));
+    const char *key = json_string_value(json_object_get(entry, "publicKeySha256"));
+    const char *serial = json_string_value(json_object_get(entry, "serial"));
+    const char *issuer = json_string_value(json_object_get(entry, "issuer"));
+    char *match = NULL;
+
+    cells[0] = field_text(entry, "id");
+    if (device != NULL)
+        match = strdup(device);
+    else if (key != NULL)
+        match = strdup(key);
+    else if (serial != NULL && asprintf(&match, "%s %s", serial, issuer ?: "-") < 0)
+        match = NULL;
+    cells[1] = strdup(device != NULL ? "device" : key != NULL ? "public key" : "serial+issuer");
+    cells[2] = match != NULL ? match : strdup("-");
+    cells[3] = field_text(entry, "reason");
+    cells[4] = field_text(entry, "createdAt");
+}
+
+static const struct view BLOCK_VIEW = {
+    5, {"ENTRY ID", "BLOCKS", "MATCH", "REASON", "CREATED AT"}, {0}, block_cells};
+
+/* ---- the API client ---- */
+
+struct client {
+    const char *name; /* the command, for messages */
+    char url[1024];   /* without a trailing slash */
+    const char *url_source;
+    char *token;
+    char token_source[PATH_MAX + 64];
+    const char *cacert;
+    CURL *curl;
+};
+
+/* One HTTP exchange: the status and either the body or, for a 200 list, each result line. */
+struct exchange {
+    CURL *curl;
+    long status;
+    char *body;
+    size_t length;
+    bool (*on_result)(void *user, json_t *result);
+    void *user;
+    char *line;
+    size_t line_length;
+    json_t *stream_error; /* an {"error": ...} line, or a line that is not a result */
+    bool stopped;
+};
+
+static char *environment(const char *name)
+{
+    char *value = getenv(name);
+    return value != NULL && value[0] != '\0' ? value : NULL;
+}
+
+/* Trims surrounding whitespace in place. */
+static char *trim(char *text)
+{
+    size_t length = strlen(text);
+
+    while (length > 0 && strchr(" \t\r\n", text[length - 1]) != NULL)
+        text[--length] = '\0';
+    while (*text != '\0' && strchr(" \t\r\n", *text) != NULL)
+        text++;
+    return text;
+}
+
+static void client_close(struct client *client)
+{
+    if (client->curl != NULL)
+        curl_easy_cleanup(client->curl);
+    if (client->token != NULL) {
+        explicit_bzero(client->token, strlen(client->token));
+        free(client->token);
+    }
+}
+
+/* Reads the connection settings. EXIT_OK, or the exit code after saying what is wrong. */
+static int client_open(struct client *client, const struct options *options)
+{
+    const char *url = options->value[OPT_API];
+    const char *token_file = options->value[OPT_TOKEN_FILE];
+    char err[PATH_MAX + 128];
+    size_t length;
+
+    memset(client, 0, sizeof(*client));
+    client->name = options->name;
+    client->url_source = "--api";
+    if (url == NULL && (url = environment("DPS_API")) != NULL)
+        client->url_source = "DPS_API";
+    if (url == NULL) {
+        url = DEFAULT_API_URL;
+        client->url_source = "the default";
+    }
+    length = strlen(url);
+    while (length > 0 && url[length - 1] == '/')
+        length--;
+    if ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+        length >= sizeof(client->url)) {
+        fprintf(stderr,
+                "dpsctl %s: the API URL \"%s\" (from %s) must start with http:// or https://, "
+                "for example " DEFAULT_API_URL "\n",
+                client->name, url, client->url_source);
+        return EXIT_USAGE;
+    }
+    memcpy(client->url, url, length);
+    client->url[length] = '\0';
+    client->cacert = options->value[OPT_CACERT] ?: environment("DPS_CACERT");
+
+    if (token_file != NULL) {
+        snprintf(client->token_source, sizeof(client->token_source), "--token-file %s", token_file);
+    } else if (environment("DPS_TOKEN") != NULL) {
+        snprintf(client->token_source, sizeof(client->token_source), "DPS_TOKEN");
+        client->token = strdup(trim(environment("DPS_TOKEN")));
+    } else if ((token_file = environment("DPS_TOKEN_FILE")) != NULL) {
+        snprintf(client->token_source, sizeof(client->token_source), "DPS_TOKEN_FILE=%s",
+                 token_file);
+    } else {
+        fprintf(stderr,
+                "dpsctl %s: no operator token: pass --token-file FILE or set DPS_TOKEN_FILE=FILE "
+                "or DPS_TOKEN (`dpsd --demo DIR` writes DIR/pki/operator.token; `dpsctl token "
+                "--key operator.key --owner OWNER` signs one)\n",
+                client->name);
+        return EXIT_AUTH;
+    }
+    if (token_file != NULL) {
+        char *text = read_text_file(token_file, err, sizeof(err));
+        if (text == NULL) {
+            fprintf(stderr, "dpsctl %s: the token file (%s): %s\n", client->name,
+                    client->token_source, err);
+            return EXIT_USAGE;
+        }
+        client->token = strdup(trim(text));
+        explicit_bzero(text, strlen(text));
+        free(text);
+    }
+    if (client->token == NULL || (client->curl = curl_easy_init()) == NULL) {
+        fprintf(stderr, "dpsctl %s: out of memory\n", client->name);
+        return EXIT_REFUSED;
+    }
+    if (client->token[0] == '\0') {
+        fprintf(stderr, "dpsctl %s: the token from %s is empty\n", client->name,
+                client->token_source);
+        return EXIT_AUTH;
+    }
+    return EXIT_OK;
+}
+
+static bool append(char **buffer, size_t *length, const char *data, size_t size)
+{
+    char *grown = realloc(*buffer, *length + size + 1);
+
+    if (grown == NULL)
+        return false;
+    memcpy(grown + *length, data, size);
+    *length += size;
+    grown[*length] = '\0';
+    *buffer = grown;
+    return true;
+}
+
+/* One complete NDJSON line of a list. */
+static void exchange_line(struct exchange *exchange, const char *text, size_t length)
+{
+    json_t *line;
+    json_t *result;
+
+    if (length == 0 || exchange->stream_error != NULL || exchange->stopped)
+        return;
+    line = json_loadb(text, length, 0, NULL);
+    result = json_object_get(line, "result");
+    if (result != NULL) {
+        if (!exchange->on_result(exchange->user, result))
+            exchange->stopped = true;
+    } else if (json_is_object(json_object_get(line, "error"))) {
+        exchange->stream_error = json_incref(json_object_get(line, "error"));
+    } else {
+        exchange->stream_error = json_pack("{s:s%}", "message", text, length);
+    }
+    json_decref(line);
+}
+
+static size_t exchange_write(char *data, size_t size, size_t count, void *user)
+{
+    struct exchange *exchange = user;
+    size_t total = size * count;
+    long status = 0;
+
+    curl_easy_getinfo(exchange->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200 || exchange->on_result == NULL) {
+        if (exchange->length < ERROR_BODY_LIMIT &&
+            !append(&exchange->body, &exchange->length, data, total))
+            return 0;
+        return total;
+    }
+    if (!append(&exchange->line, &exchange->line_length, data, total))
+        return 0;
+    char *start = exchange->line;
+    char *newline;
+    while ((newline = memchr(start, '\n',
+                             exchange->line_length - (size_t)(start - exchange->line))) != NULL) {
+        exchange_line(exchange, start, (size_t)(newline - start));
+        start = newline + 1;
+    }
+    exchange->line_length -= (size_t)(start - exchange->line);
+    memmove(exchange->line, start, exchange->line_length + 1);
+    return exchange->stopped ? 0 : total; /* a stopped list needs no more */
+}
+
+/* The "message" of an error body, or its first line. */
+static const char *error_message(json_t *parsed, const char *body, char *buffer, size_t length)
+{
+    const char *message = json_string_value(json_object_get(parsed, "message"));
+
+    if (message != NULL)
+        return message;
+    if (body == NULL || body[0] == '\0')
+        return "(no message)";
+    snprintf(buffer, length, "%.*s", (int)strcspn(body, "\r\n"), body);
+    return buffer;
+}
+
+/* The dpsctl option that sets the field an API message names first ("field: problem"). */
+static const char *field_hint(const char *message)
+{
+    static const struct {
+        const char *field;
+        const char *hint;
+    } hints[] = {
+        {"attestationMechanism.x509.certificateChain",
+         "--chain FILE must hold the manufacturer's CA certificates in PEM"},
+        {"attestationMechanism.x509.leadCertificateName",
+         "--lead-name must be the common name of a certificate in --chain"},
+        {"attestationMechanism", "--chain FILE must hold the manufacturer's CA chain in PEM"},
+        {"hubIds", "--hub must name an existing hub of yours (see `dpsctl hubs list`)"},
+        {"preSharedKey", "--psk must have at least 16 characters"},
+        {"hubId", "--hub-id must be a UUID"},
+        {"gateways", "--gateway must be coaps+tcp://HOST:PORT"},
+        {"authorization.provider", "--provider must name the hub's authorization provider"},
+        {"authorization.ownerClaim", "check --owner-claim"},
+        {"authorization.deviceIdClaim", "check --device-id-claim"},
+        {"identityCertificate.certificate",
+         "--ca-cert must be a CA certificate file readable by dpsd"},
+        {"identityCertificate.key", "--ca-key must be the CA's key file, readable by dpsd"},
+        {"identityCertificate", "check --ca-cert and --ca-key"},
+        {"token.key", "--token-key must be a key file readable by dpsd"},
+        {"token.issuer", "check --token-issuer"},
+        {"token", "check --token-key and --token-issuer"},
+        {"name", "check --name"},
+        {"deviceIdFilter", "--device must be a UUID"},
+        {"deviceId", "--device must be a device id (a UUID)"},
+        {"publicKeySha256", "--public-key-sha256 must be 64 hex digits"},
+        {"serialFilter", "check --serial"},
+        {"serial", "--serial must be hex digits"},
+        {"issuer", "--issuer must be the issuer DN in RFC 2253 form"},
+        {"reason", "check --reason"},
+        {"since", "--since must be YYYY-MM-DDTHH:MM:SSZ"},
+        {"until", "--until must be YYYY-MM-DDTHH:MM:SSZ"},
+        {"enrollmentGroupIdFilter", "--group must be a UUID"},
+        {"idFilter", "the id must be a UUID"},
+        {"id", "the id must be a UUID"},
+    };
+    size_t field_length = strcspn(message, ": ");
+
+    for (size_t i = 0; i < sizeof(hints) / sizeof(*hints); i++) {
+        size_t length = strlen(hints[i].field);
+        if (length <= field_length && strncmp(message, hints[i].field, length) == 0 &&
+            (length == field_length || message[length] == '.' || message[length] == '['))
+            return hints[i].hint;
+    }
+    return NULL;
+}
+
+/* Says why the request failed and what to do; returns the exit code. */
+static int report_failure(const struct client *client, const struct exchange *exchange)
+{
+    char buffer[512];
+    json_t *parsed = exchange->body != NULL ? json_loads(exchange->body, 0, NULL) : NULL;
+    const char *message = exchange->stream_error != NULL
+                              ? error_message(exchange->stream_error, NULL, buffer, sizeof(buffer))
+                              : error_message(parsed, exchange->body, buffer, sizeof(buffer));
+    const char *hint = field_hint(message);
+    int code;
+
+    if (exchange->status == 401 || exchange->status == 403) {
+        fprintf(stderr, "dpsctl %s: %s (HTTP %ld): %s\n", client->name,
+                exchange->status == 401 ? "authentication failed" : "permission denied",
+                exchange->status, message);
+        fprintf(stderr,
+                "dpsctl %s: the token came from %s; use one signed by a key in the API's jwks "
+                "for your owner: `dpsctl token --key operator.key --owner OWNER`, or the demo's "
+                "DIR/pki/operator.token, with --token-file FILE or DPS_TOKEN_FILE\n",
+                client->name, client->token_source);
+        code = EXIT_AUTH;
+    } else if (exchange->status == 404) {
+        fprintf(stderr, "dpsctl %s: not found: %s\n", client->name, message);
+        if (strncmp(message, "no route", 8) == 0)
+            fprintf(stderr, "dpsctl %s: is %s (from %s) the management API of a current dpsd?\n",
+                    client->name, client->url, client->url_source);
+        code = EXIT_NOT_FOUND;
+    } else if (exchange->status >= 500 || exchange->stream_error != NULL) {
+        fprintf(stderr, "dpsctl %s: the server failed (HTTP %ld): %s\n", client->name,
+                exchange->status, message);
+        fprintf(stderr, "dpsctl %s: dpsd's log says more; retry once it is resolved\n",
+                client->name);
+        code = EXIT_REFUSED;
+    } else {
+        fprintf(stderr, "dpsctl %s: the server refused the request (HTTP %ld): %s\n", client->name,
+                exchange->status, message);
+        if (hint != NULL)
+            fprintf(stderr, "dpsctl %s: fix: %s\n", client->name, hint);
+        code = EXIT_REFUSED;
+    }
+    json_decref(parsed);
+    return code;
+}
+
+static int report_transport(const struct client *client, CURLcode result, const char *detail)
+{
+    const char *problem = detail[0] != '\0' ? detail : curl_easy_strerror(result);
+
+    fprintf(stderr, "dpsctl %s: cannot reach the management API at %s (from %s): %s\n",
+            client->name, client->url, client->url_source, problem);
+    if (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CACERT_BADFILE)
+        fprintf(stderr,
+                "dpsctl %s: the server's certificate is not trusted: pass the CA that signed "
+                "api.certificate with --cacert FILE (or DPS_CACERT)\n",
+                client->name);
+    else if (result == CURLE_SSL_CONNECT_ERROR)
+        fprintf(stderr,
+                "dpsctl %s: the TLS handshake failed: use http:// when api.certificate is not "
+                "set, and check --cacert\n",
+                client->name);
+    else
+        fprintf(stderr,
+                "dpsctl %s: check that dpsd runs with an api section and point dpsctl at its "
+                "api.listen address with --api URL or DPS_API=URL (default " DEFAULT_API_URL ")\n",
+                client->name);
+    return EXIT_UNREACHABLE;
 }
 
 /*
- * Parses argv (argv[0] is the subcommand) accepting only the options in
- * allowed. Returns -1 to continue, or the exit code to end with (help, or a
- * usage error already reported).
+ * Sends METHOD path (with its query) and a JSON body. A 2xx answer returns
+ * EXIT_OK, its body in exchange->body or, when on_result is set, each result
+ * handed to it; anything else is reported and its exit code returned.
  */
-static int parse_options(int argc, char **argv, unsigned allowed, const char *usage,
-                         struct options *options)
+static int client_call(struct client *client, const char *method, const char *path, json_t *body,
+                       struct exchange *exchange)
 {
-    static const struct option long_options[] = {
-        {"data", required_argument, NULL, 'd'},
-        {"device", required_argument, NULL, 'D'},
-        {"id", required_argument, NULL, 'i'},
-        {"json", no_argument, NULL, 'j'},
-        {"devices", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *command = argv[0];
-    int option;
-    int index = -1;
+    char url[4096];
+    char authorization[8192];
+    char detail[CURL_ERROR_SIZE] = "";
+    struct curl_slist *headers = NULL;
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    CURL *curl = client->curl;
+    CURLcode result;
+    int code = EXIT_OK;
 
-    memset(options, 0, sizeof(*options));
-    options->device_count = DEFAULT_DEVICE_COUNT;
-    opterr = 0;
-    optind = 1;
-    while ((option = getopt_long(argc, argv, ":h", long_options, &index)) != -1) {
-        if (option == ':')
-            return usage_error(usage, command, "option needs a value", argv[optind - 1]);
-        if (option == '?')
-            return usage_error(usage, command, "unknown option", argv[optind - 1]);
-        if (option != 'h' && (allowed & option_flag_of(option)) == 0) {
-            char name[32];
-
-            snprintf(name, sizeof(name), "--%s", long_options[index].name);
-            return usage_error(usage, command, "option not accepted here", name);
-        }
-        index = -1;
-        switch (option) {
-        case 'h':
-            fputs(usage, stdout);
-            return EXIT_OK;
-        case 'd':
-            options->data_dir = optarg;
-            break;
-        case 'D':
-            if (parse_uuid_argument(optarg, options->device_id) != 0)
-                return usage_error(usage, command, "--device is not a UUID", optarg);
-            break;
-        case 'i':
-            if (parse_uuid_argument(optarg, options->record_id) != 0)
-                return usage_error(usage, command, "--id is not a UUID", optarg);
-            break;
-        case 'j':
-            options->json = true;
-            break;
-        default:
-            if (parse_count(optarg, &options->device_count) != 0)
-                return usage_error(usage, command, "--devices must be a number from 0 to 1000000",
-                                   optarg);
-            break;
-        }
+    snprintf(url, sizeof(url), "%s%s", client->url, path);
+    snprintf(authorization, sizeof(authorization), "Authorization: Bearer %s", client->token);
+    headers = curl_slist_append(headers, authorization);
+    headers = curl_slist_append(headers, "Accept: application/json, application/x-ndjson");
+    if (text != NULL)
+        headers = curl_slist_append(headers, "Content-Type: application/json");
+    curl_easy_reset(curl);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, detail);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, STALL_TIMEOUT_S);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (client->cacert != NULL)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, client->cacert);
+    if (text != NULL) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(text));
     }
-    if (optind < argc) {
-        if ((allowed & OPTION_POSITIONAL) == 0)
-            return usage_error(usage, command, "unexpected argument", argv[optind]);
-        if (optind + 1 < argc)
-            return usage_error(usage, command, "unexpected argument", argv[optind + 1]);
-        options->positional = argv[optind];
-    }
-    if ((allowed & OPTION_POSITIONAL) != 0 && options->positional == NULL)
-        return usage_error(usage, command, "missing DIR", NULL);
-    if ((allowed & OPTION_DATA) != 0 && options->data_dir == NULL)
-        return usage_error(usage, command, "missing --data DIR", NULL);
-    return -1;
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, exchange_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, exchange);
+    exchange->curl = curl;
+    result = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &exchange->status);
+    if (result == CURLE_WRITE_ERROR && exchange->stopped)
+        result = CURLE_OK;
+    if (result == CURLE_OK && exchange->on_result != NULL && exchange->status == 200 &&
+        exchange->line_length > 0)
+        exchange_line(exchange, exchange->line, exchange->line_length);
+    if (result != CURLE_OK && exchange->status == 0)
+        code = report_transport(client, result, detail);
+    else if (result != CURLE_OK) {
+        fprintf(stderr, "dpsctl %s: the answer from %s broke off: %s\n", client->name, client->url,
+                detail[0] != '\0' ? detail : curl_easy_strerror(result));
+        code = EXIT_REFUSED;
+    } else if (exchange->status < 200 || exchange->status > 299 || exchange->stream_error != NULL)
+        code = report_failure(client, exchange);
+    curl_slist_free_all(headers);
+    free(text);
+    return code;
 }
+
+static void exchange_clear(struct exchange *exchange)
+{
+    free(exchange->body);
+    free(exchange->line);
+    json_decref(exchange->stream_error);
+    memset(exchange, 0, sizeof(*exchange));
+}
+
+/* Appends "&name=value" (the first one "?name=value"), value escaped. */
+static void query_add(CURL *curl, char *path, size_t length, const char *name, const char *value)
+{
+    char *escaped;
+    size_t used = strlen(path);
+
+    if (value == NULL)
+        return;
+    escaped = curl_easy_escape(curl, value, 0);
+    if (escaped != NULL)
+        snprintf(path + used, length - used, "%c%s=%s", strchr(path, '?') != NULL ? '&' : '?', name,
+                 escaped);
+    curl_free(escaped);
+}
+
+static bool sink_result(void *user, json_t *result)
+{
+    sink_put(user, result);
+    return true;
+}
+
+/* GETs a list into a sink. */
+static int client_list(struct client *client, const char *path, struct sink *sink)
+{
+    struct exchange exchange = {.on_result = sink_result, .user = sink};
+    int code = client_call(client, "GET", path, NULL, &exchange);
+
+    exchange_clear(&exchange);
+    if (code == EXIT_OK)
+        sink_end(sink);
+    else
+        table_free(&sink->table);
+    return code;
+}
+
+/* A single JSON document answer (new reference), or NULL with *code set. */
+static json_t *client_document(struct client *client, const char *method, const char *path,
+                               json_t *body, int *code)
+{
+    struct exchange exchange = {0};
+    json_t *document = NULL;
+
+    *code = client_call(client, method, path, body, &exchange);
+    if (*code == EXIT_OK) {
+        document = json_loadb(exchange.body != NULL ? exchange.body : "", exchange.length, 0, NULL);
+        if (document == NULL) {
+            fprintf(stderr, "dpsctl %s: the answer from %s is not JSON\n", client->name,
+                    client->url);
+            *code = EXIT_REFUSED;
+        }
+    }
+    exchange_clear(&exchange);
+    return document;
+}
+
+/* Runs a command that needs the API: opens the client, runs fn, closes. */
+static int with_client(struct options *options, int (*fn)(struct client *, struct options *))
+{
+    struct client client;
+    int code = client_open(&client, options);
+
+    if (code == EXIT_OK)
+        code = fn(&client, options);
+    client_close(&client);
+    return code;
+}
+
+/* ---- status ---- */
+
+static int status_run(struct client *client, struct options *options)
+{
+    int code;
+    json_t *status = client_document(client, "GET", "/api/v1/status", NULL, &code);
+    const char *key;
+    json_t *value;
+    size_t width = strlen("api");
+
+    if (status == NULL)
+        return code;
+    if (options->given[OPT_JSON]) {
+        char *text = json_dumps(status, JSON_COMPACT);
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+        json_decref(status);
+        return EXIT_OK;
+    }
+    json_object_foreach(status, key, value) width = strlen(key) > width ? strlen(key) : width;
+    printf("%-*s  %s\n", (int)width, "api", client->url);
+    json_object_foreach(status, key, value)
+    {
+        char *text = json_is_string(value) || json_is_integer(value) || json_is_boolean(value)
+                         ? field_text(status, key)
+                         : json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+        printf("%-*s  %s\n", (int)width, key, text != NULL ? text : "-");
+        free(text);
+    }
+    json_decref(status);
+    return EXIT_OK;
+}
+
+static int command_status(struct options *options)
+{
+    return with_client(options, status_run);
+}
+
+/* ---- enrollment groups and hubs ---- */
+
+struct collection {
+    const char *path; /* /api/v1/... */
+    const char *kind; /* for messages */
+    const struct view *view;
+};
+
+static const struct collection GROUPS = {"/api/v1/enrollment-groups", "enrollment group",
+                                         &GROUP_VIEW};
+static const struct collection HUBS = {"/api/v1/hubs", "hub", &HUB_VIEW};
+
+static int check_uuid_option(const struct options *options, enum option_id id, const char *flag,
+                             char out[UUID_STRING_LENGTH + 1])
+{
+    if (options->value[id] == NULL) {
+        out[0] = '\0';
+        return EXIT_OK;
+    }
+    if (!parse_uuid_argument(options->value[id], out)) {
+        fprintf(stderr, "dpsctl %s: %s \"%s\" is not a UUID\n", options->name, flag,
+                options->value[id]);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int list_collection(struct client *client, struct options *options,
+                           const struct collection *collection)
+{
+    char id[UUID_STRING_LENGTH + 1];
+    char path[512];
+    struct sink sink = {.table = {.view = collection->view},
+                        .json = options->given[OPT_JSON],
+                        .quiet_when_empty = options->value[OPT_ID] != NULL};
+    int code = check_uuid_option(options, OPT_ID, "--id", id);
+
+    if (code != EXIT_OK)
+        return code;
+    snprintf(path, sizeof(path), "%s", collection->path);
+    if (id[0] != '\0')
+        query_add(client->curl, path, sizeof(path), "idFilter", id);
+    code = client_list(client, path, &sink);
+    if (code == EXIT_OK && id[0] != '\0' && sink.count == 0) {
+        fprintf(stderr, "dpsctl %s: no %s %s (among the token owner's)\n", options->name,
+                collection->kind, id);
+        return EXIT_NOT_FOUND;
+    }
+    return code;
+}
+
+static int groups_list_run(struct client *client, struct options *options)
+{
+    return list_collection(client, options, &GROUPS);
+}
+
+static int command_groups_list(struct options *options)
+{
+    return with_client(options, groups_list_run);
+}
+
+static int hubs_list_run(struct client *client, struct options *options)
+{
+    return list_collection(client, options, &HUBS);
+}
+
+static int command_hubs_list(struct options *options)
+{
+    return with_client(options, hubs_list_run);
+}
+
+/* Sets doc[path...] = value (consumed), creating the objects on the way. */
+static void set_path(json_t *doc, const char *const *path, size_t depth, json_t *value)
+{
+    for (size_t i = 0; i + 1 < depth; i++) {
+        json_t *next = json_object_get(doc, path[i]);
+        if (!json_is_object(next)) {
+            next = json_object();
+            json_object_set_new(doc, path[i], next);
+        }
+        doc = next;
+    }
+    json_object_set_new(doc, path[depth - 1], value);
+}
+
+static json_t *string_array(const char **values, size_t count)
+{
+    json_t *array = json_array();
+
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(array, json_string(values[i]));
+    return array;
+}
+
+/* Fills the group fields given on the command line into doc. EXIT_OK or EXIT_USAGE. */
+static int apply_group_options(const struct options *options, json_t *doc)
+{
+    static const char *const chain_path[] = {"attestationMechanism", "x509", "certificateChain"};
+    static const char *const lead_path[] = {"attestationMechanism", "x509", "leadCertificateName"};
+    static const char *const expired_path[] = {"attestationMechanism", "x509",
+                                               "expiredCertificateEnabled"};
+    char err[PATH_MAX + 64];
+
+    if (options->value[OPT_NAME] != NULL)
+        json_object_set_new(doc, "name", json_string(options->value[OPT_NAME]));
+    if (options->value[OPT_CHAIN] != NULL) {
+        char *chain = read_text_file(options->value[OPT_CHAIN], err, sizeof(err));
+        if (chain == NULL) {
+            fprintf(stderr, "dpsctl %s: --chain: %s\n", options->name, err);
+            return EXIT_USAGE;
+        }
+        set_path(doc, chain_path, 3, json_string(chain));
+        free(chain);
+        if (json_string_value(json_object_get(
+                json_object_get(json_object_get(doc, "attestationMechanism"), "x509"),
+                "certificateChain")) == NULL) {
+            fprintf(stderr, "dpsctl %s: --chain: %s is not UTF-8 text (a PEM file is)\n",
+                    options->name, options->value[OPT_CHAIN]);
+            return EXIT_USAGE;
+        }
+    }
+    if (options->value[OPT_LEAD_NAME] != NULL)
+        set_path(doc, lead_path, 3, json_string(options->value[OPT_LEAD_NAME]));
+    if (options->given[OPT_EXPIRED_OK]) {
+        const char *value = options->value[OPT_EXPIRED_OK];
+        bool enabled = value == NULL || strcmp(value, "yes") == 0;
+        if (value != NULL && strcmp(value, "yes") != 0 && strcmp(value, "no") != 0) {
+            fprintf(stderr, "dpsctl %s: --expired-ok takes =yes or =no, not \"%s\"\n",
+                    options->name, value);
+            return EXIT_USAGE;
+        }
+        set_path(doc, expired_path, 3, json_boolean(enabled));
+    }
+    if (options->hub_count > 0)
+        json_object_set_new(doc, "hubIds", string_array(options->hubs, options->hub_count));
+    if (options->value[OPT_PSK] != NULL) {
+        if (options->value[OPT_PSK][0] == '\0')
+            json_object_del(doc, "preSharedKey");
+        else
+            json_object_set_new(doc, "preSharedKey", json_string(options->value[OPT_PSK]));
+    }
+    return EXIT_OK;
+}
+
+/* A file dpsd will read: absolute when it exists here, as given otherwise. */
+static json_t *server_path(const char *path)
+{
+    char resolved[PATH_MAX];
+
+    return json_string(realpath(path, resolved) != NULL ? resolved : path);
+}
+
+static int apply_hub_options(const struct options *options, json_t *doc)
+{
+    static const char *const provider_path[] = {"authorization", "provider", "name"};
+    static const char *const owner_claim_path[] = {"authorization", "ownerClaim"};
+    static const char *const device_claim_path[] = {"authorization", "deviceIdClaim"};
+    static const char *const ca_cert_path[] = {"identityCertificate", "certificate"};
+    static const char *const ca_key_path[] = {"identityCertificate", "key"};
+    static const char *const token_key_path[] = {"token", "key"};
+    static const char *const token_issuer_path[] = {"token", "issuer"};
+
+    if (options->value[OPT_HUB_ID] != NULL) {
+        char id[UUID_STRING_LENGTH + 1];
+        if (check_uuid_option(options, OPT_HUB_ID, "--hub-id", id) != EXIT_OK)
+            return EXIT_USAGE;
+        json_object_set_new(doc, "id", json_string(id));
+        json_object_set_new(doc, "hubId", json_string(id));
+    }
+    if (options->value[OPT_NAME] != NULL)
+        json_object_set_new(doc, "name", json_string(options->value[OPT_NAME]));
+    if (options->gateway_count > 0)
+        json_object_set_new(doc, "gateways",
+                            string_array(options->gateways, options->gateway_count));
+    if (options->value[OPT_PROVIDER] != NULL)
+        set_path(doc, provider_path, 3, json_string(options->value[OPT_PROVIDER]));
+    if (options->value[OPT_OWNER_CLAIM] != NULL)
+        set_path(doc, owner_claim_path, 2, json_string(options->value[OPT_OWNER_CLAIM]));
+    if (options->value[OPT_DEVICE_ID_CLAIM] != NULL)
+        set_path(doc, device_claim_path, 2, json_string(options->value[OPT_DEVICE_ID_CLAIM]));
+    if (options->value[OPT_CA_CERT] != NULL)
+        set_path(doc, ca_cert_path, 2, server_path(options->value[OPT_CA_CERT]));
+    if (options->value[OPT_CA_KEY] != NULL)
+        set_path(doc, ca_key_path, 2, server_path(options->value[OPT_CA_KEY]));
+    if (options->value[OPT_TOKEN_KEY] != NULL)
+        set_path(doc, token_key_path, 2, server_path(options->value[OPT_TOKEN_KEY]));
+    if (options->value[OPT_TOKEN_ISSUER] != NULL)
+        set_path(doc, token_issuer_path, 2, json_string(options->value[OPT_TOKEN_ISSUER]));
+    return EXIT_OK;
+}
+
+/* The options create requires, as "--a, --b" text of those missing; "" when none is. */
+static void missing_options(const struct options *options, const enum option_id *required,
+                            size_t count, char *out, size_t length)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < count; i++) {
+        bool given = required[i] == OPT_HUB       ? options->hub_count > 0
+                     : required[i] == OPT_GATEWAY ? options->gateway_count > 0
+                                                  : options->value[required[i]] != NULL;
+        if (!given)
+            snprintf(out + strlen(out), length - strlen(out), "%s--%s", out[0] != '\0' ? ", " : "",
+                     LONG_OPTIONS[required[i]].name);
+    }
+}
+
+/* Keeps the first result of a list (a new reference in *(json_t **)user). */
+static bool keep_first(void *user, json_t *result)
+{
+    json_t **first = user;
+
+    if (*first == NULL)
+        *first = json_incref(result);
+    return true;
+}
+
+/* Creates (argument NULL) or changes a group or hub; prints what the node now holds. */
+static int put_document(struct client *client, struct options *options,
+                        const struct collection *collection,
+                        int (*apply)(const struct options *, json_t *),
+                        const enum option_id *required, size_t required_count)
+{
+    char id[UUID_STRING_LENGTH + 1] = "";
+    char path[512];
+    char missing[256];
+    json_t *doc = NULL;
+    json_t *stored;
+    int code = EXIT_OK;
+    bool create = options->argument == NULL;
+
+    if (create) {
+        missing_options(options, required, required_count, missing, sizeof(missing));
+        if (missing[0] != '\0') {
+            fprintf(stderr, "dpsctl %s: missing %s (see dpsctl %s --help)\n", options->name,
+                    missing, options->name);
+            return EXIT_USAGE;
+        }
+        if ((code = check_uuid_option(options, OPT_ID, "--id", id)) != EXIT_OK)
+            return code;
+        doc = json_object();
+        if (id[0] != '\0')
+            json_object_set_new(doc, "id", json_string(id));
+        snprintf(path, sizeof(path), "%s", collection->path);
+    } else {
+        if (!parse_uuid_argument(options->argument, id)) {
+            fprintf(stderr, "dpsctl %s: \"%s\" is not a %s id (a UUID)\n", options->name,
+                    options->argument, collection->kind);
+            return EXIT_USAGE;
+        }
+        snprintf(path, sizeof(path), "%s", collection->path);
+        query_add(client->curl, path, sizeof(path), "idFilter", id);
+        struct exchange exchange = {.on_result = keep_first, .user = &doc};
+        code = client_call(client, "GET", path, NULL, &exchange);
+        exchange_clear(&exchange);
+        if (code == EXIT_OK && doc == NULL) {
+            fprintf(stderr, "dpsctl %s: no %s %s (among the token owner's)\n", options->name,
+                    collection->kind, id);
+            code = EXIT_NOT_FOUND;
+        }
+        if (code != EXIT_OK) {
+            json_decref(doc);
+            return code;
+        }
+        snprintf(path, sizeof(path), "%s/%s", collection->path, id);
+    }
+    if (doc == NULL || (code = apply(options, doc)) != EXIT_OK) {
+        json_decref(doc);
+        return code != EXIT_OK ? code : EXIT_REFUSED;
+    }
+    stored = client_document(client, create ? "POST" : "PUT", path, doc, &code);
+    json_decref(doc);
+    if (stored == NULL)
+        return code;
+    if (options->given[OPT_JSON]) {
+        char *text = json_dumps(stored, JSON_COMPACT);
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+    } else {
+        struct sink sink = {.table = {.view = collection->view}};
+        printf("%s %s %s\n", create ? "created" : "updated", collection->kind,
+               json_string_value(json_object_get(stored, "id")) ?: "");
+        sink_put(&sink, stored);
+        sink_end(&sink);
+    }
+    json_decref(stored);
+    return EXIT_OK;
+}
+
+static int groups_put_run(struct client *client, struct options *options)
+{
+    static const enum option_id required[] = {OPT_CHAIN, OPT_HUB};
+    return put_document(client, options, &GROUPS, apply_group_options, required, 2);
+}
+
+static int command_groups_put(struct options *options)
+{
+    return with_client(options, groups_put_run);
+}
+
+static int hubs_put_run(struct client *client, struct options *options)
+{
+    static const enum option_id required[] = {OPT_HUB_ID,      OPT_GATEWAY, OPT_PROVIDER,
+                                              OPT_CA_CERT,     OPT_CA_KEY,  OPT_TOKEN_KEY,
+                                              OPT_TOKEN_ISSUER};
+    return put_document(client, options, &HUBS, apply_hub_options, required,
+                        sizeof(required) / sizeof(*required));
+}
+
+static int command_hubs_put(struct options *options)
+{
+    return with_client(options, hubs_put_run);
+}
+
+/* DELETE path?filter=id; a count of 0 is "not found". */
+static int delete_by_filter(struct client *client, struct options *options, const char *path,
+                            const char *filter, const char *id, const char *kind)
+{
+    char url[512];
+    int code;
+    json_t *answer;
+    json_int_t count;
+
+    snprintf(url, sizeof(url), "%s", path);
+    query_add(client->curl, url, sizeof(url), filter, id);
+    answer = client_document(client, "DELETE", url, NULL, &code);
+    if (answer == NULL)
+        return code;
+    count = json_integer_value(json_object_get(answer, "count"));
+    if (options->given[OPT_JSON]) {
+        char *text = json_dumps(answer, JSON_COMPACT);
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+    }
+    json_decref(answer);
+    if (count == 0) {
+        fprintf(stderr, "dpsctl %s: no %s %s (among the token owner's)\n", options->name, kind, id);
+        return EXIT_NOT_FOUND;
+    }
+    if (!options->given[OPT_JSON])
+        printf("%s %s\n",
+               strcmp(kind, "binding of device") == 0 ? "released"
+               : strcmp(kind, "blocklist entry") == 0 ? "removed"
+                                                      : "deleted",
+               id);
+    return EXIT_OK;
+}
+
+static int delete_collection(struct client *client, struct options *options,
+                             const struct collection *collection)
+{
+    char id[UUID_STRING_LENGTH + 1];
+
+    if (!parse_uuid_argument(options->argument, id)) {
+        fprintf(stderr, "dpsctl %s: \"%s\" is not a %s id (a UUID)\n", options->name,
+                options->argument, collection->kind);
+        return EXIT_USAGE;
+    }
+    return delete_by_filter(client, options, collection->path, "idFilter", id, collection->kind);
+}
+
+static int groups_delete_run(struct client *client, struct options *options)
+{
+    return delete_collection(client, options, &GROUPS);
+}
+
+static int command_groups_delete(struct options *options)
+{
+    return with_client(options, groups_delete_run);
+}
+
+static int hubs_delete_run(struct client *client, struct options *options)
+{
+    return delete_collection(client, options, &HUBS);
+}
+
+static int command_hubs_delete(struct options *options)
+{
+    return with_client(options, hubs_delete_run);
+}
+
+/* ---- the store read directly (--data DIR) ---- */
+
+/* Client-side filters of the offline lists, the same the API applies. */
+struct filters {
+    char device_id[UUID_STRING_LENGTH + 1];
+    char group_id[UUID_STRING_LENGTH + 1];
+    char record_id[UUID_STRING_LENGTH + 1];
+    const char *serial;
+    const char *since;
+    const char *until;
+};
+
+static bool filter_matches(const char *wanted, json_t *object, const char *key)
+{
+    const char *value = json_string_value(json_object_get(object, key));
+    return wanted == NULL || wanted[0] == '\0' || (value != NULL && strcasecmp(value, wanted) == 0);
+}
+
+static bool within_window(const struct filters *filters, json_t *entry)
+{
+    const char *issued_at = json_string_value(json_object_get(entry, "issuedAt"));
+
+    if (issued_at == NULL)
+        return filters->since == NULL && filters->until == NULL;
+    return (filters->since == NULL || strcmp(issued_at, filters->since) >= 0) &&
+           (filters->until == NULL || strcmp(issued_at, filters->until) < 0);
+}
+
+struct offline_scan {
+    struct sink *sink;
+    const struct filters *filters;
+    char record_id[128];
+    json_t *parts; /* part name -> value, for record_id */
+    size_t unreadable;
+};
+
+static struct store *open_store(const char *name, const char *dir)
+{
+    char err[512] = "";
+    struct store *store = store_open_readonly(dir, err, sizeof(err));
+
+    if (store == NULL)
+        fprintf(stderr,
+                "dpsctl %s: cannot open the store in %s: %s (--data must name the daemon's "
+                "dataDir)\n",
+                name, dir, err);
+    return store;
+}
+
+/* Top-level fields first, then the steps in the order devices run them, then anything else. */
+static json_t *merge_record(const char *record_id, json_t *parts)
+{
+    json_t *record = json_object();
+    json_t *top = json_object_get(parts, "record");
+    const char *key;
+    json_t *value;
+
+    if (record == NULL)
+        return NULL;
+    json_object_set_new(record, "id", json_string(record_id));
+    if (json_is_object(top))
+        json_object_update(record, top);
+    for (size_t i = 0; i < RECORD_STEP_COUNT; i++) {
+        value = json_object_get(parts, RECORD_STEPS[i]);
+        if (value != NULL)
+            json_object_set(record, RECORD_STEPS[i], value);
+    }
+    json_object_foreach(parts, key, value)
+    {
+        if (strcmp(key, "record") != 0 && json_object_get(record, key) == NULL)
+            json_object_set(record, key, value);
+    }
+    return record;
+}
+
+static void flush_record(struct offline_scan *scan)
+{
+    json_t *record;
+
+    if (scan->parts == NULL)
+        return;
+    record = merge_record(scan->record_id, scan->parts);
+    json_decref(scan->parts);
+    scan->parts = NULL;
+    if (record != NULL && filter_matches(scan->filters->device_id, record, "deviceId") &&
+        filter_matches(scan->filters->group_id, record, "enrollmentGroupId"))
+        sink_put(scan->sink, record);
+    json_decref(record);
+}
+
+static int record_part(void *user, const char *key, size_t key_length, const char *value,
+                       size_t value_length)
+{
+    struct offline_scan *scan = user;
+    const char *slash = memchr(key, '/', key_length);
+    size_t id_length = slash != NULL ? (size_t)(slash - key) : key_length;
+    char part[64];
+    json_t *parsed;
+
+    if (slash == NULL || id_length >= sizeof(scan->record_id) ||
+        key_length - id_length - 1 >= sizeof(part)) {
+        scan->unreadable++;
+        return 0;
+    }
+    if (scan->parts != NULL &&
+        (strlen(scan->record_id) != id_length || memcmp(scan->record_id, key, id_length) != 0))
+        flush_record(scan);
+    if (scan->parts == NULL) {
+        memcpy(scan->record_id, key, id_length);
+        scan->record_id[id_length] = '\0';
+        if ((scan->parts = json_object()) == NULL)
+            return 1;
+    }
+    memcpy(part, slash + 1, key_length - id_length - 1);
+    part[key_length - id_length - 1] = '\0';
+    parsed = json_loadb(value, value_length, 0, NULL);
+    if (parsed == NULL) {
+        scan->unreadable++;
+        return 0;
+    }
+    json_object_set_new(scan->parts, part, parsed);
+    return 0;
+}
+
+static int issuance_entry(void *user, const char *key, size_t key_length, const char *value,
+                          size_t value_length)
+{
+    struct offline_scan *scan = user;
+    json_t *entry = json_loadb(value, value_length, 0, NULL);
+
+    if (!json_is_object(entry)) {
+        json_decref(entry);
+        scan->unreadable++;
+        return 0;
+    }
+    if (json_object_get(entry, "serial") == NULL)
+        json_object_set_new(entry, "serial", json_stringn(key, key_length));
+    if (filter_matches(scan->filters->device_id, entry, "deviceId") &&
+        filter_matches(scan->filters->serial, entry, "serial") &&
+        within_window(scan->filters, entry))
+        sink_put(scan->sink, entry);
+    json_decref(entry);
+    return 0;
+}
+
+/* Bindings: device id -> record id, the value as UUID text (or a JSON string). */
+static int binding_entry(void *user, const char *key, size_t key_length, const char *value,
+                         size_t value_length)
+{
+    struct offline_scan *scan = user;
+    json_t *record_id = NULL;
+    json_t *entry;
+
+    if (value_length > 0 && value[0] == '"')
+        record_id = json_loadb(value, value_length, JSON_DECODE_ANY, NULL);
+    if (!json_is_string(record_id)) {
+        json_decref(record_id);
+        record_id = json_stringn(value, value_length);
+    }
+    entry = record_id != NULL
+                ? json_pack("{s:s%, s:o}", "deviceId", key, key_length, "recordId", record_id)
+                : NULL;
+    if (entry == NULL)
+        return 1;
+    if (filter_matches(scan->filters->device_id, entry, "deviceId"))
+        sink_put(scan->sink, entry);
+    json_decref(entry);
+    return 0;
+}
+
+static int block_entry(void *user, const char *key, size_t key_length, const char *value,
+                       size_t value_length)
+{
+    struct offline_scan *scan = user;
+    json_t *entry = json_loadb(value, value_length, 0, NULL);
+
+    if (!json_is_object(entry)) {
+        json_decref(entry);
+        scan->unreadable++;
+        return 0;
+    }
+    if (json_object_get(entry, "id") == NULL)
+        json_object_set_new(entry, "id", json_stringn(key, key_length));
+    sink_put(scan->sink, entry);
+    json_decref(entry);
+    return 0;
+}
+
+static int offline_list(const struct options *options, enum store_family family,
+                        const struct filters *filters, struct sink *sink)
+{
+    struct offline_scan scan = {.sink = sink, .filters = filters};
+    const char *dir = options->value[OPT_DATA];
+    char prefix[UUID_STRING_LENGTH + 2] = "";
+    int (*fn)(void *, const char *, size_t, const char *, size_t) =
+        family == STORE_RECORDS    ? record_part
+        : family == STORE_ISSUANCE ? issuance_entry
+        : family == STORE_BINDINGS ? binding_entry
+                                   : block_entry;
+    struct store *store = open_store(options->name, dir);
+    int status;
+
+    if (store == NULL)
+        return EXIT_REFUSED;
+    if (family == STORE_RECORDS && filters->record_id[0] != '\0')
+        snprintf(prefix, sizeof(prefix), "%s/", filters->record_id);
+    status = store_scan(store, family, prefix, strlen(prefix), fn, &scan);
+    if (family == STORE_RECORDS)
+        flush_record(&scan);
+    json_decref(scan.parts);
+    store_close(store);
+    sink_end(sink);
+    if (status != STORE_OK) {
+        fprintf(stderr, "dpsctl %s: reading the store in %s failed\n", options->name, dir);
+        return EXIT_REFUSED;
+    }
+    if (scan.unreadable > 0)
+        fprintf(stderr, "dpsctl %s: %zu unreadable entries skipped\n", options->name,
+                scan.unreadable);
+    return EXIT_OK;
+}
+
+/* ---- records, issuance, bindings, blocklist ---- */
+
+static int read_filters(const struct options *options, struct filters *filters)
+{
+    memset(filters, 0, sizeof(*filters));
+    if (check_uuid_option(options, OPT_DEVICE, "--device", filters->device_id) != EXIT_OK ||
+        check_uuid_option(options, OPT_GROUP, "--group", filters->group_id) != EXIT_OK ||
+        check_uuid_option(options, OPT_ID, "--id", filters->record_id) != EXIT_OK)
+        return EXIT_USAGE;
+    filters->serial = options->value[OPT_SERIAL];
+    filters->since = options->value[OPT_SINCE];
+    filters->until = options->value[OPT_UNTIL];
+    return EXIT_OK;
+}
+
+/* The API path of a list with the filters as query parameters. */
+static void filtered_path(CURL *curl, const char *base, const struct filters *filters, char *path,
+                          size_t length)
+{
+    snprintf(path, length, "%s", base);
+    if (filters->record_id[0] != '\0')
+        query_add(curl, path, length, "idFilter", filters->record_id);
+    if (filters->device_id[0] != '\0')
+        query_add(curl, path, length, "deviceIdFilter", filters->device_id);
+    if (filters->group_id[0] != '\0')
+        query_add(curl, path, length, "enrollmentGroupIdFilter", filters->group_id);
+    query_add(curl, path, length, "serialFilter", filters->serial);
+    query_add(curl, path, length, "since", filters->since);
+    query_add(curl, path, length, "until", filters->until);
+}
+
+/* A list from the API, or from the store with --data. */
+static int run_list(struct options *options, const char *api_path, enum store_family family,
+                    const struct view *view)
+{
+    struct filters filters;
+    struct sink sink = {.table = {.view = view},
+                        .json = options->given[OPT_JSON],
+                        .quiet_when_empty = options->value[OPT_ID] != NULL};
+    struct client client;
+    char path[2048];
+    int code;
+
+    if (read_filters(options, &filters) != EXIT_OK)
+        return EXIT_USAGE;
+    if (options->value[OPT_DATA] != NULL) {
+        if ((options->given[OPT_API] || options->given[OPT_TOKEN_FILE] ||
+             options->given[OPT_CACERT]))
+            return usage_error(NULL, options->name, "--data reads the store; it takes no --api",
+                               NULL);
+        code = offline_list(options, family, &filters, &sink);
+    } else if ((code = client_open(&client, options)) == EXIT_OK) {
+        filtered_path(client.curl, api_path, &filters, path, sizeof(path));
+        code = client_list(&client, path, &sink);
+        client_close(&client);
+    } else {
+        client_close(&client);
+    }
+    if (code == EXIT_OK && filters.record_id[0] != '\0' && sink.count == 0) {
+        fprintf(stderr, "dpsctl %s: no provisioning record %s\n", options->name, filters.record_id);
+        return EXIT_NOT_FOUND;
+    }
+    return code;
+}
+
+static int command_records_list(struct options *options)
+{
+    return run_list(options, "/api/v1/provisioning-records", STORE_RECORDS, &RECORD_VIEW);
+}
+
+static int command_issuance_list(struct options *options)
+{
+    return run_list(options, "/api/v1/issuance", STORE_ISSUANCE, &ISSUANCE_VIEW);
+}
+
+static int command_bindings_list(struct options *options)
+{
+    return run_list(options, "/api/v1/bindings", STORE_BINDINGS, &BINDING_VIEW);
+}
+
+static int command_blocklist_list(struct options *options)
+{
+    return run_list(options, "/api/v1/blocklist", STORE_BLOCKLIST, &BLOCK_VIEW);
+}
+
+/* records tail: each poll compares every record with what the last poll saw. */
+struct tail {
+    json_t *seen; /* record id -> its compact JSON text */
+    bool first;
+    bool json;
+    unsigned long changes;
+    unsigned long limit; /* 0: no limit */
+};
+
+static bool tail_result(void *user, json_t *record)
+{
+    struct tail *tail = user;
+    const char *id = json_string_value(json_object_get(record, "id"));
+    char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
+    const char *before = id != NULL ? json_string_value(json_object_get(tail->seen, id)) : NULL;
+    const char *event = tail->first ? "present" : before == NULL ? "new" : "changed";
+
+    if (id == NULL || text == NULL || (before != NULL && strcmp(before, text) == 0)) {
+        free(text);
+        return true;
+    }
+    json_object_set_new(tail->seen, id, json_string(text));
+    free(text);
+    if (tail->json) {
+        print_json_line("result", record);
+    } else {
+        char *cells[MAX_COLUMNS + 1];
+        size_t widths[MAX_COLUMNS + 1];
+        struct view view = {RECORD_VIEW.columns + 1, {NULL}, {0}, NULL};
+        cells[0] = strdup(event);
+        widths[0] = 7;
+        RECORD_VIEW.cells(record, cells + 1);
+        for (size_t i = 0; i < RECORD_VIEW.columns; i++)
+            widths[i + 1] = (size_t)RECORD_VIEW.min_widths[i];
+        print_row(&view, cells, widths);
+        for (size_t i = 0; i < view.columns; i++)
+            free(cells[i]);
+    }
+    if (!tail->first)
+        tail->changes++;
+    return tail->limit == 0 || tail->changes < tail->limit;
+}
+
+static int records_tail_run(struct client *client, struct options *options)
+{
+    struct filters filters;
+    struct tail tail = {.seen = json_object(), .first = true, .json = options->given[OPT_JSON]};
+    double interval = 2;
+    char path[2048];
+    char *end;
+    int code = EXIT_OK;
+
+    if (read_filters(options, &filters) != EXIT_OK)
+        return EXIT_USAGE;
+    if (options->value[OPT_INTERVAL] != NULL) {
+        errno = 0;
+        interval = strtod(options->value[OPT_INTERVAL], &end);
+        if (errno != 0 || end == options->value[OPT_INTERVAL] || *end != '\0' || interval < 0.1 ||
+            interval > 3600) {
+            json_decref(tail.seen);
+            fprintf(stderr, "dpsctl %s: --interval must be seconds from 0.1 to 3600, not \"%s\"\n",
+                    options->name, options->value[OPT_INTERVAL]);
+            return EXIT_USAGE;
+        }
+    }
+    if (options->value[OPT_COUNT] != NULL &&
+        (!parse_unsigned(options->value[OPT_COUNT], ULONG_MAX, &tail.limit) || tail.limit == 0)) {
+        json_decref(tail.seen);
+        fprintf(stderr, "dpsctl %s: --count must be a positive number, not \"%s\"\n", options->name,
+                options->value[OPT_COUNT]);
+        return EXIT_USAGE;
+    }
+    filtered_path(client->curl, "/api/v1/provisioning-records", &filters, path, sizeof(path));
+    if (!tail.json) {
+        printf("%-7s  ", "EVENT");
+        for (size_t i = 0; i < RECORD_VIEW.columns; i++)
+            printf(i + 1 < RECORD_VIEW.columns ? "%-*s  " : "%-*s\n", RECORD_VIEW.min_widths[i],
+                   RECORD_VIEW.headers[i]);
+    }
+    for (;;) {
+        struct exchange exchange = {.on_result = tail_result, .user = &tail};
+        code = client_call(client, "GET", path, NULL, &exchange);
+        exchange_clear(&exchange);
+        fflush(stdout);
+        tail.first = false;
+        if (code != EXIT_OK || (tail.limit > 0 && tail.changes >= tail.limit))
+            break;
+        struct timespec pause = {(time_t)interval,
+                                 (long)((interval - (double)(time_t)interval) * 1e9)};
+        while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
+            ;
+    }
+    json_decref(tail.seen);
+    return code;
+}
+
+static int command_records_tail(struct options *options)
+{
+    return with_client(options, records_tail_run);
+}
+
+/* SHA-256 of a certificate file's DER SubjectPublicKeyInfo, as 64 hex digits. */
+static bool public_key_sha256(const char *path, char out[65], char *err, size_t err_length)
+{
+    FILE *file = fopen(path, "rb");
+    X509 *cert = file != NULL ? PEM_read_X509(file, NULL, NULL, NULL) : NULL;
+    unsigned char *der = NULL;
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned digest_length = 0;
+    int length = cert != NULL ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der) : -1;
+    bool ok = length > 0 &&
+              EVP_Digest(der, (size_t)length, digest, &digest_length, EVP_sha256(), NULL) == 1;
+
+    if (file == NULL)
+        snprintf(err, err_length, "cannot read %s: %s", path, strerror(errno));
+    else if (!ok)
+        snprintf(err, err_length, "%s: not a PEM certificate", path);
+    for (unsigned i = 0; ok && i < digest_length; i++)
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+    OPENSSL_free(der);
+    X509_free(cert);
+    if (file != NULL)
+        fclose(file);
+    return ok;
+}
+
+static int block_run(struct client *client, struct options *options)
+{
+    const char *serial = options->value[OPT_SERIAL];
+    const char *issuer = options->value[OPT_ISSUER];
+    const char *key = options->value[OPT_PUBLIC_KEY];
+    const char *cert = options->value[OPT_CERT];
+    int forms = (options->value[OPT_DEVICE] != NULL) + (serial != NULL || issuer != NULL) +
+                (key != NULL) + (cert != NULL);
+    char device[UUID_STRING_LENGTH + 1];
+    char digest[65];
+    char err[PATH_MAX + 64];
+    json_t *request = json_object();
+    json_t *entry;
+    int code;
+
+    if (forms != 1 || (serial != NULL) != (issuer != NULL)) {
+        json_decref(request);
+        fprintf(stderr,
+                "dpsctl %s: name one device: --device ID, or --serial HEX with --issuer DN, or "
+                "--public-key-sha256 HEX, or --cert FILE\n",
+                options->name);
+        return EXIT_USAGE;
+    }
+    if (options->value[OPT_DEVICE] != NULL) {
+        if (check_uuid_option(options, OPT_DEVICE, "--device", device) != EXIT_OK) {
+            json_decref(request);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(request, "deviceId", json_string(device));
+    } else if (serial != NULL) {
+        if (!is_hex(serial, strlen(serial)) || issuer[0] == '\0') {
+            json_decref(request);
+            fprintf(stderr,
+                    "dpsctl %s: --serial must be hex digits (as `openssl x509 -serial` prints "
+                    "them) and --issuer the issuer DN, not empty\n",
+                    options->name);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(request, "serial", json_string(serial));
+        json_object_set_new(request, "issuer", json_string(issuer));
+    } else if (key != NULL) {
+        if (!is_hex(key, 64)) {
+            json_decref(request);
+            fprintf(stderr, "dpsctl %s: --public-key-sha256 must be 64 hex digits, not \"%s\"\n",
+                    options->name, key);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(request, "publicKeySha256", json_string(key));
+    } else {
+        if (!public_key_sha256(cert, digest, err, sizeof(err))) {
+            json_decref(request);
+            fprintf(stderr, "dpsctl %s: --cert: %s\n", options->name, err);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(request, "publicKeySha256", json_string(digest));
+    }
+    if (options->value[OPT_REASON] != NULL)
+        json_object_set_new(request, "reason", json_string(options->value[OPT_REASON]));
+    entry = client_document(client, "POST", "/api/v1/blocklist", request, &code);
+    json_decref(request);
+    if (entry == NULL)
+        return code;
+    if (options->given[OPT_JSON]) {
+        char *text = json_dumps(entry, JSON_COMPACT);
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+    } else {
+        struct sink sink = {.table = {.view = &BLOCK_VIEW}};
+        printf("blocked; lift it with: dpsctl unblock %s\n",
+               json_string_value(json_object_get(entry, "id")) ?: "?");
+        sink_put(&sink, entry);
+        sink_end(&sink);
+    }
+    json_decref(entry);
+    return EXIT_OK;
+}
+
+static int command_block(struct options *options)
+{
+    return with_client(options, block_run);
+}
+
+static int unblock_run(struct client *client, struct options *options)
+{
+    return delete_by_filter(client, options, "/api/v1/blocklist", "idFilter", options->argument,
+                            "blocklist entry");
+}
+
+static int command_unblock(struct options *options)
+{
+    return with_client(options, unblock_run);
+}
+
+static int bindings_release_run(struct client *client, struct options *options)
+{
+    char device[UUID_STRING_LENGTH + 1];
+
+    if (!parse_uuid_argument(options->argument, device)) {
+        fprintf(stderr, "dpsctl %s: \"%s\" is not a device id (a UUID)\n", options->name,
+                options->argument);
+        return EXIT_USAGE;
+    }
+    return delete_by_filter(client, options, "/api/v1/bindings", "deviceIdFilter", device,
+                            "binding of device");
+}
+
+static int command_bindings_release(struct options *options)
+{
+    return with_client(options, bindings_release_run);
+}
+
+/* ---- pki and token ---- */
 
 /* The pki command: which files existed before, to say what was created and what kept. */
 static const char *const PKI_FILES[] = {
@@ -252,35 +2114,36 @@ static bool device_exists(const char *dir, unsigned index)
     return access(path, F_OK) == 0;
 }
 
-static int command_pki(int argc, char **argv)
+static int command_pki(struct options *options)
 {
-    struct options options;
-    int code = parse_options(argc, argv, OPTION_POSITIONAL | OPTION_DEVICES, USAGE_PKI, &options);
     bool existed[PKI_FILE_COUNT];
     bool *device_existed;
+    unsigned long count = DEFAULT_DEVICE_COUNT;
     unsigned created = 0;
     unsigned kept = 0;
     unsigned devices_created = 0;
     char err[512];
-    const char *dir;
+    const char *dir = options->argument;
 
-    if (code >= 0)
-        return code;
-    dir = options.positional;
-    device_existed = calloc(options.device_count + 1, sizeof(*device_existed));
+    if (options->value[OPT_DEVICES] != NULL &&
+        !parse_unsigned(options->value[OPT_DEVICES], MAX_DEVICE_COUNT, &count))
+        return usage_error(find_command("pki", NULL), "pki",
+                           "--devices must be a number from 0 to 1000000",
+                           options->value[OPT_DEVICES]);
+    device_existed = calloc(count + 1, sizeof(*device_existed));
     if (device_existed == NULL) {
         fprintf(stderr, "dpsctl pki: out of memory\n");
-        return EXIT_RUNTIME;
+        return EXIT_REFUSED;
     }
     for (size_t i = 0; i < PKI_FILE_COUNT; i++)
         existed[i] = path_exists(dir, PKI_FILES[i]);
-    for (unsigned index = 1; index <= options.device_count; index++)
+    for (unsigned index = 1; index <= count; index++)
         device_existed[index] = device_exists(dir, index);
 
-    if (pki_generate(dir, options.device_count, err, sizeof(err)) != 0) {
+    if (pki_generate(dir, (unsigned)count, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsctl pki: %s\n", err);
         free(device_existed);
-        return EXIT_RUNTIME;
+        return EXIT_REFUSED;
     }
 
     for (size_t i = 0; i < PKI_FILE_COUNT; i++) {
@@ -290,448 +2153,205 @@ static int command_pki(int argc, char **argv)
         else
             created++;
     }
-    for (unsigned index = 1; index <= options.device_count; index++)
+    for (unsigned index = 1; index <= count; index++)
         devices_created += device_existed[index] ? 0 : 1;
     free(device_existed);
-    if (options.device_count > 0)
-        printf("%-8s devices/device-%04u .. device-%04u (.pem/.key): %u created, %u kept\n",
-               "devices", 1u, options.device_count, devices_created,
-               options.device_count - devices_created);
-    printf("PKI in %s: %u files created, %u kept; %u devices created, %u kept\n", dir, created,
-           kept, devices_created, options.device_count - devices_created);
-    return EXIT_OK;
-}
-
-static struct store *open_store(const char *command, const char *dir)
-{
-    char err[512] = "";
-    struct store *store = store_open_readonly(dir, err, sizeof(err));
-
-    if (store == NULL)
-        fprintf(stderr,
-                "dpsctl %s: cannot open the store in %s: %s (--data must name the daemon's "
-                "dataDir)\n",
-                command, dir, err);
-    return store;
-}
-
-static void print_json_result(json_t *value)
-{
-    json_t *wrapper = json_pack("{sO}", "result", value);
-    char *text = wrapper != NULL ? json_dumps(wrapper, JSON_COMPACT) : NULL;
-
-    if (text != NULL)
-        printf("%s\n", text);
-    free(text);
-    json_decref(wrapper);
-}
-
-/* A field as table text: strings as they are, numbers printed, anything else "-". */
-static const char *field_text(json_t *object, const char *key, char *buffer, size_t length)
-{
-    json_t *value = json_object_get(object, key);
-
-    if (json_is_string(value))
-        return json_string_value(value)[0] != '\0' ? json_string_value(value) : "-";
-    if (json_is_integer(value)) {
-        snprintf(buffer, length, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
-        return buffer;
-    }
-    return "-";
-}
-
-/* Records: the store keeps one key per part; the reader merges them. */
-static const char *const RECORD_STEPS[] = {"plgdTime", "ownership", "cloud", "credential", "acl"};
-#define RECORD_STEP_COUNT (sizeof(RECORD_STEPS) / sizeof(*RECORD_STEPS))
-static const char *const RECORD_STEP_HEADERS[RECORD_STEP_COUNT] = {"PLGDTIME", "OWNERSHIP", "CLOUD",
-                                                                   "CREDENTIAL", "ACL"};
-
-struct record_scan {
-    const struct options *options;
-    char record_id[128];
-    json_t *parts; /* part name -> value, for record_id */
-    size_t printed;
-    size_t skipped_parts;
-};
-
-/* Top-level fields first, then the steps in the order devices run them, then anything else. */
-static json_t *merge_record(const char *record_id, json_t *parts)
-{
-    static const char *const order[] = {"plgdTime",   "ownership", "cloud",
-                                        "credential", "acl",       "resources"};
-    json_t *record = json_object();
-    json_t *top = json_object_get(parts, "record");
-    const char *key;
-    json_t *value;
-
-    if (record == NULL)
-        return NULL;
-    json_object_set_new(record, "id", json_string(record_id));
-    if (json_is_object(top))
-        json_object_update(record, top);
-    for (size_t i = 0; i < sizeof(order) / sizeof(*order); i++) {
-        value = json_object_get(parts, order[i]);
-        if (value != NULL)
-            json_object_set(record, order[i], value);
-    }
-    json_object_foreach(parts, key, value)
-    {
-        if (strcmp(key, "record") != 0 && json_object_get(record, key) == NULL)
-            json_object_set(record, key, value);
-    }
-    return record;
-}
-
-static void format_coap_code(json_t *step, char *out, size_t length)
-{
-    json_t *code = json_object_get(json_object_get(step, "status"), "coapCode");
-    json_int_t value;
-
-    if (!json_is_integer(code)) {
-        snprintf(out, length, "-");
-        return;
-    }
-    value = json_integer_value(code);
-    snprintf(out, length, "%d.%02d", (int)((value >> 5) & 7), (int)(value & 31));
-}
-
-static void print_record_header(void)
-{
-    printf("%-36s  %-36s  %-36s", "RECORD ID", "DEVICE ID", "GROUP");
-    for (size_t i = 0; i < RECORD_STEP_COUNT; i++)
-        printf("  %-*s", i + 1 < RECORD_STEP_COUNT ? (int)strlen(RECORD_STEP_HEADERS[i]) : 0,
-               RECORD_STEP_HEADERS[i]);
-    printf("\n");
-}
-
-static void print_record_row(json_t *record)
-{
-    char buffer[32];
-    char code[16];
-
-    printf("%-36s", field_text(record, "id", buffer, sizeof(buffer)));
-    printf("  %-36s", field_text(record, "deviceId", buffer, sizeof(buffer)));
-    printf("  %-36s", field_text(record, "enrollmentGroupId", buffer, sizeof(buffer)));
-    for (size_t i = 0; i < RECORD_STEP_COUNT; i++) {
-        format_coap_code(json_object_get(record, RECORD_STEPS[i]), code, sizeof(code));
-        if (i + 1 < RECORD_STEP_COUNT)
-            printf("  %-*s", (int)strlen(RECORD_STEP_HEADERS[i]), code);
-        else
-            printf("  %s", code);
-    }
-    printf("\n");
-}
-
-static void flush_record(struct record_scan *scan)
-{
-    json_t *record;
-    char buffer[32];
-
-    if (scan->parts == NULL)
-        return;
-    record = merge_record(scan->record_id, scan->parts);
-    json_decref(scan->parts);
-    scan->parts = NULL;
-    if (record == NULL)
-        return;
-    if (scan->options->device_id[0] == '\0' ||
-        strcmp(field_text(record, "deviceId", buffer, sizeof(buffer)), scan->options->device_id) ==
-            0) {
-        if (scan->options->json)
-            print_json_result(record);
-        else
-            print_record_row(record);
-        scan->printed++;
-    }
-    json_decref(record);
-}
-
-static int record_part(void *user, const char *key, size_t key_length, const char *value,
-                       size_t value_length)
-{
-    struct record_scan *scan = user;
-    const char *slash = memchr(key, '/', key_length);
-    size_t id_length = slash != NULL ? (size_t)(slash - key) : key_length;
-    char part[64];
-    json_t *parsed;
-
-    if (slash == NULL || id_length >= sizeof(scan->record_id) ||
-        key_length - id_length - 1 >= sizeof(part)) {
-        scan->skipped_parts++;
-        return 0;
-    }
-    if (scan->parts != NULL &&
-        (strlen(scan->record_id) != id_length || memcmp(scan->record_id, key, id_length) != 0))
-        flush_record(scan);
-    if (scan->parts == NULL) {
-        memcpy(scan->record_id, key, id_length);
-        scan->record_id[id_length] = '\0';
-        scan->parts = json_object();
-        if (scan->parts == NULL)
-            return 1;
-    }
-    memcpy(part, slash + 1, key_length - id_length - 1);
-    part[key_length - id_length - 1] = '\0';
-    parsed = json_loadb(value, value_length, 0, NULL);
-    if (parsed == NULL) {
-        scan->skipped_parts++;
-        return 0;
-    }
-    json_object_set_new(scan->parts, part, parsed);
-    return 0;
-}
-
-static int command_records(int argc, char **argv)
-{
-    struct options options;
-    int code = parse_options(argc, argv, OPTION_DATA | OPTION_DEVICE | OPTION_ID | OPTION_JSON,
-                             USAGE_RECORDS, &options);
-    struct record_scan scan = {.options = &options};
-    char prefix[UUID_STRING_LENGTH + 2] = "";
-    struct store *store;
-    int status;
-
-    if (code >= 0)
-        return code;
-    store = open_store("records", options.data_dir);
-    if (store == NULL)
-        return EXIT_RUNTIME;
-    if (options.record_id[0] != '\0')
-        snprintf(prefix, sizeof(prefix), "%s/", options.record_id);
-    if (!options.json)
-        print_record_header();
-    status = store_scan(store, STORE_RECORDS, prefix, strlen(prefix), record_part, &scan);
-    flush_record(&scan);
-    store_close(store);
-    if (status != STORE_OK) {
-        fprintf(stderr, "dpsctl records: reading the store in %s failed\n", options.data_dir);
-        return EXIT_RUNTIME;
-    }
-    if (scan.skipped_parts > 0)
-        fprintf(stderr, "dpsctl records: %zu unreadable record parts skipped\n",
-                scan.skipped_parts);
-    if (options.record_id[0] != '\0' && scan.printed == 0) {
-        fprintf(stderr, "dpsctl records: no provisioning record %s%s%s\n", options.record_id,
-                options.device_id[0] != '\0' ? " for device " : "", options.device_id);
-        return EXIT_RUNTIME;
-    }
-    return EXIT_OK;
-}
-
-/* Issuance log entries, one JSON document per serial. */
-struct issuance_scan {
-    const struct options *options;
-    size_t unreadable;
-};
-
-static int issuance_entry(void *user, const char *key, size_t key_length, const char *value,
-                          size_t value_length)
-{
-    struct issuance_scan *scan = user;
-    json_t *entry = json_loadb(value, value_length, 0, NULL);
-    char buffers[5][32];
-
-    if (!json_is_object(entry)) {
-        json_decref(entry);
-        scan->unreadable++;
-        return 0;
-    }
-    if (json_object_get(entry, "serial") == NULL)
-        json_object_set_new(entry, "serial", json_stringn(key, key_length));
-    if (scan->options->device_id[0] == '\0' ||
-        strcmp(field_text(entry, "deviceId", buffers[0], sizeof(buffers[0])),
-               scan->options->device_id) == 0) {
-        if (scan->options->json)
-            print_json_result(entry);
-        else
-            printf("%-40s  %-36s  %-36s  %-20s  %s\n",
-                   field_text(entry, "serial", buffers[0], sizeof(buffers[0])),
-                   field_text(entry, "deviceId", buffers[1], sizeof(buffers[1])),
-                   field_text(entry, "recordId", buffers[2], sizeof(buffers[2])),
-                   field_text(entry, "issuedAt", buffers[3], sizeof(buffers[3])),
-                   field_text(entry, "notAfter", buffers[4], sizeof(buffers[4])));
-    }
-    json_decref(entry);
-    return 0;
-}
-
-static int command_issuance(int argc, char **argv)
-{
-    struct options options;
-    int code = parse_options(argc, argv, OPTION_DATA | OPTION_DEVICE | OPTION_JSON, USAGE_ISSUANCE,
-                             &options);
-    struct issuance_scan scan = {.options = &options};
-    struct store *store;
-    int status;
-
-    if (code >= 0)
-        return code;
-    store = open_store("issuance", options.data_dir);
-    if (store == NULL)
-        return EXIT_RUNTIME;
-    if (!options.json)
-        printf("%-40s  %-36s  %-36s  %-20s  %s\n", "SERIAL", "DEVICE ID", "RECORD ID", "ISSUED AT",
-               "NOT AFTER");
-    status = store_scan(store, STORE_ISSUANCE, "", 0, issuance_entry, &scan);
-    store_close(store);
-    if (status != STORE_OK) {
-        fprintf(stderr, "dpsctl issuance: reading the store in %s failed\n", options.data_dir);
-        return EXIT_RUNTIME;
-    }
-    if (scan.unreadable > 0)
-        fprintf(stderr, "dpsctl issuance: %zu unreadable entries skipped\n", scan.unreadable);
-    return EXIT_OK;
-}
-
-/* Bindings: device id -> record id, the value as UUID text (or a JSON string). */
-static int binding_entry(void *user, const char *key, size_t key_length, const char *value,
-                         size_t value_length)
-{
-    const struct options *options = user;
-    json_t *record_id = NULL;
-    json_t *entry;
-
-    if (value_length > 0 && value[0] == '"')
-        record_id = json_loadb(value, value_length, JSON_DECODE_ANY, NULL);
-    if (!json_is_string(record_id)) {
-        json_decref(record_id);
-        record_id = json_stringn(value, value_length);
-    }
-    entry = json_object();
-    if (entry == NULL || record_id == NULL) {
-        json_decref(entry);
-        json_decref(record_id);
-        return 1;
-    }
-    json_object_set_new(entry, "deviceId", json_stringn(key, key_length));
-    json_object_set_new(entry, "recordId", record_id);
-    if (options->json)
-        print_json_result(entry);
-    else
-        printf("%-36s  %s\n", json_string_value(json_object_get(entry, "deviceId")),
-               json_string_value(json_object_get(entry, "recordId")));
-    json_decref(entry);
-    return 0;
-}
-
-static int command_bindings(int argc, char **argv)
-{
-    struct options options;
-    int code = parse_options(argc, argv, OPTION_DATA | OPTION_JSON, USAGE_BINDINGS, &options);
-    struct store *store;
-    int status;
-
-    if (code >= 0)
-        return code;
-    store = open_store("bindings", options.data_dir);
-    if (store == NULL)
-        return EXIT_RUNTIME;
-    if (!options.json)
-        printf("%-36s  %s\n", "DEVICE ID", "RECORD ID");
-    status = store_scan(store, STORE_BINDINGS, "", 0, binding_entry, &options);
-    store_close(store);
-    if (status != STORE_OK) {
-        fprintf(stderr, "dpsctl bindings: reading the store in %s failed\n", options.data_dir);
-        return EXIT_RUNTIME;
-    }
+    if (count > 0)
+        printf("%-8s devices/device-%04u .. device-%04lu (.pem/.key): %u created, %lu kept\n",
+               "devices", 1u, count, devices_created, count - devices_created);
+    printf("PKI in %s: %u files created, %u kept; %u devices created, %lu kept\n", dir, created,
+           kept, devices_created, count - devices_created);
     return EXIT_OK;
 }
 
 /* The token command: an operator token for the management API. */
-static int command_token(int argc, char **argv)
+static int command_token(struct options *options)
 {
-    static const struct option long_options[] = {
-        {"key", required_argument, NULL, 'k'},
-        {"owner", required_argument, NULL, 'o'},
-        {"expires-in", required_argument, NULL, 'e'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *key_file = NULL;
-    const char *owner = NULL;
+    const char *key_file = options->value[OPT_KEY];
+    const char *owner = options->value[OPT_OWNER];
+    const char *lifetime = options->value[OPT_EXPIRES_IN];
     long lifetime_s = 365L * 24 * 3600;
     char *end;
     char err[512] = "";
-    int option;
+    char *token;
 
-    opterr = 0;
-    optind = 1;
-    while ((option = getopt_long(argc, argv, ":h", long_options, NULL)) != -1) {
-        switch (option) {
-        case 'k':
-            key_file = optarg;
-            break;
-        case 'o':
-            owner = optarg;
-            break;
-        case 'e':
-            errno = 0;
-            lifetime_s = strtol(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || lifetime_s > 100L * 365 * 86400 ||
-                lifetime_s < -100L * 365 * 86400)
-                return usage_error(USAGE_TOKEN, "token", "--expires-in must be a number of seconds",
-                                   optarg);
-            break;
-        case 'h':
-            fputs(USAGE_TOKEN, stdout);
-            return EXIT_OK;
-        case ':':
-            return usage_error(USAGE_TOKEN, "token", "option needs a value", argv[optind - 1]);
-        default:
-            return usage_error(USAGE_TOKEN, "token", "unknown option", argv[optind - 1]);
-        }
+    if (lifetime != NULL) {
+        errno = 0;
+        lifetime_s = strtol(lifetime, &end, 10);
+        if (errno != 0 || end == lifetime || *end != '\0' || lifetime_s > 100L * 365 * 86400 ||
+            lifetime_s < -100L * 365 * 86400)
+            return usage_error(find_command("token", NULL), "token",
+                               "--expires-in must be a number of seconds", lifetime);
     }
-    if (optind < argc)
-        return usage_error(USAGE_TOKEN, "token", "unexpected argument", argv[optind]);
     if (key_file == NULL || owner == NULL || owner[0] == '\0')
-        return usage_error(USAGE_TOKEN, "token", "--key and --owner are required", NULL);
-    char *token = pki_operator_token(key_file, owner, lifetime_s, err, sizeof(err));
+        return usage_error(find_command("token", NULL), "token", "--key and --owner are required",
+                           NULL);
+    token = pki_operator_token(key_file, owner, lifetime_s, err, sizeof(err));
     if (token == NULL) {
         fprintf(stderr, "dpsctl token: %s\n", err);
-        return EXIT_RUNTIME;
+        return EXIT_REFUSED;
     }
     printf("%s\n", token);
     free(token);
     return EXIT_OK;
 }
 
-int main(int argc, char **argv)
-{
-    static const struct {
-        const char *name;
-        int (*run)(int argc, char **argv);
-    } commands[] = {
-        {"pki", command_pki},           {"records", command_records},
-        {"issuance", command_issuance}, {"bindings", command_bindings},
-        {"token", command_token},
-    };
-    int code = EXIT_USAGE;
-    bool found = false;
+/* ---- the command line ---- */
 
-    if (argc < 2) {
-        print_usage(stderr);
-        return EXIT_USAGE;
+static bool noun_has_verbs(const char *noun)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        if (strcmp(COMMANDS[i].noun, noun) == 0 && COMMANDS[i].verb != NULL)
+            return true;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
-        print_usage(stdout);
-        return EXIT_OK;
+    return false;
+}
+
+static const struct command *find_command(const char *noun, const char *verb)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        if (strcmp(COMMANDS[i].noun, noun) == 0 &&
+            (COMMANDS[i].verb == NULL ? verb == NULL
+                                      : verb != NULL && strcmp(COMMANDS[i].verb, verb) == 0))
+            return &COMMANDS[i];
     }
-    for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++) {
-        if (strcmp(argv[1], commands[i].name) == 0) {
-            code = commands[i].run(argc - 1, argv + 1);
-            found = true;
-            break;
+    return NULL;
+}
+
+/* Prints the usage of every command of a noun. */
+static void print_noun_help(const char *noun, FILE *out)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++) {
+        if (strcmp(COMMANDS[i].noun, noun) == 0)
+            fputs(COMMANDS[i].usage, out);
+    }
+}
+
+/*
+ * Parses the whole command line: the options (anywhere), then the command
+ * from the words left. Returns -1 to run *command, or the exit code.
+ */
+static int parse_command_line(int argc, char **argv, struct options *options,
+                              const struct command **command)
+{
+    char error[256] = "";
+    char name[64];
+    const char *words[8];
+    size_t word_count = 0;
+    bool help = false;
+    int option;
+    int index;
+
+    opterr = 0;
+    optind = 1;
+    while ((option = getopt_long(argc, argv, ":h", LONG_OPTIONS, &index)) != -1) {
+        if (option == 'h') {
+            help = true;
+        } else if (option == ':' || option == '?') {
+            if (error[0] == '\0')
+                snprintf(error, sizeof(error), "%s: %s", argv[optind - 1],
+                         option == ':' ? "needs a value" : "unknown option");
+        } else {
+            enum option_id id = (enum option_id)(option - 256);
+            options->given[id] = true;
+            options->value[id] = optarg;
+            if (id == OPT_HUB)
+                options->hubs[options->hub_count++] = optarg;
+            if (id == OPT_GATEWAY)
+                options->gateways[options->gateway_count++] = optarg;
         }
     }
-    if (!found) {
-        fprintf(stderr, "dpsctl: unknown command '%s'\n", argv[1]);
-        print_usage(stderr);
+    for (int i = optind; i < argc && word_count < sizeof(words) / sizeof(*words); i++)
+        words[word_count++] = argv[i];
+    if (word_count == 0) {
+        if (help) {
+            print_help(stdout);
+            return EXIT_OK;
+        }
+        print_help(stderr);
         return EXIT_USAGE;
     }
+    if (strcmp(words[0], "help") == 0) {
+        print_help(stdout);
+        return EXIT_OK;
+    }
+
+    /* The noun, the verb (list when a noun with verbs has none), the argument. */
+    const char *verb = NULL;
+    size_t used = 1;
+    if (noun_has_verbs(words[0])) {
+        if (word_count > 1 && find_command(words[0], words[1]) != NULL) {
+            verb = words[1];
+            used = 2;
+        } else if (word_count == 1 || words[1][0] == '\0') {
+            verb = "list";
+        } else {
+            fprintf(stderr, "dpsctl %s: unknown command '%s'; the %s commands are:\n", words[0],
+                    words[1], words[0]);
+            print_noun_help(words[0], stderr);
+            return EXIT_USAGE;
+        }
+    }
+    *command = find_command(words[0], verb);
+    if (*command == NULL) {
+        fprintf(stderr, "dpsctl: unknown command '%s'; `dpsctl --help` lists them\n", words[0]);
+        return EXIT_USAGE;
+    }
+    snprintf(name, sizeof(name), "%s%s%s", words[0], verb != NULL ? " " : "",
+             verb != NULL ? verb : "");
+    if (help) {
+        print_command_help(*command, stdout);
+        return EXIT_OK;
+    }
+    if (error[0] != '\0')
+        return usage_error(*command, name, error, NULL);
+    for (size_t id = 0; id < OPTION_COUNT; id++) {
+        if (options->given[id] && ((*command)->allowed & BIT(id)) == 0) {
+            char flag[40];
+            snprintf(flag, sizeof(flag), "--%s", LONG_OPTIONS[id].name);
+            return usage_error(*command, name, "option not accepted here", flag);
+        }
+    }
+    if ((*command)->argument != NULL) {
+        if (word_count <= used) {
+            char missing[64];
+            snprintf(missing, sizeof(missing), "missing %s", (*command)->argument);
+            return usage_error(*command, name, missing, NULL);
+        }
+        options->argument = words[used++];
+    }
+    if (word_count > used)
+        return usage_error(*command, name, "unexpected argument", words[used]);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options options = {0};
+    const struct command *command = NULL;
+    char name[64];
+    int code;
+
+    options.hubs = calloc((size_t)argc + 1, sizeof(*options.hubs));
+    options.gateways = calloc((size_t)argc + 1, sizeof(*options.gateways));
+    if (options.hubs == NULL || options.gateways == NULL) {
+        fprintf(stderr, "dpsctl: out of memory\n");
+        return EXIT_REFUSED;
+    }
+    code = parse_command_line(argc, argv, &options, &command);
+    if (code < 0) {
+        snprintf(name, sizeof(name), "%s%s%s", command->noun, command->verb != NULL ? " " : "",
+                 command->verb != NULL ? command->verb : "");
+        options.name = name;
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        code = command->run(&options);
+        curl_global_cleanup();
+    }
+    free(options.hubs);
+    free(options.gateways);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "dpsctl: writing the output failed: %s\n", strerror(errno));
-        return EXIT_RUNTIME;
+        return EXIT_REFUSED;
     }
     return code;
 }

@@ -26,6 +26,7 @@
 #include "control/config.h"
 #include "control/log.h"
 #include "control/plane.h"
+#include "control/privileges.h"
 #include "crypto/pki.h"
 #include "crypto/uuid.h"
 #include "store/store.h"
@@ -327,6 +328,10 @@ int main(int argc, char **argv)
     struct api *api = NULL;
     int status = 1;
     if (plane_start(plane, shard_count, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dpsd: %s\n", err);
+        goto out;
+    }
+    if (privileges_drop(settings, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
         goto out;
     }

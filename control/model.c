@@ -306,11 +306,70 @@ static int read_certificate_chain(struct reader *r, const json_t *x509, const ch
     return 0;
 }
 
+/* Every PEM block is a CRL that parses, and there is at least one. */
+static bool pem_is_crl_list(const char *text)
+{
+    BIO *bio = BIO_new_mem_buf(text, -1);
+    size_t count = 0;
+    bool valid = bio != NULL;
+    char *name = NULL;
+    char *header = NULL;
+    unsigned char *der = NULL;
+    long length = 0;
+
+    while (valid && PEM_read_bio(bio, &name, &header, &der, &length) == 1) {
+        const unsigned char *cursor = der;
+        X509_CRL *crl = NULL;
+        valid = strcmp(name, PEM_STRING_X509_CRL) == 0 &&
+                (crl = d2i_X509_CRL(NULL, &cursor, length)) != NULL && cursor == der + length;
+        X509_CRL_free(crl);
+        count++;
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        OPENSSL_free(der);
+        name = header = NULL;
+        der = NULL;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return valid && count > 0;
+}
+
+/* Optional "crls": each PEM CRL text or an absolute path to a readable file. */
+static int read_crls(struct reader *r, const json_t *x509, const char *path,
+                     struct config_group *group)
+{
+    char list_path[PATH_MAX_TEXT];
+    path_child(list_path, path, "crls");
+    json_t *list = json_object_get(x509, "crls");
+    if (list == NULL || json_is_null(list) || (json_is_array(list) && json_array_size(list) == 0))
+        return 0;
+    if (read_string_list(r, x509, "crls", path, &group->crls, &group->crl_count, NULL) < 0)
+        return -1;
+    for (size_t i = 0; i < group->crl_count; i++) {
+        char item_path[PATH_MAX_TEXT];
+        const char *text = group->crls[i];
+        struct stat st;
+        path_index(item_path, list_path, i);
+        if (text[0] == '/') {
+            if (access(text, R_OK) != 0 || stat(text, &st) != 0)
+                return fail(r, item_path, "cannot read %s: %s", text, strerror(errno));
+            if (!S_ISREG(st.st_mode))
+                return fail(r, item_path, "%s is not a regular file", text);
+        } else if (strstr(text, "-----BEGIN") == NULL) {
+            return fail(r, item_path, "must be a PEM CRL or an absolute file path");
+        } else if (!pem_is_crl_list(text)) {
+            return fail(r, item_path, "not a PEM certificate revocation list");
+        }
+    }
+    return 0;
+}
+
 static int read_attestation(struct reader *r, const json_t *doc, struct config_group *group)
 {
     static const char *const mechanism_keys[] = {"x509", NULL};
     static const char *const x509_keys[] = {"certificateChain", "leadCertificateName",
-                                            "expiredCertificateEnabled", NULL};
+                                            "expiredCertificateEnabled", "crls", NULL};
     const json_t *mechanism;
     const json_t *x509;
     if (open_object(r, json_object_get(doc, "attestationMechanism"), "attestationMechanism", true,
@@ -323,7 +382,8 @@ static int read_attestation(struct reader *r, const json_t *doc, struct config_g
         read_string(r, x509, "leadCertificateName", path, false, NULL,
                     &group->lead_certificate_name) < 0 ||
         read_bool(r, x509, "expiredCertificateEnabled", path, &group->expired_certificate_enabled) <
-            0)
+            0 ||
+        read_crls(r, x509, path, group) < 0)
         return -1;
     return 0;
 }
@@ -428,9 +488,9 @@ static int read_resources(struct reader *r, const json_t *doc, struct config_gro
 int model_group_from_json(const json_t *doc, struct config_group *group, char *err,
                           size_t err_length)
 {
-    static const char *const keys[] = {"id",     "owner",        "name", "attestationMechanism",
-                                       "hubIds", "preSharedKey", "acl",  "resources",
-                                       NULL};
+    static const char *const keys[] = {
+        "id",        "owner",    "name", "attestationMechanism", "hubIds", "preSharedKey", "acl",
+        "resources", "disabled", NULL};
     struct reader r = {.err = err, .err_length = err_length};
     const json_t *root;
     memset(group, 0, sizeof(*group));
@@ -445,7 +505,8 @@ int model_group_from_json(const json_t *doc, struct config_group *group, char *e
         read_string_list(&r, root, "hubIds", "", &group->hub_ids, &group->hub_count, check_uuid) ==
             0 &&
         read_psk(&r, root, group) == 0 && read_acl(&r, root, group) == 0 &&
-        read_resources(&r, root, group) == 0)
+        read_resources(&r, root, group) == 0 &&
+        read_bool(&r, root, "disabled", "", &group->disabled) == 0)
         result = 0;
     if (result < 0)
         model_group_clear(group);
@@ -588,6 +649,18 @@ json_t *model_group_to_json(const struct config_group *group)
         string_list(group->hub_ids, group->hub_count), "preSharedKey", psk_text(group));
     if (doc == NULL)
         return NULL;
+    /* Like protojson, an empty list and false are left out. */
+    if (group->crl_count > 0) {
+        json_t *x509 = json_object_get(json_object_get(doc, "attestationMechanism"), "x509");
+        if (json_object_set_new(x509, "crls", string_list(group->crls, group->crl_count)) < 0) {
+            json_decref(doc);
+            return NULL;
+        }
+    }
+    if (group->disabled && json_object_set_new(doc, "disabled", json_true()) < 0) {
+        json_decref(doc);
+        return NULL;
+    }
     if (group->acl_mode != CONFIG_ACL_DEFAULT && group->acl_json != NULL) {
         json_t *entries = json_loads(group->acl_json, 0, NULL);
         json_t *acl = entries != NULL

@@ -9,11 +9,14 @@
  *   {"id": UUID, "owner": text, "name": text?,
  *    "attestationMechanism": {"x509": {"certificateChain": PEM text or absolute file path,
  *                                      "leadCertificateName": text?,
- *                                      "expiredCertificateEnabled": bool?}},
+ *                                      "expiredCertificateEnabled": bool?,
+ *                                      "crls": [PEM CRL text or absolute file path, ...]?}},
+ *                                                                   (crls: our extension)
  *    "hubIds": [UUID, ...] (at least one),
  *    "preSharedKey": text? (at least 16 characters; the first 16 bytes are used),
  *    "acl": {"mode": "replace"|"extend", "entries": [ACE, ...]}?   (our extension)
- *    "resources": [{"href": "/...", "content": {...}}, ...]?        (our extension)}
+ *    "resources": [{"href": "/...", "content": {...}}, ...]?        (our extension)
+ *    "disabled": bool? (devices of a disabled group are refused)    (our extension)}
  *
  * hub:
  *   {"id": UUID (the record id; equals hubId), "hubId": UUID, "owner": text, "name": text?,

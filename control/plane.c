@@ -1169,6 +1169,8 @@ char *plane_metrics(struct plane *plane)
         {"dps_requests_total", "counter", "CoAP requests received."},
         {"dps_protocol_errors_total", "counter", "Malformed or oversized frames."},
         {"dps_handshakes_blocked_total", "counter", "Handshakes refused by the blocklist."},
+        {"dps_admission_refused_total", "counter",
+         "Connections refused at accept, before TLS (connection limits, per-source budgets)."},
     };
     struct shard_stats stats[PLANE_MAX_SHARDS];
     for (unsigned i = 0; i < plane->shard_count; i++) {
@@ -1201,9 +1203,13 @@ char *plane_metrics(struct plane *plane)
                 fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
                         (unsigned long long)stats[i].protocol_errors);
                 break;
-            default:
+            case 5:
                 fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
                         (unsigned long long)stats[i].blocked);
+                break;
+            default:
+                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
+                        (unsigned long long)stats[i].admission_refused);
                 break;
             }
         }

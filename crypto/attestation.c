@@ -20,6 +20,21 @@
  * An entry lives at most ATTESTATION_CACHE_SECONDS and never past the leaf's
  * or the configured chain's expiry. The cache belongs to one shard and needs
  * no lock.
+ *
+ * A group may carry CRLs of its manufacturer CAs. Each is proven at load
+ * (signed by a certificate of the group's chain, named as its issuer) and
+ * the leaf is then checked against them (X509_V_FLAG_CRL_CHECK): a revoked
+ * leaf fails with "certificate revoked", and so does every leaf while a CRL
+ * of its issuer is past its nextUpdate (refresh the file and send SIGHUP). A
+ * leaf whose issuer has no configured CRL is not checked. Groups that accept
+ * expired certificates verify at an earlier time, so for them the CRLs'
+ * validity window is not enforced; revocation still is. CRLs are read when
+ * the object is built: a new object is built at every configuration change
+ * (SIGHUP, API), which also empties the cache, so a newly revoked leaf never
+ * passes from it.
+ *
+ * A disabled group still matches its devices (so matching stays
+ * deterministic) and refuses them.
  */
 #include "crypto/attestation.h"
 
@@ -48,6 +63,8 @@ struct attestation_group {
     time_t chain_not_before;        /* the configured chain is valid from ... */
     time_t chain_not_after;         /* ... until */
     bool expired_certificate_enabled;
+    bool disabled;
+    STACK_OF(X509_CRL) * crls; /* NULL when the group has none */
 };
 
 struct cache_entry {
@@ -85,6 +102,7 @@ static void group_clear(struct attestation_group *group)
 {
     X509_STORE_free(group->store);
     sk_X509_pop_free(group->intermediates, X509_free);
+    sk_X509_CRL_pop_free(group->crls, X509_CRL_free);
 }
 
 /* Where a group's chain comes from, for messages. */
@@ -181,6 +199,104 @@ static int check_configured_chain(const struct config_group *config_group, STACK
     return 0;
 }
 
+/* "crls[N]" or the file, for messages. */
+static void crl_source(const struct config_group *config_group, size_t index, char *out,
+                       size_t out_length)
+{
+    const char *entry = config_group->crls[index];
+
+    if (entry[0] == '/')
+        snprintf(out, out_length, "%s", entry);
+    else
+        snprintf(out, out_length, "crls[%zu] (inline PEM)", index);
+}
+
+/* The certificate of chain that issued and signed crl, or NULL. */
+static X509 *crl_signer(X509_CRL *crl, STACK_OF(X509) * chain)
+{
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        X509 *ca = sk_X509_value(chain, i);
+
+        if (X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0 &&
+            X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
+            return ca;
+    }
+    ERR_clear_error();
+    return NULL;
+}
+
+/* Reads one CRL entry (file or PEM text), proving each CRL in it against the chain. */
+static int load_crl_entry(OSSL_LIB_CTX *libctx, const struct config_group *config_group,
+                          size_t index, STACK_OF(X509) * chain, STACK_OF(X509_CRL) * crls,
+                          char *err, size_t err_length)
+{
+    const char *entry = config_group->crls[index];
+    BIO *bio = entry[0] == '/' ? BIO_new_file(entry, "r") : BIO_new_mem_buf(entry, -1);
+    STACK_OF(X509_INFO) *infos = NULL;
+    char source[300];
+    int found = 0;
+    int result = -1;
+
+    crl_source(config_group, index, source, sizeof(source));
+    if (bio != NULL)
+        infos = PEM_X509_INFO_read_bio_ex(bio, NULL, NULL, NULL, libctx, NULL);
+    if (infos == NULL) {
+        snprintf(err, err_length, "enrollment group %s: cannot read CRL %s", config_group->id,
+                 source);
+        goto out;
+    }
+    for (int i = 0; i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *info = sk_X509_INFO_value(infos, i);
+
+        if (info->crl == NULL)
+            continue;
+        found++;
+        if (crl_signer(info->crl, chain) == NULL) {
+            char issuer[256];
+
+            format_name(X509_CRL_get_issuer(info->crl), issuer, sizeof(issuer));
+            snprintf(err, err_length,
+                     "enrollment group %s: CRL %s (issuer %s) is not signed by a CA of the "
+                     "group's certificate chain",
+                     config_group->id, source, issuer);
+            goto out;
+        }
+        if (sk_X509_CRL_push(crls, info->crl) <= 0) {
+            snprintf(err, err_length, "out of memory");
+            goto out;
+        }
+        info->crl = NULL;
+    }
+    if (found == 0) {
+        snprintf(err, err_length, "enrollment group %s: %s holds no CRL", config_group->id, source);
+        goto out;
+    }
+    result = 0;
+out:
+    ERR_clear_error();
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    BIO_free(bio);
+    return result;
+}
+
+static int load_crls(OSSL_LIB_CTX *libctx, const struct config_group *config_group,
+                     STACK_OF(X509) * chain, struct attestation_group *group, char *err,
+                     size_t err_length)
+{
+    if (config_group->crl_count == 0)
+        return 0;
+    group->crls = sk_X509_CRL_new_null();
+    if (group->crls == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < config_group->crl_count; i++) {
+        if (load_crl_entry(libctx, config_group, i, chain, group->crls, err, err_length) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_group,
                       struct attestation_group *group, char *err, size_t err_length)
 {
@@ -190,6 +306,7 @@ static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_gr
 
     group->id = config_group->id;
     group->expired_certificate_enabled = config_group->expired_certificate_enabled;
+    group->disabled = config_group->disabled;
     if (config_group->ca_chain_file == NULL && config_group->ca_chain_pem == NULL) {
         snprintf(err, err_length, "enrollment group %s has no CA chain", config_group->id);
         return -1;
@@ -215,7 +332,8 @@ static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_gr
         return -1;
     }
     if (check_configured_chain(config_group, chain, &group->chain_not_before,
-                               &group->chain_not_after, err, err_length) != 0) {
+                               &group->chain_not_after, err, err_length) != 0 ||
+        load_crls(libctx, config_group, chain, group, err, err_length) != 0) {
         sk_X509_pop_free(chain, X509_free);
         return -1;
     }
@@ -373,6 +491,24 @@ static int validity_midpoint(X509 *leaf, time_t *out)
     return 0;
 }
 
+/* With CRLs: a leaf whose issuer has none is not checked. */
+static int crl_verify_callback(int ok, X509_STORE_CTX *context)
+{
+    if (!ok && X509_STORE_CTX_get_error(context) == X509_V_ERR_UNABLE_TO_GET_CRL)
+        return 1;
+    return ok;
+}
+
+/* For groups verifying at an earlier time: the CRLs' own validity window is not enforced. */
+static int crl_any_time_verify_callback(int ok, X509_STORE_CTX *context)
+{
+    int error = X509_STORE_CTX_get_error(context);
+
+    if (!ok && (error == X509_V_ERR_CRL_NOT_YET_VALID || error == X509_V_ERR_CRL_HAS_EXPIRED))
+        return 1;
+    return crl_verify_callback(ok, context);
+}
+
 static int verify_chain(const struct attestation *attestation,
                         const struct attestation_group *group, X509 *leaf, STACK_OF(X509) * chain,
                         time_t now, char *err, size_t err_length)
@@ -395,6 +531,13 @@ static int verify_chain(const struct attestation *attestation,
         goto out;
     }
     X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(context), at);
+    if (group->crls != NULL) {
+        X509_STORE_CTX_set0_crls(context, group->crls);
+        X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(context), X509_V_FLAG_CRL_CHECK);
+        X509_STORE_CTX_set_verify_cb(context, group->expired_certificate_enabled
+                                                  ? crl_any_time_verify_callback
+                                                  : crl_verify_callback);
+    }
     if (X509_verify_cert(context) != 1) {
         int code = X509_STORE_CTX_get_error(context);
 
@@ -536,6 +679,10 @@ int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X50
         return -1;
     }
     group = &attestation->groups[group_index];
+    if (group->disabled) {
+        snprintf(err, err_length, "enrollment group %s is disabled", group->id);
+        return -1;
+    }
     /* No EKU at all means "any purpose" to OpenSSL; devices must say clientAuth. */
     if ((X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) == 0 ||
         (X509_get_extended_key_usage(leaf) & XKU_SSL_CLIENT) == 0) {

@@ -23,6 +23,7 @@
  * caller has already parsed them out of a CSR whose signature it verified.
  */
 #include "crypto/issuer.h"
+#include "crypto/keyfile.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -180,6 +181,10 @@ static EVP_PKEY *read_key(OSSL_LIB_CTX *libctx, const char *path, char *err, siz
 
     if (bio == NULL) {
         fail(err, err_length, "%s: cannot read the CA key file", path);
+        return NULL;
+    }
+    if (keyfile_check_loaded(path, err, err_length) != 0) {
+        BIO_free(bio);
         return NULL;
     }
     key = PEM_read_bio_PrivateKey_ex(bio, NULL, no_passphrase, NULL, libctx, NULL);

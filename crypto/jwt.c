@@ -8,6 +8,7 @@
  * below. A jwt_key belongs to one signer worker and its library context.
  */
 #include "crypto/jwt.h"
+#include "crypto/keyfile.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -195,6 +196,10 @@ struct jwt_key *jwt_key_load(OSSL_LIB_CTX *libctx, const char *key_file, const c
 
     if (bio == NULL) {
         set_error(err, err_length, "%s: cannot read the token key file", key_file);
+        return NULL;
+    }
+    if (keyfile_check_loaded(key_file, err, err_length) != 0) {
+        BIO_free(bio);
         return NULL;
     }
     pkey = PEM_read_bio_PrivateKey_ex(bio, NULL, no_passphrase, NULL, libctx, NULL);

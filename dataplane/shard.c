@@ -65,8 +65,25 @@ struct shard_view {
     struct dps_services services;
 };
 
+/*
+ * Pre-handshake admission: per source address, the connections it holds and
+ * a GCRA arrival time for its connection rate. An open-addressing table per
+ * shard; a slot whose source holds no connection and has no debt left is
+ * reused. A table full of live sources admits without tracking (the shard's
+ * own connection limit still holds).
+ */
+#define SOURCE_PROBES 64
+
+struct source {
+    uint8_t address[16];
+    uint8_t family; /* 0: never used */
+    unsigned connections;
+    int64_t arrival_ns;
+};
+
 struct conn {
     struct dps_session session; /* first: handlers give it back to us */
+    struct source *source;      /* NULL when not tracked */
     struct shard *shard;
     struct shard_view *view;
     struct loop_conn *link; /* NULL once the loop closed the socket */
@@ -101,6 +118,8 @@ struct shard {
     size_t listener_count;
     unsigned pending_ops;
     struct conn *conns;
+    struct source *sources;
+    size_t source_slots; /* a power of two */
     size_t max_frame;
     _Atomic uint64_t accepted;
     _Atomic uint64_t handshakes_ok;
@@ -108,6 +127,7 @@ struct shard {
     _Atomic uint64_t requests;
     _Atomic uint64_t protocol_errors;
     _Atomic uint64_t blocked;
+    _Atomic uint64_t admission_refused;
     _Atomic unsigned connections;
 };
 
@@ -179,6 +199,9 @@ static void conn_free(struct conn *conn)
         conn->next->prev = conn->prev;
     }
     atomic_fetch_sub(&shard->connections, 1);
+    if (conn->source != NULL) {
+        conn->source->connections--;
+    }
     tls_conn_free(conn->tls);
     dps_session_clear(&conn->session);
     view_release(conn->view);
@@ -572,6 +595,84 @@ static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain)
     return 0;
 }
 
+/* ---- admission ---- */
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+static size_t source_key(const struct sockaddr *peer, uint8_t address[16], uint8_t *family)
+{
+    memset(address, 0, 16);
+    if (peer->sa_family == AF_INET) {
+        memcpy(address, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+        *family = 4;
+        return 4;
+    }
+    memcpy(address, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+    *family = 6;
+    return 16;
+}
+
+/*
+ * Finds or claims the source's slot. Returns NULL when the table has no room
+ * within SOURCE_PROBES (the source is then not tracked).
+ */
+static struct source *source_find(struct shard *shard, const struct sockaddr *peer, int64_t now)
+{
+    uint8_t address[16], family;
+    size_t length = source_key(peer, address, &family);
+    uint64_t hash = 1469598103934665603ULL;
+    for (size_t i = 0; i < length; i++) {
+        hash = (hash ^ address[i]) * 1099511628211ULL;
+    }
+    size_t mask = shard->source_slots - 1;
+    struct source *reusable = NULL;
+    for (size_t probe = 0; probe < SOURCE_PROBES; probe++) {
+        struct source *slot = &shard->sources[(hash + probe) & mask];
+        if (slot->family == family && memcmp(slot->address, address, 16) == 0) {
+            return slot;
+        }
+        bool idle = slot->family == 0 || (slot->connections == 0 && slot->arrival_ns <= now);
+        if (idle && reusable == NULL) {
+            reusable = slot;
+        }
+        if (slot->family == 0) {
+            break;
+        }
+    }
+    if (reusable != NULL) {
+        memcpy(reusable->address, address, 16);
+        reusable->family = family;
+        reusable->connections = 0;
+        reusable->arrival_ns = now;
+    }
+    return reusable;
+}
+
+/* Whether a new connection from this source fits its budget; takes one unit if so. */
+static bool source_admit(const struct config *config, struct source *source, int64_t now)
+{
+    if (config->max_connections_per_source > 0 &&
+        source->connections >= config->max_connections_per_source) {
+        return false;
+    }
+    if (config->connection_rate_per_source > 0) {
+        int64_t interval = 1000000000LL / config->connection_rate_per_source;
+        int64_t tolerance = (int64_t)(config->connection_burst_per_source - 1) * interval;
+        int64_t start = source->arrival_ns > now ? source->arrival_ns : now;
+        if (start - now > tolerance) {
+            return false;
+        }
+        source->arrival_ns = start + interval;
+    }
+    source->connections++;
+    return true;
+}
+
 /* ---- loop callbacks ---- */
 
 static void *on_accepted(void *user, struct loop_conn *link, const struct sockaddr *peer,
@@ -579,15 +680,33 @@ static void *on_accepted(void *user, struct loop_conn *link, const struct sockad
 {
     struct shard *shard = user;
     (void)peer_length;
-    if (atomic_load(&shard->connections) >= shard->view->services.config->max_connections) {
+    const struct config *config = shard->view->services.config;
+    if (atomic_load(&shard->connections) >= config->max_connections) {
+        atomic_fetch_add(&shard->admission_refused, 1);
+        return NULL;
+    }
+    /* Refused here, a source over its budget costs no TLS work at all. */
+    int64_t now = monotonic_ns();
+    bool budgeted =
+        config->max_connections_per_source > 0 || config->connection_rate_per_source > 0;
+    struct source *source = budgeted ? source_find(shard, peer, now) : NULL;
+    if (source != NULL && !source_admit(config, source, now)) {
+        atomic_fetch_add(&shard->admission_refused, 1);
         return NULL;
     }
     struct conn *conn = calloc(1, sizeof(*conn));
     if (conn == NULL) {
+        if (source != NULL) {
+            source->connections--;
+        }
         return NULL;
     }
+    conn->source = source;
     conn->tls = tls_conn_new(shard->view->ssl_ctx, true, conn);
     if (conn->tls == NULL) {
+        if (source != NULL) {
+            source->connections--;
+        }
         free(conn);
         return NULL;
     }
@@ -773,6 +892,16 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
     }
     shard->view = view_create(shard, snapshot, err, err_length);
     if (shard->view == NULL) {
+        goto fail;
+    }
+    shard->source_slots = 1024;
+    while (shard->source_slots < 2 * (size_t)config->max_connections &&
+           shard->source_slots < (1u << 22)) {
+        shard->source_slots *= 2;
+    }
+    shard->sources = calloc(shard->source_slots, sizeof(*shard->sources));
+    if (shard->sources == NULL) {
+        snprintf(err, err_length, "out of memory");
         goto fail;
     }
     if (config->listen_count > SHARD_MAX_LISTENERS) {
@@ -967,6 +1096,7 @@ void shard_finish(struct shard *shard)
         }
     }
     view_release(shard->view);
+    free(shard->sources);
     OSSL_LIB_CTX_free(shard->libctx);
     free(shard);
 }
@@ -984,5 +1114,6 @@ void shard_get_stats(const struct shard *shard, struct shard_stats *stats)
     stats->requests = atomic_load(&shard->requests);
     stats->protocol_errors = atomic_load(&shard->protocol_errors);
     stats->blocked = atomic_load(&shard->blocked);
+    stats->admission_refused = atomic_load(&shard->admission_refused);
     stats->connections = atomic_load(&shard->connections);
 }

@@ -25,7 +25,8 @@ struct shard_stats {
     uint64_t handshakes_failed;
     uint64_t requests;
     uint64_t protocol_errors;
-    uint64_t blocked; /* handshakes refused by the blocklist */
+    uint64_t blocked;           /* handshakes refused by the blocklist */
+    uint64_t admission_refused; /* connections refused at accept (limits, per-source budget) */
     unsigned connections;
 };
 

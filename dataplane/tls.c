@@ -13,6 +13,7 @@
  * one connection's errors never surface in another's SSL_get_error().
  */
 #include "dataplane/tls.h"
+#include "crypto/keyfile.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -135,6 +136,10 @@ SSL_CTX *tls_server_context(OSSL_LIB_CTX *libctx, const char *cert_file, const c
 
     if (ctx == NULL)
         goto fail;
+    if (keyfile_check_loaded(key_file, err, err_length) != 0) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
     step = "protocol settings";
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) || apply_common(ctx) != 0)
         goto fail;

@@ -14,6 +14,13 @@
  * cloud configuration, credentials (CSR for a fresh P-256 key), ACLs and
  * the initial resources. --renew makes one connection with only the
  * credentials request, reusing the key saved by an earlier --out run.
+ *
+ * What the device does per provisioning is kept cheap without changing a
+ * byte on the wire or dropping a check: the CSR is built from DER pieces
+ * (loadgen_der.c), the identity certificate is read from its DER, and what
+ * every device receives alike (the server's chain, trust anchors,
+ * intermediates) is parsed and verified by OpenSSL once per thread, then
+ * recognised by its exact bytes while it stays valid (struct device_kit).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +45,6 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include "crypto/pki.h"
 #include "crypto/uuid.h"
@@ -163,34 +169,6 @@ static void cbor_put_break(struct cbor_writer *writer)
     cbor_put_byte(writer, 0xFF);
 }
 
-static char *make_csr_pem(const struct device *device)
-{
-    char subject[64];
-    X509_REQ *request = X509_REQ_new_ex(device->libctx, NULL);
-    X509_NAME *name = X509_NAME_new();
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *pem = NULL;
-    char *data;
-    long length;
-
-    snprintf(subject, sizeof(subject), "uuid:%s", device->di);
-    if (request == NULL || name == NULL || bio == NULL ||
-        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)subject, -1,
-                                    -1, 0) ||
-        !X509_REQ_set_subject_name(request, name) || !X509_REQ_set_pubkey(request, device->key) ||
-        X509_REQ_sign(request, device->key, EVP_sha256()) <= 0 ||
-        !PEM_write_bio_X509_REQ(bio, request))
-        goto done;
-    length = BIO_get_mem_data(bio, &data);
-    pem = strndup(data, (size_t)length);
-done:
-    BIO_free(bio);
-    X509_NAME_free(name);
-    X509_REQ_free(request);
-    ERR_clear_error();
-    return pem;
-}
-
 /* Builds the payload of a POST step; -1 when it cannot be made. */
 static int request_body(struct device *device, enum step step, uint8_t *out, size_t capacity,
                         size_t *length)
@@ -209,8 +187,10 @@ static int request_body(struct device *device, enum step step, uint8_t *out, siz
         cbor_put_text(&writer, "00000000-0000-0000-0000-000000000000");
         cbor_put_break(&writer);
     } else {
-        char *csr = make_csr_pem(device);
-        if (csr == NULL) {
+        char csr[CSR_PEM_CAPACITY];
+        if (csr_pem(device->kit->sign, device->kit->libctx, device->key, device->spki, device->di,
+                    csr) != 0) {
+            ERR_clear_error();
             device_fail(device, "cannot create the CSR");
             return -1;
         }
@@ -221,7 +201,6 @@ static int request_body(struct device *device, enum step step, uint8_t *out, siz
         cbor_put_text(&writer, "encoding");
         cbor_put_text(&writer, "oic.sec.encoding.pem");
         cbor_put_break(&writer);
-        free(csr);
     }
     cbor_put_break(&writer);
     if (writer.overflow) {
@@ -270,7 +249,7 @@ void device_send_request(struct device *device)
         if (request_body(device, step, body, sizeof(body), &body_length) != 0)
             return;
     }
-    if (RAND_bytes(device->token, sizeof(device->token)) != 1) {
+    if (RAND_bytes_ex(device->kit->libctx, device->token, sizeof(device->token), 0) != 1) {
         device_fail(device, "no random token");
         return;
     }
@@ -614,38 +593,207 @@ static int read_credential(struct cbor_reader *reader, struct credential *creden
     return more == 0 ? 0 : REJECT("credentials: bad CBOR");
 }
 
-static STACK_OF(X509) * parse_pem_chain(const char *pem, size_t length)
-{
-    BIO *bio = BIO_new_mem_buf(pem, (int)length);
-    STACK_OF(X509) *chain = sk_X509_new_null();
-    X509 *cert;
+/* ---- certificates every device receives alike: parsed in full once per thread ---- */
 
-    if (bio == NULL || chain == NULL) {
-        BIO_free(bio);
-        sk_X509_free(chain);
-        return NULL;
+int device_kit_init(struct device_kit *kit, OSSL_LIB_CTX *libctx)
+{
+    memset(kit, 0, sizeof(*kit));
+    kit->libctx = libctx;
+    kit->keygen = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
+    kit->sign = EVP_MD_CTX_new();
+    if (kit->keygen == NULL || kit->sign == NULL || EVP_PKEY_keygen_init(kit->keygen) != 1 ||
+        EVP_PKEY_CTX_set_group_name(kit->keygen, "P-256") != 1) {
+        device_kit_free(kit);
+        ERR_clear_error();
+        return -1;
     }
-    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-        if (!sk_X509_push(chain, cert))
-            X509_free(cert);
-    ERR_clear_error(); /* the loop ends on "no start line" */
-    BIO_free(bio);
-    if (sk_X509_num(chain) == 0) {
-        sk_X509_free(chain);
-        return NULL;
-    }
-    return chain;
+    return 0;
 }
 
-/* The identity certificate must be the one the device can use from now on. */
+void device_kit_free(struct device_kit *kit)
+{
+    EVP_PKEY_CTX_free(kit->keygen);
+    EVP_MD_CTX_free(kit->sign);
+    for (unsigned i = 0; i < kit->verdict_count; i++)
+        free(kit->verdicts[i].bytes);
+    memset(kit, 0, sizeof(*kit));
+}
+
+static const struct parsed_verdict *verdict_find(const struct device_kit *kit, const void *bytes,
+                                                 size_t length)
+{
+    for (unsigned i = 0; i < kit->verdict_count; i++)
+        if (kit->verdicts[i].length == length && memcmp(kit->verdicts[i].bytes, bytes, length) == 0)
+            return &kit->verdicts[i];
+    return NULL;
+}
+
+static void verdict_add(struct device_kit *kit, const void *bytes, size_t length, time_t not_before,
+                        time_t not_after)
+{
+    uint8_t *copy = malloc(length);
+    struct parsed_verdict *slot;
+
+    if (copy == NULL)
+        return; /* only a cache */
+    memcpy(copy, bytes, length);
+    if (kit->verdict_count < KIT_VERDICTS) {
+        slot = &kit->verdicts[kit->verdict_count++];
+    } else {
+        slot = &kit->verdicts[kit->verdict_next];
+        kit->verdict_next = (kit->verdict_next + 1) % KIT_VERDICTS;
+        free(slot->bytes);
+    }
+    *slot = (struct parsed_verdict){copy, length, not_before, not_after};
+}
+
+int device_kit_verify_server(X509_STORE_CTX *store, void *user)
+{
+    struct device_kit *kit = user;
+    STACK_OF(X509) *presented = X509_STORE_CTX_get0_untrusted(store);
+    uint8_t chain[16384];
+    size_t length = 0;
+    time_t now = time(NULL), not_before = 0, not_after = (time_t)INT64_MAX;
+    bool readable = presented != NULL && sk_X509_num(presented) > 0;
+
+    for (int i = 0; readable && i < sk_X509_num(presented); i++) {
+        X509 *cert = sk_X509_value(presented, i);
+        int size = i2d_X509(cert, NULL);
+        uint8_t *out = chain + length;
+        struct cert_fields fields;
+        if (size <= 0 || length + (size_t)size > sizeof(chain) || i2d_X509(cert, &out) != size ||
+            der_read_certificate(chain + length, (size_t)size, &fields) != 0) {
+            readable = false;
+            break;
+        }
+        length += (size_t)size;
+        if (fields.not_before > not_before)
+            not_before = fields.not_before;
+        if (fields.not_after < not_after)
+            not_after = fields.not_after;
+    }
+    if (readable) {
+        const struct parsed_verdict *known = verdict_find(kit, chain, length);
+        if (known != NULL && now >= known->not_before && now < known->not_after)
+            return 1; /* these exact certificates verified before, and are still valid */
+    }
+    int verified = X509_verify_cert(store);
+    if (verified == 1 && readable)
+        verdict_add(kit, chain, length, not_before, not_after);
+    return verified == 1 ? 1 : 0;
+}
+
+/* Every certificate of a PEM text read by OpenSSL (d2i_X509): the full parse. */
+static int openssl_parses_pem(OSSL_LIB_CTX *libctx, const char *pem, size_t length,
+                              unsigned expected)
+{
+    BIO *bio = BIO_new_mem_buf(pem, (int)length);
+    unsigned count = 0;
+    X509 *cert;
+
+    if (bio == NULL)
+        return -1;
+    while ((cert = X509_new_ex(libctx, NULL)) != NULL &&
+           PEM_read_bio_X509(bio, &cert, NULL, NULL) != NULL) {
+        X509_free(cert);
+        count++;
+    }
+    X509_free(cert);
+    ERR_clear_error(); /* the loop ends on "no start line" */
+    BIO_free(bio);
+    return count == expected ? 0 : -1;
+}
+
+#define LEAF_SPKI_CAPACITY 256
+
+/* What read_pem_certificates collects. */
+struct pem_certificates {
+    long count;
+    struct cert_fields first;               /* first.spki points into first_spki */
+    uint8_t first_spki[LEAF_SPKI_CAPACITY]; /* empty when it did not fit */
+    uint8_t *tail;                          /* the DER of the others, when not NULL */
+    size_t tail_capacity, tail_length;
+    time_t not_before, not_after; /* when every certificate but the first is valid */
+};
+
+/*
+ * Reads each block of a PEM text of certificates from its DER
+ * (der_read_certificate). 0, or -1 when a block does not parse.
+ */
+static int read_pem_certificates(const char *pem, size_t length, struct pem_certificates *out)
+{
+    uint8_t der[4096];
+    struct cert_fields fields;
+    size_t offset = 0;
+    long der_length;
+
+    out->count = 0;
+    out->tail_length = 0;
+    out->not_before = 0;
+    out->not_after = (time_t)INT64_MAX;
+    while ((der_length = pem_next_certificate(pem, length, &offset, der, sizeof(der))) > 0) {
+        if (der_read_certificate(der, (size_t)der_length, &fields) != 0)
+            return -1;
+        if (out->count++ == 0) {
+            out->first = fields;
+            out->first.spki = out->first_spki;
+            if (fields.spki_length > sizeof(out->first_spki))
+                out->first.spki_length = 0;
+            memcpy(out->first_spki, fields.spki, out->first.spki_length);
+            continue;
+        }
+        if (out->tail != NULL) {
+            if (out->tail_length + (size_t)der_length > out->tail_capacity)
+                return -1;
+            memcpy(out->tail + out->tail_length, der, (size_t)der_length);
+            out->tail_length += (size_t)der_length;
+        }
+        if (fields.not_before > out->not_before)
+            out->not_before = fields.not_before;
+        if (fields.not_after < out->not_after)
+            out->not_after = fields.not_after;
+    }
+    return der_length < 0 || out->count == 0 ? -1 : 0;
+}
+
+/* The identity's intermediates, as DER: parsed by OpenSSL once per thread, then recognised. */
+static int check_intermediates(struct device *device, const struct pem_certificates *read,
+                               char *reason, size_t reason_length)
+{
+    time_t now = time(NULL);
+    const struct parsed_verdict *known = verdict_find(device->kit, read->tail, read->tail_length);
+
+    if (known == NULL) {
+        const uint8_t *position = read->tail, *end = read->tail + read->tail_length;
+        while (position < end) {
+            X509 *cert = X509_new_ex(device->kit->libctx, NULL);
+            if (cert == NULL || d2i_X509(&cert, &position, end - position) == NULL) {
+                X509_free(cert);
+                ERR_clear_error();
+                return REJECT("credentials: an identity intermediate does not parse");
+            }
+            X509_free(cert);
+        }
+        verdict_add(device->kit, read->tail, read->tail_length, read->not_before, read->not_after);
+    }
+    if (now < read->not_before || now >= read->not_after)
+        return REJECT("credentials: an identity intermediate is not currently valid");
+    return 0;
+}
+
+/*
+ * The identity certificate must be the one the device can use from now on:
+ * its subject, its key (the CSR's: the SubjectPublicKeyInfo bytes are
+ * compared), EKU serverAuth + clientAuth, valid now and for another hour,
+ * and every certificate of the chain valid now.
+ */
 static int check_identity(struct device *device, const struct credential *credential, char *reason,
                           size_t reason_length)
 {
-    char expected_cn[64], cn[128];
-    STACK_OF(X509) * chain;
-    X509 *leaf;
+    char expected_cn[64];
+    uint8_t tail[8192];
+    struct pem_certificates read = {.tail = tail, .tail_capacity = sizeof(tail)};
     time_t now = time(NULL), later = now + CERT_MIN_LIFETIME;
-    int result = -1;
 
     if (!cbor_text_equals(credential->subject, credential->subject_length, device->di))
         return REJECT("credentials: identity subjectuuid \"%.*s\" is not the device id",
@@ -654,50 +802,58 @@ static int check_identity(struct device *device, const struct credential *creden
         !cbor_text_equals(credential->encoding, credential->encoding_length,
                           "oic.sec.encoding.pem"))
         return REJECT("credentials: identity publicdata is not PEM data");
-    chain = parse_pem_chain(credential->data, credential->data_length);
-    if (chain == NULL)
+    if (read_pem_certificates(credential->data, credential->data_length, &read) != 0)
         return REJECT("credentials: identity PEM does not parse");
-    leaf = sk_X509_value(chain, 0);
     snprintf(expected_cn, sizeof(expected_cn), "uuid:%s", device->di);
-    cn[0] = '\0';
-    X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn, sizeof(cn));
-    uint32_t usage = X509_get_extended_key_usage(leaf);
-    if (strcmp(cn, expected_cn) != 0)
-        REJECT("credentials: identity CN \"%s\", expected \"%s\"", cn, expected_cn);
-    else if (EVP_PKEY_eq(X509_get0_pubkey(leaf), device->key) != 1)
-        REJECT("credentials: identity certificate is not for the CSR key");
-    else if ((usage & (XKU_SSL_CLIENT | XKU_SSL_SERVER)) != (XKU_SSL_CLIENT | XKU_SSL_SERVER))
-        REJECT("credentials: identity lacks EKU clientAuth and serverAuth");
-    else if (X509_cmp_time(X509_get0_notBefore(leaf), &now) > 0)
-        REJECT("credentials: identity not valid yet");
-    else if (X509_cmp_time(X509_get0_notAfter(leaf), &later) <= 0)
-        REJECT("credentials: identity expires within an hour");
-    else
-        result = 0;
-    if (result == 0) {
-        free(device->identity_pem);
-        device->identity_pem = strndup(credential->data, credential->data_length);
-    }
-    sk_X509_pop_free(chain, X509_free);
-    ERR_clear_error();
-    return result;
+    const struct cert_fields *leaf = &read.first;
+    if (strcmp(leaf->cn, expected_cn) != 0)
+        return REJECT("credentials: identity CN \"%s\", expected \"%s\"", leaf->cn, expected_cn);
+    if (leaf->spki_length != sizeof(device->spki) ||
+        memcmp(leaf->spki, device->spki, sizeof(device->spki)) != 0)
+        return REJECT("credentials: identity certificate is not for the CSR key");
+    if (leaf->eku_present && !(leaf->eku_server && leaf->eku_client))
+        return REJECT("credentials: identity lacks EKU clientAuth and serverAuth");
+    if (leaf->not_before > now)
+        return REJECT("credentials: identity not valid yet");
+    if (leaf->not_after <= later)
+        return REJECT("credentials: identity expires within an hour");
+    if (read.count > 1 && check_intermediates(device, &read, reason, reason_length) != 0)
+        return -1;
+    free(device->identity_pem);
+    device->identity_pem = strndup(credential->data, credential->data_length);
+    return 0;
 }
 
+/* A trust anchor: parsed in full (OpenSSL) the first time this thread sees its text. */
 static int check_trust_anchor(struct device *device, const struct credential *credential,
                               char *reason, size_t reason_length)
 {
-    STACK_OF(X509) * chain;
     size_t have = device->trustca_pem != NULL ? strlen(device->trustca_pem) : 0;
+    const struct parsed_verdict *known;
+    time_t now = time(NULL), not_before, not_after;
     char *joined;
 
     if (!cbor_text_equals(credential->subject, credential->subject_length, "*"))
         return REJECT("credentials: trustca subjectuuid is not \"*\"");
     if (credential->data == NULL)
         return REJECT("credentials: trustca has no PEM data");
-    chain = parse_pem_chain(credential->data, credential->data_length);
-    if (chain == NULL)
-        return REJECT("credentials: trustca PEM does not parse");
-    sk_X509_pop_free(chain, X509_free);
+    known = verdict_find(device->kit, credential->data, credential->data_length);
+    if (known != NULL) {
+        not_before = known->not_before;
+        not_after = known->not_after;
+    } else {
+        struct pem_certificates read = {.tail = NULL};
+        if (read_pem_certificates(credential->data, credential->data_length, &read) != 0 ||
+            openssl_parses_pem(device->kit->libctx, credential->data, credential->data_length,
+                               (unsigned)read.count) != 0)
+            return REJECT("credentials: trustca PEM does not parse");
+        not_before =
+            read.not_before > read.first.not_before ? read.not_before : read.first.not_before;
+        not_after = read.not_after < read.first.not_after ? read.not_after : read.first.not_after;
+        verdict_add(device->kit, credential->data, credential->data_length, not_before, not_after);
+    }
+    if (now < not_before || now >= not_after)
+        return REJECT("credentials: trustca is not currently valid");
     joined = realloc(device->trustca_pem, have + credential->data_length + 1);
     if (joined == NULL)
         return REJECT("out of memory");
@@ -1243,7 +1399,24 @@ static void device_output_dir(const struct device *device, char *out, size_t cap
     snprintf(out, capacity, "%s/device-%s", device->options->out_dir, device->number);
 }
 
-static int device_init(struct device *device, const struct options *options, unsigned index)
+/* A fresh CSR key, unless one was loaded, and its SubjectPublicKeyInfo. */
+static int device_key_ready(struct device *device)
+{
+    if (device->key == NULL && EVP_PKEY_generate(device->kit->keygen, &device->key) != 1) {
+        ERR_clear_error();
+        device_fail(device, "cannot create the device key");
+        return -1;
+    }
+    if (spki_p256(device->key, device->spki) != 0) {
+        ERR_clear_error();
+        device_fail(device, "the device key is not an uncompressed P-256 key");
+        return -1;
+    }
+    return 0;
+}
+
+static int device_init(struct device *device, const struct options *options, unsigned index,
+                       struct device_kit *kit)
 {
     char cert[4096], key[4096], err[256], name[64], path[4200];
     const char *ca = options->ca_file;
@@ -1251,6 +1424,7 @@ static int device_init(struct device *device, const struct options *options, uns
 
     memset(device, 0, sizeof(*device));
     device->options = options;
+    device->kit = kit;
     device->index = index;
     clock_gettime(CLOCK_MONOTONIC, &device->started);
     snprintf(device->number, sizeof(device->number), "%04u", index);
@@ -1275,23 +1449,18 @@ static int device_init(struct device *device, const struct options *options, uns
         snprintf(default_ca, sizeof(default_ca), "%s/dps-root.pem", options->pki_dir);
         ca = default_ca;
     }
-    device->ctx = tls_client_context(NULL, cert, key, ca, err, sizeof(err));
+    device->ctx = tls_client_context(kit->libctx, cert, key, ca, err, sizeof(err));
     if (device->ctx == NULL) {
         device_fail(device, "%s", err);
         return -1;
     }
+    SSL_CTX_set_cert_verify_callback(device->ctx, device_kit_verify_server, kit);
     if (options->renew && options->out_dir != NULL) {
         device_output_dir(device, path, sizeof(path));
         strncat(path, "/key.pem", sizeof(path) - strlen(path) - 1);
         device->key = load_key(path);
     }
-    if (device->key == NULL)
-        device->key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    if (device->key == NULL) {
-        device_fail(device, "cannot create the device key");
-        return -1;
-    }
-    return 0;
+    return device_key_ready(device);
 }
 
 static const struct connection_plan *scenario_plan(enum scenario scenario, size_t *length)
@@ -1313,13 +1482,13 @@ static const struct connection_plan *scenario_plan(enum scenario scenario, size_
 }
 
 int device_init_fleet(struct device *device, const struct options *options, unsigned index,
-                      const char *di, enum scenario scenario, SSL_CTX *ctx, OSSL_LIB_CTX *libctx,
+                      const char *di, enum scenario scenario, SSL_CTX *ctx, struct device_kit *kit,
                       const struct device_hooks *hooks)
 {
     memset(device, 0, sizeof(*device));
     device->options = options;
     device->hooks = hooks;
-    device->libctx = libctx;
+    device->kit = kit;
     device->index = index;
     device->ctx = ctx;
     device->retry_transient = true;
@@ -1327,13 +1496,8 @@ int device_init_fleet(struct device *device, const struct options *options, unsi
     snprintf(device->number, sizeof(device->number), "%04u", index);
     snprintf(device->di, sizeof(device->di), "%s", di);
     device->plan = scenario_plan(scenario, &device->plan_length);
-    if (scenario != SCENARIO_HANDSHAKE && scenario != SCENARIO_TIME) {
-        device->key = EVP_PKEY_Q_keygen(libctx, NULL, "EC", "P-256");
-        if (device->key == NULL) {
-            device_fail(device, "cannot create the device key");
-            return -1;
-        }
-    }
+    if (scenario != SCENARIO_HANDSHAKE && scenario != SCENARIO_TIME)
+        return device_key_ready(device);
     return 0;
 }
 
@@ -1589,14 +1753,14 @@ static void run_connection(struct device *device, int timeout_ms)
     device_connection_end(device);
 }
 
-static bool run_device(const struct options *options, unsigned index)
+static bool run_device(const struct options *options, unsigned index, struct device_kit *kit)
 {
     struct device *device = malloc(sizeof(*device));
     bool succeeded;
 
     if (device == NULL)
         return false;
-    if (device_init(device, options, index) == 0) {
+    if (device_init(device, options, index, kit) == 0) {
         do
             run_connection(device, options->timeout_ms);
         while (device->state == DEVICE_CONNECTION_DONE);
@@ -2022,9 +2186,15 @@ int main(int argc, char **argv)
     }
     if (options.fleet)
         return fleet_run(&options);
+    struct device_kit kit;
+    if (device_kit_init(&kit, NULL) != 0) {
+        fprintf(stderr, "dps-loadgen: cannot set up OpenSSL contexts\n");
+        return 1;
+    }
     for (unsigned i = 0; i < options.devices; i++)
-        if (!run_device(&options, options.first + i))
+        if (!run_device(&options, options.first + i, &kit))
             failed++;
+    device_kit_free(&kit);
     if (options.json)
         printf("{\"provisioned\":%u,\"devices\":%u,\"failed\":%u}\n", options.devices - failed,
                options.devices, failed);

@@ -21,6 +21,7 @@
 
 #include "crypto/uuid.h"
 #include "dataplane/loop.h"
+#include "perf/loadgen_der.h"
 #include "perf/loadgen_stats.h"
 
 #define MAX_PAYLOAD 8192 /* the device's receive limit (PROTOCOL.md 1) */
@@ -104,6 +105,43 @@ struct connection_plan {
     size_t step_count;
 };
 
+#define KIT_VERDICTS 8
+
+/* Certificates the thread has already parsed in full and found valid (trust anchors,
+ * intermediates). */
+struct parsed_verdict {
+    uint8_t *bytes; /* the exact bytes parsed: PEM text or concatenated DER */
+    size_t length;
+    time_t not_before, not_after; /* the window in which every one of them is valid */
+};
+
+/*
+ * What one thread's devices share: CSR key generation and signing contexts
+ * in the thread's library context, and the verdicts on certificates every
+ * device receives alike (a trust anchor is parsed in full once, then its
+ * bytes are compared and its validity window checked).
+ */
+struct device_kit {
+    OSSL_LIB_CTX *libctx;
+    EVP_PKEY_CTX *keygen;
+    EVP_MD_CTX *sign;
+    struct parsed_verdict verdicts[KIT_VERDICTS];
+    unsigned verdict_count, verdict_next;
+};
+
+/* 0, or -1 when OpenSSL cannot make the contexts. libctx may be NULL (the default one). */
+int device_kit_init(struct device_kit *kit, OSSL_LIB_CTX *libctx);
+void device_kit_free(struct device_kit *kit);
+
+/*
+ * A client SSL_CTX's certificate verification (SSL_CTX_set_cert_verify_callback
+ * with the kit as argument): X509_verify_cert against the context's trust
+ * store, as the device does; a chain whose exact certificates this kit has
+ * verified before is accepted again while all of them are within their
+ * validity, without rebuilding and re-verifying it.
+ */
+int device_kit_verify_server(X509_STORE_CTX *store, void *kit);
+
 struct device;
 
 /* What the fleet engine wants to hear about, for its measurements. */
@@ -116,11 +154,12 @@ struct device_hooks {
 struct device {
     const struct options *options;
     const struct device_hooks *hooks; /* NULL in the sequential driver */
-    OSSL_LIB_CTX *libctx;
+    struct device_kit *kit;
     unsigned index;
     char number[16]; /* "0001" */
     char di[UUID_STRING_LENGTH + 1];
-    EVP_PKEY *key; /* the CSR key */
+    EVP_PKEY *key;                  /* the CSR key */
+    uint8_t spki[SPKI_P256_LENGTH]; /* its SubjectPublicKeyInfo */
     SSL_CTX *ctx;
     bool owns_ctx;
     bool retry_transient; /* 5.03/5.04 mean "wait and send the step again" */
@@ -156,10 +195,10 @@ void device_fail_class(struct device *device, enum error_class class, const char
 
 /*
  * Sets a fleet device up: its id, its scenario's plan, a fresh CSR key made
- * in libctx, and ctx (shared, not owned). 0 or -1 (device failed).
+ * with the thread's kit, and ctx (shared, not owned). 0 or -1 (device failed).
  */
 int device_init_fleet(struct device *device, const struct options *options, unsigned index,
-                      const char *di, enum scenario scenario, SSL_CTX *ctx, OSSL_LIB_CTX *libctx,
+                      const char *di, enum scenario scenario, SSL_CTX *ctx, struct device_kit *kit,
                       const struct device_hooks *hooks);
 /* Back to step 1 of the first connection, keeping identity and CSR key. */
 void device_restart(struct device *device);

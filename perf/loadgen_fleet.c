@@ -4,7 +4,9 @@
  * mode (--concurrency N: closed loop, N devices in flight; --rate R: open
  * loop, R devices started per second after a linear --ramp).
  *
- * Each worker has its own OSSL_LIB_CTX and one client SSL_CTX; a device's
+ * Each worker has its own OSSL_LIB_CTX, one client SSL_CTX (its server
+ * chain verification remembers chains it verified) and one device kit
+ * (loadgen.h: CSR key and signing contexts, certificate verdicts); a device's
  * manufacturer certificate and key (from DIR/fleet-<seed>.bin) are put on
  * its connection by a certificate callback, which finds the device through
  * a thread-local pointer set around every call into the device machine.
@@ -80,6 +82,8 @@ struct worker {
     pthread_t thread;
     struct loop *loop;
     OSSL_LIB_CTX *libctx;
+    struct device_kit kit;
+    bool kit_ready;
     SSL_CTX *ctx;
     STACK_OF(X509) * chain;
     struct fleet_results results;
@@ -429,14 +433,14 @@ static void worker_launch(struct worker *worker)
     if (fleet_identity_load(fleet->identities, worker->libctx, identity, &device->certificate,
                             &device->key) != 0) {
         device_init_fleet(&device->device, options, index, di, device->scenario, worker->ctx,
-                          worker->libctx, &hooks);
+                          &worker->kit, &hooks);
         device_fail_class(&device->device, ERROR_OTHER, "identity %u does not load", identity);
         device->attempts = options->max_attempts;
         device_attempt_failed(device);
         return;
     }
     if (device_init_fleet(&device->device, options, index, di, device->scenario, worker->ctx,
-                          worker->libctx, &hooks) != 0) {
+                          &worker->kit, &hooks) != 0) {
         device->attempts = options->max_attempts;
         device_attempt_failed(device);
         return;
@@ -623,6 +627,11 @@ static int worker_setup(struct worker *worker)
         snprintf(worker->error, sizeof(worker->error), "OSSL_LIB_CTX_new failed");
         return -1;
     }
+    if (device_kit_init(&worker->kit, worker->libctx) != 0) {
+        snprintf(worker->error, sizeof(worker->error), "cannot set up OpenSSL contexts");
+        return -1;
+    }
+    worker->kit_ready = true;
     intermediate = read_intermediate(worker->libctx, options->pki_dir);
     worker->chain = sk_X509_new_null();
     if (intermediate == NULL || worker->chain == NULL ||
@@ -648,6 +657,7 @@ static int worker_setup(struct worker *worker)
     if (worker->ctx == NULL)
         return -1;
     SSL_CTX_set_cert_cb(worker->ctx, client_certificate, worker);
+    SSL_CTX_set_cert_verify_callback(worker->ctx, device_kit_verify_server, &worker->kit);
     worker->loop =
         loop_create(options->backend, &handler, worker, worker->error, sizeof(worker->error));
     if (worker->loop == NULL)
@@ -687,6 +697,8 @@ static void *worker_main(void *user)
     }
     free(worker->timers);
     SSL_CTX_free(worker->ctx);
+    if (worker->kit_ready)
+        device_kit_free(&worker->kit);
     sk_X509_pop_free(worker->chain, X509_free);
     OSSL_LIB_CTX_free(worker->libctx);
     pthread_mutex_lock(&worker->lock);

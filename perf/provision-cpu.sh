@@ -26,7 +26,7 @@ ninja -C "$BUILD" >/dev/null
 WORK=$(mktemp -d /tmp/dps-perf.XXXXXX)
 PID=""
 trap '[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-PORT=$((20000 + RANDOM % 30000))
+PORT=$((20000 + RANDOM % 12000))
 mkdir -p "$WORK/demo"
 "$BUILD/dpsctl" pki "$WORK/demo/pki" --devices "$DEVICES" >/dev/null
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$PORT" --shards 1 --log-level warn \

@@ -11,12 +11,32 @@
  * claims land in one batch. Only after the sync returns does the writer call
  * done(); if the commit fails, every write of the batch gets STORE_ERROR,
  * because a conflict decided against a failed write is no more reliable than
- * the write itself. RocksDB then refuses further writes until the database
- * is reopened; the writer keeps answering every batch meanwhile.
+ * the write itself.
+ *
+ * Recovery. After a failed write RocksDB refuses every later write (a
+ * background error) and the C API cannot resume it, so the store marks
+ * itself unhealthy and the writer recovers by closing the database and
+ * opening it again with the same options and column families, then proving
+ * it writable with a synced probe write. While either fails it retries with
+ * a back-off (RECOVERY_FIRST_MS doubling to RECOVERY_MAX_MS). While the store
+ * is unhealthy, store_submit() and the synchronous writes fail at once with
+ * STORE_ERROR, so devices get 5.03 without waiting and nothing queues; what
+ * was already queued is answered STORE_ERROR. A write whose append reached
+ * the WAL but whose sync failed may reappear after the reopen: it was never
+ * acknowledged, so at worst a device that retries finds its record written.
+ *
+ * The database handle and the column family handles change during a reopen,
+ * so every access from outside the writer thread holds db_lock shared; the
+ * reopen holds it exclusive. Readers never wait for a reopen: they try the
+ * lock and answer STORE_ERROR when it is taken, or when the database is
+ * closed because the last reopen failed. The writer itself changes the
+ * handles, so it reads them without the lock.
  *
  * The WAL is always on and every commit is synced, so anything acknowledged
  * survives kill -9 and power loss; recovery stops at the first torn record
  * at the tail of the WAL, which can only belong to an unacknowledged batch.
+ * Opening replays and flushes the WAL, so a WAL torn by a failed append is
+ * never followed by a newer WAL holding acknowledged writes.
  *
  * Read-only handles (tools) take neither the database lock nor the info
  * LOG, so they work while the daemon runs; they see what was synced when
@@ -26,10 +46,14 @@
 
 #include "control/log.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <rocksdb/c.h>
 
@@ -37,13 +61,20 @@
 #define STORE_DEFAULT_QUEUE_LIMIT 65536
 /* "default" plus one handle per store_family. */
 #define STORE_HANDLE_COUNT (STORE_FAMILY_COUNT + 1)
+#define RECOVERY_FIRST_MS 100
+#define RECOVERY_MAX_MS 5000
+/* Written to the "default" column family, which holds nothing else, to prove a reopen. */
+#define PROBE_KEY "store-probe"
 
 struct store {
+    /* db and handles: changed only by the writer thread, under db_lock held exclusive. */
+    pthread_rwlock_t db_lock;
     rocksdb_t *db;
+    rocksdb_column_family_handle_t *handles[STORE_HANDLE_COUNT];
     rocksdb_options_t *options;
     rocksdb_readoptions_t *read_options;
     rocksdb_writeoptions_t *sync_options;
-    rocksdb_column_family_handle_t *handles[STORE_HANDLE_COUNT];
+    char *dir;
     bool read_only;
 
     pthread_mutex_t lock;
@@ -53,10 +84,13 @@ struct store {
     size_t queue_depth;
     size_t queue_limit;
     bool stopping;
+    bool healthy;
     bool writer_started;
     pthread_t writer;
     uint64_t commits;
     uint64_t writes;
+    uint64_t failures;
+    uint64_t recoveries;
 };
 
 static const char *const family_names[STORE_FAMILY_COUNT] = {
@@ -97,34 +131,69 @@ static rocksdb_options_t *make_options(void)
     rocksdb_options_set_keep_log_file_num(options, 4);
     /* kPointInTimeRecovery: replay the WAL up to the first torn record. */
     rocksdb_options_set_wal_recovery_mode(options, 2);
+    /*
+     * Keep RocksDB's info LOG empty: RocksDB 7.8 as packaged (assertions on)
+     * aborts on the next line it logs after a failed LOG append, which a full
+     * disk causes. Level 6 is above every level, headers included; the store
+     * logs its own failures. RocksDB cannot write that level into an OPTIONS
+     * file, so each open leaves an OPTIONS-*.dbtmp, which remove_options_temp()
+     * deletes.
+     */
+    rocksdb_options_set_info_log_level(options, 6);
     return options;
 }
 
-static void store_free(struct store *store)
+/* Closes the database and its column family handles (the caller excludes readers). */
+static void close_db(struct store *store)
 {
     for (size_t i = 0; i < STORE_HANDLE_COUNT; i++)
         if (store->handles[i])
             rocksdb_column_family_handle_destroy(store->handles[i]);
+    memset(store->handles, 0, sizeof(store->handles));
     if (store->db)
         rocksdb_close(store->db);
+    store->db = NULL;
+}
+
+static void store_free(struct store *store)
+{
+    close_db(store);
     if (store->sync_options)
         rocksdb_writeoptions_destroy(store->sync_options);
     if (store->read_options)
         rocksdb_readoptions_destroy(store->read_options);
     if (store->options)
         rocksdb_options_destroy(store->options);
+    free(store->dir);
     pthread_cond_destroy(&store->wake);
     pthread_mutex_destroy(&store->lock);
+    pthread_rwlock_destroy(&store->db_lock);
     free(store);
 }
 
-static struct store *store_new(void)
+static struct store *store_new(const char *dir)
 {
     struct store *store = calloc(1, sizeof(*store));
     if (!store)
         return NULL;
+    store->dir = strdup(dir);
+    if (!store->dir) {
+        free(store);
+        return NULL;
+    }
     pthread_mutex_init(&store->lock, NULL);
-    pthread_cond_init(&store->wake, NULL);
+    pthread_condattr_t cond_attr;
+    pthread_condattr_init(&cond_attr);
+    pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&store->wake, &cond_attr);
+    pthread_condattr_destroy(&cond_attr);
+    /* Prefer the reopen, so a stream of readers cannot hold recovery off. */
+    pthread_rwlockattr_t rwlock_attr;
+    pthread_rwlockattr_init(&rwlock_attr);
+    pthread_rwlockattr_setkind_np(&rwlock_attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&store->db_lock, &rwlock_attr);
+    pthread_rwlockattr_destroy(&rwlock_attr);
+    store->healthy = true;
     store->options = make_options();
     store->read_options = rocksdb_readoptions_create();
     store->sync_options = rocksdb_writeoptions_create();
@@ -132,8 +201,23 @@ static struct store *store_new(void)
     return store;
 }
 
+/* Deletes the OPTIONS-*.dbtmp files opening leaves (see make_options()). */
+static void remove_options_temp(const char *dir)
+{
+    DIR *listing = opendir(dir);
+    if (!listing)
+        return;
+    for (struct dirent *entry; (entry = readdir(listing));) {
+        size_t length = strlen(entry->d_name);
+        if (strncmp(entry->d_name, "OPTIONS-", 8) == 0 && length > 6 &&
+            strcmp(entry->d_name + length - 6, ".dbtmp") == 0)
+            unlinkat(dirfd(listing), entry->d_name, 0);
+    }
+    closedir(listing);
+}
+
 /* Opens every column family, read-write or read-only; false with err. */
-static bool open_families(struct store *store, const char *dir, char *err, size_t err_length)
+static bool open_families(struct store *store, char *err, size_t err_length)
 {
     const char *names[STORE_HANDLE_COUNT];
     const rocksdb_options_t *family_options[STORE_HANDLE_COUNT];
@@ -146,11 +230,11 @@ static bool open_families(struct store *store, const char *dir, char *err, size_
     char *error = NULL;
     if (store->read_only)
         store->db = rocksdb_open_for_read_only_column_families(
-            store->options, dir, STORE_HANDLE_COUNT, names, family_options, store->handles, 0,
-            &error);
+            store->options, store->dir, STORE_HANDLE_COUNT, names, family_options, store->handles,
+            0, &error);
     else
-        store->db = rocksdb_open_column_families(store->options, dir, STORE_HANDLE_COUNT, names,
-                                                 family_options, store->handles, &error);
+        store->db = rocksdb_open_column_families(store->options, store->dir, STORE_HANDLE_COUNT,
+                                                 names, family_options, store->handles, &error);
     if (error) {
         set_error(err, err_length, "cannot open database", error);
         rocksdb_free(error);
@@ -158,7 +242,39 @@ static bool open_families(struct store *store, const char *dir, char *err, size_
         memset(store->handles, 0, sizeof(store->handles));
         return false;
     }
+    if (!store->read_only)
+        remove_options_temp(store->dir);
     return true;
+}
+
+/*
+ * Takes db_lock shared for a reader or a synchronous writer; false (nothing
+ * held) while a reopen runs or after one failed.
+ */
+static bool db_acquire(struct store *store)
+{
+    if (pthread_rwlock_tryrdlock(&store->db_lock) != 0)
+        return false;
+    if (!store->db) {
+        pthread_rwlock_unlock(&store->db_lock);
+        return false;
+    }
+    return true;
+}
+
+static void db_release(struct store *store)
+{
+    pthread_rwlock_unlock(&store->db_lock);
+}
+
+/* Records a failed write: the writer recovers before it commits anything else. */
+static void mark_failed(struct store *store)
+{
+    pthread_mutex_lock(&store->lock);
+    store->failures++;
+    store->healthy = false;
+    pthread_cond_signal(&store->wake);
+    pthread_mutex_unlock(&store->lock);
 }
 
 /*
@@ -217,16 +333,113 @@ static void commit_chain(struct store *store, rocksdb_writebatch_wi_t *batch,
     }
     rocksdb_writebatch_wi_clear(batch);
 
-    if (!committed)
+    if (!committed) {
         for (struct store_write *write = chain; write; write = write->next)
             write->status = STORE_ERROR;
-
-    pthread_mutex_lock(&store->lock);
-    if (committed) {
-        store->commits += synced;
-        store->writes += applied;
+        mark_failed(store);
+        return;
     }
+    pthread_mutex_lock(&store->lock);
+    store->commits += synced;
+    store->writes += applied;
     pthread_mutex_unlock(&store->lock);
+}
+
+/* Calls done() for each write of a chain; done() may free or resubmit its write. */
+static void answer_chain(struct store_write *chain)
+{
+    while (chain) {
+        struct store_write *write = chain;
+        chain = write->next;
+        write->next = NULL;
+        write->done(write);
+    }
+}
+
+/* Detaches up to limit queued writes as a chain (with store->lock held). */
+static struct store_write *take_queued(struct store *store, size_t limit)
+{
+    struct store_write *chain = store->head;
+    if (!chain)
+        return NULL;
+    struct store_write *last = chain;
+    size_t taken = 1;
+    while (last->next && taken < limit) {
+        last = last->next;
+        taken++;
+    }
+    store->head = last->next;
+    if (!store->head)
+        store->tail = NULL;
+    last->next = NULL;
+    store->queue_depth -= taken;
+    return chain;
+}
+
+/* Closes and reopens the database, then proves it writable; false with the reason logged. */
+static bool reopen(struct store *store)
+{
+    char err[512] = "";
+    pthread_rwlock_wrlock(&store->db_lock);
+    close_db(store);
+    bool opened = open_families(store, err, sizeof(err));
+    pthread_rwlock_unlock(&store->db_lock);
+    if (!opened) {
+        log_msg(LOG_WARN, "store reopen failed", "error=\"%s\"", err);
+        return false;
+    }
+    char *error = NULL;
+    rocksdb_put_cf(store->db, store->sync_options, store->handles[0], PROBE_KEY, strlen(PROBE_KEY),
+                   "", 0, &error);
+    if (error) {
+        log_msg(LOG_WARN, "store probe write failed", "error=\"%s\"", error);
+        rocksdb_free(error);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * With store->lock held: answers what is queued with STORE_ERROR and tries
+ * to reopen; after a failed attempt waits out the back-off (or until
+ * stopping). Returns with store->lock held.
+ */
+static void recover(struct store *store, unsigned *delay_ms)
+{
+    struct store_write *failed;
+    while ((failed = take_queued(store, SIZE_MAX))) {
+        pthread_mutex_unlock(&store->lock);
+        for (struct store_write *write = failed; write; write = write->next)
+            write->status = STORE_ERROR;
+        answer_chain(failed);
+        pthread_mutex_lock(&store->lock);
+    }
+    if (store->stopping)
+        return;
+    pthread_mutex_unlock(&store->lock);
+    bool recovered = reopen(store);
+    pthread_mutex_lock(&store->lock);
+    if (recovered) {
+        store->healthy = true;
+        store->recoveries++;
+        *delay_ms = RECOVERY_FIRST_MS;
+        log_msg(LOG_INFO, "store recovered", "failures=%llu recoveries=%llu",
+                (unsigned long long)store->failures, (unsigned long long)store->recoveries);
+        return;
+    }
+    log_msg(LOG_WARN, "store recovery retry", "in_ms=%u", *delay_ms);
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += *delay_ms / 1000;
+    deadline.tv_nsec += (long)(*delay_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (!store->stopping &&
+           pthread_cond_timedwait(&store->wake, &store->lock, &deadline) != ETIMEDOUT)
+        ;
+    *delay_ms = *delay_ms * 2 < RECOVERY_MAX_MS ? *delay_ms * 2 : RECOVERY_MAX_MS;
 }
 
 static void *writer_main(void *arg)
@@ -234,37 +447,27 @@ static void *writer_main(void *arg)
     struct store *store = arg;
     /* overwrite_keys: lookups in the batch must see the latest put of a key. */
     rocksdb_writebatch_wi_t *batch = rocksdb_writebatch_wi_create(0, 1);
+    unsigned delay_ms = RECOVERY_FIRST_MS;
 
     pthread_mutex_lock(&store->lock);
     for (;;) {
-        while (!store->head && !store->stopping)
+        if (!store->healthy) {
+            recover(store, &delay_ms);
+            if (store->stopping && !store->healthy)
+                break;
+            continue;
+        }
+        while (!store->head && !store->stopping && store->healthy)
             pthread_cond_wait(&store->wake, &store->lock);
+        if (!store->healthy)
+            continue;
         if (!store->head)
             break;
 
-        struct store_write *chain = store->head;
-        struct store_write *last = chain;
-        size_t taken = 1;
-        while (last->next && taken < STORE_BATCH_LIMIT) {
-            last = last->next;
-            taken++;
-        }
-        store->head = last->next;
-        if (!store->head)
-            store->tail = NULL;
-        last->next = NULL;
-        store->queue_depth -= taken;
+        struct store_write *chain = take_queued(store, STORE_BATCH_LIMIT);
         pthread_mutex_unlock(&store->lock);
-
         commit_chain(store, batch, chain);
-        /* done() may free or resubmit its write, so step before calling it. */
-        while (chain) {
-            struct store_write *write = chain;
-            chain = write->next;
-            write->next = NULL;
-            write->done(write);
-        }
-
+        answer_chain(chain);
         pthread_mutex_lock(&store->lock);
     }
     pthread_mutex_unlock(&store->lock);
@@ -275,13 +478,13 @@ static void *writer_main(void *arg)
 
 struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t err_length)
 {
-    struct store *store = store_new();
+    struct store *store = store_new(dir);
     if (!store) {
         set_error(err, err_length, "out of memory", NULL);
         return NULL;
     }
     store->queue_limit = queue_limit ? queue_limit : STORE_DEFAULT_QUEUE_LIMIT;
-    if (!open_families(store, dir, err, err_length)) {
+    if (!open_families(store, err, err_length)) {
         store_free(store);
         return NULL;
     }
@@ -297,7 +500,7 @@ struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t 
 
 struct store *store_open_readonly(const char *dir, char *err, size_t err_length)
 {
-    struct store *store = store_new();
+    struct store *store = store_new(dir);
     if (!store) {
         set_error(err, err_length, "out of memory", NULL);
         return NULL;
@@ -306,7 +509,7 @@ struct store *store_open_readonly(const char *dir, char *err, size_t err_length)
     rocksdb_options_set_create_if_missing(store->options, 0);
     rocksdb_options_set_create_missing_column_families(store->options, 0);
 
-    if (!open_families(store, dir, err, err_length)) {
+    if (!open_families(store, err, err_length)) {
         store_free(store);
         return NULL;
     }
@@ -327,6 +530,14 @@ void store_close(struct store *store)
     store_free(store);
 }
 
+bool store_healthy(struct store *store)
+{
+    pthread_mutex_lock(&store->lock);
+    bool healthy = store->healthy;
+    pthread_mutex_unlock(&store->lock);
+    return healthy;
+}
+
 static bool puts_valid(const struct store_put *puts, size_t count)
 {
     for (size_t i = 0; i < count; i++)
@@ -344,7 +555,7 @@ int store_submit(struct store *store, struct store_write *write)
 
     write->next = NULL;
     pthread_mutex_lock(&store->lock);
-    if (store->stopping) {
+    if (store->stopping || !store->healthy) {
         pthread_mutex_unlock(&store->lock);
         return STORE_ERROR;
     }
@@ -363,9 +574,17 @@ int store_submit(struct store *store, struct store_write *write)
     return STORE_OK;
 }
 
+/* The synchronous writes of the control plane: refused while unhealthy, like submit. */
+static bool sync_write_allowed(struct store *store)
+{
+    if (store->read_only || !store_healthy(store))
+        return false;
+    return db_acquire(store);
+}
+
 int store_put_sync(struct store *store, const struct store_put *puts, size_t count)
 {
-    if (store->read_only || !puts_valid(puts, count))
+    if (!puts_valid(puts, count) || !sync_write_allowed(store))
         return STORE_ERROR;
     rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
     for (size_t i = 0; i < count; i++)
@@ -373,10 +592,12 @@ int store_put_sync(struct store *store, const struct store_put *puts, size_t cou
                                   puts[i].key_length, puts[i].value, puts[i].value_length);
     char *error = NULL;
     rocksdb_write(store->db, store->sync_options, batch, &error);
+    db_release(store);
     rocksdb_writebatch_destroy(batch);
     if (error) {
         log_msg(LOG_ERROR, "store synchronous write failed", "error=\"%s\"", error);
         rocksdb_free(error);
+        mark_failed(store);
         return STORE_ERROR;
     }
     return STORE_OK;
@@ -385,14 +606,16 @@ int store_put_sync(struct store *store, const struct store_put *puts, size_t cou
 int store_delete_sync(struct store *store, enum store_family family, const char *key,
                       size_t key_length)
 {
-    if (store->read_only || !family_valid(family))
+    if (!family_valid(family) || !sync_write_allowed(store))
         return STORE_ERROR;
     char *error = NULL;
     rocksdb_delete_cf(store->db, store->sync_options, family_handle(store, family), key, key_length,
                       &error);
+    db_release(store);
     if (error) {
         log_msg(LOG_ERROR, "store synchronous delete failed", "error=\"%s\"", error);
         rocksdb_free(error);
+        mark_failed(store);
         return STORE_ERROR;
     }
     return STORE_OK;
@@ -403,30 +626,34 @@ int store_get(struct store *store, enum store_family family, const char *key, si
 {
     *value = NULL;
     *value_length = 0;
-    if (!family_valid(family))
+    if (!family_valid(family) || !db_acquire(store))
         return STORE_ERROR;
     char *error = NULL;
     rocksdb_pinnableslice_t *slice = rocksdb_get_pinned_cf(
         store->db, store->read_options, family_handle(store, family), key, key_length, &error);
+    int status = STORE_OK;
     if (error) {
         rocksdb_free(error);
-        return STORE_ERROR;
+        status = STORE_ERROR;
+    } else if (!slice) {
+        status = STORE_NOT_FOUND;
+    } else {
+        size_t length = 0;
+        const char *data = rocksdb_pinnableslice_value(slice, &length);
+        char *copy = malloc(length + 1);
+        if (copy) {
+            memcpy(copy, data, length);
+            copy[length] = '\0';
+            *value = copy;
+            *value_length = length;
+        } else {
+            status = STORE_ERROR;
+        }
     }
-    if (!slice)
-        return STORE_NOT_FOUND;
-    size_t length = 0;
-    const char *data = rocksdb_pinnableslice_value(slice, &length);
-    char *copy = malloc(length + 1);
-    if (!copy) {
+    if (slice)
         rocksdb_pinnableslice_destroy(slice);
-        return STORE_ERROR;
-    }
-    memcpy(copy, data, length);
-    copy[length] = '\0';
-    rocksdb_pinnableslice_destroy(slice);
-    *value = copy;
-    *value_length = length;
-    return STORE_OK;
+    db_release(store);
+    return status;
 }
 
 int store_scan(struct store *store, enum store_family family, const char *prefix,
@@ -435,7 +662,7 @@ int store_scan(struct store *store, enum store_family family, const char *prefix
                          size_t value_length),
                void *user)
 {
-    if (!family_valid(family))
+    if (!family_valid(family) || !db_acquire(store))
         return STORE_ERROR;
     rocksdb_iterator_t *iterator =
         rocksdb_create_iterator_cf(store->db, store->read_options, family_handle(store, family));
@@ -457,6 +684,7 @@ int store_scan(struct store *store, enum store_family family, const char *prefix
     char *error = NULL;
     rocksdb_iter_get_error(iterator, &error);
     rocksdb_iter_destroy(iterator);
+    db_release(store);
     if (error) {
         rocksdb_free(error);
         return STORE_ERROR;
@@ -470,5 +698,7 @@ void store_get_stats(struct store *store, struct store_stats *stats)
     stats->commits = store->commits;
     stats->writes = store->writes;
     stats->queue_depth = store->queue_depth;
+    stats->failures = store->failures;
+    stats->recoveries = store->recoveries;
     pthread_mutex_unlock(&store->lock);
 }

@@ -30,6 +30,10 @@
  * A write may carry a condition, checked by the writer against the database
  * and the writes ahead of it in the same batch: "key is absent or already
  * holds this value". That serialises device-id binding across shards.
+ *
+ * A failed commit answers every write of its batch STORE_ERROR (nothing of
+ * it is acknowledged) and makes the store unhealthy until the writer thread
+ * has reopened the database; no restart is needed.
  */
 #ifndef DPS_STORE_H
 #define DPS_STORE_H
@@ -84,6 +88,8 @@ struct store_stats {
     uint64_t commits; /* synced batches */
     uint64_t writes;  /* store_write requests applied */
     size_t queue_depth;
+    uint64_t failures;   /* failed commits and synchronous writes */
+    uint64_t recoveries; /* reopens that made the store writable again after a failure */
 };
 
 struct store;
@@ -97,7 +103,10 @@ struct store *store_open_readonly(const char *dir, char *err, size_t err_length)
 /* Finishes queued writes, stops the writer, closes the database. */
 void store_close(struct store *store);
 
-/* Queues a write. STORE_OK, or STORE_BUSY when the queue is full, or STORE_ERROR when read-only. */
+/*
+ * Queues a write. STORE_OK, or STORE_BUSY when the queue is full, or
+ * STORE_ERROR when read-only or unhealthy (see store_healthy()).
+ */
 int store_submit(struct store *store, struct store_write *write);
 
 /*
@@ -126,6 +135,14 @@ int store_scan(struct store *store, enum store_family family, const char *prefix
                void *user);
 
 void store_get_stats(struct store *store, struct store_stats *stats);
+
+/*
+ * False from a failed write until the writer has reopened the database and
+ * proved it writable again (it retries with a back-off up to 5 s). Meanwhile
+ * every write fails at once with STORE_ERROR, and reads fail with
+ * STORE_ERROR while the database is being reopened or could not be.
+ */
+bool store_healthy(struct store *store);
 
 const char *store_family_name(enum store_family family);
 

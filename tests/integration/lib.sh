@@ -67,7 +67,8 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 30000))
+        # Below the kernel's ephemeral range (32768-60999), so no outgoing connection holds it.
+        port=$((20000 + RANDOM % 12000))
         if ! port_in_use "$port" && ! ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
             echo "$port"
             return

@@ -700,6 +700,228 @@ static void test_leaf_pem_round_trips(void **state)
     X509_free(leaf);
 }
 
+/*
+ * Writes a CRL signed by issuer_key into the fixture folder as name, listing
+ * revoked (may be NULL), valid from an hour ago for valid_seconds (negative:
+ * already expired).
+ */
+static void write_crl(const struct fixture *fixture, const char *name, X509 *issuer,
+                      EVP_PKEY *issuer_key, X509 *revoked, long valid_seconds)
+{
+    X509_CRL *crl = X509_CRL_new();
+    ASN1_TIME *time_value = ASN1_TIME_new();
+    char path[PATH_MAX];
+    FILE *file;
+    time_t now = time(NULL);
+
+    assert_non_null(crl);
+    assert_non_null(time_value);
+    assert_int_equal(X509_CRL_set_version(crl, X509_CRL_VERSION_2), 1);
+    assert_int_equal(X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer)), 1);
+    ASN1_TIME_adj(time_value, now, 0, valid_seconds < 0 ? 2 * valid_seconds : -3600);
+    assert_int_equal(X509_CRL_set1_lastUpdate(crl, time_value), 1);
+    ASN1_TIME_adj(time_value, now, 0, valid_seconds);
+    assert_int_equal(X509_CRL_set1_nextUpdate(crl, time_value), 1);
+    if (revoked != NULL) {
+        X509_REVOKED *entry = X509_REVOKED_new();
+        ASN1_TIME_adj(time_value, now, 0, -60);
+        assert_int_equal(X509_REVOKED_set_serialNumber(entry, X509_get_serialNumber(revoked)), 1);
+        assert_int_equal(X509_REVOKED_set_revocationDate(entry, time_value), 1);
+        assert_int_equal(X509_CRL_add0_revoked(crl, entry), 1);
+    }
+    assert_int_equal(X509_CRL_sort(crl), 1);
+    assert_true(X509_CRL_sign(crl, issuer_key, EVP_sha256()) > 0);
+    fixture_path(fixture, name, path, sizeof(path));
+    file = fopen(path, "w");
+    assert_non_null(file);
+    assert_int_equal(PEM_write_X509_CRL(file, crl), 1);
+    fclose(file);
+    ASN1_TIME_free(time_value);
+    X509_CRL_free(crl);
+}
+
+/* Gives group index the CRL file name (kept in a buffer that outlives the test). */
+static void set_crl(struct fixture *fixture, size_t index, const char *name)
+{
+    static char path[PATH_MAX];
+    static char *crls[1];
+
+    fixture_path(fixture, name, path, sizeof(path));
+    crls[0] = path;
+    fixture->groups[index].crls = crls;
+    fixture->groups[index].crl_count = 1;
+}
+
+/* Verifies a demo device against attestation: 0 or -1, with the reason in err. */
+static int verify_device(struct fixture *fixture, struct attestation *attestation, const char *name,
+                         char *err, size_t err_length)
+{
+    STACK_OF(X509) * rest;
+    X509 *leaf = device_certificate(fixture, name, &rest);
+    struct attestation_result result;
+    int rc = attestation_verify(attestation, leaf, rest, time(NULL), &result, err, err_length);
+
+    sk_X509_pop_free(rest, X509_free);
+    X509_free(leaf);
+    return rc;
+}
+
+static void test_crl_revoking_a_device_refuses_it(void **state)
+{
+    struct fixture *fixture = *state;
+    X509 *revoked = device_certificate(fixture, "devices/device-0001.pem", NULL);
+    char err[512] = "";
+    struct attestation *attestation;
+
+    write_crl(fixture, "mfg.crl", fixture->intermediate, fixture->intermediate_key, revoked, 86400);
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    set_crl(fixture, 0, "mfg.crl");
+    attestation = create(fixture);
+
+    assert_int_equal(
+        verify_device(fixture, attestation, "devices/device-0001.pem", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "certificate revoked"));
+    assert_int_equal(
+        verify_device(fixture, attestation, "devices/device-0002.pem", err, sizeof(err)), 0);
+    X509_free(revoked);
+    attestation_free(attestation);
+}
+
+static void test_crl_not_listing_a_device_accepts_it(void **state)
+{
+    struct fixture *fixture = *state;
+    char err[512] = "";
+    struct attestation *attestation;
+
+    write_crl(fixture, "mfg.crl", fixture->intermediate, fixture->intermediate_key, NULL, 86400);
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    set_crl(fixture, 0, "mfg.crl");
+    attestation = create(fixture);
+
+    assert_int_equal(
+        verify_device(fixture, attestation, "devices/device-0001.pem", err, sizeof(err)), 0);
+    attestation_free(attestation);
+}
+
+static void test_inline_pem_crl_revokes(void **state)
+{
+    struct fixture *fixture = *state;
+    X509 *revoked = device_certificate(fixture, "devices/device-0002.pem", NULL);
+    char err[512] = "";
+    char path[PATH_MAX];
+    char pem[8192];
+    char *crls[1] = {pem};
+    struct attestation *attestation;
+    FILE *file;
+    size_t length;
+
+    write_crl(fixture, "mfg.crl", fixture->intermediate, fixture->intermediate_key, revoked, 86400);
+    fixture_path(fixture, "mfg.crl", path, sizeof(path));
+    file = fopen(path, "r");
+    assert_non_null(file);
+    length = fread(pem, 1, sizeof(pem) - 1, file);
+    fclose(file);
+    pem[length] = '\0';
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    fixture->groups[0].crls = crls;
+    fixture->groups[0].crl_count = 1;
+    attestation = create(fixture);
+
+    assert_int_equal(
+        verify_device(fixture, attestation, "devices/device-0002.pem", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "revoked"));
+    assert_int_equal(
+        verify_device(fixture, attestation, "devices/device-0001.pem", err, sizeof(err)), 0);
+    X509_free(revoked);
+    attestation_free(attestation);
+}
+
+static void test_crl_of_another_ca_fails_naming_the_group(void **state)
+{
+    struct fixture *fixture = *state;
+    char path[PATH_MAX];
+    X509 *rogue_root;
+    EVP_PKEY *rogue_key;
+    char err[512] = "";
+
+    fixture_path(fixture, "rogue-root.pem", path, sizeof(path));
+    rogue_root = read_certificate_file(path, NULL);
+    fixture_path(fixture, "rogue-root.key", path, sizeof(path));
+    rogue_key = read_key_file(path);
+    write_crl(fixture, "rogue.crl", rogue_root, rogue_key, NULL, 86400);
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    set_crl(fixture, 0, "rogue.crl");
+
+    assert_null(attestation_create(NULL, &fixture->config, err, sizeof(err)));
+    assert_non_null(strstr(err, GROUP_A));
+    assert_non_null(strstr(err, "rogue.crl"));
+    assert_non_null(strstr(err, "not signed by a CA of the group's certificate chain"));
+    X509_free(rogue_root);
+    EVP_PKEY_free(rogue_key);
+}
+
+static void test_expired_crl_refuses_devices(void **state)
+{
+    struct fixture *fixture = *state;
+    char err[512] = "";
+    struct attestation *attestation;
+
+    write_crl(fixture, "old.crl", fixture->intermediate, fixture->intermediate_key, NULL, -600);
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    set_crl(fixture, 0, "old.crl");
+    attestation = create(fixture);
+
+    assert_int_equal(
+        verify_device(fixture, attestation, "devices/device-0001.pem", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "CRL has expired"));
+    attestation_free(attestation);
+}
+
+/* The cache belongs to one object: the object built for the new configuration re-verifies. */
+static void test_new_crl_is_not_bypassed_by_the_cache(void **state)
+{
+    struct fixture *fixture = *state;
+    X509 *revoked = device_certificate(fixture, "devices/device-0001.pem", NULL);
+    char err[512] = "";
+    struct attestation *before;
+    struct attestation *after;
+
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    before = create(fixture);
+    assert_int_equal(verify_device(fixture, before, "devices/device-0001.pem", err, sizeof(err)),
+                     0);
+    assert_int_equal(verify_device(fixture, before, "devices/device-0001.pem", err, sizeof(err)),
+                     0);
+    write_crl(fixture, "mfg.crl", fixture->intermediate, fixture->intermediate_key, revoked, 86400);
+    set_crl(fixture, 0, "mfg.crl");
+    after = create(fixture);
+
+    assert_int_equal(verify_device(fixture, after, "devices/device-0001.pem", err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "revoked"));
+    X509_free(revoked);
+    attestation_free(before);
+    attestation_free(after);
+}
+
+static void test_disabled_group_refuses_its_devices(void **state)
+{
+    struct fixture *fixture = *state;
+    char err[512] = "";
+    struct attestation *attestation;
+
+    add_group(fixture, GROUP_A, "rogue-root.pem", false);
+    add_group(fixture, GROUP_B, "mfg-chain.pem", false);
+    fixture->groups[1].disabled = true;
+    attestation = create(fixture);
+
+    assert_int_equal(
+        verify_device(fixture, attestation, "devices/device-0001.pem", err, sizeof(err)), -1);
+    assert_string_equal(err, "enrollment group " GROUP_B " is disabled");
+    assert_int_equal(verify_device(fixture, attestation, "rogue-device.pem", err, sizeof(err)), 0);
+    attestation_free(attestation);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -724,6 +946,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_connection_hits_the_verified_leaf_cache, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_leaf_pem_round_trips, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crl_revoking_a_device_refuses_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crl_not_listing_a_device_accepts_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_pem_crl_revokes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crl_of_another_ca_fails_naming_the_group, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_expired_crl_refuses_devices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_crl_is_not_bypassed_by_the_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disabled_group_refuses_its_devices, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -695,6 +695,79 @@ static void log_long_line_is_cut_to_one_line(void **state)
     assert_memory_equal(line + n - 4, "...", 3);
 }
 
+static void key_file_permissions_policy(void **state)
+{
+    struct config *config = load_ok(TLS);
+    assert_int_equal(config->key_file_permissions, KEYFILE_REFUSE);
+    assert_null(config->user);
+    config_free(config);
+    config = load_ok(TLS "keyFilePermissions: warn\n");
+    assert_int_equal(config->key_file_permissions, KEYFILE_WARN);
+    config_free(config);
+    config = load_ok(TLS "keyFilePermissions: refuse\n");
+    assert_int_equal(config->key_file_permissions, KEYFILE_REFUSE);
+    config_free(config);
+    load_fails(TLS "keyFilePermissions: ignore\n", "keyFilePermissions: must be refuse or warn",
+               NULL);
+}
+
+#define API_WITH_KEY                                                                               \
+    "api:\n  listen: 127.0.0.1:9100\n  certificate: server.pem\n  key: server.key\n"               \
+    "  jwks: server.pem\n  issuer: https://operators\n"
+
+/* The API's key is read by the API itself, so the configuration applies the policy to it. */
+static void api_key_permissions_are_checked(void **state)
+{
+    char key[PATH_MAX + 32];
+    in_folder(key, sizeof(key), "server.key");
+    assert_int_equal(chmod(key, 0644), 0);
+    load_fails(TLS API_WITH_KEY, "api.key", key, "accessible to group or others (mode 0644)", NULL);
+    struct config *config = load_ok(TLS API_WITH_KEY "keyFilePermissions: warn\n");
+    config_free(config);
+    assert_int_equal(chmod(key, 0600), 0);
+    config = load_ok(TLS API_WITH_KEY);
+    assert_string_equal(config->api.key_file, key);
+    config_free(config);
+}
+
+static void user_must_exist(void **state)
+{
+    struct config *config = load_ok(TLS "user: root\n");
+    assert_string_equal(config->user, "root");
+    config_free(config);
+    load_fails(TLS "user: no-such-dps-user\n", ":2: user: no user \"no-such-dps-user\"", NULL);
+}
+
+#define GROUP_WITH(attestation, extra)                                                             \
+    "enrollmentGroups:\n  - id: " GROUP_ID "\n    owner: \"1\"\n"                                  \
+    "    attestation: " attestation "\n    hubIds: [" HUB_ID "]\n" extra
+
+static void group_crls_and_disabled(void **state)
+{
+    char expected[PATH_MAX + 64];
+    write_file("pki/mfg.crl", "-----BEGIN X509 CRL-----\n");
+    struct config *config = load_ok(TLS HUB GROUP_WITH(
+        "{certificateChain: mfg-chain.pem, crls: [pki/mfg.crl]}", "    disabled: true\n"));
+    const struct config_group *group = &config->groups[0];
+    assert_int_equal(group->crl_count, 1);
+    in_folder(expected, sizeof(expected), "pki/mfg.crl");
+    assert_string_equal(group->crls[0], expected);
+    assert_true(group->disabled);
+    config_free(config);
+
+    config = load_ok(TLS HUB GROUP);
+    assert_int_equal(config->groups[0].crl_count, 0);
+    assert_false(config->groups[0].disabled);
+    config_free(config);
+
+    load_fails(TLS HUB GROUP_WITH("{certificateChain: mfg-chain.pem, crls: [absent.crl]}", ""),
+               "enrollmentGroups[0].attestation.crls[0]", "absent.crl", "No such file", NULL);
+    load_fails(TLS HUB GROUP_WITH("{certificateChain: mfg-chain.pem, crls: []}", ""),
+               "crls: must not be empty", NULL);
+    load_fails(TLS HUB GROUP_WITH("{certificateChain: mfg-chain.pem}", "    disabled: no\n"),
+               "enrollmentGroups[0].disabled: must be true or false", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -726,6 +799,10 @@ int main(void)
         cmocka_unit_test(resources_are_checked),
         cmocka_unit_test(alias_bomb_is_bounded),
         cmocka_unit_test(log_level_names_parse),
+        cmocka_unit_test(key_file_permissions_policy),
+        cmocka_unit_test(api_key_permissions_are_checked),
+        cmocka_unit_test(user_must_exist),
+        cmocka_unit_test(group_crls_and_disabled),
         cmocka_unit_test(log_line_is_logfmt),
         cmocka_unit_test(log_level_filters),
         cmocka_unit_test(log_long_line_is_cut_to_one_line),

@@ -3,7 +3,7 @@
  * commit, conditional writes (also two claims in one batch), the queue
  * limit, persistence across reopen, read-only access while another process
  * holds the database, durability of acknowledged writes across kill -9, and
- * a commit failing on an I/O error.
+ * a commit failing on an I/O error, then the store recovering by itself.
  *
  * The tests that need a second process re-execute this binary with a helper
  * mode as argv[1], so the helper starts with fresh RocksDB state instead of
@@ -613,21 +613,37 @@ static void acknowledged_writes_survive_kill_9(void **state)
     free(keys);
 }
 
-static void failed_commit_reports_error(void **state)
+/* What the --helper-fsize child observed, in order. */
+struct fsize_report {
+    int before;        /* committed before the fault */
+    int too_big;       /* could not reach the WAL */
+    int mate;          /* shared the failing batch */
+    bool unhealthy;    /* store_healthy() while the fault lasts */
+    int during_submit; /* store_submit() while the fault lasts */
+    int during_sync;   /* store_put_sync() while the fault lasts */
+    int during_get;    /* store_get() while the reopen keeps failing */
+    bool recovered;    /* store_healthy() came back once the fault cleared */
+    int after;         /* a write after the fault cleared */
+    int after_get;     /* reading it back through the same handle */
+    uint64_t failures; /* store_stats at the end */
+    uint64_t recoveries;
+};
+
+static void failed_commit_reports_error_then_recovers(void **state)
 {
     struct fixture *fixture = *state;
     int from_child;
     int to_child;
     pid_t pid = spawn_helper("--helper-fsize", fixture->dir, &from_child, &to_child);
-    int statuses[4];
+    struct fsize_report report;
     size_t got = 0;
-    while (got < sizeof(statuses)) {
-        ssize_t n = read(from_child, (char *)statuses + got, sizeof(statuses) - got);
+    while (got < sizeof(report)) {
+        ssize_t n = read(from_child, (char *)&report + got, sizeof(report) - got);
         if (n <= 0)
             break;
         got += (size_t)n;
     }
-    assert_int_equal(got, sizeof(statuses));
+    assert_int_equal(got, sizeof(report));
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
@@ -635,25 +651,31 @@ static void failed_commit_reports_error(void **state)
     close(from_child);
     close(to_child);
 
-    assert_int_equal(statuses[0], STORE_OK);
+    assert_int_equal(report.before, STORE_OK);
     /* The write that could not reach the WAL is refused, and so is its batch mate. */
-    assert_int_equal(statuses[1], STORE_ERROR);
-    assert_int_equal(statuses[2], STORE_ERROR);
-    /*
-     * RocksDB refuses every write after a failed WAL append until the
-     * database is reopened; the writer still answers each batch.
-     */
-    assert_int_equal(statuses[3], STORE_ERROR);
+    assert_int_equal(report.too_big, STORE_ERROR);
+    assert_int_equal(report.mate, STORE_ERROR);
+    /* While the fault lasts the store says so and refuses writes at once. */
+    assert_true(report.unhealthy);
+    assert_int_equal(report.during_submit, STORE_ERROR);
+    assert_int_equal(report.during_sync, STORE_ERROR);
+    assert_int_equal(report.during_get, STORE_ERROR);
+    /* Once the fault clears the store reopens itself: no restart, no reopen by the caller. */
+    assert_true(report.recovered);
+    assert_int_equal(report.after, STORE_OK);
+    assert_int_equal(report.after_get, STORE_OK);
+    assert_true(report.failures >= 1);
+    assert_int_equal(report.recoveries, 1);
 
+    /* Nothing acknowledged was lost, nothing refused was written. */
     struct store *store = open_store(fixture->dir, 16);
     assert_value(store, STORE_ISSUANCE, "before", "{}");
+    assert_value(store, STORE_ISSUANCE, "after", "{}");
     assert_value(store, STORE_ISSUANCE, "too-big", NULL);
     assert_value(store, STORE_ISSUANCE, "mate", NULL);
-    assert_value(store, STORE_ISSUANCE, "after", NULL);
-    struct store_write retry = {.put_count = 1, .done = count_done};
-    retry.puts[0] = put_of(STORE_ISSUANCE, "after", "{}");
-    assert_int_equal(submit_and_wait(store, &retry), STORE_OK);
-    assert_value(store, STORE_ISSUANCE, "after", "{}");
+    assert_value(store, STORE_ISSUANCE, "during", NULL);
+    assert_value(store, STORE_ISSUANCE, "during-sync", NULL);
+    assert_true(store_healthy(store));
     store_close(store);
 }
 
@@ -715,16 +737,48 @@ static int helper_flood(const char *dir, int out)
     }
 }
 
+/* The last write of the failing batch holds the writer in done() until released,
+ * so the test decides when recovery starts. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    bool entered;
+    bool released;
+} hold = {.lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
+
+static void hold_done(struct store_write *write)
+{
+    count_done(write);
+    pthread_mutex_lock(&hold.lock);
+    hold.entered = true;
+    pthread_cond_broadcast(&hold.changed);
+    while (!hold.released)
+        pthread_cond_wait(&hold.changed, &hold.lock);
+    pthread_mutex_unlock(&hold.lock);
+}
+
+static bool wait_healthy(struct store *store, bool healthy)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (store_healthy(store) == healthy)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
 /*
  * Helper: commits one write, then caps the file size so the next batch cannot
- * reach the WAL, and reports the statuses of the three writes.
+ * reach the WAL; keeps every file write failing for a while (so the store's
+ * own reopen fails too), lifts the cap and writes again, and reports.
  */
 static int helper_fsize(const char *dir, int out)
 {
+    struct fsize_report report = {0};
     struct store *store = open_store(dir, 16);
     struct store_write before = {.put_count = 1, .done = count_done};
     before.puts[0] = put_of(STORE_ISSUANCE, "before", "{}");
-    submit_and_wait(store, &before);
+    report.before = submit_and_wait(store, &before);
 
     signal(SIGXFSZ, SIG_IGN);
     struct rlimit limit = {.rlim_cur = 1 << 20, .rlim_max = RLIM_INFINITY};
@@ -740,22 +794,55 @@ static int helper_fsize(const char *dir, int out)
     gate_hold_writer(store);
     struct store_write too_big = {.put_count = 1, .done = count_done};
     too_big.puts[0] = (struct store_put){STORE_ISSUANCE, "too-big", 7, big, big_length};
-    struct store_write mate = {.put_count = 1, .done = count_done};
+    struct store_write mate = {.put_count = 1, .done = hold_done};
     mate.puts[0] = put_of(STORE_ISSUANCE, "mate", "{}");
     if (store_submit(store, &too_big) != STORE_OK || store_submit(store, &mate) != STORE_OK)
         return 1;
     gate_release();
-    completions_wait(2);
+    pthread_mutex_lock(&hold.lock);
+    while (!hold.entered)
+        pthread_cond_wait(&hold.changed, &hold.lock);
+    pthread_mutex_unlock(&hold.lock);
+
+    /* Make every file write fail before the writer starts recovering. */
+    limit.rlim_cur = 0;
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0)
+        return 1;
+    report.unhealthy = !store_healthy(store);
+    pthread_mutex_lock(&hold.lock);
+    hold.released = true;
+    pthread_cond_broadcast(&hold.changed);
+    pthread_mutex_unlock(&hold.lock);
+    /* Let a few reopen attempts fail (at 0, 100 and 300 ms). */
+    usleep(500000);
+    report.unhealthy = report.unhealthy && !store_healthy(store);
+    struct store_write during = {.put_count = 1, .done = count_done};
+    during.puts[0] = put_of(STORE_ISSUANCE, "during", "{}");
+    report.during_submit = store_submit(store, &during);
+    struct store_put during_sync = put_of(STORE_ISSUANCE, "during-sync", "{}");
+    report.during_sync = store_put_sync(store, &during_sync, 1);
+    char *value = NULL;
+    size_t length = 0;
+    report.during_get = store_get(store, STORE_ISSUANCE, "before", 6, &value, &length);
+    free(value);
 
     limit.rlim_cur = RLIM_INFINITY;
     if (setrlimit(RLIMIT_FSIZE, &limit) != 0)
         return 1;
+    report.recovered = wait_healthy(store, true);
     struct store_write after = {.put_count = 1, .done = count_done};
     after.puts[0] = put_of(STORE_ISSUANCE, "after", "{}");
-    submit_and_wait(store, &after);
+    report.after = submit_and_wait(store, &after);
+    report.after_get = store_get(store, STORE_ISSUANCE, "after", 5, &value, &length);
+    free(value);
 
-    int statuses[4] = {before.status, too_big.status, mate.status, after.status};
-    if (write(out, statuses, sizeof(statuses)) != (ssize_t)sizeof(statuses))
+    struct store_stats stats;
+    store_get_stats(store, &stats);
+    report.failures = stats.failures;
+    report.recoveries = stats.recoveries;
+    report.too_big = too_big.status;
+    report.mate = mate.status;
+    if (write(out, &report, sizeof(report)) != (ssize_t)sizeof(report))
         return 1;
     store_close(store);
     free(big);
@@ -781,7 +868,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(read_only_sees_data_of_running_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(acknowledged_writes_survive_kill_9, setup, teardown),
-        cmocka_unit_test_setup_teardown(failed_commit_reports_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(failed_commit_reports_error_then_recovers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# capacity: what one provisioning costs the server, next to what a bare
+# mutual-TLS handshake costs OpenSSL and what HAProxy spends terminating the
+# same handshakes, all from one run on this machine, as key=value lines and
+# ratios. CPU is read from /proc/PID/stat (user + system), never wall time.
+#
+#   perf/capacity.sh [--devices N] [--handshakes N] [--concurrency C] [--build DIR]
+#                    [--full-only]
+#
+# Defaults (about a minute on 2 cores): 3000 devices, 3000 handshakes per
+# handshake-only server, 32 devices in flight, release tree build-perf/.
+# CAPACITY_SCALE=10 multiplies devices and handshakes for a bigger run.
+# --full-only runs step 1 alone (a burst: perf/capacity.sh --devices 100000 --full-only).
+#
+# 1. dpsd (demo PKI in a temp dir, --shards 1) provisions --devices fleet
+#    devices through the whole flow (two mutual-TLS handshakes, time,
+#    ownership, cloud configuration with a signed token, CSR verification and
+#    issuance, ACLs, resources, every step synced to RocksDB), driven by
+#    dps-loadgen --concurrency C --threads 1; the generator's own CPU comes
+#    from its report (getrusage).
+# 2. dpsd again, --scenario handshake (mutual TLS with attestation, then
+#    close), with identities no earlier step used (no verified-leaf cache hit).
+# 3. perf/bench-handshake: the in-process bare mutual-TLS handshake with the
+#    same certificates (server side verifies nothing).
+# 4. Debian's HAProxy (/usr/sbin/haproxy, one thread) terminating the same
+#    mutual TLS: dps-server.pem + key, client certificates verified against
+#    mfg-chain.pem, TLS 1.2, the same ECDHE-ECDSA suites, P-256 only; driven
+#    by the same generator in --scenario handshake with fresh identities.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICES=3000 HANDSHAKES=3000 CONCURRENCY=32 BUILD=build-perf FULL_ONLY=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    --devices) DEVICES=$2; shift 2 ;;
+    --handshakes) HANDSHAKES=$2; shift 2 ;;
+    --concurrency) CONCURRENCY=$2; shift 2 ;;
+    --build) BUILD=$2; shift 2 ;;
+    --full-only) FULL_ONLY=1; shift ;;
+    *) echo "usage: $0 [--devices N] [--handshakes N] [--concurrency C] [--build DIR] [--full-only]" >&2; exit 2 ;;
+    esac
+done
+SCALE=${CAPACITY_SCALE:-1}
+DEVICES=$((DEVICES * SCALE))
+HANDSHAKES=$((HANDSHAKES * SCALE))
+[ "$FULL_ONLY" = 1 ] && HANDSHAKES=0
+HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
+
+if [ ! -d "$BUILD" ]; then
+    meson setup "$BUILD" --buildtype=release >/dev/null
+fi
+ninja -C "$BUILD" dpsd perf/dps-loadgen perf/bench-handshake >/dev/null
+LOADGEN=$BUILD/perf/dps-loadgen
+
+WORK=$(mktemp -d /tmp/dps-capacity.XXXXXX)
+PID=""
+stop() {
+    if [ -n "$PID" ]; then
+        kill -TERM "$PID" 2>/dev/null || true
+        wait "$PID" 2>/dev/null || true
+        PID=""
+    fi
+}
+trap 'stop; rm -rf "$WORK"' EXIT
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "capacity: nothing listens on port $1" >&2
+    return 1
+}
+per() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0) }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+# report FILE EXPR: a Python expression over the dps-loadgen JSON report r (jq may be absent).
+report() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
+# "name ticks" per thread kind of process $1 (shard, signer, store writer, ...).
+thread_ticks() {
+    for task in /proc/"$1"/task/*; do
+        name=$(cat "$task/comm")
+        echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
+    done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
+}
+# run_fleet NAME PORT FIRST COUNT SCENARIO: dps-loadgen against 127.0.0.1:PORT, report in $WORK/NAME.json.
+run_fleet() {
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$2" --pki "$PKI" --first "$3" --devices "$4" \
+        --scenario "$5" --concurrency "$CONCURRENCY" --threads 1 --max-attempts 1 --timeout 60 \
+        --report "$WORK/$1.json" >"$WORK/$1.log" 2>&1 || {
+        echo "capacity: dps-loadgen ($1) failed:" >&2
+        tail -5 "$WORK/$1.log" >&2
+        exit 1
+    }
+}
+
+PORT=$((20000 + RANDOM % 20000))
+mkdir -p "$WORK/demo"
+"$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$PORT" --shards 1 --log-level warn \
+    >"$WORK/dpsd.log" 2>&1 &
+PID=$!
+wait_port "$PORT"
+PKI=$WORK/demo/pki
+WARMUP=200
+# Identities: warm-up, full flow, dpsd handshakes, HAProxy handshakes, each its own range.
+FULL_FIRST=$((WARMUP + 1))
+DPSD_HS_FIRST=$((FULL_FIRST + DEVICES))
+HAPROXY_FIRST=$((DPSD_HS_FIRST + HANDSHAKES))
+TOTAL=$((HAPROXY_FIRST + HANDSHAKES - 1))
+"$LOADGEN" gen --pki "$PKI" --devices "$TOTAL" >"$WORK/gen.log"
+echo "# $(cat "$WORK/gen.log")"
+
+# 1. the full flow
+run_fleet warmup "$PORT" 1 "$WARMUP" full
+thread_ticks "$PID" >"$WORK/threads-before"
+before=$(ticks "$PID")
+run_fleet full "$PORT" "$FULL_FIRST" "$DEVICES" full
+after=$(ticks "$PID")
+thread_ticks "$PID" >"$WORK/threads-after"
+provisioned=$(report "$WORK/full.json" "r['devices']['succeeded']")
+provision_us=$(per $((after - before)) "$provisioned")
+cpu_per_success="round((r['cpu']['user_seconds'] + r['cpu']['system_seconds']) * 1e6 / r['devices']['succeeded'])"
+generator_us=$(report "$WORK/full.json" "$cpu_per_success")
+
+wall=$(report "$WORK/full.json" "round(r['wall_seconds'], 1)")
+rate=$(report "$WORK/full.json" "round(r['throughput_per_second'], 1)")
+p50=$(report "$WORK/full.json" "r['latency_ms']['end_to_end']['p50']")
+p99=$(report "$WORK/full.json" "r['latency_ms']['end_to_end']['p99']")
+p999=$(report "$WORK/full.json" "r['latency_ms']['end_to_end']['p99_9']")
+full_flow() {
+    echo "server_cpu_us_per_provisioning=$provision_us"
+    join "$WORK/threads-before" "$WORK/threads-after" |
+        awk -v hz="$HZ" -v n="$provisioned" '{ printf "thread_cpu_us_per_provisioning[%s]=%.0f\n", $1, ($3 - $2) / hz * 1e6 / n }'
+    echo "generator_cpu_us_per_provisioning=$generator_us"
+    echo "generator_over_server_per_provisioning=$(ratio "$generator_us" "$provision_us")"
+    echo "full_flow_rate_per_s=$rate (p50 ${p50} ms, p99 ${p99} ms, p99.9 ${p999} ms, ${wall} s; generator and server share the cores)"
+}
+if [ "$FULL_ONLY" = 1 ]; then
+    echo "cores=$(nproc) devices=$provisioned/$DEVICES concurrency=$CONCURRENCY"
+    full_flow
+    exit 0
+fi
+
+# 2. dpsd, handshake only
+before=$(ticks "$PID")
+run_fleet dpsd-handshake "$PORT" "$DPSD_HS_FIRST" "$HANDSHAKES" handshake
+after=$(ticks "$PID")
+dpsd_handshakes=$(report "$WORK/dpsd-handshake.json" "r['devices']['succeeded']")
+dpsd_handshake_us=$(per $((after - before)) "$dpsd_handshakes")
+generator_handshake_us=$(report "$WORK/dpsd-handshake.json" "$cpu_per_success")
+stop
+
+# 3. the bare in-process handshake
+"$BUILD/perf/bench-handshake" --pki "$PKI" --count 1000 >"$WORK/bench.txt"
+bare=$(sed -n 's/^bare_mtls_handshake_server_cpu_us=//p' "$WORK/bench.txt")
+openssl_version=$(sed -n 's/^openssl_version=//p' "$WORK/bench.txt")
+
+# 4. HAProxy terminating the same mutual TLS
+HPORT=$((PORT + 1))
+cat "$PKI/dps-server.pem" "$PKI/dps-server.key" >"$WORK/haproxy-server.pem"
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 30s
+frontend dps
+    bind 127.0.0.1:$HPORT ssl crt $WORK/haproxy-server.pem ca-file $PKI/mfg-chain.pem verify required ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2 ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-SHA384 curves P-256
+    http-request return status 200
+EOF
+"$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
+"$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+PID=$!
+wait_port "$HPORT" || { cat "$WORK/haproxy.log" >&2; exit 1; }
+run_fleet haproxy-warmup "$HPORT" 1 "$WARMUP" handshake
+before=$(ticks "$PID")
+run_fleet haproxy-handshake "$HPORT" "$HAPROXY_FIRST" "$HANDSHAKES" handshake
+after=$(ticks "$PID")
+haproxy_handshakes=$(report "$WORK/haproxy-handshake.json" "r['devices']['succeeded']")
+haproxy_handshake_us=$(per $((after - before)) "$haproxy_handshakes")
+haproxy_version=$("$HAPROXY" -v | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')
+stop
+
+echo "openssl=$openssl_version haproxy=$haproxy_version cores=$(nproc) devices=$provisioned handshakes=$dpsd_handshakes concurrency=$CONCURRENCY"
+full_flow
+echo "bare_mtls_handshake_server_cpu_us=$bare"
+echo "dpsd_handshake_server_cpu_us=$dpsd_handshake_us"
+echo "haproxy_handshake_server_cpu_us=$haproxy_handshake_us"
+echo "generator_cpu_us_per_handshake=$generator_handshake_us"
+echo "provisioning_over_one_bare_handshake=$(ratio "$provision_us" "$bare")"
+echo "provisioning_over_two_bare_handshakes=$(ratio "$provision_us" $((2 * bare)))"
+echo "dpsd_handshake_over_bare_handshake=$(ratio "$dpsd_handshake_us" "$bare")"
+echo "dpsd_handshake_over_haproxy_handshake=$(ratio "$dpsd_handshake_us" "$haproxy_handshake_us")"
+echo "provisioning_over_haproxy_handshake=$(ratio "$provision_us" "$haproxy_handshake_us")"
+echo "generator_over_server_per_handshake=$(ratio "$generator_handshake_us" "$dpsd_handshake_us")"
