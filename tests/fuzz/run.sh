@@ -23,6 +23,7 @@ targets=(
     fuzz_config
     fuzz_jwt
     fuzz_attestation
+    fuzz_model_json
 )
 
 if [ ! -f "$build/build.ninja" ]; then
