@@ -44,6 +44,8 @@
 #define SHARD_MAX_LISTENERS 16
 #define FRAME_HEADER_SLACK 16 /* Len/TKL, extended length, code, token */
 #define RESPONSE_CAPACITY (8192 + 64)
+#define FLOOD_SLACK (16 * 1024) /* input a connection may buffer beyond one frame while it waits   \
+                                 */
 
 enum conn_state {
     CONN_HANDSHAKE,
@@ -680,6 +682,10 @@ static void *on_accepted(void *user, struct loop_conn *link, const struct sockad
 {
     struct shard *shard = user;
     (void)peer_length;
+    /* The peer reset before the accept completed: nothing left to serve. */
+    if (peer == NULL) {
+        return NULL;
+    }
     const struct config *config = shard->view->services.config;
     if (atomic_load(&shard->connections) >= config->max_connections) {
         atomic_fetch_add(&shard->admission_refused, 1);
@@ -748,6 +754,17 @@ static void on_received(void *user, const uint8_t *data, size_t length)
     conn_enter(conn);
     clock_gettime(CLOCK_MONOTONIC, &conn->last_activity);
     if (tls_conn_feed(conn->tls, data, length) != 0) {
+        conn_close(conn, false);
+    } else if (conn->session.pending > 0 &&
+               tls_conn_input_buffered(conn->tls) > conn->shard->max_frame + FLOOD_SLACK) {
+        /*
+         * While a request waits for the workers nothing is read, so input
+         * piles up; the device client never sends more than one request at
+         * a time, so a peer that sends this much meanwhile is flooding.
+         */
+        atomic_fetch_add(&conn->shard->protocol_errors, 1);
+        log_msg(LOG_INFO, "flood refused", "peer=%s record=%s buffered=%zu", conn->peer,
+                conn->session.record_id, tls_conn_input_buffered(conn->tls));
         conn_close(conn, false);
     } else {
         if (conn->state == CONN_HANDSHAKE) {

@@ -322,6 +322,11 @@ int tls_conn_feed(struct tls_conn *conn, const uint8_t *data, size_t length)
     return 0;
 }
 
+size_t tls_conn_input_buffered(const struct tls_conn *conn)
+{
+    return BIO_ctrl_pending(conn->rbio) + (size_t)SSL_pending(conn->ssl);
+}
+
 /* Maps a non-positive SSL_* return to a tls_status, recording failures. */
 static int map_ssl_result(struct tls_conn *conn, int result, const char *what)
 {

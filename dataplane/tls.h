@@ -61,6 +61,9 @@ enum tls_status {
 /* Appends ciphertext received from the network. 0 or -1 (out of memory). */
 int tls_conn_feed(struct tls_conn *conn, const uint8_t *data, size_t length);
 
+/* Bytes received and not yet read as plaintext (ciphertext and decrypted). */
+size_t tls_conn_input_buffered(const struct tls_conn *conn);
+
 /* Advances the handshake. TLS_DONE, TLS_AGAIN or TLS_FAILED. */
 int tls_conn_handshake(struct tls_conn *conn);
 
