@@ -306,6 +306,8 @@ int main(int argc, char **argv)
     sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit must give the store a write error, not kill the daemon. */
+    signal(SIGXFSZ, SIG_IGN);
 
     unsigned shard_count =
         config->shards != 0 ? config->shards : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);

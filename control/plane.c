@@ -870,7 +870,8 @@ struct store *plane_store(struct plane *plane)
 
 bool plane_ready(struct plane *plane)
 {
-    return atomic_load(&plane->ready);
+    /* Not while starting or draining, nor while the store cannot make records durable. */
+    return atomic_load(&plane->ready) && plane->store != NULL && store_healthy(plane->store);
 }
 
 /* ---- the blocklist ---- */
@@ -1280,8 +1281,16 @@ char *plane_metrics(struct plane *plane)
             "# HELP dps_store_writes_total Writes made durable.\n"
             "# TYPE dps_store_writes_total counter\ndps_store_writes_total %llu\n"
             "# HELP dps_store_queue_depth Writes waiting for the next commit.\n"
-            "# TYPE dps_store_queue_depth gauge\ndps_store_queue_depth %zu\n",
-            (unsigned long long)store.commits, (unsigned long long)store.writes, store.queue_depth);
+            "# TYPE dps_store_queue_depth gauge\ndps_store_queue_depth %zu\n"
+            "# HELP dps_store_healthy 1 while the store makes records durable.\n"
+            "# TYPE dps_store_healthy gauge\ndps_store_healthy %d\n"
+            "# HELP dps_store_failures_total Commits that failed (devices got 5.03).\n"
+            "# TYPE dps_store_failures_total counter\ndps_store_failures_total %llu\n"
+            "# HELP dps_store_recoveries_total Times the store reopened itself after a failure.\n"
+            "# TYPE dps_store_recoveries_total counter\ndps_store_recoveries_total %llu\n",
+            (unsigned long long)store.commits, (unsigned long long)store.writes, store.queue_depth,
+            store_healthy(plane->store) ? 1 : 0, (unsigned long long)store.failures,
+            (unsigned long long)store.recoveries);
     plane_config_release(plane, config);
     fclose(out);
     return text;

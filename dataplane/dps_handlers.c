@@ -548,8 +548,10 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
         dps_op_finish(op);
         return;
     }
-    if (store_submit(op->services->store, &op->write) != STORE_OK) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "store busy, retry");
+    int submitted = store_submit(op->services->store, &op->write);
+    if (submitted != STORE_OK) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE,
+                  submitted == STORE_BUSY ? "store busy, retry" : "store unavailable, retry");
         dps_op_finish(op);
     }
 }
