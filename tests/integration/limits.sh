@@ -4,7 +4,7 @@
 # once the wait has passed.
 . "$(dirname "$0")/lib.sh"
 
-plan 4
+plan 6
 DEMO=$WORK/demo
 PORT=$(free_port)
 start_dpsd "$DEMO" "$PORT" --shards 2 && stop_dpsd
@@ -34,4 +34,16 @@ else
 fi
 sleep 1.2
 expect_output "after Max-Age the step is admitted again" "^code=2\.04" cloud
+
+# A fleet against a node that signs at most 20 per second: devices wait Max-Age and retry the
+# same step (5.03 is backpressure, not failure), and all of them finish.
+stop_dpsd
+sed -i 's/signingRate: 1$/signingRate: 20/; s/signingBurst: 1$/signingBurst: 4/' "$DEMO/dpsd.yaml"
+start_dpsd "$DEMO" "$PORT" --shards 2 || { not_ok "dpsd restarts with 20 signatures/s"; finish; }
+"$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$PKI" --devices 40 --first 200 \
+    --concurrency 16 --timeout 30 --report "$WORK/limited.json" >"$WORK/limited.log" 2>&1
+check "every device of a rate-limited fleet finishes" \
+    jq -e '.devices.succeeded == 40 and .devices.failed == 0' "$WORK/limited.json"
+check "the devices retried steps after 5.03 + Max-Age, and the report counts them" \
+    jq -e '.transient_retries > 0 and (.coap_codes["5.03"] // 0) > 0' "$WORK/limited.json"
 finish
