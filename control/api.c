@@ -47,6 +47,7 @@
 #include "control/log.h"
 #include "control/model.h"
 #include "control/plane.h"
+#include "store/records.h"
 #include "store/store.h"
 
 #define API_BODY_LIMIT (1024 * 1024)
@@ -609,10 +610,6 @@ struct stream {
     struct store *store;
     int fd; /* the pipe's write end */
     bool broken;
-
-    /* Provisioning records: the parts of the record being read. */
-    char record_id[128];
-    json_t *parts;
 };
 
 /* Writes all of text; false once the reader has gone. */
@@ -657,83 +654,21 @@ static bool record_owned(struct stream *stream, const char *group_id, const char
     return same_owner(record_owner, stream->owner);
 }
 
-/* Top-level fields first, then the steps in the order devices run them, then anything else. */
-static json_t *merge_record(const char *record_id, json_t *parts)
+/* One merged record: shown when it is the caller's and matches the filters. */
+static int record_result(void *user, json_t *record)
 {
-    static const char *const order[] = {"plgdTime",   "ownership", "cloud",
-                                        "credential", "acl",       "resources"};
-    json_t *record = json_object();
-    json_t *top = json_object_get(parts, "record");
-    const char *key;
-    json_t *value;
-    if (record == NULL)
-        return NULL;
-    json_object_set_new(record, "id", json_string(record_id));
-    if (json_is_object(top))
-        json_object_update(record, top);
-    for (size_t i = 0; i < sizeof(order) / sizeof(*order); i++) {
-        value = json_object_get(parts, order[i]);
-        if (value != NULL)
-            json_object_set(record, order[i], value);
-    }
-    json_object_foreach(parts, key, value)
-    {
-        if (strcmp(key, "record") != 0 && json_object_get(record, key) == NULL)
-            json_object_set(record, key, value);
-    }
-    return record;
-}
-
-static bool flush_record(struct stream *stream)
-{
-    if (stream->parts == NULL)
-        return true;
-    json_t *record = merge_record(stream->record_id, stream->parts);
-    json_decref(stream->parts);
-    stream->parts = NULL;
-    if (record == NULL)
-        return false;
+    struct stream *stream = user;
+    const char *record_id = json_string_value(json_object_get(record, "id"));
     const char *group_id = json_string_value(json_object_get(record, "enrollmentGroupId"));
     bool visible =
         record_owned(stream, group_id, json_string_value(json_object_get(record, "owner"))) &&
-        query_matches(stream->query, "idFilter", stream->record_id) &&
+        query_matches(stream->query, "idFilter", record_id) &&
         query_matches(stream->query, "deviceIdFilter",
                       json_string_value(json_object_get(record, "deviceId"))) &&
         query_matches(stream->query, "enrollmentGroupIdFilter", group_id);
-    if (!visible) {
-        json_decref(record);
-        return true;
-    }
-    return stream_line(stream, "result", record);
-}
-
-static int record_part(void *user, const char *key, size_t key_length, const char *value,
-                       size_t value_length)
-{
-    struct stream *stream = user;
-    const char *slash = memchr(key, '/', key_length);
-    size_t id_length = slash != NULL ? (size_t)(slash - key) : key_length;
-    if (slash == NULL || id_length >= sizeof(stream->record_id))
+    if (!visible)
         return 0;
-    if (stream->parts != NULL && (strlen(stream->record_id) != id_length ||
-                                  memcmp(stream->record_id, key, id_length) != 0)) {
-        if (!flush_record(stream))
-            return 1;
-    }
-    if (stream->parts == NULL) {
-        memcpy(stream->record_id, key, id_length);
-        stream->record_id[id_length] = '\0';
-        if ((stream->parts = json_object()) == NULL)
-            return 1;
-    }
-    json_t *parsed = json_loadb(value, value_length, 0, NULL);
-    char *part = strndup(slash + 1, key_length - id_length - 1);
-    if (parsed != NULL && part != NULL)
-        json_object_set_new(stream->parts, part, parsed);
-    else
-        json_decref(parsed);
-    free(part);
-    return 0;
+    return stream_line(stream, "result", json_incref(record)) ? 0 : 1;
 }
 
 /* The owner written in a provisioning record (malloc'd), or NULL. */
@@ -832,7 +767,6 @@ static int binding_entry(void *user, const char *key, size_t key_length, const c
 
 static void stream_free(struct stream *stream)
 {
-    json_decref(stream->parts);
     json_decref(stream->query);
     free(stream->owner);
     free(stream);
@@ -852,15 +786,13 @@ static void *stream_produce(void *user)
     case STREAM_RECORDS: {
         /* One idFilter narrows the scan to that record's keys. */
         json_t *ids = json_object_get(stream->query, "idFilter");
-        char prefix[UUID_TEXT_LENGTH + 2] = "";
+        char id[UUID_TEXT_LENGTH + 1] = "";
         if (json_array_size(ids) == 1)
-            snprintf(prefix, sizeof(prefix), "%s/", json_string_value(json_array_get(ids, 0)));
-        for (char *c = prefix; *c != '\0'; c++)
+            snprintf(id, sizeof(id), "%s", json_string_value(json_array_get(ids, 0)));
+        for (char *c = id; *c != '\0'; c++)
             *c = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
         status =
-            store_scan(stream->store, STORE_RECORDS, prefix, strlen(prefix), record_part, stream);
-        if (status == STORE_OK && !flush_record(stream))
-            status = STORE_ERROR;
+            records_scan(stream->store, id[0] != '\0' ? id : NULL, record_result, stream, NULL);
         break;
     }
     case STREAM_ISSUANCE:

@@ -36,6 +36,7 @@
 
 #include "crypto/pki.h"
 #include "crypto/uuid.h"
+#include "store/records.h"
 #include "store/store.h"
 
 enum exit_code {
@@ -1549,8 +1550,6 @@ static bool within_window(const struct filters *filters, json_t *entry)
 struct offline_scan {
     struct sink *sink;
     const struct filters *filters;
-    char record_id[128];
-    json_t *parts; /* part name -> value, for record_id */
     size_t unreadable;
 };
 
@@ -1567,78 +1566,13 @@ static struct store *open_store(const char *name, const char *dir)
     return store;
 }
 
-/* Top-level fields first, then the steps in the order devices run them, then anything else. */
-static json_t *merge_record(const char *record_id, json_t *parts)
-{
-    json_t *record = json_object();
-    json_t *top = json_object_get(parts, "record");
-    const char *key;
-    json_t *value;
-
-    if (record == NULL)
-        return NULL;
-    json_object_set_new(record, "id", json_string(record_id));
-    if (json_is_object(top))
-        json_object_update(record, top);
-    for (size_t i = 0; i < RECORD_STEP_COUNT; i++) {
-        value = json_object_get(parts, RECORD_STEPS[i]);
-        if (value != NULL)
-            json_object_set(record, RECORD_STEPS[i], value);
-    }
-    json_object_foreach(parts, key, value)
-    {
-        if (strcmp(key, "record") != 0 && json_object_get(record, key) == NULL)
-            json_object_set(record, key, value);
-    }
-    return record;
-}
-
-static void flush_record(struct offline_scan *scan)
-{
-    json_t *record;
-
-    if (scan->parts == NULL)
-        return;
-    record = merge_record(scan->record_id, scan->parts);
-    json_decref(scan->parts);
-    scan->parts = NULL;
-    if (record != NULL && filter_matches(scan->filters->device_id, record, "deviceId") &&
-        filter_matches(scan->filters->group_id, record, "enrollmentGroupId"))
-        sink_put(scan->sink, record);
-    json_decref(record);
-}
-
-static int record_part(void *user, const char *key, size_t key_length, const char *value,
-                       size_t value_length)
+/* One merged record, printed when it matches the filters. */
+static int record_result(void *user, json_t *record)
 {
     struct offline_scan *scan = user;
-    const char *slash = memchr(key, '/', key_length);
-    size_t id_length = slash != NULL ? (size_t)(slash - key) : key_length;
-    char part[64];
-    json_t *parsed;
-
-    if (slash == NULL || id_length >= sizeof(scan->record_id) ||
-        key_length - id_length - 1 >= sizeof(part)) {
-        scan->unreadable++;
-        return 0;
-    }
-    if (scan->parts != NULL &&
-        (strlen(scan->record_id) != id_length || memcmp(scan->record_id, key, id_length) != 0))
-        flush_record(scan);
-    if (scan->parts == NULL) {
-        memcpy(scan->record_id, key, id_length);
-        scan->record_id[id_length] = '\0';
-        if ((scan->parts = json_object()) == NULL)
-            return 1;
-    }
-    memcpy(part, slash + 1, key_length - id_length - 1);
-    part[key_length - id_length - 1] = '\0';
-    parsed = json_loadb(value, value_length, 0, NULL);
-    if (parsed == NULL) {
-        scan->unreadable++;
-        return 0;
-    }
-    json_object_set_new(scan->parts, part, parsed);
+    if (filter_matches(scan->filters->device_id, record, "deviceId") &&
+        filter_matches(scan->filters->group_id, record, "enrollmentGroupId"))
+        sink_put(scan->sink, record);
     return 0;
 }
 
@@ -1711,10 +1645,8 @@ static int offline_list(const struct options *options, enum store_family family,
 {
     struct offline_scan scan = {.sink = sink, .filters = filters};
     const char *dir = options->value[OPT_DATA];
-    char prefix[UUID_STRING_LENGTH + 2] = "";
     int (*fn)(void *, const char *, size_t, const char *, size_t) =
-        family == STORE_RECORDS    ? record_part
-        : family == STORE_ISSUANCE ? issuance_entry
+        family == STORE_ISSUANCE   ? issuance_entry
         : family == STORE_BINDINGS ? binding_entry
                                    : block_entry;
     struct store *store = open_store(options->name, dir);
@@ -1722,12 +1654,11 @@ static int offline_list(const struct options *options, enum store_family family,
 
     if (store == NULL)
         return EXIT_REFUSED;
-    if (family == STORE_RECORDS && filters->record_id[0] != '\0')
-        snprintf(prefix, sizeof(prefix), "%s/", filters->record_id);
-    status = store_scan(store, family, prefix, strlen(prefix), fn, &scan);
     if (family == STORE_RECORDS)
-        flush_record(&scan);
-    json_decref(scan.parts);
+        status = records_scan(store, filters->record_id[0] != '\0' ? filters->record_id : NULL,
+                              record_result, &scan, &scan.unreadable);
+    else
+        status = store_scan(store, family, "", 0, fn, &scan);
     store_close(store);
     sink_end(sink);
     if (status != STORE_OK) {

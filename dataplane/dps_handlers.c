@@ -580,40 +580,48 @@ static int begin_body(struct dps_op *op, struct payload_writer *writer)
     return 0;
 }
 
-static void handle_time(struct dps_op *op)
+/*
+ * The GET steps all answer 2.05 with a one-member map: key and a text value,
+ * or key and a JSON document (json true) served in the negotiated format.
+ */
+static void answer_member(struct dps_op *op, const char *key, const char *value, bool json)
 {
     struct payload_writer writer;
+    if (begin_body(op, &writer) != 0) {
+        return;
+    }
+    payload_map(&writer, 1);
+    payload_text(&writer, key);
+    if (json) {
+        payload_json(&writer, value);
+    } else {
+        payload_text(&writer, value);
+    }
+    payload_end(&writer);
+    if (finish_body(op, &writer) == 0) {
+        op->code = COAP_CONTENT;
+    }
+}
+
+static const struct dps_catalog_group *catalog_group_of(const struct dps_op *op)
+{
+    return &op->services->catalog->groups[op->session->attestation.group_index];
+}
+
+static void handle_time(struct dps_op *op)
+{
     struct timespec now;
     char text[32];
     clock_gettime(CLOCK_REALTIME, &now);
     dps_format_time(&now, text);
-    if (begin_body(op, &writer) == 0) {
-        payload_map(&writer, 1);
-        payload_text(&writer, "time");
-        payload_text(&writer, text);
-        payload_end(&writer);
-        if (finish_body(op, &writer) == 0) {
-            op->code = COAP_CONTENT;
-        }
-    }
+    answer_member(op, "time", text, false);
     json_object_set_new(op->step_data, "time", json_string(text));
     dps_op_commit(op, false);
 }
 
 static void handle_ownership(struct dps_op *op)
 {
-    const struct dps_catalog_group *group =
-        &op->services->catalog->groups[op->session->attestation.group_index];
-    struct payload_writer writer;
-    if (begin_body(op, &writer) == 0) {
-        payload_map(&writer, 1);
-        payload_text(&writer, "devowneruuid");
-        payload_text(&writer, group->owner_uuid);
-        payload_end(&writer);
-        if (finish_body(op, &writer) == 0) {
-            op->code = COAP_CONTENT;
-        }
-    }
+    answer_member(op, "devowneruuid", catalog_group_of(op)->owner_uuid, false);
     json_object_set_new(op->step_data, "owner",
                         json_string(session_group(op->services, op->session)->owner));
     dps_op_commit(op, false);
@@ -621,36 +629,15 @@ static void handle_ownership(struct dps_op *op)
 
 static void handle_acls(struct dps_op *op)
 {
-    const struct dps_catalog_group *group =
-        &op->services->catalog->groups[op->session->attestation.group_index];
-    struct payload_writer writer;
-    if (begin_body(op, &writer) == 0) {
-        payload_map(&writer, 1);
-        payload_text(&writer, "aclist2");
-        payload_json(&writer, group->acl_json);
-        payload_end(&writer);
-        if (finish_body(op, &writer) == 0) {
-            op->code = COAP_CONTENT;
-        }
-    }
-    json_object_set_new(op->step_data, "accessControlList", json_loads(group->acl_json, 0, NULL));
+    const char *acl = catalog_group_of(op)->acl_json;
+    answer_member(op, "aclist2", acl, true);
+    json_object_set_new(op->step_data, "accessControlList", json_loads(acl, 0, NULL));
     dps_op_commit(op, false);
 }
 
 static void handle_resources(struct dps_op *op)
 {
-    const struct dps_catalog_group *group =
-        &op->services->catalog->groups[op->session->attestation.group_index];
-    struct payload_writer writer;
-    if (begin_body(op, &writer) == 0) {
-        payload_map(&writer, 1);
-        payload_text(&writer, "resources");
-        payload_json(&writer, group->resources_json);
-        payload_end(&writer);
-        if (finish_body(op, &writer) == 0) {
-            op->code = COAP_CONTENT;
-        }
-    }
+    answer_member(op, "resources", catalog_group_of(op)->resources_json, true);
     dps_op_commit(op, false);
 }
 
@@ -1007,8 +994,7 @@ static void answer_credentials(struct dps_op *op)
 {
     const struct dps_services *services = op->services;
     const struct config_group *group = session_group(services, op->session);
-    const struct dps_catalog_group *entry =
-        &services->catalog->groups[op->session->attestation.group_index];
+    const struct dps_catalog_group *entry = catalog_group_of(op);
     const struct issued_certificate *cert = &op->sign.certificate;
     const char *root = signer_hub_root_pem(services->signer, op->session->hub_index);
 
