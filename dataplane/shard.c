@@ -44,8 +44,8 @@
 #define SHARD_MAX_LISTENERS 16
 #define FRAME_HEADER_SLACK 16 /* Len/TKL, extended length, code, token */
 #define RESPONSE_CAPACITY (8192 + 64)
-#define FLOOD_SLACK (16 * 1024) /* input a connection may buffer beyond one frame while it waits   \
-                                 */
+/* Input a connection may buffer beyond one frame while its request waits. */
+#define FLOOD_SLACK (16 * 1024)
 
 enum conn_state {
     CONN_HANDSHAKE,
