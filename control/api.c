@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <openssl/rand.h>
 
@@ -75,6 +76,7 @@ struct api {
     struct plane *plane;
     struct auth *auth;
     char *cert_pem;
+    char *client_ca_pem; /* api.clientCA: client certificates required when set */
     char *key_pem;
 
     /* Producer threads still scanning: api_stop waits for them. */
@@ -1173,6 +1175,21 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
     return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
 }
 
+/* The peer presented a certificate chain that verifies against the configured client CA. */
+static bool client_certificate_valid(struct MHD_Connection *connection)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (info == NULL || info->tls_session == NULL)
+        return false;
+    gnutls_session_t session = (gnutls_session_t)info->tls_session;
+    unsigned int count = 0;
+    unsigned int status = 0;
+    if (gnutls_certificate_get_peers(session, &count) == NULL || count == 0)
+        return false;
+    return gnutls_certificate_verify_peers2(session, &status) == GNUTLS_E_SUCCESS && status == 0;
+}
+
 static enum MHD_Result handle(void *user, struct MHD_Connection *connection, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **context)
@@ -1211,6 +1228,11 @@ static enum MHD_Result handle(void *user, struct MHD_Connection *connection, con
     if (request->too_large)
         return queue_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, RPC_RESOURCE_EXHAUSTED,
                            "body: larger than %d bytes", API_BODY_LIMIT);
+    /* With api.clientCA every route but the load balancer's probes needs a client certificate. */
+    if (api->client_ca_pem != NULL && strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 &&
+        !client_certificate_valid(connection))
+        return queue_error(connection, MHD_HTTP_UNAUTHORIZED, RPC_UNAUTHENTICATED,
+                           "a client certificate issued by api.clientCA is required");
     return route(api, connection, request, url, method);
 }
 
@@ -1300,6 +1322,7 @@ static void api_free(struct api *api)
 {
     auth_free(api->auth);
     free(api->cert_pem);
+    free(api->client_ca_pem);
     if (api->key_pem != NULL) {
         explicit_bzero(api->key_pem, strlen(api->key_pem));
         free(api->key_pem);
@@ -1329,9 +1352,8 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
                  settings->listen);
         return NULL;
     }
-    if (settings->client_ca_file != NULL) {
-        snprintf(err, err_length,
-                 "api.clientCA: client certificate verification is not supported by this build");
+    if (settings->client_ca_file != NULL && !tls) {
+        snprintf(err, err_length, "api.clientCA: needs api.certificate and api.key (HTTPS)");
         return NULL;
     }
     if (settings->jwks_file == NULL || settings->issuer == NULL) {
@@ -1360,6 +1382,11 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
         api_free(api);
         return NULL;
     }
+    if (settings->client_ca_file != NULL &&
+        (api->client_ca_pem = read_pem(settings->client_ca_file, err, err_length)) == NULL) {
+        api_free(api);
+        return NULL;
+    }
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_ERROR_LOG | (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
@@ -1370,6 +1397,8 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
     struct MHD_OptionItem tls_options[] = {
         {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
+        {api->client_ca_pem != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
+         api->client_ca_pem},
         {MHD_OPTION_END, 0, NULL},
     };
     api->daemon =
@@ -1385,7 +1414,8 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
         api_free(api);
         return NULL;
     }
-    log_msg(LOG_INFO, "api listening", "addr=%s tls=%s", settings->listen, tls ? "yes" : "no");
+    log_msg(LOG_INFO, "api listening", "addr=%s tls=%s client_certificates=%s", settings->listen,
+            tls ? "yes" : "no", api->client_ca_pem != NULL ? "required" : "no");
     return api;
 }
 

@@ -348,6 +348,13 @@ int main(int argc, char **argv)
             settings->listen[0], shard_count,
             settings->io_backend == CONFIG_IO_EPOLL ? "epoll" : "io_uring",
             settings->api.listen != NULL ? settings->api.listen : "off", config_path);
+    if (options.demo_dir != NULL && settings->api.listen != NULL) {
+        /* The quickstart's next step: how to reach the management API as the demo operator. */
+        log_msg(LOG_INFO, "demo operator",
+                "token_file=%s/pki/operator.token try=\"DPS_TOKEN_FILE=%s/pki/operator.token "
+                "dpsctl --api http://%s status\"",
+                options.demo_dir, options.demo_dir, settings->api.listen);
+    }
     for (;;) {
         int signal_number = 0;
         sigwait(&signals, &signal_number);
