@@ -1216,6 +1216,22 @@ char *plane_metrics(struct plane *plane)
         }
     }
 
+    fprintf(out,
+            "# HELP dps_handshake_failures_total Failed handshakes by reason: the manufacturer "
+            "chain was refused, the device is blocked, or TLS itself failed.\n"
+            "# TYPE dps_handshake_failures_total counter\n");
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        uint64_t refused = stats[i].refused_attestation + stats[i].blocked;
+        uint64_t tls =
+            stats[i].handshakes_failed > refused ? stats[i].handshakes_failed - refused : 0;
+        fprintf(out,
+                "dps_handshake_failures_total{shard=\"%u\",reason=\"attestation\"} %llu\n"
+                "dps_handshake_failures_total{shard=\"%u\",reason=\"blocked\"} %llu\n"
+                "dps_handshake_failures_total{shard=\"%u\",reason=\"tls\"} %llu\n",
+                i, (unsigned long long)stats[i].refused_attestation, i,
+                (unsigned long long)stats[i].blocked, i, (unsigned long long)tls);
+    }
+
     struct dps_stats dps;
     dps_stats_get(&dps);
     static const char *const classes[] = {"2xx", "4xx", "5xx"};

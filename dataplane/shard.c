@@ -129,6 +129,7 @@ struct shard {
     _Atomic uint64_t requests;
     _Atomic uint64_t protocol_errors;
     _Atomic uint64_t blocked;
+    _Atomic uint64_t refused_attestation;
     _Atomic uint64_t admission_refused;
     _Atomic unsigned connections;
 };
@@ -585,6 +586,7 @@ static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain)
     if (attestation_verify(conn->view->attestation, leaf, chain, time(NULL),
                            &conn->session.attestation, reason, sizeof(reason)) != 0) {
         log_msg(LOG_INFO, "device refused", "peer=%s reason=\"%s\"", conn->peer, reason);
+        atomic_fetch_add(&conn->shard->refused_attestation, 1);
         return -1;
     }
     if (conn_blocked(conn, leaf)) {
@@ -1131,6 +1133,7 @@ void shard_get_stats(const struct shard *shard, struct shard_stats *stats)
     stats->requests = atomic_load(&shard->requests);
     stats->protocol_errors = atomic_load(&shard->protocol_errors);
     stats->blocked = atomic_load(&shard->blocked);
+    stats->refused_attestation = atomic_load(&shard->refused_attestation);
     stats->admission_refused = atomic_load(&shard->admission_refused);
     stats->connections = atomic_load(&shard->connections);
 }

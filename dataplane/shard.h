@@ -25,8 +25,9 @@ struct shard_stats {
     uint64_t handshakes_failed;
     uint64_t requests;
     uint64_t protocol_errors;
-    uint64_t blocked;           /* handshakes refused by the blocklist */
-    uint64_t admission_refused; /* connections refused at accept (limits, per-source budget) */
+    uint64_t blocked;             /* handshakes refused by the blocklist */
+    uint64_t refused_attestation; /* manufacturer chain refused (no group, untrusted, ...) */
+    uint64_t admission_refused;   /* connections refused at accept (limits, per-source budget) */
     unsigned connections;
 };
 

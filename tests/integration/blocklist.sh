@@ -6,7 +6,7 @@
 # owner's blocks neither show nor apply to another's. Metrics count it all.
 . "$(dirname "$0")/lib.sh"
 
-plan 14
+plan 15
 DEMO=$WORK/demo
 PKI=$DEMO/pki
 PORT=$(free_port)
@@ -39,6 +39,8 @@ expect_output "the refusal is logged as blocked" 'reason="blocked"' cat "$DEMO/d
 failed_after=$(( $(metric 'dps_handshakes_total{shard="0",result="failed"}') + $(metric 'dps_handshakes_total{shard="1",result="failed"}') ))
 if [ "$failed_after" -ge 1 ]; then ok "metrics count the failed handshake"; else not_ok "metrics count the failed handshake"; fi
 
+expect_output "metrics give the failure's reason" 'reason="blocked"\} [1-9]' \
+    curl -s "http://127.0.0.1:$API_PORT/metrics"
 expect_output "another owner neither sees nor lifts the block" '^\{"count":0\}$' \
     sh -c "curl -s -H 'Authorization: Bearer $OTHER' '$API/blocklist' | wc -l | grep -q '^0$' && curl -s -X DELETE -H 'Authorization: Bearer $OTHER' '$API/blocklist?idFilter=$ID'"
 
