@@ -525,12 +525,21 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     struct dps_session *session = op->session;
     free(op->record_json);
     free(op->step_json);
-    op->record_json = record_part_json(op->services, session);
+    /*
+     * The top-level part changes only with the connection (attestation) and
+     * the device id: it is written once per connection and again when the
+     * device names itself, not with every step.
+     */
+    bool record_current =
+        session->record_written && strcmp(session->record_written_for, session->device_id) == 0;
+    op->record_json = record_current ? NULL : record_part_json(op->services, session);
     op->step_json = step_part_json(op);
     memset(&op->write, 0, sizeof(op->write));
     snprintf(op->key_record, sizeof(op->key_record), "%s/record", session->record_id);
     snprintf(op->key_step, sizeof(op->key_step), "%s/%s", session->record_id, step_part[op->step]);
-    add_put(&op->write, STORE_RECORDS, op->key_record, op->record_json);
+    if (!record_current) {
+        add_put(&op->write, STORE_RECORDS, op->key_record, op->record_json);
+    }
     add_put(&op->write, STORE_RECORDS, op->key_step, op->step_json);
     if (with_issuance) {
         add_put(&op->write, STORE_ISSUANCE, op->serial_hex, op->issuance_json);
@@ -543,7 +552,7 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     op->write.done = store_done;
     op->write.user = op;
     op->phase = PHASE_COMMITTING;
-    if (op->record_json == NULL || op->step_json == NULL) {
+    if ((!record_current && op->record_json == NULL) || op->step_json == NULL) {
         set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
         dps_op_finish(op);
         return;
@@ -1112,6 +1121,7 @@ static void dps_op_resume(struct mailbox_item *item)
          * the certificate never leaves; record the refusal and answer 4.03. */
         set_error(op, COAP_FORBIDDEN, "device id is bound to another manufacturer certificate");
         op->device_id[0] = '\0';
+        op->session->device_id[0] = '\0'; /* the claim was not this identity's to make */
         json_object_clear(op->step_data);
         dps_op_commit(op, false);
         return;
@@ -1120,6 +1130,10 @@ static void dps_op_resume(struct mailbox_item *item)
         log_msg(LOG_ERROR, "record commit failed", "step=%s record=%s", step_part[op->step],
                 op->session->record_id);
         set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
+    } else if (op->record_json != NULL) {
+        op->session->record_written = true;
+        memcpy(op->session->record_written_for, op->session->device_id,
+               sizeof(op->session->record_written_for));
     }
     dps_op_finish(op);
 }

@@ -75,8 +75,10 @@ struct dps_session {
     size_t hub_index;   /* hub chosen at cloud-configuration */
     bool hub_chosen;
     char creation_date[24]; /* ns since epoch, text; loaded or set at first step */
-    unsigned pending;       /* requests waiting for workers */
-    bool gone;              /* the connection closed while work was pending */
+    bool record_written;    /* the top-level record part is durable for record_written_for */
+    char record_written_for[37];
+    unsigned pending;                             /* requests waiting for workers */
+    bool gone;                                    /* the connection closed while work was pending */
     void (*release)(struct dps_session *session); /* frees the connection once idle */
 };
 
