@@ -547,23 +547,42 @@ static enum MHD_Result put_document(struct api *api, struct MHD_Connection *conn
     return queue_json(connection, MHD_HTTP_OK, stored);
 }
 
+/*
+ * A bulk delete names its targets in one required query parameter. Returns
+ * the query (the caller frees it) with *values the parameter's list, or NULL
+ * when the answer (an error) is already queued in *result.
+ */
+static query_t *required_filter(struct MHD_Connection *connection, const char *name, bool uuids,
+                                const char *purpose, json_t **values, enum MHD_Result *result)
+{
+    const char *const allowed[] = {name, NULL};
+    const char *const no_uuids[] = {NULL};
+    query_t *query = query_collect(connection);
+    bool ok;
+    *result = check_query(connection, query, allowed, uuids ? allowed : no_uuids, &ok);
+    if (!ok) {
+        json_decref(query);
+        return NULL;
+    }
+    *values = json_object_get(query, name);
+    if (json_array_size(*values) == 0) {
+        json_decref(query);
+        *result = queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                              "%s: required (%s)", name, purpose);
+        return NULL;
+    }
+    return query;
+}
+
 static enum MHD_Result delete_documents(struct api *api, struct MHD_Connection *connection,
                                         enum kind kind, const char *owner)
 {
-    static const char *const allowed[] = {"idFilter", NULL};
-    query_t *query = query_collect(connection);
-    bool ok;
-    enum MHD_Result result = check_query(connection, query, allowed, allowed, &ok);
-    if (!ok) {
-        json_decref(query);
+    json_t *ids;
+    enum MHD_Result result;
+    query_t *query =
+        required_filter(connection, "idFilter", true, "name the ids to delete", &ids, &result);
+    if (query == NULL)
         return result;
-    }
-    json_t *ids = json_object_get(query, "idFilter");
-    if (json_array_size(ids) == 0) {
-        json_decref(query);
-        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
-                           "idFilter: required (name the ids to delete)");
-    }
     json_int_t count = 0;
     size_t i;
     json_t *value;
@@ -962,21 +981,12 @@ static enum MHD_Result route_blocklist(struct api *api, struct MHD_Connection *c
         return queue_json(connection, MHD_HTTP_OK, entry);
     }
     if (strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
-        static const char *const allowed[] = {"idFilter", NULL};
-        static const char *const no_uuids[] = {NULL};
-        query_t *query = query_collect(connection);
-        bool ok;
-        enum MHD_Result result = check_query(connection, query, allowed, no_uuids, &ok);
-        if (!ok) {
-            json_decref(query);
+        json_t *ids;
+        enum MHD_Result result;
+        query_t *query = required_filter(connection, "idFilter", false, "name the entries to lift",
+                                         &ids, &result);
+        if (query == NULL)
             return result;
-        }
-        json_t *ids = json_object_get(query, "idFilter");
-        if (json_array_size(ids) == 0) {
-            json_decref(query);
-            return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
-                               "idFilter: required (name the entries to lift)");
-        }
         json_int_t count = 0;
         size_t i;
         json_t *value;
@@ -1005,20 +1015,12 @@ static enum MHD_Result route_blocklist(struct api *api, struct MHD_Connection *c
 static enum MHD_Result release_bindings(struct api *api, struct MHD_Connection *connection,
                                         const char *owner)
 {
-    static const char *const allowed[] = {"deviceIdFilter", NULL};
-    query_t *query = query_collect(connection);
-    bool ok;
-    enum MHD_Result result = check_query(connection, query, allowed, allowed, &ok);
-    if (!ok) {
-        json_decref(query);
+    json_t *ids;
+    enum MHD_Result result;
+    query_t *query = required_filter(connection, "deviceIdFilter", true,
+                                     "name the device ids to release", &ids, &result);
+    if (query == NULL)
         return result;
-    }
-    json_t *ids = json_object_get(query, "deviceIdFilter");
-    if (json_array_size(ids) == 0) {
-        json_decref(query);
-        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
-                           "deviceIdFilter: required (name the device ids to release)");
-    }
     struct store *store = plane_store(api->plane);
     json_int_t count = 0;
     size_t i;
