@@ -635,8 +635,13 @@ static int seed(struct plane *plane, char *err, size_t err_length)
     return 0;
 }
 
-/* Builds a snapshot from everything stored. */
-static struct plane_snapshot *load_stored(struct plane *plane, char *err, size_t err_length)
+/*
+ * Builds a snapshot from everything stored. reload_keys makes the signer load
+ * every key file again even when no hub document changed (SIGHUP: rotated
+ * files at the same paths take effect).
+ */
+static struct plane_snapshot *load_stored(struct plane *plane, bool reload_keys, char *err,
+                                          size_t err_length)
 {
     struct load_state hubs = {.groups = false, .err = err, .err_length = err_length};
     struct load_state groups = {.groups = true, .err = err, .err_length = err_length};
@@ -657,8 +662,8 @@ static struct plane_snapshot *load_stored(struct plane *plane, char *err, size_t
         return NULL;
     }
     int status;
-    return snapshot_build(plane, groups.items, groups.count, hubs.items, hubs.count, plane->current,
-                          &status, err, err_length);
+    return snapshot_build(plane, groups.items, groups.count, hubs.items, hubs.count,
+                          reload_keys ? NULL : plane->current, &status, err, err_length);
 }
 
 static int load_block(void *user, const char *key, size_t key_length, const char *value,
@@ -710,7 +715,7 @@ struct plane *plane_create(struct config *settings, struct store *store, char *e
         plane_destroy(plane);
         return NULL;
     }
-    plane->current = load_stored(plane, err, err_length);
+    plane->current = load_stored(plane, false, err, err_length);
     if (plane->current == NULL) {
         plane_destroy(plane);
         return NULL;
@@ -766,7 +771,7 @@ int plane_reload(struct plane *plane, char *err, size_t err_length)
     config_free(fresh);
     int status = PLANE_FAILED;
     if (seed(plane, err, err_length) == 0) {
-        struct plane_snapshot *snapshot = load_stored(plane, err, err_length);
+        struct plane_snapshot *snapshot = load_stored(plane, true, err, err_length);
         status = snapshot != NULL ? publish(plane, snapshot, err, err_length) : PLANE_INVALID;
     }
     pthread_mutex_unlock(&plane->lock);

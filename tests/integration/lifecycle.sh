@@ -5,7 +5,7 @@
 # record and issuance entry, and dpsd exits 0.
 . "$(dirname "$0")/lib.sh"
 
-plan 9
+plan 11
 DEMO=$WORK/demo
 PKI=$DEMO/pki
 PORT=$(free_port)
@@ -39,6 +39,27 @@ wait_log 'msg="reload failed"' 1
 expect_output "a broken file on SIGHUP is refused and the configuration in force stays" \
     '"power":42' resources
 cp "$WORK/good.yaml" "$DEMO/dpsd.yaml"
+kill -HUP "$DPSD_PID"
+wait_log 'msg="reloaded"' 2
+
+# Certificate rotation: a new hub identity CA at the same paths takes effect on SIGHUP.
+issuer_of() { openssl x509 -in "$1" -noout -issuer -nameopt RFC2253; }
+"$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$PKI" --devices 1 --first 50 \
+    --out "$WORK/before" >/dev/null 2>&1
+expect_output "identity certificates come from the hub CA in force" "CN=Demo Hub Identity CA" \
+    issuer_of "$WORK/before/device-0050/identity.pem"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/CN=Rotated Hub CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$WORK/rotated.key" -out "$WORK/rotated.pem" 2>/dev/null
+install -m 0600 "$WORK/rotated.key" "$PKI/hub-ca.key"
+install -m 0644 "$WORK/rotated.pem" "$PKI/hub-ca.pem"
+kill -HUP "$DPSD_PID"
+wait_log 'msg="reloaded"' 3
+"$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$PKI" --devices 1 --first 51 \
+    --out "$WORK/after" >/dev/null 2>&1
+expect_output "after SIGHUP a rotated hub CA at the same path signs" "CN=Rotated Hub CA" \
+    issuer_of "$WORK/after/device-0051/identity.pem"
 
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/readyz"; }
 expect_output "/readyz answers 200 while the node takes devices" '^200$' readyz
