@@ -62,7 +62,8 @@ struct plane {
     struct config *settings;
     struct store *store;
     struct admission admission;
-    pthread_mutex_t lock; /* serialises changes and guards current */
+    pthread_mutex_t lock;         /* serialises changes */
+    pthread_mutex_t current_lock; /* guards only the swap and the reading of current */
     struct plane_snapshot *current;
     json_t *blocklist; /* the stored blocklist entries (an array), guarded by lock */
     uint64_t generation;
@@ -316,8 +317,10 @@ static int publish(struct plane *plane, struct plane_snapshot *snapshot, char *e
     pthread_mutex_destroy(&publication.lock);
     pthread_cond_destroy(&publication.done);
 
+    pthread_mutex_lock(&plane->current_lock);
     struct plane_snapshot *old = plane->current;
     plane->current = snapshot;
+    pthread_mutex_unlock(&plane->current_lock);
     snapshot_release(old != NULL ? &old->base : NULL);
     log_msg(LOG_INFO, "configuration published", "generation=%llu groups=%zu hubs=%zu",
             (unsigned long long)snapshot->base.generation, snapshot->config.group_count,
@@ -704,6 +707,7 @@ struct plane *plane_create(struct config *settings, struct store *store, char *e
     plane->settings = settings;
     plane->store = store;
     pthread_mutex_init(&plane->lock, NULL);
+    pthread_mutex_init(&plane->current_lock, NULL);
     admission_init(&plane->admission, settings->signing_rate, settings->signing_burst);
     plane->check_libctx = OSSL_LIB_CTX_new();
     if (plane->check_libctx == NULL || seed(plane, err, err_length) != 0) {
@@ -842,18 +846,20 @@ void plane_destroy(struct plane *plane)
     OSSL_LIB_CTX_free(plane->check_libctx);
     json_decref(plane->blocklist);
     pthread_mutex_destroy(&plane->lock);
+    pthread_mutex_destroy(&plane->current_lock);
     config_free(plane->settings);
     free(plane);
 }
 
 /* ---- readers ---- */
 
+/* Readers never wait for a change in progress: only for the pointer swap. */
 const struct config *plane_config_acquire(struct plane *plane)
 {
-    pthread_mutex_lock(&plane->lock);
+    pthread_mutex_lock(&plane->current_lock);
     struct plane_snapshot *snapshot = plane->current;
     snapshot_retain(&snapshot->base);
-    pthread_mutex_unlock(&plane->lock);
+    pthread_mutex_unlock(&plane->current_lock);
     return &snapshot->config;
 }
 
