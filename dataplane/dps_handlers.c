@@ -10,6 +10,19 @@
  * commit, and only when that batch is synced does the device get its answer.
  * Worker threads never touch the op beyond posting it back: all state
  * changes happen on the shard's thread, in dps_op_resume().
+ *
+ * Who owns what:
+ * - The connection owns its session. A session with ops pending is not
+ *   freed when its connection closes: it is marked gone, and the last op to
+ *   detach from it releases it (session->release frees the connection).
+ * - An op owns its buffers and one reference to the services (the shard's
+ *   view of the snapshot it started under), taken in dps_op_new() and
+ *   dropped last in dps_op_release(), after the op has detached from its
+ *   session. A reload that makes another view current, or a connection that
+ *   leaves and frees its own reference, never frees what an op still reads.
+ * - The signer and the store own an op's request only between submit and
+ *   their completion callback, which does nothing but post the op to the
+ *   shard's mailbox.
  */
 #include "dataplane/dps_handlers.h"
 
@@ -355,15 +368,20 @@ static struct dps_op *dps_op_new(const struct dps_services *services, struct dps
     memcpy(op->token, request->token, request->token_length);
     op->step_data = json_object();
     clock_gettime(CLOCK_MONOTONIC, &op->started);
+    services->hold(services);
     session->pending++;
     (*services->pending_ops)++;
     return op;
 }
 
-/* Frees the op's memory; the session is not touched. */
+/*
+ * Frees the op's memory and drops its reference to the services; the
+ * session is not touched (it may be gone: detach first).
+ */
 static void dps_op_release(struct dps_op *op)
 {
-    (*op->services->pending_ops)--;
+    const struct dps_services *services = op->services;
+    (*services->pending_ops)--;
     free(op->body);
     free(op->record_json);
     free(op->step_json);
@@ -372,6 +390,7 @@ static void dps_op_release(struct dps_op *op)
     free(op->sign.token);
     json_decref(op->step_data);
     free(op);
+    services->drop(services);
 }
 
 /*

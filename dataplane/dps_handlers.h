@@ -30,9 +30,16 @@ struct store;
 struct mailbox;
 
 /*
- * What handlers may use. One per shard: the configuration, signer and store
+ * What handlers may use. One per shard and snapshot generation (the shard's
+ * view of a snapshot, dataplane/shard.c): the configuration, signer and store
  * are shared (read-only or thread-safe); the library context and mailbox are
  * the shard's own.
+ *
+ * The services are reference counted by their owner. Every operation that
+ * outlives dps_handle() holds one reference from its start to its release
+ * (hold/drop, called on the shard's thread only), so what it reads after its
+ * connection is gone, or after a reload made another generation current,
+ * stays valid.
  */
 struct dps_services {
     const struct config *config;
@@ -43,7 +50,9 @@ struct dps_services {
     OSSL_LIB_CTX *libctx;
     struct admission *admission; /* node-wide signing rate limit */
     const struct blocklist *blocklist;
-    unsigned *pending_ops; /* this shard's requests waiting for workers */
+    unsigned *pending_ops; /* this shard's requests waiting for workers (shard-owned) */
+    void (*hold)(const struct dps_services *services);
+    void (*drop)(const struct dps_services *services);
 };
 
 /*

@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,12 @@ enum conn_state {
 /*
  * One shard's view of one snapshot: its TLS context and attestation state,
  * built in the shard's own library context, and the services handlers use.
- * The shard holds a reference to its current view and each connection one
- * to the view it was accepted under; only the shard's thread touches it.
+ * References are held by the shard (its current view, and a prepared one
+ * during a publication), by each connection (the view it was accepted
+ * under) and by each DPS operation in flight (through services.hold/drop,
+ * see dps_handlers.c), so a view outlives every connection and operation
+ * that reads it. Only the shard's thread touches the count; the view holds
+ * its snapshot.
  */
 struct shard_view {
     unsigned references;
@@ -147,6 +152,21 @@ static void view_release(struct shard_view *view)
     free(view);
 }
 
+static struct shard_view *view_of(const struct dps_services *services)
+{
+    return (struct shard_view *)((char *)services - offsetof(struct shard_view, services));
+}
+
+static void services_hold(const struct dps_services *services)
+{
+    view_of(services)->references++;
+}
+
+static void services_drop(const struct dps_services *services)
+{
+    view_release(view_of(services));
+}
+
 /* Builds the shard's view of a snapshot. NULL with err when its certificates do not load. */
 static struct shard_view *view_create(struct shard *shard, struct snapshot *snapshot, char *err,
                                       size_t err_length)
@@ -179,6 +199,8 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
         .admission = shard->admission,
         .blocklist = snapshot->blocklist,
         .pending_ops = &shard->pending_ops,
+        .hold = services_hold,
+        .drop = services_drop,
     };
     return view;
 }

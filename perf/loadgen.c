@@ -1794,6 +1794,8 @@ static void usage(FILE *out)
             "                   (--concurrency N | --rate R [--ramp S]) [--duration S]\n"
             "                   [--threads T] [--seed S] [--scenario full|renew|handshake|time]\n"
             "                   [--mix full=70,renew=30] [--backoff-scale X] [--max-attempts N]\n"
+            "                   [--drop-every N] (every Nth device closes its connection once,\n"
+            "                   right after sending a request, then retries)\n"
             "                   [--report FILE.json] [--io-backend epoll|io_uring]\n"
             "                   (--endpoint may be repeated: devices take them in turn)\n"
             "       dps-loadgen gen --pki DIR --devices N [--seed S] [--check]\n"
@@ -1947,6 +1949,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"mix", required_argument, NULL, 'm'},
         {"backoff-scale", required_argument, NULL, 'b'},
         {"max-attempts", required_argument, NULL, 'M'},
+        {"drop-every", required_argument, NULL, 'X'},
         {"report", required_argument, NULL, 'J'},
         {"io-backend", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
@@ -2044,6 +2047,9 @@ static int parse_options(int argc, char **argv, struct options *options)
             break;
         case 'M':
             bad = parse_unsigned(optarg, 1, &options->max_attempts);
+            break;
+        case 'X':
+            bad = parse_unsigned(optarg, 1, &options->drop_every);
             break;
         case 'J':
             options->report_path = optarg;

@@ -86,6 +86,7 @@ struct options {
     unsigned mix[SCENARIO_COUNT]; /* weights */
     double backoff_scale;
     unsigned max_attempts;
+    unsigned drop_every; /* every Nth device drops its connection once mid-step; 0: none */
     const char *report_path;
     bool progress;
     enum loop_backend backend;

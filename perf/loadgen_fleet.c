@@ -66,6 +66,9 @@ struct fleet_device {
     unsigned endpoint;
     unsigned attempts;
     enum wait_kind waiting;
+    unsigned requests_sent; /* in this attempt */
+    unsigned drop_after;    /* --drop-every: drop once, after this many requests; 0: never */
+    bool drop_now;
     uint64_t started_ns, connect_ns, request_ns, deadline_ns;
 };
 
@@ -218,6 +221,8 @@ static void hook_request_sent(struct device *device, enum step step)
 {
     struct fleet_device *fleet_device = (struct fleet_device *)device;
     (void)step;
+    if (++fleet_device->requests_sent == fleet_device->drop_after)
+        fleet_device->drop_now = true;
     fleet_device->request_ns = now_ns();
     fleet_device->deadline_ns =
         fleet_device->request_ns + (uint64_t)device->options->timeout_ms * 1000000u;
@@ -325,6 +330,15 @@ static void device_flush(struct fleet_device *device)
         }
         tls_conn_consume_output(machine->tls, length);
     }
+    if (device->drop_now) {
+        /* The request is on its way; leave before the answer, as a device losing power would. */
+        device->drop_now = false;
+        device->drop_after = 0;
+        device_fail_class(machine, ERROR_DROPPED, "dropped on purpose after request %u",
+                          device->requests_sent);
+        loop_close(device->conn, false);
+        return;
+    }
     switch (machine->state) {
     case DEVICE_CONNECTION_DONE:
     case DEVICE_FINISHED:
@@ -420,6 +434,9 @@ static void worker_launch(struct worker *worker)
     device->endpoint = (unsigned)(global % options->endpoint_count);
     device->started_ns = now_ns();
     device->attempts = 1;
+    /* Dropping devices spread their drop over the first six requests (every step). */
+    if (options->drop_every > 0 && index % options->drop_every == 0)
+        device->drop_after = 1 + (index / options->drop_every) % 6;
     device->next = worker->active;
     if (worker->active != NULL)
         worker->active->prev = device;
@@ -554,6 +571,7 @@ static void worker_timers(struct worker *worker)
             }
         } else if (kind == WAIT_RESTART) {
             device->attempts++;
+            device->requests_sent = 0;
             device->worker->results.attempts++;
             device_restart(&device->device);
             device_connect(device);

@@ -89,7 +89,7 @@ const char *error_class_name(enum error_class class)
     static const char *const names[ERROR_CLASS_COUNT] = {
         [ERROR_NONE] = "none",     [ERROR_CONNECT] = "connect", [ERROR_TLS] = "tls",
         [ERROR_COAP] = "coap",     [ERROR_TIMEOUT] = "timeout", [ERROR_VALIDATION] = "validation",
-        [ERROR_CLOSED] = "closed", [ERROR_OTHER] = "other",
+        [ERROR_CLOSED] = "closed", [ERROR_DROPPED] = "dropped", [ERROR_OTHER] = "other",
     };
     return (unsigned)class < ERROR_CLASS_COUNT ? names[class] : "other";
 }

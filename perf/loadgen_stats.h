@@ -36,6 +36,7 @@ enum error_class {
     ERROR_TIMEOUT,    /* no answer within --timeout */
     ERROR_VALIDATION, /* a response the device client would not apply */
     ERROR_CLOSED,     /* the server closed the connection before answering */
+    ERROR_DROPPED,    /* the device itself dropped the connection mid-step (--drop-every) */
     ERROR_OTHER,
     ERROR_CLASS_COUNT,
 };

@@ -9,6 +9,10 @@
  *     --bad-csr DEVICE_ID            POST credentials with a CSR whose signature is broken
  *     --raw HEX                      sends raw bytes after the handshake; prints
  *                                    "code=..." for an answer or "closed"
+ *   --wait-stdin                     after the handshake, prints "handshake-ok" and waits
+ *                                    for a line on standard input before sending
+ *   --drop                           closes the connection right after sending, without
+ *                                    waiting for the answer; prints "dropped"
  *
  * It prints "handshake-failed" when TLS fails. Exit 0 when the exchange
  * completed (whatever the code), 1 otherwise.
@@ -17,6 +21,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,11 +244,14 @@ int main(int argc, char **argv)
         {"payload-hex", required_argument, NULL, 'P'},
         {"bad-csr", required_argument, NULL, 'b'},
         {"raw", required_argument, NULL, 'r'},
+        {"wait-stdin", no_argument, NULL, 'w'},
+        {"drop", no_argument, NULL, 'd'},
         {NULL, 0, NULL, 0},
     };
     const char *endpoint = NULL, *cert = NULL, *key = NULL, *ca = NULL, *path = NULL;
     const char *payload_hex = NULL, *bad_csr = NULL, *raw = NULL;
     uint8_t method = 0;
+    bool wait_stdin = false, drop = false;
     long accept = -1, content_format = -1;
     int c;
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
@@ -285,6 +293,12 @@ int main(int argc, char **argv)
         case 'r':
             raw = optarg;
             break;
+        case 'w':
+            wait_stdin = true;
+            break;
+        case 'd':
+            drop = true;
+            break;
         default:
             return 2;
         }
@@ -308,6 +322,14 @@ int main(int argc, char **argv)
     if (probe_handshake(&probe) != 0) {
         printf("handshake-failed\n");
         return 0;
+    }
+    if (wait_stdin) {
+        char line[16];
+        printf("handshake-ok\n");
+        fflush(stdout);
+        if (fgets(line, sizeof(line), stdin) == NULL) {
+            return 1;
+        }
     }
     static uint8_t frame[70000];
     size_t frame_length = 0;
@@ -354,6 +376,11 @@ int main(int argc, char **argv)
     }
     if (tls_conn_write(probe.tls, frame, frame_length) != 0 || probe_flush(&probe) != 0) {
         printf("closed\n");
+        return 0;
+    }
+    if (drop) {
+        close(probe.fd);
+        printf("dropped\n");
         return 0;
     }
     struct coap_message message;
