@@ -1448,6 +1448,7 @@ void config_group_clear(struct config_group *group)
     explicit_bzero(group->psk, sizeof(group->psk));
     free(group->acl_json);
     free(group->resources_json);
+    free_strings(group->crl_pems, group->crl_pems != NULL ? group->crl_count : 0);
     free_strings(group->crls, group->crl_count);
 }
 

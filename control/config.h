@@ -53,8 +53,14 @@ struct config_group {
     char *id; /* UUID string */
     char *owner;
     char *name;
-    char *ca_chain_file;         /* manufacturer CA chain: first CA first, root last */
-    char *ca_chain_pem;          /* or the chain itself (from the API); used when set */
+    char *ca_chain_file; /* manufacturer CA chain: first CA first, root last */
+    /*
+     * Or the chain itself (from the API); used when set. A published
+     * snapshot also holds here the bytes it read from ca_chain_file, so every
+     * shard builds from what the control plane checked (the file stays the
+     * group's documented source).
+     */
+    char *ca_chain_pem;
     char *lead_certificate_name; /* optional, informative (matching is by issuer) */
     bool expired_certificate_enabled;
     char **hub_ids; /* ordered, each names a config_hub */
@@ -71,7 +77,8 @@ struct config_group {
      */
     char **crls;
     size_t crl_count;
-    bool disabled; /* devices of the group are refused at the handshake */
+    char **crl_pems; /* in a published snapshot: each entry's text, files read once; else NULL */
+    bool disabled;   /* devices of the group are refused at the handshake */
 };
 
 /* The management API (control/api.h); off when listen is NULL. */

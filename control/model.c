@@ -643,7 +643,7 @@ json_t *model_group_to_json(const struct config_group *group)
         "{s:o, s:o, s:o, s:{s:{s:o, s:o, s:b}}, s:o, s:o}", "id", string_or_empty(group->id),
         "owner", string_or_empty(group->owner), "name", string_or_empty(group->name),
         "attestationMechanism", "x509", "certificateChain",
-        string_or_empty(group->ca_chain_pem != NULL ? group->ca_chain_pem : group->ca_chain_file),
+        string_or_empty(group->ca_chain_file != NULL ? group->ca_chain_file : group->ca_chain_pem),
         "leadCertificateName", string_or_empty(group->lead_certificate_name),
         "expiredCertificateEnabled", group->expired_certificate_enabled, "hubIds",
         string_list(group->hub_ids, group->hub_count), "preSharedKey", psk_text(group));

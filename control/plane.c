@@ -7,10 +7,17 @@
  * the configuration file seeds them at start. A change builds a complete
  * candidate snapshot first and checks it as the shards will use it (every
  * chain loads, no two groups share a first CA, every hub's keys load, the
- * ACLs fit the protocol), then writes the document (synced), then publishes:
- * each shard adopts the snapshot on its own thread and the change returns
- * only when all have. Changes are serialised by one mutex; the data plane
- * never takes it.
+ * ACLs fit the protocol). Every file the snapshot names (TLS certificate and
+ * key, manufacturer chains, CRLs) is read once, into the snapshot, before
+ * that check: the shards build from the very bytes that were checked.
+ *
+ * Publication is all or nothing, in two phases: every shard prepares its
+ * view of the candidate on its own thread; only when all have does the
+ * change become durable (the document, synced), and only then does every
+ * shard switch to its prepared view. A shard that cannot prepare, or a store
+ * that refuses the write, leaves every shard and the store as they were, and
+ * the caller is told so. The change returns only when all shards switched.
+ * Changes are serialised by one mutex; the data plane never takes it.
  *
  * Snapshots whose hubs are the same share one signer, so a change of groups
  * does not restart the signing threads.
@@ -27,10 +34,13 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
+#include "common/file.h"
 #include "control/log.h"
 #include "control/model.h"
 #include "crypto/attestation.h"
+#include "crypto/keyfile.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
 #include "dataplane/admission.h"
@@ -38,10 +48,12 @@
 #include "dataplane/dps_handlers.h"
 #include "dataplane/shard.h"
 #include "dataplane/snapshot.h"
+#include "dataplane/tls.h"
 #include "store/store.h"
 
 #define PLANE_MAX_SHARDS 256
 #define SIGNER_QUEUE_LIMIT 65536
+#define MATERIAL_FILE_LIMIT (4 * 1024 * 1024) /* a certificate chain, key or CRL file */
 
 /* A signer shared by the snapshots whose hubs are the same. */
 struct shared_signer {
@@ -56,6 +68,8 @@ struct plane_snapshot {
     struct dps_catalog catalog;
     struct shared_signer *shared_signer;
     struct blocklist *blocklist;
+    char *tls_cert_pem; /* the files' bytes, read once for every shard */
+    char *tls_key_pem;
 };
 
 struct plane {
@@ -120,6 +134,8 @@ static void snapshot_destroy(struct snapshot *base)
     shared_signer_release(snapshot->shared_signer);
     blocklist_free(snapshot->blocklist);
     free_lists(&snapshot->config);
+    free(snapshot->tls_cert_pem);
+    file_free_secret(snapshot->tls_key_pem);
     free(snapshot);
 }
 
@@ -186,13 +202,81 @@ static int check_references(const struct config *config, char *err, size_t err_l
 }
 
 /*
- * Builds a checked snapshot from lists (taken over, freed on failure). The
- * signer of previous is reused when the hubs did not change.
+ * Reads every file the snapshot's groups and TLS settings name, once, into
+ * the snapshot. PLANE_OK or PLANE_INVALID with the file named.
+ */
+static int snapshot_read_files(struct plane_snapshot *snapshot, char *err, size_t err_length)
+{
+    struct config *config = &snapshot->config;
+    char reason[512];
+    for (size_t i = 0; i < config->group_count; i++) {
+        struct config_group *group = &config->groups[i];
+        if (group->ca_chain_pem == NULL && group->ca_chain_file != NULL) {
+            group->ca_chain_pem = file_read_text(group->ca_chain_file, MATERIAL_FILE_LIMIT, NULL,
+                                                 reason, sizeof(reason));
+            if (group->ca_chain_pem == NULL) {
+                snprintf(err, err_length, "enrollment group %s: certificateChain: %s", group->id,
+                         reason);
+                return PLANE_INVALID;
+            }
+        }
+        if (group->crl_count == 0 || group->crl_pems != NULL) {
+            continue;
+        }
+        group->crl_pems = calloc(group->crl_count, sizeof(*group->crl_pems));
+        for (size_t c = 0; group->crl_pems != NULL && c < group->crl_count; c++) {
+            const char *entry = group->crls[c];
+            group->crl_pems[c] = entry[0] == '/' ? file_read_text(entry, MATERIAL_FILE_LIMIT, NULL,
+                                                                  reason, sizeof(reason))
+                                                 : strdup(entry);
+            if (group->crl_pems[c] == NULL) {
+                snprintf(err, err_length, "enrollment group %s: crls[%zu]: %s", group->id, c,
+                         entry[0] == '/' ? reason : "out of memory");
+                return PLANE_INVALID;
+            }
+        }
+        if (group->crl_pems == NULL) {
+            snprintf(err, err_length, "out of memory");
+            return PLANE_FAILED;
+        }
+    }
+    if (keyfile_check_loaded(config->tls_key_file, err, err_length) != 0) {
+        return PLANE_INVALID;
+    }
+    snapshot->tls_cert_pem =
+        file_read_text(config->tls_cert_file, MATERIAL_FILE_LIMIT, NULL, reason, sizeof(reason));
+    if (snapshot->tls_cert_pem != NULL) {
+        snapshot->tls_key_pem =
+            file_read_text(config->tls_key_file, MATERIAL_FILE_LIMIT, NULL, reason, sizeof(reason));
+    }
+    if (snapshot->tls_key_pem == NULL) {
+        snprintf(err, err_length, "tls: %s", reason);
+        return PLANE_INVALID;
+    }
+    snapshot->base.tls_cert_pem = snapshot->tls_cert_pem;
+    snapshot->base.tls_key_pem = snapshot->tls_key_pem;
+    return PLANE_OK;
+}
+
+/* The shards' verifier is theirs; a check context accepts nothing. */
+static int refuse_every_chain(void *user, X509 *leaf, STACK_OF(X509) * chain)
+{
+    (void)user;
+    (void)leaf;
+    (void)chain;
+    return -1;
+}
+
+/*
+ * Builds a checked snapshot from lists (taken over, freed on failure) and
+ * the blocklist entries (an array, read). The signer of previous is reused
+ * when the hubs did not change.
  */
 static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_group *groups,
                                              size_t group_count, struct config_hub *hubs,
-                                             size_t hub_count, struct plane_snapshot *previous,
-                                             int *status, char *err, size_t err_length)
+                                             size_t hub_count, const json_t *blocklist,
+                                             struct plane_snapshot *previous, int *status,
+                                             char *err, size_t err_length)
 {
     struct plane_snapshot *snapshot = calloc(1, sizeof(*snapshot));
     if (snapshot == NULL) {
@@ -211,9 +295,20 @@ static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_
     atomic_store(&snapshot->base.references, 1);
 
     *status = check_references(&snapshot->config, err, err_length);
+    if (*status == PLANE_OK) {
+        *status = snapshot_read_files(snapshot, err, err_length);
+    }
     if (*status != PLANE_OK) {
         goto fail;
     }
+    SSL_CTX *tls_check =
+        tls_server_context_pem(plane->check_libctx, snapshot->tls_cert_pem, snapshot->tls_key_pem,
+                               refuse_every_chain, err, err_length);
+    if (tls_check == NULL) {
+        *status = PLANE_INVALID;
+        goto fail;
+    }
+    SSL_CTX_free(tls_check);
     struct attestation *check =
         attestation_create(plane->check_libctx, &snapshot->config, err, err_length);
     if (check == NULL) {
@@ -256,7 +351,7 @@ static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_
         snapshot->shared_signer = shared;
     }
     snapshot->base.signer = snapshot->shared_signer->signer;
-    snapshot->blocklist = build_blocklist(plane->blocklist);
+    snapshot->blocklist = build_blocklist(blocklist);
     if (snapshot->blocklist == NULL) {
         snprintf(err, err_length, "out of memory");
         *status = PLANE_FAILED;
@@ -270,6 +365,8 @@ static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_
 fail:
     dps_catalog_free(&snapshot->config, &snapshot->catalog);
     free_lists(&snapshot->config);
+    free(snapshot->tls_cert_pem);
+    file_free_secret(snapshot->tls_key_pem);
     free(snapshot);
     return NULL;
 }
@@ -284,7 +381,7 @@ struct publication {
     char err[512];
 };
 
-static void adopted(void *user, int status, const char *err)
+static void answered(void *user, int status, const char *err)
 {
     struct publication *publication = user;
     pthread_mutex_lock(&publication->lock);
@@ -297,16 +394,24 @@ static void adopted(void *user, int status, const char *err)
     pthread_mutex_unlock(&publication->lock);
 }
 
-/* Makes snapshot current on every shard; called with plane->lock held. */
-static int publish(struct plane *plane, struct plane_snapshot *snapshot, char *err,
-                   size_t err_length)
+enum phase { PHASE_PREPARE, PHASE_COMMIT, PHASE_ABORT };
+
+/*
+ * One phase on every shard, waiting for all answers. Returns how many shards
+ * failed (only preparing can fail), the first reason in err.
+ */
+static int run_phase(struct plane *plane, enum phase phase, struct snapshot *snapshot, char *err,
+                     size_t err_length)
 {
     struct publication publication = {.waiting = plane->shard_count};
     pthread_mutex_init(&publication.lock, NULL);
     pthread_cond_init(&publication.done, NULL);
     for (unsigned i = 0; i < plane->shard_count; i++) {
-        if (shard_adopt(plane->shards[i], &snapshot->base, adopted, &publication) != 0) {
-            adopted(&publication, -1, "out of memory");
+        struct shard *shard = plane->shards[i];
+        if (phase == PHASE_PREPARE) {
+            shard_prepare(shard, snapshot, answered, &publication);
+        } else {
+            shard_decide(shard, phase == PHASE_COMMIT, answered, &publication);
         }
     }
     pthread_mutex_lock(&publication.lock);
@@ -316,7 +421,40 @@ static int publish(struct plane *plane, struct plane_snapshot *snapshot, char *e
     pthread_mutex_unlock(&publication.lock);
     pthread_mutex_destroy(&publication.lock);
     pthread_cond_destroy(&publication.done);
+    if (publication.failures > 0) {
+        snprintf(err, err_length, "%d shard(s) could not adopt it: %.400s", publication.failures,
+                 publication.err);
+    }
+    return publication.failures;
+}
 
+/* Makes a change durable between the two phases: PLANE_OK or PLANE_FAILED with err. */
+typedef int (*persist_fn)(struct plane *plane, void *user, char *err, size_t err_length);
+
+/*
+ * Makes snapshot current everywhere or nowhere; called with plane->lock
+ * held, takes over the snapshot's reference. persist (may be NULL) runs
+ * after every shard prepared and before any switches.
+ */
+static int publish(struct plane *plane, struct plane_snapshot *snapshot, persist_fn persist,
+                   void *user, char *err, size_t err_length)
+{
+    char reason[512] = "";
+    int status = PLANE_OK;
+    if (run_phase(plane, PHASE_PREPARE, &snapshot->base, reason, sizeof(reason)) > 0 ||
+        (persist != NULL && persist(plane, user, reason, sizeof(reason)) != PLANE_OK)) {
+        snprintf(err, err_length, "nothing changed: %s", reason);
+        status = PLANE_FAILED;
+    }
+    if (status != PLANE_OK) {
+        /* Shards that prepared drop their view; the others have nothing to drop. */
+        run_phase(plane, PHASE_ABORT, NULL, reason, sizeof(reason));
+        log_msg(LOG_ERROR, "configuration not published", "generation=%llu error=\"%s\"",
+                (unsigned long long)snapshot->base.generation, err);
+        snapshot_release(&snapshot->base);
+        return status;
+    }
+    run_phase(plane, PHASE_COMMIT, NULL, reason, sizeof(reason));
     pthread_mutex_lock(&plane->current_lock);
     struct plane_snapshot *old = plane->current;
     plane->current = snapshot;
@@ -325,11 +463,6 @@ static int publish(struct plane *plane, struct plane_snapshot *snapshot, char *e
     log_msg(LOG_INFO, "configuration published", "generation=%llu groups=%zu hubs=%zu",
             (unsigned long long)snapshot->base.generation, snapshot->config.group_count,
             snapshot->config.hub_count);
-    if (publication.failures > 0) {
-        snprintf(err, err_length, "%d shard(s) kept the previous configuration: %s",
-                 publication.failures, publication.err);
-        return PLANE_FAILED;
-    }
     return PLANE_OK;
 }
 
@@ -414,7 +547,28 @@ static int store_document(struct store *store, enum store_family family, const c
     return rc;
 }
 
-/* Puts a group or hub: build, check, persist, publish. */
+/* One document to write (doc set) or delete (doc NULL) between the phases of a publication. */
+struct document_change {
+    enum store_family family;
+    const char *id;
+    const json_t *doc;
+};
+
+static int persist_document(struct plane *plane, void *user, char *err, size_t err_length)
+{
+    const struct document_change *change = user;
+    int rc = change->doc != NULL
+                 ? store_document(plane->store, change->family, change->id, change->doc)
+                 : store_delete_sync(plane->store, change->family, change->id, strlen(change->id));
+    if (rc != STORE_OK) {
+        snprintf(err, err_length, "the store refused the %s",
+                 change->doc != NULL ? "write" : "delete");
+        return PLANE_FAILED;
+    }
+    return PLANE_OK;
+}
+
+/* Puts a group or hub: build, check, prepare on every shard, persist, switch. */
 static int put_document(struct plane *plane, const json_t *doc, bool create, bool is_group,
                         char *err, size_t err_length)
 {
@@ -469,17 +623,18 @@ static int put_document(struct plane *plane, const json_t *doc, bool create, boo
     }
     json_t *stored = is_group ? model_group_to_json(&groups[group_count - 1])
                               : model_hub_to_json(&hubs[hub_count - 1]);
-    struct plane_snapshot *snapshot = snapshot_build(plane, groups, group_count, hubs, hub_count,
-                                                     plane->current, &status, err, err_length);
+    struct plane_snapshot *snapshot =
+        snapshot_build(plane, groups, group_count, hubs, hub_count, plane->blocklist,
+                       plane->current, &status, err, err_length);
     if (snapshot != NULL) {
-        const char *stored_id = json_string_value(json_object_get(stored, "id"));
-        if (stored_id == NULL || store_document(plane->store, is_group ? STORE_GROUPS : STORE_HUBS,
-                                                stored_id, stored) != STORE_OK) {
-            snprintf(err, err_length, "the store refused the write");
+        struct document_change change = {is_group ? STORE_GROUPS : STORE_HUBS,
+                                         json_string_value(json_object_get(stored, "id")), stored};
+        if (change.id == NULL) {
+            snprintf(err, err_length, "out of memory");
             snapshot_release(&snapshot->base);
             status = PLANE_FAILED;
         } else {
-            status = publish(plane, snapshot, err, err_length);
+            status = publish(plane, snapshot, persist_document, &change, err, err_length);
         }
     }
     json_decref(stored);
@@ -534,17 +689,12 @@ static int delete_document(struct plane *plane, const char *id, bool is_group, c
         status = PLANE_FAILED;
     }
     if (status == PLANE_OK) {
-        struct plane_snapshot *snapshot = snapshot_build(
-            plane, groups, group_count, hubs, hub_count, plane->current, &status, err, err_length);
+        struct plane_snapshot *snapshot =
+            snapshot_build(plane, groups, group_count, hubs, hub_count, plane->blocklist,
+                           plane->current, &status, err, err_length);
         if (snapshot != NULL) {
-            if (store_delete_sync(plane->store, is_group ? STORE_GROUPS : STORE_HUBS, id,
-                                  strlen(id)) != STORE_OK) {
-                snprintf(err, err_length, "the store refused the delete");
-                snapshot_release(&snapshot->base);
-                status = PLANE_FAILED;
-            } else {
-                status = publish(plane, snapshot, err, err_length);
-            }
+            struct document_change change = {is_group ? STORE_GROUPS : STORE_HUBS, id, NULL};
+            status = publish(plane, snapshot, persist_document, &change, err, err_length);
         }
     }
     pthread_mutex_unlock(&plane->lock);
@@ -565,6 +715,7 @@ int plane_delete_hub(struct plane *plane, const char *id, char *err, size_t err_
 
 struct load_state {
     bool groups;
+    const struct config *seeds; /* stored documents with these ids are replaced by the seeds */
     void *items;
     size_t count;
     size_t capacity;
@@ -578,6 +729,13 @@ static int load_one(void *user, const char *key, size_t key_length, const char *
 {
     struct load_state *state = user;
     size_t size = state->groups ? sizeof(struct config_group) : sizeof(struct config_hub);
+    for (size_t i = 0; i < (state->groups ? state->seeds->group_count : state->seeds->hub_count);
+         i++) {
+        const char *id = state->groups ? state->seeds->groups[i].id : state->seeds->hubs[i].id;
+        if (strlen(id) == key_length && strncasecmp(id, key, key_length) == 0) {
+            return 0;
+        }
+    }
     if (state->count == state->capacity) {
         size_t capacity = state->capacity * 2 + 8;
         void *items = realloc(state->items, capacity * size);
@@ -611,62 +769,125 @@ static int load_one(void *user, const char *key, size_t key_length, const char *
     return 0;
 }
 
-/* Writes the file's groups and hubs into the store (they win over stored ones). */
-static int seed(struct plane *plane, char *err, size_t err_length)
+/*
+ * Writes the file's groups and hubs (seeds, a struct config) into the store
+ * in one synced batch: they win over stored documents of the same id.
+ */
+static int persist_seeds(struct plane *plane, void *user, char *err, size_t err_length)
 {
-    const struct config *settings = plane->settings;
-    for (size_t i = 0; i < settings->hub_count; i++) {
-        struct config_hub *hub = &settings->hubs[i];
-        json_t *doc = model_hub_to_json(hub);
-        int rc = doc != NULL ? store_document(plane->store, STORE_HUBS, hub->id, doc) : -1;
+    const struct config *seeds = user;
+    size_t count = seeds->hub_count + seeds->group_count, made = 0;
+    struct store_put *puts = calloc(count + 1, sizeof(*puts));
+    char **texts = calloc(count + 1, sizeof(*texts));
+    int status = puts != NULL && texts != NULL ? PLANE_OK : PLANE_FAILED;
+    for (size_t i = 0; status == PLANE_OK && i < count; i++) {
+        bool hub = i < seeds->hub_count;
+        const char *id = hub ? seeds->hubs[i].id : seeds->groups[i - seeds->hub_count].id;
+        json_t *doc = hub ? model_hub_to_json(&seeds->hubs[i])
+                          : model_group_to_json(&seeds->groups[i - seeds->hub_count]);
+        texts[i] = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
         json_decref(doc);
-        if (rc != STORE_OK) {
-            snprintf(err, err_length, "cannot store hub %s", hub->id);
-            return -1;
+        if (texts[i] == NULL) {
+            status = PLANE_FAILED;
+            break;
         }
+        made++;
+        puts[i] = (struct store_put){hub ? STORE_HUBS : STORE_GROUPS, id, strlen(id), texts[i],
+                                     strlen(texts[i])};
     }
-    for (size_t i = 0; i < settings->group_count; i++) {
-        struct config_group *group = &settings->groups[i];
-        json_t *doc = model_group_to_json(group);
-        int rc = doc != NULL ? store_document(plane->store, STORE_GROUPS, group->id, doc) : -1;
-        json_decref(doc);
-        if (rc != STORE_OK) {
-            snprintf(err, err_length, "cannot store enrollment group %s", group->id);
+    if (status == PLANE_OK && count > 0 && store_put_sync(plane->store, puts, count) != STORE_OK) {
+        snprintf(err, err_length, "the store refused the configuration file's groups and hubs");
+        status = PLANE_FAILED;
+    } else if (status != PLANE_OK) {
+        snprintf(err, err_length, "out of memory");
+    }
+    for (size_t i = 0; texts != NULL && i < made; i++) {
+        free(texts[i]);
+    }
+    free(texts);
+    free(puts);
+    return status;
+}
+
+static void free_loaded(struct load_state *hubs, struct load_state *groups)
+{
+    for (size_t i = 0; i < hubs->count; i++) {
+        config_hub_clear(&((struct config_hub *)hubs->items)[i]);
+    }
+    for (size_t i = 0; i < groups->count; i++) {
+        config_group_clear(&((struct config_group *)groups->items)[i]);
+    }
+    free(hubs->items);
+    free(groups->items);
+}
+
+/* Appends copies of the seeds to what was loaded. 0 or -1 (out of memory). */
+static int add_seeds(struct load_state *hubs, struct load_state *groups, const struct config *seeds)
+{
+    struct config_hub *hub_items =
+        realloc(hubs->items, (hubs->count + seeds->hub_count + 1) * sizeof(*hub_items));
+    if (hub_items == NULL) {
+        return -1;
+    }
+    hubs->items = hub_items;
+    struct config_group *group_items =
+        realloc(groups->items, (groups->count + seeds->group_count + 1) * sizeof(*group_items));
+    if (group_items == NULL) {
+        return -1;
+    }
+    groups->items = group_items;
+    for (size_t i = 0; i < seeds->hub_count; i++) {
+        memset(&hub_items[hubs->count], 0, sizeof(*hub_items));
+        if (copy_hub(&seeds->hubs[i], &hub_items[hubs->count]) != 0) {
             return -1;
         }
+        hubs->count++;
+    }
+    for (size_t i = 0; i < seeds->group_count; i++) {
+        memset(&group_items[groups->count], 0, sizeof(*group_items));
+        if (copy_group(&seeds->groups[i], &group_items[groups->count]) != 0) {
+            return -1;
+        }
+        groups->count++;
     }
     return 0;
 }
 
 /*
- * Builds a snapshot from everything stored. reload_keys makes the signer load
- * every key file again even when no hub document changed (SIGHUP: rotated
- * files at the same paths take effect).
+ * Builds a snapshot from everything stored, with the seeds (the
+ * configuration file's groups and hubs) in place of stored documents of the
+ * same id; nothing is written. reload_keys makes the signer load every key
+ * file again even when no hub document changed (SIGHUP: rotated files at the
+ * same paths take effect).
  */
-static struct plane_snapshot *load_stored(struct plane *plane, bool reload_keys, char *err,
+static struct plane_snapshot *load_stored(struct plane *plane, const struct config *seeds,
+                                          bool reload_keys, int *status, char *err,
                                           size_t err_length)
 {
-    struct load_state hubs = {.groups = false, .err = err, .err_length = err_length};
-    struct load_state groups = {.groups = true, .err = err, .err_length = err_length};
+    struct load_state hubs = {
+        .groups = false, .seeds = seeds, .err = err, .err_length = err_length};
+    struct load_state groups = {
+        .groups = true, .seeds = seeds, .err = err, .err_length = err_length};
+    *status = PLANE_INVALID;
     if (store_scan(plane->store, STORE_HUBS, NULL, 0, load_one, &hubs) != STORE_OK || hubs.failed ||
         store_scan(plane->store, STORE_GROUPS, NULL, 0, load_one, &groups) != STORE_OK ||
         groups.failed) {
         if (!hubs.failed && !groups.failed) {
             snprintf(err, err_length, "cannot read the store");
+            *status = PLANE_FAILED;
         }
-        for (size_t i = 0; i < hubs.count; i++) {
-            config_hub_clear(&((struct config_hub *)hubs.items)[i]);
-        }
-        for (size_t i = 0; i < groups.count; i++) {
-            config_group_clear(&((struct config_group *)groups.items)[i]);
-        }
-        free(hubs.items);
-        free(groups.items);
+        free_loaded(&hubs, &groups);
         return NULL;
     }
-    int status;
+    if (add_seeds(&hubs, &groups, seeds) != 0) {
+        snprintf(err, err_length, "out of memory");
+        *status = PLANE_FAILED;
+        free_loaded(&hubs, &groups);
+        return NULL;
+    }
     return snapshot_build(plane, groups.items, groups.count, hubs.items, hubs.count,
-                          reload_keys ? NULL : plane->current, &status, err, err_length);
+                          plane->blocklist, reload_keys ? NULL : plane->current, status, err,
+                          err_length);
 }
 
 static int load_block(void *user, const char *key, size_t key_length, const char *value,
@@ -710,7 +931,8 @@ struct plane *plane_create(struct config *settings, struct store *store, char *e
     pthread_mutex_init(&plane->current_lock, NULL);
     admission_init(&plane->admission, settings->signing_rate, settings->signing_burst);
     plane->check_libctx = OSSL_LIB_CTX_new();
-    if (plane->check_libctx == NULL || seed(plane, err, err_length) != 0) {
+    if (plane->check_libctx == NULL) {
+        snprintf(err, err_length, "out of memory");
         plane_destroy(plane);
         return NULL;
     }
@@ -719,8 +941,10 @@ struct plane *plane_create(struct config *settings, struct store *store, char *e
         plane_destroy(plane);
         return NULL;
     }
-    plane->current = load_stored(plane, false, err, err_length);
-    if (plane->current == NULL) {
+    /* The file's groups and hubs are written only once the whole configuration checks out. */
+    int status;
+    plane->current = load_stored(plane, settings, false, &status, err, err_length);
+    if (plane->current == NULL || persist_seeds(plane, settings, err, err_length) != PLANE_OK) {
         plane_destroy(plane);
         return NULL;
     }
@@ -759,25 +983,27 @@ int plane_reload(struct plane *plane, char *err, size_t err_length)
         return PLANE_INVALID;
     }
     pthread_mutex_lock(&plane->lock);
-    /* The file's groups and hubs replace the seeds; settings other than lists stay. */
-    struct config *settings = plane->settings;
-    struct config_group *old_groups = settings->groups;
-    struct config_hub *old_hubs = settings->hubs;
-    size_t old_group_count = settings->group_count, old_hub_count = settings->hub_count;
-    settings->groups = fresh->groups;
-    settings->group_count = fresh->group_count;
-    settings->hubs = fresh->hubs;
-    settings->hub_count = fresh->hub_count;
-    fresh->groups = old_groups;
-    fresh->group_count = old_group_count;
-    fresh->hubs = old_hubs;
-    fresh->hub_count = old_hub_count;
-    config_free(fresh);
-    int status = PLANE_FAILED;
-    if (seed(plane, err, err_length) == 0) {
-        struct plane_snapshot *snapshot = load_stored(plane, true, err, err_length);
-        status = snapshot != NULL ? publish(plane, snapshot, err, err_length) : PLANE_INVALID;
+    int status;
+    struct plane_snapshot *snapshot = load_stored(plane, fresh, true, &status, err, err_length);
+    if (snapshot != NULL) {
+        status = publish(plane, snapshot, persist_seeds, fresh, err, err_length);
     }
+    if (status == PLANE_OK) {
+        /* The file's groups and hubs become the seeds; settings other than lists stay. */
+        struct config *settings = plane->settings;
+        struct config_group *old_groups = settings->groups;
+        struct config_hub *old_hubs = settings->hubs;
+        size_t old_group_count = settings->group_count, old_hub_count = settings->hub_count;
+        settings->groups = fresh->groups;
+        settings->group_count = fresh->group_count;
+        settings->hubs = fresh->hubs;
+        settings->hub_count = fresh->hub_count;
+        fresh->groups = old_groups;
+        fresh->group_count = old_group_count;
+        fresh->hubs = old_hubs;
+        fresh->hub_count = old_hub_count;
+    }
+    config_free(fresh);
     pthread_mutex_unlock(&plane->lock);
     return status;
 }
@@ -1038,8 +1264,12 @@ static int make_entry(struct plane *plane, const char *owner, const json_t *requ
     return PLANE_OK;
 }
 
-/* Publishes a snapshot with the blocklist candidate; keeps the old list on failure. */
-static int publish_blocklist(struct plane *plane, json_t *candidate, char *err, size_t err_length)
+/*
+ * Publishes a snapshot with the blocklist candidate (taken over) and makes
+ * change durable between the phases; keeps the old list on failure.
+ */
+static int publish_blocklist(struct plane *plane, json_t *candidate, struct document_change *change,
+                             char *err, size_t err_length)
 {
     const struct config *current = &plane->current->config;
     struct config_group *groups;
@@ -1047,19 +1277,23 @@ static int publish_blocklist(struct plane *plane, json_t *candidate, char *err, 
     size_t group_count, hub_count;
     if (copy_lists(current, NULL, NULL, &groups, &group_count, &hubs, &hub_count) != 0) {
         snprintf(err, err_length, "out of memory");
+        json_decref(candidate);
         return PLANE_FAILED;
     }
-    json_t *previous = plane->blocklist;
-    plane->blocklist = candidate;
     int status;
-    struct plane_snapshot *snapshot = snapshot_build(plane, groups, group_count, hubs, hub_count,
-                                                     plane->current, &status, err, err_length);
-    if (snapshot == NULL) {
-        plane->blocklist = previous;
-        return status;
+    struct plane_snapshot *snapshot =
+        snapshot_build(plane, groups, group_count, hubs, hub_count, candidate, plane->current,
+                       &status, err, err_length);
+    if (snapshot != NULL) {
+        status = publish(plane, snapshot, persist_document, change, err, err_length);
     }
-    json_decref(previous);
-    return publish(plane, snapshot, err, err_length);
+    if (status == PLANE_OK) {
+        json_decref(plane->blocklist);
+        plane->blocklist = candidate;
+    } else {
+        json_decref(candidate);
+    }
+    return status;
 }
 
 int plane_block(struct plane *plane, const char *owner, const json_t *request, json_t **entry,
@@ -1082,14 +1316,8 @@ int plane_block(struct plane *plane, const char *owner, const json_t *request, j
         }
     }
     json_array_append(candidate, made);
-    status = store_document(plane->store, STORE_BLOCKLIST, id, made) == STORE_OK ? PLANE_OK
-                                                                                 : PLANE_FAILED;
-    if (status == PLANE_OK) {
-        status = publish_blocklist(plane, candidate, err, err_length);
-    } else {
-        snprintf(err, err_length, "the store refused the write");
-        json_decref(candidate);
-    }
+    struct document_change change = {STORE_BLOCKLIST, id, made};
+    status = publish_blocklist(plane, candidate, &change, err, err_length);
     pthread_mutex_unlock(&plane->lock);
     if (status == PLANE_OK) {
         *entry = made;
@@ -1122,12 +1350,9 @@ int plane_unblock(struct plane *plane, const char *owner, const char *id, char *
         snprintf(err, err_length, "no blocklist entry %s", id);
         status = PLANE_NOT_FOUND;
         json_decref(candidate);
-    } else if (store_delete_sync(plane->store, STORE_BLOCKLIST, id, strlen(id)) != STORE_OK) {
-        snprintf(err, err_length, "the store refused the delete");
-        status = PLANE_FAILED;
-        json_decref(candidate);
     } else {
-        status = publish_blocklist(plane, candidate, err, err_length);
+        struct document_change change = {STORE_BLOCKLIST, id, NULL};
+        status = publish_blocklist(plane, candidate, &change, err, err_length);
     }
     pthread_mutex_unlock(&plane->lock);
     if (status == PLANE_OK) {

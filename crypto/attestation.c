@@ -108,8 +108,8 @@ static void group_clear(struct attestation_group *group)
 /* Where a group's chain comes from, for messages. */
 static const char *chain_source(const struct config_group *config_group)
 {
-    return config_group->ca_chain_pem != NULL ? "the inline certificateChain"
-                                              : config_group->ca_chain_file;
+    return config_group->ca_chain_file != NULL ? config_group->ca_chain_file
+                                               : "the inline certificateChain";
 }
 
 /* Reads every certificate of a PEM file, in order, into the library context. */
@@ -231,7 +231,10 @@ static int load_crl_entry(OSSL_LIB_CTX *libctx, const struct config_group *confi
                           char *err, size_t err_length)
 {
     const char *entry = config_group->crls[index];
-    BIO *bio = entry[0] == '/' ? BIO_new_file(entry, "r") : BIO_new_mem_buf(entry, -1);
+    const char *text = config_group->crl_pems != NULL ? config_group->crl_pems[index] : NULL;
+    BIO *bio = text != NULL      ? BIO_new_mem_buf(text, -1)
+               : entry[0] == '/' ? BIO_new_file(entry, "r")
+                                 : BIO_new_mem_buf(entry, -1);
     STACK_OF(X509_INFO) *infos = NULL;
     char source[300];
     int found = 0;

@@ -108,9 +108,27 @@ struct conn {
     char peer[64];
 };
 
+enum adoption_phase {
+    ADOPT_PREPARE,
+    ADOPT_COMMIT,
+    ADOPT_ABORT,
+};
+
+/* A step of a publication, run on the shard's thread; one per shard, reused. */
+struct adoption {
+    struct mailbox_item item;
+    struct shard *shard;
+    enum adoption_phase phase;
+    struct snapshot *snapshot; /* ADOPT_PREPARE: held until the view is built */
+    shard_done_fn done;
+    void *user;
+};
+
 struct shard {
     unsigned index;
-    struct shard_view *view; /* the current generation */
+    struct shard_view *view;     /* the current generation */
+    struct shard_view *prepared; /* the next one, between prepare and decide */
+    struct adoption adoption;
     struct store *store;
     struct admission *admission;
     pthread_t thread;
@@ -140,6 +158,7 @@ struct shard {
 };
 
 static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain);
+static void adopt_run(struct mailbox_item *item);
 
 static void view_release(struct shard_view *view)
 {
@@ -180,8 +199,8 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
     view->references = 1;
     snapshot_retain(snapshot);
     view->snapshot = snapshot;
-    view->ssl_ctx = tls_server_context(shard->libctx, config->tls_cert_file, config->tls_key_file,
-                                       conn_verify, err, err_length);
+    view->ssl_ctx = tls_server_context_pem(shard->libctx, snapshot->tls_cert_pem,
+                                           snapshot->tls_key_pem, conn_verify, err, err_length);
     if (view->ssl_ctx != NULL) {
         view->attestation = attestation_create(shard->libctx, config, err, err_length);
     }
@@ -919,6 +938,8 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
         return NULL;
     }
     shard->index = index;
+    shard->adoption.item.run = adopt_run;
+    shard->adoption.shard = shard;
     shard->store = store;
     shard->admission = admission;
     shard->max_frame = config->max_message_size + FRAME_HEADER_SLACK;
@@ -964,49 +985,67 @@ fail:
     return NULL;
 }
 
-struct adoption {
-    struct mailbox_item item;
-    struct shard *shard;
-    struct snapshot *snapshot;
-    void (*done)(void *user, int status, const char *err);
-    void *user;
-};
-
 static void adopt_run(struct mailbox_item *item)
 {
     struct adoption *adoption = (struct adoption *)item;
     struct shard *shard = adoption->shard;
+    shard_done_fn done = adoption->done;
+    void *user = adoption->user;
     char err[512] = "";
-    struct shard_view *view = view_create(shard, adoption->snapshot, err, sizeof(err));
-    if (view != NULL) {
-        view_release(shard->view);
-        shard->view = view;
-        log_msg(LOG_DEBUG, "snapshot adopted", "shard=%u generation=%llu", shard->index,
-                (unsigned long long)adoption->snapshot->generation);
-    } else {
-        log_msg(LOG_ERROR, "snapshot refused", "shard=%u error=\"%s\"", shard->index, err);
+    int status = 0;
+    switch (adoption->phase) {
+    case ADOPT_PREPARE:
+        view_release(shard->prepared);
+        shard->prepared = view_create(shard, adoption->snapshot, err, sizeof(err));
+        if (shard->prepared == NULL) {
+            log_msg(LOG_ERROR, "snapshot refused", "shard=%u generation=%llu error=\"%s\"",
+                    shard->index, (unsigned long long)adoption->snapshot->generation, err);
+            status = -1;
+        }
+        snapshot_release(adoption->snapshot);
+        adoption->snapshot = NULL;
+        break;
+    case ADOPT_COMMIT:
+        if (shard->prepared != NULL) {
+            view_release(shard->view);
+            shard->view = shard->prepared;
+            shard->prepared = NULL;
+            log_msg(LOG_DEBUG, "snapshot adopted", "shard=%u generation=%llu", shard->index,
+                    (unsigned long long)shard->view->snapshot->generation);
+        }
+        break;
+    case ADOPT_ABORT:
+        view_release(shard->prepared);
+        shard->prepared = NULL;
+        break;
     }
-    snapshot_release(adoption->snapshot);
-    adoption->done(adoption->user, view != NULL ? 0 : -1, err);
-    free(adoption);
+    /* The caller may post the next phase as soon as it is told: the item is free from here. */
+    done(user, status, err);
 }
 
-int shard_adopt(struct shard *shard, struct snapshot *snapshot,
-                void (*done)(void *user, int status, const char *err), void *user)
+void shard_prepare(struct shard *shard, struct snapshot *snapshot, shard_done_fn done, void *user)
 {
-    struct adoption *adoption = calloc(1, sizeof(*adoption));
-    if (adoption == NULL) {
-        return -ENOMEM;
-    }
-    adoption->item.run = adopt_run;
-    adoption->shard = shard;
     snapshot_retain(snapshot);
-    adoption->snapshot = snapshot;
-    adoption->done = done;
-    adoption->user = user;
-    mailbox_post(shard->mailbox, &adoption->item);
-    return 0;
+    shard->adoption.phase = ADOPT_PREPARE;
+    shard->adoption.snapshot = snapshot;
+    shard->adoption.done = done;
+    shard->adoption.user = user;
+    mailbox_post(shard->mailbox, &shard->adoption.item);
 }
+
+void shard_decide(struct shard *shard, bool commit, shard_done_fn done, void *user)
+{
+    shard->adoption.phase = commit ? ADOPT_COMMIT : ADOPT_ABORT;
+    shard->adoption.done = done;
+    shard->adoption.user = user;
+    mailbox_post(shard->mailbox, &shard->adoption.item);
+}
+
+/* Asks a shard to stop accepting; freed when run. */
+struct drain_request {
+    struct mailbox_item item;
+    struct shard *shard;
+};
 
 /*
  * Stops accepting and shuts the listeners down, so the kernel refuses new
@@ -1015,7 +1054,7 @@ int shard_adopt(struct shard *shard, struct snapshot *snapshot,
  */
 static void drain_run(struct mailbox_item *item)
 {
-    struct adoption *request = (struct adoption *)item;
+    struct drain_request *request = (struct drain_request *)item;
     struct shard *shard = request->shard;
     if (shard->loop != NULL) {
         loop_stop_accepting(shard->loop);
@@ -1030,7 +1069,7 @@ static void drain_run(struct mailbox_item *item)
 
 void shard_drain(struct shard *shard)
 {
-    struct adoption *request = calloc(1, sizeof(*request));
+    struct drain_request *request = calloc(1, sizeof(*request));
     if (request == NULL) {
         return;
     }
@@ -1136,6 +1175,7 @@ void shard_finish(struct shard *shard)
             close(shard->listeners[i]);
         }
     }
+    view_release(shard->prepared);
     view_release(shard->view);
     free(shard->sources);
     OSSL_LIB_CTX_free(shard->libctx);

@@ -8,6 +8,7 @@
 #ifndef DPS_SHARD_H
 #define DPS_SHARD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,12 +41,21 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
                            struct admission *admission, char *err, size_t err_length);
 
 /*
- * Moves the shard to a new snapshot: the shard builds its view on its own
- * thread, new connections take it, existing ones finish on theirs. done() is
- * called on the shard's thread with 0, or -1 and the reason. 0 or -ENOMEM.
+ * Moving a shard to a new snapshot takes two steps, so that a publication
+ * is all or nothing across shards (control/plane.c):
+ *
+ * shard_prepare() has the shard build its view of snapshot on its own
+ * thread (TLS context, attestation) and keep it aside; done() is called on
+ * the shard's thread with 0, or -1 and the reason.
+ *
+ * shard_decide() then makes the prepared view current (commit: new
+ * connections take it, existing ones finish on theirs) or drops it; done()
+ * is called with 0. Neither call allocates, so neither can fail; one
+ * publication at a time (the caller serialises them).
  */
-int shard_adopt(struct shard *shard, struct snapshot *snapshot,
-                void (*done)(void *user, int status, const char *err), void *user);
+typedef void (*shard_done_fn)(void *user, int status, const char *err);
+void shard_prepare(struct shard *shard, struct snapshot *snapshot, shard_done_fn done, void *user);
+void shard_decide(struct shard *shard, bool commit, shard_done_fn done, void *user);
 
 /* Stops accepting new connections (any thread); established ones continue. */
 void shard_drain(struct shard *shard);

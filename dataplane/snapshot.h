@@ -24,7 +24,10 @@ struct snapshot {
     const struct config *config; /* settings, groups and hubs of this generation */
     const struct dps_catalog *catalog;
     struct signer *signer;
-    const struct blocklist *blocklist;          /* blocked identities, checked at the handshake */
+    const struct blocklist *blocklist; /* blocked identities, checked at the handshake */
+    /* The TLS server certificate chain and key, read once by the control plane. */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
     void (*destroy)(struct snapshot *snapshot); /* called when the last reference goes */
 };
 

@@ -13,6 +13,8 @@
  * one connection's errors never surface in another's SSL_get_error().
  */
 #include "dataplane/tls.h"
+
+#include "common/file.h"
 #include "crypto/keyfile.h"
 
 #include <limits.h>
@@ -21,6 +23,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
@@ -128,18 +131,89 @@ static int apply_common(SSL_CTX *ctx)
     return 0;
 }
 
+#define TLS_FILE_LIMIT (1024 * 1024)
+
 SSL_CTX *tls_server_context(OSSL_LIB_CTX *libctx, const char *cert_file, const char *key_file,
                             tls_verify_fn verify, char *err, size_t err_length)
 {
+    char reason[300];
+    char *cert_pem = NULL, *key_pem = NULL;
+    SSL_CTX *ctx = NULL;
+
+    if (keyfile_check_loaded(key_file, err, err_length) != 0)
+        return NULL;
+    cert_pem = file_read_text(cert_file, TLS_FILE_LIMIT, NULL, reason, sizeof(reason));
+    if (cert_pem != NULL)
+        key_pem = file_read_text(key_file, TLS_FILE_LIMIT, NULL, reason, sizeof(reason));
+    if (key_pem == NULL)
+        snprintf(err, err_length, "tls server context: %s", reason);
+    else
+        ctx = tls_server_context_pem(libctx, cert_pem, key_pem, verify, err, err_length);
+    free(cert_pem);
+    file_free_secret(key_pem);
+    return ctx;
+}
+
+/* The first certificate becomes the context's, the others its chain. 1 on success. */
+static int use_certificate_chain_pem(SSL_CTX *ctx, OSSL_LIB_CTX *libctx, const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    int ok = 0;
+
+    for (int index = 0; bio != NULL; index++) {
+        X509 *cert = X509_new_ex(libctx, NULL);
+        if (cert == NULL || PEM_read_bio_X509(bio, &cert, NULL, NULL) == NULL) {
+            X509_free(cert);
+            unsigned long error = ERR_peek_last_error();
+            /* The end of the text after at least one certificate is the normal end. */
+            if (index > 0 && ERR_GET_REASON(error) == PEM_R_NO_START_LINE) {
+                ERR_clear_error();
+                ok = 1;
+            }
+            break;
+        }
+        if (index == 0 ? SSL_CTX_use_certificate(ctx, cert) != 1
+                       : SSL_CTX_add0_chain_cert(ctx, cert) != 1) {
+            X509_free(cert);
+            break;
+        }
+        if (index == 0)
+            X509_free(cert);
+    }
+    BIO_free(bio);
+    return ok;
+}
+
+/* A daemon has no terminal to ask for a passphrase: an encrypted key fails to load. */
+static int no_passphrase(char *buffer, int size, int rwflag, void *user)
+{
+    (void)buffer;
+    (void)size;
+    (void)rwflag;
+    (void)user;
+    return -1;
+}
+
+static EVP_PKEY *private_key_pem(OSSL_LIB_CTX *libctx, const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *key = NULL;
+
+    if (bio != NULL)
+        key = PEM_read_bio_PrivateKey_ex(bio, NULL, no_passphrase, NULL, libctx, NULL);
+    BIO_free(bio);
+    return key;
+}
+
+SSL_CTX *tls_server_context_pem(OSSL_LIB_CTX *libctx, const char *cert_pem, const char *key_pem,
+                                tls_verify_fn verify, char *err, size_t err_length)
+{
     SSL_CTX *ctx = SSL_CTX_new_ex(libctx, NULL, TLS_server_method());
     const char *step = "SSL_CTX_new_ex";
+    EVP_PKEY *key = NULL;
 
     if (ctx == NULL)
         goto fail;
-    if (keyfile_check_loaded(key_file, err, err_length) != 0) {
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
     step = "protocol settings";
     if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) || apply_common(ctx) != 0)
         goto fail;
@@ -147,11 +221,14 @@ SSL_CTX *tls_server_context(OSSL_LIB_CTX *libctx, const char *cert_file, const c
     if (!SSL_CTX_set_num_tickets(ctx, 0))
         goto fail;
     step = "certificate chain";
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1)
+    if (use_certificate_chain_pem(ctx, libctx, cert_pem) != 1)
         goto fail;
     step = "private key";
-    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1)
+    key = private_key_pem(libctx, key_pem);
+    if (key == NULL || SSL_CTX_use_PrivateKey(ctx, key) != 1)
         goto fail;
+    EVP_PKEY_free(key);
+    key = NULL;
     step = "key does not match certificate";
     if (SSL_CTX_check_private_key(ctx) != 1)
         goto fail;
@@ -172,6 +249,7 @@ fail:
     } else {
         ERR_clear_error();
     }
+    EVP_PKEY_free(key);
     SSL_CTX_free(ctx);
     return NULL;
 }

@@ -31,8 +31,17 @@
  */
 typedef int (*tls_verify_fn)(void *conn_user, X509 *leaf, STACK_OF(X509) * chain);
 
+/*
+ * Server context from files: the key file passes the key-file policy
+ * (crypto/keyfile.h), then both files are read once and handed to
+ * tls_server_context_pem().
+ */
 SSL_CTX *tls_server_context(OSSL_LIB_CTX *libctx, const char *cert_file, const char *key_file,
                             tls_verify_fn verify, char *err, size_t err_length);
+
+/* Server context from PEM text: the certificate then its chain, and the private key. */
+SSL_CTX *tls_server_context_pem(OSSL_LIB_CTX *libctx, const char *cert_pem, const char *key_pem,
+                                tls_verify_fn verify, char *err, size_t err_length);
 
 /*
  * Client context: presents cert_file (leaf then chain) and key_file, and

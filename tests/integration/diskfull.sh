@@ -8,7 +8,7 @@
 # the running dpsd with prlimit, which needs dpsd to ignore SIGXFSZ.
 . "$(dirname "$0")/lib.sh"
 
-plan 8
+plan 11
 DEMO=$WORK/demo
 DATA=$DEMO/data
 OUT=$WORK/out
@@ -146,7 +146,46 @@ fi
 check "every identity certificate a device received is in the issuance log with its record" \
     issued_have_records
 
+# A configuration change while the store cannot write is in force nowhere, and the API says so.
+API=http://127.0.0.1:$API_PORT
+TOKEN=$(cat "$DEMO/pki/operator.token")
+group_json() { curl -s -H "Authorization: Bearer $TOKEN" "$API/api/v1/enrollment-groups" | jq -c '.result' | head -1; }
+GROUP=$(group_json)
+GROUP_ID=$(printf '%s' "$GROUP" | jq -r .id)
+OLD_NAME=$(printf '%s' "$GROUP" | jq -r .name)
+put_name() {
+    printf '%s' "$GROUP" | jq -c --arg n "$1" '.name = $n' |
+        curl -s -o "$WORK/put.out" -w '%{http_code}' -X PUT -H "Authorization: Bearer $TOKEN" \
+            -H 'Content-Type: application/json' --data-binary @- \
+            "$API/api/v1/enrollment-groups/$GROUP_ID"
+}
+fault_on
+code=$(put_name "renamed during the fault")
+if [ "$code" = 500 ] && grep -q "nothing changed" "$WORK/put.out" &&
+    [ "$(group_json | jq -r .name)" = "$OLD_NAME" ]; then
+    ok "an API change the store cannot write answers 500 and is in force nowhere"
+else
+    not_ok "an API change the store cannot write answers 500 and is in force nowhere"
+    echo "# code $code: $(cat "$WORK/put.out"); name now $(group_json | jq -r .name)"
+fi
+resources() {
+    "$PROBE" --endpoint "127.0.0.1:$PORT" --ca "$DEMO/pki/dps-root.pem" \
+        --cert "$DEMO/pki/devices/device-0001.pem" --key "$DEMO/pki/devices/device-0001.key" \
+        --get /api/v1/provisioning/resources --accept 50
+}
+cp "$DEMO/dpsd.yaml" "$WORK/dpsd.yaml.good"
+sed -i 's/power: 10/power: 43/' "$DEMO/dpsd.yaml"
+failed_before=$(grep -c 'msg="reload failed"' "$DEMO/dpsd.log")
+kill -HUP "$PID"
+for _ in $(seq 1 100); do
+    [ "$(grep -c 'msg="reload failed"' "$DEMO/dpsd.log")" -gt "$failed_before" ] && break
+    sleep 0.1
+done
+reload_refused=no
+[ "$(grep -c 'msg="reload failed"' "$DEMO/dpsd.log")" -gt "$failed_before" ] && reload_refused=yes
+cp "$WORK/dpsd.yaml.good" "$DEMO/dpsd.yaml"
 fault_off
+
 recovered=0
 for attempt in $(seq 1 40); do
     out=$(provision $first 3)
@@ -164,6 +203,20 @@ else
     not_ok "space returns: devices provision again, same dpsd"
     printf '%s\n' "$out" | sed 's/^/# /'
     grep 'store' "$DEMO/dpsd.log" | tail -5 | sed 's/^/# /'
+fi
+# Devices are served again: the refused reload left the resources in force as they were.
+if [ $reload_refused = yes ] && resources | grep -q '"power":10'; then
+    ok "a SIGHUP during the fault is refused and changes nothing"
+else
+    not_ok "a SIGHUP during the fault is refused and changes nothing"
+    grep 'reload' "$DEMO/dpsd.log" | tail -3 | sed 's/^/# /'
+fi
+code=$(put_name "renamed after the fault")
+if [ "$code" = 200 ] && [ "$(group_json | jq -r .name)" = "renamed after the fault" ]; then
+    ok "with space back the same API change succeeds"
+else
+    not_ok "with space back the same API change succeeds"
+    echo "# code $code: $(cat "$WORK/put.out")"
 fi
 
 check_stop "dpsd stops cleanly after the fault"
