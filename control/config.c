@@ -16,6 +16,7 @@
  */
 #include "control/config.h"
 #include "control/log.h"
+#include "dataplane/proxy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1244,15 +1245,34 @@ static int parse_user(struct mapping *m, struct config *config)
     return 0;
 }
 
+static int check_cidr(struct parser *p, const yaml_node_t *node, const char *path, char *text)
+{
+    struct proxy_cidr cidr;
+    if (proxy_cidr_parse(text, &cidr) != 0)
+        return fail(p, node, path, "\"%s\" is not an address or CIDR range (10.0.0.0/8, fd00::/8)",
+                    text);
+    return 0;
+}
+
+static int parse_cluster(struct mapping *root, struct config_cluster *cluster)
+{
+    static const char *const keys[] = {"trustedProxies", NULL};
+    struct mapping m;
+    if (map_mapping(root, "cluster", false, keys, &m) < 0)
+        return -1;
+    if (m.node == NULL)
+        return 0;
+    return map_string_list(&m, "trustedProxies", false, &cluster->trusted_proxies,
+                           &cluster->trusted_proxy_count, check_cidr);
+}
+
 static int parse_root(struct parser *p, const yaml_node_t *root, struct config *config)
 {
-    static const char *const keys[] = {"listen",    "shards",
-                                       "ioBackend", "tls",
-                                       "dataDir",   "signerThreads",
-                                       "limits",    "logLevel",
-                                       "hubs",      "enrollmentGroups",
-                                       "api",       "keyFilePermissions",
-                                       "user",      NULL};
+    static const char *const keys[] = {
+        "listen",  "shards",           "ioBackend", "tls",
+        "dataDir", "signerThreads",    "limits",    "logLevel",
+        "hubs",    "enrollmentGroups", "api",       "keyFilePermissions",
+        "user",    "cluster",          NULL};
     static const char *const tls_keys[] = {"certificate", "key", NULL};
     struct mapping m, tls;
     char path[KEY_MAX];
@@ -1307,7 +1327,8 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
                     "must be debug, info, warn or error");
 
     if (parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0 ||
-        parse_api(&m, &config->api, config->key_file_permissions) < 0)
+        parse_api(&m, &config->api, config->key_file_permissions) < 0 ||
+        parse_cluster(&m, &config->cluster) < 0)
         return -1;
     return 0;
 }
@@ -1471,6 +1492,7 @@ void config_free(struct config *config)
     free(config->api.issuer);
     free(config->api.audience);
     free(config->api.owner_claim);
+    free_strings(config->cluster.trusted_proxies, config->cluster.trusted_proxy_count);
     for (size_t i = 0; config->hubs != NULL && i < config->hub_count; i++)
         config_hub_clear(&config->hubs[i]);
     free(config->hubs);

@@ -93,6 +93,17 @@ struct config_api {
     char *owner_claim;    /* claim naming the caller's owner, default "sub" */
 };
 
+/* Running as one node of a cluster (README "Running a cluster"). */
+struct config_cluster {
+    /*
+     * CIDRs of the L4 balancers: a connection from one of them must start
+     * with a PROXY protocol header (v1 or v2) naming the device's address.
+     * Read at start (a change needs a restart, like listen addresses).
+     */
+    char **trusted_proxies;
+    size_t trusted_proxy_count;
+};
+
 struct config {
     char *path;    /* the file it was read from */
     char **listen; /* HOST:PORT, at least one; default "0.0.0.0:15684" */
@@ -119,6 +130,7 @@ struct config {
     struct config_group *groups;
     size_t group_count;
     struct config_api api;
+    struct config_cluster cluster;
     enum keyfile_policy key_file_permissions; /* keyFilePermissions, default refuse */
     char *user; /* switch to this user after binding the listeners; NULL: stay */
 };

@@ -1399,56 +1399,49 @@ char *plane_metrics(struct plane *plane)
             "# TYPE dps_configuration_generation gauge\ndps_configuration_generation %llu\n",
             (unsigned long long)snapshot->base.generation);
 
-    static const char *const shard_metrics[][3] = {
-        {"dps_connections", "gauge", "Connections open."},
-        {"dps_connections_accepted_total", "counter", "Connections accepted."},
-        {"dps_handshakes_total", "counter", "TLS handshakes by result."},
-        {"dps_requests_total", "counter", "CoAP requests received."},
-        {"dps_protocol_errors_total", "counter", "Malformed or oversized frames."},
-        {"dps_handshakes_blocked_total", "counter", "Handshakes refused by the blocklist."},
+    /* One row a series; rows of one metric follow each other and share its HELP and TYPE. */
+    static const struct {
+        const char *name, *type, *help, *labels;
+        size_t offset;
+    } shard_metrics[] = {
+        {"dps_connections", "gauge", "Connections open.", "",
+         offsetof(struct shard_stats, connections)},
+        {"dps_connections_accepted_total", "counter", "Connections accepted.", "",
+         offsetof(struct shard_stats, accepted)},
+        {"dps_handshakes_total", "counter", "TLS handshakes by result.", ",result=\"ok\"",
+         offsetof(struct shard_stats, handshakes_ok)},
+        {"dps_handshakes_total", NULL, NULL, ",result=\"failed\"",
+         offsetof(struct shard_stats, handshakes_failed)},
+        {"dps_requests_total", "counter", "CoAP requests received.", "",
+         offsetof(struct shard_stats, requests)},
+        {"dps_protocol_errors_total", "counter", "Malformed or oversized frames.", "",
+         offsetof(struct shard_stats, protocol_errors)},
+        {"dps_handshakes_blocked_total", "counter", "Handshakes refused by the blocklist.", "",
+         offsetof(struct shard_stats, blocked)},
         {"dps_admission_refused_total", "counter",
-         "Connections refused at accept, before TLS (connection limits, per-source budgets)."},
+         "Connections refused at accept, before TLS (connection limits, per-source budgets).", "",
+         offsetof(struct shard_stats, admission_refused)},
+        {"dps_proxy_refused_total", "counter",
+         "Connections from a trusted balancer closed for a missing or malformed PROXY header.", "",
+         offsetof(struct shard_stats, proxy_refused)},
     };
     struct shard_stats stats[PLANE_MAX_SHARDS];
     for (unsigned i = 0; i < plane->shard_count; i++) {
         shard_get_stats(plane->shards[i], &stats[i]);
     }
     for (size_t m = 0; m < sizeof(shard_metrics) / sizeof(shard_metrics[0]); m++) {
-        fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", shard_metrics[m][0], shard_metrics[m][2],
-                shard_metrics[m][0], shard_metrics[m][1]);
+        if (shard_metrics[m].help != NULL) {
+            fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", shard_metrics[m].name,
+                    shard_metrics[m].help, shard_metrics[m].name, shard_metrics[m].type);
+        }
         for (unsigned i = 0; i < plane->shard_count; i++) {
-            const char *name = shard_metrics[m][0];
-            switch (m) {
-            case 0:
-                fprintf(out, "%s{shard=\"%u\"} %u\n", name, i, stats[i].connections);
-                break;
-            case 1:
-                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
-                        (unsigned long long)stats[i].accepted);
-                break;
-            case 2:
-                fprintf(out, "%s{shard=\"%u\",result=\"ok\"} %llu\n", name, i,
-                        (unsigned long long)stats[i].handshakes_ok);
-                fprintf(out, "%s{shard=\"%u\",result=\"failed\"} %llu\n", name, i,
-                        (unsigned long long)stats[i].handshakes_failed);
-                break;
-            case 3:
-                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
-                        (unsigned long long)stats[i].requests);
-                break;
-            case 4:
-                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
-                        (unsigned long long)stats[i].protocol_errors);
-                break;
-            case 5:
-                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
-                        (unsigned long long)stats[i].blocked);
-                break;
-            default:
-                fprintf(out, "%s{shard=\"%u\"} %llu\n", name, i,
-                        (unsigned long long)stats[i].admission_refused);
-                break;
-            }
+            const char *field = (const char *)&stats[i] + shard_metrics[m].offset;
+            unsigned long long value =
+                shard_metrics[m].offset == offsetof(struct shard_stats, connections)
+                    ? *(const unsigned *)field
+                    : (unsigned long long)*(const uint64_t *)field;
+            fprintf(out, "%s{shard=\"%u\"%s} %llu\n", shard_metrics[m].name, i,
+                    shard_metrics[m].labels, value);
         }
     }
 

@@ -39,6 +39,7 @@
 #include "dataplane/coap_tcp.h"
 #include "dataplane/loop.h"
 #include "dataplane/mailbox.h"
+#include "dataplane/proxy.h"
 #include "dataplane/snapshot.h"
 #include "dataplane/tls.h"
 
@@ -49,6 +50,7 @@
 #define FLOOD_SLACK (16 * 1024)
 
 enum conn_state {
+    CONN_PROXY, /* from a trusted balancer: waiting for the PROXY header */
     CONN_HANDSHAKE,
     CONN_OPEN,
     CONN_CLOSING,
@@ -144,7 +146,9 @@ struct shard {
     unsigned pending_ops;
     struct conn *conns;
     struct source *sources;
-    size_t source_slots; /* a power of two */
+    size_t source_slots;                /* a power of two */
+    struct proxy_cidr *trusted_proxies; /* balancers whose connections start with PROXY */
+    size_t trusted_proxy_count;
     size_t max_frame;
     _Atomic uint64_t accepted;
     _Atomic uint64_t handshakes_ok;
@@ -154,6 +158,7 @@ struct shard {
     _Atomic uint64_t blocked;
     _Atomic uint64_t refused_attestation;
     _Atomic uint64_t admission_refused;
+    _Atomic uint64_t proxy_refused;
     _Atomic unsigned connections;
 };
 
@@ -718,6 +723,115 @@ static bool source_admit(const struct config *config, struct source *source, int
     return true;
 }
 
+/*
+ * Per-source admission for a connection from peer (the device's address).
+ * Takes a unit of the source's budget into *source (NULL when untracked);
+ * false, counted, when the source is over it.
+ */
+static bool conn_admit_source(struct shard *shard, const struct config *config,
+                              const struct sockaddr *peer, struct source **source)
+{
+    int64_t now = monotonic_ns();
+    bool budgeted =
+        config->max_connections_per_source > 0 || config->connection_rate_per_source > 0;
+    *source = budgeted ? source_find(shard, peer, now) : NULL;
+    if (*source != NULL && !source_admit(config, *source, now)) {
+        *source = NULL;
+        atomic_fetch_add(&shard->admission_refused, 1);
+        return false;
+    }
+    return true;
+}
+
+static void format_peer(const struct sockaddr *peer, char *out, size_t out_length)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (peer->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(out, out_length, "%s:%u", host, port);
+    } else if (peer->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(out, out_length, "[%s]:%u", host, port);
+    } else {
+        snprintf(out, out_length, "?");
+    }
+}
+
+/*
+ * A balancer's connection: collects its PROXY header (at most
+ * PROXY_MAX_HEADER bytes, within the handshake timeout), admits the
+ * device's address and feeds what follows the header to TLS. Returns true
+ * when the connection moved on to its handshake; false when more header is
+ * needed or the connection was closed.
+ */
+static bool conn_proxy_header(struct conn *conn, const uint8_t *data, size_t length)
+{
+    struct shard *shard = conn->shard;
+    const uint8_t *bytes = data;
+    size_t available = length, unbuffered = 0;
+    if (conn->input_length > 0) {
+        size_t take = conn->input_capacity - conn->input_length;
+        take = take < length ? take : length;
+        memcpy(conn->input + conn->input_length, data, take);
+        conn->input_length += take;
+        bytes = conn->input;
+        available = conn->input_length;
+        unbuffered = length - take;
+    }
+    struct proxy_header header;
+    enum proxy_status status = proxy_parse(bytes, available, &header);
+    if (status == PROXY_NEED_MORE && available < PROXY_MAX_HEADER) {
+        if (conn->input == NULL) {
+            conn->input_capacity = PROXY_MAX_HEADER;
+            conn->input = malloc(conn->input_capacity);
+            if (conn->input == NULL) {
+                conn_close(conn, false);
+                return false;
+            }
+            memcpy(conn->input, data, length);
+            conn->input_length = length;
+        }
+        return false;
+    }
+    if (status != PROXY_OK) {
+        atomic_fetch_add(&shard->proxy_refused, 1);
+        log_msg(LOG_INFO, "proxy header refused", "peer=%s", conn->peer);
+        conn_close(conn, false);
+        return false;
+    }
+    if (header.has_source) {
+        char balancer[64];
+        snprintf(balancer, sizeof(balancer), "%s", conn->peer);
+        format_peer((const struct sockaddr *)&header.source, conn->peer, sizeof(conn->peer));
+        log_msg(LOG_DEBUG, "proxied", "peer=%s balancer=%s", conn->peer, balancer);
+        if (!conn_admit_source(shard, conn->view->services.config,
+                               (const struct sockaddr *)&header.source, &conn->source)) {
+            conn_close(conn, false);
+            return false;
+        }
+    }
+    conn->state = CONN_HANDSHAKE;
+    /* What followed the header: the rest of bytes, then what did not fit in the buffer. */
+    int rc = tls_conn_feed(conn->tls, bytes + header.length, available - header.length);
+    if (rc == 0 && unbuffered > 0) {
+        rc = tls_conn_feed(conn->tls, data + length - unbuffered, unbuffered);
+    }
+    free(conn->input);
+    conn->input = NULL;
+    conn->input_length = 0;
+    conn->input_capacity = 0;
+    if (rc != 0) {
+        conn_close(conn, false);
+        return false;
+    }
+    return true;
+}
+
 /* ---- loop callbacks ---- */
 
 static void *on_accepted(void *user, struct loop_conn *link, const struct sockaddr *peer,
@@ -734,13 +848,15 @@ static void *on_accepted(void *user, struct loop_conn *link, const struct sockad
         atomic_fetch_add(&shard->admission_refused, 1);
         return NULL;
     }
-    /* Refused here, a source over its budget costs no TLS work at all. */
-    int64_t now = monotonic_ns();
-    bool budgeted =
-        config->max_connections_per_source > 0 || config->connection_rate_per_source > 0;
-    struct source *source = budgeted ? source_find(shard, peer, now) : NULL;
-    if (source != NULL && !source_admit(config, source, now)) {
-        atomic_fetch_add(&shard->admission_refused, 1);
+    /*
+     * Refused here, a source over its budget costs no TLS work at all. A
+     * balancer's connection is admitted by the device address its PROXY
+     * header names, once that has arrived.
+     */
+    bool proxied = shard->trusted_proxy_count > 0 &&
+                   proxy_cidr_match(shard->trusted_proxies, shard->trusted_proxy_count, peer);
+    struct source *source = NULL;
+    if (!proxied && !conn_admit_source(shard, config, peer, &source)) {
         return NULL;
     }
     struct conn *conn = calloc(1, sizeof(*conn));
@@ -763,21 +879,11 @@ static void *on_accepted(void *user, struct loop_conn *link, const struct sockad
     conn->view->references++;
     conn->shard = shard;
     conn->link = link;
+    conn->state = proxied ? CONN_PROXY : CONN_HANDSHAKE;
     conn->session.release = session_release;
     clock_gettime(CLOCK_MONOTONIC, &conn->opened);
     conn->last_activity = conn->opened;
-    char host[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (peer->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-    } else if (peer->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-    }
-    snprintf(conn->peer, sizeof(conn->peer), "%s:%u", host, port);
+    format_peer(peer, conn->peer, sizeof(conn->peer));
     conn->next = shard->conns;
     if (shard->conns != NULL) {
         shard->conns->prev = conn;
@@ -796,7 +902,12 @@ static void on_received(void *user, const uint8_t *data, size_t length)
     }
     conn_enter(conn);
     clock_gettime(CLOCK_MONOTONIC, &conn->last_activity);
-    if (tls_conn_feed(conn->tls, data, length) != 0) {
+    if (conn->state == CONN_PROXY) {
+        if (conn_proxy_header(conn, data, length)) {
+            conn_handshake(conn);
+            conn_flush(conn);
+        }
+    } else if (tls_conn_feed(conn->tls, data, length) != 0) {
         conn_close(conn, false);
     } else if (conn->session.pending > 0 &&
                tls_conn_input_buffered(conn->tls) > conn->shard->max_frame + FLOOD_SLACK) {
@@ -850,7 +961,7 @@ static void on_tick(void *user)
         if (conn->link == NULL || conn->state == CONN_CLOSING || conn->session.pending > 0) {
             continue;
         }
-        if (conn->state == CONN_HANDSHAKE &&
+        if ((conn->state == CONN_HANDSHAKE || conn->state == CONN_PROXY) &&
             seconds_since(&conn->opened, &now) > conn->view->services.config->handshake_timeout_s) {
             log_msg(LOG_INFO, "handshake timeout", "peer=%s", conn->peer);
             conn_close(conn, false);
@@ -965,6 +1076,22 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
     if (shard->sources == NULL) {
         snprintf(err, err_length, "out of memory");
         goto fail;
+    }
+    if (config->cluster.trusted_proxy_count > 0) {
+        shard->trusted_proxies =
+            calloc(config->cluster.trusted_proxy_count, sizeof(*shard->trusted_proxies));
+        if (shard->trusted_proxies == NULL) {
+            snprintf(err, err_length, "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < config->cluster.trusted_proxy_count; i++) {
+            if (proxy_cidr_parse(config->cluster.trusted_proxies[i], &shard->trusted_proxies[i]) !=
+                0) {
+                snprintf(err, err_length, "cluster.trustedProxies[%zu]: not a CIDR", i);
+                goto fail;
+            }
+        }
+        shard->trusted_proxy_count = config->cluster.trusted_proxy_count;
     }
     if (config->listen_count > SHARD_MAX_LISTENERS) {
         snprintf(err, err_length, "at most %d listen addresses", SHARD_MAX_LISTENERS);
@@ -1177,6 +1304,7 @@ void shard_finish(struct shard *shard)
     }
     view_release(shard->prepared);
     view_release(shard->view);
+    free(shard->trusted_proxies);
     free(shard->sources);
     OSSL_LIB_CTX_free(shard->libctx);
     free(shard);
@@ -1197,5 +1325,6 @@ void shard_get_stats(const struct shard *shard, struct shard_stats *stats)
     stats->blocked = atomic_load(&shard->blocked);
     stats->refused_attestation = atomic_load(&shard->refused_attestation);
     stats->admission_refused = atomic_load(&shard->admission_refused);
+    stats->proxy_refused = atomic_load(&shard->proxy_refused);
     stats->connections = atomic_load(&shard->connections);
 }

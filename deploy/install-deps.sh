@@ -7,6 +7,7 @@ PACKAGES=(
     build-essential meson ninja-build pkg-config clang-format clang libclang-rt-14-dev
     libssl-dev openssl liburing-dev librocksdb-dev libcbor-dev libyaml-dev libjansson-dev
     libcmocka-dev libcoap3-bin jq iproute2 libxml2-utils libmicrohttpd-dev libgnutls28-dev python3 procps libcurl4-openssl-dev curl gnuplot-nox
+    haproxy redis-server redis-sentinel libhiredis-dev
 )
 
 missing=()

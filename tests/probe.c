@@ -13,6 +13,8 @@
  *                                    for a line on standard input before sending
  *   --drop                           closes the connection right after sending, without
  *                                    waiting for the answer; prints "dropped"
+ *   --bind ADDR                      connects from this local address (127.0.0.2, ...)
+ *   --proxy-hex HEX                  sends these bytes first, before TLS (a PROXY header)
  *
  * It prints "handshake-failed" when TLS fails. Exit 0 when the exchange
  * completed (whatever the code), 1 otherwise.
@@ -73,7 +75,7 @@ static int probe_receive(struct probe *probe)
     return tls_conn_feed(probe->tls, buffer, (size_t)n);
 }
 
-static int probe_connect(struct probe *probe, const char *endpoint)
+static int probe_connect(struct probe *probe, const char *endpoint, const char *bind_address)
 {
     char host[256];
     const char *colon = strrchr(endpoint, ':');
@@ -87,6 +89,19 @@ static int probe_connect(struct probe *probe, const char *endpoint)
         return -1;
     }
     probe->fd = socket(result->ai_family, SOCK_STREAM, 0);
+    if (bind_address != NULL) {
+        struct addrinfo *local;
+        if (getaddrinfo(bind_address, NULL, &hints, &local) != 0) {
+            freeaddrinfo(result);
+            return -1;
+        }
+        int bound = bind(probe->fd, local->ai_addr, local->ai_addrlen);
+        freeaddrinfo(local);
+        if (bound != 0) {
+            freeaddrinfo(result);
+            return -1;
+        }
+    }
     int rc = connect(probe->fd, result->ai_addr, result->ai_addrlen);
     freeaddrinfo(result);
     return rc;
@@ -246,10 +261,13 @@ int main(int argc, char **argv)
         {"raw", required_argument, NULL, 'r'},
         {"wait-stdin", no_argument, NULL, 'w'},
         {"drop", no_argument, NULL, 'd'},
+        {"bind", required_argument, NULL, 'B'},
+        {"proxy-hex", required_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
     const char *endpoint = NULL, *cert = NULL, *key = NULL, *ca = NULL, *path = NULL;
     const char *payload_hex = NULL, *bad_csr = NULL, *raw = NULL;
+    const char *bind_address = NULL, *proxy_hex = NULL;
     uint8_t method = 0;
     bool wait_stdin = false, drop = false;
     long accept = -1, content_format = -1;
@@ -299,6 +317,12 @@ int main(int argc, char **argv)
         case 'd':
             drop = true;
             break;
+        case 'B':
+            bind_address = optarg;
+            break;
+        case 'X':
+            proxy_hex = optarg;
+            break;
         default:
             return 2;
         }
@@ -314,9 +338,21 @@ int main(int argc, char **argv)
         return 1;
     }
     static struct probe probe;
-    if (probe_connect(&probe, endpoint) != 0) {
+    if (probe_connect(&probe, endpoint, bind_address) != 0) {
         fprintf(stderr, "dps-probe: cannot connect to %s: %s\n", endpoint, strerror(errno));
         return 1;
+    }
+    if (proxy_hex != NULL) {
+        static uint8_t header[4096];
+        size_t header_length;
+        if (hex_decode(proxy_hex, header, sizeof(header), &header_length) != 0) {
+            fprintf(stderr, "dps-probe: --proxy-hex needs hex\n");
+            return 2;
+        }
+        if (send(probe.fd, header, header_length, MSG_NOSIGNAL) != (ssize_t)header_length) {
+            printf("closed\n");
+            return 0;
+        }
     }
     probe.tls = tls_conn_new(ctx, false, NULL);
     if (probe_handshake(&probe) != 0) {
