@@ -29,7 +29,7 @@ struct shard_stats {
     uint64_t blocked;             /* handshakes refused by the blocklist */
     uint64_t refused_attestation; /* manufacturer chain refused (no group, untrusted, ...) */
     uint64_t admission_refused;   /* connections refused at accept (limits, per-source budget) */
-    uint64_t proxy_refused;       /* balancer connections with a missing or malformed PROXY header */
+    uint64_t proxy_refused; /* balancer connections with a missing or malformed PROXY header */
     unsigned connections;
 };
 
