@@ -855,7 +855,7 @@ static const char *field_hint(const char *message)
          "--lead-name must be the common name of a certificate in --chain"},
         {"attestationMechanism", "--chain FILE must hold the manufacturer's CA chain in PEM"},
         {"hubIds", "--hub must name an existing hub of yours (see `dpsctl hubs list`)"},
-        {"preSharedKey", "--psk must have at least 16 characters"},
+        {"preSharedKey", "--psk must be exactly 16 bytes (a character outside ASCII takes 2 to 4)"},
         {"hubId", "--hub-id must be a UUID"},
         {"gateways", "--gateway must be coaps+tcp://HOST:PORT"},
         {"authorization.provider", "--provider must name the hub's authorization provider"},
