@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Input that does not fit is refused, never cut or dropped to make it fit:
 # the API answers 400 naming the field (blocklist fields, query parameters,
-# an enrollment group's pre-shared key) and the configuration file stops the
-# start naming the file, the line and the key. A 16-byte pre-shared key of
-# characters outside ASCII survives the API, the store and a restart byte for
-# byte. Every limit has a case here.
+# an enrollment group's pre-shared key), the configuration file stops the
+# start naming the file, the line and the key, and dpsctl, dpsd and
+# dps-loadgen refuse arguments they cannot use whole. A 16-byte pre-shared key
+# of characters outside ASCII survives the API, the store and a restart byte
+# for byte. Every limit has a case here.
 . "$(dirname "$0")/lib.sh"
 
-plan 24
+plan 38
 DEMO=$WORK/demo
 PORT=$(free_port)
 start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts"; finish; }
@@ -123,6 +124,37 @@ line=$(grep -n preSharedKey "$DEMO/long-key.yaml" | cut -d: -f1)
 exits "a configured key of 18 bytes stops the start naming file, line and key" 1 \
     "long-key\\.yaml:$line: enrollmentGroups\\[0\\]\\.preSharedKey: must be exactly 16 bytes, not 18" \
     "$DPSD" --config "$DEMO/long-key.yaml" --listen "127.0.0.1:$(free_port)"
+
+# ---- dpsctl: arguments used whole or refused ----
+exits "block --public-key-sha256 of 70 digits is a usage error" 2 'must be 64 hex digits' \
+    "$DPSCTL" block --public-key-sha256 "$(hex 70)"
+exits "block --serial of 41 digits is a usage error" 2 '--serial must be 1 to 40 hex digits' \
+    "$DPSCTL" block --serial "$(hex 41)" --issuer CN=x
+exits "issuance list --serial of 41 digits is a usage error" 2 '--serial must be 1 to 40 hex digits' \
+    "$DPSCTL" issuance list --serial "$(hex 41)"
+exits "issuance list --since in another form is a usage error" 2 '--since must be YYYY-MM-DDTHH:MM:SSZ' \
+    "$DPSCTL" issuance list --since "2025-01-01T00:00:00Z$(text 3000)"
+exits "unblock with an id of 33 digits is a usage error" 2 'not a blocklist entry id' \
+    "$DPSCTL" unblock "${ENTRY}0"
+exits "a --name that is not UTF-8 is a usage error, not left out" 2 '--name must be UTF-8 text' \
+    "$DPSCTL" groups update "$GROUP_ID" --name "$(printf 'line \377')"
+exits "a token with a line break is refused before it is sent" 4 'is not a JWT' \
+    env DPS_TOKEN="$(printf 'abc\r\nX-Injected: 1')" "$DPSCTL" status
+exits "a 20000-character token reaches the API whole" 4 'malformed bearer token' \
+    env DPS_TOKEN="a.b.$(hex 20000)" "$DPSCTL" status
+exits "pki with a folder name too long for its files is a usage error" 2 'DIR is too long' \
+    "$DPSCTL" pki "/tmp/$(text 4090)"
+
+# ---- dpsd and dps-loadgen ----
+exits "dpsd --demo with a folder name too long for its files exits 1" 1 'too long' \
+    "$DPSD" --demo "/tmp/$(text 4090)"
+exits "dpsd --shards '' is refused, not 0" 2 '--shards must be' "$DPSD" --demo "$DEMO" --shards ''
+exits "dps-loadgen --timeout over 3600 is refused, not cut to 3600" 2 'bad value for --timeout: 3601' \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 1 --timeout 3601
+exits "dps-loadgen --pki over 4000 bytes is refused" 2 'bad value for --pki' \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "/tmp/$(text 4000)" --devices 1
+exits "dps-loadgen gen --seed beyond 64 bits is refused, not saturated" 2 'bad value for --seed' \
+    "$LOADGEN" gen --pki "$WORK/fleet" --devices 1 --seed 18446744073709551616
 
 check_stop "dpsd stops cleanly on SIGTERM"
 finish
