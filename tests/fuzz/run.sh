@@ -24,6 +24,7 @@ targets=(
     fuzz_jwt
     fuzz_attestation
     fuzz_model_json
+    fuzz_auth
 )
 
 if [ ! -f "$build/build.ninja" ]; then
