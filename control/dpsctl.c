@@ -235,8 +235,10 @@ static const struct command COMMANDS[] = {
      command_records_tail,
      "dpsctl records tail [--device DEVICE_ID] [--group GROUP_ID] [--interval SECONDS]\n"
      "                    [--count N]\n"
-     "  Prints the records there are, then each record that appears or changes,\n"
-     "  polling every SECONDS (default 2) until interrupted or N records changed.\n"},
+     "  From now on, a line for each step a device is answered: record, device id\n"
+     "  (once the device has named itself), group, step and CoAP code; polls every\n"
+     "  SECONDS (default 2) until interrupted or N lines printed. With --json, one\n"
+     "  {\"step\", \"result\"} line each, the result being the whole record.\n"},
     {"block", NULL,
      CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_SERIAL) | BIT(OPT_ISSUER) | BIT(OPT_PUBLIC_KEY) |
          BIT(OPT_CERT) | BIT(OPT_REASON),
@@ -433,7 +435,7 @@ static char *joined_text(json_t *array)
 /*
  * A view turns one result object into the cells of a table row. Lists are
  * collected and printed with each column as wide as its widest cell;
- * `records tail` prints rows as they come with the minimum widths.
+ * `records tail` prints a row per step as it comes, with the minimum widths.
  */
 #define MAX_COLUMNS 12
 
@@ -1878,53 +1880,93 @@ static int command_blocklist_list(struct options *options)
     return run_list(options, "/api/v1/blocklist", STORE_BLOCKLIST, &BLOCK_VIEW);
 }
 
-/* records tail: each poll compares every record with what the last poll saw. */
+/*
+ * records tail: a line for each step a device is answered, as it happens.
+ * Each poll compares every step part of every record (plgdTime ... resources)
+ * with what the last poll saw; a step that appears or changes (a device ran
+ * it, or ran it again) prints a line naming the record, the device id once
+ * the device has named itself ("-" before: it does so at cloud
+ * configuration, stored in the same batch as that step's part), the group,
+ * the step and its CoAP code. Other changes to a record print nothing. The
+ * records there are when tail starts are its baseline, not printed (`records
+ * list` shows them); the header is printed once the baseline is read, so
+ * every step answered after the header appears. --count N stops after N
+ * lines.
+ */
 struct tail {
-    json_t *seen; /* record id -> its compact JSON text */
-    bool first;
+    json_t *seen; /* record id -> {step -> its part as compact JSON} */
+    bool baseline;
     bool json;
-    unsigned long changes;
+    unsigned long lines;
     unsigned long limit; /* 0: no limit */
 };
+
+static const struct view STEP_VIEW = {
+    5, {"RECORD ID", "DEVICE ID", "GROUP", "STEP", "CODE"}, {36, 36, 36, 10, 4}, NULL};
+
+static void print_step_view_row(char *const *cells)
+{
+    size_t widths[MAX_COLUMNS];
+
+    for (size_t i = 0; i < STEP_VIEW.columns; i++)
+        widths[i] = (size_t)STEP_VIEW.min_widths[i];
+    print_row(&STEP_VIEW, cells, widths);
+}
+
+static void print_step_line(json_t *record, const char *step, bool json)
+{
+    if (json) {
+        json_t *line = json_pack("{s:s, s:O}", "step", step, "result", record);
+        char *text = line != NULL ? json_dumps(line, JSON_COMPACT) : NULL;
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+        json_decref(line);
+        return;
+    }
+    char *cells[] = {field_text(record, "id"), field_text(record, "deviceId"),
+                     field_text(record, "enrollmentGroupId"), strdup(step),
+                     coap_code_text(json_object_get(record, step))};
+    print_step_view_row(cells);
+    for (size_t i = 0; i < STEP_VIEW.columns; i++)
+        free(cells[i]);
+}
 
 static bool tail_result(void *user, json_t *record)
 {
     struct tail *tail = user;
     const char *id = json_string_value(json_object_get(record, "id"));
-    char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
-    const char *before = id != NULL ? json_string_value(json_object_get(tail->seen, id)) : NULL;
-    const char *event = tail->first ? "present" : before == NULL ? "new" : "changed";
+    json_t *seen = id != NULL ? json_object_get(tail->seen, id) : NULL;
 
-    if (id == NULL || text == NULL || (before != NULL && strcmp(before, text) == 0)) {
-        free(text);
+    if (id == NULL)
         return true;
+    if (seen == NULL) {
+        seen = json_object();
+        if (seen == NULL || json_object_set_new(tail->seen, id, seen) != 0)
+            return true;
     }
-    json_object_set_new(tail->seen, id, json_string(text));
-    free(text);
-    if (tail->json) {
-        print_json_line("result", record);
-    } else {
-        char *cells[MAX_COLUMNS + 1];
-        size_t widths[MAX_COLUMNS + 1];
-        struct view view = {RECORD_VIEW.columns + 1, {NULL}, {0}, NULL};
-        cells[0] = strdup(event);
-        widths[0] = 7;
-        RECORD_VIEW.cells(record, cells + 1);
-        for (size_t i = 0; i < RECORD_VIEW.columns; i++)
-            widths[i + 1] = (size_t)RECORD_VIEW.min_widths[i];
-        print_row(&view, cells, widths);
-        for (size_t i = 0; i < view.columns; i++)
-            free(cells[i]);
+    for (size_t i = 0; i < RECORD_STEP_COUNT; i++) {
+        json_t *part = json_object_get(record, RECORD_STEPS[i]);
+        char *text = part != NULL ? json_dumps(part, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        const char *before = json_string_value(json_object_get(seen, RECORD_STEPS[i]));
+        bool changed = text != NULL && (before == NULL || strcmp(before, text) != 0);
+        if (changed)
+            json_object_set_new(seen, RECORD_STEPS[i], json_string(text));
+        free(text);
+        if (!changed || tail->baseline)
+            continue;
+        print_step_line(record, RECORD_STEPS[i], tail->json);
+        tail->lines++;
+        if (tail->limit > 0 && tail->lines >= tail->limit)
+            return false;
     }
-    if (!tail->first)
-        tail->changes++;
-    return tail->limit == 0 || tail->changes < tail->limit;
+    return true;
 }
 
 static int records_tail_run(struct client *client, struct options *options)
 {
     struct filters filters;
-    struct tail tail = {.seen = json_object(), .first = true, .json = options->given[OPT_JSON]};
+    struct tail tail = {.seen = json_object(), .baseline = true, .json = options->given[OPT_JSON]};
     double interval = 2;
     char path[2048];
     char *end;
@@ -1955,19 +1997,15 @@ static int records_tail_run(struct client *client, struct options *options)
         json_decref(tail.seen);
         return request_too_long(options);
     }
-    if (!tail.json) {
-        printf("%-7s  ", "EVENT");
-        for (size_t i = 0; i < RECORD_VIEW.columns; i++)
-            printf(i + 1 < RECORD_VIEW.columns ? "%-*s  " : "%-*s\n", RECORD_VIEW.min_widths[i],
-                   RECORD_VIEW.headers[i]);
-    }
     for (;;) {
         struct exchange exchange = {.on_result = tail_result, .user = &tail};
         code = client_call(client, "GET", path, NULL, &exchange);
         exchange_clear(&exchange);
+        if (code == EXIT_OK && tail.baseline && !tail.json)
+            print_step_view_row((char *const *)STEP_VIEW.headers);
         fflush(stdout);
-        tail.first = false;
-        if (code != EXIT_OK || (tail.limit > 0 && tail.changes >= tail.limit))
+        tail.baseline = false;
+        if (code != EXIT_OK || (tail.limit > 0 && tail.lines >= tail.limit))
             break;
         struct timespec pause = {(time_t)interval,
                                  (long)((interval - (double)(time_t)interval) * 1e9)};
