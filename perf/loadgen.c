@@ -325,12 +325,14 @@ static bool is_uuid_text(const char *text, size_t length)
     return uuid_parse(text, length, &uuid) == 0;
 }
 
-static void copy_text(char *out, size_t capacity, const char *text, size_t length)
+/* Copies text whole into out; false when it does not fit (a value is never kept cut). */
+static bool copy_text(char *out, size_t capacity, const char *text, size_t length)
 {
     if (length >= capacity)
-        length = capacity - 1;
+        return false;
     memcpy(out, text, length);
     out[length] = '\0';
+    return true;
 }
 
 /*
@@ -430,9 +432,9 @@ static int check_ownership(struct device *device, struct cbor_reader *reader, ch
         if (seen)
             return REJECT("ownership: \"devowneruuid\" twice");
         if (cbor_read_text(reader, &value, &value_length) != 0 ||
-            !is_uuid_text(value, value_length))
+            !is_uuid_text(value, value_length) ||
+            !copy_text(device->owner, sizeof(device->owner), value, value_length))
             return REJECT("ownership: \"devowneruuid\" is not a UUID");
-        copy_text(device->owner, sizeof(device->owner), value, value_length);
         seen = true;
     }
     if (more != 0)
@@ -509,8 +511,9 @@ static int check_cloud(struct device *device, struct cbor_reader *reader, char *
         }
         if (cbor_read_text(reader, &value, &value_length) != 0)
             return REJECT("cloud: \"%s\" is not a text string", required[which]);
-        if (targets[which] != NULL)
-            copy_text(targets[which], sizes[which], value, value_length);
+        if (targets[which] != NULL && !copy_text(targets[which], sizes[which], value, value_length))
+            return REJECT("cloud: \"%s\" is longer than %zu bytes", required[which],
+                          sizes[which] - 1);
         seen[which] = true;
     }
     if (more != 0)

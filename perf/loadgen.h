@@ -189,7 +189,8 @@ struct device {
     char tls_version[16];
     char tls_cipher[64];
     char owner[UUID_STRING_LENGTH + 1];
-    char cis[256];
+    /* From the cloud configuration, kept whole or refused (a longer one fails the step). */
+    char cis[288]; /* any gateway dpsd accepts: coaps+tcp://[255-byte host]:PORT */
     char sid[128];
     char apn[128];
     char *identity_pem;

@@ -8,7 +8,7 @@
 # for byte. Every limit has a case here.
 . "$(dirname "$0")/lib.sh"
 
-plan 38
+plan 39
 DEMO=$WORK/demo
 PORT=$(free_port)
 start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts"; finish; }
@@ -155,6 +155,12 @@ exits "dps-loadgen --pki over 4000 bytes is refused" 2 'bad value for --pki' \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "/tmp/$(text 4000)" --devices 1
 exits "dps-loadgen gen --seed beyond 64 bits is refused, not saturated" 2 'bad value for --seed' \
     "$LOADGEN" gen --pki "$WORK/fleet" --devices 1 --seed 18446744073709551616
+# The device simulator keeps what the server sends whole or fails the step saying why.
+HUB_ID=$("$DPSCTL" hubs list --json | jq -r .result.id)
+"$DPSCTL" hubs update "$HUB_ID" --provider "$(text 200)" >/dev/null
+exits "dps-loadgen refuses an authorization provider it cannot keep whole" 1 \
+    'cloud: "apn" is longer than 127 bytes' \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 1
 
 check_stop "dpsd stops cleanly on SIGTERM"
 finish
