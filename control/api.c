@@ -48,6 +48,7 @@
 #include "control/log.h"
 #include "control/model.h"
 #include "control/plane.h"
+#include "crypto/uuid.h"
 #include "store/records.h"
 #include "store/store.h"
 
@@ -56,7 +57,6 @@
 #define API_CONNECTION_TIMEOUT_S 60
 #define API_PEM_LIMIT (1024 * 1024)
 #define API_STREAM_BLOCK 16384
-#define UUID_TEXT_LENGTH 36
 #define OUT_OF_MEMORY_BODY "{\"code\":13,\"message\":\"out of memory\"}\n"
 
 enum rpc_code {
@@ -225,7 +225,30 @@ static bool query_uuids_valid(const query_t *query, const char *name)
     return true;
 }
 
-/* Checks the parameters of a request: only allowed names, UUID filters valid. */
+static bool is_text(const char *text)
+{
+    json_t *json = json_string(text);
+    json_decref(json);
+    return json != NULL;
+}
+
+/* Stops at the first parameter whose name or value is not UTF-8 text, naming it in *user. */
+static enum MHD_Result find_non_text(void *user, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    const char **found = user;
+    bool key_is_text = is_text(key);
+    if (key_is_text && (value == NULL || is_text(value)))
+        return MHD_YES;
+    *found = key_is_text ? key : "(a parameter name)";
+    return MHD_NO;
+}
+
+/*
+ * Checks the parameters of a request: all UTF-8 text (else a value would be
+ * dropped from its list and a filter silently widened), only allowed names,
+ * UUID filters valid.
+ */
 static enum MHD_Result check_query(struct MHD_Connection *connection, const query_t *query,
                                    const char *const *allowed, const char *const *uuid_filters,
                                    bool *ok)
@@ -234,6 +257,11 @@ static enum MHD_Result check_query(struct MHD_Connection *connection, const quer
     if (query == NULL)
         return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                            "out of memory");
+    const char *non_text = NULL;
+    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, find_non_text, &non_text);
+    if (non_text != NULL)
+        return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                           "%s: not UTF-8 text", non_text);
     const char *unknown = query_unknown(query, allowed);
     if (unknown != NULL)
         return queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
@@ -245,6 +273,20 @@ static enum MHD_Result check_query(struct MHD_Connection *connection, const quer
     }
     *ok = true;
     return MHD_YES;
+}
+
+/*
+ * A UUID parameter (checked by check_query) in the lower-case form the
+ * store's keys use. 0, or -1 with out "" when text is not a UUID after all.
+ */
+static int uuid_text_normalise(const char *text, char out[UUID_STRING_LENGTH + 1])
+{
+    struct dps_uuid uuid;
+    out[0] = '\0';
+    if (text == NULL || uuid_parse(text, strlen(text), &uuid) != 0)
+        return -1;
+    uuid_format(&uuid, out);
+    return 0;
 }
 
 static bool same_owner(const char *owner, const char *caller)
@@ -372,14 +414,14 @@ static enum MHD_Result list_documents(struct api *api, struct MHD_Connection *co
     return queue_ndjson(connection, &out);
 }
 
-static void random_uuid(char out[UUID_TEXT_LENGTH + 1])
+static void random_uuid(char out[UUID_STRING_LENGTH + 1])
 {
     unsigned char bytes[16];
     if (RAND_bytes(bytes, sizeof(bytes)) != 1)
         memset(bytes, 0, sizeof(bytes));
     bytes[6] = (unsigned char)((bytes[6] & 0x0f) | 0x40);
     bytes[8] = (unsigned char)((bytes[8] & 0x3f) | 0x80);
-    snprintf(out, UUID_TEXT_LENGTH + 1,
+    snprintf(out, UUID_STRING_LENGTH + 1,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", bytes[0],
              bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8],
              bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]);
@@ -442,7 +484,7 @@ static json_t *prepare_document(struct MHD_Connection *connection, const struct 
                               "id: \"%s\" differs from the id in the path", id);
         return NULL;
     }
-    char generated[UUID_TEXT_LENGTH + 1];
+    char generated[UUID_STRING_LENGTH + 1];
     if (path_id == NULL && id == NULL && !wrong) {
         random_uuid(generated);
         id = generated;
@@ -533,14 +575,15 @@ static enum MHD_Result put_document(struct api *api, struct MHD_Connection *conn
     char err[1024] = "";
     int status = kind == KIND_GROUP ? plane_put_group(api->plane, doc, create, err, sizeof(err))
                                     : plane_put_hub(api->plane, doc, create, err, sizeof(err));
-    char id_copy[UUID_TEXT_LENGTH + 1];
-    snprintf(id_copy, sizeof(id_copy), "%s", id != NULL ? id : "");
-    json_decref(doc);
-    if (status != PLANE_OK)
+    if (status != PLANE_OK) {
+        json_decref(doc);
         return queue_plane_error(connection, status, err);
+    }
+    /* Stored, so id is the document's valid UUID; doc holds it until here. */
     log_msg(LOG_INFO, create ? "api created" : "api replaced", "kind=\"%s\" id=%s owner=\"%s\"",
-            kind_name(kind), id_copy, owner);
-    json_t *stored = stored_document(api, kind, id_copy);
+            kind_name(kind), id, owner);
+    json_t *stored = stored_document(api, kind, id);
+    json_decref(doc);
     if (stored == NULL)
         return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                            "the %s was stored but is not in force", kind_name(kind));
@@ -807,11 +850,9 @@ static void *stream_produce(void *user)
     case STREAM_RECORDS: {
         /* One idFilter narrows the scan to that record's keys. */
         json_t *ids = json_object_get(stream->query, "idFilter");
-        char id[UUID_TEXT_LENGTH + 1] = "";
+        char id[UUID_STRING_LENGTH + 1] = "";
         if (json_array_size(ids) == 1)
-            snprintf(id, sizeof(id), "%s", json_string_value(json_array_get(ids, 0)));
-        for (char *c = id; *c != '\0'; c++)
-            *c = (char)(*c >= 'A' && *c <= 'F' ? *c - 'A' + 'a' : *c);
+            uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
         status =
             records_scan(stream->store, id[0] != '\0' ? id : NULL, record_result, stream, NULL);
         break;
@@ -1027,10 +1068,9 @@ static enum MHD_Result release_bindings(struct api *api, struct MHD_Connection *
     json_t *value;
     json_array_foreach(ids, i, value)
     {
-        char device[UUID_TEXT_LENGTH + 1];
-        snprintf(device, sizeof(device), "%s", json_string_value(value));
-        for (char *p = device; *p != '\0'; p++)
-            *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+        char device[UUID_STRING_LENGTH + 1];
+        if (uuid_text_normalise(json_string_value(value), device) < 0)
+            continue;
         char *record = NULL;
         size_t length = 0;
         if (store_get(store, STORE_BINDINGS, device, strlen(device), &record, &length) != STORE_OK)

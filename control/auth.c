@@ -6,10 +6,13 @@
  * verification and a few JSON lookups. The algorithm is taken from the key,
  * never from the token alone: a token's "alg" must be the one its key
  * implies (ES256 for EC P-256, RS256 for RSA), which rules out "none" and
- * algorithm confusion. Reasons given to callers describe the check that
- * failed and never quote the token.
+ * algorithm confusion. Base64url is decoded strictly (crypto/jwt.h), so a
+ * token has one spelling: a changed trailing bit is a different, refused
+ * token. Reasons given to callers describe the check that failed and never
+ * quote the token.
  */
 #include "control/auth.h"
+#include "crypto/jwt.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -58,45 +61,11 @@ __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t err_leng
     return -1;
 }
 
-/* Decodes unpadded base64url into a malloc'd buffer with a trailing NUL. NULL on error. */
-static uint8_t *base64url_decode(const char *text, size_t length, size_t *out_length)
-{
-    if (length % 4 == 1 || strspn(text, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                        "0123456789-_") < length)
-        return NULL;
-    size_t padded_length = (length + 3) / 4 * 4;
-    char *padded = malloc(padded_length + 1);
-    uint8_t *out = malloc(padded_length / 4 * 3 + 1);
-    EVP_ENCODE_CTX *context = EVP_ENCODE_CTX_new();
-    int written = 0;
-    int final = 0;
-    bool ok = padded != NULL && out != NULL && context != NULL;
-    if (ok) {
-        for (size_t i = 0; i < padded_length; i++) {
-            char c = i < length ? text[i] : '=';
-            padded[i] = c == '-' ? '+' : c == '_' ? '/' : c;
-        }
-        EVP_DecodeInit(context);
-        ok = EVP_DecodeUpdate(context, out, &written, (const unsigned char *)padded,
-                              (int)padded_length) >= 0 &&
-             EVP_DecodeFinal(context, out + written, &final) == 1;
-    }
-    free(padded);
-    EVP_ENCODE_CTX_free(context);
-    if (!ok) {
-        free(out);
-        return NULL;
-    }
-    *out_length = (size_t)(written + final);
-    out[*out_length] = '\0';
-    return out;
-}
-
 /* A base64url JWKS member decoded; NULL when absent or malformed. */
 static uint8_t *jwk_bytes(const json_t *jwk, const char *member, size_t *length)
 {
     const char *text = json_string_value(json_object_get(jwk, member));
-    return text != NULL ? base64url_decode(text, strlen(text), length) : NULL;
+    return text != NULL ? jwt_base64url_decode(text, strlen(text), length) : NULL;
 }
 
 static EVP_PKEY *key_from_params(const char *type, OSSL_PARAM_BLD *builder)
@@ -437,10 +406,10 @@ int auth_check(const struct auth *auth, const char *authorization, time_t now, c
     size_t header_length = 0;
     size_t payload_length = 0;
     size_t signature_length = 0;
-    uint8_t *header_text = base64url_decode(token, (size_t)(first - token), &header_length);
+    uint8_t *header_text = jwt_base64url_decode(token, (size_t)(first - token), &header_length);
     uint8_t *payload_text =
-        base64url_decode(first + 1, (size_t)(second - first - 1), &payload_length);
-    uint8_t *signature = base64url_decode(second + 1, strlen(second + 1), &signature_length);
+        jwt_base64url_decode(first + 1, (size_t)(second - first - 1), &payload_length);
+    uint8_t *signature = jwt_base64url_decode(second + 1, strlen(second + 1), &signature_length);
     json_t *header =
         header_text != NULL ? json_loadb((const char *)header_text, header_length, 0, NULL) : NULL;
     json_t *claims = NULL;

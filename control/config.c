@@ -1036,19 +1036,17 @@ static int parse_group(struct parser *p, const yaml_node_t *node, const char *pa
         return -1;
 
     char key_path[KEY_MAX];
+    char problem[128];
     char *psk;
     if (map_string(&m, "preSharedKey", false, NULL, &psk) < 0)
         return -1;
     if (psk != NULL) {
         size_t length = strlen(psk);
-        if (length >= sizeof(group->psk))
-            memcpy(group->psk, psk, sizeof(group->psk));
+        int set = config_psk_set(group, psk, length, problem, sizeof(problem));
         explicit_bzero(psk, length);
         free(psk);
-        if (length < sizeof(group->psk))
-            return fail(p, mapping_value(&m, "preSharedKey", key_path), key_path,
-                        "must be at least %zu characters long", sizeof(group->psk));
-        group->has_psk = true;
+        if (set < 0)
+            return fail(p, mapping_value(&m, "preSharedKey", key_path), key_path, "%s", problem);
     }
 
     if (parse_acl(&m, group) < 0 || parse_resources(&m, group) < 0)
@@ -1455,6 +1453,20 @@ void config_hub_clear(struct config_hub *hub)
     free(hub->token_audience);
     free(hub->token_owner_claim);
     free(hub->token_device_id_claim);
+}
+
+int config_psk_set(struct config_group *group, const char *text, size_t length, char *err,
+                   size_t err_length)
+{
+    if (length != sizeof(group->psk)) {
+        snprintf(err, err_length,
+                 "must be exactly %zu bytes, not %zu (a character outside ASCII takes 2 to 4)",
+                 sizeof(group->psk), length);
+        return -1;
+    }
+    memcpy(group->psk, text, sizeof(group->psk));
+    group->has_psk = true;
+    return 0;
 }
 
 void config_group_clear(struct config_group *group)

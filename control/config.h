@@ -24,6 +24,9 @@ enum config_io_backend {
     CONFIG_IO_EPOLL,
 };
 
+/* An enrollment group's pre-shared key: exactly this many bytes, as given. */
+#define CONFIG_PSK_LENGTH 16
+
 enum config_acl_mode {
     CONFIG_ACL_DEFAULT, /* the reference's default list only */
     CONFIG_ACL_REPLACE, /* acl_json replaces the default list */
@@ -66,7 +69,7 @@ struct config_group {
     char **hub_ids; /* ordered, each names a config_hub */
     size_t hub_count;
     bool has_psk;
-    uint8_t psk[16];
+    uint8_t psk[CONFIG_PSK_LENGTH]; /* the key's bytes, never cut or padded */
     enum config_acl_mode acl_mode;
     char *acl_json;       /* JSON array of ACEs, or NULL */
     char *resources_json; /* JSON array of {"href","content"}, or NULL */
@@ -157,6 +160,15 @@ const char *config_gateway_problem(const char *text);
  * (PROTOCOL.md 2.5). 0, or -1 with "path.field: problem" in err.
  */
 int config_check_ace(const struct json_t *ace, const char *path, char *err, size_t err_length);
+
+/*
+ * Sets group's pre-shared key from the length bytes of text (a configuration
+ * or JSON string, so UTF-8: a character outside ASCII counts its 2 to 4
+ * bytes). A key that is not exactly CONFIG_PSK_LENGTH bytes is refused, never
+ * cut or padded. 0, or -1 with the problem (without a path) in err.
+ */
+int config_psk_set(struct config_group *group, const char *text, size_t length, char *err,
+                   size_t err_length);
 
 /* Free what a hub or group holds (the structure itself is the caller's). */
 void config_hub_clear(struct config_hub *hub);

@@ -16,6 +16,7 @@
  * printed with what to change); 2 usage error; 3 not found; 4 authentication
  * failed; 5 the API cannot be reached.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -55,6 +56,9 @@ enum exit_code {
 #define ERROR_BODY_LIMIT 65536
 #define CONNECT_TIMEOUT_S 10L
 #define STALL_TIMEOUT_S 60L
+#define SERIAL_MAX_DIGITS 40
+#define ENTRY_ID_DIGITS 32
+#define API_TIME_LENGTH 20 /* YYYY-MM-DDTHH:MM:SSZ */
 
 /* ---- options ---- */
 
@@ -231,8 +235,10 @@ static const struct command COMMANDS[] = {
      command_records_tail,
      "dpsctl records tail [--device DEVICE_ID] [--group GROUP_ID] [--interval SECONDS]\n"
      "                    [--count N]\n"
-     "  Prints the records there are, then each record that appears or changes,\n"
-     "  polling every SECONDS (default 2) until interrupted or N records changed.\n"},
+     "  From now on, a line for each step a device is answered: record, device id\n"
+     "  (once the device has named itself), group, step and CoAP code; polls every\n"
+     "  SECONDS (default 2) until interrupted or N lines printed. With --json, one\n"
+     "  {\"step\", \"result\"} line each, the result being the whole record.\n"},
     {"block", NULL,
      CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_SERIAL) | BIT(OPT_ISSUER) | BIT(OPT_PUBLIC_KEY) |
          BIT(OPT_CERT) | BIT(OPT_REASON),
@@ -358,6 +364,12 @@ static bool is_hex(const char *text, size_t length)
     return true;
 }
 
+/* A certificate serial as the API takes it: 1 to 40 hex digits (20 bytes, RFC 5280). */
+static bool is_serial(const char *text)
+{
+    return strlen(text) <= SERIAL_MAX_DIGITS && is_hex(text, strlen(text));
+}
+
 /* Reads a whole text file (malloc'd), or NULL with the reason in err. */
 static char *read_text_file(const char *path, char *err, size_t err_length)
 {
@@ -423,7 +435,7 @@ static char *joined_text(json_t *array)
 /*
  * A view turns one result object into the cells of a table row. Lists are
  * collected and printed with each column as wide as its widest cell;
- * `records tail` prints rows as they come with the minimum widths.
+ * `records tail` prints a row per step as it comes, with the minimum widths.
  */
 #define MAX_COLUMNS 12
 
@@ -765,6 +777,16 @@ static int client_open(struct client *client, const struct options *options)
                 client->token_source);
         return EXIT_AUTH;
     }
+    /* Sent whole in a header line: nothing but a JWT's characters may go there. */
+    if (strspn(client->token,
+               "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.") !=
+        strlen(client->token)) {
+        fprintf(stderr,
+                "dpsctl %s: the token from %s is not a JWT (only base64url letters and dots, "
+                "on one line)\n",
+                client->name, client->token_source);
+        return EXIT_AUTH;
+    }
     return EXIT_OK;
 }
 
@@ -855,7 +877,7 @@ static const char *field_hint(const char *message)
          "--lead-name must be the common name of a certificate in --chain"},
         {"attestationMechanism", "--chain FILE must hold the manufacturer's CA chain in PEM"},
         {"hubIds", "--hub must name an existing hub of yours (see `dpsctl hubs list`)"},
-        {"preSharedKey", "--psk must have at least 16 characters"},
+        {"preSharedKey", "--psk must be exactly 16 bytes (a character outside ASCII takes 2 to 4)"},
         {"hubId", "--hub-id must be a UUID"},
         {"gateways", "--gateway must be coaps+tcp://HOST:PORT"},
         {"authorization.provider", "--provider must name the hub's authorization provider"},
@@ -872,10 +894,10 @@ static const char *field_hint(const char *message)
         {"deviceIdFilter", "--device must be a UUID"},
         {"deviceId", "--device must be a device id (a UUID)"},
         {"publicKeySha256", "--public-key-sha256 must be 64 hex digits"},
-        {"serialFilter", "check --serial"},
-        {"serial", "--serial must be hex digits"},
-        {"issuer", "--issuer must be the issuer DN in RFC 2253 form"},
-        {"reason", "check --reason"},
+        {"serialFilter", "--serial must be 1 to 40 hex digits"},
+        {"serial", "--serial must be 1 to 40 hex digits"},
+        {"issuer", "--issuer must be the issuer DN in RFC 2253 form, at most 256 bytes"},
+        {"reason", "--reason must be text of at most 256 bytes"},
         {"since", "--since must be YYYY-MM-DDTHH:MM:SSZ"},
         {"until", "--until must be YYYY-MM-DDTHH:MM:SSZ"},
         {"enrollmentGroupIdFilter", "--group must be a UUID"},
@@ -969,8 +991,8 @@ static int report_transport(const struct client *client, CURLcode result, const 
 static int client_call(struct client *client, const char *method, const char *path, json_t *body,
                        struct exchange *exchange)
 {
-    char url[4096];
-    char authorization[8192];
+    char *url = NULL;
+    char *authorization = NULL;
     char detail[CURL_ERROR_SIZE] = "";
     struct curl_slist *headers = NULL;
     char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -978,8 +1000,13 @@ static int client_call(struct client *client, const char *method, const char *pa
     CURLcode result;
     int code = EXIT_OK;
 
-    snprintf(url, sizeof(url), "%s%s", client->url, path);
-    snprintf(authorization, sizeof(authorization), "Authorization: Bearer %s", client->token);
+    if ((body != NULL && text == NULL) || asprintf(&url, "%s%s", client->url, path) < 0 ||
+        asprintf(&authorization, "Authorization: Bearer %s", client->token) < 0) {
+        fprintf(stderr, "dpsctl %s: out of memory\n", client->name);
+        free(url);
+        free(text);
+        return EXIT_REFUSED;
+    }
     headers = curl_slist_append(headers, authorization);
     headers = curl_slist_append(headers, "Accept: application/json, application/x-ndjson");
     if (text != NULL)
@@ -1019,6 +1046,9 @@ static int client_call(struct client *client, const char *method, const char *pa
     } else if (exchange->status < 200 || exchange->status > 299 || exchange->stream_error != NULL)
         code = report_failure(client, exchange);
     curl_slist_free_all(headers);
+    explicit_bzero(authorization, strlen(authorization));
+    free(authorization);
+    free(url);
     free(text);
     return code;
 }
@@ -1031,19 +1061,28 @@ static void exchange_clear(struct exchange *exchange)
     memset(exchange, 0, sizeof(*exchange));
 }
 
-/* Appends "&name=value" (the first one "?name=value"), value escaped. */
-static void query_add(CURL *curl, char *path, size_t length, const char *name, const char *value)
+/*
+ * Appends "&name=value" (the first one "?name=value"), value escaped. False
+ * when it does not fit in path (left as it was): a filter is never cut.
+ */
+static bool query_add(CURL *curl, char *path, size_t length, const char *name, const char *value)
 {
-    char *escaped;
     size_t used = strlen(path);
+    char *escaped;
+    int written;
 
     if (value == NULL)
-        return;
-    escaped = curl_easy_escape(curl, value, 0);
-    if (escaped != NULL)
-        snprintf(path + used, length - used, "%c%s=%s", strchr(path, '?') != NULL ? '&' : '?', name,
-                 escaped);
+        return true;
+    if ((escaped = curl_easy_escape(curl, value, 0)) == NULL)
+        return false;
+    written = snprintf(path + used, length - used, "%c%s=%s", strchr(path, '?') != NULL ? '&' : '?',
+                       name, escaped);
     curl_free(escaped);
+    if (written < 0 || (size_t)written >= length - used) {
+        path[used] = '\0';
+        return false;
+    }
+    return true;
 }
 
 static bool sink_result(void *user, json_t *result)
@@ -1149,6 +1188,14 @@ static const struct collection GROUPS = {"/api/v1/enrollment-groups", "enrollmen
                                          &GROUP_VIEW};
 static const struct collection HUBS = {"/api/v1/hubs", "hub", &HUB_VIEW};
 
+/* A request whose path would not fit: refused rather than sent with a filter cut off. */
+static int request_too_long(const struct options *options)
+{
+    fprintf(stderr, "dpsctl %s: the filters make the request longer than dpsctl sends\n",
+            options->name);
+    return EXIT_USAGE;
+}
+
 static int check_uuid_option(const struct options *options, enum option_id id, const char *flag,
                              char out[UUID_STRING_LENGTH + 1])
 {
@@ -1177,8 +1224,8 @@ static int list_collection(struct client *client, struct options *options,
     if (code != EXIT_OK)
         return code;
     snprintf(path, sizeof(path), "%s", collection->path);
-    if (id[0] != '\0')
-        query_add(client->curl, path, sizeof(path), "idFilter", id);
+    if (id[0] != '\0' && !query_add(client->curl, path, sizeof(path), "idFilter", id))
+        return request_too_long(options);
     code = client_list(client, path, &sink);
     if (code == EXIT_OK && id[0] != '\0' && sink.count == 0) {
         fprintf(stderr, "dpsctl %s: no %s %s (among the token owner's)\n", options->name,
@@ -1222,44 +1269,101 @@ static void set_path(json_t *doc, const char *const *path, size_t depth, json_t 
     json_object_set_new(doc, path[depth - 1], value);
 }
 
-static json_t *string_array(const char **values, size_t count)
+/*
+ * Options that go into a JSON document must be UTF-8 text: JSON has no other
+ * strings, and a value that does not convert must stop the command rather
+ * than leave the field out. The JSON string, or NULL after saying so.
+ */
+static json_t *option_text(const struct options *options, const char *flag, const char *value)
+{
+    json_t *text = json_string(value);
+
+    if (text == NULL)
+        fprintf(stderr, "dpsctl %s: %s must be UTF-8 text\n", options->name, flag);
+    return text;
+}
+
+/* Sets doc[path...] to the option's text; false (said) when it is not text. */
+static bool set_option(const struct options *options, enum option_id id, json_t *doc,
+                       const char *const *path, size_t depth)
+{
+    char flag[40];
+    json_t *text;
+
+    if (options->value[id] == NULL)
+        return true;
+    snprintf(flag, sizeof(flag), "--%s", LONG_OPTIONS[id].name);
+    if ((text = option_text(options, flag, options->value[id])) == NULL)
+        return false;
+    set_path(doc, path, depth, text);
+    return true;
+}
+
+/* A repeated option's values as a JSON array, or NULL (said) when one is not text. */
+static json_t *option_array(const struct options *options, const char *flag, const char **values,
+                            size_t count)
 {
     json_t *array = json_array();
 
-    for (size_t i = 0; i < count; i++)
-        json_array_append_new(array, json_string(values[i]));
+    for (size_t i = 0; array != NULL && i < count; i++) {
+        json_t *text = option_text(options, flag, values[i]);
+        if (text == NULL || json_array_append_new(array, text) != 0) {
+            json_decref(array);
+            return NULL;
+        }
+    }
     return array;
+}
+
+/* A file dpsd will read: absolute when it exists here, as given otherwise. */
+static bool set_server_path(const struct options *options, enum option_id id, json_t *doc,
+                            const char *const *path, size_t depth)
+{
+    char resolved[PATH_MAX];
+    char flag[40];
+    const char *value = options->value[id];
+    json_t *text;
+
+    if (value == NULL)
+        return true;
+    snprintf(flag, sizeof(flag), "--%s", LONG_OPTIONS[id].name);
+    text = option_text(options, flag, realpath(value, resolved) != NULL ? resolved : value);
+    if (text == NULL)
+        return false;
+    set_path(doc, path, depth, text);
+    return true;
 }
 
 /* Fills the group fields given on the command line into doc. EXIT_OK or EXIT_USAGE. */
 static int apply_group_options(const struct options *options, json_t *doc)
 {
+    static const char *const name_path[] = {"name"};
     static const char *const chain_path[] = {"attestationMechanism", "x509", "certificateChain"};
     static const char *const lead_path[] = {"attestationMechanism", "x509", "leadCertificateName"};
     static const char *const expired_path[] = {"attestationMechanism", "x509",
                                                "expiredCertificateEnabled"};
+    static const char *const psk_path[] = {"preSharedKey"};
     char err[PATH_MAX + 64];
 
-    if (options->value[OPT_NAME] != NULL)
-        json_object_set_new(doc, "name", json_string(options->value[OPT_NAME]));
+    if (!set_option(options, OPT_NAME, doc, name_path, 1))
+        return EXIT_USAGE;
     if (options->value[OPT_CHAIN] != NULL) {
         char *chain = read_text_file(options->value[OPT_CHAIN], err, sizeof(err));
         if (chain == NULL) {
             fprintf(stderr, "dpsctl %s: --chain: %s\n", options->name, err);
             return EXIT_USAGE;
         }
-        set_path(doc, chain_path, 3, json_string(chain));
+        json_t *text = json_string(chain);
         free(chain);
-        if (json_string_value(json_object_get(
-                json_object_get(json_object_get(doc, "attestationMechanism"), "x509"),
-                "certificateChain")) == NULL) {
+        if (text == NULL) {
             fprintf(stderr, "dpsctl %s: --chain: %s is not UTF-8 text (a PEM file is)\n",
                     options->name, options->value[OPT_CHAIN]);
             return EXIT_USAGE;
         }
+        set_path(doc, chain_path, 3, text);
     }
-    if (options->value[OPT_LEAD_NAME] != NULL)
-        set_path(doc, lead_path, 3, json_string(options->value[OPT_LEAD_NAME]));
+    if (!set_option(options, OPT_LEAD_NAME, doc, lead_path, 3))
+        return EXIT_USAGE;
     if (options->given[OPT_EXPIRED_OK]) {
         const char *value = options->value[OPT_EXPIRED_OK];
         bool enabled = value == NULL || strcmp(value, "yes") == 0;
@@ -1270,27 +1374,22 @@ static int apply_group_options(const struct options *options, json_t *doc)
         }
         set_path(doc, expired_path, 3, json_boolean(enabled));
     }
-    if (options->hub_count > 0)
-        json_object_set_new(doc, "hubIds", string_array(options->hubs, options->hub_count));
-    if (options->value[OPT_PSK] != NULL) {
-        if (options->value[OPT_PSK][0] == '\0')
-            json_object_del(doc, "preSharedKey");
-        else
-            json_object_set_new(doc, "preSharedKey", json_string(options->value[OPT_PSK]));
+    if (options->hub_count > 0) {
+        json_t *hubs = option_array(options, "--hub", options->hubs, options->hub_count);
+        if (hubs == NULL)
+            return EXIT_USAGE;
+        json_object_set_new(doc, "hubIds", hubs);
     }
+    if (options->value[OPT_PSK] != NULL && options->value[OPT_PSK][0] == '\0')
+        json_object_del(doc, "preSharedKey");
+    else if (!set_option(options, OPT_PSK, doc, psk_path, 1))
+        return EXIT_USAGE;
     return EXIT_OK;
-}
-
-/* A file dpsd will read: absolute when it exists here, as given otherwise. */
-static json_t *server_path(const char *path)
-{
-    char resolved[PATH_MAX];
-
-    return json_string(realpath(path, resolved) != NULL ? resolved : path);
 }
 
 static int apply_hub_options(const struct options *options, json_t *doc)
 {
+    static const char *const name_path[] = {"name"};
     static const char *const provider_path[] = {"authorization", "provider", "name"};
     static const char *const owner_claim_path[] = {"authorization", "ownerClaim"};
     static const char *const device_claim_path[] = {"authorization", "deviceIdClaim"};
@@ -1306,25 +1405,22 @@ static int apply_hub_options(const struct options *options, json_t *doc)
         json_object_set_new(doc, "id", json_string(id));
         json_object_set_new(doc, "hubId", json_string(id));
     }
-    if (options->value[OPT_NAME] != NULL)
-        json_object_set_new(doc, "name", json_string(options->value[OPT_NAME]));
-    if (options->gateway_count > 0)
-        json_object_set_new(doc, "gateways",
-                            string_array(options->gateways, options->gateway_count));
-    if (options->value[OPT_PROVIDER] != NULL)
-        set_path(doc, provider_path, 3, json_string(options->value[OPT_PROVIDER]));
-    if (options->value[OPT_OWNER_CLAIM] != NULL)
-        set_path(doc, owner_claim_path, 2, json_string(options->value[OPT_OWNER_CLAIM]));
-    if (options->value[OPT_DEVICE_ID_CLAIM] != NULL)
-        set_path(doc, device_claim_path, 2, json_string(options->value[OPT_DEVICE_ID_CLAIM]));
-    if (options->value[OPT_CA_CERT] != NULL)
-        set_path(doc, ca_cert_path, 2, server_path(options->value[OPT_CA_CERT]));
-    if (options->value[OPT_CA_KEY] != NULL)
-        set_path(doc, ca_key_path, 2, server_path(options->value[OPT_CA_KEY]));
-    if (options->value[OPT_TOKEN_KEY] != NULL)
-        set_path(doc, token_key_path, 2, server_path(options->value[OPT_TOKEN_KEY]));
-    if (options->value[OPT_TOKEN_ISSUER] != NULL)
-        set_path(doc, token_issuer_path, 2, json_string(options->value[OPT_TOKEN_ISSUER]));
+    if (options->gateway_count > 0) {
+        json_t *gateways =
+            option_array(options, "--gateway", options->gateways, options->gateway_count);
+        if (gateways == NULL)
+            return EXIT_USAGE;
+        json_object_set_new(doc, "gateways", gateways);
+    }
+    if (!set_option(options, OPT_NAME, doc, name_path, 1) ||
+        !set_option(options, OPT_PROVIDER, doc, provider_path, 3) ||
+        !set_option(options, OPT_OWNER_CLAIM, doc, owner_claim_path, 2) ||
+        !set_option(options, OPT_DEVICE_ID_CLAIM, doc, device_claim_path, 2) ||
+        !set_server_path(options, OPT_CA_CERT, doc, ca_cert_path, 2) ||
+        !set_server_path(options, OPT_CA_KEY, doc, ca_key_path, 2) ||
+        !set_server_path(options, OPT_TOKEN_KEY, doc, token_key_path, 2) ||
+        !set_option(options, OPT_TOKEN_ISSUER, doc, token_issuer_path, 2))
+        return EXIT_USAGE;
     return EXIT_OK;
 }
 
@@ -1387,7 +1483,8 @@ static int put_document(struct client *client, struct options *options,
             return EXIT_USAGE;
         }
         snprintf(path, sizeof(path), "%s", collection->path);
-        query_add(client->curl, path, sizeof(path), "idFilter", id);
+        if (!query_add(client->curl, path, sizeof(path), "idFilter", id))
+            return request_too_long(options);
         struct exchange exchange = {.on_result = keep_first, .user = &doc};
         code = client_call(client, "GET", path, NULL, &exchange);
         exchange_clear(&exchange);
@@ -1461,7 +1558,8 @@ static int delete_by_filter(struct client *client, struct options *options, cons
     json_int_t count;
 
     snprintf(url, sizeof(url), "%s", path);
-    query_add(client->curl, url, sizeof(url), filter, id);
+    if (!query_add(client->curl, url, sizeof(url), filter, id))
+        return request_too_long(options);
     answer = client_document(client, "DELETE", url, NULL, &code);
     if (answer == NULL)
         return code;
@@ -1673,8 +1771,19 @@ static int offline_list(const struct options *options, enum store_family family,
 
 /* ---- records, issuance, bindings, blocklist ---- */
 
+/* An RFC 3339 UTC time to the second, the only form the API compares. */
+static bool is_api_time(const char *text)
+{
+    struct tm tm;
+    const char *end = strptime(text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+    return strlen(text) == API_TIME_LENGTH && end != NULL && *end == '\0';
+}
+
 static int read_filters(const struct options *options, struct filters *filters)
 {
+    static const enum option_id times[] = {OPT_SINCE, OPT_UNTIL};
+
     memset(filters, 0, sizeof(*filters));
     if (check_uuid_option(options, OPT_DEVICE, "--device", filters->device_id) != EXIT_OK ||
         check_uuid_option(options, OPT_GROUP, "--group", filters->group_id) != EXIT_OK ||
@@ -1683,23 +1792,36 @@ static int read_filters(const struct options *options, struct filters *filters)
     filters->serial = options->value[OPT_SERIAL];
     filters->since = options->value[OPT_SINCE];
     filters->until = options->value[OPT_UNTIL];
+    if (filters->serial != NULL && !is_serial(filters->serial)) {
+        fprintf(stderr, "dpsctl %s: --serial must be 1 to %d hex digits, not \"%s\"\n",
+                options->name, SERIAL_MAX_DIGITS, filters->serial);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < sizeof(times) / sizeof(*times); i++) {
+        const char *text = options->value[times[i]];
+        if (text != NULL && !is_api_time(text)) {
+            fprintf(stderr, "dpsctl %s: --%s must be YYYY-MM-DDTHH:MM:SSZ, not \"%s\"\n",
+                    options->name, LONG_OPTIONS[times[i]].name, text);
+            return EXIT_USAGE;
+        }
+    }
     return EXIT_OK;
 }
 
-/* The API path of a list with the filters as query parameters. */
-static void filtered_path(CURL *curl, const char *base, const struct filters *filters, char *path,
+/* The API path of a list with the filters as query parameters; false when it does not fit. */
+static bool filtered_path(CURL *curl, const char *base, const struct filters *filters, char *path,
                           size_t length)
 {
     snprintf(path, length, "%s", base);
-    if (filters->record_id[0] != '\0')
-        query_add(curl, path, length, "idFilter", filters->record_id);
-    if (filters->device_id[0] != '\0')
-        query_add(curl, path, length, "deviceIdFilter", filters->device_id);
-    if (filters->group_id[0] != '\0')
-        query_add(curl, path, length, "enrollmentGroupIdFilter", filters->group_id);
-    query_add(curl, path, length, "serialFilter", filters->serial);
-    query_add(curl, path, length, "since", filters->since);
-    query_add(curl, path, length, "until", filters->until);
+    return (filters->record_id[0] == '\0' ||
+            query_add(curl, path, length, "idFilter", filters->record_id)) &&
+           (filters->device_id[0] == '\0' ||
+            query_add(curl, path, length, "deviceIdFilter", filters->device_id)) &&
+           (filters->group_id[0] == '\0' ||
+            query_add(curl, path, length, "enrollmentGroupIdFilter", filters->group_id)) &&
+           query_add(curl, path, length, "serialFilter", filters->serial) &&
+           query_add(curl, path, length, "since", filters->since) &&
+           query_add(curl, path, length, "until", filters->until);
 }
 
 /* A list from the API, or from the store with --data. */
@@ -1723,8 +1845,10 @@ static int run_list(struct options *options, const char *api_path, enum store_fa
                                NULL);
         code = offline_list(options, family, &filters, &sink);
     } else if ((code = client_open(&client, options)) == EXIT_OK) {
-        filtered_path(client.curl, api_path, &filters, path, sizeof(path));
-        code = client_list(&client, path, &sink);
+        if (filtered_path(client.curl, api_path, &filters, path, sizeof(path)))
+            code = client_list(&client, path, &sink);
+        else
+            code = request_too_long(options);
         client_close(&client);
     } else {
         client_close(&client);
@@ -1756,53 +1880,93 @@ static int command_blocklist_list(struct options *options)
     return run_list(options, "/api/v1/blocklist", STORE_BLOCKLIST, &BLOCK_VIEW);
 }
 
-/* records tail: each poll compares every record with what the last poll saw. */
+/*
+ * records tail: a line for each step a device is answered, as it happens.
+ * Each poll compares every step part of every record (plgdTime ... resources)
+ * with what the last poll saw; a step that appears or changes (a device ran
+ * it, or ran it again) prints a line naming the record, the device id once
+ * the device has named itself ("-" before: it does so at cloud
+ * configuration, stored in the same batch as that step's part), the group,
+ * the step and its CoAP code. Other changes to a record print nothing. The
+ * records there are when tail starts are its baseline, not printed (`records
+ * list` shows them); the header is printed once the baseline is read, so
+ * every step answered after the header appears. --count N stops after N
+ * lines.
+ */
 struct tail {
-    json_t *seen; /* record id -> its compact JSON text */
-    bool first;
+    json_t *seen; /* record id -> {step -> its part as compact JSON} */
+    bool baseline;
     bool json;
-    unsigned long changes;
+    unsigned long lines;
     unsigned long limit; /* 0: no limit */
 };
+
+static const struct view STEP_VIEW = {
+    5, {"RECORD ID", "DEVICE ID", "GROUP", "STEP", "CODE"}, {36, 36, 36, 10, 4}, NULL};
+
+static void print_step_view_row(char *const *cells)
+{
+    size_t widths[MAX_COLUMNS];
+
+    for (size_t i = 0; i < STEP_VIEW.columns; i++)
+        widths[i] = (size_t)STEP_VIEW.min_widths[i];
+    print_row(&STEP_VIEW, cells, widths);
+}
+
+static void print_step_line(json_t *record, const char *step, bool json)
+{
+    if (json) {
+        json_t *line = json_pack("{s:s, s:O}", "step", step, "result", record);
+        char *text = line != NULL ? json_dumps(line, JSON_COMPACT) : NULL;
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+        json_decref(line);
+        return;
+    }
+    char *cells[] = {field_text(record, "id"), field_text(record, "deviceId"),
+                     field_text(record, "enrollmentGroupId"), strdup(step),
+                     coap_code_text(json_object_get(record, step))};
+    print_step_view_row(cells);
+    for (size_t i = 0; i < STEP_VIEW.columns; i++)
+        free(cells[i]);
+}
 
 static bool tail_result(void *user, json_t *record)
 {
     struct tail *tail = user;
     const char *id = json_string_value(json_object_get(record, "id"));
-    char *text = json_dumps(record, JSON_COMPACT | JSON_SORT_KEYS);
-    const char *before = id != NULL ? json_string_value(json_object_get(tail->seen, id)) : NULL;
-    const char *event = tail->first ? "present" : before == NULL ? "new" : "changed";
+    json_t *seen = id != NULL ? json_object_get(tail->seen, id) : NULL;
 
-    if (id == NULL || text == NULL || (before != NULL && strcmp(before, text) == 0)) {
-        free(text);
+    if (id == NULL)
         return true;
+    if (seen == NULL) {
+        seen = json_object();
+        if (seen == NULL || json_object_set_new(tail->seen, id, seen) != 0)
+            return true;
     }
-    json_object_set_new(tail->seen, id, json_string(text));
-    free(text);
-    if (tail->json) {
-        print_json_line("result", record);
-    } else {
-        char *cells[MAX_COLUMNS + 1];
-        size_t widths[MAX_COLUMNS + 1];
-        struct view view = {RECORD_VIEW.columns + 1, {NULL}, {0}, NULL};
-        cells[0] = strdup(event);
-        widths[0] = 7;
-        RECORD_VIEW.cells(record, cells + 1);
-        for (size_t i = 0; i < RECORD_VIEW.columns; i++)
-            widths[i + 1] = (size_t)RECORD_VIEW.min_widths[i];
-        print_row(&view, cells, widths);
-        for (size_t i = 0; i < view.columns; i++)
-            free(cells[i]);
+    for (size_t i = 0; i < RECORD_STEP_COUNT; i++) {
+        json_t *part = json_object_get(record, RECORD_STEPS[i]);
+        char *text = part != NULL ? json_dumps(part, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        const char *before = json_string_value(json_object_get(seen, RECORD_STEPS[i]));
+        bool changed = text != NULL && (before == NULL || strcmp(before, text) != 0);
+        if (changed)
+            json_object_set_new(seen, RECORD_STEPS[i], json_string(text));
+        free(text);
+        if (!changed || tail->baseline)
+            continue;
+        print_step_line(record, RECORD_STEPS[i], tail->json);
+        tail->lines++;
+        if (tail->limit > 0 && tail->lines >= tail->limit)
+            return false;
     }
-    if (!tail->first)
-        tail->changes++;
-    return tail->limit == 0 || tail->changes < tail->limit;
+    return true;
 }
 
 static int records_tail_run(struct client *client, struct options *options)
 {
     struct filters filters;
-    struct tail tail = {.seen = json_object(), .first = true, .json = options->given[OPT_JSON]};
+    struct tail tail = {.seen = json_object(), .baseline = true, .json = options->given[OPT_JSON]};
     double interval = 2;
     char path[2048];
     char *end;
@@ -1828,20 +1992,20 @@ static int records_tail_run(struct client *client, struct options *options)
                 options->value[OPT_COUNT]);
         return EXIT_USAGE;
     }
-    filtered_path(client->curl, "/api/v1/provisioning-records", &filters, path, sizeof(path));
-    if (!tail.json) {
-        printf("%-7s  ", "EVENT");
-        for (size_t i = 0; i < RECORD_VIEW.columns; i++)
-            printf(i + 1 < RECORD_VIEW.columns ? "%-*s  " : "%-*s\n", RECORD_VIEW.min_widths[i],
-                   RECORD_VIEW.headers[i]);
+    if (!filtered_path(client->curl, "/api/v1/provisioning-records", &filters, path,
+                       sizeof(path))) {
+        json_decref(tail.seen);
+        return request_too_long(options);
     }
     for (;;) {
         struct exchange exchange = {.on_result = tail_result, .user = &tail};
         code = client_call(client, "GET", path, NULL, &exchange);
         exchange_clear(&exchange);
+        if (code == EXIT_OK && tail.baseline && !tail.json)
+            print_step_view_row((char *const *)STEP_VIEW.headers);
         fflush(stdout);
-        tail.first = false;
-        if (code != EXIT_OK || (tail.limit > 0 && tail.changes >= tail.limit))
+        tail.baseline = false;
+        if (code != EXIT_OK || (tail.limit > 0 && tail.lines >= tail.limit))
             break;
         struct timespec pause = {(time_t)interval,
                                  (long)((interval - (double)(time_t)interval) * 1e9)};
@@ -1912,16 +2076,21 @@ static int block_run(struct client *client, struct options *options)
         }
         json_object_set_new(request, "deviceId", json_string(device));
     } else if (serial != NULL) {
-        if (!is_hex(serial, strlen(serial)) || issuer[0] == '\0') {
+        if (!is_serial(serial) || issuer[0] == '\0') {
             json_decref(request);
             fprintf(stderr,
-                    "dpsctl %s: --serial must be hex digits (as `openssl x509 -serial` prints "
-                    "them) and --issuer the issuer DN, not empty\n",
+                    "dpsctl %s: --serial must be 1 to 40 hex digits (as `openssl x509 -serial` "
+                    "prints them) and --issuer the issuer DN, not empty\n",
                     options->name);
             return EXIT_USAGE;
         }
+        json_t *issuer_text = option_text(options, "--issuer", issuer);
+        if (issuer_text == NULL) {
+            json_decref(request);
+            return EXIT_USAGE;
+        }
         json_object_set_new(request, "serial", json_string(serial));
-        json_object_set_new(request, "issuer", json_string(issuer));
+        json_object_set_new(request, "issuer", issuer_text);
     } else if (key != NULL) {
         if (!is_hex(key, 64)) {
             json_decref(request);
@@ -1938,8 +2107,14 @@ static int block_run(struct client *client, struct options *options)
         }
         json_object_set_new(request, "publicKeySha256", json_string(digest));
     }
-    if (options->value[OPT_REASON] != NULL)
-        json_object_set_new(request, "reason", json_string(options->value[OPT_REASON]));
+    if (options->value[OPT_REASON] != NULL) {
+        json_t *reason = option_text(options, "--reason", options->value[OPT_REASON]);
+        if (reason == NULL) {
+            json_decref(request);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(request, "reason", reason);
+    }
     entry = client_document(client, "POST", "/api/v1/blocklist", request, &code);
     json_decref(request);
     if (entry == NULL)
@@ -1967,7 +2142,18 @@ static int command_block(struct options *options)
 
 static int unblock_run(struct client *client, struct options *options)
 {
-    return delete_by_filter(client, options, "/api/v1/blocklist", "idFilter", options->argument,
+    char id[ENTRY_ID_DIGITS + 1];
+
+    if (!is_hex(options->argument, ENTRY_ID_DIGITS)) {
+        fprintf(stderr,
+                "dpsctl %s: \"%s\" is not a blocklist entry id (the %d hex digits `dpsctl "
+                "blocklist list` shows)\n",
+                options->name, options->argument, ENTRY_ID_DIGITS);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i <= ENTRY_ID_DIGITS; i++)
+        id[i] = (char)tolower((unsigned char)options->argument[i]);
+    return delete_by_filter(client, options, "/api/v1/blocklist", "idFilter", id,
                             "blocklist entry");
 }
 
@@ -2030,19 +2216,17 @@ static bool path_exists(const char *dir, const char *name)
 {
     char path[PATH_MAX];
 
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    return access(path, F_OK) == 0;
+    return snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path) &&
+           access(path, F_OK) == 0;
 }
 
 static bool device_exists(const char *dir, unsigned index)
 {
     char path[PATH_MAX];
 
-    pki_device_path(dir, index, ".pem", path, sizeof(path));
-    if (access(path, F_OK) != 0)
-        return false;
-    pki_device_path(dir, index, ".key", path, sizeof(path));
-    return access(path, F_OK) == 0;
+    return pki_device_path(dir, index, ".pem", path, sizeof(path)) == 0 &&
+           access(path, F_OK) == 0 &&
+           pki_device_path(dir, index, ".key", path, sizeof(path)) == 0 && access(path, F_OK) == 0;
 }
 
 static int command_pki(struct options *options)
@@ -2061,6 +2245,12 @@ static int command_pki(struct options *options)
         return usage_error(find_command("pki", NULL), "pki",
                            "--devices must be a number from 0 to 1000000",
                            options->value[OPT_DEVICES]);
+    /* Other files' paths are checked by pki_generate, which says which does not fit. */
+    char longest[PATH_MAX];
+    if (pki_device_path(dir, count > 0 ? (unsigned)count : 1, ".pem", longest, sizeof(longest)) !=
+        0)
+        return usage_error(find_command("pki", NULL), "pki",
+                           "DIR is too long for the paths of its files", NULL);
     device_existed = calloc(count + 1, sizeof(*device_existed));
     if (device_existed == NULL) {
         fprintf(stderr, "dpsctl pki: out of memory\n");
@@ -2116,6 +2306,11 @@ static int command_token(struct options *options)
     }
     if (key_file == NULL || owner == NULL || owner[0] == '\0')
         return usage_error(find_command("token", NULL), "token", "--key and --owner are required",
+                           NULL);
+    json_t *owner_text = json_string(owner);
+    json_decref(owner_text);
+    if (owner_text == NULL)
+        return usage_error(find_command("token", NULL), "token", "--owner must be UTF-8 text",
                            NULL);
     token = pki_operator_token(key_file, owner, lifetime_s, err, sizeof(err));
     if (token == NULL) {

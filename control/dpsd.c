@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -139,17 +140,22 @@ static int demo_write_config(const char *dir, const char *path)
 
 static int demo_prepare(const char *dir, char *config_path, size_t config_path_length)
 {
-    char pki_dir[4096], err[512];
+    char pki_dir[PATH_MAX], err[512];
+    int pki_length = snprintf(pki_dir, sizeof(pki_dir), "%s/pki", dir);
+    int config_length = snprintf(config_path, config_path_length, "%s/dpsd.yaml", dir);
+    if (pki_length < 0 || (size_t)pki_length >= sizeof(pki_dir) || config_length < 0 ||
+        (size_t)config_length >= config_path_length) {
+        fprintf(stderr, "dpsd: --demo: the folder's name is too long for its files' paths\n");
+        return -1;
+    }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "dpsd: cannot create %s: %s\n", dir, strerror(errno));
         return -1;
     }
-    snprintf(pki_dir, sizeof(pki_dir), "%s/pki", dir);
     if (pki_generate(pki_dir, 10, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: demo PKI in %s: %s\n", pki_dir, err);
         return -1;
     }
-    snprintf(config_path, config_path_length, "%s/dpsd.yaml", dir);
     return demo_write_config(dir, config_path);
 }
 
@@ -237,8 +243,10 @@ static int parse_options(int argc, char **argv, struct options *options)
             break;
         case 's': {
             char *end;
+            errno = 0;
             long shards = strtol(optarg, &end, 10);
-            if (*end != '\0' || shards < 0 || shards > DPSD_MAX_SHARDS) {
+            if (end == optarg || *end != '\0' || errno != 0 || shards < 0 ||
+                shards > DPSD_MAX_SHARDS) {
                 fprintf(stderr, "dpsd: --shards must be 0..%d\n", DPSD_MAX_SHARDS);
                 return -1;
             }
@@ -272,7 +280,7 @@ int main(int argc, char **argv)
     if (parse_options(argc, argv, &options) != 0) {
         return 2;
     }
-    char demo_config[4096];
+    char demo_config[PATH_MAX];
     const char *config_path = options.config_path;
     if (options.demo_dir != NULL) {
         if (demo_prepare(options.demo_dir, demo_config, sizeof(demo_config)) != 0) {

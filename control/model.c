@@ -390,20 +390,17 @@ static int read_attestation(struct reader *r, const json_t *doc, struct config_g
 
 static int read_psk(struct reader *r, const json_t *doc, struct config_group *group)
 {
+    char problem[128];
     char *psk;
     if (read_string(r, doc, "preSharedKey", "", false, NULL, &psk) < 0)
         return -1;
     if (psk == NULL)
         return 0;
     size_t length = strlen(psk);
-    if (length >= sizeof(group->psk))
-        memcpy(group->psk, psk, sizeof(group->psk));
+    int set = config_psk_set(group, psk, length, problem, sizeof(problem));
     explicit_bzero(psk, length);
     free(psk);
-    if (length < sizeof(group->psk))
-        return fail(r, "preSharedKey", "must be at least %zu characters long", sizeof(group->psk));
-    group->has_psk = true;
-    return 0;
+    return set < 0 ? fail(r, "preSharedKey", "%s", problem) : 0;
 }
 
 static int read_acl(struct reader *r, const json_t *doc, struct config_group *group)
@@ -623,13 +620,16 @@ static json_t *string_list(char *const *items, size_t count)
     return list;
 }
 
-/* The pre-shared key as text; "" when there is none or its bytes are not UTF-8 text. */
+/*
+ * The pre-shared key as text, "" when there is none. Keys are set only from
+ * text (config_psk_set), so their bytes are UTF-8; should they not be, the
+ * document is not made (NULL) rather than written without its key.
+ */
 static json_t *psk_text(const struct config_group *group)
 {
-    json_t *text = NULL;
-    if (group->has_psk)
-        text = json_stringn((const char *)group->psk, sizeof(group->psk));
-    return text != NULL ? text : json_string("");
+    if (!group->has_psk)
+        return json_string("");
+    return json_stringn((const char *)group->psk, sizeof(group->psk));
 }
 
 static const char *acl_mode_name(enum config_acl_mode mode)

@@ -13,7 +13,7 @@
  *                                      "crls": [PEM CRL text or absolute file path, ...]?}},
  *                                                                   (crls: our extension)
  *    "hubIds": [UUID, ...] (at least one),
- *    "preSharedKey": text? (at least 16 characters; the first 16 bytes are used),
+ *    "preSharedKey": text? (exactly 16 bytes of UTF-8, kept as given),
  *    "acl": {"mode": "replace"|"extend", "entries": [ACE, ...]}?   (our extension)
  *    "resources": [{"href": "/...", "content": {...}}, ...]?        (our extension)
  *    "disabled": bool? (devices of a disabled group are refused)    (our extension)}

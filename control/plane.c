@@ -1113,34 +1113,34 @@ bool plane_ready(struct plane *plane)
 
 /* ---- the blocklist ---- */
 
+#define BLOCK_SPKI_LENGTH 64
+#define BLOCK_SERIAL_MAX 40
+#define BLOCK_ISSUER_MAX 256
+#define BLOCK_REASON_MAX 256
+#define SPKI_SHAPE "must be 64 hex digits"
+#define SERIAL_SHAPE "must be 1 to 40 hex digits"
+#define ISSUER_SHAPE "must be RFC 2253 text of at most 256 bytes"
+#define REASON_SHAPE "must be text of at most 256 bytes"
+
+/* True when text is length hex digits (either case). */
 static bool hex_of_length(const char *text, size_t length)
 {
-    if (text == NULL || strlen(text) != length) {
+    if (strlen(text) != length) {
         return false;
     }
     for (const char *p = text; *p != '\0'; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F'))) {
             return false;
         }
     }
     return true;
 }
 
-/* Lower-cases hex in place; false unless it is non-empty hex of at most 40 digits. */
-static bool normalise_serial(char *serial)
+static void lower_hex(char *text)
 {
-    size_t length = strlen(serial);
-    if (length == 0 || length > 40) {
-        return false;
+    for (char *p = text; *p != '\0'; p++) {
+        *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
     }
-    for (char *p = serial; *p != '\0'; p++) {
-        if (*p >= 'A' && *p <= 'F') {
-            *p = (char)(*p - 'A' + 'a');
-        } else if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* The entry's id: 32 hex digits of SHA-256 over owner and its first key. */
@@ -1157,6 +1157,37 @@ static void entry_id(const char *owner, const char *key, char out[33])
     for (size_t i = 0; i < 16; i++) {
         snprintf(out + 2 * i, 3, "%02x", digest[i]);
     }
+}
+
+/*
+ * A text field of a block request: absent or null gives NULL; anything but a
+ * string without NUL characters of at most max bytes is refused whole (the
+ * message says what the field must be: shape), never cut to fit. 0, or -1
+ * with err naming the field.
+ */
+static int request_text(const json_t *request, const char *key, size_t max, const char *shape,
+                        const char **out, char *err, size_t err_length)
+{
+    json_t *value = json_object_get(request, key);
+    *out = NULL;
+    if (value == NULL || json_is_null(value)) {
+        return 0;
+    }
+    if (!json_is_string(value)) {
+        snprintf(err, err_length, "%s: must be a string", key);
+        return -1;
+    }
+    if (strlen(json_string_value(value)) != json_string_length(value)) {
+        snprintf(err, err_length, "%s: must not contain NUL characters", key);
+        return -1;
+    }
+    if (json_string_length(value) > max) {
+        snprintf(err, err_length, "%s: %s (%zu bytes given)", key, shape,
+                 json_string_length(value));
+        return -1;
+    }
+    *out = json_string_value(value);
+    return 0;
 }
 
 /* Builds the stored entry from a request. PLANE_OK or PLANE_INVALID with err naming the field. */
@@ -1181,19 +1212,39 @@ static int make_entry(struct plane *plane, const char *owner, const json_t *requ
             return PLANE_INVALID;
         }
     }
-    const char *device = json_string_value(json_object_get(request, "deviceId"));
-    const char *spki = json_string_value(json_object_get(request, "publicKeySha256"));
-    const char *serial_text = json_string_value(json_object_get(request, "serial"));
-    const char *issuer = json_string_value(json_object_get(request, "issuer"));
-    const char *reason = json_string_value(json_object_get(request, "reason"));
+    const char *device, *spki, *serial_text, *issuer, *reason;
+    const struct {
+        const char *key;
+        size_t max;
+        const char *shape;
+        const char **out;
+    } fields[] = {
+        {"deviceId", UUID_STRING_LENGTH, "not a UUID", &device},
+        {"publicKeySha256", BLOCK_SPKI_LENGTH, SPKI_SHAPE, &spki},
+        {"serial", BLOCK_SERIAL_MAX, SERIAL_SHAPE, &serial_text},
+        {"issuer", BLOCK_ISSUER_MAX, ISSUER_SHAPE, &issuer},
+        {"reason", BLOCK_REASON_MAX, REASON_SHAPE, &reason},
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(*fields); i++) {
+        if (request_text(request, fields[i].key, fields[i].max, fields[i].shape, fields[i].out, err,
+                         err_length) < 0) {
+            return PLANE_INVALID;
+        }
+    }
     int kinds = (device != NULL) + (spki != NULL) + (serial_text != NULL);
     if (kinds != 1) {
         snprintf(err, err_length,
                  "body: name exactly one of deviceId, publicKeySha256, or serial with issuer");
         return PLANE_INVALID;
     }
+    if (issuer != NULL && serial_text == NULL) {
+        snprintf(err, err_length, "issuer: only with serial");
+        return PLANE_INVALID;
+    }
     json_t *made = json_object();
     char stored_key[320];
+    _Static_assert(sizeof(stored_key) >= sizeof("serial:/") + BLOCK_SERIAL_MAX + BLOCK_ISSUER_MAX,
+                   "the longest key an entry can have fits");
     if (device != NULL) {
         struct dps_uuid uuid;
         char text[UUID_STRING_LENGTH + 1];
@@ -1214,30 +1265,27 @@ static int make_entry(struct plane *plane, const char *owner, const json_t *requ
             free(record);
         }
     } else if (spki != NULL) {
-        char lower[65];
-        snprintf(lower, sizeof(lower), "%s", spki);
-        for (char *p = lower; *p != '\0'; p++) {
-            *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
-        }
-        if (!hex_of_length(lower, 64)) {
-            snprintf(err, err_length, "publicKeySha256: must be 64 hex digits");
+        char lower[BLOCK_SPKI_LENGTH + 1];
+        if (!hex_of_length(spki, BLOCK_SPKI_LENGTH)) {
+            snprintf(err, err_length, "publicKeySha256: " SPKI_SHAPE);
             json_decref(made);
             return PLANE_INVALID;
         }
+        memcpy(lower, spki, sizeof(lower));
+        lower_hex(lower);
         json_object_set_new(made, "publicKeySha256", json_string(lower));
         snprintf(stored_key, sizeof(stored_key), "spki:%s", lower);
     } else {
-        char serial[64];
-        snprintf(serial, sizeof(serial), "%s", serial_text);
-        if (!normalise_serial(serial)) {
-            snprintf(err, err_length, "serial: must be 1 to 40 hex digits");
+        char serial[BLOCK_SERIAL_MAX + 1];
+        if (serial_text[0] == '\0' || !hex_of_length(serial_text, strlen(serial_text))) {
+            snprintf(err, err_length, "serial: " SERIAL_SHAPE);
             json_decref(made);
             return PLANE_INVALID;
         }
-        if (issuer == NULL || issuer[0] == '\0' || strlen(issuer) > 256) {
-            snprintf(err, err_length,
-                     "issuer: required with serial (RFC 2253 text, at most "
-                     "256 characters)");
+        memcpy(serial, serial_text, strlen(serial_text) + 1);
+        lower_hex(serial);
+        if (issuer == NULL || issuer[0] == '\0') {
+            snprintf(err, err_length, "issuer: required with serial (" ISSUER_SHAPE ")");
             json_decref(made);
             return PLANE_INVALID;
         }

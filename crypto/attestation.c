@@ -563,22 +563,40 @@ out:
     return result;
 }
 
-static void copy_common_name(X509 *leaf, char *out, size_t out_length)
+/*
+ * The leaf's first CN as UTF-8 into out (out_length holds any CN of
+ * ATTESTATION_CN_MAX_CHARACTERS). NULL, or what is wrong with it: a longer
+ * name or one holding NUL is refused rather than cut, since a cut can split a
+ * character and the record would not be valid text.
+ */
+static const char *copy_common_name(X509 *leaf, char *out, size_t out_length)
 {
     const X509_NAME *subject = X509_get_subject_name(leaf);
     int position = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
     unsigned char *utf8 = NULL;
     int length;
+    size_t characters = 0;
 
     out[0] = '\0';
     if (position < 0)
-        return;
+        return NULL;
     length = ASN1_STRING_to_UTF8(&utf8,
                                  X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, position)));
-    if (length < 0)
-        return;
-    snprintf(out, out_length, "%.*s", length, (const char *)utf8);
+    if (length < 0) {
+        ERR_clear_error();
+        return "device certificate common name is not text";
+    }
+    for (int i = 0; i < length; i++)
+        characters += (utf8[i] & 0xc0) != 0x80;
+    const char *problem = NULL;
+    if (memchr(utf8, '\0', (size_t)length) != NULL)
+        problem = "device certificate common name holds a NUL character";
+    else if (characters > ATTESTATION_CN_MAX_CHARACTERS || (size_t)length >= out_length)
+        problem = "device certificate common name is longer than 64 characters (RFC 5280)";
+    else
+        memcpy(out, utf8, (size_t)length + 1);
     OPENSSL_free(utf8);
+    return problem;
 }
 
 static int fill_result(const struct attestation *attestation, size_t group_index, X509 *leaf,
@@ -612,7 +630,12 @@ static int fill_result(const struct attestation *attestation, size_t group_index
     }
     memcpy(result->leaf_serial, ASN1_STRING_get0_data(serial), (size_t)serial_length);
     result->leaf_serial_length = (size_t)serial_length;
-    copy_common_name(leaf, result->leaf_common_name, sizeof(result->leaf_common_name));
+    const char *problem =
+        copy_common_name(leaf, result->leaf_common_name, sizeof(result->leaf_common_name));
+    if (problem != NULL) {
+        snprintf(err, err_length, "%s", problem);
+        return -1;
+    }
     return 0;
 }
 

@@ -43,11 +43,15 @@ struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config
                                        size_t err_length);
 void attestation_free(struct attestation *attestation);
 
+/* RFC 5280's ub-common-name: a leaf whose CN is longer is refused, not cut. */
+#define ATTESTATION_CN_MAX_CHARACTERS 64
+
 struct attestation_result {
-    size_t group_index;         /* into config->groups */
-    struct dps_uuid record_id;  /* UUIDv5(X.500, leaf DER SubjectPublicKeyInfo) */
-    char leaf_common_name[128]; /* "" when the leaf has none */
-    uint8_t leaf_serial[20];    /* the manufacturer certificate's serial */
+    size_t group_index;        /* into config->groups */
+    struct dps_uuid record_id; /* UUIDv5(X.500, leaf DER SubjectPublicKeyInfo) */
+    /* UTF-8, whole; "" when the leaf has none. Up to 4 bytes per character. */
+    char leaf_common_name[4 * ATTESTATION_CN_MAX_CHARACTERS + 1];
+    uint8_t leaf_serial[20]; /* the manufacturer certificate's serial */
     size_t leaf_serial_length;
     uint8_t spki_sha256[32]; /* SHA-256 of the leaf's DER SubjectPublicKeyInfo */
 };
@@ -55,7 +59,8 @@ struct attestation_result {
 /*
  * Attests a presented chain: leaf first, then any intermediates the device
  * sent (chain may be NULL). 0 on success; -1 with a reason in err (no
- * matching group, untrusted, expired, missing clientAuth, ...).
+ * matching group, untrusted, expired, missing clientAuth, a common name
+ * longer than ATTESTATION_CN_MAX_CHARACTERS or holding NUL, ...).
  */
 int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X509) * chain,
                        time_t now, struct attestation_result *result, char *err, size_t err_length);

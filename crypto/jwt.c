@@ -97,12 +97,8 @@ static int base64url_value(char c)
     return -1;
 }
 
-/*
- * Decodes unpadded base64url into a malloc'd buffer with a trailing NUL (so
- * JSON parts can be used as strings). Rejects padding, other alphabets and
- * non-canonical trailing bits. NULL on error.
- */
-static uint8_t *base64url_decode(const char *text, size_t length, size_t *out_length)
+/* The trailing NUL lets JSON parts be used as strings. */
+uint8_t *jwt_base64url_decode(const char *text, size_t length, size_t *out_length)
 {
     uint8_t *out;
     size_t o = 0;
@@ -408,9 +404,9 @@ char *jwt_verify(OSSL_LIB_CTX *libctx, const char *token, const char *public_key
         set_error(err, err_length, "token is not three dot-separated parts");
         return NULL;
     }
-    header = base64url_decode(token, (size_t)(first - token), &header_length);
-    payload = base64url_decode(first + 1, (size_t)(second - first - 1), &payload_length);
-    signature = base64url_decode(second + 1, strlen(second + 1), &signature_length);
+    header = jwt_base64url_decode(token, (size_t)(first - token), &header_length);
+    payload = jwt_base64url_decode(first + 1, (size_t)(second - first - 1), &payload_length);
+    signature = jwt_base64url_decode(second + 1, strlen(second + 1), &signature_length);
     if (header == NULL || payload == NULL || signature == NULL) {
         set_error(err, err_length, "token part is not base64url");
         goto error;

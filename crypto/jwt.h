@@ -8,6 +8,7 @@
 #define DPS_JWT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/types.h>
 
@@ -24,6 +25,14 @@ void jwt_key_free(struct jwt_key *key);
  * Returns a malloc'd NUL-terminated token, or NULL with err.
  */
 char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t err_length);
+
+/*
+ * Decodes the unpadded base64url of a token part or a JWK member, strictly:
+ * no padding, no other alphabet, and canonical trailing bits, so that a
+ * token has one spelling only. A malloc'd buffer with a trailing NUL (its
+ * length without it in *out_length), or NULL.
+ */
+uint8_t *jwt_base64url_decode(const char *text, size_t length, size_t *out_length);
 
 /*
  * Verifies a token against a PEM public key or certificate file's key and

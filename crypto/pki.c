@@ -458,10 +458,16 @@ static int ensure_named_pair(const char *dir, const char *base, const struct pki
                        err_length);
 }
 
-void pki_device_path(const char *dir, unsigned index, const char *suffix, char *out,
-                     size_t out_length)
+int pki_device_path(const char *dir, unsigned index, const char *suffix, char *out,
+                    size_t out_length)
 {
-    snprintf(out, out_length, "%s/devices/device-%04u%s", dir, index, suffix);
+    int written = snprintf(out, out_length, "%s/devices/device-%04u%s", dir, index, suffix);
+
+    if (written < 0 || (size_t)written >= out_length) {
+        out[0] = '\0';
+        return -1;
+    }
+    return 0;
 }
 
 static int ensure_device(const char *dir, unsigned index, const struct pki_pair *intermediate,
@@ -479,8 +485,11 @@ static int ensure_device(const char *dir, unsigned index, const struct pki_pair 
     };
 
     snprintf(common_name, sizeof(common_name), "Demo Device %04u", index);
-    pki_device_path(dir, index, ".key", key_path, sizeof(key_path));
-    pki_device_path(dir, index, ".pem", certificate_path, sizeof(certificate_path));
+    if (pki_device_path(dir, index, ".key", key_path, sizeof(key_path)) != 0 ||
+        pki_device_path(dir, index, ".pem", certificate_path, sizeof(certificate_path)) != 0) {
+        snprintf(err, err_length, "path too long: %s/devices/device-%04u.pem", dir, index);
+        return -1;
+    }
     return ensure_pair(key_path, certificate_path, &profile, intermediate,
                        &intermediate->certificate, 1, NULL, err, err_length);
 }
@@ -489,11 +498,9 @@ static int device_files_exist(const char *dir, unsigned index)
 {
     char path[PATH_MAX];
 
-    pki_device_path(dir, index, ".key", path, sizeof(path));
-    if (!file_exists(path))
+    if (pki_device_path(dir, index, ".key", path, sizeof(path)) != 0 || !file_exists(path))
         return 0;
-    pki_device_path(dir, index, ".pem", path, sizeof(path));
-    return file_exists(path);
+    return pki_device_path(dir, index, ".pem", path, sizeof(path)) == 0 && file_exists(path);
 }
 
 static int make_devices_directory(const char *dir, char *err, size_t err_length)

@@ -53,8 +53,11 @@ int pki_ensure_device(const char *dir, unsigned index, char *err, size_t err_len
 char *pki_operator_token(const char *key_file, const char *owner, long lifetime_s, char *err,
                          size_t err_length);
 
-/* Path of a device's files: dir/devices/device-NNNN.pem (suffix ".pem") or ".key". */
-void pki_device_path(const char *dir, unsigned index, const char *suffix, char *out,
-                     size_t out_length);
+/*
+ * Path of a device's files: dir/devices/device-NNNN.pem (suffix ".pem") or
+ * ".key". 0, or -1 when it does not fit in out (never a shortened path).
+ */
+int pki_device_path(const char *dir, unsigned index, const char *suffix, char *out,
+                    size_t out_length);
 
 #endif

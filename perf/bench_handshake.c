@@ -126,6 +126,7 @@ int main(int argc, char **argv)
     };
     const char *pki_dir = NULL;
     long count = 500;
+    char *end;
     int option;
     char err[512], server_cert[4096], server_key[4096], device_cert[4096], device_key[4096],
         ca[4096];
@@ -136,7 +137,9 @@ int main(int argc, char **argv)
             pki_dir = optarg;
             break;
         case 'n':
-            count = strtol(optarg, NULL, 10);
+            count = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0')
+                count = 0; /* "10x" is not 10: refused below */
             break;
         case 'h':
             usage(stdout);

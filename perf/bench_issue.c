@@ -295,7 +295,10 @@ int main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
-            count = strtol(argv[++i], NULL, 10);
+            char *end;
+            count = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end != '\0')
+                count = 0; /* "10x" is not 10: refused below */
         } else {
             fprintf(stderr, "usage: bench-issue [--count N]\n");
             return 2;

@@ -325,12 +325,14 @@ static bool is_uuid_text(const char *text, size_t length)
     return uuid_parse(text, length, &uuid) == 0;
 }
 
-static void copy_text(char *out, size_t capacity, const char *text, size_t length)
+/* Copies text whole into out; false when it does not fit (a value is never kept cut). */
+static bool copy_text(char *out, size_t capacity, const char *text, size_t length)
 {
     if (length >= capacity)
-        length = capacity - 1;
+        return false;
     memcpy(out, text, length);
     out[length] = '\0';
+    return true;
 }
 
 /*
@@ -430,9 +432,9 @@ static int check_ownership(struct device *device, struct cbor_reader *reader, ch
         if (seen)
             return REJECT("ownership: \"devowneruuid\" twice");
         if (cbor_read_text(reader, &value, &value_length) != 0 ||
-            !is_uuid_text(value, value_length))
+            !is_uuid_text(value, value_length) ||
+            !copy_text(device->owner, sizeof(device->owner), value, value_length))
             return REJECT("ownership: \"devowneruuid\" is not a UUID");
-        copy_text(device->owner, sizeof(device->owner), value, value_length);
         seen = true;
     }
     if (more != 0)
@@ -509,8 +511,9 @@ static int check_cloud(struct device *device, struct cbor_reader *reader, char *
         }
         if (cbor_read_text(reader, &value, &value_length) != 0)
             return REJECT("cloud: \"%s\" is not a text string", required[which]);
-        if (targets[which] != NULL)
-            copy_text(targets[which], sizes[which], value, value_length);
+        if (targets[which] != NULL && !copy_text(targets[which], sizes[which], value, value_length))
+            return REJECT("cloud: \"%s\" is longer than %zu bytes", required[which],
+                          sizes[which] - 1);
         seen[which] = true;
     }
     if (more != 0)
@@ -1443,8 +1446,11 @@ static int device_init(struct device *device, const struct options *options, uns
         device_fail(device, "device files: %s", err);
         return -1;
     }
-    pki_device_path(options->pki_dir, index, ".pem", cert, sizeof(cert));
-    pki_device_path(options->pki_dir, index, ".key", key, sizeof(key));
+    if (pki_device_path(options->pki_dir, index, ".pem", cert, sizeof(cert)) != 0 ||
+        pki_device_path(options->pki_dir, index, ".key", key, sizeof(key)) != 0) {
+        device_fail(device, "device files: the path under %s is too long", options->pki_dir);
+        return -1;
+    }
     if (ca == NULL) {
         snprintf(default_ca, sizeof(default_ca), "%s/dps-root.pem", options->pki_dir);
         ca = default_ca;
@@ -1788,8 +1794,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: dps-loadgen --endpoint coaps+tcp://HOST:PORT --pki DIR --devices N\n"
             "                   [--first K] [--ca FILE] [--out DIR] [--renew] [--di UUID]\n"
-            "                   [--expect-code STEP=CODE] [--timeout SECONDS] [--verbose] "
-            "[--json]\n"
+            "                   [--expect-code STEP=CODE] [--timeout SECONDS (1-3600)] "
+            "[--verbose] [--json]\n"
             "  fleet mode (many devices at once, identities DIR/fleet-SEED.bin):\n"
             "                   (--concurrency N | --rate R [--ramp S]) [--duration S]\n"
             "                   [--threads T] [--seed S] [--scenario full|renew|handshake|time]\n"
@@ -1885,9 +1891,10 @@ static int parse_double(const char *text, double minimum, double maximum, double
 static int parse_seed(const char *text, uint64_t *seed)
 {
     char *end;
+    errno = 0;
     unsigned long long parsed = strtoull(text, &end, 10);
 
-    if (*text == '\0' || *end != '\0' || *text == '-')
+    if (*text == '\0' || *end != '\0' || *text == '-' || errno != 0)
         return -1;
     *seed = parsed;
     return 0;
@@ -1977,6 +1984,7 @@ static int parse_options(int argc, char **argv, struct options *options)
             break;
         case 'p':
             options->pki_dir = optarg;
+            bad = strlen(optarg) > MAX_FOLDER_LENGTH;
             break;
         case 'n':
             bad = parse_unsigned(optarg, 1, &options->devices);
@@ -1986,9 +1994,11 @@ static int parse_options(int argc, char **argv, struct options *options)
             break;
         case 'c':
             options->ca_file = optarg;
+            bad = strlen(optarg) > MAX_FOLDER_LENGTH;
             break;
         case 'o':
             options->out_dir = optarg;
+            bad = strlen(optarg) > MAX_FOLDER_LENGTH;
             break;
         case 'r':
             options->renew = true;
@@ -2001,7 +2011,7 @@ static int parse_options(int argc, char **argv, struct options *options)
             bad = parse_expect(optarg, options);
             break;
         case 't':
-            bad = parse_unsigned(optarg, 1, &seconds);
+            bad = parse_unsigned(optarg, 1, &seconds) || seconds > MAX_TIMEOUT_S;
             break;
         case 'v':
             options->verbose = true;
@@ -2079,7 +2089,7 @@ static int parse_options(int argc, char **argv, struct options *options)
     }
     if (optind != argc || options->endpoint_count == 0 || options->pki_dir == NULL)
         return -1;
-    options->timeout_ms = (int)(seconds > 3600 ? 3600000 : seconds * 1000);
+    options->timeout_ms = (int)(seconds * 1000);
     if (!options->fleet) {
         if (have_mix || options->duration_seconds > 0 || options->report_path != NULL) {
             fprintf(stderr, "dps-loadgen: --scenario, --mix, --duration and --report need "
@@ -2129,6 +2139,7 @@ static int generate_main(int argc, char **argv)
         switch (option) {
         case 'p':
             pki_dir = optarg;
+            bad = strlen(optarg) > MAX_FOLDER_LENGTH;
             break;
         case 'n':
             bad = parse_unsigned(optarg, 1, &devices);
@@ -2140,10 +2151,16 @@ static int generate_main(int argc, char **argv)
             check = true;
             break;
         default:
-            bad = 1;
+            usage(stderr);
+            return 2;
         }
         if (bad != 0) {
-            usage(stderr);
+            const char *name = "seed";
+            if (option == 'p')
+                name = "pki";
+            else if (option == 'n')
+                name = "devices";
+            fprintf(stderr, "dps-loadgen gen: bad value for --%s: %s\n", name, optarg);
             return 2;
         }
     }

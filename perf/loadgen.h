@@ -27,6 +27,13 @@
 #define MAX_PAYLOAD 8192 /* the device's receive limit (PROTOCOL.md 1) */
 #define RECEIVE_CAPACITY (MAX_PAYLOAD + 1024)
 #define MAX_ENDPOINTS 16
+/*
+ * --pki, --out and --ca: at most this many bytes, so every path built under
+ * them (the longest suffix, "/device-NNNNNNNNNN/identity.pem", is 31 bytes)
+ * fits the 4096-byte path buffers whole; longer ones are refused at parsing.
+ */
+#define MAX_FOLDER_LENGTH 4000
+#define MAX_TIMEOUT_S 3600 /* --timeout, seconds */
 
 enum step {
     STEP_TIME,
@@ -183,7 +190,8 @@ struct device {
     char tls_version[16];
     char tls_cipher[64];
     char owner[UUID_STRING_LENGTH + 1];
-    char cis[256];
+    /* From the cloud configuration, kept whole or refused (a longer one fails the step). */
+    char cis[288]; /* any gateway dpsd accepts: coaps+tcp://[255-byte host]:PORT */
     char sid[128];
     char apn[128];
     char *identity_pem;

@@ -25,6 +25,7 @@ targets=(
     fuzz_attestation
     fuzz_model_json
     fuzz_proxy
+    fuzz_auth
 )
 
 if [ ! -f "$build/build.ninja" ]; then

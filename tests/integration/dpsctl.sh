@@ -57,13 +57,16 @@ grep -q 'demo devices' "$WORK/out" && ok "the table names the demo group" || not
 HUB_ID=$("$DPSCTL" groups list --json | jq -r '.result.hubIds[0]')
 exits "hubs list --id shows the demo hub" 0 "^$HUB_ID +demo hub +plgd" "$DPSCTL" hubs list --id "$HUB_ID"
 
-# The second manufacturer, enrolled through dpsctl, provisions right away; a tail started before sees it.
+# The second manufacturer, enrolled through dpsctl, provisions right away; a tail started before
+# sees each of its six steps. The tail prints its header once it has read the records there are,
+# so the device starts after that; the device's id shows from cloud configuration on, where it
+# names itself, and --count 6 stops the tail after the last step, whatever its polls catch at once.
 exits "groups create enrolls a manufacturer from a PEM file" 0 '"name":"line B"' \
     "$DPSCTL" groups create --name "line B" --chain "$OTHER/mfg-chain.pem" --hub "$HUB_ID" --json
 NEW_ID=$(jq -r .id "$WORK/out")
-"$DPSCTL" records tail --group "$NEW_ID" --interval 0.2 --count 1 >"$WORK/tail" 2>&1 &
+"$DPSCTL" records tail --group "$NEW_ID" --interval 0.2 --count 6 >"$WORK/tail" 2>&1 &
 TAIL_PID=$!
-for _ in $(seq 1 100); do grep -q '^EVENT' "$WORK/tail" && break; sleep 0.1; done
+for _ in $(seq 1 100); do grep -q '^RECORD ID' "$WORK/tail" && break; sleep 0.1; done
 check "a device of the new group provisions right away, without a restart" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$OTHER" --ca "$DEMO/pki/dps-root.pem" \
     --devices 1 --out "$WORK/device"
@@ -71,10 +74,22 @@ DEVICE_ID=$(openssl x509 -in "$WORK/device/device-0001/identity.pem" -noout -sub
     sed -n 's/.*CN=uuid:\([0-9a-f-]*\).*/\1/p')
 tail_done=no
 for _ in $(seq 1 100); do kill -0 "$TAIL_PID" 2>/dev/null || { tail_done=yes; break; }; sleep 0.1; done
-if [ $tail_done = yes ] && wait "$TAIL_PID" && grep -Eq "^(new|changed) +[0-9a-f-]{36} +$DEVICE_ID" "$WORK/tail"; then
-    ok "records tail --count 1 prints the new record and stops"
+R='[0-9a-f-]{36}'
+expected="$R +(-|$DEVICE_ID) +$NEW_ID +plgdTime +2\.05
+$R +(-|$DEVICE_ID) +$NEW_ID +ownership +2\.05
+$R +$DEVICE_ID +$NEW_ID +cloud +2\.04
+$R +$DEVICE_ID +$NEW_ID +credential +2\.04
+$R +$DEVICE_ID +$NEW_ID +acl +2\.05
+$R +$DEVICE_ID +$NEW_ID +resources +2\.05"
+tail_matches() {
+    [ "$(sed -n '2,$p' "$WORK/tail" | wc -l)" = 6 ] || return 1
+    paste -d '\t' <(sed -n '2,$p' "$WORK/tail") <(printf '%s\n' "$expected") |
+        while IFS=$'\t' read -r line pattern; do [[ $line =~ ^$pattern$ ]] || return 1; done
+}
+if [ $tail_done = yes ] && wait "$TAIL_PID" && tail_matches; then
+    ok "records tail prints each step with its code, the device id once known, and stops at --count"
 else
-    not_ok "records tail --count 1 prints the new record and stops"
+    not_ok "records tail prints each step with its code, the device id once known, and stops at --count"
     kill "$TAIL_PID" 2>/dev/null
     sed 's/^/# /' "$WORK/tail"
 fi

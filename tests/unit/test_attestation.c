@@ -422,6 +422,76 @@ static void test_device_without_client_auth_is_refused(void **state)
     attestation_free(attestation);
 }
 
+/* A device certificate from the demo intermediate whose CN is exactly the length bytes given. */
+static X509 *leaf_with_common_name(const struct fixture *fixture, const char *common_name,
+                                   size_t length)
+{
+    X509 *leaf = make_certificate("placeholder", fixture->intermediate, fixture->intermediate_key,
+                                  -3600, 86400, "clientAuth", false, NULL);
+    X509_NAME *name = X509_NAME_new();
+
+    /* V_ASN1_UTF8STRING, not MBSTRING_UTF8: OpenSSL would refuse a CN over 64 itself. */
+    assert_non_null(name);
+    assert_int_equal(X509_NAME_add_entry_by_NID(name, NID_commonName, V_ASN1_UTF8STRING,
+                                                (const unsigned char *)common_name, (int)length, -1,
+                                                0),
+                     1);
+    assert_int_equal(X509_set_subject_name(leaf, name), 1);
+    X509_NAME_free(name);
+    assert_true(X509_sign(leaf, fixture->intermediate_key, EVP_sha256()) > 0);
+    return leaf;
+}
+
+/*
+ * The leaf's CN is kept whole up to RFC 5280's 64 characters, however many
+ * bytes they take; a longer one, or one holding NUL, is refused, never cut
+ * (a cut could split a character and leave the record without valid text).
+ */
+static void test_leaf_common_name_is_kept_whole_or_refused(void **state)
+{
+    struct fixture *fixture = *state;
+    struct attestation_result result;
+    char err[512] = "";
+    char name[4 * ATTESTATION_CN_MAX_CHARACTERS + 8] = "";
+
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    struct attestation *attestation = create(fixture);
+
+    /* 64 characters of 4 bytes: 256 bytes. */
+    for (size_t i = 0; i < ATTESTATION_CN_MAX_CHARACTERS; i++)
+        strcat(name, "\U0001F511");
+    X509 *leaf = leaf_with_common_name(fixture, name, strlen(name));
+    assert_int_equal(
+        attestation_verify(attestation, leaf, NULL, time(NULL), &result, err, sizeof(err)), 0);
+    assert_string_equal(result.leaf_common_name, name);
+    X509_free(leaf);
+
+    /* 64 characters of 2 bytes, the cut the old 128-byte field made in the middle of one. */
+    name[0] = '\0';
+    for (size_t i = 0; i < ATTESTATION_CN_MAX_CHARACTERS; i++)
+        strcat(name, "\u00e9");
+    leaf = leaf_with_common_name(fixture, name, strlen(name));
+    assert_int_equal(
+        attestation_verify(attestation, leaf, NULL, time(NULL), &result, err, sizeof(err)), 0);
+    assert_string_equal(result.leaf_common_name, name);
+    X509_free(leaf);
+
+    strcat(name, "x"); /* 65 characters */
+    leaf = leaf_with_common_name(fixture, name, strlen(name));
+    assert_int_equal(
+        attestation_verify(attestation, leaf, NULL, time(NULL), &result, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "common name is longer than 64 characters"));
+    X509_free(leaf);
+
+    leaf = leaf_with_common_name(fixture, "Device\0 0001", 12);
+    err[0] = '\0';
+    assert_int_equal(
+        attestation_verify(attestation, leaf, NULL, time(NULL), &result, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "common name holds a NUL character"));
+    X509_free(leaf);
+    attestation_free(attestation);
+}
+
 static void test_leaf_alone_or_with_chain_verifies(void **state)
 {
     struct fixture *fixture = *state;
@@ -932,6 +1002,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_without_client_auth_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_leaf_alone_or_with_chain_verifies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaf_common_name_is_kept_whole_or_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_groups_with_the_same_first_ca_are_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_lowest_certificate_decides_the_group, setup, teardown),

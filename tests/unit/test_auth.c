@@ -294,6 +294,24 @@ static void wrong_signature_is_refused(void **state)
     refused(f, header, "signature does not verify");
 }
 
+/*
+ * An ES256 signature's last base64url character carries 4 unused bits:
+ * setting one spells the same bytes differently. Such a token is refused, so
+ * every token has one spelling.
+ */
+static void token_has_one_spelling(void **state)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    struct fixture *f = *state;
+    char *header = bearer(f->ec_a, "a", claims(f, "o"));
+    char *last = header + strlen(header) - 1;
+    size_t value = (size_t)(strchr(alphabet, *last) - alphabet);
+    assert_int_equal(value & 15, 0);
+    *last = alphabet[value | 1];
+    refused(f, header, "not base64url");
+}
+
 static void unsigned_token_is_refused(void **state)
 {
     struct fixture *f = *state;
@@ -441,6 +459,7 @@ int main(void)
         cmocka_unit_test(expired_token_is_refused),
         cmocka_unit_test(future_token_is_refused),
         cmocka_unit_test(wrong_signature_is_refused),
+        cmocka_unit_test(token_has_one_spelling),
         cmocka_unit_test(unsigned_token_is_refused),
         cmocka_unit_test(wrong_issuer_is_refused),
         cmocka_unit_test(wrong_audience_is_refused),

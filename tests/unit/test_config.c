@@ -21,6 +21,7 @@
 
 #include "control/config.h"
 #include "control/log.h"
+#include "control/model.h"
 
 #define HUB_ID "2d3f0c1e-7a8b-4c5d-9e0f-112233445566"
 #define HUB_ID_2 "9b1c2d3e-4f50-4a6b-8c7d-8e9fa0b1c2d3"
@@ -164,7 +165,7 @@ static void full_file_parses(void **state)
              "      leadCertificateName: Demo Manufacturer Intermediate CA\n"
              "      expiredCertificateEnabled: true\n"
              "    hubIds: [" HUB_ID_2 ", " HUB_ID "]\n"
-             "    preSharedKey: \"0123456789abcdefXYZ\"\n"
+             "    preSharedKey: \"pässwörd-€-1\"\n"
              "    acl:\n"
              "      mode: replace\n"
              "      entries:\n"
@@ -233,7 +234,7 @@ static void full_file_parses(void **state)
     assert_string_equal(group->hub_ids[0], HUB_ID_2);
     assert_string_equal(group->hub_ids[1], HUB_ID);
     assert_true(group->has_psk);
-    assert_memory_equal(group->psk, "0123456789abcdef", 16);
+    assert_memory_equal(group->psk, "pässwörd-€-1", 16);
     assert_int_equal(group->acl_mode, CONFIG_ACL_REPLACE);
     assert_string_equal(
         group->acl_json,
@@ -517,10 +518,44 @@ static void log_level_is_checked(void **state)
     load_fails(TLS "logLevel: verbose\n", "logLevel: must be debug, info, warn or error", NULL);
 }
 
+/* A key that is not 16 bytes is refused, never cut or padded; bytes count, not characters. */
 static void pre_shared_key_length_is_checked(void **state)
 {
     load_fails(TLS HUB GROUP "    preSharedKey: \"0123456789abcde\"\n",
-               "enrollmentGroups[0].preSharedKey: must be at least 16 characters", NULL);
+               ":13: enrollmentGroups[0].preSharedKey: must be exactly 16 bytes, not 15", NULL);
+    load_fails(TLS HUB GROUP "    preSharedKey: \"0123456789abcdefX\"\n",
+               ":13: enrollmentGroups[0].preSharedKey: must be exactly 16 bytes, not 17", NULL);
+    /* 16 characters, the last one 3 bytes: cutting at 16 bytes would split it. */
+    load_fails(TLS HUB GROUP "    preSharedKey: \"0123456789abcde\u20ac\"\n",
+               "enrollmentGroups[0].preSharedKey: must be exactly 16 bytes, not 18", NULL);
+    load_fails(TLS HUB GROUP "    preSharedKey: \"0123456789abcde\\0\"\n",
+               "enrollmentGroups[0].preSharedKey: must not contain NUL characters", NULL);
+}
+
+/* 15 characters, 16 bytes: the key is kept byte for byte, through the API's JSON form too. */
+static void pre_shared_key_keeps_its_bytes_through_json(void **state)
+{
+    static const char key[] = "0123456789abcd\u00e9";
+    struct config *config = load_ok(TLS HUB GROUP "    preSharedKey: \"0123456789abcd\u00e9\"\n");
+    const struct config_group *group = &config->groups[0];
+    assert_true(group->has_psk);
+    assert_memory_equal(group->psk, key, CONFIG_PSK_LENGTH);
+
+    json_t *doc = model_group_to_json(group);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "preSharedKey")), key);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_t *parsed = json_loads(text, 0, NULL);
+    struct config_group again;
+    char err[512] = "";
+    assert_int_equal(model_group_from_json(parsed, &again, err, sizeof(err)), 0);
+    assert_true(again.has_psk);
+    assert_memory_equal(again.psk, key, CONFIG_PSK_LENGTH);
+    model_group_clear(&again);
+    json_decref(parsed);
+    free(text);
+    json_decref(doc);
+    config_free(config);
 }
 
 static void group_hub_ids_are_checked(void **state)
@@ -794,6 +829,7 @@ int main(void)
         cmocka_unit_test(durations_are_checked),
         cmocka_unit_test(log_level_is_checked),
         cmocka_unit_test(pre_shared_key_length_is_checked),
+        cmocka_unit_test(pre_shared_key_keeps_its_bytes_through_json),
         cmocka_unit_test(group_hub_ids_are_checked),
         cmocka_unit_test(acl_entries_are_checked),
         cmocka_unit_test(resources_are_checked),

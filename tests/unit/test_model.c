@@ -72,7 +72,7 @@ static json_t *group_doc(void)
         json_pack("{s:s, s:s, s:s, s:{s:{s:s, s:s, s:b}}, s:[s], s:s}", "id", GROUP_ID, "owner",
                   "1", "name", "line A", "attestationMechanism", "x509", "certificateChain",
                   chain_pem, "leadCertificateName", "Demo Mfg", "expiredCertificateEnabled", 1,
-                  "hubIds", HUB_ID, "preSharedKey", "0123456789abcdefXYZ");
+                  "hubIds", HUB_ID, "preSharedKey", "0123456789abcdef");
     assert_non_null(doc);
     return doc;
 }
@@ -162,10 +162,6 @@ static void group_round_trip_keeps_everything(void **state)
                         "[{\"href\":\"/light/1\",\"content\":{\"power\":50}}]");
 
     json_t *back = model_group_to_json(&group);
-    /* The key is emitted as the 16 bytes in use. */
-    assert_string_equal(json_string_value(json_object_get(back, "preSharedKey")),
-                        "0123456789abcdef");
-    set_at(doc, "preSharedKey", json_string("0123456789abcdef"));
     if (!json_equal(doc, back)) {
         char *text = json_dumps(back, JSON_INDENT(1));
         print_error("%s\n", text);
@@ -318,8 +314,59 @@ static void group_hub_and_key_rules_name_the_field(void **state)
     set_at(doc, "hubIds", json_pack("[s, s]", HUB_ID, HUB_ID));
     group_fails(doc, "hubIds[1]: duplicate of hubIds[0]");
     doc = group_doc();
+    set_at(doc, "preSharedKey", json_integer(16));
+    group_fails(doc, "preSharedKey: must be a string");
+}
+
+/* A key is exactly 16 bytes: longer or shorter is refused, never cut or padded. */
+static void group_key_of_another_length_is_refused(void **state)
+{
+    json_t *doc = group_doc();
     set_at(doc, "preSharedKey", json_string("short"));
-    group_fails(doc, "preSharedKey: must be at least 16 characters long");
+    group_fails(doc, "preSharedKey: must be exactly 16 bytes, not 5");
+    doc = group_doc();
+    set_at(doc, "preSharedKey", json_string("0123456789abcdefXYZ"));
+    group_fails(doc, "preSharedKey: must be exactly 16 bytes, not 19");
+    /* 16 characters whose last one is 3 bytes: a cut at 16 bytes would split it. */
+    doc = group_doc();
+    set_at(doc, "preSharedKey", json_string("0123456789abcde\u20ac"));
+    group_fails(doc, "preSharedKey: must be exactly 16 bytes, not 18");
+    doc = group_doc();
+    set_at(doc, "preSharedKey", json_stringn("0123456789abcde\0", 16));
+    group_fails(doc, "preSharedKey: must not contain NUL characters");
+}
+
+/* Keys of 16 bytes with characters outside ASCII go to JSON text and back byte for byte. */
+static void group_multibyte_key_round_trips(void **state)
+{
+    static const char *const keys[] = {
+        "0123456789abcd\u00e9",                     /* 15 characters */
+        "p\u00e4ssw\u00f6rd-\u20ac-1",              /* 12 characters */
+        "\U0001F511\U0001F511\U0001F511\U0001F511", /* 4 characters of 4 bytes */
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++) {
+        assert_int_equal(strlen(keys[i]), 16);
+        json_t *doc = group_doc();
+        set_at(doc, "preSharedKey", json_string(keys[i]));
+        struct config_group group, again;
+        char err[512] = "";
+        assert_int_equal(model_group_from_json(doc, &group, err, sizeof(err)), 0);
+        assert_true(group.has_psk);
+        assert_memory_equal(group.psk, keys[i], 16);
+        json_t *back = model_group_to_json(&group);
+        assert_non_null(back);
+        assert_true(json_equal(doc, back));
+        char *text = json_dumps(back, JSON_COMPACT);
+        json_t *parsed = json_loads(text, 0, NULL);
+        assert_int_equal(model_group_from_json(parsed, &again, err, sizeof(err)), 0);
+        assert_memory_equal(again.psk, keys[i], 16);
+        model_group_clear(&again);
+        model_group_clear(&group);
+        json_decref(parsed);
+        free(text);
+        json_decref(back);
+        json_decref(doc);
+    }
 }
 
 static void group_acl_rules_name_the_field(void **state)
@@ -435,6 +482,8 @@ int main(void)
         cmocka_unit_test(group_identity_rules_name_the_field),
         cmocka_unit_test(group_attestation_rules_name_the_field),
         cmocka_unit_test(group_hub_and_key_rules_name_the_field),
+        cmocka_unit_test(group_key_of_another_length_is_refused),
+        cmocka_unit_test(group_multibyte_key_round_trips),
         cmocka_unit_test(group_acl_rules_name_the_field),
         cmocka_unit_test(group_resource_rules_name_the_field),
         cmocka_unit_test(hub_rules_name_the_field),

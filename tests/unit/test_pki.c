@@ -193,10 +193,16 @@ static void test_device_path_format(void **state)
     char path[PATH_MAX];
 
     (void)state;
-    pki_device_path("/x", 7, ".key", path, sizeof(path));
+    assert_int_equal(pki_device_path("/x", 7, ".key", path, sizeof(path)), 0);
     assert_string_equal(path, "/x/devices/device-0007.key");
-    pki_device_path("/x", 12345, ".pem", path, sizeof(path));
+    assert_int_equal(pki_device_path("/x", 12345, ".pem", path, sizeof(path)), 0);
     assert_string_equal(path, "/x/devices/device-12345.pem");
+
+    /* A path that does not fit is refused, never shortened to another file's name. */
+    char small[sizeof("/x/devices/device-0007.key")];
+    assert_int_equal(pki_device_path("/x", 7, ".key", small, sizeof(small)), 0);
+    assert_int_equal(pki_device_path("/x", 7, ".pem.tmp", small, sizeof(small)), -1);
+    assert_string_equal(small, "");
 }
 
 static void test_keys_are_private_pkcs8(void **state)
