@@ -1805,10 +1805,12 @@ static void usage(FILE *out)
             "                   [--report FILE.json] [--io-backend epoll|io_uring]\n"
             "                   (--endpoint may be repeated: devices take them in turn)\n"
             "       dps-loadgen gen --pki DIR --devices N [--seed S] [--check]\n"
+            "       dps-loadgen merge [--report OUT.json] A.json B.json ... (reports of\n"
+            "                   generators run at the same time, combined)\n"
             "steps: time ownership cloud credentials acls resources; CODE like 4.03\n");
 }
 
-static int parse_endpoint(const char *text, struct options *options)
+int parse_endpoint(const char *text, struct options *options)
 {
     const char *scheme = "coaps+tcp://";
     const char *host, *end, *port = NULL;
@@ -2203,6 +2205,8 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc > 1 && strcmp(argv[1], "gen") == 0)
         return generate_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "merge") == 0)
+        return merge_main(argc - 1, argv + 1);
     if (parse_options(argc, argv, &options) != 0) {
         usage(stderr);
         return 2;

@@ -241,6 +241,9 @@ struct fleet_results {
 /* The run as a whole, for the report. */
 struct fleet_run_info {
     double wall_seconds;
+    double throughput; /* devices succeeded per second (merged runs: the sum of the runs') */
+    const char *const *merged_from; /* report files a merged report combines; NULL otherwise */
+    size_t merged_count;
     double cpu_user_seconds, cpu_system_seconds;
     const char *backend;
     unsigned identities;
@@ -254,6 +257,15 @@ void fleet_report_table(FILE *out, const struct options *options,
                         const struct fleet_results *results, const struct fleet_run_info *info);
 int fleet_report_write(const char *path, const struct options *options,
                        const struct fleet_results *results, const struct fleet_run_info *info);
+
+/*
+ * dps-loadgen merge [--report OUT.json] A.json B.json ...: combines the reports of
+ * generators that ran at the same time (loadgen_merge.c). Returns the exit status.
+ */
+int merge_main(int argc, char **argv);
+
+/* Adds coaps+tcp://HOST:PORT to options' endpoints. 0, or -1 when malformed or too many. */
+int parse_endpoint(const char *text, struct options *options);
 
 /* Runs the fleet (loadgen_fleet.c). Returns the process exit status. */
 int fleet_run(const struct options *options);

@@ -861,6 +861,7 @@ int fleet_run(const struct options *options)
     }
     if (options->progress)
         print_progress(&fleet, true);
+    memset(&info, 0, sizeof(info));
     info.wall_seconds = (double)(now_ns() - fleet.start_ns) / 1e9;
     fleet_results_init(total);
     status = started_threads == options->threads ? 0 : 1;
@@ -879,6 +880,7 @@ int fleet_run(const struct options *options)
     info.cpu_system_seconds = cpu_seconds(&usage.ru_stime) - cpu_seconds(&before.ru_stime);
     info.backend = loop_backend_name(options->backend);
     info.identities = fleet.identity_count;
+    info.throughput = info.wall_seconds > 0 ? (double)total->succeeded / info.wall_seconds : 0.0;
     fleet_report_table(stdout, options, total, &info);
     if (options->report_path != NULL &&
         fleet_report_write(options->report_path, options, total, &info) != 0) {

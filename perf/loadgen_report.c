@@ -35,6 +35,36 @@ static json_t *latency_json(const struct histogram *histogram)
     return object;
 }
 
+/*
+ * The histogram itself, so reports from several generators can be merged
+ * exactly (dps-loadgen merge): its bucket scheme, then the non-empty
+ * buckets as [index, count] pairs.
+ */
+static json_t *histogram_json(const struct histogram *histogram)
+{
+    json_t *buckets = json_array();
+
+    for (size_t i = 0; i < HISTOGRAM_BUCKETS; i++)
+        if (histogram->buckets[i] > 0)
+            json_array_append_new(
+                buckets, json_pack("[I, I]", (json_int_t)i, (json_int_t)histogram->buckets[i]));
+    return json_pack("{s:I, s:I, s:I, s:f, s:o}", "count", (json_int_t)histogram->count, "min_us",
+                     (json_int_t)histogram->min_us, "max_us", (json_int_t)histogram->max_us,
+                     "sum_us", histogram->sum_us, "buckets", buckets);
+}
+
+static json_t *histograms_json(const struct fleet_results *results)
+{
+    json_t *steps = json_object();
+
+    for (int step = 0; step < STEP_COUNT; step++)
+        if (results->steps[step].count > 0)
+            json_object_set_new(steps, step_info[step].name, histogram_json(&results->steps[step]));
+    return json_pack("{s:s, s:o, s:o, s:o}", "scheme", HISTOGRAM_SCHEME, "end_to_end",
+                     histogram_json(&results->end_to_end), "handshake",
+                     histogram_json(&results->handshake), "steps", steps);
+}
+
 static double cpu_total(const struct fleet_run_info *info)
 {
     return info->cpu_user_seconds + info->cpu_system_seconds;
@@ -112,9 +142,7 @@ static json_t *report_json(const struct options *options, const struct fleet_res
     json_object_set_new(root, "config", config);
     json_object_set_new(root, "wall_seconds", json_real(info->wall_seconds));
     json_object_set_new(root, "devices", devices);
-    json_object_set_new(
-        root, "throughput_per_second",
-        json_real(info->wall_seconds > 0 ? (double)results->succeeded / info->wall_seconds : 0.0));
+    json_object_set_new(root, "throughput_per_second", json_real(info->throughput));
     json_object_set_new(
         root, "error_rate",
         json_real(results->started > 0 ? (double)results->failed / (double)results->started : 0.0));
@@ -126,9 +154,16 @@ static json_t *report_json(const struct options *options, const struct fleet_res
     json_object_set_new(root, "errors", errors);
     json_object_set_new(root, "coap_codes", codes);
     json_object_set_new(root, "latency_ms", latency);
+    json_object_set_new(root, "histograms", histograms_json(results));
     json_object_set_new(root, "scenarios", scenarios);
     json_object_set_new(root, "cpu", cpu);
     json_object_set_new(root, "identities", json_integer(info->identities));
+    if (info->merged_from != NULL) {
+        json_t *from = json_array();
+        for (size_t i = 0; i < info->merged_count; i++)
+            json_array_append_new(from, json_string(info->merged_from[i]));
+        json_object_set_new(root, "merged_from", from);
+    }
     return root;
 }
 
@@ -162,8 +197,7 @@ void fleet_report_table(FILE *out, const struct options *options,
             info->backend, options->threads, options->threads == 1 ? "" : "s", info->wall_seconds);
     fprintf(out, "devices: %llu started, %llu succeeded, %llu failed; %.1f devices/s\n",
             (unsigned long long)results->started, (unsigned long long)results->succeeded,
-            (unsigned long long)results->failed,
-            info->wall_seconds > 0 ? (double)results->succeeded / info->wall_seconds : 0.0);
+            (unsigned long long)results->failed, info->throughput);
     fprintf(out, "attempts %llu, restarts %llu, 5.03/5.04 retries %llu, connections %llu\n",
             (unsigned long long)results->attempts, (unsigned long long)results->restarts,
             (unsigned long long)results->transient_retries,

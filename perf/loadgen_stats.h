@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #define HISTOGRAM_BUCKETS (256 + 34 * 128)
+/* Names the bucket layout in reports; merging needs the same on every side. */
+#define HISTOGRAM_SCHEME "log-linear-us-128/1"
 
 struct histogram {
     uint64_t count;

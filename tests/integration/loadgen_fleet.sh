@@ -6,7 +6,7 @@
 # and a rate sweep that draws its chart and names a knee.
 . "$(dirname "$0")/lib.sh"
 
-plan 14
+plan 17
 DEMO=$WORK/demo
 PORT=$(free_port)
 FLEET_DEVICES=${FLEET_DEVICES:-2000}
@@ -196,6 +196,37 @@ fake_run "three 5.03 in a row: the device starts over from step 1" "503,503,503,
 fake_run "4.00: back-off and start over, up to --max-attempts, then the device fails" "400" \
     '.devices.failed == 1 and .attempts == 3 and .restarts == 2 and .errors.coap == 3
      and .wall_seconds >= 0.24' --max-attempts 3
+
+# Two generators at once on disjoint devices, then one report from both.
+"$LOADGEN" --endpoint "$ENDPOINT" --pki "$PKI" --devices 150 --first 1 --concurrency 8 \
+    --timeout 60 --report "$WORK/gen-a.json" >/dev/null 2>&1 &
+gen_a=$!
+"$LOADGEN" --endpoint "$ENDPOINT" --pki "$PKI" --devices 100 --first 1001 --concurrency 4 \
+    --timeout 60 --report "$WORK/gen-b.json" >/dev/null 2>&1
+wait "$gen_a"
+expect_output "merge combines the generators' reports" '^merged 2 reports' \
+    "$LOADGEN" merge --report "$WORK/merged.json" "$WORK/gen-a.json" "$WORK/gen-b.json"
+check "the merged report adds counts and histograms, adds rates, keeps the longest wall time" \
+    jq -e -s '.[0] as $a | .[1] as $b | .[2] as $m |
+    $m.devices.started == $a.devices.started + $b.devices.started and
+    $m.devices.succeeded == 250 and $m.devices.failed == 0 and
+    $m.latency_ms.end_to_end.count == 250 and $m.latency_ms.handshake.count == 500 and
+    $m.histograms.end_to_end.count == 250 and
+    $m.coap_codes["2.04"] == $a.coap_codes["2.04"] + $b.coap_codes["2.04"] and
+    ($m.throughput_per_second - $a.throughput_per_second - $b.throughput_per_second | fabs) < 0.01 and
+    $m.wall_seconds == ([$a.wall_seconds, $b.wall_seconds] | max) and
+    $m.latency_ms.end_to_end.p99 >= ([$a.latency_ms.end_to_end.p99, $b.latency_ms.end_to_end.p99] | min) and
+    $m.latency_ms.end_to_end.p99 <= ([$a.latency_ms.end_to_end.p99, $b.latency_ms.end_to_end.p99] | max) and
+    $m.latency_ms.end_to_end.max == ([$a.latency_ms.end_to_end.max, $b.latency_ms.end_to_end.max] | max) and
+    ($m.merged_from | length) == 2 and $m.config.concurrency == 12' \
+    "$WORK/gen-a.json" "$WORK/gen-b.json" "$WORK/merged.json"
+merge_refused() {
+    echo '{"schema": "something else"}' >"$WORK/not-a-report.json"
+    ! "$LOADGEN" merge "$WORK/gen-a.json" "$WORK/not-a-report.json" >/dev/null 2>"$WORK/merge.err" &&
+        grep -q "not-a-report.json: not a dps-loadgen-report/1 document" "$WORK/merge.err" &&
+        python3 "$WORK/validate.py" "$SRC/perf/loadgen-report.schema.json" "$WORK/merged.json"
+}
+check "merge refuses what is not a report; the merged report matches the schema" merge_refused
 
 DPSD_PID_FOR_SWEEP=$DPSD_PID
 SWEEP_OUTPUT=$("$SRC/perf/sweep.sh" --endpoint "$ENDPOINT" --pki "$PKI" --from 5 --to 25 --step 10 \
