@@ -1002,8 +1002,7 @@ static void handle_credentials(struct dps_op *op, const struct dps_request *requ
     time_t now = time(NULL);
     op->sign.operation = SIGNER_ISSUE_CERTIFICATE;
     op->sign.hub_index = hub_index;
-    op->sign.subject_der = op->csr.subject_der;
-    op->sign.subject_length = op->csr.subject_length;
+    op->sign.device_id = op->device_id;
     op->sign.spki_der = op->csr.spki_der;
     op->sign.spki_length = op->csr.spki_length;
     /* An hour of slack for devices whose clocks run behind. */
