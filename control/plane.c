@@ -38,6 +38,7 @@
 #include "dataplane/dps_handlers.h"
 #include "dataplane/shard.h"
 #include "dataplane/snapshot.h"
+#include "store/records.h"
 #include "store/store.h"
 
 #define PLANE_MAX_SHARDS 256
@@ -980,12 +981,9 @@ static int make_entry(struct plane *plane, const char *owner, const json_t *requ
         json_object_set_new(made, "deviceId", json_string(text));
         snprintf(stored_key, sizeof(stored_key), "device:%s", text);
         /* A device already provisioned is refused at the handshake too, by its record. */
-        char *record = NULL;
-        size_t length = 0;
-        if (store_get(plane->store, STORE_BINDINGS, text, strlen(text), &record, &length) ==
-            STORE_OK) {
-            json_object_set_new(made, "recordId", json_stringn(record, length));
-            free(record);
+        char record[UUID_STRING_LENGTH + 1];
+        if (records_binding_get(plane->store, owner, text, record) == STORE_OK) {
+            json_object_set_new(made, "recordId", json_string(record));
         }
     } else if (spki != NULL) {
         char lower[65];

@@ -56,12 +56,14 @@ struct dps_services {
 };
 
 /*
- * Derived from the configuration once at start and shared read-only: per
- * group its owner UUID, its complete ACL list and its initial resources as
- * JSON text (the record's form), ready to serve in any format.
+ * Derived from the configuration once per snapshot and shared read-only: per
+ * group its owner UUID and owner key (store/records.h), its complete ACL list
+ * and its initial resources as JSON text (the record's form), ready to serve
+ * in any format.
  */
 struct dps_catalog_group {
     char owner_uuid[37];
+    char owner_key[37];   /* where the group's devices' records, issuance and bindings live */
     char *acl_json;       /* JSON array: default entries and/or the group's own */
     char *resources_json; /* JSON array of {"href","content"}; "[]" when none */
 };
