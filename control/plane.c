@@ -1286,6 +1286,12 @@ char *plane_metrics(struct plane *plane)
             "durably).\n# TYPE dps_certificates_issued_total counter\n"
             "dps_certificates_issued_total %llu\n",
             (unsigned long long)dps.certificates_issued);
+    fprintf(out, "# HELP dps_device_id_refusals_total Device ids a device named for itself and "
+                 "was refused (4.03), by reason.\n# TYPE dps_device_id_refusals_total counter\n");
+    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++) {
+        fprintf(out, "dps_device_id_refusals_total{reason=\"%s\"} %llu\n", dps_refusal_name(r),
+                (unsigned long long)dps.device_id_refused[r]);
+    }
 
     struct signer_stats signer;
     signer_get_stats(snapshot->base.signer, &signer);

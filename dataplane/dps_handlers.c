@@ -124,6 +124,20 @@ static struct step_counters step_counters[DPS_STEP_COUNT];
 static _Atomic uint64_t rate_limited_count;
 static _Atomic uint64_t busy_count;
 static _Atomic uint64_t issued_count;
+static _Atomic uint64_t refused_counts[DPS_REFUSAL_COUNT];
+
+static const char *const refusal_names[DPS_REFUSAL_COUNT] = {
+    [DPS_REFUSED_RESERVED] = "reserved",
+    [DPS_REFUSED_ID_TAKEN] = "id_taken",
+    [DPS_REFUSED_IDENTITY_BOUND] = "identity_bound",
+    [DPS_REFUSED_BLOCKED] = "blocked",
+};
+
+const char *dps_refusal_name(enum dps_refusal refusal)
+{
+    return (unsigned)refusal < DPS_REFUSAL_COUNT ? refusal_names[refusal] : "";
+}
+
 static void count_answer(enum dps_step step, uint8_t code, const struct timespec *started)
 {
     struct step_counters *counters = &step_counters[step];
@@ -161,6 +175,9 @@ void dps_stats_get(struct dps_stats *stats)
     stats->rate_limited = atomic_load(&rate_limited_count);
     stats->busy = atomic_load(&busy_count);
     stats->certificates_issued = atomic_load(&issued_count);
+    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++) {
+        stats->device_id_refused[r] = atomic_load(&refused_counts[r]);
+    }
 }
 
 static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
@@ -239,6 +256,27 @@ static void default_acl(const struct config *config, const struct config_group *
     (void)config;
 }
 
+/* Collects the "subject": {"uuid"} of every entry: those identities get rights on the device. */
+static int collect_acl_subjects(json_t *list, struct dps_catalog_group *out)
+{
+    out->acl_subjects = calloc(json_array_size(list) + 1, sizeof(*out->acl_subjects));
+    if (out->acl_subjects == NULL) {
+        return -1;
+    }
+    size_t index;
+    json_t *entry;
+    json_array_foreach(list, index, entry)
+    {
+        const char *text =
+            json_string_value(json_object_get(json_object_get(entry, "subject"), "uuid"));
+        struct dps_uuid uuid;
+        if (text != NULL && uuid_parse(text, strlen(text), &uuid) == 0) {
+            out->acl_subjects[out->acl_subject_count++] = uuid;
+        }
+    }
+    return 0;
+}
+
 static int catalog_group(const struct config *config, const struct config_group *group,
                          struct dps_catalog_group *out, char *err, size_t err_length)
 {
@@ -275,12 +313,51 @@ static int catalog_group(const struct config *config, const struct config_group 
         json_decref(own);
     }
     out->acl_json = json_dumps(list, JSON_COMPACT);
+    int collected = collect_acl_subjects(list, out);
     json_decref(list);
     out->resources_json = strdup(group->resources_json != NULL ? group->resources_json : "[]");
-    if (out->acl_json == NULL || out->resources_json == NULL) {
+    if (out->acl_json == NULL || out->resources_json == NULL || collected != 0) {
         snprintf(err, err_length, "out of memory");
         return -1;
     }
+    return 0;
+}
+
+static int compare_reserved(const void *a, const void *b)
+{
+    return memcmp(&((const struct dps_reserved_id *)a)->uuid,
+                  &((const struct dps_reserved_id *)b)->uuid, sizeof(struct dps_uuid));
+}
+
+static void reserve(struct dps_catalog *catalog, const struct dps_uuid *uuid,
+                    enum dps_reserved_kind kind)
+{
+    catalog->reserved[catalog->reserved_count++] = (struct dps_reserved_id){*uuid, kind};
+}
+
+/* Every owner's UUID and every hub id in the configuration, sorted for lookups. */
+static int catalog_reserved(const struct config *config, struct dps_catalog *catalog)
+{
+    catalog->reserved =
+        calloc(config->group_count + 2 * config->hub_count + 1, sizeof(*catalog->reserved));
+    if (catalog->reserved == NULL) {
+        return -1;
+    }
+    struct dps_uuid uuid;
+    for (size_t i = 0; i < config->group_count; i++) {
+        uuid_from_owner(config->groups[i].owner, &uuid);
+        reserve(catalog, &uuid, DPS_RESERVED_OWNER);
+    }
+    for (size_t i = 0; i < config->hub_count; i++) {
+        if (config->hubs[i].owner != NULL) {
+            uuid_from_owner(config->hubs[i].owner, &uuid);
+            reserve(catalog, &uuid, DPS_RESERVED_OWNER);
+        }
+        if (uuid_parse(config->hubs[i].id, strlen(config->hubs[i].id), &uuid) == 0) {
+            reserve(catalog, &uuid, DPS_RESERVED_HUB);
+        }
+    }
+    qsort(catalog->reserved, catalog->reserved_count, sizeof(*catalog->reserved), compare_reserved);
     return 0;
 }
 
@@ -288,8 +365,9 @@ int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, 
                       size_t err_length)
 {
     catalog->groups = calloc(config->group_count + 1, sizeof(*catalog->groups));
-    if (catalog->groups == NULL) {
+    if (catalog->groups == NULL || catalog_reserved(config, catalog) != 0) {
         snprintf(err, err_length, "out of memory");
+        dps_catalog_free(config, catalog);
         return -1;
     }
     for (size_t i = 0; i < config->group_count; i++) {
@@ -303,12 +381,16 @@ int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, 
 
 void dps_catalog_free(const struct config *config, struct dps_catalog *catalog)
 {
+    free(catalog->reserved);
+    catalog->reserved = NULL;
+    catalog->reserved_count = 0;
     if (catalog->groups == NULL) {
         return;
     }
     for (size_t i = 0; i < config->group_count; i++) {
         free(catalog->groups[i].acl_json);
         free(catalog->groups[i].resources_json);
+        free(catalog->groups[i].acl_subjects);
     }
     free(catalog->groups);
     catalog->groups = NULL;
@@ -701,6 +783,44 @@ static void handle_resources(struct dps_op *op)
     dps_op_commit(op, false);
 }
 
+/* Sets a 4.03 with message, counted by reason; returns -1 for the caller to pass on. */
+static int refuse(struct dps_op *op, enum dps_refusal reason, const char *message)
+{
+    atomic_fetch_add(&refused_counts[reason], 1);
+    set_error(op, COAP_FORBIDDEN, message);
+    return -1;
+}
+
+/*
+ * What a device may not become, whatever its manufacturer certificate: no
+ * one (nil), an owner (any owner's UUID: the owner ACE grants it all rights
+ * on every device), a hub (hubs get rights on devices too), or anyone the
+ * group's ACLs name. A certificate for such an id, valid under the hub's
+ * root, would let the device act as that identity towards its peers and the
+ * hub. NULL when the id is free to claim, else why not.
+ */
+static const char *reserved_reason(const struct dps_op *op, const struct dps_uuid *uuid)
+{
+    if (uuid_is_nil(uuid)) {
+        return "device id is reserved: the nil UUID";
+    }
+    const struct dps_catalog *catalog = op->services->catalog;
+    struct dps_reserved_id key = {.uuid = *uuid};
+    const struct dps_reserved_id *found =
+        bsearch(&key, catalog->reserved, catalog->reserved_count, sizeof(key), compare_reserved);
+    if (found != NULL) {
+        return found->kind == DPS_RESERVED_HUB ? "device id is reserved: a hub id"
+                                               : "device id is reserved: an owner's UUID";
+    }
+    const struct dps_catalog_group *entry = catalog_group_of(op);
+    for (size_t i = 0; i < entry->acl_subject_count; i++) {
+        if (memcmp(&entry->acl_subjects[i], uuid, sizeof(*uuid)) == 0) {
+            return "device id is reserved: a subject of the group's ACLs";
+        }
+    }
+    return NULL;
+}
+
 /* Reads one id field of a binding value; 1 when present (into out), 0 absent, -1 store error. */
 static int read_binding(const struct dps_op *op, const char *key, const char *field, char out[37])
 {
@@ -721,20 +841,26 @@ static int read_binding(const struct dps_op *op, const char *key, const char *fi
 }
 
 /*
- * Checks a device id the device names for itself: not blocked by the owner,
- * free or bound to this manufacturer identity, and this identity bound to no
- * other id (bindings are the owner's: another owner's devices never hold an
- * id against this one's). Sets a 4.03 otherwise, naming the id in the way so
- * the owner can find and release it.
+ * Checks a device id the device names for itself: not reserved, not blocked
+ * by the owner, free or bound to this manufacturer identity, and this
+ * identity bound to no other id (bindings are the owner's: another owner's
+ * devices never hold an id against this one's). Sets a 4.03 otherwise,
+ * naming the id in the way so the owner can find and release it.
  */
 static int check_device_id(struct dps_op *op, const char *device_id)
 {
+    struct dps_uuid uuid;
+    const char *reserved = uuid_parse(device_id, strlen(device_id), &uuid) == 0
+                               ? reserved_reason(op, &uuid)
+                               : "device id is not a UUID";
+    if (reserved != NULL) {
+        return refuse(op, DPS_REFUSED_RESERVED, reserved);
+    }
     char key[RECORDS_KEY_MAX];
     snprintf(key, sizeof(key), "device:%s", device_id);
     if (blocklist_contains(op->services->blocklist, session_group(op->services, op->session)->owner,
                            key)) {
-        set_error(op, COAP_FORBIDDEN, "device is blocked");
-        return -1;
+        return refuse(op, DPS_REFUSED_BLOCKED, "device is blocked");
     }
     const struct dps_catalog_group *entry = catalog_group_of(op);
     char bound[37], message[160];
@@ -743,8 +869,7 @@ static int check_device_id(struct dps_op *op, const char *device_id)
     if (found > 0 && strcmp(bound, op->session->record_id) != 0) {
         snprintf(message, sizeof(message),
                  "device id %s is bound to another manufacturer certificate", device_id);
-        set_error(op, COAP_FORBIDDEN, message);
-        return -1;
+        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
     }
     if (found >= 0) {
         records_identity_binding_key(entry->owner_key, op->session->record_id, key);
@@ -752,8 +877,7 @@ static int check_device_id(struct dps_op *op, const char *device_id)
         if (found > 0 && strcmp(bound, device_id) != 0) {
             snprintf(message, sizeof(message),
                      "this manufacturer certificate is bound to device id %s", bound);
-            set_error(op, COAP_FORBIDDEN, message);
-            return -1;
+            return refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
         }
     }
     if (found < 0) {
@@ -1203,10 +1327,13 @@ static void dps_op_resume(struct mailbox_item *item)
         /* Another manufacturer identity bound this device id first, or this identity bound
          * another id: nothing was written, the certificate never leaves; record the refusal
          * and answer 4.03. */
-        set_error(op, COAP_FORBIDDEN,
-                  op->write.failed_condition == 0
-                      ? "device id is bound to another manufacturer certificate"
-                      : "this manufacturer certificate is bound to another device id");
+        if (op->write.failed_condition == 0) {
+            refuse(op, DPS_REFUSED_ID_TAKEN,
+                   "device id is bound to another manufacturer certificate");
+        } else {
+            refuse(op, DPS_REFUSED_IDENTITY_BOUND,
+                   "this manufacturer certificate is bound to another device id");
+        }
         op->device_id[0] = '\0';
         op->session->device_id[0] = '\0'; /* the claim was not this identity's to make */
         json_object_clear(op->step_data);
