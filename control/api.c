@@ -42,7 +42,6 @@
 #include <jansson.h>
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
-#include <openssl/rand.h>
 
 #include "control/auth.h"
 #include "control/log.h"
@@ -294,15 +293,6 @@ static bool same_owner(const char *owner, const char *caller)
     return owner != NULL && strcmp(owner, caller) == 0;
 }
 
-static const struct config_group *find_group(const struct config *config, const char *id)
-{
-    for (size_t i = 0; i < config->group_count; i++) {
-        if (strcasecmp(config->groups[i].id, id) == 0)
-            return &config->groups[i];
-    }
-    return NULL;
-}
-
 /* "result" lines of json values, for the lists built in memory. */
 struct ndjson {
     char *text;
@@ -414,19 +404,6 @@ static enum MHD_Result list_documents(struct api *api, struct MHD_Connection *co
     return queue_ndjson(connection, &out);
 }
 
-static void random_uuid(char out[UUID_STRING_LENGTH + 1])
-{
-    unsigned char bytes[16];
-    if (RAND_bytes(bytes, sizeof(bytes)) != 1)
-        memset(bytes, 0, sizeof(bytes));
-    bytes[6] = (unsigned char)((bytes[6] & 0x0f) | 0x40);
-    bytes[8] = (unsigned char)((bytes[8] & 0x3f) | 0x80);
-    snprintf(out, UUID_STRING_LENGTH + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", bytes[0],
-             bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8],
-             bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]);
-}
-
 /* A string member of doc, NULL when absent, null or ""; *wrong when it is another type. */
 static const char *doc_string(const json_t *doc, const char *key, bool *wrong)
 {
@@ -484,9 +461,17 @@ static json_t *prepare_document(struct MHD_Connection *connection, const struct 
                               "id: \"%s\" differs from the id in the path", id);
         return NULL;
     }
+    /* A generated id is random (version 4): never one that existed, whoever owned it. */
     char generated[UUID_STRING_LENGTH + 1];
     if (path_id == NULL && id == NULL && !wrong) {
-        random_uuid(generated);
+        struct dps_uuid uuid;
+        if (uuid_random(&uuid) != 0) {
+            json_decref(doc);
+            *result = queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                                  "cannot generate an id");
+            return NULL;
+        }
+        uuid_format(&uuid, generated);
         id = generated;
     }
     if (path_id != NULL)
@@ -670,7 +655,6 @@ struct stream {
     enum stream_kind kind;
     char *owner;
     query_t *query;
-    const struct config *config; /* held for the whole scan */
     struct store *store;
     int fd; /* the pipe's write end */
     bool broken;
@@ -706,51 +690,22 @@ static bool stream_line(struct stream *stream, const char *key, json_t *value)
 }
 
 /*
- * The owner of a provisioning record: its enrollment group's owner while the
- * group exists, else the owner the record was written with.
+ * Store-backed lists read only the caller's keys (store/records.h): a record,
+ * issuance entry or binding is the owner's it was written for, never that of
+ * whoever holds its group id now.
  */
-static bool record_owned(struct stream *stream, const char *group_id, const char *record_owner)
-{
-    const struct config_group *group =
-        group_id != NULL ? find_group(stream->config, group_id) : NULL;
-    if (group != NULL)
-        return same_owner(group->owner, stream->owner);
-    return same_owner(record_owner, stream->owner);
-}
-
-/* One merged record: shown when it is the caller's and matches the filters. */
 static int record_result(void *user, json_t *record)
 {
     struct stream *stream = user;
-    const char *record_id = json_string_value(json_object_get(record, "id"));
-    const char *group_id = json_string_value(json_object_get(record, "enrollmentGroupId"));
-    bool visible =
-        record_owned(stream, group_id, json_string_value(json_object_get(record, "owner"))) &&
-        query_matches(stream->query, "idFilter", record_id) &&
-        query_matches(stream->query, "deviceIdFilter",
-                      json_string_value(json_object_get(record, "deviceId"))) &&
-        query_matches(stream->query, "enrollmentGroupIdFilter", group_id);
+    bool visible = query_matches(stream->query, "idFilter",
+                                 json_string_value(json_object_get(record, "id"))) &&
+                   query_matches(stream->query, "deviceIdFilter",
+                                 json_string_value(json_object_get(record, "deviceId"))) &&
+                   query_matches(stream->query, "enrollmentGroupIdFilter",
+                                 json_string_value(json_object_get(record, "enrollmentGroupId")));
     if (!visible)
         return 0;
     return stream_line(stream, "result", json_incref(record)) ? 0 : 1;
-}
-
-/* The owner written in a provisioning record (malloc'd), or NULL. */
-static char *stored_record_owner(struct store *store, const char *record_id)
-{
-    char key[160];
-    char *value = NULL;
-    size_t length = 0;
-    int n = snprintf(key, sizeof(key), "%s/record", record_id);
-    if (n < 0 || (size_t)n >= sizeof(key) ||
-        store_get(store, STORE_RECORDS, key, (size_t)n, &value, &length) != STORE_OK)
-        return NULL;
-    json_t *record = json_loadb(value, length, 0, NULL);
-    free(value);
-    const char *owner = json_string_value(json_object_get(record, "owner"));
-    char *copy = owner != NULL ? strdup(owner) : NULL;
-    json_decref(record);
-    return copy;
 }
 
 /* RFC 3339 UTC text compares in time order when both have the same form (seconds, "Z"). */
@@ -764,69 +719,27 @@ static bool within_window(const query_t *query, const char *issued_at)
            (until == NULL || strcmp(issued_at, until) < 0);
 }
 
-static int issuance_entry(void *user, const char *key, size_t key_length, const char *value,
-                          size_t value_length)
+static int issuance_result(void *user, json_t *entry)
 {
     struct stream *stream = user;
-    json_t *entry = json_loadb(value, value_length, 0, NULL);
-    if (!json_is_object(entry)) {
-        json_decref(entry);
-        return 0;
-    }
-    if (json_object_get(entry, "serial") == NULL)
-        json_object_set_new(entry, "serial", json_stringn(key, key_length));
-    const char *group_id = json_string_value(json_object_get(entry, "enrollmentGroupId"));
-    const char *record_id = json_string_value(json_object_get(entry, "recordId"));
     bool visible =
         query_matches(stream->query, "deviceIdFilter",
                       json_string_value(json_object_get(entry, "deviceId"))) &&
         query_matches(stream->query, "serialFilter",
                       json_string_value(json_object_get(entry, "serial"))) &&
         within_window(stream->query, json_string_value(json_object_get(entry, "issuedAt")));
-    if (visible) {
-        char *record_owner =
-            group_id != NULL && find_group(stream->config, group_id) != NULL
-                ? NULL
-                : (record_id != NULL ? stored_record_owner(stream->store, record_id) : NULL);
-        visible = record_owned(stream, group_id, record_owner);
-        free(record_owner);
-    }
-    if (!visible) {
-        json_decref(entry);
+    if (!visible)
         return 0;
-    }
-    return stream_line(stream, "result", entry) ? 0 : 1;
+    return stream_line(stream, "result", json_incref(entry)) ? 0 : 1;
 }
 
-static int binding_entry(void *user, const char *key, size_t key_length, const char *value,
-                         size_t value_length)
+static int binding_result(void *user, json_t *binding)
 {
     struct stream *stream = user;
-    json_t *record_id = NULL;
-    if (value_length > 0 && value[0] == '"')
-        record_id = json_loadb(value, value_length, JSON_DECODE_ANY, NULL);
-    if (!json_is_string(record_id)) {
-        json_decref(record_id);
-        record_id = json_stringn(value, value_length);
-    }
-    json_t *entry = record_id != NULL ? json_pack("{s:s%, s:o}", "deviceId", key, key_length,
-                                                  "recordId", record_id)
-                                      : NULL;
-    if (entry == NULL)
-        return 1;
-    const char *device_id = json_string_value(json_object_get(entry, "deviceId"));
-    bool visible = query_matches(stream->query, "deviceIdFilter", device_id);
-    if (visible) {
-        char *owner = stored_record_owner(stream->store,
-                                          json_string_value(json_object_get(entry, "recordId")));
-        visible = same_owner(owner, stream->owner);
-        free(owner);
-    }
-    if (!visible) {
-        json_decref(entry);
+    if (!query_matches(stream->query, "deviceIdFilter",
+                       json_string_value(json_object_get(binding, "deviceId"))))
         return 0;
-    }
-    return stream_line(stream, "result", entry) ? 0 : 1;
+    return stream_line(stream, "result", json_incref(binding)) ? 0 : 1;
 }
 
 static void stream_free(struct stream *stream)
@@ -853,15 +766,15 @@ static void *stream_produce(void *user)
         char id[UUID_STRING_LENGTH + 1] = "";
         if (json_array_size(ids) == 1)
             uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
-        status =
-            records_scan(stream->store, id[0] != '\0' ? id : NULL, record_result, stream, NULL);
+        status = records_scan(stream->store, stream->owner, id[0] != '\0' ? id : NULL,
+                              record_result, stream, NULL);
         break;
     }
     case STREAM_ISSUANCE:
-        status = store_scan(stream->store, STORE_ISSUANCE, "", 0, issuance_entry, stream);
+        status = records_issuance_scan(stream->store, stream->owner, issuance_result, stream, NULL);
         break;
     default:
-        status = store_scan(stream->store, STORE_BINDINGS, "", 0, binding_entry, stream);
+        status = records_bindings_scan(stream->store, stream->owner, binding_result, stream, NULL);
         break;
     }
     if (status != STORE_OK && !stream->broken)
@@ -869,7 +782,6 @@ static void *stream_produce(void *user)
             stream, "error",
             json_pack("{s:i, s:s}", "code", RPC_INTERNAL, "message", "reading the store failed"));
     close(stream->fd);
-    plane_config_release(api->plane, stream->config);
     stream_free(stream);
 
     pthread_mutex_lock(&api->lock);
@@ -947,7 +859,6 @@ static enum MHD_Result start_stream(struct api *api, struct MHD_Connection *conn
     stream->query = query;
     stream->fd = fds[1];
     stream->store = plane_store(api->plane);
-    stream->config = plane_config_acquire(api->plane);
 
     struct MHD_Response *response = MHD_create_response_from_callback(
         MHD_SIZE_UNKNOWN, API_STREAM_BLOCK, stream_read, (void *)(intptr_t)fds[0], stream_close);
@@ -963,7 +874,6 @@ static enum MHD_Result start_stream(struct api *api, struct MHD_Connection *conn
     pthread_mutex_unlock(&api->lock);
     pthread_attr_destroy(&attributes);
     if (!started) {
-        plane_config_release(api->plane, stream->config);
         close(fds[1]);
         stream_free(stream);
         if (response != NULL)
@@ -1050,8 +960,9 @@ static enum MHD_Result route_blocklist(struct api *api, struct MHD_Connection *c
 }
 
 /*
- * Releases device-id bindings of the caller's devices, so the id can be
- * claimed by another manufacturer identity (a replaced board, say).
+ * Releases device-id bindings of the caller's devices: the id may be claimed
+ * by another manufacturer identity (a replaced board, say), and the identity
+ * that held it may claim one id again (a board that reset its id).
  */
 static enum MHD_Result release_bindings(struct api *api, struct MHD_Connection *connection,
                                         const char *owner)
@@ -1071,17 +982,10 @@ static enum MHD_Result release_bindings(struct api *api, struct MHD_Connection *
         char device[UUID_STRING_LENGTH + 1];
         if (uuid_text_normalise(json_string_value(value), device) < 0)
             continue;
-        char *record = NULL;
-        size_t length = 0;
-        if (store_get(store, STORE_BINDINGS, device, strlen(device), &record, &length) != STORE_OK)
+        int status = records_binding_release(store, owner, device);
+        if (status == STORE_NOT_FOUND)
             continue;
-        char *record_owner = stored_record_owner(store, record);
-        bool mine = record_owner != NULL && same_owner(record_owner, owner);
-        free(record_owner);
-        free(record);
-        if (!mine)
-            continue;
-        if (store_delete_sync(store, STORE_BINDINGS, device, strlen(device)) != STORE_OK) {
+        if (status != STORE_OK) {
             json_decref(query);
             return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                                "the store refused the delete");

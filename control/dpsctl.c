@@ -226,10 +226,13 @@ static const struct command COMMANDS[] = {
      "dpsctl hubs update HUB_ID [hubs create's options]\n"
      "  Replaces the hub with the given fields changed (--gateway replaces the list).\n"},
     {"hubs", "delete", CONNECTION, "HUB_ID", command_hubs_delete, "dpsctl hubs delete HUB_ID\n"},
-    {"records", "list", CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_GROUP) | BIT(OPT_ID) | BIT(OPT_DATA),
+    {"records", "list",
+     CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_GROUP) | BIT(OPT_ID) | BIT(OPT_DATA) | BIT(OPT_OWNER),
      NULL, command_records_list,
-     "dpsctl records list [--device DEVICE_ID] [--group GROUP_ID] [--id RECORD_ID] [--data DIR]\n"
-     "  Provisioning records with the CoAP code of each step.\n"},
+     "dpsctl records list [--device DEVICE_ID] [--group GROUP_ID] [--id RECORD_ID]\n"
+     "                    [--data DIR [--owner OWNER]]\n"
+     "  Provisioning records with the CoAP code of each step. The same manufacturer\n"
+     "  certificate under two owners is two records.\n"},
     {"records", "tail",
      CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_GROUP) | BIT(OPT_INTERVAL) | BIT(OPT_COUNT), NULL,
      command_records_tail,
@@ -255,17 +258,19 @@ static const struct command COMMANDS[] = {
      "dpsctl blocklist list [--data DIR]\n"},
     {"issuance", "list",
      CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_SERIAL) | BIT(OPT_SINCE) | BIT(OPT_UNTIL) |
-         BIT(OPT_DATA),
+         BIT(OPT_DATA) | BIT(OPT_OWNER),
      NULL, command_issuance_list,
      "dpsctl issuance list [--device DEVICE_ID] [--serial HEX] [--since TIME] [--until TIME]\n"
-     "                     [--data DIR]\n"
+     "                     [--data DIR [--owner OWNER]]\n"
      "  The identity certificates issued; TIME is YYYY-MM-DDTHH:MM:SSZ.\n"},
-    {"bindings", "list", CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_DATA), NULL, command_bindings_list,
-     "dpsctl bindings list [--device DEVICE_ID] [--data DIR]\n"
-     "  Which provisioning record each device id is bound to.\n"},
+    {"bindings", "list", CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_DATA) | BIT(OPT_OWNER), NULL,
+     command_bindings_list,
+     "dpsctl bindings list [--device DEVICE_ID] [--data DIR [--owner OWNER]]\n"
+     "  Which provisioning record each device id is bound to, per owner.\n"},
     {"bindings", "release", CONNECTION, "DEVICE_ID", command_bindings_release,
      "dpsctl bindings release DEVICE_ID\n"
-     "  Frees a device id, so another manufacturer identity may claim it.\n"},
+     "  Frees a device id, so another manufacturer identity may claim it, and lets the\n"
+     "  identity that held it bind one device id again.\n"},
     {"pki", NULL, BIT(OPT_DEVICES), "DIR", command_pki,
      "dpsctl pki DIR [--devices N]\n"
      "  Creates the demo PKI in DIR (manufacturer, DPS server, hub and token keys,\n"
@@ -287,7 +292,8 @@ static const char HELP_TRAILER[] =
     "                     a file; `dpsd --demo DIR` writes DIR/pki/operator.token)\n"
     "  --cacert FILE      CA certificates for an https API (env DPS_CACERT)\n"
     "  --json             the server's JSON: lists as one {\"result\": ...} line per item\n"
-    "  --data DIR         list commands: read dpsd's dataDir directly (works while it is down)\n"
+    "  --data DIR         list commands: read dpsd's dataDir directly (works while it is down);\n"
+    "                     every owner's records, issuance and bindings, or --owner OWNER's\n"
     "A noun alone lists (`dpsctl groups` = `dpsctl groups list`).\n"
     "\nExit status:\n"
     "  0  success\n"
@@ -597,9 +603,11 @@ static void binding_cells(json_t *binding, char **cells)
 {
     cells[0] = field_text(binding, "deviceId");
     cells[1] = field_text(binding, "recordId");
+    cells[2] = field_text(binding, "owner");
 }
 
-static const struct view BINDING_VIEW = {2, {"DEVICE ID", "RECORD ID"}, {0}, binding_cells};
+static const struct view BINDING_VIEW = {
+    3, {"DEVICE ID", "RECORD ID", "OWNER"}, {0}, binding_cells};
 
 static void group_cells(json_t *group, char **cells)
 {
@@ -1674,49 +1682,21 @@ static int record_result(void *user, json_t *record)
     return 0;
 }
 
-static int issuance_entry(void *user, const char *key, size_t key_length, const char *value,
-                          size_t value_length)
+static int issuance_result(void *user, json_t *entry)
 {
     struct offline_scan *scan = user;
-    json_t *entry = json_loadb(value, value_length, 0, NULL);
-
-    if (!json_is_object(entry)) {
-        json_decref(entry);
-        scan->unreadable++;
-        return 0;
-    }
-    if (json_object_get(entry, "serial") == NULL)
-        json_object_set_new(entry, "serial", json_stringn(key, key_length));
     if (filter_matches(scan->filters->device_id, entry, "deviceId") &&
         filter_matches(scan->filters->serial, entry, "serial") &&
         within_window(scan->filters, entry))
         sink_put(scan->sink, entry);
-    json_decref(entry);
     return 0;
 }
 
-/* Bindings: device id -> record id, the value as UUID text (or a JSON string). */
-static int binding_entry(void *user, const char *key, size_t key_length, const char *value,
-                         size_t value_length)
+static int binding_result(void *user, json_t *binding)
 {
     struct offline_scan *scan = user;
-    json_t *record_id = NULL;
-    json_t *entry;
-
-    if (value_length > 0 && value[0] == '"')
-        record_id = json_loadb(value, value_length, JSON_DECODE_ANY, NULL);
-    if (!json_is_string(record_id)) {
-        json_decref(record_id);
-        record_id = json_stringn(value, value_length);
-    }
-    entry = record_id != NULL
-                ? json_pack("{s:s%, s:o}", "deviceId", key, key_length, "recordId", record_id)
-                : NULL;
-    if (entry == NULL)
-        return 1;
-    if (filter_matches(scan->filters->device_id, entry, "deviceId"))
-        sink_put(scan->sink, entry);
-    json_decref(entry);
+    if (filter_matches(scan->filters->device_id, binding, "deviceId"))
+        sink_put(scan->sink, binding);
     return 0;
 }
 
@@ -1738,25 +1718,31 @@ static int block_entry(void *user, const char *key, size_t key_length, const cha
     return 0;
 }
 
+/*
+ * Reads the store itself: records, issuance and bindings of every owner (or
+ * of --owner's), the blocklist whole.
+ */
 static int offline_list(const struct options *options, enum store_family family,
                         const struct filters *filters, struct sink *sink)
 {
     struct offline_scan scan = {.sink = sink, .filters = filters};
     const char *dir = options->value[OPT_DATA];
-    int (*fn)(void *, const char *, size_t, const char *, size_t) =
-        family == STORE_ISSUANCE   ? issuance_entry
-        : family == STORE_BINDINGS ? binding_entry
-                                   : block_entry;
+    const char *owner = options->value[OPT_OWNER];
     struct store *store = open_store(options->name, dir);
     int status;
 
     if (store == NULL)
         return EXIT_REFUSED;
     if (family == STORE_RECORDS)
-        status = records_scan(store, filters->record_id[0] != '\0' ? filters->record_id : NULL,
-                              record_result, &scan, &scan.unreadable);
+        status =
+            records_scan(store, owner, filters->record_id[0] != '\0' ? filters->record_id : NULL,
+                         record_result, &scan, &scan.unreadable);
+    else if (family == STORE_ISSUANCE)
+        status = records_issuance_scan(store, owner, issuance_result, &scan, &scan.unreadable);
+    else if (family == STORE_BINDINGS)
+        status = records_bindings_scan(store, owner, binding_result, &scan, &scan.unreadable);
     else
-        status = store_scan(store, family, "", 0, fn, &scan);
+        status = store_scan(store, family, "", 0, block_entry, &scan);
     store_close(store);
     sink_end(sink);
     if (status != STORE_OK) {
@@ -1838,6 +1824,9 @@ static int run_list(struct options *options, const char *api_path, enum store_fa
 
     if (read_filters(options, &filters) != EXIT_OK)
         return EXIT_USAGE;
+    if (options->value[OPT_DATA] == NULL && options->given[OPT_OWNER])
+        return usage_error(NULL, options->name,
+                           "--owner goes with --data (the API shows the token owner's)", NULL);
     if (options->value[OPT_DATA] != NULL) {
         if ((options->given[OPT_API] || options->given[OPT_TOKEN_FILE] ||
              options->given[OPT_CACERT]))

@@ -21,8 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/rand.h>
-
 #include "control/api.h"
 #include "control/config.h"
 #include "control/log.h"
@@ -62,15 +60,6 @@ static void usage(FILE *out)
             "  --log-level LEVEL    debug, info, warn or error\n");
 }
 
-static void random_uuid(char out[UUID_STRING_LENGTH + 1])
-{
-    struct dps_uuid uuid;
-    RAND_bytes(uuid.bytes, sizeof(uuid.bytes));
-    uuid.bytes[6] = (uint8_t)((uuid.bytes[6] & 0x0f) | 0x40);
-    uuid.bytes[8] = (uint8_t)((uuid.bytes[8] & 0x3f) | 0x80);
-    uuid_format(&uuid, out);
-}
-
 /* Writes DIR/dpsd.yaml for the demo PKI unless it exists. 0 or -1. */
 static int demo_write_config(const char *dir, const char *path)
 {
@@ -78,8 +67,13 @@ static int demo_write_config(const char *dir, const char *path)
         return 0;
     }
     char hub_id[37], group_id[37];
-    random_uuid(hub_id);
-    random_uuid(group_id);
+    struct dps_uuid hub_uuid, group_uuid;
+    if (uuid_random(&hub_uuid) != 0 || uuid_random(&group_uuid) != 0) {
+        fprintf(stderr, "dpsd: cannot generate the demo's ids (no randomness)\n");
+        return -1;
+    }
+    uuid_format(&hub_uuid, hub_id);
+    uuid_format(&group_uuid, group_id);
     FILE *out = fopen(path, "wx");
     if (out == NULL) {
         fprintf(stderr, "dpsd: cannot create %s: %s\n", path, strerror(errno));

@@ -49,6 +49,7 @@
 #include "dataplane/shard.h"
 #include "dataplane/snapshot.h"
 #include "dataplane/tls.h"
+#include "store/records.h"
 #include "store/store.h"
 
 #define PLANE_MAX_SHARDS 256
@@ -1257,12 +1258,9 @@ static int make_entry(struct plane *plane, const char *owner, const json_t *requ
         json_object_set_new(made, "deviceId", json_string(text));
         snprintf(stored_key, sizeof(stored_key), "device:%s", text);
         /* A device already provisioned is refused at the handshake too, by its record. */
-        char *record = NULL;
-        size_t length = 0;
-        if (store_get(plane->store, STORE_BINDINGS, text, strlen(text), &record, &length) ==
-            STORE_OK) {
-            json_object_set_new(made, "recordId", json_stringn(record, length));
-            free(record);
+        char record[UUID_STRING_LENGTH + 1];
+        if (records_binding_get(plane->store, owner, text, record) == STORE_OK) {
+            json_object_set_new(made, "recordId", json_string(record));
         }
     } else if (spki != NULL) {
         char lower[BLOCK_SPKI_LENGTH + 1];
@@ -1554,6 +1552,12 @@ char *plane_metrics(struct plane *plane)
             "durably).\n# TYPE dps_certificates_issued_total counter\n"
             "dps_certificates_issued_total %llu\n",
             (unsigned long long)dps.certificates_issued);
+    fprintf(out, "# HELP dps_device_id_refusals_total Device ids a device named for itself and "
+                 "was refused (4.03), by reason.\n# TYPE dps_device_id_refusals_total counter\n");
+    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++) {
+        fprintf(out, "dps_device_id_refusals_total{reason=\"%s\"} %llu\n", dps_refusal_name(r),
+                (unsigned long long)dps.device_id_refused[r]);
+    }
 
     struct signer_stats signer;
     signer_get_stats(snapshot->base.signer, &signer);

@@ -64,7 +64,6 @@ static const char REASON_NOT_PKCS10[] = "CSR is not a valid PKCS#10 request";
 static const char REASON_NOT_P256[] = "CSR key is not EC P-256";
 static const char REASON_NOT_ECDSA_SHA256[] = "CSR signature algorithm is not ecdsa-with-SHA256";
 static const char REASON_BAD_CN[] = "CSR subject CN is not uuid:<device id>";
-static const char REASON_SUBJECT_TOO_LARGE[] = "CSR subject is too large";
 static const char REASON_BAD_SIGNATURE[] = "CSR signature does not verify";
 
 static int fail(char *err, size_t err_length, const char *reason)
@@ -309,7 +308,6 @@ static int der_skip_all(struct der *run)
 
 struct request {
     struct der info; /* the signed bytes: certificationRequestInfo with its header */
-    struct der subject;
     struct der spki;
     struct der signature_algorithm;
     struct der signature; /* the ECDSA-Sig-Value, without the unused-bits byte */
@@ -402,7 +400,6 @@ static int parse_request(const uint8_t *der, size_t der_length, struct request *
 
     *request = (struct request){
         .info = info.whole,
-        .subject = subject.whole,
         .spki = spki.whole,
         .signature_algorithm = algorithm.whole,
         .signature = {signature.content.data + 1, signature.content.length - 1},
@@ -496,8 +493,6 @@ int csr_check(OSSL_LIB_CTX *libctx, const char *pem, size_t pem_length, struct c
         return fail(err, err_length, REASON_NOT_ECDSA_SHA256);
     if (device_id_from_common_name(&request, &result->device_id) != 0)
         return fail(err, err_length, REASON_BAD_CN);
-    if (request.subject.length > sizeof(result->subject_der))
-        return fail(err, err_length, REASON_SUBJECT_TOO_LARGE);
 
     EVP_PKEY *key = p256_key(libctx, request.spki.data + sizeof(P256_SPKI_PREFIX) - 1);
     int status = 0;
@@ -510,8 +505,6 @@ int csr_check(OSSL_LIB_CTX *libctx, const char *pem, size_t pem_length, struct c
     if (status != 0)
         return status;
 
-    memcpy(result->subject_der, request.subject.data, request.subject.length);
-    result->subject_length = request.subject.length;
     memcpy(result->spki_der, request.spki.data, request.spki.length);
     result->spki_length = request.spki.length;
     return 0;

@@ -2,11 +2,12 @@
  * csr: validation of a device's certificate signing request.
  *
  * A device sends a PEM PKCS#10 request for an ECDSA P-256 key, signed with
- * SHA-256, whose subject is CN=uuid:<device id>. csr_check() proves the
- * request is self-signed by that key and extracts what issuance needs: the
- * device id, the subject (DER Name) and the public key (DER
- * SubjectPublicKeyInfo). Every failure has a short reason for the device's
- * 4.00 diagnostic payload.
+ * SHA-256, whose subject has exactly one CN, uuid:<device id>. csr_check()
+ * proves the request is self-signed by that key and extracts what issuance
+ * needs: the device id and the public key (DER SubjectPublicKeyInfo). The
+ * rest of the subject (and the attributes) may be present and is ignored:
+ * the certificate's subject is built from the device id alone (issuer.h).
+ * Every failure has a short reason for the device's 4.00 diagnostic payload.
  */
 #ifndef DPS_CSR_H
 #define DPS_CSR_H
@@ -23,8 +24,6 @@
 
 struct csr_result {
     struct dps_uuid device_id;
-    uint8_t subject_der[512];
-    size_t subject_length;
     uint8_t spki_der[256];
     size_t spki_length;
 };

@@ -19,11 +19,18 @@
  * signature algorithm, extensions, authority key identifier) is encoded once
  * at load; issuing concatenates it with the serial, validity, subject and key
  * into the TBSCertificate DER, signs that with EVP_DigestSign and wraps it.
- * The subject and key are taken as given after a structural DER check: the
- * caller has already parsed them out of a CSR whose signature it verified.
+ *
+ * The subject is a template too: exactly CN=uuid:<device id>, the id patched
+ * in. Nothing of a CSR's subject reaches a certificate, as nothing of its
+ * extensions does: a device that asks for O=, OU=, UID= or serialNumber=
+ * gets its id and nothing else, so no relying party can be misled by
+ * attributes the device chose. The key is taken as given after a structural
+ * DER check: the caller has parsed it out of a CSR whose signature it
+ * verified.
  */
 #include "crypto/issuer.h"
 #include "crypto/keyfile.h"
+#include "crypto/uuid.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -86,6 +93,14 @@ static const uint8_t constant_extensions_der[] = {
     0x30, 0x29, 0x06, 0x03, 0x55, 0x1d, 0x25, 0x04, 0x22, 0x30, 0x20, 0x06, 0x08, 0x2b, 0x06,
     0x01, 0x05, 0x05, 0x07, 0x03, 0x01, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03,
     0x02, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0xde, 0x7c, 0x01, 0x06};
+
+/*
+ * The subject up to the device id: Name ::= SEQUENCE { SET { SEQUENCE {
+ * commonName (2.5.4.3), UTF8String "uuid:" + the 36 characters of the id } } }.
+ */
+static const uint8_t subject_prefix_der[] = {0x30, 0x34, 0x31, 0x32, 0x30, 0x30, 0x06, 0x03, 0x55,
+                                             0x04, 0x03, 0x0c, 0x29, 'u',  'u',  'i',  'd',  ':'};
+#define SUBJECT_LENGTH (sizeof(subject_prefix_der) + UUID_STRING_LENGTH)
 
 /* subjectKeyIdentifier extension up to its 20-byte key identifier. */
 static const uint8_t subject_key_id_prefix[] = {0x30, 0x1d, 0x06, 0x03, 0x55, 0x1d,
@@ -341,40 +356,6 @@ static int der_read(const uint8_t **cursor, const uint8_t *end, const uint8_t **
     return tag;
 }
 
-/* AttributeTypeAndValue ::= SEQUENCE { type OBJECT IDENTIFIER, value ANY } */
-static bool is_attribute(const uint8_t *der, size_t length)
-{
-    const uint8_t *cursor = der, *end = der + length, *content;
-    size_t content_length;
-
-    return der_read(&cursor, end, &content, &content_length) == DER_OID && content_length > 0 &&
-           der_read(&cursor, end, &content, &content_length) >= 0 && cursor == end;
-}
-
-/* Name ::= SEQUENCE OF SET SIZE (1..MAX) OF AttributeTypeAndValue, exactly length bytes. */
-static bool is_der_name(const uint8_t *der, size_t length)
-{
-    const uint8_t *cursor = der, *names, *set, *attribute;
-    size_t names_length, set_length, attribute_length;
-
-    if (der == NULL || length > DER_INPUT_MAX ||
-        der_read(&cursor, der + length, &names, &names_length) != DER_SEQUENCE ||
-        cursor != der + length)
-        return false;
-    for (const uint8_t *names_cursor = names; names_cursor < names + names_length;) {
-        if (der_read(&names_cursor, names + names_length, &set, &set_length) != DER_SET ||
-            set_length == 0)
-            return false;
-        for (const uint8_t *set_cursor = set; set_cursor < set + set_length;) {
-            if (der_read(&set_cursor, set + set_length, &attribute, &attribute_length) !=
-                    DER_SEQUENCE ||
-                !is_attribute(attribute, attribute_length))
-                return false;
-        }
-    }
-    return true;
-}
-
 /*
  * SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier,
  * subjectPublicKey BIT STRING }, exactly length bytes, with no unused bits.
@@ -628,8 +609,8 @@ static char *certificate_pem(const struct issuer *issuer, const uint8_t *der, si
     return pem;
 }
 
-int issuer_issue(struct issuer *issuer, const uint8_t *subject_der, size_t subject_length,
-                 const uint8_t *spki_der, size_t spki_length, time_t not_before, time_t not_after,
+int issuer_issue(struct issuer *issuer, const char *device_id, const uint8_t *spki_der,
+                 size_t spki_length, time_t not_before, time_t not_after,
                  struct issued_certificate *out, char *err, size_t err_length)
 {
     uint8_t times[2][TIME_DER_MAX];
@@ -637,12 +618,20 @@ int issuer_issue(struct issuer *issuer, const uint8_t *subject_der, size_t subje
     const uint8_t *key;
     size_t key_length;
     uint8_t key_id[KEY_ID_LENGTH];
+    struct dps_uuid uuid;
+    uint8_t subject_der[SUBJECT_LENGTH];
+    const size_t subject_length = SUBJECT_LENGTH;
 
     memset(out, 0, sizeof(*out));
     if (not_after <= not_before)
         return fail(err, err_length, "certificate validity ends before it starts");
-    if (!is_der_name(subject_der, subject_length))
-        return fail(err, err_length, "certificate subject is not a DER Name");
+    if (device_id == NULL || uuid_parse(device_id, strlen(device_id), &uuid) != 0 ||
+        uuid_is_nil(&uuid))
+        return fail(err, err_length, "certificate device id is not a non-nil UUID");
+    char canonical[UUID_STRING_LENGTH + 1];
+    uuid_format(&uuid, canonical);
+    memcpy(subject_der, subject_prefix_der, sizeof(subject_prefix_der));
+    memcpy(subject_der + sizeof(subject_prefix_der), canonical, UUID_STRING_LENGTH);
     if (spki_public_key(spki_der, spki_length, &key, &key_length) != 0)
         return fail(err, err_length, "certificate key is not a DER SubjectPublicKeyInfo");
     time_lengths[0] = der_time(times[0], not_before);

@@ -2,7 +2,8 @@
  * issuer: an identity certificate authority and the certificates it signs.
  *
  * Each hub has one identity CA (ECDSA P-256, or RSA 2048/3072). An issued
- * certificate follows PROTOCOL.md 2.4: the CSR's subject and public key, KU
+ * certificate follows PROTOCOL.md 2.4: subject exactly CN=uuid:<device id>
+ * (nothing else of the CSR's subject is kept), the CSR's public key, KU
  * digitalSignature + keyAgreement, EKU serverAuth + clientAuth + the OCF
  * identity OID 1.3.6.1.4.1.44924.1.6, basicConstraints CA:FALSE, a random
  * 128-bit serial (positive), SHA-256 signature, authority key identifier.
@@ -46,11 +47,12 @@ struct issued_certificate {
 };
 
 /*
- * Signs a certificate for subject_der (a DER Name) and spki_der (a DER
- * SubjectPublicKeyInfo), valid from not_before to not_after. 0 or -1 with err.
+ * Signs a certificate whose subject is CN=uuid:<device_id> (a non-nil UUID,
+ * written in lower case) for spki_der (a DER SubjectPublicKeyInfo), valid
+ * from not_before to not_after. 0 or -1 with err.
  */
-int issuer_issue(struct issuer *issuer, const uint8_t *subject_der, size_t subject_length,
-                 const uint8_t *spki_der, size_t spki_length, time_t not_before, time_t not_after,
+int issuer_issue(struct issuer *issuer, const char *device_id, const uint8_t *spki_der,
+                 size_t spki_length, time_t not_before, time_t not_after,
                  struct issued_certificate *out, char *err, size_t err_length);
 
 #endif

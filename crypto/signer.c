@@ -227,10 +227,9 @@ static void process(struct signer_worker *worker, struct signer_request *request
     }
     switch (request->operation) {
     case SIGNER_ISSUE_CERTIFICATE:
-        if (issuer_issue(worker->issuers[request->hub_index], request->subject_der,
-                         request->subject_length, request->spki_der, request->spki_length,
-                         request->not_before, request->not_after, &request->certificate,
-                         request->error, sizeof(request->error)) == 0)
+        if (issuer_issue(worker->issuers[request->hub_index], request->device_id, request->spki_der,
+                         request->spki_length, request->not_before, request->not_after,
+                         &request->certificate, request->error, sizeof(request->error)) == 0)
             request->status = 0;
         break;
     case SIGNER_SIGN_TOKEN:

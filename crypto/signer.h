@@ -27,16 +27,15 @@ struct signer_request {
     /* Filled by the requester. */
     enum signer_operation operation;
     size_t hub_index; /* into config->hubs */
-    /* SIGNER_ISSUE_CERTIFICATE: the CSR's subject and key (DER), validity window. */
-    const uint8_t *subject_der;
-    size_t subject_length;
+    /* SIGNER_ISSUE_CERTIFICATE: device_id (below; the subject is CN=uuid:<it>), the CSR's
+     * key (DER), validity window. */
     const uint8_t *spki_der;
     size_t spki_length;
     time_t not_before;
     time_t not_after;
     /* SIGNER_SIGN_TOKEN: the owner and device id to put in the hub's claims. */
     const char *owner;
-    const char *device_id;
+    const char *device_id; /* both operations */
     time_t issued_at;
     void (*done)(struct signer_request *request); /* called on a worker thread */
     void *user;

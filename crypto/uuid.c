@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 const struct dps_uuid UUID_NAMESPACE_URL = {{0x6b, 0xa7, 0xb8, 0x11, 0x9d, 0xad, 0x11, 0xd1, 0x80,
                                              0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8}};
@@ -105,6 +106,15 @@ void uuid_v5_ex(OSSL_LIB_CTX *libctx, const struct dps_uuid *name_space, const v
     memcpy(uuid->bytes, digest, sizeof(uuid->bytes));
     uuid->bytes[6] = (uint8_t)((uuid->bytes[6] & 0x0f) | 0x50);
     uuid->bytes[8] = (uint8_t)((uuid->bytes[8] & 0x3f) | 0x80);
+}
+
+int uuid_random(struct dps_uuid *uuid)
+{
+    if (RAND_bytes(uuid->bytes, sizeof(uuid->bytes)) != 1)
+        return -1;
+    uuid->bytes[6] = (uint8_t)((uuid->bytes[6] & 0x0f) | 0x40);
+    uuid->bytes[8] = (uint8_t)((uuid->bytes[8] & 0x3f) | 0x80);
+    return 0;
 }
 
 void uuid_from_owner(const char *owner, struct dps_uuid *uuid)

@@ -39,6 +39,9 @@ void uuid_v5(const struct dps_uuid *name_space, const void *name, size_t name_le
 void uuid_v5_ex(OSSL_LIB_CTX *libctx, const struct dps_uuid *name_space, const void *name,
                 size_t name_length, struct dps_uuid *uuid);
 
+/* A random (version 4) UUID from OpenSSL's generator. 0, or -1 when it has no randomness. */
+int uuid_random(struct dps_uuid *uuid);
+
 /*
  * OwnerToUUID of the reference: the owner itself when it parses as a non-nil
  * UUID, otherwise uuid_v5(URL namespace, owner). Owner "1" gives

@@ -44,6 +44,7 @@
 #include "dataplane/cbor.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/mailbox.h"
+#include "store/records.h"
 #include "store/store.h"
 
 #define DPS_MAX_PAYLOAD 8192
@@ -93,12 +94,17 @@ struct dps_op {
     struct signer_request sign;
     struct store_write write;
     char device_id[37];
-    char key_record[48];
-    char key_step[48];
+    char key_record[RECORDS_KEY_MAX];
+    char key_step[RECORDS_KEY_MAX];
+    char key_issuance[RECORDS_KEY_MAX];
+    char key_device_binding[RECORDS_KEY_MAX];
+    char key_identity_binding[RECORDS_KEY_MAX];
     char serial_hex[2 * ISSUER_SERIAL_LENGTH + 1];
     char *record_json;
     char *step_json;
     char *issuance_json;
+    char *device_binding_json;
+    char *identity_binding_json;
     json_t *step_data; /* step-specific fields of the record part */
     struct csr_result csr;
 };
@@ -118,6 +124,19 @@ static struct step_counters step_counters[DPS_STEP_COUNT];
 static _Atomic uint64_t rate_limited_count;
 static _Atomic uint64_t busy_count;
 static _Atomic uint64_t issued_count;
+static _Atomic uint64_t refused_counts[DPS_REFUSAL_COUNT];
+
+static const char *const refusal_names[DPS_REFUSAL_COUNT] = {
+    [DPS_REFUSED_RESERVED] = "reserved",
+    [DPS_REFUSED_ID_TAKEN] = "id_taken",
+    [DPS_REFUSED_IDENTITY_BOUND] = "identity_bound",
+    [DPS_REFUSED_BLOCKED] = "blocked",
+};
+
+const char *dps_refusal_name(enum dps_refusal refusal)
+{
+    return (unsigned)refusal < DPS_REFUSAL_COUNT ? refusal_names[refusal] : "";
+}
 
 static void count_answer(enum dps_step step, uint8_t code, const struct timespec *started)
 {
@@ -156,6 +175,9 @@ void dps_stats_get(struct dps_stats *stats)
     stats->rate_limited = atomic_load(&rate_limited_count);
     stats->busy = atomic_load(&busy_count);
     stats->certificates_issued = atomic_load(&issued_count);
+    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++) {
+        stats->device_id_refused[r] = atomic_load(&refused_counts[r]);
+    }
 }
 
 static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
@@ -234,12 +256,34 @@ static void default_acl(const struct config *config, const struct config_group *
     (void)config;
 }
 
+/* Collects the "subject": {"uuid"} of every entry: those identities get rights on the device. */
+static int collect_acl_subjects(json_t *list, struct dps_catalog_group *out)
+{
+    out->acl_subjects = calloc(json_array_size(list) + 1, sizeof(*out->acl_subjects));
+    if (out->acl_subjects == NULL) {
+        return -1;
+    }
+    size_t index;
+    json_t *entry;
+    json_array_foreach(list, index, entry)
+    {
+        const char *text =
+            json_string_value(json_object_get(json_object_get(entry, "subject"), "uuid"));
+        struct dps_uuid uuid;
+        if (text != NULL && uuid_parse(text, strlen(text), &uuid) == 0) {
+            out->acl_subjects[out->acl_subject_count++] = uuid;
+        }
+    }
+    return 0;
+}
+
 static int catalog_group(const struct config *config, const struct config_group *group,
                          struct dps_catalog_group *out, char *err, size_t err_length)
 {
     struct dps_uuid owner;
     uuid_from_owner(group->owner, &owner);
     uuid_format(&owner, out->owner_uuid);
+    records_owner_key(group->owner, out->owner_key);
 
     json_t *list = json_array();
     if (group->acl_mode != CONFIG_ACL_REPLACE) {
@@ -269,12 +313,51 @@ static int catalog_group(const struct config *config, const struct config_group 
         json_decref(own);
     }
     out->acl_json = json_dumps(list, JSON_COMPACT);
+    int collected = collect_acl_subjects(list, out);
     json_decref(list);
     out->resources_json = strdup(group->resources_json != NULL ? group->resources_json : "[]");
-    if (out->acl_json == NULL || out->resources_json == NULL) {
+    if (out->acl_json == NULL || out->resources_json == NULL || collected != 0) {
         snprintf(err, err_length, "out of memory");
         return -1;
     }
+    return 0;
+}
+
+static int compare_reserved(const void *a, const void *b)
+{
+    return memcmp(&((const struct dps_reserved_id *)a)->uuid,
+                  &((const struct dps_reserved_id *)b)->uuid, sizeof(struct dps_uuid));
+}
+
+static void reserve(struct dps_catalog *catalog, const struct dps_uuid *uuid,
+                    enum dps_reserved_kind kind)
+{
+    catalog->reserved[catalog->reserved_count++] = (struct dps_reserved_id){*uuid, kind};
+}
+
+/* Every owner's UUID and every hub id in the configuration, sorted for lookups. */
+static int catalog_reserved(const struct config *config, struct dps_catalog *catalog)
+{
+    catalog->reserved =
+        calloc(config->group_count + 2 * config->hub_count + 1, sizeof(*catalog->reserved));
+    if (catalog->reserved == NULL) {
+        return -1;
+    }
+    struct dps_uuid uuid;
+    for (size_t i = 0; i < config->group_count; i++) {
+        uuid_from_owner(config->groups[i].owner, &uuid);
+        reserve(catalog, &uuid, DPS_RESERVED_OWNER);
+    }
+    for (size_t i = 0; i < config->hub_count; i++) {
+        if (config->hubs[i].owner != NULL) {
+            uuid_from_owner(config->hubs[i].owner, &uuid);
+            reserve(catalog, &uuid, DPS_RESERVED_OWNER);
+        }
+        if (uuid_parse(config->hubs[i].id, strlen(config->hubs[i].id), &uuid) == 0) {
+            reserve(catalog, &uuid, DPS_RESERVED_HUB);
+        }
+    }
+    qsort(catalog->reserved, catalog->reserved_count, sizeof(*catalog->reserved), compare_reserved);
     return 0;
 }
 
@@ -282,8 +365,9 @@ int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, 
                       size_t err_length)
 {
     catalog->groups = calloc(config->group_count + 1, sizeof(*catalog->groups));
-    if (catalog->groups == NULL) {
+    if (catalog->groups == NULL || catalog_reserved(config, catalog) != 0) {
         snprintf(err, err_length, "out of memory");
+        dps_catalog_free(config, catalog);
         return -1;
     }
     for (size_t i = 0; i < config->group_count; i++) {
@@ -297,12 +381,16 @@ int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, 
 
 void dps_catalog_free(const struct config *config, struct dps_catalog *catalog)
 {
+    free(catalog->reserved);
+    catalog->reserved = NULL;
+    catalog->reserved_count = 0;
     if (catalog->groups == NULL) {
         return;
     }
     for (size_t i = 0; i < config->group_count; i++) {
         free(catalog->groups[i].acl_json);
         free(catalog->groups[i].resources_json);
+        free(catalog->groups[i].acl_subjects);
     }
     free(catalog->groups);
     catalog->groups = NULL;
@@ -319,11 +407,14 @@ static const struct config_group *session_group(const struct dps_services *servi
 void dps_session_start(const struct dps_services *services, struct dps_session *session)
 {
     uuid_format(&session->attestation.record_id, session->record_id);
-    char key[48];
-    snprintf(key, sizeof(key), "%s/record", session->record_id);
+    /* The record of this manufacturer identity under the group's owner: owners never share one. */
+    const struct dps_catalog_group *entry =
+        &services->catalog->groups[session->attestation.group_index];
+    char key[RECORDS_KEY_MAX];
+    size_t key_length = records_part_key(entry->owner_key, session->record_id, "record", key);
     char *value = NULL;
     size_t length = 0;
-    if (store_get(services->store, STORE_RECORDS, key, strlen(key), &value, &length) == STORE_OK) {
+    if (store_get(services->store, STORE_RECORDS, key, key_length, &value, &length) == STORE_OK) {
         json_t *record = json_loadb(value, length, 0, NULL);
         const char *created = json_string_value(json_object_get(record, "creationDate"));
         const char *device = json_string_value(json_object_get(record, "deviceId"));
@@ -386,6 +477,8 @@ static void dps_op_release(struct dps_op *op)
     free(op->record_json);
     free(op->step_json);
     free(op->issuance_json);
+    free(op->device_binding_json);
+    free(op->identity_binding_json);
     free(op->sign.certificate.pem);
     free(op->sign.token);
     json_decref(op->step_data);
@@ -480,6 +573,11 @@ static void dps_op_finish(struct dps_op *op)
     dps_op_release(op);
 }
 
+static const struct dps_catalog_group *catalog_group_of(const struct dps_op *op)
+{
+    return &op->services->catalog->groups[op->session->attestation.group_index];
+}
+
 static void store_done(struct store_write *write)
 {
     struct dps_op *op = write->user;
@@ -536,12 +634,16 @@ static void add_put(struct store_write *write, enum store_family family, const c
 }
 
 /*
- * Commits the step's record parts (plus, for credentials, the issuance entry
- * and the binding) and answers when they are durable.
+ * Commits the step's record parts (plus, for credentials, the issuance entry)
+ * under the group owner's key, and answers when they are durable. A step
+ * that names a device id also writes the binding pair, on the condition that
+ * the id is free or this identity's and that this identity holds no other
+ * id, in the same batch: two shards racing for one id cannot both win.
  */
 static void dps_op_commit(struct dps_op *op, bool with_issuance)
 {
     struct dps_session *session = op->session;
+    const struct dps_catalog_group *entry = catalog_group_of(op);
     free(op->record_json);
     free(op->step_json);
     /*
@@ -554,24 +656,41 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     op->record_json = record_current ? NULL : record_part_json(op->services, session);
     op->step_json = step_part_json(op);
     memset(&op->write, 0, sizeof(op->write));
-    snprintf(op->key_record, sizeof(op->key_record), "%s/record", session->record_id);
-    snprintf(op->key_step, sizeof(op->key_step), "%s/%s", session->record_id, step_part[op->step]);
+    records_part_key(entry->owner_key, session->record_id, "record", op->key_record);
+    records_part_key(entry->owner_key, session->record_id, step_part[op->step], op->key_step);
     if (!record_current) {
         add_put(&op->write, STORE_RECORDS, op->key_record, op->record_json);
     }
     add_put(&op->write, STORE_RECORDS, op->key_step, op->step_json);
     if (with_issuance) {
-        add_put(&op->write, STORE_ISSUANCE, op->serial_hex, op->issuance_json);
+        records_issuance_key(entry->owner_key, op->serial_hex, op->key_issuance);
+        add_put(&op->write, STORE_ISSUANCE, op->key_issuance, op->issuance_json);
     }
+    bool binding_ready = true;
     if (op->device_id[0] != '\0' && op->code < COAP_BAD_REQUEST) {
-        add_put(&op->write, STORE_BINDINGS, op->device_id, session->record_id);
-        op->write.has_condition = true;
-        op->write.condition = op->write.puts[op->write.put_count - 1];
+        const char *owner = session_group(op->services, session)->owner;
+        free(op->device_binding_json);
+        free(op->identity_binding_json);
+        op->device_binding_json = records_device_binding_value(owner, session->record_id);
+        op->identity_binding_json = records_identity_binding_value(owner, op->device_id);
+        binding_ready = op->device_binding_json != NULL && op->identity_binding_json != NULL;
+        if (binding_ready) {
+            records_device_binding_key(entry->owner_key, op->device_id, op->key_device_binding);
+            records_identity_binding_key(entry->owner_key, session->record_id,
+                                         op->key_identity_binding);
+            add_put(&op->write, STORE_BINDINGS, op->key_device_binding, op->device_binding_json);
+            op->write.conditions[op->write.condition_count++] =
+                op->write.puts[op->write.put_count - 1];
+            add_put(&op->write, STORE_BINDINGS, op->key_identity_binding,
+                    op->identity_binding_json);
+            op->write.conditions[op->write.condition_count++] =
+                op->write.puts[op->write.put_count - 1];
+        }
     }
     op->write.done = store_done;
     op->write.user = op;
     op->phase = PHASE_COMMITTING;
-    if ((!record_current && op->record_json == NULL) || op->step_json == NULL) {
+    if ((!record_current && op->record_json == NULL) || op->step_json == NULL || !binding_ready) {
         set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
         dps_op_finish(op);
         return;
@@ -631,11 +750,6 @@ static void answer_member(struct dps_op *op, const char *key, const char *value,
     }
 }
 
-static const struct dps_catalog_group *catalog_group_of(const struct dps_op *op)
-{
-    return &op->services->catalog->groups[op->session->attestation.group_index];
-}
-
 static void handle_time(struct dps_op *op)
 {
     struct timespec now;
@@ -669,31 +783,105 @@ static void handle_resources(struct dps_op *op)
     dps_op_commit(op, false);
 }
 
-/* Checks that device_id is not blocked and is free or already ours; sets a 4.03 otherwise. */
-static int check_binding(struct dps_op *op, const char *device_id)
+/* Sets a 4.03 with message, counted by reason; returns -1 for the caller to pass on. */
+static int refuse(struct dps_op *op, enum dps_refusal reason, const char *message)
 {
-    char key[64];
-    snprintf(key, sizeof(key), "device:%s", device_id);
-    if (blocklist_contains(op->services->blocklist, session_group(op->services, op->session)->owner,
-                           key)) {
-        set_error(op, COAP_FORBIDDEN, "device is blocked");
-        return -1;
+    atomic_fetch_add(&refused_counts[reason], 1);
+    set_error(op, COAP_FORBIDDEN, message);
+    return -1;
+}
+
+/*
+ * What a device may not become, whatever its manufacturer certificate: no
+ * one (nil), an owner (any owner's UUID: the owner ACE grants it all rights
+ * on every device), a hub (hubs get rights on devices too), or anyone the
+ * group's ACLs name. A certificate for such an id, valid under the hub's
+ * root, would let the device act as that identity towards its peers and the
+ * hub. NULL when the id is free to claim, else why not.
+ */
+static const char *reserved_reason(const struct dps_op *op, const struct dps_uuid *uuid)
+{
+    if (uuid_is_nil(uuid)) {
+        return "device id is reserved: the nil UUID";
     }
-    char *bound = NULL;
+    const struct dps_catalog *catalog = op->services->catalog;
+    struct dps_reserved_id key = {.uuid = *uuid};
+    const struct dps_reserved_id *found =
+        bsearch(&key, catalog->reserved, catalog->reserved_count, sizeof(key), compare_reserved);
+    if (found != NULL) {
+        return found->kind == DPS_RESERVED_HUB ? "device id is reserved: a hub id"
+                                               : "device id is reserved: an owner's UUID";
+    }
+    const struct dps_catalog_group *entry = catalog_group_of(op);
+    for (size_t i = 0; i < entry->acl_subject_count; i++) {
+        if (memcmp(&entry->acl_subjects[i], uuid, sizeof(*uuid)) == 0) {
+            return "device id is reserved: a subject of the group's ACLs";
+        }
+    }
+    return NULL;
+}
+
+/* Reads one id field of a binding value; 1 when present (into out), 0 absent, -1 store error. */
+static int read_binding(const struct dps_op *op, const char *key, const char *field, char out[37])
+{
+    char *value = NULL;
     size_t length = 0;
-    int status = store_get(op->services->store, STORE_BINDINGS, device_id, strlen(device_id),
-                           &bound, &length);
+    int status = store_get(op->services->store, STORE_BINDINGS, key, strlen(key), &value, &length);
     if (status == STORE_NOT_FOUND) {
         return 0;
     }
     if (status != STORE_OK) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
         return -1;
     }
-    bool same = length == UUID_STRING_LENGTH && memcmp(bound, op->session->record_id, length) == 0;
-    free(bound);
-    if (!same) {
-        set_error(op, COAP_FORBIDDEN, "device id is bound to another manufacturer certificate");
+    json_t *binding = json_loadb(value, length, 0, NULL);
+    free(value);
+    snprintf(out, 37, "%s", json_string_value(json_object_get(binding, field)) ?: "");
+    json_decref(binding);
+    return 1;
+}
+
+/*
+ * Checks a device id the device names for itself: not reserved, not blocked
+ * by the owner, free or bound to this manufacturer identity, and this
+ * identity bound to no other id (bindings are the owner's: another owner's
+ * devices never hold an id against this one's). Sets a 4.03 otherwise,
+ * naming the id in the way so the owner can find and release it.
+ */
+static int check_device_id(struct dps_op *op, const char *device_id)
+{
+    struct dps_uuid uuid;
+    const char *reserved = uuid_parse(device_id, strlen(device_id), &uuid) == 0
+                               ? reserved_reason(op, &uuid)
+                               : "device id is not a UUID";
+    if (reserved != NULL) {
+        return refuse(op, DPS_REFUSED_RESERVED, reserved);
+    }
+    char key[RECORDS_KEY_MAX];
+    snprintf(key, sizeof(key), "device:%s", device_id);
+    if (blocklist_contains(op->services->blocklist, session_group(op->services, op->session)->owner,
+                           key)) {
+        return refuse(op, DPS_REFUSED_BLOCKED, "device is blocked");
+    }
+    const struct dps_catalog_group *entry = catalog_group_of(op);
+    char bound[37], message[160];
+    records_device_binding_key(entry->owner_key, device_id, key);
+    int found = read_binding(op, key, "recordId", bound);
+    if (found > 0 && strcmp(bound, op->session->record_id) != 0) {
+        snprintf(message, sizeof(message),
+                 "device id %s is bound to another manufacturer certificate", device_id);
+        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
+    }
+    if (found >= 0) {
+        records_identity_binding_key(entry->owner_key, op->session->record_id, key);
+        found = read_binding(op, key, "deviceId", bound);
+        if (found > 0 && strcmp(bound, device_id) != 0) {
+            snprintf(message, sizeof(message),
+                     "this manufacturer certificate is bound to device id %s", bound);
+            return refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
+        }
+    }
+    if (found < 0) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
         return -1;
     }
     return 0;
@@ -806,7 +994,7 @@ static void handle_cloud(struct dps_op *op, const struct dps_request *request)
         return;
     }
     memcpy(op->device_id, parsed.device_id, sizeof(op->device_id));
-    if (check_binding(op, op->device_id) != 0) {
+    if (check_device_id(op, op->device_id) != 0) {
         op->device_id[0] = '\0';
         dps_op_commit(op, false);
         return;
@@ -986,7 +1174,7 @@ static void handle_credentials(struct dps_op *op, const struct dps_request *requ
         dps_op_commit(op, false);
         return;
     }
-    if (check_binding(op, op->device_id) != 0) {
+    if (check_device_id(op, op->device_id) != 0) {
         op->device_id[0] = '\0';
         dps_op_commit(op, false);
         return;
@@ -1002,8 +1190,7 @@ static void handle_credentials(struct dps_op *op, const struct dps_request *requ
     time_t now = time(NULL);
     op->sign.operation = SIGNER_ISSUE_CERTIFICATE;
     op->sign.hub_index = hub_index;
-    op->sign.subject_der = op->csr.subject_der;
-    op->sign.subject_length = op->csr.subject_length;
+    op->sign.device_id = op->device_id;
     op->sign.spki_der = op->csr.spki_der;
     op->sign.spki_length = op->csr.spki_length;
     /* An hour of slack for devices whose clocks run behind. */
@@ -1033,11 +1220,12 @@ static void answer_credentials(struct dps_op *op)
     format_rfc3339_seconds(cert->not_before, not_before);
     format_rfc3339_seconds(cert->not_after, not_after);
     format_rfc3339_seconds(time(NULL), issued_at);
-    json_t *issuance = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "serial", op->serial_hex, "deviceId",
-        op->device_id, "recordId", op->session->record_id, "enrollmentGroupId", group->id, "hubId",
-        services->config->hubs[op->session->hub_index].id, "notBefore", not_before, "notAfter",
-        not_after, "issuedAt", issued_at, "certificatePem", cert->pem);
+    json_t *issuance =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "serial", op->serial_hex,
+                  "owner", group->owner, "deviceId", op->device_id, "recordId",
+                  op->session->record_id, "enrollmentGroupId", group->id, "hubId",
+                  services->config->hubs[op->session->hub_index].id, "notBefore", not_before,
+                  "notAfter", not_after, "issuedAt", issued_at, "certificatePem", cert->pem);
     op->issuance_json = json_dumps(issuance, JSON_COMPACT);
     json_decref(issuance);
     json_object_set_new(op->step_data, "identityCertificatePem", json_string(cert->pem));
@@ -1136,9 +1324,16 @@ static void dps_op_resume(struct mailbox_item *item)
         return;
     }
     if (op->phase == PHASE_COMMITTING && op->write.status == STORE_CONFLICT) {
-        /* Another manufacturer identity bound this device id first: nothing was written,
-         * the certificate never leaves; record the refusal and answer 4.03. */
-        set_error(op, COAP_FORBIDDEN, "device id is bound to another manufacturer certificate");
+        /* Another manufacturer identity bound this device id first, or this identity bound
+         * another id: nothing was written, the certificate never leaves; record the refusal
+         * and answer 4.03. */
+        if (op->write.failed_condition == 0) {
+            refuse(op, DPS_REFUSED_ID_TAKEN,
+                   "device id is bound to another manufacturer certificate");
+        } else {
+            refuse(op, DPS_REFUSED_IDENTITY_BOUND,
+                   "this manufacturer certificate is bound to another device id");
+        }
         op->device_id[0] = '\0';
         op->session->device_id[0] = '\0'; /* the claim was not this identity's to make */
         json_object_clear(op->step_data);

@@ -21,6 +21,7 @@
 
 #include "control/config.h"
 #include "crypto/attestation.h"
+#include "crypto/uuid.h"
 #include "dataplane/payload.h"
 
 struct admission;
@@ -56,18 +57,35 @@ struct dps_services {
 };
 
 /*
- * Derived from the configuration once at start and shared read-only: per
- * group its owner UUID, its complete ACL list and its initial resources as
- * JSON text (the record's form), ready to serve in any format.
+ * Derived from the configuration once per snapshot and shared read-only: per
+ * group its owner UUID and owner key (store/records.h), its complete ACL list
+ * and its initial resources as JSON text (the record's form), ready to serve
+ * in any format, and the UUIDs its ACLs name as subjects.
  */
 struct dps_catalog_group {
     char owner_uuid[37];
+    char owner_key[37];   /* where the group's devices' records, issuance and bindings live */
     char *acl_json;       /* JSON array: default entries and/or the group's own */
     char *resources_json; /* JSON array of {"href","content"}; "[]" when none */
+    struct dps_uuid *acl_subjects; /* every "subject": {"uuid"} of acl_json */
+    size_t acl_subject_count;
+};
+
+/* Why a device id is reserved: it names someone a device must never become. */
+enum dps_reserved_kind {
+    DPS_RESERVED_OWNER, /* an owner's UUID (any owner with a group or a hub) */
+    DPS_RESERVED_HUB,   /* a hub id */
+};
+
+struct dps_reserved_id {
+    struct dps_uuid uuid;
+    enum dps_reserved_kind kind;
 };
 
 struct dps_catalog {
     struct dps_catalog_group *groups; /* config->group_count entries */
+    struct dps_reserved_id *reserved; /* sorted by uuid, for bsearch */
+    size_t reserved_count;
 };
 
 /* 0, or -1 with err naming the group when its ACL or resources do not fit the protocol. */
@@ -140,12 +158,25 @@ struct dps_step_stats {
     double latency_sum_s;
 };
 
+/* Why a device's claim of a device id was refused (4.03). */
+enum dps_refusal {
+    DPS_REFUSED_RESERVED,       /* nil, an owner's UUID, a hub id or an ACL subject */
+    DPS_REFUSED_ID_TAKEN,       /* the id is bound to another manufacturer identity */
+    DPS_REFUSED_IDENTITY_BOUND, /* this manufacturer identity is bound to another id */
+    DPS_REFUSED_BLOCKED,        /* the owner blocked the id */
+    DPS_REFUSAL_COUNT,
+};
+
 struct dps_stats {
     struct dps_step_stats steps[DPS_STEP_COUNT];
     uint64_t rate_limited; /* 5.03 from the signing rate limit */
     uint64_t busy;         /* 5.03 from the pending limit or full queues */
     uint64_t certificates_issued;
+    uint64_t device_id_refused[DPS_REFUSAL_COUNT];
 };
+
+/* The metric label of a refusal: "reserved", "id_taken", "identity_bound", "blocked". */
+const char *dps_refusal_name(enum dps_refusal refusal);
 
 void dps_stats_get(struct dps_stats *stats);
 

@@ -1,25 +1,117 @@
 /*
- * records: merges the parts of each provisioning record while the store is
- * scanned in key order, so every record's parts arrive together and one
- * record is held in memory at a time.
+ * records: the per-owner layout of what devices leave in the store, and its
+ * readers. A record's parts are merged while the store is scanned in key
+ * order: every record's parts arrive together (they share the prefix
+ * "<owner key>/<record id>/"), so one record is held in memory at a time.
  */
 #include "store/records.h"
 
 #include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "crypto/uuid.h"
 #include "store/store.h"
 
-#define RECORD_ID_MAX 64
+#define ID_LENGTH 36
+/* "<owner key>/<record id>" */
+#define RECORD_PREFIX_LENGTH (RECORDS_OWNER_KEY_LENGTH + 1 + ID_LENGTH)
+#define DEVICE_SEGMENT "/device/"
+#define IDENTITY_SEGMENT "/record/"
 
 static const char *const step_order[] = {"plgdTime",   "ownership", "cloud",
                                          "credential", "acl",       "resources"};
 
+void records_owner_key(const char *owner, char out[RECORDS_OWNER_KEY_LENGTH + 1])
+{
+    struct dps_uuid uuid;
+    uuid_v5(&UUID_NAMESPACE_URL, owner, strlen(owner), &uuid);
+    uuid_format(&uuid, out);
+}
+
+/* Joins three pieces into out (RECORDS_KEY_MAX bytes); the length, or 0 when too long. */
+static size_t join_key(const char *first, const char *second, const char *third, char *out)
+{
+    int length = snprintf(out, RECORDS_KEY_MAX, "%s%s%s", first, second, third);
+    if (length < 0 || length >= RECORDS_KEY_MAX) {
+        out[0] = '\0';
+        return 0;
+    }
+    return (size_t)length;
+}
+
+size_t records_part_key(const char *owner_key, const char *record_id, const char *part, char *out)
+{
+    int length = snprintf(out, RECORDS_KEY_MAX, "%s/%s/%s", owner_key, record_id, part);
+    if (length < 0 || length >= RECORDS_KEY_MAX) {
+        out[0] = '\0';
+        return 0;
+    }
+    return (size_t)length;
+}
+
+size_t records_issuance_key(const char *owner_key, const char *serial, char *out)
+{
+    return join_key(owner_key, "/", serial, out);
+}
+
+size_t records_device_binding_key(const char *owner_key, const char *device_id, char *out)
+{
+    return join_key(owner_key, DEVICE_SEGMENT, device_id, out);
+}
+
+size_t records_identity_binding_key(const char *owner_key, const char *record_id, char *out)
+{
+    return join_key(owner_key, IDENTITY_SEGMENT, record_id, out);
+}
+
+static char *binding_value(const char *field, const char *id, const char *owner)
+{
+    json_t *value = json_pack("{s:s, s:s}", field, id, "owner", owner);
+    char *text = value != NULL ? json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(value);
+    return text;
+}
+
+char *records_device_binding_value(const char *owner, const char *record_id)
+{
+    return binding_value("recordId", record_id, owner);
+}
+
+char *records_identity_binding_value(const char *owner, const char *device_id)
+{
+    return binding_value("deviceId", device_id, owner);
+}
+
+/* The scan prefix of owner's keys, "<owner key>" then segment ("/", "/device/"); "" for all. */
+static size_t owner_prefix(const char *owner, const char *segment, char *out)
+{
+    if (owner == NULL) {
+        out[0] = '\0';
+        return 0;
+    }
+    char key[RECORDS_OWNER_KEY_LENGTH + 1];
+    records_owner_key(owner, key);
+    return join_key(key, segment, "", out);
+}
+
+/* True when a stored value's "owner" is the one asked for (any, when NULL). */
+static bool owned_by(json_t *value, const char *owner)
+{
+    const char *stored = json_string_value(json_object_get(value, "owner"));
+    return stored != NULL && (owner == NULL || strcmp(stored, owner) == 0);
+}
+
+/* ---- records ---- */
+
 struct merge {
     int (*fn)(void *user, json_t *record);
     void *user;
-    char record_id[RECORD_ID_MAX];
-    json_t *parts; /* part name -> value, for record_id */
+    const char *owner;                     /* NULL: every owner */
+    const char *record_id;                 /* NULL: every record */
+    char prefix[RECORD_PREFIX_LENGTH + 1]; /* "<owner key>/<record id>" being collected */
+    json_t *parts;                         /* part name -> value, for prefix */
     size_t unreadable;
     bool stopped;
 };
@@ -35,6 +127,7 @@ static json_t *merge_parts(const char *record_id, json_t *parts)
     if (json_is_object(top)) {
         json_object_update(record, top);
     }
+    json_object_set_new(record, "id", json_string(record_id));
     for (size_t i = 0; i < sizeof(step_order) / sizeof(step_order[0]); i++) {
         json_t *value = json_object_get(parts, step_order[i]);
         if (value != NULL) {
@@ -52,41 +145,64 @@ static json_t *merge_parts(const char *record_id, json_t *parts)
     return record;
 }
 
-/* Hands the record being collected to fn. */
+/*
+ * Hands the record being collected to fn, when it names the owner asked
+ * for: a record without its top-level part (owner unknown) is unreadable.
+ */
 static void flush(struct merge *merge)
 {
     if (merge->parts == NULL) {
         return;
     }
-    json_t *record = merge_parts(merge->record_id, merge->parts);
+    json_t *record = merge_parts(merge->prefix + RECORDS_OWNER_KEY_LENGTH + 1, merge->parts);
     json_decref(merge->parts);
     merge->parts = NULL;
-    if (record != NULL && !merge->stopped && merge->fn(merge->user, record) != 0) {
+    if (record == NULL) {
+        return;
+    }
+    if (!owned_by(record, NULL)) {
+        merge->unreadable++;
+    } else if (owned_by(record, merge->owner) && !merge->stopped &&
+               merge->fn(merge->user, record) != 0) {
         merge->stopped = true;
     }
     json_decref(record);
+}
+
+/* True when key is "<36>/<36>/<part>" with a non-empty part and no other "/". */
+static bool record_key_valid(const char *key, size_t key_length)
+{
+    if (key_length <= RECORD_PREFIX_LENGTH + 1 || key[RECORDS_OWNER_KEY_LENGTH] != '/' ||
+        key[RECORD_PREFIX_LENGTH] != '/') {
+        return false;
+    }
+    return memchr(key, '/', RECORDS_OWNER_KEY_LENGTH) == NULL &&
+           memchr(key + RECORDS_OWNER_KEY_LENGTH + 1, '/', ID_LENGTH) == NULL &&
+           memchr(key + RECORD_PREFIX_LENGTH + 1, '/', key_length - RECORD_PREFIX_LENGTH - 1) ==
+               NULL;
 }
 
 static int take_part(void *user, const char *key, size_t key_length, const char *value,
                      size_t value_length)
 {
     struct merge *merge = user;
-    const char *slash = memchr(key, '/', key_length);
-    size_t id_length = slash != NULL ? (size_t)(slash - key) : key_length;
-    if (slash == NULL || id_length >= sizeof(merge->record_id)) {
+    if (!record_key_valid(key, key_length)) {
         merge->unreadable++;
         return 0;
     }
-    if (merge->parts != NULL &&
-        (strlen(merge->record_id) != id_length || memcmp(merge->record_id, key, id_length) != 0)) {
+    if (merge->record_id != NULL &&
+        memcmp(key + RECORDS_OWNER_KEY_LENGTH + 1, merge->record_id, ID_LENGTH) != 0) {
+        return 0;
+    }
+    if (merge->parts != NULL && memcmp(merge->prefix, key, RECORD_PREFIX_LENGTH) != 0) {
         flush(merge);
         if (merge->stopped) {
             return 1;
         }
     }
     if (merge->parts == NULL) {
-        memcpy(merge->record_id, key, id_length);
-        merge->record_id[id_length] = '\0';
+        memcpy(merge->prefix, key, RECORD_PREFIX_LENGTH);
+        merge->prefix[RECORD_PREFIX_LENGTH] = '\0';
         if ((merge->parts = json_object()) == NULL) {
             return 1;
         }
@@ -96,31 +212,203 @@ static int take_part(void *user, const char *key, size_t key_length, const char 
         merge->unreadable++;
         return 0;
     }
-    if (json_object_setn_new(merge->parts, slash + 1, key_length - id_length - 1, parsed) != 0) {
+    const char *part = key + RECORD_PREFIX_LENGTH + 1;
+    if (json_object_setn_new(merge->parts, part, key_length - RECORD_PREFIX_LENGTH - 1, parsed) !=
+        0) {
         merge->unreadable++; /* a part name that is not UTF-8 */
     }
     return 0;
 }
 
-int records_scan(struct store *store, const char *record_id, int (*fn)(void *user, json_t *record),
-                 void *user, size_t *unreadable)
+int records_scan(struct store *store, const char *owner, const char *record_id,
+                 int (*fn)(void *user, json_t *record), void *user, size_t *unreadable)
 {
-    struct merge merge = {.fn = fn, .user = user};
-    char prefix[RECORD_ID_MAX + 1] = "";
-    if (record_id != NULL) {
-        size_t length = strlen(record_id);
-        if (length >= RECORD_ID_MAX) {
-            return STORE_OK;
-        }
-        memcpy(prefix, record_id, length);
-        prefix[length] = '/';
-        prefix[length + 1] = '\0';
+    struct merge merge = {.fn = fn, .user = user, .owner = owner};
+    if (record_id != NULL && strlen(record_id) != ID_LENGTH) {
+        return STORE_OK;
     }
-    int status = store_scan(store, STORE_RECORDS, prefix, strlen(prefix), take_part, &merge);
+    merge.record_id = record_id;
+    char prefix[RECORDS_KEY_MAX];
+    size_t prefix_length = 0;
+    if (owner != NULL && record_id != NULL) {
+        char key[RECORDS_OWNER_KEY_LENGTH + 1];
+        records_owner_key(owner, key);
+        prefix_length = records_part_key(key, record_id, "", prefix);
+    } else {
+        prefix_length = owner_prefix(owner, "/", prefix);
+    }
+    int status = store_scan(store, STORE_RECORDS, prefix, prefix_length, take_part, &merge);
     flush(&merge);
     json_decref(merge.parts);
     if (unreadable != NULL) {
         *unreadable = merge.unreadable;
     }
     return status;
+}
+
+/* ---- issuance and bindings ---- */
+
+struct entries {
+    int (*fn)(void *user, json_t *entry);
+    void *user;
+    const char *owner;
+    size_t unreadable;
+};
+
+/* The part of key after "<owner key>/" (and segment, when given); NULL when not in the layout. */
+static const char *key_tail(const char *key, size_t key_length, const char *segment,
+                            size_t *tail_length)
+{
+    size_t head = RECORDS_OWNER_KEY_LENGTH + (segment != NULL ? strlen(segment) : 1);
+    if (key_length <= head || memchr(key, '/', RECORDS_OWNER_KEY_LENGTH) != NULL ||
+        (segment != NULL ? memcmp(key + RECORDS_OWNER_KEY_LENGTH, segment, strlen(segment)) != 0
+                         : key[RECORDS_OWNER_KEY_LENGTH] != '/') ||
+        memchr(key + head, '/', key_length - head) != NULL) {
+        return NULL;
+    }
+    *tail_length = key_length - head;
+    return key + head;
+}
+
+static int issuance_entry(void *user, const char *key, size_t key_length, const char *value,
+                          size_t value_length)
+{
+    struct entries *entries = user;
+    size_t serial_length;
+    const char *serial = key_tail(key, key_length, NULL, &serial_length);
+    json_t *entry = serial != NULL ? json_loadb(value, value_length, 0, NULL) : NULL;
+    if (!json_is_object(entry) || !owned_by(entry, NULL)) {
+        json_decref(entry);
+        entries->unreadable++;
+        return 0;
+    }
+    if (json_object_get(entry, "serial") == NULL) {
+        json_object_set_new(entry, "serial", json_stringn(serial, serial_length));
+    }
+    int stop = owned_by(entry, entries->owner) ? entries->fn(entries->user, entry) : 0;
+    json_decref(entry);
+    return stop;
+}
+
+int records_issuance_scan(struct store *store, const char *owner,
+                          int (*fn)(void *user, json_t *entry), void *user, size_t *unreadable)
+{
+    struct entries entries = {.fn = fn, .user = user, .owner = owner};
+    char prefix[RECORDS_KEY_MAX];
+    size_t prefix_length = owner_prefix(owner, "/", prefix);
+    int status = store_scan(store, STORE_ISSUANCE, prefix, prefix_length, issuance_entry, &entries);
+    if (unreadable != NULL) {
+        *unreadable = entries.unreadable;
+    }
+    return status;
+}
+
+static int binding_entry(void *user, const char *key, size_t key_length, const char *value,
+                         size_t value_length)
+{
+    struct entries *entries = user;
+    size_t device_length;
+    const char *device = key_tail(key, key_length, DEVICE_SEGMENT, &device_length);
+    if (device == NULL) {
+        size_t record_length;
+        if (key_tail(key, key_length, IDENTITY_SEGMENT, &record_length) == NULL) {
+            entries->unreadable++;
+        }
+        return 0; /* the identity half of a pair: listed through its device half */
+    }
+    json_t *stored = json_loadb(value, value_length, 0, NULL);
+    const char *record_id = json_string_value(json_object_get(stored, "recordId"));
+    if (record_id == NULL || !owned_by(stored, NULL)) {
+        json_decref(stored);
+        entries->unreadable++;
+        return 0;
+    }
+    int stop = 0;
+    if (owned_by(stored, entries->owner)) {
+        json_t *binding =
+            json_pack("{s:s%, s:s, s:O}", "deviceId", device, device_length, "recordId", record_id,
+                      "owner", json_object_get(stored, "owner"));
+        stop = binding == NULL || entries->fn(entries->user, binding) != 0;
+        json_decref(binding);
+    }
+    json_decref(stored);
+    return stop;
+}
+
+int records_bindings_scan(struct store *store, const char *owner,
+                          int (*fn)(void *user, json_t *binding), void *user, size_t *unreadable)
+{
+    struct entries entries = {.fn = fn, .user = user, .owner = owner};
+    char prefix[RECORDS_KEY_MAX];
+    size_t prefix_length = owner_prefix(owner, DEVICE_SEGMENT, prefix);
+    int status = store_scan(store, STORE_BINDINGS, prefix, prefix_length, binding_entry, &entries);
+    if (unreadable != NULL) {
+        *unreadable = entries.unreadable;
+    }
+    return status;
+}
+
+/* Reads a binding value's id field (field) into out (37 bytes) when it names owner. */
+static int read_binding(struct store *store, const char *key, size_t key_length, const char *owner,
+                        const char *field, char *out)
+{
+    char *value = NULL;
+    size_t length = 0;
+    int status = store_get(store, STORE_BINDINGS, key, key_length, &value, &length);
+    if (status != STORE_OK) {
+        return status;
+    }
+    json_t *stored = json_loadb(value, length, 0, NULL);
+    free(value);
+    const char *id = json_string_value(json_object_get(stored, field));
+    status = id != NULL && strlen(id) == ID_LENGTH && owned_by(stored, owner) ? STORE_OK
+                                                                              : STORE_NOT_FOUND;
+    if (status == STORE_OK) {
+        memcpy(out, id, ID_LENGTH + 1);
+    }
+    json_decref(stored);
+    return status;
+}
+
+int records_binding_get(struct store *store, const char *owner, const char *device_id,
+                        char *record_id)
+{
+    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], key[RECORDS_KEY_MAX];
+    records_owner_key(owner, owner_key);
+    size_t length = records_device_binding_key(owner_key, device_id, key);
+    if (length == 0) {
+        return STORE_NOT_FOUND;
+    }
+    return read_binding(store, key, length, owner, "recordId", record_id);
+}
+
+int records_binding_release(struct store *store, const char *owner, const char *device_id)
+{
+    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], device_key[RECORDS_KEY_MAX],
+        identity_key[RECORDS_KEY_MAX];
+    char record_id[ID_LENGTH + 1], bound_device[ID_LENGTH + 1];
+    records_owner_key(owner, owner_key);
+    size_t device_length = records_device_binding_key(owner_key, device_id, device_key);
+    if (device_length == 0) {
+        return STORE_NOT_FOUND;
+    }
+    int status = read_binding(store, device_key, device_length, owner, "recordId", record_id);
+    if (status != STORE_OK) {
+        return status;
+    }
+    struct store_put deletes[2] = {
+        {.family = STORE_BINDINGS, .key = device_key, .key_length = device_length},
+    };
+    size_t count = 1;
+    size_t identity_length = records_identity_binding_key(owner_key, record_id, identity_key);
+    status = read_binding(store, identity_key, identity_length, owner, "deviceId", bound_device);
+    if (status == STORE_ERROR) {
+        return status;
+    }
+    /* The identity half goes only when it names this device id (migrated stores may differ). */
+    if (status == STORE_OK && strcmp(bound_device, device_id) == 0) {
+        deletes[count++] = (struct store_put){
+            .family = STORE_BINDINGS, .key = identity_key, .key_length = identity_length};
+    }
+    return store_put_sync(store, deletes, count);
 }

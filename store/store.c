@@ -45,6 +45,7 @@
 #include "store/store.h"
 
 #include "control/log.h"
+#include "store/migrate.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -65,6 +66,8 @@
 #define RECOVERY_MAX_MS 5000
 /* Written to the "default" column family, which holds nothing else, to prove a reopen. */
 #define PROBE_KEY "store-probe"
+/* Also in the "default" column family: the key layout's version (store.h). */
+#define LAYOUT_KEY "layout"
 
 struct store {
     /* db and handles: changed only by the writer thread, under db_lock held exclusive. */
@@ -278,13 +281,13 @@ static void mark_failed(struct store *store)
 }
 
 /*
- * Adds one write to the batch unless its condition fails; returns the status
+ * Adds one write to the batch unless one of its conditions fails; returns the status
  * the write will have if the batch commits.
  */
 static int batch_add(struct store *store, rocksdb_writebatch_wi_t *batch, struct store_write *write)
 {
-    if (write->has_condition) {
-        const struct store_put *condition = &write->condition;
+    for (size_t i = 0; i < write->condition_count; i++) {
+        const struct store_put *condition = &write->conditions[i];
         size_t length = 0;
         char *error = NULL;
         char *current = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
@@ -297,8 +300,10 @@ static int batch_add(struct store *store, rocksdb_writebatch_wi_t *batch, struct
         bool holds = !current || (length == condition->value_length &&
                                   memcmp(current, condition->value, length) == 0);
         rocksdb_free(current);
-        if (!holds)
+        if (!holds) {
+            write->failed_condition = i;
             return STORE_CONFLICT;
+        }
     }
     for (size_t i = 0; i < write->put_count; i++) {
         const struct store_put *put = &write->puts[i];
@@ -476,6 +481,72 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* The layout version the store records (0 when it records none), or -1 on a read error. */
+static int read_layout(struct store *store)
+{
+    char *error = NULL;
+    size_t length = 0;
+    char *value = rocksdb_get_cf(store->db, store->read_options, store->handles[0], LAYOUT_KEY,
+                                 strlen(LAYOUT_KEY), &length, &error);
+    if (error) {
+        rocksdb_free(error);
+        return -1;
+    }
+    int version = 0;
+    if (value && length > 0 && length < 8) {
+        char text[8];
+        memcpy(text, value, length);
+        text[length] = '\0';
+        version = atoi(text);
+    }
+    rocksdb_free(value);
+    return version;
+}
+
+static bool family_empty(struct store *store, enum store_family family)
+{
+    rocksdb_iterator_t *iterator =
+        rocksdb_create_iterator_cf(store->db, store->read_options, family_handle(store, family));
+    rocksdb_iter_seek_to_first(iterator);
+    bool empty = !rocksdb_iter_valid(iterator);
+    rocksdb_iter_destroy(iterator);
+    return empty;
+}
+
+/*
+ * Brings a store opened read-write to the current layout: a store that
+ * records no layout is migrated (an empty one trivially), then marked. The
+ * writer is not running yet, so nothing else writes meanwhile.
+ */
+static bool upgrade_layout(struct store *store, char *err, size_t err_length)
+{
+    int version = read_layout(store);
+    if (version == STORE_LAYOUT_VERSION)
+        return true;
+    if (version != 0) {
+        char detail[64];
+        snprintf(detail, sizeof(detail), "layout %d, this dpsd knows layout %d", version,
+                 STORE_LAYOUT_VERSION);
+        set_error(err, err_length,
+                  version < 0 ? "cannot read the store's layout" : "unknown layout",
+                  version < 0 ? NULL : detail);
+        return false;
+    }
+    if (migrate_from_layout_1(store, err, err_length) != 0)
+        return false;
+    char text[8];
+    snprintf(text, sizeof(text), "%d", STORE_LAYOUT_VERSION);
+    char *error = NULL;
+    rocksdb_put_cf(store->db, store->sync_options, store->handles[0], LAYOUT_KEY,
+                   strlen(LAYOUT_KEY), text, strlen(text), &error);
+    if (error) {
+        set_error(err, err_length, "cannot record the store's layout", error);
+        rocksdb_free(error);
+        return false;
+    }
+    return true;
+}
+
 struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t err_length)
 {
     struct store *store = store_new(dir);
@@ -484,7 +555,7 @@ struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t 
         return NULL;
     }
     store->queue_limit = queue_limit ? queue_limit : STORE_DEFAULT_QUEUE_LIMIT;
-    if (!open_families(store, err, err_length)) {
+    if (!open_families(store, err, err_length) || !upgrade_layout(store, err, err_length)) {
         store_free(store);
         return NULL;
     }
@@ -513,6 +584,19 @@ struct store *store_open_readonly(const char *dir, char *err, size_t err_length)
         store_free(store);
         return NULL;
     }
+    int version = read_layout(store);
+    if (version != STORE_LAYOUT_VERSION &&
+        !(version == 0 && family_empty(store, STORE_RECORDS) &&
+          family_empty(store, STORE_ISSUANCE) && family_empty(store, STORE_BINDINGS))) {
+        set_error(err, err_length,
+                  version > STORE_LAYOUT_VERSION
+                      ? "the store was written by a newer dpsd (unknown layout)"
+                      : "the store was written by an earlier dpsd (key layout 1); start this dpsd "
+                        "on it once to bring it to the current layout",
+                  NULL);
+        store_free(store);
+        return NULL;
+    }
     return store;
 }
 
@@ -538,19 +622,21 @@ bool store_healthy(struct store *store)
     return healthy;
 }
 
-static bool puts_valid(const struct store_put *puts, size_t count)
+/* Families valid; values present unless deletes are allowed (synchronous writes). */
+static bool puts_valid(const struct store_put *puts, size_t count, bool deletes)
 {
     for (size_t i = 0; i < count; i++)
-        if (!family_valid(puts[i].family))
+        if (!family_valid(puts[i].family) || (!deletes && !puts[i].value))
             return false;
     return true;
 }
 
 int store_submit(struct store *store, struct store_write *write)
 {
-    if (store->read_only || write->put_count > STORE_MAX_PUTS || !write->done ||
-        !puts_valid(write->puts, write->put_count) ||
-        (write->has_condition && !family_valid(write->condition.family)))
+    if (store->read_only || write->put_count > STORE_MAX_PUTS ||
+        write->condition_count > STORE_MAX_CONDITIONS || !write->done ||
+        !puts_valid(write->puts, write->put_count, false) ||
+        !puts_valid(write->conditions, write->condition_count, false))
         return STORE_ERROR;
 
     write->next = NULL;
@@ -584,12 +670,17 @@ static bool sync_write_allowed(struct store *store)
 
 int store_put_sync(struct store *store, const struct store_put *puts, size_t count)
 {
-    if (!puts_valid(puts, count) || !sync_write_allowed(store))
+    if (!puts_valid(puts, count, true) || !sync_write_allowed(store))
         return STORE_ERROR;
     rocksdb_writebatch_t *batch = rocksdb_writebatch_create();
-    for (size_t i = 0; i < count; i++)
-        rocksdb_writebatch_put_cf(batch, family_handle(store, puts[i].family), puts[i].key,
-                                  puts[i].key_length, puts[i].value, puts[i].value_length);
+    for (size_t i = 0; i < count; i++) {
+        if (puts[i].value)
+            rocksdb_writebatch_put_cf(batch, family_handle(store, puts[i].family), puts[i].key,
+                                      puts[i].key_length, puts[i].value, puts[i].value_length);
+        else
+            rocksdb_writebatch_delete_cf(batch, family_handle(store, puts[i].family), puts[i].key,
+                                         puts[i].key_length);
+    }
     char *error = NULL;
     rocksdb_write(store->db, store->sync_options, batch, &error);
     db_release(store);
@@ -656,26 +747,34 @@ int store_get(struct store *store, enum store_family family, const char *key, si
     return status;
 }
 
-int store_scan(struct store *store, enum store_family family, const char *prefix,
-               size_t prefix_length,
-               int (*fn)(void *user, const char *key, size_t key_length, const char *value,
-                         size_t value_length),
-               void *user)
+/* Walks the family from a seek position: prefix scans, or every key after `after`. */
+static int scan(struct store *store, enum store_family family, const char *seek, size_t seek_length,
+                bool prefix, bool skip_equal,
+                int (*fn)(void *user, const char *key, size_t key_length, const char *value,
+                          size_t value_length),
+                void *user)
 {
     if (!family_valid(family) || !db_acquire(store))
         return STORE_ERROR;
     rocksdb_iterator_t *iterator =
         rocksdb_create_iterator_cf(store->db, store->read_options, family_handle(store, family));
-    if (prefix_length)
-        rocksdb_iter_seek(iterator, prefix, prefix_length);
+    if (seek_length)
+        rocksdb_iter_seek(iterator, seek, seek_length);
     else
         rocksdb_iter_seek_to_first(iterator);
+    /* Only the first key can equal `after`: it is not looked at again (fn may reuse it). */
+    if (skip_equal && seek_length && rocksdb_iter_valid(iterator)) {
+        size_t key_length = 0;
+        const char *key = rocksdb_iter_key(iterator, &key_length);
+        if (key_length == seek_length && memcmp(key, seek, seek_length) == 0)
+            rocksdb_iter_next(iterator);
+    }
     for (; rocksdb_iter_valid(iterator); rocksdb_iter_next(iterator)) {
         size_t key_length = 0;
         size_t value_length = 0;
         const char *key = rocksdb_iter_key(iterator, &key_length);
-        if (prefix_length &&
-            (key_length < prefix_length || memcmp(key, prefix, prefix_length) != 0))
+        if (prefix && seek_length &&
+            (key_length < seek_length || memcmp(key, seek, seek_length) != 0))
             break;
         const char *value = rocksdb_iter_value(iterator, &value_length);
         if (fn(user, key, key_length, value, value_length) != 0)
@@ -690,6 +789,24 @@ int store_scan(struct store *store, enum store_family family, const char *prefix
         return STORE_ERROR;
     }
     return STORE_OK;
+}
+
+int store_scan(struct store *store, enum store_family family, const char *prefix,
+               size_t prefix_length,
+               int (*fn)(void *user, const char *key, size_t key_length, const char *value,
+                         size_t value_length),
+               void *user)
+{
+    return scan(store, family, prefix, prefix_length, true, false, fn, user);
+}
+
+int store_scan_after(struct store *store, enum store_family family, const char *after,
+                     size_t after_length,
+                     int (*fn)(void *user, const char *key, size_t key_length, const char *value,
+                               size_t value_length),
+                     void *user)
+{
+    return scan(store, family, after, after_length, false, true, fn, user);
 }
 
 void store_get_stats(struct store *store, struct store_stats *stats)

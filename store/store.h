@@ -2,24 +2,41 @@
  * store: the appliance's durable state in RocksDB, one column family per
  * kind of record, and the group-commit writer.
  *
- * Column families and their keys (values are JSON documents, see README):
- *   enrollment_groups  group id (UUID text)             -> group
- *   hubs               hub id (UUID text)               -> hub
- *   records            record id "/" step name          -> step (see below)
- *   issuance           serial (lower-case hex)          -> issued certificate entry
- *   bindings           device id (UUID text)            -> record id (UUID text)
- *   blocklist          entry id (see control/plane.h)   -> blocklist entry
+ * Column families and their keys (values are JSON documents, see README).
+ * What devices leave behind is kept per owner: every such key starts with
+ * the owner key of the owner it was written for (store/records.h: a UUID
+ * derived from the owner string), so one owner's reads never meet another's
+ * data, whatever group ids or manufacturer certificates they share.
+ *   enrollment_groups  group id (UUID text)                  -> group
+ *   hubs               hub id (UUID text)                    -> hub
+ *   records            owner key "/" record id "/" step name -> step (see below)
+ *   issuance           owner key "/" serial (lower-case hex) -> issued certificate entry
+ *   bindings           owner key "/device/" device id        -> {"recordId", "owner"}
+ *                      owner key "/record/" record id        -> {"deviceId", "owner"}
+ *   blocklist          entry id (see control/plane.h)        -> blocklist entry (with its owner)
  *
- * A provisioning record is the set of keys "<record id>/<part>": part
- * "record" holds the top-level fields (id, enrollmentGroupId, deviceId, owner,
- * creationDate, attestation), and each step has its own key named as the
- * reference's JSON field: "plgdTime", "ownership", "cloud", "credential",
- * "acl", "resources". Each step value is {"status": {"date": "<ns>",
- * "coapCode": N, "errorMessage": "..."}, ...step data}. Writing a step never
- * needs to read the others; a reader merges the parts into one object.
+ * A provisioning record is the set of keys "<owner key>/<record id>/<part>":
+ * part "record" holds the top-level fields (id, enrollmentGroupId, deviceId,
+ * owner, creationDate, attestation), and each step has its own key named as
+ * the reference's JSON field: "plgdTime", "ownership", "cloud",
+ * "credential", "acl", "resources". Each step value is {"status": {"date":
+ * "<ns>", "coapCode": N, "errorMessage": "..."}, ...step data}. Writing a
+ * step never needs to read the others; a reader merges the parts into one
+ * object. The same manufacturer certificate under two owners is two records.
  *
- * Issuance entries: {"serial", "deviceId", "recordId", "enrollmentGroupId",
- * "hubId", "notBefore", "notAfter", "issuedAt" (RFC 3339 UTC), "certificatePem"}.
+ * Issuance entries: {"serial", "owner", "deviceId", "recordId",
+ * "enrollmentGroupId", "hubId", "notBefore", "notAfter", "issuedAt" (RFC 3339
+ * UTC), "certificatePem"}.
+ *
+ * Bindings come in pairs: a device id is bound to one record (manufacturer
+ * identity) and that record to one device id, both per owner.
+ *
+ * Layout. The default column family holds "layout" (the key layout's
+ * version, "2"). A store without it was written by an earlier dpsd (layout
+ * 1: records under "<record id>/<part>", issuance under the serial, bindings
+ * under the device id, no owner in the key); store_open() moves its keys to
+ * the current layout before anything else runs (store/migrate.h), and a
+ * read-only open refuses it with a message saying so.
  *
  * Writes go through one writer thread: store_submit() queues a store_write,
  * the writer takes everything queued, applies it as one WriteBatch with
@@ -27,9 +44,10 @@
  * done() on the writer thread. A response that depends on a write is sent
  * only from done(), so it is never acknowledged before it is durable.
  *
- * A write may carry a condition, checked by the writer against the database
+ * A write may carry conditions, checked by the writer against the database
  * and the writes ahead of it in the same batch: "key is absent or already
- * holds this value". That serialises device-id binding across shards.
+ * holds this value", each of them. That serialises device-id binding across
+ * shards.
  *
  * A failed commit answers every write of its batch STORE_ERROR (nothing of
  * it is acknowledged) and makes the store unhealthy until the writer thread
@@ -61,12 +79,14 @@ enum store_status {
 };
 
 #define STORE_MAX_PUTS 8
+#define STORE_MAX_CONDITIONS 2
+#define STORE_LAYOUT_VERSION 2
 
 struct store_put {
     enum store_family family;
     const char *key; /* bytes, not necessarily NUL-terminated */
     size_t key_length;
-    const char *value;
+    const char *value; /* store_put_sync() only: NULL deletes the key */
     size_t value_length;
 };
 
@@ -74,13 +94,15 @@ struct store_write {
     /* Filled by the requester; the buffers must live until done(). */
     struct store_put puts[STORE_MAX_PUTS];
     size_t put_count;
-    bool has_condition; /* condition.key must be absent or hold condition.value */
-    struct store_put condition;
+    /* Each conditions[i].key must be absent or hold conditions[i].value. */
+    struct store_put conditions[STORE_MAX_CONDITIONS];
+    size_t condition_count;
     void (*done)(struct store_write *write); /* called on the writer thread */
     void *user;
 
     /* Filled by the store before done(). */
     int status;               /* enum store_status */
+    size_t failed_condition;  /* STORE_CONFLICT: the index of the condition that did not hold */
     struct store_write *next; /* queue link */
 };
 
@@ -94,10 +116,17 @@ struct store_stats {
 
 struct store;
 
-/* Opens (creating if needed) the database in dir and starts the writer. NULL with err. */
+/*
+ * Opens (creating if needed) the database in dir, brings a store of an
+ * earlier layout to the current one, and starts the writer. NULL with err.
+ */
 struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t err_length);
 
-/* Opens an existing database read-only (tools; works while the daemon runs). NULL with err. */
+/*
+ * Opens an existing database read-only (tools; works while the daemon runs).
+ * NULL with err, also when the store is of an earlier layout (it cannot be
+ * migrated read-only).
+ */
 struct store *store_open_readonly(const char *dir, char *err, size_t err_length);
 
 /* Finishes queued writes, stops the writer, closes the database. */
@@ -110,8 +139,9 @@ void store_close(struct store *store);
 int store_submit(struct store *store, struct store_write *write);
 
 /*
- * Writes synchronously (one synced batch, no condition); for start-up seeding
- * and tools, not for the data path. STORE_OK or STORE_ERROR.
+ * Writes synchronously (one synced batch, no condition; a put whose value is
+ * NULL deletes its key); for start-up seeding, the control plane and tools,
+ * not for the data path. STORE_OK or STORE_ERROR.
  */
 int store_put_sync(struct store *store, const struct store_put *puts, size_t count);
 
@@ -133,6 +163,17 @@ int store_scan(struct store *store, enum store_family family, const char *prefix
                int (*fn)(void *user, const char *key, size_t key_length, const char *value,
                          size_t value_length),
                void *user);
+
+/*
+ * Calls fn for every key of the family after the key `after` (from the first
+ * key when after_length is 0), in key order, until fn returns non-zero: a
+ * long walk can stop and resume where it left off. STORE_OK or STORE_ERROR.
+ */
+int store_scan_after(struct store *store, enum store_family family, const char *after,
+                     size_t after_length,
+                     int (*fn)(void *user, const char *key, size_t key_length, const char *value,
+                               size_t value_length),
+                     void *user);
 
 void store_get_stats(struct store *store, struct store_stats *stats);
 

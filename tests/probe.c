@@ -7,6 +7,7 @@
  *     --get PATH [--accept N]        a GET; prints "code=C.DD" and the payload
  *     --post PATH [--content-format N] [--payload-hex HEX]
  *     --bad-csr DEVICE_ID            POST credentials with a CSR whose signature is broken
+ *     --csr FILE [--di DEVICE_ID]    POST credentials with the PEM CSR in FILE (and "di")
  *     --raw HEX                      sends raw bytes after the handshake; prints
  *                                    "code=..." for an answer or "closed"
  *   --wait-stdin                     after the handshake, prints "handshake-ok" and waits
@@ -174,6 +175,56 @@ static int hex_decode(const char *hex, uint8_t *out, size_t capacity, size_t *le
     return 0;
 }
 
+/* A CBOR text string's head (major type 3) for length; returns the bytes written. */
+static size_t text_head(size_t length, uint8_t *out)
+{
+    if (length < 24) {
+        out[0] = (uint8_t)(0x60 | length);
+        return 1;
+    }
+    if (length < 256) {
+        out[0] = 0x78;
+        out[1] = (uint8_t)length;
+        return 2;
+    }
+    out[0] = 0x79;
+    out[1] = (uint8_t)(length >> 8);
+    out[2] = (uint8_t)length;
+    return 3;
+}
+
+static size_t put_text(const char *text, size_t length, uint8_t *out)
+{
+    size_t head = text_head(length, out);
+    memcpy(out + head, text, length);
+    return head + length;
+}
+
+/*
+ * {"di": device_id (when not NULL), "csr": {"encoding": "oic.sec.encoding.pem",
+ * "data": pem}}; 0 when it does not fit.
+ */
+static size_t credentials_payload(const char *device_id, const char *pem, size_t pem_length,
+                                  uint8_t *out, size_t capacity)
+{
+    if (pem_length > 65535 || pem_length + 128 > capacity) {
+        return 0;
+    }
+    size_t length = 0;
+    out[length++] = device_id != NULL ? 0xa2 : 0xa1;
+    if (device_id != NULL) {
+        length += put_text("di", 2, out + length);
+        length += put_text(device_id, strlen(device_id), out + length);
+    }
+    length += put_text("csr", 3, out + length);
+    out[length++] = 0xa2;
+    length += put_text("encoding", 8, out + length);
+    length += put_text("oic.sec.encoding.pem", 20, out + length);
+    length += put_text("data", 4, out + length);
+    length += put_text(pem, pem_length, out + length);
+    return length;
+}
+
 /* {"di": device_id, "csr": {"encoding": pem, "data": a CSR with a corrupted signature}} */
 static size_t bad_csr_payload(const char *device_id, uint8_t *out, size_t capacity)
 {
@@ -193,36 +244,27 @@ static size_t bad_csr_payload(const char *device_id, uint8_t *out, size_t capaci
     PEM_write_bio_X509_REQ(bio, request);
     char *pem;
     long pem_length = BIO_get_mem_data(bio, &pem);
-    size_t length = 0;
-    if ((size_t)pem_length + 128 < capacity) {
-        static const char head[] = "\xa2\x62"
-                                   "di"
-                                   "\x78\x24";
-        memcpy(out, head, sizeof(head) - 1);
-        length = sizeof(head) - 1;
-        memcpy(out + length, device_id, 36);
-        length += 36;
-        static const char csr[] = "\x63"
-                                  "csr"
-                                  "\xa2\x68"
-                                  "encoding"
-                                  "\x74"
-                                  "oic.sec.encoding.pem"
-                                  "\x64"
-                                  "data"
-                                  "\x79";
-        memcpy(out + length, csr, sizeof(csr) - 1);
-        length += sizeof(csr) - 1;
-        out[length++] = (uint8_t)(pem_length >> 8);
-        out[length++] = (uint8_t)pem_length;
-        memcpy(out + length, pem, (size_t)pem_length);
-        length += (size_t)pem_length;
-    }
+    size_t length = credentials_payload(device_id, pem, (size_t)pem_length, out, capacity);
     BIO_free(bio);
     X509_NAME_free(name);
     X509_REQ_free(request);
     EVP_PKEY_free(key);
     return length;
+}
+
+/* The credentials payload for the PEM CSR in path; 0 when it cannot be read or does not fit. */
+static size_t file_csr_payload(const char *path, const char *device_id, uint8_t *out,
+                               size_t capacity)
+{
+    static char pem[16384];
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        return 0;
+    }
+    size_t pem_length = fread(pem, 1, sizeof(pem), file);
+    fclose(file);
+    return pem_length < sizeof(pem) ? credentials_payload(device_id, pem, pem_length, out, capacity)
+                                    : 0;
 }
 
 static size_t path_options(const char *path, struct coap_option *options, size_t capacity)
@@ -258,6 +300,8 @@ int main(int argc, char **argv)
         {"content-format", required_argument, NULL, 'F'},
         {"payload-hex", required_argument, NULL, 'P'},
         {"bad-csr", required_argument, NULL, 'b'},
+        {"csr", required_argument, NULL, 'C'},
+        {"di", required_argument, NULL, 'D'},
         {"raw", required_argument, NULL, 'r'},
         {"wait-stdin", no_argument, NULL, 'w'},
         {"drop", no_argument, NULL, 'd'},
@@ -266,7 +310,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *endpoint = NULL, *cert = NULL, *key = NULL, *ca = NULL, *path = NULL;
-    const char *payload_hex = NULL, *bad_csr = NULL, *raw = NULL;
+    const char *payload_hex = NULL, *bad_csr = NULL, *raw = NULL, *csr_file = NULL, *di = NULL;
     const char *bind_address = NULL, *proxy_hex = NULL;
     uint8_t method = 0;
     bool wait_stdin = false, drop = false;
@@ -307,6 +351,14 @@ int main(int argc, char **argv)
             bad_csr = optarg;
             method = COAP_POST;
             path = "/api/v1/provisioning/credentials";
+            break;
+        case 'C':
+            csr_file = optarg;
+            method = COAP_POST;
+            path = "/api/v1/provisioning/credentials";
+            break;
+        case 'D':
+            di = optarg;
             break;
         case 'r':
             raw = optarg;
@@ -384,9 +436,15 @@ int main(int argc, char **argv)
         }
         if (bad_csr != NULL) {
             payload_length = bad_csr_payload(bad_csr, payload, sizeof(payload));
-            if (content_format < 0) {
-                content_format = COAP_FORMAT_OCF_CBOR;
+        } else if (csr_file != NULL) {
+            payload_length = file_csr_payload(csr_file, di, payload, sizeof(payload));
+            if (payload_length == 0) {
+                fprintf(stderr, "dps-probe: cannot read a CSR from %s\n", csr_file);
+                return 2;
             }
+        }
+        if ((bad_csr != NULL || csr_file != NULL) && content_format < 0) {
+            content_format = COAP_FORMAT_OCF_CBOR;
         }
         struct coap_option options[16];
         uint8_t storage[3][4];

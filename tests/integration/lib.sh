@@ -84,12 +84,16 @@ start_dpsd() {
     shift 2
     mkdir -p "$dir"
     [ -n "$API_PORT" ] || API_PORT=$(free_port)
+    # The log grows across restarts: this start is ready when a new "ready" line appears.
+    local readies
+    readies=$(grep -c 'msg="ready"' "$dir/dpsd.log" 2>/dev/null)
     "$DPSD" --demo "$dir" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$API_PORT" "$@" \
         >>"$dir/dpsd.log" 2>&1 &
     DPSD_PID=$!
     local i
     for i in $(seq 1 300); do
-        if grep -q 'msg="ready"' "$dir/dpsd.log" 2>/dev/null && port_in_use "$port"; then
+        if [ "$(grep -c 'msg="ready"' "$dir/dpsd.log" 2>/dev/null)" -gt "${readies:-0}" ] &&
+            port_in_use "$port"; then
             return 0
         fi
         if ! kill -0 "$DPSD_PID" 2>/dev/null; then

@@ -2,8 +2,9 @@
  * test_issuer: identity certificates issued by a hub CA (EC intermediate
  * under an EC root, a self-signed EC CA, an RSA root) verify up to the root,
  * carry exactly the PROTOCOL.md 2.4 fields, are canonical DER (OpenSSL
- * re-encodes them byte for byte), encode validity as RFC 5280 requires, and
- * bad CA files or malformed subjects and keys are refused with an error.
+ * re-encodes them byte for byte), encode validity as RFC 5280 requires, have
+ * exactly CN=uuid:<device id> as their subject, and bad CA files, device ids
+ * that are not non-nil UUIDs and malformed keys are refused with an error.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,8 @@
 
 #include "crypto/issuer.h"
 
+#define DEVICE_ID "0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d"
+
 struct fixture {
     char dir[64];
     EVP_PKEY *root_key, *intermediate_key, *rsa_key, *device_key;
@@ -35,7 +38,7 @@ struct fixture {
     char misordered_file[128], leaf_file[128];
     char issued_file[128], text_file[128];
     OSSL_LIB_CTX *libctx;
-    uint8_t subject_der[256];
+    uint8_t subject_der[256]; /* CN=uuid:DEVICE_ID as OpenSSL encodes it (UTF8String) */
     size_t subject_length;
     uint8_t spki_der[256];
     size_t spki_length;
@@ -145,8 +148,7 @@ static int setup(void **state)
 
     X509_NAME *subject = X509_NAME_new();
     X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
-                               (const unsigned char *)"uuid:0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d",
-                               -1, -1, 0);
+                               (const unsigned char *)"uuid:" DEVICE_ID, -1, -1, 0);
     unsigned char *cursor = f->subject_der;
     f->subject_length = (size_t)i2d_X509_NAME(subject, &cursor);
     X509_NAME_free(subject);
@@ -208,8 +210,8 @@ static X509 *issue_valid(struct fixture *f, struct issuer *issuer, time_t not_be
 {
     char err[256] = "";
 
-    if (issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der, f->spki_length,
-                     not_before, not_after, out, err, sizeof(err)) != 0)
+    if (issuer_issue(issuer, DEVICE_ID, f->spki_der, f->spki_length, not_before, not_after, out,
+                     err, sizeof(err)) != 0)
         fail_msg("issuer_issue: %s", err);
     BIO *bio = BIO_new_mem_buf(out->pem, -1);
     X509 *leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
@@ -488,16 +490,16 @@ static void test_bad_input(void **state)
     char err[256] = "";
     time_t now = time(NULL);
 
-    assert_int_equal(issuer_issue(issuer, f->spki_der, f->spki_length, f->spki_der, f->spki_length,
-                                  now, now + 86400, &out, err, sizeof(err)),
+    assert_int_equal(issuer_issue(issuer, "uuid:" DEVICE_ID, f->spki_der, f->spki_length, now,
+                                  now + 86400, &out, err, sizeof(err)),
                      -1);
-    assert_string_equal(err, "certificate subject is not a DER Name");
-    assert_int_equal(issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der,
-                                  f->spki_length - 1, now, now + 86400, &out, err, sizeof(err)),
+    assert_string_equal(err, "certificate device id is not a non-nil UUID");
+    assert_int_equal(issuer_issue(issuer, DEVICE_ID, f->spki_der, f->spki_length - 1, now,
+                                  now + 86400, &out, err, sizeof(err)),
                      -1);
     assert_string_equal(err, "certificate key is not a DER SubjectPublicKeyInfo");
-    assert_int_equal(issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der,
-                                  f->spki_length, now, now, &out, err, sizeof(err)),
+    assert_int_equal(issuer_issue(issuer, DEVICE_ID, f->spki_der, f->spki_length, now, now, &out,
+                                  err, sizeof(err)),
                      -1);
     assert_null(out.pem);
     issuer_free(issuer);
@@ -649,9 +651,8 @@ static void test_validity_generalized_time(void **state)
     X509_free(leaf);
     free(out.pem);
 
-    assert_int_equal(issuer_issue(issuer, f->subject_der, f->subject_length, f->spki_der,
-                                  f->spki_length, after, utc(10000, 1, 1, 0, 0, 0), &out, err,
-                                  sizeof(err)),
+    assert_int_equal(issuer_issue(issuer, DEVICE_ID, f->spki_der, f->spki_length, after,
+                                  utc(10000, 1, 1, 0, 0, 0), &out, err, sizeof(err)),
                      -1);
     assert_string_equal(err, "certificate validity is outside years 0 to 9999");
     assert_null(out.pem);
@@ -683,102 +684,98 @@ static void test_openssl_tool_reads_it(void **state)
     assert_non_null(strstr(text, "CA:FALSE"));
     assert_non_null(strstr(text, "Digital Signature, Key Agreement"));
     assert_non_null(strstr(text, "TLS Web Server Authentication, TLS Web Client Authentication"));
-    assert_non_null(strstr(text, "CN = uuid:0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d"));
+    assert_non_null(strstr(text, "Subject: CN = uuid:" DEVICE_ID "\n"));
     assert_non_null(strstr(text, "Signature Algorithm: ecdsa-with-SHA256"));
     free(out.pem);
     issuer_free(issuer);
 }
 
-static void expect_refused(struct issuer *issuer, const uint8_t *subject, size_t subject_length,
-                           const uint8_t *spki, size_t spki_length, const char *error)
+static void expect_refused(struct issuer *issuer, const char *device_id, const uint8_t *spki,
+                           size_t spki_length, const char *error)
 {
     struct issued_certificate out;
     char err[256] = "";
     time_t now = time(NULL);
 
-    assert_int_equal(issuer_issue(issuer, subject, subject_length, spki, spki_length, now,
-                                  now + 86400, &out, err, sizeof(err)),
+    assert_int_equal(issuer_issue(issuer, device_id, spki, spki_length, now, now + 86400, &out, err,
+                                  sizeof(err)),
                      -1);
     assert_string_equal(err, error);
     assert_null(out.pem);
 }
 
-static void test_malformed_subject_and_key(void **state)
+static void test_malformed_device_id_and_key(void **state)
 {
     struct fixture *f = *state;
     struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
     uint8_t bad[512];
-    const char *not_name = "certificate subject is not a DER Name";
+    const char *not_id = "certificate device id is not a non-nil UUID";
     const char *not_key = "certificate key is not a DER SubjectPublicKeyInfo";
 
-    /* Subjects: truncated, trailing byte, wrong tag, BER lengths, empty RDN, no OID. */
-    expect_refused(issuer, f->subject_der, f->subject_length - 1, f->spki_der, f->spki_length,
-                   not_name);
-    memcpy(bad, f->subject_der, f->subject_length);
-    bad[f->subject_length] = 0;
-    expect_refused(issuer, bad, f->subject_length + 1, f->spki_der, f->spki_length, not_name);
-    bad[0] = 0x31;
-    expect_refused(issuer, bad, f->subject_length, f->spki_der, f->spki_length, not_name);
-    const uint8_t long_form[] = {0x30, 0x81, 0x02, 0x31, 0x00};
-    expect_refused(issuer, long_form, sizeof(long_form), f->spki_der, f->spki_length, not_name);
-    const uint8_t indefinite[] = {0x30, 0x80, 0x00, 0x00};
-    expect_refused(issuer, indefinite, sizeof(indefinite), f->spki_der, f->spki_length, not_name);
-    const uint8_t empty_rdn[] = {0x30, 0x02, 0x31, 0x00};
-    expect_refused(issuer, empty_rdn, sizeof(empty_rdn), f->spki_der, f->spki_length, not_name);
-    const uint8_t no_oid[] = {0x30, 0x08, 0x31, 0x06, 0x30, 0x04, 0x0c, 0x02, 'a', 'b'};
-    expect_refused(issuer, no_oid, sizeof(no_oid), f->spki_der, f->spki_length, not_name);
-    expect_refused(issuer, NULL, 0, f->spki_der, f->spki_length, not_name);
+    /* Device ids: none, empty, truncated, trailing text, not hex, nil, a whole subject. */
+    expect_refused(issuer, NULL, f->spki_der, f->spki_length, not_id);
+    expect_refused(issuer, "", f->spki_der, f->spki_length, not_id);
+    expect_refused(issuer, "0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8", f->spki_der, f->spki_length,
+                   not_id);
+    expect_refused(issuer, DEVICE_ID ",O=Evil Corp", f->spki_der, f->spki_length, not_id);
+    expect_refused(issuer, "0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8g", f->spki_der, f->spki_length,
+                   not_id);
+    expect_refused(issuer, "00000000-0000-0000-0000-000000000000", f->spki_der, f->spki_length,
+                   not_id);
+    expect_refused(issuer, "CN=uuid:" DEVICE_ID, f->spki_der, f->spki_length, not_id);
 
     /* Keys: a Name, trailing byte, unused bits in the key, a missing key. */
-    expect_refused(issuer, f->subject_der, f->subject_length, f->subject_der, f->subject_length,
-                   not_key);
+    expect_refused(issuer, DEVICE_ID, f->subject_der, f->subject_length, not_key);
     memcpy(bad, f->spki_der, f->spki_length);
     bad[f->spki_length] = 0;
-    expect_refused(issuer, f->subject_der, f->subject_length, bad, f->spki_length + 1, not_key);
+    expect_refused(issuer, DEVICE_ID, bad, f->spki_length + 1, not_key);
     /* P-256 SPKI: the BIT STRING's unused-bits octet is at offset 25. */
     assert_int_equal(bad[23], 0x03);
     bad[25] = 0x01;
-    expect_refused(issuer, f->subject_der, f->subject_length, bad, f->spki_length, not_key);
+    expect_refused(issuer, DEVICE_ID, bad, f->spki_length, not_key);
     const uint8_t algorithm_only[] = {0x30, 0x0b, 0x30, 0x09, 0x06, 0x07, 0x2a,
                                       0x86, 0x48, 0xce, 0x3d, 0x02, 0x01};
-    expect_refused(issuer, f->subject_der, f->subject_length, algorithm_only,
-                   sizeof(algorithm_only), not_key);
+    expect_refused(issuer, DEVICE_ID, algorithm_only, sizeof(algorithm_only), not_key);
+    expect_refused(issuer, DEVICE_ID, NULL, 0, not_key);
     issuer_free(issuer);
 }
 
-/* A Name long enough for two-byte DER lengths is carried over byte for byte. */
-static void test_long_subject(void **state)
+/*
+ * The subject is one RDN holding one attribute, CN, a UTF8String
+ * "uuid:<device id>" in lower case whatever case the id came in: nothing a
+ * device puts in its CSR can add to it.
+ */
+static void test_subject_is_only_the_device_id(void **state)
 {
     struct fixture *f = *state;
     struct issuer *issuer = load(f, f->chain_file, f->intermediate_key_file);
     struct issued_certificate out;
-    char err[256] = "", value[61];
-    X509_NAME *name = X509_NAME_new();
-    unsigned char *subject = NULL;
+    char err[256] = "";
     time_t now = time(NULL);
 
-    memset(value, 'o', sizeof(value) - 1);
-    value[sizeof(value) - 1] = '\0';
-    for (int i = 0; i < 8; i++)
-        X509_NAME_add_entry_by_txt(name, "OU", MBSTRING_ASC, (const unsigned char *)value, -1, -1,
-                                   0);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"uuid:long", -1, -1,
-                               0);
-    int length = i2d_X509_NAME(name, &subject);
-    assert_true(length > 512);
-    assert_int_equal(issuer_issue(issuer, subject, (size_t)length, f->spki_der, f->spki_length, now,
-                                  now + 86400, &out, err, sizeof(err)),
+    assert_int_equal(issuer_issue(issuer, "0F8AB3C2-7D6E-4A51-9B2C-3E4F5A6B7C8D", f->spki_der,
+                                  f->spki_length, now, now + 86400, &out, err, sizeof(err)),
                      0);
     assert_canonical_der(out.pem);
     BIO *bio = BIO_new_mem_buf(out.pem, -1);
     X509 *leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     assert_non_null(leaf);
-    assert_int_equal(X509_NAME_cmp(X509_get_subject_name(leaf), name), 0);
+    const X509_NAME *subject = X509_get_subject_name(leaf);
+    assert_int_equal(X509_NAME_entry_count(subject), 1);
+    const X509_NAME_ENTRY *entry = X509_NAME_get_entry(subject, 0);
+    assert_int_equal(OBJ_obj2nid(X509_NAME_ENTRY_get_object(entry)), NID_commonName);
+    const ASN1_STRING *value = X509_NAME_ENTRY_get_data(entry);
+    assert_int_equal(ASN1_STRING_type(value), V_ASN1_UTF8STRING);
+    assert_int_equal(ASN1_STRING_length(value), 41);
+    assert_memory_equal(ASN1_STRING_get0_data(value), "uuid:" DEVICE_ID, 41);
+    unsigned char *der = NULL;
+    int der_length = i2d_X509_NAME(subject, &der);
+    assert_int_equal(der_length, f->subject_length);
+    assert_memory_equal(der, f->subject_der, f->subject_length);
     assert_int_equal(X509_verify(leaf, f->intermediate_key), 1);
+    OPENSSL_free(der);
     X509_free(leaf);
     BIO_free(bio);
-    OPENSSL_free(subject);
-    X509_NAME_free(name);
     free(out.pem);
     issuer_free(issuer);
 }
@@ -803,8 +800,8 @@ int main(void)
         cmocka_unit_test(test_validity_utc_time),
         cmocka_unit_test(test_validity_generalized_time),
         cmocka_unit_test(test_openssl_tool_reads_it),
-        cmocka_unit_test(test_malformed_subject_and_key),
-        cmocka_unit_test(test_long_subject),
+        cmocka_unit_test(test_malformed_device_id_and_key),
+        cmocka_unit_test(test_subject_is_only_the_device_id),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

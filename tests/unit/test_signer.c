@@ -42,8 +42,6 @@ struct fixture {
     char *token_ec_public, *token_rsa_public;
     struct config_hub hubs[2];
     struct config config;
-    uint8_t subject_der[256];
-    size_t subject_length;
     uint8_t spki_der[256];
     size_t spki_length;
 };
@@ -255,13 +253,7 @@ static int setup(void **state)
     f->config.hubs = f->hubs;
     f->config.hub_count = 2;
 
-    X509_NAME *subject = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
-                               (const unsigned char *)"uuid:" DEVICE_ID, -1, -1, 0);
-    unsigned char *cursor = f->subject_der;
-    f->subject_length = (size_t)i2d_X509_NAME(subject, &cursor);
-    X509_NAME_free(subject);
-    cursor = f->spki_der;
+    unsigned char *cursor = f->spki_der;
     f->spki_length = (size_t)i2d_PUBKEY(f->device_key, &cursor);
     *state = f;
     return 0;
@@ -304,8 +296,6 @@ static void prepare(struct fixture *f, struct signer_request *request, size_t n,
     memset(request, 0, sizeof(*request));
     request->operation = n % 2 == 0 ? SIGNER_ISSUE_CERTIFICATE : SIGNER_SIGN_TOKEN;
     request->hub_index = (n / 2) % 2;
-    request->subject_der = f->subject_der;
-    request->subject_length = f->subject_length;
     request->spki_der = f->spki_der;
     request->spki_length = f->spki_length;
     request->not_before = now - 3600;

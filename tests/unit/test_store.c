@@ -1,9 +1,10 @@
 /*
- * Tests for store: reads and prefix scans, column family separation, group
- * commit, conditional writes (also two claims in one batch), the queue
- * limit, persistence across reopen, read-only access while another process
- * holds the database, durability of acknowledged writes across kill -9, and
- * a commit failing on an I/O error, then the store recovering by itself.
+ * Tests for store: reads and prefix scans, scans that resume after a key,
+ * column family separation, group commit, conditional writes (also two
+ * claims in one batch, and two conditions on one write), deletes through
+ * synchronous writes, the queue limit, persistence across reopen, read-only access while another
+ * process holds the database, durability of acknowledged writes across kill -9, and a commit
+ * failing on an I/O error, then the store recovering by itself.
  *
  * The tests that need a second process re-execute this binary with a helper
  * mode as argv[1], so the helper starts with fresh RocksDB state instead of
@@ -357,8 +358,8 @@ static struct store_write binding_write(const char *device, const char *record,
     write.puts[0] = put_of(STORE_BINDINGS, device, record);
     write.puts[1] = put_of(STORE_RECORDS, record_value, "{}");
     write.put_count = 2;
-    write.has_condition = true;
-    write.condition = put_of(STORE_BINDINGS, device, record);
+    write.conditions[0] = put_of(STORE_BINDINGS, device, record);
+    write.condition_count = 1;
     write.done = count_done;
     return write;
 }
@@ -393,6 +394,92 @@ static void conditional_write_absent_same_different(void **state)
     struct store_stats stats;
     store_get_stats(store, &stats);
     assert_int_equal(stats.writes, 2);
+    store_close(store);
+}
+
+/* A write with two conditions commits only when both hold, and says which one failed. */
+static void two_conditions_report_which_failed(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+    struct store_write pair = {0};
+    pair.puts[0] = put_of(STORE_BINDINGS, "device/d1", "r1");
+    pair.puts[1] = put_of(STORE_BINDINGS, "record/r1", "d1");
+    pair.put_count = 2;
+    pair.conditions[0] = pair.puts[0];
+    pair.conditions[1] = pair.puts[1];
+    pair.condition_count = 2;
+    pair.done = count_done;
+    assert_int_equal(submit_and_wait(store, &pair), STORE_OK);
+
+    /* d2 is free, but r1 already holds d1: the second condition fails. */
+    struct store_write second_id = pair;
+    second_id.puts[0] = put_of(STORE_BINDINGS, "device/d2", "r1");
+    second_id.puts[1] = put_of(STORE_BINDINGS, "record/r1", "d2");
+    second_id.conditions[0] = second_id.puts[0];
+    second_id.conditions[1] = second_id.puts[1];
+    assert_int_equal(submit_and_wait(store, &second_id), STORE_CONFLICT);
+    assert_int_equal(second_id.failed_condition, 1);
+    assert_value(store, STORE_BINDINGS, "device/d2", NULL);
+
+    /* r2 is free, but d1 is r1's: the first condition fails. */
+    struct store_write other_identity = pair;
+    other_identity.puts[0] = put_of(STORE_BINDINGS, "device/d1", "r2");
+    other_identity.puts[1] = put_of(STORE_BINDINGS, "record/r2", "d1");
+    other_identity.conditions[0] = other_identity.puts[0];
+    other_identity.conditions[1] = other_identity.puts[1];
+    assert_int_equal(submit_and_wait(store, &other_identity), STORE_CONFLICT);
+    assert_int_equal(other_identity.failed_condition, 0);
+    assert_value(store, STORE_BINDINGS, "record/r2", NULL);
+    assert_value(store, STORE_BINDINGS, "device/d1", "r1");
+    assert_value(store, STORE_BINDINGS, "record/r1", "d1");
+
+    /* A delete is for synchronous writes only. */
+    struct store_write deleting = {0};
+    deleting.puts[0] = put_of(STORE_BINDINGS, "device/d1", NULL);
+    deleting.put_count = 1;
+    deleting.done = count_done;
+    assert_int_equal(store_submit(store, &deleting), STORE_ERROR);
+    store_close(store);
+}
+
+/* store_put_sync: a NULL value deletes, in the same synced batch as the puts. */
+static void synchronous_write_deletes(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+    struct store_put puts[] = {put_of(STORE_RECORDS, "old/a", "1"),
+                               put_of(STORE_RECORDS, "old/b", "2")};
+    assert_int_equal(store_put_sync(store, puts, 2), STORE_OK);
+    struct store_put move[] = {put_of(STORE_RECORDS, "new/a", "1"),
+                               put_of(STORE_RECORDS, "old/a", NULL),
+                               put_of(STORE_RECORDS, "absent", NULL)};
+    assert_int_equal(store_put_sync(store, move, 3), STORE_OK);
+    assert_value(store, STORE_RECORDS, "old/a", NULL);
+    assert_value(store, STORE_RECORDS, "new/a", "1");
+    assert_value(store, STORE_RECORDS, "old/b", "2");
+    store_close(store);
+}
+
+/* store_scan_after: every key after the one given, so a long walk can stop and resume. */
+static void scan_after_resumes(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+    struct store_put puts[] = {put_of(STORE_ISSUANCE, "a", "1"), put_of(STORE_ISSUANCE, "b", "2"),
+                               put_of(STORE_ISSUANCE, "c", "3")};
+    assert_int_equal(store_put_sync(store, puts, 3), STORE_OK);
+    struct collected all = {0}, after_a = {0}, after_bb = {0};
+    assert_int_equal(store_scan_after(store, STORE_ISSUANCE, NULL, 0, collect, &all), STORE_OK);
+    assert_int_equal(all.count, 3);
+    assert_int_equal(store_scan_after(store, STORE_ISSUANCE, "a", 1, collect, &after_a), STORE_OK);
+    assert_int_equal(after_a.count, 2);
+    assert_string_equal(after_a.keys[0], "b");
+    assert_string_equal(after_a.keys[1], "c");
+    assert_int_equal(store_scan_after(store, STORE_ISSUANCE, "bb", 2, collect, &after_bb),
+                     STORE_OK);
+    assert_int_equal(after_bb.count, 1);
+    assert_string_equal(after_bb.keys[0], "c");
     store_close(store);
 }
 
@@ -864,6 +951,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(group_commit_batches_concurrent_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(conditional_write_absent_same_different, setup, teardown),
         cmocka_unit_test_setup_teardown(conflicting_claims_in_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(two_conditions_report_which_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(synchronous_write_deletes, setup, teardown),
+        cmocka_unit_test_setup_teardown(scan_after_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(full_queue_is_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(read_only_sees_data_of_running_writer, setup, teardown),
