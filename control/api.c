@@ -44,7 +44,7 @@
 #include <microhttpd.h>
 
 #include "control/auth.h"
-#include "control/log.h"
+#include "common/log.h"
 #include "control/model.h"
 #include "control/plane.h"
 #include "crypto/uuid.h"

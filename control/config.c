@@ -15,7 +15,7 @@
  * accepts (PROTOCOL.md 2.5).
  */
 #include "control/config.h"
-#include "control/log.h"
+#include "common/log.h"
 #include "dataplane/proxy.h"
 
 #include <arpa/inet.h>

@@ -23,7 +23,7 @@
 
 #include "control/api.h"
 #include "control/config.h"
-#include "control/log.h"
+#include "common/log.h"
 #include "control/plane.h"
 #include "control/privileges.h"
 #include "crypto/pki.h"

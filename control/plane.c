@@ -37,7 +37,7 @@
 #include <openssl/ssl.h>
 
 #include "common/file.h"
-#include "control/log.h"
+#include "common/log.h"
 #include "control/model.h"
 #include "crypto/attestation.h"
 #include "crypto/keyfile.h"

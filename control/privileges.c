@@ -19,7 +19,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include "control/log.h"
+#include "common/log.h"
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t err_length, const char *fmt,
                                                       ...)

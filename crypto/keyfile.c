@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "control/log.h"
+#include "common/log.h"
 
 static atomic_int process_policy = -1; /* -1: never set */
 

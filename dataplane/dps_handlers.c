@@ -35,7 +35,7 @@
 
 #include <jansson.h>
 
-#include "control/log.h"
+#include "common/log.h"
 #include "crypto/csr.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"

@@ -32,7 +32,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "control/log.h"
+#include "common/log.h"
 #include "crypto/attestation.h"
 #include "crypto/uuid.h"
 #include "dataplane/blocklist.h"

@@ -30,7 +30,7 @@
 
 #include <jansson.h>
 
-#include "control/log.h"
+#include "common/log.h"
 #include "store/records.h"
 #include "store/store.h"
 

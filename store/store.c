@@ -44,7 +44,7 @@
  */
 #include "store/store.h"
 
-#include "control/log.h"
+#include "common/log.h"
 #include "store/migrate.h"
 
 #include <dirent.h>

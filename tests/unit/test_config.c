@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "control/config.h"
-#include "control/log.h"
+#include "common/log.h"
 #include "control/model.h"
 
 #define HUB_ID "2d3f0c1e-7a8b-4c5d-9e0f-112233445566"

@@ -5,7 +5,7 @@
  * Over-long lines are cut and end with "..." so the line stays one line. The
  * level threshold is an atomic read, so log_set_level() may race with logging.
  */
-#include "control/log.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <stdarg.h>
