@@ -15,6 +15,7 @@
  * accepts (PROTOCOL.md 2.5).
  */
 #include "control/config.h"
+#include "crypto/keyfile.h"
 #include "common/log.h"
 #include "dataplane/proxy.h"
 
@@ -1512,13 +1513,4 @@ void config_free(struct config *config)
         config_group_clear(&config->groups[i]);
     free(config->groups);
     free(config);
-}
-
-const struct config_hub *config_find_hub(const struct config *config, const char *hub_id)
-{
-    for (size_t i = 0; i < config->hub_count; i++) {
-        if (config->hubs[i].id != NULL && strcasecmp(config->hubs[i].id, hub_id) == 0)
-            return &config->hubs[i];
-    }
-    return NULL;
 }

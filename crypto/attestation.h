@@ -34,7 +34,7 @@
 #include <openssl/types.h>
 #include <openssl/x509.h> /* declares STACK_OF(X509) before the prototypes use it */
 
-#include "control/config.h"
+#include "common/domain.h"
 #include "crypto/uuid.h"
 
 struct attestation;

@@ -14,10 +14,7 @@
 
 #include <stddef.h>
 
-enum keyfile_policy {
-    KEYFILE_REFUSE, /* group/world permissions are an error (the default) */
-    KEYFILE_WARN,   /* they are logged as a warning */
-};
+#include "common/domain.h"
 
 /*
  * Checks path under policy. 0 when it may be used (a warning may have been

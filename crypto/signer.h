@@ -15,7 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "control/config.h"
+#include "common/domain.h"
 #include "crypto/issuer.h"
 
 enum signer_operation {

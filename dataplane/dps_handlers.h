@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "control/config.h"
+#include "common/domain.h"
 #include "crypto/attestation.h"
 #include "crypto/uuid.h"
 #include "dataplane/payload.h"

@@ -12,7 +12,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "control/config.h"
+#include "common/domain.h"
 #include "dataplane/dps_handlers.h"
 
 struct blocklist;

@@ -1,0 +1,144 @@
+/*
+ * domain: the model the whole program works with, as types only: the node's
+ * settings, its enrollment groups and hubs. The configuration file
+ * (control/config.c) and the management API's documents (control/model.c)
+ * fill these structures; the data plane, the signer and attestation only read
+ * them, inside an immutable snapshot (dataplane/snapshot.h). Nothing here
+ * drags a layer along: this header includes only the C library.
+ */
+#ifndef DPS_COMMON_DOMAIN_H
+#define DPS_COMMON_DOMAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* How a private key file's permissions are judged (crypto/keyfile.h). */
+enum keyfile_policy {
+    KEYFILE_REFUSE, /* group/world permissions are an error (the default) */
+    KEYFILE_WARN,   /* they are logged as a warning */
+};
+
+enum config_io_backend {
+    CONFIG_IO_URING,
+    CONFIG_IO_EPOLL,
+};
+
+/* An enrollment group's pre-shared key: exactly this many bytes, as given. */
+#define CONFIG_PSK_LENGTH 16
+
+enum config_acl_mode {
+    CONFIG_ACL_DEFAULT, /* the reference's default list only */
+    CONFIG_ACL_REPLACE, /* acl_json replaces the default list */
+    CONFIG_ACL_EXTEND,  /* acl_json entries follow the default list */
+};
+
+struct config_hub {
+    char *id;        /* hubId: a UUID string, the "sid" sent to devices */
+    char *owner;     /* optional in the file; the API scopes hubs by it */
+    char *name;      /* optional, informative */
+    char **gateways; /* coaps+tcp://host:port, at least one */
+    size_t gateway_count;
+    char *authorization_provider; /* "apn" sent to devices */
+    char *ca_cert_file;           /* identity CA chain: CA first, root last */
+    char *ca_key_file;
+    long certificate_validity_s; /* identity certificate lifetime, default 1 year */
+    char *token_key_file;        /* token signing key (EC P-256 -> ES256, RSA -> RS256) */
+    char *token_key_id;          /* optional JWT "kid" */
+    char *token_issuer;          /* "iss" */
+    char *token_audience;        /* optional "aud" */
+    char *token_owner_claim;     /* claim name carrying the owner, default "sub" */
+    char *token_device_id_claim; /* claim name carrying the device id, default none (NULL) */
+    long token_lifetime_s;       /* default 1 year */
+};
+
+struct config_group {
+    char *id; /* UUID string */
+    char *owner;
+    char *name;
+    char *ca_chain_file; /* manufacturer CA chain: first CA first, root last */
+    /*
+     * Or the chain itself (from the API); used when set. A published
+     * snapshot also holds here the bytes it read from ca_chain_file, so every
+     * shard builds from what the control plane checked (the file stays the
+     * group's documented source).
+     */
+    char *ca_chain_pem;
+    char *lead_certificate_name; /* optional, informative (matching is by issuer) */
+    bool expired_certificate_enabled;
+    char **hub_ids; /* ordered, each names a config_hub */
+    size_t hub_count;
+    bool has_psk;
+    uint8_t psk[CONFIG_PSK_LENGTH]; /* the key's bytes, never cut or padded */
+    enum config_acl_mode acl_mode;
+    char *acl_json;       /* JSON array of ACEs, or NULL */
+    char *resources_json; /* JSON array of {"href","content"}, or NULL */
+    /*
+     * CRLs of the manufacturer CAs: each an absolute file path or PEM text
+     * (starting "-----BEGIN"). Read when the attestation objects are built,
+     * so again at every configuration change (SIGHUP, API).
+     */
+    char **crls;
+    size_t crl_count;
+    char **crl_pems; /* in a published snapshot: each entry's text, files read once; else NULL */
+    bool disabled;   /* devices of the group are refused at the handshake */
+};
+
+/* The management API (control/api.h); off when listen is NULL. */
+struct config_api {
+    char *listen;    /* HOST:PORT */
+    char *cert_file; /* HTTPS server certificate (then chain); NULL: plain HTTP, loopback only */
+    char *key_file;
+    char *client_ca_file; /* optional: require client certificates issued by this CA */
+    char *jwks_file;      /* JWKS (RFC 7517) with the keys that sign operator tokens */
+    char *issuer;         /* required "iss" of operator tokens */
+    char *audience;       /* required "aud" of operator tokens, when set */
+    char *owner_claim;    /* claim naming the caller's owner, default "sub" */
+};
+
+/* Running as one node of a cluster (README "Running a cluster"). */
+struct config_cluster {
+    /*
+     * CIDRs of the L4 balancers: a connection from one of them must start
+     * with a PROXY protocol header (v1 or v2) naming the device's address.
+     * Read at start (a change needs a restart, like listen addresses).
+     */
+    char **trusted_proxies;
+    size_t trusted_proxy_count;
+};
+
+struct config {
+    char *path;    /* the file it was read from */
+    char **listen; /* HOST:PORT, at least one; default "0.0.0.0:15684" */
+    size_t listen_count;
+    unsigned shards; /* 0 in the file means one per online core */
+    enum config_io_backend io_backend;
+    char *tls_cert_file; /* server certificate, then its chain */
+    char *tls_key_file;
+    char *data_dir;                /* RocksDB folder */
+    unsigned signer_threads;       /* default 1 */
+    size_t max_message_size;       /* CoAP frame limit, default 16384 */
+    unsigned inactivity_timeout_s; /* default 20 */
+    unsigned handshake_timeout_s;  /* default 10 */
+    unsigned max_connections;      /* per shard, default 10000 */
+    unsigned max_pending;          /* requests waiting for workers, per shard, default 4096 */
+    unsigned signing_rate;         /* signing steps per second, node-wide; 0 (default): no limit */
+    unsigned signing_burst;        /* signing steps allowed at once above the rate, default 100 */
+    unsigned max_connections_per_source;  /* per shard; 0 (default): no limit */
+    unsigned connection_rate_per_source;  /* new connections/s per source per shard; 0: none */
+    unsigned connection_burst_per_source; /* default 100 */
+    char *log_level;                      /* "debug", "info", "warn", "error"; default "info" */
+    struct config_hub *hubs;
+    size_t hub_count;
+    struct config_group *groups;
+    size_t group_count;
+    struct config_api api;
+    struct config_cluster cluster;
+    enum keyfile_policy key_file_permissions; /* keyFilePermissions, default refuse */
+    char *user; /* switch to this user after binding the listeners; NULL: stay */
+};
+
+/* The hub with this id (case-insensitive), or NULL. */
+const struct config_hub *config_find_hub(const struct config *config, const char *hub_id);
+
+#endif
