@@ -1575,7 +1575,10 @@ char *plane_metrics(struct plane *plane)
     fprintf(out,
             "# HELP dps_store_commits_total Synced write batches (group commits).\n"
             "# TYPE dps_store_commits_total counter\ndps_store_commits_total %llu\n"
-            "# HELP dps_store_writes_total Writes made durable.\n"
+            "# HELP dps_store_lazy_commits_total Batches of lazy record lines only, appended "
+            "without a sync (the next synced batch makes them durable).\n"
+            "# TYPE dps_store_lazy_commits_total counter\ndps_store_lazy_commits_total %llu\n"
+            "# HELP dps_store_writes_total Writes applied.\n"
             "# TYPE dps_store_writes_total counter\ndps_store_writes_total %llu\n"
             "# HELP dps_store_queue_depth Writes waiting for the next commit.\n"
             "# TYPE dps_store_queue_depth gauge\ndps_store_queue_depth %zu\n"
@@ -1585,7 +1588,8 @@ char *plane_metrics(struct plane *plane)
             "# TYPE dps_store_failures_total counter\ndps_store_failures_total %llu\n"
             "# HELP dps_store_recoveries_total Times the store reopened itself after a failure.\n"
             "# TYPE dps_store_recoveries_total counter\ndps_store_recoveries_total %llu\n",
-            (unsigned long long)store.commits, (unsigned long long)store.writes, store.queue_depth,
+            (unsigned long long)store.commits, (unsigned long long)store.lazy_commits,
+            (unsigned long long)store.writes, store.queue_depth,
             store_healthy(plane->store) ? 1 : 0, (unsigned long long)store.failures,
             (unsigned long long)store.recoveries);
     plane_config_release(plane, config);

@@ -79,6 +79,7 @@ struct dps_op {
     dps_reply_fn reply;
     enum dps_step step;
     enum dps_phase phase;
+    bool answered; /* the device has its answer; only a lazy write is left */
     uint8_t token[8];
     uint8_t token_length;
     enum payload_format format;
@@ -543,9 +544,10 @@ static void reply_error(const struct dps_services *services, struct dps_session 
  * session's pending count drops before the answer goes out, so the
  * connection can take its next request from inside the reply.
  */
-static void dps_op_finish(struct dps_op *op)
+static void dps_op_answer(struct dps_op *op)
 {
     bool ok = op->code < COAP_BAD_REQUEST;
+    op->answered = true;
     const struct config_group *group = session_group(op->services, op->session);
     count_answer(op->step, op->code, &op->started);
     if (op->step == STEP_CREDENTIALS && ok) {
@@ -570,6 +572,11 @@ static void dps_op_finish(struct dps_op *op)
                        (const uint8_t *)op->error, strlen(op->error));
         }
     }
+}
+
+static void dps_op_finish(struct dps_op *op)
+{
+    dps_op_answer(op);
     dps_op_release(op);
 }
 
@@ -651,8 +658,18 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
      * the device id: it is written once per connection and again when the
      * device names itself, not with every step.
      */
-    bool record_current =
-        session->record_written && strcmp(session->record_written_for, session->device_id) == 0;
+    /*
+     * An answer that hands out a token or a certificate waits for a synced
+     * batch holding its record, issuance entry and binding, and that batch
+     * always carries the top-level part too. The other steps' lines are lazy:
+     * the device is answered once its line is queued, and the next synced
+     * batch makes it durable (a crash may lose such a line, never an issued
+     * certificate; the device can ask again).
+     */
+    bool hands_out =
+        op->code < COAP_BAD_REQUEST && (op->step == STEP_CLOUD || op->step == STEP_CREDENTIALS);
+    bool record_current = !hands_out && session->record_written &&
+                          strcmp(session->record_written_for, session->device_id) == 0;
     op->record_json = record_current ? NULL : record_part_json(op->services, session);
     op->step_json = step_part_json(op);
     memset(&op->write, 0, sizeof(op->write));
@@ -689,6 +706,7 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     }
     op->write.done = store_done;
     op->write.user = op;
+    op->write.lazy = !hands_out;
     op->phase = PHASE_COMMITTING;
     if ((!record_current && op->record_json == NULL) || op->step_json == NULL || !binding_ready) {
         set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
@@ -700,6 +718,16 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
         set_error(op, COAP_SERVICE_UNAVAILABLE,
                   submitted == STORE_BUSY ? "store busy, retry" : "store unavailable, retry");
         dps_op_finish(op);
+        return;
+    }
+    if (op->write.lazy) {
+        if (op->record_json != NULL) {
+            session->record_written = true;
+            memcpy(session->record_written_for, session->device_id,
+                   sizeof(session->record_written_for));
+        }
+        /* The op stays, owning the write's buffers, until the store hands it back. */
+        dps_op_answer(op);
     }
 }
 
@@ -1302,6 +1330,15 @@ static void answer_credentials(struct dps_op *op)
 static void dps_op_resume(struct mailbox_item *item)
 {
     struct dps_op *op = (struct dps_op *)item;
+    if (op->answered) {
+        /* A lazy line: the device has its answer; the session may be gone. */
+        if (op->write.status != STORE_OK) {
+            log_msg(LOG_WARN, "record line not written", "step=%s status=%d", step_part[op->step],
+                    op->write.status);
+        }
+        dps_op_release(op);
+        return;
+    }
     if (op->phase == PHASE_SIGNING) {
         if (op->session->gone) {
             dps_op_free(op);

@@ -77,6 +77,7 @@ struct store {
     rocksdb_options_t *options;
     rocksdb_readoptions_t *read_options;
     rocksdb_writeoptions_t *sync_options;
+    rocksdb_writeoptions_t *lazy_options; /* the WAL without a sync: batches of lazy writes */
     char *dir;
     bool read_only;
 
@@ -91,6 +92,7 @@ struct store {
     bool writer_started;
     pthread_t writer;
     uint64_t commits;
+    uint64_t lazy_commits;
     uint64_t writes;
     uint64_t failures;
     uint64_t recoveries;
@@ -163,6 +165,8 @@ static void store_free(struct store *store)
     close_db(store);
     if (store->sync_options)
         rocksdb_writeoptions_destroy(store->sync_options);
+    if (store->lazy_options)
+        rocksdb_writeoptions_destroy(store->lazy_options);
     if (store->read_options)
         rocksdb_readoptions_destroy(store->read_options);
     if (store->options)
@@ -201,6 +205,8 @@ static struct store *store_new(const char *dir)
     store->read_options = rocksdb_readoptions_create();
     store->sync_options = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(store->sync_options, 1);
+    store->lazy_options = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(store->lazy_options, 0);
     return store;
 }
 
@@ -318,17 +324,21 @@ static void commit_chain(struct store *store, rocksdb_writebatch_wi_t *batch,
                          struct store_write *chain)
 {
     uint64_t applied = 0;
+    bool lazy = true;
     for (struct store_write *write = chain; write; write = write->next) {
         write->status = batch_add(store, batch, write);
         if (write->status == STORE_OK)
             applied++;
+        lazy = lazy && write->lazy;
     }
 
     bool committed = true;
-    bool synced = rocksdb_writebatch_wi_count(batch) > 0;
-    if (synced) {
+    bool written = rocksdb_writebatch_wi_count(batch) > 0;
+    bool synced = written && !lazy;
+    if (written) {
         char *error = NULL;
-        rocksdb_write_writebatch_wi(store->db, store->sync_options, batch, &error);
+        rocksdb_write_writebatch_wi(store->db, lazy ? store->lazy_options : store->sync_options,
+                                    batch, &error);
         if (error) {
             log_msg(LOG_ERROR, "store commit failed", "writes=%llu error=\"%s\"",
                     (unsigned long long)applied, error);
@@ -346,6 +356,7 @@ static void commit_chain(struct store *store, rocksdb_writebatch_wi_t *batch,
     }
     pthread_mutex_lock(&store->lock);
     store->commits += synced;
+    store->lazy_commits += written && lazy;
     store->writes += applied;
     pthread_mutex_unlock(&store->lock);
 }
@@ -610,6 +621,13 @@ void store_close(struct store *store)
         pthread_cond_signal(&store->wake);
         pthread_mutex_unlock(&store->lock);
         pthread_join(store->writer, NULL);
+        /* Lazy writes the last batches appended become durable with one last sync. */
+        if (store->healthy && store->db != NULL) {
+            char *error = NULL;
+            rocksdb_put_cf(store->db, store->sync_options, store->handles[0], PROBE_KEY,
+                           strlen(PROBE_KEY), "", 0, &error);
+            rocksdb_free(error);
+        }
     }
     store_free(store);
 }
@@ -813,6 +831,7 @@ void store_get_stats(struct store *store, struct store_stats *stats)
 {
     pthread_mutex_lock(&store->lock);
     stats->commits = store->commits;
+    stats->lazy_commits = store->lazy_commits;
     stats->writes = store->writes;
     stats->queue_depth = store->queue_depth;
     stats->failures = store->failures;

@@ -99,6 +99,14 @@ struct store_write {
     size_t condition_count;
     void (*done)(struct store_write *write); /* called on the writer thread */
     void *user;
+    /*
+     * A lazy write needs no fsync of its own: it is appended to the WAL with
+     * its batch, and made durable by the next synced batch (a batch is synced
+     * when any of its writes is not lazy). done() still comes after the
+     * append; a crash before the next sync may lose it. For record lines
+     * whose answer hands out nothing that must be on record first.
+     */
+    bool lazy;
 
     /* Filled by the store before done(). */
     int status;               /* enum store_status */
@@ -107,8 +115,9 @@ struct store_write {
 };
 
 struct store_stats {
-    uint64_t commits; /* synced batches */
-    uint64_t writes;  /* store_write requests applied */
+    uint64_t commits;      /* synced batches */
+    uint64_t lazy_commits; /* batches of lazy writes only, appended without a sync */
+    uint64_t writes;       /* store_write requests applied */
     size_t queue_depth;
     uint64_t failures;   /* failed commits and synchronous writes */
     uint64_t recoveries; /* reopens that made the store writable again after a failure */

@@ -564,6 +564,48 @@ static void reopen_keeps_data(void **state)
     store_close(store);
 }
 
+/*
+ * Lazy writes: a batch of lazy writes alone is appended without a sync
+ * (counted apart), a batch with any other write is synced, and lazy
+ * writes are readable at once and after a clean close.
+ */
+static void lazy_writes_ride_on_the_next_sync(void **state)
+{
+    struct fixture *fixture = *state;
+    struct store *store = open_store(fixture->dir, 16);
+    struct store_stats before, after;
+    store_get_stats(store, &before);
+
+    struct store_write lazy = {0};
+    lazy.puts[lazy.put_count++] = put_of(STORE_RECORDS, "rec-l/plgdTime", "{\"lazy\":1}");
+    lazy.lazy = true;
+    lazy.done = count_done;
+    assert_int_equal(submit_and_wait(store, &lazy), STORE_OK);
+    store_get_stats(store, &after);
+    assert_int_equal(after.commits, before.commits);
+    assert_int_equal(after.lazy_commits, before.lazy_commits + 1);
+    assert_value(store, STORE_RECORDS, "rec-l/plgdTime", "{\"lazy\":1}");
+
+    struct store_write durable = binding_write("dev-l", "rec-l", "rec-l/record");
+    assert_int_equal(submit_and_wait(store, &durable), STORE_OK);
+    store_get_stats(store, &before);
+    assert_int_equal(before.commits, after.commits + 1);
+    assert_int_equal(before.lazy_commits, after.lazy_commits);
+
+    /* A lazy write after the last synced batch is made durable by the close. */
+    struct store_write last = {0};
+    last.puts[last.put_count++] = put_of(STORE_RECORDS, "rec-l/acl", "{\"lazy\":2}");
+    last.lazy = true;
+    last.done = count_done;
+    assert_int_equal(submit_and_wait(store, &last), STORE_OK);
+    store_close(store);
+    store = open_store(fixture->dir, 16);
+    assert_value(store, STORE_RECORDS, "rec-l/plgdTime", "{\"lazy\":1}");
+    assert_value(store, STORE_RECORDS, "rec-l/acl", "{\"lazy\":2}");
+    assert_value(store, STORE_BINDINGS, "dev-l", "rec-l");
+    store_close(store);
+}
+
 /* Starts this binary in a helper mode; child_out receives what the helper writes to its fd. */
 static pid_t spawn_helper(const char *mode, const char *dir, int *child_out, int *child_in)
 {
@@ -947,6 +989,7 @@ int main(int argc, char **argv)
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(put_get_and_prefix_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(lazy_writes_ride_on_the_next_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(column_families_are_separate, setup, teardown),
         cmocka_unit_test_setup_teardown(group_commit_batches_concurrent_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(conditional_write_absent_same_different, setup, teardown),
