@@ -21,6 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
 #include "control/api.h"
 #include "control/config.h"
 #include "common/log.h"
@@ -57,7 +60,8 @@ static void usage(FILE *out)
             "  --api-listen HOST:PORT  the management API's address\n"
             "  --shards N           event-loop threads (0: one per core)\n"
             "  --io-backend NAME    io_uring or epoll\n"
-            "  --log-level LEVEL    debug, info, warn or error\n");
+            "  --log-level LEVEL    debug, info, warn or error\n"
+            "  --version            print dpsd's version and the OpenSSL it runs, then exit\n");
 }
 
 /* Writes DIR/dpsd.yaml for the demo PKI unless it exists. 0 or -1. */
@@ -217,6 +221,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"io-backend", required_argument, NULL, 'b'},
         {"log-level", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'}, /* the OpenSSL that runs, too */
         {NULL, 0, NULL, 0},
     };
     *options = (struct options){.shards = -1};
@@ -255,6 +260,10 @@ static int parse_options(int argc, char **argv, struct options *options)
             break;
         case 'h':
             usage(stdout);
+            exit(0);
+        case 'V':
+            /* The library that runs, not the headers built against: a bundled build names 3.5. */
+            printf("dpsd %s\n%s\n", DPS_VERSION, OpenSSL_version(OPENSSL_VERSION));
             exit(0);
         default:
             usage(stderr);
@@ -346,10 +355,11 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    log_msg(LOG_INFO, "ready", "listen=%s shards=%u backend=%s api=%s config=%s",
+    log_msg(LOG_INFO, "ready", "listen=%s shards=%u backend=%s api=%s config=%s openssl=\"%s\"",
             settings->listen[0], shard_count,
             settings->io_backend == CONFIG_IO_EPOLL ? "epoll" : "io_uring",
-            settings->api.listen != NULL ? settings->api.listen : "off", config_path);
+            settings->api.listen != NULL ? settings->api.listen : "off", config_path,
+            OpenSSL_version(OPENSSL_VERSION));
     if (options.demo_dir != NULL && settings->api.listen != NULL) {
         /* The quickstart's next step: how to reach the management API as the demo operator. */
         log_msg(LOG_INFO, "demo operator",

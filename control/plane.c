@@ -1441,6 +1441,10 @@ char *plane_metrics(struct plane *plane)
             "dps_ready %d\n",
             plane_ready(plane) ? 1 : 0);
     fprintf(out,
+            "# HELP dps_build_info The OpenSSL this process runs.\n# TYPE dps_build_info gauge\n"
+            "dps_build_info{openssl=\"%s\"} 1\n",
+            OpenSSL_version(OPENSSL_VERSION));
+    fprintf(out,
             "# HELP dps_configuration_generation Snapshots published since start.\n"
             "# TYPE dps_configuration_generation gauge\ndps_configuration_generation %llu\n",
             (unsigned long long)snapshot->base.generation);
@@ -1614,5 +1618,6 @@ json_t *plane_status(struct plane *plane)
                   (json_int_t)snapshot_of(config)->base.generation, "enrollmentGroups",
                   (int)config->group_count, "hubs", (int)config->hub_count);
     plane_config_release(plane, config);
+    json_object_set_new(status, "openssl", json_string(OpenSSL_version(OPENSSL_VERSION)));
     return status;
 }

@@ -8,6 +8,10 @@ PACKAGES=(
     libssl-dev openssl liburing-dev librocksdb-dev libcbor-dev libyaml-dev libjansson-dev
     libcmocka-dev libcoap3-bin jq iproute2 libxml2-utils libmicrohttpd-dev libgnutls28-dev python3 procps libcurl4-openssl-dev curl gnuplot-nox
     haproxy redis-server redis-sentinel libhiredis-dev
+    # The bundled OpenSSL (deploy/build-openssl.sh): apt-get source through a
+    # private apt, checked against Debian's keyring; dpkg-source and Debian's
+    # patches; perl and make build it.
+    dpkg-dev debian-archive-keyring patch xz-utils perl make
 )
 
 missing=()

@@ -590,6 +590,30 @@ static void test_signature_matches_ca_certificate(void **state)
     issuer_free(rsa);
 }
 
+/*
+ * One issuer signs certificate after certificate, each one valid: the signing
+ * context a signature finalised is readied again. Copying the template into it
+ * without a reset crashed on the second certificate with OpenSSL 3.5.
+ */
+static void test_many_certificates_from_one_issuer(void **state)
+{
+    struct fixture *f = *state;
+    struct issuer *ec = load(f, f->chain_file, f->intermediate_key_file);
+    struct issuer *rsa = load(f, f->rsa_file, f->rsa_key_file);
+    struct issued_certificate out;
+
+    for (int i = 0; i < 12; i++) {
+        int use_rsa = i >= 6 && i % 2 == 1;
+        X509 *leaf = issue(f, use_rsa ? rsa : ec, &out);
+        assert_int_equal(
+            X509_verify(leaf, X509_get0_pubkey(use_rsa ? f->rsa_root : f->intermediate)), 1);
+        X509_free(leaf);
+        free(out.pem);
+    }
+    issuer_free(ec);
+    issuer_free(rsa);
+}
+
 static time_t utc(int year, int month, int day, int hour, int minute, int second)
 {
     struct tm tm = {.tm_year = year - 1900,
@@ -797,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_der_is_canonical),
         cmocka_unit_test(test_signature_matches_ca_certificate),
+        cmocka_unit_test(test_many_certificates_from_one_issuer),
         cmocka_unit_test(test_validity_utc_time),
         cmocka_unit_test(test_validity_generalized_time),
         cmocka_unit_test(test_openssl_tool_reads_it),
