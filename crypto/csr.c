@@ -14,6 +14,8 @@
  */
 #include "crypto/csr.h"
 
+#include "common/base64.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,62 +104,6 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-static int base64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-struct base64_decoder {
-    uint8_t *out;
-    size_t out_capacity;
-    size_t out_length;
-    uint32_t quantum;
-    unsigned quantum_chars;
-    unsigned padding;
-};
-
-/* Feeds one line of base64 text. Returns 0, -1 if malformed, -2 if too large. */
-static int base64_feed(struct base64_decoder *decoder, const char *line, size_t length)
-{
-    for (size_t i = 0; i < length; i++) {
-        int value = 0;
-        if (line[i] == '=') {
-            /* Padding only closes the last quantum, after at least two characters. */
-            if (decoder->quantum_chars < 2)
-                return -1;
-            decoder->padding++;
-        } else {
-            value = base64_value(line[i]);
-            if (value < 0 || decoder->padding > 0)
-                return -1;
-        }
-        decoder->quantum = (decoder->quantum << 6) | (uint32_t)value;
-        if (++decoder->quantum_chars < 4)
-            continue;
-        size_t bytes = 3 - decoder->padding;
-        /* Canonical encoding only: the bits beyond the last byte are zero. */
-        if ((decoder->quantum & ((1u << (8 * decoder->padding)) - 1)) != 0)
-            return -1;
-        if (decoder->out_length + bytes > decoder->out_capacity)
-            return -2;
-        for (size_t b = 0; b < bytes; b++)
-            decoder->out[decoder->out_length++] = (uint8_t)(decoder->quantum >> (16 - 8 * b));
-        decoder->quantum = 0;
-        decoder->quantum_chars = 0;
-    }
-    return 0;
-}
-
 /*
  * The armour is "-----BEGIN CERTIFICATE REQUEST-----" (or the older "NEW
  * CERTIFICATE REQUEST"), non-empty base64 lines, then the matching END line.
@@ -188,7 +134,8 @@ static int pem_decode(const char *pem, size_t pem_length, uint8_t *der, size_t *
     if (label == NULL)
         return fail(err, err_length, REASON_NOT_PEM);
 
-    struct base64_decoder decoder = {.out = der, .out_capacity = CSR_MAX_DER};
+    struct base64_decoder decoder;
+    base64_decoder_init(&decoder, BASE64_STANDARD, false, der, CSR_MAX_DER);
     while (!text_skip(&text, "-----END ")) {
         size_t line_length = 0;
         while (line_length < text.length && text.data[line_length] != '\n' &&
@@ -196,7 +143,7 @@ static int pem_decode(const char *pem, size_t pem_length, uint8_t *der, size_t *
             line_length++;
         if (line_length == 0)
             return fail(err, err_length, REASON_NOT_PEM);
-        int status = base64_feed(&decoder, text.data, line_length);
+        int status = base64_decoder_feed(&decoder, text.data, line_length);
         if (status == -2)
             return fail(err, err_length, REASON_TOO_LARGE);
         if (status != 0)
@@ -206,14 +153,14 @@ static int pem_decode(const char *pem, size_t pem_length, uint8_t *der, size_t *
         if (!text_skip_line_end(&text))
             return fail(err, err_length, REASON_NOT_PEM);
     }
-    if (decoder.quantum_chars != 0 || decoder.out_length == 0 || !text_skip(&text, label) ||
+    if (base64_decoder_finish(&decoder) != 0 || decoder.length == 0 || !text_skip(&text, label) ||
         !text_skip(&text, "-----"))
         return fail(err, err_length, REASON_NOT_PEM);
     for (size_t i = 0; i < text.length; i++) {
         if (!is_space(text.data[i]) && text.data[i] != '\0')
             return fail(err, err_length, REASON_NOT_PEM);
     }
-    *der_length = decoder.out_length;
+    *der_length = decoder.length;
     return 0;
 }
 

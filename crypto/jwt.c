@@ -9,6 +9,7 @@
  */
 #include "crypto/jwt.h"
 #include "crypto/keyfile.h"
+#include "common/base64.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -49,98 +50,10 @@ static void set_error(char *err, size_t err_length, const char *format, ...)
     ERR_clear_error();
 }
 
-static const char BASE64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t base64url_length(size_t length)
-{
-    return length / 3 * 4 + (length % 3 == 0 ? 0 : length % 3 + 1);
-}
-
-/* Writes the unpadded encoding of data at out (no NUL); returns its length. */
-static size_t base64url_encode(const uint8_t *data, size_t length, char *out)
-{
-    size_t o = 0;
-    size_t i = 0;
-
-    for (; i + 3 <= length; i += 3) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
-        out[o++] = BASE64URL[v >> 18 & 0x3f];
-        out[o++] = BASE64URL[v >> 12 & 0x3f];
-        out[o++] = BASE64URL[v >> 6 & 0x3f];
-        out[o++] = BASE64URL[v & 0x3f];
-    }
-    if (length - i == 1) {
-        uint32_t v = (uint32_t)data[i] << 16;
-        out[o++] = BASE64URL[v >> 18 & 0x3f];
-        out[o++] = BASE64URL[v >> 12 & 0x3f];
-    } else if (length - i == 2) {
-        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8;
-        out[o++] = BASE64URL[v >> 18 & 0x3f];
-        out[o++] = BASE64URL[v >> 12 & 0x3f];
-        out[o++] = BASE64URL[v >> 6 & 0x3f];
-    }
-    return o;
-}
-
-static int base64url_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
 /* The trailing NUL lets JSON parts be used as strings. */
 uint8_t *jwt_base64url_decode(const char *text, size_t length, size_t *out_length)
 {
-    uint8_t *out;
-    size_t o = 0;
-    uint32_t accumulator = 0;
-    int bits = 0;
-
-    if (length % 4 == 1)
-        return NULL;
-    out = malloc(length / 4 * 3 + 3);
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < length; i++) {
-        int value = base64url_value(text[i]);
-        if (value < 0) {
-            free(out);
-            return NULL;
-        }
-        accumulator = accumulator << 6 | (uint32_t)value;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(accumulator >> bits);
-            accumulator &= (1u << bits) - 1;
-        }
-    }
-    if (accumulator != 0) {
-        free(out);
-        return NULL;
-    }
-    out[o] = '\0';
-    *out_length = o;
-    return out;
-}
-
-static char *base64url_string(const uint8_t *data, size_t length)
-{
-    char *out = malloc(base64url_length(length) + 1);
-
-    if (out == NULL)
-        return NULL;
-    out[base64url_encode(data, length, out)] = '\0';
-    return out;
+    return base64_decode_alloc(BASE64_URL, text, length, out_length);
 }
 
 static bool key_is_p256(EVP_PKEY *key)
@@ -172,7 +85,7 @@ static char *encode_header(const char *algorithm, const char *key_id)
     if (key_id == NULL || json_object_set_new(header, "kid", json_string(key_id)) == 0)
         text = json_dumps(header, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (text != NULL)
-        encoded = base64url_string((const uint8_t *)text, strlen(text));
+        encoded = base64_encode_string(BASE64_URL, (const uint8_t *)text, strlen(text));
     free(text);
     json_decref(header);
     return encoded;
@@ -279,8 +192,9 @@ char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t e
     size_t header_length = strlen(key->header);
     size_t claims_length = strlen(claims_json);
     size_t signature_capacity = (size_t)EVP_PKEY_get_size(key->key);
-    size_t signing_length = header_length + 1 + base64url_length(claims_length);
-    char *token = malloc(signing_length + 1 + base64url_length(signature_capacity) + 1);
+    size_t signing_length = header_length + 1 + base64_encoded_length(BASE64_URL, claims_length);
+    char *token =
+        malloc(signing_length + 1 + base64_encoded_length(BASE64_URL, signature_capacity) + 1);
     uint8_t *signature = malloc(signature_capacity);
     EVP_MD_CTX *context = EVP_MD_CTX_new();
     size_t signature_length = signature_capacity;
@@ -292,7 +206,8 @@ char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t e
     }
     memcpy(token, key->header, header_length);
     token[header_length] = '.';
-    base64url_encode((const uint8_t *)claims_json, claims_length, token + header_length + 1);
+    base64_encode(BASE64_URL, (const uint8_t *)claims_json, claims_length,
+                  token + header_length + 1);
     if (EVP_DigestSignInit_ex(context, NULL, "SHA256", key->libctx, NULL, key->key, NULL) != 1 ||
         EVP_DigestSign(context, signature, &signature_length, (const uint8_t *)token,
                        signing_length) != 1) {
@@ -310,7 +225,7 @@ char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t e
     }
     token[signing_length] = '.';
     size_t end = signing_length + 1 +
-                 base64url_encode(encoded, signature_length, token + signing_length + 1);
+                 base64_encode(BASE64_URL, encoded, signature_length, token + signing_length + 1);
     token[end] = '\0';
     free(signature);
     EVP_MD_CTX_free(context);

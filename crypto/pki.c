@@ -8,6 +8,7 @@
  */
 #include "crypto/pki.h"
 #include "crypto/jwt.h"
+#include "common/base64.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -610,22 +611,6 @@ static int ensure_signing_key(const char *dir, const char *base, char *err, size
     return 0;
 }
 
-/* Unpadded base64url of data (malloc'd), as JWK coordinates are written. */
-static char *base64url(const unsigned char *data, size_t length)
-{
-    char *out = malloc((length + 2) / 3 * 4 + 1);
-
-    if (out == NULL)
-        return NULL;
-    int written = EVP_EncodeBlock((unsigned char *)out, data, (int)length);
-    while (written > 0 && out[written - 1] == '=')
-        written--;
-    out[written] = '\0';
-    for (char *c = out; *c != '\0'; c++)
-        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
-    return out;
-}
-
 /* Writes text to a new file of the given mode through a temporary file and rename. */
 static int write_text(const char *path, const char *text, mode_t mode, char *err, size_t err_length)
 {
@@ -676,8 +661,8 @@ static int ensure_operator_jwks(const char *dir, char *err, size_t err_length)
         set_error(err, err_length, "cannot read the public point of", key_path);
         goto out;
     }
-    char *x = base64url(point + 1, 32);
-    char *y = base64url(point + 33, 32);
+    char *x = base64_encode_string(BASE64_URL, point + 1, 32);
+    char *y = base64_encode_string(BASE64_URL, point + 33, 32);
     if (x != NULL && y != NULL &&
         asprintf(&text,
                  "{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"use\": \"sig\", "

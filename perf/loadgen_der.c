@@ -4,6 +4,8 @@
  */
 #include "perf/loadgen_der.h"
 
+#include "common/base64.h"
+
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -234,56 +236,15 @@ int der_read_certificate(const uint8_t *der, size_t length, struct cert_fields *
 
 /* ---- PEM ---- */
 
-static int base64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /* Strict base64 of text[0..length), whitespace between characters allowed. */
 static long base64_decode(const char *text, size_t length, uint8_t *out, size_t capacity)
 {
-    uint32_t group = 0;
-    unsigned have = 0, padding = 0;
-    size_t written = 0;
+    struct base64_decoder decoder;
 
-    for (size_t i = 0; i < length; i++) {
-        char c = text[i];
-        if (c == '\n' || c == '\r' || c == ' ' || c == '\t')
-            continue;
-        int value;
-        if (c == '=') {
-            if (have < 2)
-                return -1;
-            padding++;
-            value = 0;
-        } else {
-            if (padding > 0 || (value = base64_value(c)) < 0)
-                return -1;
-        }
-        group = group << 6 | (uint32_t)value;
-        if (++have < 4)
-            continue;
-        size_t bytes = 3 - padding;
-        if (written + bytes > capacity)
-            return -1;
-        for (size_t b = 0; b < bytes; b++)
-            out[written++] = (uint8_t)(group >> (16 - 8 * b));
-        group = 0;
-        have = 0;
-        if (padding > 0)
-            padding = 3; /* nothing may follow the padded group */
-    }
-    return have == 0 ? (long)written : -1;
+    base64_decoder_init(&decoder, BASE64_STANDARD, true, out, capacity);
+    if (base64_decoder_feed(&decoder, text, length) != 0 || base64_decoder_finish(&decoder) != 0)
+        return -1;
+    return (long)decoder.length;
 }
 
 long pem_next_certificate(const char *pem, size_t length, size_t *offset, uint8_t *out,
