@@ -15,6 +15,7 @@
 #include "crypto/csr.h"
 
 #include "common/base64.h"
+#include "common/der.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,14 +30,6 @@
 #define CN_PREFIX "uuid:"
 #define CN_PREFIX_LENGTH (sizeof(CN_PREFIX) - 1)
 
-#define DER_INTEGER 0x02
-#define DER_BIT_STRING 0x03
-#define DER_OID 0x06
-#define DER_UTF8_STRING 0x0c
-#define DER_PRINTABLE_STRING 0x13
-#define DER_IA5_STRING 0x16
-#define DER_SEQUENCE 0x30
-#define DER_SET 0x31
 #define DER_CONTEXT_0 0xa0
 
 #define P256_POINT_LENGTH 65
@@ -165,91 +158,6 @@ static int pem_decode(const char *pem, size_t pem_length, uint8_t *der, size_t *
 }
 
 /* ---- DER ---------------------------------------------------------------- */
-
-/* A run of DER elements still to be read; an element's content is also one. */
-struct der {
-    const uint8_t *data;
-    size_t length;
-};
-
-struct der_element {
-    uint8_t tag;
-    struct der whole; /* tag, length and content */
-    struct der content;
-};
-
-/*
- * Reads one element: low tag numbers only, definite lengths in their shortest
- * form (no larger than two bytes, far above CSR_MAX_DER), all inside the run.
- */
-static int der_read(struct der *run, struct der_element *element)
-{
-    const uint8_t *p = run->data;
-    size_t header;
-    size_t length;
-
-    if (run->length < 2 || (p[0] & 0x1f) == 0x1f)
-        return -1;
-    if (p[1] < 0x80) {
-        header = 2;
-        length = p[1];
-    } else if (p[1] == 0x81 && run->length >= 3 && p[2] >= 0x80) {
-        header = 3;
-        length = p[2];
-    } else if (p[1] == 0x82 && run->length >= 4 && p[2] != 0) {
-        header = 4;
-        length = ((size_t)p[2] << 8) | p[3];
-    } else {
-        return -1;
-    }
-    if (length > run->length - header)
-        return -1;
-    element->tag = p[0];
-    element->whole = (struct der){p, header + length};
-    element->content = (struct der){p + header, length};
-    run->data += header + length;
-    run->length -= header + length;
-    return 0;
-}
-
-static int der_expect(struct der *run, uint8_t tag, struct der_element *element)
-{
-    if (der_read(run, element) != 0 || element->tag != tag)
-        return -1;
-    return 0;
-}
-
-static bool der_equals(const struct der *value, const uint8_t *expected, size_t length)
-{
-    return value->length == length && memcmp(value->data, expected, length) == 0;
-}
-
-/* An OBJECT IDENTIFIER's sub-identifiers: base 128, minimal, the last one closed. */
-static int der_expect_oid(struct der *run, struct der_element *oid)
-{
-    if (der_expect(run, DER_OID, oid) != 0 || oid->content.length == 0 ||
-        (oid->content.data[oid->content.length - 1] & 0x80) != 0)
-        return -1;
-    bool starts_sub_identifier = true;
-    for (size_t i = 0; i < oid->content.length; i++) {
-        if (starts_sub_identifier && oid->content.data[i] == 0x80)
-            return -1;
-        starts_sub_identifier = (oid->content.data[i] & 0x80) == 0;
-    }
-    return 0;
-}
-
-/* Skips the remaining elements of a run, checking only their framing. */
-static int der_skip_all(struct der *run)
-{
-    struct der_element element;
-
-    while (run->length > 0) {
-        if (der_read(run, &element) != 0)
-            return -1;
-    }
-    return 0;
-}
 
 /* ---- PKCS#10 ------------------------------------------------------------ */
 

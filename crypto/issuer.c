@@ -32,6 +32,8 @@
 #include "crypto/keyfile.h"
 #include "crypto/uuid.h"
 
+#include "common/der.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -46,15 +48,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#define DER_INTEGER 0x02
-#define DER_SEQUENCE 0x30
-#define DER_SET 0x31
-#define DER_OID 0x06
-#define DER_BIT_STRING 0x03
-#define DER_OCTET_STRING 0x04
-#define DER_UTC_TIME 0x17
-#define DER_GENERALIZED_TIME 0x18
-#define DER_CONTEXT_0 0x80
+#define DER_CONTEXT_0_PRIMITIVE 0x80
 #define DER_EXPLICIT_3 0xa3
 
 /*
@@ -63,7 +57,6 @@
  */
 #define DER_INPUT_MAX 0xffff
 /* A tag, the length-of-length octet and up to 3 length bytes. */
-#define DER_HEADER_MAX 5
 #define TIME_DER_MAX 17
 #define KEY_ID_LENGTH 20
 
@@ -290,79 +283,6 @@ out:
     return status;
 }
 
-/* The size of a DER tag and definite length for content of this length. */
-static size_t der_header_length(size_t length)
-{
-    return length < 0x80 ? 2 : length <= 0xff ? 3 : length <= 0xffff ? 4 : 5;
-}
-
-static size_t der_size(size_t content_length)
-{
-    return der_header_length(content_length) + content_length;
-}
-
-static uint8_t *der_put_header(uint8_t *out, uint8_t tag, size_t length)
-{
-    *out++ = tag;
-    if (length < 0x80) {
-        *out++ = (uint8_t)length;
-    } else if (length <= 0xff) {
-        *out++ = 0x81;
-        *out++ = (uint8_t)length;
-    } else if (length <= 0xffff) {
-        *out++ = 0x82;
-        *out++ = (uint8_t)(length >> 8);
-        *out++ = (uint8_t)length;
-    } else {
-        *out++ = 0x83;
-        *out++ = (uint8_t)(length >> 16);
-        *out++ = (uint8_t)(length >> 8);
-        *out++ = (uint8_t)length;
-    }
-    return out;
-}
-
-static uint8_t *der_put(uint8_t *out, const void *bytes, size_t length)
-{
-    memcpy(out, bytes, length);
-    return out + length;
-}
-
-/*
- * Reads one TLV of strict DER (single-byte tag, definite length in the
- * fewest bytes) from [*cursor, end). Returns the tag and advances *cursor
- * past the value, or -1.
- */
-static int der_read(const uint8_t **cursor, const uint8_t *end, const uint8_t **content,
-                    size_t *length)
-{
-    const uint8_t *p = *cursor;
-    size_t value = 0;
-
-    if (end - p < 2 || (p[0] & 0x1f) == 0x1f)
-        return -1;
-    int tag = p[0];
-    uint8_t first = p[1];
-    p += 2;
-    if (first < 0x80) {
-        value = first;
-    } else {
-        size_t count = first & 0x7f;
-        if (count == 0 || count > 3 || (size_t)(end - p) < count || p[0] == 0)
-            return -1;
-        for (size_t i = 0; i < count; i++)
-            value = value << 8 | *p++;
-        if (value < 0x80)
-            return -1;
-    }
-    if ((size_t)(end - p) < value)
-        return -1;
-    *content = p;
-    *length = value;
-    *cursor = p + value;
-    return tag;
-}
-
 /*
  * SubjectPublicKeyInfo ::= SEQUENCE { algorithm AlgorithmIdentifier,
  * subjectPublicKey BIT STRING }, exactly length bytes, with no unused bits.
@@ -371,23 +291,22 @@ static int der_read(const uint8_t **cursor, const uint8_t *end, const uint8_t **
 static int spki_public_key(const uint8_t *der, size_t length, const uint8_t **key,
                            size_t *key_length)
 {
-    const uint8_t *cursor = der, *content, *algorithm, *oid, *bits;
-    size_t content_length, algorithm_length, oid_length, bits_length;
+    struct der input = {der, length};
+    struct der_element spki, algorithm, oid, bits;
 
-    if (der == NULL || length > DER_INPUT_MAX ||
-        der_read(&cursor, der + length, &content, &content_length) != DER_SEQUENCE ||
-        cursor != der + length)
+    if (der == NULL || length > DER_INPUT_MAX || der_expect(&input, DER_SEQUENCE, &spki) != 0 ||
+        input.length != 0)
         return -1;
-    cursor = content;
-    if (der_read(&cursor, content + content_length, &algorithm, &algorithm_length) !=
-            DER_SEQUENCE ||
-        der_read(&algorithm, algorithm + algorithm_length, &oid, &oid_length) != DER_OID ||
-        oid_length == 0 ||
-        der_read(&cursor, content + content_length, &bits, &bits_length) != DER_BIT_STRING ||
-        cursor != content + content_length || bits_length < 2 || bits[0] != 0)
+    struct der body = spki.content, algorithm_body;
+    if (der_expect(&body, DER_SEQUENCE, &algorithm) != 0)
         return -1;
-    *key = bits + 1;
-    *key_length = bits_length - 1;
+    algorithm_body = algorithm.content;
+    if (der_expect(&algorithm_body, DER_OID, &oid) != 0 || oid.content.length == 0 ||
+        der_expect(&body, DER_BIT_STRING, &bits) != 0 || body.length != 0 ||
+        bits.content.length < 2 || bits.content.data[0] != 0)
+        return -1;
+    *key = bits.content.data + 1;
+    *key_length = bits.content.length - 1;
     return 0;
 }
 
@@ -447,7 +366,7 @@ static int build_authority_key_id(struct issuer *issuer, X509 *ca)
     p = der_put(p, authority_key_id_oid, sizeof(authority_key_id_oid));
     p = der_put_header(p, DER_OCTET_STRING, octets_length);
     p = der_put_header(p, DER_SEQUENCE, identifier_length);
-    p = der_put_header(p, DER_CONTEXT_0, key_id_length);
+    p = der_put_header(p, DER_CONTEXT_0_PRIMITIVE, key_id_length);
     der_put(p, key_id, key_id_length);
     return 0;
 }

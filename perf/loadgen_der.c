@@ -5,6 +5,7 @@
 #include "perf/loadgen_der.h"
 
 #include "common/base64.h"
+#include "common/der.h"
 
 #include <string.h>
 
@@ -12,47 +13,6 @@
 #include <openssl/evp.h>
 
 /* ---- reading DER ---- */
-
-struct tlv {
-    uint8_t tag;
-    const uint8_t *value;
-    size_t length;
-};
-
-/* The next element of [*position, end): definite lengths only, minimal length encoding. */
-static int der_next(const uint8_t **position, const uint8_t *end, struct tlv *out)
-{
-    const uint8_t *p = *position;
-    size_t length;
-
-    if (end - p < 2)
-        return -1;
-    out->tag = *p++;
-    if ((out->tag & 0x1f) == 0x1f)
-        return -1; /* no multi-byte tags in a certificate's structure */
-    length = *p++;
-    if (length & 0x80) {
-        size_t count = length & 0x7f;
-        if (count == 0 || count > 3 || (size_t)(end - p) < count || *p == 0)
-            return -1;
-        length = 0;
-        for (size_t i = 0; i < count; i++)
-            length = length << 8 | *p++;
-        if (length < 0x80)
-            return -1;
-    }
-    if ((size_t)(end - p) < length)
-        return -1;
-    out->value = p;
-    out->length = length;
-    *position = p + length;
-    return 0;
-}
-
-static int der_expect(const uint8_t **position, const uint8_t *end, uint8_t tag, struct tlv *out)
-{
-    return der_next(position, end, out) == 0 && out->tag == tag ? 0 : -1;
-}
 
 static bool two_digits(const uint8_t *text, int *value)
 {
@@ -63,19 +23,19 @@ static bool two_digits(const uint8_t *text, int *value)
 }
 
 /* UTCTime YYMMDDHHMMSSZ or GeneralizedTime YYYYMMDDHHMMSSZ (RFC 5280 4.1.2.5). */
-static int der_time(const struct tlv *item, time_t *out)
+static int der_time(const struct der_element *item, time_t *out)
 {
-    const uint8_t *text = item->value;
+    const uint8_t *text = item->content.data;
     struct tm tm;
     int century, year, month, day, hour, minute, second;
 
     memset(&tm, 0, sizeof(tm));
-    if (item->tag == 0x17 && item->length == 13) {
+    if (item->tag == DER_UTC_TIME && item->content.length == 13) {
         if (!two_digits(text, &year))
             return -1;
         year += year < 50 ? 2000 : 1900;
         text += 2;
-    } else if (item->tag == 0x18 && item->length == 15) {
+    } else if (item->tag == DER_GENERALIZED_TIME && item->content.length == 15) {
         if (!two_digits(text, &century) || !two_digits(text + 2, &year))
             return -1;
         year += century * 100;
@@ -102,35 +62,36 @@ static const uint8_t OID_EXT_KEY_USAGE[] = {0x55, 0x1d, 0x25};
 static const uint8_t OID_SERVER_AUTH[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01};
 static const uint8_t OID_CLIENT_AUTH[] = {0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02};
 
-static bool oid_is(const struct tlv *item, const uint8_t *oid, size_t length)
+static bool oid_is(const struct der_element *item, const uint8_t *oid, size_t length)
 {
-    return item->tag == 0x06 && item->length == length && memcmp(item->value, oid, length) == 0;
+    return item->tag == DER_OID && der_equals(&item->content, oid, length);
 }
 
 /* Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value ANY }: the first CN. */
-static int read_name(const struct tlv *name, char *cn, size_t cn_capacity)
+static int read_name(const struct der_element *name, char *cn, size_t cn_capacity)
 {
-    const uint8_t *p = name->value, *end = p + name->length;
-    struct tlv set, pair, type, value;
+    struct der sets = name->content;
+    struct der_element set, pair, type, value;
 
     cn[0] = '\0';
-    while (p < end) {
-        if (der_expect(&p, end, 0x31, &set) != 0)
+    while (sets.length > 0) {
+        if (der_expect(&sets, DER_SET, &set) != 0)
             return -1;
-        const uint8_t *q = set.value, *set_end = q + set.length;
-        while (q < set_end) {
-            if (der_expect(&q, set_end, 0x30, &pair) != 0)
+        struct der pairs = set.content;
+        while (pairs.length > 0) {
+            if (der_expect(&pairs, DER_SEQUENCE, &pair) != 0)
                 return -1;
-            const uint8_t *r = pair.value, *pair_end = r + pair.length;
-            if (der_expect(&r, pair_end, 0x06, &type) != 0 || der_next(&r, pair_end, &value) != 0 ||
-                r != pair_end)
+            struct der fields = pair.content;
+            if (der_expect(&fields, DER_OID, &type) != 0 || der_read(&fields, &value) != 0 ||
+                fields.length != 0)
                 return -1;
             if (cn[0] == '\0' && oid_is(&type, OID_COMMON_NAME, sizeof(OID_COMMON_NAME))) {
-                if ((value.tag != 0x0c && value.tag != 0x13) || value.length >= cn_capacity ||
-                    memchr(value.value, 0, value.length) != NULL)
+                if ((value.tag != DER_UTF8_STRING && value.tag != DER_PRINTABLE_STRING) ||
+                    value.content.length >= cn_capacity ||
+                    memchr(value.content.data, 0, value.content.length) != NULL)
                     return -1;
-                memcpy(cn, value.value, value.length);
-                cn[value.length] = '\0';
+                memcpy(cn, value.content.data, value.content.length);
+                cn[value.content.length] = '\0';
             }
         }
     }
@@ -139,18 +100,17 @@ static int read_name(const struct tlv *name, char *cn, size_t cn_capacity)
 
 /* ExtKeyUsageSyntax ::= SEQUENCE SIZE (1..MAX) OF KeyPurposeId, inside the extension's OCTET
  * STRING. */
-static int read_eku(const struct tlv *octets, struct cert_fields *fields)
+static int read_eku(const struct der_element *octets, struct cert_fields *fields)
 {
-    const uint8_t *p = octets->value, *end = p + octets->length;
-    struct tlv list, purpose;
+    struct der run = octets->content;
+    struct der_element list, purpose;
 
-    if (der_expect(&p, end, 0x30, &list) != 0 || p != end || list.length == 0)
+    if (der_expect(&run, DER_SEQUENCE, &list) != 0 || run.length != 0 || list.content.length == 0)
         return -1;
     fields->eku_present = true;
-    p = list.value;
-    end = p + list.length;
-    while (p < end) {
-        if (der_expect(&p, end, 0x06, &purpose) != 0)
+    struct der purposes = list.content;
+    while (purposes.length > 0) {
+        if (der_expect(&purposes, DER_OID, &purpose) != 0)
             return -1;
         fields->eku_server |= oid_is(&purpose, OID_SERVER_AUTH, sizeof(OID_SERVER_AUTH));
         fields->eku_client |= oid_is(&purpose, OID_CLIENT_AUTH, sizeof(OID_CLIENT_AUTH));
@@ -160,26 +120,25 @@ static int read_eku(const struct tlv *octets, struct cert_fields *fields)
 
 /* [3] EXPLICIT Extensions ::= SEQUENCE OF SEQUENCE { OID, critical BOOLEAN DEFAULT FALSE, OCTET
  * STRING } */
-static int read_extensions(const struct tlv *explicit, struct cert_fields *fields)
+static int read_extensions(const struct der_element *explicit, struct cert_fields *fields)
 {
-    const uint8_t *p = explicit->value, *end = p + explicit->length;
-    struct tlv list, extension, oid, item;
+    struct der run = explicit->content;
+    struct der_element list, extension, oid, item;
 
-    if (der_expect(&p, end, 0x30, &list) != 0 || p != end)
+    if (der_expect(&run, DER_SEQUENCE, &list) != 0 || run.length != 0)
         return -1;
-    p = list.value;
-    end = p + list.length;
-    while (p < end) {
-        if (der_expect(&p, end, 0x30, &extension) != 0)
+    struct der extensions = list.content;
+    while (extensions.length > 0) {
+        if (der_expect(&extensions, DER_SEQUENCE, &extension) != 0)
             return -1;
-        const uint8_t *q = extension.value, *extension_end = q + extension.length;
-        if (der_expect(&q, extension_end, 0x06, &oid) != 0 || der_next(&q, extension_end, &item))
+        struct der parts = extension.content;
+        if (der_expect(&parts, DER_OID, &oid) != 0 || der_read(&parts, &item) != 0)
             return -1;
-        if (item.tag == 0x01) {
-            if (item.length != 1 || der_next(&q, extension_end, &item) != 0)
+        if (item.tag == DER_BOOLEAN) {
+            if (item.content.length != 1 || der_read(&parts, &item) != 0)
                 return -1;
         }
-        if (item.tag != 0x04 || q != extension_end)
+        if (item.tag != DER_OCTET_STRING || parts.length != 0)
             return -1;
         if (oid_is(&oid, OID_EXT_KEY_USAGE, sizeof(OID_EXT_KEY_USAGE)) &&
             read_eku(&item, fields) != 0)
@@ -190,40 +149,39 @@ static int read_extensions(const struct tlv *explicit, struct cert_fields *field
 
 int der_read_certificate(const uint8_t *der, size_t length, struct cert_fields *fields)
 {
-    const uint8_t *p = der, *end = der + length;
-    struct tlv certificate, tbs, item, validity, before, after;
+    struct der input = {der, length};
+    struct der_element certificate, tbs, item, validity, before, after, spki;
 
     memset(fields, 0, sizeof(*fields));
-    if (der_expect(&p, end, 0x30, &certificate) != 0 || p != end)
+    if (der_expect(&input, DER_SEQUENCE, &certificate) != 0 || input.length != 0)
         return -1;
-    p = certificate.value;
-    end = p + certificate.length;
-    if (der_expect(&p, end, 0x30, &tbs) != 0 || der_expect(&p, end, 0x30, &item) != 0 ||
-        der_expect(&p, end, 0x03, &item) != 0 || item.length < 2 || p != end)
+    struct der outer = certificate.content;
+    if (der_expect(&outer, DER_SEQUENCE, &tbs) != 0 ||
+        der_expect(&outer, DER_SEQUENCE, &item) != 0 ||
+        der_expect(&outer, DER_BIT_STRING, &item) != 0 || item.content.length < 2 ||
+        outer.length != 0)
         return -1; /* tbsCertificate, signatureAlgorithm, signatureValue */
-    p = tbs.value;
-    end = p + tbs.length;
-    if (der_next(&p, end, &item) != 0)
+    struct der body = tbs.content;
+    if (der_read(&body, &item) != 0)
         return -1;
-    if (item.tag == 0xa0 && der_next(&p, end, &item) != 0) /* [0] version */
+    if (item.tag == 0xa0 && der_read(&body, &item) != 0) /* [0] version */
         return -1;
-    if (item.tag != 0x02 || item.length == 0 ||  /* serialNumber */
-        der_expect(&p, end, 0x30, &item) != 0 || /* signature */
-        der_expect(&p, end, 0x30, &item) != 0 || /* issuer */
-        der_expect(&p, end, 0x30, &validity) != 0 || der_expect(&p, end, 0x30, &item) != 0 ||
-        read_name(&item, fields->cn, sizeof(fields->cn)) != 0)
+    if (item.tag != DER_INTEGER || item.content.length == 0 || /* serialNumber */
+        der_expect(&body, DER_SEQUENCE, &item) != 0 ||         /* signature */
+        der_expect(&body, DER_SEQUENCE, &item) != 0 ||         /* issuer */
+        der_expect(&body, DER_SEQUENCE, &validity) != 0 ||     /* validity */
+        der_expect(&body, DER_SEQUENCE, &item) != 0 ||         /* subject */
+        read_name(&item, fields->cn, sizeof(fields->cn)) != 0 ||
+        der_expect(&body, DER_SEQUENCE, &spki) != 0) /* subjectPublicKeyInfo */
         return -1;
-    fields->spki = p;
-    if (der_expect(&p, end, 0x30, &item) != 0) /* subjectPublicKeyInfo */
+    fields->spki = spki.whole.data;
+    fields->spki_length = spki.whole.length;
+    struct der times = validity.content;
+    if (der_read(&times, &before) != 0 || der_read(&times, &after) != 0 || times.length != 0 ||
+        der_time(&before, &fields->not_before) != 0 || der_time(&after, &fields->not_after) != 0)
         return -1;
-    fields->spki_length = (size_t)(p - fields->spki);
-    const uint8_t *v = validity.value, *validity_end = v + validity.length;
-    if (der_next(&v, validity_end, &before) != 0 || der_next(&v, validity_end, &after) != 0 ||
-        v != validity_end || der_time(&before, &fields->not_before) != 0 ||
-        der_time(&after, &fields->not_after) != 0)
-        return -1;
-    while (p < end) {
-        if (der_next(&p, end, &item) != 0)
+    while (body.length > 0) {
+        if (der_read(&body, &item) != 0)
             return -1;
         if (item.tag == 0xa3 && read_extensions(&item, fields) != 0)
             return -1;
@@ -287,25 +245,6 @@ int spki_p256(const EVP_PKEY *key, uint8_t out[SPKI_P256_LENGTH])
     return 0;
 }
 
-/* Writes tag and a length below 0x10000; returns the header size. */
-static size_t put_header(uint8_t *out, uint8_t tag, size_t length)
-{
-    out[0] = tag;
-    if (length < 0x80) {
-        out[1] = (uint8_t)length;
-        return 2;
-    }
-    if (length < 0x100) {
-        out[1] = 0x81;
-        out[2] = (uint8_t)length;
-        return 3;
-    }
-    out[1] = 0x82;
-    out[2] = (uint8_t)(length >> 8);
-    out[3] = (uint8_t)length;
-    return 4;
-}
-
 int csr_pem(EVP_MD_CTX *sign, OSSL_LIB_CTX *libctx, EVP_PKEY *key,
             const uint8_t spki[SPKI_P256_LENGTH], const char *di, char pem[CSR_PEM_CAPACITY])
 {
@@ -320,12 +259,12 @@ int csr_pem(EVP_MD_CTX *sign, OSSL_LIB_CTX *libctx, EVP_PKEY *key,
     /* CertificationRequestInfo: version 0, subject, SPKI, attributes [0] {} */
     size_t pair = sizeof(name_start) + 1 + cn_length, set = 2 + pair, name = 2 + set;
     size_t info_length = 3 + 2 + name + SPKI_P256_LENGTH + 2;
-    n = put_header(info, 0x30, info_length);
+    n = (size_t)(der_put_header(info, 0x30, info_length) - (info));
     memcpy(info + n, (const uint8_t[]){0x02, 0x01, 0x00}, 3);
     n += 3;
-    n += put_header(info + n, 0x30, name);
-    n += put_header(info + n, 0x31, set);
-    n += put_header(info + n, 0x30, pair);
+    n += (size_t)(der_put_header(info + n, 0x30, name) - (info + n));
+    n += (size_t)(der_put_header(info + n, 0x31, set) - (info + n));
+    n += (size_t)(der_put_header(info + n, 0x30, pair) - (info + n));
     memcpy(info + n, name_start, sizeof(name_start));
     n += sizeof(name_start);
     info[n++] = (uint8_t)cn_length;
@@ -343,12 +282,12 @@ int csr_pem(EVP_MD_CTX *sign, OSSL_LIB_CTX *libctx, EVP_PKEY *key,
     /* CertificationRequest: info, algorithm, BIT STRING signature */
     size_t bits = 1 + signature_length;
     size_t body = n + sizeof(ECDSA_SHA256) + 2 + bits;
-    size_t length = put_header(csr, 0x30, body);
+    size_t length = (size_t)(der_put_header(csr, 0x30, body) - (csr));
     memcpy(csr + length, info, n);
     length += n;
     memcpy(csr + length, ECDSA_SHA256, sizeof(ECDSA_SHA256));
     length += sizeof(ECDSA_SHA256);
-    length += put_header(csr + length, 0x03, bits);
+    length += (size_t)(der_put_header(csr + length, 0x03, bits) - (csr + length));
     csr[length++] = 0x00;
     memcpy(csr + length, signature, signature_length);
     length += signature_length;
