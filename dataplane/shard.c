@@ -202,7 +202,10 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
     view->ssl_ctx = tls_server_context_pem(shard->libctx, snapshot->tls_cert_pem,
                                            snapshot->tls_key_pem, conn_verify, err, err_length);
     if (view->ssl_ctx != NULL) {
-        view->attestation = attestation_create(shard->libctx, config, err, err_length);
+        /* Groups the change did not touch keep the chains the current view proved. */
+        view->attestation = attestation_create_from(
+            shard->libctx, config, shard->view != NULL ? shard->view->attestation : NULL, err,
+            err_length);
     }
     if (view->attestation == NULL) {
         view_release(view);
