@@ -30,6 +30,19 @@ enum config_acl_mode {
     CONFIG_ACL_EXTEND,  /* acl_json entries follow the default list */
 };
 
+/*
+ * A signing key the node's administrator registered under a name (keys: in
+ * the file), with the owners whose hubs may use it. Documents from the
+ * management API name keys only this way: they never name a file.
+ */
+struct config_key {
+    char *name;      /* letters, digits, '.', '_', '-'; at most 64 */
+    char *cert_file; /* its certificate chain (CA first), needed for identityCertificate */
+    char *key_file;
+    char **owners; /* at least one */
+    size_t owner_count;
+};
+
 struct config_hub {
     char *id;        /* hubId: a UUID string, the "sid" sent to devices */
     char *owner;     /* optional in the file; the API scopes hubs by it */
@@ -39,6 +52,13 @@ struct config_hub {
     char *authorization_provider; /* "apn" sent to devices */
     char *ca_cert_file;           /* identity CA chain: CA first, root last */
     char *ca_key_file;
+    /*
+     * Or a registered key by name (identityCertificate.keyName,
+     * token.keyName): the files above are then filled from the key registry
+     * when a snapshot is built, and never shown or stored.
+     */
+    char *ca_key_name;
+    char *token_key_name;
     long certificate_validity_s; /* identity certificate lifetime, default 1 year */
     char *token_key_file;        /* token signing key (EC P-256 -> ES256, RSA -> RS256) */
     char *token_key_id;          /* optional JWT "kid" */
@@ -91,6 +111,18 @@ struct config_api {
     char *issuer;         /* required "iss" of operator tokens */
     char *audience;       /* required "aud" of operator tokens, when set */
     char *owner_claim;    /* claim naming the caller's owner, default "sub" */
+    char *health_listen;  /* optional HOST:PORT serving only /healthz, /readyz, /metrics */
+    char **admins;        /* owners whose tokens see node-wide status */
+    size_t admin_count;
+    unsigned max_connections;            /* default 256 */
+    unsigned max_connections_per_source; /* default 32 */
+    unsigned request_timeout_s;          /* a whole request, headers and body; default 10 */
+    /* Per owner (api.quotas); 0 for a count means no limit. */
+    unsigned quota_groups;              /* enrollment groups, default 1000 */
+    unsigned quota_hubs;                /* hubs, default 100 */
+    unsigned quota_blocks;              /* blocklist entries, default 10000 */
+    unsigned quota_requests_per_second; /* default 20 */
+    unsigned quota_request_burst;       /* default 100 */
 };
 
 struct config {
@@ -118,6 +150,8 @@ struct config {
     size_t hub_count;
     struct config_group *groups;
     size_t group_count;
+    struct config_key *keys; /* the key registry */
+    size_t key_count;
     struct config_api api;
     enum keyfile_policy key_file_permissions; /* keyFilePermissions, default refuse */
     char *user; /* switch to this user after binding the listeners; NULL: stay */
@@ -128,6 +162,12 @@ int config_load(const char *path, struct config **out, char *err, size_t err_len
 void config_free(struct config *config);
 
 const struct config_hub *config_find_hub(const struct config *config, const char *hub_id);
+
+/* The registered key with name, or NULL. */
+const struct config_key *config_find_key(const struct config *config, const char *name);
+
+/* True when owner is one of the key's owners. */
+bool config_key_allows(const struct config_key *key, const char *owner);
 
 /*
  * Validators shared by the YAML configuration and the management API's JSON
@@ -140,6 +180,19 @@ bool config_uuid_valid(const char *text);
 /* NULL when text is coaps+tcp://HOST:PORT, else what is wrong. */
 const char *config_gateway_problem(const char *text);
 
+/* NULL when text can name a registered key, else what is wrong. */
+const char *config_key_name_problem(const char *text);
+
+/*
+ * The claim names of a hub's tokens must not collide: the owner claim may
+ * be "sub" (its default) but no other registered claim (iss, aud, exp, nbf,
+ * iat, jti); the device-id claim (may be NULL) may be none of them, "sub"
+ * included, nor the owner claim. NULL when they fit, else what is wrong,
+ * with *device_id_claim telling which claim it is about.
+ */
+const char *config_claims_problem(const char *owner_claim, const char *device_id_claim,
+                                  bool *device_id_claim_wrong);
+
 /*
  * Checks an ACL entry against the strict ACE shape devices accept
  * (PROTOCOL.md 2.5). 0, or -1 with "path.field: problem" in err.
@@ -149,5 +202,9 @@ int config_check_ace(const struct json_t *ace, const char *path, char *err, size
 /* Free what a hub or group holds (the structure itself is the caller's). */
 void config_hub_clear(struct config_hub *hub);
 void config_group_clear(struct config_group *group);
+
+/* Deep copies (what a snapshot read from files included). 0, or -1 with *to cleared. */
+int config_hub_copy(const struct config_hub *from, struct config_hub *to);
+int config_group_copy(const struct config_group *from, struct config_group *to);
 
 #endif

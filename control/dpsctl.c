@@ -76,8 +76,7 @@ enum option_id {
     OPT_HUB_ID,
     OPT_GATEWAY,
     OPT_PROVIDER,
-    OPT_CA_CERT,
-    OPT_CA_KEY,
+    OPT_IDENTITY_KEY,
     OPT_TOKEN_KEY,
     OPT_TOKEN_ISSUER,
     OPT_OWNER_CLAIM,
@@ -104,7 +103,7 @@ enum option_id {
     (BIT(OPT_NAME) | BIT(OPT_CHAIN) | BIT(OPT_HUB) | BIT(OPT_PSK) | BIT(OPT_EXPIRED_OK) |          \
      BIT(OPT_LEAD_NAME))
 #define HUB_FIELDS                                                                                 \
-    (BIT(OPT_NAME) | BIT(OPT_GATEWAY) | BIT(OPT_PROVIDER) | BIT(OPT_CA_CERT) | BIT(OPT_CA_KEY) |   \
+    (BIT(OPT_NAME) | BIT(OPT_GATEWAY) | BIT(OPT_PROVIDER) | BIT(OPT_IDENTITY_KEY) |                \
      BIT(OPT_TOKEN_KEY) | BIT(OPT_TOKEN_ISSUER) | BIT(OPT_OWNER_CLAIM) | BIT(OPT_DEVICE_ID_CLAIM))
 
 static const struct option LONG_OPTIONS[] = {
@@ -125,8 +124,7 @@ static const struct option LONG_OPTIONS[] = {
     {"hub-id", required_argument, NULL, 256 + OPT_HUB_ID},
     {"gateway", required_argument, NULL, 256 + OPT_GATEWAY},
     {"provider", required_argument, NULL, 256 + OPT_PROVIDER},
-    {"ca-cert", required_argument, NULL, 256 + OPT_CA_CERT},
-    {"ca-key", required_argument, NULL, 256 + OPT_CA_KEY},
+    {"identity-key", required_argument, NULL, 256 + OPT_IDENTITY_KEY},
     {"token-key", required_argument, NULL, 256 + OPT_TOKEN_KEY},
     {"token-issuer", required_argument, NULL, 256 + OPT_TOKEN_ISSUER},
     {"owner-claim", required_argument, NULL, 256 + OPT_OWNER_CLAIM},
@@ -192,8 +190,9 @@ static int command_bindings_release(struct options *options);
 static const struct command COMMANDS[] = {
     {"status", NULL, CONNECTION, NULL, command_status,
      "dpsctl status\n"
-     "  The node: ready or not, shards, I/O backend, connections, configuration\n"
-     "  generation, enrollment groups and hubs in force.\n"},
+     "  Ready or not; the token owner's enrollment groups, hubs, blocklist entries\n"
+     "  and quotas; for an administrator (api.admins) also the node: shards, I/O\n"
+     "  backend, connections, configuration generation and node-wide counts.\n"},
     {"groups", "list", CONNECTION | BIT(OPT_ID), NULL, command_groups_list,
      "dpsctl groups list [--id GROUP_ID]\n"
      "  The enrollment groups of the token's owner.\n"},
@@ -213,11 +212,12 @@ static const struct command COMMANDS[] = {
      "dpsctl hubs list [--id HUB_ID]\n"},
     {"hubs", "create", CONNECTION | HUB_FIELDS | BIT(OPT_HUB_ID), NULL, command_hubs_put,
      "dpsctl hubs create --hub-id UUID --gateway coaps+tcp://HOST:PORT [--gateway ...]\n"
-     "                   --provider NAME --ca-cert FILE --ca-key FILE --token-key FILE\n"
+     "                   --provider NAME --identity-key NAME --token-key NAME\n"
      "                   --token-issuer ISSUER [--name NAME] [--owner-claim CLAIM]\n"
      "                   [--device-id-claim CLAIM]\n"
-     "  Adds a hub. The CA and token key files are read by dpsd: give paths on its\n"
-     "  host (relative ones that exist here are sent as absolute paths).\n"},
+     "  Adds a hub. Its identity CA and token signing keys are named, not sent:\n"
+     "  keys the node's administrator registered for your owner (keys: in dpsd's\n"
+     "  configuration).\n"},
     {"hubs", "update", CONNECTION | HUB_FIELDS, "HUB_ID", command_hubs_put,
      "dpsctl hubs update HUB_ID [hubs create's options]\n"
      "  Replaces the hub with the given fields changed (--gateway replaces the list).\n"},
@@ -861,13 +861,13 @@ static const char *field_hint(const char *message)
         {"authorization.provider", "--provider must name the hub's authorization provider"},
         {"authorization.ownerClaim", "check --owner-claim"},
         {"authorization.deviceIdClaim", "check --device-id-claim"},
-        {"identityCertificate.certificate",
-         "--ca-cert must be a CA certificate file readable by dpsd"},
-        {"identityCertificate.key", "--ca-key must be the CA's key file, readable by dpsd"},
-        {"identityCertificate", "check --ca-cert and --ca-key"},
-        {"token.key", "--token-key must be a key file readable by dpsd"},
+        {"identityCertificate.keyName",
+         "--identity-key must name a key with a certificate registered for your owner"},
+        {"identityCertificate", "check --identity-key"},
+        {"token.keyName", "--token-key must name a key registered for your owner"},
         {"token.issuer", "check --token-issuer"},
         {"token", "check --token-key and --token-issuer"},
+        {"requests", "wait and retry: the owner's request rate is limited"},
         {"name", "check --name"},
         {"deviceIdFilter", "--device must be a UUID"},
         {"deviceId", "--device must be a device id (a UUID)"},
@@ -1281,22 +1281,13 @@ static int apply_group_options(const struct options *options, json_t *doc)
     return EXIT_OK;
 }
 
-/* A file dpsd will read: absolute when it exists here, as given otherwise. */
-static json_t *server_path(const char *path)
-{
-    char resolved[PATH_MAX];
-
-    return json_string(realpath(path, resolved) != NULL ? resolved : path);
-}
-
 static int apply_hub_options(const struct options *options, json_t *doc)
 {
     static const char *const provider_path[] = {"authorization", "provider", "name"};
     static const char *const owner_claim_path[] = {"authorization", "ownerClaim"};
     static const char *const device_claim_path[] = {"authorization", "deviceIdClaim"};
-    static const char *const ca_cert_path[] = {"identityCertificate", "certificate"};
-    static const char *const ca_key_path[] = {"identityCertificate", "key"};
-    static const char *const token_key_path[] = {"token", "key"};
+    static const char *const identity_key_path[] = {"identityCertificate", "keyName"};
+    static const char *const token_key_path[] = {"token", "keyName"};
     static const char *const token_issuer_path[] = {"token", "issuer"};
 
     if (options->value[OPT_HUB_ID] != NULL) {
@@ -1317,12 +1308,10 @@ static int apply_hub_options(const struct options *options, json_t *doc)
         set_path(doc, owner_claim_path, 2, json_string(options->value[OPT_OWNER_CLAIM]));
     if (options->value[OPT_DEVICE_ID_CLAIM] != NULL)
         set_path(doc, device_claim_path, 2, json_string(options->value[OPT_DEVICE_ID_CLAIM]));
-    if (options->value[OPT_CA_CERT] != NULL)
-        set_path(doc, ca_cert_path, 2, server_path(options->value[OPT_CA_CERT]));
-    if (options->value[OPT_CA_KEY] != NULL)
-        set_path(doc, ca_key_path, 2, server_path(options->value[OPT_CA_KEY]));
+    if (options->value[OPT_IDENTITY_KEY] != NULL)
+        set_path(doc, identity_key_path, 2, json_string(options->value[OPT_IDENTITY_KEY]));
     if (options->value[OPT_TOKEN_KEY] != NULL)
-        set_path(doc, token_key_path, 2, server_path(options->value[OPT_TOKEN_KEY]));
+        set_path(doc, token_key_path, 2, json_string(options->value[OPT_TOKEN_KEY]));
     if (options->value[OPT_TOKEN_ISSUER] != NULL)
         set_path(doc, token_issuer_path, 2, json_string(options->value[OPT_TOKEN_ISSUER]));
     return EXIT_OK;
@@ -1439,9 +1428,8 @@ static int command_groups_put(struct options *options)
 
 static int hubs_put_run(struct client *client, struct options *options)
 {
-    static const enum option_id required[] = {OPT_HUB_ID,      OPT_GATEWAY, OPT_PROVIDER,
-                                              OPT_CA_CERT,     OPT_CA_KEY,  OPT_TOKEN_KEY,
-                                              OPT_TOKEN_ISSUER};
+    static const enum option_id required[] = {OPT_HUB_ID,       OPT_GATEWAY,   OPT_PROVIDER,
+                                              OPT_IDENTITY_KEY, OPT_TOKEN_KEY, OPT_TOKEN_ISSUER};
     return put_document(client, options, &HUBS, apply_hub_options, required,
                         sizeof(required) / sizeof(*required));
 }
