@@ -94,7 +94,10 @@ struct store_stats {
 
 struct store;
 
-/* Opens (creating if needed) the database in dir and starts the writer. NULL with err. */
+/*
+ * Opens (creating if needed, mode 0700) the database in dir and starts the
+ * writer. A dir group or others may write to is refused. NULL with err.
+ */
 struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t err_length);
 
 /* Opens an existing database read-only (tools; works while the daemon runs). NULL with err. */
