@@ -33,6 +33,19 @@ enum config_acl_mode {
     CONFIG_ACL_EXTEND,  /* acl_json entries follow the default list */
 };
 
+/*
+ * A signing key the node's administrator registered under a name (keys: in
+ * the file), with the owners whose hubs may use it. Documents from the
+ * management API name keys only this way: they never name a file.
+ */
+struct config_key {
+    char *name;      /* letters, digits, '.', '_', '-'; at most 64 */
+    char *cert_file; /* its certificate chain (CA first), needed for identityCertificate */
+    char *key_file;
+    char **owners; /* at least one */
+    size_t owner_count;
+};
+
 struct config_hub {
     char *id;        /* hubId: a UUID string, the "sid" sent to devices */
     char *owner;     /* optional in the file; the API scopes hubs by it */
@@ -42,6 +55,13 @@ struct config_hub {
     char *authorization_provider; /* "apn" sent to devices */
     char *ca_cert_file;           /* identity CA chain: CA first, root last */
     char *ca_key_file;
+    /*
+     * Or a registered key by name (identityCertificate.keyName,
+     * token.keyName): the files above are then filled from the key registry
+     * when a snapshot is built, and never shown or stored.
+     */
+    char *ca_key_name;
+    char *token_key_name;
     long certificate_validity_s; /* identity certificate lifetime, default 1 year */
     char *token_key_file;        /* token signing key (EC P-256 -> ES256, RSA -> RS256) */
     char *token_key_id;          /* optional JWT "kid" */
@@ -94,6 +114,18 @@ struct config_api {
     char *issuer;         /* required "iss" of operator tokens */
     char *audience;       /* required "aud" of operator tokens, when set */
     char *owner_claim;    /* claim naming the caller's owner, default "sub" */
+    char *health_listen;  /* optional HOST:PORT serving only /healthz, /readyz, /metrics */
+    char **admins;        /* owners whose tokens see node-wide status */
+    size_t admin_count;
+    unsigned max_connections;            /* default 256 */
+    unsigned max_connections_per_source; /* default 32 */
+    unsigned request_timeout_s;          /* a whole request, headers and body; default 10 */
+    /* Per owner (api.quotas); 0 for a count means no limit. */
+    unsigned quota_groups;              /* enrollment groups, default 1000 */
+    unsigned quota_hubs;                /* hubs, default 100 */
+    unsigned quota_blocks;              /* blocklist entries, default 10000 */
+    unsigned quota_requests_per_second; /* default 20 */
+    unsigned quota_request_burst;       /* default 100 */
 };
 
 /* Running as one node of a cluster (README "Running a cluster"). */
@@ -132,6 +164,8 @@ struct config {
     size_t hub_count;
     struct config_group *groups;
     size_t group_count;
+    struct config_key *keys; /* the key registry */
+    size_t key_count;
     struct config_api api;
     struct config_cluster cluster;
     enum keyfile_policy key_file_permissions; /* keyFilePermissions, default refuse */

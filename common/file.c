@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -79,4 +80,52 @@ void file_free_secret(char *text)
     if (text != NULL) {
         OPENSSL_clear_free(text, strlen(text));
     }
+}
+
+static int check_dir(const char *folder, char *err, size_t err_length)
+{
+    struct stat st;
+    if (stat(folder, &st) != 0) {
+        snprintf(err, err_length, "cannot use folder %s: %s", folder, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, err_length, "%s is not a folder", folder);
+        return -1;
+    }
+    if ((st.st_mode & 022) != 0) {
+        snprintf(err, err_length,
+                 "folder %s is writable by group or others (mode %04o): they could replace "
+                 "what dpsd reads or writes there; run chmod go-w %s (dpsd creates its folders "
+                 "0700)",
+                 folder, (unsigned)(st.st_mode & 07777), folder);
+        return -1;
+    }
+    return 0;
+}
+
+int file_private_dir(const char *folder, char *err, size_t err_length)
+{
+    if (mkdir(folder, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, err_length, "cannot create folder %s: %s", folder, strerror(errno));
+        return -1;
+    }
+    return check_dir(folder, err, err_length);
+}
+
+int file_check_dir_of(const char *path, char *err, size_t err_length)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return check_dir(".", err, err_length);
+    if (slash == path)
+        return check_dir("/", err, err_length);
+    char *folder = strndup(path, (size_t)(slash - path));
+    if (folder == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return -1;
+    }
+    int rc = check_dir(folder, err, err_length);
+    free(folder);
+    return rc;
 }

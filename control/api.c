@@ -19,8 +19,19 @@
  *
  * Errors are {"code": N, "message": "..."} with the gRPC code the reference
  * uses: 3 invalid argument (400), 5 not found (404), 6 already exists (409),
- * 7 permission denied (403), 12 unimplemented (405), 13 internal (500),
- * 16 unauthenticated (401); 413 for bodies over 1 MiB.
+ * 7 permission denied (403), 8 resource exhausted (429: a quota; 413 for
+ * bodies over 1 MiB), 12 unimplemented (405), 13 internal (500),
+ * 16 unauthenticated (401).
+ *
+ * Nobody without a token can spend the API: the token (and the owner's
+ * request rate) is checked in the first call of a request, when its headers
+ * are in, so a refused caller's body is never read. Connections are limited
+ * in all and per source (api.maxConnections, maxConnectionsPerSource), and a
+ * reaper thread closes a connection whose request is not in within
+ * api.requestTimeout of its connect or its previous request's end. The
+ * probes and metrics are also served by a second, single-threaded listener
+ * with a budget of its own (api.healthListen), so a flood of this one never
+ * starves a load balancer.
  */
 #include "control/api.h"
 
@@ -35,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,8 +64,11 @@
 #include "store/store.h"
 
 #define API_BODY_LIMIT (1024 * 1024)
-#define API_CONNECTION_LIMIT 256
-#define API_CONNECTION_TIMEOUT_S 60
+#define API_CONNECTION_TIMEOUT_S 60 /* idle, also while a list streams out */
+#define API_HEALTH_CONNECTIONS 64
+#define API_HEALTH_CONNECTIONS_PER_SOURCE 8
+#define API_HEALTH_TIMEOUT_S 5
+#define API_RATE_TABLE_LIMIT 4096 /* owners remembered before idle ones are forgotten */
 #define API_PEM_LIMIT (1024 * 1024)
 #define API_STREAM_BLOCK 16384
 #define OUT_OF_MEMORY_BODY "{\"code\":13,\"message\":\"out of memory\"}\n"
@@ -70,9 +85,36 @@ enum rpc_code {
     RPC_UNAUTHENTICATED = 16,
 };
 
+/*
+ * One TCP connection of either listener, tracked for its request deadline.
+ * socket is our duplicate of the connection's descriptor: shutting it down
+ * ends the connection whatever libmicrohttpd is waiting for, and the socket
+ * itself lives until we close our copy, so the reaper never touches a
+ * descriptor number that was closed and given to something else.
+ */
+struct api_conn {
+    struct api_conn *prev;
+    struct api_conn *next;
+    int socket;
+    unsigned timeout_s;    /* the listener's deadline for a whole request */
+    struct timespec since; /* the connection's start, or its previous request's end */
+    bool answering;        /* a response is queued: the deadline does not run */
+    bool reaped;
+};
+
+/* A listener: the API's own, or the health listener's (probes and metrics only). */
+struct api_listener {
+    struct api *api;
+    unsigned timeout_s;
+};
+
 struct api {
     struct MHD_Daemon *daemon;
+    struct MHD_Daemon *health_daemon; /* api.healthListen, or NULL */
+    struct api_listener listener;
+    struct api_listener health_listener;
     struct plane *plane;
+    const struct config_api *settings;
     struct auth *auth;
     char *cert_pem;
     char *client_ca_pem; /* api.clientCA: client certificates required when set */
@@ -82,10 +124,24 @@ struct api {
     pthread_mutex_t lock;
     pthread_cond_t idle;
     unsigned producers;
+
+    /* Connections and the reaper thread that enforces request deadlines. */
+    pthread_mutex_t conns_lock;
+    pthread_cond_t reaper_wake;
+    struct api_conn *conns;
+    bool stopping;
+    bool reaper_started;
+    pthread_t reaper;
+
+    /* Requests per owner: a GCRA arrival time (microseconds) per owner, under rates_lock. */
+    pthread_mutex_t rates_lock;
+    json_t *rates;
 };
 
-/* One request: its body as it arrives. */
+/* One request: its owner, checked before any body byte is read, and its body as it arrives. */
 struct request {
+    char *owner;  /* /api/v1 routes: the token's owner */
+    bool refused; /* answered in the first call: the body is discarded */
     char *body;
     size_t length;
     bool too_large;
@@ -152,6 +208,9 @@ static enum MHD_Result queue_plane_error(struct MHD_Connection *connection, int 
         return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "%s", err);
     case PLANE_CONFLICT:
         return queue_error(connection, MHD_HTTP_CONFLICT, RPC_ALREADY_EXISTS, "%s", err);
+    case PLANE_EXHAUSTED:
+        return queue_error(connection, MHD_HTTP_TOO_MANY_REQUESTS, RPC_RESOURCE_EXHAUSTED, "%s",
+                           err);
     default:
         return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL, "%s", err);
     }
@@ -396,8 +455,8 @@ static enum MHD_Result list_documents(struct api *api, struct MHD_Connection *co
         if (!same_owner(kind_owner(config, kind, i), owner) ||
             !query_matches(query, "idFilter", kind_id(config, kind, i)))
             continue;
-        ndjson_result(&out, kind == KIND_GROUP ? model_group_to_json(&config->groups[i])
-                                               : model_hub_to_json(&config->hubs[i]));
+        ndjson_result(&out, kind == KIND_GROUP ? model_group_to_api(&config->groups[i])
+                                               : model_hub_to_api(&config->hubs[i]));
     }
     plane_config_release(api->plane, config);
     json_decref(query);
@@ -500,8 +559,8 @@ static json_t *stored_document(struct api *api, enum kind kind, const char *id)
     json_t *doc = NULL;
     for (size_t i = 0; doc == NULL && i < kind_count(config, kind); i++) {
         if (strcasecmp(kind_id(config, kind, i), id) == 0)
-            doc = kind == KIND_GROUP ? model_group_to_json(&config->groups[i])
-                                     : model_hub_to_json(&config->hubs[i]);
+            doc = kind == KIND_GROUP ? model_group_to_api(&config->groups[i])
+                                     : model_hub_to_api(&config->hubs[i]);
     }
     plane_config_release(api->plane, config);
     return doc;
@@ -997,9 +1056,20 @@ static enum MHD_Result release_bindings(struct api *api, struct MHD_Connection *
     return queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
 }
 
-static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection)
+/* api.admins: owners whose tokens see the node as a whole. */
+static bool is_admin(const struct api *api, const char *owner)
 {
-    json_t *status = plane_status(api->plane);
+    for (size_t i = 0; i < api->settings->admin_count; i++) {
+        if (strcmp(api->settings->admins[i], owner) == 0)
+            return true;
+    }
+    return false;
+}
+
+static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection,
+                                    const char *owner)
+{
+    json_t *status = plane_status(api->plane, owner, is_admin(api, owner));
     if (status == NULL)
         return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                            "status unavailable");
@@ -1029,33 +1099,115 @@ static enum MHD_Result route_documents(struct api *api, struct MHD_Connection *c
     return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
 }
 
+/* 401 with the reason (which never quotes the token). */
+static enum MHD_Result queue_unauthenticated(struct MHD_Connection *connection, const char *reason)
+{
+    struct MHD_Response *response = NULL;
+    char *text = NULL;
+    json_t *body = json_pack("{s:i, s:s}", "code", RPC_UNAUTHENTICATED, "message", reason);
+    if (body != NULL)
+        text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (text != NULL)
+        response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (response == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_UNAUTHORIZED, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
+
+/*
+ * api.quotas.requestsPerSecond and requestBurst, per owner (GCRA). True when
+ * the request may go on; else *retry_s is when the next one may.
+ */
+static bool rate_allow(struct api *api, const char *owner, unsigned *retry_s)
+{
+    int64_t interval = 1000000 / (int64_t)api->settings->quota_requests_per_second;
+    int64_t tolerance = interval * ((int64_t)api->settings->quota_request_burst - 1);
+    int64_t now = now_us();
+    bool allowed = true;
+    pthread_mutex_lock(&api->rates_lock);
+    if (json_object_size(api->rates) >= API_RATE_TABLE_LIMIT) {
+        const char *key;
+        json_t *value;
+        void *next;
+        json_object_foreach_safe(api->rates, next, key, value)
+        {
+            if (json_integer_value(value) < now)
+                json_object_del(api->rates, key);
+        }
+    }
+    json_t *entry = json_object_get(api->rates, owner);
+    int64_t arrival = entry != NULL ? json_integer_value(entry) : now;
+    if (arrival < now)
+        arrival = now;
+    if (arrival - now > tolerance) {
+        allowed = false;
+        *retry_s = (unsigned)((arrival - now - tolerance + 999999) / 1000000);
+    } else {
+        json_object_set_new(api->rates, owner, json_integer(arrival + interval));
+    }
+    pthread_mutex_unlock(&api->rates_lock);
+    return allowed;
+}
+
+/*
+ * The first call of an /api/v1 request, when its headers are in and no body
+ * byte has been read: the token is checked here (a caller without a valid
+ * one never gets its body read or buffered), then the owner's request rate.
+ * Fills request->owner, or queues the refusal in *result and returns false.
+ */
+static bool admit_api_request(struct api *api, struct MHD_Connection *connection,
+                              struct request *request, enum MHD_Result *result)
+{
+    char reason[256];
+    const char *authorization =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth_check(api->auth, authorization, time(NULL), &request->owner, reason, sizeof(reason)) !=
+        0) {
+        *result = queue_unauthenticated(connection, reason);
+        return false;
+    }
+    unsigned retry_s = 1;
+    if (!rate_allow(api, request->owner, &retry_s)) {
+        char message[160];
+        snprintf(message, sizeof(message),
+                 "{\"code\":%d,\"message\":\"requests: more than %u per second for this owner "
+                 "(api.quotas.requestsPerSecond); retry in %u s\"}\n",
+                 RPC_RESOURCE_EXHAUSTED, api->settings->quota_requests_per_second, retry_s);
+        char retry[16];
+        snprintf(retry, sizeof(retry), "%u", retry_s);
+        struct MHD_Response *response =
+            MHD_create_response_from_buffer(strlen(message), message, MHD_RESPMEM_MUST_COPY);
+        if (response == NULL) {
+            *result = MHD_NO;
+            return false;
+        }
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+        *result = MHD_queue_response(connection, MHD_HTTP_TOO_MANY_REQUESTS, response);
+        MHD_destroy_response(response);
+        return false;
+    }
+    return true;
+}
+
 static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connection,
                                  const struct request *request, const char *url, const char *method)
 {
-    char reason[256];
-    char *owner = NULL;
-    const char *authorization =
-        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (auth_check(api->auth, authorization, time(NULL), &owner, reason, sizeof(reason)) != 0) {
-        struct MHD_Response *response = NULL;
-        char *text = NULL;
-        json_t *body = json_pack("{s:i, s:s}", "code", RPC_UNAUTHENTICATED, "message", reason);
-        if (body != NULL)
-            text = json_dumps(body, JSON_COMPACT);
-        json_decref(body);
-        if (text != NULL)
-            response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-        if (response == NULL) {
-            free(text);
-            return MHD_NO;
-        }
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-        MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-        enum MHD_Result result = MHD_queue_response(connection, MHD_HTTP_UNAUTHORIZED, response);
-        MHD_destroy_response(response);
-        return result;
-    }
-
+    const char *owner = request->owner;
     static const char groups[] = "/api/v1/enrollment-groups";
     static const char hubs[] = "/api/v1/hubs";
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
@@ -1080,10 +1232,10 @@ static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connect
     else if (strcmp(url, "/api/v1/blocklist") == 0)
         result = route_blocklist(api, connection, request, method, owner);
     else if (strcmp(url, "/api/v1/status") == 0)
-        result = get ? queue_status(api, connection) : method_not_allowed(connection, method, url);
+        result = get ? queue_status(api, connection, owner)
+                     : method_not_allowed(connection, method, url);
     else
         result = queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
-    free(owner);
     return result;
 }
 
@@ -1116,9 +1268,19 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
         free(metrics);
         return result;
     }
-    if (strncmp(url, "/api/v1/", 8) == 0)
+    if (request != NULL && request->owner != NULL && strncmp(url, "/api/v1/", 8) == 0)
         return route_api(api, connection, request, url, method);
     return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
+}
+
+/* /healthz, /readyz and /metrics, on either listener; false when url is none of them. */
+static bool route_probe(struct api *api, struct MHD_Connection *connection, const char *url,
+                        const char *method, enum MHD_Result *result)
+{
+    if (strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 && strcmp(url, "/metrics") != 0)
+        return false;
+    *result = route(api, connection, NULL, url, method);
+    return true;
 }
 
 /* The peer presented a certificate chain that verifies against the configured client CA. */
@@ -1136,28 +1298,156 @@ static bool client_certificate_valid(struct MHD_Connection *connection)
     return gnutls_certificate_verify_peers2(session, &status) == GNUTLS_E_SUCCESS && status == 0;
 }
 
+/* Connection tracking: the deadline of a whole request (api.requestTimeout). */
+
+static struct api_conn *conn_of(struct MHD_Connection *connection)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info != NULL ? info->socket_context : NULL;
+}
+
+/* From here the request is answered (or its response streams): its deadline no longer runs. */
+static void conn_answering(struct api *api, struct MHD_Connection *connection)
+{
+    struct api_conn *conn = conn_of(connection);
+    if (conn == NULL)
+        return;
+    pthread_mutex_lock(&api->conns_lock);
+    conn->answering = true;
+    pthread_mutex_unlock(&api->conns_lock);
+}
+
+static void notify_connection(void *user, struct MHD_Connection *connection, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+    struct api_listener *listener = user;
+    struct api *api = listener->api;
+    struct api_conn *conn = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn = info != NULL ? calloc(1, sizeof(*conn)) : NULL;
+        if (conn == NULL)
+            return;
+        conn->socket = fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 0);
+        if (conn->socket < 0) {
+            free(conn);
+            return;
+        }
+        conn->timeout_s = listener->timeout_s;
+        clock_gettime(CLOCK_MONOTONIC, &conn->since);
+        pthread_mutex_lock(&api->conns_lock);
+        conn->next = api->conns;
+        if (api->conns != NULL)
+            api->conns->prev = conn;
+        api->conns = conn;
+        pthread_mutex_unlock(&api->conns_lock);
+        *socket_context = conn;
+        return;
+    }
+    if (conn == NULL)
+        return;
+    pthread_mutex_lock(&api->conns_lock);
+    if (conn->prev != NULL)
+        conn->prev->next = conn->next;
+    else
+        api->conns = conn->next;
+    if (conn->next != NULL)
+        conn->next->prev = conn->prev;
+    pthread_mutex_unlock(&api->conns_lock);
+    close(conn->socket);
+    free(conn);
+    *socket_context = NULL;
+}
+
+/*
+ * Ends connections whose request is not in within its listener's deadline:
+ * headers that never finish, a body that trickles, a keep-alive connection
+ * left idle. A response that streams out is not cut.
+ */
+static void *reaper_run(void *user)
+{
+    struct api *api = user;
+    pthread_mutex_lock(&api->conns_lock);
+    while (!api->stopping) {
+        struct timespec wake;
+        clock_gettime(CLOCK_REALTIME, &wake);
+        wake.tv_sec += 1;
+        pthread_cond_timedwait(&api->reaper_wake, &api->conns_lock, &wake);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        unsigned reaped = 0;
+        for (struct api_conn *conn = api->conns; conn != NULL; conn = conn->next) {
+            if (conn->answering || conn->reaped ||
+                now.tv_sec - conn->since.tv_sec < (time_t)conn->timeout_s)
+                continue;
+            shutdown(conn->socket, SHUT_RDWR);
+            conn->reaped = true;
+            reaped++;
+        }
+        if (reaped > 0)
+            log_msg(LOG_WARN, "api connections past their request deadline closed", "count=%u",
+                    reaped);
+    }
+    pthread_mutex_unlock(&api->conns_lock);
+    return NULL;
+}
+
+static bool is_probe(const char *url)
+{
+    return strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0;
+}
+
+/*
+ * The first call of a request (headers in, no body read): every refusal
+ * that does not need the body is made here, so a caller without a client
+ * certificate or a valid token never has its body read.
+ */
+static enum MHD_Result handle_headers(struct api *api, struct MHD_Connection *connection,
+                                      const char *url, struct request *request)
+{
+    enum MHD_Result result = MHD_YES;
+    request->refused = true;
+    /* With api.clientCA every route but the load balancer's probes needs a client certificate. */
+    if (api->client_ca_pem != NULL && !is_probe(url) && !client_certificate_valid(connection)) {
+        conn_answering(api, connection);
+        return queue_error(connection, MHD_HTTP_UNAUTHORIZED, RPC_UNAUTHENTICATED,
+                           "a client certificate issued by api.clientCA is required");
+    }
+    if (strncmp(url, "/api/v1/", 8) == 0 && !admit_api_request(api, connection, request, &result)) {
+        conn_answering(api, connection);
+        return result;
+    }
+    const char *declared =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (declared != NULL && strtoull(declared, NULL, 10) > API_BODY_LIMIT) {
+        conn_answering(api, connection);
+        return queue_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, RPC_RESOURCE_EXHAUSTED,
+                           "body: larger than %d bytes", API_BODY_LIMIT);
+    }
+    request->refused = false;
+    return MHD_YES;
+}
+
 static enum MHD_Result handle(void *user, struct MHD_Connection *connection, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **context)
 {
-    struct api *api = user;
+    struct api *api = ((struct api_listener *)user)->api;
     struct request *request = *context;
     if (request == NULL) {
         if ((request = calloc(1, sizeof(*request))) == NULL)
             return MHD_NO;
         *context = request;
-        const char *declared = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                                           MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (declared != NULL && strtoull(declared, NULL, 10) > API_BODY_LIMIT) {
-            request->too_large = true;
-            return queue_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, RPC_RESOURCE_EXHAUSTED,
-                               "body: larger than %d bytes", API_BODY_LIMIT);
-        }
-        return MHD_YES;
+        return handle_headers(api, connection, url, request);
     }
     if (*upload_data_size > 0) {
         size_t length = *upload_data_size;
         *upload_data_size = 0;
+        /* Only an authenticated /api/v1 request has a body worth keeping. */
+        if (request->refused || request->owner == NULL)
+            return MHD_YES;
         if (request->too_large || request->length + length > API_BODY_LIMIT) {
             request->too_large = true;
             return MHD_YES;
@@ -1171,23 +1461,56 @@ static enum MHD_Result handle(void *user, struct MHD_Connection *connection, con
         request->body[request->length] = '\0';
         return MHD_YES;
     }
+    if (request->refused)
+        return MHD_YES;
+    conn_answering(api, connection);
     if (request->too_large)
         return queue_error(connection, MHD_HTTP_CONTENT_TOO_LARGE, RPC_RESOURCE_EXHAUSTED,
                            "body: larger than %d bytes", API_BODY_LIMIT);
-    /* With api.clientCA every route but the load balancer's probes needs a client certificate. */
-    if (api->client_ca_pem != NULL && strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 &&
-        !client_certificate_valid(connection))
-        return queue_error(connection, MHD_HTTP_UNAUTHORIZED, RPC_UNAUTHENTICATED,
-                           "a client certificate issued by api.clientCA is required");
     return route(api, connection, request, url, method);
+}
+
+/* The health listener: the probes and metrics only, no token, no body. */
+static enum MHD_Result handle_health(void *user, struct MHD_Connection *connection, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **context)
+{
+    struct api *api = ((struct api_listener *)user)->api;
+    if (*context == NULL) {
+        *context = connection; /* any non-NULL value: the headers are in */
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    conn_answering(api, connection);
+    enum MHD_Result result;
+    if (route_probe(api, connection, url, method, &result))
+        return result;
+    return queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND,
+                       "no route %s (this listener serves /healthz, /readyz and /metrics)", url);
 }
 
 static void request_completed(void *user, struct MHD_Connection *connection, void **context,
                               enum MHD_RequestTerminationCode code)
 {
+    struct api *api = ((struct api_listener *)user)->api;
+    struct api_conn *conn = conn_of(connection);
+    if (conn != NULL) {
+        /* A keep-alive connection's next request gets a deadline of its own. */
+        pthread_mutex_lock(&api->conns_lock);
+        conn->answering = false;
+        clock_gettime(CLOCK_MONOTONIC, &conn->since);
+        pthread_mutex_unlock(&api->conns_lock);
+    }
     struct request *request = *context;
-    if (request == NULL)
+    if (request == NULL || (void *)request == (void *)connection) {
+        *context = NULL;
         return;
+    }
+    free(request->owner);
     free(request->body);
     free(request);
     *context = NULL;
@@ -1213,8 +1536,8 @@ static char *read_pem(const char *path, char *err, size_t err_length)
 }
 
 /* Parses HOST:PORT (an IP address) into address; loopback tells whether it is 127/8 or ::1. */
-static int parse_listen(const char *listen, struct sockaddr_storage *address, bool *loopback,
-                        char *err, size_t err_length)
+static int parse_listen(const char *key, const char *listen, struct sockaddr_storage *address,
+                        bool *loopback, char *err, size_t err_length)
 {
     char host[64];
     const char *colon = strrchr(listen, ':');
@@ -1228,7 +1551,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *address, bo
     long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
     if (colon == NULL || host_length == 0 || host_length >= sizeof(host) || end == colon + 1 ||
         *end != '\0' || port < 1 || port > 65535) {
-        snprintf(err, err_length, "api.listen: \"%s\" must be HOST:PORT", listen);
+        snprintf(err, err_length, "%s: \"%s\" must be HOST:PORT", key, listen);
         return -1;
     }
     memcpy(host, start, host_length);
@@ -1248,7 +1571,7 @@ static int parse_listen(const char *listen, struct sockaddr_storage *address, bo
         *loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
         return 0;
     }
-    snprintf(err, err_length, "api.listen: \"%s\": the host must be an IP address", listen);
+    snprintf(err, err_length, "%s: \"%s\": the host must be an IP address", key, listen);
     return -1;
 }
 
@@ -1273,9 +1596,68 @@ static void api_free(struct api *api)
         explicit_bzero(api->key_pem, strlen(api->key_pem));
         free(api->key_pem);
     }
+    json_decref(api->rates);
     pthread_mutex_destroy(&api->lock);
     pthread_cond_destroy(&api->idle);
+    pthread_mutex_destroy(&api->conns_lock);
+    pthread_cond_destroy(&api->reaper_wake);
+    pthread_mutex_destroy(&api->rates_lock);
     free(api);
+}
+
+static uint16_t port_of(const struct sockaddr_storage *address)
+{
+    return address->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)address)->sin6_port)
+                                          : ntohs(((const struct sockaddr_in *)address)->sin_port);
+}
+
+/*
+ * The health listener (api.healthListen): its own small connection budget
+ * and deadline, one polling thread, so a flood of the API's connections
+ * never keeps a load balancer from its probes. Same TLS as the API, no
+ * client certificate.
+ */
+static int start_health(struct api *api, char *err, size_t err_length)
+{
+    const struct config_api *settings = api->settings;
+    struct sockaddr_storage address;
+    bool loopback = false;
+    if (parse_listen("api.healthListen", settings->health_listen, &address, &loopback, err,
+                     err_length) < 0)
+        return -1;
+    bool tls = api->cert_pem != NULL;
+    if (!tls && !loopback) {
+        snprintf(err, err_length,
+                 "api.healthListen: %s is not a loopback address: plain HTTP is refused there; "
+                 "set api.certificate and api.key",
+                 settings->health_listen);
+        return -1;
+    }
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
+                     (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
+    struct MHD_OptionItem tls_options[] = {
+        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    api->health_listener = (struct api_listener){api, API_HEALTH_TIMEOUT_S};
+    api->health_daemon = MHD_start_daemon(
+        flags, port_of(&address), NULL, NULL, handle_health, &api->health_listener,
+        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)API_HEALTH_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)API_HEALTH_CONNECTIONS_PER_SOURCE, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)API_HEALTH_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, notify_connection,
+        &api->health_listener, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
+        &api->health_listener, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    if (api->health_daemon == NULL) {
+        snprintf(err, err_length, "api.healthListen: cannot serve on %s (address in use?)",
+                 settings->health_listen);
+        return -1;
+    }
+    log_msg(LOG_INFO, "api health listening", "addr=%s tls=%s", settings->health_listen,
+            tls ? "yes" : "no");
+    return 0;
 }
 
 struct api *api_start(const struct config *config, struct plane *plane, char *err,
@@ -1288,7 +1670,7 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
         snprintf(err, err_length, "api.listen: required");
         return NULL;
     }
-    if (parse_listen(settings->listen, &address, &loopback, err, err_length) < 0)
+    if (parse_listen("api.listen", settings->listen, &address, &loopback, err, err_length) < 0)
         return NULL;
     bool tls = settings->cert_file != NULL;
     if (!tls && !loopback) {
@@ -1314,12 +1696,17 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
     }
     pthread_mutex_init(&api->lock, NULL);
     pthread_cond_init(&api->idle, NULL);
+    pthread_mutex_init(&api->conns_lock, NULL);
+    pthread_cond_init(&api->reaper_wake, NULL);
+    pthread_mutex_init(&api->rates_lock, NULL);
     api->plane = plane;
+    api->settings = settings;
+    api->rates = json_object();
     char problem[512];
     api->auth = auth_load(settings->jwks_file, settings->issuer, settings->audience,
                           settings->owner_claim, problem, sizeof(problem));
-    if (api->auth == NULL) {
-        snprintf(err, err_length, "api.jwks: %s", problem);
+    if (api->auth == NULL || api->rates == NULL) {
+        snprintf(err, err_length, "api.jwks: %s", api->rates == NULL ? "out of memory" : problem);
         api_free(api);
         return NULL;
     }
@@ -1333,13 +1720,16 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
         api_free(api);
         return NULL;
     }
+    if (pthread_create(&api->reaper, NULL, reaper_run, api) != 0) {
+        snprintf(err, err_length, "cannot start the API's deadline thread");
+        api_free(api);
+        return NULL;
+    }
+    api->reaper_started = true;
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_ERROR_LOG | (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
                      (tls ? MHD_USE_TLS : 0);
-    uint16_t port = address.ss_family == AF_INET6
-                        ? ntohs(((struct sockaddr_in6 *)&address)->sin6_port)
-                        : ntohs(((struct sockaddr_in *)&address)->sin_port);
     struct MHD_OptionItem tls_options[] = {
         {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
@@ -1347,21 +1737,32 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
          api->client_ca_pem},
         {MHD_OPTION_END, 0, NULL},
     };
-    api->daemon =
-        MHD_start_daemon(flags, port, NULL, NULL, handle, api, MHD_OPTION_EXTERNAL_LOGGER, log_mhd,
-                         api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
-                         (unsigned)API_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-                         (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED,
-                         request_completed, api, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    api->listener = (struct api_listener){api, settings->request_timeout_s};
+    api->daemon = MHD_start_daemon(
+        flags, port_of(&address), NULL, NULL, handle, &api->listener, MHD_OPTION_EXTERNAL_LOGGER,
+        log_mhd, api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)settings->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)settings->max_connections_per_source, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, notify_connection,
+        &api->listener, MHD_OPTION_NOTIFY_COMPLETED, request_completed, &api->listener,
+        MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (api->daemon == NULL) {
         snprintf(err, err_length, "api.listen: cannot serve on %s (address in use, or bad %s)",
                  settings->listen, tls ? "certificate or key" : "address");
-        api_free(api);
+        api_stop(api);
         return NULL;
     }
-    log_msg(LOG_INFO, "api listening", "addr=%s tls=%s client_certificates=%s", settings->listen,
-            tls ? "yes" : "no", api->client_ca_pem != NULL ? "required" : "no");
+    if (settings->health_listen != NULL && start_health(api, err, err_length) != 0) {
+        api_stop(api);
+        return NULL;
+    }
+    log_msg(LOG_INFO, "api listening",
+            "addr=%s tls=%s client_certificates=%s connections=%u per_source=%u "
+            "request_timeout_s=%u",
+            settings->listen, tls ? "yes" : "no", api->client_ca_pem != NULL ? "required" : "no",
+            settings->max_connections, settings->max_connections_per_source,
+            settings->request_timeout_s);
     return api;
 }
 
@@ -1369,10 +1770,20 @@ void api_stop(struct api *api)
 {
     if (api == NULL)
         return;
-    MHD_stop_daemon(api->daemon);
+    if (api->health_daemon != NULL)
+        MHD_stop_daemon(api->health_daemon);
+    if (api->daemon != NULL)
+        MHD_stop_daemon(api->daemon);
     pthread_mutex_lock(&api->lock);
     while (api->producers > 0)
         pthread_cond_wait(&api->idle, &api->lock);
     pthread_mutex_unlock(&api->lock);
+    if (api->reaper_started) {
+        pthread_mutex_lock(&api->conns_lock);
+        api->stopping = true;
+        pthread_cond_signal(&api->reaper_wake);
+        pthread_mutex_unlock(&api->conns_lock);
+        pthread_join(api->reaper, NULL);
+    }
     api_free(api);
 }

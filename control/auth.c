@@ -438,3 +438,15 @@ out:
     free(signature);
     return result;
 }
+
+bool auth_has_key(const struct auth *auth, const EVP_PKEY *key)
+{
+    for (size_t i = 0; i < auth->key_count; i++) {
+        if (EVP_PKEY_eq(auth->keys[i].key, key) == 1) {
+            ERR_clear_error();
+            return true;
+        }
+    }
+    ERR_clear_error();
+    return false;
+}

@@ -15,8 +15,11 @@
 #ifndef DPS_AUTH_H
 #define DPS_AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
+
+#include <openssl/types.h>
 
 struct auth;
 
@@ -33,5 +36,8 @@ void auth_free(struct auth *auth);
  */
 int auth_check(const struct auth *auth, const char *authorization, time_t now, char **owner,
                char *err, size_t err_length);
+
+/* True when key's public part is one of the JWKS keys: it signs operator tokens. */
+bool auth_has_key(const struct auth *auth, const EVP_PKEY *key);
 
 #endif

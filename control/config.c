@@ -507,6 +507,38 @@ const char *config_gateway_problem(const char *text)
     return NULL;
 }
 
+const char *config_key_name_problem(const char *text)
+{
+    size_t length = strlen(text);
+    if (length == 0 || length > 64)
+        return "must have 1 to 64 characters";
+    if (strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != length)
+        return "may hold only letters, digits, '.', '_' and '-'";
+    return NULL;
+}
+
+const char *config_claims_problem(const char *owner_claim, const char *device_id_claim,
+                                  bool *device_id_claim_wrong)
+{
+    static const char *const registered[] = {"iss", "sub", "aud", "exp", "nbf", "iat", "jti"};
+    const char *owner = owner_claim != NULL ? owner_claim : "sub";
+    *device_id_claim_wrong = false;
+    for (size_t i = 0; i < sizeof(registered) / sizeof(registered[0]); i++) {
+        if (strcmp(owner, registered[i]) == 0 && strcmp(owner, "sub") != 0)
+            return "must not be a registered JWT claim (iss, aud, exp, nbf, iat, jti)";
+    }
+    if (device_id_claim == NULL)
+        return NULL;
+    *device_id_claim_wrong = true;
+    for (size_t i = 0; i < sizeof(registered) / sizeof(registered[0]); i++) {
+        if (strcmp(device_id_claim, registered[i]) == 0)
+            return "must not be a registered JWT claim (iss, sub, aud, exp, nbf, iat, jti)";
+    }
+    if (strcmp(device_id_claim, owner) == 0)
+        return "must differ from the owner claim";
+    return NULL;
+}
+
 static int check_gateway(struct parser *p, const yaml_node_t *node, const char *path, char *text)
 {
     static const char scheme[] = "coaps+tcp://";
@@ -921,15 +953,61 @@ static int parse_resources(struct mapping *group, struct config_group *out)
     return out->resources_json != NULL ? 0 : -1;
 }
 
+/* A registered key's name (keyName), which the hub's owner may use. */
+static int check_key_reference(struct mapping *m, const struct config *config,
+                               const struct config_hub *hub, const char *name, bool certificate)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, "keyName", path);
+    const struct config_key *key = config_find_key(config, name);
+    if (key == NULL)
+        return fail(m->p, node, path, "no key \"%s\" in keys", name);
+    if (hub->owner == NULL || !config_key_allows(key, hub->owner))
+        return fail(m->p, node, path,
+                    "the hub's owner%s%s%s is not one of the owners of key \"%s\"",
+                    hub->owner != NULL ? " \"" : "", hub->owner != NULL ? hub->owner : "",
+                    hub->owner != NULL ? "\"" : "", name);
+    if (certificate && key->cert_file == NULL)
+        return fail(m->p, node, path, "key \"%s\" has no certificate", name);
+    return 0;
+}
+
+/* identityCertificate or token: keyName, or the files themselves (certificate with key). */
+static int parse_hub_key(struct mapping *m, const struct config *config,
+                         const struct config_hub *hub, bool certificate, char **name,
+                         char **cert_file, char **key_file)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, "keyName", path);
+    if (node == NULL) {
+        return (certificate && map_path(m, "certificate", true, NULL, true, cert_file) < 0) ||
+                       map_path(m, "key", true, NULL, true, key_file) < 0
+                   ? -1
+                   : 0;
+    }
+    char other[KEY_MAX];
+    if ((certificate && mapping_value(m, "certificate", other) != NULL) ||
+        mapping_value(m, "key", other) != NULL)
+        return fail(m->p, node, path, "give keyName or the files, not both");
+    if (map_string(m, "keyName", true, NULL, name) < 0)
+        return -1;
+    const char *problem = config_key_name_problem(*name);
+    if (problem != NULL)
+        return fail(m->p, node, path, "%s", problem);
+    return check_key_reference(m, config, hub, *name, certificate);
+}
+
 static int parse_hub(struct parser *p, const yaml_node_t *node, const char *path,
-                     struct config_hub *hub)
+                     const struct config *config, struct config_hub *hub)
 {
     static const char *const hub_keys[] = {
         "id",    "owner", "name", "gateways", "authorizationProvider", "identityCertificate",
         "token", NULL};
-    static const char *const certificate_keys[] = {"certificate", "key", "validity", NULL};
-    static const char *const token_keys[] = {"key",        "keyId",         "issuer",   "audience",
-                                             "ownerClaim", "deviceIdClaim", "lifetime", NULL};
+    static const char *const certificate_keys[] = {"keyName", "certificate", "key", "validity",
+                                                   NULL};
+    static const char *const token_keys[] = {"keyName",       "key",      "keyId",
+                                             "issuer",        "audience", "ownerClaim",
+                                             "deviceIdClaim", "lifetime", NULL};
     struct mapping m, certificate, token;
     if (mapping_open(p, node, path, hub_keys, &m) < 0)
         return -1;
@@ -943,14 +1021,15 @@ static int parse_hub(struct parser *p, const yaml_node_t *node, const char *path
         return -1;
 
     if (map_mapping(&m, "identityCertificate", true, certificate_keys, &certificate) < 0 ||
-        map_path(&certificate, "certificate", true, NULL, true, &hub->ca_cert_file) < 0 ||
-        map_path(&certificate, "key", true, NULL, true, &hub->ca_key_file) < 0 ||
+        parse_hub_key(&certificate, config, hub, true, &hub->ca_key_name, &hub->ca_cert_file,
+                      &hub->ca_key_file) < 0 ||
         map_duration(&certificate, "validity", 60, HUNDRED_YEARS_S, ONE_YEAR_S,
                      &hub->certificate_validity_s) < 0)
         return -1;
 
     if (map_mapping(&m, "token", true, token_keys, &token) < 0 ||
-        map_path(&token, "key", true, NULL, true, &hub->token_key_file) < 0 ||
+        parse_hub_key(&token, config, hub, false, &hub->token_key_name, NULL,
+                      &hub->token_key_file) < 0 ||
         map_string(&token, "keyId", false, NULL, &hub->token_key_id) < 0 ||
         map_string(&token, "issuer", true, NULL, &hub->token_issuer) < 0 ||
         map_string(&token, "audience", false, NULL, &hub->token_audience) < 0 ||
@@ -959,6 +1038,15 @@ static int parse_hub(struct parser *p, const yaml_node_t *node, const char *path
         map_duration(&token, "lifetime", 60, HUNDRED_YEARS_S, ONE_YEAR_S, &hub->token_lifetime_s) <
             0)
         return -1;
+    bool device_id_claim;
+    const char *problem =
+        config_claims_problem(hub->token_owner_claim, hub->token_device_id_claim, &device_id_claim);
+    if (problem != NULL) {
+        char claim_path[KEY_MAX];
+        const char *claim = device_id_claim ? "deviceIdClaim" : "ownerClaim";
+        yaml_node_t *claim_node = mapping_value(&token, claim, claim_path);
+        return fail(p, claim_node != NULL ? claim_node : token.node, claim_path, "%s", problem);
+    }
     return 0;
 }
 
@@ -1055,6 +1143,52 @@ static int parse_group(struct parser *p, const yaml_node_t *node, const char *pa
     return 0;
 }
 
+static int check_key_name(struct parser *p, const yaml_node_t *node, const char *path, char *text)
+{
+    const char *problem = config_key_name_problem(text);
+    return problem == NULL ? 0 : fail(p, node, path, "\"%s\": %s", text, problem);
+}
+
+/* keys: the registry of signing keys the management API's documents may name. */
+static int parse_keys(struct mapping *root, struct config *config)
+{
+    static const char *const key_keys[] = {"name", "certificate", "key", "owners", NULL};
+    struct parser *p = root->p;
+    char path[KEY_MAX];
+    yaml_node_t *list;
+    if (map_sequence(root, "keys", false, true, &list, path) < 0)
+        return -1;
+    if (list == NULL || sequence_length(list) == 0)
+        return 0;
+    size_t n = sequence_length(list);
+    if ((config->keys = calloc(n, sizeof(*config->keys))) == NULL)
+        return fail(p, list, path, "out of memory");
+    config->key_count = n;
+    for (size_t i = 0; i < n; i++) {
+        char item_path[KEY_MAX], name_path[KEY_MAX];
+        struct config_key *key = &config->keys[i];
+        struct mapping m;
+        key_index(item_path, path, i);
+        yaml_node_t *item = sequence_item(p, list, i);
+        if (mapping_open(p, item, item_path, key_keys, &m) < 0)
+            return -1;
+        if (m.node == NULL)
+            return fail(p, item, item_path, "must be a mapping");
+        if (map_string(&m, "name", true, NULL, &key->name) < 0 ||
+            check_key_name(p, mapping_value(&m, "name", name_path), name_path, key->name) < 0 ||
+            map_path(&m, "certificate", false, NULL, true, &key->cert_file) < 0 ||
+            map_path(&m, "key", true, NULL, true, &key->key_file) < 0 ||
+            map_string_list(&m, "owners", true, &key->owners, &key->owner_count, NULL) < 0)
+            return -1;
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(config->keys[j].name, key->name) == 0)
+                return fail(p, mapping_value(&m, "name", name_path), name_path,
+                            "\"%s\" is also keys[%zu].name", key->name, j);
+        }
+    }
+    return 0;
+}
+
 static int parse_hubs(struct mapping *root, struct config *config)
 {
     struct parser *p = root->p;
@@ -1072,7 +1206,7 @@ static int parse_hubs(struct mapping *root, struct config *config)
         char item_path[KEY_MAX];
         key_index(item_path, path, i);
         yaml_node_t *item = sequence_item(p, list, i);
-        if (parse_hub(p, item, item_path, &config->hubs[i]) < 0)
+        if (parse_hub(p, item, item_path, config, &config->hubs[i]) < 0)
             return -1;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(config->hubs[j].id, config->hubs[i].id) == 0) {
@@ -1168,11 +1302,52 @@ static int parse_limits(struct mapping *root, struct config *config)
     return 0;
 }
 
+/* The management API's connection budget and the per-owner quotas (api.quotas). */
+static int parse_api_limits(struct mapping *m, struct config_api *api)
+{
+    static const char *const quota_keys[] = {
+        "enrollmentGroups", "hubs", "blocklistEntries", "requestsPerSecond", "requestBurst", NULL};
+    struct mapping quotas;
+    unsigned long value;
+    long seconds;
+    if (map_string_list(m, "admins", false, &api->admins, &api->admin_count, NULL) < 0 ||
+        map_unsigned(m, "maxConnections", 1, 65536, 256, &value) < 0)
+        return -1;
+    api->max_connections = (unsigned)value;
+    if (map_unsigned(m, "maxConnectionsPerSource", 1, 65536, 32, &value) < 0)
+        return -1;
+    api->max_connections_per_source = (unsigned)value;
+    if (map_duration(m, "requestTimeout", 1, 3600, 10, &seconds) < 0)
+        return -1;
+    api->request_timeout_s = (unsigned)seconds;
+    if (map_mapping(m, "quotas", false, quota_keys, &quotas) < 0 ||
+        map_unsigned(&quotas, "enrollmentGroups", 0, 10000000, 1000, &value) < 0)
+        return -1;
+    api->quota_groups = (unsigned)value;
+    if (map_unsigned(&quotas, "hubs", 0, 10000000, 100, &value) < 0)
+        return -1;
+    api->quota_hubs = (unsigned)value;
+    if (map_unsigned(&quotas, "blocklistEntries", 0, 10000000, 10000, &value) < 0)
+        return -1;
+    api->quota_blocks = (unsigned)value;
+    if (map_unsigned(&quotas, "requestsPerSecond", 1, 1000000, 20, &value) < 0)
+        return -1;
+    api->quota_requests_per_second = (unsigned)value;
+    if (map_unsigned(&quotas, "requestBurst", 1, 1000000, 100, &value) < 0)
+        return -1;
+    api->quota_request_burst = (unsigned)value;
+    return 0;
+}
+
 /* The management API: absent means off. A certificate needs its key and the other way round. */
 static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_policy policy)
 {
-    static const char *const keys[] = {"listen", "certificate", "key",        "clientCA", "jwks",
-                                       "issuer", "audience",    "ownerClaim", NULL};
+    static const char *const keys[] = {
+        "listen",         "certificate",    "key",
+        "clientCA",       "jwks",           "issuer",
+        "audience",       "ownerClaim",     "healthListen",
+        "admins",         "maxConnections", "maxConnectionsPerSource",
+        "requestTimeout", "quotas",         NULL};
     struct parser *p = root->p;
     struct mapping m;
     char path[KEY_MAX];
@@ -1192,7 +1367,12 @@ static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_
         map_path(&m, "jwks", true, NULL, true, &api->jwks_file) < 0 ||
         map_string(&m, "issuer", true, NULL, &api->issuer) < 0 ||
         map_string(&m, "audience", false, NULL, &api->audience) < 0 ||
-        map_string(&m, "ownerClaim", false, "sub", &api->owner_claim) < 0)
+        map_string(&m, "ownerClaim", false, "sub", &api->owner_claim) < 0 ||
+        parse_api_limits(&m, api) < 0)
+        return -1;
+    yaml_node_t *health = mapping_value(&m, "healthListen", path);
+    if (health != NULL && (map_string(&m, "healthListen", true, NULL, &api->health_listen) < 0 ||
+                           check_listen(p, health, path, api->health_listen) < 0))
         return -1;
     if ((api->cert_file == NULL) != (api->key_file == NULL)) {
         const char *absent = api->cert_file == NULL ? "certificate" : "key";
@@ -1271,7 +1451,7 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
         "listen",  "shards",           "ioBackend", "tls",
         "dataDir", "signerThreads",    "limits",    "logLevel",
         "hubs",    "enrollmentGroups", "api",       "keyFilePermissions",
-        "user",    "cluster",          NULL};
+        "user",    "cluster",          "keys",      NULL};
     static const char *const tls_keys[] = {"certificate", "key", NULL};
     struct mapping m, tls;
     char path[KEY_MAX];
@@ -1325,7 +1505,7 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
         return fail(p, mapping_value(&m, "logLevel", path), path,
                     "must be debug, info, warn or error");
 
-    if (parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0 ||
+    if (parse_keys(&m, config) < 0 || parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0 ||
         parse_api(&m, &config->api, config->key_file_permissions) < 0 ||
         parse_cluster(&m, &config->cluster) < 0)
         return -1;
@@ -1448,6 +1628,8 @@ void config_hub_clear(struct config_hub *hub)
     free(hub->authorization_provider);
     free(hub->ca_cert_file);
     free(hub->ca_key_file);
+    free(hub->ca_key_name);
+    free(hub->token_key_name);
     free(hub->token_key_file);
     free(hub->token_key_id);
     free(hub->token_issuer);
@@ -1486,6 +1668,78 @@ void config_group_clear(struct config_group *group)
     free_strings(group->crls, group->crl_count);
 }
 
+/* Copies text (NULL stays NULL) into *out; false when out of memory. */
+static bool copy_text(const char *text, char **out)
+{
+    *out = text != NULL ? strdup(text) : NULL;
+    return text == NULL || *out != NULL;
+}
+
+static bool copy_texts(char *const *texts, size_t count, char ***out)
+{
+    *out = NULL;
+    if (texts == NULL)
+        return true;
+    if ((*out = calloc(count + 1, sizeof(**out))) == NULL)
+        return false;
+    for (size_t i = 0; i < count; i++) {
+        if (!copy_text(texts[i], &(*out)[i]))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Copies keep every scalar (the structure is copied whole) and duplicate
+ * every string, so a copy and its original are freed independently.
+ */
+int config_hub_copy(const struct config_hub *from, struct config_hub *to)
+{
+    *to = *from;
+    /* Every field is replaced, also after a failure, so to never shares from's strings. */
+    bool ok = copy_text(from->id, &to->id);
+    ok = copy_text(from->owner, &to->owner) && ok;
+    ok = copy_text(from->name, &to->name) && ok;
+    ok = copy_texts(from->gateways, from->gateway_count, &to->gateways) && ok;
+    ok = copy_text(from->authorization_provider, &to->authorization_provider) && ok;
+    ok = copy_text(from->ca_cert_file, &to->ca_cert_file) && ok;
+    ok = copy_text(from->ca_key_file, &to->ca_key_file) && ok;
+    ok = copy_text(from->ca_key_name, &to->ca_key_name) && ok;
+    ok = copy_text(from->token_key_name, &to->token_key_name) && ok;
+    ok = copy_text(from->token_key_file, &to->token_key_file) && ok;
+    ok = copy_text(from->token_key_id, &to->token_key_id) && ok;
+    ok = copy_text(from->token_issuer, &to->token_issuer) && ok;
+    ok = copy_text(from->token_audience, &to->token_audience) && ok;
+    ok = copy_text(from->token_owner_claim, &to->token_owner_claim) && ok;
+    ok = copy_text(from->token_device_id_claim, &to->token_device_id_claim) && ok;
+    if (!ok) {
+        config_hub_clear(to);
+        memset(to, 0, sizeof(*to));
+    }
+    return ok ? 0 : -1;
+}
+
+int config_group_copy(const struct config_group *from, struct config_group *to)
+{
+    *to = *from;
+    bool ok = copy_text(from->id, &to->id);
+    ok = copy_text(from->owner, &to->owner) && ok;
+    ok = copy_text(from->name, &to->name) && ok;
+    ok = copy_text(from->ca_chain_file, &to->ca_chain_file) && ok;
+    ok = copy_text(from->ca_chain_pem, &to->ca_chain_pem) && ok;
+    ok = copy_text(from->lead_certificate_name, &to->lead_certificate_name) && ok;
+    ok = copy_texts(from->hub_ids, from->hub_count, &to->hub_ids) && ok;
+    ok = copy_text(from->acl_json, &to->acl_json) && ok;
+    ok = copy_text(from->resources_json, &to->resources_json) && ok;
+    ok = copy_texts(from->crls, from->crl_count, &to->crls) && ok;
+    ok = copy_texts(from->crl_pems, from->crl_count, &to->crl_pems) && ok;
+    if (!ok) {
+        config_group_clear(to);
+        memset(to, 0, sizeof(*to));
+    }
+    return ok ? 0 : -1;
+}
+
 void config_free(struct config *config)
 {
     if (config == NULL)
@@ -1506,6 +1760,15 @@ void config_free(struct config *config)
     free(config->api.audience);
     free(config->api.owner_claim);
     free_strings(config->cluster.trusted_proxies, config->cluster.trusted_proxy_count);
+    free(config->api.health_listen);
+    free_strings(config->api.admins, config->api.admin_count);
+    for (size_t i = 0; config->keys != NULL && i < config->key_count; i++) {
+        free(config->keys[i].name);
+        free(config->keys[i].cert_file);
+        free(config->keys[i].key_file);
+        free_strings(config->keys[i].owners, config->keys[i].owner_count);
+    }
+    free(config->keys);
     for (size_t i = 0; config->hubs != NULL && i < config->hub_count; i++)
         config_hub_clear(&config->hubs[i]);
     free(config->hubs);
@@ -1513,4 +1776,22 @@ void config_free(struct config *config)
         config_group_clear(&config->groups[i]);
     free(config->groups);
     free(config);
+}
+
+const struct config_key *config_find_key(const struct config *config, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < config->key_count; i++) {
+        if (strcmp(config->keys[i].name, name) == 0)
+            return &config->keys[i];
+    }
+    return NULL;
+}
+
+bool config_key_allows(const struct config_key *key, const char *owner)
+{
+    for (size_t i = 0; owner != NULL && i < key->owner_count; i++) {
+        if (strcmp(key->owners[i], owner) == 0)
+            return true;
+    }
+    return false;
 }

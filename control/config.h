@@ -23,6 +23,12 @@
 int config_load(const char *path, struct config **out, char *err, size_t err_length);
 void config_free(struct config *config);
 
+/* The registered key with name, or NULL. */
+const struct config_key *config_find_key(const struct config *config, const char *name);
+
+/* True when owner is one of the key's owners. */
+bool config_key_allows(const struct config_key *key, const char *owner);
+
 /*
  * Validators shared by the YAML configuration and the management API's JSON
  * documents (control/model.c).
@@ -33,6 +39,19 @@ bool config_uuid_valid(const char *text);
 
 /* NULL when text is coaps+tcp://HOST:PORT, else what is wrong. */
 const char *config_gateway_problem(const char *text);
+
+/* NULL when text can name a registered key, else what is wrong. */
+const char *config_key_name_problem(const char *text);
+
+/*
+ * The claim names of a hub's tokens must not collide: the owner claim may
+ * be "sub" (its default) but no other registered claim (iss, aud, exp, nbf,
+ * iat, jti); the device-id claim (may be NULL) may be none of them, "sub"
+ * included, nor the owner claim. NULL when they fit, else what is wrong,
+ * with *device_id_claim telling which claim it is about.
+ */
+const char *config_claims_problem(const char *owner_claim, const char *device_id_claim,
+                                  bool *device_id_claim_wrong);
 
 /*
  * Checks an ACL entry against the strict ACE shape devices accept
@@ -52,5 +71,9 @@ int config_psk_set(struct config_group *group, const char *text, size_t length, 
 /* Free what a hub or group holds (the structure itself is the caller's). */
 void config_hub_clear(struct config_hub *hub);
 void config_group_clear(struct config_group *group);
+
+/* Deep copies (what a snapshot read from files included). 0, or -1 with *to cleared. */
+int config_hub_copy(const struct config_hub *from, struct config_hub *to);
+int config_group_copy(const struct config_group *from, struct config_group *to);
 
 #endif

@@ -80,8 +80,7 @@ enum option_id {
     OPT_HUB_ID,
     OPT_GATEWAY,
     OPT_PROVIDER,
-    OPT_CA_CERT,
-    OPT_CA_KEY,
+    OPT_IDENTITY_KEY,
     OPT_TOKEN_KEY,
     OPT_TOKEN_ISSUER,
     OPT_OWNER_CLAIM,
@@ -108,7 +107,7 @@ enum option_id {
     (BIT(OPT_NAME) | BIT(OPT_CHAIN) | BIT(OPT_HUB) | BIT(OPT_PSK) | BIT(OPT_EXPIRED_OK) |          \
      BIT(OPT_LEAD_NAME))
 #define HUB_FIELDS                                                                                 \
-    (BIT(OPT_NAME) | BIT(OPT_GATEWAY) | BIT(OPT_PROVIDER) | BIT(OPT_CA_CERT) | BIT(OPT_CA_KEY) |   \
+    (BIT(OPT_NAME) | BIT(OPT_GATEWAY) | BIT(OPT_PROVIDER) | BIT(OPT_IDENTITY_KEY) |                \
      BIT(OPT_TOKEN_KEY) | BIT(OPT_TOKEN_ISSUER) | BIT(OPT_OWNER_CLAIM) | BIT(OPT_DEVICE_ID_CLAIM))
 
 static const struct option LONG_OPTIONS[] = {
@@ -129,8 +128,7 @@ static const struct option LONG_OPTIONS[] = {
     {"hub-id", required_argument, NULL, 256 + OPT_HUB_ID},
     {"gateway", required_argument, NULL, 256 + OPT_GATEWAY},
     {"provider", required_argument, NULL, 256 + OPT_PROVIDER},
-    {"ca-cert", required_argument, NULL, 256 + OPT_CA_CERT},
-    {"ca-key", required_argument, NULL, 256 + OPT_CA_KEY},
+    {"identity-key", required_argument, NULL, 256 + OPT_IDENTITY_KEY},
     {"token-key", required_argument, NULL, 256 + OPT_TOKEN_KEY},
     {"token-issuer", required_argument, NULL, 256 + OPT_TOKEN_ISSUER},
     {"owner-claim", required_argument, NULL, 256 + OPT_OWNER_CLAIM},
@@ -196,8 +194,9 @@ static int command_bindings_release(struct options *options);
 static const struct command COMMANDS[] = {
     {"status", NULL, CONNECTION, NULL, command_status,
      "dpsctl status\n"
-     "  The node: ready or not, shards, I/O backend, connections, configuration\n"
-     "  generation, enrollment groups and hubs in force.\n"},
+     "  Ready or not; the token owner's enrollment groups, hubs, blocklist entries\n"
+     "  and quotas; for an administrator (api.admins) also the node: shards, I/O\n"
+     "  backend, connections, configuration generation and node-wide counts.\n"},
     {"groups", "list", CONNECTION | BIT(OPT_ID), NULL, command_groups_list,
      "dpsctl groups list [--id GROUP_ID]\n"
      "  The enrollment groups of the token's owner.\n"},
@@ -217,11 +216,12 @@ static const struct command COMMANDS[] = {
      "dpsctl hubs list [--id HUB_ID]\n"},
     {"hubs", "create", CONNECTION | HUB_FIELDS | BIT(OPT_HUB_ID), NULL, command_hubs_put,
      "dpsctl hubs create --hub-id UUID --gateway coaps+tcp://HOST:PORT [--gateway ...]\n"
-     "                   --provider NAME --ca-cert FILE --ca-key FILE --token-key FILE\n"
+     "                   --provider NAME --identity-key NAME --token-key NAME\n"
      "                   --token-issuer ISSUER [--name NAME] [--owner-claim CLAIM]\n"
      "                   [--device-id-claim CLAIM]\n"
-     "  Adds a hub. The CA and token key files are read by dpsd: give paths on its\n"
-     "  host (relative ones that exist here are sent as absolute paths).\n"},
+     "  Adds a hub. Its identity CA and token signing keys are named, not sent:\n"
+     "  keys the node's administrator registered for your owner (keys: in dpsd's\n"
+     "  configuration).\n"},
     {"hubs", "update", CONNECTION | HUB_FIELDS, "HUB_ID", command_hubs_put,
      "dpsctl hubs update HUB_ID [hubs create's options]\n"
      "  Replaces the hub with the given fields changed (--gateway replaces the list).\n"},
@@ -891,13 +891,13 @@ static const char *field_hint(const char *message)
         {"authorization.provider", "--provider must name the hub's authorization provider"},
         {"authorization.ownerClaim", "check --owner-claim"},
         {"authorization.deviceIdClaim", "check --device-id-claim"},
-        {"identityCertificate.certificate",
-         "--ca-cert must be a CA certificate file readable by dpsd"},
-        {"identityCertificate.key", "--ca-key must be the CA's key file, readable by dpsd"},
-        {"identityCertificate", "check --ca-cert and --ca-key"},
-        {"token.key", "--token-key must be a key file readable by dpsd"},
+        {"identityCertificate.keyName",
+         "--identity-key must name a key with a certificate registered for your owner"},
+        {"identityCertificate", "check --identity-key"},
+        {"token.keyName", "--token-key must name a key registered for your owner"},
         {"token.issuer", "check --token-issuer"},
         {"token", "check --token-key and --token-issuer"},
+        {"requests", "wait and retry: the owner's request rate is limited"},
         {"name", "check --name"},
         {"deviceIdFilter", "--device must be a UUID"},
         {"deviceId", "--device must be a device id (a UUID)"},
@@ -1323,25 +1323,6 @@ static json_t *option_array(const struct options *options, const char *flag, con
     return array;
 }
 
-/* A file dpsd will read: absolute when it exists here, as given otherwise. */
-static bool set_server_path(const struct options *options, enum option_id id, json_t *doc,
-                            const char *const *path, size_t depth)
-{
-    char resolved[PATH_MAX];
-    char flag[40];
-    const char *value = options->value[id];
-    json_t *text;
-
-    if (value == NULL)
-        return true;
-    snprintf(flag, sizeof(flag), "--%s", LONG_OPTIONS[id].name);
-    text = option_text(options, flag, realpath(value, resolved) != NULL ? resolved : value);
-    if (text == NULL)
-        return false;
-    set_path(doc, path, depth, text);
-    return true;
-}
-
 /* Fills the group fields given on the command line into doc. EXIT_OK or EXIT_USAGE. */
 static int apply_group_options(const struct options *options, json_t *doc)
 {
@@ -1401,9 +1382,8 @@ static int apply_hub_options(const struct options *options, json_t *doc)
     static const char *const provider_path[] = {"authorization", "provider", "name"};
     static const char *const owner_claim_path[] = {"authorization", "ownerClaim"};
     static const char *const device_claim_path[] = {"authorization", "deviceIdClaim"};
-    static const char *const ca_cert_path[] = {"identityCertificate", "certificate"};
-    static const char *const ca_key_path[] = {"identityCertificate", "key"};
-    static const char *const token_key_path[] = {"token", "key"};
+    static const char *const identity_key_path[] = {"identityCertificate", "keyName"};
+    static const char *const token_key_path[] = {"token", "keyName"};
     static const char *const token_issuer_path[] = {"token", "issuer"};
 
     if (options->value[OPT_HUB_ID] != NULL) {
@@ -1424,9 +1404,8 @@ static int apply_hub_options(const struct options *options, json_t *doc)
         !set_option(options, OPT_PROVIDER, doc, provider_path, 3) ||
         !set_option(options, OPT_OWNER_CLAIM, doc, owner_claim_path, 2) ||
         !set_option(options, OPT_DEVICE_ID_CLAIM, doc, device_claim_path, 2) ||
-        !set_server_path(options, OPT_CA_CERT, doc, ca_cert_path, 2) ||
-        !set_server_path(options, OPT_CA_KEY, doc, ca_key_path, 2) ||
-        !set_server_path(options, OPT_TOKEN_KEY, doc, token_key_path, 2) ||
+        !set_option(options, OPT_IDENTITY_KEY, doc, identity_key_path, 2) ||
+        !set_option(options, OPT_TOKEN_KEY, doc, token_key_path, 2) ||
         !set_option(options, OPT_TOKEN_ISSUER, doc, token_issuer_path, 2))
         return EXIT_USAGE;
     return EXIT_OK;
@@ -1544,9 +1523,8 @@ static int command_groups_put(struct options *options)
 
 static int hubs_put_run(struct client *client, struct options *options)
 {
-    static const enum option_id required[] = {OPT_HUB_ID,      OPT_GATEWAY, OPT_PROVIDER,
-                                              OPT_CA_CERT,     OPT_CA_KEY,  OPT_TOKEN_KEY,
-                                              OPT_TOKEN_ISSUER};
+    static const enum option_id required[] = {OPT_HUB_ID,       OPT_GATEWAY,   OPT_PROVIDER,
+                                              OPT_IDENTITY_KEY, OPT_TOKEN_KEY, OPT_TOKEN_ISSUER};
     return put_document(client, options, &HUBS, apply_hub_options, required,
                         sizeof(required) / sizeof(*required));
 }

@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "common/file.h"
 #include "control/api.h"
 #include "control/config.h"
 #include "common/log.h"
@@ -93,12 +94,25 @@ static int demo_write_config(const char *dir, const char *path)
             "  key: pki/dps-server.key\n"
             "dataDir: data\n"
             "logLevel: info\n"
-            "# The management API, plain HTTP on loopback; operator token in pki/operator.token.\n"
+            "# The management API, plain HTTP on loopback; operator token in pki/operator.token\n"
+            "# (owner \"1\", an administrator: it sees the node's figures in dpsctl status).\n"
             "api:\n"
             "  listen: 127.0.0.1:9100\n"
             "  jwks: pki/operator.jwks.json\n"
             "  issuer: %s\n"
             "  audience: %s\n"
+            "  admins: [\"1\"]\n"
+            "  quotas: {enrollmentGroups: 1000, hubs: 100, blocklistEntries: 10000,\n"
+            "           requestsPerSecond: 20, requestBurst: 100}\n"
+            "# Keys hubs made through the API may use, by name, and the owners allowed to.\n"
+            "keys:\n"
+            "  - name: demo-hub-ca\n"
+            "    certificate: pki/hub-ca.pem\n"
+            "    key: pki/hub-ca.key\n"
+            "    owners: [\"1\"]\n"
+            "  - name: demo-token\n"
+            "    key: pki/token.key\n"
+            "    owners: [\"1\"]\n"
             "hubs:\n"
             "  - id: %s\n"
             "    owner: \"1\"\n"
@@ -106,11 +120,10 @@ static int demo_write_config(const char *dir, const char *path)
             "    gateways: [\"coaps+tcp://127.0.0.1:5684\"]\n"
             "    authorizationProvider: plgd\n"
             "    identityCertificate:\n"
-            "      certificate: pki/hub-ca.pem\n"
-            "      key: pki/hub-ca.key\n"
+            "      keyName: demo-hub-ca\n"
             "      validity: 8760h\n"
             "    token:\n"
-            "      key: pki/token.key\n"
+            "      keyName: demo-token\n"
             "      keyId: demo\n"
             "      issuer: https://dps.demo.local\n"
             "      ownerClaim: sub\n"
@@ -146,8 +159,8 @@ static int demo_prepare(const char *dir, char *config_path, size_t config_path_l
         fprintf(stderr, "dpsd: --demo: the folder's name is too long for its files' paths\n");
         return -1;
     }
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "dpsd: cannot create %s: %s\n", dir, strerror(errno));
+    if (file_private_dir(dir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dpsd: --demo: %s\n", err);
         return -1;
     }
     if (pki_generate(pki_dir, 10, err, sizeof(err)) != 0) {
@@ -155,6 +168,47 @@ static int demo_prepare(const char *dir, char *config_path, size_t config_path_l
         return -1;
     }
     return demo_write_config(dir, config_path);
+}
+
+/*
+ * The folders of the files that decide what dpsd trusts and signs with
+ * (private keys, the operator JWKS, the API's client CA) must not be
+ * writable by group or others: they could swap a file between two reads.
+ * 0, or -1 after naming the folder and the fix.
+ */
+static int check_key_folders(const struct config *config)
+{
+    const char *files[8];
+    size_t count = 0;
+    files[count++] = config->tls_key_file;
+    files[count++] = config->api.key_file;
+    files[count++] = config->api.jwks_file;
+    files[count++] = config->api.client_ca_file;
+    for (size_t i = 0; i < config->hub_count; i++) {
+        const char *hub_files[] = {config->hubs[i].ca_key_file, config->hubs[i].token_key_file};
+        for (size_t f = 0; f < 2; f++) {
+            char err[512];
+            if (hub_files[f] != NULL && file_check_dir_of(hub_files[f], err, sizeof(err)) != 0) {
+                fprintf(stderr, "dpsd: hubs[%zu]: %s\n", i, err);
+                return -1;
+            }
+        }
+    }
+    for (size_t i = 0; i < config->key_count; i++) {
+        char err[512];
+        if (file_check_dir_of(config->keys[i].key_file, err, sizeof(err)) != 0) {
+            fprintf(stderr, "dpsd: keys[%zu]: %s\n", i, err);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        char err[512];
+        if (files[i] != NULL && file_check_dir_of(files[i], err, sizeof(err)) != 0) {
+            fprintf(stderr, "dpsd: %s\n", err);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Replaces the configured listen addresses with one. */
@@ -279,6 +333,8 @@ static int parse_options(int argc, char **argv, struct options *options)
 
 int main(int argc, char **argv)
 {
+    /* What dpsd creates (the store's folder and files, the demo) is its own alone. */
+    umask(077);
     struct options options;
     if (parse_options(argc, argv, &options) != 0) {
         return 2;
@@ -297,7 +353,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "dpsd: %s\n", err);
         return 1;
     }
-    if (apply_overrides(config, &options) != 0) {
+    if (apply_overrides(config, &options) != 0 || check_key_folders(config) != 0) {
         config_free(config);
         return 1;
     }

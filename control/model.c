@@ -10,7 +10,13 @@
  * from the API can be sent again unchanged.
  *
  * Files named in documents must be absolute paths: a document has no folder
- * to be relative to.
+ * to be relative to. Only stored documents name files (the configuration
+ * file's groups and hubs, which the node's administrator wrote): a document
+ * from the management API names none, so no request can make dpsd open a
+ * path it chose. Its chains and CRLs are PEM text, and its hub keys are
+ * names of keys the administrator registered (keys: in the configuration),
+ * resolved by the control plane, which also checks the hub's owner may use
+ * them. Documents served through the API show no file path either.
  */
 #include "control/model.h"
 
@@ -28,6 +34,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#define NO_FILES_HINT "file paths are not accepted through the management API"
+
 #define PATH_MAX_TEXT 256
 #define ONE_YEAR_S (365L * 24 * 3600)
 #define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
@@ -36,6 +44,7 @@
 struct reader {
     char *err;
     size_t err_length;
+    bool from_api; /* a document from the management API: it names no file */
 };
 
 __attribute__((format(printf, 3, 4))) static int fail(struct reader *r, const char *path,
@@ -294,6 +303,10 @@ static int read_certificate_chain(struct reader *r, const json_t *x509, const ch
         return -1;
     bool is_path = text[0] == '/';
     bool is_pem = strstr(text, "-----BEGIN") != NULL;
+    if (r->from_api && !is_pem) {
+        free(text);
+        return fail(r, key_path, "must be PEM certificates (" NO_FILES_HINT ")");
+    }
     if (is_path) {
         free(text);
         return read_file_path(r, x509, "certificateChain", path, &group->ca_chain_file);
@@ -351,7 +364,9 @@ static int read_crls(struct reader *r, const json_t *x509, const char *path,
         const char *text = group->crls[i];
         struct stat st;
         path_index(item_path, list_path, i);
-        if (text[0] == '/') {
+        if (r->from_api && strstr(text, "-----BEGIN") == NULL) {
+            return fail(r, item_path, "must be a PEM CRL (" NO_FILES_HINT ")");
+        } else if (text[0] == '/') {
             if (access(text, R_OK) != 0 || stat(text, &st) != 0)
                 return fail(r, item_path, "cannot read %s: %s", text, strerror(errno));
             if (!S_ISREG(st.st_mode))
@@ -482,13 +497,13 @@ static int read_resources(struct reader *r, const json_t *doc, struct config_gro
     return group->resources_json != NULL ? 0 : fail(r, "resources", "out of memory");
 }
 
-int model_group_from_json(const json_t *doc, struct config_group *group, char *err,
-                          size_t err_length)
+static int group_from_json(const json_t *doc, struct config_group *group, bool from_api, char *err,
+                           size_t err_length)
 {
     static const char *const keys[] = {
         "id",        "owner",    "name", "attestationMechanism", "hubIds", "preSharedKey", "acl",
         "resources", "disabled", NULL};
-    struct reader r = {.err = err, .err_length = err_length};
+    struct reader r = {.err = err, .err_length = err_length, .from_api = from_api};
     const json_t *root;
     memset(group, 0, sizeof(*group));
     if (err != NULL && err_length > 0)
@@ -508,6 +523,18 @@ int model_group_from_json(const json_t *doc, struct config_group *group, char *e
     if (result < 0)
         model_group_clear(group);
     return result;
+}
+
+int model_group_from_json(const json_t *doc, struct config_group *group, char *err,
+                          size_t err_length)
+{
+    return group_from_json(doc, group, false, err, err_length);
+}
+
+int model_group_from_api(const json_t *doc, struct config_group *group, char *err,
+                         size_t err_length)
+{
+    return group_from_json(doc, group, true, err, err_length);
 }
 
 static int read_hub_ids(struct reader *r, const json_t *doc, struct config_hub *hub)
@@ -552,25 +579,69 @@ static int read_authorization(struct reader *r, const json_t *doc, struct config
         read_string(r, provider, "audience", "authorization.provider", false, NULL,
                     &hub->token_audience) < 0)
         return -1;
+    bool device_id_claim;
+    const char *problem =
+        config_claims_problem(hub->token_owner_claim, hub->token_device_id_claim, &device_id_claim);
+    if (problem != NULL)
+        return fail(r, device_id_claim ? "authorization.deviceIdClaim" : "authorization.ownerClaim",
+                    "%s", problem);
     return 0;
+}
+
+/*
+ * A hub's key: "keyName" (a registered key), or in stored documents only the
+ * files themselves ("certificate" with "key" for the identity CA, "key" for
+ * the token).
+ */
+static int read_key_reference(struct reader *r, const json_t *object, const char *path,
+                              bool certificate, char **name, char **cert_file, char **key_file)
+{
+    char key_path[PATH_MAX_TEXT];
+    if (read_string(r, object, "keyName", path, false, NULL, name) < 0)
+        return -1;
+    const char *file_fields[] = {"certificate", "key"};
+    for (size_t i = certificate ? 0 : 1; i < 2; i++) {
+        json_t *value = json_object_get(object, file_fields[i]);
+        bool given = value != NULL && !json_is_null(value) &&
+                     !(json_is_string(value) && json_string_length(value) == 0);
+        path_child(key_path, path, file_fields[i]);
+        if (given && r->from_api)
+            return fail(r, key_path,
+                        NO_FILES_HINT "; name a key the node's administrator registered "
+                                      "(%s.keyName)",
+                        path);
+        if (given && *name != NULL)
+            return fail(r, key_path, "give keyName or the files, not both");
+    }
+    path_child(key_path, path, "keyName");
+    if (*name != NULL) {
+        const char *problem = config_key_name_problem(*name);
+        return problem == NULL ? 0 : fail(r, key_path, "%s", problem);
+    }
+    if (r->from_api)
+        return fail(r, key_path, "required (the name of a key registered for your owner)");
+    if (certificate && read_file_path(r, object, "certificate", path, cert_file) < 0)
+        return -1;
+    return read_file_path(r, object, "key", path, key_file);
 }
 
 static int read_hub_keys(struct reader *r, const json_t *doc, struct config_hub *hub)
 {
-    static const char *const certificate_keys[] = {"certificate", "key", "validity", NULL};
-    static const char *const token_keys[] = {"key", "keyId", "issuer", "lifetime", NULL};
+    static const char *const certificate_keys[] = {"keyName", "certificate", "key", "validity",
+                                                   NULL};
+    static const char *const token_keys[] = {"keyName", "key", "keyId", "issuer", "lifetime", NULL};
     const json_t *certificate;
     const json_t *token;
     if (open_object(r, json_object_get(doc, "identityCertificate"), "identityCertificate", true,
                     certificate_keys, &certificate) < 0 ||
-        read_file_path(r, certificate, "certificate", "identityCertificate", &hub->ca_cert_file) <
-            0 ||
-        read_file_path(r, certificate, "key", "identityCertificate", &hub->ca_key_file) < 0 ||
+        read_key_reference(r, certificate, "identityCertificate", true, &hub->ca_key_name,
+                           &hub->ca_cert_file, &hub->ca_key_file) < 0 ||
         read_seconds(r, certificate, "validity", "identityCertificate", 60, HUNDRED_YEARS_S,
                      ONE_YEAR_S, &hub->certificate_validity_s) < 0)
         return -1;
     if (open_object(r, json_object_get(doc, "token"), "token", true, token_keys, &token) < 0 ||
-        read_file_path(r, token, "key", "token", &hub->token_key_file) < 0 ||
+        read_key_reference(r, token, "token", false, &hub->token_key_name, NULL,
+                           &hub->token_key_file) < 0 ||
         read_string(r, token, "keyId", "token", false, NULL, &hub->token_key_id) < 0 ||
         read_string(r, token, "issuer", "token", true, NULL, &hub->token_issuer) < 0 ||
         read_seconds(r, token, "lifetime", "token", 60, HUNDRED_YEARS_S, ONE_YEAR_S,
@@ -579,12 +650,13 @@ static int read_hub_keys(struct reader *r, const json_t *doc, struct config_hub 
     return 0;
 }
 
-int model_hub_from_json(const json_t *doc, struct config_hub *hub, char *err, size_t err_length)
+static int hub_from_json(const json_t *doc, struct config_hub *hub, bool from_api, char *err,
+                         size_t err_length)
 {
     static const char *const keys[] = {"id",       "hubId",         "owner", "name",
                                        "gateways", "authorization", "token", "identityCertificate",
                                        NULL};
-    struct reader r = {.err = err, .err_length = err_length};
+    struct reader r = {.err = err, .err_length = err_length, .from_api = from_api};
     const json_t *root;
     memset(hub, 0, sizeof(*hub));
     if (err != NULL && err_length > 0)
@@ -601,6 +673,16 @@ int model_hub_from_json(const json_t *doc, struct config_hub *hub, char *err, si
     if (result < 0)
         model_hub_clear(hub);
     return result;
+}
+
+int model_hub_from_json(const json_t *doc, struct config_hub *hub, char *err, size_t err_length)
+{
+    return hub_from_json(doc, hub, false, err, err_length);
+}
+
+int model_hub_from_api(const json_t *doc, struct config_hub *hub, char *err, size_t err_length)
+{
+    return hub_from_json(doc, hub, true, err, err_length);
 }
 
 static json_t *string_or_empty(const char *text)
@@ -637,13 +719,30 @@ static const char *acl_mode_name(enum config_acl_mode mode)
     return mode == CONFIG_ACL_REPLACE ? "replace" : "extend";
 }
 
-json_t *model_group_to_json(const struct config_group *group)
+/* The CRL entries, or in public form their PEM text (the files' bytes a snapshot read). */
+static json_t *crl_list(const struct config_group *group, bool public)
 {
+    if (!public)
+        return string_list(group->crls, group->crl_count);
+    json_t *list = json_array();
+    for (size_t i = 0; list != NULL && i < group->crl_count; i++) {
+        const char *text = group->crl_pems != NULL ? group->crl_pems[i] : group->crls[i];
+        if (json_array_append_new(list, string_or_empty(text[0] != '/' ? text : NULL)) < 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
+static json_t *group_to_json(const struct config_group *group, bool public)
+{
+    const char *chain =
+        group->ca_chain_file != NULL && !public ? group->ca_chain_file : group->ca_chain_pem;
     json_t *doc = json_pack(
         "{s:o, s:o, s:o, s:{s:{s:o, s:o, s:b}}, s:o, s:o}", "id", string_or_empty(group->id),
         "owner", string_or_empty(group->owner), "name", string_or_empty(group->name),
-        "attestationMechanism", "x509", "certificateChain",
-        string_or_empty(group->ca_chain_file != NULL ? group->ca_chain_file : group->ca_chain_pem),
+        "attestationMechanism", "x509", "certificateChain", string_or_empty(chain),
         "leadCertificateName", string_or_empty(group->lead_certificate_name),
         "expiredCertificateEnabled", group->expired_certificate_enabled, "hubIds",
         string_list(group->hub_ids, group->hub_count), "preSharedKey", psk_text(group));
@@ -652,7 +751,7 @@ json_t *model_group_to_json(const struct config_group *group)
     /* Like protojson, an empty list and false are left out. */
     if (group->crl_count > 0) {
         json_t *x509 = json_object_get(json_object_get(doc, "attestationMechanism"), "x509");
-        if (json_object_set_new(x509, "crls", string_list(group->crls, group->crl_count)) < 0) {
+        if (json_object_set_new(x509, "crls", crl_list(group, public)) < 0) {
             json_decref(doc);
             return NULL;
         }
@@ -682,23 +781,64 @@ json_t *model_group_to_json(const struct config_group *group)
     return doc;
 }
 
-json_t *model_hub_to_json(const struct config_hub *hub)
+json_t *model_group_to_json(const struct config_group *group)
 {
-    return json_pack(
-        "{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:{s:o, s:o}}, s:{s:o, s:o, s:I}, "
-        "s:{s:o, s:o, s:o, s:I}}",
-        "id", string_or_empty(hub->id), "hubId", string_or_empty(hub->id), "owner",
+    return group_to_json(group, false);
+}
+
+json_t *model_group_to_api(const struct config_group *group)
+{
+    return group_to_json(group, true);
+}
+
+/* identityCertificate or token: the key's name, or its files unless public. */
+static int set_key_reference(json_t *object, const char *name, const char *cert_file,
+                             const char *key_file, bool certificate, bool public)
+{
+    if (name != NULL)
+        return json_object_set_new(object, "keyName", json_string(name));
+    if (public)
+        return 0;
+    int rc = json_object_set_new(object, "key", string_or_empty(key_file));
+    if (certificate)
+        rc |= json_object_set_new(object, "certificate", string_or_empty(cert_file));
+    return rc;
+}
+
+static json_t *hub_to_json(const struct config_hub *hub, bool public)
+{
+    json_t *doc = json_pack(
+        "{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:{s:o, s:o}}, s:{s:I}, s:{s:o, s:o, s:I}}", "id",
+        string_or_empty(hub->id), "hubId", string_or_empty(hub->id), "owner",
         string_or_empty(hub->owner), "name", string_or_empty(hub->name), "gateways",
         string_list(hub->gateways, hub->gateway_count), "authorization", "ownerClaim",
         string_or_empty(hub->token_owner_claim != NULL ? hub->token_owner_claim
                                                        : DEFAULT_OWNER_CLAIM),
         "deviceIdClaim", string_or_empty(hub->token_device_id_claim), "provider", "name",
         string_or_empty(hub->authorization_provider), "audience",
-        string_or_empty(hub->token_audience), "identityCertificate", "certificate",
-        string_or_empty(hub->ca_cert_file), "key", string_or_empty(hub->ca_key_file), "validity",
-        (json_int_t)hub->certificate_validity_s, "token", "key",
-        string_or_empty(hub->token_key_file), "keyId", string_or_empty(hub->token_key_id), "issuer",
-        string_or_empty(hub->token_issuer), "lifetime", (json_int_t)hub->token_lifetime_s);
+        string_or_empty(hub->token_audience), "identityCertificate", "validity",
+        (json_int_t)hub->certificate_validity_s, "token", "keyId",
+        string_or_empty(hub->token_key_id), "issuer", string_or_empty(hub->token_issuer),
+        "lifetime", (json_int_t)hub->token_lifetime_s);
+    if (doc == NULL ||
+        set_key_reference(json_object_get(doc, "identityCertificate"), hub->ca_key_name,
+                          hub->ca_cert_file, hub->ca_key_file, true, public) != 0 ||
+        set_key_reference(json_object_get(doc, "token"), hub->token_key_name, NULL,
+                          hub->token_key_file, false, public) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+json_t *model_hub_to_json(const struct config_hub *hub)
+{
+    return hub_to_json(hub, false);
+}
+
+json_t *model_hub_to_api(const struct config_hub *hub)
+{
+    return hub_to_json(hub, true);
 }
 
 void model_group_clear(struct config_group *group)

@@ -7,10 +7,11 @@
  *
  * enrollment group:
  *   {"id": UUID, "owner": text, "name": text?,
- *    "attestationMechanism": {"x509": {"certificateChain": PEM text or absolute file path,
+ *    "attestationMechanism": {"x509": {"certificateChain": PEM text (or, stored only, an
+ *                                                          absolute file path),
  *                                      "leadCertificateName": text?,
  *                                      "expiredCertificateEnabled": bool?,
- *                                      "crls": [PEM CRL text or absolute file path, ...]?}},
+ *                                      "crls": [PEM CRL text (or, stored only, a path), ...]?}},
  *                                                                   (crls: our extension)
  *    "hubIds": [UUID, ...] (at least one),
  *    "preSharedKey": text? (exactly 16 bytes of UTF-8, kept as given),
@@ -24,10 +25,21 @@
  *    "authorization": {"ownerClaim": text?, "deviceIdClaim": text?,
  *                      "provider": {"name": text (the "apn" sent to devices),
  *                                   "audience": text?}},
- *    "identityCertificate": {"certificate": file path, "key": file path,
- *                            "validity": seconds?},                (our extension)
- *    "token": {"key": file path, "keyId": text?, "issuer": text,
+ *    "identityCertificate": {"keyName": text, "validity": seconds?},   (our extension)
+ *    "token": {"keyName": text, "keyId": text?, "issuer": text,
  *              "lifetime": seconds?}}                               (our extension)
+ *
+ * keyName names a key the node's administrator registered (keys: in the
+ * configuration file) for the hub's owner. Stored documents of hubs from the
+ * configuration file may instead name the files: "certificate" and "key",
+ * and "key" for the token. The claim names may not collide (config.h).
+ *
+ * Two readers: model_*_from_json() reads the stored form; model_*_from_api()
+ * reads a document from the management API, which names no file (chains and
+ * CRLs are PEM text, keys are names). Two writers: model_*_to_json() writes
+ * the stored form; model_*_to_api() the form served to the API's callers,
+ * which shows no file path (chains and CRLs as the PEM text the snapshot
+ * read, hub keys by name only).
  *
  * Validation gives the same rules as the YAML configuration, and every
  * error names the field by its JSON path (for example
@@ -45,11 +57,16 @@
 /* Fills group from doc (all strings newly allocated). 0, or -1 with "field: problem" in err. */
 int model_group_from_json(const json_t *doc, struct config_group *group, char *err,
                           size_t err_length);
+int model_group_from_api(const json_t *doc, struct config_group *group, char *err,
+                         size_t err_length);
 json_t *model_group_to_json(const struct config_group *group);
+json_t *model_group_to_api(const struct config_group *group);
 void model_group_clear(struct config_group *group);
 
 int model_hub_from_json(const json_t *doc, struct config_hub *hub, char *err, size_t err_length);
+int model_hub_from_api(const json_t *doc, struct config_hub *hub, char *err, size_t err_length);
 json_t *model_hub_to_json(const struct config_hub *hub);
+json_t *model_hub_to_api(const struct config_hub *hub);
 void model_hub_clear(struct config_hub *hub);
 
 #endif

@@ -9,7 +9,21 @@
  * chain loads, no two groups share a first CA, every hub's keys load, the
  * ACLs fit the protocol). Every file the snapshot names (TLS certificate and
  * key, manufacturer chains, CRLs) is read once, into the snapshot, before
- * that check: the shards build from the very bytes that were checked.
+ * that check: the shards build from the very bytes that were checked. At
+ * start and on SIGHUP every file is read again; a change through the API
+ * reads only what the new document names (nothing: it holds PEM text).
+ *
+ * A change costs what it touches, not what every owner holds: the candidate
+ * copies the unchanged groups with the bytes already read, and takes from
+ * the snapshot in force the proven chains and CRLs (attestation_create_from),
+ * the catalog entries and the signer of whatever did not change; only the
+ * changed document is proven, and its first CA compared with the others.
+ *
+ * Hubs' keys: a hub names files (the configuration file's hubs) or
+ * registered keys (keys: in the configuration, read only under the lock);
+ * names resolve to files when a snapshot is built, for the hub's owner only.
+ * The management API's operator keys (its JWKS) are never a hub's token key.
+ * Quotas per owner (api.quotas) are counted here, under the lock.
  *
  * Publication is all or nothing, in two phases: every shard prepares its
  * view of the candidate on its own thread; only when all have does the
@@ -33,13 +47,18 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 
 #include "common/file.h"
 #include "common/log.h"
+#include "control/auth.h"
 #include "control/model.h"
 #include "crypto/attestation.h"
+#include "crypto/issuer.h"
+#include "crypto/jwt.h"
 #include "crypto/keyfile.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
@@ -67,6 +86,7 @@ struct plane_snapshot {
     struct snapshot base;
     struct config config; /* the settings (shared, not owned) with this generation's lists */
     struct dps_catalog catalog;
+    struct attestation *checked; /* the chains as the control plane proved them (check_libctx) */
     struct shared_signer *shared_signer;
     struct blocklist *blocklist;
     char *tls_cert_pem; /* the files' bytes, read once for every shard */
@@ -83,6 +103,7 @@ struct plane {
     json_t *blocklist; /* the stored blocklist entries (an array), guarded by lock */
     uint64_t generation;
     OSSL_LIB_CTX *check_libctx; /* for checking candidates off the data plane */
+    struct auth *operator_keys; /* the API's JWKS: never a hub's token key (NULL without API) */
     struct shard *shards[PLANE_MAX_SHARDS];
     unsigned shard_count;
     atomic_bool ready;
@@ -132,6 +153,7 @@ static void snapshot_destroy(struct snapshot *base)
 {
     struct plane_snapshot *snapshot = (struct plane_snapshot *)base;
     dps_catalog_free(&snapshot->config, &snapshot->catalog);
+    attestation_free(snapshot->checked);
     shared_signer_release(snapshot->shared_signer);
     blocklist_free(snapshot->blocklist);
     free_lists(&snapshot->config);
@@ -203,10 +225,100 @@ static int check_references(const struct config *config, char *err, size_t err_l
 }
 
 /*
- * Reads every file the snapshot's groups and TLS settings name, once, into
- * the snapshot. PLANE_OK or PLANE_INVALID with the file named.
+ * Fills the key files of hubs that name registered keys, from registry.
+ * The owner's hub may use a key only when the owner is one of the key's
+ * owners; a key that exists for other owners only is answered like one that
+ * does not exist at all.
  */
-static int snapshot_read_files(struct plane_snapshot *snapshot, char *err, size_t err_length)
+static int resolve_keys(const struct config *registry, struct config *config, bool from_api,
+                        char *err, size_t err_length)
+{
+    for (size_t i = 0; i < config->hub_count; i++) {
+        struct config_hub *hub = &config->hubs[i];
+        const char *names[2] = {hub->ca_key_name, hub->token_key_name};
+        for (size_t k = 0; k < 2; k++) {
+            if (names[k] == NULL) {
+                continue;
+            }
+            const struct config_key *key = config_find_key(registry, names[k]);
+            bool certificate = k == 0;
+            if (key == NULL || !config_key_allows(key, hub->owner) ||
+                (certificate && key->cert_file == NULL)) {
+                snprintf(err, err_length,
+                         "%s%s%s%s.keyName: no key \"%s\"%s is registered for owner \"%s\"",
+                         from_api ? "" : "hub ", from_api ? "" : hub->id, from_api ? "" : ": ",
+                         certificate ? "identityCertificate" : "token", names[k],
+                         certificate ? " with a certificate" : "",
+                         hub->owner != NULL ? hub->owner : "");
+                return PLANE_INVALID;
+            }
+            char **cert_file = certificate ? &hub->ca_cert_file : NULL;
+            char **key_file = certificate ? &hub->ca_key_file : &hub->token_key_file;
+            free(*key_file);
+            *key_file = strdup(key->key_file);
+            if (cert_file != NULL) {
+                free(*cert_file);
+                *cert_file = strdup(key->cert_file);
+            }
+            if (*key_file == NULL || (cert_file != NULL && *cert_file == NULL)) {
+                snprintf(err, err_length, "out of memory");
+                return PLANE_FAILED;
+            }
+        }
+    }
+    return PLANE_OK;
+}
+
+/*
+ * A hub whose token key signs the management API's operator tokens would
+ * hand its devices tokens the API accepts: refused, whatever its claims.
+ */
+static int check_token_keys(struct plane *plane, const struct config *config, bool from_api,
+                            char *err, size_t err_length)
+{
+    for (size_t i = 0; plane->operator_keys != NULL && i < config->hub_count; i++) {
+        const struct config_hub *hub = &config->hubs[i];
+        char reason[256];
+        char *pem = hub->token_key_file != NULL
+                        ? file_read_text(hub->token_key_file, MATERIAL_FILE_LIMIT, NULL, reason,
+                                         sizeof(reason))
+                        : NULL;
+        BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, -1) : NULL;
+        EVP_PKEY *key = bio != NULL ? PEM_read_bio_PrivateKey_ex(bio, NULL, NULL, NULL,
+                                                                 plane->check_libctx, NULL)
+                                    : NULL;
+        bool operator= key != NULL && auth_has_key(plane->operator_keys, key);
+        EVP_PKEY_free(key);
+        BIO_free(bio);
+        file_free_secret(pem);
+        ERR_clear_error();
+        if (!operator) {
+            continue;
+        }
+        if (from_api) {
+            snprintf(err, err_length,
+                     "token.keyName: key \"%s\" signs the management API's operator tokens: a "
+                     "hub needs a token key of its own",
+                     hub->token_key_name != NULL ? hub->token_key_name : "");
+        } else {
+            snprintf(err, err_length,
+                     "hub %s: token key %s signs the management API's operator tokens "
+                     "(api.jwks): a hub needs a token key of its own",
+                     hub->id, hub->token_key_file);
+        }
+        return PLANE_INVALID;
+    }
+    return PLANE_OK;
+}
+
+/*
+ * Reads every file the snapshot's groups name, once, into the snapshot
+ * (groups copied from the previous snapshot hold their bytes already), and
+ * the TLS certificate and key, or takes previous's. PLANE_OK or
+ * PLANE_INVALID with the file named.
+ */
+static int snapshot_read_files(struct plane_snapshot *snapshot,
+                               const struct plane_snapshot *previous, char *err, size_t err_length)
 {
     struct config *config = &snapshot->config;
     char reason[512];
@@ -241,18 +353,27 @@ static int snapshot_read_files(struct plane_snapshot *snapshot, char *err, size_
             return PLANE_FAILED;
         }
     }
-    if (keyfile_check_loaded(config->tls_key_file, err, err_length) != 0) {
-        return PLANE_INVALID;
-    }
-    snapshot->tls_cert_pem =
-        file_read_text(config->tls_cert_file, MATERIAL_FILE_LIMIT, NULL, reason, sizeof(reason));
-    if (snapshot->tls_cert_pem != NULL) {
-        snapshot->tls_key_pem =
-            file_read_text(config->tls_key_file, MATERIAL_FILE_LIMIT, NULL, reason, sizeof(reason));
-    }
-    if (snapshot->tls_key_pem == NULL) {
-        snprintf(err, err_length, "tls: %s", reason);
-        return PLANE_INVALID;
+    if (previous != NULL) {
+        snapshot->tls_cert_pem = strdup(previous->tls_cert_pem);
+        snapshot->tls_key_pem = strdup(previous->tls_key_pem);
+        if (snapshot->tls_cert_pem == NULL || snapshot->tls_key_pem == NULL) {
+            snprintf(err, err_length, "out of memory");
+            return PLANE_FAILED;
+        }
+    } else {
+        if (keyfile_check_loaded(config->tls_key_file, err, err_length) != 0) {
+            return PLANE_INVALID;
+        }
+        snapshot->tls_cert_pem = file_read_text(config->tls_cert_file, MATERIAL_FILE_LIMIT, NULL,
+                                                reason, sizeof(reason));
+        if (snapshot->tls_cert_pem != NULL) {
+            snapshot->tls_key_pem = file_read_text(config->tls_key_file, MATERIAL_FILE_LIMIT, NULL,
+                                                   reason, sizeof(reason));
+        }
+        if (snapshot->tls_key_pem == NULL) {
+            snprintf(err, err_length, "tls: %s", reason);
+            return PLANE_INVALID;
+        }
     }
     snapshot->base.tls_cert_pem = snapshot->tls_cert_pem;
     snapshot->base.tls_key_pem = snapshot->tls_key_pem;
@@ -268,14 +389,46 @@ static int refuse_every_chain(void *user, X509 *leaf, STACK_OF(X509) * chain)
     return -1;
 }
 
+/* What a new snapshot is built from. */
+struct candidate {
+    struct config_group *groups; /* taken over, freed on failure */
+    size_t group_count;
+    struct config_hub *hubs; /* the same */
+    size_t hub_count;
+    const json_t *blocklist;       /* the entries (an array), read */
+    const struct config *registry; /* the key registry hubs' key names resolve in */
+    bool reload;                   /* SIGHUP or start: read the TLS and hub key files again */
+    /*
+     * For a caller of the API: a problem with the node's own files or keys
+     * is logged for the administrator, and the caller only told there is one.
+     */
+    bool from_api;
+};
+
 /*
- * Builds a checked snapshot from lists (taken over, freed on failure) and
- * the blocklist entries (an array, read). The signer of previous is reused
- * when the hubs did not change.
+ * A problem the API's caller did not cause and must not read (it names the
+ * node's files): logged in full, answered in general terms.
  */
-static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_group *groups,
-                                             size_t group_count, struct config_hub *hubs,
-                                             size_t hub_count, const json_t *blocklist,
+static int node_problem(const struct candidate *candidate, int status, char *err, size_t err_length)
+{
+    if (candidate->from_api && status != PLANE_OK) {
+        log_msg(LOG_ERROR, "change refused by the node's own files", "error=\"%s\"", err);
+        snprintf(err, err_length,
+                 "the node cannot load its own keys or files (its administrator finds why in the "
+                 "log)");
+        return PLANE_FAILED;
+    }
+    return status;
+}
+
+/*
+ * Builds a checked snapshot from a candidate. What the previous snapshot
+ * (the current one, may be NULL) already checked is reused: the chains and
+ * CRLs of groups the change does not touch, the TLS files' bytes and the
+ * signer when the hubs are the same, unless candidate->reload. So a change
+ * costs what it touches, not what every owner holds.
+ */
+static struct plane_snapshot *snapshot_build(struct plane *plane, struct candidate *candidate,
                                              struct plane_snapshot *previous, int *status,
                                              char *err, size_t err_length)
 {
@@ -283,60 +436,85 @@ static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_
     if (snapshot == NULL) {
         snprintf(err, err_length, "out of memory");
         *status = PLANE_FAILED;
+        for (size_t i = 0; i < candidate->group_count; i++) {
+            config_group_clear(&candidate->groups[i]);
+        }
+        for (size_t i = 0; i < candidate->hub_count; i++) {
+            config_hub_clear(&candidate->hubs[i]);
+        }
+        free(candidate->groups);
+        free(candidate->hubs);
         return NULL;
     }
     snapshot->config = *plane->settings;
-    snapshot->config.groups = groups;
-    snapshot->config.group_count = group_count;
-    snapshot->config.hubs = hubs;
-    snapshot->config.hub_count = hub_count;
+    snapshot->config.keys = NULL; /* the registry is the plane's, read only while building */
+    snapshot->config.key_count = 0;
+    snapshot->config.groups = candidate->groups;
+    snapshot->config.group_count = candidate->group_count;
+    snapshot->config.hubs = candidate->hubs;
+    snapshot->config.hub_count = candidate->hub_count;
     snapshot->base.config = &snapshot->config;
     snapshot->base.catalog = &snapshot->catalog;
     snapshot->base.destroy = snapshot_destroy;
     atomic_store(&snapshot->base.references, 1);
+    struct plane_snapshot *same = candidate->reload ? NULL : previous;
 
     *status = check_references(&snapshot->config, err, err_length);
     if (*status == PLANE_OK) {
-        *status = snapshot_read_files(snapshot, err, err_length);
+        *status = resolve_keys(candidate->registry, &snapshot->config, candidate->from_api, err,
+                               err_length);
+    }
+    if (*status == PLANE_OK) {
+        *status = node_problem(candidate, snapshot_read_files(snapshot, same, err, err_length), err,
+                               err_length);
     }
     if (*status != PLANE_OK) {
         goto fail;
     }
-    SSL_CTX *tls_check =
-        tls_server_context_pem(plane->check_libctx, snapshot->tls_cert_pem, snapshot->tls_key_pem,
-                               refuse_every_chain, err, err_length);
-    if (tls_check == NULL) {
+    if (same == NULL) {
+        SSL_CTX *tls_check =
+            tls_server_context_pem(plane->check_libctx, snapshot->tls_cert_pem,
+                                   snapshot->tls_key_pem, refuse_every_chain, err, err_length);
+        if (tls_check == NULL) {
+            *status = PLANE_INVALID;
+            goto fail;
+        }
+        SSL_CTX_free(tls_check);
+    }
+    snapshot->checked =
+        attestation_create_from(plane->check_libctx, &snapshot->config,
+                                previous != NULL ? previous->checked : NULL, err, err_length);
+    if (snapshot->checked == NULL) {
         *status = PLANE_INVALID;
         goto fail;
     }
-    SSL_CTX_free(tls_check);
-    struct attestation *check =
-        attestation_create(plane->check_libctx, &snapshot->config, err, err_length);
-    if (check == NULL) {
-        *status = PLANE_INVALID;
-        goto fail;
-    }
-    attestation_free(check);
-    if (dps_catalog_build(&snapshot->config, &snapshot->catalog, err, err_length) != 0) {
-        *status = PLANE_INVALID;
-        goto fail;
-    }
-    char *text = hubs_text(hubs, hub_count);
+    char *text = hubs_text(candidate->hubs, candidate->hub_count);
     if (text == NULL) {
         snprintf(err, err_length, "out of memory");
         *status = PLANE_FAILED;
         goto fail;
     }
-    if (previous != NULL && strcmp(previous->shared_signer->hubs_json, text) == 0) {
+    bool same_hubs = previous != NULL && strcmp(previous->shared_signer->hubs_json, text) == 0;
+    if (dps_catalog_build(&snapshot->config, same_hubs ? &previous->config : NULL,
+                          same_hubs ? &previous->catalog : NULL, &snapshot->catalog, err,
+                          err_length) != 0) {
         free(text);
-        snapshot->shared_signer = previous->shared_signer;
+        *status = PLANE_INVALID;
+        goto fail;
+    }
+    if (same != NULL && same_hubs) {
+        free(text);
+        snapshot->shared_signer = same->shared_signer;
         atomic_fetch_add(&snapshot->shared_signer->references, 1);
     } else {
-        struct shared_signer *shared = calloc(1, sizeof(*shared));
+        *status = check_token_keys(plane, &snapshot->config, candidate->from_api, err, err_length);
+        struct shared_signer *shared = *status == PLANE_OK ? calloc(1, sizeof(*shared)) : NULL;
         if (shared == NULL) {
             free(text);
-            snprintf(err, err_length, "out of memory");
-            *status = PLANE_FAILED;
+            if (*status == PLANE_OK) {
+                snprintf(err, err_length, "out of memory");
+                *status = PLANE_FAILED;
+            }
             goto fail;
         }
         shared->hubs_json = text;
@@ -346,13 +524,13 @@ static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_
         if (shared->signer == NULL) {
             free(shared->hubs_json);
             free(shared);
-            *status = PLANE_INVALID;
+            *status = node_problem(candidate, PLANE_INVALID, err, err_length);
             goto fail;
         }
         snapshot->shared_signer = shared;
     }
     snapshot->base.signer = snapshot->shared_signer->signer;
-    snapshot->blocklist = build_blocklist(blocklist);
+    snapshot->blocklist = build_blocklist(candidate->blocklist);
     if (snapshot->blocklist == NULL) {
         snprintf(err, err_length, "out of memory");
         *status = PLANE_FAILED;
@@ -365,6 +543,7 @@ static struct plane_snapshot *snapshot_build(struct plane *plane, struct config_
     return snapshot;
 fail:
     dps_catalog_free(&snapshot->config, &snapshot->catalog);
+    attestation_free(snapshot->checked);
     free_lists(&snapshot->config);
     free(snapshot->tls_cert_pem);
     file_free_secret(snapshot->tls_key_pem);
@@ -469,24 +648,6 @@ static int publish(struct plane *plane, struct plane_snapshot *snapshot, persist
 
 /* ---- documents ---- */
 
-static int copy_group(const struct config_group *from, struct config_group *to)
-{
-    json_t *doc = model_group_to_json(from);
-    char err[256];
-    int rc = doc != NULL ? model_group_from_json(doc, to, err, sizeof(err)) : -1;
-    json_decref(doc);
-    return rc;
-}
-
-static int copy_hub(const struct config_hub *from, struct config_hub *to)
-{
-    json_t *doc = model_hub_to_json(from);
-    char err[256];
-    int rc = doc != NULL ? model_hub_from_json(doc, to, err, sizeof(err)) : -1;
-    json_decref(doc);
-    return rc;
-}
-
 /*
  * Copies the current lists, leaving out the entry with skip_id, into arrays
  * with room for one more. 0 or -1.
@@ -506,7 +667,7 @@ static int copy_lists(const struct config *config, const char *skip_group, const
         if (skip_group != NULL && strcasecmp(config->groups[i].id, skip_group) == 0) {
             continue;
         }
-        if (copy_group(&config->groups[i], &(*groups)[*group_count]) != 0) {
+        if (config_group_copy(&config->groups[i], &(*groups)[*group_count]) != 0) {
             goto fail;
         }
         (*group_count)++;
@@ -515,7 +676,7 @@ static int copy_lists(const struct config *config, const char *skip_group, const
         if (skip_hub != NULL && strcasecmp(config->hubs[i].id, skip_hub) == 0) {
             continue;
         }
-        if (copy_hub(&config->hubs[i], &(*hubs)[*hub_count]) != 0) {
+        if (config_hub_copy(&config->hubs[i], &(*hubs)[*hub_count]) != 0) {
             goto fail;
         }
         (*hub_count)++;
@@ -569,14 +730,26 @@ static int persist_document(struct plane *plane, void *user, char *err, size_t e
     return PLANE_OK;
 }
 
+/* How many of owner's documents the configuration holds. */
+static size_t owned_count(const struct config *config, bool is_group, const char *owner)
+{
+    size_t count = 0;
+    size_t total = is_group ? config->group_count : config->hub_count;
+    for (size_t i = 0; i < total; i++) {
+        const char *holder = is_group ? config->groups[i].owner : config->hubs[i].owner;
+        count += holder != NULL && owner != NULL && strcmp(holder, owner) == 0;
+    }
+    return count;
+}
+
 /* Puts a group or hub: build, check, prepare on every shard, persist, switch. */
 static int put_document(struct plane *plane, const json_t *doc, bool create, bool is_group,
                         char *err, size_t err_length)
 {
     struct config_group group = {0};
     struct config_hub hub = {0};
-    int rc = is_group ? model_group_from_json(doc, &group, err, err_length)
-                      : model_hub_from_json(doc, &hub, err, err_length);
+    int rc = is_group ? model_group_from_api(doc, &group, err, err_length)
+                      : model_hub_from_api(doc, &hub, err, err_length);
     if (rc != 0) {
         if (is_group) {
             model_group_clear(&group);
@@ -586,19 +759,34 @@ static int put_document(struct plane *plane, const json_t *doc, bool create, boo
         return PLANE_INVALID;
     }
     const char *id = is_group ? group.id : hub.id;
+    const char *owner = is_group ? group.owner : hub.owner;
+    const char *kind = is_group ? "enrollment group" : "hub";
     pthread_mutex_lock(&plane->lock);
     const struct config *current = &plane->current->config;
     bool exists = is_group ? false : config_find_hub(current, id) != NULL;
     for (size_t i = 0; is_group && i < current->group_count; i++) {
         exists = exists || strcasecmp(current->groups[i].id, id) == 0;
     }
+    unsigned quota = is_group ? plane->settings->api.quota_groups : plane->settings->api.quota_hubs;
     int status = PLANE_OK;
     if (create && exists) {
-        snprintf(err, err_length, "id: %s already exists", id);
+        /*
+         * Ids are node-wide (a hub's is the id its devices are given): a taken
+         * one is refused in the same words whoever holds it, and not echoed.
+         */
+        snprintf(err, err_length,
+                 "id: already in use on this node (PUT replaces a %s of yours; leave the id "
+                 "out to get a new one)",
+                 kind);
         status = PLANE_CONFLICT;
     } else if (!create && !exists) {
-        snprintf(err, err_length, "id: no %s %s", is_group ? "enrollment group" : "hub", id);
+        snprintf(err, err_length, "id: no %s %s", kind, id);
         status = PLANE_NOT_FOUND;
+    } else if (create && quota > 0 && owned_count(current, is_group, owner) >= quota) {
+        snprintf(err, err_length, "%s: the quota of %u per owner is reached (api.quotas.%s)",
+                 is_group ? "enrollmentGroups" : "hubs", quota,
+                 is_group ? "enrollmentGroups" : "hubs");
+        status = PLANE_EXHAUSTED;
     }
     struct config_group *groups = NULL;
     struct config_hub *hubs = NULL;
@@ -624,9 +812,10 @@ static int put_document(struct plane *plane, const json_t *doc, bool create, boo
     }
     json_t *stored = is_group ? model_group_to_json(&groups[group_count - 1])
                               : model_hub_to_json(&hubs[hub_count - 1]);
+    struct candidate candidate = {groups,           group_count,     hubs,  hub_count,
+                                  plane->blocklist, plane->settings, false, true};
     struct plane_snapshot *snapshot =
-        snapshot_build(plane, groups, group_count, hubs, hub_count, plane->blocklist,
-                       plane->current, &status, err, err_length);
+        snapshot_build(plane, &candidate, plane->current, &status, err, err_length);
     if (snapshot != NULL) {
         struct document_change change = {is_group ? STORE_GROUPS : STORE_HUBS,
                                          json_string_value(json_object_get(stored, "id")), stored};
@@ -690,9 +879,10 @@ static int delete_document(struct plane *plane, const char *id, bool is_group, c
         status = PLANE_FAILED;
     }
     if (status == PLANE_OK) {
+        struct candidate candidate = {groups,           group_count,     hubs,  hub_count,
+                                      plane->blocklist, plane->settings, false, true};
         struct plane_snapshot *snapshot =
-            snapshot_build(plane, groups, group_count, hubs, hub_count, plane->blocklist,
-                           plane->current, &status, err, err_length);
+            snapshot_build(plane, &candidate, plane->current, &status, err, err_length);
         if (snapshot != NULL) {
             struct document_change change = {is_group ? STORE_GROUPS : STORE_HUBS, id, NULL};
             status = publish(plane, snapshot, persist_document, &change, err, err_length);
@@ -765,6 +955,27 @@ static int load_one(void *user, const char *key, size_t key_length, const char *
                  state->groups ? "enrollment group" : "hub", (int)key_length, key, reason);
         state->failed = 1;
         return 1;
+    }
+    /*
+     * Only the configuration file's documents may name files. One that is
+     * not (any more) in the file and names some was made through the API
+     * by an earlier version, or dropped from the file: it is kept, and
+     * shown to the administrator, who replaces it.
+     */
+    const struct config_group *group = &((struct config_group *)state->items)[state->count];
+    const struct config_hub *hub = &((struct config_hub *)state->items)[state->count];
+    bool files = state->groups ? group->ca_chain_file != NULL
+                               : hub->ca_key_file != NULL || hub->token_key_file != NULL;
+    for (size_t c = 0; state->groups && c < group->crl_count; c++) {
+        files = files || group->crls[c][0] == '/';
+    }
+    if (files) {
+        log_msg(LOG_WARN, "stored document names files but is not in the configuration file",
+                "kind=\"%s\" id=%.*s owner=\"%s\" fix=\"replace it through the API (keys by "
+                "keyName, PEM chains) or add it to the configuration file\"",
+                state->groups ? "enrollment group" : "hub", (int)key_length, key,
+                state->groups ? (group->owner != NULL ? group->owner : "")
+                              : (hub->owner != NULL ? hub->owner : ""));
     }
     state->count++;
     return 0;
@@ -839,14 +1050,14 @@ static int add_seeds(struct load_state *hubs, struct load_state *groups, const s
     groups->items = group_items;
     for (size_t i = 0; i < seeds->hub_count; i++) {
         memset(&hub_items[hubs->count], 0, sizeof(*hub_items));
-        if (copy_hub(&seeds->hubs[i], &hub_items[hubs->count]) != 0) {
+        if (config_hub_copy(&seeds->hubs[i], &hub_items[hubs->count]) != 0) {
             return -1;
         }
         hubs->count++;
     }
     for (size_t i = 0; i < seeds->group_count; i++) {
         memset(&group_items[groups->count], 0, sizeof(*group_items));
-        if (copy_group(&seeds->groups[i], &group_items[groups->count]) != 0) {
+        if (config_group_copy(&seeds->groups[i], &group_items[groups->count]) != 0) {
             return -1;
         }
         groups->count++;
@@ -855,15 +1066,46 @@ static int add_seeds(struct load_state *hubs, struct load_state *groups, const s
 }
 
 /*
+ * Every registered key loads (with its certificate when it has one), so a
+ * mistake in keys: stops the start or the reload rather than a tenant's
+ * request later. PLANE_OK or PLANE_INVALID naming the entry.
+ */
+static int check_registry(struct plane *plane, const struct config *registry, char *err,
+                          size_t err_length)
+{
+    for (size_t i = 0; i < registry->key_count; i++) {
+        const struct config_key *key = &registry->keys[i];
+        char reason[512];
+        if (key->cert_file != NULL) {
+            struct issuer *issuer = issuer_load(plane->check_libctx, key->cert_file, key->key_file,
+                                                reason, sizeof(reason));
+            issuer_free(issuer);
+            if (issuer == NULL) {
+                snprintf(err, err_length, "keys[%zu] (%s): %s", i, key->name, reason);
+                return PLANE_INVALID;
+            }
+        } else {
+            struct jwt_key *token =
+                jwt_key_load(plane->check_libctx, key->key_file, NULL, reason, sizeof(reason));
+            jwt_key_free(token);
+            if (token == NULL) {
+                snprintf(err, err_length, "keys[%zu] (%s): %s", i, key->name, reason);
+                return PLANE_INVALID;
+            }
+        }
+    }
+    return PLANE_OK;
+}
+
+/*
  * Builds a snapshot from everything stored, with the seeds (the
  * configuration file's groups and hubs) in place of stored documents of the
- * same id; nothing is written. reload_keys makes the signer load every key
- * file again even when no hub document changed (SIGHUP: rotated files at the
- * same paths take effect).
+ * same id, and the key registry of seeds; nothing is written. Every key
+ * file is loaded again even when no hub document changed (SIGHUP: rotated
+ * files at the same paths take effect).
  */
 static struct plane_snapshot *load_stored(struct plane *plane, const struct config *seeds,
-                                          bool reload_keys, int *status, char *err,
-                                          size_t err_length)
+                                          int *status, char *err, size_t err_length)
 {
     struct load_state hubs = {
         .groups = false, .seeds = seeds, .err = err, .err_length = err_length};
@@ -886,9 +1128,9 @@ static struct plane_snapshot *load_stored(struct plane *plane, const struct conf
         free_loaded(&hubs, &groups);
         return NULL;
     }
-    return snapshot_build(plane, groups.items, groups.count, hubs.items, hubs.count,
-                          plane->blocklist, reload_keys ? NULL : plane->current, status, err,
-                          err_length);
+    struct candidate candidate = {groups.items,     groups.count, hubs.items, hubs.count,
+                                  plane->blocklist, seeds,        true,       false};
+    return snapshot_build(plane, &candidate, plane->current, status, err, err_length);
 }
 
 static int load_block(void *user, const char *key, size_t key_length, const char *value,
@@ -942,9 +1184,21 @@ struct plane *plane_create(struct config *settings, struct store *store, char *e
         plane_destroy(plane);
         return NULL;
     }
+    if (settings->api.jwks_file != NULL) {
+        char reason[512];
+        plane->operator_keys =
+            auth_load(settings->api.jwks_file, settings->api.issuer, settings->api.audience,
+                      settings->api.owner_claim, reason, sizeof(reason));
+        if (plane->operator_keys == NULL) {
+            snprintf(err, err_length, "api.jwks: %s", reason);
+            plane_destroy(plane);
+            return NULL;
+        }
+    }
     /* The file's groups and hubs are written only once the whole configuration checks out. */
-    int status;
-    plane->current = load_stored(plane, settings, false, &status, err, err_length);
+    int status = check_registry(plane, settings, err, err_length);
+    plane->current =
+        status == PLANE_OK ? load_stored(plane, settings, &status, err, err_length) : NULL;
     if (plane->current == NULL || persist_seeds(plane, settings, err, err_length) != PLANE_OK) {
         plane_destroy(plane);
         return NULL;
@@ -984,14 +1238,24 @@ int plane_reload(struct plane *plane, char *err, size_t err_length)
         return PLANE_INVALID;
     }
     pthread_mutex_lock(&plane->lock);
-    int status;
-    struct plane_snapshot *snapshot = load_stored(plane, fresh, true, &status, err, err_length);
+    int status = check_registry(plane, fresh, err, err_length);
+    struct plane_snapshot *snapshot =
+        status == PLANE_OK ? load_stored(plane, fresh, &status, err, err_length) : NULL;
     if (snapshot != NULL) {
         status = publish(plane, snapshot, persist_seeds, fresh, err, err_length);
     }
     if (status == PLANE_OK) {
-        /* The file's groups and hubs become the seeds; settings other than lists stay. */
+        /*
+         * The file's groups and hubs become the seeds and its keys the
+         * registry (read only under the lock); settings other than these stay.
+         */
         struct config *settings = plane->settings;
+        struct config_key *old_keys = settings->keys;
+        size_t old_key_count = settings->key_count;
+        settings->keys = fresh->keys;
+        settings->key_count = fresh->key_count;
+        fresh->keys = old_keys;
+        fresh->key_count = old_key_count;
         struct config_group *old_groups = settings->groups;
         struct config_hub *old_hubs = settings->hubs;
         size_t old_group_count = settings->group_count, old_hub_count = settings->hub_count;
@@ -1070,6 +1334,7 @@ void plane_destroy(struct plane *plane)
     if (plane->current != NULL) {
         snapshot_release(&plane->current->base);
     }
+    auth_free(plane->operator_keys);
     OSSL_LIB_CTX_free(plane->check_libctx);
     json_decref(plane->blocklist);
     pthread_mutex_destroy(&plane->lock);
@@ -1327,9 +1592,10 @@ static int publish_blocklist(struct plane *plane, json_t *candidate, struct docu
         return PLANE_FAILED;
     }
     int status;
+    struct candidate lists = {groups,    group_count,     hubs,  hub_count,
+                              candidate, plane->settings, false, true};
     struct plane_snapshot *snapshot =
-        snapshot_build(plane, groups, group_count, hubs, hub_count, candidate, plane->current,
-                       &status, err, err_length);
+        snapshot_build(plane, &lists, plane->current, &status, err, err_length);
     if (snapshot != NULL) {
         status = publish(plane, snapshot, persist_document, change, err, err_length);
     }
@@ -1353,17 +1619,31 @@ int plane_block(struct plane *plane, const char *owner, const json_t *request, j
     const char *id = json_string_value(json_object_get(made, "id"));
     pthread_mutex_lock(&plane->lock);
     json_t *candidate = json_array();
-    size_t index;
+    size_t index, owned = 0;
+    bool replaces = false;
     json_t *existing;
     json_array_foreach(plane->blocklist, index, existing)
     {
         if (strcmp(json_string_value(json_object_get(existing, "id")), id) != 0) {
             json_array_append(candidate, existing);
+            owned += strcmp(json_string_value(json_object_get(existing, "owner")), owner) == 0;
+        } else {
+            replaces = true;
         }
     }
     json_array_append(candidate, made);
-    struct document_change change = {STORE_BLOCKLIST, id, made};
-    status = publish_blocklist(plane, candidate, &change, err, err_length);
+    unsigned quota = plane->settings->api.quota_blocks;
+    if (!replaces && quota > 0 && owned >= quota) {
+        snprintf(err, err_length,
+                 "blocklistEntries: the quota of %u per owner is reached "
+                 "(api.quotas.blocklistEntries)",
+                 quota);
+        json_decref(candidate);
+        status = PLANE_EXHAUSTED;
+    } else {
+        struct document_change change = {STORE_BLOCKLIST, id, made};
+        status = publish_blocklist(plane, candidate, &change, err, err_length);
+    }
     pthread_mutex_unlock(&plane->lock);
     if (status == PLANE_OK) {
         *entry = made;
@@ -1601,22 +1881,46 @@ char *plane_metrics(struct plane *plane)
     return text;
 }
 
-json_t *plane_status(struct plane *plane)
+json_t *plane_status(struct plane *plane, const char *owner, bool admin)
 {
     const struct config *config = plane_config_acquire(plane);
-    unsigned connections = 0;
-    for (unsigned i = 0; i < plane->shard_count; i++) {
-        struct shard_stats stats;
-        shard_get_stats(plane->shards[i], &stats);
-        connections += stats.connections;
+    const struct config_api *api = &plane->settings->api;
+    pthread_mutex_lock(&plane->lock);
+    size_t blocks = json_array_size(plane->blocklist), own_blocks = 0;
+    size_t index;
+    json_t *entry;
+    json_array_foreach(plane->blocklist, index, entry)
+    {
+        own_blocks += strcmp(json_string_value(json_object_get(entry, "owner")), owner) == 0;
     }
-    json_t *status =
-        json_pack("{s:b, s:i, s:s, s:i, s:I, s:i, s:i}", "ready", plane_ready(plane), "shards",
-                  (int)plane->shard_count, "backend",
-                  plane->shard_count > 0 ? shard_backend_name(plane->shards[0]) : "none",
-                  "connections", (int)connections, "configurationGeneration",
-                  (json_int_t)snapshot_of(config)->base.generation, "enrollmentGroups",
-                  (int)config->group_count, "hubs", (int)config->hub_count);
+    pthread_mutex_unlock(&plane->lock);
+    json_t *status = json_pack(
+        "{s:b, s:s, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}", "ready", plane_ready(plane),
+        "owner", owner, "enrollmentGroups", (json_int_t)owned_count(config, true, owner), "hubs",
+        (json_int_t)owned_count(config, false, owner), "blocklistEntries", (json_int_t)own_blocks,
+        "quotas", "enrollmentGroups", (json_int_t)api->quota_groups, "hubs",
+        (json_int_t)api->quota_hubs, "blocklistEntries", (json_int_t)api->quota_blocks,
+        "requestsPerSecond", (json_int_t)api->quota_requests_per_second, "requestBurst",
+        (json_int_t)api->quota_request_burst);
+    if (status != NULL && admin) {
+        unsigned connections = 0;
+        for (unsigned i = 0; i < plane->shard_count; i++) {
+            struct shard_stats stats;
+            shard_get_stats(plane->shards[i], &stats);
+            connections += stats.connections;
+        }
+        json_t *node = json_pack(
+            "{s:i, s:s, s:i, s:I, s:I, s:I, s:I}", "shards", (int)plane->shard_count, "backend",
+            plane->shard_count > 0 ? shard_backend_name(plane->shards[0]) : "none", "connections",
+            (int)connections, "configurationGeneration",
+            (json_int_t)snapshot_of(config)->base.generation, "enrollmentGroups",
+            (json_int_t)config->group_count, "hubs", (json_int_t)config->hub_count,
+            "blocklistEntries", (json_int_t)blocks);
+        if (node == NULL || json_object_set_new(status, "node", node) != 0) {
+            json_decref(status);
+            status = NULL;
+        }
+    }
     plane_config_release(plane, config);
     json_object_set_new(status, "openssl", json_string(OpenSSL_version(OPENSSL_VERSION)));
     return status;

@@ -30,6 +30,7 @@ enum plane_status {
     PLANE_NOT_FOUND = -2, /* no such id (HTTP 404) */
     PLANE_CONFLICT = -3,  /* exists already / still referenced (HTTP 409) */
     PLANE_FAILED = -4,    /* the node could not apply it (store or key files; HTTP 500) */
+    PLANE_EXHAUSTED = -5, /* the owner's quota (api.quotas) is reached (HTTP 429) */
 };
 
 /*
@@ -41,9 +42,13 @@ void plane_config_release(struct plane *plane, const struct config *config);
 
 /*
  * Creates (create true: the id must be new) or replaces (create false: the id
- * must exist) an enrollment group or a hub from its JSON document
- * (control/model.h). Durable and in force on every shard when it returns
- * PLANE_OK.
+ * must exist) an enrollment group or a hub from a management API document
+ * (control/model.h: no file paths; hub keys by registered name, which the
+ * document's owner must be allowed to use). A create beyond the owner's
+ * quota is PLANE_EXHAUSTED. An id held already is PLANE_CONFLICT with the
+ * same message whoever holds it. Durable and in force on every shard when it
+ * returns PLANE_OK. Errors never name another owner's documents, nor the
+ * node's own files.
  */
 int plane_put_group(struct plane *plane, const json_t *doc, bool create, char *err,
                     size_t err_length);
@@ -98,8 +103,9 @@ const struct config *plane_settings(struct plane *plane);
  * (the manufacturer certificate's issuer, RFC 2253 text as OpenSSL prints
  * it); "reason" is optional. On PLANE_OK *entry is the stored entry (new
  * reference): {"id" (opaque), "owner", the identity fields, "recordId"
- * (when a device id was already bound), "reason", "createdAt"}. Durable
- * and in force on every shard when it returns.
+ * (when the device id is bound to a record of the caller's), "reason",
+ * "createdAt"}. Durable and in force on every shard when it returns. A new
+ * entry beyond the owner's quota is PLANE_EXHAUSTED.
  */
 int plane_block(struct plane *plane, const char *owner, const json_t *request, json_t **entry,
                 char *err, size_t err_length);
@@ -120,7 +126,12 @@ bool plane_ready(struct plane *plane);
 /* Prometheus text exposition of the node's counters (malloc'd). */
 char *plane_metrics(struct plane *plane);
 
-/* Node status for the API: {"ready", "shards", "backend", "connections", ...} (new reference). */
-json_t *plane_status(struct plane *plane);
+/*
+ * Status for the API (new reference): {"ready", "owner", and owner's own
+ * "enrollmentGroups", "hubs", "blocklistEntries", "quotas"}; with admin
+ * also "node": {"shards", "backend", "connections",
+ * "configurationGeneration", and the node-wide counts}.
+ */
+json_t *plane_status(struct plane *plane, const char *owner, bool admin);
 
 #endif

@@ -39,6 +39,7 @@
 #include "crypto/attestation.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,13 +56,31 @@
 #define ATTESTATION_CACHE_SLOTS 4096 /* a power of two */
 #define ATTESTATION_CACHE_SECONDS 600
 
+/*
+ * What a group's chain and CRLs load into. Shared, by reference count,
+ * between the attestation objects of one library context whose groups have
+ * the same chain and CRL texts: a configuration change loads and proves only
+ * the groups it touches.
+ */
+struct attestation_material {
+    _Atomic unsigned references;
+    X509_STORE *store;
+    STACK_OF(X509) * intermediates;
+    STACK_OF(X509_CRL) * crls;
+};
+
 struct attestation_group {
     const char *id;
-    X509 *first_ca;                 /* owned by intermediates, or the root */
-    X509_STORE *store;              /* trusts the first CA only (partial chain) */
-    STACK_OF(X509) * intermediates; /* the chain without its root */
-    time_t chain_not_before;        /* the configured chain is valid from ... */
-    time_t chain_not_after;         /* ... until */
+    const char *owner;
+    struct attestation_material *material; /* owns store, intermediates and crls below */
+    uint8_t digest[32];                    /* of the chain and CRL texts */
+    bool shareable;                        /* digest is set: the texts were all in memory */
+    bool fresh;                            /* loaded and proven by this object, not shared */
+    X509 *first_ca;                        /* owned by intermediates, or the root */
+    X509_STORE *store;                     /* trusts the first CA only (partial chain) */
+    STACK_OF(X509) * intermediates;        /* the chain without its root */
+    time_t chain_not_before;               /* the configured chain is valid from ... */
+    time_t chain_not_after;                /* ... until */
     bool expired_certificate_enabled;
     bool disabled;
     STACK_OF(X509_CRL) * crls; /* NULL when the group has none */
@@ -100,9 +119,13 @@ static void format_name(const X509_NAME *name, char *out, size_t out_length)
 
 static void group_clear(struct attestation_group *group)
 {
+    struct attestation_material *material = group->material;
+    if (material != NULL && atomic_fetch_sub(&material->references, 1) != 1)
+        return;
     X509_STORE_free(group->store);
     sk_X509_pop_free(group->intermediates, X509_free);
     sk_X509_CRL_pop_free(group->crls, X509_CRL_free);
+    free(material);
 }
 
 /* Where a group's chain comes from, for messages. */
@@ -307,9 +330,6 @@ static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_gr
     X509 *root;
     int count;
 
-    group->id = config_group->id;
-    group->expired_certificate_enabled = config_group->expired_certificate_enabled;
-    group->disabled = config_group->disabled;
     if (config_group->ca_chain_file == NULL && config_group->ca_chain_pem == NULL) {
         snprintf(err, err_length, "enrollment group %s has no CA chain", config_group->id);
         return -1;
@@ -351,10 +371,82 @@ static int group_load(OSSL_LIB_CTX *libctx, const struct config_group *config_gr
         return -1;
     }
     group->intermediates = chain;
+    group->material = calloc(1, sizeof(*group->material));
+    if (group->material == NULL) {
+        snprintf(err, err_length, "out of memory");
+        return -1;
+    }
+    atomic_store(&group->material->references, 1);
+    group->fresh = true;
     return 0;
 }
 
-/* Two groups whose first CAs are the same certificate could both match a device. */
+/*
+ * The digest of what a group's material is loaded from, when every text is
+ * in memory (a snapshot read the files): false when it cannot be shared.
+ */
+static bool material_digest(const struct attestation *attestation,
+                            const struct config_group *config_group, uint8_t digest[32])
+{
+    if (config_group->ca_chain_pem == NULL)
+        return false;
+    EVP_MD_CTX *context = EVP_MD_CTX_new();
+    bool ok = context != NULL && EVP_DigestInit_ex(context, attestation->sha256, NULL) == 1;
+    for (size_t i = 0; ok && i <= config_group->crl_count; i++) {
+        const char *text = i == 0                           ? config_group->ca_chain_pem
+                           : config_group->crl_pems != NULL ? config_group->crl_pems[i - 1]
+                                                            : config_group->crls[i - 1];
+        uint64_t length = text != NULL && text[0] != '/' ? strlen(text) : 0;
+        ok = length > 0 && EVP_DigestUpdate(context, &length, sizeof(length)) == 1 &&
+             EVP_DigestUpdate(context, text, length) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(context, digest, NULL) == 1;
+    EVP_MD_CTX_free(context);
+    ERR_clear_error();
+    return ok;
+}
+
+/*
+ * Takes the material of previous's group with the same id and digest, if
+ * there is one: that group was proven, and compared with the others, as it
+ * is. Another group with the same texts is not shared: it is loaded and
+ * compared afresh, so that the duplicate is found.
+ */
+static bool group_share(const struct attestation *previous, size_t hint,
+                        struct attestation_group *group)
+{
+    for (size_t k = 0; previous != NULL && k < previous->group_count; k++) {
+        size_t i = (hint + k) % previous->group_count;
+        const struct attestation_group *candidate = &previous->groups[i];
+        if (!candidate->shareable || memcmp(candidate->digest, group->digest, 32) != 0 ||
+            strcmp(candidate->id, group->id) != 0)
+            continue;
+        group->material = candidate->material;
+        atomic_fetch_add(&group->material->references, 1);
+        group->first_ca = candidate->first_ca;
+        group->store = candidate->store;
+        group->intermediates = candidate->intermediates;
+        group->crls = candidate->crls;
+        group->chain_not_before = candidate->chain_not_before;
+        group->chain_not_after = candidate->chain_not_after;
+        return true;
+    }
+    return false;
+}
+
+static bool same_owner(const struct attestation_group *a, const struct attestation_group *b)
+{
+    return (a->owner == NULL && b->owner == NULL) ||
+           (a->owner != NULL && b->owner != NULL && strcmp(a->owner, b->owner) == 0);
+}
+
+/*
+ * Two groups whose first CAs are the same certificate could both match a
+ * device. Only pairs with a group loaded afresh are compared: shared ones
+ * were compared when they were loaded. Groups of one owner are named; a
+ * group of another owner is not (nor its CA's subject), so that no owner
+ * learns about another's enrollments.
+ */
 static int check_distinct(const struct attestation *attestation, char *err, size_t err_length)
 {
     for (size_t i = 0; i < attestation->group_count; i++) {
@@ -363,9 +455,13 @@ static int check_distinct(const struct attestation *attestation, char *err, size
         for (size_t j = i + 1; j < attestation->group_count; j++) {
             const struct attestation_group *b = &attestation->groups[j];
 
+            if (!a->fresh && !b->fresh)
+                continue;
             if (X509_NAME_cmp(X509_get_subject_name(a->first_ca),
-                              X509_get_subject_name(b->first_ca)) == 0 &&
-                EVP_PKEY_eq(X509_get0_pubkey(a->first_ca), X509_get0_pubkey(b->first_ca)) == 1) {
+                              X509_get_subject_name(b->first_ca)) != 0 ||
+                EVP_PKEY_eq(X509_get0_pubkey(a->first_ca), X509_get0_pubkey(b->first_ca)) != 1)
+                continue;
+            if (same_owner(a, b)) {
                 char subject[256];
 
                 format_name(X509_get_subject_name(a->first_ca), subject, sizeof(subject));
@@ -373,15 +469,29 @@ static int check_distinct(const struct attestation *attestation, char *err, size
                          "enrollment groups %s and %s have the same first CA certificate (%s): "
                          "a device could match both",
                          a->id, b->id, subject);
-                return -1;
+            } else {
+                snprintf(err, err_length,
+                         "enrollment group %s: its first CA certificate is enrolled by another "
+                         "owner already: a device could match both",
+                         b->fresh ? b->id : a->id);
             }
+            ERR_clear_error();
+            return -1;
         }
     }
+    ERR_clear_error();
     return 0;
 }
 
 struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config *config, char *err,
                                        size_t err_length)
+{
+    return attestation_create_from(libctx, config, NULL, err, err_length);
+}
+
+struct attestation *attestation_create_from(OSSL_LIB_CTX *libctx, const struct config *config,
+                                            const struct attestation *previous, char *err,
+                                            size_t err_length)
 {
     struct attestation *attestation = calloc(1, sizeof(*attestation));
 
@@ -389,6 +499,8 @@ struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config
         snprintf(err, err_length, "out of memory");
         return NULL;
     }
+    if (previous != NULL && previous->libctx != libctx)
+        previous = NULL;
     attestation->libctx = libctx;
     attestation->cache = calloc(ATTESTATION_CACHE_SLOTS, sizeof(*attestation->cache));
     attestation->sha256 = EVP_MD_fetch(libctx, "SHA256", NULL);
@@ -411,8 +523,18 @@ struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config
         }
     }
     for (size_t i = 0; i < config->group_count; i++) {
+        const struct config_group *config_group = &config->groups[i];
+        struct attestation_group *group = &attestation->groups[i];
+
         attestation->group_count = i + 1;
-        if (group_load(libctx, &config->groups[i], &attestation->groups[i], err, err_length) != 0) {
+        group->id = config_group->id;
+        group->owner = config_group->owner;
+        group->expired_certificate_enabled = config_group->expired_certificate_enabled;
+        group->disabled = config_group->disabled;
+        group->shareable = material_digest(attestation, config_group, group->digest);
+        if (group->shareable && group_share(previous, i, group))
+            continue;
+        if (group_load(libctx, config_group, group, err, err_length) != 0) {
             attestation_free(attestation);
             return NULL;
         }

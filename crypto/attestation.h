@@ -12,8 +12,9 @@
  *
  * Two groups whose first CA certificates are the same (same subject and same
  * public key) could match the same devices: attestation_create() refuses
- * such a configuration, naming both groups, so matching is always
- * deterministic.
+ * such a configuration, so matching is always deterministic. The message
+ * names both groups when they have one owner, and only the group of the
+ * change otherwise (never another owner's group or CA).
  *
  * The configured chain is proven once at creation and its first CA becomes
  * a partial-chain trust anchor; verified leaves are cached for a while (at
@@ -41,6 +42,16 @@ struct attestation;
 
 struct attestation *attestation_create(OSSL_LIB_CTX *libctx, const struct config *config, char *err,
                                        size_t err_length);
+
+/*
+ * The same, sharing with previous (built in the same library context; may
+ * be NULL) the loaded chains and CRLs of groups whose texts are the same: a
+ * change proves only the groups it touches, and compares only their first
+ * CAs with the others. The verified-leaf cache starts empty.
+ */
+struct attestation *attestation_create_from(OSSL_LIB_CTX *libctx, const struct config *config,
+                                            const struct attestation *previous, char *err,
+                                            size_t err_length);
 void attestation_free(struct attestation *attestation);
 
 /* RFC 5280's ub-common-name: a leaf whose CN is longer is refused, not cut. */

@@ -362,9 +362,66 @@ static int catalog_reserved(const struct config *config, struct dps_catalog *cat
     return 0;
 }
 
-int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, char *err,
+static bool same_text(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/*
+ * What a group's catalog entry is derived from: its owner, ACL and
+ * resources, and the hubs it names. Should the catalog come to read more of
+ * a group, compare that here too.
+ */
+static bool catalog_inputs_equal(const struct config_group *a, const struct config_group *b)
+{
+    if (strcmp(a->id, b->id) != 0 || !same_text(a->owner, b->owner) || a->acl_mode != b->acl_mode ||
+        !same_text(a->acl_json, b->acl_json) || !same_text(a->resources_json, b->resources_json) ||
+        a->hub_count != b->hub_count) {
+        return false;
+    }
+    for (size_t h = 0; h < a->hub_count; h++) {
+        if (strcmp(a->hub_ids[h], b->hub_ids[h]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int catalog_group_copy(const struct dps_catalog_group *from, struct dps_catalog_group *to)
+{
+    memcpy(to->owner_uuid, from->owner_uuid, sizeof(to->owner_uuid));
+    memcpy(to->owner_key, from->owner_key, sizeof(to->owner_key));
+    to->acl_json = strdup(from->acl_json);
+    to->resources_json = strdup(from->resources_json);
+    to->acl_subject_count = from->acl_subject_count;
+    to->acl_subjects = calloc(from->acl_subject_count + 1, sizeof(*to->acl_subjects));
+    if (to->acl_json == NULL || to->resources_json == NULL || to->acl_subjects == NULL) {
+        return -1;
+    }
+    memcpy(to->acl_subjects, from->acl_subjects,
+           from->acl_subject_count * sizeof(*to->acl_subjects));
+    return 0;
+}
+
+/* The entry of previous for a group with the same inputs, or NULL. */
+static const struct dps_catalog_group *catalog_known(const struct config_group *group, size_t index,
+                                                     const struct config *previous_config,
+                                                     const struct dps_catalog *previous)
+{
+    for (size_t k = 0; previous != NULL && k < previous_config->group_count; k++) {
+        size_t j = (index + k) % previous_config->group_count;
+        if (catalog_inputs_equal(group, &previous_config->groups[j])) {
+            return &previous->groups[j];
+        }
+    }
+    return NULL;
+}
+
+int dps_catalog_build(const struct config *config, const struct config *previous_config,
+                      const struct dps_catalog *previous, struct dps_catalog *catalog, char *err,
                       size_t err_length)
 {
+    memset(catalog, 0, sizeof(*catalog));
     catalog->groups = calloc(config->group_count + 1, sizeof(*catalog->groups));
     if (catalog->groups == NULL || catalog_reserved(config, catalog) != 0) {
         snprintf(err, err_length, "out of memory");
@@ -372,6 +429,16 @@ int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, 
         return -1;
     }
     for (size_t i = 0; i < config->group_count; i++) {
+        const struct dps_catalog_group *known =
+            catalog_known(&config->groups[i], i, previous_config, previous);
+        if (known != NULL) {
+            if (catalog_group_copy(known, &catalog->groups[i]) != 0) {
+                snprintf(err, err_length, "out of memory");
+                dps_catalog_free(config, catalog);
+                return -1;
+            }
+            continue;
+        }
         if (catalog_group(config, &config->groups[i], &catalog->groups[i], err, err_length) != 0) {
             dps_catalog_free(config, catalog);
             return -1;
@@ -544,7 +611,14 @@ static void reply_error(const struct dps_services *services, struct dps_session 
  * session's pending count drops before the answer goes out, so the
  * connection can take its next request from inside the reply.
  */
-static void dps_op_answer(struct dps_op *op)
+/*
+ * Answers the device. Normally the op detaches from its session first, so
+ * the connection can take its next request from inside the reply. An op
+ * that still waits for its lazy write (keep) stays attached: the
+ * connection answers but takes no next request until the write is done, so
+ * one connection never has more than one step in the store.
+ */
+static void dps_op_answer(struct dps_op *op, bool keep)
 {
     bool ok = op->code < COAP_BAD_REQUEST;
     op->answered = true;
@@ -562,7 +636,7 @@ static void dps_op_answer(struct dps_op *op)
             op->session->device_id[0] ? op->session->device_id : "-", group->id,
             ok ? "" : " error=\"", ok ? "" : op->error, ok ? "" : "\"");
     struct dps_session *session = op->session;
-    if (dps_op_detach(op)) {
+    if (keep ? !session->gone : dps_op_detach(op)) {
         if (ok) {
             send_reply(op->services, session, op->reply, op->token, op->token_length, op->code,
                        op->content_format, 0, op->body, op->body_length);
@@ -576,7 +650,7 @@ static void dps_op_answer(struct dps_op *op)
 
 static void dps_op_finish(struct dps_op *op)
 {
-    dps_op_answer(op);
+    dps_op_answer(op, false);
     dps_op_release(op);
 }
 
@@ -727,7 +801,7 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
                    sizeof(session->record_written_for));
         }
         /* The op stays, owning the write's buffers, until the store hands it back. */
-        dps_op_answer(op);
+        dps_op_answer(op, true);
     }
 }
 
@@ -1331,10 +1405,14 @@ static void dps_op_resume(struct mailbox_item *item)
 {
     struct dps_op *op = (struct dps_op *)item;
     if (op->answered) {
-        /* A lazy line: the device has its answer; the session may be gone. */
+        /* A lazy line is written: the device has its answer; its connection moves on. */
         if (op->write.status != STORE_OK) {
             log_msg(LOG_WARN, "record line not written", "step=%s status=%d", step_part[op->step],
                     op->write.status);
+        }
+        struct dps_session *session = op->session;
+        if (dps_op_detach(op) && session->pending == 0) {
+            session->resume(session);
         }
         dps_op_release(op);
         return;

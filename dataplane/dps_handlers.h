@@ -88,8 +88,15 @@ struct dps_catalog {
     size_t reserved_count;
 };
 
-/* 0, or -1 with err naming the group when its ACL or resources do not fit the protocol. */
-int dps_catalog_build(const struct config *config, struct dps_catalog *catalog, char *err,
+/*
+ * Builds the catalog of config. With a previous configuration and its
+ * catalog (built against the same hubs), the entries of groups whose inputs
+ * did not change are copied rather than derived again, so a change costs
+ * what it touches. 0, or -1 with err naming the group when its ACL or
+ * resources do not fit the protocol.
+ */
+int dps_catalog_build(const struct config *config, const struct config *previous_config,
+                      const struct dps_catalog *previous, struct dps_catalog *catalog, char *err,
                       size_t err_length);
 void dps_catalog_free(const struct config *config, struct dps_catalog *catalog);
 
@@ -107,6 +114,7 @@ struct dps_session {
     unsigned pending;                             /* requests waiting for workers */
     bool gone;                                    /* the connection closed while work was pending */
     void (*release)(struct dps_session *session); /* frees the connection once idle */
+    void (*resume)(struct dps_session *session);  /* takes its next request once idle */
 };
 
 struct dps_request {

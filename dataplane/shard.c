@@ -207,7 +207,10 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
     view->ssl_ctx = tls_server_context_pem(shard->libctx, snapshot->tls_cert_pem,
                                            snapshot->tls_key_pem, conn_verify, err, err_length);
     if (view->ssl_ctx != NULL) {
-        view->attestation = attestation_create(shard->libctx, config, err, err_length);
+        /* Groups the change did not touch keep the chains the current view proved. */
+        view->attestation = attestation_create_from(
+            shard->libctx, config, shard->view != NULL ? shard->view->attestation : NULL, err,
+            err_length);
     }
     if (view->attestation == NULL) {
         view_release(view);
@@ -262,6 +265,21 @@ static void conn_free(struct conn *conn)
 static void session_release(struct dps_session *session)
 {
     conn_free((struct conn *)session);
+}
+
+static void conn_process(struct conn *conn);
+static void conn_flush(struct conn *conn);
+static void conn_enter(struct conn *conn);
+static void conn_leave(struct conn *conn);
+
+/* The handlers are done with the session: take what the peer sent meanwhile. */
+static void session_resume(struct dps_session *session)
+{
+    struct conn *conn = (struct conn *)session;
+    conn_enter(conn);
+    conn_process(conn);
+    conn_flush(conn);
+    conn_leave(conn);
 }
 
 /* Frees a connection the loop has closed, unless handlers still hold its session. */
@@ -881,6 +899,7 @@ static void *on_accepted(void *user, struct loop_conn *link, const struct sockad
     conn->link = link;
     conn->state = proxied ? CONN_PROXY : CONN_HANDSHAKE;
     conn->session.release = session_release;
+    conn->session.resume = session_resume;
     clock_gettime(CLOCK_MONOTONIC, &conn->opened);
     conn->last_activity = conn->opened;
     format_peer(peer, conn->peer, sizeof(conn->peer));

@@ -11,7 +11,7 @@
 #   run, when /etc/dps/dpsd.yaml is missing, a demo PKI (/etc/dps/pki) and a
 #   configuration serving its TLS identity, with no hubs or groups yet, are generated
 #   as a starting point;
-# - /var/lib/dps (dps:dps 0700): the database;
+# - /var/lib/dps (dps:dps 0700, nothing in it readable by others): the database;
 # - every *.key under /etc/dps becomes dps:dps 0600 (dpsd refuses keys that group or
 #   others may read), every other file root:dps 0640;
 # - deploy/dpsd.service goes to /etc/systemd/system, enabled but not started.
@@ -70,6 +70,7 @@ find "$ETC" -type d -exec chown root:dps {} + -exec chmod 0750 {} +
 find "$ETC" -type f ! -name '*.key' -exec chown root:dps {} + -exec chmod 0640 {} +
 find "$ETC" -type f -name '*.key' -exec chown dps:dps {} + -exec chmod 0600 {} +
 chown -R dps:dps "$STATE"
+chmod -R go-rwx "$STATE" # a store made by an earlier version: its files were 0644
 
 install -m 0644 deploy/dpsd.service /etc/systemd/system/dpsd.service
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then

@@ -44,6 +44,7 @@
  */
 #include "store/store.h"
 
+#include "common/file.h"
 #include "common/log.h"
 #include "store/migrate.h"
 
@@ -566,6 +567,11 @@ struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t 
         return NULL;
     }
     store->queue_limit = queue_limit ? queue_limit : STORE_DEFAULT_QUEUE_LIMIT;
+    /* Records, keys of groups and the issuance log are in clear here: only dpsd may write. */
+    if (file_private_dir(dir, err, err_length) != 0) {
+        store_free(store);
+        return NULL;
+    }
     if (!open_families(store, err, err_length) || !upgrade_layout(store, err, err_length)) {
         store_free(store);
         return NULL;

@@ -126,8 +126,9 @@ struct store_stats {
 struct store;
 
 /*
- * Opens (creating if needed) the database in dir, brings a store of an
- * earlier layout to the current one, and starts the writer. NULL with err.
+ * Opens (creating if needed, mode 0700) the database in dir, brings a store
+ * of an earlier layout to the current one, and starts the writer. A dir
+ * group or others may write to is refused. NULL with err.
  */
 struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t err_length);
 

@@ -28,7 +28,7 @@ unmount() {
 trap unmount EXIT
 
 mkdir -p "$DATA"
-if mount -t tmpfs -o size=8M tmpfs "$DATA" 2>/dev/null; then
+if mount -t tmpfs -o size=8M,mode=0700 tmpfs "$DATA" 2>/dev/null; then
     MOUNTED=1
     echo "# store on an 8 MiB tmpfs"
 else

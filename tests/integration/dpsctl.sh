@@ -144,8 +144,8 @@ exits "an unreachable API exits 5 naming the URL" 5 "cannot reach the management
 OTHER_HUB=2b6e4c1d-8f3a-4e5b-9c7d-1a2b3c4d5e6f
 exits "hubs create adds a hub" 0 "created hub $OTHER_HUB" \
     "$DPSCTL" hubs create --hub-id "$OTHER_HUB" --name "hub B" --gateway coaps+tcp://127.0.0.1:5685 \
-    --provider plgd --ca-cert "$DEMO/pki/hub-ca.pem" --ca-key "$DEMO/pki/hub-ca.key" \
-    --token-key "$DEMO/pki/token.key" --token-issuer https://dps.demo.local
+    --provider plgd --identity-key demo-hub-ca --token-key demo-token \
+    --token-issuer https://dps.demo.local
 exits "groups update changes the given fields only" 0 "line C +$HUB_ID,$OTHER_HUB" \
     "$DPSCTL" groups update "$NEW_ID" --name "line C" --hub "$HUB_ID" --hub "$OTHER_HUB"
 exits "groups delete removes the group" 0 "deleted $NEW_ID" "$DPSCTL" groups delete "$NEW_ID"

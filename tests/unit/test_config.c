@@ -34,6 +34,11 @@
     "    identityCertificate: {certificate: hub-ca.pem, key: hub-ca.key}\n"                        \
     "    token: {key: token.key, issuer: https://dps.example}\n"
 #define HUB "hubs:\n  - id: " HUB_ID "\n" HUB_BODY
+#define HUB_BODY_CLAIM(claim)                                                                      \
+    "    gateways: [\"coaps+tcp://127.0.0.1:5684\"]\n"                                             \
+    "    authorizationProvider: plgd\n"                                                            \
+    "    identityCertificate: {certificate: hub-ca.pem, key: hub-ca.key}\n"                        \
+    "    token: {key: token.key, issuer: https://dps.example, deviceIdClaim: " claim "}\n"
 #define GROUP                                                                                      \
     "enrollmentGroups:\n"                                                                          \
     "  - id: " GROUP_ID "\n"                                                                       \
@@ -803,6 +808,75 @@ static void group_crls_and_disabled(void **state)
                "enrollmentGroups[0].disabled: must be true or false", NULL);
 }
 
+#define KEYS                                                                                       \
+    "keys:\n"                                                                                      \
+    "  - {name: ca-1, certificate: hub-ca.pem, key: hub-ca.key, owners: [\"1\"]}\n"                \
+    "  - {name: token-1, key: token.key, owners: [\"1\", \"2\"]}\n"
+#define NAMED_HUB(owner, ca, token)                                                                \
+    "hubs:\n  - id: " HUB_ID "\n    owner: \"" owner "\"\n"                                        \
+    "    gateways: [\"coaps+tcp://127.0.0.1:5684\"]\n"                                             \
+    "    authorizationProvider: plgd\n"                                                            \
+    "    identityCertificate: {keyName: " ca "}\n"                                                 \
+    "    token: {keyName: " token ", issuer: https://dps.example}\n"
+
+/* Hubs may name registered keys, of their own owner, instead of the files. */
+static void key_registry_is_read_and_names_are_checked(void **state)
+{
+    struct config *config = load_ok(TLS KEYS NAMED_HUB("1", "ca-1", "token-1"));
+    assert_int_equal(config->key_count, 2);
+    const struct config_key *key = config_find_key(config, "token-1");
+    assert_non_null(key);
+    assert_null(key->cert_file);
+    assert_true(config_key_allows(key, "2"));
+    assert_false(config_key_allows(config_find_key(config, "ca-1"), "2"));
+    assert_string_equal(config->hubs[0].ca_key_name, "ca-1");
+    assert_null(config->hubs[0].ca_key_file);
+    config_free(config);
+
+    load_fails(TLS KEYS NAMED_HUB("1", "ca-2", "token-1"), "hubs[0].identityCertificate.keyName",
+               "no key \"ca-2\" in keys", NULL);
+    load_fails(TLS KEYS NAMED_HUB("2", "ca-1", "token-1"), "identityCertificate.keyName",
+               "owner \"2\" is not one of the owners of key \"ca-1\"", NULL);
+    load_fails(TLS KEYS NAMED_HUB("1", "token-1", "token-1"), "key \"token-1\" has no certificate",
+               NULL);
+    load_fails(TLS "keys:\n  - {name: a b, key: token.key, owners: [\"1\"]}\n", "keys[0].name",
+               "may hold only letters", NULL);
+    load_fails(TLS "keys:\n  - {name: k, key: token.key, owners: [\"1\"]}\n"
+                   "  - {name: k, key: token.key, owners: [\"2\"]}\n",
+               "keys[1].name", "is also keys[0].name", NULL);
+    load_fails(TLS "hubs:\n  - id: " HUB_ID "\n" HUB_BODY_CLAIM("sub"),
+               "hubs[0].token.deviceIdClaim", "must not be a registered JWT claim", NULL);
+}
+
+/* The API's connection budget and per-owner quotas have documented defaults. */
+static void api_limits_and_quotas_default(void **state)
+{
+    struct config *config = load_ok(TLS "api: {listen: 127.0.0.1:9100, jwks: token.key, "
+                                        "issuer: https://x, admins: [ops]}\n");
+    assert_int_equal(config->api.max_connections, 256);
+    assert_int_equal(config->api.max_connections_per_source, 32);
+    assert_int_equal(config->api.request_timeout_s, 10);
+    assert_int_equal(config->api.quota_groups, 1000);
+    assert_int_equal(config->api.quota_hubs, 100);
+    assert_int_equal(config->api.quota_blocks, 10000);
+    assert_int_equal(config->api.quota_requests_per_second, 20);
+    assert_int_equal(config->api.quota_request_burst, 100);
+    assert_int_equal(config->api.admin_count, 1);
+    assert_null(config->api.health_listen);
+    config_free(config);
+    config = load_ok(TLS "api: {listen: 127.0.0.1:9100, jwks: token.key, issuer: https://x,\n"
+                         "      healthListen: 127.0.0.1:9101, requestTimeout: 1m,\n"
+                         "      quotas: {hubs: 0, requestsPerSecond: 5}}\n");
+    assert_string_equal(config->api.health_listen, "127.0.0.1:9101");
+    assert_int_equal(config->api.request_timeout_s, 60);
+    assert_int_equal(config->api.quota_hubs, 0);
+    assert_int_equal(config->api.quota_requests_per_second, 5);
+    config_free(config);
+    load_fails(TLS "api: {listen: 127.0.0.1:9100, jwks: token.key, issuer: https://x,\n"
+                   "      quotas: {requestsPerSecond: 0}}\n",
+               "api.quotas.requestsPerSecond", "must be an integer from 1", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -839,6 +913,8 @@ int main(void)
         cmocka_unit_test(api_key_permissions_are_checked),
         cmocka_unit_test(user_must_exist),
         cmocka_unit_test(group_crls_and_disabled),
+        cmocka_unit_test(key_registry_is_read_and_names_are_checked),
+        cmocka_unit_test(api_limits_and_quotas_default),
         cmocka_unit_test(log_line_is_logfmt),
         cmocka_unit_test(log_level_filters),
         cmocka_unit_test(log_long_line_is_cut_to_one_line),

@@ -473,6 +473,100 @@ static void hub_rules_name_the_field(void **state)
     hub_fails(doc, "token.audience: unknown field");
 }
 
+/* A document from the API names no file: chains and CRLs are PEM, hub keys are names. */
+static void api_documents_name_no_file(void **state)
+{
+    struct config_group group;
+    struct config_hub hub;
+    char err[512] = "";
+
+    json_t *doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(chain_file));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "attestationMechanism.x509.certificateChain: must be PEM "
+                                "certificates (file paths are not accepted"));
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(chain_pem));
+    set_at(doc, "attestationMechanism.x509.crls", json_pack("[s]", "/etc/hostname"));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "attestationMechanism.x509.crls[0]: must be a PEM CRL"));
+    json_decref(doc);
+
+    doc = hub_doc();
+    assert_int_equal(model_hub_from_api(doc, &hub, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "identityCertificate.certificate: file paths are not accepted"));
+    set_at(doc, "identityCertificate", json_pack("{s:s}", "keyName", "hub-ca"));
+    assert_int_equal(model_hub_from_api(doc, &hub, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "token.key: file paths are not accepted"));
+    set_at(doc, "token.key", NULL);
+    assert_int_equal(model_hub_from_api(doc, &hub, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "token.keyName: required"));
+    set_at(doc, "token.keyName", json_string("token key"));
+    assert_int_equal(model_hub_from_api(doc, &hub, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "token.keyName: may hold only letters"));
+    set_at(doc, "token.keyName", json_string("token-key"));
+    assert_int_equal(model_hub_from_api(doc, &hub, err, sizeof(err)), 0);
+    assert_string_equal(hub.ca_key_name, "hub-ca");
+    assert_string_equal(hub.token_key_name, "token-key");
+    assert_null(hub.ca_key_file);
+    assert_null(hub.token_key_file);
+
+    /* Stored and served, the hub names its keys, never a file. */
+    json_t *stored = model_hub_to_json(&hub);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(stored, "identityCertificate"), "keyName")),
+                        "hub-ca");
+    assert_null(json_object_get(json_object_get(stored, "token"), "key"));
+    json_decref(stored);
+    model_hub_clear(&hub);
+    json_decref(doc);
+}
+
+/* The stored form of a configured hub keeps its files; the served form shows none. */
+static void served_documents_show_no_path(void **state)
+{
+    struct config_group group;
+    struct config_hub hub;
+    char err[512] = "";
+    json_t *doc = hub_doc();
+    assert_int_equal(model_hub_from_json(doc, &hub, err, sizeof(err)), 0);
+    json_decref(doc);
+    json_t *served = model_hub_to_api(&hub);
+    char *text = json_dumps(served, JSON_COMPACT);
+    assert_null(strstr(text, dir));
+    free(text);
+    json_decref(served);
+    model_hub_clear(&hub);
+
+    doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(chain_file));
+    assert_int_equal(model_group_from_json(doc, &group, err, sizeof(err)), 0);
+    json_decref(doc);
+    group.ca_chain_pem = strdup(chain_pem); /* what a snapshot reads */
+    served = model_group_to_api(&group);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(served, "attestationMechanism"), "x509"),
+            "certificateChain")),
+        chain_pem);
+    json_decref(served);
+    model_group_clear(&group);
+}
+
+/* A device chooses its id: its claim may name no registered claim, nor the owner's. */
+static void hub_claims_may_not_collide(void **state)
+{
+    json_t *doc = hub_doc();
+    set_at(doc, "authorization.deviceIdClaim", json_string("sub"));
+    hub_fails(doc, "authorization.deviceIdClaim: must not be a registered JWT claim");
+    doc = hub_doc();
+    set_at(doc, "authorization.ownerClaim", json_string("aud"));
+    hub_fails(doc, "authorization.ownerClaim: must not be a registered JWT claim");
+    doc = hub_doc();
+    set_at(doc, "authorization.ownerClaim", json_string("owner"));
+    set_at(doc, "authorization.deviceIdClaim", json_string("owner"));
+    hub_fails(doc, "authorization.deviceIdClaim: must differ from the owner claim");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +581,9 @@ int main(void)
         cmocka_unit_test(group_acl_rules_name_the_field),
         cmocka_unit_test(group_resource_rules_name_the_field),
         cmocka_unit_test(hub_rules_name_the_field),
+        cmocka_unit_test(api_documents_name_no_file),
+        cmocka_unit_test(served_documents_show_no_path),
+        cmocka_unit_test(hub_claims_may_not_collide),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# Tenants are walls (issue 9), through the management API: each test is an
+# attack a second owner (or an anonymous client) made against the demo, run
+# the same way, and must now get a clear refusal.
+#
+# 1. Keys: no document from the API names a file on the node (hub key
+#    files, chains, CRLs); hubs name keys the administrator registered, and
+#    only their own owner's; a key that signs operator tokens never signs
+#    device tokens; token claim names cannot collide; no path or key is shown.
+# 2. Knowledge: a collision with another owner's CA, a block of another
+#    owner's device id and the status never name or count another owner's
+#    things.
+# 3. Availability: stalled connections and unauthenticated bodies neither
+#    starve the probes nor fill memory; per-owner quotas hold.
+# 4. Files at rest: the store is dpsd's alone, and folders others may write
+#    are refused.
+. "$(dirname "$0")/lib.sh"
+
+plan 39
+NODE=$WORK/node
+OTHER=$WORK/other # owner 2's hub keys and a second manufacturer
+mkdir -p "$NODE"
+"$DPSCTL" pki "$NODE/pki" --devices 1 >/dev/null || { not_ok "demo PKI"; finish; }
+"$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
+PORT=$(free_port)
+API_PORT=$(free_port)
+HEALTH_PORT=$(free_port)
+API=http://127.0.0.1:$API_PORT
+HUB_ID=0c9bb0a4-7a57-4b8e-9d0e-6f2f1a3b4c5d
+GROUP_ID=5e1f0b7c-2d3a-4c5b-8e9f-0a1b2c3d4e5f
+QUOTAS="{}"
+
+write_config() {
+    cat >"$NODE/dpsd.yaml" <<EOF
+listen: ["127.0.0.1:$PORT"]
+shards: 1
+tls: {certificate: pki/dps-server.pem, key: pki/dps-server.key}
+dataDir: data
+keys:
+  - {name: owner1-hub-ca, certificate: pki/hub-ca.pem, key: pki/hub-ca.key, owners: ["1"]}
+  - {name: owner1-token, key: pki/token.key, owners: ["1"]}
+  - {name: owner2-hub-ca, certificate: $OTHER/hub-ca.pem, key: $OTHER/hub-ca.key, owners: ["2", "3"]}
+  - {name: owner2-token, key: $OTHER/token.key, owners: ["2", "3"]}
+  - {name: misplaced-operator-key, key: pki/operator.key, owners: ["2"]}
+hubs:
+  - id: $HUB_ID
+    owner: "1"
+    gateways: ["coaps+tcp://127.0.0.1:5684"]
+    authorizationProvider: plgd
+    identityCertificate: {certificate: pki/hub-ca.pem, key: pki/hub-ca.key}
+    token: {key: pki/token.key, issuer: https://dps.demo.local}
+enrollmentGroups:
+  - id: $GROUP_ID
+    owner: "1"
+    name: demo devices
+    attestation: {certificateChain: pki/mfg-chain.pem}
+    hubIds: [$HUB_ID]
+api:
+  listen: 127.0.0.1:$API_PORT
+  healthListen: 127.0.0.1:$HEALTH_PORT
+  jwks: pki/operator.jwks.json
+  issuer: https://dps.demo.local/operator
+  audience: dps-api
+  admins: [ops]
+  maxConnections: 256
+  maxConnectionsPerSource: 32
+  requestTimeout: 3s
+  quotas: $QUOTAS
+EOF
+}
+
+start_node() {
+    "$DPSD" --config "$NODE/dpsd.yaml" >>"$NODE/dpsd.log" 2>&1 &
+    DPSD_PID=$!
+    for _ in $(seq 1 300); do
+        grep -q 'msg="ready"' "$NODE/dpsd.log" && port_in_use "$API_PORT" && return 0
+        kill -0 "$DPSD_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    sed 's/^/# /' "$NODE/dpsd.log" | tail -20
+    DPSD_PID=""
+    return 1
+}
+
+write_config
+if start_node; then ok "dpsd starts with a key registry and a health listener"; else
+    not_ok "dpsd starts with a key registry and a health listener"
+    finish
+fi
+
+OWNER1=$(cat "$NODE/pki/operator.token")
+OWNER2=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner 2)
+ADMIN=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner ops)
+
+# call TOKEN METHOD PATH [curl options...]: prints "STATUS BODY".
+call() {
+    local token=$1 method=$2 path=$3
+    shift 3
+    local auth=()
+    [ -n "$token" ] && auth=(-H "Authorization: Bearer $token")
+    curl -sS -m 10 -o "$WORK/body" -w '%{http_code}' -X "$method" "${auth[@]}" "$@" "$API$path" >"$WORK/status"
+    printf '%s ' "$(cat "$WORK/status")"
+    cat "$WORK/body"
+}
+
+# expect NAME STATUS PATTERN TOKEN METHOD PATH [curl options...]
+expect() {
+    local name=$1 status=$2 pattern=$3
+    shift 3
+    local output
+    output=$(call "$@" 2>&1)
+    if [[ $output == "$status "* ]] && printf '%s\n' "$output" | grep -Eq -- "$pattern"; then
+        ok "$name"
+    else
+        not_ok "$name"
+        echo "# expected $status and /$pattern/, got:"
+        printf '%s\n' "$output" | head -c 2000 | sed 's/^/# /'
+        echo
+    fi
+}
+
+# hub_doc ID IDENTITY TOKEN [jq filter]: a hub of the caller's; IDENTITY and TOKEN are JSON objects.
+hub_doc() {
+    jq -nc --arg id "$1" --argjson identity "$2" --argjson token "$3" '{
+        hubId: $id, gateways: ["coaps+tcp://127.0.0.1:5685"],
+        authorization: {provider: {name: "plgd"}},
+        identityCertificate: $identity, token: ($token + {issuer: "https://rogue.example"})
+    }' | jq -c "${4:-.}"
+}
+ROGUE_HUB=7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6
+OWN_KEYS=('{"keyName":"owner2-hub-ca"}' '{"keyName":"owner2-token"}')
+
+# ---- 1. One tenant acting with another's keys ----
+
+expect "a hub naming owner 1's CA key files is refused: no path from the API is opened" 400 \
+    'identityCertificate.certificate: file paths are not accepted through the management API' \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" \
+        "{\"certificate\":\"$NODE/pki/hub-ca.pem\",\"key\":\"$NODE/pki/hub-ca.key\"}" "${OWN_KEYS[1]}")"
+expect "a hub naming the API's operator key file as its token key is refused" 400 \
+    'token.key: file paths are not accepted' \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" "${OWN_KEYS[0]}" \
+        "{\"key\":\"$NODE/pki/operator.key\"}" '.authorization.deviceIdClaim = "https://plgd.dev/deviceId"')"
+foreign=$(call "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" '{"keyName":"owner1-hub-ca"}' "${OWN_KEYS[1]}")")
+unknown=$(call "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" '{"keyName":"no-such-key"}' "${OWN_KEYS[1]}")")
+if [[ $foreign == "400 "*'identityCertificate.keyName: no key \"owner1-hub-ca\" with a certificate is registered for owner \"2\"'* ]] &&
+    [ "${foreign//owner1-hub-ca/K}" = "${unknown//no-such-key/K}" ]; then
+    ok "owner 1's registered key is refused to owner 2, in the words a missing key gets"
+else
+    not_ok "owner 1's registered key is refused to owner 2, in the words a missing key gets"
+    printf '# %s\n# %s\n' "$foreign" "$unknown"
+fi
+expect "a registered key that signs operator tokens never signs a hub's tokens" 400 \
+    'token.keyName: key ..misplaced-operator-key.. signs the management API.s operator tokens' \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" "${OWN_KEYS[0]}" \
+        '{"keyName":"misplaced-operator-key"}' '.authorization.deviceIdClaim = "https://plgd.dev/deviceId"')"
+expect "a device-id claim named sub (the operator's owner claim) is refused" 400 \
+    'authorization.deviceIdClaim: must not be a registered JWT claim' \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" \
+        '.authorization.deviceIdClaim = "sub"')"
+expect "an owner claim named like a registered claim is refused" 400 \
+    'authorization.ownerClaim: must not be a registered JWT claim' \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" \
+        '.authorization.ownerClaim = "iss"')"
+expect "a device-id claim equal to the owner claim is refused" 400 \
+    'authorization.deviceIdClaim: must differ from the owner claim' \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" \
+        '.authorization.ownerClaim = "owner" | .authorization.deviceIdClaim = "owner"')"
+expect "owner 2 makes a hub with the keys registered for it" 200 '"keyName":"owner2-hub-ca"' \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$ROGUE_HUB" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" \
+        '.authorization.deviceIdClaim = "https://plgd.dev/deviceId"')"
+check "the hub's document shows key names, no file and no key" \
+    sh -c "curl -sS -H 'Authorization: Bearer $OWNER2' '$API/api/v1/hubs?idFilter=$ROGUE_HUB' |
+           jq -e -s 'length == 1 and (.[0].result.identityCertificate | keys) == [\"keyName\", \"validity\"] and
+                     .[0].result.identityCertificate.keyName == \"owner2-hub-ca\" and
+                     (.[0].result.token | has(\"key\") | not)' >/dev/null &&
+           ! curl -sS -H 'Authorization: Bearer $OWNER2' '$API/api/v1/hubs' | grep -Eq '$OTHER|PRIVATE KEY'"
+check "owner 1's configured hub and group show no server path" \
+    sh -c "! curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/hubs' '$API/api/v1/enrollment-groups' | grep -q '$NODE' &&
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups' |
+           jq -e '.result.attestationMechanism.x509.certificateChain | startswith(\"-----BEGIN CERTIFICATE\")' >/dev/null"
+
+GROUP2=$(jq -nc --arg hub "$ROGUE_HUB" --rawfile chain "$OTHER/mfg-chain.pem" \
+    '{name: "line of owner 2", hubIds: [$hub], attestationMechanism: {x509: {certificateChain: $chain}}}')
+expect "a group whose chain is a file path on the node is refused" 400 \
+    'attestationMechanism.x509.certificateChain: must be PEM certificates \(file paths are not accepted' \
+    "$OWNER2" POST /api/v1/enrollment-groups \
+    --data "$(jq -c --arg path "$NODE/pki/mfg-chain.pem" '.attestationMechanism.x509.certificateChain = $path' <<<"$GROUP2")"
+expect "a group whose CRL is a file path on the node is refused (no probing of files)" 400 \
+    'attestationMechanism.x509.crls\[0\]: must be a PEM CRL \(file paths are not accepted' \
+    "$OWNER2" POST /api/v1/enrollment-groups \
+    --data "$(jq -c '.attestationMechanism.x509.crls = ["/etc/hostname"]' <<<"$GROUP2")"
+
+# ---- 2. One tenant learning about another ----
+
+overlap=$(call "$OWNER2" POST /api/v1/enrollment-groups \
+    --data "$(jq -c --rawfile chain "$NODE/pki/mfg-chain.pem" '.attestationMechanism.x509.certificateChain = $chain' <<<"$GROUP2")")
+if [[ $overlap == "400 "*"enrolled by another owner already"* && $overlap != *"$GROUP_ID"* && $overlap != *"CN="* ]]; then
+    ok "enrolling owner 1's manufacturer CA is refused without naming owner 1's group or the CA"
+else
+    not_ok "enrolling owner 1's manufacturer CA is refused without naming owner 1's group or the CA"
+    echo "# $overlap"
+fi
+expect "owner 2 enrolls its own manufacturer" 200 '"name":"line of owner 2"' \
+    "$OWNER2" POST /api/v1/enrollment-groups --data "$GROUP2"
+OWN_GROUP=$(jq -r .id "$WORK/body")
+foreign=$(call "$OWNER2" POST /api/v1/enrollment-groups --data "$(jq -c --arg id "$GROUP_ID" '.id = $id' <<<"$GROUP2")")
+own=$(call "$OWNER2" POST /api/v1/enrollment-groups --data "$(jq -c --arg id "$OWN_GROUP" '.id = $id' <<<"$GROUP2")")
+put_foreign=$(call "$OWNER2" PUT "/api/v1/enrollment-groups/$GROUP_ID" --data "$GROUP2")
+put_unknown=$(call "$OWNER2" PUT /api/v1/enrollment-groups/00000000-0000-4000-8000-000000000000 --data "$GROUP2")
+if [[ $foreign == "409 "* && $foreign == "$own" && $foreign != *"$GROUP_ID"* && $put_foreign == "404 "* &&
+    "${put_foreign//$GROUP_ID/X}" == "${put_unknown//00000000-0000-4000-8000-000000000000/X}" ]]; then
+    ok "another owner's group id gets the answers an id of one's own or an unknown one gets, not echoed"
+else
+    not_ok "another owner's group id gets the answers an id of one's own or an unknown one gets, not echoed"
+    printf '# %s\n' "$foreign" "$own" "$put_foreign" "$put_unknown"
+fi
+
+"$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$NODE/pki" --ca "$NODE/pki/dps-root.pem" \
+    --devices 1 --out "$WORK/out" >/dev/null 2>&1
+DEVICE_ID=$(openssl x509 -in "$WORK/out/device-0001/identity.pem" -noout -subject -nameopt RFC2253 2>/dev/null |
+    sed -n 's/.*CN=uuid:\([0-9a-f-]*\).*/\1/p')
+RECORD_ID=$(curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/bindings?deviceIdFilter=$DEVICE_ID" | jq -r .result.recordId)
+blocked=$(call "$OWNER2" POST /api/v1/blocklist --data "{\"deviceId\":\"$DEVICE_ID\"}")
+if [[ -n $DEVICE_ID && $RECORD_ID =~ ^[0-9a-f-]{36}$ && $blocked == "200 "* && $blocked != *"$RECORD_ID"* && $blocked != *recordId* ]]; then
+    ok "blocking owner 1's device id does not hand owner 2 its record id"
+else
+    not_ok "blocking owner 1's device id does not hand owner 2 its record id"
+    echo "# device $DEVICE_ID record $RECORD_ID: $blocked"
+fi
+check "owner 1's device still provisions after owner 2's block" \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$NODE/pki" --ca "$NODE/pki/dps-root.pem" \
+    --devices 1 --out "$WORK/out2"
+
+status2=$(curl -sS -H "Authorization: Bearer $OWNER2" "$API/api/v1/status")
+if jq -e '.owner == "2" and .enrollmentGroups == 1 and .hubs == 1 and .blocklistEntries == 1 and
+          (has("node") | not) and (has("connections") | not) and (has("shards") | not) and
+          .quotas.enrollmentGroups > 0' <<<"$status2" >/dev/null; then
+    ok "a tenant's status counts its own things only"
+else
+    not_ok "a tenant's status counts its own things only"
+    echo "# $status2"
+fi
+check "an administrator's status shows the node" \
+    sh -c "curl -sS -H 'Authorization: Bearer $ADMIN' '$API/api/v1/status' |
+           jq -e '.node.enrollmentGroups == 2 and .node.hubs == 2 and .node.shards == 1 and .node.blocklistEntries == 1' >/dev/null"
+
+# ---- 3. Knocking the API over without a token ----
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$DPSD_PID/status"; }
+probe_fast() { # URL [curl options]: answered 200 within 2 s
+    [ "$(curl -sS -m 2 -o /dev/null -w '%{http_code}' "${@:2}" "$1")" = 200 ]
+}
+
+# A declared body, no token, no body sent: the 401 comes without waiting for it.
+exec 5<>"/dev/tcp/127.0.0.1/$API_PORT"
+printf 'POST /api/v1/enrollment-groups HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n' >&5
+if timeout 3 head -n 1 <&5 | grep -q '^HTTP/1.1 401'; then
+    ok "a request without a token is refused before its body is read"
+else
+    not_ok "a request without a token is refused before its body is read"
+fi
+exec 5>&-
+
+# 256 connections that never finish their headers.
+trap '' PIPE
+STALLED=()
+for _ in $(seq 1 256); do
+    eval "exec {fd}<>/dev/tcp/127.0.0.1/$API_PORT" 2>/dev/null || break
+    printf 'GET /api/v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ' >&$fd 2>/dev/null
+    STALLED+=("$fd")
+done
+sleep 0.5
+check "while 256 connections stall their headers, /healthz answers on the health listener" \
+    probe_fast "http://127.0.0.1:$HEALTH_PORT/healthz"
+check "... and /readyz and /metrics there too" \
+    sh -c "curl -sS -m 2 http://127.0.0.1:$HEALTH_PORT/readyz | grep -q ready &&
+           curl -sS -m 2 http://127.0.0.1:$HEALTH_PORT/metrics | grep -q dps_ready"
+check "... and another source gets /healthz and its API answers on the API listener" \
+    sh -c "[ \"\$(curl -sS -m 2 -o /dev/null -w '%{http_code}' --interface 127.0.0.2 $API/healthz)\" = 200 ] &&
+           [ \"\$(curl -sS -m 2 -o /dev/null -w '%{http_code}' --interface 127.0.0.2 -H 'Authorization: Bearer $OWNER1' $API/api/v1/hubs)\" = 200 ]"
+sleep 4
+check "the stalled connections are closed at the request deadline; the source is served again" \
+    probe_fast "$API/healthz"
+for fd in "${STALLED[@]}"; do eval "exec $fd>&-"; done
+
+# 250 connections each sending 1 MiB without a token, holding back the body's last byte.
+before=$(rss_kib)
+pids=()
+for _ in $(seq 1 250); do
+    (
+        printf 'POST /api/v1/enrollment-groups HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n'
+        head -c 1048575 /dev/zero
+        sleep 6
+    ) >"/dev/tcp/127.0.0.1/$API_PORT" 2>/dev/null &
+    pids+=($!)
+done
+sleep 3
+check "/healthz answers while 250 unauthenticated 1 MiB uploads arrive" \
+    probe_fast "http://127.0.0.1:$HEALTH_PORT/healthz"
+peak=$(rss_kib)
+kill "${pids[@]}" 2>/dev/null
+wait "${pids[@]}" 2>/dev/null
+growth=$(((peak - before) / 1024))
+if [ "$growth" -lt 64 ]; then ok "unauthenticated uploads are not buffered (memory +${growth} MiB)"; else
+    not_ok "unauthenticated uploads are not buffered (memory +${growth} MiB)"
+fi
+check "the API still answers owner 1" probe_fast "$API/api/v1/hubs" -H "Authorization: Bearer $OWNER1"
+
+# ---- 4. Files at rest ----
+
+check "the store's folder is 0700 and no file in it is readable by others" \
+    sh -c "[ \"\$(stat -c %a '$NODE/data')\" = 700 ] && [ -z \"\$(find '$NODE/data' -perm /077 -print -quit)\" ]"
+check_stop "dpsd stops cleanly on SIGTERM"
+
+# Per-owner quotas: the node again, with small ones.
+QUOTAS="{enrollmentGroups: 2, hubs: 2, blocklistEntries: 1, requestsPerSecond: 2, requestBurst: 12}"
+write_config
+start_node || { not_ok "dpsd restarts with small quotas"; finish; }
+OWNER3=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner 3)
+OWNER4=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner 4)
+QUOTA_HUB=8e2f3a4b-5c6d-4e7f-8091-a2b3c4d5e6f7
+SPARE_HUB=8e2f3a4b-5c6d-4e7f-8091-a2b3c4d5e6f8
+call "$OWNER3" POST /api/v1/hubs --data "$(hub_doc "$QUOTA_HUB" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}")" >/dev/null
+call "$OWNER3" POST /api/v1/hubs --data "$(hub_doc "$SPARE_HUB" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}")" >/dev/null
+expect "a hub beyond the owner's quota gets 429 naming api.quotas.hubs" 429 \
+    '"code":8,"message":"hubs: the quota of 2 per owner is reached \(api.quotas.hubs\)' \
+    "$OWNER3" POST /api/v1/hubs --data "$(hub_doc "" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" 'del(.hubId)')"
+chain() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/CN=$1" \
+    -addext basicConstraints=critical,CA:TRUE -keyout /dev/null 2>/dev/null; }
+for n in 1 2; do
+    call "$OWNER3" POST /api/v1/enrollment-groups --data "$(jq -nc --arg hub "$QUOTA_HUB" --arg chain "$(chain "Quota CA $n")" \
+        '{hubIds: [$hub], attestationMechanism: {x509: {certificateChain: $chain}}}')" >/dev/null
+done
+expect "a group beyond the owner's quota gets 429 naming api.quotas.enrollmentGroups" 429 \
+    'enrollmentGroups: the quota of 2 per owner is reached \(api.quotas.enrollmentGroups\)' \
+    "$OWNER3" POST /api/v1/enrollment-groups --data "$(jq -nc --arg hub "$QUOTA_HUB" --arg chain "$(chain "Quota CA 3")" \
+        '{hubIds: [$hub], attestationMechanism: {x509: {certificateChain: $chain}}}')"
+call "$OWNER3" POST /api/v1/blocklist --data '{"deviceId":"11111111-1111-4111-8111-111111111111"}' >/dev/null
+expect "a block beyond the owner's quota gets 429 naming api.quotas.blocklistEntries" 429 \
+    'blocklistEntries: the quota of 1 per owner is reached' \
+    "$OWNER3" POST /api/v1/blocklist --data '{"deviceId":"22222222-2222-4222-8222-222222222222"}'
+codes=""
+for _ in $(seq 1 20); do
+    codes="$codes $(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $OWNER4" "$API/api/v1/hubs")"
+done
+if [[ $codes == *" 200"* && $codes == *" 429"* ]]; then
+    ok "an owner's requests beyond requestsPerSecond get 429"
+else
+    not_ok "an owner's requests beyond requestsPerSecond get 429"
+    echo "# $codes"
+fi
+check "... with Retry-After, while another owner is served" \
+    sh -c "curl -sS -D - -o /dev/null -H 'Authorization: Bearer $OWNER4' '$API/api/v1/hubs' | grep -qi '^retry-after: [0-9]' &&
+           [ \"\$(curl -sS -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer $OWNER1' '$API/api/v1/hubs')\" = 200 ]"
+check_stop "dpsd stops cleanly after the quota checks"
+
+# Folders others may write are refused, naming the folder and the fix.
+dpsd_fails() { # PATTERN: dpsd exits non-zero and says PATTERN
+    local output status=0
+    output=$(timeout 20 "$DPSD" --config "$NODE/dpsd.yaml" 2>&1) || status=$?
+    [ $status != 0 ] && [ $status != 124 ] && printf '%s\n' "$output" | grep -Eq -- "$1" ||
+        { echo "exit $status: $output" | tail -5; return 1; }
+}
+chmod 0777 "$NODE/data"
+check "a store folder others may write is refused" \
+    dpsd_fails "folder $NODE/data is writable by group or others \(mode 0777\).*chmod go-w $NODE/data"
+chmod 0700 "$NODE/data"
+chmod 0775 "$NODE/pki"
+check "a key folder others may write is refused" \
+    dpsd_fails "folder $NODE/pki is writable by group or others \(mode 0775\)"
+chmod 0755 "$NODE/pki"
+mkdir -m 0777 "$WORK/shared"
+chmod 0777 "$WORK/shared"
+check "--demo into a folder others may write is refused" \
+    sh -c "! timeout 20 '$DPSD' --demo '$WORK/shared' --listen 127.0.0.1:$(free_port) --api-listen 127.0.0.1:$(free_port) 2>'$WORK/demo.err' &&
+           grep -q 'folder $WORK/shared is writable by group or others (mode 0777)' '$WORK/demo.err' &&
+           [ \"\$(stat -c %a '$WORK/shared')\" = 777 ] && [ ! -e '$WORK/shared/data' ]"
+finish
