@@ -273,7 +273,8 @@ static bool redis_reply_is_error(const redisReply *reply, const char *code)
 static void redis_set_state(struct redis_client *client, enum redis_state state, const char *reason)
 {
     if (reason != NULL)
-        snprintf(client->error, sizeof(client->error), "%s", reason);
+        snprintf(client->error, sizeof(client->error), "%.*s", (int)sizeof(client->error) - 1,
+                 reason);
     if (client->state == state)
         return;
     client->state = state;
