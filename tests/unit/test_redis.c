@@ -884,6 +884,26 @@ static bool replica_linked(uint16_t replica_port)
 }
 
 /*
+ * SENTINEL FAILOVER, asked again while the sentinel has no replica it trusts
+ * yet (NOGOODSLAVE until it has the replica's own INFO); the loop runs between
+ * tries. A failover the sentinel already started by itself counts.
+ */
+static void start_failover(uint16_t sentinel_port)
+{
+    bool started = false;
+    for (int i = 0; i < 100 && !started; i++) {
+        redisReply *reply = redis_server_command(sentinel_port, NULL, "SENTINEL FAILOVER mymaster");
+        started = reply != NULL &&
+                  (reply->type == REDIS_REPLY_STATUS ||
+                   (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "INPROG") != NULL));
+        freeReplyObject(reply);
+        if (!started)
+            run_for(30);
+    }
+    assert_true(started);
+}
+
+/*
  * Sentinel: the client asks it for the primary, checks ROLE, and when the
  * primary dies and the sentinel fails over to the replica, follows it
  * (+switch-master, or asking again) and is READY on the new primary.
@@ -932,17 +952,7 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
 
     redis_server_stop(&primary);
     assert_true(run_until(is_down, client, 2000));
-    bool started = false;
-    for (int i = 0; i < 100 && !started; i++) {
-        redisReply *reply = redis_server_command(sentinel.port, NULL, "SENTINEL FAILOVER mymaster");
-        started = reply != NULL &&
-                  (reply->type == REDIS_REPLY_STATUS ||
-                   (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "INPROG") != NULL));
-        freeReplyObject(reply);
-        if (!started)
-            run_for(30);
-    }
-    assert_true(started);
+    start_failover(sentinel.port);
     snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)replica.port);
     if (!run_until(ready_at, &wait, 10000))
         fail_msg("not ready at %s: %s (at %s)", wait.address, redis_client_error(client),
@@ -961,6 +971,59 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
     harness_close();
 }
 BOTH_BACKENDS(sentinel_failover_is_followed)
+
+/*
+ * A failover with the old primary alive (SENTINEL FAILOVER): +switch-master
+ * moves the client to the new primary, with nothing in flight to fail first.
+ */
+static void sentinel_switch_moves_a_live_client(enum loop_backend backend)
+{
+    harness_open(backend);
+    struct redis_server primary, replica, sentinel;
+    start_server(&primary, 0, primary_args);
+    char primary_port[8];
+    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary.port);
+    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
+    start_server(&replica, 0, replica_args);
+    for (int i = 0; i < 300 && !replica_linked(replica.port); i++)
+        run_for(10);
+    char err[256] = "";
+    if (redis_server_start_sentinel(&sentinel, harness.folder, primary.port, "mymaster", 5000, 2000,
+                                    err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    for (int i = 0; i < 300 && !sentinel_knows_replica(sentinel.port); i++)
+        run_for(10);
+    assert_true(sentinel_knows_replica(sentinel.port));
+    struct redis_address sentinels[] = {{.host = "127.0.0.1", .port = sentinel.port}};
+    struct redis_config config = base_config(0);
+    config.sentinels = sentinels;
+    config.sentinel_count = 1;
+    config.master_name = "mymaster";
+    struct watcher watcher = {0};
+    struct redis_client *client = client_create(&config, &watcher);
+    struct primary_wait wait = {.client = client};
+    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)primary.port);
+    if (!run_until(ready_at, &wait, 3000))
+        fail_msg("not ready at %s: %s", wait.address, redis_client_error(client));
+    start_failover(sentinel.port);
+    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)replica.port);
+    if (!run_until(ready_at, &wait, 10000))
+        fail_msg("not ready at %s: %s (at %s)", wait.address, redis_client_error(client),
+                 redis_client_primary(client));
+    struct answer after = {0};
+    assert_int_equal(redis_command(client, on_answer, &after, "SET after switch"), REDIS_STATUS_OK);
+    wait_answers(&after, 1, 2000);
+    assert_int_equal(after.status, REDIS_STATUS_OK);
+    struct redis_stats stats;
+    redis_client_stats(client, &stats);
+    assert_int_equal(stats.failovers, 1);
+    redis_client_destroy(client);
+    redis_server_stop(&sentinel);
+    redis_server_stop(&replica);
+    redis_server_stop(&primary);
+    harness_close();
+}
+BOTH_BACKENDS(sentinel_switch_moves_a_live_client)
 
 /* A replica given as the address is refused: ROLE must say master. */
 static void replica_is_not_a_primary(enum loop_backend backend)
@@ -1022,6 +1085,7 @@ int main(void)
         BOTH(in_flight_cap_refuses_busy),
         BOTH(destroy_answers_waiting_commands),
         BOTH(sentinel_failover_is_followed),
+        BOTH(sentinel_switch_moves_a_live_client),
         BOTH(replica_is_not_a_primary),
         cmocka_unit_test_teardown(bad_configuration_is_refused, teardown),
     };
