@@ -12,6 +12,13 @@
  * A connection is freed when its last reference goes: the open reference is
  * dropped once closed() has returned, and io_uring holds one per operation
  * still in flight, so a late completion never touches freed memory.
+ *
+ * Timers live here too, in a binary min-heap ordered by deadline: the loop
+ * waits no longer than the earliest deadline and runs expired timers first
+ * thing in each iteration. Foreign fd watches (loop_watch_fd) keep their
+ * interest here and tell the backend only once per iteration; an unwatched
+ * handle goes to a graveyard and is freed when no batch and no kernel request
+ * can still name it.
  */
 #include "dataplane/loop.h"
 
@@ -22,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dataplane/loop_backend.h"
@@ -139,6 +147,8 @@ static void loop_conn_free(struct loop_conn *conn)
     free(conn);
 }
 
+static void loop_fd_reap(struct loop *loop, bool all);
+
 void loop_destroy(struct loop *loop)
 {
     if (loop == NULL)
@@ -165,6 +175,8 @@ void loop_destroy(struct loop *loop)
         free(loop->watches);
         loop->watches = next;
     }
+    loop_fd_reap(loop, true);
+    free(loop->timer_heap);
     close(loop->stop_fd);
     free(loop);
 }
@@ -438,6 +450,250 @@ void loop_tick_fire(struct loop *loop)
         loop->tick_fn(loop->tick_user);
 }
 
+struct loop_fd *loop_watch_fd(struct loop *loop, int fd, void (*fn)(void *user, unsigned events),
+                              void *user)
+{
+    struct loop_fd *watch = calloc(1, sizeof(*watch));
+    if (watch == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    watch->loop = loop;
+    watch->fd = fd;
+    watch->fn = fn;
+    watch->user = user;
+    int r = loop->ops->fd_watch(watch);
+    if (r < 0) {
+        free(watch);
+        errno = -r;
+        return NULL;
+    }
+    return watch;
+}
+
+void loop_fd_mark_dirty(struct loop_fd *watch)
+{
+    if (watch->dirty || watch->dead)
+        return;
+    watch->dirty = true;
+    watch->dirty_next = watch->loop->fd_dirty;
+    watch->loop->fd_dirty = watch;
+}
+
+void loop_fd_want(struct loop_fd *watch, bool readable, bool writable)
+{
+    unsigned want = (readable ? LOOP_FD_READABLE : 0) | (writable ? LOOP_FD_WRITABLE : 0);
+    if (watch->dead || watch->want == want)
+        return;
+    watch->want = want;
+    loop_fd_mark_dirty(watch);
+}
+
+void loop_fd_unwatch(struct loop_fd *watch)
+{
+    if (watch->dead)
+        return;
+    watch->dead = true;
+    watch->want = 0;
+    watch->loop->ops->fd_unwatch(watch);
+    watch->grave_next = watch->loop->fd_graveyard;
+    watch->loop->fd_graveyard = watch;
+}
+
+void loop_fd_fire(struct loop_fd *watch, unsigned events)
+{
+    events &= watch->want;
+    if (!watch->dead && events != 0)
+        watch->fn(watch->user, events);
+}
+
+/*
+ * Before each wait: the kernel learns every interest changed since the last
+ * one. A watch marked dirty again meanwhile (a full ring, or an owner called
+ * back with an error) waits for the next iteration, which then does not block.
+ */
+static void loop_fd_sync(struct loop *loop)
+{
+    struct loop_fd *list = loop->fd_dirty;
+    loop->fd_dirty = NULL;
+    while (list != NULL) {
+        struct loop_fd *watch = list;
+        list = watch->dirty_next;
+        watch->dirty = false;
+        if (!watch->dead)
+            loop->ops->fd_sync(watch);
+    }
+}
+
+/* Frees dead watches nothing can name any more (all of them once the backend is gone). */
+static void loop_fd_reap(struct loop *loop, bool all)
+{
+    struct loop_fd **link = &loop->fd_graveyard;
+    while (*link != NULL) {
+        struct loop_fd *watch = *link;
+        if (all || (!watch->dirty && !watch->busy)) {
+            *link = watch->grave_next;
+            free(watch);
+        } else {
+            link = &watch->grave_next;
+        }
+    }
+}
+
+static uint64_t loop_now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+static void loop_heap_place(struct loop *loop, struct loop_timer *timer, size_t index)
+{
+    loop->timer_heap[index] = timer;
+    timer->heap_index = index;
+}
+
+static bool loop_timer_before(const struct loop_timer *a, const struct loop_timer *b)
+{
+    return a->deadline_ns < b->deadline_ns;
+}
+
+/* Restores the heap order around index, moving its timer up or down. */
+static void loop_heap_fix(struct loop *loop, size_t index)
+{
+    struct loop_timer **heap = loop->timer_heap;
+    struct loop_timer *timer = heap[index];
+    while (index > 0 && loop_timer_before(timer, heap[(index - 1) / 2])) {
+        loop_heap_place(loop, heap[(index - 1) / 2], index);
+        index = (index - 1) / 2;
+    }
+    for (;;) {
+        size_t child = 2 * index + 1;
+        if (child >= loop->timer_count)
+            break;
+        if (child + 1 < loop->timer_count && loop_timer_before(heap[child + 1], heap[child]))
+            child++;
+        if (!loop_timer_before(heap[child], timer))
+            break;
+        loop_heap_place(loop, heap[child], index);
+        index = child;
+    }
+    loop_heap_place(loop, timer, index);
+}
+
+static void loop_heap_remove(struct loop *loop, struct loop_timer *timer)
+{
+    size_t index = timer->heap_index;
+    timer->heap_index = LOOP_TIMER_IDLE;
+    struct loop_timer *last = loop->timer_heap[--loop->timer_count];
+    if (last != timer) {
+        loop_heap_place(loop, last, index);
+        loop_heap_fix(loop, index);
+    }
+}
+
+static void loop_heap_insert(struct loop *loop, struct loop_timer *timer)
+{
+    loop_heap_place(loop, timer, loop->timer_count++);
+    loop_heap_fix(loop, timer->heap_index);
+}
+
+/* The heap has room for every timer that exists, so starting one never allocates. */
+struct loop_timer *loop_timer_create(struct loop *loop, void (*fn)(void *user), void *user)
+{
+    if (loop->timer_handles == loop->timer_capacity) {
+        size_t capacity = loop->timer_capacity == 0 ? 16 : loop->timer_capacity * 2;
+        struct loop_timer **heap = realloc(loop->timer_heap, capacity * sizeof(*heap));
+        if (heap == NULL)
+            return NULL;
+        loop->timer_heap = heap;
+        loop->timer_capacity = capacity;
+    }
+    struct loop_timer *timer = calloc(1, sizeof(*timer));
+    if (timer == NULL)
+        return NULL;
+    timer->loop = loop;
+    timer->fn = fn;
+    timer->user = user;
+    timer->heap_index = LOOP_TIMER_IDLE;
+    loop->timer_handles++;
+    return timer;
+}
+
+void loop_timer_start(struct loop_timer *timer, unsigned delay_ms, unsigned interval_ms)
+{
+    struct loop *loop = timer->loop;
+    timer->deadline_ns = loop_now_ns() + (uint64_t)delay_ms * 1000000u;
+    timer->interval_ns = (uint64_t)interval_ms * 1000000u;
+    timer->armed_pass = loop->timer_pass;
+    if (timer->heap_index == LOOP_TIMER_IDLE)
+        loop_heap_insert(loop, timer);
+    else
+        loop_heap_fix(loop, timer->heap_index);
+}
+
+void loop_timer_stop(struct loop_timer *timer)
+{
+    if (timer->heap_index != LOOP_TIMER_IDLE)
+        loop_heap_remove(timer->loop, timer);
+}
+
+bool loop_timer_armed(const struct loop_timer *timer)
+{
+    return timer->heap_index != LOOP_TIMER_IDLE;
+}
+
+void loop_timer_destroy(struct loop_timer *timer)
+{
+    if (timer == NULL)
+        return;
+    loop_timer_stop(timer);
+    timer->loop->timer_handles--;
+    free(timer);
+}
+
+/*
+ * Runs the timers due now. A timer armed during this pass (by a callback) waits
+ * for the next one, even with delay 0; the timer is not touched once its
+ * callback has run, since the callback may destroy it.
+ */
+static void loop_timers_fire(struct loop *loop)
+{
+    if (loop->timer_count == 0)
+        return;
+    uint64_t now = loop_now_ns();
+    uint64_t pass = ++loop->timer_pass;
+    while (loop->timer_count > 0) {
+        struct loop_timer *timer = loop->timer_heap[0];
+        if (timer->deadline_ns > now || timer->armed_pass == pass)
+            break;
+        loop_heap_remove(loop, timer);
+        if (timer->interval_ns != 0) {
+            timer->deadline_ns += timer->interval_ns;
+            if (timer->deadline_ns <= now)
+                timer->deadline_ns = now + timer->interval_ns; /* late: skip, do not burst */
+            timer->armed_pass = pass;
+            loop_heap_insert(loop, timer);
+        }
+        timer->fn(timer->user);
+    }
+}
+
+/* How long the backend may wait: until the earliest timer, or without limit. */
+static int64_t loop_wait_ns(struct loop *loop)
+{
+    if (loop->pending != NULL || loop->fd_dirty != NULL)
+        return 0;
+    if (loop->timer_count == 0)
+        return -1;
+    uint64_t deadline = loop->timer_heap[0]->deadline_ns;
+    uint64_t now = loop_now_ns();
+    if (deadline <= now)
+        return 0;
+    uint64_t wait = deadline - now;
+    return wait > INT64_MAX ? INT64_MAX : (int64_t)wait;
+}
+
 /* Acts on what callbacks asked for: start sending, or close once output is gone. */
 static void loop_process_pending(struct loop *loop)
 {
@@ -459,8 +715,11 @@ int loop_run(struct loop *loop)
 {
     int r = 0;
     while (atomic_load(&loop->stop_requested) == 0) {
+        loop_timers_fire(loop);
         loop_process_pending(loop);
-        r = loop->ops->poll(loop);
+        loop_fd_sync(loop);
+        loop_fd_reap(loop, false);
+        r = loop->ops->poll(loop, loop_wait_ns(loop));
         if (r < 0)
             break;
     }

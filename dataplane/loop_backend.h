@@ -5,9 +5,10 @@
  * loop.c owns everything that does not depend on how readiness or completion
  * is learned: connection bookkeeping and reference counts, output buffering,
  * the deferred "pending" work (flushes and closes decided inside callbacks),
- * listeners, eventfd watches, the tick callback and the stop flag. A backend
- * implements the operations table below and reports what the kernel told it
- * through the loop_conn_* / loop_*_fire services.
+ * listeners, eventfd watches, the tick callback, timers, the interest of
+ * watched foreign fds and the stop flag. A backend implements the operations
+ * table below and reports what the kernel told it through the loop_conn_* /
+ * loop_*_fire services.
  *
  * Backends identify their objects in io_uring user_data or epoll_event.data
  * with a tagged pointer: the object's address with the kind in its low bits
@@ -71,6 +72,41 @@ struct loop_watch {
     void *user;
 };
 
+/*
+ * A watched fd the loop does not own (loop_watch_fd). want is what the owner
+ * asked for; armed is what the kernel was last told (epoll: the registered
+ * events; io_uring: the mask of the poll in flight). Changes of want only put
+ * the watch on the dirty list; fd_sync() reconciles once per iteration. After
+ * unwatch the watch is dead and waits on the graveyard until it is neither
+ * dirty nor busy (an io_uring poll still in flight), then loop.c frees it.
+ */
+struct loop_fd {
+    struct loop *loop;
+    struct loop_fd *dirty_next;
+    struct loop_fd *grave_next;
+    int fd;
+    void (*fn)(void *user, unsigned events);
+    void *user;
+    unsigned want;  /* LOOP_FD_READABLE | LOOP_FD_WRITABLE */
+    unsigned armed; /* the same bits, as the kernel knows them */
+    bool dirty;
+    bool dead;
+    bool busy; /* uring: a poll request is in the kernel */
+};
+
+/* A timer; heap_index is its place in the loop's min-heap, or LOOP_TIMER_IDLE. */
+#define LOOP_TIMER_IDLE ((size_t)-1)
+
+struct loop_timer {
+    struct loop *loop;
+    void (*fn)(void *user);
+    void *user;
+    uint64_t deadline_ns;
+    uint64_t interval_ns;
+    uint64_t armed_pass; /* the firing pass that armed it: it waits for the next */
+    size_t heap_index;
+};
+
 struct loop_backend_ops {
     /* Sets up loop->backend_state; 0 or -errno with a message in err. */
     int (*create)(struct loop *loop, char *err, size_t err_length);
@@ -85,10 +121,19 @@ struct loop_backend_ops {
     /* Stops all I/O of the connection and closes its fd. */
     void (*close)(struct loop_conn *conn);
     int (*watch)(struct loop_watch *watch);
+    /* A new foreign fd watch (wanting nothing yet). 0 or -errno. */
+    int (*fd_watch)(struct loop_fd *watch);
+    /* Tells the kernel about a changed want (called for dirty, live watches). */
+    void (*fd_sync)(struct loop_fd *watch);
+    /* The owner let go: the kernel must stop reporting, before the owner closes the fd. */
+    void (*fd_unwatch)(struct loop_fd *watch);
     /* interval_ms 0 turns the tick off. 0 or -errno. */
     int (*set_tick)(struct loop *loop, unsigned interval_ms);
-    /* Waits for events and dispatches one batch. 0 or -errno on a fatal error. */
-    int (*poll)(struct loop *loop);
+    /*
+     * Waits for events, at most timeout_ns nanoseconds (-1: no limit), and
+     * dispatches one batch. 0 or -errno on a fatal error.
+     */
+    int (*poll)(struct loop *loop, int64_t timeout_ns);
 };
 
 struct loop {
@@ -101,6 +146,13 @@ struct loop {
     struct loop_conn *pending;
     struct loop_listener *listeners;
     struct loop_watch *watches;
+    struct loop_fd *fd_dirty;
+    struct loop_fd *fd_graveyard;
+    struct loop_timer **timer_heap;
+    size_t timer_count;
+    size_t timer_capacity;
+    size_t timer_handles; /* created and not yet destroyed: the heap never needs more */
+    uint64_t timer_pass;
     void (*tick_fn)(void *user);
     void *tick_user;
     int stop_fd;
@@ -119,9 +171,11 @@ enum loop_tag {
     LOOP_TAG_WATCH,
     LOOP_TAG_TICK,
     LOOP_TAG_CONN,
+    LOOP_TAG_FD,
 };
 
 #define LOOP_TAG_MASK ((uint64_t)7)
+_Static_assert(LOOP_TAG_FD <= LOOP_TAG_MASK, "every tag fits in the low bits of a pointer");
 
 static inline uint64_t loop_tag_pack(const void *object, enum loop_tag tag)
 {
@@ -161,5 +215,9 @@ void loop_conn_output_consume(struct loop_conn *conn, size_t count);
 void loop_conn_output_drained(struct loop_conn *conn);
 void loop_tick_fire(struct loop *loop);
 void loop_watch_fire(struct loop_watch *watch);
+/* The kernel reported events on a foreign fd: calls its owner for the wanted ones, unless dead. */
+void loop_fd_fire(struct loop_fd *watch, unsigned events);
+/* The backend must be asked to sync this watch again before the next wait. */
+void loop_fd_mark_dirty(struct loop_fd *watch);
 
 #endif

@@ -6,7 +6,13 @@
  * 16 KiB buffer per wake-up, so a fast sender cannot starve the others.
  * Output is written directly when the loop flushes its pending work; only
  * when the socket buffer fills is EPOLLOUT armed, and disarmed once the
- * output is gone. The tick is a timerfd.
+ * output is gone. The tick is a timerfd; timers bound epoll_wait's timeout.
+ *
+ * A foreign fd (loop_watch_fd) is registered at once, edge-triggered with no
+ * events, so that errors (EBADF, EEXIST, EPERM) surface in loop_watch_fd()
+ * and a hung-up fd nobody listens to cannot spin the loop; its interest then
+ * becomes a level-triggered EPOLL_CTL_MOD when the loop syncs, and unwatch
+ * removes it before the owner closes the fd.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -193,6 +199,48 @@ static int epoll_watch(struct loop_watch *watch)
                          loop_tag_pack(watch, LOOP_TAG_WATCH));
 }
 
+static uint32_t epoll_fd_events(unsigned want)
+{
+    if (want == 0)
+        return EPOLLET;
+    return ((want & LOOP_FD_READABLE) ? EPOLLIN : 0) | ((want & LOOP_FD_WRITABLE) ? EPOLLOUT : 0);
+}
+
+static int epoll_fd_watch(struct loop_fd *watch)
+{
+    return epoll_control(watch->loop, EPOLL_CTL_ADD, watch->fd, epoll_fd_events(0),
+                         loop_tag_pack(watch, LOOP_TAG_FD));
+}
+
+static void epoll_fd_sync(struct loop_fd *watch)
+{
+    if (watch->want == watch->armed)
+        return;
+    int r = epoll_control(watch->loop, EPOLL_CTL_MOD, watch->fd, epoll_fd_events(watch->want),
+                          loop_tag_pack(watch, LOOP_TAG_FD));
+    if (r < 0) {
+        /* The owner meets the error in its own read or write. */
+        loop_fd_fire(watch, watch->want);
+        return;
+    }
+    watch->armed = watch->want;
+}
+
+static void epoll_fd_unwatch(struct loop_fd *watch)
+{
+    epoll_control(watch->loop, EPOLL_CTL_DEL, watch->fd, 0, 0);
+}
+
+static void epoll_fd_event(struct loop_fd *watch, uint32_t events)
+{
+    unsigned ready = 0;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        ready |= LOOP_FD_READABLE;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        ready |= LOOP_FD_WRITABLE;
+    loop_fd_fire(watch, ready);
+}
+
 static int epoll_set_tick(struct loop *loop, unsigned interval_ms)
 {
     struct epoll_state *state = epoll_state_of(loop);
@@ -225,10 +273,15 @@ static void epoll_tick(struct loop *loop)
         loop_tick_fire(loop);
 }
 
-static int epoll_poll(struct loop *loop)
+static int epoll_poll(struct loop *loop, int64_t timeout_ns)
 {
     struct epoll_event events[EPOLL_MAX_EVENTS];
-    int count = epoll_wait(epoll_state_of(loop)->epoll_fd, events, EPOLL_MAX_EVENTS, -1);
+    int timeout_ms = -1;
+    if (timeout_ns >= 0) {
+        int64_t ms = (timeout_ns + 999999) / 1000000; /* never wake before the deadline */
+        timeout_ms = ms > INT32_MAX ? INT32_MAX : (int)ms;
+    }
+    int count = epoll_wait(epoll_state_of(loop)->epoll_fd, events, EPOLL_MAX_EVENTS, timeout_ms);
     if (count < 0)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < count; i++) {
@@ -242,6 +295,9 @@ static int epoll_poll(struct loop *loop)
             break;
         case LOOP_TAG_WATCH:
             loop_watch_fire(loop_tag_object(data));
+            break;
+        case LOOP_TAG_FD:
+            epoll_fd_event(loop_tag_object(data), events[i].events);
             break;
         case LOOP_TAG_TICK:
             epoll_tick(loop);
@@ -262,6 +318,9 @@ const struct loop_backend_ops loop_epoll_ops = {
     .flush = epoll_flush,
     .close = epoll_close,
     .watch = epoll_watch,
+    .fd_watch = epoll_fd_watch,
+    .fd_sync = epoll_fd_sync,
+    .fd_unwatch = epoll_fd_unwatch,
     .set_tick = epoll_set_tick,
     .poll = epoll_poll,
 };

@@ -17,8 +17,24 @@
  * Closing cancels the connection's operations by user_data and closes the fd
  * through the ring; every operation in flight holds a reference on the
  * connection, so it is freed only after its last completion has been seen.
+ *
+ * A foreign fd (loop_watch_fd) has at most one one-shot IORING_OP_POLL_ADD in
+ * flight, re-armed after each completion: one-shot polls are level-triggered
+ * (the mask is checked when armed), which owners such as hiredis need, since
+ * they read once per wake-up and may leave bytes in the socket; a multishot
+ * poll only reports new wake-ups. A change of interest while the poll is in
+ * flight is a poll update (IORING_POLL_UPDATE_EVENTS), or a poll removal when
+ * nothing is wanted any more. While a poll is in flight the watch is busy and
+ * loop.c keeps its memory, so a completion after unwatch finds it dead but
+ * allocated. An update or removal that arrives after the poll completed fails
+ * with ENOENT, harmlessly: the completion re-arms with the current interest.
+ *
+ * Timers bound each wait (io_uring_submit_and_wait_timeout with
+ * IORING_FEAT_EXT_ARG, so no timeout SQE is needed); a kernel without that
+ * feature gets the epoll backend.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
 #include <stdio.h>
@@ -113,6 +129,11 @@ static int uring_create(struct loop *loop, char *err, size_t err_length)
         snprintf(err, err_length, "io_uring_setup: %s", strerror(-r));
         uring_free_state(state, false);
         return r;
+    }
+    if (!(state->ring.features & IORING_FEAT_EXT_ARG)) {
+        snprintf(err, err_length, "io_uring: the kernel lacks IORING_FEAT_EXT_ARG");
+        uring_free_state(state, true);
+        return -EOPNOTSUPP;
     }
     r = uring_setup_buffers(state);
     if (r < 0) {
@@ -324,6 +345,79 @@ static void uring_on_watch(struct loop_watch *watch, struct io_uring_cqe *cqe)
         uring_arm_watch(watch);
 }
 
+static int uring_fd_watch(struct loop_fd *watch)
+{
+    if (fcntl(watch->fd, F_GETFD) < 0)
+        return -errno;
+    return 0;
+}
+
+static unsigned uring_poll_mask(unsigned want)
+{
+    return ((want & LOOP_FD_READABLE) ? POLLIN : 0) | ((want & LOOP_FD_WRITABLE) ? POLLOUT : 0);
+}
+
+static void uring_fd_sync(struct loop_fd *watch)
+{
+    if (watch->busy && watch->want == watch->armed)
+        return;
+    if (!watch->busy && watch->want == 0)
+        return;
+    struct io_uring_sqe *sqe = uring_sqe(uring_state_of(watch->loop));
+    if (sqe == NULL) {
+        loop_fd_mark_dirty(watch); /* the ring is full: try again next iteration */
+        return;
+    }
+    uint64_t user_data = loop_tag_pack(watch, LOOP_TAG_FD);
+    if (!watch->busy) {
+        io_uring_prep_poll_add(sqe, watch->fd, uring_poll_mask(watch->want));
+        io_uring_sqe_set_data64(sqe, user_data);
+        watch->busy = true;
+    } else if (watch->want == 0) {
+        io_uring_prep_poll_remove(sqe, user_data);
+        io_uring_sqe_set_data64(sqe, loop_tag_pack(NULL, LOOP_TAG_NONE));
+    } else {
+        /* new_user_data must be 0 unless IORING_POLL_UPDATE_USER_DATA: EINVAL otherwise. */
+        io_uring_prep_poll_update(sqe, user_data, 0, uring_poll_mask(watch->want),
+                                  IORING_POLL_UPDATE_EVENTS);
+        io_uring_sqe_set_data64(sqe, loop_tag_pack(NULL, LOOP_TAG_NONE));
+    }
+    watch->armed = watch->want;
+}
+
+static void uring_fd_unwatch(struct loop_fd *watch)
+{
+    if (!watch->busy || watch->armed == 0)
+        return; /* no poll, or its removal is already queued */
+    struct io_uring_sqe *sqe = uring_sqe(uring_state_of(watch->loop));
+    if (sqe == NULL)
+        return; /* the poll completes when it fires; the watch is dead by then */
+    io_uring_prep_poll_remove(sqe, loop_tag_pack(watch, LOOP_TAG_FD));
+    io_uring_sqe_set_data64(sqe, loop_tag_pack(NULL, LOOP_TAG_NONE));
+    watch->armed = 0;
+}
+
+static void uring_on_fd(struct loop_fd *watch, struct io_uring_cqe *cqe)
+{
+    watch->busy = false;
+    watch->armed = 0;
+    if (watch->dead)
+        return;
+    unsigned events = 0;
+    if (cqe->res >= 0) {
+        unsigned revents = (unsigned)cqe->res;
+        if (revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
+            events |= LOOP_FD_READABLE;
+        if (revents & (POLLOUT | POLLHUP | POLLERR))
+            events |= LOOP_FD_WRITABLE;
+    } else if (cqe->res != -ECANCELED) {
+        events = LOOP_FD_READABLE | LOOP_FD_WRITABLE; /* the owner meets the error in its I/O */
+    }
+    loop_fd_fire(watch, events);
+    if (!watch->dead && watch->want != 0)
+        loop_fd_mark_dirty(watch);
+}
+
 static int uring_arm_tick(struct loop *loop)
 {
     struct uring_state *state = uring_state_of(loop);
@@ -375,6 +469,9 @@ static void uring_dispatch(struct loop *loop, struct io_uring_cqe *cqe)
     case LOOP_TAG_WATCH:
         uring_on_watch(object, cqe);
         break;
+    case LOOP_TAG_FD:
+        uring_on_fd(object, cqe);
+        break;
     case LOOP_TAG_TICK:
         uring_on_tick(loop);
         break;
@@ -383,7 +480,7 @@ static void uring_dispatch(struct loop *loop, struct io_uring_cqe *cqe)
     }
 }
 
-static int uring_poll(struct loop *loop)
+static int uring_poll(struct loop *loop, int64_t timeout_ns)
 {
     struct uring_state *state = uring_state_of(loop);
     if (!state->enabled) {
@@ -394,7 +491,15 @@ static int uring_poll(struct loop *loop)
             return r;
         state->enabled = true;
     }
-    int r = io_uring_submit_and_wait(&state->ring, 1);
+    int r;
+    if (timeout_ns < 0) {
+        r = io_uring_submit_and_wait(&state->ring, 1);
+    } else {
+        struct __kernel_timespec timeout = {.tv_sec = timeout_ns / 1000000000,
+                                            .tv_nsec = timeout_ns % 1000000000};
+        struct io_uring_cqe *first;
+        r = io_uring_submit_and_wait_timeout(&state->ring, &first, 1, &timeout, NULL);
+    }
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
         return r;
     struct io_uring_cqe *cqe;
@@ -421,6 +526,9 @@ const struct loop_backend_ops loop_uring_ops = {
     .flush = uring_flush,
     .close = uring_close,
     .watch = uring_arm_watch,
+    .fd_watch = uring_fd_watch,
+    .fd_sync = uring_fd_sync,
+    .fd_unwatch = uring_fd_unwatch,
     .set_tick = uring_set_tick,
     .poll = uring_poll,
 };

@@ -773,6 +773,344 @@ static void two_loops_share_a_port(enum loop_backend backend)
 }
 BOTH_BACKENDS(two_loops_share_a_port)
 
+/*
+ * Foreign fd watches and timers. These cases run the loop on the test thread,
+ * for a bounded time set by a timer that calls loop_stop().
+ */
+static const struct loop_handler idle_handler = {
+    .accepted = server_accepted,
+    .received = server_received,
+    .closed = server_closed,
+};
+
+static struct loop *idle_loop(enum loop_backend backend)
+{
+    char err[256] = "";
+    struct loop *loop = loop_create(backend, &idle_handler, NULL, err, sizeof(err));
+    assert_non_null(loop);
+    assert_int_equal(loop_backend_of(loop), backend);
+    return loop;
+}
+
+static void stop_loop(void *user)
+{
+    loop_stop(user);
+}
+
+static void run_for(struct loop *loop, unsigned ms)
+{
+    struct loop_timer *stopper = loop_timer_create(loop, stop_loop, loop);
+    assert_non_null(stopper);
+    loop_timer_start(stopper, ms, 0);
+    assert_int_equal(loop_run(loop), 0);
+    loop_timer_destroy(stopper);
+}
+
+static long elapsed_ms_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+struct fd_probe {
+    struct loop_fd *watch;
+    int fd;
+    int readable;
+    int writable;
+    int calls;
+    int stop_writable_after; /* drop write interest after this many writable calls */
+    bool unwatch_in_callback;
+    struct fd_probe *other; /* unwatched (and closed) by this probe's first call */
+};
+
+static void unwatch_probe(struct fd_probe *probe)
+{
+    loop_fd_unwatch(probe->watch);
+    probe->watch = NULL;
+    close(probe->fd);
+    probe->fd = -1;
+}
+
+/* Reads one byte per readable call: the rest must be reported again (level-triggered). */
+static void probe_ready(void *user, unsigned events)
+{
+    struct fd_probe *probe = user;
+    probe->calls++;
+    if (probe->other != NULL) {
+        if (probe->other->watch != NULL)
+            unwatch_probe(probe->other);
+        loop_fd_want(probe->watch, false, false);
+        return;
+    }
+    if (events & LOOP_FD_READABLE) {
+        probe->readable++;
+        char byte;
+        ssize_t r = read(probe->fd, &byte, 1);
+        (void)r;
+    }
+    if (events & LOOP_FD_WRITABLE) {
+        probe->writable++;
+        if (probe->writable == probe->stop_writable_after)
+            loop_fd_want(probe->watch, true, false);
+    }
+    if (probe->unwatch_in_callback)
+        unwatch_probe(probe);
+}
+
+static void probe_pair(struct fd_probe *probe, int *peer)
+{
+    int fds[2];
+    assert_int_equal(make_socketpair(fds), 0);
+    probe->fd = fds[0];
+    *peer = fds[1];
+}
+
+static void probe_watch(struct loop *loop, struct fd_probe *probe)
+{
+    probe->watch = loop_watch_fd(loop, probe->fd, probe_ready, probe);
+    assert_non_null(probe->watch);
+}
+
+static void send_bytes(int fd, const char *bytes)
+{
+    assert_int_equal(send(fd, bytes, strlen(bytes), MSG_NOSIGNAL), (ssize_t)strlen(bytes));
+}
+
+/* Readiness is level-triggered, only for what is wanted, and toggles take effect at once. */
+static void fd_watch_is_level_triggered(enum loop_backend backend)
+{
+    struct loop *loop = idle_loop(backend);
+    struct fd_probe probe = {.stop_writable_after = 3};
+    int peer;
+    probe_pair(&probe, &peer);
+    probe_watch(loop, &probe);
+    send_bytes(peer, "12345");
+    run_for(loop, 30);
+    assert_int_equal(probe.calls, 0); /* nothing wanted yet */
+
+    loop_fd_want(probe.watch, true, false);
+    run_for(loop, 50);
+    assert_int_equal(probe.readable, 5); /* one byte per call, nothing after the last */
+    assert_int_equal(probe.writable, 0);
+
+    loop_fd_want(probe.watch, true, true);
+    run_for(loop, 50);
+    assert_int_equal(probe.writable, 3); /* the callback dropped write interest at 3 */
+
+    /* Toggled on and off before the loop runs: the kernel never hears of it. */
+    loop_fd_want(probe.watch, true, true);
+    loop_fd_want(probe.watch, true, false);
+    run_for(loop, 30);
+    assert_int_equal(probe.writable, 3);
+
+    loop_fd_want(probe.watch, false, false);
+    send_bytes(peer, "67");
+    run_for(loop, 30);
+    assert_int_equal(probe.readable, 5);
+    loop_fd_want(probe.watch, true, false); /* bytes that came while unwatched are reported */
+    run_for(loop, 30);
+    assert_int_equal(probe.readable, 7);
+
+    /* A hang-up is reported as readable to an owner that wants to read. */
+    close(peer);
+    int before = probe.readable;
+    probe.unwatch_in_callback = true;
+    run_for(loop, 30);
+    assert_int_equal(probe.readable, before + 1);
+    assert_null(probe.watch);
+    loop_destroy(loop);
+}
+BOTH_BACKENDS(fd_watch_is_level_triggered)
+
+/*
+ * Unwatch while the kernel still holds a poll for the fd, close the fd, and
+ * reuse its number at once: the old owner is never called again and nothing
+ * touches freed memory (AddressSanitizer watches).
+ */
+static void fd_unwatch_with_poll_in_flight(enum loop_backend backend)
+{
+    struct loop *loop = idle_loop(backend);
+    struct fd_probe old_probe = {0};
+    int old_peer;
+    probe_pair(&old_probe, &old_peer);
+    probe_watch(loop, &old_probe);
+    loop_fd_want(old_probe.watch, true, false);
+    run_for(loop, 20); /* the poll is in the kernel now */
+
+    int old_fd = old_probe.fd;
+    unwatch_probe(&old_probe);
+    struct fd_probe new_probe = {0};
+    int new_peer;
+    probe_pair(&new_probe, &new_peer);
+    assert_int_equal(new_probe.fd, old_fd); /* the number is reused at once */
+    probe_watch(loop, &new_probe);
+    loop_fd_want(new_probe.watch, true, false);
+    /* The old socket is closed (or only held by the kernel's poll): nobody may hear this. */
+    ssize_t ignored = send(old_peer, "x", 1, MSG_NOSIGNAL);
+    (void)ignored;
+    send_bytes(new_peer, "y");
+    run_for(loop, 30);
+    assert_int_equal(old_probe.calls, 0);
+    assert_int_equal(new_probe.readable, 1);
+
+    /* Unwatched from its own callback, with both directions ready in the same batch. */
+    send_bytes(new_peer, "z");
+    loop_fd_want(new_probe.watch, true, true);
+    new_probe.unwatch_in_callback = true;
+    run_for(loop, 30);
+    assert_int_equal(new_probe.calls, 2);
+    assert_null(new_probe.watch);
+
+    /* Two fds ready in one batch; whichever is called first unwatches the other. */
+    struct fd_probe first = {0}, second = {0};
+    int first_peer, second_peer;
+    probe_pair(&first, &first_peer);
+    probe_pair(&second, &second_peer);
+    probe_watch(loop, &first);
+    probe_watch(loop, &second);
+    first.other = &second;
+    second.other = &first;
+    loop_fd_want(first.watch, true, true);
+    loop_fd_want(second.watch, true, true);
+    run_for(loop, 30);
+    assert_int_equal(first.calls + second.calls, 1);
+    struct fd_probe *survivor = first.watch != NULL ? &first : &second;
+    assert_non_null(survivor->watch);
+    unwatch_probe(survivor);
+    run_for(loop, 10);
+    close(old_peer);
+    close(new_peer);
+    close(first_peer);
+    close(second_peer);
+    loop_destroy(loop);
+}
+BOTH_BACKENDS(fd_unwatch_with_poll_in_flight)
+
+struct timer_probe {
+    struct loop_timer *timer;
+    int fired;
+    int stop_after;
+    bool destroy_in_callback;
+    bool rearm_zero; /* re-arm with delay 0 from the callback, stop_after times */
+    int order;
+    int *sequence;
+    int *sequence_length;
+    struct timespec fired_at;
+};
+
+static void timer_probe_fire(void *user)
+{
+    struct timer_probe *probe = user;
+    probe->fired++;
+    clock_gettime(CLOCK_MONOTONIC, &probe->fired_at);
+    if (probe->sequence != NULL)
+        probe->sequence[(*probe->sequence_length)++] = probe->order;
+    if (probe->rearm_zero && probe->fired < probe->stop_after) {
+        loop_timer_start(probe->timer, 0, 0);
+        return;
+    }
+    if (probe->fired == probe->stop_after) {
+        if (probe->destroy_in_callback) {
+            loop_timer_destroy(probe->timer);
+            probe->timer = NULL;
+        } else {
+            loop_timer_stop(probe->timer);
+        }
+    }
+}
+
+static struct loop_timer *probe_timer(struct loop *loop, struct timer_probe *probe)
+{
+    probe->timer = loop_timer_create(loop, timer_probe_fire, probe);
+    assert_non_null(probe->timer);
+    return probe->timer;
+}
+
+static void timers_fire_in_order(enum loop_backend backend)
+{
+    struct loop *loop = idle_loop(backend);
+    int sequence[8];
+    int length = 0;
+    struct timer_probe once[3] = {0};
+    unsigned delays[3] = {40, 10, 25};
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (int i = 0; i < 3; i++) {
+        once[i] =
+            (struct timer_probe){.order = i, .sequence = sequence, .sequence_length = &length};
+        loop_timer_start(probe_timer(loop, &once[i]), delays[i], 0);
+    }
+    struct timer_probe stopped = {0};
+    loop_timer_start(probe_timer(loop, &stopped), 5, 0);
+    loop_timer_stop(stopped.timer);
+    assert_false(loop_timer_armed(stopped.timer));
+    struct timer_probe periodic = {.stop_after = 5};
+    loop_timer_start(probe_timer(loop, &periodic), 10, 10);
+    struct timer_probe self_destroying = {.stop_after = 3, .destroy_in_callback = true};
+    loop_timer_start(probe_timer(loop, &self_destroying), 5, 5);
+    run_for(loop, 120);
+
+    assert_int_equal(length, 3);
+    assert_int_equal(sequence[0], 1);
+    assert_int_equal(sequence[1], 2);
+    assert_int_equal(sequence[2], 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(once[i].fired, 1);
+        long at = (once[i].fired_at.tv_sec - start.tv_sec) * 1000 +
+                  (once[i].fired_at.tv_nsec - start.tv_nsec) / 1000000;
+        assert_true(at >= (long)delays[i]);
+        assert_false(loop_timer_armed(once[i].timer));
+    }
+    assert_int_equal(stopped.fired, 0);
+    assert_int_equal(periodic.fired, 5);
+    assert_false(loop_timer_armed(periodic.timer));
+    assert_int_equal(self_destroying.fired, 3);
+    assert_null(self_destroying.timer);
+
+    /* Restarting an armed timer moves its deadline. */
+    struct timespec restart;
+    clock_gettime(CLOCK_MONOTONIC, &restart);
+    loop_timer_start(once[0].timer, 10, 0);
+    loop_timer_start(once[0].timer, 40, 0);
+    run_for(loop, 80);
+    assert_int_equal(once[0].fired, 2);
+    long at = (once[0].fired_at.tv_sec - restart.tv_sec) * 1000 +
+              (once[0].fired_at.tv_nsec - restart.tv_nsec) / 1000000;
+    assert_true(at >= 40);
+    for (int i = 0; i < 3; i++)
+        loop_timer_destroy(once[i].timer);
+    loop_timer_destroy(stopped.timer);
+    loop_timer_destroy(periodic.timer);
+    loop_destroy(loop);
+}
+BOTH_BACKENDS(timers_fire_in_order)
+
+/* A timer re-armed with delay 0 from its own callback runs once per iteration: I/O goes on. */
+static void zero_delay_timer_does_not_starve_io(enum loop_backend backend)
+{
+    struct loop *loop = idle_loop(backend);
+    struct timer_probe spinner = {.rearm_zero = true, .stop_after = 1000000};
+    loop_timer_start(probe_timer(loop, &spinner), 0, 0);
+    struct fd_probe probe = {0};
+    int peer;
+    probe_pair(&probe, &peer);
+    probe_watch(loop, &probe);
+    loop_fd_want(probe.watch, true, false);
+    send_bytes(peer, "abc");
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    run_for(loop, 30);
+    assert_true(elapsed_ms_since(&start) < 1000);
+    assert_int_equal(probe.readable, 3);
+    assert_true(spinner.fired > 3);
+    unwatch_probe(&probe);
+    close(peer);
+    loop_timer_destroy(spinner.timer);
+    loop_destroy(loop);
+}
+BOTH_BACKENDS(zero_delay_timer_does_not_starve_io)
+
 static void uring_is_used_where_available(void **state)
 {
     (void)state;
@@ -844,6 +1182,10 @@ int main(void)
         BOTH(destroy_closes_open_connections),
         BOTH(stop_accepting_keeps_established),
         BOTH(two_loops_share_a_port),
+        BOTH(fd_watch_is_level_triggered),
+        BOTH(fd_unwatch_with_poll_in_flight),
+        BOTH(timers_fire_in_order),
+        BOTH(zero_delay_timer_does_not_starve_io),
         cmocka_unit_test(uring_is_used_where_available),
         cmocka_unit_test(falls_back_to_epoll_without_io_uring),
     };
