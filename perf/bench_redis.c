@@ -22,7 +22,7 @@
 #include "dataplane/loop.h"
 #include "dataplane/redis_loop.h"
 #include "store/redis.h"
-#include "tests/redis_server.h"
+#include "perf/redis_server.h"
 
 #define BENCH_KEYS 1000
 

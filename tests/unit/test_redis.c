@@ -23,7 +23,7 @@
 #include "dataplane/loop.h"
 #include "dataplane/redis_loop.h"
 #include "store/redis.h"
-#include "tests/redis_server.h"
+#include "perf/redis_server.h"
 
 #define MAX_STATES 64
 #define MAX_MESSAGES 16

@@ -8,8 +8,8 @@
  * if the caller forgets or fails an assertion, and by the kernel if the
  * caller dies (PR_SET_PDEATHSIG), so a failing test leaves nothing behind.
  */
-#ifndef DPS_TESTS_REDIS_SERVER_H
-#define DPS_TESTS_REDIS_SERVER_H
+#ifndef DPS_PERF_REDIS_SERVER_H
+#define DPS_PERF_REDIS_SERVER_H
 
 #include <hiredis/hiredis.h>
 #include <stdbool.h>

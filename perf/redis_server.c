@@ -3,7 +3,7 @@
  * redis_server.h). The processes are children of the calling thread; the
  * table of live ones lets an atexit handler kill what a failed test left.
  */
-#include "tests/redis_server.h"
+#include "perf/redis_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
