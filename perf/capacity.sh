@@ -11,6 +11,10 @@
 # handshake-only server, 32 devices in flight, release tree build-perf/.
 # CAPACITY_SCALE=10 multiplies devices and handshakes for a bigger run.
 # --full-only runs step 1 alone (a burst: perf/capacity.sh --devices 100000 --full-only).
+# After step 1 it projects a node of PROJECTED_CORES cores (default 16): the
+# ceiling is the lowest of cores / (shard + signer CPU per provisioning) and
+# 1 / each serial thread's CPU per provisioning (the store writer, ...), with
+# the minutes one such node needs for a million devices.
 #
 # 1. dpsd (demo PKI in a temp dir, --shards 1) provisions --devices fleet
 #    devices through the whole flow (two mutual-TLS handshakes, time,
@@ -138,6 +142,26 @@ full_flow() {
     echo "generator_cpu_us_per_provisioning=$generator_us"
     echo "generator_over_server_per_provisioning=$(ratio "$generator_us" "$provision_us")"
     echo "full_flow_rate_per_s=$rate (p50 ${p50} ms, p99 ${p99} ms, p99.9 ${p999} ms, ${wall} s; generator and server share the cores)"
+    projection
+}
+# A node of PROJECTED_CORES cores (default 16): shards and signers run one per core and scale;
+# every other thread kind (the store writer, RocksDB's, the API's, main) is one thread that
+# every provisioning passes through. The ceiling is the lowest of cores / scaling CPU and
+# 1 / each serial thread's CPU per provisioning.
+projection() {
+    join "$WORK/threads-before" "$WORK/threads-after" |
+        awk -v hz="$HZ" -v n="$provisioned" -v cores="${PROJECTED_CORES:-16}" '
+        { us = ($3 - $2) / hz * 1e6 / n
+          if ($1 == "dps-shard" || $1 == "dps-signer") scaling += us
+          else if (us > 0) { serial[$1] = us } }
+        END {
+            ceiling = scaling > 0 ? cores * 1e6 / scaling : 0; limit = "cores"
+            for (t in serial) { c = 1e6 / serial[t]; if (ceiling == 0 || c < ceiling) { ceiling = c; limit = t } }
+            printf "projection_cores=%d scaling_cpu_us_per_provisioning=%.0f\n", cores, scaling
+            for (t in serial) printf "projection_serial_thread_cpu_us[%s]=%.0f (caps a node at %.0f/s)\n", t, serial[t], 1e6 / serial[t]
+            printf "projection_node_ceiling_per_s=%.0f (limited by %s)\n", ceiling, limit
+            if (ceiling > 0) printf "projection_minutes_per_million_devices=%.1f\n", 1e6 / ceiling / 60
+        }'
 }
 if [ "$FULL_ONLY" = 1 ]; then
     echo "cores=$(nproc) devices=$provisioned/$DEVICES concurrency=$CONCURRENCY"
