@@ -479,8 +479,8 @@ static bool filtered_path(CURL *curl, const char *base, const struct filters *fi
            query_add(curl, path, length, "until", filters->until);
 }
 
-/* A list from the API, or from the store with --data. */
-int command_list(struct client *unused, struct options *options, const void *subject)
+/* A list from the API, or from the store with --data: a local command, it opens its own client. */
+int command_list(struct client *none, struct options *options, const void *subject)
 {
     const struct list_source *source = subject;
     struct filters filters;
