@@ -343,6 +343,18 @@ static int device_key_ready(struct device *device)
     return 0;
 }
 
+/* What both drivers' devices start from: zeroed, numbered, their clock started. */
+static void device_clear(struct device *device, const struct options *options, unsigned index,
+                         struct device_kit *kit)
+{
+    memset(device, 0, sizeof(*device));
+    device->options = options;
+    device->kit = kit;
+    device->index = index;
+    clock_gettime(CLOCK_MONOTONIC, &device->started);
+    snprintf(device->number, sizeof(device->number), "%04u", index);
+}
+
 int device_init(struct device *device, const struct options *options, unsigned index,
                 struct device_kit *kit)
 {
@@ -350,12 +362,7 @@ int device_init(struct device *device, const struct options *options, unsigned i
     const char *ca = options->ca_file;
     char default_ca[4096];
 
-    memset(device, 0, sizeof(*device));
-    device->options = options;
-    device->kit = kit;
-    device->index = index;
-    clock_gettime(CLOCK_MONOTONIC, &device->started);
-    snprintf(device->number, sizeof(device->number), "%04u", index);
+    device_clear(device, options, index, kit);
     if (options->di != NULL) {
         snprintf(device->di, sizeof(device->di), "%s", options->di);
     } else {
@@ -416,15 +423,10 @@ int device_init_fleet(struct device *device, const struct options *options, unsi
                       const char *di, enum scenario scenario, SSL_CTX *ctx, struct device_kit *kit,
                       const struct device_hooks *hooks)
 {
-    memset(device, 0, sizeof(*device));
-    device->options = options;
+    device_clear(device, options, index, kit);
     device->hooks = hooks;
-    device->kit = kit;
-    device->index = index;
     device->ctx = ctx;
     device->retry_transient = true;
-    clock_gettime(CLOCK_MONOTONIC, &device->started);
-    snprintf(device->number, sizeof(device->number), "%04u", index);
     snprintf(device->di, sizeof(device->di), "%s", di);
     device->plan = scenario_plan(scenario, &device->plan_length);
     if (scenario != SCENARIO_HANDSHAKE && scenario != SCENARIO_TIME)
