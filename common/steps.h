@@ -1,6 +1,7 @@
 /*
  * steps: the six provisioning steps of PROTOCOL.md, in the order a fresh
- * device takes them, with the name and path each has on the wire. The
+ * device takes them, with the name and path each has on the wire and the
+ * field of the provisioning record that keeps its answer. The
  * daemon's handlers (dataplane/dps_handlers.c) answer them and the load
  * generator (perf/) sends them; both count in this one enum.
  */
@@ -21,9 +22,10 @@ enum dps_step {
 enum { STEP_COUNT = STEP_RESOURCES + 1 };
 
 struct dps_step_route {
-    const char *name; /* as reports and the load generator's --expect name it */
-    const char *path; /* the request's Uri-Path, joined with '/' */
-    bool post;        /* POST with a body; GET otherwise */
+    const char *name;        /* as reports and the load generator's --expect name it */
+    const char *path;        /* the request's Uri-Path, joined with '/' */
+    bool post;               /* POST with a body; GET otherwise */
+    const char *record_part; /* the provisioning record's field for the step's answer */
 };
 
 extern const struct dps_step_route dps_step_routes[STEP_COUNT];

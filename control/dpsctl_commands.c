@@ -20,6 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "common/steps.h"
 #include "control/dpsctl_client.h"
 #include "control/dpsctl_offline.h"
 #include "control/dpsctl_table.h"
@@ -589,17 +590,18 @@ static bool tail_result(void *user, json_t *record)
         if (seen == NULL || json_object_set_new(tail->seen, id, seen) != 0)
             return true;
     }
-    for (size_t i = 0; i < RECORD_STEP_COUNT; i++) {
-        json_t *part = json_object_get(record, RECORD_STEPS[i]);
+    for (size_t i = 0; i < STEP_COUNT; i++) {
+        json_t *part = json_object_get(record, dps_step_routes[i].record_part);
         char *text = part != NULL ? json_dumps(part, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-        const char *before = json_string_value(json_object_get(seen, RECORD_STEPS[i]));
+        const char *before =
+            json_string_value(json_object_get(seen, dps_step_routes[i].record_part));
         bool changed = text != NULL && (before == NULL || strcmp(before, text) != 0);
         if (changed)
-            json_object_set_new(seen, RECORD_STEPS[i], json_string(text));
+            json_object_set_new(seen, dps_step_routes[i].record_part, json_string(text));
         free(text);
         if (!changed || tail->baseline)
             continue;
-        print_step_line(record, RECORD_STEPS[i], tail->json);
+        print_step_line(record, dps_step_routes[i].record_part, tail->json);
         tail->lines++;
         if (tail->limit > 0 && tail->lines >= tail->limit)
             return false;

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/steps.h"
+
 /* A field as table text: strings as they are, numbers and booleans printed, else "-". */
 char *field_text(json_t *object, const char *key)
 {
@@ -137,9 +139,6 @@ void sink_end(struct sink *sink)
 }
 
 /* The views. */
-const char *const RECORD_STEPS[RECORD_STEP_COUNT] = {"plgdTime",   "ownership", "cloud",
-                                                     "credential", "acl",       "resources"};
-
 char *coap_code_text(json_t *step)
 {
     json_t *code = json_object_get(json_object_get(step, "status"), "coapCode");
@@ -157,8 +156,8 @@ static void record_cells(json_t *record, char **cells)
     cells[0] = field_text(record, "id");
     cells[1] = field_text(record, "deviceId");
     cells[2] = field_text(record, "enrollmentGroupId");
-    for (size_t i = 0; i < RECORD_STEP_COUNT; i++)
-        cells[3 + i] = coap_code_text(json_object_get(record, RECORD_STEPS[i]));
+    for (size_t i = 0; i < STEP_COUNT; i++)
+        cells[3 + i] = coap_code_text(json_object_get(record, dps_step_routes[i].record_part));
 }
 
 const struct view RECORD_VIEW = {

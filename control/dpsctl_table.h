@@ -51,10 +51,6 @@ char *joined_text(json_t *array);
 /* A record step's CoAP code as text ("2.05"), or "-". */
 char *coap_code_text(json_t *step);
 
-/* A provisioning record's step parts, in the order devices take them. */
-#define RECORD_STEP_COUNT 6
-extern const char *const RECORD_STEPS[RECORD_STEP_COUNT];
-
 extern const struct view RECORD_VIEW, ISSUANCE_VIEW, BINDING_VIEW, GROUP_VIEW, HUB_VIEW, BLOCK_VIEW;
 
 #endif
