@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "common/steps.h"
 #include "crypto/csr.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
@@ -49,15 +50,6 @@
 
 #define DPS_MAX_PAYLOAD 8192
 #define DPS_RETRY_SECONDS 1
-
-enum dps_step {
-    STEP_TIME,
-    STEP_OWNERSHIP,
-    STEP_CLOUD,
-    STEP_CREDENTIALS,
-    STEP_ACLS,
-    STEP_RESOURCES,
-};
 
 /* Record part names, as the reference's JSON fields. */
 static const char *const step_part[] = {

@@ -6,7 +6,7 @@
  *
  * Each worker has its own OSSL_LIB_CTX, one client SSL_CTX (its server
  * chain verification remembers chains it verified) and one device kit
- * (loadgen.h: CSR key and signing contexts, certificate verdicts); a device's
+ * (loadgen_kit.h: CSR key and signing contexts, certificate verdicts); a device's
  * manufacturer certificate and key (from DIR/fleet-<seed>.bin) are put on
  * its connection by a certificate callback, which finds the device through
  * a thread-local pointer set around every call into the device machine.
@@ -37,8 +37,10 @@
 #include <openssl/ssl.h>
 
 #include "dataplane/tls.h"
-#include "perf/loadgen.h"
+#include "perf/loadgen_device.h"
+#include "perf/loadgen_fleet.h"
 #include "perf/loadgen_identity.h"
+#include "perf/loadgen_report.h"
 
 #define TICK_MS 5
 #define TIMEOUT_CHECK_TICKS 10
@@ -135,34 +137,6 @@ static uint64_t elapsed_us(uint64_t since_ns)
     return now > since_ns ? (now - since_ns) / 1000 : 0;
 }
 
-void fleet_results_init(struct fleet_results *results)
-{
-    memset(results, 0, sizeof(*results));
-}
-
-void fleet_results_merge(struct fleet_results *into, const struct fleet_results *from)
-{
-    histogram_merge(&into->end_to_end, &from->end_to_end);
-    histogram_merge(&into->handshake, &from->handshake);
-    for (int step = 0; step < STEP_COUNT; step++)
-        histogram_merge(&into->steps[step], &from->steps[step]);
-    into->started += from->started;
-    into->succeeded += from->succeeded;
-    into->failed += from->failed;
-    into->attempts += from->attempts;
-    into->restarts += from->restarts;
-    into->transient_retries += from->transient_retries;
-    into->connections += from->connections;
-    for (int class = 0; class < ERROR_CLASS_COUNT; class ++)
-        into->errors[class] += from->errors[class];
-    for (int code = 0; code < 256; code++)
-        into->codes[code] += from->codes[code];
-    for (int scenario = 0; scenario < SCENARIO_COUNT; scenario++) {
-        into->scenario_started[scenario] += from->scenario_started[scenario];
-        into->scenario_succeeded[scenario] += from->scenario_succeeded[scenario];
-    }
-}
-
 /* ---- timers ---- */
 
 static int timer_add(struct worker *worker, struct fleet_device *device, uint64_t when_ns)
@@ -217,7 +191,7 @@ static void hook_handshake_done(struct device *device)
                      elapsed_us(fleet_device->connect_ns));
 }
 
-static void hook_request_sent(struct device *device, enum step step)
+static void hook_request_sent(struct device *device, enum dps_step step)
 {
     struct fleet_device *fleet_device = (struct fleet_device *)device;
     (void)step;
@@ -228,7 +202,7 @@ static void hook_request_sent(struct device *device, enum step step)
         fleet_device->request_ns + (uint64_t)device->options->timeout_ms * 1000000u;
 }
 
-static void hook_response(struct device *device, enum step step, uint8_t code)
+static void hook_response(struct device *device, enum dps_step step, uint8_t code)
 {
     struct fleet_device *fleet_device = (struct fleet_device *)device;
     struct fleet_results *results = &fleet_device->worker->results;
@@ -591,7 +565,7 @@ static void worker_timeouts(struct worker *worker)
         device_fail_class(machine, ERROR_TIMEOUT, "%s: no answer within %d ms",
                           machine->state == DEVICE_HANDSHAKE
                               ? "TLS handshake"
-                              : step_info[device_current_step(machine)].name,
+                              : dps_step_routes[device_current_step(machine)].name,
                           machine->options->timeout_ms);
         loop_close(device->conn, true);
     }

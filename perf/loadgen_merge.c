@@ -13,7 +13,9 @@
 
 #include <jansson.h>
 
-#include "perf/loadgen.h"
+#include "perf/loadgen_merge.h"
+#include "perf/loadgen_options.h"
+#include "perf/loadgen_report.h"
 
 static int fail(const char *path, const char *what)
 {
@@ -102,7 +104,7 @@ static int results_add(struct fleet_results *results, const json_t *report, cons
         return -1;
     const json_t *steps = json_object_get(histograms, "steps");
     for (int step = 0; step < STEP_COUNT; step++) {
-        const json_t *doc = json_object_get(steps, step_info[step].name);
+        const json_t *doc = json_object_get(steps, dps_step_routes[step].name);
         if (doc != NULL && histogram_add(&results->steps[step], doc, path) != 0)
             return -1;
     }

@@ -8,10 +8,38 @@
 
 #include <jansson.h>
 
-#include "perf/loadgen.h"
+#include "perf/loadgen_report.h"
 
 static const double quantiles[] = {0.5, 0.9, 0.99, 0.999};
 static const char *const quantile_names[] = {"p50", "p90", "p99", "p99_9"};
+
+void fleet_results_init(struct fleet_results *results)
+{
+    memset(results, 0, sizeof(*results));
+}
+
+void fleet_results_merge(struct fleet_results *into, const struct fleet_results *from)
+{
+    histogram_merge(&into->end_to_end, &from->end_to_end);
+    histogram_merge(&into->handshake, &from->handshake);
+    for (int step = 0; step < STEP_COUNT; step++)
+        histogram_merge(&into->steps[step], &from->steps[step]);
+    into->started += from->started;
+    into->succeeded += from->succeeded;
+    into->failed += from->failed;
+    into->attempts += from->attempts;
+    into->restarts += from->restarts;
+    into->transient_retries += from->transient_retries;
+    into->connections += from->connections;
+    for (int class = 0; class < ERROR_CLASS_COUNT; class ++)
+        into->errors[class] += from->errors[class];
+    for (int code = 0; code < 256; code++)
+        into->codes[code] += from->codes[code];
+    for (int scenario = 0; scenario < SCENARIO_COUNT; scenario++) {
+        into->scenario_started[scenario] += from->scenario_started[scenario];
+        into->scenario_succeeded[scenario] += from->scenario_succeeded[scenario];
+    }
+}
 
 static double ms(uint64_t us)
 {
@@ -59,7 +87,8 @@ static json_t *histograms_json(const struct fleet_results *results)
 
     for (int step = 0; step < STEP_COUNT; step++)
         if (results->steps[step].count > 0)
-            json_object_set_new(steps, step_info[step].name, histogram_json(&results->steps[step]));
+            json_object_set_new(steps, dps_step_routes[step].name,
+                                histogram_json(&results->steps[step]));
     return json_pack("{s:s, s:o, s:o, s:o}", "scheme", HISTOGRAM_SCHEME, "end_to_end",
                      histogram_json(&results->end_to_end), "handshake",
                      histogram_json(&results->handshake), "steps", steps);
@@ -126,7 +155,8 @@ static json_t *report_json(const struct options *options, const struct fleet_res
     json_object_set_new(latency, "handshake", latency_json(&results->handshake));
     for (int step = 0; step < STEP_COUNT; step++)
         if (results->steps[step].count > 0)
-            json_object_set_new(steps, step_info[step].name, latency_json(&results->steps[step]));
+            json_object_set_new(steps, dps_step_routes[step].name,
+                                latency_json(&results->steps[step]));
     json_object_set_new(latency, "steps", steps);
 
     double cpu_seconds = cpu_total(info);
@@ -207,7 +237,7 @@ void fleet_report_table(FILE *out, const struct options *options,
     latency_row(out, "end-to-end", &results->end_to_end);
     latency_row(out, "handshake", &results->handshake);
     for (int step = 0; step < STEP_COUNT; step++)
-        latency_row(out, step_info[step].name, &results->steps[step]);
+        latency_row(out, dps_step_routes[step].name, &results->steps[step]);
     fprintf(out, "errors:");
     for (int class = ERROR_CONNECT; class < ERROR_CLASS_COUNT; class ++)
         fprintf(out, " %s=%llu", error_class_name((enum error_class) class),

@@ -5,6 +5,7 @@
  */
 #include "perf/loadgen_stats.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define SUB_BUCKETS 128
@@ -92,4 +93,9 @@ const char *error_class_name(enum error_class class)
         [ERROR_CLOSED] = "closed", [ERROR_DROPPED] = "dropped", [ERROR_OTHER] = "other",
     };
     return (unsigned)class < ERROR_CLASS_COUNT ? names[class] : "other";
+}
+
+void format_code(uint8_t code, char out[8])
+{
+    snprintf(out, 8, "%u.%02u", (unsigned)(code >> 5), (unsigned)(code & 31));
 }

@@ -45,4 +45,10 @@ enum error_class {
 
 const char *error_class_name(enum error_class class);
 
+/* A CoAP code as reports print it: "4.03". */
+void format_code(uint8_t code, char out[8]);
+
+/* A CoAP code as reports print it: "4.03". */
+void format_code(uint8_t code, char out[8]);
+
 #endif

@@ -181,6 +181,19 @@ static int redis_server_wait(struct redis_server *server, char *err, size_t err_
     return -1;
 }
 
+/* Starts argv with its output in log_path, and waits until it answers PING. */
+static int redis_server_launch(struct redis_server *server, const char *const *argv,
+                               const char *log_path, char *err, size_t err_length)
+{
+    server->pid = redis_server_spawn(argv, log_path);
+    if (server->pid < 0) {
+        snprintf(err, err_length, "fork: %s", strerror(errno));
+        return -1;
+    }
+    redis_server_track(server->pid, true);
+    return redis_server_wait(server, err, err_length);
+}
+
 int redis_server_start(struct redis_server *server, const char *folder, uint16_t port,
                        const char *const *extra, char *err, size_t err_length)
 {
@@ -222,13 +235,7 @@ int redis_server_start(struct redis_server *server, const char *folder, uint16_t
         }
         argv[count++] = extra[i];
     }
-    server->pid = redis_server_spawn(argv, log_path);
-    if (server->pid < 0) {
-        snprintf(err, err_length, "fork: %s", strerror(errno));
-        return -1;
-    }
-    redis_server_track(server->pid, true);
-    return redis_server_wait(server, err, err_length);
+    return redis_server_launch(server, argv, log_path, err, err_length);
 }
 
 int redis_server_start_sentinel(struct redis_server *server, const char *folder,
@@ -256,13 +263,7 @@ int redis_server_start_sentinel(struct redis_server *server, const char *folder,
     char log_path[256];
     snprintf(log_path, sizeof(log_path), "%s/sentinel-%u.log", folder, (unsigned)server->port);
     const char *argv[] = {"redis-sentinel", server->config_path, NULL};
-    server->pid = redis_server_spawn(argv, log_path);
-    if (server->pid < 0) {
-        snprintf(err, err_length, "fork: %s", strerror(errno));
-        return -1;
-    }
-    redis_server_track(server->pid, true);
-    return redis_server_wait(server, err, err_length);
+    return redis_server_launch(server, argv, log_path, err, err_length);
 }
 
 void redis_server_stop(struct redis_server *server)

@@ -45,20 +45,8 @@ api:
   audience: dps-api
 EOF
 
-"$DPSD" --config "$NODE/dpsd.yaml" >>"$NODE/dpsd.log" 2>&1 &
-DPSD_PID=$!
-started=no
-for _ in $(seq 1 300); do
-    if grep -q 'msg="ready"' "$NODE/dpsd.log" && port_in_use "$API_PORT"; then
-        started=yes
-        break
-    fi
-    kill -0 "$DPSD_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [ $started = yes ]; then ok "dpsd starts with the management API on loopback"; else
+if start_dpsd_config "$NODE" "$API_PORT"; then ok "dpsd starts with the management API on loopback"; else
     not_ok "dpsd starts with the management API on loopback"
-    sed 's/^/# /' "$NODE/dpsd.log" | tail -20
     finish
 fi
 
@@ -66,33 +54,6 @@ OWNER1=$(cat "$NODE/pki/operator.token")
 OWNER2=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner 2)
 EXPIRED=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner 1 --expires-in -3600)
 FOREIGN=$("$DPSCTL" token --key "$OTHER/operator.key" --owner 1)
-
-# call TOKEN METHOD PATH [curl options...]: prints "STATUS BODY" on one line per body line.
-call() {
-    local token=$1 method=$2 path=$3
-    shift 3
-    local auth=()
-    [ -n "$token" ] && auth=(-H "Authorization: Bearer $token")
-    curl -sS -o "$WORK/body" -w '%{http_code}' -X "$method" "${auth[@]}" "$@" "$API$path" >"$WORK/status"
-    printf '%s ' "$(cat "$WORK/status")"
-    cat "$WORK/body"
-}
-
-# expect NAME STATUS PATTERN TOKEN METHOD PATH [curl options...]
-expect() {
-    local name=$1 status=$2 pattern=$3
-    shift 3
-    local output
-    output=$(call "$@" 2>&1)
-    if [[ $output == "$status "* ]] && printf '%s\n' "$output" | grep -Eq -- "$pattern"; then
-        ok "$name"
-    else
-        not_ok "$name"
-        echo "# expected $status and /$pattern/, got:"
-        printf '%s\n' "$output" | head -c 2000 | sed 's/^/# /'
-        echo
-    fi
-}
 
 expect "healthz answers without a token" 200 '^200 ok' "" GET /healthz
 expect "readyz says ready" 200 '^200 ready' "" GET /readyz

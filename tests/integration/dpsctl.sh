@@ -20,31 +20,6 @@ export DPS_API=http://127.0.0.1:$API_PORT
 export DPS_TOKEN_FILE=$DEMO/pki/operator.token
 unset DPS_TOKEN DPS_CACERT
 
-# run_code CODE COMMAND...: runs COMMAND, output in $WORK/out and $WORK/err; true when it exits CODE.
-run_code() {
-    local want=$1 status=0
-    shift
-    "$@" >"$WORK/out" 2>"$WORK/err" || status=$?
-    if [ "$status" != "$want" ]; then
-        echo "exit status $status, expected $want; stdout and stderr:"
-        cat "$WORK/out" "$WORK/err"
-        return 1
-    fi
-}
-
-# exits NAME CODE PATTERN COMMAND...: passes when COMMAND exits CODE and its output matches PATTERN.
-exits() {
-    local name=$1 code=$2 pattern=$3 output
-    shift 3
-    if output=$(run_code "$code" "$@") && cat "$WORK/out" "$WORK/err" | grep -Eq -- "$pattern"; then
-        ok "$name"
-    else
-        not_ok "$name"
-        [ -n "$output" ] || { echo "# expected /$pattern/ in:"; output=$(cat "$WORK/out" "$WORK/err"); }
-        printf '%s\n' "$output" | tail -20 | sed 's/^/# /'
-    fi
-}
-
 probe() {
     "$PROBE" --endpoint "127.0.0.1:$PORT" --cert "$OTHER/devices/device-0001.pem" \
         --key "$OTHER/devices/device-0001.key" --ca "$DEMO/pki/dps-root.pem" --get /x.plgd.dev/time 2>&1

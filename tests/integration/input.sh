@@ -34,20 +34,6 @@ api_expect() {
     fi
 }
 
-# exits NAME CODE PATTERN COMMAND...: COMMAND exits CODE and its output matches PATTERN.
-exits() {
-    local name=$1 code=$2 pattern=$3 status=0
-    shift 3
-    "$@" >"$WORK/out" 2>&1 || status=$?
-    if [ "$status" = "$code" ] && grep -Eq -- "$pattern" "$WORK/out"; then
-        ok "$name"
-    else
-        not_ok "$name"
-        echo "# exit status $status (expected $code), expected /$pattern/ in:"
-        head -c 1000 "$WORK/out" | sed 's/^/# /'
-    fi
-}
-
 hex() { head -c "$1" /dev/zero | tr '\0' 'a'; }
 text() { head -c "$1" /dev/zero | tr '\0' 'r'; }
 block() { jq -cn "$1"; }

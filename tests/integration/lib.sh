@@ -62,6 +62,31 @@ expect_output() {
     fi
 }
 
+# run_code CODE COMMAND...: runs COMMAND, output in $WORK/out and $WORK/err; true when it exits CODE.
+run_code() {
+    local want=$1 status=0
+    shift
+    "$@" >"$WORK/out" 2>"$WORK/err" || status=$?
+    if [ "$status" != "$want" ]; then
+        echo "exit status $status, expected $want; stdout and stderr:"
+        cat "$WORK/out" "$WORK/err"
+        return 1
+    fi
+}
+
+# exits NAME CODE PATTERN COMMAND...: passes when COMMAND exits CODE and its output matches PATTERN.
+exits() {
+    local name=$1 code=$2 pattern=$3 output
+    shift 3
+    if output=$(run_code "$code" "$@") && cat "$WORK/out" "$WORK/err" | grep -Eq -- "$pattern"; then
+        ok "$name"
+    else
+        not_ok "$name"
+        [ -n "$output" ] || { echo "# expected /$pattern/ in:"; output=$(cat "$WORK/out" "$WORK/err"); }
+        printf '%s\n' "$output" | tail -20 | sed 's/^/# /'
+    fi
+}
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 free_port() {
@@ -106,6 +131,55 @@ start_dpsd() {
     done
     echo "# dpsd did not become ready"
     return 1
+}
+
+# ports_listen PORT...: every PORT on 127.0.0.1 accepts connections.
+ports_listen() {
+    local port
+    for port in "$@"; do port_in_use "$port" || return 1; done
+}
+
+# start_dpsd_config DIR [PORT...]: dpsd --config DIR/dpsd.yaml, its log appended to DIR/dpsd.log;
+# waits until it says ready and every PORT listens. Otherwise prints the log's tail and returns 1.
+start_dpsd_config() {
+    local dir=$1
+    shift
+    "$DPSD" --config "$dir/dpsd.yaml" >>"$dir/dpsd.log" 2>&1 &
+    DPSD_PID=$!
+    for _ in $(seq 1 300); do
+        grep -q 'msg="ready"' "$dir/dpsd.log" && ports_listen "$@" && return 0
+        kill -0 "$DPSD_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    sed 's/^/# /' "$dir/dpsd.log" | tail -20
+    return 1
+}
+
+# call TOKEN METHOD PATH [curl options...]: prints "STATUS BODY" from the API at $API.
+call() {
+    local token=$1 method=$2 path=$3
+    shift 3
+    local auth=()
+    [ -n "$token" ] && auth=(-H "Authorization: Bearer $token")
+    curl -sS -m 10 -o "$WORK/body" -w '%{http_code}' -X "$method" "${auth[@]}" "$@" "$API$path" >"$WORK/status"
+    printf '%s ' "$(cat "$WORK/status")"
+    cat "$WORK/body"
+}
+
+# expect NAME STATUS PATTERN TOKEN METHOD PATH [curl options...]: one test case on call's output.
+expect() {
+    local name=$1 status=$2 pattern=$3
+    shift 3
+    local output
+    output=$(call "$@" 2>&1)
+    if [[ $output == "$status "* ]] && printf '%s\n' "$output" | grep -Eq -- "$pattern"; then
+        ok "$name"
+    else
+        not_ok "$name"
+        echo "# expected $status and /$pattern/, got:"
+        printf '%s\n' "$output" | head -c 2000 | sed 's/^/# /'
+        echo
+    fi
 }
 
 # stop_dpsd: SIGTERM and wait; returns dpsd's exit status.

@@ -69,18 +69,7 @@ api:
 EOF
 }
 
-start_node() {
-    "$DPSD" --config "$NODE/dpsd.yaml" >>"$NODE/dpsd.log" 2>&1 &
-    DPSD_PID=$!
-    for _ in $(seq 1 300); do
-        grep -q 'msg="ready"' "$NODE/dpsd.log" && port_in_use "$API_PORT" && return 0
-        kill -0 "$DPSD_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    sed 's/^/# /' "$NODE/dpsd.log" | tail -20
-    DPSD_PID=""
-    return 1
-}
+start_node() { start_dpsd_config "$NODE" "$API_PORT"; }
 
 write_config
 if start_node; then ok "dpsd starts with a key registry and a health listener"; else
@@ -91,33 +80,6 @@ fi
 OWNER1=$(cat "$NODE/pki/operator.token")
 OWNER2=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner 2)
 ADMIN=$("$DPSCTL" token --key "$NODE/pki/operator.key" --owner ops)
-
-# call TOKEN METHOD PATH [curl options...]: prints "STATUS BODY".
-call() {
-    local token=$1 method=$2 path=$3
-    shift 3
-    local auth=()
-    [ -n "$token" ] && auth=(-H "Authorization: Bearer $token")
-    curl -sS -m 10 -o "$WORK/body" -w '%{http_code}' -X "$method" "${auth[@]}" "$@" "$API$path" >"$WORK/status"
-    printf '%s ' "$(cat "$WORK/status")"
-    cat "$WORK/body"
-}
-
-# expect NAME STATUS PATTERN TOKEN METHOD PATH [curl options...]
-expect() {
-    local name=$1 status=$2 pattern=$3
-    shift 3
-    local output
-    output=$(call "$@" 2>&1)
-    if [[ $output == "$status "* ]] && printf '%s\n' "$output" | grep -Eq -- "$pattern"; then
-        ok "$name"
-    else
-        not_ok "$name"
-        echo "# expected $status and /$pattern/, got:"
-        printf '%s\n' "$output" | head -c 2000 | sed 's/^/# /'
-        echo
-    fi
-}
 
 # hub_doc ID IDENTITY TOKEN [jq filter]: a hub of the caller's; IDENTITY and TOKEN are JSON objects.
 hub_doc() {

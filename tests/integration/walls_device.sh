@@ -65,20 +65,8 @@ api:
   audience: dps-api
 EOF
 
-"$DPSD" --config "$NODE/dpsd.yaml" >>"$NODE/dpsd.log" 2>&1 &
-DPSD_PID=$!
-started=no
-for _ in $(seq 1 300); do
-    if grep -q 'msg="ready"' "$NODE/dpsd.log" && port_in_use "$API_PORT" && port_in_use "$PORT"; then
-        started=yes
-        break
-    fi
-    kill -0 "$DPSD_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [ $started = yes ]; then ok "dpsd starts with owner 2's hub and group"; else
+if start_dpsd_config "$NODE" "$API_PORT" "$PORT"; then ok "dpsd starts with owner 2's hub and group"; else
     not_ok "dpsd starts with owner 2's hub and group"
-    sed 's/^/# /' "$NODE/dpsd.log" | tail -20
     finish
 fi
 
