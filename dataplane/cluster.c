@@ -18,6 +18,12 @@
  * holds another id. When the walk is done it sets the marker. A command that
  * fails stops the pass; the next check starts again from the beginning
  * (every write is idempotent).
+ *
+ * Releases: the management API of any node deletes the Redis keys and
+ * publishes "<device id> <owner>" on <prefix>release; shard 0 of every node
+ * is subscribed and releases its own durable copy of that owner's binding
+ * (one synced store write on its loop: rare, operator-driven), so the id is
+ * free cluster-wide and no later re-seed brings the old claim back.
  */
 #include "dataplane/cluster.h"
 
@@ -215,6 +221,29 @@ struct cluster *cluster_create(const struct config_cluster *config, unsigned sha
 
 static void seed_check(void *arg);
 
+/* <prefix>release: "<device id> <owner>" released through some node's API. */
+static void on_release(void *user, const char *message, size_t length)
+{
+    struct cluster *cluster = user;
+    if (message == NULL || length < 38 || message[36] != ' ')
+        return;
+    char device_id[37];
+    memcpy(device_id, message, 36);
+    device_id[36] = '\0';
+    char *owner = strndup(message + 37, length - 37);
+    if (owner == NULL)
+        return;
+    int status = records_binding_release(cluster->store, owner, device_id);
+    if (status == STORE_OK) {
+        log_msg(LOG_INFO, "binding released", "device=%s owner=\"%s\" by=cluster", device_id,
+                owner);
+    } else if (status != STORE_NOT_FOUND) {
+        log_msg(LOG_ERROR, "binding release failed", "device=%s owner=\"%s\" by=cluster", device_id,
+                owner);
+    }
+    free(owner);
+}
+
 static void on_state(void *user, enum redis_state state, const char *reason)
 {
     struct cluster *cluster = user;
@@ -266,7 +295,8 @@ int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *libr
     }
     if (cluster->shard_index == 0) {
         cluster->seed_timer = loop_timer_create(loop, seed_check, cluster);
-        if (cluster->seed_timer == NULL) {
+        if (cluster->seed_timer == NULL ||
+            redis_subscribe(cluster->client, "release", on_release, cluster) != 0) {
             snprintf(err, err_length, "out of memory");
             return -1;
         }
