@@ -13,7 +13,7 @@
 # 4. Releasing D through node B's API frees it cluster-wide.
 . "$(dirname "$0")/lib.sh"
 
-plan 25
+plan 27
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
     { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
 
@@ -156,6 +156,22 @@ start_redis >/dev/null
 wait_for sh -c "curl -s http://127.0.0.1:$API_B/metrics | grep -q 'dps_redis_up{shard=\"1\"} 1' &&
                 curl -s http://127.0.0.1:$API_B/metrics | grep -q 'dps_redis_up{shard=\"0\"} 1'"
 check "redis back: the new claim succeeds without restarting dpsd" device "$PORT_B" 3
+
+# ---- A connection that leaves and a reload while a claim waits for Redis (ASan watches) ----
+E=3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f
+CLOUD_HEX=a1626469$(printf '7824%s' "$(printf '%s' "$E" | od -An -tx1 | tr -d ' \n')")
+kill -STOP "$REDIS_PID"
+"$PROBE" --endpoint "127.0.0.1:$PORT_B" --ca "$DEMO/pki/dps-root.pem" --cert "$DEMO/pki/devices/device-0005.pem" \
+    --key "$DEMO/pki/devices/device-0005.key" --post /api/v1/provisioning/cloud-configuration \
+    --content-format 60 --payload-hex "$CLOUD_HEX" --drop >"$WORK/drop.out" 2>&1
+kill -HUP "$PID_b"
+sleep 1
+kill -CONT "$REDIS_PID"
+wait_for sh -c "curl -s http://127.0.0.1:$API_B/metrics | grep -q 'dps_redis_up{shard=\"1\"} 1' &&
+                curl -s http://127.0.0.1:$API_B/metrics | grep -q 'dps_redis_up{shard=\"0\"} 1'"
+check "a claim whose connection left during a reload, Redis stalled, harms nothing" \
+    sh -c "grep -q dropped '$WORK/drop.out' && kill -0 $PID_b && grep -q 'msg=\"redis down\"' '$WORK/b.log'"
+check "and the same identity then gets its id" device "$PORT_B" 5 --di "$E"
 
 # ---- 4. A claim Redis lost meets its twin at the re-seed ----
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {s += $2} END {print s + 0}'; }
