@@ -65,7 +65,7 @@ static const char seed_script_source[] =
     "end\n"
     "local bound = redis.call('GET', KEYS[2])\n"
     "if bound and bound ~= ARGV[2] then\n"
-    "  redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[1])\n"
+    "  redis.call('SET', KEYS[3], ARGV[1] .. ' holds ' .. bound)\n"
     "  return 'conflict'\n"
     "end\n"
     "redis.call('SET', KEYS[1], ARGV[1])\n"

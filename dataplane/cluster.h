@@ -9,8 +9,10 @@
  * Keys, each after cluster.keyPrefix:
  *   binding:<owner key>:<device id>  -> record id   (the id is this identity's)
  *   identity:<owner key>:<record id> -> device id   (this identity has its one id)
- *   conflict:<owner key>:<device id> -> "<held> <seen>" (a re-seed found the id
- *                                        held by two records: refused until released)
+ *   conflict:<owner key>:<device id> -> "<record> <record>" (a re-seed found the id
+ *                                        held by two records), or "<record> holds <id>"
+ *                                        (its record bound to another id): refused until
+ *                                        released
  *   seeded:<node>                    -> this node's bindings are in Redis
  *
  * Everything but cluster_get_status() and cluster_stats_get() runs on the
