@@ -274,8 +274,17 @@ static int apply_cluster_overrides(struct config *config, const struct options *
         if (cluster->key_prefix == NULL && override_string(&cluster->key_prefix, "dps:") != 0)
             return -1;
     }
-    if (options->node != NULL && override_string(&cluster->node, options->node) != 0)
-        return -1;
+    if (options->node != NULL) {
+        size_t length = strlen(options->node);
+        if (length == 0 || length > 64 ||
+            strspn(options->node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789._-:") != length) {
+            fprintf(stderr, "dpsd: --node: at most 64 letters, digits, '.', '_', '-' or ':'\n");
+            return -1;
+        }
+        if (override_string(&cluster->node, options->node) != 0)
+            return -1;
+    }
     if (cluster->node == NULL) {
         char host[256] = "node";
         if (gethostname(host, sizeof(host)) != 0)
