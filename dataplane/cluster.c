@@ -127,6 +127,92 @@ static _Atomic uint64_t seeded_total;
 static _Atomic uint64_t claims_total;
 static _Atomic uint64_t claims_refused_total;
 static _Atomic uint64_t unavailable_total;
+/*
+ * The conflicts this node knows of ("<owner key>:<device id>"): found by its
+ * own re-seed or claims, or published by another node's re-seed on
+ * <prefix>conflict, and dropped on a release. Renewals are checked against
+ * it without asking Redis, so both records of a conflict are refused; the
+ * count lets the hot path skip the lock while there is none.
+ */
+static pthread_mutex_t conflicts_lock = PTHREAD_MUTEX_INITIALIZER;
+static char (*conflicts)[RECORDS_OWNER_KEY_LENGTH + 1 + 37];
+static size_t conflict_count;
+static _Atomic size_t conflicts_known;
+
+static void conflict_name(const char *owner_key, const char *device_id,
+                          char out[RECORDS_OWNER_KEY_LENGTH + 1 + 37])
+{
+    snprintf(out, RECORDS_OWNER_KEY_LENGTH + 1 + 37, "%.36s:%.36s", owner_key, device_id);
+}
+
+static long conflict_find(const char *name)
+{
+    for (size_t i = 0; i < conflict_count; i++) {
+        if (strcmp(conflicts[i], name) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+static void conflict_remember(const char *owner_key, const char *device_id)
+{
+    char name[RECORDS_OWNER_KEY_LENGTH + 1 + 37];
+    conflict_name(owner_key, device_id, name);
+    pthread_mutex_lock(&conflicts_lock);
+    if (conflict_find(name) < 0) {
+        char(*grown)[RECORDS_OWNER_KEY_LENGTH + 1 + 37] =
+            realloc(conflicts, (conflict_count + 1) * sizeof(*conflicts));
+        if (grown != NULL) {
+            conflicts = grown;
+            memcpy(conflicts[conflict_count++], name, sizeof(name));
+            atomic_store(&conflicts_known, conflict_count);
+        }
+    }
+    pthread_mutex_unlock(&conflicts_lock);
+}
+
+static void conflict_forget(const char *owner_key, const char *device_id)
+{
+    char name[RECORDS_OWNER_KEY_LENGTH + 1 + 37];
+    conflict_name(owner_key, device_id, name);
+    pthread_mutex_lock(&conflicts_lock);
+    long index = conflict_find(name);
+    if (index >= 0) {
+        memmove(conflicts[index], conflicts[index + 1],
+                (conflict_count - (size_t)index - 1) * sizeof(*conflicts));
+        conflict_count--;
+        atomic_store(&conflicts_known, conflict_count);
+    }
+    pthread_mutex_unlock(&conflicts_lock);
+}
+
+bool cluster_conflicted(const char *owner_key, const char *device_id)
+{
+    if (atomic_load(&conflicts_known) == 0)
+        return false;
+    char name[RECORDS_OWNER_KEY_LENGTH + 1 + 37];
+    conflict_name(owner_key, device_id, name);
+    pthread_mutex_lock(&conflicts_lock);
+    bool found = conflict_find(name) >= 0;
+    pthread_mutex_unlock(&conflicts_lock);
+    return found;
+}
+
+/* <prefix>conflict: "<owner key>:<device id>" found by some node's re-seed. */
+static void on_conflict(void *user, const char *message, size_t length)
+{
+    (void)user;
+    if (message == NULL || length != RECORDS_OWNER_KEY_LENGTH + 1 + 36 ||
+        message[RECORDS_OWNER_KEY_LENGTH] != ':')
+        return;
+    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], device_id[37];
+    memcpy(owner_key, message, RECORDS_OWNER_KEY_LENGTH);
+    owner_key[RECORDS_OWNER_KEY_LENGTH] = '\0';
+    memcpy(device_id, message + RECORDS_OWNER_KEY_LENGTH + 1, 36);
+    device_id[36] = '\0';
+    conflict_remember(owner_key, device_id);
+}
+
 /* A binding was made while Redis was away: the next check re-seeds even with the marker set. */
 static atomic_bool reseed_wanted;
 
@@ -233,6 +319,9 @@ static void on_release(void *user, const char *message, size_t length)
     char *owner = strndup(message + 37, length - 37);
     if (owner == NULL)
         return;
+    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1];
+    records_owner_key(owner, owner_key);
+    conflict_forget(owner_key, device_id);
     int status = records_binding_release(cluster->store, owner, device_id);
     if (status == STORE_OK) {
         log_msg(LOG_INFO, "binding released", "device=%s owner=\"%s\" by=cluster", device_id,
@@ -296,7 +385,8 @@ int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *libr
     if (cluster->shard_index == 0) {
         cluster->seed_timer = loop_timer_create(loop, seed_check, cluster);
         if (cluster->seed_timer == NULL ||
-            redis_subscribe(cluster->client, "release", on_release, cluster) != 0) {
+            redis_subscribe(cluster->client, "release", on_release, cluster) != 0 ||
+            redis_subscribe(cluster->client, "conflict", on_conflict, cluster) != 0) {
             snprintf(err, err_length, "out of memory");
             return -1;
         }
@@ -377,6 +467,7 @@ static void claim_reply(void *user, enum redis_status status, const struct redis
             claim->result = CLUSTER_CLAIM_IDENTITY_BOUND;
         } else if (strcmp(verdict, "conflict") == 0) {
             claim->result = CLUSTER_CLAIM_CONFLICT;
+            conflict_remember(claim->owner_key, claim->device_id);
         }
     } else if (status == REDIS_STATUS_ERROR) {
         const char *text = reply != NULL ? redis_reply_string(reply, NULL) : NULL;
@@ -403,6 +494,8 @@ int cluster_claim(struct cluster *cluster, struct cluster_claim *claim, const ch
     binding_keys(owner_key, device_id, record_id, binding, identity, conflict);
     const char *keys[] = {binding, identity, conflict};
     const char *args[] = {record_id, device_id};
+    snprintf(claim->owner_key, sizeof(claim->owner_key), "%s", owner_key);
+    snprintf(claim->device_id, sizeof(claim->device_id), "%s", device_id);
     enum redis_status status = redis_script_call(cluster->client, cluster->claim_script,
                                                  claim_reply, claim, 3, keys, NULL, 2, args, NULL);
     if (status != REDIS_STATUS_OK) {
@@ -455,7 +548,14 @@ static void seed_reply(void *user, enum redis_status status, const struct redis_
     const char *verdict = status == REDIS_STATUS_OK ? redis_reply_string(reply, NULL) : NULL;
     if (verdict == NULL) {
         cluster->seed_failed = true;
+    } else if (strcmp(verdict, "conflicted") == 0) {
+        conflict_remember(entry->owner_key, entry->device_id);
     } else if (strcmp(verdict, "conflict") == 0) {
+        conflict_remember(entry->owner_key, entry->device_id);
+        char message[RECORDS_OWNER_KEY_LENGTH + 1 + 37];
+        conflict_name(entry->owner_key, entry->device_id, message);
+        if (!cluster->stopping)
+            redis_publish(cluster->client, "conflict", message, strlen(message), NULL, NULL);
         atomic_fetch_add(&conflicts_total, 1);
         log_msg(LOG_ERROR, "binding conflict",
                 "owner_key=%s device=%s record=%s node=%s "

@@ -50,6 +50,8 @@ struct cluster_claim {
     void *user;
     enum cluster_claim_result result;
     char holder[37];
+    char owner_key[37]; /* the claim's, kept by cluster_claim() */
+    char device_id[37];
 };
 
 /* Copies what it needs from config; no connection yet. NULL with err. */
@@ -71,6 +73,14 @@ int cluster_claim(struct cluster *cluster, struct cluster_claim *claim, const ch
                   const char *device_id, const char *record_id);
 
 enum config_bindings_policy cluster_policy(const struct cluster *cluster);
+
+/*
+ * Whether this node knows owner_key's device_id to be in conflict (a re-seed
+ * found it bound twice; learnt from its own re-seeds and claims and from the
+ * other nodes' through Redis, forgotten on release). Renewals check it
+ * without asking Redis, so both records are refused. Any thread.
+ */
+bool cluster_conflicted(const char *owner_key, const char *device_id);
 
 /* A binding made while Redis was away (policy local): counted, logged, re-seeded later. */
 void cluster_note_local_binding(struct cluster *cluster, const char *owner_key,

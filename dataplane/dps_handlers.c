@@ -33,7 +33,8 @@
  * already hold in the store) asks Redis first when the node is part of a
  * cluster: refused there is a 4.03 like a local conflict; granted goes on to
  * the signer and the same conditional write as a single node. Renewals of
- * bound devices never wait for Redis. Redis unreachable: cluster policy
+ * bound devices never wait for Redis (a conflict the node knows of refuses
+ * them, see cluster_conflicted()). Redis unreachable: cluster policy
  * closed answers 5.03 (the device retries), local binds here and has the
  * next re-seed reconcile.
  */
@@ -1007,8 +1008,17 @@ static int check_device_id(struct dps_op *op, const char *device_id)
         set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
         return -1;
     }
-    /* The record holds this id durably: a renewal, Redis is not asked. */
-    return held || op->services->cluster == NULL ? 0 : 1;
+    if (op->services->cluster == NULL) {
+        return 0;
+    }
+    /* The record holds this id durably: a renewal, Redis is not asked, unless in conflict. */
+    if (held && cluster_conflicted(entry->owner_key, device_id)) {
+        snprintf(message, sizeof(message),
+                 "device id %s is bound twice across the cluster; the owner must release it",
+                 device_id);
+        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
+    }
+    return held ? 0 : 1;
 }
 
 /* Redis answered a claim (or will not): back on the shard's thread through the mailbox. */

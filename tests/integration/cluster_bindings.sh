@@ -21,7 +21,7 @@
 #    re-seed carries the binding into Redis when it is back.
 . "$(dirname "$0")/lib.sh"
 
-plan 30
+plan 31
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
     { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
 
@@ -199,6 +199,11 @@ check "a new claim of D is refused through either node" \
              --first 4 --devices 1 --di $D --expect-code cloud=4.03 &&
            '$LOADGEN' --endpoint coaps+tcp://127.0.0.1:$PORT_B --pki '$DEMO/pki' --ca '$DEMO/pki/dps-root.pem' \
              --first 4 --devices 1 --di $D --expect-code cloud=4.03"
+check "renewals of both records are refused too, through either node" \
+    sh -c "'$LOADGEN' --endpoint coaps+tcp://127.0.0.1:$PORT_A --pki '$DEMO/pki' --ca '$DEMO/pki/dps-root.pem' \
+             --first 1 --devices 1 --di $D --renew --expect-code credentials=4.03 &&
+           '$LOADGEN' --endpoint coaps+tcp://127.0.0.1:$PORT_B --pki '$DEMO/pki' --ca '$DEMO/pki/dps-root.pem' \
+             --first 2 --devices 1 --di $D --renew --expect-code credentials=4.03"
 check "GET /api/v1/bindings shows the conflict to the owner on both nodes" \
     sh -c "curl -sS -H 'Authorization: Bearer $TOKEN' 'http://127.0.0.1:$API_A/api/v1/bindings?deviceIdFilter=$D' |
              jq -e -s 'length == 1 and .[0].result.conflict == true' >/dev/null &&

@@ -300,6 +300,8 @@ static void reseed_writes_bindings_and_finds_conflicts(void **state)
     assert_false(key_exists("t:identity:" OWNER_KEY_1 ":" RECORD_2));
     assert_int_equal(after.conflicts - before.conflicts, 1);
     assert_int_equal(after.seeded - before.seeded, 1);
+    assert_true(cluster_conflicted(OWNER_KEY_1, DEVICE_B));
+    assert_false(cluster_conflicted(OWNER_KEY_1, DEVICE_A));
     /* Both records are refused from then on. */
     struct claim_answer answer;
     assert_int_equal(claim(&answer, OWNER_KEY_1, DEVICE_B, RECORD_2), CLUSTER_CLAIM_CONFLICT);
