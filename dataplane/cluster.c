@@ -8,7 +8,8 @@
  * device that provisioned through another node). The caller then writes the
  * binding durably in RocksDB as it always did; both must hold.
  *
- * The re-seed runs on shard 0. On every READY and every SEED_CHECK_MS it asks
+ * The re-seed runs on shard 0, once at start and then whenever needed: on
+ * every READY and every SEED_CHECK_MS it asks
  * whether seeded:<node> exists; when it does not (Redis restarted empty, was
  * flushed, or failed over to a replica that had not seen it), or when a
  * binding was made locally while Redis was away, it walks the node's
@@ -383,6 +384,8 @@ int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *libr
         return -1;
     }
     if (cluster->shard_index == 0) {
+        /* At start the node's bindings go into Redis whatever the marker says. */
+        atomic_store(&reseed_wanted, true);
         cluster->seed_timer = loop_timer_create(loop, seed_check, cluster);
         if (cluster->seed_timer == NULL ||
             redis_subscribe(cluster->client, "release", on_release, cluster) != 0 ||
