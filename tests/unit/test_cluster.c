@@ -3,7 +3,9 @@
  * real redis-server started here: the claim script's verdicts, per owner;
  * a conflict key refusing; Redis away; claims in flight answered when the
  * shard stops; and the re-seed writing the store's bindings into an empty
- * Redis, with a conflict where another record holds an id.
+ * Redis, with a conflict where another record holds an id. And the
+ * management API's blocking side (store/redis_admin.c): releases and the
+ * conflicts list, through a fixed address and through Sentinel.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 #include "dataplane/loop.h"
 #include "perf/redis_server.h"
 #include "store/records.h"
+#include "store/redis_admin.h"
 #include "store/store.h"
 
 #define OWNER_KEY_1 "b80c8fef-a677-5340-85fb-2c162d75df03"
@@ -314,12 +317,89 @@ static void reseed_writes_bindings_and_finds_conflicts(void **state)
     stop();
 }
 
+static void admin_releases_and_lists_conflicts(void **state)
+{
+    (void)state;
+    flush();
+    char err[256] = "", address[32];
+    snprintf(address, sizeof(address), "127.0.0.1:%u", h.server.port);
+    struct config_cluster config = {
+        .redis = address,
+        .key_prefix = "t:",
+        .command_timeout_ms = 500,
+        .connect_timeout_ms = 500,
+    };
+    static const char *const setup_commands[][3] = {
+        {"t:binding:" OWNER_KEY_1 ":" DEVICE_A, RECORD_1},
+        {"t:identity:" OWNER_KEY_1 ":" RECORD_1, DEVICE_A},
+        {"t:identity:" OWNER_KEY_1 ":" RECORD_2, DEVICE_A},
+        {"t:conflict:" OWNER_KEY_1 ":" DEVICE_A, RECORD_1 " " RECORD_2},
+        {"t:conflict:" OWNER_KEY_2 ":" DEVICE_B, RECORD_3 " " RECORD_2},
+    };
+    for (size_t i = 0; i < sizeof(setup_commands) / sizeof(setup_commands[0]); i++)
+        freeReplyObject(redis_server_command(h.server.port, NULL, "SET %s %s", setup_commands[i][0],
+                                             setup_commands[i][1]));
+    char(*ids)[37] = NULL;
+    size_t count = 0;
+    assert_int_equal(redis_admin_conflicts(&config, OWNER_KEY_1, &ids, &count, err, sizeof(err)),
+                     0);
+    assert_int_equal(count, 1);
+    assert_string_equal(ids[0], DEVICE_A);
+    free(ids);
+
+    bool removed = false;
+    assert_int_equal(redis_admin_release(&config, OWNER_KEY_1, "1", DEVICE_A, RECORD_2, &removed,
+                                         err, sizeof(err)),
+                     0);
+    assert_true(removed);
+    assert_false(key_exists("t:binding:" OWNER_KEY_1 ":" DEVICE_A));
+    assert_false(key_exists("t:identity:" OWNER_KEY_1 ":" RECORD_1));
+    assert_false(key_exists("t:identity:" OWNER_KEY_1 ":" RECORD_2));
+    assert_false(key_exists("t:conflict:" OWNER_KEY_1 ":" DEVICE_A));
+    assert_true(key_exists("t:conflict:" OWNER_KEY_2 ":" DEVICE_B)); /* another owner's */
+    assert_int_equal(
+        redis_admin_release(&config, OWNER_KEY_1, "1", DEVICE_A, NULL, &removed, err, sizeof(err)),
+        0);
+    assert_false(removed);
+
+    /* Through Sentinel: the primary it names. */
+    struct redis_server sentinel;
+    assert_int_equal(redis_server_start_sentinel(&sentinel, h.folder, h.server.port, "dps", 5000,
+                                                 10000, err, sizeof(err)),
+                     0);
+    char sentinel_address[32];
+    snprintf(sentinel_address, sizeof(sentinel_address), "127.0.0.1:%u", sentinel.port);
+    char *sentinels[] = {sentinel_address};
+    struct config_cluster via_sentinel = config;
+    via_sentinel.redis = NULL;
+    via_sentinel.sentinels = sentinels;
+    via_sentinel.sentinel_count = 1;
+    via_sentinel.master_name = "dps";
+    assert_int_equal(
+        redis_admin_conflicts(&via_sentinel, OWNER_KEY_2, &ids, &count, err, sizeof(err)), 0);
+    assert_int_equal(count, 1);
+    assert_string_equal(ids[0], DEVICE_B);
+    free(ids);
+    redis_server_stop(&sentinel);
+
+    /* Nobody there: an error that says so, promptly. */
+    struct config_cluster nowhere = config;
+    char closed_port[32];
+    snprintf(closed_port, sizeof(closed_port), "127.0.0.1:%u", redis_server_free_port());
+    nowhere.redis = closed_port;
+    assert_int_equal(
+        redis_admin_release(&nowhere, OWNER_KEY_1, "1", DEVICE_A, NULL, &removed, err, sizeof(err)),
+        -1);
+    assert_non_null(strstr(err, "unreachable"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(claims_have_verdicts),
         cmocka_unit_test(redis_away_refuses_at_once_and_stop_answers_in_flight),
         cmocka_unit_test(reseed_writes_bindings_and_finds_conflicts),
+        cmocka_unit_test(admin_releases_and_lists_conflicts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
