@@ -128,6 +128,12 @@ struct config_api {
     unsigned quota_request_burst;       /* default 100 */
 };
 
+/* What a node does with a new device-id binding while Redis is unreachable. */
+enum config_bindings_policy {
+    CONFIG_BINDINGS_CLOSED, /* refuse with 5.03 and Max-Age: the device retries (default) */
+    CONFIG_BINDINGS_LOCAL,  /* bind in the node's store alone; reconciled at the next re-seed */
+};
+
 /* Running as one node of a cluster (README "Running a cluster"). */
 struct config_cluster {
     /*
@@ -137,6 +143,23 @@ struct config_cluster {
      */
     char **trusted_proxies;
     size_t trusted_proxy_count;
+    /*
+     * The cluster's Redis (store/redis.h): redis (numeric HOST:PORT or a unix
+     * socket path) or sentinels with master_name; neither means a single node
+     * without Redis. Read at start.
+     */
+    char *redis;
+    char **sentinels; /* HOST:PORT, numeric */
+    size_t sentinel_count;
+    char *master_name;
+    char *username; /* ACL user, or NULL */
+    char *password; /* the value, or the contents of passwordFile (one line), or NULL */
+    unsigned database;
+    char *key_prefix;            /* default "dps:" */
+    unsigned command_timeout_ms; /* default 250 */
+    unsigned connect_timeout_ms; /* default 1000 */
+    char *node;                  /* this node's name, default the host name */
+    enum config_bindings_policy bindings_when_redis_down;
 };
 
 struct config {

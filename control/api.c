@@ -61,6 +61,7 @@
 #include "control/plane.h"
 #include "crypto/uuid.h"
 #include "store/records.h"
+#include "store/redis_admin.h"
 #include "store/store.h"
 
 #define API_BODY_LIMIT (1024 * 1024)
@@ -717,6 +718,10 @@ struct stream {
     struct store *store;
     int fd; /* the pipe's write end */
     bool broken;
+    /* Bindings in a cluster: the owner's device ids a re-seed found bound twice (Redis). */
+    char (*conflicts)[37];
+    size_t conflict_count;
+    bool *conflict_listed;
 };
 
 /* Writes all of text; false once the reader has gone. */
@@ -792,17 +797,73 @@ static int issuance_result(void *user, json_t *entry)
     return stream_line(stream, "result", json_incref(entry)) ? 0 : 1;
 }
 
+/* The index of device_id among the stream's conflicts, or -1. */
+static long conflict_index(const struct stream *stream, const char *device_id)
+{
+    for (size_t i = 0; device_id != NULL && i < stream->conflict_count; i++) {
+        if (strcmp(stream->conflicts[i], device_id) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
 static int binding_result(void *user, json_t *binding)
 {
     struct stream *stream = user;
-    if (!query_matches(stream->query, "deviceIdFilter",
-                       json_string_value(json_object_get(binding, "deviceId"))))
+    const char *device_id = json_string_value(json_object_get(binding, "deviceId"));
+    if (!query_matches(stream->query, "deviceIdFilter", device_id))
         return 0;
-    return stream_line(stream, "result", json_incref(binding)) ? 0 : 1;
+    long conflict = conflict_index(stream, device_id);
+    if (conflict < 0)
+        return stream_line(stream, "result", json_incref(binding)) ? 0 : 1;
+    stream->conflict_listed[conflict] = true;
+    json_t *marked = json_copy(binding);
+    json_object_set_new(marked, "conflict", json_true());
+    return stream_line(stream, "result", marked) ? 0 : 1;
+}
+
+/*
+ * GET /api/v1/bindings in a cluster: the owner's conflicts, from Redis
+ * before the scan; those this node holds no binding of are listed after it,
+ * without a record id. Redis unreachable: the node's bindings alone.
+ */
+static void bindings_conflicts_load(struct stream *stream)
+{
+    const struct config_cluster *cluster = &plane_settings(stream->api->plane)->cluster;
+    if (cluster->redis == NULL && cluster->sentinel_count == 0)
+        return;
+    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], err[256];
+    records_owner_key(stream->owner, owner_key);
+    if (redis_admin_conflicts(cluster, owner_key, &stream->conflicts, &stream->conflict_count, err,
+                              sizeof(err)) != 0) {
+        log_msg(LOG_WARN, "binding conflicts unknown", "owner=\"%s\" error=\"%s\"", stream->owner,
+                err);
+        return;
+    }
+    if (stream->conflict_count > 0 &&
+        (stream->conflict_listed = calloc(stream->conflict_count, sizeof(bool))) == NULL) {
+        free(stream->conflicts);
+        stream->conflicts = NULL;
+        stream->conflict_count = 0;
+    }
+}
+
+static void bindings_conflicts_rest(struct stream *stream)
+{
+    for (size_t i = 0; i < stream->conflict_count && !stream->broken; i++) {
+        if (stream->conflict_listed[i] ||
+            !query_matches(stream->query, "deviceIdFilter", stream->conflicts[i]))
+            continue;
+        stream_line(stream, "result",
+                    json_pack("{s:s, s:s, s:b}", "deviceId", stream->conflicts[i], "owner",
+                              stream->owner, "conflict", true));
+    }
 }
 
 static void stream_free(struct stream *stream)
 {
+    free(stream->conflicts);
+    free(stream->conflict_listed);
     json_decref(stream->query);
     free(stream->owner);
     free(stream);
@@ -833,7 +894,10 @@ static void *stream_produce(void *user)
         status = records_issuance_scan(stream->store, stream->owner, issuance_result, stream, NULL);
         break;
     default:
+        bindings_conflicts_load(stream);
         status = records_bindings_scan(stream->store, stream->owner, binding_result, stream, NULL);
+        if (status == STORE_OK)
+            bindings_conflicts_rest(stream);
         break;
     }
     if (status != STORE_OK && !stream->broken)
@@ -1033,22 +1097,44 @@ static enum MHD_Result release_bindings(struct api *api, struct MHD_Connection *
     if (query == NULL)
         return result;
     struct store *store = plane_store(api->plane);
+    const struct config_cluster *cluster = &plane_settings(api->plane)->cluster;
+    bool clustered = cluster->redis != NULL || cluster->sentinel_count > 0;
     json_int_t count = 0;
     size_t i;
     json_t *value;
     json_array_foreach(ids, i, value)
     {
-        char device[UUID_STRING_LENGTH + 1];
+        char device[UUID_STRING_LENGTH + 1], record_id[UUID_STRING_LENGTH + 1] = "";
         if (uuid_text_normalise(json_string_value(value), device) < 0)
             continue;
+        if (clustered && records_binding_get(store, owner, device, record_id) != STORE_OK)
+            record_id[0] = '\0';
         int status = records_binding_release(store, owner, device);
-        if (status == STORE_NOT_FOUND)
-            continue;
-        if (status != STORE_OK) {
+        if (status != STORE_OK && status != STORE_NOT_FOUND) {
             json_decref(query);
             return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                                "the store refused the delete");
         }
+        bool released = status == STORE_OK;
+        if (clustered) {
+            /* The cluster's claim too (and every node's copy, through the release message). */
+            char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], err[256];
+            bool removed;
+            records_owner_key(owner, owner_key);
+            if (redis_admin_release(cluster, owner_key, owner, device,
+                                    record_id[0] != '\0' ? record_id : NULL, &removed, err,
+                                    sizeof(err)) != 0) {
+                log_msg(LOG_WARN, "binding release incomplete",
+                        "device=%s owner=\"%s\" error=\"%s\"", device, owner, err);
+                json_decref(query);
+                return queue_error(connection, MHD_HTTP_SERVICE_UNAVAILABLE, RPC_UNAVAILABLE,
+                                   "released on this node only: Redis did not answer, retry to "
+                                   "release it across the cluster");
+            }
+            released = released || removed;
+        }
+        if (!released)
+            continue;
         log_msg(LOG_INFO, "binding released", "device=%s owner=\"%s\"", device, owner);
         count++;
     }

@@ -20,6 +20,7 @@
 #include "dataplane/proxy.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -1433,16 +1434,172 @@ static int check_cidr(struct parser *p, const yaml_node_t *node, const char *pat
     return 0;
 }
 
+/* A Redis address: numeric HOST:PORT, or (for redis only) an absolute unix socket path. */
+static int check_redis_address(struct parser *p, const yaml_node_t *node, const char *path,
+                               char *text)
+{
+    if (text[0] == '/')
+        return 0;
+    return check_listen(p, node, path, text);
+}
+
+/* Milliseconds: N (milliseconds), Nms or Ns. */
+static int map_milliseconds(struct mapping *m, const char *key, unsigned long min,
+                            unsigned long max, unsigned long fallback, unsigned *out)
+{
+    char path[KEY_MAX];
+    yaml_node_t *node = mapping_value(m, key, path);
+    *out = (unsigned)fallback;
+    if (node == NULL)
+        return 0;
+    const char *text = node->type == YAML_SCALAR_NODE ? scalar_text(node) : "";
+    char *end;
+    errno = 0;
+    unsigned long value = strtoul(text, &end, 10);
+    unsigned long unit = 0;
+    if (*end == '\0' || strcmp(end, "ms") == 0)
+        unit = 1;
+    else if (strcmp(end, "s") == 0)
+        unit = 1000;
+    if (text[0] < '0' || text[0] > '9' || unit == 0 || errno != 0 || value > max / unit ||
+        value * unit < min)
+        return fail(m->p, node, path,
+                    "must be a duration from %lums to %lums (milliseconds, or N followed by ms "
+                    "or s)",
+                    min, max);
+    *out = (unsigned)(value * unit);
+    return 0;
+}
+
+/* passwordFile: its first line, the only secret that may come from a file. */
+static int read_password_file(struct mapping *m, struct config_cluster *cluster)
+{
+    char path[KEY_MAX];
+    char *file = NULL;
+    if (map_path(m, "passwordFile", false, NULL, true, &file) < 0) {
+        free(file);
+        return -1;
+    }
+    if (file == NULL)
+        return 0;
+    yaml_node_t *node = mapping_value(m, "passwordFile", path);
+    if (cluster->password != NULL) {
+        free(file);
+        return fail(m->p, node, path, "give password or passwordFile, not both");
+    }
+    FILE *stream = fopen(file, "r");
+    char line[1024];
+    bool read = stream != NULL && fgets(line, sizeof(line), stream) != NULL;
+    if (stream != NULL)
+        fclose(stream);
+    free(file);
+    if (!read)
+        return fail(m->p, node, path, "cannot read the password");
+    line[strcspn(line, "\r\n")] = '\0';
+    if (line[0] == '\0')
+        return fail(m->p, node, path, "the password is empty");
+    cluster->password = strdup(line);
+    explicit_bzero(line, sizeof(line));
+    if (cluster->password == NULL)
+        return fail(m->p, node, path, "out of memory");
+    return 0;
+}
+
+/* Names that go into Redis keys and log lines: letters, digits, '.', '_', '-', ':'. */
+static bool cluster_name_valid(const char *text, size_t max)
+{
+    size_t length = strlen(text);
+    if (length == 0 || length > max)
+        return false;
+    for (const char *c = text; *c != '\0'; c++) {
+        if (!isalnum((unsigned char)*c) && strchr("._-:", *c) == NULL)
+            return false;
+    }
+    return true;
+}
+
+static int parse_cluster_names(struct mapping *m, struct config_cluster *cluster)
+{
+    char path[KEY_MAX];
+    char *policy;
+    if (map_string(m, "keyPrefix", false, "dps:", &cluster->key_prefix) < 0 ||
+        map_string(m, "node", false, NULL, &cluster->node) < 0 ||
+        map_string(m, "bindingsWhenRedisDown", false, "closed", &policy) < 0)
+        return -1;
+    bool closed = strcmp(policy, "closed") == 0;
+    bool local = strcmp(policy, "local") == 0;
+    free(policy);
+    if (!closed && !local)
+        return fail(m->p, mapping_value(m, "bindingsWhenRedisDown", path), path,
+                    "must be closed or local");
+    cluster->bindings_when_redis_down = closed ? CONFIG_BINDINGS_CLOSED : CONFIG_BINDINGS_LOCAL;
+    if (!cluster_name_valid(cluster->key_prefix, 64))
+        return fail(m->p, mapping_value(m, "keyPrefix", path), path,
+                    "at most 64 letters, digits, '.', '_', '-' or ':'");
+    if (cluster->node == NULL) {
+        char host[256];
+        if (gethostname(host, sizeof(host)) != 0 || !cluster_name_valid(host, 64))
+            snprintf(host, sizeof(host), "node");
+        host[sizeof(host) - 1] = '\0';
+        if ((cluster->node = strdup(host)) == NULL)
+            return fail(m->p, NULL, "cluster.node", "out of memory");
+    } else if (!cluster_name_valid(cluster->node, 64)) {
+        return fail(m->p, mapping_value(m, "node", path), path,
+                    "at most 64 letters, digits, '.', '_', '-' or ':'");
+    }
+    return 0;
+}
+
 static int parse_cluster(struct mapping *root, struct config_cluster *cluster)
 {
-    static const char *const keys[] = {"trustedProxies", NULL};
+    static const char *const keys[] = {"trustedProxies",
+                                       "redis",
+                                       "sentinels",
+                                       "masterName",
+                                       "username",
+                                       "password",
+                                       "passwordFile",
+                                       "database",
+                                       "keyPrefix",
+                                       "commandTimeout",
+                                       "connectTimeout",
+                                       "node",
+                                       "bindingsWhenRedisDown",
+                                       NULL};
     struct mapping m;
+    char path[KEY_MAX];
+    unsigned long database;
+    cluster->command_timeout_ms = 250;
+    cluster->connect_timeout_ms = 1000;
     if (map_mapping(root, "cluster", false, keys, &m) < 0)
         return -1;
     if (m.node == NULL)
         return 0;
-    return map_string_list(&m, "trustedProxies", false, &cluster->trusted_proxies,
-                           &cluster->trusted_proxy_count, check_cidr);
+    if (map_string_list(&m, "trustedProxies", false, &cluster->trusted_proxies,
+                        &cluster->trusted_proxy_count, check_cidr) < 0 ||
+        map_string(&m, "redis", false, NULL, &cluster->redis) < 0 ||
+        (cluster->redis != NULL &&
+         check_redis_address(m.p, mapping_value(&m, "redis", path), path, cluster->redis) < 0) ||
+        map_string_list(&m, "sentinels", false, &cluster->sentinels, &cluster->sentinel_count,
+                        check_listen) < 0 ||
+        map_string(&m, "masterName", false, NULL, &cluster->master_name) < 0 ||
+        map_string(&m, "username", false, NULL, &cluster->username) < 0 ||
+        map_string(&m, "password", false, NULL, &cluster->password) < 0 ||
+        read_password_file(&m, cluster) < 0 ||
+        map_unsigned(&m, "database", 0, 65535, 0, &database) < 0 ||
+        map_milliseconds(&m, "commandTimeout", 1, 60000, 250, &cluster->command_timeout_ms) < 0 ||
+        map_milliseconds(&m, "connectTimeout", 1, 60000, 1000, &cluster->connect_timeout_ms) < 0 ||
+        parse_cluster_names(&m, cluster) < 0)
+        return -1;
+    cluster->database = (unsigned)database;
+    if (cluster->redis != NULL && cluster->sentinels != NULL)
+        return fail(m.p, mapping_value(&m, "sentinels", path), path,
+                    "give redis or sentinels, not both");
+    if (cluster->sentinels != NULL && cluster->master_name == NULL)
+        return fail(m.p, m.node, "cluster.masterName", "required with sentinels");
+    if (cluster->master_name != NULL && cluster->sentinels == NULL)
+        return fail(m.p, mapping_value(&m, "masterName", path), path, "needs sentinels");
+    return 0;
 }
 
 static int parse_root(struct parser *p, const yaml_node_t *root, struct config *config)
@@ -1760,6 +1917,15 @@ void config_free(struct config *config)
     free(config->api.audience);
     free(config->api.owner_claim);
     free_strings(config->cluster.trusted_proxies, config->cluster.trusted_proxy_count);
+    free(config->cluster.redis);
+    free_strings(config->cluster.sentinels, config->cluster.sentinel_count);
+    free(config->cluster.master_name);
+    free(config->cluster.username);
+    if (config->cluster.password != NULL)
+        explicit_bzero(config->cluster.password, strlen(config->cluster.password));
+    free(config->cluster.password);
+    free(config->cluster.key_prefix);
+    free(config->cluster.node);
     free(config->api.health_listen);
     free_strings(config->api.admins, config->api.admin_count);
     for (size_t i = 0; config->keys != NULL && i < config->key_count; i++) {

@@ -45,6 +45,9 @@ struct options {
     int shards; /* -1: as configured */
     const char *io_backend;
     const char *log_level;
+    const char *redis;    /* cluster.redis */
+    const char *node;     /* cluster.node */
+    const char *data_dir; /* dataDir */
 };
 
 static void usage(FILE *out)
@@ -62,6 +65,9 @@ static void usage(FILE *out)
             "  --shards N           event-loop threads (0: one per core)\n"
             "  --io-backend NAME    io_uring or epoll\n"
             "  --log-level LEVEL    debug, info, warn or error\n"
+            "  --redis ADDRESS      join a cluster through this Redis (HOST:PORT or socket path)\n"
+            "  --node NAME          this node's name in the cluster (default the host name)\n"
+            "  --data-dir DIR       the store's folder (a second demo node needs its own)\n"
             "  --version            print dpsd's version and the OpenSSL it runs, then exit\n");
 }
 
@@ -231,6 +237,65 @@ static int override_listen(struct config *config, const char *address)
     return 0;
 }
 
+static void free_string_list(char **strings, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(strings[i]);
+    free(strings);
+}
+
+/* Replaces *field with a copy of value. 0 or -1. */
+static int override_string(char **field, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return -1;
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* --redis, --node and --data-dir: what a second demo node on the same PKI needs. */
+static int apply_cluster_overrides(struct config *config, const struct options *options)
+{
+    struct config_cluster *cluster = &config->cluster;
+    if (options->data_dir != NULL && override_string(&config->data_dir, options->data_dir) != 0)
+        return -1;
+    if (options->redis != NULL) {
+        if (options->redis[0] != '/' && strchr(options->redis, ':') == NULL) {
+            fprintf(stderr, "dpsd: --redis must be HOST:PORT or a unix socket path\n");
+            return -1;
+        }
+        if (override_string(&cluster->redis, options->redis) != 0)
+            return -1;
+        free_string_list(cluster->sentinels, cluster->sentinel_count);
+        cluster->sentinels = NULL;
+        cluster->sentinel_count = 0;
+        if (cluster->key_prefix == NULL && override_string(&cluster->key_prefix, "dps:") != 0)
+            return -1;
+    }
+    if (options->node != NULL) {
+        size_t length = strlen(options->node);
+        if (length == 0 || length > 64 ||
+            strspn(options->node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789._-:") != length) {
+            fprintf(stderr, "dpsd: --node: at most 64 letters, digits, '.', '_', '-' or ':'\n");
+            return -1;
+        }
+        if (override_string(&cluster->node, options->node) != 0)
+            return -1;
+    }
+    if (cluster->node == NULL) {
+        char host[256] = "node";
+        if (gethostname(host, sizeof(host)) != 0)
+            snprintf(host, sizeof(host), "node");
+        host[sizeof(host) - 1] = '\0';
+        if (override_string(&cluster->node, host) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static int apply_overrides(struct config *config, const struct options *options)
 {
     if (options->listen != NULL && override_listen(config, options->listen) != 0) {
@@ -261,7 +326,7 @@ static int apply_overrides(struct config *config, const struct options *options)
         free(config->log_level);
         config->log_level = strdup(options->log_level);
     }
-    return 0;
+    return apply_cluster_overrides(config, options);
 }
 
 static int parse_options(int argc, char **argv, struct options *options)
@@ -274,6 +339,9 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"shards", required_argument, NULL, 's'},
         {"io-backend", required_argument, NULL, 'b'},
         {"log-level", required_argument, NULL, 'v'},
+        {"redis", required_argument, NULL, 'r'},
+        {"node", required_argument, NULL, 'n'},
+        {"data-dir", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'}, /* the OpenSSL that runs, too */
         {NULL, 0, NULL, 0},
@@ -311,6 +379,15 @@ static int parse_options(int argc, char **argv, struct options *options)
             break;
         case 'v':
             options->log_level = optarg;
+            break;
+        case 'r':
+            options->redis = optarg;
+            break;
+        case 'n':
+            options->node = optarg;
+            break;
+        case 'D':
+            options->data_dir = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -65,6 +65,7 @@
 #include "dataplane/admission.h"
 #include "dataplane/blocklist.h"
 #include "dataplane/dps_handlers.h"
+#include "dataplane/cluster.h"
 #include "dataplane/shard.h"
 #include "dataplane/snapshot.h"
 #include "dataplane/tls.h"
@@ -1705,6 +1706,61 @@ json_t *plane_blocklist(struct plane *plane, const char *owner)
 
 /* ---- observation ---- */
 
+/* The shards' Redis clients and the bindings shared through Redis (only with cluster.redis). */
+static void plane_cluster_metrics(struct plane *plane, FILE *out)
+{
+    struct cluster_status status;
+    if (plane->shard_count == 0 || !shard_cluster_status(plane->shards[0], &status)) {
+        return;
+    }
+    fprintf(out, "# HELP dps_redis_up 1 while the shard's Redis client is connected to the "
+                 "primary.\n# TYPE dps_redis_up gauge\n");
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        shard_cluster_status(plane->shards[i], &status);
+        fprintf(out, "dps_redis_up{shard=\"%u\"} %d\n", i, status.up ? 1 : 0);
+    }
+    struct cluster_stats stats;
+    cluster_stats_get(&stats);
+    fprintf(out,
+            "# HELP dps_binding_conflicts_total Device ids a re-seed found bound to two records "
+            "across the cluster (both refused until released).\n"
+            "# TYPE dps_binding_conflicts_total counter\ndps_binding_conflicts_total %llu\n"
+            "# HELP dps_bindings_unreconciled_total Bindings made while Redis was unreachable "
+            "(bindingsWhenRedisDown: local), reconciled by the next re-seed.\n"
+            "# TYPE dps_bindings_unreconciled_total counter\n"
+            "dps_bindings_unreconciled_total %llu\n"
+            "# HELP dps_bindings_seeded_total Bindings this node wrote into Redis on re-seeds.\n"
+            "# TYPE dps_bindings_seeded_total counter\ndps_bindings_seeded_total %llu\n"
+            "# HELP dps_binding_claims_total New device-id bindings Redis answered, by result.\n"
+            "# TYPE dps_binding_claims_total counter\n"
+            "dps_binding_claims_total{result=\"granted\"} %llu\n"
+            "dps_binding_claims_total{result=\"refused\"} %llu\n"
+            "dps_binding_claims_total{result=\"unavailable\"} %llu\n",
+            (unsigned long long)stats.conflicts, (unsigned long long)stats.unreconciled,
+            (unsigned long long)stats.seeded,
+            (unsigned long long)(stats.claims - stats.claims_refused),
+            (unsigned long long)stats.claims_refused, (unsigned long long)stats.unavailable);
+}
+
+/* {state, primary} of the shards' Redis clients: "down" when any is; NULL without Redis. */
+static json_t *plane_redis_status(struct plane *plane, bool *degraded)
+{
+    struct cluster_status status, first;
+    *degraded = false;
+    if (plane->shard_count == 0 || !shard_cluster_status(plane->shards[0], &first)) {
+        return NULL;
+    }
+    const char *state = first.state;
+    for (unsigned i = 0; i < plane->shard_count; i++) {
+        shard_cluster_status(plane->shards[i], &status);
+        if (!status.up) {
+            *degraded = true;
+            state = status.state[0] == 'c' ? "connecting" : "down";
+        }
+    }
+    return json_pack("{s:s, s:s}", "state", state, "primary", first.primary);
+}
+
 char *plane_metrics(struct plane *plane)
 {
     char *text = NULL;
@@ -1775,6 +1831,7 @@ char *plane_metrics(struct plane *plane)
         }
     }
 
+    plane_cluster_metrics(plane, out);
     fprintf(out,
             "# HELP dps_handshake_failures_total Failed handshakes by reason: the manufacturer "
             "chain was refused, the device is blocked, or TLS itself failed.\n"
@@ -1923,5 +1980,12 @@ json_t *plane_status(struct plane *plane, const char *owner, bool admin)
     }
     plane_config_release(plane, config);
     json_object_set_new(status, "openssl", json_string(OpenSSL_version(OPENSSL_VERSION)));
+    bool degraded;
+    json_t *redis = plane_redis_status(plane, &degraded);
+    if (redis != NULL) {
+        /* Degraded, not unready: the node goes on (renewals, the closed or local policy). */
+        json_object_set_new(status, "redis", redis);
+        json_object_set_new(status, "degraded", json_boolean(degraded));
+    }
     return status;
 }

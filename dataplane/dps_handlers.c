@@ -22,7 +22,21 @@
  *   leaves and frees its own reference, never frees what an op still reads.
  * - The signer and the store own an op's request only between submit and
  *   their completion callback, which does nothing but post the op to the
- *   shard's mailbox.
+ *   shard's mailbox. A device-id claim in Redis (dataplane/cluster.h) is
+ *   the same: the claim is embedded in the op, the shard's Redis client holds
+ *   it until its reply (or until the shard stops: then UNAVAILABLE), and the
+ *   callback only copies the verdict and posts the op. A connection that
+ *   closes or a reload during the round trip finds the op holding its
+ *   session (pending) and its view (services) as with the signer.
+ *
+ * A step that would write a NEW binding (a device id the record does not
+ * already hold in the store) asks Redis first when the node is part of a
+ * cluster: refused there is a 4.03 like a local conflict; granted goes on to
+ * the signer and the same conditional write as a single node. Renewals of
+ * bound devices never wait for Redis (a conflict the node knows of refuses
+ * them, see cluster_conflicted()). Redis unreachable: cluster policy
+ * closed answers 5.03 (the device retries), local binds here and has the
+ * next re-seed reconcile.
  */
 #include "dataplane/dps_handlers.h"
 
@@ -43,6 +57,7 @@
 #include "dataplane/admission.h"
 #include "dataplane/blocklist.h"
 #include "dataplane/cbor.h"
+#include "dataplane/cluster.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/mailbox.h"
 #include "store/records.h"
@@ -59,6 +74,7 @@ static const char *const step_part[] = {
 };
 
 enum dps_phase {
+    PHASE_CLAIMING, /* waiting for Redis to grant a new device-id binding */
     PHASE_SIGNING,
     PHASE_COMMITTING,
 };
@@ -100,6 +116,10 @@ struct dps_op {
     char *identity_binding_json;
     json_t *step_data; /* step-specific fields of the record part */
     struct csr_result csr;
+    /* A new binding's claim in Redis, and where cloud-configuration goes once granted. */
+    struct cluster_claim claim;
+    size_t claim_hub_index;
+    const char *claim_gateway; /* in the op's configuration */
 };
 
 /* ---- counters ---- */
@@ -965,6 +985,7 @@ static int check_device_id(struct dps_op *op, const char *device_id)
                  "device id %s is bound to another manufacturer certificate", device_id);
         return refuse(op, DPS_REFUSED_ID_TAKEN, message);
     }
+    bool held = found > 0;
     if (found >= 0) {
         records_identity_binding_key(entry->owner_key, op->session->record_id, key);
         found = read_binding(op, key, "deviceId", bound);
@@ -973,12 +994,43 @@ static int check_device_id(struct dps_op *op, const char *device_id)
                      "this manufacturer certificate is bound to device id %s", bound);
             return refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
         }
+        held = held && found > 0;
     }
     if (found < 0) {
         set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
         return -1;
     }
-    return 0;
+    if (op->services->cluster == NULL) {
+        return 0;
+    }
+    /* The record holds this id durably: a renewal, Redis is not asked, unless in conflict. */
+    if (held && cluster_conflicted(entry->owner_key, device_id)) {
+        snprintf(message, sizeof(message),
+                 "device id %s is bound twice across the cluster; the owner must release it",
+                 device_id);
+        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
+    }
+    return held ? 0 : 1;
+}
+
+/* Redis answered a claim (or will not): back on the shard's thread through the mailbox. */
+static void claim_done(struct cluster_claim *claim)
+{
+    struct dps_op *op = claim->user;
+    mailbox_post(op->services->mailbox, &op->item);
+}
+
+static void claim_decided(struct dps_op *op, enum cluster_claim_result result);
+
+/* Asks Redis for a new binding of op->device_id; the step goes on in claim_decided(). */
+static void claim_device_id(struct dps_op *op)
+{
+    op->phase = PHASE_CLAIMING;
+    op->claim = (struct cluster_claim){.done = claim_done, .user = op};
+    if (cluster_claim(op->services->cluster, &op->claim, catalog_group_of(op)->owner_key,
+                      op->device_id, op->session->record_id) != 0) {
+        claim_decided(op, CLUSTER_CLAIM_UNAVAILABLE);
+    }
 }
 
 /* Reads a text value into a NUL-terminated UUID buffer; -1 unless it is a UUID. */
@@ -1079,6 +1131,8 @@ static void choose_gateway(const struct dps_services *services, const struct con
     }
 }
 
+static void sign_cloud(struct dps_op *op);
+
 static void handle_cloud(struct dps_op *op, const struct dps_request *request)
 {
     struct cloud_request parsed = {0};
@@ -1088,16 +1142,29 @@ static void handle_cloud(struct dps_op *op, const struct dps_request *request)
         return;
     }
     memcpy(op->device_id, parsed.device_id, sizeof(op->device_id));
-    if (check_device_id(op, op->device_id) != 0) {
+    int checked = check_device_id(op, op->device_id);
+    if (checked < 0) {
         op->device_id[0] = '\0';
         dps_op_commit(op, false);
         return;
     }
+    /* The request's bytes go with this call: the gateway is chosen now. */
+    choose_gateway(op->services, session_group(op->services, op->session), &parsed,
+                   &op->claim_hub_index, &op->claim_gateway);
+    if (checked > 0) {
+        claim_device_id(op);
+        return;
+    }
+    sign_cloud(op);
+}
+
+/* cloud-configuration, its device id checked (and claimed in Redis when new). */
+static void sign_cloud(struct dps_op *op)
+{
     memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
     const struct config_group *group = session_group(op->services, op->session);
-    const char *gateway;
-    size_t hub_index;
-    choose_gateway(op->services, group, &parsed, &hub_index, &gateway);
+    const char *gateway = op->claim_gateway;
+    size_t hub_index = op->claim_hub_index;
     op->session->hub_index = hub_index;
     op->session->hub_chosen = true;
     const struct config_hub *hub = &op->services->config->hubs[hub_index];
@@ -1237,6 +1304,8 @@ static int parse_credentials_request(const uint8_t *payload, size_t length, char
     return 0;
 }
 
+static void sign_credentials(struct dps_op *op);
+
 static void handle_credentials(struct dps_op *op, const struct dps_request *request)
 {
     if (request->content_format != COAP_FORMAT_CBOR &&
@@ -1268,11 +1337,22 @@ static void handle_credentials(struct dps_op *op, const struct dps_request *requ
         dps_op_commit(op, false);
         return;
     }
-    if (check_device_id(op, op->device_id) != 0) {
+    int checked = check_device_id(op, op->device_id);
+    if (checked < 0) {
         op->device_id[0] = '\0';
         dps_op_commit(op, false);
         return;
     }
+    if (checked > 0) {
+        claim_device_id(op);
+        return;
+    }
+    sign_credentials(op);
+}
+
+/* credentials, the CSR and its device id checked (and claimed in Redis when new). */
+static void sign_credentials(struct dps_op *op)
+{
     memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
     const struct config_group *group = session_group(op->services, op->session);
     size_t hub_index = op->session->hub_chosen
@@ -1392,10 +1472,67 @@ static void answer_credentials(struct dps_op *op)
     }
 }
 
-/* Runs on the shard's thread each time the signer or the store hands the op back. */
+/*
+ * Redis's verdict on a new binding: refused is a 4.03 with the same record
+ * line and metric reason as a local conflict; unavailable follows the
+ * cluster's policy; granted goes on to the signer.
+ */
+static void claim_decided(struct dps_op *op, enum cluster_claim_result result)
+{
+    char message[160];
+    switch (result) {
+    case CLUSTER_CLAIM_GRANTED:
+        break;
+    case CLUSTER_CLAIM_ID_TAKEN:
+        snprintf(message, sizeof(message),
+                 "device id %s is bound to another manufacturer certificate", op->device_id);
+        refuse(op, DPS_REFUSED_ID_TAKEN, message);
+        break;
+    case CLUSTER_CLAIM_IDENTITY_BOUND:
+        snprintf(message, sizeof(message), "this manufacturer certificate is bound to device id %s",
+                 op->claim.holder);
+        refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
+        break;
+    case CLUSTER_CLAIM_CONFLICT:
+        snprintf(message, sizeof(message),
+                 "device id %s is bound twice across the cluster; the owner must release it",
+                 op->device_id);
+        refuse(op, DPS_REFUSED_ID_TAKEN, message);
+        break;
+    case CLUSTER_CLAIM_UNAVAILABLE:
+        if (cluster_policy(op->services->cluster) == CONFIG_BINDINGS_CLOSED) {
+            set_error(op, COAP_SERVICE_UNAVAILABLE, "cluster unavailable, retry");
+            dps_op_finish(op);
+            return;
+        }
+        cluster_note_local_binding(op->services->cluster, catalog_group_of(op)->owner_key,
+                                   op->device_id, op->session->record_id);
+        break;
+    }
+    if (result != CLUSTER_CLAIM_GRANTED && result != CLUSTER_CLAIM_UNAVAILABLE) {
+        op->device_id[0] = '\0';
+        dps_op_commit(op, false);
+        return;
+    }
+    if (op->step == STEP_CLOUD) {
+        sign_cloud(op);
+    } else {
+        sign_credentials(op);
+    }
+}
+
+/* Runs on the shard's thread each time the signer, the store or Redis hands the op back. */
 static void dps_op_resume(struct mailbox_item *item)
 {
     struct dps_op *op = (struct dps_op *)item;
+    if (op->phase == PHASE_CLAIMING) {
+        if (op->session->gone) {
+            dps_op_free(op);
+            return;
+        }
+        claim_decided(op, op->claim.result);
+        return;
+    }
     if (op->answered) {
         /* A lazy line is written: the device has its answer; its connection moves on. */
         if (op->write.status != STORE_OK) {

@@ -26,6 +26,7 @@
 
 struct admission;
 struct blocklist;
+struct cluster;
 struct signer;
 struct store;
 struct mailbox;
@@ -51,7 +52,8 @@ struct dps_services {
     OSSL_LIB_CTX *libctx;
     struct admission *admission; /* node-wide signing rate limit */
     const struct blocklist *blocklist;
-    unsigned *pending_ops; /* this shard's requests waiting for workers (shard-owned) */
+    struct cluster *cluster; /* the shard's Redis side (dataplane/cluster.h); NULL: single node */
+    unsigned *pending_ops;   /* this shard's requests waiting for workers (shard-owned) */
     void (*hold)(const struct dps_services *services);
     void (*drop)(const struct dps_services *services);
 };

@@ -36,6 +36,7 @@
 #include "crypto/attestation.h"
 #include "crypto/uuid.h"
 #include "dataplane/blocklist.h"
+#include "dataplane/cluster.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/loop.h"
 #include "dataplane/mailbox.h"
@@ -133,6 +134,7 @@ struct shard {
     struct adoption adoption;
     struct store *store;
     struct admission *admission;
+    struct cluster *cluster; /* NULL without cluster.redis; its client lives on the loop */
     pthread_t thread;
     bool started;
     OSSL_LIB_CTX *libctx;
@@ -225,6 +227,7 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
         .libctx = shard->libctx,
         .admission = shard->admission,
         .blocklist = snapshot->blocklist,
+        .cluster = shard->cluster,
         .pending_ops = &shard->pending_ops,
         .hold = services_hold,
         .drop = services_drop,
@@ -1082,6 +1085,12 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
         snprintf(err, err_length, "out of memory");
         goto fail;
     }
+    if (config->cluster.redis != NULL || config->cluster.sentinel_count > 0) {
+        shard->cluster = cluster_create(&config->cluster, index, store, err, err_length);
+        if (shard->cluster == NULL) {
+            goto fail;
+        }
+    }
     shard->view = view_create(shard, snapshot, err, err_length);
     if (shard->view == NULL) {
         goto fail;
@@ -1239,6 +1248,11 @@ static void *shard_main(void *arg)
     if (rc == 0) {
         rc = loop_set_tick(loop, 1000, on_tick, shard);
     }
+    if (rc == 0 && shard->cluster != NULL &&
+        cluster_start(shard->cluster, loop, shard->libctx, err, sizeof(err)) != 0) {
+        log_msg(LOG_ERROR, "redis client failed", "shard=%u error=\"%s\"", shard->index, err);
+        rc = -EINVAL;
+    }
     for (size_t i = 0; rc == 0 && i < shard->listener_count; i++) {
         rc = loop_listen(loop, shard->listeners[i]);
     }
@@ -1258,6 +1272,8 @@ static void *shard_main(void *arg)
                     strerror(-rc));
         }
     }
+    /* Claims still waiting for Redis go back to their ops (through the mailbox) first. */
+    cluster_stop(shard->cluster);
     loop_destroy(loop);
     shard->loop = NULL;
     return NULL;
@@ -1323,6 +1339,7 @@ void shard_finish(struct shard *shard)
     }
     view_release(shard->prepared);
     view_release(shard->view);
+    cluster_free(shard->cluster);
     free(shard->trusted_proxies);
     free(shard->sources);
     OSSL_LIB_CTX_free(shard->libctx);
@@ -1346,4 +1363,13 @@ void shard_get_stats(const struct shard *shard, struct shard_stats *stats)
     stats->admission_refused = atomic_load(&shard->admission_refused);
     stats->proxy_refused = atomic_load(&shard->proxy_refused);
     stats->connections = atomic_load(&shard->connections);
+}
+
+bool shard_cluster_status(const struct shard *shard, struct cluster_status *status)
+{
+    if (shard->cluster == NULL) {
+        return false;
+    }
+    cluster_get_status(shard->cluster, status);
+    return true;
 }

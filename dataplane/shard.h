@@ -83,4 +83,8 @@ void shard_finish(struct shard *shard);
 const char *shard_backend_name(const struct shard *shard);
 void shard_get_stats(const struct shard *shard, struct shard_stats *stats);
 
+/* The shard's Redis client (any thread); false when the node runs without Redis. */
+struct cluster_status;
+bool shard_cluster_status(const struct shard *shard, struct cluster_status *status);
+
 #endif

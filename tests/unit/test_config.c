@@ -877,6 +877,83 @@ static void api_limits_and_quotas_default(void **state)
                "api.quotas.requestsPerSecond", "must be an integer from 1", NULL);
 }
 
+/* cluster: the Redis connection, its names and the degrade policy (issue 11). */
+static void cluster_redis_keys(void **state)
+{
+    (void)state;
+    struct config *config = load_ok(TLS "cluster: {trustedProxies: [10.0.0.0/8]}\n");
+    assert_null(config->cluster.redis);
+    assert_null(config->cluster.sentinels);
+    assert_string_equal(config->cluster.key_prefix, "dps:");
+    assert_non_null(config->cluster.node);
+    assert_int_equal(config->cluster.command_timeout_ms, 250);
+    assert_int_equal(config->cluster.connect_timeout_ms, 1000);
+    assert_int_equal(config->cluster.bindings_when_redis_down, CONFIG_BINDINGS_CLOSED);
+    config_free(config);
+
+    write_file("redis.pass", "s3cret\n");
+    config = load_ok(TLS "cluster:\n"
+                         "  redis: 127.0.0.1:6379\n"
+                         "  username: dps\n"
+                         "  passwordFile: redis.pass\n"
+                         "  database: 3\n"
+                         "  keyPrefix: \"prod:\"\n"
+                         "  commandTimeout: 2s\n"
+                         "  connectTimeout: 500ms\n"
+                         "  node: node-a\n"
+                         "  bindingsWhenRedisDown: local\n");
+    assert_string_equal(config->cluster.redis, "127.0.0.1:6379");
+    assert_string_equal(config->cluster.username, "dps");
+    assert_string_equal(config->cluster.password, "s3cret");
+    assert_int_equal(config->cluster.database, 3);
+    assert_string_equal(config->cluster.key_prefix, "prod:");
+    assert_int_equal(config->cluster.command_timeout_ms, 2000);
+    assert_int_equal(config->cluster.connect_timeout_ms, 500);
+    assert_string_equal(config->cluster.node, "node-a");
+    assert_int_equal(config->cluster.bindings_when_redis_down, CONFIG_BINDINGS_LOCAL);
+    config_free(config);
+
+    config = load_ok(TLS "cluster: {redis: /run/redis/redis.sock, commandTimeout: 100}\n");
+    assert_string_equal(config->cluster.redis, "/run/redis/redis.sock");
+    assert_int_equal(config->cluster.command_timeout_ms, 100);
+    config_free(config);
+
+    config = load_ok(TLS "cluster: {sentinels: [\"10.0.0.1:26379\", \"[fd00::2]:26379\"],\n"
+                         "          masterName: dps, password: pw}\n");
+    assert_int_equal(config->cluster.sentinel_count, 2);
+    assert_string_equal(config->cluster.master_name, "dps");
+    assert_string_equal(config->cluster.password, "pw");
+    config_free(config);
+
+    load_fails(TLS "cluster: {redis: redis.example:6379}\n", "cluster.redis",
+               "must be an IP address", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1}\n", "cluster.redis", "HOST:PORT", NULL);
+    load_fails(TLS "cluster: {sentinels: [\"10.0.0.1:26379\"]}\n", "cluster.masterName",
+               "required with sentinels", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, masterName: dps}\n", "cluster.masterName",
+               "needs sentinels", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, sentinels: [\"10.0.0.1:26379\"],\n"
+                   "          masterName: dps}\n",
+               "cluster.sentinels", "not both", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, password: a, passwordFile: redis.pass}\n",
+               "cluster.passwordFile", "not both", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, passwordFile: absent.pass}\n",
+               "cluster.passwordFile", "cannot read", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, bindingsWhenRedisDown: open}\n",
+               "cluster.bindingsWhenRedisDown", "closed or local", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, commandTimeout: 0}\n",
+               "cluster.commandTimeout", "must be a duration", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, connectTimeout: 2m}\n",
+               "cluster.connectTimeout", "must be a duration", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, database: 70000}\n", "cluster.database",
+               "must be an integer", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, keyPrefix: \"a b\"}\n", "cluster.keyPrefix",
+               "letters, digits", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, node: \"x/y\"}\n", "cluster.node",
+               "letters, digits", NULL);
+    load_fails(TLS "cluster: {redis: 127.0.0.1:6379, replicas: 2}\n", "cluster.replicas", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -915,6 +992,7 @@ int main(void)
         cmocka_unit_test(group_crls_and_disabled),
         cmocka_unit_test(key_registry_is_read_and_names_are_checked),
         cmocka_unit_test(api_limits_and_quotas_default),
+        cmocka_unit_test(cluster_redis_keys),
         cmocka_unit_test(log_line_is_logfmt),
         cmocka_unit_test(log_level_filters),
         cmocka_unit_test(log_long_line_is_cut_to_one_line),

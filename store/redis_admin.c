@@ -1,0 +1,271 @@
+/*
+ * redis_admin: see redis_admin.h. hiredis's blocking API, one connection
+ * per call.
+ */
+#include "store/redis_admin.h"
+
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define ADMIN_KEY_MAX 256
+
+static struct timeval admin_timeout(const struct config_cluster *cluster)
+{
+    unsigned ms = cluster->connect_timeout_ms > cluster->command_timeout_ms
+                      ? cluster->connect_timeout_ms
+                      : cluster->command_timeout_ms;
+    if (ms == 0)
+        ms = 1000;
+    return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+}
+
+/* HOST:PORT or [v6]:PORT into host (without brackets) and port. */
+static int split_address(const char *text, char *host, size_t host_size, int *port)
+{
+    const char *colon = strrchr(text, ':');
+    if (colon == NULL)
+        return -1;
+    const char *start = text;
+    size_t length = (size_t)(colon - text);
+    if (text[0] == '[' && length >= 2 && colon[-1] == ']') {
+        start++;
+        length -= 2;
+    }
+    if (length == 0 || length >= host_size)
+        return -1;
+    memcpy(host, start, length);
+    host[length] = '\0';
+    *port = atoi(colon + 1);
+    return *port > 0 && *port < 65536 ? 0 : -1;
+}
+
+static redisContext *connect_address(const char *host, int port, struct timeval timeout)
+{
+    redisContext *context = redisConnectWithTimeout(host, port, timeout);
+    if (context != NULL && context->err == 0)
+        redisSetTimeout(context, timeout);
+    return context;
+}
+
+/* Asks each sentinel in turn for the primary's address. */
+static int sentinel_primary(const struct config_cluster *cluster, struct timeval timeout,
+                            char *host, size_t host_size, int *port)
+{
+    for (size_t i = 0; i < cluster->sentinel_count; i++) {
+        char sentinel_host[128];
+        int sentinel_port;
+        if (split_address(cluster->sentinels[i], sentinel_host, sizeof(sentinel_host),
+                          &sentinel_port) != 0)
+            continue;
+        redisContext *context = connect_address(sentinel_host, sentinel_port, timeout);
+        if (context == NULL || context->err != 0) {
+            redisFree(context);
+            continue;
+        }
+        redisReply *reply =
+            redisCommand(context, "SENTINEL get-master-addr-by-name %s", cluster->master_name);
+        int found = -1;
+        if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+            reply->element[0]->type == REDIS_REPLY_STRING &&
+            reply->element[1]->type == REDIS_REPLY_STRING &&
+            strlen(reply->element[0]->str) < host_size) {
+            snprintf(host, host_size, "%s", reply->element[0]->str);
+            *port = atoi(reply->element[1]->str);
+            found = 0;
+        }
+        freeReplyObject(reply);
+        redisFree(context);
+        if (found == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* A reply that is not an error; else err is set and the reply freed. */
+static redisReply *checked(redisContext *context, redisReply *reply, const char *what, char *err,
+                           size_t err_length)
+{
+    if (reply == NULL) {
+        snprintf(err, err_length, "redis %s: %s", what,
+                 context->errstr[0] != '\0' ? context->errstr : "no answer");
+        return NULL;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(err, err_length, "redis %s: %s", what, reply->str);
+        freeReplyObject(reply);
+        return NULL;
+    }
+    return reply;
+}
+
+/* A ready connection to the primary (authenticated, database selected), or NULL with err. */
+static redisContext *admin_connect(const struct config_cluster *cluster, char *err,
+                                   size_t err_length)
+{
+    struct timeval timeout = admin_timeout(cluster);
+    redisContext *context = NULL;
+    char host[128];
+    int port;
+    if (cluster->redis != NULL && cluster->redis[0] == '/') {
+        context = redisConnectUnixWithTimeout(cluster->redis, timeout);
+        if (context != NULL && context->err == 0)
+            redisSetTimeout(context, timeout);
+    } else if (cluster->redis != NULL) {
+        if (split_address(cluster->redis, host, sizeof(host), &port) == 0)
+            context = connect_address(host, port, timeout);
+    } else if (sentinel_primary(cluster, timeout, host, sizeof(host), &port) == 0) {
+        context = connect_address(host, port, timeout);
+    }
+    if (context == NULL || context->err != 0) {
+        snprintf(err, err_length, "redis unreachable: %s",
+                 context != NULL ? context->errstr : "no address");
+        redisFree(context);
+        return NULL;
+    }
+    redisReply *reply = NULL;
+    if (cluster->password != NULL) {
+        reply = cluster->username != NULL
+                    ? redisCommand(context, "AUTH %s %s", cluster->username, cluster->password)
+                    : redisCommand(context, "AUTH %s", cluster->password);
+        if ((reply = checked(context, reply, "AUTH", err, err_length)) == NULL) {
+            redisFree(context);
+            return NULL;
+        }
+        freeReplyObject(reply);
+    }
+    if (cluster->database != 0) {
+        reply = redisCommand(context, "SELECT %u", cluster->database);
+        if ((reply = checked(context, reply, "SELECT", err, err_length)) == NULL) {
+            redisFree(context);
+            return NULL;
+        }
+        freeReplyObject(reply);
+    }
+    return context;
+}
+
+static const char *prefix_of(const struct config_cluster *cluster)
+{
+    return cluster->key_prefix != NULL ? cluster->key_prefix : "dps:";
+}
+
+/* One command whose reply only has to be no error; an integer reply adds to *total. */
+static int admin_command(redisContext *context, long long *total, char *err, size_t err_length,
+                         const char *what, const char *format, ...)
+{
+    va_list arguments;
+    va_start(arguments, format);
+    redisReply *reply = redisvCommand(context, format, arguments);
+    va_end(arguments);
+    if ((reply = checked(context, reply, what, err, err_length)) == NULL)
+        return -1;
+    if (total != NULL && reply->type == REDIS_REPLY_INTEGER)
+        *total += reply->integer;
+    freeReplyObject(reply);
+    return 0;
+}
+
+int redis_admin_release(const struct config_cluster *cluster, const char *owner_key,
+                        const char *owner, const char *device_id, const char *record_id,
+                        bool *removed, char *err, size_t err_length)
+{
+    *removed = false;
+    redisContext *context = admin_connect(cluster, err, err_length);
+    if (context == NULL)
+        return -1;
+    const char *prefix = prefix_of(cluster);
+    char binding[ADMIN_KEY_MAX], conflict[ADMIN_KEY_MAX], channel[ADMIN_KEY_MAX];
+    snprintf(binding, sizeof(binding), "%sbinding:%s:%s", prefix, owner_key, device_id);
+    snprintf(conflict, sizeof(conflict), "%sconflict:%s:%s", prefix, owner_key, device_id);
+    snprintf(channel, sizeof(channel), "%srelease", prefix);
+    int status = -1;
+    long long deleted = 0;
+    redisReply *held =
+        checked(context, redisCommand(context, "GET %s", binding), "GET", err, err_length);
+    if (held != NULL) {
+        status = admin_command(context, &deleted, err, err_length, "DEL", "DEL %s %s", binding,
+                               conflict);
+        /* Each identity key only while it still names this device id. */
+        const char *records[] = {held->type == REDIS_REPLY_STRING ? held->str : NULL, record_id};
+        for (size_t i = 0; status == 0 && i < 2; i++) {
+            if (records[i] == NULL)
+                continue;
+            char identity[ADMIN_KEY_MAX];
+            snprintf(identity, sizeof(identity), "%sidentity:%s:%s", prefix, owner_key, records[i]);
+            status = admin_command(
+                context, &deleted, err, err_length, "EVAL", "EVAL %s 1 %s %s",
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+                "end return 0",
+                identity, device_id);
+        }
+        freeReplyObject(held);
+    }
+    char *message = NULL;
+    if (status == 0 && asprintf(&message, "%s %s", device_id, owner) < 0) {
+        message = NULL;
+        snprintf(err, err_length, "out of memory");
+        status = -1;
+    }
+    if (status == 0)
+        status = admin_command(context, NULL, err, err_length, "PUBLISH", "PUBLISH %s %s", channel,
+                               message);
+    free(message);
+    redisFree(context);
+    *removed = deleted > 0;
+    return status;
+}
+
+int redis_admin_conflicts(const struct config_cluster *cluster, const char *owner_key,
+                          char (**device_ids)[37], size_t *count, char *err, size_t err_length)
+{
+    *device_ids = NULL;
+    *count = 0;
+    redisContext *context = admin_connect(cluster, err, err_length);
+    if (context == NULL)
+        return -1;
+    char pattern[ADMIN_KEY_MAX];
+    int length =
+        snprintf(pattern, sizeof(pattern), "%sconflict:%s:", prefix_of(cluster), owner_key);
+    snprintf(pattern + length, sizeof(pattern) - (size_t)length, "*");
+    char cursor[32] = "0";
+    int status = 0;
+    do {
+        redisReply *reply =
+            checked(context, redisCommand(context, "SCAN %s MATCH %s COUNT 1000", cursor, pattern),
+                    "SCAN", err, err_length);
+        if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+            freeReplyObject(reply);
+            status = -1;
+            break;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", reply->element[0]->str);
+        redisReply *keys = reply->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            const char *key = keys->element[i]->str;
+            if (keys->element[i]->type != REDIS_REPLY_STRING || strlen(key) != (size_t)length + 36)
+                continue;
+            char(*grown)[37] = realloc(*device_ids, (*count + 1) * sizeof(**device_ids));
+            if (grown == NULL) {
+                status = -1;
+                snprintf(err, err_length, "out of memory");
+                break;
+            }
+            *device_ids = grown;
+            memcpy(grown[*count], key + length, 36);
+            grown[*count][36] = '\0';
+            (*count)++;
+        }
+        freeReplyObject(reply);
+    } while (status == 0 && strcmp(cursor, "0") != 0);
+    redisFree(context);
+    if (status != 0) {
+        free(*device_ids);
+        *device_ids = NULL;
+        *count = 0;
+    }
+    return status;
+}

@@ -1,0 +1,42 @@
+/*
+ * redis_admin: short blocking calls to the cluster's Redis for the
+ * management API, which runs on its own threads and not on a shard's loop
+ * (store/redis.h is the client for loops). Each call opens one connection
+ * (a fixed address, a unix socket, or the primary the first answering
+ * sentinel names), AUTH and SELECT as configured, does its work and closes;
+ * every step is bounded by timeout_ms. Operators release bindings rarely, so
+ * a connection per call costs nothing that matters and holds no state that
+ * could go stale across failovers.
+ *
+ * The keys are those of dataplane/cluster.h, after key_prefix.
+ */
+#ifndef DPS_STORE_REDIS_ADMIN_H
+#define DPS_STORE_REDIS_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/domain.h"
+
+/*
+ * Removes the cluster's side of owner_key's binding of device_id: the
+ * binding, the identity key of the record Redis names for it (and of
+ * record_id when not NULL: the record this node had bound) and any conflict
+ * key, then publishes the release on <prefix>release ("<device id>
+ * <owner>") so every node drops its own durable copy. *removed tells
+ * whether Redis held any of them. 0, or -1 with err.
+ */
+int redis_admin_release(const struct config_cluster *cluster, const char *owner_key,
+                        const char *owner, const char *device_id, const char *record_id,
+                        bool *removed, char *err, size_t err_length);
+
+/*
+ * The device ids of owner_key that a re-seed found bound twice, as a
+ * malloc'd array of 36-character ids (NULL and 0 when none). 0, or -1 with
+ * err.
+ */
+int redis_admin_conflicts(const struct config_cluster *cluster, const char *owner_key,
+                          char (**device_ids)[37], size_t *count, char *err, size_t err_length);
+
+#endif
