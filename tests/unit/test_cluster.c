@@ -20,6 +20,7 @@
 
 #include "dataplane/cluster.h"
 #include "dataplane/loop.h"
+#include "loop_wait.h"
 #include "perf/redis_server.h"
 #include "store/records.h"
 #include "store/redis_admin.h"
@@ -64,40 +65,9 @@ static const struct loop_handler no_connections = {
     .closed = conn_closed,
 };
 
-struct waiting {
-    bool (*condition)(void *arg);
-    void *arg;
-    struct timespec deadline;
-    bool met;
-};
-
-static void check_waiting(void *arg)
-{
-    struct waiting *waiting = arg;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    waiting->met = waiting->condition(waiting->arg);
-    if (waiting->met || now.tv_sec > waiting->deadline.tv_sec ||
-        (now.tv_sec == waiting->deadline.tv_sec && now.tv_nsec >= waiting->deadline.tv_nsec))
-        loop_stop(h.loop);
-}
-
 static bool run_until(bool (*condition)(void *arg), void *arg, unsigned timeout_ms)
 {
-    struct waiting waiting = {.condition = condition, .arg = arg};
-    clock_gettime(CLOCK_MONOTONIC, &waiting.deadline);
-    waiting.deadline.tv_sec += timeout_ms / 1000;
-    waiting.deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (waiting.deadline.tv_nsec >= 1000000000) {
-        waiting.deadline.tv_sec++;
-        waiting.deadline.tv_nsec -= 1000000000;
-    }
-    struct loop_timer *timer = loop_timer_create(h.loop, check_waiting, &waiting);
-    assert_non_null(timer);
-    loop_timer_start(timer, 0, 2);
-    assert_int_equal(loop_run(h.loop), 0);
-    loop_timer_destroy(timer);
-    return waiting.met;
+    return loop_wait_until(h.loop, condition, arg, timeout_ms);
 }
 
 static bool is_up(void *arg)

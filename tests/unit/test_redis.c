@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "dataplane/loop.h"
+#include "loop_wait.h"
 #include "dataplane/redis_loop.h"
 #include "store/redis.h"
 #include "perf/redis_server.h"
@@ -171,41 +172,9 @@ static struct redis_client *client_create(const struct redis_config *config,
     return client;
 }
 
-/* Runs the loop until condition(arg) holds or timeout_ms pass; whether it holds. */
-struct waiting {
-    bool (*condition)(void *arg);
-    void *arg;
-    struct timespec deadline;
-    bool met;
-};
-
-static void check_waiting(void *user)
-{
-    struct waiting *waiting = user;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    waiting->met = waiting->condition(waiting->arg);
-    if (waiting->met || now.tv_sec > waiting->deadline.tv_sec ||
-        (now.tv_sec == waiting->deadline.tv_sec && now.tv_nsec >= waiting->deadline.tv_nsec))
-        loop_stop(harness.loop);
-}
-
 static bool run_until(bool (*condition)(void *arg), void *arg, unsigned timeout_ms)
 {
-    struct waiting waiting = {.condition = condition, .arg = arg};
-    clock_gettime(CLOCK_MONOTONIC, &waiting.deadline);
-    waiting.deadline.tv_sec += timeout_ms / 1000;
-    waiting.deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (waiting.deadline.tv_nsec >= 1000000000) {
-        waiting.deadline.tv_sec++;
-        waiting.deadline.tv_nsec -= 1000000000;
-    }
-    struct loop_timer *timer = loop_timer_create(harness.loop, check_waiting, &waiting);
-    assert_non_null(timer);
-    loop_timer_start(timer, 0, 2);
-    assert_int_equal(loop_run(harness.loop), 0);
-    loop_timer_destroy(timer);
-    return waiting.met;
+    return loop_wait_until(harness.loop, condition, arg, timeout_ms);
 }
 
 static bool never(void *arg)
