@@ -110,7 +110,7 @@ struct config_api {
     char *cert_file; /* HTTPS server certificate (then chain); NULL: plain HTTP, loopback only */
     char *key_file;
     char *client_ca_file; /* optional: require client certificates issued by this CA */
-    char *jwks_file;      /* JWKS (RFC 7517) with the keys that sign operator tokens */
+    char *jwks_file;      /* JWKS (RFC 7517) with the keys that sign operator tokens, or NULL */
     char *issuer;         /* required "iss" of operator tokens */
     char *audience;       /* required "aud" of operator tokens, when set */
     char *owner_claim;    /* claim naming the caller's owner, default "sub" */
@@ -126,6 +126,14 @@ struct config_api {
     unsigned quota_blocks;              /* blocklist entries, default 10000 */
     unsigned quota_requests_per_second; /* default 20 */
     unsigned quota_request_burst;       /* default 100 */
+
+    /* Without jwks_file: an identity provider's keys, fetched (control/jwks_remote.h). */
+    char *jwks_url;              /* the JWKS itself, or NULL */
+    char *authority;             /* or an OIDC authority whose discovery names it */
+    char *jwks_ca_file;          /* CAs for the provider's HTTPS; NULL: the system's */
+    unsigned jwks_refresh_s;     /* periodic refresh, default 3600 */
+    unsigned jwks_min_refresh_s; /* at most one fetch per this interval, default 30 */
+    unsigned jwks_timeout_s;     /* one request to the provider, default 5 */
 };
 
 /* What a node does with a new device-id binding while Redis is unreachable. */

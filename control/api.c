@@ -1770,8 +1770,12 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
         snprintf(err, err_length, "api.clientCA: needs api.certificate and api.key (HTTPS)");
         return NULL;
     }
-    if (settings->jwks_file == NULL || settings->issuer == NULL) {
-        snprintf(err, err_length, "api.jwks and api.issuer: required");
+    if ((settings->jwks_file == NULL && settings->jwks_url == NULL &&
+         settings->authority == NULL) ||
+        settings->issuer == NULL) {
+        snprintf(err, err_length,
+                 "api.issuer and one of api.jwks, api.jwksUrl, api.authority: "
+                 "required");
         return NULL;
     }
 
@@ -1789,10 +1793,13 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
     api->settings = settings;
     api->rates = json_object();
     char problem[512];
-    api->auth = auth_load(settings->jwks_file, settings->issuer, settings->audience,
-                          settings->owner_claim, problem, sizeof(problem));
+    api->auth = auth_open(settings, problem, sizeof(problem));
     if (api->auth == NULL || api->rates == NULL) {
-        snprintf(err, err_length, "api.jwks: %s", api->rates == NULL ? "out of memory" : problem);
+        snprintf(err, err_length, "api.%s: %s",
+                 settings->jwks_file != NULL  ? "jwks"
+                 : settings->jwks_url != NULL ? "jwksUrl"
+                                              : "authority",
+                 api->rates == NULL ? "out of memory" : problem);
         api_free(api);
         return NULL;
     }

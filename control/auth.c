@@ -12,8 +12,12 @@
  * quote the token.
  */
 #include "control/auth.h"
+#include "common/domain.h"
+#include "common/log.h"
+#include "control/jwks_remote.h"
 #include "crypto/jwt.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,9 +44,24 @@ struct auth_key {
     EVP_PKEY *key;
 };
 
-struct auth {
+/*
+ * The keys in use: immutable once built, replaced whole when a provider's
+ * JWKS is fetched again, freed by the last of the checks that still use it.
+ */
+struct auth_keyset {
     struct auth_key *keys;
     size_t key_count;
+    unsigned references; /* under auth_keyring.lock */
+};
+
+struct auth_keyring {
+    pthread_mutex_t lock;
+    struct auth_keyset *current; /* NULL until a provider's first JWKS */
+};
+
+struct auth {
+    struct auth_keyring *ring;
+    struct jwks_remote *remote; /* NULL: the keys of a file, read once */
     char *issuer;
     char *audience;
     char *owner_claim;
@@ -178,42 +197,109 @@ static int load_key(const json_t *jwk, size_t index, struct auth_key *out, char 
     return 0;
 }
 
-static int load_keys(struct auth *auth, const char *jwks_file, char *err, size_t err_length)
+static void keyset_free(struct auth_keyset *keyset)
 {
-    char problem[256];
-    json_error_t error;
-    json_t *jwks = json_load_file(jwks_file, JSON_REJECT_DUPLICATES, &error);
-    if (jwks == NULL)
-        return fail(err, err_length, "%s: %s (line %d)", jwks_file, error.text, error.line);
-    json_t *keys = json_object_get(jwks, "keys");
-    int result = 0;
-    if (!json_is_array(keys)) {
-        result = fail(err, err_length, "%s: keys: must be a list", jwks_file);
-    } else if ((auth->keys = calloc(json_array_size(keys) + 1, sizeof(*auth->keys))) == NULL) {
-        result = fail(err, err_length, "out of memory");
+    if (keyset == NULL)
+        return;
+    for (size_t i = 0; i < keyset->key_count; i++) {
+        free(keyset->keys[i].kid);
+        EVP_PKEY_free(keyset->keys[i].key);
     }
-    for (size_t i = 0; result == 0 && i < json_array_size(keys); i++) {
-        int loaded = load_key(json_array_get(keys, i), i, &auth->keys[auth->key_count], problem,
-                              sizeof(problem));
-        if (loaded < 0)
-            result = fail(err, err_length, "%s: %s", jwks_file, problem);
-        else if (loaded == 0)
-            auth->key_count++;
-    }
-    if (result == 0 && auth->key_count == 0)
-        result = fail(err, err_length, "%s: no EC P-256 or RSA signature key", jwks_file);
-    json_decref(jwks);
-    return result;
+    free(keyset->keys);
+    free(keyset);
 }
 
-struct auth *auth_load(const char *jwks_file, const char *issuer, const char *audience,
-                       const char *owner_claim, char *err, size_t err_length)
+/*
+ * The signature keys of a JWKS document. A file is ours and must be right
+ * entirely; a provider's (lenient) may list keys we do not verify with
+ * (other curves, other algorithms): those are skipped and logged.
+ */
+static struct auth_keyset *keyset_from_json(const json_t *jwks, const char *source, bool lenient,
+                                            char *err, size_t err_length)
+{
+    char problem[256];
+    json_t *keys = json_object_get(jwks, "keys");
+    struct auth_keyset *keyset = calloc(1, sizeof(*keyset));
+    int result = 0;
+    if (keyset == NULL)
+        result = fail(err, err_length, "out of memory");
+    else if (!json_is_array(keys))
+        result = fail(err, err_length, "%s: keys: must be a list", source);
+    else if ((keyset->keys = calloc(json_array_size(keys) + 1, sizeof(*keyset->keys))) == NULL)
+        result = fail(err, err_length, "out of memory");
+    for (size_t i = 0; result == 0 && i < json_array_size(keys); i++) {
+        int loaded = load_key(json_array_get(keys, i), i, &keyset->keys[keyset->key_count], problem,
+                              sizeof(problem));
+        if (loaded < 0 && lenient)
+            log_msg(LOG_WARN, "operator key skipped", "source=\"%s\" reason=\"%s\"", source,
+                    problem);
+        else if (loaded < 0)
+            result = fail(err, err_length, "%s: %s", source, problem);
+        else if (loaded == 0)
+            keyset->key_count++;
+    }
+    if (result == 0 && keyset->key_count == 0)
+        result = fail(err, err_length, "%s: no EC P-256 or RSA signature key", source);
+    if (result < 0) {
+        keyset_free(keyset);
+        return NULL;
+    }
+    keyset->references = 1;
+    return keyset;
+}
+
+/* The key set in use, with a reference the caller drops (keyset_release); may be NULL. */
+static struct auth_keyset *keyset_acquire(const struct auth *auth)
+{
+    pthread_mutex_lock(&auth->ring->lock);
+    struct auth_keyset *keyset = auth->ring->current;
+    if (keyset != NULL)
+        keyset->references++;
+    pthread_mutex_unlock(&auth->ring->lock);
+    return keyset;
+}
+
+static void keyset_release(const struct auth *auth, struct auth_keyset *keyset)
+{
+    if (keyset == NULL)
+        return;
+    pthread_mutex_lock(&auth->ring->lock);
+    bool last = --keyset->references == 0;
+    pthread_mutex_unlock(&auth->ring->lock);
+    if (last)
+        keyset_free(keyset);
+}
+
+/* jwks_remote_install: a provider's JWKS replaces the keys in use. */
+static int install_jwks(void *arg, const char *text, size_t length, char *err, size_t err_length)
+{
+    struct auth *auth = arg;
+    json_error_t error;
+    json_t *jwks = json_loadb(text, length, JSON_REJECT_DUPLICATES, &error);
+    if (jwks == NULL)
+        return fail(err, err_length, "JWKS: %s (line %d)", error.text, error.line);
+    struct auth_keyset *keyset = keyset_from_json(jwks, "JWKS", true, err, err_length);
+    json_decref(jwks);
+    if (keyset == NULL)
+        return -1;
+    pthread_mutex_lock(&auth->ring->lock);
+    struct auth_keyset *previous = auth->ring->current;
+    auth->ring->current = keyset;
+    pthread_mutex_unlock(&auth->ring->lock);
+    keyset_release(auth, previous);
+    return 0;
+}
+
+static struct auth *auth_new(const char *issuer, const char *audience, const char *owner_claim,
+                             char *err, size_t err_length)
 {
     struct auth *auth = calloc(1, sizeof(*auth));
-    if (auth == NULL) {
+    if (auth == NULL || (auth->ring = calloc(1, sizeof(*auth->ring))) == NULL) {
+        free(auth);
         fail(err, err_length, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&auth->ring->lock, NULL);
     auth->issuer = strdup(issuer);
     auth->audience = audience != NULL ? strdup(audience) : NULL;
     auth->owner_claim = strdup(owner_claim != NULL ? owner_claim : "sub");
@@ -223,7 +309,49 @@ struct auth *auth_load(const char *jwks_file, const char *issuer, const char *au
         auth_free(auth);
         return NULL;
     }
-    if (load_keys(auth, jwks_file, err, err_length) < 0) {
+    return auth;
+}
+
+struct auth *auth_load(const char *jwks_file, const char *issuer, const char *audience,
+                       const char *owner_claim, char *err, size_t err_length)
+{
+    struct auth *auth = auth_new(issuer, audience, owner_claim, err, err_length);
+    if (auth == NULL)
+        return NULL;
+    json_error_t error;
+    json_t *jwks = json_load_file(jwks_file, JSON_REJECT_DUPLICATES, &error);
+    if (jwks == NULL) {
+        fail(err, err_length, "%s: %s (line %d)", jwks_file, error.text, error.line);
+        auth_free(auth);
+        return NULL;
+    }
+    auth->ring->current = keyset_from_json(jwks, jwks_file, false, err, err_length);
+    json_decref(jwks);
+    if (auth->ring->current == NULL) {
+        auth_free(auth);
+        return NULL;
+    }
+    return auth;
+}
+
+struct auth *auth_open(const struct config_api *api, char *err, size_t err_length)
+{
+    if (api->jwks_file != NULL)
+        return auth_load(api->jwks_file, api->issuer, api->audience, api->owner_claim, err,
+                         err_length);
+    struct auth *auth = auth_new(api->issuer, api->audience, api->owner_claim, err, err_length);
+    if (auth == NULL)
+        return NULL;
+    struct jwks_remote_settings settings = {
+        .authority = api->authority,
+        .jwks_url = api->jwks_url,
+        .ca_file = api->jwks_ca_file,
+        .refresh_s = api->jwks_refresh_s,
+        .min_refresh_s = api->jwks_min_refresh_s,
+        .timeout_s = api->jwks_timeout_s,
+    };
+    if ((auth->remote = jwks_remote_start(&settings, install_jwks, auth, err, err_length)) ==
+        NULL) {
         auth_free(auth);
         return NULL;
     }
@@ -234,11 +362,12 @@ void auth_free(struct auth *auth)
 {
     if (auth == NULL)
         return;
-    for (size_t i = 0; i < auth->key_count; i++) {
-        free(auth->keys[i].kid);
-        EVP_PKEY_free(auth->keys[i].key);
+    jwks_remote_stop(auth->remote);
+    if (auth->ring != NULL) {
+        keyset_free(auth->ring->current);
+        pthread_mutex_destroy(&auth->ring->lock);
+        free(auth->ring);
     }
-    free(auth->keys);
     free(auth->issuer);
     free(auth->audience);
     free(auth->owner_claim);
@@ -287,11 +416,12 @@ static bool signature_verifies(const struct auth_key *key, const char *signed_pa
     return ok;
 }
 
-/* The key that verifies the token's signature, or NULL with the reason. */
-static const struct auth_key *verifying_key(const struct auth *auth, const json_t *header,
+/* The key that verifies the token's signature, or NULL with the reason (*unknown_kid said apart).
+ */
+static const struct auth_key *verifying_key(const struct auth_keyset *keyset, const json_t *header,
                                             const char *signed_part, size_t signed_length,
                                             const uint8_t *signature, size_t signature_length,
-                                            char *err, size_t err_length)
+                                            bool *unknown_kid, char *err, size_t err_length)
 {
     const char *alg = json_string_value(json_object_get(header, "alg"));
     json_t *kid = json_object_get(header, "kid");
@@ -304,8 +434,8 @@ static const struct auth_key *verifying_key(const struct auth *auth, const json_
         return NULL;
     }
     bool kid_known = false;
-    for (size_t i = 0; i < auth->key_count; i++) {
-        const struct auth_key *key = &auth->keys[i];
+    for (size_t i = 0; keyset != NULL && i < keyset->key_count; i++) {
+        const struct auth_key *key = &keyset->keys[i];
         if (kid != NULL && (key->kid == NULL || strcmp(key->kid, json_string_value(kid)) != 0))
             continue;
         kid_known = true;
@@ -313,7 +443,10 @@ static const struct auth_key *verifying_key(const struct auth *auth, const json_
             signature_verifies(key, signed_part, signed_length, signature, signature_length))
             return key;
     }
-    if (kid != NULL && !kid_known)
+    *unknown_kid = kid != NULL && !kid_known;
+    if (keyset == NULL)
+        fail(err, err_length, "no operator keys yet (the identity provider has not answered)");
+    else if (*unknown_kid)
         fail(err, err_length, "token key id is not in the JWKS");
     else
         fail(err, err_length, "token signature does not verify");
@@ -422,8 +555,23 @@ int auth_check(const struct auth *auth, const char *authorization, time_t now, c
         fail(err, err_length, "token header is not a JSON object");
         goto out;
     }
-    if (verifying_key(auth, header, token, (size_t)(second - token), signature, signature_length,
-                      err, err_length) == NULL)
+    /* A key id nobody knows may be the provider's new key: fetch (rate-limited) and retry once. */
+    bool unknown_kid = false;
+    struct auth_keyset *keyset = keyset_acquire(auth);
+    const struct auth_key *key =
+        verifying_key(keyset, header, token, (size_t)(second - token), signature, signature_length,
+                      &unknown_kid, err, err_length);
+    if (key == NULL && (unknown_kid || keyset == NULL) && auth->remote != NULL) {
+        keyset_release(auth, keyset);
+        keyset = NULL;
+        if (jwks_remote_refresh(auth->remote)) {
+            keyset = keyset_acquire(auth);
+            key = verifying_key(keyset, header, token, (size_t)(second - token), signature,
+                                signature_length, &unknown_kid, err, err_length);
+        }
+    }
+    keyset_release(auth, keyset);
+    if (key == NULL)
         goto out;
     claims = json_loadb((const char *)payload_text, payload_length, 0, NULL);
     if (claims == NULL)
@@ -441,12 +589,11 @@ out:
 
 bool auth_has_key(const struct auth *auth, const EVP_PKEY *key)
 {
-    for (size_t i = 0; i < auth->key_count; i++) {
-        if (EVP_PKEY_eq(auth->keys[i].key, key) == 1) {
-            ERR_clear_error();
-            return true;
-        }
-    }
+    struct auth_keyset *keyset = keyset_acquire(auth);
+    bool found = false;
+    for (size_t i = 0; keyset != NULL && !found && i < keyset->key_count; i++)
+        found = EVP_PKEY_eq(keyset->keys[i].key, key) == 1;
+    keyset_release(auth, keyset);
     ERR_clear_error();
-    return false;
+    return found;
 }

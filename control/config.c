@@ -15,6 +15,7 @@
  * accepts (PROTOCOL.md 2.5).
  */
 #include "control/config.h"
+#include "control/jwks_remote.h"
 #include "crypto/keyfile.h"
 #include "common/log.h"
 #include "dataplane/proxy.h"
@@ -36,7 +37,7 @@
 #include <yaml.h>
 
 #define KEY_MAX 256
-#define MAPPING_KEYS_MAX 16
+#define MAPPING_KEYS_MAX 24
 #define ONE_YEAR_S (365L * 24 * 3600)
 #define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
 #define JSON_DEPTH_MAX 32
@@ -1340,6 +1341,43 @@ static int parse_api_limits(struct mapping *m, struct config_api *api)
     return 0;
 }
 
+/* Where operator token keys come from: exactly one of jwks, jwksUrl and authority. */
+static int parse_api_keys(struct mapping *m, struct config_api *api)
+{
+    static const char *const sources[] = {"jwks", "jwksUrl", "authority"};
+    char path[KEY_MAX];
+    long seconds;
+    if (map_path(m, "jwks", false, NULL, true, &api->jwks_file) < 0 ||
+        map_string(m, "jwksUrl", false, NULL, &api->jwks_url) < 0 ||
+        map_string(m, "authority", false, NULL, &api->authority) < 0 ||
+        map_path(m, "jwksCA", false, NULL, true, &api->jwks_ca_file) < 0)
+        return -1;
+    const char *values[] = {api->jwks_file, api->jwks_url, api->authority};
+    size_t named = 0;
+    for (size_t i = 0; i < 3; i++)
+        named += values[i] != NULL;
+    if (named != 1) {
+        key_child(path, m->path, "jwks");
+        return fail(m->p, m->node, path,
+                    "name exactly one of jwks (a file), jwksUrl and authority");
+    }
+    for (size_t i = 1; i < 3; i++) {
+        const char *problem = values[i] != NULL ? jwks_remote_url_problem(values[i]) : NULL;
+        if (problem != NULL)
+            return fail(m->p, mapping_value(m, sources[i], path), path, "%s", problem);
+    }
+    if (map_duration(m, "jwksRefresh", 10, 7 * 86400, 3600, &seconds) < 0)
+        return -1;
+    api->jwks_refresh_s = (unsigned)seconds;
+    if (map_duration(m, "jwksMinRefresh", 1, 3600, 30, &seconds) < 0)
+        return -1;
+    api->jwks_min_refresh_s = (unsigned)seconds;
+    if (map_duration(m, "jwksTimeout", 1, 60, 5, &seconds) < 0)
+        return -1;
+    api->jwks_timeout_s = (unsigned)seconds;
+    return 0;
+}
+
 /* The management API: absent means off. A certificate needs its key and the other way round. */
 static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_policy policy)
 {
@@ -1348,7 +1386,9 @@ static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_
         "clientCA",       "jwks",           "issuer",
         "audience",       "ownerClaim",     "healthListen",
         "admins",         "maxConnections", "maxConnectionsPerSource",
-        "requestTimeout", "quotas",         NULL};
+        "requestTimeout", "quotas",         "jwksUrl",
+        "authority",      "jwksCA",         "jwksRefresh",
+        "jwksMinRefresh", "jwksTimeout",    NULL};
     struct parser *p = root->p;
     struct mapping m;
     char path[KEY_MAX];
@@ -1365,8 +1405,7 @@ static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_
     if (map_path(&m, "certificate", false, NULL, true, &api->cert_file) < 0 ||
         map_path(&m, "key", false, NULL, true, &api->key_file) < 0 ||
         map_path(&m, "clientCA", false, NULL, true, &api->client_ca_file) < 0 ||
-        map_path(&m, "jwks", true, NULL, true, &api->jwks_file) < 0 ||
-        map_string(&m, "issuer", true, NULL, &api->issuer) < 0 ||
+        parse_api_keys(&m, api) < 0 || map_string(&m, "issuer", true, NULL, &api->issuer) < 0 ||
         map_string(&m, "audience", false, NULL, &api->audience) < 0 ||
         map_string(&m, "ownerClaim", false, "sub", &api->owner_claim) < 0 ||
         parse_api_limits(&m, api) < 0)
@@ -1913,6 +1952,9 @@ void config_free(struct config *config)
     free(config->api.key_file);
     free(config->api.client_ca_file);
     free(config->api.jwks_file);
+    free(config->api.jwks_url);
+    free(config->api.authority);
+    free(config->api.jwks_ca_file);
     free(config->api.issuer);
     free(config->api.audience);
     free(config->api.owner_claim);

@@ -189,6 +189,7 @@ static int check_key_folders(const struct config *config)
     files[count++] = config->tls_key_file;
     files[count++] = config->api.key_file;
     files[count++] = config->api.jwks_file;
+    files[count++] = config->api.jwks_ca_file;
     files[count++] = config->api.client_ca_file;
     for (size_t i = 0; i < config->hub_count; i++) {
         const char *hub_files[] = {config->hubs[i].ca_key_file, config->hubs[i].token_key_file};
