@@ -83,7 +83,7 @@ static bool reached(struct timespec now, struct timespec when)
 
 const char *jwks_remote_url_problem(const char *url)
 {
-    static const char *const loopback[] = {"127.", "[::1]", "localhost", NULL};
+    static const char *const loopback[] = {"[::1]", "localhost", NULL};
     if (url == NULL || url[0] == '\0')
         return "must be a URL";
     if (strncasecmp(url, "https://", 8) == 0)
@@ -91,11 +91,12 @@ const char *jwks_remote_url_problem(const char *url)
     if (strncasecmp(url, "http://", 7) != 0)
         return "must be an https:// URL";
     const char *host = url + 7;
+    size_t host_length = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/?#");
+    /* 127.0.0.0/8 as a dotted address, never a name that merely starts with "127." */
+    if (strncmp(host, "127.", 4) == 0 && strspn(host, "0123456789.") == host_length)
+        return NULL;
     for (size_t i = 0; loopback[i] != NULL; i++) {
-        size_t length = strlen(loopback[i]);
-        char next = host[length];
-        if (strncasecmp(host, loopback[i], length) == 0 &&
-            (loopback[i][length - 1] == '.' || next == '\0' || next == ':' || next == '/'))
+        if (host_length == strlen(loopback[i]) && strncasecmp(host, loopback[i], host_length) == 0)
             return NULL;
     }
     return "http:// only to a loopback host (keys fetched in the clear could be anyone's): use "

@@ -877,6 +877,42 @@ static void api_limits_and_quotas_default(void **state)
                "api.quotas.requestsPerSecond", "must be an integer from 1", NULL);
 }
 
+/* Operator keys from a file or an identity provider: exactly one source, a URL that is safe. */
+static void api_key_sources(void **state)
+{
+    (void)state;
+    struct config *config = load_ok(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x,\n"
+                                        "      authority: https://auth.example/realms/plgd}\n");
+    assert_null(config->api.jwks_file);
+    assert_string_equal(config->api.authority, "https://auth.example/realms/plgd");
+    assert_int_equal(config->api.jwks_refresh_s, 3600);
+    assert_int_equal(config->api.jwks_min_refresh_s, 30);
+    assert_int_equal(config->api.jwks_timeout_s, 5);
+    config_free(config);
+    config = load_ok(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x, jwksMinRefresh: 5s,\n"
+                         "      jwksUrl: \"http://127.0.0.1:8080/keys\", jwksTimeout: 2s}\n");
+    assert_string_equal(config->api.jwks_url, "http://127.0.0.1:8080/keys");
+    assert_int_equal(config->api.jwks_min_refresh_s, 5);
+    assert_int_equal(config->api.jwks_timeout_s, 2);
+    config_free(config);
+    load_fails(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x}\n", "api.jwks",
+               "exactly one of jwks (a file), jwksUrl and authority", NULL);
+    load_fails(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x, jwks: token.key,\n"
+                   "      authority: https://auth.example}\n",
+               "api.jwks", "exactly one of", NULL);
+    load_fails(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x,\n"
+                   "      authority: \"http://auth.example\"}\n",
+               "api.authority", "http:// only to a loopback host", NULL);
+    load_fails(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x,\n"
+                   "      jwksUrl: \"http://127.0.0.1.evil.example/keys\"}\n",
+               "api.jwksUrl", "http:// only to a loopback host", NULL);
+    config = load_ok(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x,\n"
+                         "      authority: \"http://[::1]:8080/realms/x\"}\n");
+    config_free(config);
+    load_fails(TLS "api: {listen: 127.0.0.1:9100, issuer: https://x, jwksUrl: ftp://x/keys}\n",
+               "api.jwksUrl", "must be an https:// URL", NULL);
+}
+
 /* cluster: the Redis connection, its names and the degrade policy (issue 11). */
 static void cluster_redis_keys(void **state)
 {
@@ -992,6 +1028,7 @@ int main(void)
         cmocka_unit_test(group_crls_and_disabled),
         cmocka_unit_test(key_registry_is_read_and_names_are_checked),
         cmocka_unit_test(api_limits_and_quotas_default),
+        cmocka_unit_test(api_key_sources),
         cmocka_unit_test(cluster_redis_keys),
         cmocka_unit_test(log_line_is_logfmt),
         cmocka_unit_test(log_level_filters),
