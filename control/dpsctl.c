@@ -34,6 +34,7 @@
 
 #include "control/dpsctl_client.h"
 #include "control/dpsctl_commands.h"
+#include "control/dpsctl_import.h"
 #include "control/dpsctl_options.h"
 
 /*
@@ -131,6 +132,14 @@ static const struct command COMMANDS[] = {
      "dpsctl pki DIR [--devices N]\n"
      "  Creates the demo PKI in DIR (manufacturer, DPS server, hub and token keys,\n"
      "  N device certificates, default 10). Existing files are kept.\n"},
+    {"import", NULL,
+     BIT(OPT_DATA) | BIT(OPT_IDENTITY_KEY) | BIT(OPT_TOKEN_KEY) | BIT(OPT_TOKEN_ISSUER), "DIR",
+     COMMAND_LOCAL, command_import, NULL,
+     "dpsctl import DIR --data DATADIR --identity-key NAME --token-key NAME --token-issuer ISSUER\n"
+     "  Imports a plgd DPS's MongoDB collections, exported with mongoexport into DIR\n"
+     "  (hubs.json, enrollmentGroups.json, provisionedRecords.json), into the store of\n"
+     "  a stopped dpsd: record ids, device ids and their bindings, the issuance log.\n"
+     "  Imported hubs sign with the registry keys named. Prints what was not carried.\n"},
     {"token", NULL, BIT(OPT_KEY) | BIT(OPT_OWNER) | BIT(OPT_EXPIRES_IN), NULL, COMMAND_LOCAL,
      command_token, NULL,
      "dpsctl token --key FILE --owner OWNER [--expires-in SECONDS]\n"
