@@ -140,6 +140,11 @@ static const struct command COMMANDS[] = {
      "  (hubs.json, enrollmentGroups.json, provisionedRecords.json), into the store of\n"
      "  a stopped dpsd: record ids, device ids and their bindings, the issuance log.\n"
      "  Imported hubs sign with the registry keys named. Prints what was not carried.\n"},
+    {"import-config", NULL, 0, "FILE", COMMAND_LOCAL, command_import_config, NULL,
+     "dpsctl import-config FILE\n"
+     "  Prints a dpsd configuration converted from a plgd DPS configuration file\n"
+     "  (listeners, TLS files, the API's authority, audience and owner claim); names\n"
+     "  on stderr every setting it could not carry.\n"},
     {"token", NULL, BIT(OPT_KEY) | BIT(OPT_OWNER) | BIT(OPT_EXPIRES_IN), NULL, COMMAND_LOCAL,
      command_token, NULL,
      "dpsctl token --key FILE --owner OWNER [--expires-in SECONDS]\n"

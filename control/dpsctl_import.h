@@ -1,8 +1,9 @@
 /*
- * dpsctl_import: `dpsctl import DIR --data DATADIR` brings a plgd DPS's
- * MongoDB collections, exported with mongoexport (JSON lines, the
- * reference's BSON field names), into a stopped dpsd's store
- * (dpsctl_import.c).
+ * dpsctl_import: the way in from a plgd DPS. `dpsctl import DIR --data
+ * DATADIR` brings its MongoDB collections, exported with mongoexport (JSON
+ * lines, the reference's BSON field names), into a stopped dpsd's store
+ * (dpsctl_import.c); `dpsctl import-config FILE` converts its configuration
+ * file (dpsctl_import_config.c).
  */
 #ifndef DPS_DPSCTL_IMPORT_H
 #define DPS_DPSCTL_IMPORT_H
@@ -12,5 +13,6 @@
 struct client;
 
 int command_import(struct client *client, struct options *options, const void *subject);
+int command_import_config(struct client *client, struct options *options, const void *subject);
 
 #endif

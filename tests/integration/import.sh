@@ -9,10 +9,13 @@
 # issuance log holds the migrated identity certificate; an imported group
 # provisions its migrated device (same record, same id) and new devices;
 # what cannot carry over (the hub's CA service and OAuth client, a bad
-# record) is reported.
+# record) is reported. Then the node runs on a configuration converted from
+# a plgd DPS config.yaml (dpsctl import-config, the reference's shape with
+# this test's files), its API taking the fake identity provider's tokens.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/oidc_lib.sh"
 
-plan 12
+plan 16
 NODE=$WORK/node
 PKI=$NODE/pki
 MONGO=$WORK/mongo
@@ -134,5 +137,60 @@ check "a new identity claiming a migrated device's id gets 4.03" \
     sh -c "$(declare -f device); PORT=$PORT PKI='$PKI' LOADGEN='$LOADGEN' device 3 --di $DEVICE2 --expect-code cloud=4.03"
 check "a new device of the imported group provisions" \
     sh -c "$(declare -f device); PORT=$PORT PKI='$PKI' LOADGEN='$LOADGEN' device 4"
+stop_dpsd
+
+start_provider || { not_ok "the fake provider starts"; finish; }
+cat >"$WORK/plgd-config.yaml" <<EOF
+log:
+  level: info
+  encoding: json
+apis:
+  coap:
+    address: 127.0.0.1:$PORT
+    maxMessageSize: 262144
+    protocols: [tcp]
+    inactivityMonitor: {timeout: 20s}
+    blockwiseTransfer: {enabled: true, blockSize: "1024"}
+    tls:
+      keyFile: $PKI/dps-server.key
+      certFile: $PKI/dps-server.pem
+  http:
+    enabled: true
+    address: 127.0.0.1:$API_PORT
+    tls:
+      caPool: $PKI/dps-root.pem
+      keyFile: $PKI/dps-server.key
+      certFile: $PKI/dps-server.pem
+      clientCertificateRequired: false
+    authorization:
+      ownerClaim: sub
+      audience: dps-api
+      endpoints:
+        - authority: $PROVIDER
+          http: {timeout: 10s, tls: {caPool: $PKI/dps-root.pem, useSystemCAPool: false}}
+    readTimeout: 8s
+clients:
+  storage:
+    mongoDB: {uri: "mongodb://mongo:27017", database: deviceProvisioningService}
+  openTelemetryCollector:
+    grpc: {enabled: false}
+EOF
+exits "import-config converts a plgd DPS config.yaml" 0 '^api:' \
+    "$DPSCTL" import-config "$WORK/plgd-config.yaml"
+cp "$WORK/out" "$NODE/dpsd.yaml"
+expect_output "and names what it did not carry (MongoDB, OpenTelemetry, CoAP tuning)" \
+    'mongoDB.*dpsctl import' cat "$WORK/err"
+# The hubs' signing keys are the node's own: the operator registers them.
+cat >>"$NODE/dpsd.yaml" <<EOF
+keys:
+  - {name: hub-ca, certificate: pki/hub-ca.pem, key: pki/hub-ca.key, owners: ["1"]}
+  - {name: hub-token, key: pki/token.key, owners: ["1"]}
+EOF
+start_dpsd_config "$NODE" "$API_PORT" "$PORT" || { not_ok "dpsd runs on the converted configuration"; finish; }
+expect_output "its HTTPS API takes the identity provider's tokens (api.authority)" "\"id\":\"$GROUP\"" \
+    curl -sS --cacert "$PKI/dps-root.pem" -H "Authorization: Bearer $(provider_token 1)" \
+    "https://127.0.0.1:$API_PORT/api/v1/enrollment-groups"
+check "a device of the imported group provisions on it" \
+    sh -c "$(declare -f device); PORT=$PORT PKI='$PKI' LOADGEN='$LOADGEN' device 3"
 stop_dpsd
 finish

@@ -1,0 +1,243 @@
+/*
+ * dpsctl_import_config: `dpsctl import-config FILE` turns a plgd DPS
+ * configuration file (the reference's config.yaml: log, apis.coap,
+ * apis.http with its authorization, clients) into a dpsd configuration on
+ * stdout, and names on stderr every setting it could not carry.
+ *
+ * The mapping: apis.coap.address and its TLS files become listen and tls;
+ * apis.http (when enabled) becomes api, its TLS files certificate and key,
+ * a required client certificate's caPool clientCA; the authorization's
+ * ownerClaim and audience carry over, its first endpoint's authority
+ * becomes api.authority (OIDC discovery, as the reference) and its CA pool
+ * api.jwksCA; the reference has no issuer setting, so api.issuer is the
+ * authority, which is what OIDC providers put in "iss". MongoDB gives way to
+ * dataDir (the data itself comes through `dpsctl import`), log.level to
+ * logLevel. The output has no hubs and no key registry: the reference keeps
+ * those in MongoDB, and a node signs with keys it holds, which the operator
+ * registers under keys:.
+ */
+#include "control/dpsctl_import.h"
+#include "common/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+struct reference {
+    yaml_document_t document;
+    size_t notes;
+};
+
+/* The node at a dotted path of mapping keys ("apis.http.address"), or NULL. */
+static yaml_node_t *lookup(yaml_document_t *document, yaml_node_t *node, const char *path)
+{
+    while (node != NULL && path != NULL && path[0] != '\0') {
+        const char *dot = strchr(path, '.');
+        size_t length = dot != NULL ? (size_t)(dot - path) : strlen(path);
+        yaml_node_t *found = NULL;
+        if (node->type == YAML_MAPPING_NODE) {
+            for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+                 pair < node->data.mapping.pairs.top && found == NULL; pair++) {
+                yaml_node_t *key = yaml_document_get_node(document, pair->key);
+                if (key != NULL && key->type == YAML_SCALAR_NODE &&
+                    key->data.scalar.length == length &&
+                    memcmp(key->data.scalar.value, path, length) == 0)
+                    found = yaml_document_get_node(document, pair->value);
+            }
+        }
+        node = found;
+        path = dot != NULL ? dot + 1 : NULL;
+    }
+    return node;
+}
+
+/* A non-empty scalar at path, or NULL. */
+static const char *scalar(struct reference *reference, const char *path)
+{
+    yaml_node_t *node =
+        lookup(&reference->document, yaml_document_get_root_node(&reference->document), path);
+    if (node == NULL || node->type != YAML_SCALAR_NODE || node->data.scalar.length == 0)
+        return NULL;
+    return (const char *)node->data.scalar.value;
+}
+
+static yaml_node_t *node_at(struct reference *reference, const char *path)
+{
+    return lookup(&reference->document, yaml_document_get_root_node(&reference->document), path);
+}
+
+__attribute__((format(printf, 2, 3))) static void dropped(struct reference *reference,
+                                                          const char *format, ...)
+{
+    va_list args;
+    fputs("dpsctl import-config: not carried: ", stderr);
+    va_start(args, format);
+    vfprintf(stderr, format, args);
+    va_end(args);
+    fputc('\n', stderr);
+    reference->notes++;
+}
+
+/* A YAML double-quoted scalar. */
+static void quoted(const char *text)
+{
+    putchar('"');
+    for (const unsigned char *c = (const unsigned char *)text; *c != '\0'; c++) {
+        if (*c == '"' || *c == '\\')
+            printf("\\%c", *c);
+        else if (*c < 0x20)
+            printf("\\x%02x", *c);
+        else
+            putchar(*c);
+    }
+    putchar('"');
+}
+
+static void setting(const char *indent, const char *key, const char *value)
+{
+    if (value == NULL)
+        return;
+    printf("%s%s: ", indent, key);
+    quoted(value);
+    putchar('\n');
+}
+
+static bool is_true(struct reference *reference, const char *path)
+{
+    const char *value = scalar(reference, path);
+    return value != NULL && strcmp(value, "true") == 0;
+}
+
+static void convert_coap(struct reference *reference)
+{
+    const char *address = scalar(reference, "apis.coap.address");
+    yaml_node_t *protocols = node_at(reference, "apis.coap.protocols");
+    printf("listen: [");
+    quoted(address != NULL ? address : "0.0.0.0:15684");
+    printf("]\ntls:\n");
+    setting("  ", "certificate", scalar(reference, "apis.coap.tls.certFile"));
+    setting("  ", "key", scalar(reference, "apis.coap.tls.keyFile"));
+    if (protocols != NULL && protocols->type == YAML_SEQUENCE_NODE) {
+        for (yaml_node_item_t *item = protocols->data.sequence.items.start;
+             item < protocols->data.sequence.items.top; item++) {
+            yaml_node_t *protocol = yaml_document_get_node(&reference->document, *item);
+            if (protocol != NULL && protocol->type == YAML_SCALAR_NODE &&
+                strcmp((const char *)protocol->data.scalar.value, "tcp") != 0)
+                dropped(reference, "apis.coap.protocols: %s (devices speak CoAP over TCP here)",
+                        protocol->data.scalar.value);
+        }
+    }
+    static const char *const unused[] = {"apis.coap.maxMessageSize", "apis.coap.messagePoolSize",
+                                         "apis.coap.inactivityMonitor",
+                                         "apis.coap.blockwiseTransfer", NULL};
+    for (size_t i = 0; unused[i] != NULL; i++) {
+        if (node_at(reference, unused[i]) != NULL)
+            dropped(reference, "%s (the node sizes its connections itself: limits:)", unused[i]);
+    }
+}
+
+static void convert_http(struct reference *reference)
+{
+    if (!is_true(reference, "apis.http.enabled")) {
+        if (node_at(reference, "apis.http") != NULL)
+            dropped(reference, "apis.http (disabled there: no api: here)");
+        return;
+    }
+    const char *authority = NULL;
+    yaml_node_t *endpoints = node_at(reference, "apis.http.authorization.endpoints");
+    yaml_node_t *first = NULL;
+    if (endpoints != NULL && endpoints->type == YAML_SEQUENCE_NODE &&
+        endpoints->data.sequence.items.top > endpoints->data.sequence.items.start) {
+        first =
+            yaml_document_get_node(&reference->document, endpoints->data.sequence.items.start[0]);
+        if (endpoints->data.sequence.items.top - endpoints->data.sequence.items.start > 1)
+            dropped(reference, "apis.http.authorization.endpoints[1...] (one authority here)");
+    }
+    yaml_node_t *authority_node = lookup(&reference->document, first, "authority");
+    if (authority_node != NULL && authority_node->type == YAML_SCALAR_NODE &&
+        authority_node->data.scalar.length > 0)
+        authority = (const char *)authority_node->data.scalar.value;
+    yaml_node_t *ca = lookup(&reference->document, first, "http.tls.caPool");
+    printf("api:\n");
+    setting("  ", "listen", scalar(reference, "apis.http.address"));
+    setting("  ", "certificate", scalar(reference, "apis.http.tls.certFile"));
+    setting("  ", "key", scalar(reference, "apis.http.tls.keyFile"));
+    if (is_true(reference, "apis.http.tls.clientCertificateRequired"))
+        setting("  ", "clientCA", scalar(reference, "apis.http.tls.caPool"));
+    if (authority == NULL) {
+        dropped(reference, "apis.http.authorization: no authority: set api.jwks or api.authority "
+                           "and api.issuer");
+    } else {
+        setting("  ", "authority", authority);
+        setting("  ", "issuer", authority);
+        if (ca != NULL && ca->type == YAML_SCALAR_NODE && ca->data.scalar.length > 0)
+            setting("  ", "jwksCA", (const char *)ca->data.scalar.value);
+        fprintf(stderr,
+                "dpsctl import-config: api.issuer set to the authority %s: check it is the "
+                "\"iss\" of the provider's tokens\n",
+                authority);
+    }
+    setting("  ", "audience", scalar(reference, "apis.http.authorization.audience"));
+    setting("  ", "ownerClaim", scalar(reference, "apis.http.authorization.ownerClaim"));
+    if (lookup(&reference->document, first, "http.tls.keyFile") != NULL)
+        dropped(reference, "the authority endpoint's client certificate (keys are fetched "
+                           "without one)");
+}
+
+int command_import_config(struct client *client, struct options *options, const void *subject)
+{
+    struct reference reference = {0};
+    FILE *file = fopen(options->argument, "r");
+    yaml_parser_t parser;
+    if (file == NULL) {
+        fprintf(stderr, "dpsctl import-config: %s: cannot read\n", options->argument);
+        return EXIT_REFUSED;
+    }
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, file);
+    int loaded = yaml_parser_load(&parser, &reference.document);
+    yaml_parser_delete(&parser);
+    fclose(file);
+    yaml_node_t *root = loaded ? yaml_document_get_root_node(&reference.document) : NULL;
+    if (root == NULL || root->type != YAML_MAPPING_NODE) {
+        fprintf(stderr, "dpsctl import-config: %s: not a YAML mapping\n", options->argument);
+        if (loaded)
+            yaml_document_delete(&reference.document);
+        return EXIT_REFUSED;
+    }
+    printf("# Converted by dpsctl import-config from %s (a plgd DPS configuration).\n"
+           "# Hubs and enrollment groups come from its MongoDB through `dpsctl import`;\n"
+           "# register the keys those hubs sign with under keys: (README).\n",
+           options->argument);
+    convert_coap(&reference);
+    printf("dataDir: data\n");
+    const char *level = scalar(&reference, "log.level");
+    enum log_level parsed_level;
+    if (level != NULL && log_parse_level(level, &parsed_level) == 0)
+        setting("", "logLevel", level);
+    else if (level != NULL)
+        dropped(&reference, "log.level %s (debug, info, warn or error here)", level);
+    convert_http(&reference);
+    if (node_at(&reference, "clients.storage.mongoDB") != NULL)
+        dropped(&reference, "clients.storage.mongoDB (the store is dataDir: import its "
+                            "collections with dpsctl import)");
+    if (node_at(&reference, "clients.openTelemetryCollector") != NULL)
+        dropped(&reference, "clients.openTelemetryCollector (metrics are served on /metrics)");
+    static const char *const known[] = {"log", "apis", "clients", NULL};
+    for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
+         pair < root->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key = yaml_document_get_node(&reference.document, pair->key);
+        size_t i = 0;
+        while (known[i] != NULL && key != NULL && key->type == YAML_SCALAR_NODE &&
+               strcmp(known[i], (const char *)key->data.scalar.value) != 0)
+            i++;
+        if (known[i] == NULL && key != NULL && key->type == YAML_SCALAR_NODE)
+            dropped(&reference, "%s (unknown here)", key->data.scalar.value);
+    }
+    yaml_document_delete(&reference.document);
+    fprintf(stderr, "dpsctl import-config: %zu settings not carried\n", reference.notes);
+    return EXIT_OK;
+}
