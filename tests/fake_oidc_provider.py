@@ -13,7 +13,8 @@ and what a test needs to drive it:
                                          in the JWKS only with keep=1
   GET  /_stats                           {"discovery": N, "jwks": N}: requests served
 Keys are made and tokens signed with the openssl tool, so the script needs
-nothing beyond python3's standard library. The chosen port is written to
+nothing beyond python3's standard library. With --tls-cert and --tls-key it
+speaks HTTPS, as real providers do. The chosen port is written to
 --port-file once the server listens; requests are logged to stderr.
 """
 import argparse
@@ -21,6 +22,7 @@ import base64
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -145,12 +147,20 @@ def main():
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--issuer", help="default: the server's own base URL")
     parser.add_argument("--audience", default="dps-api")
+    parser.add_argument("--tls-cert", help="PEM certificate (then chain): serve HTTPS")
+    parser.add_argument("--tls-key", help="its PEM private key")
     arguments = parser.parse_args()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = ThreadingHTTPServer(("127.0.0.1", arguments.port), Handler)
     server.daemon_threads = True
-    server.base = "http://127.0.0.1:%d" % server.server_address[1]
+    scheme = "http"
+    if arguments.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(arguments.tls_cert, arguments.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    server.base = "%s://127.0.0.1:%d" % (scheme, server.server_address[1])
     server.issuer = arguments.issuer or server.base
     server.audience = arguments.audience
     server.stats = {"discovery": 0, "jwks": 0}

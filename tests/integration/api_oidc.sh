@@ -5,12 +5,13 @@
 # without a restart; made-up key ids cost the provider at most one fetch per
 # minimum interval; while the provider is down the last keys stay in use; a
 # dpsd started while the provider is down comes up, refuses tokens, and
-# accepts them once the provider answers.
+# accepts them once the provider answers; over HTTPS the provider's
+# certificate is verified (api.jwksCA, or the system's CAs).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/oidc_lib.sh"
 
 MIN_REFRESH=4
-plan 17
+plan 20
 start_provider || { not_ok "the fake provider starts"; finish; }
 DEMO=$WORK/demo
 PORT=$(free_port)
@@ -85,4 +86,21 @@ start_provider "$PROVIDER_PORT" || { not_ok "the provider restarts"; finish; }
 sleep "$MIN_REFRESH"
 expect "once the provider answers, its tokens are accepted" 200 '"name":' "$(provider_token 1)" GET $LIST
 check_stop "dpsd stops cleanly on SIGTERM"
+
+# The provider over HTTPS, with a certificate of the demo's DPS root.
+stop_provider
+start_provider "" "$DEMO/pki/dps-server.pem" "$DEMO/pki/dps-server.key" ||
+    { not_ok "the provider starts over HTTPS"; finish; }
+sed -i -e "s|^  authority: .*|  authority: $PROVIDER\n  jwksCA: pki/dps-root.pem|" \
+    -e "s|^  issuer: .*|  issuer: $PROVIDER|" "$DEMO/dpsd.yaml"
+start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts with an https:// authority"; finish; }
+expect "over HTTPS with api.jwksCA the provider's token is accepted" 200 '"name":' \
+    "$(provider_token 1)" GET $LIST
+stop_dpsd
+sed -i -e '/^  jwksCA: /d' "$DEMO/dpsd.yaml"
+start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts without api.jwksCA"; finish; }
+expect "without it the provider's certificate is not trusted: no keys" 401 'no operator keys yet' \
+    "$(provider_token 1)" GET $LIST
+expect_output "and the log says why" 'operator keys not refreshed.*(certificate|SSL)' cat "$DEMO/dpsd.log"
+stop_dpsd
 finish

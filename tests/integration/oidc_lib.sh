@@ -11,14 +11,17 @@ oidc_cleanup() {
 }
 trap oidc_cleanup EXIT
 
-# start_provider [PORT]: starts the fake on PORT (default: a free one); sets $PROVIDER (its URL).
+# start_provider [PORT [CERT KEY]]: starts the fake on PORT (default: a free one), over HTTPS
+# with CERT and KEY; sets $PROVIDER (its URL).
 start_provider() {
     PROVIDER_PORT=${1:-$(free_port)}
+    local tls=() scheme=http
+    if [ -n "${2:-}" ]; then tls=(--tls-cert "$2" --tls-key "$3") scheme=https; fi
     rm -f "$WORK/provider.port"
-    python3 "$SRC/tests/fake_oidc_provider.py" --port "$PROVIDER_PORT" \
+    python3 "$SRC/tests/fake_oidc_provider.py" --port "$PROVIDER_PORT" "${tls[@]}" \
         --port-file "$WORK/provider.port" 2>>"$WORK/provider.log" &
     PROVIDER_PID=$!
-    PROVIDER=http://127.0.0.1:$PROVIDER_PORT
+    PROVIDER=$scheme://127.0.0.1:$PROVIDER_PORT
     for _ in $(seq 1 100); do
         [ -s "$WORK/provider.port" ] && return 0
         kill -0 "$PROVIDER_PID" 2>/dev/null || break
@@ -35,8 +38,8 @@ stop_provider() {
 }
 
 # provider_token OWNER: a token the provider issues with its current key.
-provider_token() { curl -sS -m 10 "$PROVIDER/_token?owner=$1"; }
+provider_token() { curl -sS -m 10 -k "$PROVIDER/_token?owner=$1"; }
 # provider_rotate [keep]: a new current key; the old one stays published only with "keep".
-provider_rotate() { curl -sS -m 10 -X POST "$PROVIDER/_rotate${1:+?keep=1}" >/dev/null; }
+provider_rotate() { curl -sS -m 10 -k -X POST "$PROVIDER/_rotate${1:+?keep=1}" >/dev/null; }
 # provider_count discovery|jwks: how many such requests the provider served.
-provider_count() { curl -sS -m 10 "$PROVIDER/_stats" | jq -r ".$1"; }
+provider_count() { curl -sS -m 10 -k "$PROVIDER/_stats" | jq -r ".$1"; }
