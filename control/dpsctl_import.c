@@ -272,11 +272,16 @@ static void rfc3339(const ASN1_TIME *time_value, char out[32])
         snprintf(out, 32, "%s", "");
 }
 
-/* The issuance entry of a record's identity certificate. */
-static int import_issuance(struct import *import, json_t *record, const char *owner_key,
-                           const char *issued_ns, const char *what)
+/*
+ * The issuance entry of the identity certificate in doc (a reference record)
+ * for record (our top-level part); its serial (lower-case hex) in serial_out.
+ */
+static int import_issuance(struct import *import, const json_t *record, const json_t *doc,
+                           const char *owner_key, const char *what, char serial_out[80])
 {
-    json_t *credential = json_object_get(record, "credential");
+    json_t *credential = json_object_get(doc, "credential");
+    char issued_ns[24] = "";
+    int64_text(json_object_get(json_object_get(credential, "status"), "date"), issued_ns);
     const char *pem = json_string_value(json_object_get(credential, "identityCertificate"));
     const char *id = json_string_value(json_object_get(record, "id"));
     if (pem == NULL)
@@ -299,16 +304,17 @@ static int import_issuance(struct import *import, json_t *record, const char *ow
     rfc3339(X509_get0_notBefore(certificate), not_before);
     rfc3339(X509_get0_notAfter(certificate), not_after);
     X509_free(certificate);
-    time_t seconds = issued_ns != NULL ? (time_t)(strtoll(issued_ns, NULL, 10) / 1000000000) : 0;
+    snprintf(serial_out, 80, "%s", hex);
+    time_t seconds = (time_t)(strtoll(issued_ns, NULL, 10) / 1000000000);
     struct tm parts;
     if (seconds > 0 && gmtime_r(&seconds, &parts) != NULL)
         strftime(issued_at, sizeof(issued_at), "%Y-%m-%dT%H:%M:%SZ", &parts);
-    json_t *cloud = json_object_get(record, "cloud");
+    json_t *cloud = json_object_get(doc, "cloud");
     json_t *gateway =
         json_array_get(json_object_get(cloud, "gateways"),
                        (size_t)json_integer_value(json_object_get(cloud, "selectedGateway")));
     json_t *entry = json_pack(
-        "{s:s, s:O, s:O, s:s?, s:O, s:s, s:s, s:s, s:s, s:s}", "serial", hex, "owner",
+        "{s:s, s:O, s:O*, s:s?, s:O, s:s, s:s, s:s, s:s, s:s}", "serial", hex, "owner",
         json_object_get(record, "owner"), "deviceId", json_object_get(record, "deviceId"),
         "recordId", id, "enrollmentGroupId", json_object_get(record, "enrollmentGroupId"), "hubId",
         text_of(json_object_get(gateway, "id")) ? text_of(json_object_get(gateway, "id")) : "",
@@ -323,12 +329,108 @@ static int import_issuance(struct import *import, json_t *record, const char *ow
     return result;
 }
 
-/* A step as we store it: {"status": {...}, ...data}; plgdTime is a bare status there. */
-static json_t *step_of(const char *name, json_t *value)
+/* A reference ProvisionStatus as ours: {"date": "<ns>", "coapCode": N, "errorMessage"?}. */
+static json_t *status_of(const json_t *status)
 {
-    if (strcmp(name, "plgdTime") == 0)
-        return json_pack("{s:O}", "status", value);
-    return json_deep_copy(value);
+    char date[24] = "";
+    int64_text(json_object_get(status, "date"), date);
+    json_t *ours = json_pack("{s:s, s:O*, s:O*}", "date", date, "coapCode",
+                             json_object_get(status, "coapCode"), "errorMessage",
+                             json_object_get(status, "errorMessage"));
+    return ours;
+}
+
+/* A reference AccessControl (protobuf form, enum names) as the OCF ACE devices were sent. */
+static json_t *ace_of(const json_t *reference)
+{
+    static const char *const permissions[] = {"CREATE", "READ", "WRITE", "DELETE", "NOTIFY"};
+    static const char *const wildcards[][2] = {
+        {"NONCFG_SEC_ENDPOINT", "+"}, {"NONCFG_NONSEC_ENDPOINT", "-"}, {"NONCFG_ALL", "*"}};
+    json_t *device = json_object_get(reference, "deviceSubject");
+    json_t *role = json_object_get(reference, "roleSubject");
+    json_t *connection = json_object_get(reference, "connectionSubject");
+    json_t *subject = NULL;
+    if (device != NULL)
+        subject = json_pack("{s:O*}", "uuid", json_object_get(device, "deviceId"));
+    else if (role != NULL)
+        subject = json_pack("{s:O*, s:O*}", "role", json_object_get(role, "role"), "authority",
+                            json_object_get(role, "authority"));
+    else {
+        /* Protobuf's default (0, or absent) is ANON_CLEAR. */
+        const char *type = json_string_value(json_object_get(connection, "type"));
+        bool anonymous = type != NULL
+                             ? strcmp(type, "ANON_CLEAR") == 0
+                             : json_integer_value(json_object_get(connection, "type")) == 0;
+        subject = json_pack("{s:s}", "conntype", anonymous ? "anon-clear" : "auth-crypt");
+    }
+    json_int_t permission = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(reference, "permissions"), i, item)
+    {
+        for (size_t p = 0; p < sizeof(permissions) / sizeof(*permissions); p++) {
+            if ((json_is_string(item) && strcmp(json_string_value(item), permissions[p]) == 0) ||
+                (json_is_integer(item) && json_integer_value(item) == (json_int_t)p))
+                permission |= (json_int_t)1 << p;
+        }
+    }
+    json_t *resources = json_array();
+    json_array_foreach(json_object_get(reference, "resources"), i, item)
+    {
+        json_t *resource = json_object();
+        const char *wildcard = json_string_value(json_object_get(item, "wildcard"));
+        for (size_t w = 0; wildcard != NULL && w < 3; w++) {
+            if (strcmp(wildcard, wildcards[w][0]) == 0)
+                json_object_set_new(resource, "wc", json_string(wildcards[w][1]));
+        }
+        if (json_string_length(json_object_get(item, "href")) > 0)
+            json_object_set(resource, "href", json_object_get(item, "href"));
+        if (json_array_size(json_object_get(item, "resourceTypes")) > 0)
+            json_object_set(resource, "rt", json_object_get(item, "resourceTypes"));
+        if (json_array_size(json_object_get(item, "interfaces")) > 0)
+            json_object_set(resource, "if", json_object_get(item, "interfaces"));
+        json_array_append_new(resources, resource);
+    }
+    return json_pack("{s:o, s:o, s:I}", "subject", subject, "resources", resources, "permission",
+                     permission);
+}
+
+/*
+ * A step of a reference record as we store it (store/store.h): the same
+ * fields under our names, its status with the date as text. The cloud's
+ * selected gateway is the gateway itself, not its index; ACLs are in the
+ * OCF form devices receive; the credential keeps the identity certificate
+ * and its serial, not the pre-shared key (a secret we do not keep).
+ */
+static json_t *step_of(const char *name, const json_t *value, const char *serial)
+{
+    json_t *status =
+        status_of(strcmp(name, "plgdTime") == 0 ? value : json_object_get(value, "status"));
+    json_t *step = json_pack("{s:o}", "status", status);
+    if (strcmp(name, "ownership") == 0) {
+        json_object_set(step, "owner", json_object_get(value, "owner"));
+    } else if (strcmp(name, "cloud") == 0) {
+        json_t *gateways = json_object_get(value, "gateways");
+        json_t *selected = json_array_get(
+            gateways, (size_t)json_integer_value(json_object_get(value, "selectedGateway")));
+        json_object_set(step, "gateways", gateways != NULL ? gateways : json_array());
+        json_object_set(step, "providerName", json_object_get(value, "providerName"));
+        if (selected != NULL)
+            json_object_set(step, "selectedGateway", selected);
+    } else if (strcmp(name, "credential") == 0) {
+        json_object_set(step, "identityCertificatePem",
+                        json_object_get(value, "identityCertificate"));
+        if (serial != NULL)
+            json_object_set_new(step, "serial", json_string(serial));
+    } else if (strcmp(name, "acl") == 0) {
+        json_t *entries = json_array();
+        size_t i;
+        json_t *item;
+        json_array_foreach(json_object_get(value, "accessControlList"), i, item)
+            json_array_append_new(entries, ace_of(item));
+        json_object_set_new(step, "accessControlList", entries);
+    }
+    return step;
 }
 
 static int import_record(struct import *import, json_t *doc, const char *what)
@@ -377,13 +479,16 @@ static int import_record(struct import *import, json_t *doc, const char *what)
     char owner_key[RECORDS_OWNER_KEY_LENGTH + 1];
     char key[RECORDS_KEY_MAX];
     records_owner_key(owner, owner_key);
+    char serial[80] = "";
     int result =
         put(import, STORE_RECORDS, key, records_part_key(owner_key, id, "record", key), top);
+    if (result == 0)
+        import_issuance(import, top, doc, owner_key, what, serial);
     for (size_t i = 0; result == 0 && steps[i] != NULL; i++) {
         json_t *value = json_object_get(doc, steps[i]);
         if (value == NULL)
             continue;
-        json_t *step = step_of(steps[i], value);
+        json_t *step = step_of(steps[i], value, serial[0] != '\0' ? serial : NULL);
         result =
             put(import, STORE_RECORDS, key, records_part_key(owner_key, id, steps[i], key), step);
         json_decref(step);
@@ -409,13 +514,6 @@ static int import_record(struct import *import, json_t *doc, const char *what)
     } else if (result == 0) {
         note(import, what, "record %s: no deviceId: nothing to bind", id);
     }
-    json_object_set_new(top, "credential", json_deep_copy(json_object_get(doc, "credential")));
-    json_object_set(top, "cloud", json_object_get(doc, "cloud"));
-    json_t *status = json_object_get(json_object_get(doc, "credential"), "status");
-    char issued[24] = "";
-    int64_text(json_object_get(status, "date"), issued);
-    if (result == 0)
-        import_issuance(import, top, owner_key, issued[0] != '\0' ? issued : NULL, what);
     json_decref(top);
     return result;
 }

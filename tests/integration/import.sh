@@ -15,7 +15,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/oidc_lib.sh"
 
-plan 16
+plan 17
 NODE=$WORK/node
 PKI=$NODE/pki
 MONGO=$WORK/mongo
@@ -123,6 +123,13 @@ check "the issuance log holds the migrated identity certificate" \
     sh -c "curl -sS -H 'Authorization: Bearer $TOKEN' '$API/api/v1/issuance?deviceIdFilter=$DEVICE1' |
            jq -e -s 'length == 1 and .[0].result.serial == \"0abc1234\" and .[0].result.recordId == \"$RECORD1\"'"
 
+check "the steps are kept in our form: serial, OCF ACE, selected gateway; no PSK secret" \
+    sh -c "'$DPSCTL' records list --data '$NODE/data' --json |
+           jq -e -s '[.[].result | select(.id == \"$RECORD1\")][0] |
+               .credential.serial == \"0abc1234\" and (.credential | has(\"preSharedKey\") | not) and
+               .acl.accessControlList[0].subject.conntype == \"auth-crypt\" and
+               .acl.accessControlList[0].permission == 2 and .cloud.selectedGateway.id == \"$HUB\" and
+               .plgdTime.status.coapCode == 68 and .plgdTime.status.date == \"$CREATED\"'"
 device() {
     local n=$1
     shift
