@@ -5,7 +5,10 @@ mock OAuth server), for tests of dpsd's remote operator keys.
 It serves what a relying party reads from a real provider:
   GET /.well-known/openid-configuration  issuer, jwks_uri, token_endpoint
   GET /keys                              the JWKS: EC P-256 signature keys,
-                                         each with kid, kty, crv, x, y, use, alg
+                                         each with kid, kty, crv, x, y, use, alg;
+                                         and, as real providers list, an ES384
+                                         (P-384) signature key and an RSA-OAEP
+                                         encryption key, never used to sign
 and what a test needs to drive it:
   GET  /_token?owner=O[&lifetime=S][&aud=A]  a token (ES256, the current key's
                                          kid) as a real provider would issue it
@@ -50,6 +53,24 @@ def der_integers(der):
     return out
 
 
+def openssl(*arguments):
+    return subprocess.run(["openssl"] + list(arguments), check=True, capture_output=True).stdout
+
+
+def others(folder):
+    """Keys a provider publishes beside its signing keys: other curves, encryption."""
+    p384 = os.path.join(folder, "es384.pem")
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", p384)
+    point = openssl("pkey", "-in", p384, "-pubout", "-outform", "DER")[-97:]
+    rsa = os.path.join(folder, "enc.pem")
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", rsa)
+    modulus = openssl("rsa", "-in", rsa, "-noout", "-modulus").decode().strip().split("=")[1]
+    return [{"kid": "es384", "kty": "EC", "crv": "P-384", "use": "sig", "alg": "ES384",
+             "x": b64url(point[1:49]), "y": b64url(point[49:97])},
+            {"kid": "enc", "kty": "RSA", "use": "enc", "alg": "RSA-OAEP",
+             "n": b64url(bytes.fromhex(modulus)), "e": "AQAB"}]
+
+
 class Keys:
     def __init__(self, folder):
         self.folder = folder
@@ -57,6 +78,7 @@ class Keys:
         self.serial = 0
         self.published = []  # (kid, jwk) newest last
         self.current = None  # (kid, key file)
+        self.others = others(folder)
 
     def rotate(self, keep):
         with self.lock:
@@ -78,7 +100,7 @@ class Keys:
 
     def jwks(self):
         with self.lock:
-            return {"keys": [jwk for _, jwk in self.published]}
+            return {"keys": self.others + [jwk for _, jwk in self.published]}
 
     def token(self, claims):
         with self.lock:

@@ -11,7 +11,7 @@
 . "$(dirname "$0")/oidc_lib.sh"
 
 MIN_REFRESH=4
-plan 20
+plan 21
 start_provider || { not_ok "the fake provider starts"; finish; }
 DEMO=$WORK/demo
 PORT=$(free_port)
@@ -27,6 +27,8 @@ OLD_TOKEN=$(provider_token 1)
 expect "a token the provider signed is accepted" 200 '"name":' "$OLD_TOKEN" GET $LIST
 COUNTS="$(provider_count discovery) $(provider_count jwks)"
 expect_output "the keys came through discovery, once" '^1 1$' echo "$COUNTS"
+expect_output "the provider's ES384 key is skipped with a reason, its encryption key ignored" \
+    'msg="operator key skipped".*crv must be P-256' cat "$DEMO/dpsd.log"
 expect "the demo operator token (another key) is refused" 401 'code":16' \
     "$(cat "$DEMO/pki/operator.token")" GET $LIST
 
@@ -48,16 +50,24 @@ expect_output "the daemon says it refreshed the keys" 'msg="operator keys refres
 
 sleep "$MIN_REFRESH"
 BEFORE=$(provider_count jwks)
+BOGUS=()
+for i in $(seq 1 30); do BOGUS+=("$(bogus_token "$i")"); done
 FLOOD=()
-for i in $(seq 1 30); do
-    curl -s -o /dev/null -m 10 -H "Authorization: Bearer $(bogus_token "$i")" "$API$LIST" &
+START=$(date +%s%N)
+for token in "${BOGUS[@]}"; do
+    curl -s -o /dev/null -m 10 -H "Authorization: Bearer $token" "$API$LIST" &
     FLOOD+=($!)
 done
 wait "${FLOOD[@]}"
+FLOOD_MS=$((($(date +%s%N) - START) / 1000000))
 AFTER=$(provider_count jwks)
-if [ $((AFTER - BEFORE)) -le 1 ]; then ok "30 made-up key ids cost the provider at most one JWKS fetch ($((AFTER - BEFORE)))"; else
-    not_ok "30 made-up key ids cost the provider at most one JWKS fetch"
-    echo "# $((AFTER - BEFORE)) fetches"
+# One fetch per started interval the flood lasted (one, unless this machine is slow).
+ALLOWED=$((1 + FLOOD_MS / (MIN_REFRESH * 1000)))
+if [ $((AFTER - BEFORE)) -le "$ALLOWED" ]; then
+    ok "30 made-up key ids cost the provider at most one JWKS fetch per interval ($((AFTER - BEFORE)) in $FLOOD_MS ms)"
+else
+    not_ok "30 made-up key ids cost the provider at most one JWKS fetch per interval"
+    echo "# $((AFTER - BEFORE)) fetches in $FLOOD_MS ms"
 fi
 expect "a made-up key id is refused" 401 'key id is not in the JWKS' "$(bogus_token 99)" GET $LIST
 sleep "$MIN_REFRESH"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fake identity provider (tests/fake_oidc_provider.py) itself, before any
 # test trusts it: its discovery document names its JWKS, its JWKS has the
-# shape providers publish, rotation replaces (or keeps) keys under new key
+# shape providers publish (beside its P-256 signing key, a P-384 one and an
+# encryption key it never signs with), rotation replaces (or keeps) keys under new key
 # ids, it counts what it serves; and its tokens are real: the JWKS it serves,
 # saved as the file a dpsd reads (api.jwks, the path already tested), makes
 # that dpsd accept its tokens and refuse them once the key rotated away.
@@ -15,16 +16,17 @@ ok "the fake provider starts"
 expect_output "discovery names the issuer and the JWKS" \
     "^$PROVIDER $PROVIDER/keys\$" \
     sh -c "curl -sS '$PROVIDER/.well-known/openid-configuration' | jq -r '\"\(.issuer) \(.jwks_uri)\"'"
-expect_output "the JWKS lists one EC P-256 signature key with kid, x and y" \
-    '^1 key-1 EC P-256 sig ES256 43 43$' \
-    sh -c "curl -sS '$PROVIDER/keys' | jq -r '\"\(.keys|length) \" + (.keys[0] |
-        \"\(.kid) \(.kty) \(.crv) \(.use) \(.alg) \(.x|length) \(.y|length)\")'"
+expect_output "the JWKS lists one EC P-256 signature key with kid, x and y, an ES384 and an enc key" \
+    '^3 key-1 EC P-256 sig ES256 43 43 es384 enc$' \
+    sh -c "curl -sS '$PROVIDER/keys' | jq -r '\"\(.keys|length) \" + (.keys[2] |
+        \"\(.kid) \(.kty) \(.crv) \(.use) \(.alg) \(.x|length) \(.y|length)\") +
+        \" \(.keys[0].kid) \(.keys[1].kid)\"'"
 provider_rotate keep
 expect_output "rotation with keep publishes the new key beside the old" '^key-1 key-2$' \
-    sh -c "curl -sS '$PROVIDER/keys' | jq -r '[.keys[].kid] | join(\" \")'"
+    sh -c "curl -sS '$PROVIDER/keys' | jq -r '[.keys[] | select(.crv == \"P-256\") | .kid] | join(\" \")'"
 provider_rotate
 expect_output "rotation without keep publishes only the new key" '^key-3$' \
-    sh -c "curl -sS '$PROVIDER/keys' | jq -r '[.keys[].kid] | join(\" \")'"
+    sh -c "curl -sS '$PROVIDER/keys' | jq -r '[.keys[] | select(.crv == \"P-256\") | .kid] | join(\" \")'"
 expect_output "it counts what it served" '^1 3$' \
     sh -c "curl -sS '$PROVIDER/_stats' | jq -r '\"\(.discovery) \(.jwks)\"'"
 
@@ -32,7 +34,8 @@ expect_output "it counts what it served" '^1 3$' \
 DEMO=$WORK/demo
 PORT=$(free_port)
 start_dpsd "$DEMO" "$PORT" --shards 1 && stop_dpsd
-curl -sS "$PROVIDER/keys" >"$DEMO/pki/provider.jwks.json"
+# A JWKS file must hold only keys dpsd verifies with (P-256, RSA signature keys).
+curl -sS "$PROVIDER/keys" | jq '{keys: [.keys[] | select(.crv == "P-256")]}' >"$DEMO/pki/provider.jwks.json"
 sed -i -e 's|^  jwks: .*|  jwks: pki/provider.jwks.json|' -e "s|^  issuer: .*|  issuer: $PROVIDER|" \
     "$DEMO/dpsd.yaml"
 start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts with the provider's JWKS file"; finish; }
