@@ -23,10 +23,14 @@
  *   UUIDv5(X.500 namespace, DER SubjectPublicKeyInfo of the manufacturer
  *   leaf); when the record holds that certificate the id is checked, and a
  *   record whose id does not derive from it is reported (a device would
- *   start a new record). The device id, creation date and steps carry over.
- *   Each record's device id is bound to it (both binding keys), so the first
- *   identity to come after the migration cannot take a migrated device's id.
- *   The issuance log gets an entry for each record's identity certificate.
+ *   start a new record). The device id, creation date and steps carry over,
+ *   in our stored form (step_of). Each record's device id is bound to it
+ *   (both binding keys), so the first identity to come after the migration
+ *   cannot take a migrated device's id; a record whose device id or identity
+ *   is already bound otherwise in the store is skipped, never rebound. The
+ *   issuance log gets an entry for each record's identity certificate.
+ *   Importing again overwrites what an earlier import wrote (records too):
+ *   import once, before devices come.
  *
  * A report on stderr names everything not carried over; the exit status is
  * 0 when every document was imported, 1 when some were skipped.
@@ -433,6 +437,67 @@ static json_t *step_of(const char *name, const json_t *value, const char *serial
     return step;
 }
 
+/* True when key is absent or holds value (a binding written before, by a device or an import). */
+static bool binding_free(struct import *import, const char *key, size_t key_length,
+                         const char *value)
+{
+    char *held = NULL;
+    size_t length = 0;
+    if (store_get(import->store, STORE_BINDINGS, key, key_length, &held, &length) != STORE_OK)
+        return true;
+    bool same = length == strlen(value) && memcmp(held, value, length) == 0;
+    free(held);
+    return same;
+}
+
+/* The two binding keys and values of device_id and record id under owner. */
+struct binding {
+    char device_key[RECORDS_KEY_MAX];
+    char identity_key[RECORDS_KEY_MAX];
+    size_t device_key_length;
+    size_t identity_key_length;
+    char *device_value;
+    char *identity_value;
+};
+
+static int binding_init(struct binding *binding, const char *owner, const char *owner_key,
+                        const char *id, const char *device_id)
+{
+    binding->device_value = records_device_binding_value(owner, id);
+    binding->identity_value = records_identity_binding_value(owner, device_id);
+    binding->device_key_length =
+        records_device_binding_key(owner_key, device_id, binding->device_key);
+    binding->identity_key_length =
+        records_identity_binding_key(owner_key, id, binding->identity_key);
+    return binding->device_value != NULL && binding->identity_value != NULL &&
+                   binding->device_key_length > 0 && binding->identity_key_length > 0
+               ? 0
+               : -1;
+}
+
+/*
+ * Neither key bound otherwise in this store: a device that provisioned here
+ * before the import keeps its id, and the migrated record is not written.
+ */
+static bool binding_available(struct import *import, const struct binding *binding)
+{
+    return binding_free(import, binding->device_key, binding->device_key_length,
+                        binding->device_value) &&
+           binding_free(import, binding->identity_key, binding->identity_key_length,
+                        binding->identity_value);
+}
+
+static int binding_write(struct import *import, const struct binding *binding)
+{
+    struct store_put puts[2] = {
+        {STORE_BINDINGS, binding->device_key, binding->device_key_length, binding->device_value,
+         strlen(binding->device_value)},
+        {STORE_BINDINGS, binding->identity_key, binding->identity_key_length,
+         binding->identity_value, strlen(binding->identity_value)},
+    };
+    return store_put_sync(import->store, puts, 2) == STORE_OK ? 0 : -1;
+}
+
 static int import_record(struct import *import, json_t *doc, const char *what)
 {
     static const char *const steps[] = {"plgdTime",   "ownership", "cloud",
@@ -479,6 +544,18 @@ static int import_record(struct import *import, json_t *doc, const char *what)
     char owner_key[RECORDS_OWNER_KEY_LENGTH + 1];
     char key[RECORDS_KEY_MAX];
     records_owner_key(owner, owner_key);
+    struct binding binding = {0};
+    if (device_id != NULL && (binding_init(&binding, owner, owner_key, id, device_id) < 0 ||
+                              !binding_available(import, &binding))) {
+        note(import, what,
+             "record %s skipped: device id %s or this record is already bound otherwise here "
+             "(release it with dpsctl bindings release, then import again)",
+             id, device_id);
+        free(binding.device_value);
+        free(binding.identity_value);
+        json_decref(top);
+        return -1;
+    }
     char serial[80] = "";
     int result =
         put(import, STORE_RECORDS, key, records_part_key(owner_key, id, "record", key), top);
@@ -493,27 +570,12 @@ static int import_record(struct import *import, json_t *doc, const char *what)
             put(import, STORE_RECORDS, key, records_part_key(owner_key, id, steps[i], key), step);
         json_decref(step);
     }
-    if (result == 0 && device_id != NULL) {
-        char *device_value = records_device_binding_value(owner, id);
-        char *identity_value = records_identity_binding_value(owner, device_id);
-        char device_key[RECORDS_KEY_MAX];
-        char identity_key[RECORDS_KEY_MAX];
-        struct store_put bindings[2] = {
-            {STORE_BINDINGS, device_key,
-             records_device_binding_key(owner_key, device_id, device_key), device_value,
-             device_value != NULL ? strlen(device_value) : 0},
-            {STORE_BINDINGS, identity_key,
-             records_identity_binding_key(owner_key, id, identity_key), identity_value,
-             identity_value != NULL ? strlen(identity_value) : 0},
-        };
-        if (device_value == NULL || identity_value == NULL ||
-            store_put_sync(import->store, bindings, 2) != STORE_OK)
-            result = -1;
-        free(device_value);
-        free(identity_value);
-    } else if (result == 0) {
+    if (result == 0 && device_id != NULL)
+        result = binding_write(import, &binding);
+    else if (result == 0)
         note(import, what, "record %s: no deviceId: nothing to bind", id);
-    }
+    free(binding.device_value);
+    free(binding.identity_value);
     json_decref(top);
     return result;
 }

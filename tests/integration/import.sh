@@ -15,7 +15,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/oidc_lib.sh"
 
-plan 17
+plan 18
 NODE=$WORK/node
 PKI=$NODE/pki
 MONGO=$WORK/mongo
@@ -145,6 +145,15 @@ check "a new identity claiming a migrated device's id gets 4.03" \
 check "a new device of the imported group provisions" \
     sh -c "$(declare -f device); PORT=$PORT PKI='$PKI' LOADGEN='$LOADGEN' device 4"
 stop_dpsd
+# Device 4 now holds a binding here; a migrated record naming its identity must not rebind it.
+mkdir -p "$WORK/mongo2"
+jq -cn --arg id "$(record_id 4)" --arg group "$GROUP" \
+    '{_id: $id, deviceId: "77777777-8888-4999-aaaa-bbbbbbbbbbbb", enrollmentGroupId: $group, owner: "1"}' \
+    >"$WORK/mongo2/provisionedRecords.json"
+exits "a record whose identity is already bound here is skipped, not rebound" 1 \
+    'skipped: device id .* already bound otherwise here' \
+    "$DPSCTL" import "$WORK/mongo2" --data "$NODE/data" --identity-key hub-ca --token-key hub-token \
+    --token-issuer https://dps.demo.local
 
 start_provider || { not_ok "the fake provider starts"; finish; }
 cat >"$WORK/plgd-config.yaml" <<EOF
