@@ -49,7 +49,7 @@
 #define SEED_CHECK_MS 2000
 #define CLUSTER_KEY_MAX 192
 
-static const char claim_script_source[] =
+const char cluster_claim_script_source[] =
     "if redis.call('EXISTS', KEYS[3]) == 1 then return {'conflict', ''} end\n"
     "local held = redis.call('GET', KEYS[1])\n"
     "if held and held ~= ARGV[1] then return {'id_taken', held} end\n"
@@ -390,7 +390,7 @@ int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *libr
     cluster->client = redis_client_create(&config, &events, on_state, cluster, err, err_length);
     if (cluster->client == NULL)
         return -1;
-    cluster->claim_script = redis_script_register(cluster->client, claim_script_source);
+    cluster->claim_script = redis_script_register(cluster->client, cluster_claim_script_source);
     cluster->seed_script = redis_script_register(cluster->client, seed_script_source);
     if (cluster->claim_script == NULL || cluster->seed_script == NULL) {
         snprintf(err, err_length, "out of memory");
