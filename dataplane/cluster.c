@@ -11,8 +11,10 @@
  * The re-seed runs on shard 0, once at start and then whenever needed: on
  * every READY and every SEED_CHECK_MS it asks
  * whether seeded:<node> exists; when it does not (Redis restarted empty, was
- * flushed, or failed over to a replica that had not seen it), or when a
- * binding was made locally while Redis was away, it walks the node's
+ * flushed, or failed over to a replica that had not seen it), when a binding
+ * was made locally while Redis was away, or when the client is READY on
+ * another primary than before (a failover: the replica has the marker but may
+ * lack the last claims, replication being asynchronous), it walks the node's
  * bindings in RocksDB in batches of SEED_BATCH (a short read on the loop's
  * thread each) and writes each with seed_script: set when absent, nothing
  * when equal, a conflict key when another record holds the id or the record
@@ -47,7 +49,7 @@
 #define SEED_CHECK_MS 2000
 #define CLUSTER_KEY_MAX 192
 
-static const char claim_script_source[] =
+const char cluster_claim_script_source[] =
     "if redis.call('EXISTS', KEYS[3]) == 1 then return {'conflict', ''} end\n"
     "local held = redis.call('GET', KEYS[1])\n"
     "if held and held ~= ARGV[1] then return {'id_taken', held} end\n"
@@ -107,6 +109,7 @@ struct cluster {
     _Atomic int state;
     pthread_mutex_t lock; /* primary, read by the control plane */
     char primary[96];
+    char ready_primary[96]; /* where the client was last READY; the loop's thread only */
 
     /* Re-seed (shard 0). */
     struct loop_timer *seed_timer;
@@ -343,12 +346,22 @@ static void on_state(void *user, enum redis_state state, const char *reason)
              redis_client_primary(cluster->client));
     pthread_mutex_unlock(&cluster->lock);
     if (state == REDIS_STATE_READY) {
+        const char *primary = redis_client_primary(cluster->client);
+        bool moved =
+            cluster->ready_primary[0] != '\0' && strcmp(cluster->ready_primary, primary) != 0;
+        snprintf(cluster->ready_primary, sizeof(cluster->ready_primary), "%s", primary);
         log_msg(previous == REDIS_STATE_DOWN ? LOG_WARN : LOG_INFO, "redis ready",
-                "shard=%u primary=%s%s", cluster->shard_index,
-                redis_client_primary(cluster->client),
+                "shard=%u primary=%s%s", cluster->shard_index, primary,
                 previous == REDIS_STATE_DOWN ? " back=true" : "");
-        if (cluster->seed_timer != NULL)
+        if (cluster->seed_timer != NULL) {
+            /*
+             * A new primary (a failover) has the marker it replicated, but perhaps not the
+             * last claims made on the old one: asynchronous replication loses them. Re-seed.
+             */
+            if (moved)
+                atomic_store(&reseed_wanted, true);
             loop_timer_start(cluster->seed_timer, 0, SEED_CHECK_MS);
+        }
     } else if (state == REDIS_STATE_DOWN && previous != REDIS_STATE_DOWN) {
         log_msg(LOG_WARN, "redis down", "shard=%u primary=%s error=\"%s\"", cluster->shard_index,
                 redis_client_primary(cluster->client), reason);
@@ -377,7 +390,7 @@ int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *libr
     cluster->client = redis_client_create(&config, &events, on_state, cluster, err, err_length);
     if (cluster->client == NULL)
         return -1;
-    cluster->claim_script = redis_script_register(cluster->client, claim_script_source);
+    cluster->claim_script = redis_script_register(cluster->client, cluster_claim_script_source);
     cluster->seed_script = redis_script_register(cluster->client, seed_script_source);
     if (cluster->claim_script == NULL || cluster->seed_script == NULL) {
         snprintf(err, err_length, "out of memory");
@@ -656,7 +669,7 @@ static void seed_start(struct cluster *cluster)
     cluster->seed_after[0] = '\0';
     cluster->seed_scan_done = false;
     log_msg(LOG_INFO, "redis re-seed", "node=%s reason=\"%s\"", cluster->node,
-            "marker absent or local bindings");
+            "marker absent, local bindings or a new primary");
     seed_next_batch(cluster);
 }
 

@@ -54,6 +54,13 @@ struct cluster_claim {
     char device_id[37];
 };
 
+/*
+ * The claim's Lua source. KEYS: binding:<owner key>:<device id>,
+ * identity:<owner key>:<record id>, conflict:<owner key>:<device id>; ARGV:
+ * record id, device id. Returns {verdict, holder}. Public for bench-redis.
+ */
+extern const char cluster_claim_script_source[];
+
 /* Copies what it needs from config; no connection yet. NULL with err. */
 struct cluster *cluster_create(const struct config_cluster *config, unsigned shard_index,
                                struct store *store, char *err, size_t err_length);

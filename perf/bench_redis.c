@@ -1,13 +1,15 @@
 /*
  * bench-redis: what one shard's loop gets from one Redis primary for the
- * cluster's rate limits: a GCRA script (EVALSHA, the shape the cluster-wide
- * limits use) called one at a time, then with 16 calls kept in flight
+ * cluster's scripts: a GCRA script (EVALSHA, the shape the cluster-wide
+ * limits use) or, with --script claim, the device-id claim of
+ * dataplane/cluster.c (a new device id each call, as in a burst of new
+ * devices), called one at a time, then with 16 calls kept in flight
  * (pipelined), through store/redis.c on our own loop. Prints both side by
  * side: calls per second, the client thread's CPU per call, and the server's
  * CPU per call when the benchmark started the server itself.
  *
  *   bench-redis [--seconds S] [--backend uring|epoll] [--depth N]
- *               [--address IP:PORT]
+ *               [--address IP:PORT] [--script gcra|claim]
  *
  * Without --address it starts a throwaway redis-server on loopback
  * (tests/redis_server.c), with no persistence, and kills it at the end.
@@ -19,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dataplane/cluster.h"
 #include "dataplane/loop.h"
 #include "dataplane/redis_loop.h"
 #include "store/redis.h"
@@ -47,7 +50,8 @@ static const char gcra_script[] =
 struct bench {
     struct loop *loop;
     struct redis_client *client;
-    struct redis_script *gcra;
+    struct redis_script *script;
+    bool claim; /* the claim script, else GCRA */
     unsigned depth;
     bool running; /* false: let the calls in flight finish, send no more */
     unsigned in_flight;
@@ -126,12 +130,27 @@ static void bench_answer(void *user, enum redis_status status, const struct redi
 
 static void bench_send(struct bench *bench)
 {
-    char key[32];
-    snprintf(key, sizeof(key), "bench:gcra:%u", bench->next_key++ % BENCH_KEYS);
-    const char *keys[] = {key};
-    const char *args[] = {"10", "1000"}; /* 100 per second, bursts of 100 */
-    enum redis_status status = redis_script_call(bench->client, bench->gcra, bench_answer, bench, 1,
-                                                 keys, NULL, 2, args, NULL);
+    enum redis_status status;
+    if (bench->claim) {
+        char binding[64], identity[64], conflict[64], record[16], device[16];
+        unsigned n = bench->next_key++;
+        snprintf(device, sizeof(device), "d%u", n);
+        snprintf(record, sizeof(record), "r%u", n);
+        snprintf(binding, sizeof(binding), "bench:binding:o:%s", device);
+        snprintf(identity, sizeof(identity), "bench:identity:o:%s", record);
+        snprintf(conflict, sizeof(conflict), "bench:conflict:o:%s", device);
+        const char *keys[] = {binding, identity, conflict};
+        const char *args[] = {record, device};
+        status = redis_script_call(bench->client, bench->script, bench_answer, bench, 3, keys, NULL,
+                                   2, args, NULL);
+    } else {
+        char key[32];
+        snprintf(key, sizeof(key), "bench:gcra:%u", bench->next_key++ % BENCH_KEYS);
+        const char *keys[] = {key};
+        const char *args[] = {"10", "1000"}; /* 100 per second, bursts of 100 */
+        status = redis_script_call(bench->client, bench->script, bench_answer, bench, 1, keys, NULL,
+                                   2, args, NULL);
+    }
     if (status == REDIS_STATUS_OK)
         bench->in_flight++;
     else
@@ -191,7 +210,7 @@ static struct figures bench_run(struct bench *bench, unsigned depth, double seco
 static void usage(void)
 {
     fprintf(stderr, "usage: bench-redis [--seconds S] [--backend uring|epoll] [--depth N] "
-                    "[--address IP:PORT]\n");
+                    "[--address IP:PORT] [--script gcra|claim]\n");
     exit(2);
 }
 
@@ -202,6 +221,7 @@ int main(int argc, char **argv)
     enum loop_backend backend = LOOP_BACKEND_URING;
     char host[64] = "";
     unsigned port = 0;
+    bool claim = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             seconds = atof(argv[++i]);
@@ -211,6 +231,9 @@ int main(int argc, char **argv)
             backend = strcmp(argv[++i], "epoll") == 0 ? LOOP_BACKEND_EPOLL : LOOP_BACKEND_URING;
         else if (strcmp(argv[i], "--address") == 0 && i + 1 < argc)
             sscanf(argv[++i], "%63[^:]:%u", host, &port);
+        else if (strcmp(argv[i], "--script") == 0 && i + 1 < argc &&
+                 (strcmp(argv[i + 1], "gcra") == 0 || strcmp(argv[i + 1], "claim") == 0))
+            claim = strcmp(argv[++i], "claim") == 0;
         else
             usage();
     }
@@ -248,7 +271,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-redis: %s\n", err);
         return 1;
     }
-    bench.gcra = redis_script_register(bench.client, gcra_script);
+    bench.claim = claim;
+    bench.script =
+        redis_script_register(bench.client, claim ? cluster_claim_script_source : gcra_script);
     struct loop_timer *ready = loop_timer_create(bench.loop, bench_ready, &bench);
     loop_timer_start(ready, 10, 10);
     loop_run(bench.loop);
@@ -262,8 +287,9 @@ int main(int argc, char **argv)
     struct figures one = bench_run(&bench, 1, seconds, server.pid);
     struct figures many = bench_run(&bench, depth, seconds, server.pid);
 
-    printf("bench-redis: GCRA EVALSHA from one loop (%s), %s:%u, %.0f s per mode\n",
-           loop_backend_name(loop_backend_of(bench.loop)), host, port, seconds);
+    printf("bench-redis: %s EVALSHA from one loop (%s), %s:%u, %.0f s per mode\n",
+           claim ? "claim" : "GCRA", loop_backend_name(loop_backend_of(bench.loop)), host, port,
+           seconds);
     printf("%-28s %14s %14s\n", "", "one at a time", "pipelined");
     printf("%-28s %14u %14u\n", "calls in flight", 1u, depth);
     printf("%-28s %14.0f %14.0f\n", "calls/s", one.calls_per_second, many.calls_per_second);

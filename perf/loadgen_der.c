@@ -166,11 +166,14 @@ int der_read_certificate(const uint8_t *der, size_t length, struct cert_fields *
         return -1;
     if (item.tag == 0xa0 && der_read(&body, &item) != 0) /* [0] version */
         return -1;
-    if (item.tag != DER_INTEGER || item.content.length == 0 || /* serialNumber */
-        der_expect(&body, DER_SEQUENCE, &item) != 0 ||         /* signature */
-        der_expect(&body, DER_SEQUENCE, &item) != 0 ||         /* issuer */
-        der_expect(&body, DER_SEQUENCE, &validity) != 0 ||     /* validity */
-        der_expect(&body, DER_SEQUENCE, &item) != 0 ||         /* subject */
+    if (item.tag != DER_INTEGER || item.content.length == 0) /* serialNumber */
+        return -1;
+    fields->serial = item.content.data;
+    fields->serial_length = item.content.length;
+    if (der_expect(&body, DER_SEQUENCE, &item) != 0 ||     /* signature */
+        der_expect(&body, DER_SEQUENCE, &item) != 0 ||     /* issuer */
+        der_expect(&body, DER_SEQUENCE, &validity) != 0 || /* validity */
+        der_expect(&body, DER_SEQUENCE, &item) != 0 ||     /* subject */
         read_name(&item, fields->cn, sizeof(fields->cn)) != 0 ||
         der_expect(&body, DER_SEQUENCE, &spki) != 0) /* subjectPublicKeyInfo */
         return -1;

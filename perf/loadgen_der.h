@@ -26,6 +26,8 @@
 
 /* What the device client looks at in a certificate. */
 struct cert_fields {
+    const uint8_t *serial; /* the serialNumber's content octets, inside the DER */
+    size_t serial_length;
     const uint8_t *spki; /* the SubjectPublicKeyInfo element, inside the DER */
     size_t spki_length;
     char cn[128]; /* the subject's first commonName, "" when none */

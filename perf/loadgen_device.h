@@ -50,6 +50,8 @@ struct device_hooks {
     void (*handshake_done)(struct device *device);
     void (*request_sent)(struct device *device, enum dps_step step);
     void (*response)(struct device *device, enum dps_step step, uint8_t code);
+    /* An identity certificate passed every check; its serial's content octets. */
+    void (*identity)(struct device *device, const uint8_t *serial, size_t serial_length);
 };
 
 struct device {

@@ -120,6 +120,7 @@ struct fleet {
     unsigned mix_total;
     atomic_uint failure_lines;
     struct worker *workers;
+    FILE *issued; /* --issued: one line per identity certificate, written whole (stdio locks) */
 };
 
 static __thread struct fleet_device *current_device;
@@ -211,7 +212,25 @@ static void hook_response(struct device *device, enum dps_step step, uint8_t cod
     results->codes[code]++;
 }
 
-static const struct device_hooks hooks = {hook_handshake_done, hook_request_sent, hook_response};
+static void hook_identity(struct device *device, const uint8_t *serial, size_t serial_length)
+{
+    FILE *issued = ((struct fleet_device *)device)->worker->fleet->issued;
+    char hex[2 * 21 + 1];
+
+    if (issued == NULL || serial_length == 0)
+        return;
+    /* As the issuance log names it: lower-case hex of the content, no sign octet. */
+    if (serial_length > 1 && serial[0] == 0) {
+        serial++;
+        serial_length--;
+    }
+    for (size_t i = 0; i < serial_length; i++)
+        snprintf(hex + 2 * i, 3, "%02x", serial[i]);
+    fprintf(issued, "%s %s\n", device->di, hex);
+}
+
+static const struct device_hooks hooks = {hook_handshake_done, hook_request_sent, hook_response,
+                                          hook_identity};
 
 /* The device's manufacturer certificate on its connection, when the server asks for one. */
 static int client_certificate(SSL *ssl, void *user)
@@ -800,6 +819,14 @@ int fleet_run(const struct options *options)
         fprintf(stderr, "dps-loadgen: out of memory\n");
         goto done;
     }
+    if (options->issued_path != NULL) {
+        fleet.issued = fopen(options->issued_path, "w");
+        if (fleet.issued == NULL) {
+            fprintf(stderr, "dps-loadgen: cannot write %s\n", options->issued_path);
+            goto done;
+        }
+        setvbuf(fleet.issued, NULL, _IOLBF, 0); /* whole lines, even if the run is killed */
+    }
     struct rusage before;
     getrusage(RUSAGE_SELF, &before);
     fleet.start_ns = now_ns();
@@ -871,6 +898,10 @@ int fleet_run(const struct options *options)
     if (total->failed > 0 || total->succeeded == 0)
         status = 1;
 done:
+    if (fleet.issued != NULL && fclose(fleet.issued) != 0) {
+        fprintf(stderr, "dps-loadgen: cannot write %s\n", options->issued_path);
+        status = 1;
+    }
     free(total);
     free(fleet.workers);
     fleet_identities_close(fleet.identities);

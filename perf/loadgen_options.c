@@ -44,6 +44,8 @@ void options_usage(FILE *out)
             "                   [--drop-every N] (every Nth device closes its connection once,\n"
             "                   right after sending a request, then retries)\n"
             "                   [--report FILE.json] [--io-backend epoll|io_uring]\n"
+            "                   [--issued FILE] (a line \"DEVICE_ID SERIAL\" for every identity\n"
+            "                   certificate received, serial in lower-case hex)\n"
             "                   (--endpoint may be repeated: devices take them in turn)\n"
             "       dps-loadgen gen --pki DIR --devices N [--seed S] [--check]\n"
             "       dps-loadgen merge [--report OUT.json] A.json B.json ... (reports of\n"
@@ -201,6 +203,7 @@ int options_parse(int argc, char **argv, struct options *options)
         {"max-attempts", required_argument, NULL, 'M'},
         {"drop-every", required_argument, NULL, 'X'},
         {"report", required_argument, NULL, 'J'},
+        {"issued", required_argument, NULL, 'I'},
         {"io-backend", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -307,6 +310,9 @@ int options_parse(int argc, char **argv, struct options *options)
         case 'J':
             options->report_path = optarg;
             break;
+        case 'I':
+            options->issued_path = optarg;
+            break;
         case 'B':
             if (strcmp(optarg, "epoll") == 0)
                 options->backend = LOOP_BACKEND_EPOLL;
@@ -334,9 +340,10 @@ int options_parse(int argc, char **argv, struct options *options)
         return -1;
     options->timeout_ms = (int)(seconds * 1000);
     if (!options->fleet) {
-        if (have_mix || options->duration_seconds > 0 || options->report_path != NULL) {
-            fprintf(stderr, "dps-loadgen: --scenario, --mix, --duration and --report need "
-                            "--concurrency or --rate\n");
+        if (have_mix || options->duration_seconds > 0 || options->report_path != NULL ||
+            options->issued_path != NULL) {
+            fprintf(stderr, "dps-loadgen: --scenario, --mix, --duration, --report and --issued "
+                            "need --concurrency or --rate\n");
             return -1;
         }
         return options->devices == 0 ? -1 : 0;

@@ -66,6 +66,7 @@ struct options {
     unsigned max_attempts;
     unsigned drop_every; /* every Nth device drops its connection once mid-step; 0: none */
     const char *report_path;
+    const char *issued_path; /* "DEVICE_ID SERIAL" per identity certificate received */
     bool progress;
     enum loop_backend backend;
 };

@@ -538,8 +538,9 @@ static int openssl_parses_pem(OSSL_LIB_CTX *libctx, const char *pem, size_t leng
 /* What read_pem_certificates collects. */
 struct pem_certificates {
     long count;
-    struct cert_fields first;               /* first.spki points into first_spki */
+    struct cert_fields first;               /* first.spki and first.serial point here: */
     uint8_t first_spki[LEAF_SPKI_CAPACITY]; /* empty when it did not fit */
+    uint8_t first_serial[21];               /* RFC 5280: 20 octets, and a sign octet */
     uint8_t *tail;                          /* the DER of the others, when not NULL */
     size_t tail_capacity, tail_length;
     time_t not_before, not_after; /* when every certificate but the first is valid */
@@ -569,6 +570,10 @@ static int read_pem_certificates(const char *pem, size_t length, struct pem_cert
             if (fields.spki_length > sizeof(out->first_spki))
                 out->first.spki_length = 0;
             memcpy(out->first_spki, fields.spki, out->first.spki_length);
+            out->first.serial = out->first_serial;
+            if (fields.serial_length > sizeof(out->first_serial))
+                out->first.serial_length = 0;
+            memcpy(out->first_serial, fields.serial, out->first.serial_length);
             continue;
         }
         if (out->tail != NULL) {
@@ -652,6 +657,8 @@ static int check_identity(struct device *device, const struct credential *creden
         return -1;
     free(device->identity_pem);
     device->identity_pem = strndup(credential->data, credential->data_length);
+    if (device->hooks != NULL && device->hooks->identity != NULL)
+        device->hooks->identity(device, leaf->serial, leaf->serial_length);
     return 0;
 }
 

@@ -20,6 +20,7 @@
 # 6. bindingsWhenRedisDown: local binds without Redis, counts it, and the
 #    re-seed carries the binding into Redis when it is back.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
 
 plan 31
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
@@ -62,36 +63,6 @@ stop_redis() {
     REDIS_PID=""
 }
 
-# start_node NAME PORT API_PORT [options]: a demo node (or NODE_CONFIG's); its pid in PID_<NAME>.
-start_node() {
-    local name=$1 port=$2 api=$3 log=$WORK/$1.log
-    shift 3
-    local readies
-    readies=$(grep -c 'msg="ready"' "$log" 2>/dev/null)
-    local source=(--demo "$DEMO")
-    [ -z "${NODE_CONFIG:-}" ] || source=(--config "$NODE_CONFIG")
-    "$DPSD" "${source[@]}" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$api" \
-        --redis "127.0.0.1:$REDIS_PORT" --node "$name" --shards 2 "$@" >>"$log" 2>&1 &
-    eval "PID_$name=$!"
-    for _ in $(seq 1 300); do
-        [ "$(grep -c 'msg="ready"' "$log" 2>/dev/null)" -gt "${readies:-0}" ] && port_in_use "$port" &&
-            return 0
-        sleep 0.1
-    done
-    sed 's/^/# /' "$log" | tail -20
-    return 1
-}
-
-# stop_node NAME: SIGTERM, and dpsd's exit status (ASan finds leaks at exit).
-stop_node() {
-    local pid status=0
-    eval "pid=\$PID_$1"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" || status=$?
-    eval "PID_$1=''"
-    return $status
-}
-
 # device PORT N [loadgen options]: demo identity N through the node on PORT.
 device() {
     local port=$1 n=$2
@@ -109,23 +80,13 @@ wait_for() {
     return 1
 }
 
-# in_shell NAME COMMAND...: like check, but COMMAND runs in this shell (it starts processes
-# whose pids the script keeps), its output in a file.
-in_shell() {
-    local name=$1
-    shift
-    if "$@" >"$WORK/step.out" 2>&1; then ok "$name"; else
-        not_ok "$name"
-        tail -40 "$WORK/step.out" | sed 's/^/# /'
-    fi
-}
-
 redis_has() { [ "$(redis-cli -p "$REDIS_PORT" exists "$1")" = 1 ]; }
 
 in_shell "redis-server starts on loopback" start_redis
-in_shell "node a starts (demo PKI, its own store)" start_node a "$PORT_A" "$API_A"
+in_shell "node a starts (demo PKI, its own store)" \
+    start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT"
 in_shell "node b starts on the same PKI with its own store" \
-    start_node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data"
+    start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data"
 TOKEN=$(cat "$DEMO/pki/operator.token")
 OWNER_KEY=b80c8fef-a677-5340-85fb-2c162d75df03 # the demo owner "1"
 
@@ -146,7 +107,8 @@ check "node a re-seeds redis from its store on its own" \
 check "the second claim is still refused through node b" \
     device "$PORT_B" 2 --di "$D" --expect-code cloud=4.03
 check "and through node a" device "$PORT_A" 2 --di "$D" --expect-code cloud=4.03
-if stop_node b && start_node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data"; then
+if stop_node b &&
+    start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data"; then
     ok "node b restarts (clean exit under ASan)"
 else not_ok "node b restarts (clean exit under ASan)"; fi
 check "after node b's restart too" device "$PORT_B" 2 --di "$D" --expect-code cloud=4.03
@@ -188,7 +150,8 @@ metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {s += 
 if stop_node a; then ok "node a stops cleanly"; else not_ok "node a stops cleanly"; fi
 redis-cli -p "$REDIS_PORT" flushall >/dev/null
 check "with node a away and redis empty, identity 2 gets D through node b" device "$PORT_B" 2 --di "$D"
-in_shell "node a comes back (its re-seed finds D bound twice)" start_node a "$PORT_A" "$API_A"
+in_shell "node a comes back (its re-seed finds D bound twice)" \
+    start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT"
 check "the conflict is in redis, counted and logged by node a" \
     sh -c "for _ in \$(seq 1 100); do [ \"\$(redis-cli -p $REDIS_PORT exists dps:conflict:$OWNER_KEY:$D)\" = 1 ] && break; sleep 0.1; done
            [ \"\$(redis-cli -p $REDIS_PORT exists dps:conflict:$OWNER_KEY:$D)\" = 1 ] &&
@@ -225,7 +188,7 @@ cp "$DEMO/dpsd.yaml" "$DEMO/local.yaml"
 printf 'cluster:\n  bindingsWhenRedisDown: local\n' >>"$DEMO/local.yaml"
 stop_node b
 NODE_CONFIG="$DEMO/local.yaml" in_shell "node b restarts with the local policy" \
-    start_node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data"
+    start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data"
 stop_redis
 wait_for sh -c "curl -s http://127.0.0.1:$API_B/metrics | grep -q 'dps_redis_up{shard=\"0\"} 0'"
 check "without redis a new claim binds locally, counted" \

@@ -3,7 +3,9 @@
  * real redis-server started here: the claim script's verdicts, per owner;
  * a conflict key refusing; Redis away; claims in flight answered when the
  * shard stops; and the re-seed writing the store's bindings into an empty
- * Redis, with a conflict where another record holds an id. And the
+ * Redis, with a conflict where another record holds an id, and again when
+ * Sentinel names another primary that has the marker but not every binding
+ * (what a failover that lost the last writes leaves). And the
  * management API's blocking side (store/redis_admin.c): releases and the
  * conflicts list, through a fixed address and through Sentinel.
  */
@@ -111,22 +113,25 @@ static enum cluster_claim_result claim(struct claim_answer *answer, const char *
     return answer->claim.result;
 }
 
-static void start(void)
+/* Node n1's shard 0 on config's Redis (a fixed address or sentinels), waited for until up. */
+static void start_with(struct config_cluster config)
 {
     char err[256] = "";
-    char address[32];
-    snprintf(address, sizeof(address), "127.0.0.1:%u", h.server.port);
-    struct config_cluster config = {
-        .redis = address,
-        .key_prefix = "t:",
-        .node = "n1",
-        .command_timeout_ms = 200,
-        .connect_timeout_ms = 500,
-    };
+    config.key_prefix = "t:";
+    config.node = "n1";
+    config.command_timeout_ms = 200;
+    config.connect_timeout_ms = 500;
     h.cluster = cluster_create(&config, 0, h.store, err, sizeof(err));
     assert_non_null(h.cluster);
     assert_int_equal(cluster_start(h.cluster, h.loop, NULL, err, sizeof(err)), 0);
     assert_true(run_until(is_up, NULL, 3000));
+}
+
+static void start(void)
+{
+    char address[32];
+    snprintf(address, sizeof(address), "127.0.0.1:%u", h.server.port);
+    start_with((struct config_cluster){.redis = address});
 }
 
 static void stop(void)
@@ -287,6 +292,55 @@ static void reseed_writes_bindings_and_finds_conflicts(void **state)
     stop();
 }
 
+static bool seeded_in(void *arg)
+{
+    const struct redis_server *server = arg;
+    redisReply *reply = redis_server_command(server->port, NULL, "EXISTS %s",
+                                             "t:binding:" OWNER_KEY_1 ":" DEVICE_A);
+    bool exists = reply != NULL && reply->integer == 1;
+    freeReplyObject(reply);
+    return exists;
+}
+
+/*
+ * A failover that lost the last claims: the new primary holds the node's
+ * marker (replicated) but not a binding made just before. The sentinel is
+ * pointed at another server that has the marker alone, the old primary
+ * stops; the shard follows the sentinel there and re-seeds because the
+ * primary changed, although the marker is in place.
+ */
+static void reseed_after_a_new_primary(void **state)
+{
+    (void)state;
+    flush();
+    put_binding("1", DEVICE_A, RECORD_1);
+    char err[256] = "";
+    struct redis_server old_primary, new_primary, sentinel;
+    assert_int_equal(redis_server_start(&old_primary, h.folder, 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(redis_server_start(&new_primary, h.folder, 0, NULL, err, sizeof(err)), 0);
+    freeReplyObject(redis_server_command(new_primary.port, NULL, "SET t:seeded:n1 1"));
+    assert_int_equal(redis_server_start_sentinel(&sentinel, h.folder, old_primary.port, "dps",
+                                                 60000, 60000, err, sizeof(err)),
+                     0);
+    char sentinel_address[32];
+    snprintf(sentinel_address, sizeof(sentinel_address), "127.0.0.1:%u", sentinel.port);
+    char *sentinels[] = {sentinel_address};
+    start_with(
+        (struct config_cluster){.sentinels = sentinels, .sentinel_count = 1, .master_name = "dps"});
+    assert_true(run_until(seeded_in, &old_primary, 5000));
+
+    freeReplyObject(redis_server_command(sentinel.port, NULL, "SENTINEL REMOVE dps"));
+    redisReply *reply = redis_server_command(
+        sentinel.port, NULL, "SENTINEL MONITOR dps 127.0.0.1 %u 1", (unsigned)new_primary.port);
+    assert_true(reply != NULL && reply->type == REDIS_REPLY_STATUS);
+    freeReplyObject(reply);
+    redis_server_stop(&old_primary);
+    assert_true(run_until(seeded_in, &new_primary, 10000));
+    stop();
+    redis_server_stop(&sentinel);
+    redis_server_stop(&new_primary);
+}
+
 static void admin_releases_and_lists_conflicts(void **state)
 {
     (void)state;
@@ -369,6 +423,7 @@ int main(void)
         cmocka_unit_test(claims_have_verdicts),
         cmocka_unit_test(redis_away_refuses_at_once_and_stop_answers_in_flight),
         cmocka_unit_test(reseed_writes_bindings_and_finds_conflicts),
+        cmocka_unit_test(reseed_after_a_new_primary),
         cmocka_unit_test(admin_releases_and_lists_conflicts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
