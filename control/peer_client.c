@@ -73,6 +73,12 @@ static int parse_url(const char *url, bool *tls, char *host, size_t host_size, c
     return 0;
 }
 
+static bool is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
 /* A connected socket within connect_ms, with stall_ms timeouts for every later read and write. */
 static int peer_connect(struct peer *peer, const char *host, const char *port, unsigned connect_ms,
                         unsigned stall_ms)
@@ -296,6 +302,15 @@ int peer_get(const char *base_url, const char *trust_file, const char *path, con
     int status = parse_url(base_url, &tls, host, sizeof(host), port, sizeof(port)) == 0
                      ? 0
                      : fail(peer, "bad peer URL", base_url);
+    /*
+     * The peers' addresses come from Redis: never hand a token to a peer over
+     * plain HTTP off this machine, nor over plain HTTP when this node's own
+     * API speaks HTTPS (plain HTTP APIs listen on loopback only).
+     */
+    if (status == 0 && !tls && (trust_file != NULL || !is_loopback(host)))
+        status = fail(peer, "refused",
+                      "plain HTTP to a peer that is not on loopback, or from an "
+                      "HTTPS node");
     if (status == 0)
         status = peer_connect(peer, host, port, connect_ms, stall_ms);
     if (status == 0 && tls)

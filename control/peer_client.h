@@ -3,7 +3,9 @@
  * its part of a list (control/api.c fans GET lists out; control/cluster_view.h
  * names the peers).
  *
- * One GET per call, HTTP/1.1 over TCP, or over TLS when the peer's URL is
+ * One GET per call, HTTP/1.1 over TCP (to a loopback address only, and only
+ * when this node's API is plain HTTP too: the peers' URLs come from Redis and
+ * a token must not cross a network in clear), or over TLS when the peer's URL is
  * https (the peer's certificate must chain to, or be, a certificate of
  * trust_file: the nodes share the API certificate or its CA; the name is not
  * checked, peers are addressed by the address they announce). Not libcurl:
