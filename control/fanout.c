@@ -207,9 +207,10 @@ int fanout_run(const struct fanout_request *request, const json_t *nodes,
             fclose(sources[i].in);
         if (sources[i].started)
             pthread_join(sources[i].thread, NULL);
-        const char *why = sources[i].stream_error[0] != '\0'              ? sources[i].stream_error
-                          : sources[i].status != 0 || !sources[i].started ? sources[i].err
-                                                                          : NULL;
+        /* The transport's failure explains a line cut short better than the line does. */
+        const char *why = sources[i].status != 0 || !sources[i].started ? sources[i].err
+                          : sources[i].stream_error[0] != '\0'          ? sources[i].stream_error
+                                                                        : NULL;
         if (why == NULL || !complete)
             continue;
         if (i > 0)

@@ -182,8 +182,13 @@ static int peer_line(struct peer *peer, char *line, size_t size)
 {
     size_t length = 0;
     for (;;) {
-        if (peer->start == peer->end && peer_fill(peer) <= 0)
-            return fail(peer, "answer cut", "in a header or chunk line");
+        if (peer->start == peer->end) {
+            ssize_t got = peer_fill(peer);
+            if (got < 0)
+                return -1;
+            if (got == 0)
+                return fail(peer, "answer cut", "in a header or chunk line");
+        }
         char c = (char)peer->buffer[peer->start++];
         if (c == '\n') {
             if (length > 0 && line[length - 1] == '\r')
