@@ -922,6 +922,28 @@ static bool stream_emit(void *user, json_t *result)
     return stream_line(stream, "result", json_incref(result));
 }
 
+/* "partial: b did not answer (cannot connect: ...); c ..." */
+static json_t *unanswered_message(const json_t *unanswered)
+{
+    char *text = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&text, &length);
+    if (out == NULL)
+        return json_string("partial: some nodes did not answer");
+    fputs("partial:", out);
+    size_t index;
+    json_t *node;
+    json_array_foreach(unanswered, index, node)
+    {
+        fprintf(out, "%s %s did not answer (%s)", index > 0 ? ";" : "",
+                json_string_value(json_object_get(node, "name")),
+                json_string_value(json_object_get(node, "error")));
+    }
+    json_t *message = fclose(out) == 0 ? json_string(text) : NULL;
+    free(text);
+    return message != NULL ? message : json_string("partial: some nodes did not answer");
+}
+
 /*
  * The whole cluster's list: this node's scan merged with every live peer's
  * (fanout.h). Nodes that did not answer are named in a last line
@@ -970,8 +992,8 @@ static void stream_fan_out(struct stream *stream)
                               "cannot gather the cluster's list"));
     else if (json_array_size(unanswered) > 0)
         stream_line(stream, "error",
-                    json_pack("{s:i, s:s, s:O}", "code", RPC_UNAVAILABLE, "message",
-                              "partial: some nodes did not answer", "unansweredNodes", unanswered));
+                    json_pack("{s:i, s:o, s:O}", "code", RPC_UNAVAILABLE, "message",
+                              unanswered_message(unanswered), "unansweredNodes", unanswered));
     json_decref(unanswered);
 }
 

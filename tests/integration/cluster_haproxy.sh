@@ -11,10 +11,11 @@
 # 4. Walls across the fan-out: owner 2 through node b sees none of owner 1's
 #    records held on node a; a non-admin's status names no node.
 # 5. A node that stops answering makes a list partial, and the answer says
-#    which node; a node that stops leaves the status within the TTL.
+#    which node; a node frozen past the TTL leaves the status and comes back
+#    with its next beat; a node that stops leaves it.
 . "$(dirname "$0")/lib.sh"
 
-plan 16
+plan 18
 for tool in redis-server redis-cli haproxy jq; do
     command -v $tool >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
 done
@@ -167,9 +168,14 @@ check "owner 2 through node b sees none of owner 1's records, issuance or bindin
 # ---- 5. A silent node, a stopped node ----
 kill -STOP "$PID_b"
 get "$ADMIN" "$API_A" /api/v1/issuance >"$WORK/partial.ndjson"
+check "a node that stops beating leaves the status within the TTL" \
+    wait_for bash -c "$(declare -f get nodes_are); ADMIN=$ADMIN; nodes_are $API_A a"
 kill -CONT "$PID_b"
+check "and comes back with its next beat" \
+    wait_for bash -c "$(declare -f get nodes_are); ADMIN=$ADMIN; nodes_are $API_A a,b"
 check "a node that does not answer: the list says partial and names it" \
     jq -e -s '.[-1].error.code == 14 and .[-1].error.unansweredNodes[0].name == "b" and
+              (.[-1].error.message | test("^partial: b did not answer")) and
               (map(select(has("result"))) | length) == '"$ISSUED_A" "$WORK/partial.ndjson"
 kill -TERM "$PID_b"
 wait "$PID_b"
