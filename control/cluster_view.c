@@ -30,6 +30,7 @@ struct cluster_view {
     bool stopping;
     bool failing; /* the last beat failed: log once per outage, not every second */
     uint64_t issued_before;
+    char local_address[64]; /* for wildcard listen addresses (announced()) */
     struct timespec beat_before;
 };
 
@@ -45,6 +46,29 @@ bool cluster_view_enabled(const struct config *settings)
 static double seconds_between(const struct timespec *from, const struct timespec *to)
 {
     return (double)(to->tv_sec - from->tv_sec) + (double)(to->tv_nsec - from->tv_nsec) / 1e9;
+}
+
+/*
+ * listen (HOST:PORT) as the other nodes can reach it: a wildcard host
+ * (0.0.0.0, [::]) becomes the address this machine reaches Redis from,
+ * learned once.
+ */
+static void announced(struct cluster_view *view, const char *listen, char *out, size_t size)
+{
+    const char *colon = strrchr(listen, ':');
+    bool wildcard = colon != NULL && (strncmp(listen, "0.0.0.0:", 8) == 0 ||
+                                      strncmp(listen, "[::]:", 5) == 0 || colon == listen);
+    char err[256];
+    if (wildcard && view->local_address[0] == '\0' &&
+        redis_admin_local_address(&view->settings->cluster, view->local_address,
+                                  sizeof(view->local_address), err, sizeof(err)) != 0)
+        view->local_address[0] = '\0';
+    if (!wildcard || view->local_address[0] == '\0')
+        snprintf(out, size, "%s", listen);
+    else if (strchr(view->local_address, ':') != NULL)
+        snprintf(out, size, "[%s]%s", view->local_address, colon);
+    else
+        snprintf(out, size, "%s%s", view->local_address, colon);
 }
 
 /* This node's entry now (cluster_view.h), as JSON text (malloc'd) or NULL. */
@@ -70,13 +94,15 @@ static char *entry_text(struct cluster_view *view)
     view->issued_before = stats.certificates_issued;
     view->beat_before = now;
 
-    char api_url[160];
-    snprintf(api_url, sizeof(api_url), "%s://%s",
-             settings->api.cert_file != NULL ? "https" : "http",
-             settings->api.listen != NULL ? settings->api.listen : "");
+    char api_url[192], device_address[160];
+    int written = snprintf(api_url, sizeof(api_url), "%s://",
+                           settings->api.cert_file != NULL ? "https" : "http");
+    announced(view, settings->api.listen != NULL ? settings->api.listen : "", api_url + written,
+              sizeof(api_url) - (size_t)written);
+    announced(view, settings->listen[0], device_address, sizeof(device_address));
     json_t *entry = json_pack(
         "{s:s, s:s, s:s, s:s, s:O?, s:O?, s:f, s:s, s:s, s:s}", "name", settings->cluster.node,
-        "apiUrl", api_url, "deviceAddress", settings->listen[0], "state",
+        "apiUrl", api_url, "deviceAddress", device_address, "state",
         !ready     ? "unready"
         : degraded ? "degraded"
                    : "ready",

@@ -9,7 +9,8 @@
  * client and never touches a shard: a slow or absent Redis delays the next
  * beat, nothing else.
  *
- * An entry: {"name", "apiUrl", "deviceAddress", "state" ("ready",
+ * An entry: {"name", "apiUrl", "deviceAddress" (a wildcard listen address
+ * announced as the address this machine reaches Redis from), "state" ("ready",
  * "degraded" or "unready"), "reason" (when not ready), "connections",
  * "provisioningsPerSecond" (certificates issued per second over the last
  * interval), "configurationGeneration", "version", "openssl", "startedAt"}.

@@ -4,7 +4,10 @@
  */
 #include "store/redis_admin.h"
 
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -395,5 +398,28 @@ int redis_admin_nodes(const struct config_cluster *cluster, char ***entries, siz
         *entries = NULL;
         *count = 0;
     }
+    return status;
+}
+
+int redis_admin_local_address(const struct config_cluster *cluster, char *address, size_t size,
+                              char *err, size_t err_length)
+{
+    redisContext *context = admin_connect(cluster, err, err_length);
+    if (context == NULL)
+        return -1;
+    struct sockaddr_storage local;
+    socklen_t length = sizeof(local);
+    int status = -1;
+    if (getsockname(context->fd, (struct sockaddr *)&local, &length) == 0) {
+        const void *bytes = local.ss_family == AF_INET6
+                                ? (const void *)&((struct sockaddr_in6 *)&local)->sin6_addr
+                                : (const void *)&((struct sockaddr_in *)&local)->sin_addr;
+        if ((local.ss_family == AF_INET || local.ss_family == AF_INET6) &&
+            inet_ntop(local.ss_family, bytes, address, (socklen_t)size) != NULL)
+            status = 0;
+    }
+    if (status != 0)
+        snprintf(err, err_length, "redis: no local IP address (a unix socket?)");
+    redisFree(context);
     return status;
 }

@@ -48,6 +48,14 @@ int redis_admin_conflicts(const struct config_cluster *cluster, const char *owne
 int redis_admin_heartbeat(const struct config_cluster *cluster, const char *node, const char *entry,
                           unsigned ttl_ms, char *err, size_t err_length);
 
+/*
+ * The address (numeric, no port) this machine uses to reach the cluster's
+ * Redis: a node listening on a wildcard address announces it, as the one
+ * its peers most likely reach it on. 0, or -1 with err.
+ */
+int redis_admin_local_address(const struct config_cluster *cluster, char *address, size_t size,
+                              char *err, size_t err_length);
+
 /* A node leaving (it stops): its entry goes at once. 0, or -1 with err. */
 int redis_admin_leave(const struct config_cluster *cluster, const char *node, char *err,
                       size_t err_length);
