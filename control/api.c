@@ -724,8 +724,9 @@ struct stream {
     int fd; /* the pipe's write end */
     bool broken;
     /* In a cluster, asked directly (not forwarded): the whole cluster's list (fanout.h). */
-    char *token; /* the caller's, forwarded to the peers */
-    char *path;  /* the request's path and query, forwarded as is */
+    char *token;    /* the caller's, forwarded to the peers */
+    char *path;     /* the request's path and query, forwarded as is */
+    bool forwarded; /* asked by another node: its own part, conflicts left to the node asked */
     /* Bindings in a cluster: the owner's device ids a re-seed found bound twice (Redis). */
     char (*conflicts)[37];
     size_t conflict_count;
@@ -1006,7 +1007,7 @@ static void *stream_produce(void *user)
     sigaddset(&pipe_signal, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
 
-    if (stream->kind == STREAM_BINDINGS)
+    if (stream->kind == STREAM_BINDINGS && !stream->forwarded)
         bindings_conflicts_load(stream);
     if (stream->path != NULL) {
         stream_fan_out(stream);
@@ -1150,6 +1151,8 @@ static enum MHD_Result start_stream(struct api *api, struct MHD_Connection *conn
     stream->api = api;
     stream->kind = kind;
     stream->query = query;
+    stream->forwarded =
+        cluster_view_enabled(plane_settings(api->plane)) && !stream_fans_out(api, connection);
     if (stream_fans_out(api, connection) && (stream_forwarding(stream, connection, query) != 0)) {
         close(fds[0]);
         close(fds[1]);
