@@ -56,8 +56,11 @@
 #include <microhttpd.h>
 
 #include "control/auth.h"
+#include "control/cluster_view.h"
+#include "control/fanout.h"
 #include "common/log.h"
 #include "control/model.h"
+#include "control/peer_client.h"
 #include "control/plane.h"
 #include "crypto/uuid.h"
 #include "store/records.h"
@@ -72,6 +75,8 @@
 #define API_RATE_TABLE_LIMIT 4096 /* owners remembered before idle ones are forgotten */
 #define API_PEM_LIMIT (1024 * 1024)
 #define API_STREAM_BLOCK 16384
+#define API_FANOUT_CONNECT_MS 1000 /* a peer's API */
+#define API_FANOUT_STALL_MS 5000   /* a peer's silence within its answer */
 #define OUT_OF_MEMORY_BODY "{\"code\":13,\"message\":\"out of memory\"}\n"
 
 enum rpc_code {
@@ -718,6 +723,10 @@ struct stream {
     struct store *store;
     int fd; /* the pipe's write end */
     bool broken;
+    /* In a cluster, asked directly (not forwarded): the whole cluster's list (fanout.h). */
+    char *token;    /* the caller's, forwarded to the peers */
+    char *path;     /* the request's path and query, forwarded as is */
+    bool forwarded; /* asked by another node: its own part, conflicts left to the node asked */
     /* Bindings in a cluster: the owner's device ids a re-seed found bound twice (Redis). */
     char (*conflicts)[37];
     size_t conflict_count;
@@ -862,11 +871,131 @@ static void bindings_conflicts_rest(struct stream *stream)
 
 static void stream_free(struct stream *stream)
 {
+    if (stream->token != NULL)
+        explicit_bzero(stream->token, strlen(stream->token));
+    free(stream->token);
+    free(stream->path);
     free(stream->conflicts);
     free(stream->conflict_listed);
     json_decref(stream->query);
     free(stream->owner);
     free(stream);
+}
+
+/* This node's own part, written to stream->fd: STORE_OK or STORE_ERROR. */
+static int stream_scan(struct stream *stream)
+{
+    switch (stream->kind) {
+    case STREAM_RECORDS: {
+        /* One idFilter narrows the scan to that record's keys. */
+        json_t *ids = json_object_get(stream->query, "idFilter");
+        char id[UUID_STRING_LENGTH + 1] = "";
+        if (json_array_size(ids) == 1)
+            uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
+        return records_scan(stream->store, stream->owner, id[0] != '\0' ? id : NULL, record_result,
+                            stream, NULL);
+    }
+    case STREAM_ISSUANCE:
+        return records_issuance_scan(stream->store, stream->owner, issuance_result, stream, NULL);
+    default:
+        return records_bindings_scan(stream->store, stream->owner, binding_result, stream, NULL);
+    }
+}
+
+/* fanout's local source: the scan of a copy of the stream that writes to fd, conflicts aside. */
+static int stream_scan_into(void *user, int fd)
+{
+    struct stream local = *(const struct stream *)user;
+    local.fd = fd;
+    local.broken = false;
+    local.conflicts = NULL;
+    local.conflict_count = 0;
+    local.conflict_listed = NULL;
+    int status = stream_scan(&local);
+    return status == STORE_OK || local.broken ? 0 : -1;
+}
+
+static bool stream_emit(void *user, json_t *result)
+{
+    struct stream *stream = user;
+    if (stream->kind == STREAM_BINDINGS)
+        return binding_result(stream, result) == 0;
+    return stream_line(stream, "result", json_incref(result));
+}
+
+/* "partial: b did not answer (cannot connect: ...); c ..." */
+static json_t *unanswered_message(const json_t *unanswered)
+{
+    char *text = NULL;
+    size_t length = 0;
+    FILE *out = open_memstream(&text, &length);
+    if (out == NULL)
+        return json_string("partial: some nodes did not answer");
+    fputs("partial:", out);
+    size_t index;
+    json_t *node;
+    json_array_foreach(unanswered, index, node)
+    {
+        fprintf(out, "%s %s did not answer (%s)", index > 0 ? ";" : "",
+                json_string_value(json_object_get(node, "name")),
+                json_string_value(json_object_get(node, "error")));
+    }
+    json_t *message = fclose(out) == 0 ? json_string(text) : NULL;
+    free(text);
+    return message != NULL ? message : json_string("partial: some nodes did not answer");
+}
+
+/*
+ * The whole cluster's list: this node's scan merged with every live peer's
+ * (fanout.h). Nodes that did not answer are named in a last line
+ * {"error": {"code": 14, "message", "unansweredNodes": [{"name", "error"}]}}
+ * after every result the others sent: partial, and saying so.
+ */
+static void stream_fan_out(struct stream *stream)
+{
+    /* What each node's store orders by (store/records.h); a device id is bound once per node. */
+    static const char *const record_key[] = {"id", NULL}, *const issuance_key[] = {"serial", NULL},
+                             *const binding_key[] = {"deviceId", "recordId", NULL};
+    static const char *const *const key_fields[] = {record_key, issuance_key, binding_key};
+    const struct config *settings = plane_settings(stream->api->plane);
+    char err[256];
+    json_t *nodes = cluster_view_nodes(settings, err, sizeof(err));
+    bool membership_known = nodes != NULL;
+    if (nodes == NULL)
+        nodes = json_array();
+    struct fanout_request request = {
+        .path = stream->path,
+        .token = stream->token,
+        .trust_file = settings->api.cert_file,
+        .key_fields = key_fields[stream->kind],
+        .self = settings->cluster.node,
+        .connect_ms = API_FANOUT_CONNECT_MS,
+        .stall_ms = API_FANOUT_STALL_MS,
+    };
+    json_t *unanswered = NULL;
+    int status =
+        fanout_run(&request, nodes, stream_scan_into, stream, stream_emit, stream, &unanswered);
+    json_decref(nodes);
+    if (status == 0 && stream->kind == STREAM_BINDINGS)
+        bindings_conflicts_rest(stream);
+    if (!membership_known && unanswered != NULL) {
+        cluster_view_count_fanout_error();
+        json_array_append_new(unanswered,
+                              json_pack("{s:s, s:s}", "name", "(the other nodes)", "error", err));
+    }
+    if (stream->broken) {
+        json_decref(unanswered);
+        return;
+    }
+    if (status != 0)
+        stream_line(stream, "error",
+                    json_pack("{s:i, s:s}", "code", RPC_INTERNAL, "message",
+                              "cannot gather the cluster's list"));
+    else if (json_array_size(unanswered) > 0)
+        stream_line(stream, "error",
+                    json_pack("{s:i, s:o, s:O}", "code", RPC_UNAVAILABLE, "message",
+                              unanswered_message(unanswered), "unansweredNodes", unanswered));
+    json_decref(unanswered);
 }
 
 static void *stream_produce(void *user)
@@ -878,32 +1007,19 @@ static void *stream_produce(void *user)
     sigaddset(&pipe_signal, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_signal, NULL);
 
-    int status;
-    switch (stream->kind) {
-    case STREAM_RECORDS: {
-        /* One idFilter narrows the scan to that record's keys. */
-        json_t *ids = json_object_get(stream->query, "idFilter");
-        char id[UUID_STRING_LENGTH + 1] = "";
-        if (json_array_size(ids) == 1)
-            uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
-        status = records_scan(stream->store, stream->owner, id[0] != '\0' ? id : NULL,
-                              record_result, stream, NULL);
-        break;
-    }
-    case STREAM_ISSUANCE:
-        status = records_issuance_scan(stream->store, stream->owner, issuance_result, stream, NULL);
-        break;
-    default:
+    if (stream->kind == STREAM_BINDINGS && !stream->forwarded)
         bindings_conflicts_load(stream);
-        status = records_bindings_scan(stream->store, stream->owner, binding_result, stream, NULL);
-        if (status == STORE_OK)
+    if (stream->path != NULL) {
+        stream_fan_out(stream);
+    } else {
+        int status = stream_scan(stream);
+        if (status == STORE_OK && stream->kind == STREAM_BINDINGS)
             bindings_conflicts_rest(stream);
-        break;
+        if (status != STORE_OK && !stream->broken)
+            stream_line(stream, "error",
+                        json_pack("{s:i, s:s}", "code", RPC_INTERNAL, "message",
+                                  "reading the store failed"));
     }
-    if (status != STORE_OK && !stream->broken)
-        stream_line(
-            stream, "error",
-            json_pack("{s:i, s:s}", "code", RPC_INTERNAL, "message", "reading the store failed"));
     close(stream->fd);
     stream_free(stream);
 
@@ -931,6 +1047,61 @@ static ssize_t stream_read(void *user, uint64_t position, char *buffer, size_t m
 static void stream_close(void *user)
 {
     close((int)(intptr_t)user);
+}
+
+/* A list asked of this node in a cluster, not forwarded by another node: the whole cluster's. */
+static bool stream_fans_out(struct api *api, struct MHD_Connection *connection)
+{
+    return cluster_view_enabled(plane_settings(api->plane)) &&
+           MHD_lookup_connection_value(connection, MHD_HEADER_KIND, PEER_FORWARDED_HEADER) == NULL;
+}
+
+/* Appends text percent-encoded (all but RFC 3986 unreserved characters). */
+static void url_encode(FILE *out, const char *text)
+{
+    for (const unsigned char *c = (const unsigned char *)text; *c != '\0'; c++) {
+        if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+            strchr("-._~", *c) != NULL)
+            fputc(*c, out);
+        else
+            fprintf(out, "%%%02X", *c);
+    }
+}
+
+/* What a peer needs to answer the same request: the caller's token, the path and query. */
+static int stream_forwarding(struct stream *stream, struct MHD_Connection *connection,
+                             const query_t *query)
+{
+    static const char *const paths[] = {"/api/v1/provisioning-records", "/api/v1/issuance",
+                                        "/api/v1/bindings"};
+    const char *authorization =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    /* auth_check took it: "Bearer" and a space, whatever the case. */
+    if (authorization == NULL || strlen(authorization) < 7 ||
+        (stream->token = strdup(authorization + 7)) == NULL)
+        return -1;
+    size_t length = 0;
+    FILE *out = open_memstream(&stream->path, &length);
+    if (out == NULL)
+        return -1;
+    fputs(paths[stream->kind], out);
+    char separator = '?';
+    const char *name;
+    json_t *values;
+    json_object_foreach((json_t *)query, name, values)
+    {
+        size_t i;
+        json_t *value;
+        json_array_foreach(values, i, value)
+        {
+            fputc(separator, out);
+            separator = '&';
+            url_encode(out, name);
+            fputc('=', out);
+            url_encode(out, json_string_value(value));
+        }
+    }
+    return fclose(out) == 0 ? 0 : -1;
 }
 
 static enum MHD_Result start_stream(struct api *api, struct MHD_Connection *connection,
@@ -980,6 +1151,15 @@ static enum MHD_Result start_stream(struct api *api, struct MHD_Connection *conn
     stream->api = api;
     stream->kind = kind;
     stream->query = query;
+    stream->forwarded =
+        cluster_view_enabled(plane_settings(api->plane)) && !stream_fans_out(api, connection);
+    if (stream_fans_out(api, connection) && (stream_forwarding(stream, connection, query) != 0)) {
+        close(fds[0]);
+        close(fds[1]);
+        stream_free(stream);
+        return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                           "cannot start the stream");
+    }
     stream->fd = fds[1];
     stream->store = plane_store(api->plane);
 
@@ -1155,10 +1335,19 @@ static bool is_admin(const struct api *api, const char *owner)
 static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection,
                                     const char *owner)
 {
-    json_t *status = plane_status(api->plane, owner, is_admin(api, owner));
+    bool admin = is_admin(api, owner);
+    json_t *status = plane_status(api->plane, owner, admin);
     if (status == NULL)
         return queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                            "status unavailable");
+    /* The live nodes carry node-wide figures only, and only administrators see those. */
+    if (admin && cluster_view_enabled(plane_settings(api->plane))) {
+        char err[256];
+        json_t *nodes = cluster_view_nodes(plane_settings(api->plane), err, sizeof(err));
+        json_object_set_new(status, "nodes", nodes != NULL ? nodes : json_array());
+        if (nodes == NULL)
+            json_object_set_new(status, "nodesError", json_string(err));
+    }
     return queue_json(connection, MHD_HTTP_OK, status);
 }
 

@@ -56,11 +56,23 @@ int command_status(struct client *client, struct options *options, const void *s
     printf("%-*s  %s\n", (int)width, "api", client->url);
     json_object_foreach(status, key, value)
     {
+        if (strcmp(key, "nodes") == 0)
+            continue;
         char *text = json_is_string(value) || json_is_integer(value) || json_is_boolean(value)
                          ? field_text(status, key)
                          : json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
         printf("%-*s  %s\n", (int)width, key, text != NULL ? text : "-");
         free(text);
+    }
+    /* A cluster's live nodes (administrators only), one row each. */
+    json_t *nodes = json_object_get(status, "nodes");
+    if (json_is_array(nodes)) {
+        struct sink sink = {.table = {.view = &NODE_VIEW}};
+        size_t index;
+        json_t *node;
+        printf("\n");
+        json_array_foreach(nodes, index, node) sink_put(&sink, node);
+        sink_end(&sink);
     }
     json_decref(status);
     return EXIT_OK;

@@ -25,6 +25,10 @@ char *field_text(json_t *object, const char *key)
         snprintf(buffer, sizeof(buffer), "%" JSON_INTEGER_FORMAT, json_integer_value(value));
         return strdup(buffer);
     }
+    if (json_is_real(value)) {
+        snprintf(buffer, sizeof(buffer), "%g", json_real_value(value));
+        return strdup(buffer);
+    }
     if (json_is_boolean(value))
         return strdup(json_is_true(value) ? "yes" : "no");
     return strdup("-");
@@ -242,3 +246,23 @@ static void block_cells(json_t *entry, char **cells)
 
 const struct view BLOCK_VIEW = {
     5, {"ENTRY ID", "BLOCKS", "MATCH", "REASON", "CREATED AT"}, {0}, block_cells};
+
+static void node_cells(json_t *node, char **cells)
+{
+    static const char *const fields[] = {"name",
+                                         "state",
+                                         "apiUrl",
+                                         "deviceAddress",
+                                         "connections",
+                                         "provisioningsPerSecond",
+                                         "configurationGeneration",
+                                         "reason"};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        cells[i] = field_text(node, fields[i]);
+}
+
+const struct view NODE_VIEW = {
+    8,
+    {"NODE", "STATE", "API", "DEVICES AT", "CONNECTIONS", "PROV/S", "GENERATION", "REASON"},
+    {0},
+    node_cells};

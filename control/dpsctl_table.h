@@ -51,6 +51,7 @@ char *joined_text(json_t *array);
 /* A record step's CoAP code as text ("2.05"), or "-". */
 char *coap_code_text(json_t *step);
 
-extern const struct view RECORD_VIEW, ISSUANCE_VIEW, BINDING_VIEW, GROUP_VIEW, HUB_VIEW, BLOCK_VIEW;
+extern const struct view RECORD_VIEW, ISSUANCE_VIEW, BINDING_VIEW, GROUP_VIEW, HUB_VIEW, BLOCK_VIEW,
+    NODE_VIEW;
 
 #endif

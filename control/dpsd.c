@@ -26,6 +26,7 @@
 
 #include "common/file.h"
 #include "control/api.h"
+#include "control/cluster_view.h"
 #include "control/config.h"
 #include "common/log.h"
 #include "control/plane.h"
@@ -473,6 +474,7 @@ int main(int argc, char **argv)
     }
     const struct config *settings = plane_settings(plane);
     struct api *api = NULL;
+    struct cluster_view *view = NULL;
     int status = 1;
     if (plane_start(plane, shard_count, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
@@ -488,6 +490,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "dpsd: management API: %s\n", err);
             goto out;
         }
+    }
+    view = cluster_view_start(plane, DPS_VERSION, err, sizeof(err));
+    if (view == NULL && err[0] != '\0') {
+        fprintf(stderr, "dpsd: %s\n", err);
+        goto out;
     }
     log_msg(LOG_INFO, "ready", "listen=%s shards=%u backend=%s api=%s config=%s openssl=\"%s\"",
             settings->listen[0], shard_count,
@@ -520,6 +527,7 @@ int main(int argc, char **argv)
     plane_drain(plane, DPSD_DRAIN_SECONDS);
     status = 0;
 out:
+    cluster_view_stop(view);
     if (api != NULL) {
         api_stop(api);
     }

@@ -55,6 +55,7 @@
 #include "common/file.h"
 #include "common/log.h"
 #include "control/auth.h"
+#include "control/cluster_view.h"
 #include "control/model.h"
 #include "crypto/attestation.h"
 #include "crypto/issuer.h"
@@ -1933,6 +1934,8 @@ char *plane_metrics(struct plane *plane)
             (unsigned long long)store.writes, store.queue_depth,
             store_healthy(plane->store) ? 1 : 0, (unsigned long long)store.failures,
             (unsigned long long)store.recoveries);
+    if (cluster_view_enabled(plane->settings))
+        cluster_view_metrics(out);
     plane_config_release(plane, config);
     fclose(out);
     return text;

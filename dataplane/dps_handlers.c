@@ -700,6 +700,8 @@ static char *record_part_json(const struct dps_services *services,
         "creationDate", session->creation_date, "attestation", "date", session->creation_date,
         "x509", "certificatePem", session->leaf_pem != NULL ? session->leaf_pem : "", "commonName",
         session->attestation.leaf_common_name);
+    if (record != NULL && session->peer != NULL)
+        json_object_set_new(record, "remoteAddress", json_string(session->peer));
     char *text = json_dumps(record, JSON_COMPACT);
     json_decref(record);
     return text;

@@ -111,6 +111,8 @@ struct dps_session {
     size_t hub_index;   /* hub chosen at cloud-configuration */
     bool hub_chosen;
     char creation_date[24]; /* ns since epoch, text; loaded or set at first step */
+    const char *peer;       /* the device's address ("HOST:PORT", behind a balancer its PROXY
+                               header's), owned by the connection; for the record */
     bool record_written;    /* the top-level record part is durable for record_written_for */
     char record_written_for[37];
     unsigned pending;                             /* requests waiting for workers */

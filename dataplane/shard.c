@@ -594,6 +594,7 @@ static void conn_handshake(struct conn *conn)
     }
     atomic_fetch_add(&shard->handshakes_ok, 1);
     conn->state = CONN_OPEN;
+    conn->session.peer = conn->peer;
     dps_session_start(&conn->view->services, &conn->session);
     log_msg(LOG_DEBUG, "handshake", "peer=%s record=%s version=%s cipher=%s", conn->peer,
             conn->session.record_id, tls_conn_version(conn->tls), tls_conn_cipher(conn->tls));

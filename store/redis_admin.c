@@ -4,7 +4,10 @@
  */
 #include "store/redis_admin.h"
 
+#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,5 +270,156 @@ int redis_admin_conflicts(const struct config_cluster *cluster, const char *owne
         *device_ids = NULL;
         *count = 0;
     }
+    return status;
+}
+
+/* Writes node's entry for ttl_ms (entry not NULL) or removes it (entry NULL). */
+static int admin_node_entry(const struct config_cluster *cluster, const char *node,
+                            const char *entry, unsigned ttl_ms, char *err, size_t err_length)
+{
+    redisContext *context = admin_connect(cluster, err, err_length);
+    if (context == NULL)
+        return -1;
+    const char *prefix = prefix_of(cluster);
+    char key[ADMIN_KEY_MAX], nodes[ADMIN_KEY_MAX];
+    snprintf(key, sizeof(key), "%snode:%s", prefix, node);
+    snprintf(nodes, sizeof(nodes), "%snodes", prefix);
+    int status = entry != NULL
+                     ? admin_command(context, NULL, err, err_length, "SET", "SET %s %s PX %u", key,
+                                     entry, ttl_ms)
+                     : admin_command(context, NULL, err, err_length, "DEL", "DEL %s", key);
+    if (status == 0)
+        status = admin_command(context, NULL, err, err_length, entry != NULL ? "SADD" : "SREM",
+                               entry != NULL ? "SADD %s %s" : "SREM %s %s", nodes, node);
+    redisFree(context);
+    return status;
+}
+
+int redis_admin_heartbeat(const struct config_cluster *cluster, const char *node, const char *entry,
+                          unsigned ttl_ms, char *err, size_t err_length)
+{
+    return admin_node_entry(cluster, node, entry, ttl_ms, err, err_length);
+}
+
+int redis_admin_leave(const struct config_cluster *cluster, const char *node, char *err,
+                      size_t err_length)
+{
+    return admin_node_entry(cluster, node, NULL, 0, err, err_length);
+}
+
+void redis_admin_entries_free(char **entries, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(entries[i]);
+    free(entries);
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* SORT would also do it, but the names are few and SMEMBERS is one round trip. */
+static int admin_node_names(redisContext *context, const char *nodes, char ***names, size_t *count,
+                            char *err, size_t err_length)
+{
+    redisReply *reply =
+        checked(context, redisCommand(context, "SMEMBERS %s", nodes), "SMEMBERS", err, err_length);
+    if (reply == NULL)
+        return -1;
+    *count = 0;
+    *names = calloc(reply->elements + 1, sizeof(char *));
+    int status = *names != NULL ? 0 : -1;
+    for (size_t i = 0; status == 0 && i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        if (((*names)[*count] = strdup(reply->element[i]->str)) == NULL)
+            status = -1;
+        else
+            (*count)++;
+    }
+    freeReplyObject(reply);
+    if (status != 0) {
+        snprintf(err, err_length, "out of memory");
+        redis_admin_entries_free(*names, *count);
+        *names = NULL;
+        *count = 0;
+        return -1;
+    }
+    qsort(*names, *count, sizeof(char *), compare_names);
+    return 0;
+}
+
+int redis_admin_nodes(const struct config_cluster *cluster, char ***entries, size_t *count,
+                      char *err, size_t err_length)
+{
+    *entries = NULL;
+    *count = 0;
+    redisContext *context = admin_connect(cluster, err, err_length);
+    if (context == NULL)
+        return -1;
+    const char *prefix = prefix_of(cluster);
+    char nodes[ADMIN_KEY_MAX];
+    snprintf(nodes, sizeof(nodes), "%snodes", prefix);
+    char **names;
+    size_t name_count;
+    if (admin_node_names(context, nodes, &names, &name_count, err, err_length) != 0) {
+        redisFree(context);
+        return -1;
+    }
+    int status = 0;
+    if ((*entries = calloc(name_count + 1, sizeof(char *))) == NULL) {
+        snprintf(err, err_length, "out of memory");
+        status = -1;
+    }
+    for (size_t i = 0; status == 0 && i < name_count; i++) {
+        char key[ADMIN_KEY_MAX];
+        snprintf(key, sizeof(key), "%snode:%s", prefix, names[i]);
+        redisReply *reply =
+            checked(context, redisCommand(context, "GET %s", key), "GET", err, err_length);
+        if (reply == NULL) {
+            status = -1;
+        } else if (reply->type != REDIS_REPLY_STRING) {
+            /* Expired: the node stopped beating. */
+            status = admin_command(context, NULL, err, err_length, "SREM", "SREM %s %s", nodes,
+                                   names[i]);
+        } else if (((*entries)[*count] = strdup(reply->str)) == NULL) {
+            snprintf(err, err_length, "out of memory");
+            status = -1;
+        } else {
+            (*count)++;
+        }
+        freeReplyObject(reply);
+    }
+    redisFree(context);
+    redis_admin_entries_free(names, name_count);
+    if (status != 0) {
+        redis_admin_entries_free(*entries, *count);
+        *entries = NULL;
+        *count = 0;
+    }
+    return status;
+}
+
+int redis_admin_local_address(const struct config_cluster *cluster, char *address, size_t size,
+                              char *err, size_t err_length)
+{
+    redisContext *context = admin_connect(cluster, err, err_length);
+    if (context == NULL)
+        return -1;
+    struct sockaddr_storage local;
+    socklen_t length = sizeof(local);
+    int status = -1;
+    if (getsockname(context->fd, (struct sockaddr *)&local, &length) == 0) {
+        const void *bytes = local.ss_family == AF_INET6
+                                ? (const void *)&((struct sockaddr_in6 *)&local)->sin6_addr
+                                : (const void *)&((struct sockaddr_in *)&local)->sin_addr;
+        if ((local.ss_family == AF_INET || local.ss_family == AF_INET6) &&
+            inet_ntop(local.ss_family, bytes, address, (socklen_t)size) != NULL)
+            status = 0;
+    }
+    if (status != 0)
+        snprintf(err, err_length, "redis: no local IP address (a unix socket?)");
+    redisFree(context);
     return status;
 }

@@ -39,4 +39,34 @@ int redis_admin_release(const struct config_cluster *cluster, const char *owner_
 int redis_admin_conflicts(const struct config_cluster *cluster, const char *owner_key,
                           char (**device_ids)[37], size_t *count, char *err, size_t err_length);
 
+/*
+ * Heartbeats (control/cluster_view.h): <prefix>node:<node> holds entry (this
+ * node's JSON) for ttl_ms, and <prefix>nodes names every node that wrote
+ * one. A node that stops beating disappears when its key expires; the set
+ * is pruned by whoever lists it. 0, or -1 with err.
+ */
+int redis_admin_heartbeat(const struct config_cluster *cluster, const char *node, const char *entry,
+                          unsigned ttl_ms, char *err, size_t err_length);
+
+/*
+ * The address (numeric, no port) this machine uses to reach the cluster's
+ * Redis: a node listening on a wildcard address announces it, as the one
+ * its peers most likely reach it on. 0, or -1 with err.
+ */
+int redis_admin_local_address(const struct config_cluster *cluster, char *address, size_t size,
+                              char *err, size_t err_length);
+
+/* A node leaving (it stops): its entry goes at once. 0, or -1 with err. */
+int redis_admin_leave(const struct config_cluster *cluster, const char *node, char *err,
+                      size_t err_length);
+
+/*
+ * The entries of the live nodes (malloc'd strings in a malloc'd array, in
+ * the order of their names; redis_admin_entries_free frees them). 0, or -1
+ * with err.
+ */
+int redis_admin_nodes(const struct config_cluster *cluster, char ***entries, size_t *count,
+                      char *err, size_t err_length);
+void redis_admin_entries_free(char **entries, size_t count);
+
 #endif

@@ -93,12 +93,14 @@ OWNER_KEY=b80c8fef-a677-5340-85fb-2c162d75df03 # the demo owner "1"
 # ---- 1. One device id, two nodes ----
 check "identity 1 claims D through node a" device "$PORT_A" 1 --di "$D" --out "$WORK/out1"
 check "redis holds the binding" redis_has "dps:binding:$OWNER_KEY:$D"
+# X-Dps-Forwarded: node b's own store, not the whole cluster's list.
 check "identity 2 claiming D through node b gets 4.03, no token and no certificate" \
     sh -c "'$LOADGEN' --endpoint coaps+tcp://127.0.0.1:$PORT_B --pki '$DEMO/pki' \
              --ca '$DEMO/pki/dps-root.pem' --first 2 --devices 1 --di $D --expect-code cloud=4.03 &&
-           curl -sS -H 'Authorization: Bearer $TOKEN' http://127.0.0.1:$API_B/api/v1/issuance |
+           curl -sS -H 'Authorization: Bearer $TOKEN' -H 'X-Dps-Forwarded: 1' http://127.0.0.1:$API_B/api/v1/issuance |
              jq -e -s 'all(.[]; .result.deviceId != \"$D\")' >/dev/null &&
-           curl -sS -H 'Authorization: Bearer $TOKEN' http://127.0.0.1:$API_B/api/v1/bindings | jq -e -s 'length == 0' >/dev/null"
+           curl -sS -H 'Authorization: Bearer $TOKEN' -H 'X-Dps-Forwarded: 1' http://127.0.0.1:$API_B/api/v1/bindings |
+             jq -e -s 'length == 0' >/dev/null"
 
 # ---- 2. Redis comes back empty ----
 redis-cli -p "$REDIS_PORT" flushall >/dev/null
@@ -167,11 +169,12 @@ check "renewals of both records are refused too, through either node" \
              --first 1 --devices 1 --di $D --renew --expect-code credentials=4.03 &&
            '$LOADGEN' --endpoint coaps+tcp://127.0.0.1:$PORT_B --pki '$DEMO/pki' --ca '$DEMO/pki/dps-root.pem' \
              --first 2 --devices 1 --di $D --renew --expect-code credentials=4.03"
+# Each node holds its claimant's binding; the list through either node shows both, marked.
 check "GET /api/v1/bindings shows the conflict to the owner on both nodes" \
     sh -c "curl -sS -H 'Authorization: Bearer $TOKEN' 'http://127.0.0.1:$API_A/api/v1/bindings?deviceIdFilter=$D' |
-             jq -e -s 'length == 1 and .[0].result.conflict == true' >/dev/null &&
+             jq -e -s 'length == 2 and all(.[]; .result.conflict == true)' >/dev/null &&
            curl -sS -H 'Authorization: Bearer $TOKEN' 'http://127.0.0.1:$API_B/api/v1/bindings?deviceIdFilter=$D' |
-             jq -e -s 'length == 1 and .[0].result.conflict == true' >/dev/null"
+             jq -e -s 'length == 2 and all(.[]; .result.conflict == true)' >/dev/null"
 
 # ---- 5. Release through one node frees D cluster-wide ----
 expect_output "the owner releases D through node b" '^\{"count":1\}$' \

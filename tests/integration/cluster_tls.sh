@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Cluster lists over HTTPS APIs (issue 11, "one view for operators"): two
+# demo nodes whose management APIs speak TLS with the demo server
+# certificate. A list through node a carries node b's records (the peer's
+# certificate is one of node a's api.certificate file); node b restarted
+# with a certificate node a does not trust is named among the nodes that
+# did not answer, and gets no token.
+. "$(dirname "$0")/lib.sh"
+
+plan 5
+for tool in redis-server redis-cli jq openssl; do
+    command -v $tool >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
+done
+
+DEMO=$WORK/demo
+PKI=$DEMO/pki
+REDIS_PORT=$(free_port)
+PORT_A=$(free_port)
+API_A=$(free_port)
+PORT_B=$(free_port)
+API_B=$(free_port)
+REDIS_PID="" PID_a="" PID_b=""
+stop_all() {
+    for pid in $PID_a $PID_b $REDIS_PID; do
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    cleanup
+}
+trap stop_all EXIT
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+
+start_dpsd "$DEMO" "$(free_port)" --shards 1 && stop_dpsd
+sed 's|^api:|api:\n  certificate: pki/dps-server.pem\n  key: pki/dps-server.key|' "$DEMO/dpsd.yaml" >"$WORK/a.yaml"
+# Node b's own certificate, which node a has no reason to trust.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -keyout "$WORK/rogue.key" -out "$WORK/rogue.pem" 2>/dev/null
+sed "s|^api:|api:\n  certificate: $WORK/rogue.pem\n  key: $WORK/rogue.key|" "$DEMO/dpsd.yaml" >"$WORK/rogue.yaml"
+cp "$WORK/a.yaml" "$DEMO/a.yaml"
+cp "$WORK/rogue.yaml" "$DEMO/rogue.yaml"
+
+# start_node NAME PORT API CONFIG [options]: a node on the demo PKI; its pid in PID_<NAME>.
+start_node() {
+    local name=$1 port=$2 api=$3 config=$4 log=$WORK/$1.log
+    shift 4
+    local readies
+    readies=$(grep -c 'msg="ready"' "$log" 2>/dev/null)
+    "$DPSD" --config "$config" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$api" \
+        --redis "127.0.0.1:$REDIS_PORT" --node "$name" --shards 1 "$@" >>"$log" 2>&1 &
+    eval "PID_$name=$!"
+    for _ in $(seq 1 300); do
+        [ "$(grep -c 'msg="ready"' "$log" 2>/dev/null)" -gt "${readies:-0}" ] && port_in_use "$port" &&
+            return 0
+        sleep 0.1
+    done
+    sed 's/^/# /' "$log" | tail -20
+    return 1
+}
+if start_node a "$PORT_A" "$API_A" "$DEMO/a.yaml" &&
+    start_node b "$PORT_B" "$API_B" "$DEMO/a.yaml" --data-dir "$WORK/b-data"; then
+    ok "two nodes with HTTPS APIs start"
+else
+    not_ok "two nodes with HTTPS APIs start"
+    finish
+fi
+TOKEN=$(cat "$PKI/operator.token")
+records_a() {
+    curl -sS --max-time 30 -k -H "Authorization: Bearer $TOKEN" \
+        "https://127.0.0.1:$API_A/api/v1/provisioning-records"
+}
+both_listed() {
+    curl -sS -k -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$API_A/api/v1/status" |
+        jq -e '[.nodes[].name] == ["a", "b"] and .nodes[1].apiUrl == "https://127.0.0.1:'"$API_B"'"'
+}
+for _ in $(seq 1 100); do both_listed >/dev/null 2>&1 && break; sleep 0.1; done
+check "node a lists node b with its https URL" both_listed
+check "a device provisions through node b" \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_B" --pki "$PKI" --ca "$PKI/dps-root.pem" --devices 1
+check "node b's record through node a, over TLS to a trusted peer" \
+    sh -c "$(declare -f records_a); TOKEN=$TOKEN; API_A=$API_A; PKI=$PKI
+           records_a | jq -e -s 'length == 1 and (.[0].result.remoteAddress | startswith(\"127.0.0.1:\"))'"
+
+kill -TERM "$PID_b"
+wait "$PID_b"
+PID_b=""
+start_node b "$PORT_B" "$API_B" "$DEMO/rogue.yaml" --data-dir "$WORK/b-data" >/dev/null
+for _ in $(seq 1 100); do both_listed >/dev/null 2>&1 && break; sleep 0.1; done
+check "a peer whose certificate node a does not trust is named, and its records are not taken" \
+    sh -c "$(declare -f records_a); TOKEN=$TOKEN; API_A=$API_A; PKI=$PKI
+           records_a | jq -e -s 'length == 1 and .[0].error.unansweredNodes[0].name == \"b\" and
+                                 (.[0].error.unansweredNodes[0].error | test(\"TLS\"))'"
+finish
