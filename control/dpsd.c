@@ -26,6 +26,7 @@
 
 #include "common/file.h"
 #include "control/api.h"
+#include "control/cluster_sync.h"
 #include "control/config.h"
 #include "common/log.h"
 #include "control/plane.h"
@@ -472,6 +473,7 @@ int main(int argc, char **argv)
     }
     const struct config *settings = plane_settings(plane);
     struct api *api = NULL;
+    struct cluster_sync *sync = NULL;
     int status = 1;
     if (plane_start(plane, shard_count, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
@@ -480,6 +482,14 @@ int main(int argc, char **argv)
     if (privileges_drop(settings, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
         goto out;
+    }
+    if (settings->cluster.redis != NULL || settings->cluster.sentinel_count > 0) {
+        /* Groups, hubs and blocks shared by the cluster; /readyz waits for the catch-up. */
+        sync = cluster_sync_start(plane, &settings->cluster, err, sizeof(err));
+        if (sync == NULL) {
+            fprintf(stderr, "dpsd: cluster configuration: %s\n", err);
+            goto out;
+        }
     }
     if (settings->api.listen != NULL) {
         api = api_start(settings, plane, err, sizeof(err));
@@ -522,6 +532,7 @@ out:
     if (api != NULL) {
         api_stop(api);
     }
+    cluster_sync_stop(sync);
     plane_destroy(plane);
     log_msg(LOG_INFO, "stopped", "status=%d", status);
     return status;

@@ -103,6 +103,7 @@ static const char *const family_names[STORE_FAMILY_COUNT] = {
     [STORE_GROUPS] = "enrollment_groups", [STORE_HUBS] = "hubs",
     [STORE_RECORDS] = "records",          [STORE_ISSUANCE] = "issuance",
     [STORE_BINDINGS] = "bindings",        [STORE_BLOCKLIST] = "blocklist",
+    [STORE_CLUSTER] = "cluster",
 };
 
 const char *store_family_name(enum store_family family)

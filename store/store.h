@@ -14,6 +14,10 @@
  *   bindings           owner key "/device/" device id        -> {"recordId", "owner"}
  *                      owner key "/record/" record id        -> {"deviceId", "owner"}
  *   blocklist          entry id (see control/plane.h)        -> blocklist entry (with its owner)
+ *   cluster            the configuration shared through Redis (control/cluster_sync.c):
+ *                      "generation" -> the cluster generation applied, "epoch" -> the
+ *                      Redis data set it counts in, "outbox/<seq>" -> a change made here not
+ *                      yet in Redis, "refused/<kind>/<id>" -> a change this node could not apply
  *
  * A provisioning record is the set of keys "<owner key>/<record id>/<part>":
  * part "record" holds the top-level fields (id, enrollmentGroupId, deviceId,
@@ -67,6 +71,7 @@ enum store_family {
     STORE_ISSUANCE,
     STORE_BINDINGS,
     STORE_BLOCKLIST,
+    STORE_CLUSTER,
     STORE_FAMILY_COUNT,
 };
 
