@@ -182,7 +182,12 @@ struct cluster_sync {
     _Atomic uint64_t applied_generation;
     _Atomic uint64_t cluster_generation;
     _Atomic uint64_t outbox_next;
-    _Atomic uint64_t outbox_waiting;
+    /*
+     * Changes in the outbox, for the figures only: counted once in force
+     * (changed()), so a push may come first for a moment; the outbox itself
+     * is what push_next() reads.
+     */
+    _Atomic int64_t outbox_waiting;
     _Atomic uint64_t applied_total;
     _Atomic uint64_t pushed_total;
     _Atomic uint64_t errors_total;
@@ -588,17 +593,13 @@ static int outbox_first(void *user, const char *key, size_t key_length, const ch
 
 static void push_next(struct cluster_sync *sync)
 {
-    if (sync->pushing || sync->seeding || atomic_load(&sync->outbox_waiting) == 0 ||
-        redis_client_state(sync->client) != REDIS_STATE_READY) {
+    if (sync->pushing || sync->seeding || redis_client_state(sync->client) != REDIS_STATE_READY) {
         return;
     }
     struct outbox_head head = {{0}, NULL, 0};
     if (store_scan(sync->store, STORE_CLUSTER, OUTBOX_PREFIX, strlen(OUTBOX_PREFIX), outbox_first,
                    &head) != STORE_OK ||
         head.envelope == NULL) {
-        if (head.key[0] == '\0') {
-            atomic_store(&sync->outbox_waiting, 0);
-        }
         free(head.envelope);
         return;
     }
@@ -867,7 +868,6 @@ static int sync_record(void *user, const struct plane_change *change, struct sto
         free(envelope);
         return -1;
     }
-    atomic_fetch_add(&sync->outbox_waiting, 1);
     *put = (struct store_put){STORE_CLUSTER, key, strlen(key), envelope, strlen(envelope)};
     return 0;
 }
@@ -876,6 +876,7 @@ static void sync_changed(void *user)
 {
     struct cluster_sync *sync = user;
     uint64_t one = 1;
+    atomic_fetch_add(&sync->outbox_waiting, 1);
     if (write(sync->wake_fd, &one, sizeof(one)) < 0) {
         log_msg(LOG_ERROR, "cluster configuration wake-up failed", "error=\"%s\"", strerror(errno));
     }
@@ -885,6 +886,12 @@ static uint64_t sync_generation(void *user)
 {
     struct cluster_sync *sync = user;
     return atomic_load(&sync->applied_generation);
+}
+
+static uint64_t outbox_count(struct cluster_sync *sync)
+{
+    int64_t count = atomic_load(&sync->outbox_waiting);
+    return count > 0 ? (uint64_t)count : 0;
 }
 
 static uint64_t sync_lag(struct cluster_sync *sync)
@@ -908,15 +915,15 @@ static json_t *sync_status(void *user)
                                                  "error", entry->error));
     }
     pthread_mutex_unlock(&sync->lock);
-    return json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o}", "generation",
-        (json_int_t)atomic_load(&sync->applied_generation), "clusterGeneration",
-        (json_int_t)atomic_load(&sync->cluster_generation), "lag", (json_int_t)sync_lag(sync),
-        "outbox", (json_int_t)atomic_load(&sync->outbox_waiting), "applied",
-        (json_int_t)atomic_load(&sync->applied_total), "pushed",
-        (json_int_t)atomic_load(&sync->pushed_total), "errors",
-        (json_int_t)atomic_load(&sync->errors_total), "redis",
-        redis_state_name((enum redis_state)atomic_load(&sync->redis_state)), "refused", refused);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:o}", "generation",
+                     (json_int_t)atomic_load(&sync->applied_generation), "clusterGeneration",
+                     (json_int_t)atomic_load(&sync->cluster_generation), "lag",
+                     (json_int_t)sync_lag(sync), "outbox", (json_int_t)outbox_count(sync),
+                     "applied", (json_int_t)atomic_load(&sync->applied_total), "pushed",
+                     (json_int_t)atomic_load(&sync->pushed_total), "errors",
+                     (json_int_t)atomic_load(&sync->errors_total), "redis",
+                     redis_state_name((enum redis_state)atomic_load(&sync->redis_state)), "refused",
+                     refused);
 }
 
 static void sync_metrics(void *user, FILE *out)
@@ -941,8 +948,7 @@ static void sync_metrics(void *user, FILE *out)
             "# HELP dps_config_sync_reseeds_total Times Redis had lost the configuration and "
             "this node re-seeded it.\n# TYPE dps_config_sync_reseeds_total counter\n"
             "dps_config_sync_reseeds_total %llu\n",
-            (unsigned long long)sync_lag(sync),
-            (unsigned long long)atomic_load(&sync->outbox_waiting), refused,
+            (unsigned long long)sync_lag(sync), (unsigned long long)outbox_count(sync), refused,
             (unsigned long long)atomic_load(&sync->applied_total),
             (unsigned long long)atomic_load(&sync->pushed_total),
             (unsigned long long)atomic_load(&sync->errors_total),
@@ -1045,8 +1051,8 @@ struct cluster_sync *cluster_sync_start(struct plane *plane, const struct config
     log_msg(LOG_INFO, "cluster configuration sync started",
             "node=%s generation=%llu epoch=%s outbox=%llu refused=%zu", cluster_node(sync->cluster),
             (unsigned long long)atomic_load(&sync->applied_generation),
-            sync->epoch[0] != '\0' ? sync->epoch : "none",
-            (unsigned long long)atomic_load(&sync->outbox_waiting), sync->refused_count);
+            sync->epoch[0] != '\0' ? sync->epoch : "none", (unsigned long long)outbox_count(sync),
+            sync->refused_count);
     return sync;
 }
 
