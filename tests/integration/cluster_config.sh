@@ -199,7 +199,7 @@ if stop_node c; then ok "node c stops cleanly"; else not_ok "node c stops cleanl
 
 # ---- 4. A hub whose key file is missing on node b ----
 mv "$WORK/keys-b/hub-ca.key" "$WORK/keys-b/hub-ca.key.away"
-HUB2=$(api a /hubs | jq -c -s '.[0].result | del(.hubId) | .name = "spare" | .identityCertificate.keyName = "spare-ca"')
+HUB2=$(api a /hubs | jq -c -s '.[0].result | del(.id, .hubId) | .name = "spare" | .identityCertificate.keyName = "spare-ca"')
 HUB2_ID=$(api a /hubs -X POST --data "$HUB2" | jq -r .hubId)
 check "the hub runs on node a" sh -c "[ '$HUB2_ID' != null ] && curl -sH 'Authorization: Bearer $TOKEN' '$(api_of a)/hubs?idFilter=$HUB2_ID' | grep -q ."
 check "node b refuses it, keeps going, and reports it in its status and metrics" \
