@@ -247,17 +247,20 @@ static int count_outbox(void *user, const char *key, size_t key_length, const ch
 
 /* ---- refused changes ---- */
 
-static void refused_forget(struct cluster_sync *sync, const char *field)
+/* Drops field's refusal from the list; whether there was one. */
+static bool refused_forget(struct cluster_sync *sync, const char *field)
 {
+    bool found = false;
     pthread_mutex_lock(&sync->lock);
-    for (size_t i = 0; i < sync->refused_count; i++) {
+    for (size_t i = 0; !found && i < sync->refused_count; i++) {
         if (strcmp(sync->refused[i].field, field) == 0) {
             free(sync->refused[i].envelope);
             sync->refused[i] = sync->refused[--sync->refused_count];
-            break;
+            found = true;
         }
     }
     pthread_mutex_unlock(&sync->lock);
+    return found;
 }
 
 static void refused_remember(struct cluster_sync *sync, const struct cluster_envelope *envelope,
@@ -329,8 +332,9 @@ static bool apply_envelope(struct cluster_sync *sync, const char *text, size_t l
     size_t count = generation_puts(generation, envelope.field, generation_text, refused_key, puts);
     bool ok = true;
     if (already_applied(sync, &envelope)) {
-        refused_forget(sync, envelope.field);
-        *recorded = false;
+        /* A refusal of an older version is over: forgotten here and in the store. */
+        *recorded = refused_forget(sync, envelope.field);
+        ok = !*recorded || store_put_sync(sync->store, puts, count) == STORE_OK;
     } else {
         char err[512] = "";
         struct plane_change change = {envelope.kind, envelope.id, envelope.owner, envelope.doc};
