@@ -16,9 +16,10 @@
 # 6. Redis stopped: node b restarted meanwhile still refuses a device blocked
 #    earlier; a block made through node a meanwhile waits in a's outbox; Redis
 #    back empty: the nodes re-seed it and b refuses that device too.
+# 7. FLUSHALL while both run: they re-seed Redis, and changes flow again.
 . "$(dirname "$0")/lib.sh"
 
-plan 29
+plan 31
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
     { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
 
@@ -253,6 +254,15 @@ check "redis back empty: the nodes re-seed it, and node b refuses device 4" \
            [ \"\$(redis-cli -p $REDIS_PORT hlen dps:config:documents)\" -ge 4 ] &&
            '$PROBE' --endpoint 127.0.0.1:$PORT_b --ca '$PKI/dps-root.pem' --cert '$PKI/devices/device-0004.pem' \
              --key '$PKI/devices/device-0004.key' --get /x.plgd.dev/time | grep -q '^handshake-failed'"
+
+# ---- 7. Redis loses everything while both nodes run ----
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+check "after a FLUSHALL the nodes notice and re-seed redis on their own" \
+    wait_for sh -c "[ \"\$(redis-cli -p $REDIS_PORT hlen dps:config:documents)\" -ge 6 ] &&
+                    [ \"\$(curl -s http://127.0.0.1:$API_b/metrics | awk '\$1 == \"dps_config_sync_reseeds_total\" {print \$2}')\" -ge 1 ]"
+BLOCK5=$(api b /blocklist -X POST --data "{\"publicKeySha256\": \"$(spki 0005)\"}" | jq -r .id)
+check "then a block through node b is in force on node a within one second" \
+    within_second has_block a "$BLOCK5"
 
 if stop_node a && stop_node b; then ok "both nodes stop cleanly"; else not_ok "both nodes stop cleanly"; fi
 finish
