@@ -64,8 +64,9 @@
  * Threads: everything runs on this module's thread and loop, but record()
  * (the API thread, under the plane's lock), changed() and the readers of the
  * figures, which use atomics and the refused list's lock. plane_apply() blocks
- * this thread while shards switch; the Redis client's deadline is raised to
- * SYNC_COMMAND_TIMEOUT_MS so that never passes for a stalled connection.
+ * this thread while shards switch, so this client's command deadline is
+ * SYNC_COMMAND_TIMEOUT_MS rather than the shards' short one: a reply waiting
+ * behind a publication is not taken for a stalled connection.
  */
 #include "control/cluster_sync.h"
 

@@ -133,7 +133,9 @@ char *plane_metrics(struct plane *plane);
  * Status for the API (new reference): {"ready", "owner", and owner's own
  * "enrollmentGroups", "hubs", "blocklistEntries", "quotas"}; with admin
  * also "node": {"shards", "backend", "connections",
- * "configurationGeneration", and the node-wide counts}.
+ * "configurationGeneration", and the node-wide counts}; in a cluster the
+ * generation is the cluster's (struct plane_sync) and "node" also has
+ * "configurationSync" (the sync's figures and the changes refused here).
  */
 json_t *plane_status(struct plane *plane, const char *owner, bool admin);
 
