@@ -40,7 +40,8 @@
  * 1: records under "<record id>/<part>", issuance under the serial, bindings
  * under the device id, no owner in the key); store_open() moves its keys to
  * the current layout before anything else runs (store/migrate.h), and a
- * read-only open refuses it with a message saying so.
+ * read-only open refuses it with a message saying so. A read-only open of a
+ * store written before a family existed (cluster) finds that family empty.
  *
  * Writes go through one writer thread: store_submit() queues a store_write,
  * the writer takes everything queued, applies it as one WriteBatch with
