@@ -27,6 +27,7 @@
 #include "common/file.h"
 #include "control/api.h"
 #include "control/cluster_view.h"
+#include "control/cluster_sync.h"
 #include "control/config.h"
 #include "common/log.h"
 #include "control/plane.h"
@@ -475,6 +476,7 @@ int main(int argc, char **argv)
     const struct config *settings = plane_settings(plane);
     struct api *api = NULL;
     struct cluster_view *view = NULL;
+    struct cluster_sync *sync = NULL;
     int status = 1;
     if (plane_start(plane, shard_count, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
@@ -483,6 +485,14 @@ int main(int argc, char **argv)
     if (privileges_drop(settings, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
         goto out;
+    }
+    if (settings->cluster.redis != NULL || settings->cluster.sentinel_count > 0) {
+        /* Groups, hubs and blocks shared by the cluster; /readyz waits for the catch-up. */
+        sync = cluster_sync_start(plane, &settings->cluster, err, sizeof(err));
+        if (sync == NULL) {
+            fprintf(stderr, "dpsd: cluster configuration: %s\n", err);
+            goto out;
+        }
     }
     if (settings->api.listen != NULL) {
         api = api_start(settings, plane, err, sizeof(err));
@@ -531,6 +541,7 @@ out:
     if (api != NULL) {
         api_stop(api);
     }
+    cluster_sync_stop(sync);
     plane_destroy(plane);
     log_msg(LOG_INFO, "stopped", "status=%d", status);
     return status;

@@ -109,6 +109,8 @@ struct plane {
     struct shard *shards[PLANE_MAX_SHARDS];
     unsigned shard_count;
     atomic_bool ready;
+    struct plane_sync sync;    /* all NULL without a cluster */
+    atomic_bool sync_catching; /* not ready while the cluster's changes are being caught up */
 };
 
 /* ---- signers ---- */
@@ -698,38 +700,137 @@ fail:
     return -1;
 }
 
-static int store_document(struct store *store, enum store_family family, const char *id,
-                          const json_t *doc)
-{
-    char *text = json_dumps(doc, JSON_COMPACT);
-    if (text == NULL) {
-        return STORE_ERROR;
-    }
-    struct store_put put = {family, id, strlen(id), text, strlen(text)};
-    int rc = store_put_sync(store, &put, 1);
-    free(text);
-    return rc;
-}
-
-/* One document to write (doc set) or delete (doc NULL) between the phases of a publication. */
+/*
+ * One document to write (doc set) or delete (doc NULL) between the phases of
+ * a publication, in one synced batch with extra, and with the cluster's
+ * record of it when shared (made through this node's API, in a cluster).
+ */
 struct document_change {
     enum store_family family;
     const char *id;
     const json_t *doc;
+    const char *owner;
+    bool shared;
+    const struct store_put *extra;
+    size_t extra_count;
 };
 
 static int persist_document(struct plane *plane, void *user, char *err, size_t err_length)
 {
     const struct document_change *change = user;
-    int rc = change->doc != NULL
-                 ? store_document(plane->store, change->family, change->id, change->doc)
-                 : store_delete_sync(plane->store, change->family, change->id, strlen(change->id));
-    if (rc != STORE_OK) {
+    struct store_put *puts = calloc(change->extra_count + 2, sizeof(*puts));
+    char *text = change->doc != NULL ? json_dumps(change->doc, JSON_COMPACT) : NULL;
+    struct store_put record = {0};
+    int status = puts != NULL && (change->doc == NULL || text != NULL) ? PLANE_OK : PLANE_FAILED;
+    size_t count = 0;
+    if (status == PLANE_OK) {
+        puts[count++] = (struct store_put){change->family, change->id, strlen(change->id), text,
+                                           text != NULL ? strlen(text) : 0};
+        for (size_t i = 0; i < change->extra_count; i++) {
+            puts[count++] = change->extra[i];
+        }
+    }
+    if (status == PLANE_OK && change->shared && plane->sync.record != NULL) {
+        enum plane_kind kind = change->family == STORE_GROUPS ? PLANE_KIND_GROUP
+                               : change->family == STORE_HUBS ? PLANE_KIND_HUB
+                                                              : PLANE_KIND_BLOCK;
+        struct plane_change shared = {kind, change->id, change->owner, change->doc};
+        if (plane->sync.record(plane->sync.user, &shared, &record) != 0) {
+            status = PLANE_FAILED;
+        } else {
+            puts[count++] = record;
+        }
+    }
+    if (status == PLANE_OK && store_put_sync(plane->store, puts, count) != STORE_OK) {
         snprintf(err, err_length, "the store refused the %s",
                  change->doc != NULL ? "write" : "delete");
+        status = PLANE_FAILED;
+    } else if (status != PLANE_OK) {
+        snprintf(err, err_length, "out of memory");
+    }
+    free((char *)record.key);
+    free((char *)record.value);
+    free(text);
+    free(puts);
+    return status;
+}
+
+/* Tells the cluster's sync that a change made here is in force. */
+static void shared_change_done(struct plane *plane, const struct document_change *change,
+                               int status)
+{
+    if (status == PLANE_OK && change->shared && plane->sync.changed != NULL) {
+        plane->sync.changed(plane->sync.user);
+    }
+}
+
+static bool document_exists(const struct config *config, bool is_group, const char *id)
+{
+    bool exists = is_group ? false : config_find_hub(config, id) != NULL;
+    for (size_t i = 0; is_group && i < config->group_count; i++) {
+        exists = exists || strcasecmp(config->groups[i].id, id) == 0;
+    }
+    return exists;
+}
+
+/*
+ * Replaces (group or hub set, taken over) or deletes (both NULL) the group
+ * or hub id in a candidate made of the lists in force, and publishes it with
+ * the document persisted; from_api: a change through this node's API (the
+ * caller is told only what is theirs, and the cluster is told). Lock held.
+ */
+static int change_lists(struct plane *plane, bool is_group, const char *id, const char *owner,
+                        struct config_group *group, struct config_hub *hub, bool from_api,
+                        const struct store_put *extra, size_t extra_count, char *err,
+                        size_t err_length)
+{
+    struct config_group *groups = NULL;
+    struct config_hub *hubs = NULL;
+    size_t group_count = 0, hub_count = 0;
+    if (copy_lists(&plane->current->config, is_group ? id : NULL, is_group ? NULL : id, &groups,
+                   &group_count, &hubs, &hub_count) != 0) {
+        if (group != NULL) {
+            config_group_clear(group);
+        }
+        if (hub != NULL) {
+            config_hub_clear(hub);
+        }
+        snprintf(err, err_length, "out of memory");
         return PLANE_FAILED;
     }
-    return PLANE_OK;
+    json_t *stored = NULL;
+    if (group != NULL) {
+        groups[group_count++] = *group;
+        stored = model_group_to_json(&groups[group_count - 1]);
+    } else if (hub != NULL) {
+        hubs[hub_count++] = *hub;
+        stored = model_hub_to_json(&hubs[hub_count - 1]);
+    }
+    struct candidate candidate = {groups,           group_count,     hubs,  hub_count,
+                                  plane->blocklist, plane->settings, false, from_api};
+    int status;
+    struct plane_snapshot *snapshot =
+        snapshot_build(plane, &candidate, plane->current, &status, err, err_length);
+    if (snapshot != NULL) {
+        struct document_change change = {
+            is_group ? STORE_GROUPS : STORE_HUBS,
+            stored != NULL ? json_string_value(json_object_get(stored, "id")) : id,
+            stored,
+            owner,
+            from_api,
+            extra,
+            extra_count};
+        if (change.id == NULL) {
+            snprintf(err, err_length, "out of memory");
+            snapshot_release(&snapshot->base);
+            status = PLANE_FAILED;
+        } else {
+            status = publish(plane, snapshot, persist_document, &change, err, err_length);
+            shared_change_done(plane, &change, status);
+        }
+    }
+    json_decref(stored);
+    return status;
 }
 
 /* How many of owner's documents the configuration holds. */
@@ -765,10 +866,7 @@ static int put_document(struct plane *plane, const json_t *doc, bool create, boo
     const char *kind = is_group ? "enrollment group" : "hub";
     pthread_mutex_lock(&plane->lock);
     const struct config *current = &plane->current->config;
-    bool exists = is_group ? false : config_find_hub(current, id) != NULL;
-    for (size_t i = 0; is_group && i < current->group_count; i++) {
-        exists = exists || strcasecmp(current->groups[i].id, id) == 0;
-    }
+    bool exists = document_exists(current, is_group, id);
     unsigned quota = is_group ? plane->settings->api.quota_groups : plane->settings->api.quota_hubs;
     int status = PLANE_OK;
     if (create && exists) {
@@ -790,14 +888,6 @@ static int put_document(struct plane *plane, const json_t *doc, bool create, boo
                  is_group ? "enrollmentGroups" : "hubs");
         status = PLANE_EXHAUSTED;
     }
-    struct config_group *groups = NULL;
-    struct config_hub *hubs = NULL;
-    size_t group_count = 0, hub_count = 0;
-    if (status == PLANE_OK && copy_lists(current, is_group ? id : NULL, is_group ? NULL : id,
-                                         &groups, &group_count, &hubs, &hub_count) != 0) {
-        snprintf(err, err_length, "out of memory");
-        status = PLANE_FAILED;
-    }
     if (status != PLANE_OK) {
         pthread_mutex_unlock(&plane->lock);
         if (is_group) {
@@ -807,29 +897,10 @@ static int put_document(struct plane *plane, const json_t *doc, bool create, boo
         }
         return status;
     }
-    if (is_group) {
-        groups[group_count++] = group;
-    } else {
-        hubs[hub_count++] = hub;
-    }
-    json_t *stored = is_group ? model_group_to_json(&groups[group_count - 1])
-                              : model_hub_to_json(&hubs[hub_count - 1]);
-    struct candidate candidate = {groups,           group_count,     hubs,  hub_count,
-                                  plane->blocklist, plane->settings, false, true};
-    struct plane_snapshot *snapshot =
-        snapshot_build(plane, &candidate, plane->current, &status, err, err_length);
-    if (snapshot != NULL) {
-        struct document_change change = {is_group ? STORE_GROUPS : STORE_HUBS,
-                                         json_string_value(json_object_get(stored, "id")), stored};
-        if (change.id == NULL) {
-            snprintf(err, err_length, "out of memory");
-            snapshot_release(&snapshot->base);
-            status = PLANE_FAILED;
-        } else {
-            status = publish(plane, snapshot, persist_document, &change, err, err_length);
-        }
-    }
-    json_decref(stored);
+    char *owner_copy = owner != NULL ? strdup(owner) : NULL; /* the document moves */
+    status = change_lists(plane, is_group, id, owner_copy, is_group ? &group : NULL,
+                          is_group ? NULL : &hub, true, NULL, 0, err, err_length);
+    free(owner_copy);
     pthread_mutex_unlock(&plane->lock);
     return status;
 }
@@ -850,14 +921,15 @@ static int delete_document(struct plane *plane, const char *id, bool is_group, c
 {
     pthread_mutex_lock(&plane->lock);
     const struct config *current = &plane->current->config;
-    bool exists = false;
+    bool exists = document_exists(current, is_group, id);
     int status = PLANE_OK;
-    if (is_group) {
-        for (size_t i = 0; i < current->group_count; i++) {
-            exists = exists || strcasecmp(current->groups[i].id, id) == 0;
-        }
-    } else {
-        exists = config_find_hub(current, id) != NULL;
+    const char *owner = NULL;
+    for (size_t i = 0; is_group && i < current->group_count; i++) {
+        owner = strcasecmp(current->groups[i].id, id) == 0 ? current->groups[i].owner : owner;
+    }
+    if (!is_group) {
+        const struct config_hub *found = config_find_hub(current, id);
+        owner = found != NULL ? found->owner : NULL;
         for (size_t i = 0; exists && i < current->group_count; i++) {
             for (size_t h = 0; h < current->groups[i].hub_count; h++) {
                 if (strcasecmp(current->groups[i].hub_ids[h], id) == 0) {
@@ -872,23 +944,11 @@ static int delete_document(struct plane *plane, const char *id, bool is_group, c
         snprintf(err, err_length, "no %s %s", is_group ? "enrollment group" : "hub", id);
         status = PLANE_NOT_FOUND;
     }
-    struct config_group *groups = NULL;
-    struct config_hub *hubs = NULL;
-    size_t group_count = 0, hub_count = 0;
-    if (status == PLANE_OK && copy_lists(current, is_group ? id : NULL, is_group ? NULL : id,
-                                         &groups, &group_count, &hubs, &hub_count) != 0) {
-        snprintf(err, err_length, "out of memory");
-        status = PLANE_FAILED;
-    }
     if (status == PLANE_OK) {
-        struct candidate candidate = {groups,           group_count,     hubs,  hub_count,
-                                      plane->blocklist, plane->settings, false, true};
-        struct plane_snapshot *snapshot =
-            snapshot_build(plane, &candidate, plane->current, &status, err, err_length);
-        if (snapshot != NULL) {
-            struct document_change change = {is_group ? STORE_GROUPS : STORE_HUBS, id, NULL};
-            status = publish(plane, snapshot, persist_document, &change, err, err_length);
-        }
+        char *owner_copy = owner != NULL ? strdup(owner) : NULL; /* the snapshot goes */
+        status = change_lists(plane, is_group, id, owner_copy, NULL, NULL, true, NULL, 0, err,
+                              err_length);
+        free(owner_copy);
     }
     pthread_mutex_unlock(&plane->lock);
     return status;
@@ -1376,7 +1436,8 @@ struct store *plane_store(struct plane *plane)
 bool plane_ready(struct plane *plane)
 {
     /* Not while starting or draining, nor while the store cannot make records durable. */
-    return atomic_load(&plane->ready) && plane->store != NULL && store_healthy(plane->store);
+    return atomic_load(&plane->ready) && !atomic_load(&plane->sync_catching) &&
+           plane->store != NULL && store_healthy(plane->store);
 }
 
 /* ---- the blocklist ---- */
@@ -1607,6 +1668,7 @@ static int publish_blocklist(struct plane *plane, json_t *candidate, struct docu
     } else {
         json_decref(candidate);
     }
+    shared_change_done(plane, change, status);
     return status;
 }
 
@@ -1643,7 +1705,7 @@ int plane_block(struct plane *plane, const char *owner, const json_t *request, j
         json_decref(candidate);
         status = PLANE_EXHAUSTED;
     } else {
-        struct document_change change = {STORE_BLOCKLIST, id, made};
+        struct document_change change = {STORE_BLOCKLIST, id, made, owner, true, NULL, 0};
         status = publish_blocklist(plane, candidate, &change, err, err_length);
     }
     pthread_mutex_unlock(&plane->lock);
@@ -1679,7 +1741,7 @@ int plane_unblock(struct plane *plane, const char *owner, const char *id, char *
         status = PLANE_NOT_FOUND;
         json_decref(candidate);
     } else {
-        struct document_change change = {STORE_BLOCKLIST, id, NULL};
+        struct document_change change = {STORE_BLOCKLIST, id, NULL, owner, true, NULL, 0};
         status = publish_blocklist(plane, candidate, &change, err, err_length);
     }
     pthread_mutex_unlock(&plane->lock);
@@ -1703,6 +1765,133 @@ json_t *plane_blocklist(struct plane *plane, const char *owner)
     }
     pthread_mutex_unlock(&plane->lock);
     return mine;
+}
+
+/* ---- the cluster's changes (control/cluster_sync.c) ---- */
+
+void plane_set_sync(struct plane *plane, const struct plane_sync *sync)
+{
+    pthread_mutex_lock(&plane->lock);
+    plane->sync = *sync;
+    atomic_store(&plane->sync_catching, true);
+    pthread_mutex_unlock(&plane->lock);
+}
+
+void plane_sync_caught_up(struct plane *plane)
+{
+    atomic_store(&plane->sync_catching, false);
+}
+
+/* A blocklist entry another node made or lifted. Lock held. */
+static int apply_block(struct plane *plane, const struct plane_change *change,
+                       const struct store_put *extra, size_t extra_count, char *err,
+                       size_t err_length)
+{
+    const char *id = json_string_value(json_object_get(change->doc, "id"));
+    const char *owner = json_string_value(json_object_get(change->doc, "owner"));
+    if (change->doc != NULL && (id == NULL || owner == NULL || strcmp(id, change->id) != 0)) {
+        snprintf(err, err_length, "blocklist entry %s: no id or owner", change->id);
+        return PLANE_INVALID;
+    }
+    json_t *candidate = json_array();
+    bool found = false;
+    size_t index;
+    json_t *existing;
+    json_array_foreach(plane->blocklist, index, existing)
+    {
+        if (strcmp(json_string_value(json_object_get(existing, "id")), change->id) != 0) {
+            json_array_append(candidate, existing);
+        } else {
+            found = true;
+        }
+    }
+    if (change->doc == NULL && !found) {
+        json_decref(candidate);
+        return extra_count == 0 || store_put_sync(plane->store, extra, extra_count) == STORE_OK
+                   ? PLANE_OK
+                   : PLANE_FAILED;
+    }
+    json_t *entry = change->doc != NULL ? json_deep_copy(change->doc) : NULL;
+    if (entry != NULL) {
+        json_array_append_new(candidate, entry);
+    }
+    struct document_change stored = {STORE_BLOCKLIST, change->id, entry,      change->owner,
+                                     false,           extra,      extra_count};
+    return publish_blocklist(plane, candidate, &stored, err, err_length);
+}
+
+int plane_apply(struct plane *plane, const struct plane_change *change,
+                const struct store_put *extra, size_t extra_count, char *err, size_t err_length)
+{
+    int status = PLANE_OK;
+    if (change->kind == PLANE_KIND_BLOCK) {
+        pthread_mutex_lock(&plane->lock);
+        status = apply_block(plane, change, extra, extra_count, err, err_length);
+        pthread_mutex_unlock(&plane->lock);
+        return status;
+    }
+    bool is_group = change->kind == PLANE_KIND_GROUP;
+    struct config_group group = {0};
+    struct config_hub hub = {0};
+    if (change->doc != NULL) {
+        status = (is_group ? model_group_from_json(change->doc, &group, err, err_length)
+                           : model_hub_from_json(change->doc, &hub, err, err_length)) == 0
+                     ? PLANE_OK
+                     : PLANE_INVALID;
+        const char *id = is_group ? group.id : hub.id;
+        if (status == PLANE_OK && (id == NULL || strcasecmp(id, change->id) != 0)) {
+            snprintf(err, err_length, "the document's id is not %s", change->id);
+            status = PLANE_INVALID;
+        }
+        if (status != PLANE_OK) {
+            config_group_clear(&group);
+            config_hub_clear(&hub);
+            return status;
+        }
+    }
+    pthread_mutex_lock(&plane->lock);
+    if (change->doc == NULL && !document_exists(&plane->current->config, is_group, change->id)) {
+        status = extra_count == 0 || store_put_sync(plane->store, extra, extra_count) == STORE_OK
+                     ? PLANE_OK
+                     : PLANE_FAILED;
+    } else {
+        bool put = change->doc != NULL;
+        status = change_lists(plane, is_group, change->id, change->owner,
+                              put && is_group ? &group : NULL, put && !is_group ? &hub : NULL,
+                              false, extra, extra_count, err, err_length);
+    }
+    pthread_mutex_unlock(&plane->lock);
+    return status;
+}
+
+void plane_documents(struct plane *plane, void (*fn)(void *user, const struct plane_change *change),
+                     void *user)
+{
+    pthread_mutex_lock(&plane->lock);
+    const struct config *config = &plane->current->config;
+    for (size_t i = 0; i < config->group_count + config->hub_count; i++) {
+        bool is_group = i < config->group_count;
+        const struct config_group *group = is_group ? &config->groups[i] : NULL;
+        const struct config_hub *hub = is_group ? NULL : &config->hubs[i - config->group_count];
+        json_t *doc = is_group ? model_group_to_json(group) : model_hub_to_json(hub);
+        struct plane_change change = {is_group ? PLANE_KIND_GROUP : PLANE_KIND_HUB,
+                                      is_group ? group->id : hub->id,
+                                      is_group ? group->owner : hub->owner, doc};
+        if (doc != NULL) {
+            fn(user, &change);
+        }
+        json_decref(doc);
+    }
+    size_t index;
+    json_t *entry;
+    json_array_foreach(plane->blocklist, index, entry)
+    {
+        struct plane_change change = {PLANE_KIND_BLOCK,
+                                      json_string_value(json_object_get(entry, "id")),
+                                      json_string_value(json_object_get(entry, "owner")), entry};
+        fn(user, &change);
+    }
+    pthread_mutex_unlock(&plane->lock);
 }
 
 /* ---- observation ---- */
@@ -1782,9 +1971,15 @@ char *plane_metrics(struct plane *plane)
             "dps_build_info{openssl=\"%s\"} 1\n",
             OpenSSL_version(OPENSSL_VERSION));
     fprintf(out,
-            "# HELP dps_configuration_generation Snapshots published since start.\n"
+            "# HELP dps_configuration_generation Snapshots published since start (in a cluster: "
+            "the cluster's configuration generation this node applied).\n"
             "# TYPE dps_configuration_generation gauge\ndps_configuration_generation %llu\n",
-            (unsigned long long)snapshot->base.generation);
+            (unsigned long long)(plane->sync.generation != NULL
+                                     ? plane->sync.generation(plane->sync.user)
+                                     : snapshot->base.generation));
+    if (plane->sync.metrics != NULL) {
+        plane->sync.metrics(plane->sync.user, out);
+    }
 
     /* One row a series; rows of one metric follow each other and share its HELP and TYPE. */
     static const struct {
@@ -1973,9 +2168,13 @@ json_t *plane_status(struct plane *plane, const char *owner, bool admin)
             "{s:i, s:s, s:i, s:I, s:I, s:I, s:I}", "shards", (int)plane->shard_count, "backend",
             plane->shard_count > 0 ? shard_backend_name(plane->shards[0]) : "none", "connections",
             (int)connections, "configurationGeneration",
-            (json_int_t)snapshot_of(config)->base.generation, "enrollmentGroups",
-            (json_int_t)config->group_count, "hubs", (json_int_t)config->hub_count,
-            "blocklistEntries", (json_int_t)blocks);
+            (json_int_t)(plane->sync.generation != NULL ? plane->sync.generation(plane->sync.user)
+                                                        : snapshot_of(config)->base.generation),
+            "enrollmentGroups", (json_int_t)config->group_count, "hubs",
+            (json_int_t)config->hub_count, "blocklistEntries", (json_int_t)blocks);
+        if (node != NULL && plane->sync.status != NULL) {
+            json_object_set_new(node, "configurationSync", plane->sync.status(plane->sync.user));
+        }
         if (node == NULL || json_object_set_new(status, "node", node) != 0) {
             json_decref(status);
             status = NULL;

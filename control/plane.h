@@ -16,10 +16,13 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
 #include "control/config.h"
+#include "store/store.h"
 
 struct plane;
 struct store;
@@ -130,8 +133,60 @@ char *plane_metrics(struct plane *plane);
  * Status for the API (new reference): {"ready", "owner", and owner's own
  * "enrollmentGroups", "hubs", "blocklistEntries", "quotas"}; with admin
  * also "node": {"shards", "backend", "connections",
- * "configurationGeneration", and the node-wide counts}.
+ * "configurationGeneration", and the node-wide counts}; in a cluster the
+ * generation is the cluster's (struct plane_sync) and "node" also has
+ * "configurationSync" (the sync's figures and the changes refused here).
  */
 json_t *plane_status(struct plane *plane, const char *owner, bool admin);
+
+/* ---- the configuration shared by a cluster (control/cluster_sync.h) ---- */
+
+enum plane_kind { PLANE_KIND_GROUP, PLANE_KIND_HUB, PLANE_KIND_BLOCK };
+
+/* A group, hub or blocklist entry as the store holds it; doc NULL: deleted. */
+struct plane_change {
+    enum plane_kind kind;
+    const char *id;
+    const char *owner; /* NULL when not known (the deletion of a document this node lacks) */
+    const json_t *doc;
+};
+
+/*
+ * What the plane asks of the cluster's sync, installed before the API starts.
+ * record() is called under the plane's lock for every change made through
+ * this node's API, once it checked out: it fills put (key and value malloc'd,
+ * freed by the plane), which goes into the change's own synced batch, so a
+ * change is never durable here without its way into the cluster. changed()
+ * follows once the change is in force. generation() is the cluster's
+ * generation this node applied; status() (new reference) and metrics() add
+ * the sync's figures to the node's.
+ */
+struct plane_sync {
+    void *user;
+    int (*record)(void *user, const struct plane_change *change, struct store_put *put);
+    void (*changed)(void *user);
+    uint64_t (*generation)(void *user);
+    json_t *(*status)(void *user);
+    void (*metrics)(void *user, FILE *out);
+};
+
+/* Installs sync and holds plane_ready() false until plane_sync_caught_up(). */
+void plane_set_sync(struct plane *plane, const struct plane_sync *sync);
+void plane_sync_caught_up(struct plane *plane);
+
+/*
+ * Applies a change another node made: checked and published like a change
+ * through the API (the snapshot, every key file this node names for it), but
+ * without quotas or conflicts of ids (its node did those). extra (count
+ * writes, may be 0) goes into the same synced batch. The deletion of what this
+ * node lacks only writes extra. PLANE_OK, or an error with err (nothing
+ * changed, the previous document stays in force).
+ */
+int plane_apply(struct plane *plane, const struct plane_change *change,
+                const struct store_put *extra, size_t extra_count, char *err, size_t err_length);
+
+/* Calls fn for every group, hub and blocklist entry in force, under the plane's lock. */
+void plane_documents(struct plane *plane, void (*fn)(void *user, const struct plane_change *change),
+                     void *user);
 
 #endif

@@ -368,8 +368,11 @@ static void on_state(void *user, enum redis_state state, const char *reason)
     }
 }
 
-int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *library_context,
-                  char *err, size_t err_length)
+struct redis_client *cluster_client_create(const struct cluster *cluster, struct loop *loop,
+                                           OSSL_LIB_CTX *library_context,
+                                           unsigned command_timeout_ms,
+                                           redis_state_fn *state_changed, void *user, char *err,
+                                           size_t err_length)
 {
     struct redis_events events;
     redis_loop_events(loop, &events);
@@ -383,11 +386,24 @@ int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *libr
         .password = cluster->password,
         .database = (int)cluster->database,
         .key_prefix = cluster->key_prefix,
-        .command_timeout_ms = cluster->command_timeout_ms,
+        .command_timeout_ms =
+            command_timeout_ms != 0 ? command_timeout_ms : cluster->command_timeout_ms,
         .connect_timeout_ms = cluster->connect_timeout_ms,
         .library_context = library_context,
     };
-    cluster->client = redis_client_create(&config, &events, on_state, cluster, err, err_length);
+    return redis_client_create(&config, &events, state_changed, user, err, err_length);
+}
+
+const char *cluster_node(const struct cluster *cluster)
+{
+    return cluster->node;
+}
+
+int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *library_context,
+                  char *err, size_t err_length)
+{
+    cluster->client = cluster_client_create(cluster, loop, library_context, 0, on_state, cluster,
+                                            err, err_length);
     if (cluster->client == NULL)
         return -1;
     cluster->claim_script = redis_script_register(cluster->client, cluster_claim_script_source);

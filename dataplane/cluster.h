@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "common/domain.h"
+#include "store/redis.h"
 
 struct cluster;
 struct loop;
@@ -64,6 +65,20 @@ extern const char cluster_claim_script_source[];
 /* Copies what it needs from config; no connection yet. NULL with err. */
 struct cluster *cluster_create(const struct config_cluster *config, unsigned shard_index,
                                struct store *store, char *err, size_t err_length);
+/*
+ * A Redis client on loop (run by the calling thread) for this configuration:
+ * also for the control plane's own loop (control/cluster_sync.c), so the
+ * address, Sentinel and credentials are read in one place. cluster is only
+ * read; command_timeout_ms 0 takes the configured one. NULL with err.
+ */
+struct redis_client *cluster_client_create(const struct cluster *cluster, struct loop *loop,
+                                           OSSL_LIB_CTX *library_context,
+                                           unsigned command_timeout_ms,
+                                           redis_state_fn *state_changed, void *user, char *err,
+                                           size_t err_length);
+/* This node's name in the cluster (cluster.node). */
+const char *cluster_node(const struct cluster *cluster);
+
 /* On the shard's thread once its loop exists: creates the client and starts connecting. */
 int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *library_context,
                   char *err, size_t err_length);

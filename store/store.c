@@ -103,6 +103,7 @@ static const char *const family_names[STORE_FAMILY_COUNT] = {
     [STORE_GROUPS] = "enrollment_groups", [STORE_HUBS] = "hubs",
     [STORE_RECORDS] = "records",          [STORE_ISSUANCE] = "issuance",
     [STORE_BINDINGS] = "bindings",        [STORE_BLOCKLIST] = "blocklist",
+    [STORE_CLUSTER] = "cluster",
 };
 
 const char *store_family_name(enum store_family family)
@@ -226,6 +227,40 @@ static void remove_options_temp(const char *dir)
     closedir(listing);
 }
 
+/*
+ * Read-only: the families the store has (one written by an earlier dpsd may
+ * lack a newer family: its handle stays NULL and reads find nothing there).
+ */
+static void open_read_only(struct store *store, const char *const *names,
+                           const rocksdb_options_t *const *family_options, char **error)
+{
+    size_t listed = 0;
+    char **present = rocksdb_list_column_families(store->options, store->dir, &listed, error);
+    if (*error) {
+        if (present)
+            rocksdb_list_column_families_destroy(present, listed);
+        return;
+    }
+    const char *open_names[STORE_HANDLE_COUNT];
+    int index[STORE_HANDLE_COUNT];
+    int count = 0;
+    for (int i = 0; i < STORE_HANDLE_COUNT; i++) {
+        bool found = false;
+        for (size_t p = 0; p < listed && !found; p++)
+            found = strcmp(present[p], names[i]) == 0;
+        if (found) {
+            open_names[count] = names[i];
+            index[count++] = i;
+        }
+    }
+    rocksdb_list_column_families_destroy(present, listed);
+    rocksdb_column_family_handle_t *opened[STORE_HANDLE_COUNT] = {0};
+    store->db = rocksdb_open_for_read_only_column_families(
+        store->options, store->dir, count, open_names, family_options, opened, 0, error);
+    for (int i = 0; !*error && i < count; i++)
+        store->handles[index[i]] = opened[i];
+}
+
 /* Opens every column family, read-write or read-only; false with err. */
 static bool open_families(struct store *store, char *err, size_t err_length)
 {
@@ -239,9 +274,7 @@ static bool open_families(struct store *store, char *err, size_t err_length)
 
     char *error = NULL;
     if (store->read_only)
-        store->db = rocksdb_open_for_read_only_column_families(
-            store->options, store->dir, STORE_HANDLE_COUNT, names, family_options, store->handles,
-            0, &error);
+        open_read_only(store, names, family_options, &error);
     else
         store->db = rocksdb_open_column_families(store->options, store->dir, STORE_HANDLE_COUNT,
                                                  names, family_options, store->handles, &error);
@@ -517,6 +550,8 @@ static int read_layout(struct store *store)
 
 static bool family_empty(struct store *store, enum store_family family)
 {
+    if (!family_handle(store, family))
+        return true;
     rocksdb_iterator_t *iterator =
         rocksdb_create_iterator_cf(store->db, store->read_options, family_handle(store, family));
     rocksdb_iter_seek_to_first(iterator);
@@ -743,6 +778,10 @@ int store_get(struct store *store, enum store_family family, const char *key, si
     *value_length = 0;
     if (!family_valid(family) || !db_acquire(store))
         return STORE_ERROR;
+    if (!family_handle(store, family)) {
+        db_release(store);
+        return STORE_NOT_FOUND; /* a family this (read-only, older) store lacks */
+    }
     char *error = NULL;
     rocksdb_pinnableslice_t *slice = rocksdb_get_pinned_cf(
         store->db, store->read_options, family_handle(store, family), key, key_length, &error);
@@ -780,6 +819,10 @@ static int scan(struct store *store, enum store_family family, const char *seek,
 {
     if (!family_valid(family) || !db_acquire(store))
         return STORE_ERROR;
+    if (!family_handle(store, family)) {
+        db_release(store);
+        return STORE_OK; /* a family this (read-only, older) store lacks: nothing in it */
+    }
     rocksdb_iterator_t *iterator =
         rocksdb_create_iterator_cf(store->db, store->read_options, family_handle(store, family));
     if (seek_length)

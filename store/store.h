@@ -14,6 +14,10 @@
  *   bindings           owner key "/device/" device id        -> {"recordId", "owner"}
  *                      owner key "/record/" record id        -> {"deviceId", "owner"}
  *   blocklist          entry id (see control/plane.h)        -> blocklist entry (with its owner)
+ *   cluster            the configuration shared through Redis (control/cluster_sync.c):
+ *                      "generation" -> the cluster generation applied, "epoch" -> the
+ *                      Redis data set it counts in, "outbox/<seq>" -> a change made here not
+ *                      yet in Redis, "refused/<kind>/<id>" -> a change this node could not apply
  *
  * A provisioning record is the set of keys "<owner key>/<record id>/<part>":
  * part "record" holds the top-level fields (id, enrollmentGroupId, deviceId,
@@ -36,7 +40,8 @@
  * 1: records under "<record id>/<part>", issuance under the serial, bindings
  * under the device id, no owner in the key); store_open() moves its keys to
  * the current layout before anything else runs (store/migrate.h), and a
- * read-only open refuses it with a message saying so.
+ * read-only open refuses it with a message saying so. A read-only open of a
+ * store written before a family existed (cluster) finds that family empty.
  *
  * Writes go through one writer thread: store_submit() queues a store_write,
  * the writer takes everything queued, applies it as one WriteBatch with
@@ -67,6 +72,7 @@ enum store_family {
     STORE_ISSUANCE,
     STORE_BINDINGS,
     STORE_BLOCKLIST,
+    STORE_CLUSTER,
     STORE_FAMILY_COUNT,
 };
 

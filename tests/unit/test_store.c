@@ -28,6 +28,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <rocksdb/c.h>
+
 #include "store/store.h"
 
 struct fixture {
@@ -643,6 +645,54 @@ static int count_entries(const char *dir, const char *prefix)
     return count;
 }
 
+/*
+ * A store written by a dpsd from before the cluster family (layout 2, no
+ * "cluster"): read-only tools still open it, and find nothing in the family.
+ */
+static void read_only_opens_a_store_without_newer_families(void **state)
+{
+    struct fixture *fixture = *state;
+    const char *names[STORE_FAMILY_COUNT];
+    const rocksdb_options_t *family_options[STORE_FAMILY_COUNT];
+    rocksdb_column_family_handle_t *handles[STORE_FAMILY_COUNT];
+    rocksdb_options_t *options = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(options, 1);
+    rocksdb_options_set_create_missing_column_families(options, 1);
+    names[0] = "default";
+    for (int i = 0; i < STORE_CLUSTER; i++)
+        names[i + 1] = store_family_name(i);
+    for (int i = 0; i < STORE_FAMILY_COUNT; i++)
+        family_options[i] = options;
+    char *error = NULL;
+    rocksdb_t *db = rocksdb_open_column_families(options, fixture->dir, STORE_FAMILY_COUNT, names,
+                                                 family_options, handles, &error);
+    if (error != NULL)
+        fail_msg("rocksdb open: %s", error);
+    rocksdb_writeoptions_t *write_options = rocksdb_writeoptions_create();
+    rocksdb_put_cf(db, write_options, handles[0], "layout", 6, "2", 1, &error);
+    rocksdb_put_cf(db, write_options, handles[STORE_GROUPS + 1], "g", 1, "{}", 2, &error);
+    assert_null(error);
+    for (int i = 0; i < STORE_FAMILY_COUNT; i++)
+        rocksdb_column_family_handle_destroy(handles[i]);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(write_options);
+    rocksdb_options_destroy(options);
+
+    char err[256] = "";
+    struct store *store = store_open_readonly(fixture->dir, err, sizeof(err));
+    if (!store)
+        fail_msg("store_open_readonly: %s", err);
+    assert_value(store, STORE_GROUPS, "g", "{}");
+    char *value = NULL;
+    size_t length = 0;
+    assert_int_equal(store_get(store, STORE_CLUSTER, "generation", 10, &value, &length),
+                     STORE_NOT_FOUND);
+    struct collected collected = {0};
+    assert_int_equal(store_scan(store, STORE_CLUSTER, NULL, 0, collect, &collected), STORE_OK);
+    assert_int_equal(collected.count, 0);
+    store_close(store);
+}
+
 static void read_only_sees_data_of_running_writer(void **state)
 {
     struct fixture *fixture = *state;
@@ -1000,6 +1050,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(full_queue_is_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(read_only_sees_data_of_running_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(read_only_opens_a_store_without_newer_families, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(acknowledged_writes_survive_kill_9, setup, teardown),
         cmocka_unit_test_setup_teardown(failed_commit_reports_error_then_recovers, setup, teardown),
     };
