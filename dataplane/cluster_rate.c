@@ -35,7 +35,7 @@
 #include "store/redis.h"
 
 #define NODE_TTL_MS 5000
-#define HEARTBEAT_MS 1000
+#define TICK_MS 1000
 #define GROUP_ID_MAX 40
 #define RATE_KEY_MAX 64
 
@@ -84,7 +84,7 @@ struct cluster_rate {
     struct cluster *cluster; /* NULL: a single node */
     struct redis_client *client;
     struct redis_script *script;
-    struct loop_timer *heartbeat; /* shard 0 */
+    struct loop_timer *tick; /* every TICK_MS: the fallback's state; shard 0 registers the node */
     bool stopping;
     bool fallback;      /* on this node's share now */
     bool script_failed; /* the last lease script got an error reply */
@@ -98,7 +98,7 @@ struct cluster_rate {
 /* A lease script in flight. */
 struct lease_call {
     struct cluster_rate *rate;
-    char group_id[GROUP_ID_MAX]; /* "": the cluster's signing bucket; the heartbeat: NULL lease */
+    char group_id[GROUP_ID_MAX]; /* "": the cluster's signing bucket */
     bool heartbeat;
     unsigned wanted;
 };
@@ -135,12 +135,13 @@ static unsigned shards(void)
     return count > 0 ? count : 1;
 }
 
-static void heartbeat(void *arg);
+static void tick(void *arg);
 
 int cluster_rate_start(struct cluster_rate *rate, struct loop *loop, struct cluster *cluster)
 {
     rate_lease_init(&rate->signing,
-                    rate_lease_size(rate->signing_rate, rate->signing_burst, shards()));
+                    rate_lease_size(rate->signing_rate, rate->signing_burst, shards()),
+                    rate->signing_burst / shards());
     if (cluster == NULL || (rate->signing_rate == 0 && rate->group_rate == 0))
         return 0;
     rate->cluster = cluster;
@@ -148,12 +149,10 @@ int cluster_rate_start(struct cluster_rate *rate, struct loop *loop, struct clus
     rate->script = redis_script_register(rate->client, lease_script_source);
     if (rate->script == NULL)
         return -1;
-    if (rate->shard_index == 0) {
-        rate->heartbeat = loop_timer_create(loop, heartbeat, rate);
-        if (rate->heartbeat == NULL)
-            return -1;
-        loop_timer_start(rate->heartbeat, 0, HEARTBEAT_MS);
-    }
+    rate->tick = loop_timer_create(loop, tick, rate);
+    if (rate->tick == NULL)
+        return -1;
+    loop_timer_start(rate->tick, 0, TICK_MS);
     return 0;
 }
 
@@ -178,9 +177,9 @@ void cluster_rate_stop(struct cluster_rate *rate)
     if (rate == NULL)
         return;
     rate->stopping = true;
-    if (rate->heartbeat != NULL) {
-        loop_timer_destroy(rate->heartbeat);
-        rate->heartbeat = NULL;
+    if (rate->tick != NULL) {
+        loop_timer_destroy(rate->tick);
+        rate->tick = NULL;
     }
     set_fallback(rate, false);
 }
@@ -240,7 +239,8 @@ static struct group_bucket *group_find(struct cluster_rate *rate, const char *id
         i = (i + 1) & (rate->group_slots - 1);
     struct group_bucket *bucket = &rate->groups[i];
     snprintf(bucket->id, sizeof(bucket->id), "%s", id);
-    rate_lease_init(&bucket->lease, rate_lease_size(rate->group_rate, rate->group_burst, shards()));
+    rate_lease_init(&bucket->lease, rate_lease_size(rate->group_rate, rate->group_burst, shards()),
+                    rate->group_burst / shards());
     bucket->arrival_ns = 0;
     rate->group_count++;
     return bucket;
@@ -372,12 +372,24 @@ static void lease_reply(void *user, enum redis_status status, const struct redis
     free(call);
 }
 
-/* Shard 0, every HEARTBEAT_MS: keeps this node counted among the live ones, and learns their
- * number. */
-static void heartbeat(void *arg)
+static void update_fallback(struct cluster_rate *rate)
+{
+    if (rate->client != NULL && !rate->stopping)
+        set_fallback(rate,
+                     redis_client_state(rate->client) != REDIS_STATE_READY || rate->script_failed);
+}
+
+/*
+ * Every TICK_MS: the fallback's state follows the client even without
+ * devices; shard 0 keeps this node counted among the live ones and learns
+ * their number.
+ */
+static void tick(void *arg)
 {
     struct cluster_rate *rate = arg;
-    if (rate->stopping || redis_client_state(rate->client) != REDIS_STATE_READY)
+    update_fallback(rate);
+    if (rate->shard_index != 0 || rate->stopping ||
+        redis_client_state(rate->client) != REDIS_STATE_READY)
         return;
     lease_send(rate, NULL, "", 0, 0, 0);
 }
@@ -416,9 +428,7 @@ static int take_signing(struct cluster_rate *rate, int64_t now_ns, int64_t *retr
 int cluster_rate_take(struct cluster_rate *rate, const char *group_id, int64_t now_ns,
                       int64_t *retry_after_ns)
 {
-    if (rate->client != NULL && !rate->stopping)
-        set_fallback(rate,
-                     redis_client_state(rate->client) != REDIS_STATE_READY || rate->script_failed);
+    update_fallback(rate);
     struct group_bucket *bucket = NULL;
     if (rate->group_rate > 0) {
         bucket = group_find(rate, group_id, true);

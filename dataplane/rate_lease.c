@@ -14,9 +14,10 @@ unsigned rate_lease_size(double rate, unsigned burst, unsigned shares)
     return whole;
 }
 
-void rate_lease_init(struct rate_lease *lease, unsigned size)
+void rate_lease_init(struct rate_lease *lease, unsigned size, unsigned credit)
 {
     *lease = (struct rate_lease){.size = size > 0 ? size : 1};
+    lease->credit = credit > lease->size ? credit : lease->size;
 }
 
 static void expire(struct rate_lease *lease, int64_t now_ns)
@@ -29,7 +30,7 @@ int rate_lease_take(struct rate_lease *lease, int64_t now_ns, int64_t *retry_aft
 {
     expire(lease, now_ns);
     if (lease->tokens > 0 ||
-        (now_ns >= lease->not_before_ns && lease->tokens > -(int64_t)lease->size)) {
+        (now_ns >= lease->not_before_ns && lease->tokens > -(int64_t)lease->credit)) {
         lease->tokens--;
         return 0;
     }

@@ -11,12 +11,14 @@
  *  - held tokens expire LEASE_TTL after their grant, so tokens a shard no
  *    longer needs (an idle shard, a node that left) are never spent late in a
  *    burst on top of the fresh ones;
- *  - when none is held, a shard may spend up to size tokens ahead of its next
- *    grant (a debt the grant repays first): the first device after a quiet
- *    spell does not wait for a round trip. Not after Redis said the bucket is
- *    empty, until the time it named.
+ *  - when none is held, a shard may spend up to credit tokens ahead of its
+ *    next grant (a debt the grant repays first; credit is at least the lease
+ *    and at most the shard's share of the burst): the first device after a
+ *    quiet spell, or one arriving while a refill is on its way, does not wait
+ *    for a round trip. Not after Redis said the bucket is empty, until the
+ *    time it named.
  * What the cluster can admit above the limit over any window is thus bounded
- * by the leases and debts outstanding: about 2 x size per shard.
+ * by the leases and debts outstanding: a lease and a credit per shard.
  */
 #ifndef DPS_DATAPLANE_RATE_LEASE_H
 #define DPS_DATAPLANE_RATE_LEASE_H
@@ -29,6 +31,7 @@
 
 struct rate_lease {
     unsigned size;         /* tokens asked per refill, >= 1 */
+    unsigned credit;       /* the most it may owe, >= size */
     int64_t tokens;        /* held; negative: spent ahead of the next grant */
     int64_t expires_ns;    /* held tokens are good until then */
     int64_t not_before_ns; /* the bucket is empty until then: no debt, no refill */
@@ -38,7 +41,8 @@ struct rate_lease {
 /* The lease size for rate (per second) and burst split over shares shards. */
 unsigned rate_lease_size(double rate, unsigned burst, unsigned shares);
 
-void rate_lease_init(struct rate_lease *lease, unsigned size);
+/* credit: the shard's share of the burst (raised to size when smaller). */
+void rate_lease_init(struct rate_lease *lease, unsigned size, unsigned credit);
 
 /* Spends one token at now_ns. 0, or -1 with how long to wait before a retry may succeed. */
 int rate_lease_take(struct rate_lease *lease, int64_t now_ns, int64_t *retry_after_ns);

@@ -32,7 +32,7 @@ static void refill_is_asked_before_the_lease_runs_out(void **state)
     (void)state;
     struct rate_lease lease;
     int64_t wait = 0, now = 10 * SECOND;
-    rate_lease_init(&lease, 10);
+    rate_lease_init(&lease, 10, 0);
     /* A new lease borrows its first token and asks for the lease plus the debt. */
     assert_int_equal(rate_lease_take(&lease, now, &wait), 0);
     assert_int_equal(rate_lease_refill(&lease, now), 11);
@@ -54,7 +54,7 @@ static void debt_is_bounded_by_the_lease(void **state)
     (void)state;
     struct rate_lease lease;
     int64_t wait = 0, now = SECOND;
-    rate_lease_init(&lease, 3);
+    rate_lease_init(&lease, 3, 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(rate_lease_take(&lease, now, &wait), 0);
     assert_int_equal(rate_lease_take(&lease, now, &wait), -1);
@@ -67,12 +67,24 @@ static void debt_is_bounded_by_the_lease(void **state)
     assert_int_equal(lease.tokens, 1);
 }
 
+static void credit_lets_a_shard_borrow_its_share_of_the_burst(void **state)
+{
+    (void)state;
+    struct rate_lease lease;
+    int64_t wait = 0, now = SECOND;
+    rate_lease_init(&lease, 1, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(rate_lease_take(&lease, now, &wait), 0);
+    assert_int_equal(rate_lease_take(&lease, now, &wait), -1);
+    assert_int_equal(rate_lease_refill(&lease, now), 5);
+}
+
 static void an_empty_bucket_stops_debts_until_its_next_token(void **state)
 {
     (void)state;
     struct rate_lease lease;
     int64_t wait = 0, now = SECOND;
-    rate_lease_init(&lease, 2);
+    rate_lease_init(&lease, 2, 0);
     assert_int_equal(rate_lease_refill(&lease, now), 2);
     rate_lease_granted(&lease, now, 0, 300 * MS);
     assert_int_equal(rate_lease_take(&lease, now + 100 * MS, &wait), -1);
@@ -88,7 +100,7 @@ static void held_tokens_expire(void **state)
     (void)state;
     struct rate_lease lease;
     int64_t wait = 0, now = SECOND;
-    rate_lease_init(&lease, 5);
+    rate_lease_init(&lease, 5, 0);
     assert_int_equal(rate_lease_refill(&lease, now), 5);
     rate_lease_granted(&lease, now, 5, 0);
     assert_int_equal(rate_lease_take(&lease, now + RATE_LEASE_TTL_NS - 1, &wait), 0);
@@ -127,7 +139,7 @@ static void a_cluster_of_leases_holds_the_rate(void **state)
     int64_t reply_at[4];
     unsigned wanted[4];
     for (int i = 0; i < 4; i++) {
-        rate_lease_init(&shards[i], rate_lease_size(50, 10, 2));
+        rate_lease_init(&shards[i], rate_lease_size(50, 10, 2), 10 / 2);
         reply_at[i] = -1;
     }
     long admitted = 0;
@@ -180,6 +192,7 @@ int main(void)
         cmocka_unit_test(sizes_follow_rate_shards_and_burst),
         cmocka_unit_test(refill_is_asked_before_the_lease_runs_out),
         cmocka_unit_test(debt_is_bounded_by_the_lease),
+        cmocka_unit_test(credit_lets_a_shard_borrow_its_share_of_the_burst),
         cmocka_unit_test(an_empty_bucket_stops_debts_until_its_next_token),
         cmocka_unit_test(held_tokens_expire),
         cmocka_unit_test(a_cluster_of_leases_holds_the_rate),
