@@ -164,7 +164,9 @@ static void set_fallback(struct cluster_rate *rate, bool fallback)
     if (fallback) {
         if (atomic_fetch_add(&fallback_shards, 1) == 0)
             log_msg(LOG_WARN, "rate limits on this node's share",
-                    "reason=\"redis unreachable\" live_nodes=%u signing_rate=%u",
+                    "reason=\"redis %s\" live_nodes=%u signing_rate=%u",
+                    rate->script_failed ? "script failed"
+                                        : redis_state_name(redis_client_state(rate->client)),
                     atomic_load(&live_nodes), rate->signing_rate);
     } else if (atomic_fetch_sub(&fallback_shards, 1) == 1) {
         log_msg(LOG_INFO, "rate limits cluster-wide again", "live_nodes=%u",
