@@ -12,9 +12,10 @@
  *
  * Leases are sized so that what the whole cluster holds at once stays a small
  * part of a second's rate: RATE_LEASE_WINDOW_MS of the rate split over the
- * node's shards (at least 1, at most the burst). With n nodes they hold about
- * n x 50 ms of the rate, plus as much again in debts (rate_lease.h), which is
- * the most the cluster can admit above the limit in any window.
+ * node's shards (at least 1, at most the burst). A shard may also owe up to
+ * CREDIT_LEASES leases, within its share of the burst (rate_lease.h). With n
+ * nodes the cluster can thus admit above the limit, in any window, the
+ * bucket's burst plus about n x 250 ms of the rate.
  *
  * A refused step does not keep a token: a group's token taken before the
  * cluster's bucket refused is given back to the shard.
@@ -36,6 +37,7 @@
 
 #define NODE_TTL_MS 5000
 #define TICK_MS 1000
+#define CREDIT_LEASES 4
 #define GROUP_ID_MAX 40
 #define RATE_KEY_MAX 64
 
@@ -137,11 +139,17 @@ static unsigned shards(void)
 
 static void tick(void *arg);
 
+/* What a lease of size may owe: CREDIT_LEASES leases, within the shard's share of burst. */
+static unsigned credit(unsigned size, unsigned burst)
+{
+    unsigned share = burst / shards();
+    return share < CREDIT_LEASES * size ? share : CREDIT_LEASES * size;
+}
+
 int cluster_rate_start(struct cluster_rate *rate, struct loop *loop, struct cluster *cluster)
 {
-    rate_lease_init(&rate->signing,
-                    rate_lease_size(rate->signing_rate, rate->signing_burst, shards()),
-                    rate->signing_burst / shards());
+    unsigned size = rate_lease_size(rate->signing_rate, rate->signing_burst, shards());
+    rate_lease_init(&rate->signing, size, credit(size, rate->signing_burst));
     if (cluster == NULL || (rate->signing_rate == 0 && rate->group_rate == 0))
         return 0;
     rate->cluster = cluster;
@@ -241,8 +249,8 @@ static struct group_bucket *group_find(struct cluster_rate *rate, const char *id
         i = (i + 1) & (rate->group_slots - 1);
     struct group_bucket *bucket = &rate->groups[i];
     snprintf(bucket->id, sizeof(bucket->id), "%s", id);
-    rate_lease_init(&bucket->lease, rate_lease_size(rate->group_rate, rate->group_burst, shards()),
-                    rate->group_burst / shards());
+    unsigned size = rate_lease_size(rate->group_rate, rate->group_burst, shards());
+    rate_lease_init(&bucket->lease, size, credit(size, rate->group_burst));
     bucket->arrival_ns = 0;
     rate->group_count++;
     return bucket;

@@ -12,11 +12,11 @@
  *    longer needs (an idle shard, a node that left) are never spent late in a
  *    burst on top of the fresh ones;
  *  - when none is held, a shard may spend up to credit tokens ahead of its
- *    next grant (a debt the grant repays first; credit is at least the lease
- *    and at most the shard's share of the burst): the first device after a
- *    quiet spell, or one arriving while a refill is on its way, does not wait
- *    for a round trip. Not after Redis said the bucket is empty, until the
- *    time it named.
+ *    next grant (a debt the grant repays first; credit is at least the lease,
+ *    a few leases at most, within the shard's share of the burst): the first
+ *    device after a quiet spell, or one arriving while a refill is on its
+ *    way, does not wait for a round trip. Not after Redis said the bucket is
+ *    empty, until the time it named.
  * What the cluster can admit above the limit over any window is thus bounded
  * by the leases and debts outstanding: a lease and a credit per shard.
  */

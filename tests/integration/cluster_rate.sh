@@ -85,14 +85,20 @@ signed() { metric "$1" dps_provisioning_steps_total 'step="(cloud|credential)",c
 
 now() { date +%s.%N; }
 
-# window SECONDS: the signing rate of node A, node B and both over SECONDS, from their metrics.
+# refused API: signing steps the limits refused (5.03).
+refused() { metric "$1" dps_rate_tokens_total 'result="refused"'; }
+
+# window SECONDS: over SECONDS, from the nodes' metrics: the signing rate of node A, node B and
+# both, the steps signed, the time, and the steps the limits refused.
 window() {
-    local a0 b0 t0 a1 b1 t1
-    a0=$(signed "$API_A") b0=$(signed "$API_B") t0=$(now)
+    local a0 b0 r0 t0 a1 b1 r1 t1
+    a0=$(signed "$API_A") b0=$(signed "$API_B") r0=$(($(refused "$API_A") + $(refused "$API_B")))
+    t0=$(now)
     sleep "$1"
-    a1=$(signed "$API_A") b1=$(signed "$API_B") t1=$(now)
+    a1=$(signed "$API_A") b1=$(signed "$API_B") r1=$(($(refused "$API_A") + $(refused "$API_B")))
+    t1=$(now)
     python3 -c "d = $t1 - $t0; a = ($a1 - $a0) / d; b = ($b1 - $b0) / d
-print('%.1f %.1f %.1f %d %.2f' % (a, b, a + b, $a1 - $a0 + $b1 - $b0, d))"
+print('%.1f %.1f %.1f %d %.2f %d' % (a, b, a + b, $a1 - $a0 + $b1 - $b0, d, $r1 - $r0))"
 }
 
 # within VALUE TARGET: VALUE is TARGET within 10%.
@@ -112,7 +118,10 @@ status_a() { curl -s -H "Authorization: Bearer $(cat "$DEMO/pki/operator.token")
 in_shell "redis-server starts" start_redis
 # The demo writes its configuration at the first start; the limits go in before the real start.
 start_node a "$PORT_A" "$API_A" >/dev/null && stop_node a
-printf 'limits:\n  signingRate: 50\n  signingBurst: 10\n' >>"$DEMO/dpsd.yaml"
+# New bindings go on without Redis (bindingsWhenRedisDown: local), so the fallback's share is
+# what limits the devices while Redis is away.
+printf 'limits:\n  signingRate: 50\n  signingBurst: 10\ncluster:\n  bindingsWhenRedisDown: local\n' \
+    >>"$DEMO/dpsd.yaml"
 if start_node a "$PORT_A" "$API_A" && start_node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data"; then
     ok "two nodes start with a cluster signing rate of 50/s"
 else
@@ -132,14 +141,22 @@ fi
 LOAD_PID=$!
 sleep 2
 
-read -r RATE_A RATE_B RATE COUNT SECONDS_ <<<"$(window 20)"
-echo "# cluster: $COUNT signing steps in $SECONDS_ s: $RATE/s (node a $RATE_A/s, node b $RATE_B/s)"
+read -r RATE_A RATE_B RATE COUNT SECONDS_ REFUSED <<<"$(window 20)"
+echo "# cluster: $COUNT signing steps in $SECONDS_ s: $RATE/s (node a $RATE_A/s, node b $RATE_B/s)," \
+    "$REFUSED refused"
 echo "# leases: $(metric "$API_A" dps_rate_leases_total) + $(metric "$API_B" dps_rate_leases_total)," \
     "round trips: $(metric "$API_A" dps_rate_redis_round_trips_total '^[a-z_]*$') +" \
-    "$(metric "$API_B" dps_rate_redis_round_trips_total '^[a-z_]*$')," \
-    "refused: $(metric "$API_A" dps_rate_tokens_total refused) + $(metric "$API_B" dps_rate_tokens_total refused)"
-if within "$RATE" 50; then ok "the cluster signs 50/s within 10% ($RATE/s)"; else
-    not_ok "the cluster signs 50/s within 10% ($RATE/s)"
+    "$(metric "$API_B" dps_rate_redis_round_trips_total '^[a-z_]*$')"
+# The limit's promise is the upper bound. Reaching it needs the demand above it all along: on a
+# box too busy to offer it (fewer refusals than admissions), the lower bound is not measured.
+if [ "$REFUSED" -ge "$COUNT" ]; then
+    if within "$RATE" 50; then ok "the cluster signs 50/s within 10% ($RATE/s)"; else
+        not_ok "the cluster signs 50/s within 10% ($RATE/s)"
+    fi
+elif python3 -c "import sys; sys.exit(0 if $RATE <= 55 else 1)"; then
+    ok "the cluster signs at most 50/s + 10% ($RATE/s) # SKIP the demand did not stay above the limit"
+else
+    not_ok "the cluster signs at most 50/s + 10% ($RATE/s)"
 fi
 if [ "$(metric "$API_A" dps_rate_live_nodes)" = 2 ] && [ "$(metric "$API_B" dps_rate_live_nodes)" = 2 ]; then
     ok "each node sees two live nodes"
@@ -151,12 +168,19 @@ kill -TERM "$REDIS_PID" 2>/dev/null
 wait "$REDIS_PID" 2>/dev/null
 REDIS_PID=""
 sleep 1
-read -r RATE_A RATE_B RATE COUNT SECONDS_ <<<"$(window 10)"
-echo "# without Redis: node a $RATE_A/s, node b $RATE_B/s ($COUNT signing steps in $SECONDS_ s)"
-if within "$RATE_A" 25 && within "$RATE_B" 25; then
-    ok "without Redis each node signs its share, 25/s within 10%"
+read -r RATE_A RATE_B RATE COUNT SECONDS_ REFUSED <<<"$(window 10)"
+echo "# without Redis: node a $RATE_A/s, node b $RATE_B/s ($COUNT signing steps in $SECONDS_ s," \
+    "$REFUSED refused)"
+if [ "$REFUSED" -ge "$COUNT" ]; then
+    if within "$RATE_A" 25 && within "$RATE_B" 25; then
+        ok "without Redis each node signs its share, 25/s within 10%"
+    else
+        not_ok "without Redis each node signs its share, 25/s within 10%"
+    fi
+elif python3 -c "import sys; sys.exit(0 if $RATE_A <= 27.5 and $RATE_B <= 27.5 else 1)"; then
+    ok "without Redis each node signs at most its share + 10% # SKIP the demand did not stay above it"
 else
-    not_ok "without Redis each node signs its share, 25/s within 10%"
+    not_ok "without Redis each node signs at most its share + 10%"
 fi
 if [ "$(metric "$API_A" dps_rate_fallback)" = 1 ] && [ "$(metric "$API_B" dps_rate_fallback)" = 1 ] &&
     status_a | jq -e '.rateLimits.mode == "share" and .degraded' >/dev/null; then
