@@ -185,8 +185,12 @@ struct config {
     unsigned handshake_timeout_s;  /* default 10 */
     unsigned max_connections;      /* per shard, default 10000 */
     unsigned max_pending;          /* requests waiting for workers, per shard, default 4096 */
-    unsigned signing_rate;         /* signing steps per second, node-wide; 0 (default): no limit */
-    unsigned signing_burst;        /* signing steps allowed at once above the rate, default 100 */
+    /* Signing steps per second, node-wide (cluster-wide in a cluster); 0 (default): no limit. */
+    unsigned signing_rate;
+    unsigned signing_burst; /* signing steps allowed at once above the rate, default 100 */
+    /* The same for each enrollment group's devices; 0 (default): no limit. */
+    unsigned signing_rate_per_group;
+    unsigned signing_burst_per_group;     /* default 100 */
     unsigned max_connections_per_source;  /* per shard; 0 (default): no limit */
     unsigned connection_rate_per_source;  /* new connections/s per source per shard; 0: none */
     unsigned connection_burst_per_source; /* default 100 */

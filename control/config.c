@@ -1262,6 +1262,8 @@ static int parse_limits(struct mapping *root, struct config *config)
                                        "maxPending",
                                        "signingRate",
                                        "signingBurst",
+                                       "signingRatePerGroup",
+                                       "signingBurstPerGroup",
                                        "maxConnectionsPerSource",
                                        "connectionRatePerSource",
                                        "connectionBurstPerSource",
@@ -1292,6 +1294,12 @@ static int parse_limits(struct mapping *root, struct config *config)
     if (map_unsigned(&limits, "signingBurst", 1, 10000000, 100, &value) < 0)
         return -1;
     config->signing_burst = (unsigned)value;
+    if (map_unsigned(&limits, "signingRatePerGroup", 0, 10000000, 0, &value) < 0)
+        return -1;
+    config->signing_rate_per_group = (unsigned)value;
+    if (map_unsigned(&limits, "signingBurstPerGroup", 1, 10000000, 100, &value) < 0)
+        return -1;
+    config->signing_burst_per_group = (unsigned)value;
     if (map_unsigned(&limits, "maxConnectionsPerSource", 0, 10000000, 0, &value) < 0)
         return -1;
     config->max_connections_per_source = (unsigned)value;

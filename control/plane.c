@@ -67,6 +67,7 @@
 #include "dataplane/blocklist.h"
 #include "dataplane/dps_handlers.h"
 #include "dataplane/cluster.h"
+#include "dataplane/cluster_rate.h"
 #include "dataplane/shard.h"
 #include "dataplane/snapshot.h"
 #include "dataplane/tls.h"
@@ -1896,6 +1897,33 @@ void plane_documents(struct plane *plane, void (*fn)(void *user, const struct pl
 
 /* ---- observation ---- */
 
+/* The signing limits' leases from Redis, and whether this node runs on its share. */
+static void plane_rate_metrics(FILE *out)
+{
+    struct cluster_rate_stats rate;
+    cluster_rate_stats_get(&rate);
+    fprintf(out,
+            "# HELP dps_rate_leases_total Token leases Redis answered for the signing limits.\n"
+            "# TYPE dps_rate_leases_total counter\ndps_rate_leases_total %llu\n"
+            "# HELP dps_rate_tokens_total Signing tokens: granted by Redis in leases; steps "
+            "admitted and refused (5.03) on this node.\n# TYPE dps_rate_tokens_total counter\n"
+            "dps_rate_tokens_total{result=\"granted\"} %llu\n"
+            "dps_rate_tokens_total{result=\"admitted\"} %llu\n"
+            "dps_rate_tokens_total{result=\"refused\"} %llu\n"
+            "# HELP dps_rate_redis_round_trips_total Lease scripts sent to Redis, and those "
+            "without a usable answer.\n# TYPE dps_rate_redis_round_trips_total counter\n"
+            "dps_rate_redis_round_trips_total %llu\n"
+            "dps_rate_redis_round_trips_total{result=\"failed\"} %llu\n"
+            "# HELP dps_rate_fallback 1 while Redis is unreachable and the limits fall back to "
+            "this node's share.\n# TYPE dps_rate_fallback gauge\ndps_rate_fallback %d\n"
+            "# HELP dps_rate_live_nodes Live nodes as last seen in Redis (the share's divisor).\n"
+            "# TYPE dps_rate_live_nodes gauge\ndps_rate_live_nodes %u\n",
+            (unsigned long long)rate.leases, (unsigned long long)rate.granted,
+            (unsigned long long)rate.admitted, (unsigned long long)rate.refused,
+            (unsigned long long)rate.round_trips, (unsigned long long)rate.failures,
+            rate.fallback > 0 ? 1 : 0, rate.live_nodes);
+}
+
 /* The shards' Redis clients and the bindings shared through Redis (only with cluster.redis). */
 static void plane_cluster_metrics(struct plane *plane, FILE *out)
 {
@@ -1909,6 +1937,7 @@ static void plane_cluster_metrics(struct plane *plane, FILE *out)
         shard_cluster_status(plane->shards[i], &status);
         fprintf(out, "dps_redis_up{shard=\"%u\"} %d\n", i, status.up ? 1 : 0);
     }
+    plane_rate_metrics(out);
     struct cluster_stats stats;
     cluster_stats_get(&stats);
     fprintf(out,
@@ -2188,6 +2217,11 @@ json_t *plane_status(struct plane *plane, const char *owner, bool admin)
         /* Degraded, not unready: the node goes on (renewals, the closed or local policy). */
         json_object_set_new(status, "redis", redis);
         json_object_set_new(status, "degraded", json_boolean(degraded));
+        struct cluster_rate_stats rate;
+        cluster_rate_stats_get(&rate);
+        json_object_set_new(status, "rateLimits",
+                            json_pack("{s:s, s:i}", "mode", rate.fallback > 0 ? "share" : "cluster",
+                                      "liveNodes", (json_int_t)rate.live_nodes));
     }
     return status;
 }

@@ -19,6 +19,7 @@ struct admission {
     _Atomic int64_t arrival_ns; /* theoretical arrival time of the next request */
     int64_t interval_ns;        /* 1 / rate; 0 means unlimited */
     int64_t tolerance_ns;       /* (burst - 1) * interval */
+    unsigned burst;
 };
 
 /* rate per second (0: unlimited), burst >= 1. */
@@ -29,5 +30,13 @@ void admission_init(struct admission *admission, double rate, unsigned burst);
  * or -1 with the nanoseconds to wait before a retry can succeed.
  */
 int admission_take(struct admission *admission, int64_t now_ns, int64_t *retry_after_ns);
+
+/*
+ * The same with one share of the limit among shares (>= 1): rate / shares,
+ * burst / shares (at least 1). A cluster node whose Redis is away limits
+ * itself to its share of the cluster's rate this way (dataplane/cluster_rate.h).
+ */
+int admission_take_share(struct admission *admission, unsigned shares, int64_t now_ns,
+                         int64_t *retry_after_ns);
 
 #endif

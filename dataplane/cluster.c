@@ -467,6 +467,16 @@ enum config_bindings_policy cluster_policy(const struct cluster *cluster)
     return cluster->policy;
 }
 
+struct redis_client *cluster_redis(struct cluster *cluster)
+{
+    return cluster->client;
+}
+
+const char *cluster_node_name(const struct cluster *cluster)
+{
+    return cluster->node;
+}
+
 /* The three keys of a binding, without the prefix (the client adds it to script keys). */
 static void binding_keys(const char *owner_key, const char *device_id, const char *record_id,
                          char binding[CLUSTER_KEY_MAX], char identity[CLUSTER_KEY_MAX],

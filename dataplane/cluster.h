@@ -96,6 +96,12 @@ int cluster_claim(struct cluster *cluster, struct cluster_claim *claim, const ch
 
 enum config_bindings_policy cluster_policy(const struct cluster *cluster);
 
+/* The shard's Redis client, from cluster_start() to cluster_stop(), for the shard's other
+ * users of Redis (dataplane/cluster_rate.h); and this node's name (cluster.node). */
+struct redis_client;
+struct redis_client *cluster_redis(struct cluster *cluster);
+const char *cluster_node_name(const struct cluster *cluster);
+
 /*
  * Whether this node knows owner_key's device_id to be in conflict (a re-seed
  * found it bound twice; learnt from its own re-seeds and claims and from the

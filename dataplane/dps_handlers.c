@@ -54,10 +54,10 @@
 #include "crypto/csr.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
-#include "dataplane/admission.h"
 #include "dataplane/blocklist.h"
 #include "dataplane/cbor.h"
 #include "dataplane/cluster.h"
+#include "dataplane/cluster_rate.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/mailbox.h"
 #include "store/records.h"
@@ -1657,8 +1657,8 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         struct timespec now;
         int64_t wait_ns;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (admission_take(services->admission, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec,
-                           &wait_ns) != 0) {
+        if (cluster_rate_take(services->rate, session_group(services, session)->id,
+                              (int64_t)now.tv_sec * 1000000000 + now.tv_nsec, &wait_ns) != 0) {
             uint32_t seconds = (uint32_t)((wait_ns + 999999999) / 1000000000);
             reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE,
                         seconds > 0 ? seconds : 1, "rate limited, retry");

@@ -24,9 +24,9 @@
 #include "crypto/uuid.h"
 #include "dataplane/payload.h"
 
-struct admission;
 struct blocklist;
 struct cluster;
+struct cluster_rate;
 struct signer;
 struct store;
 struct mailbox;
@@ -50,7 +50,7 @@ struct dps_services {
     struct store *store;
     struct mailbox *mailbox;
     OSSL_LIB_CTX *libctx;
-    struct admission *admission; /* node-wide signing rate limit */
+    struct cluster_rate *rate; /* the shard's signing limits (dataplane/cluster_rate.h) */
     const struct blocklist *blocklist;
     struct cluster *cluster; /* the shard's Redis side (dataplane/cluster.h); NULL: single node */
     unsigned *pending_ops;   /* this shard's requests waiting for workers (shard-owned) */

@@ -37,6 +37,7 @@
 #include "crypto/uuid.h"
 #include "dataplane/blocklist.h"
 #include "dataplane/cluster.h"
+#include "dataplane/cluster_rate.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/loop.h"
 #include "dataplane/mailbox.h"
@@ -133,8 +134,8 @@ struct shard {
     struct shard_view *prepared; /* the next one, between prepare and decide */
     struct adoption adoption;
     struct store *store;
-    struct admission *admission;
     struct cluster *cluster; /* NULL without cluster.redis; its client lives on the loop */
+    struct cluster_rate *rate;
     pthread_t thread;
     bool started;
     OSSL_LIB_CTX *libctx;
@@ -225,7 +226,7 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
         .store = shard->store,
         .mailbox = shard->mailbox,
         .libctx = shard->libctx,
-        .admission = shard->admission,
+        .rate = shard->rate,
         .blocklist = snapshot->blocklist,
         .cluster = shard->cluster,
         .pending_ops = &shard->pending_ops,
@@ -1075,7 +1076,6 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
     shard->adoption.item.run = adopt_run;
     shard->adoption.shard = shard;
     shard->store = store;
-    shard->admission = admission;
     shard->max_frame = config->max_message_size + FRAME_HEADER_SLACK;
     for (size_t i = 0; i < SHARD_MAX_LISTENERS; i++) {
         shard->listeners[i] = -1;
@@ -1083,6 +1083,11 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
     shard->libctx = OSSL_LIB_CTX_new();
     shard->mailbox = mailbox_create();
     if (shard->libctx == NULL || shard->mailbox == NULL) {
+        snprintf(err, err_length, "out of memory");
+        goto fail;
+    }
+    shard->rate = cluster_rate_create(config, index, admission);
+    if (shard->rate == NULL) {
         snprintf(err, err_length, "out of memory");
         goto fail;
     }
@@ -1254,6 +1259,10 @@ static void *shard_main(void *arg)
         log_msg(LOG_ERROR, "redis client failed", "shard=%u error=\"%s\"", shard->index, err);
         rc = -EINVAL;
     }
+    if (rc == 0 && cluster_rate_start(shard->rate, loop, shard->cluster) != 0) {
+        log_msg(LOG_ERROR, "rate limits failed", "shard=%u error=\"out of memory\"", shard->index);
+        rc = -ENOMEM;
+    }
     for (size_t i = 0; rc == 0 && i < shard->listener_count; i++) {
         rc = loop_listen(loop, shard->listeners[i]);
     }
@@ -1274,6 +1283,7 @@ static void *shard_main(void *arg)
         }
     }
     /* Claims still waiting for Redis go back to their ops (through the mailbox) first. */
+    cluster_rate_stop(shard->rate);
     cluster_stop(shard->cluster);
     loop_destroy(loop);
     shard->loop = NULL;
@@ -1341,6 +1351,7 @@ void shard_finish(struct shard *shard)
     view_release(shard->prepared);
     view_release(shard->view);
     cluster_free(shard->cluster);
+    cluster_rate_free(shard->rate);
     free(shard->trusted_proxies);
     free(shard->sources);
     OSSL_LIB_CTX_free(shard->libctx);

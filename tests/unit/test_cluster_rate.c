@@ -1,0 +1,272 @@
+/*
+ * test_cluster_rate: a shard's signing limits (dataplane/cluster_rate.c)
+ * against a real redis-server started here: the lease script holds the
+ * cluster's rate, registers the node and counts the live ones; a group's
+ * bucket is its own; Redis stopped puts the shard on the node's share (rate
+ * / live nodes) at once, and Redis back heals it without a restart.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dataplane/admission.h"
+#include "dataplane/cluster.h"
+#include "dataplane/cluster_rate.h"
+#include "dataplane/loop.h"
+#include "loop_wait.h"
+#include "perf/redis_server.h"
+
+#define GROUP_1 "0f4a3c55-8e3b-4f4e-9a5e-6b2f7d1c9e01"
+#define GROUP_2 "1f4a3c55-8e3b-4f4e-9a5e-6b2f7d1c9e02"
+
+static struct {
+    char folder[64];
+    struct redis_server server;
+    struct loop *loop;
+    struct admission admission;
+    struct cluster *cluster;
+    struct cluster_rate *rate;
+    long admitted;
+    long refused;
+    const char *group;
+} h;
+
+static void *conn_accepted(void *loop_user, struct loop_conn *conn, const struct sockaddr *peer,
+                           socklen_t peer_length)
+{
+    (void)loop_user, (void)conn, (void)peer, (void)peer_length;
+    return NULL;
+}
+
+static void conn_received(void *conn_user, const uint8_t *data, size_t length)
+{
+    (void)conn_user, (void)data, (void)length;
+}
+
+static void conn_closed(void *conn_user, int error)
+{
+    (void)conn_user, (void)error;
+}
+
+static const struct loop_handler no_connections = {
+    .accepted = conn_accepted,
+    .received = conn_received,
+    .closed = conn_closed,
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+static bool never(void *arg)
+{
+    (void)arg;
+    return false;
+}
+
+/* Runs the loop for ms, a device asking for a signing step every 2 ms. */
+static bool take_often(void *arg)
+{
+    (void)arg;
+    int64_t wait;
+    if (cluster_rate_take(h.rate, h.group, now_ns(), &wait) == 0)
+        h.admitted++;
+    else
+        h.refused++;
+    return false;
+}
+
+static void offer_for(unsigned ms)
+{
+    h.admitted = h.refused = 0;
+    loop_wait_until(h.loop, take_often, NULL, ms);
+}
+
+static bool cluster_up(void *arg)
+{
+    (void)arg;
+    struct cluster_status status;
+    cluster_get_status(h.cluster, &status);
+    return status.up;
+}
+
+static bool in_fallback(void *arg)
+{
+    struct cluster_rate_stats stats;
+    cluster_rate_stats_get(&stats);
+    return stats.fallback == (unsigned)(uintptr_t)arg;
+}
+
+static bool two_nodes(void *arg)
+{
+    (void)arg;
+    struct cluster_rate_stats stats;
+    cluster_rate_stats_get(&stats);
+    return stats.live_nodes == 2;
+}
+
+static void start(unsigned signing_rate, unsigned signing_burst, unsigned group_rate)
+{
+    char err[256] = "";
+    char address[32];
+    snprintf(address, sizeof(address), "127.0.0.1:%u", h.server.port);
+    struct config config = {
+        .signing_rate = signing_rate,
+        .signing_burst = signing_burst,
+        .signing_rate_per_group = group_rate,
+        .signing_burst_per_group = 1,
+        .cluster =
+            {
+                .redis = address,
+                .key_prefix = "t:",
+                .node = "n1",
+                .command_timeout_ms = 200,
+                .connect_timeout_ms = 500,
+            },
+    };
+    admission_init(&h.admission, signing_rate, signing_burst);
+    h.cluster = cluster_create(&config.cluster, 1, NULL, err, sizeof(err));
+    assert_non_null(h.cluster);
+    h.rate = cluster_rate_create(&config, 0, &h.admission);
+    assert_non_null(h.rate);
+    assert_int_equal(cluster_start(h.cluster, h.loop, NULL, err, sizeof(err)), 0);
+    assert_int_equal(cluster_rate_start(h.rate, h.loop, h.cluster), 0);
+    assert_true(loop_wait_until(h.loop, cluster_up, NULL, 3000));
+    h.group = GROUP_1;
+}
+
+static void stop(void)
+{
+    cluster_rate_stop(h.rate);
+    cluster_stop(h.cluster);
+    cluster_rate_free(h.rate);
+    cluster_free(h.cluster);
+    h.rate = NULL;
+    h.cluster = NULL;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    memset(&h, 0, sizeof(h));
+    if (redis_server_folder(h.folder, sizeof(h.folder)) != 0 ||
+        redis_server_start(&h.server, h.folder, 0, NULL, err, sizeof(err)) != 0)
+        return -1;
+    h.loop = loop_create(LOOP_BACKEND_EPOLL, &no_connections, NULL, err, sizeof(err));
+    return h.loop != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (h.rate != NULL)
+        stop();
+    redis_server_stop_all();
+    loop_destroy(h.loop);
+    redis_server_remove_folder(h.folder);
+    return 0;
+}
+
+static void flush(void)
+{
+    freeReplyObject(redis_server_command(h.server.port, NULL, "FLUSHALL"));
+}
+
+static long long command_integer(const char *format, const char *argument)
+{
+    redisReply *reply = redis_server_command(h.server.port, NULL, format, argument);
+    long long value = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+    freeReplyObject(reply);
+    return value;
+}
+
+/* 20/s, burst 1, for 2 s of devices every 2 ms: about 40 admitted (+ the burst and a debt). */
+static void leases_hold_the_rate(void **state)
+{
+    (void)state;
+    flush();
+    start(20, 1, 0);
+    offer_for(2000);
+    print_message("# admitted %ld, refused %ld in 2 s at 20/s\n", h.admitted, h.refused);
+    assert_true(h.admitted >= 36 && h.admitted <= 46);
+    assert_true(h.refused > 500);
+    struct cluster_rate_stats stats;
+    cluster_rate_stats_get(&stats);
+    assert_true(stats.leases > 0 && stats.granted > 0);
+    assert_true(stats.round_trips >= stats.leases);
+    assert_int_equal(stats.fallback, 0);
+    assert_int_equal(command_integer("EXISTS %s", "t:rate:signing"), 1);
+    assert_int_equal(command_integer("ZCARD %s", "t:rate:nodes"), 1);
+    /* Another node asks: the count comes back with the next call (shard 0's tick). */
+    freeReplyObject(redis_server_command(h.server.port, NULL, "ZADD t:rate:nodes %lld n2",
+                                         (long long)time(NULL) * 1000 + 60000));
+    assert_true(loop_wait_until(h.loop, two_nodes, NULL, 3000));
+    stop();
+}
+
+/* A group's bucket is its own: group 1 exhausted, group 2 still signs. */
+static void groups_have_their_own_buckets(void **state)
+{
+    (void)state;
+    flush();
+    start(0, 1, 5);
+    offer_for(1000);
+    assert_true(h.admitted >= 4 && h.admitted <= 9);
+    assert_int_equal(command_integer("EXISTS %s", "t:rate:group:" GROUP_1), 1);
+    h.group = GROUP_2;
+    int64_t wait;
+    assert_int_equal(cluster_rate_take(h.rate, GROUP_2, now_ns(), &wait), 0);
+    loop_wait_until(h.loop, never, NULL, 50);
+    assert_int_equal(command_integer("EXISTS %s", "t:rate:group:" GROUP_2), 1);
+    stop();
+}
+
+/*
+ * Redis stopped: the shard runs on the node's share (two live nodes last seen:
+ * 10/s of 20/s) at once, and Redis back puts it on leases again.
+ */
+static void redis_away_falls_back_to_the_share_and_heals(void **state)
+{
+    (void)state;
+    flush();
+    start(20, 1, 0);
+    freeReplyObject(redis_server_command(h.server.port, NULL, "ZADD t:rate:nodes %lld n2",
+                                         (long long)time(NULL) * 1000 + 60000));
+    assert_true(loop_wait_until(h.loop, two_nodes, NULL, 3000));
+    uint16_t port = h.server.port;
+    redis_server_stop(&h.server);
+    assert_true(loop_wait_until(h.loop, in_fallback, (void *)1, 3000));
+    offer_for(2000);
+    print_message("# without Redis: admitted %ld in 2 s (share 10/s)\n", h.admitted);
+    assert_true(h.admitted >= 17 && h.admitted <= 23);
+    char err[256];
+    assert_int_equal(redis_server_start(&h.server, h.folder, port, NULL, err, sizeof(err)), 0);
+    assert_true(loop_wait_until(h.loop, in_fallback, (void *)0, 8000));
+    struct cluster_rate_stats before, after;
+    cluster_rate_stats_get(&before);
+    offer_for(500);
+    cluster_rate_stats_get(&after);
+    assert_true(after.leases > before.leases);
+    stop();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(leases_hold_the_rate),
+        cmocka_unit_test(groups_have_their_own_buckets),
+        cmocka_unit_test(redis_away_falls_back_to_the_share_and_heals),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
