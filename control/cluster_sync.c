@@ -436,6 +436,24 @@ static void caught_up(struct cluster_sync *sync, const char *how)
             (unsigned long long)atomic_load(&sync->applied_generation));
 }
 
+/*
+ * The epoch this node offers when it finds Redis without one. A new one after
+ * every adoption: a data set Redis builds again after a loss must never carry
+ * the name of one a node has applied, or a node that was away would take the
+ * new counter for the old one and skip documents.
+ */
+static bool new_candidate_epoch(struct cluster_sync *sync)
+{
+    unsigned char random[EPOCH_LENGTH / 2];
+    if (RAND_bytes(random, sizeof(random)) != 1) {
+        return false;
+    }
+    for (size_t i = 0; i < sizeof(random); i++) {
+        snprintf(sync->candidate_epoch + 2 * i, 3, "%02x", random[i]);
+    }
+    return true;
+}
+
 /* Adopts Redis's epoch, starting again from generation 0 (after a re-seed). */
 static bool adopt_epoch(struct cluster_sync *sync, const char *epoch)
 {
@@ -448,6 +466,10 @@ static bool adopt_epoch(struct cluster_sync *sync, const char *epoch)
     }
     snprintf(sync->epoch, sizeof(sync->epoch), "%s", epoch);
     atomic_store(&sync->applied_generation, 0);
+    if (strcmp(sync->candidate_epoch, epoch) == 0 && !new_candidate_epoch(sync)) {
+        log_msg(LOG_ERROR, "no randomness for the cluster's next epoch",
+                "action=\"a later loss of Redis's data may go unnoticed by nodes that were away\"");
+    }
     return true;
 }
 
@@ -997,13 +1019,9 @@ static int sync_load(struct cluster_sync *sync, char *err, size_t err_length)
         snprintf(err, err_length, "cannot read the cluster's configuration state from the store");
         return -1;
     }
-    unsigned char random[EPOCH_LENGTH / 2];
-    if (RAND_bytes(random, sizeof(random)) != 1) {
+    if (!new_candidate_epoch(sync)) {
         snprintf(err, err_length, "no randomness for the cluster's epoch");
         return -1;
-    }
-    for (size_t i = 0; i < sizeof(random); i++) {
-        snprintf(sync->candidate_epoch + 2 * i, 3, "%02x", random[i]);
     }
     return 0;
 }

@@ -89,8 +89,11 @@ nodes_are() { get "$ADMIN" "$1" /api/v1/status | jq -e --arg names "$2" '[.nodes
 # ---- 1. Heartbeats ----
 check "the status through either node lists both nodes" \
     wait_for bash -c "$(declare -f get nodes_are); ADMIN=$ADMIN; nodes_are $API_A a,b && nodes_are $API_B a,b"
+# A node reports ready once it has caught up with the cluster's configuration (after its "ready"
+# log line); its next beat, within a second, says so.
 check "each entry: ready, its addresses, figures, version" \
-    sh -c "curl -sS -H 'Authorization: Bearer $ADMIN' http://127.0.0.1:$API_A/api/v1/status | jq -e '
+    wait_for sh -c "curl -sS -H 'Authorization: Bearer $ADMIN' http://127.0.0.1:$API_A/api/v1/status | jq -e '
+        [.nodes[] | select(.state == \"ready\")] | length == 2' && curl -sS -H 'Authorization: Bearer $ADMIN' http://127.0.0.1:$API_A/api/v1/status | jq -e '
         .nodes[] | select(.name == \"b\") | .state == \"ready\" and .apiUrl == \"http://127.0.0.1:$API_B\" and
         .deviceAddress == \"127.0.0.1:$PORT_B\" and (.connections | type) == \"number\" and
         (.provisioningsPerSecond | type) == \"number\" and (.configurationGeneration | type) == \"number\" and
