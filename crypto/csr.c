@@ -285,8 +285,8 @@ static int device_id_from_common_name(const struct request *request, struct dps_
     if (value->length != CN_PREFIX_LENGTH + UUID_STRING_LENGTH ||
         strncasecmp((const char *)value->data, CN_PREFIX, CN_PREFIX_LENGTH) != 0)
         return -1;
-    if (uuid_parse((const char *)value->data + CN_PREFIX_LENGTH, UUID_STRING_LENGTH, device_id) !=
-            0 ||
+    if (uuid_text_parse((const char *)value->data + CN_PREFIX_LENGTH, UUID_STRING_LENGTH,
+                        device_id) != 0 ||
         uuid_is_nil(device_id))
         return -1;
     return 0;

@@ -551,7 +551,7 @@ int issuer_issue(struct issuer *issuer, const char *device_id, const uint8_t *sp
     memset(out, 0, sizeof(*out));
     if (not_after <= not_before)
         return fail(err, err_length, "certificate validity ends before it starts");
-    if (device_id == NULL || uuid_parse(device_id, strlen(device_id), &uuid) != 0 ||
+    if (device_id == NULL || uuid_text_parse(device_id, strlen(device_id), &uuid) != 0 ||
         uuid_is_nil(&uuid))
         return fail(err, err_length, "certificate device id is not a non-nil UUID");
     char canonical[UUID_STRING_LENGTH + 1];

@@ -146,6 +146,7 @@ struct shard {
     int listeners[SHARD_MAX_LISTENERS];
     size_t listener_count;
     unsigned pending_ops;
+    struct dps_counters *counters;
     struct conn *conns;
     struct source *sources;
     size_t source_slots;                /* a power of two */
@@ -229,6 +230,7 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
         .blocklist = snapshot->blocklist,
         .cluster = shard->cluster,
         .pending_ops = &shard->pending_ops,
+        .counters = shard->counters,
         .hold = services_hold,
         .drop = services_drop,
     };
@@ -1081,7 +1083,8 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
     }
     shard->libctx = OSSL_LIB_CTX_new();
     shard->mailbox = mailbox_create();
-    if (shard->libctx == NULL || shard->mailbox == NULL) {
+    shard->counters = dps_counters_new();
+    if (shard->libctx == NULL || shard->mailbox == NULL || shard->counters == NULL) {
         snprintf(err, err_length, "out of memory");
         goto fail;
     }
@@ -1339,6 +1342,7 @@ void shard_finish(struct shard *shard)
     }
     view_release(shard->prepared);
     view_release(shard->view);
+    dps_counters_free(shard->counters);
     cluster_free(shard->cluster);
     free(shard->trusted_proxies);
     free(shard->sources);
