@@ -37,6 +37,16 @@ struct json_t;
 
 bool config_uuid_valid(const char *text);
 
+/*
+ * A duration as the configuration file writes it: Ns, Nm, Nh, Nd, or a plain
+ * number of seconds. 0 with *seconds, or -1 when text is none of those.
+ * CONFIG_DURATION_PROBLEM (with the lowest and highest seconds) says what is
+ * expected.
+ */
+int config_duration_parse(const char *text, long *seconds);
+#define CONFIG_DURATION_PROBLEM                                                                    \
+    "must be a duration from %lds to %lds (a number of seconds, or N followed by s, m, h or d)"
+
 /* NULL when text is coaps+tcp://HOST:PORT, else what is wrong. */
 const char *config_gateway_problem(const char *text);
 

@@ -13,6 +13,7 @@
  * first; the signature is verified last.
  */
 #include "crypto/csr.h"
+#include "common/error.h"
 
 #include "common/base64.h"
 #include "common/der.h"
@@ -63,9 +64,7 @@ static const char REASON_BAD_SIGNATURE[] = "CSR signature does not verify";
 
 static int fail(char *err, size_t err_length, const char *reason)
 {
-    if (err_length > 0)
-        snprintf(err, err_length, "%s", reason);
-    return -1;
+    return error_set(err, err_length, "%s", reason);
 }
 
 /* ---- PEM ---------------------------------------------------------------- */
