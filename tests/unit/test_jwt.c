@@ -24,6 +24,7 @@
 #include <openssl/x509.h>
 
 #include "crypto/jwt.h"
+#include "tests/jwt_verify.h"
 
 #define CLAIMS "{\"iss\":\"https://dps.example\",\"sub\":\"owner-1\",\"exp\":1900000000}"
 

@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "crypto/jwt.h"
+#include "tests/jwt_verify.h"
 #include "crypto/signer.h"
 
 #define DEVICE_ID "0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d"
