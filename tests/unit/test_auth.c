@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "tests/unit/temp_dir.h"
 #include "control/auth.h"
 #include "crypto/jwt.h"
 #include "crypto/pki.h"
@@ -134,16 +135,11 @@ static int setup(void **state)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     struct fixture *f = *state;
     auth_free(f->auth);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    temp_dir_remove(f->dir);
     free(f);
     return 0;
 }

@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <rocksdb/c.h>
 
+#include "tests/unit/temp_dir.h"
 #include "store/records.h"
 #include "store/store.h"
 
@@ -36,14 +37,6 @@
 struct fixture {
     char dir[64];
 };
-
-static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -60,7 +53,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fixture = *state;
-    nftw(fixture->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    temp_dir_remove(fixture->dir);
     free(fixture);
     return 0;
 }

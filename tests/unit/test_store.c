@@ -28,19 +28,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/unit/temp_dir.h"
 #include "store/store.h"
 
 struct fixture {
     char dir[64];
 };
-
-static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -57,7 +50,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fixture = *state;
-    nftw(fixture->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    temp_dir_remove(fixture->dir);
     free(fixture);
     return 0;
 }
