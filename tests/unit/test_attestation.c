@@ -24,6 +24,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "tests/unit/pki_files.h"
 #include "tests/unit/temp_dir.h"
 #include "crypto/attestation.h"
 #include "crypto/pki.h"
@@ -156,18 +157,6 @@ static X509 *device_certificate(const struct fixture *fixture, const char *name,
 
     fixture_path(fixture, name, path, sizeof(path));
     return read_certificate_file(path, rest);
-}
-
-static void add_extension(X509 *certificate, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX context;
-    X509_EXTENSION *extension;
-
-    X509V3_set_ctx(&context, issuer, certificate, NULL, NULL, 0);
-    extension = X509V3_EXT_nconf_nid(NULL, &context, nid, value);
-    assert_non_null(extension);
-    assert_int_equal(X509_add_ext(certificate, extension, -1), 1);
-    X509_EXTENSION_free(extension);
 }
 
 /*

@@ -24,6 +24,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "tests/unit/pki_files.h"
 #include "tests/unit/temp_dir.h"
 #include "control/auth.h"
 #include "crypto/jwt.h"
@@ -39,14 +40,6 @@ struct fixture {
     struct auth *auth;
     time_t now;
 };
-
-static void write_key(const char *path, EVP_PKEY *key)
-{
-    FILE *file = fopen(path, "w");
-    assert_non_null(file);
-    assert_int_equal(PEM_write_PrivateKey(file, key, NULL, NULL, 0, NULL, NULL), 1);
-    fclose(file);
-}
 
 static char *base64url(const unsigned char *data, size_t length)
 {
