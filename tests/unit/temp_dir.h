@@ -7,6 +7,8 @@
 
 #include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 static int temp_dir_remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
@@ -21,6 +23,34 @@ static int temp_dir_remove_entry(const char *path, const struct stat *st, int ty
 static inline int temp_dir_remove(const char *path)
 {
     return nftw(path, temp_dir_remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A cmocka fixture that is a fresh folder, removed with all it holds at teardown. */
+struct temp_dir {
+    char dir[64];
+};
+
+/* template ends in XXXXXX (mkdtemp) and fits struct temp_dir. */
+__attribute__((unused)) static int temp_dir_setup(void **state, const char *template)
+{
+    struct temp_dir *fixture = calloc(1, sizeof(*fixture));
+    if (fixture == NULL)
+        return -1;
+    snprintf(fixture->dir, sizeof(fixture->dir), "%s", template);
+    if (mkdtemp(fixture->dir) == NULL) {
+        free(fixture);
+        return -1;
+    }
+    *state = fixture;
+    return 0;
+}
+
+__attribute__((unused)) static int temp_dir_teardown(void **state)
+{
+    struct temp_dir *fixture = *state;
+    temp_dir_remove(fixture->dir);
+    free(fixture);
+    return 0;
 }
 
 #endif
