@@ -13,9 +13,9 @@
  * every device receives alike is recognised by the thread's kit
  * (loadgen_kit.c).
  */
+#include "common/error.h"
 #include "perf/loadgen_wire.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -187,21 +187,7 @@ void device_send_request(struct device *device)
 
 /* ---- response checks, as the device client applies them ---- */
 
-/* Sets reason and returns -1, so checks read as `return reject(...)`. */
-static int reject(char *reason, size_t reason_length, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int reject(char *reason, size_t reason_length, const char *format, ...)
-{
-    va_list arguments;
-
-    va_start(arguments, format);
-    vsnprintf(reason, reason_length, format, arguments);
-    va_end(arguments);
-    return -1;
-}
-
-#define REJECT(...) reject(reason, reason_length, __VA_ARGS__)
+#define REJECT(...) error_set(reason, reason_length, __VA_ARGS__)
 
 static bool is_digits(const char *text, size_t count)
 {
