@@ -33,7 +33,6 @@ bool config_key_allows(const struct config_key *key, const char *owner);
  * Validators shared by the YAML configuration and the management API's JSON
  * documents (control/model.c).
  */
-struct json_t;
 
 bool config_uuid_valid(const char *text);
 
@@ -62,12 +61,6 @@ const char *config_key_name_problem(const char *text);
  */
 const char *config_claims_problem(const char *owner_claim, const char *device_id_claim,
                                   bool *device_id_claim_wrong);
-
-/*
- * Checks an ACL entry against the strict ACE shape devices accept
- * (PROTOCOL.md 2.5). 0, or -1 with "path.field: problem" in err.
- */
-int config_check_ace(const struct json_t *ace, const char *path, char *err, size_t err_length);
 
 /*
  * Sets group's pre-shared key from the length bytes of text (a configuration

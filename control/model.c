@@ -3,9 +3,10 @@
  *
  * Reading a document is strict like the YAML configuration: unknown keys are
  * errors, required keys must be there, and every problem is reported as
- * "json.path: what is wrong". The rules shared with the YAML reader (UUIDs,
- * gateways, ACL entries) come from control/config.c, so both accept the same
- * things. Optional strings given as "" count as absent, because the writer
+ * "json.path: what is wrong". The configuration file's groups and hubs are
+ * read here too (model_*_from_file), so every source has the same rules;
+ * UUID, gateway and key-name checks come from control/config.c, ACL entries
+ * from control/ace.c. Optional strings given as "" count as absent, because the writer
  * emits absent strings as "" the way protojson does; so a document read back
  * from the API can be sent again unchanged.
  *
@@ -19,6 +20,7 @@
  * them. Documents served through the API show no file path either.
  */
 #include "control/model.h"
+#include "control/ace.h"
 #include "common/error.h"
 
 #include <errno.h>
@@ -493,7 +495,7 @@ static int read_acl(struct reader *r, const json_t *doc, struct config_group *gr
     for (size_t i = 0; i < json_array_size(entries); i++) {
         char item_path[PATH_MAX_TEXT];
         path_index(item_path, "acl.entries", i);
-        if (config_check_ace(json_array_get(entries, i), item_path, r->err, r->err_length) < 0)
+        if (ace_check(json_array_get(entries, i), item_path, r->err, r->err_length) < 0)
             return -1;
     }
     group->acl_json = json_dumps(entries, JSON_COMPACT);

@@ -324,3 +324,12 @@ bool dps_cbor_text_equals(const char *text, size_t length, const char *literal)
     size_t literal_length = strlen(literal);
     return literal_length == length && (length == 0 || memcmp(text, literal, length) == 0);
 }
+
+int dps_cbor_map_next_key(struct dps_cbor_reader *reader, struct dps_cbor_container *map,
+                          const char **key, size_t *key_length)
+{
+    int more = dps_cbor_container_next(reader, map);
+    if (more != 1)
+        return more;
+    return dps_cbor_read_text(reader, key, key_length) == 0 ? 1 : -1;
+}

@@ -61,6 +61,14 @@ int dps_cbor_enter_array(struct dps_cbor_reader *reader, struct dps_cbor_contain
  */
 int dps_cbor_container_next(struct dps_cbor_reader *reader, struct dps_cbor_container *container);
 
+/*
+ * The next key of a map whose keys are text (the DPS schemas): 1 with the
+ * key (its value is next), 0 when the map ended, -1 on error or a key that is
+ * not text.
+ */
+int dps_cbor_map_next_key(struct dps_cbor_reader *reader, struct dps_cbor_container *map,
+                          const char **key, size_t *key_length);
+
 int dps_cbor_read_text(struct dps_cbor_reader *reader, const char **text, size_t *length);
 int dps_cbor_read_bytes(struct dps_cbor_reader *reader, const uint8_t **bytes, size_t *length);
 int dps_cbor_read_uint(struct dps_cbor_reader *reader, uint64_t *value);

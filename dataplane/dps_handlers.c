@@ -1134,13 +1134,10 @@ static int parse_cloud_request(const uint8_t *payload, size_t length, struct clo
     if (dps_cbor_enter_map(&reader, &map) != 0) {
         return -1;
     }
+    const char *key;
+    size_t key_length;
     int more;
-    while ((more = dps_cbor_container_next(&reader, &map)) == 1) {
-        const char *key;
-        size_t key_length;
-        if (dps_cbor_read_text(&reader, &key, &key_length) != 0) {
-            return -1;
-        }
+    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
         if (dps_cbor_text_equals(key, key_length, "di")) {
             if (read_uuid_text(&reader, out->device_id) != 0) {
                 return -1;
@@ -1151,10 +1148,7 @@ static int parse_cloud_request(const uint8_t *payload, size_t length, struct clo
             if (dps_cbor_enter_map(&reader, &gateway) != 0) {
                 return -1;
             }
-            while ((more = dps_cbor_container_next(&reader, &gateway)) == 1) {
-                if (dps_cbor_read_text(&reader, &key, &key_length) != 0) {
-                    return -1;
-                }
+            while ((more = dps_cbor_map_next_key(&reader, &gateway, &key, &key_length)) == 1) {
                 if (dps_cbor_text_equals(key, key_length, "uri") &&
                     dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
                     dps_cbor_read_text(&reader, &out->gateway_uri, &out->gateway_uri_length);
@@ -1324,13 +1318,10 @@ static int parse_credentials_request(const uint8_t *payload, size_t length, char
     if (dps_cbor_enter_map(&reader, &map) != 0) {
         return -1;
     }
+    const char *key;
+    size_t key_length;
     int more;
-    while ((more = dps_cbor_container_next(&reader, &map)) == 1) {
-        const char *key;
-        size_t key_length;
-        if (dps_cbor_read_text(&reader, &key, &key_length) != 0) {
-            return -1;
-        }
+    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
         if (dps_cbor_text_equals(key, key_length, "di")) {
             if (read_uuid_text(&reader, device_id) != 0) {
                 *problem = "\"di\" is not a UUID";
@@ -1341,10 +1332,7 @@ static int parse_credentials_request(const uint8_t *payload, size_t length, char
             if (dps_cbor_enter_map(&reader, &csr) != 0) {
                 return -1;
             }
-            while ((more = dps_cbor_container_next(&reader, &csr)) == 1) {
-                if (dps_cbor_read_text(&reader, &key, &key_length) != 0) {
-                    return -1;
-                }
+            while ((more = dps_cbor_map_next_key(&reader, &csr, &key, &key_length)) == 1) {
                 const char *value;
                 size_t value_length;
                 if (dps_cbor_text_equals(key, key_length, "encoding")) {
