@@ -31,4 +31,13 @@ int error_set(char *err, size_t err_length, const char *format, ...)
 int error_vset(char *err, size_t err_length, const char *format, va_list args)
     __attribute__((format(printf, 3, 0)));
 
+/*
+ * Paths that name a field in a message ("hubs[0].token.issuer"), at most
+ * ERROR_PATH_MAX bytes with the NUL: an absurdly deep one is cut and ends
+ * with "...". An empty parent gives the key alone.
+ */
+#define ERROR_PATH_MAX 256
+void error_path_child(char out[ERROR_PATH_MAX], const char *parent, const char *key);
+void error_path_index(char out[ERROR_PATH_MAX], const char *parent, size_t index);
+
 #endif

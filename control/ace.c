@@ -12,24 +12,7 @@
 #include "common/error.h"
 #include "control/config.h"
 
-#define KEY_MAX 256
-
-/* Key paths are for messages only: an absurdly deep one is cut and ends with "...". */
-static void key_cut(char *out, int length)
-{
-    if (length >= KEY_MAX)
-        memcpy(out + KEY_MAX - 4, "...", 4);
-}
-
-static void key_child(char *out, const char *parent, const char *key)
-{
-    key_cut(out, snprintf(out, KEY_MAX, "%s.%s", parent, key));
-}
-
-static void key_index(char *out, const char *parent, size_t index)
-{
-    key_cut(out, snprintf(out, KEY_MAX, "%s[%zu]", parent, index));
-}
+#define KEY_MAX ERROR_PATH_MAX
 
 /* Checks that object has only the allowed keys (NULL-terminated). */
 static int check_json_keys(const json_t *object, const char *path, const char *const *allowed,
@@ -46,7 +29,7 @@ static int check_json_keys(const json_t *object, const char *path, const char *c
             i++;
         if (allowed[i] == NULL) {
             char key_path[KEY_MAX];
-            key_child(key_path, path, key);
+            error_path_child(key_path, path, key);
             return error_set(err, err_length, "%s: unknown key (%s)", key_path, shape);
         }
     }
@@ -68,25 +51,25 @@ static int check_ace_subject(const json_t *subject, const char *path, char *err,
                          path);
     char key_path[KEY_MAX];
     if (json_object_get(subject, "authority") != NULL) {
-        key_child(key_path, path, "authority");
+        error_path_child(key_path, path, "authority");
         if (role == NULL)
             return error_set(err, err_length, "%s: only allowed with role", key_path);
         if (!json_is_string(json_object_get(subject, "authority")))
             return error_set(err, err_length, "%s: must be a string", key_path);
     }
     if (uuid != NULL) {
-        key_child(key_path, path, "uuid");
+        error_path_child(key_path, path, "uuid");
         if (!json_is_string(uuid) || (strcmp(json_string_value(uuid), "*") != 0 &&
                                       !config_uuid_valid(json_string_value(uuid))))
             return error_set(err, err_length, "%s: must be a UUID or \"*\"", key_path);
     }
     if (role != NULL) {
-        key_child(key_path, path, "role");
+        error_path_child(key_path, path, "role");
         if (!json_is_string(role) || json_string_length(role) == 0)
             return error_set(err, err_length, "%s: must be a non-empty string", key_path);
     }
     if (conntype != NULL) {
-        key_child(key_path, path, "conntype");
+        error_path_child(key_path, path, "conntype");
         const char *text = json_is_string(conntype) ? json_string_value(conntype) : "";
         if (strcmp(text, "auth-crypt") != 0 && strcmp(text, "anon-clear") != 0)
             return error_set(err, err_length, "%s: must be auth-crypt or anon-clear", key_path);
@@ -108,17 +91,17 @@ static int check_ace_resource(const json_t *resource, const char *path, char *er
     if (href == NULL && wc == NULL)
         return error_set(err, err_length, "%s: needs href or wc", path);
     if (href != NULL && (!json_is_string(href) || json_string_value(href)[0] != '/')) {
-        key_child(key_path, path, "href");
+        error_path_child(key_path, path, "href");
         return error_set(err, err_length, "%s: must be a path starting with /", key_path);
     }
     if (wc != NULL) {
         const char *text = json_is_string(wc) ? json_string_value(wc) : "";
-        key_child(key_path, path, "wc");
+        error_path_child(key_path, path, "wc");
         if (strcmp(text, "*") != 0 && strcmp(text, "+") != 0 && strcmp(text, "-") != 0)
             return error_set(err, err_length, "%s: must be \"*\", \"+\" or \"-\"", key_path);
     }
     if (interfaces != NULL) {
-        key_child(key_path, path, "if");
+        error_path_child(key_path, path, "if");
         bool valid = json_is_array(interfaces) && json_array_size(interfaces) > 0;
         size_t i;
         json_t *item;
@@ -142,18 +125,18 @@ int ace_check(const json_t *ace, const char *path, char *err, size_t err_length)
         return -1;
     char key_path[KEY_MAX];
     json_t *aceid = json_object_get(ace, "aceid");
-    key_child(key_path, path, "aceid");
+    error_path_child(key_path, path, "aceid");
     if (aceid != NULL && (!json_is_integer(aceid) || json_integer_value(aceid) < 1 ||
                           json_integer_value(aceid) > INT32_MAX))
         return error_set(err, err_length, "%s: must be a positive integer", key_path);
 
     json_t *tag = json_object_get(ace, "tag");
-    key_child(key_path, path, "tag");
+    error_path_child(key_path, path, "tag");
     if (tag != NULL && !json_is_string(tag))
         return error_set(err, err_length, "%s: must be a string", key_path);
 
     json_t *permission = json_object_get(ace, "permission");
-    key_child(key_path, path, "permission");
+    error_path_child(key_path, path, "permission");
     if (permission == NULL)
         return error_set(err, err_length, "%s: required", key_path);
     if (!json_is_integer(permission) || json_integer_value(permission) < 0 ||
@@ -162,21 +145,21 @@ int ace_check(const json_t *ace, const char *path, char *err, size_t err_length)
                          "%s: must be an integer from 0 to 31 (C=1 R=2 U=4 D=8 N=16)", key_path);
 
     json_t *subject = json_object_get(ace, "subject");
-    key_child(key_path, path, "subject");
+    error_path_child(key_path, path, "subject");
     if (subject == NULL)
         return error_set(err, err_length, "%s: required", key_path);
     if (check_ace_subject(subject, key_path, err, err_length) < 0)
         return -1;
 
     json_t *resources = json_object_get(ace, "resources");
-    key_child(key_path, path, "resources");
+    error_path_child(key_path, path, "resources");
     if (resources == NULL)
         return error_set(err, err_length, "%s: required", key_path);
     if (!json_is_array(resources) || json_array_size(resources) == 0)
         return error_set(err, err_length, "%s: must be a non-empty list", key_path);
     for (size_t i = 0; i < json_array_size(resources); i++) {
         char item_path[KEY_MAX];
-        key_index(item_path, key_path, i);
+        error_path_index(item_path, key_path, i);
         if (check_ace_resource(json_array_get(resources, i), item_path, err, err_length) < 0)
             return -1;
     }

@@ -38,7 +38,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#define KEY_MAX 256
+#define KEY_MAX ERROR_PATH_MAX
 #define MAPPING_KEYS_MAX 16
 #define ONE_YEAR_S (365L * 24 * 3600)
 #define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
@@ -82,26 +82,6 @@ __attribute__((format(printf, 4, 5))) static int fail(struct parser *p, const ya
     else
         snprintf(p->err, p->err_length, "%s%s: %s", p->file, where, problem);
     return -1;
-}
-
-/* Key paths are for messages only: an absurdly deep one is cut and ends with "...". */
-static void key_cut(char *out, int length)
-{
-    if (length >= KEY_MAX)
-        memcpy(out + KEY_MAX - 4, "...", 4);
-}
-
-static void key_child(char *out, const char *parent, const char *key)
-{
-    if (parent[0] == '\0')
-        key_cut(out, snprintf(out, KEY_MAX, "%s", key));
-    else
-        key_cut(out, snprintf(out, KEY_MAX, "%s.%s", parent, key));
-}
-
-static void key_index(char *out, const char *parent, size_t index)
-{
-    key_cut(out, snprintf(out, KEY_MAX, "%s[%zu]", parent, index));
 }
 
 static yaml_node_t *node_at(struct parser *p, int index)
@@ -172,7 +152,7 @@ static int mapping_open(struct parser *p, const yaml_node_t *node, const char *p
             return fail(p, key_node, path, "keys must be plain names");
         const char *key = scalar_text(key_node);
         char key_path[KEY_MAX];
-        key_child(key_path, path, key);
+        error_path_child(key_path, path, key);
         size_t i = 0;
         while (keys[i] != NULL && strcmp(keys[i], key) != 0)
             i++;
@@ -190,7 +170,7 @@ static int mapping_open(struct parser *p, const yaml_node_t *node, const char *p
 /* The value of key (NULL when absent) and its key path. */
 static yaml_node_t *mapping_value(struct mapping *m, const char *key, char *path)
 {
-    key_child(path, m->path, key);
+    error_path_child(path, m->path, key);
     for (size_t i = 0; m->keys[i] != NULL; i++) {
         if (strcmp(m->keys[i], key) == 0)
             return m->values[i];
@@ -376,7 +356,7 @@ static int map_string_list(struct mapping *m, const char *key, bool required, ch
     *count = n;
     for (size_t i = 0; i < n; i++) {
         char item_path[KEY_MAX];
-        key_index(item_path, path, i);
+        error_path_index(item_path, path, i);
         yaml_node_t *item = sequence_item(m->p, list, i);
         if (scalar_string(m->p, item, item_path, &(*items)[i]) < 0)
             return -1;
@@ -568,7 +548,7 @@ static json_t *yaml_to_json(struct parser *p, const yaml_node_t *node, const cha
     if (node->type == YAML_SEQUENCE_NODE) {
         json_t *array = json_array();
         for (size_t i = 0; array != NULL && i < sequence_length(node); i++) {
-            key_index(child_path, path, i);
+            error_path_index(child_path, path, i);
             json_t *item = yaml_to_json(p, sequence_item(p, node, i), child_path, depth + 1, typed);
             if (item == NULL || json_array_append_new(array, item) < 0) {
                 json_decref(array);
@@ -588,7 +568,7 @@ static json_t *yaml_to_json(struct parser *p, const yaml_node_t *node, const cha
             return NULL;
         }
         const char *key = scalar_text(key_node);
-        key_child(child_path, path, key);
+        error_path_child(child_path, path, key);
         if (json_object_get(object, key) != NULL) {
             fail(p, key_node, child_path, "duplicate key");
             json_decref(object);
@@ -628,7 +608,7 @@ static int parse_keys(struct mapping *root, struct config *config)
         char item_path[KEY_MAX], name_path[KEY_MAX];
         struct config_key *key = &config->keys[i];
         struct mapping m;
-        key_index(item_path, path, i);
+        error_path_index(item_path, path, i);
         yaml_node_t *item = sequence_item(p, list, i);
         if (mapping_open(p, item, item_path, key_keys, &m) < 0)
             return -1;
@@ -733,7 +713,7 @@ static int respell(struct parser *p, const yaml_node_t *item, const char *item_p
         snprintf(top, sizeof(top), "%.*s", (int)strcspn(s->json, "."), s->json);
         const yaml_node_t *node = mapping_lookup(p, item, top);
         if (node != NULL) {
-            key_child(path, item_path, top);
+            error_path_child(path, item_path, top);
             return fail(p, node, path, "unknown key");
         }
     }
@@ -787,11 +767,12 @@ static int model_fail(struct parser *p, const yaml_node_t *item, const char *ite
             break;
         }
     }
-    key_cut(file_path, snprintf(file_path, KEY_MAX, "%s%s", file, rest));
+    if (snprintf(file_path, sizeof(file_path), "%s%s", file, rest) >= (int)sizeof(file_path))
+        memcpy(file_path + sizeof(file_path) - 4, "...", 4);
     if (file_path[0] == '\0')
         snprintf(path, sizeof(path), "%s", item_path);
     else
-        key_child(path, item_path, file_path);
+        error_path_child(path, item_path, file_path);
     return fail(p, node_at_path(p, item, file_path), path, "%s", separator + 2);
 }
 
@@ -808,7 +789,7 @@ static json_t *item_document(struct parser *p, const yaml_node_t *item, const ch
     json_t *json_acl = json_is_object(doc) ? json_object_get(doc, "acl") : NULL;
     json_t *typed;
     if (entries != NULL && json_is_object(json_acl)) {
-        key_child(path, item_path, "acl.entries");
+        error_path_child(path, item_path, "acl.entries");
         if ((typed = yaml_to_json(p, entries, path, 0, true)) == NULL) {
             json_decref(doc);
             return NULL;
@@ -824,9 +805,9 @@ static json_t *item_document(struct parser *p, const yaml_node_t *item, const ch
         json_t *json_resource = json_array_get(json_resources, i);
         if (content == NULL || !json_is_object(json_resource))
             continue;
-        key_child(path, item_path, "resources");
-        key_index(content_path, path, i);
-        key_child(path, content_path, "content");
+        error_path_child(path, item_path, "resources");
+        error_path_index(content_path, path, i);
+        error_path_child(path, content_path, "content");
         if ((typed = yaml_to_json(p, content, path, 0, true)) == NULL) {
             json_decref(doc);
             return NULL;
@@ -851,7 +832,7 @@ static int check_hub_key(struct parser *p, const yaml_node_t *item, const char *
     char path[KEY_MAX];
     if (name == NULL)
         return 0;
-    key_child(path, item_path, field);
+    error_path_child(path, item_path, field);
     const yaml_node_t *node = node_at_path(p, item, field);
     const struct config_key *key = config_find_key(config, name);
     if (key == NULL)
@@ -889,7 +870,7 @@ static int parse_items(struct mapping *root, const char *key, bool is_group, str
     }
     for (size_t i = 0; i < n; i++) {
         char item_path[KEY_MAX], id_path[KEY_MAX], problem[512];
-        key_index(item_path, path, i);
+        error_path_index(item_path, path, i);
         yaml_node_t *item = sequence_item(p, list, i);
         json_t *doc = item_document(p, item, item_path, spellings);
         if (doc == NULL)
@@ -903,8 +884,8 @@ static int parse_items(struct mapping *root, const char *key, bool is_group, str
             return model_fail(p, item, item_path, spellings, problem);
         for (size_t h = 0; is_group && h < group->hub_count; h++) {
             if (config_find_hub(config, group->hub_ids[h]) == NULL) {
-                key_child(id_path, item_path, "hubIds");
-                key_index(path, id_path, h);
+                error_path_child(id_path, item_path, "hubIds");
+                error_path_index(path, id_path, h);
                 snprintf(id_path, sizeof(id_path), "hubIds[%zu]", h);
                 return fail(p, node_at_path(p, item, id_path), path, "unknown hub \"%s\"",
                             group->hub_ids[h]);
@@ -916,7 +897,7 @@ static int parse_items(struct mapping *root, const char *key, bool is_group, str
         const char *id = is_group ? group->id : hub->id;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(is_group ? config->groups[j].id : config->hubs[j].id, id) == 0) {
-                key_child(id_path, item_path, "id");
+                error_path_child(id_path, item_path, "id");
                 return fail(p, node_at_path(p, item, "id"), id_path, "\"%s\" is also %s[%zu].id",
                             id, key, j);
             }
@@ -1050,7 +1031,7 @@ static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_
         return -1;
     if ((api->cert_file == NULL) != (api->key_file == NULL)) {
         const char *absent = api->cert_file == NULL ? "certificate" : "key";
-        key_child(path, m.path, absent);
+        error_path_child(path, m.path, absent);
         return fail(p, m.node, path, "required with %s",
                     api->cert_file == NULL ? "key" : "certificate");
     }

@@ -39,7 +39,7 @@
 
 #define NO_FILES_HINT "file paths are not accepted through the management API"
 
-#define PATH_MAX_TEXT 256
+#define PATH_MAX_TEXT ERROR_PATH_MAX
 #define ONE_YEAR_S (365L * 24 * 3600)
 #define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
 #define DEFAULT_OWNER_CLAIM "sub"
@@ -82,26 +82,6 @@ __attribute__((format(printf, 3, 4))) static int fail(struct reader *r, const ch
     return error_set(r->err, r->err_length, "%s: %s", path, problem);
 }
 
-/* Paths are for messages only: an absurdly deep one is cut and ends with "...". */
-static void path_cut(char *out, int length)
-{
-    if (length >= PATH_MAX_TEXT)
-        memcpy(out + PATH_MAX_TEXT - 4, "...", 4);
-}
-
-static void path_child(char *out, const char *parent, const char *key)
-{
-    if (parent[0] == '\0')
-        path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s", key));
-    else
-        path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s.%s", parent, key));
-}
-
-static void path_index(char *out, const char *parent, size_t index)
-{
-    path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s[%zu]", parent, index));
-}
-
 /*
  * An object with only the allowed keys (NULL-terminated); null counts as
  * absent. The document itself has the path "".
@@ -124,7 +104,7 @@ static int open_object(struct reader *r, const json_t *value, const char *path, 
             i++;
         if (allowed[i] == NULL) {
             char key_path[PATH_MAX_TEXT];
-            path_child(key_path, path, key);
+            error_path_child(key_path, path, key);
             return fail(r, key_path, "%s", word_unknown(r));
         }
     }
@@ -140,7 +120,7 @@ static int read_string(struct reader *r, const json_t *object, const char *key, 
                        bool required, const char *fallback, char **out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     json_t *value = json_object_get(object, key);
     *out = NULL;
     if (value != NULL && !json_is_null(value) && !json_is_string(value))
@@ -179,7 +159,7 @@ static int read_uuid(struct reader *r, const json_t *object, const char *key, co
                      char **out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     if (read_string(r, object, key, path, true, NULL, out) < 0)
         return -1;
     return check_uuid(r, key_path, *out);
@@ -202,7 +182,7 @@ static int read_string_list(struct reader *r, const json_t *object, const char *
                             int (*check)(struct reader *, const char *, char *))
 {
     char list_path[PATH_MAX_TEXT];
-    path_child(list_path, path, key);
+    error_path_child(list_path, path, key);
     json_t *list = json_object_get(object, key);
     if (list == NULL || json_is_null(list))
         return fail(r, list_path, "required");
@@ -216,7 +196,7 @@ static int read_string_list(struct reader *r, const json_t *object, const char *
     *count = n;
     for (size_t i = 0; i < n; i++) {
         char item_path[PATH_MAX_TEXT];
-        path_index(item_path, list_path, i);
+        error_path_index(item_path, list_path, i);
         json_t *item = json_array_get(list, i);
         if (!json_is_string(item) || json_string_length(item) == 0 ||
             strlen(json_string_value(item)) != json_string_length(item))
@@ -237,7 +217,7 @@ static int read_bool(struct reader *r, const json_t *object, const char *key, co
                      bool *out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     json_t *value = json_object_get(object, key);
     *out = false;
     if (value == NULL || json_is_null(value))
@@ -254,7 +234,7 @@ static int read_seconds(struct reader *r, const json_t *object, const char *key,
                         long min, long max, long fallback, long *out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     json_t *value = json_object_get(object, key);
     *out = fallback;
     if (value == NULL || json_is_null(value))
@@ -311,7 +291,7 @@ static int read_file_path(struct reader *r, const json_t *object, const char *ke
                           char **out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     if (read_string(r, object, key, path, true, NULL, out) < 0)
         return -1;
     return check_file_path(r, key_path, out);
@@ -374,7 +354,7 @@ static int read_certificate_chain(struct reader *r, const json_t *x509, const ch
 {
     char key_path[PATH_MAX_TEXT];
     char *text;
-    path_child(key_path, path, "certificateChain");
+    error_path_child(key_path, path, "certificateChain");
     if (read_string(r, x509, "certificateChain", path, true, NULL, &text) < 0)
         return -1;
     bool is_pem = strstr(text, "-----BEGIN") != NULL;
@@ -404,7 +384,7 @@ static int read_crls(struct reader *r, const json_t *x509, const char *path,
                      struct config_group *group)
 {
     char list_path[PATH_MAX_TEXT];
-    path_child(list_path, path, "crls");
+    error_path_child(list_path, path, "crls");
     json_t *list = json_object_get(x509, "crls");
     if (list == NULL || json_is_null(list) ||
         (json_is_array(list) && json_array_size(list) == 0 && !from_file(r)))
@@ -415,7 +395,7 @@ static int read_crls(struct reader *r, const json_t *x509, const char *path,
         char item_path[PATH_MAX_TEXT];
         const char *text = group->crls[i];
         bool is_pem = strstr(text, "-----BEGIN") != NULL;
-        path_index(item_path, list_path, i);
+        error_path_index(item_path, list_path, i);
         if (r->from_api && !is_pem) {
             return fail(r, item_path, "must be a PEM CRL (" NO_FILES_HINT ")");
         } else if (text[0] == '/' || (from_file(r) && !is_pem)) {
@@ -494,7 +474,7 @@ static int read_acl(struct reader *r, const json_t *doc, struct config_group *gr
         return fail(r, "acl.entries", "must be a non-empty list");
     for (size_t i = 0; i < json_array_size(entries); i++) {
         char item_path[PATH_MAX_TEXT];
-        path_index(item_path, "acl.entries", i);
+        error_path_index(item_path, "acl.entries", i);
         if (ace_check(json_array_get(entries, i), item_path, r->err, r->err_length) < 0)
             return -1;
     }
@@ -511,7 +491,7 @@ static int read_resource(struct reader *r, const json_t *item, const char *path,
     if (open_object(r, item, path, true, keys, &resource) < 0)
         return -1;
     json_t *href = json_object_get(resource, "href");
-    path_child(key_path, path, "href");
+    error_path_child(key_path, path, "href");
     if (href == NULL)
         return fail(r, key_path, "required");
     if (!json_is_string(href) || json_string_value(href)[0] != '/')
@@ -522,7 +502,7 @@ static int read_resource(struct reader *r, const json_t *item, const char *path,
             return fail(r, key_path, "\"%s\" is listed twice", json_string_value(href));
     }
     json_t *content = json_object_get(resource, "content");
-    path_child(key_path, path, "content");
+    error_path_child(key_path, path, "content");
     if (content == NULL)
         return fail(r, key_path, "required");
     if (!json_is_object(content))
@@ -539,7 +519,7 @@ static int read_resources(struct reader *r, const json_t *doc, struct config_gro
         return fail(r, "resources", "must be a non-empty list");
     for (size_t i = 0; i < json_array_size(resources); i++) {
         char item_path[PATH_MAX_TEXT];
-        path_index(item_path, "resources", i);
+        error_path_index(item_path, "resources", i);
         if (read_resource(r, json_array_get(resources, i), item_path, resources, i) < 0)
             return -1;
     }
@@ -661,7 +641,7 @@ static int read_key_reference(struct reader *r, const json_t *object, const char
         json_t *value = json_object_get(object, file_fields[i]);
         bool given = value != NULL && !json_is_null(value) &&
                      !(json_is_string(value) && json_string_length(value) == 0);
-        path_child(key_path, path, file_fields[i]);
+        error_path_child(key_path, path, file_fields[i]);
         if (given && r->from_api)
             return fail(r, key_path,
                         NO_FILES_HINT "; name a key the node's administrator registered "
@@ -670,7 +650,7 @@ static int read_key_reference(struct reader *r, const json_t *object, const char
         if (given && *name != NULL)
             return fail(r, key_path, "give keyName or the files, not both");
     }
-    path_child(key_path, path, "keyName");
+    error_path_child(key_path, path, "keyName");
     if (*name != NULL) {
         const char *problem = config_key_name_problem(*name);
         return problem == NULL ? 0 : fail(r, key_path, "%s", problem);
