@@ -347,7 +347,7 @@ static int uuid_text_normalise(const char *text, char out[UUID_STRING_LENGTH + 1
 {
     struct dps_uuid uuid;
     out[0] = '\0';
-    if (text == NULL || uuid_parse(text, strlen(text), &uuid) != 0)
+    if (text == NULL || uuid_text_parse(text, strlen(text), &uuid) != 0)
         return -1;
     uuid_format(&uuid, out);
     return 0;

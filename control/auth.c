@@ -374,34 +374,13 @@ void auth_free(struct auth *auth)
     free(auth);
 }
 
-/* r||s (JWS form) to the DER ECDSA-Sig-Value EVP_DigestVerify takes. */
-static uint8_t *es256_to_der(const uint8_t *raw, size_t *length)
-{
-    ECDSA_SIG *signature = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(raw, P256_COORDINATE_LENGTH, NULL);
-    BIGNUM *s = BN_bin2bn(raw + P256_COORDINATE_LENGTH, P256_COORDINATE_LENGTH, NULL);
-    unsigned char *der = NULL;
-    if (signature == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(signature, r, s) != 1) {
-        BN_free(r);
-        BN_free(s);
-        ECDSA_SIG_free(signature);
-        return NULL;
-    }
-    int der_length = i2d_ECDSA_SIG(signature, &der);
-    ECDSA_SIG_free(signature);
-    if (der_length <= 0)
-        return NULL;
-    *length = (size_t)der_length;
-    return der;
-}
-
 static bool signature_verifies(const struct auth_key *key, const char *signed_part,
                                size_t signed_length, const uint8_t *signature, size_t length)
 {
     uint8_t *der = NULL;
     if (strcmp(key->alg, "ES256") == 0) {
-        if (length != 2 * P256_COORDINATE_LENGTH ||
-            (der = es256_to_der(signature, &length)) == NULL)
+        if (length != JWT_ES256_SIGNATURE_LENGTH ||
+            (der = jwt_es256_signature_to_der(signature, &length)) == NULL)
             return false;
         signature = der;
     }

@@ -9,14 +9,17 @@
  * "null") counts as absent. Hubs are read before enrollment groups, whatever
  * their order in the file, so that a group's hubIds can be checked.
  *
- * ACL entries and initial resource contents are free-form YAML: they are
- * converted to JSON text (jansson) with the usual YAML scalar rules, then the
- * ACL entries are checked against the strict ACE shape the device client
- * accepts (PROTOCOL.md 2.5).
+ * Enrollment groups and hubs are not read here: each becomes the JSON
+ * document the management API accepts and goes through control/model.c, so a
+ * field has one set of rules and one message wherever it comes from. The
+ * file is the trusted source (model_*_from_file): it may name key and CA
+ * files, relative to its folder. See "Groups and hubs" below.
  */
 #include "control/config.h"
 #include "control/jwks_remote.h"
+#include "control/model.h"
 #include "crypto/keyfile.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "dataplane/proxy.h"
 
@@ -36,7 +39,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#define KEY_MAX 256
+#define KEY_MAX ERROR_PATH_MAX
 #define MAPPING_KEYS_MAX 24
 #define ONE_YEAR_S (365L * 24 * 3600)
 #define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
@@ -80,26 +83,6 @@ __attribute__((format(printf, 4, 5))) static int fail(struct parser *p, const ya
     else
         snprintf(p->err, p->err_length, "%s%s: %s", p->file, where, problem);
     return -1;
-}
-
-/* Key paths are for messages only: an absurdly deep one is cut and ends with "...". */
-static void key_cut(char *out, int length)
-{
-    if (length >= KEY_MAX)
-        memcpy(out + KEY_MAX - 4, "...", 4);
-}
-
-static void key_child(char *out, const char *parent, const char *key)
-{
-    if (parent[0] == '\0')
-        key_cut(out, snprintf(out, KEY_MAX, "%s", key));
-    else
-        key_cut(out, snprintf(out, KEY_MAX, "%s.%s", parent, key));
-}
-
-static void key_index(char *out, const char *parent, size_t index)
-{
-    key_cut(out, snprintf(out, KEY_MAX, "%s[%zu]", parent, index));
 }
 
 static yaml_node_t *node_at(struct parser *p, int index)
@@ -156,6 +139,15 @@ static int mapping_open(struct parser *p, const yaml_node_t *node, const char *p
     m->p = p;
     m->keys = keys;
     snprintf(m->path, sizeof(m->path), "%s", path);
+    size_t key_count = 0;
+    while (keys[key_count] != NULL)
+        key_count++;
+    if (key_count > MAPPING_KEYS_MAX) {
+        /* A table in this file outgrew the mapping: every file naming it is refused, never misread.
+         */
+        return fail(p, node, path, "has %zu known keys, more than this build's %d", key_count,
+                    MAPPING_KEYS_MAX);
+    }
     if (node == NULL || node_is_null(node))
         return 0;
     if (node->type != YAML_MAPPING_NODE)
@@ -170,7 +162,7 @@ static int mapping_open(struct parser *p, const yaml_node_t *node, const char *p
             return fail(p, key_node, path, "keys must be plain names");
         const char *key = scalar_text(key_node);
         char key_path[KEY_MAX];
-        key_child(key_path, path, key);
+        error_path_child(key_path, path, key);
         size_t i = 0;
         while (keys[i] != NULL && strcmp(keys[i], key) != 0)
             i++;
@@ -188,7 +180,7 @@ static int mapping_open(struct parser *p, const yaml_node_t *node, const char *p
 /* The value of key (NULL when absent) and its key path. */
 static yaml_node_t *mapping_value(struct mapping *m, const char *key, char *path)
 {
-    key_child(path, m->path, key);
+    error_path_child(path, m->path, key);
     for (size_t i = 0; m->keys[i] != NULL; i++) {
         if (strcmp(m->keys[i], key) == 0)
             return m->values[i];
@@ -286,16 +278,8 @@ static int map_unsigned(struct mapping *m, const char *key, unsigned long min, u
     return 0;
 }
 
-/* Ns, Nm, Nh, Nd, or a plain number of seconds. */
-static int map_duration(struct mapping *m, const char *key, long min, long max, long fallback,
-                        long *out)
+int config_duration_parse(const char *text, long *seconds)
 {
-    char path[KEY_MAX];
-    yaml_node_t *node = mapping_value(m, key, path);
-    *out = fallback;
-    if (node == NULL)
-        return 0;
-    const char *text = node->type == YAML_SCALAR_NODE ? scalar_text(node) : "";
     char *end;
     errno = 0;
     long value = strtol(text, &end, 10);
@@ -303,6 +287,7 @@ static int map_duration(struct mapping *m, const char *key, long min, long max, 
     char suffix = *end;
     switch (suffix) {
     case 's':
+    case '\0':
         break;
     case 'm':
         unit = 60;
@@ -313,35 +298,30 @@ static int map_duration(struct mapping *m, const char *key, long min, long max, 
     case 'd':
         unit = 86400;
         break;
-    case '\0':
-        break;
     default:
-        unit = 0;
-        break;
+        return -1;
     }
-    bool valid = text[0] >= '0' && text[0] <= '9' && unit != 0 &&
-                 (suffix == '\0' || end[1] == '\0') && errno == 0 && value <= LONG_MAX / unit;
-    if (!valid || value * unit < min || value * unit > max)
-        return fail(m->p, node, path,
-                    "must be a duration from %lds to %lds (a number of seconds, or N followed "
-                    "by s, m, h or d)",
-                    min, max);
-    *out = value * unit;
+    if (text[0] < '0' || text[0] > '9' || (suffix != '\0' && end[1] != '\0') || errno != 0 ||
+        value > LONG_MAX / unit)
+        return -1;
+    *seconds = value * unit;
     return 0;
 }
 
-static int map_bool(struct mapping *m, const char *key, bool fallback, bool *out)
+static int map_duration(struct mapping *m, const char *key, long min, long max, long fallback,
+                        long *out)
 {
     char path[KEY_MAX];
     yaml_node_t *node = mapping_value(m, key, path);
     *out = fallback;
     if (node == NULL)
         return 0;
-    const char *text = node->type == YAML_SCALAR_NODE ? scalar_text(node) : "";
-    if (strcmp(text, "true") == 0)
-        *out = true;
-    else if (strcmp(text, "false") != 0)
-        return fail(m->p, node, path, "must be true or false");
+    long seconds;
+    if (config_duration_parse(node->type == YAML_SCALAR_NODE ? scalar_text(node) : "", &seconds) !=
+            0 ||
+        seconds < min || seconds > max)
+        return fail(m->p, node, path, CONFIG_DURATION_PROBLEM, min, max);
+    *out = seconds;
     return 0;
 }
 
@@ -386,7 +366,7 @@ static int map_string_list(struct mapping *m, const char *key, bool required, ch
     *count = n;
     for (size_t i = 0; i < n; i++) {
         char item_path[KEY_MAX];
-        key_index(item_path, path, i);
+        error_path_index(item_path, path, i);
         yaml_node_t *item = sequence_item(m->p, list, i);
         if (scalar_string(m->p, item, item_path, &(*items)[i]) < 0)
             return -1;
@@ -411,27 +391,6 @@ bool config_uuid_valid(const char *text)
             return false;
     }
     return true;
-}
-
-/* Validates a UUID and lower-cases it, so that ids compare as strings. */
-static int check_uuid(struct parser *p, const yaml_node_t *node, const char *path, char *text)
-{
-    if (!config_uuid_valid(text))
-        return fail(p, node, path, "\"%s\" is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-                    text);
-    for (char *c = text; *c != '\0'; c++) {
-        if (*c >= 'A' && *c <= 'F')
-            *c = (char)(*c - 'A' + 'a');
-    }
-    return 0;
-}
-
-static int map_uuid(struct mapping *m, const char *key, char **out)
-{
-    char path[KEY_MAX];
-    if (map_string(m, key, true, NULL, out) < 0)
-        return -1;
-    return check_uuid(m->p, mapping_value(m, key, path), path, *out);
 }
 
 /*
@@ -541,19 +500,12 @@ const char *config_claims_problem(const char *owner_claim, const char *device_id
     return NULL;
 }
 
-static int check_gateway(struct parser *p, const yaml_node_t *node, const char *path, char *text)
-{
-    static const char scheme[] = "coaps+tcp://";
-    if (strncmp(text, scheme, sizeof(scheme) - 1) != 0)
-        return fail(p, node, path, "\"%s\" must start with %s", text, scheme);
-    const char *problem = config_gateway_problem(text);
-    if (problem != NULL)
-        return fail(p, node, path, "\"%s\": %s", text, problem);
-    return 0;
-}
-
-/* YAML scalar rules: quoted is a string; plain null/bool/integer/real or else a string. */
-static json_t *scalar_to_json(struct parser *p, const yaml_node_t *node, const char *path)
+/*
+ * YAML scalar rules: quoted is a string; plain null/bool/integer/real or else
+ * a string. Untyped, every scalar but null stays text.
+ */
+static json_t *scalar_to_json(struct parser *p, const yaml_node_t *node, const char *path,
+                              bool typed)
 {
     const char *text = scalar_text(node);
     size_t length = node->data.scalar.length;
@@ -561,6 +513,8 @@ static json_t *scalar_to_json(struct parser *p, const yaml_node_t *node, const c
     if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
         if (node_is_null(node))
             return json_null();
+    }
+    if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE && typed) {
         if (strcmp(text, "true") == 0)
             return json_true();
         if (strcmp(text, "false") == 0)
@@ -589,7 +543,8 @@ static json_t *scalar_to_json(struct parser *p, const yaml_node_t *node, const c
     return json;
 }
 
-static json_t *yaml_to_json(struct parser *p, const yaml_node_t *node, const char *path, int depth)
+static json_t *yaml_to_json(struct parser *p, const yaml_node_t *node, const char *path, int depth,
+                            bool typed)
 {
     if (depth > JSON_DEPTH_MAX || p->json_nodes == 0) {
         fail(p, node, path, "nested too deeply or too large");
@@ -597,14 +552,14 @@ static json_t *yaml_to_json(struct parser *p, const yaml_node_t *node, const cha
     }
     p->json_nodes--;
     if (node->type == YAML_SCALAR_NODE)
-        return scalar_to_json(p, node, path);
+        return scalar_to_json(p, node, path, typed);
 
     char child_path[KEY_MAX];
     if (node->type == YAML_SEQUENCE_NODE) {
         json_t *array = json_array();
         for (size_t i = 0; array != NULL && i < sequence_length(node); i++) {
-            key_index(child_path, path, i);
-            json_t *item = yaml_to_json(p, sequence_item(p, node, i), child_path, depth + 1);
+            error_path_index(child_path, path, i);
+            json_t *item = yaml_to_json(p, sequence_item(p, node, i), child_path, depth + 1, typed);
             if (item == NULL || json_array_append_new(array, item) < 0) {
                 json_decref(array);
                 return NULL;
@@ -623,526 +578,19 @@ static json_t *yaml_to_json(struct parser *p, const yaml_node_t *node, const cha
             return NULL;
         }
         const char *key = scalar_text(key_node);
-        key_child(child_path, path, key);
+        error_path_child(child_path, path, key);
         if (json_object_get(object, key) != NULL) {
             fail(p, key_node, child_path, "duplicate key");
             json_decref(object);
             return NULL;
         }
-        json_t *value = yaml_to_json(p, node_at(p, pair->value), child_path, depth + 1);
+        json_t *value = yaml_to_json(p, node_at(p, pair->value), child_path, depth + 1, typed);
         if (value == NULL || json_object_set_new(object, key, value) < 0) {
             json_decref(object);
             return NULL;
         }
     }
     return object;
-}
-
-/* The YAML node of key under node when there is one, else node itself (for line numbers). */
-static const yaml_node_t *line_of(struct parser *p, const yaml_node_t *node, const char *key)
-{
-    const yaml_node_t *child = mapping_lookup(p, node, key);
-    return child != NULL ? child : node;
-}
-
-/* "path: problem" into err; -1. */
-__attribute__((format(printf, 4, 5))) static int json_fail(char *err, size_t err_length,
-                                                           const char *path, const char *fmt, ...)
-{
-    if (err == NULL || err_length == 0)
-        return -1;
-    char problem[512];
-    va_list args;
-    va_start(args, fmt);
-    vsnprintf(problem, sizeof(problem), fmt, args);
-    va_end(args);
-    snprintf(err, err_length, "%s: %s", path, problem);
-    return -1;
-}
-
-/* Checks that object has only the allowed keys (NULL-terminated). */
-static int check_json_keys(const json_t *object, const char *path, const char *const *allowed,
-                           const char *shape, char *err, size_t err_length)
-{
-    if (!json_is_object(object))
-        return json_fail(err, err_length, path, "must be a mapping");
-    const char *key;
-    json_t *value;
-    json_object_foreach((json_t *)object, key, value)
-    {
-        size_t i = 0;
-        while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
-            i++;
-        if (allowed[i] == NULL) {
-            char key_path[KEY_MAX];
-            key_child(key_path, path, key);
-            return json_fail(err, err_length, key_path, "unknown key (%s)", shape);
-        }
-    }
-    return 0;
-}
-
-static int check_ace_subject(const json_t *subject, const char *path, char *err, size_t err_length)
-{
-    static const char *const keys[] = {"uuid", "role", "authority", "conntype", NULL};
-    if (check_json_keys(subject, path, keys,
-                        "a subject has one of uuid, role (with authority) or conntype", err,
-                        err_length) < 0)
-        return -1;
-    json_t *uuid = json_object_get(subject, "uuid");
-    json_t *role = json_object_get(subject, "role");
-    json_t *conntype = json_object_get(subject, "conntype");
-    if ((uuid != NULL) + (role != NULL) + (conntype != NULL) != 1)
-        return json_fail(err, err_length, path, "must have exactly one of uuid, role or conntype");
-    char key_path[KEY_MAX];
-    if (json_object_get(subject, "authority") != NULL) {
-        key_child(key_path, path, "authority");
-        if (role == NULL)
-            return json_fail(err, err_length, key_path, "only allowed with role");
-        if (!json_is_string(json_object_get(subject, "authority")))
-            return json_fail(err, err_length, key_path, "must be a string");
-    }
-    if (uuid != NULL) {
-        key_child(key_path, path, "uuid");
-        if (!json_is_string(uuid) || (strcmp(json_string_value(uuid), "*") != 0 &&
-                                      !config_uuid_valid(json_string_value(uuid))))
-            return json_fail(err, err_length, key_path, "must be a UUID or \"*\"");
-    }
-    if (role != NULL) {
-        key_child(key_path, path, "role");
-        if (!json_is_string(role) || json_string_length(role) == 0)
-            return json_fail(err, err_length, key_path, "must be a non-empty string");
-    }
-    if (conntype != NULL) {
-        key_child(key_path, path, "conntype");
-        const char *text = json_is_string(conntype) ? json_string_value(conntype) : "";
-        if (strcmp(text, "auth-crypt") != 0 && strcmp(text, "anon-clear") != 0)
-            return json_fail(err, err_length, key_path, "must be auth-crypt or anon-clear");
-    }
-    return 0;
-}
-
-static int check_ace_resource(const json_t *resource, const char *path, char *err,
-                              size_t err_length)
-{
-    static const char *const keys[] = {"href", "wc", "if", NULL};
-    if (check_json_keys(resource, path, keys, "a resource has only href, wc, if", err, err_length) <
-        0)
-        return -1;
-    char key_path[KEY_MAX];
-    json_t *href = json_object_get(resource, "href");
-    json_t *wc = json_object_get(resource, "wc");
-    json_t *interfaces = json_object_get(resource, "if");
-    if (href == NULL && wc == NULL)
-        return json_fail(err, err_length, path, "needs href or wc");
-    if (href != NULL && (!json_is_string(href) || json_string_value(href)[0] != '/')) {
-        key_child(key_path, path, "href");
-        return json_fail(err, err_length, key_path, "must be a path starting with /");
-    }
-    if (wc != NULL) {
-        const char *text = json_is_string(wc) ? json_string_value(wc) : "";
-        key_child(key_path, path, "wc");
-        if (strcmp(text, "*") != 0 && strcmp(text, "+") != 0 && strcmp(text, "-") != 0)
-            return json_fail(err, err_length, key_path, "must be \"*\", \"+\" or \"-\"");
-    }
-    if (interfaces != NULL) {
-        key_child(key_path, path, "if");
-        bool valid = json_is_array(interfaces) && json_array_size(interfaces) > 0;
-        size_t i;
-        json_t *item;
-        json_array_foreach(interfaces, i, item)
-        {
-            valid = valid && json_is_string(item) && json_string_length(item) > 0;
-        }
-        if (!valid)
-            return json_fail(err, err_length, key_path,
-                             "must be a non-empty list of interface names");
-    }
-    return 0;
-}
-
-int config_check_ace(const json_t *ace, const char *path, char *err, size_t err_length)
-{
-    static const char *const keys[] = {"aceid", "subject", "resources", "permission", "tag", NULL};
-    if (check_json_keys(ace, path, keys,
-                        "an ACE has only aceid, subject, resources, permission, tag", err,
-                        err_length) < 0)
-        return -1;
-    char key_path[KEY_MAX];
-    json_t *aceid = json_object_get(ace, "aceid");
-    key_child(key_path, path, "aceid");
-    if (aceid != NULL && (!json_is_integer(aceid) || json_integer_value(aceid) < 1 ||
-                          json_integer_value(aceid) > INT32_MAX))
-        return json_fail(err, err_length, key_path, "must be a positive integer");
-
-    json_t *tag = json_object_get(ace, "tag");
-    key_child(key_path, path, "tag");
-    if (tag != NULL && !json_is_string(tag))
-        return json_fail(err, err_length, key_path, "must be a string");
-
-    json_t *permission = json_object_get(ace, "permission");
-    key_child(key_path, path, "permission");
-    if (permission == NULL)
-        return json_fail(err, err_length, key_path, "required");
-    if (!json_is_integer(permission) || json_integer_value(permission) < 0 ||
-        json_integer_value(permission) > 31)
-        return json_fail(err, err_length, key_path,
-                         "must be an integer from 0 to 31 (C=1 R=2 U=4 D=8 N=16)");
-
-    json_t *subject = json_object_get(ace, "subject");
-    key_child(key_path, path, "subject");
-    if (subject == NULL)
-        return json_fail(err, err_length, key_path, "required");
-    if (check_ace_subject(subject, key_path, err, err_length) < 0)
-        return -1;
-
-    json_t *resources = json_object_get(ace, "resources");
-    key_child(key_path, path, "resources");
-    if (resources == NULL)
-        return json_fail(err, err_length, key_path, "required");
-    if (!json_is_array(resources) || json_array_size(resources) == 0)
-        return json_fail(err, err_length, key_path, "must be a non-empty list");
-    for (size_t i = 0; i < json_array_size(resources); i++) {
-        char item_path[KEY_MAX];
-        key_index(item_path, key_path, i);
-        if (check_ace_resource(json_array_get(resources, i), item_path, err, err_length) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* The strict ACE shape of PROTOCOL.md 2.5 (the device rejects any other key), at node's line. */
-static int check_ace(struct parser *p, const yaml_node_t *node, const char *path, json_t *ace)
-{
-    char problem[512];
-    if (config_check_ace(ace, path, problem, sizeof(problem)) < 0)
-        return fail(p, node, NULL, "%s", problem);
-    return 0;
-}
-
-static char *dump_json(struct parser *p, const yaml_node_t *node, const char *path, json_t *json)
-{
-    char *text = json_dumps(json, JSON_COMPACT);
-    if (text == NULL)
-        fail(p, node, path, "out of memory");
-    return text;
-}
-
-static int parse_acl(struct mapping *group, struct config_group *out)
-{
-    static const char *const keys[] = {"mode", "entries", NULL};
-    struct parser *p = group->p;
-    struct mapping acl;
-    if (map_mapping(group, "acl", false, keys, &acl) < 0)
-        return -1;
-    if (acl.node == NULL) {
-        out->acl_mode = CONFIG_ACL_DEFAULT;
-        return 0;
-    }
-
-    char path[KEY_MAX];
-    char *mode;
-    if (map_string(&acl, "mode", false, "extend", &mode) < 0)
-        return -1;
-    bool replace = strcmp(mode, "replace") == 0;
-    bool extend = strcmp(mode, "extend") == 0;
-    free(mode);
-    if (!replace && !extend)
-        return fail(p, mapping_value(&acl, "mode", path), path, "must be replace or extend");
-    out->acl_mode = replace ? CONFIG_ACL_REPLACE : CONFIG_ACL_EXTEND;
-
-    yaml_node_t *entries;
-    if (map_sequence(&acl, "entries", true, false, &entries, path) < 0)
-        return -1;
-    json_t *json = yaml_to_json(p, entries, path, 0);
-    if (json == NULL)
-        return -1;
-    for (size_t i = 0; i < json_array_size(json); i++) {
-        char item_path[KEY_MAX];
-        key_index(item_path, path, i);
-        if (check_ace(p, sequence_item(p, entries, i), item_path, json_array_get(json, i)) < 0) {
-            json_decref(json);
-            return -1;
-        }
-    }
-    out->acl_json = dump_json(p, entries, path, json);
-    json_decref(json);
-    return out->acl_json != NULL ? 0 : -1;
-}
-
-static int parse_resource(struct parser *p, const yaml_node_t *node, const char *path,
-                          json_t *array)
-{
-    static const char *const keys[] = {"href", "content", NULL};
-    struct mapping resource;
-    char key_path[KEY_MAX];
-    if (mapping_open(p, node, path, keys, &resource) < 0)
-        return -1;
-    if (resource.node == NULL)
-        return fail(p, node, path, "must be a mapping with href and content");
-
-    char *href;
-    if (map_string(&resource, "href", true, NULL, &href) < 0)
-        return -1;
-    yaml_node_t *href_node = mapping_value(&resource, "href", key_path);
-    if (href[0] != '/') {
-        free(href);
-        return fail(p, href_node, key_path, "must be a path starting with /");
-    }
-    size_t i;
-    json_t *previous;
-    json_array_foreach(array, i, previous)
-    {
-        if (strcmp(json_string_value(json_object_get(previous, "href")), href) == 0) {
-            fail(p, href_node, key_path, "\"%s\" is listed twice", href);
-            free(href);
-            return -1;
-        }
-    }
-
-    yaml_node_t *content_node = mapping_value(&resource, "content", key_path);
-    if (content_node == NULL) {
-        free(href);
-        return missing(&resource, key_path);
-    }
-    if (content_node->type != YAML_MAPPING_NODE) {
-        free(href);
-        return fail(p, content_node, key_path, "must be a mapping (the resource's properties)");
-    }
-    json_t *content = yaml_to_json(p, content_node, key_path, 0);
-    if (content == NULL) {
-        free(href);
-        return -1;
-    }
-    json_t *entry = json_object();
-    int result = entry == NULL ? -1 : json_object_set_new(entry, "href", json_string(href));
-    free(href);
-    if (result == 0)
-        result = json_object_set_new(entry, "content", content);
-    else
-        json_decref(content);
-    if (result < 0) {
-        json_decref(entry);
-        return fail(p, node, path, "out of memory");
-    }
-    if (json_array_append_new(array, entry) < 0)
-        return fail(p, node, path, "out of memory");
-    return 0;
-}
-
-static int parse_resources(struct mapping *group, struct config_group *out)
-{
-    struct parser *p = group->p;
-    char path[KEY_MAX];
-    yaml_node_t *list;
-    if (map_sequence(group, "resources", false, false, &list, path) < 0)
-        return -1;
-    if (list == NULL)
-        return 0;
-    json_t *array = json_array();
-    if (array == NULL)
-        return fail(p, list, path, "out of memory");
-    for (size_t i = 0; i < sequence_length(list); i++) {
-        char item_path[KEY_MAX];
-        key_index(item_path, path, i);
-        if (parse_resource(p, sequence_item(p, list, i), item_path, array) < 0) {
-            json_decref(array);
-            return -1;
-        }
-    }
-    out->resources_json = dump_json(p, list, path, array);
-    json_decref(array);
-    return out->resources_json != NULL ? 0 : -1;
-}
-
-/* A registered key's name (keyName), which the hub's owner may use. */
-static int check_key_reference(struct mapping *m, const struct config *config,
-                               const struct config_hub *hub, const char *name, bool certificate)
-{
-    char path[KEY_MAX];
-    yaml_node_t *node = mapping_value(m, "keyName", path);
-    const struct config_key *key = config_find_key(config, name);
-    if (key == NULL)
-        return fail(m->p, node, path, "no key \"%s\" in keys", name);
-    if (hub->owner == NULL || !config_key_allows(key, hub->owner))
-        return fail(m->p, node, path,
-                    "the hub's owner%s%s%s is not one of the owners of key \"%s\"",
-                    hub->owner != NULL ? " \"" : "", hub->owner != NULL ? hub->owner : "",
-                    hub->owner != NULL ? "\"" : "", name);
-    if (certificate && key->cert_file == NULL)
-        return fail(m->p, node, path, "key \"%s\" has no certificate", name);
-    return 0;
-}
-
-/* identityCertificate or token: keyName, or the files themselves (certificate with key). */
-static int parse_hub_key(struct mapping *m, const struct config *config,
-                         const struct config_hub *hub, bool certificate, char **name,
-                         char **cert_file, char **key_file)
-{
-    char path[KEY_MAX];
-    yaml_node_t *node = mapping_value(m, "keyName", path);
-    if (node == NULL) {
-        return (certificate && map_path(m, "certificate", true, NULL, true, cert_file) < 0) ||
-                       map_path(m, "key", true, NULL, true, key_file) < 0
-                   ? -1
-                   : 0;
-    }
-    char other[KEY_MAX];
-    if ((certificate && mapping_value(m, "certificate", other) != NULL) ||
-        mapping_value(m, "key", other) != NULL)
-        return fail(m->p, node, path, "give keyName or the files, not both");
-    if (map_string(m, "keyName", true, NULL, name) < 0)
-        return -1;
-    const char *problem = config_key_name_problem(*name);
-    if (problem != NULL)
-        return fail(m->p, node, path, "%s", problem);
-    return check_key_reference(m, config, hub, *name, certificate);
-}
-
-static int parse_hub(struct parser *p, const yaml_node_t *node, const char *path,
-                     const struct config *config, struct config_hub *hub)
-{
-    static const char *const hub_keys[] = {
-        "id",    "owner", "name", "gateways", "authorizationProvider", "identityCertificate",
-        "token", NULL};
-    static const char *const certificate_keys[] = {"keyName", "certificate", "key", "validity",
-                                                   NULL};
-    static const char *const token_keys[] = {"keyName",       "key",      "keyId",
-                                             "issuer",        "audience", "ownerClaim",
-                                             "deviceIdClaim", "lifetime", NULL};
-    struct mapping m, certificate, token;
-    if (mapping_open(p, node, path, hub_keys, &m) < 0)
-        return -1;
-    if (m.node == NULL)
-        return fail(p, node, path, "must be a mapping");
-    if (map_uuid(&m, "id", &hub->id) < 0 || map_string(&m, "owner", false, NULL, &hub->owner) < 0 ||
-        map_string(&m, "name", false, NULL, &hub->name) < 0 ||
-        map_string_list(&m, "gateways", true, &hub->gateways, &hub->gateway_count, check_gateway) <
-            0 ||
-        map_string(&m, "authorizationProvider", true, NULL, &hub->authorization_provider) < 0)
-        return -1;
-
-    if (map_mapping(&m, "identityCertificate", true, certificate_keys, &certificate) < 0 ||
-        parse_hub_key(&certificate, config, hub, true, &hub->ca_key_name, &hub->ca_cert_file,
-                      &hub->ca_key_file) < 0 ||
-        map_duration(&certificate, "validity", 60, HUNDRED_YEARS_S, ONE_YEAR_S,
-                     &hub->certificate_validity_s) < 0)
-        return -1;
-
-    if (map_mapping(&m, "token", true, token_keys, &token) < 0 ||
-        parse_hub_key(&token, config, hub, false, &hub->token_key_name, NULL,
-                      &hub->token_key_file) < 0 ||
-        map_string(&token, "keyId", false, NULL, &hub->token_key_id) < 0 ||
-        map_string(&token, "issuer", true, NULL, &hub->token_issuer) < 0 ||
-        map_string(&token, "audience", false, NULL, &hub->token_audience) < 0 ||
-        map_string(&token, "ownerClaim", false, "sub", &hub->token_owner_claim) < 0 ||
-        map_string(&token, "deviceIdClaim", false, NULL, &hub->token_device_id_claim) < 0 ||
-        map_duration(&token, "lifetime", 60, HUNDRED_YEARS_S, ONE_YEAR_S, &hub->token_lifetime_s) <
-            0)
-        return -1;
-    bool device_id_claim;
-    const char *problem =
-        config_claims_problem(hub->token_owner_claim, hub->token_device_id_claim, &device_id_claim);
-    if (problem != NULL) {
-        char claim_path[KEY_MAX];
-        const char *claim = device_id_claim ? "deviceIdClaim" : "ownerClaim";
-        yaml_node_t *claim_node = mapping_value(&token, claim, claim_path);
-        return fail(p, claim_node != NULL ? claim_node : token.node, claim_path, "%s", problem);
-    }
-    return 0;
-}
-
-static int parse_group_hub_ids(struct mapping *m, const struct config *config,
-                               struct config_group *group)
-{
-    char path[KEY_MAX];
-    if (map_string_list(m, "hubIds", true, &group->hub_ids, &group->hub_count, check_uuid) < 0)
-        return -1;
-    yaml_node_t *list = mapping_value(m, "hubIds", path);
-    for (size_t i = 0; i < group->hub_count; i++) {
-        if (config_find_hub(config, group->hub_ids[i]) == NULL) {
-            char item_path[KEY_MAX];
-            key_index(item_path, path, i);
-            return fail(m->p, sequence_item(m->p, list, i), item_path, "unknown hub \"%s\"",
-                        group->hub_ids[i]);
-        }
-    }
-    return 0;
-}
-
-/* CRL files, relative to the configuration's folder, each readable. */
-static int parse_crls(struct mapping *m, struct config_group *group)
-{
-    char path[KEY_MAX];
-    if (map_string_list(m, "crls", false, &group->crls, &group->crl_count, NULL) < 0)
-        return -1;
-    yaml_node_t *list = mapping_value(m, "crls", path);
-    for (size_t i = 0; i < group->crl_count; i++) {
-        char item_path[KEY_MAX];
-        key_index(item_path, path, i);
-        yaml_node_t *item = sequence_item(m->p, list, i);
-        char *resolved = resolve_path(m->p, group->crls[i]);
-        if (resolved == NULL)
-            return fail(m->p, item, item_path, "out of memory");
-        free(group->crls[i]);
-        group->crls[i] = resolved;
-        struct stat st;
-        if (access(resolved, R_OK) != 0 || stat(resolved, &st) != 0)
-            return fail(m->p, item, item_path, "cannot read %s: %s", resolved, strerror(errno));
-        if (!S_ISREG(st.st_mode))
-            return fail(m->p, item, item_path, "%s is not a regular file", resolved);
-    }
-    return 0;
-}
-
-static int parse_group(struct parser *p, const yaml_node_t *node, const char *path,
-                       const struct config *config, struct config_group *group)
-{
-    static const char *const group_keys[] = {
-        "id",           "owner", "name",      "attestation", "hubIds",
-        "preSharedKey", "acl",   "resources", "disabled",    NULL};
-    static const char *const attestation_keys[] = {"certificateChain", "leadCertificateName",
-                                                   "expiredCertificateEnabled", "crls", NULL};
-    struct mapping m, attestation;
-    if (mapping_open(p, node, path, group_keys, &m) < 0)
-        return -1;
-    if (m.node == NULL)
-        return fail(p, node, path, "must be a mapping");
-    if (map_uuid(&m, "id", &group->id) < 0 ||
-        map_string(&m, "owner", true, NULL, &group->owner) < 0 ||
-        map_string(&m, "name", false, NULL, &group->name) < 0)
-        return -1;
-
-    if (map_mapping(&m, "attestation", true, attestation_keys, &attestation) < 0 ||
-        map_path(&attestation, "certificateChain", true, NULL, true, &group->ca_chain_file) < 0 ||
-        map_string(&attestation, "leadCertificateName", false, NULL,
-                   &group->lead_certificate_name) < 0 ||
-        map_bool(&attestation, "expiredCertificateEnabled", false,
-                 &group->expired_certificate_enabled) < 0 ||
-        parse_crls(&attestation, group) < 0 ||
-        map_bool(&m, "disabled", false, &group->disabled) < 0)
-        return -1;
-
-    if (parse_group_hub_ids(&m, config, group) < 0)
-        return -1;
-
-    char key_path[KEY_MAX];
-    char problem[128];
-    char *psk;
-    if (map_string(&m, "preSharedKey", false, NULL, &psk) < 0)
-        return -1;
-    if (psk != NULL) {
-        size_t length = strlen(psk);
-        int set = config_psk_set(group, psk, length, problem, sizeof(problem));
-        explicit_bzero(psk, length);
-        free(psk);
-        if (set < 0)
-            return fail(p, mapping_value(&m, "preSharedKey", key_path), key_path, "%s", problem);
-    }
-
-    if (parse_acl(&m, group) < 0 || parse_resources(&m, group) < 0)
-        return -1;
-    return 0;
 }
 
 static int check_key_name(struct parser *p, const yaml_node_t *node, const char *path, char *text)
@@ -1170,7 +618,7 @@ static int parse_keys(struct mapping *root, struct config *config)
         char item_path[KEY_MAX], name_path[KEY_MAX];
         struct config_key *key = &config->keys[i];
         struct mapping m;
-        key_index(item_path, path, i);
+        error_path_index(item_path, path, i);
         yaml_node_t *item = sequence_item(p, list, i);
         if (mapping_open(p, item, item_path, key_keys, &m) < 0)
             return -1;
@@ -1191,62 +639,277 @@ static int parse_keys(struct mapping *root, struct config *config)
     return 0;
 }
 
-static int parse_hubs(struct mapping *root, struct config *config)
+/*
+ * Groups and hubs: the file's YAML becomes the JSON document the management
+ * API reads (control/model.h), and model_*_from_file() reads it with the
+ * same rules. Scalars stay text (the model reads "1d" and "true" from the
+ * file), except in ACL entries and resource contents, free-form JSON where
+ * YAML's scalar rules make numbers and booleans. The file spells a few fields
+ * flatter than protojson: they are moved into place before the model reads
+ * the document, and moved back in its messages, which then name the YAML key
+ * and its line. What needs the whole file (hubs a group names, keys a hub
+ * names, ids given twice) is checked here.
+ */
+struct spelling {
+    const char *file; /* the key path as the file writes it */
+    const char *json; /* where the document has it */
+    bool moves;       /* false: only messages about json are renamed */
+};
+
+static const struct spelling hub_spellings[] = {
+    {"authorizationProvider", "authorization.provider.name", true},
+    {"token.audience", "authorization.provider.audience", true},
+    {"token.ownerClaim", "authorization.ownerClaim", true},
+    {"token.deviceIdClaim", "authorization.deviceIdClaim", true},
+    {"authorizationProvider", "authorization.provider", false},
+    {"authorizationProvider", "authorization", false},
+    {"id", "hubId", false},
+    {NULL, NULL, false},
+};
+
+static const struct spelling group_spellings[] = {
+    {"attestation", "attestationMechanism.x509", true},
+    {"attestation", "attestationMechanism", false},
+    {NULL, NULL, false},
+};
+
+/* The node at a relative key path ("a.b[2].c"), or the deepest one on the way (for its line). */
+static const yaml_node_t *node_at_path(struct parser *p, const yaml_node_t *node, const char *path)
 {
-    struct parser *p = root->p;
-    char path[KEY_MAX];
-    yaml_node_t *list;
-    if (map_sequence(root, "hubs", false, true, &list, path) < 0)
-        return -1;
-    if (list == NULL || sequence_length(list) == 0)
-        return 0;
-    size_t n = sequence_length(list);
-    if ((config->hubs = calloc(n, sizeof(*config->hubs))) == NULL)
-        return fail(p, list, path, "out of memory");
-    config->hub_count = n;
-    for (size_t i = 0; i < n; i++) {
-        char item_path[KEY_MAX];
-        key_index(item_path, path, i);
-        yaml_node_t *item = sequence_item(p, list, i);
-        if (parse_hub(p, item, item_path, config, &config->hubs[i]) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(config->hubs[j].id, config->hubs[i].id) == 0) {
-                char id_path[KEY_MAX];
-                key_child(id_path, item_path, "id");
-                return fail(p, line_of(p, item, "id"), id_path, "\"%s\" is also hubs[%zu].id",
-                            config->hubs[i].id, j);
-            }
+    char key[KEY_MAX];
+    while (*path != '\0' && node != NULL) {
+        const yaml_node_t *next = NULL;
+        if (*path == '[') {
+            char *end;
+            unsigned long index = strtoul(path + 1, &end, 10);
+            if (node->type == YAML_SEQUENCE_NODE && *end == ']' && index < sequence_length(node))
+                next = sequence_item(p, node, index);
+            path = *end == ']' ? end + 1 : end;
+        } else {
+            path += *path == '.';
+            size_t length = strcspn(path, ".[");
+            snprintf(key, sizeof(key), "%.*s", (int)length, path);
+            next = mapping_lookup(p, node, key);
+            path += length;
         }
+        if (next == NULL)
+            break;
+        node = next;
+    }
+    return node;
+}
+
+/* The value at a dotted path of object keys, or NULL. */
+static json_t *json_at(json_t *doc, const char *path)
+{
+    char key[KEY_MAX];
+    while (doc != NULL && *path != '\0') {
+        size_t length = strcspn(path, ".");
+        snprintf(key, sizeof(key), "%.*s", (int)length, path);
+        doc = json_is_object(doc) ? json_object_get(doc, key) : NULL;
+        path += length + (path[length] == '.');
+    }
+    return doc;
+}
+
+/* Moves the file's spellings into the document's places; 0, or -1 on a document-only key. */
+static int respell(struct parser *p, const yaml_node_t *item, const char *item_path, json_t *doc,
+                   const struct spelling *spellings)
+{
+    if (!json_is_object(doc))
+        return 0;
+    for (const struct spelling *s = spellings; s->file != NULL; s++) {
+        char top[KEY_MAX], path[KEY_MAX];
+        snprintf(top, sizeof(top), "%.*s", (int)strcspn(s->json, "."), s->json);
+        const yaml_node_t *node = mapping_lookup(p, item, top);
+        if (node != NULL) {
+            error_path_child(path, item_path, top);
+            return fail(p, node, path, "unknown key");
+        }
+    }
+    for (const struct spelling *s = spellings; s->file != NULL; s++) {
+        json_t *value = s->moves ? json_at(doc, s->file) : NULL;
+        if (value == NULL)
+            continue;
+        json_incref(value);
+        const char *last_dot = strrchr(s->file, '.');
+        char parent[KEY_MAX];
+        snprintf(parent, sizeof(parent), "%.*s", last_dot != NULL ? (int)(last_dot - s->file) : 0,
+                 s->file);
+        json_object_del(parent[0] != '\0' ? json_at(doc, parent) : doc,
+                        last_dot != NULL ? last_dot + 1 : s->file);
+        json_t *object = doc;
+        const char *path = s->json;
+        for (size_t length; (length = strcspn(path, ".")), path[length] == '.';
+             path += length + 1) {
+            char key[KEY_MAX];
+            snprintf(key, sizeof(key), "%.*s", (int)length, path);
+            json_t *child = json_object_get(object, key);
+            if (child == NULL) {
+                child = json_object();
+                json_object_set_new(object, key, child);
+            }
+            object = child;
+        }
+        if (json_object_set_new(object, path, value) < 0)
+            return fail(p, item, item_path, "out of memory");
     }
     return 0;
 }
 
-static int parse_groups(struct mapping *root, struct config *config)
+/* Fails with the model's "json.path: problem", named as the file spells it, at its line. */
+static int model_fail(struct parser *p, const yaml_node_t *item, const char *item_path,
+                      const struct spelling *spellings, const char *err)
+{
+    const char *separator = strstr(err, ": ");
+    if (separator == NULL)
+        return fail(p, item, item_path, "%s", err);
+    char json_path[KEY_MAX], file_path[KEY_MAX], path[KEY_MAX];
+    snprintf(json_path, sizeof(json_path), "%.*s", (int)(separator - err), err);
+    const char *file = "";
+    const char *rest = strcmp(json_path, "(document)") == 0 ? "" : json_path;
+    for (const struct spelling *s = spellings; s->file != NULL; s++) {
+        size_t length = strlen(s->json);
+        if (strncmp(json_path, s->json, length) == 0 &&
+            (json_path[length] == '\0' || json_path[length] == '.' || json_path[length] == '[')) {
+            file = s->file;
+            rest = json_path + length;
+            break;
+        }
+    }
+    if (snprintf(file_path, sizeof(file_path), "%s%s", file, rest) >= (int)sizeof(file_path))
+        memcpy(file_path + sizeof(file_path) - 4, "...", 4);
+    if (file_path[0] == '\0')
+        snprintf(path, sizeof(path), "%s", item_path);
+    else
+        error_path_child(path, item_path, file_path);
+    return fail(p, node_at_path(p, item, file_path), path, "%s", separator + 2);
+}
+
+/* The item as the model's document: text scalars, typed free-form parts, document spellings. */
+static json_t *item_document(struct parser *p, const yaml_node_t *item, const char *item_path,
+                             const struct spelling *spellings)
+{
+    json_t *doc = yaml_to_json(p, item, item_path, 0, false);
+    if (doc == NULL)
+        return NULL;
+    char path[KEY_MAX], content_path[KEY_MAX];
+    const yaml_node_t *acl = mapping_lookup(p, item, "acl");
+    const yaml_node_t *entries = mapping_lookup(p, acl, "entries");
+    json_t *json_acl = json_is_object(doc) ? json_object_get(doc, "acl") : NULL;
+    json_t *typed;
+    if (entries != NULL && json_is_object(json_acl)) {
+        error_path_child(path, item_path, "acl.entries");
+        if ((typed = yaml_to_json(p, entries, path, 0, true)) == NULL) {
+            json_decref(doc);
+            return NULL;
+        }
+        json_object_set_new(json_acl, "entries", typed);
+    }
+    const yaml_node_t *resources = mapping_lookup(p, item, "resources");
+    json_t *json_resources = json_is_object(doc) ? json_object_get(doc, "resources") : NULL;
+    for (size_t i = 0; resources != NULL && resources->type == YAML_SEQUENCE_NODE &&
+                       i < sequence_length(resources);
+         i++) {
+        const yaml_node_t *content = mapping_lookup(p, sequence_item(p, resources, i), "content");
+        json_t *json_resource = json_array_get(json_resources, i);
+        if (content == NULL || !json_is_object(json_resource))
+            continue;
+        error_path_child(path, item_path, "resources");
+        error_path_index(content_path, path, i);
+        error_path_child(path, content_path, "content");
+        if ((typed = yaml_to_json(p, content, path, 0, true)) == NULL) {
+            json_decref(doc);
+            return NULL;
+        }
+        json_object_set_new(json_resource, "content", typed);
+    }
+    if (respell(p, item, item_path, doc, spellings) < 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* A registered key named by a hub: it exists, the hub's owner may use it, it can sign certificates.
+ */
+static int check_hub_key(struct parser *p, const yaml_node_t *item, const char *item_path,
+                         const struct config *config, const struct config_hub *hub,
+                         bool certificate)
+{
+    const char *name = certificate ? hub->ca_key_name : hub->token_key_name;
+    const char *field = certificate ? "identityCertificate.keyName" : "token.keyName";
+    char path[KEY_MAX];
+    if (name == NULL)
+        return 0;
+    error_path_child(path, item_path, field);
+    const yaml_node_t *node = node_at_path(p, item, field);
+    const struct config_key *key = config_find_key(config, name);
+    if (key == NULL)
+        return fail(p, node, path, "no key \"%s\" in keys", name);
+    if (hub->owner == NULL || !config_key_allows(key, hub->owner))
+        return fail(p, node, path, "the hub's owner%s%s%s is not one of the owners of key \"%s\"",
+                    hub->owner != NULL ? " \"" : "", hub->owner != NULL ? hub->owner : "",
+                    hub->owner != NULL ? "\"" : "", name);
+    if (certificate && key->cert_file == NULL)
+        return fail(p, node, path, "key \"%s\" has no certificate", name);
+    return 0;
+}
+
+/* Reads the list at key of root as groups (is_group) or hubs, each through the model. */
+static int parse_items(struct mapping *root, const char *key, bool is_group, struct config *config)
 {
     struct parser *p = root->p;
+    const struct spelling *spellings = is_group ? group_spellings : hub_spellings;
     char path[KEY_MAX];
     yaml_node_t *list;
-    if (map_sequence(root, "enrollmentGroups", false, true, &list, path) < 0)
+    if (map_sequence(root, key, false, true, &list, path) < 0)
         return -1;
     if (list == NULL || sequence_length(list) == 0)
         return 0;
     size_t n = sequence_length(list);
-    if ((config->groups = calloc(n, sizeof(*config->groups))) == NULL)
+    void *items = calloc(n, is_group ? sizeof(*config->groups) : sizeof(*config->hubs));
+    if (items == NULL)
         return fail(p, list, path, "out of memory");
-    config->group_count = n;
+    if (is_group) {
+        config->groups = items;
+        config->group_count = n;
+    } else {
+        config->hubs = items;
+        config->hub_count = n;
+    }
     for (size_t i = 0; i < n; i++) {
-        char item_path[KEY_MAX];
-        key_index(item_path, path, i);
+        char item_path[KEY_MAX], id_path[KEY_MAX], problem[512];
+        error_path_index(item_path, path, i);
         yaml_node_t *item = sequence_item(p, list, i);
-        if (parse_group(p, item, item_path, config, &config->groups[i]) < 0)
+        json_t *doc = item_document(p, item, item_path, spellings);
+        if (doc == NULL)
             return -1;
+        struct config_group *group = is_group ? &config->groups[i] : NULL;
+        struct config_hub *hub = is_group ? NULL : &config->hubs[i];
+        int read = is_group ? model_group_from_file(doc, p->dir, group, problem, sizeof(problem))
+                            : model_hub_from_file(doc, p->dir, hub, problem, sizeof(problem));
+        json_decref(doc);
+        if (read < 0)
+            return model_fail(p, item, item_path, spellings, problem);
+        for (size_t h = 0; is_group && h < group->hub_count; h++) {
+            if (config_find_hub(config, group->hub_ids[h]) == NULL) {
+                error_path_child(id_path, item_path, "hubIds");
+                error_path_index(path, id_path, h);
+                snprintf(id_path, sizeof(id_path), "hubIds[%zu]", h);
+                return fail(p, node_at_path(p, item, id_path), path, "unknown hub \"%s\"",
+                            group->hub_ids[h]);
+            }
+        }
+        if (!is_group && (check_hub_key(p, item, item_path, config, hub, true) < 0 ||
+                          check_hub_key(p, item, item_path, config, hub, false) < 0))
+            return -1;
+        const char *id = is_group ? group->id : hub->id;
         for (size_t j = 0; j < i; j++) {
-            if (strcmp(config->groups[j].id, config->groups[i].id) == 0) {
-                char id_path[KEY_MAX];
-                key_child(id_path, item_path, "id");
-                return fail(p, line_of(p, item, "id"), id_path,
-                            "\"%s\" is also enrollmentGroups[%zu].id", config->groups[i].id, j);
+            if (strcmp(is_group ? config->groups[j].id : config->hubs[j].id, id) == 0) {
+                error_path_child(id_path, item_path, "id");
+                return fail(p, node_at_path(p, item, "id"), id_path, "\"%s\" is also %s[%zu].id",
+                            id, key, j);
             }
         }
     }
@@ -1365,7 +1028,7 @@ static int parse_api_keys(struct mapping *m, struct config_api *api)
     for (size_t i = 0; i < 3; i++)
         named += values[i] != NULL;
     if (named != 1) {
-        key_child(path, m->path, "jwks");
+        error_path_child(path, m->path, "jwks");
         return fail(m->p, m->node, path,
                     "name exactly one of jwks (a file), jwksUrl and authority");
     }
@@ -1424,7 +1087,7 @@ static int parse_api(struct mapping *root, struct config_api *api, enum keyfile_
         return -1;
     if ((api->cert_file == NULL) != (api->key_file == NULL)) {
         const char *absent = api->cert_file == NULL ? "certificate" : "key";
-        key_child(path, m.path, absent);
+        error_path_child(path, m.path, absent);
         return fail(p, m.node, path, "required with %s",
                     api->cert_file == NULL ? "key" : "certificate");
     }
@@ -1709,7 +1372,8 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
         return fail(p, mapping_value(&m, "logLevel", path), path,
                     "must be debug, info, warn or error");
 
-    if (parse_keys(&m, config) < 0 || parse_hubs(&m, config) < 0 || parse_groups(&m, config) < 0 ||
+    if (parse_keys(&m, config) < 0 || parse_items(&m, "hubs", false, config) < 0 ||
+        parse_items(&m, "enrollmentGroups", true, config) < 0 ||
         parse_api(&m, &config->api, config->key_file_permissions) < 0 ||
         parse_cluster(&m, &config->cluster) < 0)
         return -1;

@@ -33,9 +33,18 @@ bool config_key_allows(const struct config_key *key, const char *owner);
  * Validators shared by the YAML configuration and the management API's JSON
  * documents (control/model.c).
  */
-struct json_t;
 
 bool config_uuid_valid(const char *text);
+
+/*
+ * A duration as the configuration file writes it: Ns, Nm, Nh, Nd, or a plain
+ * number of seconds. 0 with *seconds, or -1 when text is none of those.
+ * CONFIG_DURATION_PROBLEM (with the lowest and highest seconds) says what is
+ * expected.
+ */
+int config_duration_parse(const char *text, long *seconds);
+#define CONFIG_DURATION_PROBLEM                                                                    \
+    "must be a duration from %lds to %lds (a number of seconds, or N followed by s, m, h or d)"
 
 /* NULL when text is coaps+tcp://HOST:PORT, else what is wrong. */
 const char *config_gateway_problem(const char *text);
@@ -52,12 +61,6 @@ const char *config_key_name_problem(const char *text);
  */
 const char *config_claims_problem(const char *owner_claim, const char *device_id_claim,
                                   bool *device_id_claim_wrong);
-
-/*
- * Checks an ACL entry against the strict ACE shape devices accept
- * (PROTOCOL.md 2.5). 0, or -1 with "path.field: problem" in err.
- */
-int config_check_ace(const struct json_t *ace, const char *path, char *err, size_t err_length);
 
 /*
  * Sets group's pre-shared key from the length bytes of text (a configuration

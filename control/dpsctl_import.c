@@ -511,7 +511,7 @@ static int import_record(struct import *import, json_t *doc, const char *what)
     if (owner == NULL && group_id != NULL)
         owner = json_string_value(json_object_get(import->groups, group_id));
     struct dps_uuid parsed;
-    if (id == NULL || uuid_parse(id, strlen(id), &parsed) != 0 || group_id == NULL ||
+    if (id == NULL || uuid_text_parse(id, strlen(id), &parsed) != 0 || group_id == NULL ||
         owner == NULL) {
         note(import, what, "record %s skipped: needs a UUID _id, an enrollmentGroupId and an owner",
              id != NULL ? id : "(no id)");

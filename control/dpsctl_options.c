@@ -80,7 +80,7 @@ bool parse_uuid_argument(const char *text, char out[UUID_STRING_LENGTH + 1])
 {
     struct dps_uuid uuid;
 
-    if (uuid_parse(text, strlen(text), &uuid) != 0)
+    if (uuid_text_parse(text, strlen(text), &uuid) != 0)
         return false;
     uuid_format(&uuid, out);
     return true;

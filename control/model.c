@@ -3,9 +3,10 @@
  *
  * Reading a document is strict like the YAML configuration: unknown keys are
  * errors, required keys must be there, and every problem is reported as
- * "json.path: what is wrong". The rules shared with the YAML reader (UUIDs,
- * gateways, ACL entries) come from control/config.c, so both accept the same
- * things. Optional strings given as "" count as absent, because the writer
+ * "json.path: what is wrong". The configuration file's groups and hubs are
+ * read here too (model_*_from_file), so every source has the same rules;
+ * UUID, gateway and key-name checks come from control/config.c, ACL entries
+ * from control/ace.c. Optional strings given as "" count as absent, because the writer
  * emits absent strings as "" the way protojson does; so a document read back
  * from the API can be sent again unchanged.
  *
@@ -19,6 +20,8 @@
  * them. Documents served through the API show no file path either.
  */
 #include "control/model.h"
+#include "control/ace.h"
+#include "common/error.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -36,7 +39,7 @@
 
 #define NO_FILES_HINT "file paths are not accepted through the management API"
 
-#define PATH_MAX_TEXT 256
+#define PATH_MAX_TEXT ERROR_PATH_MAX
 #define ONE_YEAR_S (365L * 24 * 3600)
 #define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
 #define DEFAULT_OWNER_CLAIM "sub"
@@ -44,52 +47,54 @@
 struct reader {
     char *err;
     size_t err_length;
-    bool from_api; /* a document from the management API: it names no file */
+    bool from_api;      /* a document from the management API: it names no file */
+    const char *folder; /* the configuration file's folder when it is the source, else NULL */
 };
+
+/*
+ * The configuration file's messages keep the words its readers know from
+ * YAML (key, mapping, duration); the JSON sources' follow JSON (field,
+ * object, seconds). The rule behind each message is the same.
+ */
+static bool from_file(const struct reader *r)
+{
+    return r->folder != NULL;
+}
+
+static const char *word_unknown(const struct reader *r)
+{
+    return from_file(r) ? "unknown key" : "unknown field";
+}
+
+static const char *word_object(const struct reader *r)
+{
+    return from_file(r) ? "must be a mapping" : "must be an object";
+}
 
 __attribute__((format(printf, 3, 4))) static int fail(struct reader *r, const char *path,
                                                       const char *fmt, ...)
 {
-    if (r->err == NULL || r->err_length == 0)
-        return -1;
     char problem[512];
     va_list args;
     va_start(args, fmt);
     vsnprintf(problem, sizeof(problem), fmt, args);
     va_end(args);
-    snprintf(r->err, r->err_length, "%s: %s", path, problem);
-    return -1;
+    return error_set(r->err, r->err_length, "%s: %s", path, problem);
 }
 
-/* Paths are for messages only: an absurdly deep one is cut and ends with "...". */
-static void path_cut(char *out, int length)
-{
-    if (length >= PATH_MAX_TEXT)
-        memcpy(out + PATH_MAX_TEXT - 4, "...", 4);
-}
-
-static void path_child(char *out, const char *parent, const char *key)
-{
-    if (parent[0] == '\0')
-        path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s", key));
-    else
-        path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s.%s", parent, key));
-}
-
-static void path_index(char *out, const char *parent, size_t index)
-{
-    path_cut(out, snprintf(out, PATH_MAX_TEXT, "%s[%zu]", parent, index));
-}
-
-/* An object with only the allowed keys (NULL-terminated); null counts as absent. */
+/*
+ * An object with only the allowed keys (NULL-terminated); null counts as
+ * absent. The document itself has the path "".
+ */
 static int open_object(struct reader *r, const json_t *value, const char *path, bool required,
                        const char *const *allowed, const json_t **out)
 {
+    const char *where = path[0] != '\0' ? path : "(document)";
     *out = NULL;
     if (value == NULL || json_is_null(value))
-        return required ? fail(r, path, "required") : 0;
+        return required ? fail(r, where, "required") : 0;
     if (!json_is_object(value))
-        return fail(r, path, "must be an object");
+        return fail(r, where, "%s", word_object(r));
     const char *key;
     json_t *item;
     json_object_foreach((json_t *)value, key, item)
@@ -99,8 +104,8 @@ static int open_object(struct reader *r, const json_t *value, const char *path, 
             i++;
         if (allowed[i] == NULL) {
             char key_path[PATH_MAX_TEXT];
-            path_child(key_path, path, key);
-            return fail(r, key_path, "unknown field");
+            error_path_child(key_path, path, key);
+            return fail(r, key_path, "%s", word_unknown(r));
         }
     }
     *out = value;
@@ -115,7 +120,7 @@ static int read_string(struct reader *r, const json_t *object, const char *key, 
                        bool required, const char *fallback, char **out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     json_t *value = json_object_get(object, key);
     *out = NULL;
     if (value != NULL && !json_is_null(value) && !json_is_string(value))
@@ -154,7 +159,7 @@ static int read_uuid(struct reader *r, const json_t *object, const char *key, co
                      char **out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     if (read_string(r, object, key, path, true, NULL, out) < 0)
         return -1;
     return check_uuid(r, key_path, *out);
@@ -163,7 +168,12 @@ static int read_uuid(struct reader *r, const json_t *object, const char *key, co
 static int check_gateway(struct reader *r, const char *path, char *text)
 {
     const char *problem = config_gateway_problem(text);
-    return problem == NULL ? 0 : fail(r, path, "\"%s\": %s", text, problem);
+    if (problem == NULL)
+        return 0;
+    /* The file's message for a wrong scheme reads as a sentence: "X" must start with... */
+    if (from_file(r) && strncmp(text, "coaps+tcp://", 12) != 0)
+        return fail(r, path, "\"%s\" %s", text, problem);
+    return fail(r, path, "\"%s\": %s", text, problem);
 }
 
 /* A non-empty list of distinct non-empty strings, each handed to check (may be NULL). */
@@ -172,7 +182,7 @@ static int read_string_list(struct reader *r, const json_t *object, const char *
                             int (*check)(struct reader *, const char *, char *))
 {
     char list_path[PATH_MAX_TEXT];
-    path_child(list_path, path, key);
+    error_path_child(list_path, path, key);
     json_t *list = json_object_get(object, key);
     if (list == NULL || json_is_null(list))
         return fail(r, list_path, "required");
@@ -186,7 +196,7 @@ static int read_string_list(struct reader *r, const json_t *object, const char *
     *count = n;
     for (size_t i = 0; i < n; i++) {
         char item_path[PATH_MAX_TEXT];
-        path_index(item_path, list_path, i);
+        error_path_index(item_path, list_path, i);
         json_t *item = json_array_get(list, i);
         if (!json_is_string(item) || json_string_length(item) == 0 ||
             strlen(json_string_value(item)) != json_string_length(item))
@@ -207,14 +217,15 @@ static int read_bool(struct reader *r, const json_t *object, const char *key, co
                      bool *out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     json_t *value = json_object_get(object, key);
     *out = false;
     if (value == NULL || json_is_null(value))
         return 0;
-    if (!json_is_boolean(value))
+    const char *text = json_is_string(value) && from_file(r) ? json_string_value(value) : "";
+    if (!json_is_boolean(value) && strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
         return fail(r, key_path, "must be true or false");
-    *out = json_is_true(value);
+    *out = json_is_true(value) || strcmp(text, "true") == 0;
     return 0;
 }
 
@@ -223,14 +234,18 @@ static int read_seconds(struct reader *r, const json_t *object, const char *key,
                         long min, long max, long fallback, long *out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     json_t *value = json_object_get(object, key);
     *out = fallback;
     if (value == NULL || json_is_null(value))
         return 0;
     long long seconds = -1;
+    long duration;
     if (json_is_integer(value)) {
         seconds = json_integer_value(value);
+    } else if (json_is_string(value) && from_file(r)) {
+        if (config_duration_parse(json_string_value(value), &duration) == 0)
+            seconds = duration;
     } else if (json_is_string(value)) {
         const char *text = json_string_value(value);
         char *end;
@@ -239,32 +254,73 @@ static int read_seconds(struct reader *r, const json_t *object, const char *key,
         if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0)
             seconds = -1;
     }
+    if ((seconds < min || seconds > max) && from_file(r))
+        return fail(r, key_path, CONFIG_DURATION_PROBLEM, min, max);
     if (seconds < min || seconds > max)
         return fail(r, key_path, "must be a number of seconds from %ld to %ld", min, max);
     *out = (long)seconds;
     return 0;
 }
 
-/* An absolute path to a readable regular file. */
+/*
+ * Checks that path names a readable regular file. A relative path is
+ * refused, except from the configuration file, where it is resolved against
+ * the file's folder (*path is then replaced).
+ */
+static int check_file_path(struct reader *r, const char *key_path, char **path)
+{
+    if ((*path)[0] != '/' && !from_file(r))
+        return fail(r, key_path, "must be an absolute file path");
+    if ((*path)[0] != '/') {
+        char *resolved;
+        if (asprintf(&resolved, "%s/%s", r->folder, *path) < 0)
+            return fail(r, key_path, "out of memory");
+        free(*path);
+        *path = resolved;
+    }
+    struct stat st;
+    if (access(*path, R_OK) != 0 || stat(*path, &st) != 0)
+        return fail(r, key_path, "cannot read %s: %s", *path, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return fail(r, key_path, "%s is not a regular file", *path);
+    return 0;
+}
+
+/* A path to a readable regular file (check_file_path). */
 static int read_file_path(struct reader *r, const json_t *object, const char *key, const char *path,
                           char **out)
 {
     char key_path[PATH_MAX_TEXT];
-    path_child(key_path, path, key);
+    error_path_child(key_path, path, key);
     if (read_string(r, object, key, path, true, NULL, out) < 0)
         return -1;
-    if ((*out)[0] != '/')
-        return fail(r, key_path, "must be an absolute file path");
-    struct stat st;
-    if (access(*out, R_OK) != 0 || stat(*out, &st) != 0)
-        return fail(r, key_path, "cannot read %s: %s", *out, strerror(errno));
-    if (!S_ISREG(st.st_mode))
-        return fail(r, key_path, "%s is not a regular file", *out);
-    return 0;
+    return check_file_path(r, key_path, out);
 }
 
-/* Every PEM block is a certificate that parses, and there is at least one. */
-static bool pem_is_certificate_chain(const char *text)
+/* True when the DER of one PEM block parses, to its last byte, as the block's kind. */
+static bool der_is_certificate(const char *name, const unsigned char *der, long length)
+{
+    const unsigned char *cursor = der;
+    X509 *certificate = NULL;
+    bool valid = (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) &&
+                 (certificate = d2i_X509(NULL, &cursor, length)) != NULL && cursor == der + length;
+    X509_free(certificate);
+    return valid;
+}
+
+static bool der_is_crl(const char *name, const unsigned char *der, long length)
+{
+    const unsigned char *cursor = der;
+    X509_CRL *crl = NULL;
+    bool valid = strcmp(name, PEM_STRING_X509_CRL) == 0 &&
+                 (crl = d2i_X509_CRL(NULL, &cursor, length)) != NULL && cursor == der + length;
+    X509_CRL_free(crl);
+    return valid;
+}
+
+/* At least one PEM block, and every block passes block_is_valid. */
+static bool pem_is_list_of(const char *text,
+                           bool (*block_is_valid)(const char *, const unsigned char *, long))
 {
     BIO *bio = BIO_new_mem_buf(text, -1);
     size_t count = 0;
@@ -275,11 +331,7 @@ static bool pem_is_certificate_chain(const char *text)
     long length = 0;
 
     while (valid && PEM_read_bio(bio, &name, &header, &der, &length) == 1) {
-        const unsigned char *cursor = der;
-        X509 *certificate = NULL;
-        valid = (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) &&
-                (certificate = d2i_X509(NULL, &cursor, length)) != NULL && cursor == der + length;
-        X509_free(certificate);
+        valid = block_is_valid(name, der, length);
         count++;
         OPENSSL_free(name);
         OPENSSL_free(header);
@@ -292,88 +344,66 @@ static bool pem_is_certificate_chain(const char *text)
     return valid && count > 0;
 }
 
-/* PEM text (kept in ca_chain_pem) or an absolute path to a readable file (ca_chain_file). */
+/*
+ * PEM text (kept in ca_chain_pem) or a path to a readable file (ca_chain_file):
+ * absolute in stored documents, and in the configuration file whatever is
+ * not PEM, relative to its folder.
+ */
 static int read_certificate_chain(struct reader *r, const json_t *x509, const char *path,
                                   struct config_group *group)
 {
     char key_path[PATH_MAX_TEXT];
     char *text;
-    path_child(key_path, path, "certificateChain");
+    error_path_child(key_path, path, "certificateChain");
     if (read_string(r, x509, "certificateChain", path, true, NULL, &text) < 0)
         return -1;
-    bool is_path = text[0] == '/';
     bool is_pem = strstr(text, "-----BEGIN") != NULL;
+    bool is_path = text[0] == '/' || (from_file(r) && !is_pem);
     if (r->from_api && !is_pem) {
         free(text);
         return fail(r, key_path, "must be PEM certificates (" NO_FILES_HINT ")");
     }
     if (is_path) {
-        free(text);
-        return read_file_path(r, x509, "certificateChain", path, &group->ca_chain_file);
+        group->ca_chain_file = text;
+        return check_file_path(r, key_path, &group->ca_chain_file);
     }
     group->ca_chain_pem = text;
     if (!is_pem)
         return fail(r, key_path, "must be PEM certificates or an absolute file path");
-    if (!pem_is_certificate_chain(text))
+    if (!pem_is_list_of(text, der_is_certificate))
         return fail(r, key_path, "not a PEM certificate chain");
     return 0;
 }
 
-/* Every PEM block is a CRL that parses, and there is at least one. */
-static bool pem_is_crl_list(const char *text)
-{
-    BIO *bio = BIO_new_mem_buf(text, -1);
-    size_t count = 0;
-    bool valid = bio != NULL;
-    char *name = NULL;
-    char *header = NULL;
-    unsigned char *der = NULL;
-    long length = 0;
-
-    while (valid && PEM_read_bio(bio, &name, &header, &der, &length) == 1) {
-        const unsigned char *cursor = der;
-        X509_CRL *crl = NULL;
-        valid = strcmp(name, PEM_STRING_X509_CRL) == 0 &&
-                (crl = d2i_X509_CRL(NULL, &cursor, length)) != NULL && cursor == der + length;
-        X509_CRL_free(crl);
-        count++;
-        OPENSSL_free(name);
-        OPENSSL_free(header);
-        OPENSSL_free(der);
-        name = header = NULL;
-        der = NULL;
-    }
-    ERR_clear_error();
-    BIO_free(bio);
-    return valid && count > 0;
-}
-
-/* Optional "crls": each PEM CRL text or an absolute path to a readable file. */
+/*
+ * Optional "crls": each PEM CRL text or a path to a readable file (as for the
+ * certificate chain). Stored documents write no CRLs as []; in the
+ * configuration file, an empty list is a mistake.
+ */
 static int read_crls(struct reader *r, const json_t *x509, const char *path,
                      struct config_group *group)
 {
     char list_path[PATH_MAX_TEXT];
-    path_child(list_path, path, "crls");
+    error_path_child(list_path, path, "crls");
     json_t *list = json_object_get(x509, "crls");
-    if (list == NULL || json_is_null(list) || (json_is_array(list) && json_array_size(list) == 0))
+    if (list == NULL || json_is_null(list) ||
+        (json_is_array(list) && json_array_size(list) == 0 && !from_file(r)))
         return 0;
     if (read_string_list(r, x509, "crls", path, &group->crls, &group->crl_count, NULL) < 0)
         return -1;
     for (size_t i = 0; i < group->crl_count; i++) {
         char item_path[PATH_MAX_TEXT];
         const char *text = group->crls[i];
-        struct stat st;
-        path_index(item_path, list_path, i);
-        if (r->from_api && strstr(text, "-----BEGIN") == NULL) {
+        bool is_pem = strstr(text, "-----BEGIN") != NULL;
+        error_path_index(item_path, list_path, i);
+        if (r->from_api && !is_pem) {
             return fail(r, item_path, "must be a PEM CRL (" NO_FILES_HINT ")");
-        } else if (text[0] == '/') {
-            if (access(text, R_OK) != 0 || stat(text, &st) != 0)
-                return fail(r, item_path, "cannot read %s: %s", text, strerror(errno));
-            if (!S_ISREG(st.st_mode))
-                return fail(r, item_path, "%s is not a regular file", text);
-        } else if (strstr(text, "-----BEGIN") == NULL) {
+        } else if (text[0] == '/' || (from_file(r) && !is_pem)) {
+            if (check_file_path(r, item_path, &group->crls[i]) < 0)
+                return -1;
+        } else if (!is_pem) {
             return fail(r, item_path, "must be a PEM CRL or an absolute file path");
-        } else if (!pem_is_crl_list(text)) {
+        } else if (!pem_is_list_of(text, der_is_crl)) {
             return fail(r, item_path, "not a PEM certificate revocation list");
         }
     }
@@ -444,8 +474,8 @@ static int read_acl(struct reader *r, const json_t *doc, struct config_group *gr
         return fail(r, "acl.entries", "must be a non-empty list");
     for (size_t i = 0; i < json_array_size(entries); i++) {
         char item_path[PATH_MAX_TEXT];
-        path_index(item_path, "acl.entries", i);
-        if (config_check_ace(json_array_get(entries, i), item_path, r->err, r->err_length) < 0)
+        error_path_index(item_path, "acl.entries", i);
+        if (ace_check(json_array_get(entries, i), item_path, r->err, r->err_length) < 0)
             return -1;
     }
     group->acl_json = json_dumps(entries, JSON_COMPACT);
@@ -461,7 +491,7 @@ static int read_resource(struct reader *r, const json_t *item, const char *path,
     if (open_object(r, item, path, true, keys, &resource) < 0)
         return -1;
     json_t *href = json_object_get(resource, "href");
-    path_child(key_path, path, "href");
+    error_path_child(key_path, path, "href");
     if (href == NULL)
         return fail(r, key_path, "required");
     if (!json_is_string(href) || json_string_value(href)[0] != '/')
@@ -472,11 +502,11 @@ static int read_resource(struct reader *r, const json_t *item, const char *path,
             return fail(r, key_path, "\"%s\" is listed twice", json_string_value(href));
     }
     json_t *content = json_object_get(resource, "content");
-    path_child(key_path, path, "content");
+    error_path_child(key_path, path, "content");
     if (content == NULL)
         return fail(r, key_path, "required");
     if (!json_is_object(content))
-        return fail(r, key_path, "must be an object (the resource's properties)");
+        return fail(r, key_path, "%s (the resource's properties)", word_object(r));
     return 0;
 }
 
@@ -489,7 +519,7 @@ static int read_resources(struct reader *r, const json_t *doc, struct config_gro
         return fail(r, "resources", "must be a non-empty list");
     for (size_t i = 0; i < json_array_size(resources); i++) {
         char item_path[PATH_MAX_TEXT];
-        path_index(item_path, "resources", i);
+        error_path_index(item_path, "resources", i);
         if (read_resource(r, json_array_get(resources, i), item_path, resources, i) < 0)
             return -1;
     }
@@ -497,19 +527,20 @@ static int read_resources(struct reader *r, const json_t *doc, struct config_gro
     return group->resources_json != NULL ? 0 : fail(r, "resources", "out of memory");
 }
 
-static int group_from_json(const json_t *doc, struct config_group *group, bool from_api, char *err,
-                           size_t err_length)
+static int group_from_json(const json_t *doc, struct config_group *group, bool from_api,
+                           const char *folder, char *err, size_t err_length)
 {
     static const char *const keys[] = {
         "id",        "owner",    "name", "attestationMechanism", "hubIds", "preSharedKey", "acl",
         "resources", "disabled", NULL};
-    struct reader r = {.err = err, .err_length = err_length, .from_api = from_api};
+    struct reader r = {
+        .err = err, .err_length = err_length, .from_api = from_api, .folder = folder};
     const json_t *root;
     memset(group, 0, sizeof(*group));
     if (err != NULL && err_length > 0)
         err[0] = '\0';
     int result = -1;
-    if (open_object(&r, doc, "(document)", true, keys, &root) == 0 &&
+    if (open_object(&r, doc, "", true, keys, &root) == 0 &&
         read_uuid(&r, root, "id", "", &group->id) == 0 &&
         read_string(&r, root, "owner", "", true, NULL, &group->owner) == 0 &&
         read_string(&r, root, "name", "", false, NULL, &group->name) == 0 &&
@@ -528,13 +559,19 @@ static int group_from_json(const json_t *doc, struct config_group *group, bool f
 int model_group_from_json(const json_t *doc, struct config_group *group, char *err,
                           size_t err_length)
 {
-    return group_from_json(doc, group, false, err, err_length);
+    return group_from_json(doc, group, false, NULL, err, err_length);
 }
 
 int model_group_from_api(const json_t *doc, struct config_group *group, char *err,
                          size_t err_length)
 {
-    return group_from_json(doc, group, true, err, err_length);
+    return group_from_json(doc, group, true, NULL, err, err_length);
+}
+
+int model_group_from_file(const json_t *doc, const char *folder, struct config_group *group,
+                          char *err, size_t err_length)
+{
+    return group_from_json(doc, group, false, folder, err, err_length);
 }
 
 static int read_hub_ids(struct reader *r, const json_t *doc, struct config_hub *hub)
@@ -604,7 +641,7 @@ static int read_key_reference(struct reader *r, const json_t *object, const char
         json_t *value = json_object_get(object, file_fields[i]);
         bool given = value != NULL && !json_is_null(value) &&
                      !(json_is_string(value) && json_string_length(value) == 0);
-        path_child(key_path, path, file_fields[i]);
+        error_path_child(key_path, path, file_fields[i]);
         if (given && r->from_api)
             return fail(r, key_path,
                         NO_FILES_HINT "; name a key the node's administrator registered "
@@ -613,7 +650,7 @@ static int read_key_reference(struct reader *r, const json_t *object, const char
         if (given && *name != NULL)
             return fail(r, key_path, "give keyName or the files, not both");
     }
-    path_child(key_path, path, "keyName");
+    error_path_child(key_path, path, "keyName");
     if (*name != NULL) {
         const char *problem = config_key_name_problem(*name);
         return problem == NULL ? 0 : fail(r, key_path, "%s", problem);
@@ -650,20 +687,20 @@ static int read_hub_keys(struct reader *r, const json_t *doc, struct config_hub 
     return 0;
 }
 
-static int hub_from_json(const json_t *doc, struct config_hub *hub, bool from_api, char *err,
-                         size_t err_length)
+static int hub_from_json(const json_t *doc, struct config_hub *hub, bool from_api,
+                         const char *folder, char *err, size_t err_length)
 {
     static const char *const keys[] = {"id",       "hubId",         "owner", "name",
                                        "gateways", "authorization", "token", "identityCertificate",
                                        NULL};
-    struct reader r = {.err = err, .err_length = err_length, .from_api = from_api};
+    struct reader r = {
+        .err = err, .err_length = err_length, .from_api = from_api, .folder = folder};
     const json_t *root;
     memset(hub, 0, sizeof(*hub));
     if (err != NULL && err_length > 0)
         err[0] = '\0';
     int result = -1;
-    if (open_object(&r, doc, "(document)", true, keys, &root) == 0 &&
-        read_hub_ids(&r, root, hub) == 0 &&
+    if (open_object(&r, doc, "", true, keys, &root) == 0 && read_hub_ids(&r, root, hub) == 0 &&
         read_string(&r, root, "owner", "", false, NULL, &hub->owner) == 0 &&
         read_string(&r, root, "name", "", false, NULL, &hub->name) == 0 &&
         read_string_list(&r, root, "gateways", "", &hub->gateways, &hub->gateway_count,
@@ -677,12 +714,18 @@ static int hub_from_json(const json_t *doc, struct config_hub *hub, bool from_ap
 
 int model_hub_from_json(const json_t *doc, struct config_hub *hub, char *err, size_t err_length)
 {
-    return hub_from_json(doc, hub, false, err, err_length);
+    return hub_from_json(doc, hub, false, NULL, err, err_length);
 }
 
 int model_hub_from_api(const json_t *doc, struct config_hub *hub, char *err, size_t err_length)
 {
-    return hub_from_json(doc, hub, true, err, err_length);
+    return hub_from_json(doc, hub, true, NULL, err, err_length);
+}
+
+int model_hub_from_file(const json_t *doc, const char *folder, struct config_hub *hub, char *err,
+                        size_t err_length)
+{
+    return hub_from_json(doc, hub, false, folder, err, err_length);
 }
 
 static json_t *string_or_empty(const char *text)

@@ -34,10 +34,15 @@
  * configuration file may instead name the files: "certificate" and "key",
  * and "key" for the token. The claim names may not collide (config.h).
  *
- * Two readers: model_*_from_json() reads the stored form; model_*_from_api()
- * reads a document from the management API, which names no file (chains and
- * CRLs are PEM text, keys are names). Two writers: model_*_to_json() writes
- * the stored form; model_*_to_api() the form served to the API's callers,
+ * Three readers, one set of rules; only what a source may name differs.
+ * model_*_from_json() reads the stored form; model_*_from_api() reads a
+ * document from the management API, which names no file (chains and CRLs are
+ * PEM text, keys are names); model_*_from_file() reads a group or hub of the
+ * configuration file, which the node's administrator wrote and may name
+ * files, relative to the file's folder, and give durations as "1d" (its
+ * messages say "key" and "mapping" where the JSON sources say "field" and
+ * "object"). control/config.c turns the file's YAML into these documents. Two writers:
+ * model_*_to_json() writes the stored form; model_*_to_api() the form served to the API's callers,
  * which shows no file path (chains and CRLs as the PEM text the snapshot
  * read, hub keys by name only).
  *
@@ -59,12 +64,16 @@ int model_group_from_json(const json_t *doc, struct config_group *group, char *e
                           size_t err_length);
 int model_group_from_api(const json_t *doc, struct config_group *group, char *err,
                          size_t err_length);
+int model_group_from_file(const json_t *doc, const char *folder, struct config_group *group,
+                          char *err, size_t err_length);
 json_t *model_group_to_json(const struct config_group *group);
 json_t *model_group_to_api(const struct config_group *group);
 void model_group_clear(struct config_group *group);
 
 int model_hub_from_json(const json_t *doc, struct config_hub *hub, char *err, size_t err_length);
 int model_hub_from_api(const json_t *doc, struct config_hub *hub, char *err, size_t err_length);
+int model_hub_from_file(const json_t *doc, const char *folder, struct config_hub *hub, char *err,
+                        size_t err_length);
 json_t *model_hub_to_json(const struct config_hub *hub);
 json_t *model_hub_to_api(const struct config_hub *hub);
 void model_hub_clear(struct config_hub *hub);

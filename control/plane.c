@@ -1578,7 +1578,7 @@ static int make_entry(struct plane *plane, const char *owner, const json_t *requ
     if (device != NULL) {
         struct dps_uuid uuid;
         char text[UUID_STRING_LENGTH + 1];
-        if (uuid_parse(device, strlen(device), &uuid) != 0) {
+        if (uuid_text_parse(device, strlen(device), &uuid) != 0) {
             snprintf(err, err_length, "deviceId: not a UUID");
             json_decref(made);
             return PLANE_INVALID;
@@ -2078,7 +2078,7 @@ char *plane_metrics(struct plane *plane)
     static const char *const classes[] = {"2xx", "4xx", "5xx"};
     fprintf(out, "# HELP dps_provisioning_steps_total Device steps answered, by step and result "
                  "class.\n# TYPE dps_provisioning_steps_total counter\n");
-    for (size_t s = 0; s < DPS_STEP_COUNT; s++) {
+    for (size_t s = 0; s < STEP_COUNT; s++) {
         for (size_t c = 0; c < 3; c++) {
             fprintf(out, "dps_provisioning_steps_total{step=\"%s\",class=\"%s\"} %llu\n",
                     dps.steps[s].name, classes[c], (unsigned long long)dps.steps[s].by_class[c]);
@@ -2086,7 +2086,7 @@ char *plane_metrics(struct plane *plane)
     }
     fprintf(out, "# HELP dps_provisioning_step_duration_seconds Time from request to answer, "
                  "record synced.\n# TYPE dps_provisioning_step_duration_seconds histogram\n");
-    for (size_t s = 0; s < DPS_STEP_COUNT; s++) {
+    for (size_t s = 0; s < STEP_COUNT; s++) {
         uint64_t cumulative = 0;
         for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++) {
             cumulative += dps.steps[s].latency_buckets[b];

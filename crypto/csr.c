@@ -13,6 +13,7 @@
  * first; the signature is verified last.
  */
 #include "crypto/csr.h"
+#include "common/error.h"
 
 #include "common/base64.h"
 #include "common/der.h"
@@ -63,9 +64,7 @@ static const char REASON_BAD_SIGNATURE[] = "CSR signature does not verify";
 
 static int fail(char *err, size_t err_length, const char *reason)
 {
-    if (err_length > 0)
-        snprintf(err, err_length, "%s", reason);
-    return -1;
+    return error_set(err, err_length, "%s", reason);
 }
 
 /* ---- PEM ---------------------------------------------------------------- */
@@ -285,8 +284,8 @@ static int device_id_from_common_name(const struct request *request, struct dps_
     if (value->length != CN_PREFIX_LENGTH + UUID_STRING_LENGTH ||
         strncasecmp((const char *)value->data, CN_PREFIX, CN_PREFIX_LENGTH) != 0)
         return -1;
-    if (uuid_parse((const char *)value->data + CN_PREFIX_LENGTH, UUID_STRING_LENGTH, device_id) !=
-            0 ||
+    if (uuid_text_parse((const char *)value->data + CN_PREFIX_LENGTH, UUID_STRING_LENGTH,
+                        device_id) != 0 ||
         uuid_is_nil(device_id))
         return -1;
     return 0;

@@ -29,6 +29,7 @@
  * verified.
  */
 #include "crypto/issuer.h"
+#include "common/error.h"
 #include "crypto/keyfile.h"
 #include "crypto/uuid.h"
 
@@ -131,18 +132,16 @@ struct issuer {
     char *root_pem;
 };
 
+/* error_set, and the OpenSSL error queue left empty. */
 static int fail(char *err, size_t err_length, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int fail(char *err, size_t err_length, const char *format, ...)
 {
     va_list args;
-
-    if (err_length > 0) {
-        va_start(args, format);
-        vsnprintf(err, err_length, format, args);
-        va_end(args);
-    }
+    va_start(args, format);
+    error_vset(err, err_length, format, args);
+    va_end(args);
     ERR_clear_error();
     return -1;
 }
@@ -551,7 +550,7 @@ int issuer_issue(struct issuer *issuer, const char *device_id, const uint8_t *sp
     memset(out, 0, sizeof(*out));
     if (not_after <= not_before)
         return fail(err, err_length, "certificate validity ends before it starts");
-    if (device_id == NULL || uuid_parse(device_id, strlen(device_id), &uuid) != 0 ||
+    if (device_id == NULL || uuid_text_parse(device_id, strlen(device_id), &uuid) != 0 ||
         uuid_is_nil(&uuid))
         return fail(err, err_length, "certificate device id is not a non-nil UUID");
     char canonical[UUID_STRING_LENGTH + 1];

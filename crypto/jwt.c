@@ -10,6 +10,7 @@
 #include "crypto/jwt.h"
 #include "crypto/keyfile.h"
 #include "common/base64.h"
+#include "common/error.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -35,21 +36,18 @@ struct jwt_key {
     char *header; /* base64url of the JSON header */
 };
 
+/* error_set, and the OpenSSL error queue left empty. */
 static void set_error(char *err, size_t err_length, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void set_error(char *err, size_t err_length, const char *format, ...)
 {
     va_list args;
-
-    if (err_length > 0) {
-        va_start(args, format);
-        vsnprintf(err, err_length, format, args);
-        va_end(args);
-    }
+    va_start(args, format);
+    error_vset(err, err_length, format, args);
+    va_end(args);
     ERR_clear_error();
 }
-
 /* The trailing NUL lets JSON parts be used as strings. */
 uint8_t *jwt_base64url_decode(const char *text, size_t length, size_t *out_length)
 {
@@ -65,7 +63,7 @@ static bool key_is_p256(EVP_PKEY *key)
 }
 
 /* "ES256" or "RS256" for a usable key, NULL otherwise. */
-static const char *algorithm_for(EVP_PKEY *key)
+const char *jwt_algorithm_for(EVP_PKEY *key)
 {
     if (EVP_PKEY_is_a(key, "EC") && key_is_p256(key))
         return "ES256";
@@ -117,7 +115,7 @@ struct jwt_key *jwt_key_load(OSSL_LIB_CTX *libctx, const char *key_file, const c
         set_error(err, err_length, "%s: not an unencrypted PEM private key", key_file);
         return NULL;
     }
-    const char *algorithm = algorithm_for(pkey);
+    const char *algorithm = jwt_algorithm_for(pkey);
     if (algorithm == NULL) {
         set_error(err, err_length, "%s: token key must be EC P-256 or RSA of 2048 bits or more",
                   key_file);
@@ -165,14 +163,13 @@ static int der_to_raw(const uint8_t *der, size_t der_length, uint8_t raw[64])
     return status;
 }
 
-/* r||s to a malloc'd DER ECDSA-Sig-Value; its length in der_length. */
-static uint8_t *raw_to_der(const uint8_t raw[64], size_t *der_length)
+uint8_t *jwt_es256_signature_to_der(const uint8_t raw[JWT_ES256_SIGNATURE_LENGTH],
+                                    size_t *der_length)
 {
     ECDSA_SIG *signature = ECDSA_SIG_new();
     BIGNUM *r = BN_bin2bn(raw, ES256_COORDINATE_LENGTH, NULL);
     BIGNUM *s = BN_bin2bn(raw + ES256_COORDINATE_LENGTH, ES256_COORDINATE_LENGTH, NULL);
     unsigned char *der = NULL;
-
     if (signature == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(signature, r, s) != 1) {
         BN_free(r);
         BN_free(s);
@@ -235,125 +232,5 @@ error:
     free(token);
     free(signature);
     EVP_MD_CTX_free(context);
-    return NULL;
-}
-
-/* The public key of a PEM "PUBLIC KEY" or "CERTIFICATE". */
-static EVP_PKEY *read_public_key(OSSL_LIB_CTX *libctx, const char *pem)
-{
-    BIO *bio = BIO_new_mem_buf(pem, -1);
-    char *name = NULL;
-    char *header = NULL;
-    unsigned char *der = NULL;
-    long length = 0;
-    EVP_PKEY *key = NULL;
-
-    if (bio != NULL && PEM_read_bio(bio, &name, &header, &der, &length) == 1) {
-        const unsigned char *cursor = der;
-        if (strcmp(name, PEM_STRING_PUBLIC) == 0) {
-            key = d2i_PUBKEY_ex(NULL, &cursor, length, libctx, NULL);
-        } else if (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0) {
-            X509 *certificate = X509_new_ex(libctx, NULL);
-            if (certificate != NULL && d2i_X509(&certificate, &cursor, length) != NULL)
-                key = X509_get_pubkey(certificate);
-            X509_free(certificate);
-        }
-    }
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_free(der);
-    BIO_free(bio);
-    return key;
-}
-
-/* The header's "alg" must be the one the key implies: no "none", no confusion. */
-static bool header_matches(const uint8_t *header, size_t length, const char *algorithm)
-{
-    json_t *object = json_loadb((const char *)header, length, 0, NULL);
-    const char *alg = json_string_value(json_object_get(object, "alg"));
-    bool matches = alg != NULL && strcmp(alg, algorithm) == 0;
-
-    json_decref(object);
-    return matches;
-}
-
-static bool signature_verifies(OSSL_LIB_CTX *libctx, EVP_PKEY *key, const char *signed_part,
-                               size_t signed_length, const uint8_t *signature, size_t length)
-{
-    EVP_MD_CTX *context = EVP_MD_CTX_new();
-    uint8_t *der = NULL;
-    bool ok = false;
-
-    if (EVP_PKEY_is_a(key, "EC")) {
-        if (length != 2 * ES256_COORDINATE_LENGTH)
-            goto out;
-        der = raw_to_der(signature, &length);
-        if (der == NULL)
-            goto out;
-        signature = der;
-    }
-    ok = context != NULL &&
-         EVP_DigestVerifyInit_ex(context, NULL, "SHA256", libctx, NULL, key, NULL) == 1 &&
-         EVP_DigestVerify(context, signature, length, (const uint8_t *)signed_part,
-                          signed_length) == 1;
-out:
-    OPENSSL_free(der);
-    EVP_MD_CTX_free(context);
-    return ok;
-}
-
-char *jwt_verify(OSSL_LIB_CTX *libctx, const char *token, const char *public_key_pem, char *err,
-                 size_t err_length)
-{
-    const char *first = strchr(token, '.');
-    const char *second = first != NULL ? strchr(first + 1, '.') : NULL;
-    uint8_t *header = NULL;
-    uint8_t *payload = NULL;
-    uint8_t *signature = NULL;
-    size_t header_length = 0;
-    size_t payload_length = 0;
-    size_t signature_length = 0;
-    EVP_PKEY *key = NULL;
-
-    if (second == NULL || strchr(second + 1, '.') != NULL) {
-        set_error(err, err_length, "token is not three dot-separated parts");
-        return NULL;
-    }
-    header = jwt_base64url_decode(token, (size_t)(first - token), &header_length);
-    payload = jwt_base64url_decode(first + 1, (size_t)(second - first - 1), &payload_length);
-    signature = jwt_base64url_decode(second + 1, strlen(second + 1), &signature_length);
-    if (header == NULL || payload == NULL || signature == NULL) {
-        set_error(err, err_length, "token part is not base64url");
-        goto error;
-    }
-    key = read_public_key(libctx, public_key_pem);
-    const char *algorithm = key != NULL ? algorithm_for(key) : NULL;
-    if (algorithm == NULL) {
-        set_error(err, err_length, "no usable public key in the PEM");
-        goto error;
-    }
-    if (!header_matches(header, header_length, algorithm)) {
-        set_error(err, err_length, "token header alg is not %s", algorithm);
-        goto error;
-    }
-    if (!signature_verifies(libctx, key, token, (size_t)(second - token), signature,
-                            signature_length)) {
-        set_error(err, err_length, "token signature does not verify");
-        goto error;
-    }
-    if (memchr(payload, '\0', payload_length) != NULL) {
-        set_error(err, err_length, "token payload is not text");
-        goto error;
-    }
-    free(header);
-    free(signature);
-    EVP_PKEY_free(key);
-    return (char *)payload;
-
-error:
-    free(header);
-    free(payload);
-    free(signature);
-    EVP_PKEY_free(key);
     return NULL;
 }

@@ -34,11 +34,16 @@ char *jwt_sign(struct jwt_key *key, const char *claims_json, char *err, size_t e
  */
 uint8_t *jwt_base64url_decode(const char *text, size_t length, size_t *out_length);
 
+/* The JWS alg a key signs and verifies with: "ES256" (P-256), "RS256" (RSA >= 2048), or NULL. */
+const char *jwt_algorithm_for(EVP_PKEY *key);
+
+#define JWT_ES256_SIGNATURE_LENGTH 64
+
 /*
- * Verifies a token against a PEM public key or certificate file's key and
- * returns its payload JSON (malloc'd), or NULL with err. For tests and tools.
+ * A JWS ES256 signature (r||s, 32 bytes each) as the DER ECDSA-Sig-Value
+ * OpenSSL verifies: OPENSSL_malloc'd, its length in *der_length, or NULL.
  */
-char *jwt_verify(OSSL_LIB_CTX *libctx, const char *token, const char *public_key_pem, char *err,
-                 size_t err_length);
+uint8_t *jwt_es256_signature_to_der(const uint8_t raw[JWT_ES256_SIGNATURE_LENGTH],
+                                    size_t *der_length);
 
 #endif

@@ -12,11 +12,11 @@
  * copied out of the configuration, so the signer does not depend on the
  * configuration snapshot outliving it.
  */
+#include "common/error.h"
 #include "crypto/signer.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,20 +65,6 @@ struct signer {
     uint64_t requests;
 };
 
-static void set_error(char *err, size_t err_length, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(char *err, size_t err_length, const char *format, ...)
-{
-    va_list args;
-
-    if (err_length > 0) {
-        va_start(args, format);
-        vsnprintf(err, err_length, format, args);
-        va_end(args);
-    }
-}
-
 static char *copy_optional(const char *text)
 {
     return text != NULL ? strdup(text) : NULL;
@@ -119,26 +105,26 @@ static int load_worker(struct signer_worker *worker, const struct config *config
     worker->tokens = calloc(config->hub_count, sizeof(*worker->tokens));
     if (worker->libctx == NULL ||
         (config->hub_count > 0 && (worker->issuers == NULL || worker->tokens == NULL))) {
-        set_error(err, err_length, "out of memory");
+        error_set(err, err_length, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < config->hub_count; i++) {
         const struct config_hub *hub = &config->hubs[i];
         if (hub->ca_cert_file == NULL || hub->ca_key_file == NULL || hub->token_key_file == NULL) {
-            set_error(err, err_length,
+            error_set(err, err_length,
                       "hubs[%zu]: CA certificate, CA key and token key files are required", i);
             return -1;
         }
         worker->issuers[i] = issuer_load(worker->libctx, hub->ca_cert_file, hub->ca_key_file,
                                          reason, sizeof(reason));
         if (worker->issuers[i] == NULL) {
-            set_error(err, err_length, "hubs[%zu]: %s", i, reason);
+            error_set(err, err_length, "hubs[%zu]: %s", i, reason);
             return -1;
         }
         worker->tokens[i] = jwt_key_load(worker->libctx, hub->token_key_file, hub->token_key_id,
                                          reason, sizeof(reason));
         if (worker->tokens[i] == NULL) {
-            set_error(err, err_length, "hubs[%zu]: %s", i, reason);
+            error_set(err, err_length, "hubs[%zu]: %s", i, reason);
             return -1;
         }
     }
@@ -197,12 +183,12 @@ static void sign_token(struct signer_worker *worker, struct signer_request *requ
     time_t expires = request->issued_at + (time_t)hub->token_lifetime_s;
 
     if (request->owner == NULL) {
-        set_error(request->error, sizeof(request->error), "token request without an owner");
+        error_set(request->error, sizeof(request->error), "token request without an owner");
         return;
     }
     char *claims = token_claims(worker, hub, request, expires);
     if (claims == NULL) {
-        set_error(request->error, sizeof(request->error), "cannot build the token claims");
+        error_set(request->error, sizeof(request->error), "cannot build the token claims");
         return;
     }
     request->token = jwt_sign(worker->tokens[request->hub_index], claims, request->error,
@@ -222,7 +208,7 @@ static void process(struct signer_worker *worker, struct signer_request *request
     request->token_expires = 0;
     memset(&request->certificate, 0, sizeof(request->certificate));
     if (request->hub_index >= worker->signer->hub_count) {
-        set_error(request->error, sizeof(request->error), "unknown hub %zu", request->hub_index);
+        error_set(request->error, sizeof(request->error), "unknown hub %zu", request->hub_index);
         return;
     }
     switch (request->operation) {
@@ -236,7 +222,7 @@ static void process(struct signer_worker *worker, struct signer_request *request
         sign_token(worker, request);
         break;
     default:
-        set_error(request->error, sizeof(request->error), "unknown signer operation %d",
+        error_set(request->error, sizeof(request->error), "unknown signer operation %d",
                   (int)request->operation);
         break;
     }
@@ -308,12 +294,12 @@ struct signer *signer_create(const struct config *config, unsigned threads, size
     struct signer *signer;
 
     if (queue_limit == 0) {
-        set_error(err, err_length, "signer queue limit must be at least 1");
+        error_set(err, err_length, "signer queue limit must be at least 1");
         return NULL;
     }
     signer = calloc(1, sizeof(*signer));
     if (signer == NULL) {
-        set_error(err, err_length, "out of memory");
+        error_set(err, err_length, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&signer->lock, NULL);
@@ -324,7 +310,7 @@ struct signer *signer_create(const struct config *config, unsigned threads, size
     signer->hubs = calloc(config->hub_count + 1, sizeof(*signer->hubs));
     signer->workers = calloc(signer->worker_count, sizeof(*signer->workers));
     if (signer->hubs == NULL || signer->workers == NULL) {
-        set_error(err, err_length, "out of memory");
+        error_set(err, err_length, "out of memory");
         signer->worker_count = 0;
         signer->hub_count = 0;
         free_signer(signer);
@@ -332,7 +318,7 @@ struct signer *signer_create(const struct config *config, unsigned threads, size
     }
     for (size_t i = 0; i < config->hub_count; i++) {
         if (copy_hub(&signer->hubs[i], &config->hubs[i]) != 0) {
-            set_error(err, err_length, "out of memory");
+            error_set(err, err_length, "out of memory");
             free_signer(signer);
             return NULL;
         }
@@ -347,7 +333,7 @@ struct signer *signer_create(const struct config *config, unsigned threads, size
     for (unsigned i = 0; i < signer->worker_count; i++) {
         struct signer_worker *worker = &signer->workers[i];
         if (pthread_create(&worker->thread, NULL, worker_main, worker) != 0) {
-            set_error(err, err_length, "cannot start signer thread %u", i);
+            error_set(err, err_length, "cannot start signer thread %u", i);
             signer_destroy(signer);
             return NULL;
         }

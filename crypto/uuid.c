@@ -30,7 +30,7 @@ static bool is_dash_position(size_t i)
     return i == 8 || i == 13 || i == 18 || i == 23;
 }
 
-int uuid_parse(const char *text, size_t length, struct dps_uuid *uuid)
+int uuid_text_parse(const char *text, size_t length, struct dps_uuid *uuid)
 {
     struct dps_uuid parsed;
     size_t byte = 0;
@@ -121,7 +121,7 @@ void uuid_from_owner(const char *owner, struct dps_uuid *uuid)
 {
     size_t length = strlen(owner);
 
-    if (uuid_parse(owner, length, uuid) == 0 && !uuid_is_nil(uuid))
+    if (uuid_text_parse(owner, length, uuid) == 0 && !uuid_is_nil(uuid))
         return;
     uuid_v5(&UUID_NAMESPACE_URL, owner, length, uuid);
 }

@@ -24,7 +24,7 @@ extern const struct dps_uuid UUID_NAMESPACE_URL;  /* 6ba7b811-9dad-11d1-80b4-00c
 extern const struct dps_uuid UUID_NAMESPACE_X500; /* 6ba7b814-9dad-11d1-80b4-00c04fd430c8 */
 
 /* Parses the canonical 8-4-4-4-12 form, hex case-insensitive, exactly length bytes. 0 or -1. */
-int uuid_parse(const char *text, size_t length, struct dps_uuid *uuid);
+int uuid_text_parse(const char *text, size_t length, struct dps_uuid *uuid);
 
 /* Writes the lower-case canonical form and a NUL. */
 void uuid_format(const struct dps_uuid *uuid, char out[UUID_STRING_LENGTH + 1]);

@@ -6,7 +6,7 @@
  * of a big-endian argument that follows (24..27: 1, 2, 4, 8 bytes) or the
  * indefinite-length marker (31). All reads parse the head into a local
  * cursor and commit it only on success, so a failed read leaves the reader
- * where it was. cbor_skip walks nested items with an explicit, bounded stack
+ * where it was. dps_cbor_skip walks nested items with an explicit, bounded stack
  * instead of recursion, so hostile nesting costs neither stack nor more than
  * one pass over the input.
  */
@@ -28,7 +28,7 @@
 #define CBOR_FALSE 0xF4
 #define CBOR_TRUE 0xF5
 
-struct cbor_head {
+struct dps_cbor_head {
     unsigned major;
     unsigned info;
     uint64_t argument;
@@ -40,7 +40,8 @@ struct cbor_head {
  * length is only accepted where CBOR allows it (strings, containers, break);
  * reserved additional information 28..30 is an error.
  */
-static int cbor_parse_head(const uint8_t **position, const uint8_t *end, struct cbor_head *head)
+static int dps_cbor_parse_head(const uint8_t **position, const uint8_t *end,
+                               struct dps_cbor_head *head)
 {
     const uint8_t *p = *position;
     if (p >= end)
@@ -70,37 +71,37 @@ static int cbor_parse_head(const uint8_t **position, const uint8_t *end, struct 
     return 0;
 }
 
-void cbor_reader_init(struct cbor_reader *reader, const uint8_t *data, size_t length)
+void dps_cbor_reader_init(struct dps_cbor_reader *reader, const uint8_t *data, size_t length)
 {
     reader->position = data;
     reader->end = data + length;
     reader->depth = 0;
 }
 
-enum cbor_item_type cbor_peek(const struct cbor_reader *reader)
+enum dps_cbor_item_type dps_cbor_peek(const struct dps_cbor_reader *reader)
 {
     if (reader->position >= reader->end)
-        return CBOR_TYPE_INVALID;
+        return DPS_CBOR_TYPE_INVALID;
     uint8_t initial = *reader->position;
     if (initial == CBOR_BREAK)
-        return CBOR_TYPE_BREAK;
+        return DPS_CBOR_TYPE_BREAK;
     switch (initial >> 5) {
     case CBOR_MAJOR_UINT:
-        return CBOR_TYPE_UINT;
+        return DPS_CBOR_TYPE_UINT;
     case CBOR_MAJOR_NEGINT:
-        return CBOR_TYPE_NEGINT;
+        return DPS_CBOR_TYPE_NEGINT;
     case CBOR_MAJOR_BYTES:
-        return CBOR_TYPE_BYTES;
+        return DPS_CBOR_TYPE_BYTES;
     case CBOR_MAJOR_TEXT:
-        return CBOR_TYPE_TEXT;
+        return DPS_CBOR_TYPE_TEXT;
     case CBOR_MAJOR_ARRAY:
-        return CBOR_TYPE_ARRAY;
+        return DPS_CBOR_TYPE_ARRAY;
     case CBOR_MAJOR_MAP:
-        return CBOR_TYPE_MAP;
+        return DPS_CBOR_TYPE_MAP;
     case CBOR_MAJOR_TAG:
-        return CBOR_TYPE_TAG;
+        return DPS_CBOR_TYPE_TAG;
     default:
-        return CBOR_TYPE_SIMPLE;
+        return DPS_CBOR_TYPE_SIMPLE;
     }
 }
 
@@ -108,13 +109,14 @@ enum cbor_item_type cbor_peek(const struct cbor_reader *reader)
  * Opens a map or array. A definite count that cannot fit in the remaining
  * input (every item takes at least one byte) is refused up front.
  */
-static int cbor_enter(struct cbor_reader *reader, unsigned major, struct cbor_container *container)
+static int dps_cbor_enter(struct dps_cbor_reader *reader, unsigned major,
+                          struct dps_cbor_container *container)
 {
-    if (reader->depth >= CBOR_MAX_DEPTH)
+    if (reader->depth >= DPS_CBOR_MAX_DEPTH)
         return -1;
     const uint8_t *p = reader->position;
-    struct cbor_head head;
-    if (cbor_parse_head(&p, reader->end, &head) != 0 || head.major != major)
+    struct dps_cbor_head head;
+    if (dps_cbor_parse_head(&p, reader->end, &head) != 0 || head.major != major)
         return -1;
     if (!head.indefinite) {
         uint64_t left = (uint64_t)(reader->end - p);
@@ -129,17 +131,17 @@ static int cbor_enter(struct cbor_reader *reader, unsigned major, struct cbor_co
     return 0;
 }
 
-int cbor_enter_map(struct cbor_reader *reader, struct cbor_container *container)
+int dps_cbor_enter_map(struct dps_cbor_reader *reader, struct dps_cbor_container *container)
 {
-    return cbor_enter(reader, CBOR_MAJOR_MAP, container);
+    return dps_cbor_enter(reader, CBOR_MAJOR_MAP, container);
 }
 
-int cbor_enter_array(struct cbor_reader *reader, struct cbor_container *container)
+int dps_cbor_enter_array(struct dps_cbor_reader *reader, struct dps_cbor_container *container)
 {
-    return cbor_enter(reader, CBOR_MAJOR_ARRAY, container);
+    return dps_cbor_enter(reader, CBOR_MAJOR_ARRAY, container);
 }
 
-int cbor_container_next(struct cbor_reader *reader, struct cbor_container *container)
+int dps_cbor_container_next(struct dps_cbor_reader *reader, struct dps_cbor_container *container)
 {
     if (reader->depth == 0)
         return -1;
@@ -158,12 +160,12 @@ int cbor_container_next(struct cbor_reader *reader, struct cbor_container *conta
 }
 
 /* Reads a definite-length string of the given major type. */
-static int cbor_read_string(struct cbor_reader *reader, unsigned major, const uint8_t **data,
-                            size_t *length)
+static int dps_cbor_read_string(struct dps_cbor_reader *reader, unsigned major,
+                                const uint8_t **data, size_t *length)
 {
     const uint8_t *p = reader->position;
-    struct cbor_head head;
-    if (cbor_parse_head(&p, reader->end, &head) != 0 || head.major != major || head.indefinite)
+    struct dps_cbor_head head;
+    if (dps_cbor_parse_head(&p, reader->end, &head) != 0 || head.major != major || head.indefinite)
         return -1;
     if (head.argument > (uint64_t)(reader->end - p))
         return -1;
@@ -173,36 +175,36 @@ static int cbor_read_string(struct cbor_reader *reader, unsigned major, const ui
     return 0;
 }
 
-int cbor_read_text(struct cbor_reader *reader, const char **text, size_t *length)
+int dps_cbor_read_text(struct dps_cbor_reader *reader, const char **text, size_t *length)
 {
     const uint8_t *data;
-    if (cbor_read_string(reader, CBOR_MAJOR_TEXT, &data, length) != 0)
+    if (dps_cbor_read_string(reader, CBOR_MAJOR_TEXT, &data, length) != 0)
         return -1;
     *text = (const char *)data;
     return 0;
 }
 
-int cbor_read_bytes(struct cbor_reader *reader, const uint8_t **bytes, size_t *length)
+int dps_cbor_read_bytes(struct dps_cbor_reader *reader, const uint8_t **bytes, size_t *length)
 {
-    return cbor_read_string(reader, CBOR_MAJOR_BYTES, bytes, length);
+    return dps_cbor_read_string(reader, CBOR_MAJOR_BYTES, bytes, length);
 }
 
-int cbor_read_uint(struct cbor_reader *reader, uint64_t *value)
+int dps_cbor_read_uint(struct dps_cbor_reader *reader, uint64_t *value)
 {
     const uint8_t *p = reader->position;
-    struct cbor_head head;
-    if (cbor_parse_head(&p, reader->end, &head) != 0 || head.major != CBOR_MAJOR_UINT)
+    struct dps_cbor_head head;
+    if (dps_cbor_parse_head(&p, reader->end, &head) != 0 || head.major != CBOR_MAJOR_UINT)
         return -1;
     *value = head.argument;
     reader->position = p;
     return 0;
 }
 
-int cbor_read_int(struct cbor_reader *reader, int64_t *value)
+int dps_cbor_read_int(struct dps_cbor_reader *reader, int64_t *value)
 {
     const uint8_t *p = reader->position;
-    struct cbor_head head;
-    if (cbor_parse_head(&p, reader->end, &head) != 0)
+    struct dps_cbor_head head;
+    if (dps_cbor_parse_head(&p, reader->end, &head) != 0)
         return -1;
     if (head.major != CBOR_MAJOR_UINT && head.major != CBOR_MAJOR_NEGINT)
         return -1;
@@ -214,7 +216,7 @@ int cbor_read_int(struct cbor_reader *reader, int64_t *value)
     return 0;
 }
 
-int cbor_read_bool(struct cbor_reader *reader, bool *value)
+int dps_cbor_read_bool(struct dps_cbor_reader *reader, bool *value)
 {
     if (reader->position >= reader->end)
         return -1;
@@ -227,16 +229,16 @@ int cbor_read_bool(struct cbor_reader *reader, bool *value)
 }
 
 /* One open container while skipping. */
-struct cbor_skip_level {
+struct dps_cbor_skip_level {
     uint64_t remaining; /* definite: items (keys and values counted apart) left */
     bool indefinite;
     bool map;
     bool odd; /* indefinite map: a key was read and its value is still due */
 };
 
-int cbor_skip(struct cbor_reader *reader)
+int dps_cbor_skip(struct dps_cbor_reader *reader)
 {
-    struct cbor_skip_level stack[CBOR_MAX_DEPTH];
+    struct dps_cbor_skip_level stack[DPS_CBOR_MAX_DEPTH];
     unsigned open = 0;
     const uint8_t *p = reader->position;
     const uint8_t *end = reader->end;
@@ -252,8 +254,8 @@ int cbor_skip(struct cbor_reader *reader)
             p++;
             open--;
         } else {
-            struct cbor_head head;
-            if (cbor_parse_head(&p, end, &head) != 0)
+            struct dps_cbor_head head;
+            if (dps_cbor_parse_head(&p, end, &head) != 0)
                 return -1;
             switch (head.major) {
             case CBOR_MAJOR_BYTES:
@@ -264,7 +266,7 @@ int cbor_skip(struct cbor_reader *reader)
                 break;
             case CBOR_MAJOR_ARRAY:
             case CBOR_MAJOR_MAP: {
-                if (reader->depth + open >= CBOR_MAX_DEPTH)
+                if (reader->depth + open >= DPS_CBOR_MAX_DEPTH)
                     return -1;
                 bool map = head.major == CBOR_MAJOR_MAP;
                 uint64_t items = head.argument;
@@ -277,7 +279,7 @@ int cbor_skip(struct cbor_reader *reader)
                         items *= 2;
                 }
                 if (head.indefinite || items > 0) {
-                    stack[open++] = (struct cbor_skip_level){
+                    stack[open++] = (struct dps_cbor_skip_level){
                         .remaining = items,
                         .indefinite = head.indefinite,
                         .map = map,
@@ -300,7 +302,7 @@ int cbor_skip(struct cbor_reader *reader)
 
         /* One item is complete: account for it in the enclosing containers. */
         while (open > 0) {
-            struct cbor_skip_level *level = &stack[open - 1];
+            struct dps_cbor_skip_level *level = &stack[open - 1];
             if (level->indefinite) {
                 if (level->map)
                     level->odd = !level->odd;
@@ -317,8 +319,17 @@ int cbor_skip(struct cbor_reader *reader)
     }
 }
 
-bool cbor_text_equals(const char *text, size_t length, const char *literal)
+bool dps_cbor_text_equals(const char *text, size_t length, const char *literal)
 {
     size_t literal_length = strlen(literal);
     return literal_length == length && (length == 0 || memcmp(text, literal, length) == 0);
+}
+
+int dps_cbor_map_next_key(struct dps_cbor_reader *reader, struct dps_cbor_container *map,
+                          const char **key, size_t *key_length)
+{
+    int more = dps_cbor_container_next(reader, map);
+    if (more != 1)
+        return more;
+    return dps_cbor_read_text(reader, key, key_length) == 0 ? 1 : -1;
 }

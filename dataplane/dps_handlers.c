@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,13 +66,6 @@
 
 #define DPS_MAX_PAYLOAD 8192
 #define DPS_RETRY_SECONDS 1
-
-/* Record part names, as the reference's JSON fields. */
-static const char *const step_part[] = {
-    [STEP_TIME] = "plgdTime", [STEP_OWNERSHIP] = "ownership",
-    [STEP_CLOUD] = "cloud",   [STEP_CREDENTIALS] = "credential",
-    [STEP_ACLS] = "acl",      [STEP_RESOURCES] = "resources",
-};
 
 enum dps_phase {
     PHASE_CLAIMING, /* waiting for Redis to grant a new device-id binding */
@@ -127,17 +121,85 @@ struct dps_op {
 const double dps_latency_bounds[DPS_LATENCY_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                         0.1,   0.25,   0.5,   1,    2.5,   5};
 
+/*
+ * Each shard counts in its own block, written only on its thread (relaxed
+ * atomics on memory no other shard writes), and a read sums the blocks: the
+ * hot path shares no cache line between shards. The registry is touched only
+ * when a shard starts or stops and when /metrics is read.
+ */
 struct step_counters {
     _Atomic uint64_t by_class[3];
     _Atomic uint64_t latency_buckets[DPS_LATENCY_BUCKETS + 1];
     _Atomic uint64_t latency_sum_ns;
 };
 
-static struct step_counters step_counters[DPS_STEP_COUNT];
-static _Atomic uint64_t rate_limited_count;
-static _Atomic uint64_t busy_count;
-static _Atomic uint64_t issued_count;
-static _Atomic uint64_t refused_counts[DPS_REFUSAL_COUNT];
+struct dps_counters {
+    struct step_counters steps[STEP_COUNT];
+    _Atomic uint64_t rate_limited;
+    _Atomic uint64_t busy;
+    _Atomic uint64_t issued;
+    _Atomic uint64_t refused[DPS_REFUSAL_COUNT];
+    struct dps_counters *next;
+};
+
+static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dps_counters *counters_list;
+/* What stopped shards counted, so totals never go down. */
+static struct dps_counters counters_retired;
+
+struct dps_counters *dps_counters_new(void)
+{
+    struct dps_counters *counters = calloc(1, sizeof(*counters));
+    if (counters == NULL)
+        return NULL;
+    pthread_mutex_lock(&counters_lock);
+    counters->next = counters_list;
+    counters_list = counters;
+    pthread_mutex_unlock(&counters_lock);
+    return counters;
+}
+
+static void count(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
+
+static uint64_t counted(_Atomic uint64_t *counter)
+{
+    return atomic_load_explicit(counter, memory_order_relaxed);
+}
+
+/* Adds from's counts to into (both under counters_lock). */
+static void counters_add(struct dps_counters *into, struct dps_counters *from)
+{
+    for (size_t s = 0; s < STEP_COUNT; s++) {
+        for (size_t c = 0; c < 3; c++)
+            count(&into->steps[s].by_class[c], counted(&from->steps[s].by_class[c]));
+        for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++)
+            count(&into->steps[s].latency_buckets[b], counted(&from->steps[s].latency_buckets[b]));
+        count(&into->steps[s].latency_sum_ns, counted(&from->steps[s].latency_sum_ns));
+    }
+    count(&into->rate_limited, counted(&from->rate_limited));
+    count(&into->busy, counted(&from->busy));
+    count(&into->issued, counted(&from->issued));
+    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++)
+        count(&into->refused[r], counted(&from->refused[r]));
+}
+
+void dps_counters_free(struct dps_counters *counters)
+{
+    if (counters == NULL)
+        return;
+    pthread_mutex_lock(&counters_lock);
+    struct dps_counters **link = &counters_list;
+    while (*link != NULL && *link != counters)
+        link = &(*link)->next;
+    if (*link != NULL)
+        *link = counters->next;
+    counters_add(&counters_retired, counters);
+    pthread_mutex_unlock(&counters_lock);
+    free(counters);
+}
 
 static const char *const refusal_names[DPS_REFUSAL_COUNT] = {
     [DPS_REFUSED_RESERVED] = "reserved",
@@ -151,11 +213,12 @@ const char *dps_refusal_name(enum dps_refusal refusal)
     return (unsigned)refusal < DPS_REFUSAL_COUNT ? refusal_names[refusal] : "";
 }
 
-static void count_answer(enum dps_step step, uint8_t code, const struct timespec *started)
+static void count_answer(struct dps_counters *counters, enum dps_step step, uint8_t code,
+                         const struct timespec *started)
 {
-    struct step_counters *counters = &step_counters[step];
+    struct step_counters *step_counters = &counters->steps[step];
     int class = code >> 5;
-    atomic_fetch_add(&counters->by_class[class == 2 ? 0 : class == 4 ? 1 : 2], 1);
+    count(&step_counters->by_class[class == 2 ? 0 : class == 4 ? 1 : 2], 1);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     int64_t ns =
@@ -164,32 +227,40 @@ static void count_answer(enum dps_step step, uint8_t code, const struct timespec
     while (bucket < DPS_LATENCY_BUCKETS && (double)ns / 1e9 > dps_latency_bounds[bucket]) {
         bucket++;
     }
-    atomic_fetch_add(&counters->latency_buckets[bucket], 1);
-    atomic_fetch_add(&counters->latency_sum_ns, (uint64_t)(ns > 0 ? ns : 0));
+    count(&step_counters->latency_buckets[bucket], 1);
+    count(&step_counters->latency_sum_ns, (uint64_t)(ns > 0 ? ns : 0));
     if (code == COAP_SERVICE_UNAVAILABLE) {
-        atomic_fetch_add(&busy_count, 1);
+        count(&counters->busy, 1);
     }
 }
 
 void dps_stats_get(struct dps_stats *stats)
 {
+    struct dps_counters sum;
+    memset(&sum, 0, sizeof(sum));
+    pthread_mutex_lock(&counters_lock);
+    counters_add(&sum, &counters_retired);
+    for (struct dps_counters *counters = counters_list; counters != NULL; counters = counters->next)
+        counters_add(&sum, counters);
+    pthread_mutex_unlock(&counters_lock);
+
     memset(stats, 0, sizeof(*stats));
-    for (size_t s = 0; s < DPS_STEP_COUNT; s++) {
+    for (size_t s = 0; s < STEP_COUNT; s++) {
         struct dps_step_stats *out = &stats->steps[s];
-        out->name = step_part[s];
+        out->name = dps_step_routes[s].record_part;
         for (size_t c = 0; c < 3; c++) {
-            out->by_class[c] = atomic_load(&step_counters[s].by_class[c]);
+            out->by_class[c] = counted(&sum.steps[s].by_class[c]);
         }
         for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++) {
-            out->latency_buckets[b] = atomic_load(&step_counters[s].latency_buckets[b]);
+            out->latency_buckets[b] = counted(&sum.steps[s].latency_buckets[b]);
         }
-        out->latency_sum_s = (double)atomic_load(&step_counters[s].latency_sum_ns) / 1e9;
+        out->latency_sum_s = (double)counted(&sum.steps[s].latency_sum_ns) / 1e9;
     }
-    stats->rate_limited = atomic_load(&rate_limited_count);
-    stats->busy = atomic_load(&busy_count);
-    stats->certificates_issued = atomic_load(&issued_count);
+    stats->rate_limited = counted(&sum.rate_limited);
+    stats->busy = counted(&sum.busy);
+    stats->certificates_issued = counted(&sum.issued);
     for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++) {
-        stats->device_id_refused[r] = atomic_load(&refused_counts[r]);
+        stats->device_id_refused[r] = counted(&sum.refused[r]);
     }
 }
 
@@ -283,7 +354,7 @@ static int collect_acl_subjects(json_t *list, struct dps_catalog_group *out)
         const char *text =
             json_string_value(json_object_get(json_object_get(entry, "subject"), "uuid"));
         struct dps_uuid uuid;
-        if (text != NULL && uuid_parse(text, strlen(text), &uuid) == 0) {
+        if (text != NULL && uuid_text_parse(text, strlen(text), &uuid) == 0) {
             out->acl_subjects[out->acl_subject_count++] = uuid;
         }
     }
@@ -366,7 +437,7 @@ static int catalog_reserved(const struct config *config, struct dps_catalog *cat
             uuid_from_owner(config->hubs[i].owner, &uuid);
             reserve(catalog, &uuid, DPS_RESERVED_OWNER);
         }
-        if (uuid_parse(config->hubs[i].id, strlen(config->hubs[i].id), &uuid) == 0) {
+        if (uuid_text_parse(config->hubs[i].id, strlen(config->hubs[i].id), &uuid) == 0) {
             reserve(catalog, &uuid, DPS_RESERVED_HUB);
         }
     }
@@ -635,18 +706,18 @@ static void dps_op_answer(struct dps_op *op, bool keep)
     bool ok = op->code < COAP_BAD_REQUEST;
     op->answered = true;
     const struct config_group *group = session_group(op->services, op->session);
-    count_answer(op->step, op->code, &op->started);
+    count_answer(op->services->counters, op->step, op->code, &op->started);
     if (op->step == STEP_CREDENTIALS && ok) {
-        atomic_fetch_add(&issued_count, 1);
+        count(&op->services->counters->issued, 1);
         /* One line per provisioning outcome: the certificate left, durably logged. */
         log_msg(LOG_INFO, "device provisioned", "record=%s device=%s group=%s serial=%s",
                 op->session->record_id, op->session->device_id, group->id, op->serial_hex);
     }
     log_msg(ok ? LOG_DEBUG : LOG_INFO, "step",
-            "step=%s code=%d.%02d record=%s device=%s group=%s%s%s%s", step_part[op->step],
-            op->code >> 5, op->code & 31, op->session->record_id,
-            op->session->device_id[0] ? op->session->device_id : "-", group->id,
-            ok ? "" : " error=\"", ok ? "" : op->error, ok ? "" : "\"");
+            "step=%s code=%d.%02d record=%s device=%s group=%s%s%s%s",
+            dps_step_routes[op->step].record_part, op->code >> 5, op->code & 31,
+            op->session->record_id, op->session->device_id[0] ? op->session->device_id : "-",
+            group->id, ok ? "" : " error=\"", ok ? "" : op->error, ok ? "" : "\"");
     struct dps_session *session = op->session;
     if (keep ? !session->gone : dps_op_detach(op)) {
         if (ok) {
@@ -762,7 +833,8 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     op->step_json = step_part_json(op);
     memset(&op->write, 0, sizeof(op->write));
     records_part_key(entry->owner_key, session->record_id, "record", op->key_record);
-    records_part_key(entry->owner_key, session->record_id, step_part[op->step], op->key_step);
+    records_part_key(entry->owner_key, session->record_id, dps_step_routes[op->step].record_part,
+                     op->key_step);
     if (!record_current) {
         add_put(&op->write, STORE_RECORDS, op->key_record, op->record_json);
     }
@@ -902,7 +974,7 @@ static void handle_resources(struct dps_op *op)
 /* Sets a 4.03 with message, counted by reason; returns -1 for the caller to pass on. */
 static int refuse(struct dps_op *op, enum dps_refusal reason, const char *message)
 {
-    atomic_fetch_add(&refused_counts[reason], 1);
+    count(&op->services->counters->refused[reason], 1);
     set_error(op, COAP_FORBIDDEN, message);
     return -1;
 }
@@ -966,7 +1038,7 @@ static int read_binding(const struct dps_op *op, const char *key, const char *fi
 static int check_device_id(struct dps_op *op, const char *device_id)
 {
     struct dps_uuid uuid;
-    const char *reserved = uuid_parse(device_id, strlen(device_id), &uuid) == 0
+    const char *reserved = uuid_text_parse(device_id, strlen(device_id), &uuid) == 0
                                ? reserved_reason(op, &uuid)
                                : "device id is not a UUID";
     if (reserved != NULL) {
@@ -1036,12 +1108,13 @@ static void claim_device_id(struct dps_op *op)
 }
 
 /* Reads a text value into a NUL-terminated UUID buffer; -1 unless it is a UUID. */
-static int read_uuid_text(struct cbor_reader *reader, char out[37])
+static int read_uuid_text(struct dps_cbor_reader *reader, char out[37])
 {
     const char *text;
     size_t length;
     struct dps_uuid uuid;
-    if (cbor_read_text(reader, &text, &length) != 0 || uuid_parse(text, length, &uuid) != 0) {
+    if (dps_cbor_read_text(reader, &text, &length) != 0 ||
+        uuid_text_parse(text, length, &uuid) != 0) {
         return -1;
     }
     uuid_format(&uuid, out);
@@ -1057,49 +1130,43 @@ struct cloud_request {
 
 static int parse_cloud_request(const uint8_t *payload, size_t length, struct cloud_request *out)
 {
-    struct cbor_reader reader;
-    struct cbor_container map;
-    cbor_reader_init(&reader, payload, length);
-    if (cbor_enter_map(&reader, &map) != 0) {
+    struct dps_cbor_reader reader;
+    struct dps_cbor_container map;
+    dps_cbor_reader_init(&reader, payload, length);
+    if (dps_cbor_enter_map(&reader, &map) != 0) {
         return -1;
     }
+    const char *key;
+    size_t key_length;
     int more;
-    while ((more = cbor_container_next(&reader, &map)) == 1) {
-        const char *key;
-        size_t key_length;
-        if (cbor_read_text(&reader, &key, &key_length) != 0) {
-            return -1;
-        }
-        if (cbor_text_equals(key, key_length, "di")) {
+    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
+        if (dps_cbor_text_equals(key, key_length, "di")) {
             if (read_uuid_text(&reader, out->device_id) != 0) {
                 return -1;
             }
-        } else if (cbor_text_equals(key, key_length, "selectedGateway") &&
-                   cbor_peek(&reader) == CBOR_TYPE_MAP) {
-            struct cbor_container gateway;
-            if (cbor_enter_map(&reader, &gateway) != 0) {
+        } else if (dps_cbor_text_equals(key, key_length, "selectedGateway") &&
+                   dps_cbor_peek(&reader) == DPS_CBOR_TYPE_MAP) {
+            struct dps_cbor_container gateway;
+            if (dps_cbor_enter_map(&reader, &gateway) != 0) {
                 return -1;
             }
-            while ((more = cbor_container_next(&reader, &gateway)) == 1) {
-                if (cbor_read_text(&reader, &key, &key_length) != 0) {
-                    return -1;
-                }
-                if (cbor_text_equals(key, key_length, "uri") &&
-                    cbor_peek(&reader) == CBOR_TYPE_TEXT) {
-                    cbor_read_text(&reader, &out->gateway_uri, &out->gateway_uri_length);
-                } else if (cbor_text_equals(key, key_length, "id") &&
-                           cbor_peek(&reader) == CBOR_TYPE_TEXT) {
+            while ((more = dps_cbor_map_next_key(&reader, &gateway, &key, &key_length)) == 1) {
+                if (dps_cbor_text_equals(key, key_length, "uri") &&
+                    dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
+                    dps_cbor_read_text(&reader, &out->gateway_uri, &out->gateway_uri_length);
+                } else if (dps_cbor_text_equals(key, key_length, "id") &&
+                           dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
                     if (read_uuid_text(&reader, out->gateway_id) != 0) {
                         out->gateway_id[0] = '\0';
                     }
-                } else if (cbor_skip(&reader) != 0) {
+                } else if (dps_cbor_skip(&reader) != 0) {
                     return -1;
                 }
             }
             if (more < 0) {
                 return -1;
             }
-        } else if (cbor_skip(&reader) != 0) {
+        } else if (dps_cbor_skip(&reader) != 0) {
             return -1;
         }
     }
@@ -1244,55 +1311,49 @@ static void answer_cloud(struct dps_op *op)
 static int parse_credentials_request(const uint8_t *payload, size_t length, char device_id[37],
                                      const char **pem, size_t *pem_length, const char **problem)
 {
-    struct cbor_reader reader;
-    struct cbor_container map;
+    struct dps_cbor_reader reader;
+    struct dps_cbor_container map;
     bool encoding_ok = false;
     *pem = NULL;
     *problem = "credentials needs a map with \"csr\"";
-    cbor_reader_init(&reader, payload, length);
-    if (cbor_enter_map(&reader, &map) != 0) {
+    dps_cbor_reader_init(&reader, payload, length);
+    if (dps_cbor_enter_map(&reader, &map) != 0) {
         return -1;
     }
+    const char *key;
+    size_t key_length;
     int more;
-    while ((more = cbor_container_next(&reader, &map)) == 1) {
-        const char *key;
-        size_t key_length;
-        if (cbor_read_text(&reader, &key, &key_length) != 0) {
-            return -1;
-        }
-        if (cbor_text_equals(key, key_length, "di")) {
+    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
+        if (dps_cbor_text_equals(key, key_length, "di")) {
             if (read_uuid_text(&reader, device_id) != 0) {
                 *problem = "\"di\" is not a UUID";
                 return -1;
             }
-        } else if (cbor_text_equals(key, key_length, "csr")) {
-            struct cbor_container csr;
-            if (cbor_enter_map(&reader, &csr) != 0) {
+        } else if (dps_cbor_text_equals(key, key_length, "csr")) {
+            struct dps_cbor_container csr;
+            if (dps_cbor_enter_map(&reader, &csr) != 0) {
                 return -1;
             }
-            while ((more = cbor_container_next(&reader, &csr)) == 1) {
-                if (cbor_read_text(&reader, &key, &key_length) != 0) {
-                    return -1;
-                }
+            while ((more = dps_cbor_map_next_key(&reader, &csr, &key, &key_length)) == 1) {
                 const char *value;
                 size_t value_length;
-                if (cbor_text_equals(key, key_length, "encoding")) {
-                    if (cbor_read_text(&reader, &value, &value_length) != 0) {
+                if (dps_cbor_text_equals(key, key_length, "encoding")) {
+                    if (dps_cbor_read_text(&reader, &value, &value_length) != 0) {
                         return -1;
                     }
-                    encoding_ok = cbor_text_equals(value, value_length, "oic.sec.encoding.pem");
-                } else if (cbor_text_equals(key, key_length, "data")) {
-                    if (cbor_read_text(&reader, pem, pem_length) != 0) {
+                    encoding_ok = dps_cbor_text_equals(value, value_length, "oic.sec.encoding.pem");
+                } else if (dps_cbor_text_equals(key, key_length, "data")) {
+                    if (dps_cbor_read_text(&reader, pem, pem_length) != 0) {
                         return -1;
                     }
-                } else if (cbor_skip(&reader) != 0) {
+                } else if (dps_cbor_skip(&reader) != 0) {
                     return -1;
                 }
             }
             if (more < 0) {
                 return -1;
             }
-        } else if (cbor_skip(&reader) != 0) {
+        } else if (dps_cbor_skip(&reader) != 0) {
             return -1;
         }
     }
@@ -1538,8 +1599,8 @@ static void dps_op_resume(struct mailbox_item *item)
     if (op->answered) {
         /* A lazy line is written: the device has its answer; its connection moves on. */
         if (op->write.status != STORE_OK) {
-            log_msg(LOG_WARN, "record line not written", "step=%s status=%d", step_part[op->step],
-                    op->write.status);
+            log_msg(LOG_WARN, "record line not written", "step=%s status=%d",
+                    dps_step_routes[op->step].record_part, op->write.status);
         }
         struct dps_session *session = op->session;
         if (dps_op_detach(op) && session->pending == 0) {
@@ -1554,8 +1615,8 @@ static void dps_op_resume(struct mailbox_item *item)
             return;
         }
         if (op->sign.status != 0) {
-            log_msg(LOG_ERROR, "signing failed", "step=%s error=\"%s\"", step_part[op->step],
-                    op->sign.error);
+            log_msg(LOG_ERROR, "signing failed", "step=%s error=\"%s\"",
+                    dps_step_routes[op->step].record_part, op->sign.error);
             set_error(op, COAP_SERVICE_UNAVAILABLE, "signing failed, retry");
             dps_op_finish(op);
             return;
@@ -1587,8 +1648,8 @@ static void dps_op_resume(struct mailbox_item *item)
         return;
     }
     if (op->write.status != STORE_OK) {
-        log_msg(LOG_ERROR, "record commit failed", "step=%s record=%s", step_part[op->step],
-                op->session->record_id);
+        log_msg(LOG_ERROR, "record commit failed", "step=%s record=%s",
+                dps_step_routes[op->step].record_part, op->session->record_id);
         set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
     } else if (op->record_json != NULL) {
         op->session->record_written = true;
@@ -1600,38 +1661,21 @@ static void dps_op_resume(struct mailbox_item *item)
 
 /* ---- dispatch ---- */
 
-struct route {
-    const char *path;
-    uint8_t method;
-    enum dps_step step;
-};
-
-static const struct route routes[] = {
-    {"/x.plgd.dev/time", COAP_GET, STEP_TIME},
-    {"/api/v1/provisioning/ownership", COAP_GET, STEP_OWNERSHIP},
-    {"/api/v1/provisioning/cloud-configuration", COAP_POST, STEP_CLOUD},
-    {"/api/v1/provisioning/credentials", COAP_POST, STEP_CREDENTIALS},
-    {"/api/v1/provisioning/acls", COAP_GET, STEP_ACLS},
-    {"/api/v1/provisioning/resources", COAP_GET, STEP_RESOURCES},
-};
-
 void dps_handle(const struct dps_services *services, struct dps_session *session,
                 const struct dps_request *request, dps_reply_fn reply)
 {
-    const struct route *route = NULL;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (strcmp(routes[i].path, request->path) == 0) {
-            route = &routes[i];
-            break;
-        }
-    }
-    if (route == NULL) {
+    size_t index = 0;
+    while (index < STEP_COUNT && strcmp(dps_step_routes[index].path, request->path) != 0)
+        index++;
+    if (index == STEP_COUNT) {
         reply_error(services, session, request, reply, COAP_NOT_FOUND, 0, "no such resource");
         return;
     }
-    if (route->method != request->method) {
+    enum dps_step step = (enum dps_step)index;
+    uint8_t method = dps_step_routes[step].post ? COAP_POST : COAP_GET;
+    if (method != request->method) {
         reply_error(services, session, request, reply, COAP_METHOD_NOT_ALLOWED, 0,
-                    route->method == COAP_GET ? "use GET" : "use POST");
+                    method == COAP_GET ? "use GET" : "use POST");
         return;
     }
     enum payload_format format = PAYLOAD_CBOR;
@@ -1650,10 +1694,10 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
     if (*services->pending_ops >= services->config->max_pending) {
         reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, DPS_RETRY_SECONDS,
                     "busy, retry");
-        atomic_fetch_add(&busy_count, 1);
+        count(&services->counters->busy, 1);
         return;
     }
-    if (route->step == STEP_CLOUD || route->step == STEP_CREDENTIALS) {
+    if (step == STEP_CLOUD || step == STEP_CREDENTIALS) {
         struct timespec now;
         int64_t wait_ns;
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -1662,18 +1706,17 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
             uint32_t seconds = (uint32_t)((wait_ns + 999999999) / 1000000000);
             reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE,
                         seconds > 0 ? seconds : 1, "rate limited, retry");
-            atomic_fetch_add(&rate_limited_count, 1);
+            count(&services->counters->rate_limited, 1);
             return;
         }
     }
-    struct dps_op *op =
-        dps_op_new(services, session, request, reply, route->step, format, content_format);
+    struct dps_op *op = dps_op_new(services, session, request, reply, step, format, content_format);
     if (op == NULL) {
         reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, DPS_RETRY_SECONDS,
                     "out of memory");
         return;
     }
-    switch (route->step) {
+    switch (step) {
     case STEP_TIME:
         handle_time(op);
         break;

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "common/domain.h"
+#include "common/steps.h"
 #include "crypto/attestation.h"
 #include "crypto/uuid.h"
 #include "dataplane/payload.h"
@@ -27,6 +28,7 @@
 struct blocklist;
 struct cluster;
 struct cluster_rate;
+struct dps_counters;
 struct signer;
 struct store;
 struct mailbox;
@@ -54,6 +56,7 @@ struct dps_services {
     const struct blocklist *blocklist;
     struct cluster *cluster; /* the shard's Redis side (dataplane/cluster.h); NULL: single node */
     unsigned *pending_ops;   /* this shard's requests waiting for workers (shard-owned) */
+    struct dps_counters *counters; /* this shard's step counters (shard-owned) */
     void (*hold)(const struct dps_services *services);
     void (*drop)(const struct dps_services *services);
 };
@@ -155,10 +158,13 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
 void dps_session_start(const struct dps_services *services, struct dps_session *session);
 void dps_session_clear(struct dps_session *session);
 
-/* ---- counters for /metrics (process-wide, lock-free) ---- */
+/* ---- counters for /metrics: per shard, summed when read ---- */
 
-#define DPS_STEP_COUNT 6
 #define DPS_LATENCY_BUCKETS 12
+
+/* A shard's own counters (dps_services.counters); freeing one keeps what it counted. */
+struct dps_counters *dps_counters_new(void);
+void dps_counters_free(struct dps_counters *counters);
 
 /* Upper bounds (seconds) of the latency histogram buckets; one more bucket is +Inf. */
 extern const double dps_latency_bounds[DPS_LATENCY_BUCKETS];
@@ -180,7 +186,7 @@ enum dps_refusal {
 };
 
 struct dps_stats {
-    struct dps_step_stats steps[DPS_STEP_COUNT];
+    struct dps_step_stats steps[STEP_COUNT];
     uint64_t rate_limited; /* 5.03 from the signing rate limit */
     uint64_t busy;         /* 5.03 from the pending limit or full queues */
     uint64_t certificates_issued;

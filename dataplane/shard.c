@@ -147,6 +147,7 @@ struct shard {
     int listeners[SHARD_MAX_LISTENERS];
     size_t listener_count;
     unsigned pending_ops;
+    struct dps_counters *counters;
     struct conn *conns;
     struct source *sources;
     size_t source_slots;                /* a power of two */
@@ -230,6 +231,7 @@ static struct shard_view *view_create(struct shard *shard, struct snapshot *snap
         .blocklist = snapshot->blocklist,
         .cluster = shard->cluster,
         .pending_ops = &shard->pending_ops,
+        .counters = shard->counters,
         .hold = services_hold,
         .drop = services_drop,
     };
@@ -1082,7 +1084,8 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
     }
     shard->libctx = OSSL_LIB_CTX_new();
     shard->mailbox = mailbox_create();
-    if (shard->libctx == NULL || shard->mailbox == NULL) {
+    shard->counters = dps_counters_new();
+    if (shard->libctx == NULL || shard->mailbox == NULL || shard->counters == NULL) {
         snprintf(err, err_length, "out of memory");
         goto fail;
     }
@@ -1350,6 +1353,7 @@ void shard_finish(struct shard *shard)
     }
     view_release(shard->prepared);
     view_release(shard->view);
+    dps_counters_free(shard->counters);
     cluster_free(shard->cluster);
     cluster_rate_free(shard->rate);
     free(shard->trusted_proxies);

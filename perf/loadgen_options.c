@@ -251,7 +251,7 @@ int options_parse(int argc, char **argv, struct options *options)
             break;
         case 'd':
             options->di = optarg;
-            bad = uuid_parse(optarg, strlen(optarg), &uuid);
+            bad = uuid_text_parse(optarg, strlen(optarg), &uuid);
             break;
         case 'x':
             bad = parse_expect(optarg, options);

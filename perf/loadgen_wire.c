@@ -13,9 +13,9 @@
  * every device receives alike is recognised by the thread's kit
  * (loadgen_kit.c).
  */
+#include "common/error.h"
 #include "perf/loadgen_wire.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,14 +41,14 @@
 
 /* ---- request bodies: indefinite-length maps, as tinycbor writes them ---- */
 
-struct cbor_writer {
+struct dps_cbor_writer {
     uint8_t *data;
     size_t capacity;
     size_t length;
     bool overflow;
 };
 
-static void cbor_put_byte(struct cbor_writer *writer, uint8_t byte)
+static void dps_cbor_put_byte(struct dps_cbor_writer *writer, uint8_t byte)
 {
     if (writer->length >= writer->capacity) {
         writer->overflow = true;
@@ -57,51 +57,51 @@ static void cbor_put_byte(struct cbor_writer *writer, uint8_t byte)
     writer->data[writer->length++] = byte;
 }
 
-static void cbor_put_text(struct cbor_writer *writer, const char *text)
+static void dps_cbor_put_text(struct dps_cbor_writer *writer, const char *text)
 {
     size_t length = strlen(text);
 
     if (length < 24) {
-        cbor_put_byte(writer, (uint8_t)(0x60 | length));
+        dps_cbor_put_byte(writer, (uint8_t)(0x60 | length));
     } else if (length < 0x100) {
-        cbor_put_byte(writer, 0x78);
-        cbor_put_byte(writer, (uint8_t)length);
+        dps_cbor_put_byte(writer, 0x78);
+        dps_cbor_put_byte(writer, (uint8_t)length);
     } else {
-        cbor_put_byte(writer, 0x79);
-        cbor_put_byte(writer, (uint8_t)(length >> 8));
-        cbor_put_byte(writer, (uint8_t)length);
+        dps_cbor_put_byte(writer, 0x79);
+        dps_cbor_put_byte(writer, (uint8_t)(length >> 8));
+        dps_cbor_put_byte(writer, (uint8_t)length);
     }
     for (size_t i = 0; i < length; i++)
-        cbor_put_byte(writer, (uint8_t)text[i]);
+        dps_cbor_put_byte(writer, (uint8_t)text[i]);
 }
 
-static void cbor_put_map_start(struct cbor_writer *writer)
+static void dps_cbor_put_map_start(struct dps_cbor_writer *writer)
 {
-    cbor_put_byte(writer, 0xBF);
+    dps_cbor_put_byte(writer, 0xBF);
 }
 
-static void cbor_put_break(struct cbor_writer *writer)
+static void dps_cbor_put_break(struct dps_cbor_writer *writer)
 {
-    cbor_put_byte(writer, 0xFF);
+    dps_cbor_put_byte(writer, 0xFF);
 }
 
 /* Builds the payload of a POST step; -1 when it cannot be made. */
 static int request_body(struct device *device, enum dps_step step, uint8_t *out, size_t capacity,
                         size_t *length)
 {
-    struct cbor_writer writer = {out, capacity, 0, false};
+    struct dps_cbor_writer writer = {out, capacity, 0, false};
 
-    cbor_put_map_start(&writer);
-    cbor_put_text(&writer, "di");
-    cbor_put_text(&writer, device->di);
+    dps_cbor_put_map_start(&writer);
+    dps_cbor_put_text(&writer, "di");
+    dps_cbor_put_text(&writer, device->di);
     if (step == STEP_CLOUD) {
-        cbor_put_text(&writer, "selectedGateway");
-        cbor_put_map_start(&writer);
-        cbor_put_text(&writer, "uri");
-        cbor_put_text(&writer, "coaps+tcp://127.0.0.1");
-        cbor_put_text(&writer, "id");
-        cbor_put_text(&writer, "00000000-0000-0000-0000-000000000000");
-        cbor_put_break(&writer);
+        dps_cbor_put_text(&writer, "selectedGateway");
+        dps_cbor_put_map_start(&writer);
+        dps_cbor_put_text(&writer, "uri");
+        dps_cbor_put_text(&writer, "coaps+tcp://127.0.0.1");
+        dps_cbor_put_text(&writer, "id");
+        dps_cbor_put_text(&writer, "00000000-0000-0000-0000-000000000000");
+        dps_cbor_put_break(&writer);
     } else {
         char csr[CSR_PEM_CAPACITY];
         if (csr_pem(device->kit->sign, device->kit->libctx, device->key, device->spki, device->di,
@@ -110,15 +110,15 @@ static int request_body(struct device *device, enum dps_step step, uint8_t *out,
             device_fail(device, "cannot create the CSR");
             return -1;
         }
-        cbor_put_text(&writer, "csr");
-        cbor_put_map_start(&writer);
-        cbor_put_text(&writer, "data");
-        cbor_put_text(&writer, csr);
-        cbor_put_text(&writer, "encoding");
-        cbor_put_text(&writer, "oic.sec.encoding.pem");
-        cbor_put_break(&writer);
+        dps_cbor_put_text(&writer, "csr");
+        dps_cbor_put_map_start(&writer);
+        dps_cbor_put_text(&writer, "data");
+        dps_cbor_put_text(&writer, csr);
+        dps_cbor_put_text(&writer, "encoding");
+        dps_cbor_put_text(&writer, "oic.sec.encoding.pem");
+        dps_cbor_put_break(&writer);
     }
-    cbor_put_break(&writer);
+    dps_cbor_put_break(&writer);
     if (writer.overflow) {
         device_fail(device, "request body too large");
         return -1;
@@ -187,21 +187,7 @@ void device_send_request(struct device *device)
 
 /* ---- response checks, as the device client applies them ---- */
 
-/* Sets reason and returns -1, so checks read as `return reject(...)`. */
-static int reject(char *reason, size_t reason_length, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int reject(char *reason, size_t reason_length, const char *format, ...)
-{
-    va_list arguments;
-
-    va_start(arguments, format);
-    vsnprintf(reason, reason_length, format, arguments);
-    va_end(arguments);
-    return -1;
-}
-
-#define REJECT(...) reject(reason, reason_length, __VA_ARGS__)
+#define REJECT(...) error_set(reason, reason_length, __VA_ARGS__)
 
 static bool is_digits(const char *text, size_t count)
 {
@@ -238,7 +224,7 @@ static bool is_rfc3339_with_fraction(const char *text, size_t length)
 static bool is_uuid_text(const char *text, size_t length)
 {
     struct dps_uuid uuid;
-    return uuid_parse(text, length, &uuid) == 0;
+    return uuid_text_parse(text, length, &uuid) == 0;
 }
 
 /* Copies text whole into out; false when it does not fit (a value is never kept cut). */
@@ -255,28 +241,28 @@ static bool copy_text(char *out, size_t capacity, const char *text, size_t lengt
  * Walks any item looking for keys the client refuses to see anywhere in a
  * credentials or ACL response. 0 clean, 1 found (name in *found), -1 bad CBOR.
  */
-static int find_forbidden_key(struct cbor_reader *reader, const char **found)
+static int find_forbidden_key(struct dps_cbor_reader *reader, const char **found)
 {
-    struct cbor_container container;
-    enum cbor_item_type type = cbor_peek(reader);
+    struct dps_cbor_container container;
+    enum dps_cbor_item_type type = dps_cbor_peek(reader);
     int more;
 
-    if (type == CBOR_TYPE_MAP) {
-        if (cbor_enter_map(reader, &container) != 0)
+    if (type == DPS_CBOR_TYPE_MAP) {
+        if (dps_cbor_enter_map(reader, &container) != 0)
             return -1;
-        while ((more = cbor_container_next(reader, &container)) == 1) {
+        while ((more = dps_cbor_container_next(reader, &container)) == 1) {
             const char *key;
             size_t key_length;
-            if (cbor_peek(reader) == CBOR_TYPE_TEXT) {
-                if (cbor_read_text(reader, &key, &key_length) != 0)
+            if (dps_cbor_peek(reader) == DPS_CBOR_TYPE_TEXT) {
+                if (dps_cbor_read_text(reader, &key, &key_length) != 0)
                     return -1;
-                if (cbor_text_equals(key, key_length, "rowneruuid"))
+                if (dps_cbor_text_equals(key, key_length, "rowneruuid"))
                     *found = "rowneruuid";
-                else if (cbor_text_equals(key, key_length, "credid"))
+                else if (dps_cbor_text_equals(key, key_length, "credid"))
                     *found = "credid";
                 if (*found != NULL)
                     return 1;
-            } else if (cbor_skip(reader) != 0) {
+            } else if (dps_cbor_skip(reader) != 0) {
                 return -1;
             }
             int result = find_forbidden_key(reader, found);
@@ -285,39 +271,39 @@ static int find_forbidden_key(struct cbor_reader *reader, const char **found)
         }
         return more;
     }
-    if (type == CBOR_TYPE_ARRAY) {
-        if (cbor_enter_array(reader, &container) != 0)
+    if (type == DPS_CBOR_TYPE_ARRAY) {
+        if (dps_cbor_enter_array(reader, &container) != 0)
             return -1;
-        while ((more = cbor_container_next(reader, &container)) == 1) {
+        while ((more = dps_cbor_container_next(reader, &container)) == 1) {
             int result = find_forbidden_key(reader, found);
             if (result != 0)
                 return result;
         }
         return more;
     }
-    return cbor_skip(reader);
+    return dps_cbor_skip(reader);
 }
 
-static int check_time(struct device *device, struct cbor_reader *reader, char *reason,
+static int check_time(struct device *device, struct dps_cbor_reader *reader, char *reason,
                       size_t reason_length)
 {
-    struct cbor_container map;
+    struct dps_cbor_container map;
     bool seen = false;
     int more;
 
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("time: payload is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key, *value;
         size_t key_length, value_length;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("time: non-text key");
-        if (!cbor_text_equals(key, key_length, "time")) {
-            if (cbor_skip(reader) != 0)
+        if (!dps_cbor_text_equals(key, key_length, "time")) {
+            if (dps_cbor_skip(reader) != 0)
                 return REJECT("time: bad CBOR");
             continue;
         }
-        if (cbor_read_text(reader, &value, &value_length) != 0)
+        if (dps_cbor_read_text(reader, &value, &value_length) != 0)
             return REJECT("time: \"time\" is not a text string");
         if (!is_rfc3339_with_fraction(value, value_length))
             return REJECT("time: \"%.*s\" is not RFC 3339 with a fraction", (int)value_length,
@@ -329,25 +315,25 @@ static int check_time(struct device *device, struct cbor_reader *reader, char *r
     return seen ? 0 : REJECT("time: no \"time\" key");
 }
 
-static int check_ownership(struct device *device, struct cbor_reader *reader, char *reason,
+static int check_ownership(struct device *device, struct dps_cbor_reader *reader, char *reason,
                            size_t reason_length)
 {
-    struct cbor_container map;
+    struct dps_cbor_container map;
     bool seen = false;
     int more;
 
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("ownership: payload is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key, *value;
         size_t key_length, value_length;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("ownership: non-text key");
-        if (!cbor_text_equals(key, key_length, "devowneruuid"))
+        if (!dps_cbor_text_equals(key, key_length, "devowneruuid"))
             return REJECT("ownership: unexpected property \"%.*s\"", (int)key_length, key);
         if (seen)
             return REJECT("ownership: \"devowneruuid\" twice");
-        if (cbor_read_text(reader, &value, &value_length) != 0 ||
+        if (dps_cbor_read_text(reader, &value, &value_length) != 0 ||
             !is_uuid_text(value, value_length) ||
             !copy_text(device->owner, sizeof(device->owner), value, value_length))
             return REJECT("ownership: \"devowneruuid\" is not a UUID");
@@ -358,30 +344,30 @@ static int check_ownership(struct device *device, struct cbor_reader *reader, ch
     return seen ? 0 : REJECT("ownership: no \"devowneruuid\"");
 }
 
-static int check_gateways(struct cbor_reader *reader, char *reason, size_t reason_length)
+static int check_gateways(struct dps_cbor_reader *reader, char *reason, size_t reason_length)
 {
-    struct cbor_container array, map;
+    struct dps_cbor_container array, map;
     int more, inner;
 
-    if (cbor_enter_array(reader, &array) != 0)
+    if (dps_cbor_enter_array(reader, &array) != 0)
         return REJECT("cloud: x.org.iotivity.servers is not an array");
-    while ((more = cbor_container_next(reader, &array)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &array)) == 1) {
         bool uri = false, id = false;
-        if (cbor_enter_map(reader, &map) != 0)
+        if (dps_cbor_enter_map(reader, &map) != 0)
             return REJECT("cloud: a server entry is not a map");
-        while ((inner = cbor_container_next(reader, &map)) == 1) {
+        while ((inner = dps_cbor_container_next(reader, &map)) == 1) {
             const char *key, *value;
             size_t key_length, value_length;
-            if (cbor_read_text(reader, &key, &key_length) != 0)
+            if (dps_cbor_read_text(reader, &key, &key_length) != 0)
                 return REJECT("cloud: non-text key in a server entry");
-            bool is_uri = cbor_text_equals(key, key_length, "uri");
-            bool is_id = cbor_text_equals(key, key_length, "id");
+            bool is_uri = dps_cbor_text_equals(key, key_length, "uri");
+            bool is_id = dps_cbor_text_equals(key, key_length, "id");
             if (!is_uri && !is_id) {
-                if (cbor_skip(reader) != 0)
+                if (dps_cbor_skip(reader) != 0)
                     return REJECT("cloud: bad CBOR");
                 continue;
             }
-            if (cbor_read_text(reader, &value, &value_length) != 0)
+            if (dps_cbor_read_text(reader, &value, &value_length) != 0)
                 return REJECT("cloud: server %s is not a text string", is_uri ? "uri" : "id");
             uri |= is_uri;
             id |= is_id;
@@ -394,38 +380,38 @@ static int check_gateways(struct cbor_reader *reader, char *reason, size_t reaso
     return more == 0 ? 0 : REJECT("cloud: bad CBOR");
 }
 
-static int check_cloud(struct device *device, struct cbor_reader *reader, char *reason,
+static int check_cloud(struct device *device, struct dps_cbor_reader *reader, char *reason,
                        size_t reason_length)
 {
     static const char *const required[] = {"apn", "cis", "at", "sid"};
     char *const targets[] = {device->apn, device->cis, NULL, device->sid};
     const size_t sizes[] = {sizeof(device->apn), sizeof(device->cis), 0, sizeof(device->sid)};
     bool seen[4] = {false, false, false, false};
-    struct cbor_container map;
+    struct dps_cbor_container map;
     int more;
 
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("cloud: payload is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key, *value;
         size_t key_length, value_length;
         size_t which = 4;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("cloud: non-text key");
-        if (cbor_text_equals(key, key_length, "x.org.iotivity.servers")) {
+        if (dps_cbor_text_equals(key, key_length, "x.org.iotivity.servers")) {
             if (check_gateways(reader, reason, reason_length) != 0)
                 return -1;
             continue;
         }
         for (size_t i = 0; i < 4; i++)
-            if (cbor_text_equals(key, key_length, required[i]))
+            if (dps_cbor_text_equals(key, key_length, required[i]))
                 which = i;
         if (which == 4) {
-            if (cbor_skip(reader) != 0)
+            if (dps_cbor_skip(reader) != 0)
                 return REJECT("cloud: bad CBOR");
             continue;
         }
-        if (cbor_read_text(reader, &value, &value_length) != 0)
+        if (dps_cbor_read_text(reader, &value, &value_length) != 0)
             return REJECT("cloud: \"%s\" is not a text string", required[which]);
         if (targets[which] != NULL && !copy_text(targets[which], sizes[which], value, value_length))
             return REJECT("cloud: \"%s\" is longer than %zu bytes", required[which],
@@ -450,61 +436,63 @@ struct credential {
     size_t subject_length, usage_length, tag_length, data_length, encoding_length;
 };
 
-static int read_publicdata(struct cbor_reader *reader, struct credential *credential, char *reason,
-                           size_t reason_length)
+static int read_publicdata(struct dps_cbor_reader *reader, struct credential *credential,
+                           char *reason, size_t reason_length)
 {
-    struct cbor_container map;
+    struct dps_cbor_container map;
     int more;
 
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("credentials: publicdata is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key;
         size_t key_length;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("credentials: non-text key in publicdata");
-        if (cbor_text_equals(key, key_length, "data") && cbor_peek(reader) == CBOR_TYPE_TEXT) {
-            if (cbor_read_text(reader, &credential->data, &credential->data_length) != 0)
+        if (dps_cbor_text_equals(key, key_length, "data") &&
+            dps_cbor_peek(reader) == DPS_CBOR_TYPE_TEXT) {
+            if (dps_cbor_read_text(reader, &credential->data, &credential->data_length) != 0)
                 return REJECT("credentials: bad publicdata.data");
-        } else if (cbor_text_equals(key, key_length, "encoding")) {
-            if (cbor_read_text(reader, &credential->encoding, &credential->encoding_length) != 0)
+        } else if (dps_cbor_text_equals(key, key_length, "encoding")) {
+            if (dps_cbor_read_text(reader, &credential->encoding, &credential->encoding_length) !=
+                0)
                 return REJECT("credentials: publicdata.encoding is not text");
-        } else if (cbor_skip(reader) != 0) {
+        } else if (dps_cbor_skip(reader) != 0) {
             return REJECT("credentials: bad CBOR");
         }
     }
     return more == 0 ? 0 : REJECT("credentials: bad CBOR");
 }
 
-static int read_credential(struct cbor_reader *reader, struct credential *credential, char *reason,
-                           size_t reason_length)
+static int read_credential(struct dps_cbor_reader *reader, struct credential *credential,
+                           char *reason, size_t reason_length)
 {
-    struct cbor_container map;
+    struct dps_cbor_container map;
     int more;
 
     memset(credential, 0, sizeof(*credential));
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("credentials: an entry is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key;
         size_t key_length;
         int result = 0;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("credentials: non-text key");
-        if (cbor_text_equals(key, key_length, "credtype")) {
-            result = cbor_read_int(reader, &credential->credtype);
+        if (dps_cbor_text_equals(key, key_length, "credtype")) {
+            result = dps_cbor_read_int(reader, &credential->credtype);
             credential->has_credtype = true;
-        } else if (cbor_text_equals(key, key_length, "subjectuuid")) {
-            result = cbor_read_text(reader, &credential->subject, &credential->subject_length);
-        } else if (cbor_text_equals(key, key_length, "credusage")) {
-            result = cbor_read_text(reader, &credential->usage, &credential->usage_length);
-        } else if (cbor_text_equals(key, key_length, "tag")) {
-            result = cbor_read_text(reader, &credential->tag, &credential->tag_length);
-        } else if (cbor_text_equals(key, key_length, "publicdata")) {
+        } else if (dps_cbor_text_equals(key, key_length, "subjectuuid")) {
+            result = dps_cbor_read_text(reader, &credential->subject, &credential->subject_length);
+        } else if (dps_cbor_text_equals(key, key_length, "credusage")) {
+            result = dps_cbor_read_text(reader, &credential->usage, &credential->usage_length);
+        } else if (dps_cbor_text_equals(key, key_length, "tag")) {
+            result = dps_cbor_read_text(reader, &credential->tag, &credential->tag_length);
+        } else if (dps_cbor_text_equals(key, key_length, "publicdata")) {
             if (read_publicdata(reader, credential, reason, reason_length) != 0)
                 return -1;
         } else {
-            result = cbor_skip(reader);
+            result = dps_cbor_skip(reader);
         }
         if (result != 0)
             return REJECT("credentials: bad value for \"%.*s\"", (int)key_length, key);
@@ -631,12 +619,12 @@ static int check_identity(struct device *device, const struct credential *creden
     struct pem_certificates read = {.tail = tail, .tail_capacity = sizeof(tail)};
     time_t now = time(NULL), later = now + CERT_MIN_LIFETIME;
 
-    if (!cbor_text_equals(credential->subject, credential->subject_length, device->di))
+    if (!dps_cbor_text_equals(credential->subject, credential->subject_length, device->di))
         return REJECT("credentials: identity subjectuuid \"%.*s\" is not the device id",
                       (int)credential->subject_length, credential->subject);
     if (credential->data == NULL ||
-        !cbor_text_equals(credential->encoding, credential->encoding_length,
-                          "oic.sec.encoding.pem"))
+        !dps_cbor_text_equals(credential->encoding, credential->encoding_length,
+                              "oic.sec.encoding.pem"))
         return REJECT("credentials: identity publicdata is not PEM data");
     if (read_pem_certificates(credential->data, credential->data_length, &read) != 0)
         return REJECT("credentials: identity PEM does not parse");
@@ -671,7 +659,7 @@ static int check_trust_anchor(struct device *device, const struct credential *cr
     time_t now = time(NULL), not_before, not_after;
     char *joined;
 
-    if (!cbor_text_equals(credential->subject, credential->subject_length, "*"))
+    if (!dps_cbor_text_equals(credential->subject, credential->subject_length, "*"))
         return REJECT("credentials: trustca subjectuuid is not \"*\"");
     if (credential->data == NULL)
         return REJECT("credentials: trustca has no PEM data");
@@ -702,11 +690,11 @@ static int check_trust_anchor(struct device *device, const struct credential *cr
     return 0;
 }
 
-static int check_credentials(struct device *device, struct cbor_reader *reader, char *reason,
+static int check_credentials(struct device *device, struct dps_cbor_reader *reader, char *reason,
                              size_t reason_length)
 {
-    struct cbor_reader scan = *reader;
-    struct cbor_container map, array;
+    struct dps_cbor_reader scan = *reader;
+    struct dps_cbor_container map, array;
     const char *forbidden = NULL;
     unsigned identities = 0, anchors = 0;
     bool seen = false;
@@ -717,26 +705,26 @@ static int check_credentials(struct device *device, struct cbor_reader *reader, 
                                  : REJECT("credentials: bad CBOR");
     free(device->trustca_pem);
     device->trustca_pem = NULL;
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("credentials: payload is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key;
         size_t key_length;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("credentials: non-text key");
-        if (!cbor_text_equals(key, key_length, "creds")) {
-            if (cbor_skip(reader) != 0)
+        if (!dps_cbor_text_equals(key, key_length, "creds")) {
+            if (dps_cbor_skip(reader) != 0)
                 return REJECT("credentials: bad CBOR");
             continue;
         }
         seen = true;
-        if (cbor_enter_array(reader, &array) != 0)
+        if (dps_cbor_enter_array(reader, &array) != 0)
             return REJECT("credentials: creds is not an array");
-        while ((inner = cbor_container_next(reader, &array)) == 1) {
+        while ((inner = dps_cbor_container_next(reader, &array)) == 1) {
             struct credential credential;
             if (read_credential(reader, &credential, reason, reason_length) != 0)
                 return -1;
-            if (!cbor_text_equals(credential.tag, credential.tag_length, "dps"))
+            if (!dps_cbor_text_equals(credential.tag, credential.tag_length, "dps"))
                 return REJECT("credentials: an entry is not tagged \"dps\"");
             if (!credential.has_credtype)
                 return REJECT("credentials: an entry has no credtype");
@@ -745,12 +733,13 @@ static int check_credentials(struct device *device, struct cbor_reader *reader, 
             if (credential.credtype != 8)
                 return REJECT("credentials: unexpected credtype %lld",
                               (long long)credential.credtype);
-            if (cbor_text_equals(credential.usage, credential.usage_length, "oic.sec.cred.cert")) {
+            if (dps_cbor_text_equals(credential.usage, credential.usage_length,
+                                     "oic.sec.cred.cert")) {
                 identities++;
                 if (check_identity(device, &credential, reason, reason_length) != 0)
                     return -1;
-            } else if (cbor_text_equals(credential.usage, credential.usage_length,
-                                        "oic.sec.cred.trustca")) {
+            } else if (dps_cbor_text_equals(credential.usage, credential.usage_length,
+                                            "oic.sec.cred.trustca")) {
                 anchors++;
                 if (check_trust_anchor(device, &credential, reason, reason_length) != 0)
                     return -1;
@@ -774,32 +763,33 @@ static int check_credentials(struct device *device, struct cbor_reader *reader, 
     return 0;
 }
 
-static int check_ace_subject(struct cbor_reader *reader, char *reason, size_t reason_length)
+static int check_ace_subject(struct dps_cbor_reader *reader, char *reason, size_t reason_length)
 {
-    struct cbor_container map;
+    struct dps_cbor_container map;
     bool uuid = false, role = false, authority = false, conntype = false;
     int more;
 
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("acls: subject is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key, *value;
         size_t key_length, value_length;
-        if (cbor_read_text(reader, &key, &key_length) != 0 ||
-            cbor_read_text(reader, &value, &value_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0 ||
+            dps_cbor_read_text(reader, &value, &value_length) != 0)
             return REJECT("acls: subject entries must be text");
-        if (cbor_text_equals(key, key_length, "uuid")) {
-            if (!is_uuid_text(value, value_length) && !cbor_text_equals(value, value_length, "*"))
+        if (dps_cbor_text_equals(key, key_length, "uuid")) {
+            if (!is_uuid_text(value, value_length) &&
+                !dps_cbor_text_equals(value, value_length, "*"))
                 return REJECT("acls: subject uuid \"%.*s\" is not a UUID", (int)value_length,
                               value);
             uuid = true;
-        } else if (cbor_text_equals(key, key_length, "role")) {
+        } else if (dps_cbor_text_equals(key, key_length, "role")) {
             role = true;
-        } else if (cbor_text_equals(key, key_length, "authority")) {
+        } else if (dps_cbor_text_equals(key, key_length, "authority")) {
             authority = true;
-        } else if (cbor_text_equals(key, key_length, "conntype")) {
-            if (!cbor_text_equals(value, value_length, "auth-crypt") &&
-                !cbor_text_equals(value, value_length, "anon-clear"))
+        } else if (dps_cbor_text_equals(key, key_length, "conntype")) {
+            if (!dps_cbor_text_equals(value, value_length, "auth-crypt") &&
+                !dps_cbor_text_equals(value, value_length, "anon-clear"))
                 return REJECT("acls: conntype \"%.*s\"", (int)value_length, value);
             conntype = true;
         } else {
@@ -815,36 +805,36 @@ static int check_ace_subject(struct cbor_reader *reader, char *reason, size_t re
     return 0;
 }
 
-static int check_ace_resources(struct cbor_reader *reader, char *reason, size_t reason_length)
+static int check_ace_resources(struct dps_cbor_reader *reader, char *reason, size_t reason_length)
 {
-    struct cbor_container array, map, interfaces;
+    struct dps_cbor_container array, map, interfaces;
     int more, inner;
 
-    if (cbor_enter_array(reader, &array) != 0)
+    if (dps_cbor_enter_array(reader, &array) != 0)
         return REJECT("acls: resources is not an array");
-    while ((more = cbor_container_next(reader, &array)) == 1) {
-        if (cbor_enter_map(reader, &map) != 0)
+    while ((more = dps_cbor_container_next(reader, &array)) == 1) {
+        if (dps_cbor_enter_map(reader, &map) != 0)
             return REJECT("acls: a resource is not a map");
-        while ((inner = cbor_container_next(reader, &map)) == 1) {
+        while ((inner = dps_cbor_container_next(reader, &map)) == 1) {
             const char *key, *value;
             size_t key_length, value_length;
-            if (cbor_read_text(reader, &key, &key_length) != 0)
+            if (dps_cbor_read_text(reader, &key, &key_length) != 0)
                 return REJECT("acls: non-text resource key");
-            if (cbor_text_equals(key, key_length, "href")) {
-                if (cbor_read_text(reader, &value, &value_length) != 0)
+            if (dps_cbor_text_equals(key, key_length, "href")) {
+                if (dps_cbor_read_text(reader, &value, &value_length) != 0)
                     return REJECT("acls: href is not text");
-            } else if (cbor_text_equals(key, key_length, "wc")) {
-                if (cbor_read_text(reader, &value, &value_length) != 0 ||
-                    !(cbor_text_equals(value, value_length, "*") ||
-                      cbor_text_equals(value, value_length, "+") ||
-                      cbor_text_equals(value, value_length, "-")))
+            } else if (dps_cbor_text_equals(key, key_length, "wc")) {
+                if (dps_cbor_read_text(reader, &value, &value_length) != 0 ||
+                    !(dps_cbor_text_equals(value, value_length, "*") ||
+                      dps_cbor_text_equals(value, value_length, "+") ||
+                      dps_cbor_text_equals(value, value_length, "-")))
                     return REJECT("acls: wc must be \"*\", \"+\" or \"-\"");
-            } else if (cbor_text_equals(key, key_length, "if")) {
+            } else if (dps_cbor_text_equals(key, key_length, "if")) {
                 int item;
-                if (cbor_enter_array(reader, &interfaces) != 0)
+                if (dps_cbor_enter_array(reader, &interfaces) != 0)
                     return REJECT("acls: if is not an array");
-                while ((item = cbor_container_next(reader, &interfaces)) == 1)
-                    if (cbor_read_text(reader, &value, &value_length) != 0)
+                while ((item = dps_cbor_container_next(reader, &interfaces)) == 1)
+                    if (dps_cbor_read_text(reader, &value, &value_length) != 0)
                         return REJECT("acls: if entries must be text");
                 if (item != 0)
                     return REJECT("acls: bad CBOR");
@@ -858,39 +848,39 @@ static int check_ace_resources(struct cbor_reader *reader, char *reason, size_t 
     return more == 0 ? 0 : REJECT("acls: bad CBOR");
 }
 
-static int check_ace(struct cbor_reader *reader, char *reason, size_t reason_length)
+static int check_ace(struct dps_cbor_reader *reader, char *reason, size_t reason_length)
 {
-    struct cbor_container map;
+    struct dps_cbor_container map;
     bool aceid = false, subject = false, resources = false, permission = false, tag = false;
     int more;
 
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("acls: an ACE is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key, *value;
         size_t key_length, value_length;
         int64_t number;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("acls: non-text ACE key");
-        if (cbor_text_equals(key, key_length, "aceid")) {
-            if (cbor_read_int(reader, &number) != 0)
+        if (dps_cbor_text_equals(key, key_length, "aceid")) {
+            if (dps_cbor_read_int(reader, &number) != 0)
                 return REJECT("acls: aceid is not an integer");
             aceid = true;
-        } else if (cbor_text_equals(key, key_length, "subject")) {
+        } else if (dps_cbor_text_equals(key, key_length, "subject")) {
             if (check_ace_subject(reader, reason, reason_length) != 0)
                 return -1;
             subject = true;
-        } else if (cbor_text_equals(key, key_length, "resources")) {
+        } else if (dps_cbor_text_equals(key, key_length, "resources")) {
             if (check_ace_resources(reader, reason, reason_length) != 0)
                 return -1;
             resources = true;
-        } else if (cbor_text_equals(key, key_length, "permission")) {
-            if (cbor_read_int(reader, &number) != 0 || number < 0 || number > 31)
+        } else if (dps_cbor_text_equals(key, key_length, "permission")) {
+            if (dps_cbor_read_int(reader, &number) != 0 || number < 0 || number > 31)
                 return REJECT("acls: permission is not an integer in 0..31");
             permission = true;
-        } else if (cbor_text_equals(key, key_length, "tag")) {
-            if (cbor_read_text(reader, &value, &value_length) != 0 ||
-                !cbor_text_equals(value, value_length, "dps"))
+        } else if (dps_cbor_text_equals(key, key_length, "tag")) {
+            if (dps_cbor_read_text(reader, &value, &value_length) != 0 ||
+                !dps_cbor_text_equals(value, value_length, "dps"))
                 return REJECT("acls: ACE tag is not \"dps\"");
             tag = true;
         } else {
@@ -904,31 +894,31 @@ static int check_ace(struct cbor_reader *reader, char *reason, size_t reason_len
     return 0;
 }
 
-static int check_acls(struct device *device, struct cbor_reader *reader, char *reason,
+static int check_acls(struct device *device, struct dps_cbor_reader *reader, char *reason,
                       size_t reason_length)
 {
-    struct cbor_container map, array;
+    struct dps_cbor_container map, array;
     bool seen = false;
     int more, inner;
 
-    if (cbor_enter_map(reader, &map) != 0)
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return REJECT("acls: payload is not a map");
-    while ((more = cbor_container_next(reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key;
         size_t key_length;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return REJECT("acls: non-text key");
-        if (cbor_text_equals(key, key_length, "rowneruuid"))
+        if (dps_cbor_text_equals(key, key_length, "rowneruuid"))
             return REJECT("acls: \"rowneruuid\" present");
-        if (!cbor_text_equals(key, key_length, "aclist2")) {
-            if (cbor_skip(reader) != 0)
+        if (!dps_cbor_text_equals(key, key_length, "aclist2")) {
+            if (dps_cbor_skip(reader) != 0)
                 return REJECT("acls: bad CBOR");
             continue;
         }
         seen = true;
-        if (cbor_enter_array(reader, &array) != 0)
+        if (dps_cbor_enter_array(reader, &array) != 0)
             return REJECT("acls: aclist2 is not an array");
-        while ((inner = cbor_container_next(reader, &array)) == 1)
+        while ((inner = dps_cbor_container_next(reader, &array)) == 1)
             if (check_ace(reader, reason, reason_length) != 0)
                 return -1;
         if (inner != 0)
@@ -939,15 +929,15 @@ static int check_acls(struct device *device, struct cbor_reader *reader, char *r
     return seen ? 0 : REJECT("acls: no \"aclist2\"");
 }
 
-static int check_resources(struct device *device, struct cbor_reader *reader, char *reason,
+static int check_resources(struct device *device, struct dps_cbor_reader *reader, char *reason,
                            size_t reason_length)
 {
-    if (cbor_skip(reader) != 0)
+    if (dps_cbor_skip(reader) != 0)
         return REJECT("resources: bad CBOR");
     return 0;
 }
 
-typedef int (*step_check_fn)(struct device *device, struct cbor_reader *reader, char *reason,
+typedef int (*step_check_fn)(struct device *device, struct dps_cbor_reader *reader, char *reason,
                              size_t reason_length);
 
 static const struct {
@@ -972,14 +962,14 @@ int wire_check_payload(struct device *device, enum dps_step step,
 {
     const struct coap_option *option = coap_message_option(message, COAP_OPTION_CONTENT_FORMAT);
     uint32_t format;
-    struct cbor_reader reader;
+    struct dps_cbor_reader reader;
 
     if (option == NULL || coap_option_uint(option, &format) != 0)
         return REJECT("%s: response has no Content-Format", dps_step_routes[step].name);
     if (format != COAP_FORMAT_OCF_CBOR && format != COAP_FORMAT_CBOR)
         return REJECT("%s: Content-Format %u is neither 10000 nor 60", dps_step_routes[step].name,
                       format);
-    cbor_reader_init(&reader, message->payload, message->payload_length);
+    dps_cbor_reader_init(&reader, message->payload, message->payload_length);
     if (step_checks[step].check(device, &reader, reason, reason_length) != 0)
         return -1;
     if (reader.position != reader.end)

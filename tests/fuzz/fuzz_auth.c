@@ -31,6 +31,7 @@
 
 #include "control/auth.h"
 #include "crypto/jwt.h"
+#include "tests/jwt_verify.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

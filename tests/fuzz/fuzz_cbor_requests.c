@@ -4,15 +4,15 @@
  * the same public calls two ways over every input:
  *
  *  - a generic walker that enters every map and array, steps with
- *    cbor_container_next() and reads each scalar with its typed read call,
- *    falling back to cbor_skip() only where the API has no read call (tags,
+ *    dps_cbor_container_next() and reads each scalar with its typed read call,
+ *    falling back to dps_cbor_skip() only where the API has no read call (tags,
  *    floats, null, out-of-range negative integers);
  *  - the request shape: a map of text keys, "di" and nested maps read by key
- *    with cbor_text_equals(), everything else skipped.
+ *    with dps_cbor_text_equals(), everything else skipped.
  *
- * Invariants: the walker and cbor_skip() agree on every item (both fail, or
+ * Invariants: the walker and dps_cbor_skip() agree on every item (both fail, or
  * both succeed and end at the same byte); a failed read leaves the reader
- * where it was; nesting never exceeds CBOR_MAX_DEPTH; text points inside the
+ * where it was; nesting never exceeds DPS_CBOR_MAX_DEPTH; text points inside the
  * input; after a whole item the reader is back at depth 0.
  */
 #include <stdbool.h>
@@ -39,25 +39,27 @@ static void check_inside(const void *pointer, size_t length)
 }
 
 /* A read that fails must not move the reader. */
-static int checked_read(struct cbor_reader *reader, int result, const struct cbor_reader *before)
+static int checked_read(struct dps_cbor_reader *reader, int result,
+                        const struct dps_cbor_reader *before)
 {
     if (result != 0)
         check(reader->position == before->position && reader->depth == before->depth);
     return result;
 }
 
-static int walk_item(struct cbor_reader *reader);
+static int walk_item(struct dps_cbor_reader *reader);
 
-static int walk_container(struct cbor_reader *reader, bool map)
+static int walk_container(struct dps_cbor_reader *reader, bool map)
 {
-    struct cbor_reader before = *reader;
-    struct cbor_container container;
-    int result = map ? cbor_enter_map(reader, &container) : cbor_enter_array(reader, &container);
+    struct dps_cbor_reader before = *reader;
+    struct dps_cbor_container container;
+    int result =
+        map ? dps_cbor_enter_map(reader, &container) : dps_cbor_enter_array(reader, &container);
     if (checked_read(reader, result, &before) != 0)
         return -1;
-    check(reader->depth == before.depth + 1 && reader->depth <= CBOR_MAX_DEPTH);
+    check(reader->depth == before.depth + 1 && reader->depth <= DPS_CBOR_MAX_DEPTH);
     int more;
-    while ((more = cbor_container_next(reader, &container)) == 1) {
+    while ((more = dps_cbor_container_next(reader, &container)) == 1) {
         if (walk_item(reader) != 0 || (map && walk_item(reader) != 0))
             return -1;
     }
@@ -67,9 +69,9 @@ static int walk_container(struct cbor_reader *reader, bool map)
     return 0;
 }
 
-static int walk_scalar(struct cbor_reader *reader, enum cbor_item_type type)
+static int walk_scalar(struct dps_cbor_reader *reader, enum dps_cbor_item_type type)
 {
-    struct cbor_reader before = *reader;
+    struct dps_cbor_reader before = *reader;
     const char *text;
     const uint8_t *bytes;
     size_t length;
@@ -78,50 +80,50 @@ static int walk_scalar(struct cbor_reader *reader, enum cbor_item_type type)
     bool flag;
 
     switch (type) {
-    case CBOR_TYPE_UINT:
-        return checked_read(reader, cbor_read_uint(reader, &unsigned_value), &before);
-    case CBOR_TYPE_NEGINT:
-        if (cbor_read_int(reader, &signed_value) == 0) {
+    case DPS_CBOR_TYPE_UINT:
+        return checked_read(reader, dps_cbor_read_uint(reader, &unsigned_value), &before);
+    case DPS_CBOR_TYPE_NEGINT:
+        if (dps_cbor_read_int(reader, &signed_value) == 0) {
             check(signed_value < 0);
             return 0;
         }
         check(reader->position == before.position);
-        return cbor_skip(reader);
-    case CBOR_TYPE_TEXT:
-        if (checked_read(reader, cbor_read_text(reader, &text, &length), &before) != 0)
+        return dps_cbor_skip(reader);
+    case DPS_CBOR_TYPE_TEXT:
+        if (checked_read(reader, dps_cbor_read_text(reader, &text, &length), &before) != 0)
             return -1;
         check_inside(text, length);
-        check(cbor_text_equals(text, length, "di") ==
+        check(dps_cbor_text_equals(text, length, "di") ==
               (length == 2 && text[0] == 'd' && text[1] == 'i'));
         return 0;
-    case CBOR_TYPE_BYTES:
-        if (checked_read(reader, cbor_read_bytes(reader, &bytes, &length), &before) != 0)
+    case DPS_CBOR_TYPE_BYTES:
+        if (checked_read(reader, dps_cbor_read_bytes(reader, &bytes, &length), &before) != 0)
             return -1;
         check_inside(bytes, length);
         return 0;
-    case CBOR_TYPE_SIMPLE:
-        if (cbor_read_bool(reader, &flag) == 0)
+    case DPS_CBOR_TYPE_SIMPLE:
+        if (dps_cbor_read_bool(reader, &flag) == 0)
             return 0;
         check(reader->position == before.position);
-        return cbor_skip(reader);
+        return dps_cbor_skip(reader);
     default:
-        return cbor_skip(reader);
+        return dps_cbor_skip(reader);
     }
 }
 
-/* Walks one item and checks that cbor_skip() on the same bytes agrees. */
-static int walk_item(struct cbor_reader *reader)
+/* Walks one item and checks that dps_cbor_skip() on the same bytes agrees. */
+static int walk_item(struct dps_cbor_reader *reader)
 {
-    struct cbor_reader skipper = *reader;
-    int skipped = cbor_skip(&skipper);
+    struct dps_cbor_reader skipper = *reader;
+    int skipped = dps_cbor_skip(&skipper);
     if (skipped != 0)
         check(skipper.position == reader->position);
 
-    enum cbor_item_type type = cbor_peek(reader);
+    enum dps_cbor_item_type type = dps_cbor_peek(reader);
     int walked;
-    if (type == CBOR_TYPE_MAP || type == CBOR_TYPE_ARRAY)
-        walked = walk_container(reader, type == CBOR_TYPE_MAP);
-    else if (type == CBOR_TYPE_BREAK || type == CBOR_TYPE_INVALID)
+    if (type == DPS_CBOR_TYPE_MAP || type == DPS_CBOR_TYPE_ARRAY)
+        walked = walk_container(reader, type == DPS_CBOR_TYPE_MAP);
+    else if (type == DPS_CBOR_TYPE_BREAK || type == DPS_CBOR_TYPE_INVALID)
         walked = -1;
     else
         walked = walk_scalar(reader, type);
@@ -135,37 +137,39 @@ static int walk_item(struct cbor_reader *reader)
 /* The DPS request shape: text keys, known ones read by type, the rest skipped. */
 static void parse_request_shape(const uint8_t *data, size_t size)
 {
-    struct cbor_reader reader;
-    struct cbor_container map;
-    cbor_reader_init(&reader, data, size);
-    if (cbor_enter_map(&reader, &map) != 0)
+    struct dps_cbor_reader reader;
+    struct dps_cbor_container map;
+    dps_cbor_reader_init(&reader, data, size);
+    if (dps_cbor_enter_map(&reader, &map) != 0)
         return;
     int more;
-    while ((more = cbor_container_next(&reader, &map)) == 1) {
+    while ((more = dps_cbor_container_next(&reader, &map)) == 1) {
         const char *key;
         size_t key_length;
-        if (cbor_read_text(&reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(&reader, &key, &key_length) != 0)
             return;
-        if (cbor_text_equals(key, key_length, "di") && cbor_peek(&reader) == CBOR_TYPE_TEXT) {
+        if (dps_cbor_text_equals(key, key_length, "di") &&
+            dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
             const char *value;
             size_t value_length;
-            if (cbor_read_text(&reader, &value, &value_length) != 0)
+            if (dps_cbor_read_text(&reader, &value, &value_length) != 0)
                 return;
             check_inside(value, value_length);
-        } else if ((cbor_text_equals(key, key_length, "csr") ||
-                    cbor_text_equals(key, key_length, "selectedGateway")) &&
-                   cbor_peek(&reader) == CBOR_TYPE_MAP) {
-            struct cbor_container inner;
-            if (cbor_enter_map(&reader, &inner) != 0)
+        } else if ((dps_cbor_text_equals(key, key_length, "csr") ||
+                    dps_cbor_text_equals(key, key_length, "selectedGateway")) &&
+                   dps_cbor_peek(&reader) == DPS_CBOR_TYPE_MAP) {
+            struct dps_cbor_container inner;
+            if (dps_cbor_enter_map(&reader, &inner) != 0)
                 return;
             int inner_more;
-            while ((inner_more = cbor_container_next(&reader, &inner)) == 1) {
-                if (cbor_read_text(&reader, &key, &key_length) != 0 || cbor_skip(&reader) != 0)
+            while ((inner_more = dps_cbor_container_next(&reader, &inner)) == 1) {
+                if (dps_cbor_read_text(&reader, &key, &key_length) != 0 ||
+                    dps_cbor_skip(&reader) != 0)
                     return;
             }
             if (inner_more != 0)
                 return;
-        } else if (cbor_skip(&reader) != 0) {
+        } else if (dps_cbor_skip(&reader) != 0) {
             return;
         }
     }
@@ -178,9 +182,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     input_start = data;
     input_end = data + size;
 
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, data, size);
-    while (cbor_peek(&reader) != CBOR_TYPE_INVALID) {
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, data, size);
+    while (dps_cbor_peek(&reader) != DPS_CBOR_TYPE_INVALID) {
         if (walk_item(&reader) != 0)
             break;
         check(reader.depth == 0);

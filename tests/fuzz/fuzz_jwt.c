@@ -27,8 +27,10 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/base64.h"
 #include "control/auth.h"
 #include "crypto/jwt.h"
+#include "tests/jwt_verify.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,19 +54,6 @@ static void check(int condition)
         abort();
 }
 
-static char *base64url(const unsigned char *data, size_t length)
-{
-    char *out = malloc((length + 2) / 3 * 4 + 1);
-    check(out != NULL);
-    int n = EVP_EncodeBlock((unsigned char *)out, data, (int)length);
-    while (n > 0 && out[n - 1] == '=')
-        n--;
-    out[n] = '\0';
-    for (char *c = out; *c != '\0'; c++)
-        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
-    return out;
-}
-
 static char *public_pem(EVP_PKEY *key)
 {
     BIO *bio = BIO_new(BIO_s_mem());
@@ -85,8 +74,8 @@ static json_t *jwk_of(EVP_PKEY *key, const char *kid)
         check(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, point, sizeof(point),
                                               &length) == 1 &&
               length == sizeof(point));
-        char *x = base64url(point + 1, 32);
-        char *y = base64url(point + 33, 32);
+        char *x = base64_encode_string(BASE64_URL, point + 1, 32);
+        char *y = base64_encode_string(BASE64_URL, point + 33, 32);
         json_t *jwk = json_pack("{s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "kid",
                                 kid, "x", x, "y", y);
         free(x);
@@ -97,8 +86,8 @@ static json_t *jwk_of(EVP_PKEY *key, const char *kid)
     unsigned char n_bytes[512], e_bytes[8];
     check(EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_N, &n) == 1 &&
           EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_RSA_E, &e) == 1);
-    char *n_text = base64url(n_bytes, (size_t)BN_bn2bin(n, n_bytes));
-    char *e_text = base64url(e_bytes, (size_t)BN_bn2bin(e, e_bytes));
+    char *n_text = base64_encode_string(BASE64_URL, n_bytes, (size_t)BN_bn2bin(n, n_bytes));
+    char *e_text = base64_encode_string(BASE64_URL, e_bytes, (size_t)BN_bn2bin(e, e_bytes));
     json_t *jwk =
         json_pack("{s:s, s:s, s:s, s:s}", "kty", "RSA", "kid", kid, "n", n_text, "e", e_text);
     free(n_text);

@@ -38,13 +38,13 @@ static long write_json(enum payload_format format, const char *text, uint8_t *bu
 
 static void check_cbor(const uint8_t *buffer, long length)
 {
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, buffer, (size_t)length);
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, buffer, (size_t)length);
     /*
      * Nesting deeper than the reader allows is the only reason a document
      * the writer produced may be refused (PAYLOAD_MAX_DEPTH equals it).
      */
-    check(cbor_skip(&reader) == 0);
+    check(dps_cbor_skip(&reader) == 0);
     check(reader.position == buffer + length);
 }
 

@@ -24,6 +24,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "tests/unit/pki_files.h"
+#include "tests/unit/temp_dir.h"
 #include "crypto/attestation.h"
 #include "crypto/pki.h"
 
@@ -41,26 +43,6 @@ struct fixture {
     X509 *root;
     EVP_PKEY *root_key;
 };
-
-static void remove_tree(const char *path)
-{
-    DIR *dir = opendir(path);
-    struct dirent *entry;
-    char child[PATH_MAX];
-
-    if (dir == NULL) {
-        unlink(path);
-        return;
-    }
-    while ((entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(child, sizeof(child), "%s/%s", path, entry->d_name);
-        remove_tree(child);
-    }
-    closedir(dir);
-    rmdir(path);
-}
 
 static X509 *read_certificate_file(const char *path, STACK_OF(X509) * *rest)
 {
@@ -133,7 +115,7 @@ static int teardown(void **state)
     EVP_PKEY_free(fixture->intermediate_key);
     X509_free(fixture->root);
     EVP_PKEY_free(fixture->root_key);
-    remove_tree(fixture->dir);
+    temp_dir_remove(fixture->dir);
     free(fixture);
     return 0;
 }
@@ -175,18 +157,6 @@ static X509 *device_certificate(const struct fixture *fixture, const char *name,
 
     fixture_path(fixture, name, path, sizeof(path));
     return read_certificate_file(path, rest);
-}
-
-static void add_extension(X509 *certificate, X509 *issuer, int nid, const char *value)
-{
-    X509V3_CTX context;
-    X509_EXTENSION *extension;
-
-    X509V3_set_ctx(&context, issuer, certificate, NULL, NULL, 0);
-    extension = X509V3_EXT_nconf_nid(NULL, &context, nid, value);
-    assert_non_null(extension);
-    assert_int_equal(X509_add_ext(certificate, extension, -1), 1);
-    X509_EXTENSION_free(extension);
 }
 
 /*

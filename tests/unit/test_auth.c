@@ -24,6 +24,9 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "common/base64.h"
+#include "tests/unit/pki_files.h"
+#include "tests/unit/temp_dir.h"
 #include "control/auth.h"
 #include "crypto/jwt.h"
 #include "crypto/pki.h"
@@ -39,26 +42,6 @@ struct fixture {
     time_t now;
 };
 
-static void write_key(const char *path, EVP_PKEY *key)
-{
-    FILE *file = fopen(path, "w");
-    assert_non_null(file);
-    assert_int_equal(PEM_write_PrivateKey(file, key, NULL, NULL, 0, NULL, NULL), 1);
-    fclose(file);
-}
-
-static char *base64url(const unsigned char *data, size_t length)
-{
-    char *out = malloc((length + 2) / 3 * 4 + 1);
-    int n = EVP_EncodeBlock((unsigned char *)out, data, (int)length);
-    while (n > 0 && out[n - 1] == '=')
-        n--;
-    out[n] = '\0';
-    for (char *c = out; *c != '\0'; c++)
-        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
-    return out;
-}
-
 static json_t *ec_jwk(EVP_PKEY *key, const char *kid)
 {
     unsigned char point[65];
@@ -66,8 +49,8 @@ static json_t *ec_jwk(EVP_PKEY *key, const char *kid)
     assert_int_equal(EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, point,
                                                      sizeof(point), &length),
                      1);
-    char *x = base64url(point + 1, 32);
-    char *y = base64url(point + 33, 32);
+    char *x = base64_encode_string(BASE64_URL, point + 1, 32);
+    char *y = base64_encode_string(BASE64_URL, point + 33, 32);
     json_t *jwk = json_pack("{s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "kid", kid,
                             "x", x, "y", y);
     free(x);
@@ -84,8 +67,8 @@ static json_t *rsa_jwk(EVP_PKEY *key, const char *kid)
     unsigned char n_bytes[512], e_bytes[8];
     int n_length = BN_bn2bin(n, n_bytes);
     int e_length = BN_bn2bin(e, e_bytes);
-    char *n_text = base64url(n_bytes, (size_t)n_length);
-    char *e_text = base64url(e_bytes, (size_t)e_length);
+    char *n_text = base64_encode_string(BASE64_URL, n_bytes, (size_t)n_length);
+    char *e_text = base64_encode_string(BASE64_URL, e_bytes, (size_t)e_length);
     json_t *jwk = json_pack("{s:s, s:s, s:s, s:s, s:s}", "kty", "RSA", "kid", kid, "use", "sig",
                             "n", n_text, "e", e_text);
     free(n_text);
@@ -134,16 +117,11 @@ static int setup(void **state)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     struct fixture *f = *state;
     auth_free(f->auth);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    temp_dir_remove(f->dir);
     free(f);
     return 0;
 }

@@ -129,27 +129,27 @@ struct request {
 };
 
 /* Reads {inner_first: text, inner_second: text}, skipping unknown keys. */
-static int parse_inner(struct cbor_reader *reader, const char *first, const char *second,
+static int parse_inner(struct dps_cbor_reader *reader, const char *first, const char *second,
                        struct request *request)
 {
-    struct cbor_container map;
-    if (cbor_enter_map(reader, &map) != 0)
+    struct dps_cbor_container map;
+    if (dps_cbor_enter_map(reader, &map) != 0)
         return -1;
     int step;
-    while ((step = cbor_container_next(reader, &map)) == 1) {
+    while ((step = dps_cbor_container_next(reader, &map)) == 1) {
         const char *key;
         size_t key_length;
-        if (cbor_read_text(reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(reader, &key, &key_length) != 0)
             return -1;
         struct text *target = NULL;
-        if (cbor_text_equals(key, key_length, first))
+        if (dps_cbor_text_equals(key, key_length, first))
             target = &request->outer;
-        else if (cbor_text_equals(key, key_length, second))
+        else if (dps_cbor_text_equals(key, key_length, second))
             target = &request->inner;
         if (target == NULL) {
-            if (cbor_skip(reader) != 0)
+            if (dps_cbor_skip(reader) != 0)
                 return -1;
-        } else if (cbor_read_text(reader, &target->data, &target->length) != 0) {
+        } else if (dps_cbor_read_text(reader, &target->data, &target->length) != 0) {
             return -1;
         }
     }
@@ -161,24 +161,24 @@ static int parse_request(const uint8_t *data, size_t length, const char *object,
                          const char *second, struct request *request)
 {
     memset(request, 0, sizeof(*request));
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, data, length);
-    struct cbor_container map;
-    if (cbor_enter_map(&reader, &map) != 0)
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, data, length);
+    struct dps_cbor_container map;
+    if (dps_cbor_enter_map(&reader, &map) != 0)
         return -1;
     int step;
-    while ((step = cbor_container_next(&reader, &map)) == 1) {
+    while ((step = dps_cbor_container_next(&reader, &map)) == 1) {
         const char *key;
         size_t key_length;
-        if (cbor_read_text(&reader, &key, &key_length) != 0)
+        if (dps_cbor_read_text(&reader, &key, &key_length) != 0)
             return -1;
-        if (cbor_text_equals(key, key_length, "di")) {
-            if (cbor_read_text(&reader, &request->di.data, &request->di.length) != 0)
+        if (dps_cbor_text_equals(key, key_length, "di")) {
+            if (dps_cbor_read_text(&reader, &request->di.data, &request->di.length) != 0)
                 return -1;
-        } else if (cbor_text_equals(key, key_length, object)) {
+        } else if (dps_cbor_text_equals(key, key_length, object)) {
             if (parse_inner(&reader, first, second, request) != 0)
                 return -1;
-        } else if (cbor_skip(&reader) != 0) {
+        } else if (dps_cbor_skip(&reader) != 0) {
             return -1;
         }
     }
@@ -256,15 +256,15 @@ static void check_truncations(const struct builder *b, const char *object, const
         memcpy(copy, b->data, length);
         struct request request;
         assert_int_equal(parse_request(copy, length, object, first, second, &request), -1);
-        struct cbor_reader reader;
-        cbor_reader_init(&reader, copy, length);
-        assert_int_equal(cbor_skip(&reader), -1);
+        struct dps_cbor_reader reader;
+        dps_cbor_reader_init(&reader, copy, length);
+        assert_int_equal(dps_cbor_skip(&reader), -1);
         assert_ptr_equal(reader.position, copy);
         free(copy);
     }
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, b->data, b->length);
-    assert_int_equal(cbor_skip(&reader), 0);
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, b->data, b->length);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
     assert_ptr_equal(reader.position, b->data + b->length);
 }
 
@@ -290,26 +290,26 @@ static void test_unsigned_widths(void **state)
         struct builder b = {.length = 0};
         put_head(&b, 0, values[i]);
         assert_int_equal(b.length, sizes[i]);
-        struct cbor_reader reader;
-        cbor_reader_init(&reader, b.data, b.length);
-        assert_int_equal(cbor_peek(&reader), CBOR_TYPE_UINT);
+        struct dps_cbor_reader reader;
+        dps_cbor_reader_init(&reader, b.data, b.length);
+        assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_UINT);
         uint64_t value = 0;
-        assert_int_equal(cbor_read_uint(&reader, &value), 0);
+        assert_int_equal(dps_cbor_read_uint(&reader, &value), 0);
         assert_true(value == values[i]);
         assert_ptr_equal(reader.position, b.data + b.length);
 
-        cbor_reader_init(&reader, b.data, b.length);
+        dps_cbor_reader_init(&reader, b.data, b.length);
         int64_t signed_value = 0;
         if (values[i] <= INT64_MAX) {
-            assert_int_equal(cbor_read_int(&reader, &signed_value), 0);
+            assert_int_equal(dps_cbor_read_int(&reader, &signed_value), 0);
             assert_true((uint64_t)signed_value == values[i]);
         } else {
-            assert_int_equal(cbor_read_int(&reader, &signed_value), -1);
+            assert_int_equal(dps_cbor_read_int(&reader, &signed_value), -1);
             assert_ptr_equal(reader.position, b.data);
         }
         /* Truncated arguments fail. */
-        cbor_reader_init(&reader, b.data, b.length - 1);
-        assert_int_equal(cbor_read_uint(&reader, &value), -1);
+        dps_cbor_reader_init(&reader, b.data, b.length - 1);
+        assert_int_equal(dps_cbor_read_uint(&reader, &value), -1);
     }
 }
 
@@ -332,71 +332,71 @@ static void test_negative_integers(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct builder b = {.length = 0};
         put_head(&b, 1, cases[i].argument);
-        struct cbor_reader reader;
-        cbor_reader_init(&reader, b.data, b.length);
-        assert_int_equal(cbor_peek(&reader), CBOR_TYPE_NEGINT);
+        struct dps_cbor_reader reader;
+        dps_cbor_reader_init(&reader, b.data, b.length);
+        assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_NEGINT);
         int64_t value = 0;
-        assert_int_equal(cbor_read_int(&reader, &value), 0);
+        assert_int_equal(dps_cbor_read_int(&reader, &value), 0);
         assert_true(value == cases[i].value);
-        cbor_reader_init(&reader, b.data, b.length);
+        dps_cbor_reader_init(&reader, b.data, b.length);
         uint64_t unsigned_value;
-        assert_int_equal(cbor_read_uint(&reader, &unsigned_value), -1);
+        assert_int_equal(dps_cbor_read_uint(&reader, &unsigned_value), -1);
     }
     /* -2^63 - 1 does not fit in int64_t. */
     struct builder b = {.length = 0};
     put_head(&b, 1, (uint64_t)INT64_MAX + 1);
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, b.data, b.length);
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, b.data, b.length);
     int64_t value;
-    assert_int_equal(cbor_read_int(&reader, &value), -1);
+    assert_int_equal(dps_cbor_read_int(&reader, &value), -1);
     /* Indefinite length and reserved additional information are not integers. */
     static const uint8_t reserved[] = {0x1C, 0x1F, 0x3D};
     for (size_t i = 0; i < sizeof(reserved); i++) {
-        cbor_reader_init(&reader, reserved + i, 1);
-        assert_int_equal(cbor_read_int(&reader, &value), -1);
-        cbor_reader_init(&reader, reserved + i, 1);
-        assert_int_equal(cbor_skip(&reader), -1);
+        dps_cbor_reader_init(&reader, reserved + i, 1);
+        assert_int_equal(dps_cbor_read_int(&reader, &value), -1);
+        dps_cbor_reader_init(&reader, reserved + i, 1);
+        assert_int_equal(dps_cbor_skip(&reader), -1);
     }
 }
 
 static void test_strings(void **state)
 {
     (void)state;
-    struct cbor_reader reader;
+    struct dps_cbor_reader reader;
     const char *text;
     const uint8_t *bytes;
     size_t length;
 
     static const uint8_t byte_string[] = {0x43, 0x01, 0x02, 0x03, 0x60};
-    cbor_reader_init(&reader, byte_string, sizeof(byte_string));
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_BYTES);
-    assert_int_equal(cbor_read_text(&reader, &text, &length), -1);
-    assert_int_equal(cbor_read_bytes(&reader, &bytes, &length), 0);
+    dps_cbor_reader_init(&reader, byte_string, sizeof(byte_string));
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_BYTES);
+    assert_int_equal(dps_cbor_read_text(&reader, &text, &length), -1);
+    assert_int_equal(dps_cbor_read_bytes(&reader, &bytes, &length), 0);
     assert_int_equal(length, 3);
     assert_ptr_equal(bytes, byte_string + 1);
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_TEXT);
-    assert_int_equal(cbor_read_text(&reader, &text, &length), 0);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_TEXT);
+    assert_int_equal(dps_cbor_read_text(&reader, &text, &length), 0);
     assert_int_equal(length, 0);
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_INVALID);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_INVALID);
 
     /* Chunked (indefinite) strings are refused, by reads and by skip. */
     static const uint8_t chunked[] = {0x7F, 0x61, 'a', 0x61, 'b', 0xFF};
-    cbor_reader_init(&reader, chunked, sizeof(chunked));
-    assert_int_equal(cbor_read_text(&reader, &text, &length), -1);
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, chunked, sizeof(chunked));
+    assert_int_equal(dps_cbor_read_text(&reader, &text, &length), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     static const uint8_t chunked_bytes[] = {0x5F, 0x41, 0x00, 0xFF};
-    cbor_reader_init(&reader, chunked_bytes, sizeof(chunked_bytes));
-    assert_int_equal(cbor_read_bytes(&reader, &bytes, &length), -1);
+    dps_cbor_reader_init(&reader, chunked_bytes, sizeof(chunked_bytes));
+    assert_int_equal(dps_cbor_read_bytes(&reader, &bytes, &length), -1);
 
     /* Lengths beyond the input, including one that would wrap a pointer. */
     static const uint8_t short_text[] = {0x65, 'a', 'b'};
-    cbor_reader_init(&reader, short_text, sizeof(short_text));
-    assert_int_equal(cbor_read_text(&reader, &text, &length), -1);
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, short_text, sizeof(short_text));
+    assert_int_equal(dps_cbor_read_text(&reader, &text, &length), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     static const uint8_t huge_text[] = {0x7B, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xF0, 'a'};
-    cbor_reader_init(&reader, huge_text, sizeof(huge_text));
-    assert_int_equal(cbor_read_text(&reader, &text, &length), -1);
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, huge_text, sizeof(huge_text));
+    assert_int_equal(dps_cbor_read_text(&reader, &text, &length), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     assert_ptr_equal(reader.position, huge_text);
 }
 
@@ -404,29 +404,29 @@ static void test_bool_and_peek(void **state)
 {
     (void)state;
     static const uint8_t input[] = {0xF5, 0xF4, 0xF6, 0xC1, 0x00, 0x80, 0xA0, 0xFF};
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, input, sizeof(input));
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, input, sizeof(input));
     bool value = false;
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_SIMPLE);
-    assert_int_equal(cbor_read_bool(&reader, &value), 0);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_SIMPLE);
+    assert_int_equal(dps_cbor_read_bool(&reader, &value), 0);
     assert_true(value);
-    assert_int_equal(cbor_read_bool(&reader, &value), 0);
+    assert_int_equal(dps_cbor_read_bool(&reader, &value), 0);
     assert_false(value);
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_SIMPLE);
-    assert_int_equal(cbor_read_bool(&reader, &value), -1); /* null */
-    assert_int_equal(cbor_skip(&reader), 0);
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_TAG);
-    assert_int_equal(cbor_skip(&reader), 0);
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_ARRAY);
-    assert_int_equal(cbor_skip(&reader), 0);
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_MAP);
-    assert_int_equal(cbor_skip(&reader), 0);
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_BREAK);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_SIMPLE);
+    assert_int_equal(dps_cbor_read_bool(&reader, &value), -1); /* null */
+    assert_int_equal(dps_cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_TAG);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_ARRAY);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_MAP);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_BREAK);
     /* A break outside an indefinite container is not an item. */
-    assert_int_equal(cbor_skip(&reader), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     reader.position++;
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_INVALID);
-    assert_int_equal(cbor_read_bool(&reader, &value), -1);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_INVALID);
+    assert_int_equal(dps_cbor_read_bool(&reader, &value), -1);
 }
 
 /*
@@ -464,21 +464,21 @@ static void test_skip_nested(void **state)
     put_text(&b, "z");
     put_head(&b, 0, 7);
 
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, b.data, b.length);
-    struct cbor_container map;
-    assert_int_equal(cbor_enter_map(&reader, &map), 0);
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, b.data, b.length);
+    struct dps_cbor_container map;
+    assert_int_equal(dps_cbor_enter_map(&reader, &map), 0);
     assert_int_equal(reader.depth, 1);
     int skipped = 0;
     uint64_t z = 0;
-    while (cbor_container_next(&reader, &map) == 1) {
+    while (dps_cbor_container_next(&reader, &map) == 1) {
         const char *key;
         size_t length;
-        assert_int_equal(cbor_read_text(&reader, &key, &length), 0);
-        if (cbor_text_equals(key, length, "z")) {
-            assert_int_equal(cbor_read_uint(&reader, &z), 0);
+        assert_int_equal(dps_cbor_read_text(&reader, &key, &length), 0);
+        if (dps_cbor_text_equals(key, length, "z")) {
+            assert_int_equal(dps_cbor_read_uint(&reader, &z), 0);
         } else {
-            assert_int_equal(cbor_skip(&reader), 0);
+            assert_int_equal(dps_cbor_skip(&reader), 0);
             skipped++;
         }
     }
@@ -488,15 +488,15 @@ static void test_skip_nested(void **state)
     assert_ptr_equal(reader.position, b.data + b.length);
 
     /* The whole document skips in one call, and no prefix of it does. */
-    cbor_reader_init(&reader, b.data, b.length);
-    assert_int_equal(cbor_skip(&reader), 0);
+    dps_cbor_reader_init(&reader, b.data, b.length);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
     assert_ptr_equal(reader.position, b.data + b.length);
     for (size_t length = 0; length < b.length; length++) {
         uint8_t *copy = malloc(length ? length : 1);
         assert_non_null(copy);
         memcpy(copy, b.data, length);
-        cbor_reader_init(&reader, copy, length);
-        assert_int_equal(cbor_skip(&reader), -1);
+        dps_cbor_reader_init(&reader, copy, length);
+        assert_int_equal(dps_cbor_skip(&reader), -1);
         free(copy);
     }
 }
@@ -504,60 +504,60 @@ static void test_skip_nested(void **state)
 static void test_skip_malformed(void **state)
 {
     (void)state;
-    struct cbor_reader reader;
+    struct dps_cbor_reader reader;
     /* Indefinite map broken after a key, without its value. */
     static const uint8_t odd_map[] = {0xBF, 0x61, 'k', 0xFF};
-    cbor_reader_init(&reader, odd_map, sizeof(odd_map));
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, odd_map, sizeof(odd_map));
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     /* A tag directly followed by a break. */
     static const uint8_t tagged_break[] = {0x9F, 0xC1, 0xFF};
-    cbor_reader_init(&reader, tagged_break, sizeof(tagged_break));
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, tagged_break, sizeof(tagged_break));
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     /* A break inside a definite array. */
     static const uint8_t definite_break[] = {0x82, 0x01, 0xFF};
-    cbor_reader_init(&reader, definite_break, sizeof(definite_break));
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, definite_break, sizeof(definite_break));
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     /* Indefinite tag and integer heads. */
     static const uint8_t indefinite_tag[] = {0xDF, 0x00};
-    cbor_reader_init(&reader, indefinite_tag, sizeof(indefinite_tag));
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, indefinite_tag, sizeof(indefinite_tag));
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     /* A float whose bytes are missing. */
     static const uint8_t short_double[] = {0xFB, 0x40, 0x09};
-    cbor_reader_init(&reader, short_double, sizeof(short_double));
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, short_double, sizeof(short_double));
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     /* Only tags. */
     uint8_t tags[64];
     memset(tags, 0xC1, sizeof(tags));
-    cbor_reader_init(&reader, tags, sizeof(tags));
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, tags, sizeof(tags));
+    assert_int_equal(dps_cbor_skip(&reader), -1);
 }
 
 static void test_container_counts(void **state)
 {
     (void)state;
-    struct cbor_reader reader;
-    struct cbor_container container;
+    struct dps_cbor_reader reader;
+    struct dps_cbor_container container;
     /* Counts the remaining input cannot hold are refused at once. */
     static const uint8_t big_array[] = {0x9B, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01};
-    cbor_reader_init(&reader, big_array, sizeof(big_array));
-    assert_int_equal(cbor_enter_array(&reader, &container), -1);
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, big_array, sizeof(big_array));
+    assert_int_equal(dps_cbor_enter_array(&reader, &container), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     assert_int_equal(reader.depth, 0);
     static const uint8_t big_map[] = {0xA2, 0x01, 0x02, 0x03};
-    cbor_reader_init(&reader, big_map, sizeof(big_map));
-    assert_int_equal(cbor_enter_map(&reader, &container), -1);
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, big_map, sizeof(big_map));
+    assert_int_equal(dps_cbor_enter_map(&reader, &container), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
 
     /* Type mismatches. */
     static const uint8_t array[] = {0x83, 0x01, 0x02, 0x03};
-    cbor_reader_init(&reader, array, sizeof(array));
-    assert_int_equal(cbor_enter_map(&reader, &container), -1);
-    assert_int_equal(cbor_enter_array(&reader, &container), 0);
+    dps_cbor_reader_init(&reader, array, sizeof(array));
+    assert_int_equal(dps_cbor_enter_map(&reader, &container), -1);
+    assert_int_equal(dps_cbor_enter_array(&reader, &container), 0);
     assert_false(container.indefinite);
     assert_int_equal(container.remaining, 3);
     uint64_t value, sum = 0;
-    while (cbor_container_next(&reader, &container) == 1) {
-        assert_int_equal(cbor_read_uint(&reader, &value), 0);
+    while (dps_cbor_container_next(&reader, &container) == 1) {
+        assert_int_equal(dps_cbor_read_uint(&reader, &value), 0);
         sum += value;
     }
     assert_int_equal(sum, 6);
@@ -565,45 +565,45 @@ static void test_container_counts(void **state)
 
     /* An indefinite array whose break never comes. */
     static const uint8_t unterminated[] = {0x9F, 0x01, 0x02};
-    cbor_reader_init(&reader, unterminated, sizeof(unterminated));
-    assert_int_equal(cbor_enter_array(&reader, &container), 0);
+    dps_cbor_reader_init(&reader, unterminated, sizeof(unterminated));
+    assert_int_equal(dps_cbor_enter_array(&reader, &container), 0);
     assert_true(container.indefinite);
-    assert_int_equal(cbor_container_next(&reader, &container), 1);
-    assert_int_equal(cbor_read_uint(&reader, &value), 0);
-    assert_int_equal(cbor_container_next(&reader, &container), 1);
-    assert_int_equal(cbor_read_uint(&reader, &value), 0);
-    assert_int_equal(cbor_container_next(&reader, &container), -1);
+    assert_int_equal(dps_cbor_container_next(&reader, &container), 1);
+    assert_int_equal(dps_cbor_read_uint(&reader, &value), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &container), 1);
+    assert_int_equal(dps_cbor_read_uint(&reader, &value), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &container), -1);
 }
 
 static void test_depth_limit(void **state)
 {
     (void)state;
-    /* CBOR_MAX_DEPTH nested indefinite arrays open; one more does not. */
-    uint8_t nested[2 * (CBOR_MAX_DEPTH + 1)];
-    memset(nested, 0x9F, CBOR_MAX_DEPTH + 1);
-    memset(nested + CBOR_MAX_DEPTH + 1, 0xFF, CBOR_MAX_DEPTH + 1);
-    struct cbor_reader reader;
-    struct cbor_container containers[CBOR_MAX_DEPTH + 1];
-    cbor_reader_init(&reader, nested, sizeof(nested));
-    for (unsigned i = 0; i < CBOR_MAX_DEPTH; i++) {
-        assert_int_equal(cbor_enter_array(&reader, &containers[i]), 0);
-        assert_int_equal(cbor_container_next(&reader, &containers[i]), 1);
+    /* DPS_CBOR_MAX_DEPTH nested indefinite arrays open; one more does not. */
+    uint8_t nested[2 * (DPS_CBOR_MAX_DEPTH + 1)];
+    memset(nested, 0x9F, DPS_CBOR_MAX_DEPTH + 1);
+    memset(nested + DPS_CBOR_MAX_DEPTH + 1, 0xFF, DPS_CBOR_MAX_DEPTH + 1);
+    struct dps_cbor_reader reader;
+    struct dps_cbor_container containers[DPS_CBOR_MAX_DEPTH + 1];
+    dps_cbor_reader_init(&reader, nested, sizeof(nested));
+    for (unsigned i = 0; i < DPS_CBOR_MAX_DEPTH; i++) {
+        assert_int_equal(dps_cbor_enter_array(&reader, &containers[i]), 0);
+        assert_int_equal(dps_cbor_container_next(&reader, &containers[i]), 1);
     }
-    assert_int_equal(reader.depth, CBOR_MAX_DEPTH);
-    assert_int_equal(cbor_enter_array(&reader, &containers[CBOR_MAX_DEPTH]), -1);
-    assert_int_equal(cbor_skip(&reader), -1);
+    assert_int_equal(reader.depth, DPS_CBOR_MAX_DEPTH);
+    assert_int_equal(dps_cbor_enter_array(&reader, &containers[DPS_CBOR_MAX_DEPTH]), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
 
     /* Skip obeys the same limit, counting levels the caller already opened. */
-    cbor_reader_init(&reader, nested + 1, sizeof(nested) - 2);
-    assert_int_equal(cbor_skip(&reader), 0);
+    dps_cbor_reader_init(&reader, nested + 1, sizeof(nested) - 2);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
     assert_ptr_equal(reader.position, nested + sizeof(nested) - 1);
-    cbor_reader_init(&reader, nested, sizeof(nested));
-    assert_int_equal(cbor_skip(&reader), -1);
-    cbor_reader_init(&reader, nested, sizeof(nested));
-    assert_int_equal(cbor_enter_array(&reader, &containers[0]), 0);
-    assert_int_equal(cbor_container_next(&reader, &containers[0]), 1);
+    dps_cbor_reader_init(&reader, nested, sizeof(nested));
+    assert_int_equal(dps_cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, nested, sizeof(nested));
+    assert_int_equal(dps_cbor_enter_array(&reader, &containers[0]), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &containers[0]), 1);
     const uint8_t *before = reader.position;
-    assert_int_equal(cbor_skip(&reader), -1);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     assert_ptr_equal(reader.position, before);
 
     /* Deep hostile nesting of definite maps fails without recursion. */
@@ -612,8 +612,8 @@ static void test_depth_limit(void **state)
     assert_non_null(hostile);
     for (size_t i = 0; i < deep; i++)
         hostile[i] = i % 2 ? 0x81 : 0xA1;
-    cbor_reader_init(&reader, hostile, deep);
-    assert_int_equal(cbor_skip(&reader), -1);
+    dps_cbor_reader_init(&reader, hostile, deep);
+    assert_int_equal(dps_cbor_skip(&reader), -1);
     free(hostile);
 }
 
@@ -621,13 +621,13 @@ static void test_text_equals(void **state)
 {
     (void)state;
     static const char input[] = "selectedGatewayX";
-    assert_true(cbor_text_equals(input, 15, "selectedGateway"));
-    assert_false(cbor_text_equals(input, 16, "selectedGateway"));
-    assert_false(cbor_text_equals(input, 14, "selectedGateway"));
-    assert_false(cbor_text_equals(input, 2, "di"));
-    assert_true(cbor_text_equals(input, 0, ""));
-    assert_true(cbor_text_equals(NULL, 0, ""));
-    assert_false(cbor_text_equals(NULL, 0, "di"));
+    assert_true(dps_cbor_text_equals(input, 15, "selectedGateway"));
+    assert_false(dps_cbor_text_equals(input, 16, "selectedGateway"));
+    assert_false(dps_cbor_text_equals(input, 14, "selectedGateway"));
+    assert_false(dps_cbor_text_equals(input, 2, "di"));
+    assert_true(dps_cbor_text_equals(input, 0, ""));
+    assert_true(dps_cbor_text_equals(NULL, 0, ""));
+    assert_false(dps_cbor_text_equals(NULL, 0, "di"));
 }
 
 int main(void)

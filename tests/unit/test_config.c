@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/unit/temp_dir.h"
 #include "control/config.h"
 #include "common/log.h"
 #include "control/model.h"
@@ -79,14 +80,9 @@ static int setup(void **state)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
-    return nftw(folder, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return temp_dir_remove(folder);
 }
 
 /* Loads text as the configuration file and expects success. */

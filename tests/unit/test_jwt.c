@@ -23,7 +23,9 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "tests/unit/pki_files.h"
 #include "crypto/jwt.h"
+#include "tests/jwt_verify.h"
 
 #define CLAIMS "{\"iss\":\"https://dps.example\",\"sub\":\"owner-1\",\"exp\":1900000000}"
 
@@ -33,14 +35,6 @@ struct fixture {
     EVP_PKEY *ec_key, *rsa_key, *other_ec_key;
     char *ec_public_pem, *rsa_public_pem, *other_public_pem, *ec_certificate_pem;
 };
-
-static void write_key(const char *path, EVP_PKEY *key)
-{
-    FILE *file = fopen(path, "w");
-    assert_non_null(file);
-    assert_int_equal(PEM_write_PrivateKey(file, key, NULL, NULL, 0, NULL, NULL), 1);
-    fclose(file);
-}
 
 static char *bio_string(BIO *bio)
 {

@@ -21,6 +21,7 @@
 
 #include <openssl/ssl.h>
 
+#include "tests/unit/temp_dir.h"
 #include "crypto/issuer.h"
 #include "crypto/jwt.h"
 #include "crypto/keyfile.h"
@@ -28,26 +29,6 @@
 #include "dataplane/tls.h"
 
 static char folder[64];
-
-static void remove_tree(const char *path)
-{
-    DIR *dir = opendir(path);
-    struct dirent *entry;
-    char child[PATH_MAX];
-
-    if (dir == NULL) {
-        unlink(path);
-        return;
-    }
-    while ((entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(child, sizeof(child), "%s/%s", path, entry->d_name);
-        remove_tree(child);
-    }
-    closedir(dir);
-    rmdir(path);
-}
 
 static int setup(void **state)
 {
@@ -65,7 +46,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    remove_tree(folder);
+    temp_dir_remove(folder);
     return 0;
 }
 

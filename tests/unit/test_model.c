@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "tests/unit/temp_dir.h"
 #include "control/model.h"
 #include "crypto/pki.h"
 
@@ -55,15 +56,10 @@ static int setup(void **state)
     return 0;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int teardown(void **state)
 {
     free(chain_pem);
-    return nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return temp_dir_remove(dir);
 }
 
 static json_t *group_doc(void)

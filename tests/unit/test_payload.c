@@ -96,21 +96,22 @@ static void write_nested_response(struct payload_writer *writer)
     payload_end(writer);
 }
 
-static void expect_key(struct cbor_reader *reader, struct cbor_container *map, const char *key)
+static void expect_key(struct dps_cbor_reader *reader, struct dps_cbor_container *map,
+                       const char *key)
 {
     const char *text;
     size_t length;
-    assert_int_equal(cbor_container_next(reader, map), 1);
-    assert_int_equal(cbor_read_text(reader, &text, &length), 0);
-    assert_true(cbor_text_equals(text, length, key));
+    assert_int_equal(dps_cbor_container_next(reader, map), 1);
+    assert_int_equal(dps_cbor_read_text(reader, &text, &length), 0);
+    assert_true(dps_cbor_text_equals(text, length, key));
 }
 
-static void expect_text(struct cbor_reader *reader, const char *expected)
+static void expect_text(struct dps_cbor_reader *reader, const char *expected)
 {
     const char *text;
     size_t length;
-    assert_int_equal(cbor_read_text(reader, &text, &length), 0);
-    assert_true(cbor_text_equals(text, length, expected));
+    assert_int_equal(dps_cbor_read_text(reader, &text, &length), 0);
+    assert_true(dps_cbor_text_equals(text, length, expected));
 }
 
 static void test_nested_cbor(void **state)
@@ -123,10 +124,10 @@ static void test_nested_cbor(void **state)
     long length = payload_finish(&writer);
     assert_true(length > 0);
 
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, buffer, (size_t)length);
-    struct cbor_container outer, extra, list, empty;
-    assert_int_equal(cbor_enter_map(&reader, &outer), 0);
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, buffer, (size_t)length);
+    struct dps_cbor_container outer, extra, list, empty;
+    assert_int_equal(dps_cbor_enter_map(&reader, &outer), 0);
     assert_int_equal(outer.remaining, 5);
     expect_key(&reader, &outer, "apn");
     expect_text(&reader, "plgd");
@@ -137,44 +138,44 @@ static void test_nested_cbor(void **state)
     expect_key(&reader, &outer, "at");
     expect_text(&reader, "token");
     expect_key(&reader, &outer, "extra");
-    assert_int_equal(cbor_enter_map(&reader, &extra), 0);
+    assert_int_equal(dps_cbor_enter_map(&reader, &extra), 0);
     assert_int_equal(extra.remaining, 6);
     int64_t integer;
     expect_key(&reader, &extra, "n");
-    assert_int_equal(cbor_read_int(&reader, &integer), 0);
+    assert_int_equal(dps_cbor_read_int(&reader, &integer), 0);
     assert_int_equal(integer, -5);
     expect_key(&reader, &extra, "big");
-    assert_int_equal(cbor_read_int(&reader, &integer), 0);
+    assert_int_equal(dps_cbor_read_int(&reader, &integer), 0);
     assert_true(integer == 1LL << 40);
     bool flag = false;
     expect_key(&reader, &extra, "ok");
-    assert_int_equal(cbor_read_bool(&reader, &flag), 0);
+    assert_int_equal(dps_cbor_read_bool(&reader, &flag), 0);
     assert_true(flag);
     expect_key(&reader, &extra, "none");
     assert_int_equal(*reader.position, 0xF6);
-    assert_int_equal(cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
     expect_key(&reader, &extra, "ratio");
     /* A double: 0xFB then 3.25 in IEEE 754 binary64, 0x400A000000000000. */
     static const uint8_t ratio[] = {0xFB, 0x40, 0x0A, 0, 0, 0, 0, 0, 0};
     assert_memory_equal(reader.position, ratio, sizeof(ratio));
-    assert_int_equal(cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
     expect_key(&reader, &extra, "list");
-    assert_int_equal(cbor_enter_array(&reader, &list), 0);
+    assert_int_equal(dps_cbor_enter_array(&reader, &list), 0);
     assert_int_equal(list.remaining, 4);
-    assert_int_equal(cbor_container_next(&reader, &list), 1);
-    assert_int_equal(cbor_read_int(&reader, &integer), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &list), 1);
+    assert_int_equal(dps_cbor_read_int(&reader, &integer), 0);
     assert_int_equal(integer, 1);
-    assert_int_equal(cbor_container_next(&reader, &list), 1);
+    assert_int_equal(dps_cbor_container_next(&reader, &list), 1);
     expect_text(&reader, "two");
-    assert_int_equal(cbor_container_next(&reader, &list), 1);
-    assert_int_equal(cbor_read_bool(&reader, &flag), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &list), 1);
+    assert_int_equal(dps_cbor_read_bool(&reader, &flag), 0);
     assert_false(flag);
-    assert_int_equal(cbor_container_next(&reader, &list), 1);
-    assert_int_equal(cbor_enter_array(&reader, &empty), 0);
-    assert_int_equal(cbor_container_next(&reader, &empty), 0);
-    assert_int_equal(cbor_container_next(&reader, &list), 0);
-    assert_int_equal(cbor_container_next(&reader, &extra), 0);
-    assert_int_equal(cbor_container_next(&reader, &outer), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &list), 1);
+    assert_int_equal(dps_cbor_enter_array(&reader, &empty), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &empty), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &list), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &extra), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &outer), 0);
     assert_int_equal(reader.depth, 0);
     assert_ptr_equal(reader.position, buffer + length);
 }
@@ -484,65 +485,65 @@ static void test_payload_json_to_cbor(void **state)
     long length = payload_finish(&writer);
     assert_true(length > 0);
 
-    struct cbor_reader reader;
-    cbor_reader_init(&reader, buffer, (size_t)length);
-    struct cbor_container top, content, flags, nested, a, b;
+    struct dps_cbor_reader reader;
+    dps_cbor_reader_init(&reader, buffer, (size_t)length);
+    struct dps_cbor_container top, content, flags, nested, a, b;
     int64_t integer;
     bool flag;
-    assert_int_equal(cbor_enter_map(&reader, &top), 0);
+    assert_int_equal(dps_cbor_enter_map(&reader, &top), 0);
     expect_key(&reader, &top, "href");
     expect_text(&reader, "/oic/d");
     expect_key(&reader, &top, "content");
-    assert_int_equal(cbor_enter_map(&reader, &content), 0);
+    assert_int_equal(dps_cbor_enter_map(&reader, &content), 0);
     assert_int_equal(content.remaining, 8);
     expect_key(&reader, &content, "name");
     expect_text(&reader, "dev");
     expect_key(&reader, &content, "count");
-    assert_int_equal(cbor_read_int(&reader, &integer), 0);
+    assert_int_equal(dps_cbor_read_int(&reader, &integer), 0);
     assert_int_equal(integer, 3);
     expect_key(&reader, &content, "neg");
-    assert_int_equal(cbor_read_int(&reader, &integer), 0);
+    assert_int_equal(dps_cbor_read_int(&reader, &integer), 0);
     assert_int_equal(integer, -7);
     expect_key(&reader, &content, "ratio");
     static const uint8_t ratio[] = {0xFB, 0x3F, 0xE0, 0, 0, 0, 0, 0, 0};
     assert_memory_equal(reader.position, ratio, sizeof(ratio));
-    assert_int_equal(cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
     expect_key(&reader, &content, "huge");
-    assert_int_equal(cbor_peek(&reader), CBOR_TYPE_SIMPLE);
-    assert_int_equal(cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_peek(&reader), DPS_CBOR_TYPE_SIMPLE);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
     expect_key(&reader, &content, "flags");
-    assert_int_equal(cbor_enter_array(&reader, &flags), 0);
+    assert_int_equal(dps_cbor_enter_array(&reader, &flags), 0);
     assert_int_equal(flags.remaining, 3);
-    assert_int_equal(cbor_container_next(&reader, &flags), 1);
-    assert_int_equal(cbor_read_bool(&reader, &flag), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &flags), 1);
+    assert_int_equal(dps_cbor_read_bool(&reader, &flag), 0);
     assert_true(flag);
-    assert_int_equal(cbor_container_next(&reader, &flags), 1);
-    assert_int_equal(cbor_read_bool(&reader, &flag), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &flags), 1);
+    assert_int_equal(dps_cbor_read_bool(&reader, &flag), 0);
     assert_false(flag);
-    assert_int_equal(cbor_container_next(&reader, &flags), 1);
+    assert_int_equal(dps_cbor_container_next(&reader, &flags), 1);
     assert_int_equal(*reader.position, 0xF6);
-    assert_int_equal(cbor_skip(&reader), 0);
-    assert_int_equal(cbor_container_next(&reader, &flags), 0);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &flags), 0);
     expect_key(&reader, &content, "nested");
-    assert_int_equal(cbor_enter_map(&reader, &nested), 0);
+    assert_int_equal(dps_cbor_enter_map(&reader, &nested), 0);
     expect_key(&reader, &nested, "a");
-    assert_int_equal(cbor_enter_map(&reader, &a), 0);
+    assert_int_equal(dps_cbor_enter_map(&reader, &a), 0);
     expect_key(&reader, &a, "b");
-    assert_int_equal(cbor_enter_array(&reader, &b), 0);
+    assert_int_equal(dps_cbor_enter_array(&reader, &b), 0);
     assert_int_equal(b.remaining, 4);
     int items = 0;
-    while (cbor_container_next(&reader, &b) == 1) {
-        assert_int_equal(cbor_skip(&reader), 0);
+    while (dps_cbor_container_next(&reader, &b) == 1) {
+        assert_int_equal(dps_cbor_skip(&reader), 0);
         items++;
     }
     assert_int_equal(items, 4);
-    assert_int_equal(cbor_container_next(&reader, &a), 0);
-    assert_int_equal(cbor_container_next(&reader, &nested), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &a), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &nested), 0);
     expect_key(&reader, &content, "empty");
     assert_int_equal(*reader.position, 0x80);
-    assert_int_equal(cbor_skip(&reader), 0);
-    assert_int_equal(cbor_container_next(&reader, &content), 0);
-    assert_int_equal(cbor_container_next(&reader, &top), 0);
+    assert_int_equal(dps_cbor_skip(&reader), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &content), 0);
+    assert_int_equal(dps_cbor_container_next(&reader, &top), 0);
     assert_ptr_equal(reader.position, buffer + length);
 }
 

@@ -23,6 +23,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "tests/unit/temp_dir.h"
 #include "crypto/pki.h"
 
 #define DEVICE_COUNT 3
@@ -55,26 +56,6 @@ struct fixture {
     char dir[64];
 };
 
-static void remove_tree(const char *path)
-{
-    DIR *dir = opendir(path);
-    struct dirent *entry;
-    char child[PATH_MAX];
-
-    if (dir == NULL) {
-        unlink(path);
-        return;
-    }
-    while ((entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(child, sizeof(child), "%s/%s", path, entry->d_name);
-        remove_tree(child);
-    }
-    closedir(dir);
-    rmdir(path);
-}
-
 static int setup(void **state)
 {
     struct fixture *fixture = calloc(1, sizeof(*fixture));
@@ -97,7 +78,7 @@ static int teardown(void **state)
 {
     struct fixture *fixture = *state;
 
-    remove_tree(fixture->dir);
+    temp_dir_remove(fixture->dir);
     free(fixture);
     return 0;
 }
@@ -515,7 +496,7 @@ static void test_ensure_device_without_pki_fails(void **state)
     assert_non_null(mkdtemp(dir));
     assert_int_equal(pki_ensure_device(dir, 1, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "mfg-intermediate.key"));
-    remove_tree(dir);
+    temp_dir_remove(dir);
 }
 
 static void test_generate_into_unwritable_path_fails(void **state)

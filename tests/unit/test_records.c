@@ -22,6 +22,7 @@
 #include <jansson.h>
 #include <rocksdb/c.h>
 
+#include "tests/unit/temp_dir.h"
 #include "store/records.h"
 #include "store/store.h"
 
@@ -33,36 +34,14 @@
 #define DEVICE_2 "d2d2d2d2-0000-4000-8000-000000000002"
 #define DEVICE_3 "d3d3d3d3-0000-4000-8000-000000000003"
 
-struct fixture {
-    char dir[64];
-};
-
-static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
-    struct fixture *fixture = calloc(1, sizeof(*fixture));
-    if (fixture == NULL)
-        return -1;
-    strcpy(fixture->dir, "/tmp/test-records-XXXXXX");
-    if (mkdtemp(fixture->dir) == NULL)
-        return -1;
-    *state = fixture;
-    return 0;
+    return temp_dir_setup(state, "/tmp/test-records-XXXXXX");
 }
 
 static int teardown(void **state)
 {
-    struct fixture *fixture = *state;
-    nftw(fixture->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-    free(fixture);
-    return 0;
+    return temp_dir_teardown(state);
 }
 
 static struct store *open_store(const char *dir)
@@ -143,7 +122,7 @@ static void test_owner_key(void **state)
 /* One manufacturer certificate (one record id) under two owners: two records, never merged. */
 static void test_records_are_per_owner(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir);
     put_part(store, "1", RECORD_A, "record", "{\"owner\":\"1\",\"deviceId\":\"" DEVICE_1 "\"}");
     put_part(store, "1", RECORD_A, "credential", "{\"status\":{\"coapCode\":68}}");
@@ -181,7 +160,7 @@ static void test_records_are_per_owner(void **state)
 
 static void test_issuance_is_per_owner(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir);
     char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], key[RECORDS_KEY_MAX];
     records_owner_key("1", owner_key);
@@ -225,7 +204,7 @@ static void put_pair(struct store *store, const char *owner, const char *device_
 
 static void test_bindings_are_per_owner_and_released_in_pairs(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir);
     char *value = records_device_binding_value("1", RECORD_A);
     assert_string_equal(value, "{\"recordId\":\"" RECORD_A "\",\"owner\":\"1\"}");
@@ -413,7 +392,7 @@ static void assert_migrated(struct store *store)
 
 static void test_layout1_store_is_migrated_at_open(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     char err[256] = "";
     layout1_store(fixture->dir);
 
@@ -449,7 +428,7 @@ static void test_layout1_store_is_migrated_at_open(void **state)
  */
 static void test_interrupted_migration_continues(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     layout1_store(fixture->dir);
     struct layout1 old;
     layout1_open(&old, fixture->dir);

@@ -30,38 +30,17 @@
 
 #include <rocksdb/c.h>
 
+#include "tests/unit/temp_dir.h"
 #include "store/store.h"
-
-struct fixture {
-    char dir[64];
-};
-
-static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb;
-    (void)type;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
-    struct fixture *fixture = calloc(1, sizeof(*fixture));
-    if (!fixture)
-        return -1;
-    strcpy(fixture->dir, "/tmp/test-store-XXXXXX");
-    if (!mkdtemp(fixture->dir))
-        return -1;
-    *state = fixture;
-    return 0;
+    return temp_dir_setup(state, "/tmp/test-store-XXXXXX");
 }
 
 static int teardown(void **state)
 {
-    struct fixture *fixture = *state;
-    nftw(fixture->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-    free(fixture);
-    return 0;
+    return temp_dir_teardown(state);
 }
 
 static struct store *open_store(const char *dir, size_t queue_limit)
@@ -213,7 +192,7 @@ static int collect_first(void *user, const char *key, size_t key_length, const c
 
 static void put_get_and_prefix_scan(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
     struct store_put puts[] = {
         put_of(STORE_RECORDS, "r1/record", "{\"id\":\"r1\"}"),
@@ -265,7 +244,7 @@ static void put_get_and_prefix_scan(void **state)
 
 static void column_families_are_separate(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     assert_string_equal(store_family_name(STORE_GROUPS), "enrollment_groups");
     assert_string_equal(store_family_name(STORE_HUBS), "hubs");
     assert_string_equal(store_family_name(STORE_RECORDS), "records");
@@ -319,7 +298,7 @@ static void *submit_many(void *arg)
 
 static void group_commit_batches_concurrent_writes(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 4096);
     completions_reset();
     static struct submitter submitters[SUBMITTERS];
@@ -376,7 +355,7 @@ static int submit_and_wait(struct store *store, struct store_write *write)
 
 static void conditional_write_absent_same_different(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
 
     struct store_write first = binding_write("dev-1", "rec-a", "rec-a/record");
@@ -402,7 +381,7 @@ static void conditional_write_absent_same_different(void **state)
 /* A write with two conditions commits only when both hold, and says which one failed. */
 static void two_conditions_report_which_failed(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
     struct store_write pair = {0};
     pair.puts[0] = put_of(STORE_BINDINGS, "device/d1", "r1");
@@ -448,7 +427,7 @@ static void two_conditions_report_which_failed(void **state)
 /* store_put_sync: a NULL value deletes, in the same synced batch as the puts. */
 static void synchronous_write_deletes(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
     struct store_put puts[] = {put_of(STORE_RECORDS, "old/a", "1"),
                                put_of(STORE_RECORDS, "old/b", "2")};
@@ -466,7 +445,7 @@ static void synchronous_write_deletes(void **state)
 /* store_scan_after: every key after the one given, so a long walk can stop and resume. */
 static void scan_after_resumes(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
     struct store_put puts[] = {put_of(STORE_ISSUANCE, "a", "1"), put_of(STORE_ISSUANCE, "b", "2"),
                                put_of(STORE_ISSUANCE, "c", "3")};
@@ -487,7 +466,7 @@ static void scan_after_resumes(void **state)
 
 static void conflicting_claims_in_one_batch(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
     completions_reset();
 
@@ -516,7 +495,7 @@ static void conflicting_claims_in_one_batch(void **state)
 
 static void full_queue_is_busy(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 4);
     completions_reset();
 
@@ -549,7 +528,7 @@ static void full_queue_is_busy(void **state)
 
 static void reopen_keeps_data(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
     struct store_write write = binding_write("dev-3", "rec-c", "rec-c/record");
     assert_int_equal(submit_and_wait(store, &write), STORE_OK);
@@ -573,7 +552,7 @@ static void reopen_keeps_data(void **state)
  */
 static void lazy_writes_ride_on_the_next_sync(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
     struct store_stats before, after;
     store_get_stats(store, &before);
@@ -651,7 +630,7 @@ static int count_entries(const char *dir, const char *prefix)
  */
 static void read_only_opens_a_store_without_newer_families(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     const char *names[STORE_FAMILY_COUNT];
     const rocksdb_options_t *family_options[STORE_FAMILY_COUNT];
     rocksdb_column_family_handle_t *handles[STORE_FAMILY_COUNT];
@@ -695,7 +674,7 @@ static void read_only_opens_a_store_without_newer_families(void **state)
 
 static void read_only_sees_data_of_running_writer(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     char err[256] = "";
     char missing[96];
     snprintf(missing, sizeof(missing), "%s/missing", fixture->dir);
@@ -747,7 +726,7 @@ static void value_for_key(const char *key, char *value, size_t size)
 
 static void acknowledged_writes_survive_kill_9(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     int from_child;
     int to_child;
     pid_t pid = spawn_helper("--helper-flood", fixture->dir, &from_child, &to_child);
@@ -810,7 +789,7 @@ struct fsize_report {
 
 static void failed_commit_reports_error_then_recovers(void **state)
 {
-    struct fixture *fixture = *state;
+    struct temp_dir *fixture = *state;
     int from_child;
     int to_child;
     pid_t pid = spawn_helper("--helper-fsize", fixture->dir, &from_child, &to_child);

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "tests/unit/temp_dir.h"
 #include "crypto/pki.h"
 #include "dataplane/tls.h"
 
@@ -340,11 +341,6 @@ static void test_server_context_errors(void **state)
     assert_int_equal(ERR_peek_error(), 0);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     char err[256];
@@ -367,7 +363,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    return nftw(pki_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return temp_dir_remove(pki_dir);
 }
 
 int main(void)

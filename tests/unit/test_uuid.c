@@ -26,7 +26,7 @@ static void test_parse_format_round_trip(void **state)
     char out[UUID_STRING_LENGTH + 1];
 
     (void)state;
-    assert_int_equal(uuid_parse(text, strlen(text), &uuid), 0);
+    assert_int_equal(uuid_text_parse(text, strlen(text), &uuid), 0);
     assert_memory_equal(uuid.bytes, UUID_NAMESPACE_URL.bytes, 16);
     uuid_format(&uuid, out);
     assert_string_equal(out, text);
@@ -39,7 +39,7 @@ static void test_parse_upper_case(void **state)
     char out[UUID_STRING_LENGTH + 1];
 
     (void)state;
-    assert_int_equal(uuid_parse(text, strlen(text), &uuid), 0);
+    assert_int_equal(uuid_text_parse(text, strlen(text), &uuid), 0);
     assert_memory_equal(uuid.bytes, UUID_NAMESPACE_X500.bytes, 16);
     uuid_format(&uuid, out);
     assert_string_equal(out, "6ba7b814-9dad-11d1-80b4-00c04fd430c8");
@@ -51,10 +51,10 @@ static void test_parse_rejects_wrong_length(void **state)
     const char *text = "6ba7b811-9dad-11d1-80b4-00c04fd430c8";
 
     (void)state;
-    assert_int_equal(uuid_parse(text, 35, &uuid), -1);
-    assert_int_equal(uuid_parse("6ba7b811-9dad-11d1-80b4-00c04fd430c8a", 37, &uuid), -1);
-    assert_int_equal(uuid_parse("", 0, &uuid), -1);
-    assert_int_equal(uuid_parse("6ba7b8119dad11d180b400c04fd430c8", 32, &uuid), -1);
+    assert_int_equal(uuid_text_parse(text, 35, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b811-9dad-11d1-80b4-00c04fd430c8a", 37, &uuid), -1);
+    assert_int_equal(uuid_text_parse("", 0, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b8119dad11d180b400c04fd430c8", 32, &uuid), -1);
 }
 
 static void test_parse_rejects_missing_dashes(void **state)
@@ -62,10 +62,10 @@ static void test_parse_rejects_missing_dashes(void **state)
     struct dps_uuid uuid;
 
     (void)state;
-    assert_int_equal(uuid_parse("6ba7b811x9dad-11d1-80b4-00c04fd430c8", 36, &uuid), -1);
-    assert_int_equal(uuid_parse("6ba7b8119-dad-11d1-80b4-00c04fd430c8", 36, &uuid), -1);
-    assert_int_equal(uuid_parse("6ba7b811-9dad-11d1-80b4000c04fd430c8", 36, &uuid), -1);
-    assert_int_equal(uuid_parse("6ba7b811-9dad-11d1-80b4-00c04fd430c-", 36, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b811x9dad-11d1-80b4-00c04fd430c8", 36, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b8119-dad-11d1-80b4-00c04fd430c8", 36, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b811-9dad-11d1-80b4000c04fd430c8", 36, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b811-9dad-11d1-80b4-00c04fd430c-", 36, &uuid), -1);
 }
 
 static void test_parse_rejects_non_hex(void **state)
@@ -73,9 +73,9 @@ static void test_parse_rejects_non_hex(void **state)
     struct dps_uuid uuid;
 
     (void)state;
-    assert_int_equal(uuid_parse("6ba7b811-9dad-11d1-80b4-00c04fd430cg", 36, &uuid), -1);
-    assert_int_equal(uuid_parse("6ba7b811-9dad-11d1-80b4-00c04fd430c ", 36, &uuid), -1);
-    assert_int_equal(uuid_parse("+ba7b811-9dad-11d1-80b4-00c04fd430c8", 36, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b811-9dad-11d1-80b4-00c04fd430cg", 36, &uuid), -1);
+    assert_int_equal(uuid_text_parse("6ba7b811-9dad-11d1-80b4-00c04fd430c ", 36, &uuid), -1);
+    assert_int_equal(uuid_text_parse("+ba7b811-9dad-11d1-80b4-00c04fd430c8", 36, &uuid), -1);
 }
 
 static void test_nil(void **state)
@@ -83,7 +83,7 @@ static void test_nil(void **state)
     struct dps_uuid uuid;
 
     (void)state;
-    assert_int_equal(uuid_parse("00000000-0000-0000-0000-000000000000", 36, &uuid), 0);
+    assert_int_equal(uuid_text_parse("00000000-0000-0000-0000-000000000000", 36, &uuid), 0);
     assert_true(uuid_is_nil(&uuid));
     assert_false(uuid_is_nil(&UUID_NAMESPACE_URL));
 }
