@@ -87,7 +87,8 @@ struct dps_op {
     dps_reply_fn reply;
     enum dps_step step;
     enum dps_phase phase;
-    bool answered; /* the device has its answer; only a lazy write is left */
+    bool answered;           /* the device has its answer; only a lazy write is left */
+    uint64_t store_failures; /* the store's failure count when the write was built */
     uint8_t token[8];
     uint8_t token_length;
     enum payload_format format;
@@ -194,6 +195,20 @@ void dps_stats_get(struct dps_stats *stats)
 }
 
 static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
+
+/*
+ * The op's write put the top-level record part: later steps of the
+ * connection leave it out while the device id is the same and the store has
+ * not failed since the write was built (a failure may lose an applied but
+ * unsynced line).
+ */
+static void record_applied(struct dps_op *op)
+{
+    struct dps_session *session = op->session;
+    session->record_written = true;
+    session->record_written_failures = op->store_failures;
+    memcpy(session->record_written_for, session->device_id, sizeof(session->record_written_for));
+}
 
 static void dps_op_resume(struct mailbox_item *item);
 
@@ -746,15 +761,22 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
      */
     /*
      * An answer that hands out a token or a certificate waits for a synced
-     * batch holding its record, issuance entry and binding, and that batch
-     * always carries the top-level part too. The other steps' lines are lazy:
+     * batch holding its record, issuance entry and binding. The top-level
+     * part is in that batch unless this connection's store already applied
+     * it for this device id: that write is then in the WAL ahead of this
+     * batch (a connection has one write in the store at a time), and this
+     * batch's sync makes both durable. The other steps' lines are lazy:
      * the device is answered once its line is queued, and the next synced
      * batch makes it durable (a crash may lose such a line, never an issued
      * certificate; the device can ask again).
      */
     bool hands_out =
         op->code < COAP_BAD_REQUEST && (op->step == STEP_CLOUD || op->step == STEP_CREDENTIALS);
-    bool record_current = !hands_out && session->record_written &&
+    struct store_stats store_stats;
+    store_get_stats(op->services->store, &store_stats);
+    op->store_failures = store_stats.failures;
+    bool record_current = session->record_written &&
+                          session->record_written_failures == store_stats.failures &&
                           strcmp(session->record_written_for, session->device_id) == 0;
     op->record_json = record_current ? NULL : record_part_json(op->services, session);
     op->step_json = step_part_json(op);
@@ -807,11 +829,6 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
         return;
     }
     if (op->write.lazy) {
-        if (op->record_json != NULL) {
-            session->record_written = true;
-            memcpy(session->record_written_for, session->device_id,
-                   sizeof(session->record_written_for));
-        }
         /* The op stays, owning the write's buffers, until the store hands it back. */
         dps_op_answer(op, true);
     }
@@ -1535,11 +1552,13 @@ static void dps_op_resume(struct mailbox_item *item)
     }
     if (op->answered) {
         /* A lazy line is written: the device has its answer; its connection moves on. */
+        struct dps_session *session = op->session;
         if (op->write.status != STORE_OK) {
             log_msg(LOG_WARN, "record line not written", "step=%s status=%d", step_part[op->step],
                     op->write.status);
+        } else if (op->record_json != NULL) {
+            record_applied(op);
         }
-        struct dps_session *session = op->session;
         if (dps_op_detach(op) && session->pending == 0) {
             session->resume(session);
         }
@@ -1589,9 +1608,7 @@ static void dps_op_resume(struct mailbox_item *item)
                 op->session->record_id);
         set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
     } else if (op->record_json != NULL) {
-        op->session->record_written = true;
-        memcpy(op->session->record_written_for, op->session->device_id,
-               sizeof(op->session->record_written_for));
+        record_applied(op);
     }
     dps_op_finish(op);
 }
