@@ -116,6 +116,8 @@ struct dps_op {
     char *device_binding_json;
     char *identity_binding_json;
     json_t *step_data; /* step-specific fields of the record part */
+    /* The catalog's ACL list (JSON text, compact), put first in the record part as is. */
+    const char *step_acl_json;
     struct csr_result csr;
     /* A new binding's claim in Redis, and where cloud-configuration goes once granted. */
     struct cluster_claim claim;
@@ -727,7 +729,27 @@ static char *step_part_json(struct dps_op *op)
     json_t *status = json_pack("{s:s, s:i, s:s}", "date", date, "coapCode", op->code,
                                "errorMessage", op->code < COAP_BAD_REQUEST ? "" : op->error);
     json_object_set_new(op->step_data, "status", status);
-    return json_dumps(op->step_data, JSON_COMPACT);
+    char *text = json_dumps(op->step_data, JSON_COMPACT);
+    if (text == NULL || op->step_acl_json == NULL) {
+        return text;
+    }
+    /* {"accessControlList":<the catalog's text>,<the rest>: no parse of a list that never
+     * changes; step_data holds "status" at least, so the rest is never empty. */
+    static const char member[] = "{\"accessControlList\":";
+    size_t acl_length = strlen(op->step_acl_json);
+    size_t rest_length = strlen(text + 1);
+    char *joined = malloc(sizeof(member) - 1 + acl_length + 1 + rest_length + 1);
+    if (joined != NULL) {
+        char *cursor = joined;
+        memcpy(cursor, member, sizeof(member) - 1);
+        cursor += sizeof(member) - 1;
+        memcpy(cursor, op->step_acl_json, acl_length);
+        cursor += acl_length;
+        *cursor++ = ',';
+        memcpy(cursor, text + 1, rest_length + 1);
+    }
+    free(text);
+    return joined;
 }
 
 static void add_put(struct store_write *write, enum store_family family, const char *key,
@@ -904,7 +926,7 @@ static void handle_acls(struct dps_op *op)
 {
     const char *acl = catalog_group_of(op)->acl_json;
     answer_member(op, "aclist2", acl, true);
-    json_object_set_new(op->step_data, "accessControlList", json_loads(acl, 0, NULL));
+    op->step_acl_json = acl;
     dps_op_commit(op, false);
 }
 
@@ -1600,6 +1622,7 @@ static void dps_op_resume(struct mailbox_item *item)
         op->device_id[0] = '\0';
         op->session->device_id[0] = '\0'; /* the claim was not this identity's to make */
         json_object_clear(op->step_data);
+        op->step_acl_json = NULL;
         dps_op_commit(op, false);
         return;
     }

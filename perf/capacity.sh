@@ -92,12 +92,12 @@ thread_ticks() {
         echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
     done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
 }
-# "name:tid ticks" per thread of process $1: a kind with several threads (the store writers) is
+# "name@tid ticks" per thread of process $1: a kind with several threads (the store writers) is
 # capped by its busiest one.
 task_ticks() {
     for task in /proc/"$1"/task/*; do
         name=$(cat "$task/comm")
-        echo "${name%-[0-9]*}:${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
+        echo "${name%-[0-9]*}@${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
     done | sort
 }
 # run_fleet NAME PORT FIRST COUNT SCENARIO: dps-loadgen against 127.0.0.1:PORT, report in $WORK/NAME.json.
@@ -163,7 +163,7 @@ full_flow() {
 projection() {
     join "$WORK/tasks-before" "$WORK/tasks-after" |
         awk -v hz="$HZ" -v n="$provisioned" -v cores="${PROJECTED_CORES:-16}" '
-        { split($1, k, ":"); us = ($3 - $2) / hz * 1e6 / n
+        { split($1, k, "@"); us = ($3 - $2) / hz * 1e6 / n
           if (k[1] == "dps-shard" || k[1] == "dps-signer") scaling += us
           else if (us > 0) { scaling += us; kind[k[1]] += us; if (us > serial[k[1]]) serial[k[1]] = us } }
         END {

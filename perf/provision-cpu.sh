@@ -48,11 +48,11 @@ thread_ticks() {
         echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
     done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
 }
-# CPU ticks per thread, as "name-tid ticks" lines: the busiest thread of a kind is what caps a node.
+# CPU ticks per thread, as "name@tid ticks" lines: the busiest thread of a kind is what caps a node.
 task_ticks() {
     for task in /proc/"$PID"/task/*; do
         name=$(cat "$task/comm")
-        echo "${name%-[0-9]*}:${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
+        echo "${name%-[0-9]*}@${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
     done | sort
 }
 HZ=$(getconf CLK_TCK)
@@ -97,8 +97,8 @@ echo "provisioning_over_two_bare_handshakes=$(awk -v a="$provision_us" -v b="$ba
 join "$WORK/threads-before" "$WORK/threads-after" |
     awk -v hz="$HZ" -v n="$measured" '{ printf "thread_cpu_us_per_provisioning[%s]=%.0f\n", $1, ($3 - $2) / hz * 1e6 / n }'
 join "$WORK/tasks-before" "$WORK/tasks-after" |
-    awk -v hz="$HZ" -v n="$measured" '{ split($1, k, ":"); us = ($3 - $2) / hz * 1e6 / n
+    awk -v hz="$HZ" -v n="$measured" '{ split($1, k, "@"); us = ($3 - $2) / hz * 1e6 / n
         threads[k[1]]++; if (us > busiest[k[1]]) busiest[k[1]] = us }
-        END { for (t in threads) if (threads[t] > 1)
+        END { for (t in threads) if (threads[t] > 1 && busiest[t] > 0)
             printf "busiest_thread_cpu_us_per_provisioning[%s]=%.0f (of %d threads)\n", t, busiest[t], threads[t] }' | sort
 echo "wall_ms_per_device=$wall (loopback, generator on the same 2 cores)"
