@@ -38,7 +38,7 @@
  * the current layout before anything else runs (store/migrate.h), and a
  * read-only open refuses it with a message saying so.
  *
- * Writes go through a few writer threads: store_submit() queues a
+ * Writes go through several writer threads: store_submit() queues a
  * store_write, a free writer takes what is queued, applies it as one
  * WriteBatch with sync=true (one fdatasync for many devices; RocksDB also
  * shares one sync among writers committing at once), and then calls each
@@ -84,8 +84,8 @@ enum store_status {
 #define STORE_MAX_PUTS 8
 #define STORE_MAX_CONDITIONS 2
 #define STORE_LAYOUT_VERSION 2
-#define STORE_DEFAULT_WRITERS 4
-#define STORE_MAX_WRITERS 16
+#define STORE_DEFAULT_WRITERS 16
+#define STORE_MAX_WRITERS 32
 
 struct store_put {
     enum store_family family;
