@@ -641,7 +641,7 @@ int command_import(struct client *client, struct options *options, const void *s
                            "required",
                            NULL);
     char err[512] = "";
-    import.store = store_open(data, IMPORT_QUEUE_LIMIT, err, sizeof(err));
+    import.store = store_open(data, IMPORT_QUEUE_LIMIT, 1, err, sizeof(err));
     if (import.store == NULL) {
         fprintf(stderr, "dpsctl import: cannot open the store in %s: %s (is dpsd stopped?)\n", data,
                 err);

@@ -81,7 +81,8 @@ struct dps_op {
     dps_reply_fn reply;
     enum dps_step step;
     enum dps_phase phase;
-    bool answered; /* the device has its answer; only a lazy write is left */
+    bool answered;           /* the device has its answer; only a lazy write is left */
+    uint64_t store_failures; /* the store's failure count when the write was built */
     uint8_t token[8];
     uint8_t token_length;
     enum payload_format format;
@@ -109,6 +110,8 @@ struct dps_op {
     char *device_binding_json;
     char *identity_binding_json;
     json_t *step_data; /* step-specific fields of the record part */
+    /* The catalog's ACL list (JSON text, compact), put first in the record part as is. */
+    const char *step_acl_json;
     struct csr_result csr;
     /* A new binding's claim in Redis, and where cloud-configuration goes once granted. */
     struct cluster_claim claim;
@@ -265,6 +268,20 @@ void dps_stats_get(struct dps_stats *stats)
 }
 
 static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
+
+/*
+ * The op's write put the top-level record part: later steps of the
+ * connection leave it out while the device id is the same and the store has
+ * not failed since the write was built (a failure may lose an applied but
+ * unsynced line).
+ */
+static void record_applied(struct dps_op *op)
+{
+    struct dps_session *session = op->session;
+    session->record_written = true;
+    session->record_written_failures = op->store_failures;
+    memcpy(session->record_written_for, session->device_id, sizeof(session->record_written_for));
+}
 
 static void dps_op_resume(struct mailbox_item *item);
 
@@ -785,7 +802,27 @@ static char *step_part_json(struct dps_op *op)
     json_t *status = json_pack("{s:s, s:i, s:s}", "date", date, "coapCode", op->code,
                                "errorMessage", op->code < COAP_BAD_REQUEST ? "" : op->error);
     json_object_set_new(op->step_data, "status", status);
-    return json_dumps(op->step_data, JSON_COMPACT);
+    char *text = json_dumps(op->step_data, JSON_COMPACT);
+    if (text == NULL || op->step_acl_json == NULL) {
+        return text;
+    }
+    /* {"accessControlList":<the catalog's text>,<the rest>: no parse of a list that never
+     * changes; step_data holds "status" at least, so the rest is never empty. */
+    static const char member[] = "{\"accessControlList\":";
+    size_t acl_length = strlen(op->step_acl_json);
+    size_t rest_length = strlen(text + 1);
+    char *joined = malloc(sizeof(member) - 1 + acl_length + 1 + rest_length + 1);
+    if (joined != NULL) {
+        char *cursor = joined;
+        memcpy(cursor, member, sizeof(member) - 1);
+        cursor += sizeof(member) - 1;
+        memcpy(cursor, op->step_acl_json, acl_length);
+        cursor += acl_length;
+        *cursor++ = ',';
+        memcpy(cursor, text + 1, rest_length + 1);
+    }
+    free(text);
+    return joined;
 }
 
 static void add_put(struct store_write *write, enum store_family family, const char *key,
@@ -819,15 +856,22 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
      */
     /*
      * An answer that hands out a token or a certificate waits for a synced
-     * batch holding its record, issuance entry and binding, and that batch
-     * always carries the top-level part too. The other steps' lines are lazy:
+     * batch holding its record, issuance entry and binding. The top-level
+     * part is in that batch unless this connection's store already applied
+     * it for this device id: that write is then in the WAL ahead of this
+     * batch (a connection has one write in the store at a time), and this
+     * batch's sync makes both durable. The other steps' lines are lazy:
      * the device is answered once its line is queued, and the next synced
      * batch makes it durable (a crash may lose such a line, never an issued
      * certificate; the device can ask again).
      */
     bool hands_out =
         op->code < COAP_BAD_REQUEST && (op->step == STEP_CLOUD || op->step == STEP_CREDENTIALS);
-    bool record_current = !hands_out && session->record_written &&
+    struct store_stats store_stats;
+    store_get_stats(op->services->store, &store_stats);
+    op->store_failures = store_stats.failures;
+    bool record_current = session->record_written &&
+                          session->record_written_failures == store_stats.failures &&
                           strcmp(session->record_written_for, session->device_id) == 0;
     op->record_json = record_current ? NULL : record_part_json(op->services, session);
     op->step_json = step_part_json(op);
@@ -881,11 +925,6 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
         return;
     }
     if (op->write.lazy) {
-        if (op->record_json != NULL) {
-            session->record_written = true;
-            memcpy(session->record_written_for, session->device_id,
-                   sizeof(session->record_written_for));
-        }
         /* The op stays, owning the write's buffers, until the store hands it back. */
         dps_op_answer(op, true);
     }
@@ -961,7 +1000,7 @@ static void handle_acls(struct dps_op *op)
 {
     const char *acl = catalog_group_of(op)->acl_json;
     answer_member(op, "aclist2", acl, true);
-    json_object_set_new(op->step_data, "accessControlList", json_loads(acl, 0, NULL));
+    op->step_acl_json = acl;
     dps_op_commit(op, false);
 }
 
@@ -1598,11 +1637,13 @@ static void dps_op_resume(struct mailbox_item *item)
     }
     if (op->answered) {
         /* A lazy line is written: the device has its answer; its connection moves on. */
+        struct dps_session *session = op->session;
         if (op->write.status != STORE_OK) {
             log_msg(LOG_WARN, "record line not written", "step=%s status=%d",
                     dps_step_routes[op->step].record_part, op->write.status);
+        } else if (op->record_json != NULL) {
+            record_applied(op);
         }
-        struct dps_session *session = op->session;
         if (dps_op_detach(op) && session->pending == 0) {
             session->resume(session);
         }
@@ -1644,6 +1685,7 @@ static void dps_op_resume(struct mailbox_item *item)
         op->device_id[0] = '\0';
         op->session->device_id[0] = '\0'; /* the claim was not this identity's to make */
         json_object_clear(op->step_data);
+        op->step_acl_json = NULL;
         dps_op_commit(op, false);
         return;
     }
@@ -1652,9 +1694,7 @@ static void dps_op_resume(struct mailbox_item *item)
                 dps_step_routes[op->step].record_part, op->session->record_id);
         set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
     } else if (op->record_json != NULL) {
-        op->session->record_written = true;
-        memcpy(op->session->record_written_for, op->session->device_id,
-               sizeof(op->session->record_written_for));
+        record_applied(op);
     }
     dps_op_finish(op);
 }

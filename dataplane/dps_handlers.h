@@ -116,8 +116,14 @@ struct dps_session {
     char creation_date[24]; /* ns since epoch, text; loaded or set at first step */
     const char *peer;       /* the device's address ("HOST:PORT", behind a balancer its PROXY
                                header's), owned by the connection; for the record */
-    bool record_written;    /* the top-level record part is durable for record_written_for */
+    /*
+     * The top-level record part is applied for record_written_for (in the
+     * WAL, durable with the next synced batch), unless the store has failed
+     * since (its failure count is no longer record_written_failures).
+     */
+    bool record_written;
     char record_written_for[37];
+    uint64_t record_written_failures;
     unsigned pending;                             /* requests waiting for workers */
     bool gone;                                    /* the connection closed while work was pending */
     void (*release)(struct dps_session *session); /* frees the connection once idle */

@@ -12,7 +12,10 @@
 # issuance, ACLs, resources, each step's record synced to RocksDB) from
 # CLIENTS load-generator processes at once (so group commit shares syncs as it
 # does under load), and reads dpsd's user+system CPU time from /proc before
-# and after. The load generators' CPU is not counted.
+# and after. The load generators' CPU is not counted. It prints the CPU per
+# provisioning of each thread kind (all its threads together), and for a kind
+# with several threads (the store writers) the busiest one's: a thread every
+# provisioning may pass through caps the node at 1 / its CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICES=${1:-400}
@@ -45,11 +48,19 @@ thread_ticks() {
         echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
     done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
 }
+# CPU ticks per thread, as "name@tid ticks" lines: the busiest thread of a kind is what caps a node.
+task_ticks() {
+    for task in /proc/"$PID"/task/*; do
+        name=$(cat "$task/comm")
+        echo "${name%-[0-9]*}@${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
+    done | sort
+}
 HZ=$(getconf CLK_TCK)
 # Warm up (first handshakes load code and tables), then measure.
 "$BUILD/perf/dps-loadgen" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$WORK/demo/pki" \
     --devices 5 --first "$DEVICES" >/dev/null
 thread_ticks >"$WORK/threads-before"
+task_ticks >"$WORK/tasks-before"
 before=$(ticks)
 start=$(date +%s.%N)
 per_client=$(((DEVICES - 5) / CLIENTS))
@@ -65,6 +76,7 @@ done
 end=$(date +%s.%N)
 after=$(ticks)
 thread_ticks >"$WORK/threads-after"
+task_ticks >"$WORK/tasks-after"
 kill -TERM "$PID"
 wait "$PID" || true
 PID=""
@@ -84,4 +96,9 @@ echo "provisioning_over_one_bare_handshake=$(awk -v a="$provision_us" -v b="$bar
 echo "provisioning_over_two_bare_handshakes=$(awk -v a="$provision_us" -v b="$bare" 'BEGIN { printf "%.2f", a / (2 * b) }')"
 join "$WORK/threads-before" "$WORK/threads-after" |
     awk -v hz="$HZ" -v n="$measured" '{ printf "thread_cpu_us_per_provisioning[%s]=%.0f\n", $1, ($3 - $2) / hz * 1e6 / n }'
+join "$WORK/tasks-before" "$WORK/tasks-after" |
+    awk -v hz="$HZ" -v n="$measured" '{ split($1, k, "@"); us = ($3 - $2) / hz * 1e6 / n
+        threads[k[1]]++; if (us > busiest[k[1]]) busiest[k[1]] = us }
+        END { for (t in threads) if (threads[t] > 1 && busiest[t] > 0)
+            printf "busiest_thread_cpu_us_per_provisioning[%s]=%.0f (of %d threads)\n", t, busiest[t], threads[t] }' | sort
 echo "wall_ms_per_device=$wall (loopback, generator on the same 2 cores)"

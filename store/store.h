@@ -1,6 +1,6 @@
 /*
  * store: the appliance's durable state in RocksDB, one column family per
- * kind of record, and the group-commit writer.
+ * kind of record, and the group-commit writers.
  *
  * Column families and their keys (values are JSON documents, see README).
  * What devices leave behind is kept per owner: every such key starts with
@@ -43,19 +43,22 @@
  * read-only open refuses it with a message saying so. A read-only open of a
  * store written before a family existed (cluster) finds that family empty.
  *
- * Writes go through one writer thread: store_submit() queues a store_write,
- * the writer takes everything queued, applies it as one WriteBatch with
- * sync=true (one fdatasync for many devices), and then calls each write's
- * done() on the writer thread. A response that depends on a write is sent
- * only from done(), so it is never acknowledged before it is durable.
+ * Writes go through several writer threads: store_submit() queues a
+ * store_write, a free writer takes what is queued, applies it as one
+ * WriteBatch with sync=true (one fdatasync for many devices; RocksDB also
+ * shares one sync among writers committing at once), and then calls each
+ * write's done() on that writer thread. A response that depends on a write
+ * is sent only from done(), so it is never acknowledged before it is
+ * durable. Writes that share a key (put or condition) are committed in the
+ * order they were queued; writes that share none may commit in any order.
  *
- * A write may carry conditions, checked by the writer against the database
+ * A write may carry conditions, checked by its writer against the database
  * and the writes ahead of it in the same batch: "key is absent or already
  * holds this value", each of them. That serialises device-id binding across
  * shards.
  *
  * A failed commit answers every write of its batch STORE_ERROR (nothing of
- * it is acknowledged) and makes the store unhealthy until the writer thread
+ * it is acknowledged) and makes the store unhealthy until a writer thread
  * has reopened the database; no restart is needed.
  */
 #ifndef DPS_STORE_H
@@ -87,6 +90,8 @@ enum store_status {
 #define STORE_MAX_PUTS 8
 #define STORE_MAX_CONDITIONS 2
 #define STORE_LAYOUT_VERSION 2
+#define STORE_DEFAULT_WRITERS 16
+#define STORE_MAX_WRITERS 32
 
 struct store_put {
     enum store_family family;
@@ -103,7 +108,7 @@ struct store_write {
     /* Each conditions[i].key must be absent or hold conditions[i].value. */
     struct store_put conditions[STORE_MAX_CONDITIONS];
     size_t condition_count;
-    void (*done)(struct store_write *write); /* called on the writer thread */
+    void (*done)(struct store_write *write); /* called on a writer thread */
     void *user;
     /*
      * A lazy write needs no fsync of its own: it is appended to the WAL with
@@ -133,10 +138,12 @@ struct store;
 
 /*
  * Opens (creating if needed, mode 0700) the database in dir, brings a store
- * of an earlier layout to the current one, and starts the writer. A dir
- * group or others may write to is refused. NULL with err.
+ * of an earlier layout to the current one, and starts `writers` writer
+ * threads (0: STORE_DEFAULT_WRITERS; at most STORE_MAX_WRITERS). A dir group
+ * or others may write to is refused. NULL with err.
  */
-struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t err_length);
+struct store *store_open(const char *dir, size_t queue_limit, size_t writers, char *err,
+                         size_t err_length);
 
 /*
  * Opens an existing database read-only (tools; works while the daemon runs).
@@ -145,7 +152,7 @@ struct store *store_open(const char *dir, size_t queue_limit, char *err, size_t 
  */
 struct store *store_open_readonly(const char *dir, char *err, size_t err_length);
 
-/* Finishes queued writes, stops the writer, closes the database. */
+/* Finishes queued writes, stops the writers, closes the database. */
 void store_close(struct store *store);
 
 /*

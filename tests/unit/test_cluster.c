@@ -152,7 +152,7 @@ static int setup(void **state)
     h.loop = loop_create(LOOP_BACKEND_EPOLL, &no_connections, NULL, err, sizeof(err));
     char store_dir[96];
     snprintf(store_dir, sizeof(store_dir), "%s/store", h.folder);
-    h.store = store_open(store_dir, 64, err, sizeof(err));
+    h.store = store_open(store_dir, 64, 0, err, sizeof(err));
     return h.loop != NULL && h.store != NULL ? 0 : -1;
 }
 

@@ -547,6 +547,48 @@ static void test_payload_json_to_cbor(void **state)
     assert_ptr_equal(reader.position, buffer + length);
 }
 
+/*
+ * A document written again comes from the thread's cache of encodings: the
+ * same bytes as the first time, with JSON's separators where the value lands,
+ * in either format.
+ */
+static void test_payload_json_again_is_the_same(void **state)
+{
+    (void)state;
+    const char *document = "[1,{\"x\":\"y\"},true]";
+    uint8_t first[128];
+    uint8_t again[128];
+    for (int format = 0; format < 2; format++) {
+        uint8_t *buffers[2] = {first, again};
+        long lengths[2];
+        for (int round = 0; round < 2; round++) {
+            struct payload_writer writer;
+            payload_init(&writer, format == 0 ? PAYLOAD_JSON : PAYLOAD_CBOR, buffers[round], 128);
+            payload_map(&writer, 2);
+            payload_text(&writer, "a");
+            assert_int_equal(payload_json(&writer, document), 0);
+            payload_text(&writer, "b");
+            assert_int_equal(payload_json(&writer, document), 0);
+            payload_end(&writer);
+            lengths[round] = payload_finish(&writer);
+            assert_true(lengths[round] > 0);
+        }
+        assert_int_equal(lengths[0], lengths[1]);
+        assert_memory_equal(first, again, (size_t)lengths[0]);
+        if (format == 0) {
+            const char *expected = "{\"a\":[1,{\"x\":\"y\"},true],\"b\":[1,{\"x\":\"y\"},true]}";
+            assert_int_equal(lengths[0], strlen(expected));
+            assert_memory_equal(first, expected, strlen(expected));
+        }
+    }
+    /* A cached value still counts as an item: one too many fails as before. */
+    struct payload_writer writer;
+    payload_init(&writer, PAYLOAD_JSON, first, sizeof(first));
+    payload_array(&writer, 1);
+    assert_int_equal(payload_json(&writer, document), 0);
+    assert_int_equal(payload_json(&writer, document), -1);
+}
+
 static void test_payload_json_errors(void **state)
 {
     (void)state;
@@ -579,12 +621,19 @@ static void test_payload_json_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ownership_cbor_bytes), cmocka_unit_test(test_nested_cbor),
-        cmocka_unit_test(test_nested_json),          cmocka_unit_test(test_overflow_cbor),
-        cmocka_unit_test(test_overflow_json),        cmocka_unit_test(test_misuse_cbor),
-        cmocka_unit_test(test_misuse_json),          cmocka_unit_test(test_json_escaping),
-        cmocka_unit_test(test_json_numbers),         cmocka_unit_test(test_payload_json_to_json),
-        cmocka_unit_test(test_payload_json_to_cbor), cmocka_unit_test(test_payload_json_errors),
+        cmocka_unit_test(test_ownership_cbor_bytes),
+        cmocka_unit_test(test_nested_cbor),
+        cmocka_unit_test(test_nested_json),
+        cmocka_unit_test(test_overflow_cbor),
+        cmocka_unit_test(test_overflow_json),
+        cmocka_unit_test(test_misuse_cbor),
+        cmocka_unit_test(test_misuse_json),
+        cmocka_unit_test(test_json_escaping),
+        cmocka_unit_test(test_json_numbers),
+        cmocka_unit_test(test_payload_json_to_json),
+        cmocka_unit_test(test_payload_json_to_cbor),
+        cmocka_unit_test(test_payload_json_errors),
+        cmocka_unit_test(test_payload_json_again_is_the_same),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,7 +47,7 @@ static int teardown(void **state)
 static struct store *open_store(const char *dir)
 {
     char err[256] = "";
-    struct store *store = store_open(dir, 0, err, sizeof(err));
+    struct store *store = store_open(dir, 0, 0, err, sizeof(err));
     if (store == NULL)
         fail_msg("store_open: %s", err);
     return store;

@@ -1,7 +1,8 @@
 /*
  * Tests for store: reads and prefix scans, scans that resume after a key,
  * column family separation, group commit, conditional writes (also two
- * claims in one batch, and two conditions on one write), deletes through
+ * claims in one batch, and two conditions on one write), several writers
+ * (per-key order and racing claims), deletes through
  * synchronous writes, the queue limit, persistence across reopen, read-only access while another
  * process holds the database, durability of acknowledged writes across kill -9, and a commit
  * failing on an I/O error, then the store recovering by itself.
@@ -43,13 +44,19 @@ static int teardown(void **state)
     return temp_dir_teardown(state);
 }
 
-static struct store *open_store(const char *dir, size_t queue_limit)
+static struct store *open_store_writers(const char *dir, size_t queue_limit, size_t writers)
 {
     char err[256] = "";
-    struct store *store = store_open(dir, queue_limit, err, sizeof(err));
+    struct store *store = store_open(dir, queue_limit, writers, err, sizeof(err));
     if (!store)
         fail_msg("store_open: %s", err);
     return store;
+}
+
+/* One writer: the tests that hold the writer in done() see every later write queued. */
+static struct store *open_store(const char *dir, size_t queue_limit)
+{
+    return open_store_writers(dir, queue_limit, 1);
 }
 
 static struct store_put put_of(enum store_family family, const char *key, const char *value)
@@ -425,6 +432,98 @@ static void two_conditions_report_which_failed(void **state)
 }
 
 /* store_put_sync: a NULL value deletes, in the same synced batch as the puts. */
+/*
+ * Several writers: writes that share a key still commit in the order they
+ * were queued (the last of a run of puts to one key wins), and claims of one
+ * device id from racing submitters leave exactly one winner, whose record is
+ * the one bound.
+ */
+#define ORDER_WRITES 400
+#define ORDER_KEYS 8
+#define CLAIMERS 4
+#define CLAIMED_IDS 50
+
+struct claimer {
+    struct store *store;
+    int index;
+    struct store_write writes[CLAIMED_IDS];
+    char devices[CLAIMED_IDS][16];
+    char records[CLAIMED_IDS][16];
+    char record_keys[CLAIMED_IDS][24];
+};
+
+static void *claim_many(void *arg)
+{
+    struct claimer *claimer = arg;
+    for (int i = 0; i < CLAIMED_IDS; i++) {
+        snprintf(claimer->devices[i], sizeof(claimer->devices[i]), "dev-%02d", i);
+        snprintf(claimer->records[i], sizeof(claimer->records[i]), "rec-%d-%02d", claimer->index,
+                 i);
+        snprintf(claimer->record_keys[i], sizeof(claimer->record_keys[i]), "%s/record",
+                 claimer->records[i]);
+        claimer->writes[i] =
+            binding_write(claimer->devices[i], claimer->records[i], claimer->record_keys[i]);
+        if (store_submit(claimer->store, &claimer->writes[i]) != STORE_OK)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void several_writers_keep_key_order_and_claims(void **state)
+{
+    struct temp_dir *fixture = *state;
+    struct store *store = open_store_writers(fixture->dir, 4096, 4);
+
+    completions_reset();
+    static struct store_write writes[ORDER_WRITES];
+    static char keys[ORDER_WRITES][16];
+    static char values[ORDER_WRITES][16];
+    for (int i = 0; i < ORDER_WRITES; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i % ORDER_KEYS);
+        snprintf(values[i], sizeof(values[i]), "v%03d", i);
+        writes[i] = (struct store_write){.put_count = 1, .done = count_done, .lazy = i % 3 != 0};
+        writes[i].puts[0] = put_of(STORE_HUBS, keys[i], values[i]);
+        assert_int_equal(store_submit(store, &writes[i]), STORE_OK);
+    }
+    completions_wait(ORDER_WRITES);
+    assert_int_equal(completions.ok, ORDER_WRITES);
+    for (int i = ORDER_WRITES - ORDER_KEYS; i < ORDER_WRITES; i++)
+        assert_value(store, STORE_HUBS, keys[i], values[i]);
+
+    completions_reset();
+    static struct claimer claimers[CLAIMERS];
+    pthread_t threads[CLAIMERS];
+    for (int i = 0; i < CLAIMERS; i++) {
+        memset(&claimers[i], 0, sizeof(claimers[i]));
+        claimers[i].store = store;
+        claimers[i].index = i;
+        assert_int_equal(pthread_create(&threads[i], NULL, claim_many, &claimers[i]), 0);
+    }
+    for (int i = 0; i < CLAIMERS; i++) {
+        void *result = NULL;
+        pthread_join(threads[i], &result);
+        assert_null(result);
+    }
+    completions_wait(CLAIMERS * CLAIMED_IDS);
+    assert_int_equal(completions.ok, CLAIMED_IDS);
+    assert_int_equal(completions.conflict, (CLAIMERS - 1) * CLAIMED_IDS);
+    for (int id = 0; id < CLAIMED_IDS; id++) {
+        int winners = 0;
+        for (int c = 0; c < CLAIMERS; c++) {
+            if (claimers[c].writes[id].status != STORE_OK) {
+                assert_int_equal(claimers[c].writes[id].status, STORE_CONFLICT);
+                assert_value(store, STORE_RECORDS, claimers[c].record_keys[id], NULL);
+                continue;
+            }
+            winners++;
+            assert_value(store, STORE_BINDINGS, claimers[c].devices[id], claimers[c].records[id]);
+            assert_value(store, STORE_RECORDS, claimers[c].record_keys[id], "{}");
+        }
+        assert_int_equal(winners, 1);
+    }
+    store_close(store);
+}
+
 static void synchronous_write_deletes(void **state)
 {
     struct temp_dir *fixture = *state;
@@ -1023,6 +1122,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(group_commit_batches_concurrent_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(conditional_write_absent_same_different, setup, teardown),
         cmocka_unit_test_setup_teardown(conflicting_claims_in_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(several_writers_keep_key_order_and_claims, setup, teardown),
         cmocka_unit_test_setup_teardown(two_conditions_report_which_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(synchronous_write_deletes, setup, teardown),
         cmocka_unit_test_setup_teardown(scan_after_resumes, setup, teardown),
