@@ -64,11 +64,8 @@ expect_output "after SIGHUP a rotated hub CA at the same path signs" "CN=Rotated
 readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$API_PORT/readyz"; }
 expect_output "/readyz answers 200 while the node takes devices" '^200$' readyz
 
-# Load from four device simulators, and one device that holds its connection for 3 s;
+# Load from four device simulators, and one device that holds its connection for 5 s;
 # SIGTERM in the middle of it.
-(sleep 3) | openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -quiet -no_ign_eof \
-    -cert "$PKI/devices/device-0002.pem" -key "$PKI/devices/device-0002.key" >/dev/null 2>&1 &
-holder=$!
 provisioned_before=$(grep -c 'msg="device provisioned"' "$DEMO/dpsd.log")
 pids=()
 for c in 1 2 3 4; do
@@ -78,6 +75,15 @@ for c in 1 2 3 4; do
 done
 # Eight of this load's devices have their certificate before the stop (the earlier two do not count).
 wait_log 'msg="device provisioned"' $((provisioned_before + 8))
+# The holder is connected (its handshake done) before the stop, so the drain has a connection
+# to wait for and /readyz a window to answer in, however loaded the machine.
+(sleep 5) | openssl s_client -connect "127.0.0.1:$PORT" -tls1_2 -no_ign_eof \
+    -cert "$PKI/devices/device-0002.pem" -key "$PKI/devices/device-0002.key" >"$WORK/holder.out" 2>&1 &
+holder=$!
+for _ in $(seq 1 100); do
+    grep -q 'Verify return code' "$WORK/holder.out" 2>/dev/null && break
+    sleep 0.05
+done
 kill -TERM "$DPSD_PID"
 seen=""
 for _ in $(seq 1 30); do
