@@ -393,8 +393,10 @@ static struct json_cache_entry *json_cache_find(const struct payload_writer *wri
 {
     for (unsigned i = 0; i < JSON_CACHE_ENTRIES; i++) {
         struct json_cache_entry *entry = &json_cache[i];
-        if (entry->text_length == text_length && entry->format == writer->format &&
-            entry->depth == writer->depth && memcmp(entry->text, json_text, text_length) == 0)
+        /* An unused entry (text_length 0) never matches: "" is not JSON and must fail. */
+        if (entry->text_length != 0 && entry->text_length == text_length &&
+            entry->format == writer->format && entry->depth == writer->depth &&
+            memcmp(entry->text, json_text, text_length) == 0)
             return entry;
     }
     return NULL;

@@ -6,6 +6,7 @@
  */
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -618,6 +619,31 @@ static void test_payload_json_errors(void **state)
     assert_int_equal(payload_finish(&writer), -1);
 }
 
+/* On a thread whose document cache is still unused: "" is no JSON, in either format. */
+static void *empty_text(void *unused)
+{
+    (void)unused;
+    uint8_t buffer[64];
+    struct payload_writer writer;
+    long results = 0;
+    enum payload_format formats[] = {PAYLOAD_CBOR, PAYLOAD_JSON};
+    for (size_t i = 0; i < 2; i++) {
+        payload_init(&writer, formats[i], buffer, sizeof(buffer));
+        results += payload_json(&writer, "") == -1 && payload_finish(&writer) == -1;
+    }
+    return (void *)results;
+}
+
+static void test_payload_json_empty_text_fails(void **state)
+{
+    (void)state;
+    pthread_t thread;
+    void *results = NULL;
+    assert_int_equal(pthread_create(&thread, NULL, empty_text, NULL), 0);
+    assert_int_equal(pthread_join(thread, &results), 0);
+    assert_int_equal((long)results, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_payload_json_to_json),
         cmocka_unit_test(test_payload_json_to_cbor),
         cmocka_unit_test(test_payload_json_errors),
+        cmocka_unit_test(test_payload_json_empty_text_fails),
         cmocka_unit_test(test_payload_json_again_is_the_same),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

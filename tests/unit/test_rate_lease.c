@@ -137,7 +137,7 @@ static void a_cluster_of_leases_holds_the_rate(void **state)
     struct bucket bucket = {.interval = SECOND / 50, .tolerance = 9 * (SECOND / 50)};
     struct rate_lease shards[4];
     int64_t reply_at[4];
-    unsigned wanted[4];
+    unsigned wanted[4] = {0};
     for (int i = 0; i < 4; i++) {
         rate_lease_init(&shards[i], rate_lease_size(50, 10, 2), 10 / 2);
         reply_at[i] = -1;
