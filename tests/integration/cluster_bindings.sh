@@ -33,35 +33,18 @@ PORT_A=$(free_port)
 API_A=$(free_port)
 PORT_B=$(free_port)
 API_B=$(free_port)
-PID_A=""
-PID_B=""
+PID_a=""
+PID_b=""
 D=7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d
 
 stop_all() {
-    for pid in $PID_A $PID_B $REDIS_PID; do
+    for pid in $PID_a $PID_b $REDIS_PID; do
         kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
     cleanup
 }
 trap stop_all EXIT
-
-start_redis() {
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
-    REDIS_PID=$!
-    for _ in $(seq 1 100); do
-        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-stop_redis() {
-    kill -TERM "$REDIS_PID" 2>/dev/null
-    wait "$REDIS_PID" 2>/dev/null
-    REDIS_PID=""
-}
 
 # device PORT N [loadgen options]: demo identity N through the node on PORT.
 device() {

@@ -44,3 +44,22 @@ in_shell() {
     fi
     sed -n 's/^# /#   /p' "$WORK/step.out"
 }
+
+# start_redis: a redis-server on 127.0.0.1:$REDIS_PORT without persistence, its pid in REDIS_PID,
+# its log $WORK/redis.log; waits until it answers. stop_redis: SIGTERM and wait.
+start_redis() {
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do
+        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_redis() {
+    kill -TERM "$REDIS_PID" 2>/dev/null
+    wait "$REDIS_PID" 2>/dev/null
+    REDIS_PID=""
+}

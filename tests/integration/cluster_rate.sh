@@ -10,6 +10,7 @@
 # 3. Redis back (same port, empty): both nodes limit through Redis again,
 #    without a restart.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
 
 plan 10
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
@@ -22,57 +23,18 @@ PORT_A=$(free_port)
 API_A=$(free_port)
 PORT_B=$(free_port)
 API_B=$(free_port)
-PID_A=""
-PID_B=""
+PID_a=""
+PID_b=""
 LOAD_PID=""
 
 stop_all() {
-    for pid in $LOAD_PID $PID_A $PID_B $REDIS_PID; do
+    for pid in $LOAD_PID $PID_a $PID_b $REDIS_PID; do
         kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
     cleanup
 }
 trap stop_all EXIT
-
-start_redis() {
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
-    REDIS_PID=$!
-    for _ in $(seq 1 100); do
-        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# start_node NAME PORT API_PORT [options]: a demo node; its pid in PID_<NAME>.
-start_node() {
-    local name=$1 port=$2 api=$3 log=$WORK/$1.log
-    shift 3
-    local readies
-    readies=$(grep -c 'msg="ready"' "$log" 2>/dev/null)
-    "$DPSD" --demo "$DEMO" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$api" \
-        --redis "127.0.0.1:$REDIS_PORT" --node "$name" --shards 2 "$@" >>"$log" 2>&1 &
-    eval "PID_$name=$!"
-    for _ in $(seq 1 300); do
-        [ "$(grep -c 'msg="ready"' "$log" 2>/dev/null)" -gt "${readies:-0}" ] && port_in_use "$port" &&
-            return 0
-        sleep 0.1
-    done
-    sed 's/^/# /' "$log" | tail -20
-    return 1
-}
-
-# stop_node NAME: SIGTERM, and dpsd's exit status (ASan finds leaks at exit).
-stop_node() {
-    local pid status=0
-    eval "pid=\$PID_$1"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" || status=$?
-    eval "PID_$1=''"
-    return $status
-}
 
 # metric API NAME [LABEL-REGEX]: the sum of NAME's samples whose labels match.
 metric() {
@@ -109,27 +71,20 @@ print('%.1f %.1f %.1f %d %.2f %d' % (a, b, a + b, a1[1] - a0[1] + b1[1] - b0[1],
 # within VALUE TARGET: VALUE is TARGET within 10%.
 within() { python3 -c "import sys; sys.exit(0 if abs($1 - $2) <= 0.1 * $2 else 1)"; }
 
-in_shell() {
-    local name=$1
-    shift
-    if "$@" >"$WORK/step.out" 2>&1; then ok "$name"; else
-        not_ok "$name"
-        tail -40 "$WORK/step.out" | sed 's/^/# /'
-    fi
-}
 
 status_a() { curl -s -H "Authorization: Bearer $(cat "$DEMO/pki/operator.token")" "http://127.0.0.1:$API_A/api/v1/status"; }
 
 in_shell "redis-server starts" start_redis
 # The demo writes its configuration at the first start; the limits go in before the real start.
-start_node a "$PORT_A" "$API_A" >/dev/null && stop_node a
+start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" >/dev/null && stop_node a
 # New bindings go on without Redis (bindingsWhenRedisDown: local), so the fallback's share is
 # what limits the devices while Redis is away.
 # A burst of one second's rate: refused devices come back in waves (Max-Age is whole seconds),
 # and a smaller burst would leave the gaps between waves unused.
 printf 'limits:\n  signingRate: 50\n  signingBurst: 50\ncluster:\n  bindingsWhenRedisDown: local\n' \
     >>"$DEMO/dpsd.yaml"
-if start_node a "$PORT_A" "$API_A" && start_node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data"; then
+if start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" &&
+    start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data"; then
     ok "two nodes start with a cluster signing rate of 50/s"
 else
     not_ok "two nodes start with a cluster signing rate of 50/s"
