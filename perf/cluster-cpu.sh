@@ -45,7 +45,8 @@ LOADGEN=$BUILD/perf/dps-loadgen
 
 WORK=$(mktemp -d /tmp/dps-perf.XXXXXX)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
+# (|| true: under set -e a killed process's status would end the trap, and the script, with 137.)
+trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
 port() { echo $((20000 + RANDOM % 12000)); }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_listen() {
@@ -60,6 +61,12 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_listen "$REDIS_PORT"
+# Redis's own cost with no node connected (its timers): 5 s of it, per second.
+# Redis's CPU so far, in microseconds.
+redis_cpu_now() { redis-cli -p "$REDIS_PORT" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.0f", s * 1e6}'; }
+baseline_before=$(redis_cpu_now)
+sleep 5
+baseline_us=$((($(redis_cpu_now) - baseline_before) / 5))
 
 SINGLE_PORT=$(port)
 CLUSTER_PORT=$(port)
@@ -98,8 +105,6 @@ thread_ticks() {
     done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
 }
 redis_info() { redis-cli -p "$REDIS_PORT" info "$1" | tr -d '\r'; }
-# Redis's CPU in microseconds and the commands it processed so far.
-redis_cpu_us() { redis_info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.0f", s * 1e6}'; }
 now() { date +%s.%N; }
 
 # run PORT FIRST: DEVICES devices from FIRST through the full flow, 16 in flight.
@@ -134,11 +139,11 @@ measure() {
     leases_before=$(metric dps_rate_redis_round_trips_total)
     beats_before=$(metric dps_cluster_heartbeats_total)
     ticks_before=$(ticks "$pid")
-    us_before=$(redis_cpu_us)
+    us_before=$(redis_cpu_now)
     start=$(now)
     run "$port" "$first"
     wall=$(awk -v a="$start" -v b="$(now)" -v w="$wall" 'BEGIN {print w + b - a}')
-    redis=$((redis + $(redis_cpu_us) - us_before))
+    redis=$((redis + $(redis_cpu_now) - us_before))
     node_ticks=$((node_ticks + $(ticks "$pid") - ticks_before))
     commands >>"$WORK/commands-$1"
     leases=$((leases + $(metric dps_rate_redis_round_trips_total) - leases_before))
@@ -175,7 +180,7 @@ awk -v hz="$HZ" -v n="$measured" -v st="$single_ticks" -v ct="$cluster_ticks" \
     -v cnames="$(by_name "$WORK/commands-cluster")" -v inames="$(by_name "$WORK/commands-single")" \
     -v leases="$cluster_leases" -v beats="$cluster_beats" -v ileases="$single_leases" \
     -v ibeats="$single_beats" -v devices="$DEVICES" -v rounds="$ROUNDS" \
-    -v signing="$SIGNING_RATE" 'function parse(text, into,    pairs, kv, i) {
+    -v signing="$SIGNING_RATE" -v baseline="$baseline_us" 'function parse(text, into,    pairs, kv, i) {
         split(text, pairs, ", ")
         for (i in pairs) { split(pairs[i], kv, " "); into[kv[1]] = kv[2] + 0 }
     }
@@ -187,9 +192,10 @@ awk -v hz="$HZ" -v n="$measured" -v st="$single_ticks" -v ct="$cluster_ticks" \
     BEGIN {
     parse(cnames, busy); parse(inames, quiet)
     single = st / hz * 1e6 / n; cluster = ct / hz * 1e6 / n
-    # While only the single node works, Redis serves the idle cluster node: its cost per second.
-    idle_us = idle / sw
-    redis_raw = rus / n; redis = (rus - idle_us * cw) / n
+    # While only the single node works, Redis serves the idle cluster node: its cost per second,
+    # beyond the cost of Redis alone (measured before any node started).
+    idle_us = idle / sw - baseline
+    redis_raw = rus / n; redis = (rus - (idle_us + baseline) * cw) / n
     # The idle node per second: every top-level call (EVALSHA of the sync poll and of the lease
     # registration, the marker EXISTS, the heartbeat pipeline once).
     idle_trips = (quiet["evalsha"] + quiet["exists"] + ibeats) / sw
@@ -204,16 +210,17 @@ awk -v hz="$HZ" -v n="$measured" -v st="$single_ticks" -v ct="$cluster_ticks" \
     printf "redis_round_trips_per_provisioning=%.2f (claim 1.00, leases %.3f, periodic %.3f: the node'"'"'s %.1f calls/s over %.0f s of runs)\n", trips, leases / n, periodic / n, periodic / cw, cw
     printf "redis_commands_per_provisioning_while_busy, inside scripts included: %s\n", listed(busy, n)
     printf "redis_idle_node_round_trips_per_second=%.1f (heartbeats %.2f/s, lease registrations %.2f/s; commands/s: %s)\n", idle_trips, ibeats / sw, ileases / sw, listed(quiet, sw)
-    printf "redis_cpu_us_per_provisioning=%.1f (%.1f before subtracting the idle node'"'"'s %.0f us/s)\n", redis, redis_raw, idle_us
+    printf "redis_cpu_us_per_provisioning=%.1f (%.1f before subtracting the idle node'"'"'s %.0f us/s and Redis'"'"'s own %.0f us/s)\n", redis, redis_raw, idle_us, baseline
     printf "redis_claim_server_cpu_us=%s one at a time, %s pipelined (bench-redis --script claim, %s claims/s from one client)\n", ous, sus, rate
     # One Redis primary is one thread: at most one core of Redis CPU per second. Each node costs
     # its idle work plus its provisionings.
     node = 16 * 1e6 / cluster
     per_node = node * redis + idle_us
+    budget = 1e6 - baseline
     printf "provisionings_per_second_of_a_16_core_node=%.0f\n", node
     printf "redis_cpu_us_per_second_per_busy_16_core_node=%.0f (%.0f x %.1f + %.0f idle)\n", per_node, node, redis, idle_us
-    printf "provisionings_per_second_one_redis_core_sustains=%.0f (as measured here), %.0f (claims pipelined)\n", 1e6 / redis, 1e6 / sus
-    printf "nodes_one_redis_coordinates=%.1f (as measured here), %.1f (claims pipelined, idle cost as measured), each at 16 cores\n", 1e6 / per_node, 1e6 / (node * sus + idle_us)
+    printf "provisionings_per_second_one_redis_core_sustains=%.0f (as measured here), %.0f (claims pipelined)\n", budget / redis, budget / sus
+    printf "nodes_one_redis_coordinates=%.1f (as measured here), %.1f (claims pipelined, idle cost as measured), each at 16 cores\n", budget / per_node, budget / (node * sus + idle_us)
 }'
 for mode in single cluster; do
     join "$WORK/$mode-threads-before" "$WORK/$mode-threads-after" |
