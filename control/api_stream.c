@@ -294,6 +294,8 @@ static void stream_fan_out(struct stream *stream)
         .path = stream->path,
         .token = stream->token,
         .trust_file = settings->api.cert_file,
+        .certificate_pem = stream->api->cert_pem,
+        .key_pem = stream->api->key_pem,
         .key_fields = key_fields[stream->kind],
         .self = settings->cluster.node,
         .connect_ms = API_FANOUT_CONNECT_MS,

@@ -22,6 +22,7 @@
 struct cluster_view {
     struct plane *plane;
     const struct config *settings;
+    struct redis_admin_session *redis; /* the beats' kept connection (redis_admin.h) */
     char version[64];
     char started_at[32];
     pthread_t thread;
@@ -36,6 +37,7 @@ struct cluster_view {
 
 static atomic_uint_fast64_t heartbeats_total;
 static atomic_uint_fast64_t heartbeat_failures_total;
+static atomic_uint_fast64_t heartbeat_connections_total;
 static atomic_uint_fast64_t fanout_errors_total;
 
 bool cluster_view_enabled(const struct config *settings)
@@ -60,8 +62,8 @@ static void announced(struct cluster_view *view, const char *listen, char *out, 
                                       strncmp(listen, "[::]:", 5) == 0 || colon == listen);
     char err[256];
     if (wildcard && view->local_address[0] == '\0' &&
-        redis_admin_local_address(&view->settings->cluster, view->local_address,
-                                  sizeof(view->local_address), err, sizeof(err)) != 0)
+        redis_admin_local_address(view->redis, view->local_address, sizeof(view->local_address),
+                                  err, sizeof(err)) != 0)
         view->local_address[0] = '\0';
     if (!wildcard || view->local_address[0] == '\0')
         snprintf(out, size, "%s", listen);
@@ -128,11 +130,11 @@ static void beat(struct cluster_view *view)
 {
     char err[256] = "out of memory";
     char *entry = entry_text(view);
-    int status = entry != NULL
-                     ? redis_admin_heartbeat(&view->settings->cluster, view->settings->cluster.node,
-                                             entry, CLUSTER_VIEW_TTL_MS, err, sizeof(err))
-                     : -1;
+    int status = entry != NULL ? redis_admin_heartbeat(view->redis, view->settings->cluster.node,
+                                                       entry, CLUSTER_VIEW_TTL_MS, err, sizeof(err))
+                               : -1;
     free(entry);
+    atomic_store(&heartbeat_connections_total, redis_admin_session_connects(view->redis));
     if (status == 0) {
         atomic_fetch_add(&heartbeats_total, 1);
         if (view->failing)
@@ -185,6 +187,12 @@ struct cluster_view *cluster_view_start(struct plane *plane, const char *version
     }
     view->plane = plane;
     view->settings = settings;
+    view->redis = redis_admin_session_new(&settings->cluster);
+    if (view->redis == NULL) {
+        snprintf(err, err_length, "out of memory");
+        free(view);
+        return NULL;
+    }
     snprintf(view->version, sizeof(view->version), "%s", version);
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
@@ -204,6 +212,7 @@ struct cluster_view *cluster_view_start(struct plane *plane, const char *version
         snprintf(err, err_length, "heartbeat thread: %s", strerror(status));
         pthread_cond_destroy(&view->wake);
         pthread_mutex_destroy(&view->lock);
+        redis_admin_session_free(view->redis);
         free(view);
         return NULL;
     }
@@ -220,10 +229,12 @@ void cluster_view_stop(struct cluster_view *view)
     pthread_mutex_unlock(&view->lock);
     pthread_join(view->thread, NULL);
     char err[256];
-    if (redis_admin_leave(&view->settings->cluster, view->settings->cluster.node, err,
-                          sizeof(err)) != 0)
+    if (redis_admin_leave(view->redis, view->settings->cluster.node, err, sizeof(err)) != 0)
         log_msg(LOG_WARN, "heartbeat not withdrawn", "node=%s error=\"%s\"",
                 view->settings->cluster.node, err);
+    log_msg(LOG_INFO, "heartbeats stopped", "node=%s redis_connections=%lu",
+            view->settings->cluster.node, redis_admin_session_connects(view->redis));
+    redis_admin_session_free(view->redis);
     pthread_cond_destroy(&view->wake);
     pthread_mutex_destroy(&view->lock);
     free(view);
@@ -262,10 +273,15 @@ void cluster_view_metrics(FILE *out)
         "# HELP dps_cluster_heartbeat_failures_total Heartbeats Redis did not take.\n"
         "# TYPE dps_cluster_heartbeat_failures_total counter\n"
         "dps_cluster_heartbeat_failures_total %llu\n"
+        "# HELP dps_cluster_heartbeat_connections_total Connections to Redis the heartbeats "
+        "opened (one kept while Redis answers).\n"
+        "# TYPE dps_cluster_heartbeat_connections_total counter\n"
+        "dps_cluster_heartbeat_connections_total %llu\n"
         "# HELP dps_cluster_fanout_errors_total Calls to other nodes' APIs for a cluster-wide "
         "list that failed or timed out.\n"
         "# TYPE dps_cluster_fanout_errors_total counter\ndps_cluster_fanout_errors_total %llu\n",
         (unsigned long long)atomic_load(&heartbeats_total),
         (unsigned long long)atomic_load(&heartbeat_failures_total),
+        (unsigned long long)atomic_load(&heartbeat_connections_total),
         (unsigned long long)atomic_load(&fanout_errors_total));
 }

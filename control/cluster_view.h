@@ -6,8 +6,9 @@
  * to Redis about every second with a time-to-live of a few seconds
  * (store/redis_admin.h), so a node that stops, crashes or loses Redis leaves
  * the list within the time-to-live. The thread uses the blocking admin
- * client and never touches a shard: a slow or absent Redis delays the next
- * beat, nothing else.
+ * client over one kept connection (a redis_admin_session: connected again,
+ * with back-off, only after a failure) and never touches a shard: a slow or
+ * absent Redis delays the next beat, nothing else.
  *
  * An entry: {"name", "apiUrl", "deviceAddress" (a wildcard listen address
  * announced as the address this machine reaches Redis from), "state" ("ready",

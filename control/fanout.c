@@ -44,9 +44,10 @@ static void *source_run(void *user)
             snprintf(source->err, sizeof(source->err), "reading the store failed");
     } else {
         const struct fanout_request *request = source->request;
-        source->status = peer_get(source->url, request->trust_file, request->path, request->token,
-                                  request->connect_ms, request->stall_ms, source->write_fd,
-                                  source->err, sizeof(source->err));
+        source->status =
+            peer_get(source->url, request->trust_file, request->certificate_pem, request->key_pem,
+                     request->path, request->token, request->connect_ms, request->stall_ms,
+                     source->write_fd, source->err, sizeof(source->err));
     }
     close(source->write_fd);
     return NULL;

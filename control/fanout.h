@@ -27,6 +27,9 @@ struct fanout_request {
     const char *path;       /* the API path with its query, forwarded as is */
     const char *token;      /* the caller's bearer token */
     const char *trust_file; /* the API certificate (https peers), or NULL */
+    /* This node's client certificate for https peers (peer_client.h): PEM text, or NULL. */
+    const char *certificate_pem;
+    const char *key_pem;
     /* The results' order: their values of these fields (NULL-terminated), compared in turn. */
     const char *const *key_fields;
     const char *self; /* this node's name: the local source's name, skipped among nodes */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
@@ -115,13 +116,47 @@ static int peer_connect(struct peer *peer, const char *host, const char *port, u
     return 0;
 }
 
-/* Every certificate of trust_file is a trust anchor, the leaf itself included. */
-static int peer_tls(struct peer *peer, const char *trust_file)
+/* The client certificate (then its chain) and key from PEM text. 0, or -1. */
+static int peer_identity(SSL_CTX *context, const char *certificate_pem, const char *key_pem)
+{
+    BIO *certificates = BIO_new_mem_buf(certificate_pem, -1);
+    BIO *key_text = BIO_new_mem_buf(key_pem, -1);
+    X509 *leaf = certificates != NULL ? PEM_read_bio_X509(certificates, NULL, NULL, NULL) : NULL;
+    EVP_PKEY *key = key_text != NULL ? PEM_read_bio_PrivateKey(key_text, NULL, NULL, NULL) : NULL;
+    int status = leaf != NULL && key != NULL && SSL_CTX_use_certificate(context, leaf) == 1 &&
+                         SSL_CTX_use_PrivateKey(context, key) == 1 &&
+                         SSL_CTX_check_private_key(context) == 1
+                     ? 0
+                     : -1;
+    X509 *chain;
+    while (status == 0 && (chain = PEM_read_bio_X509(certificates, NULL, NULL, NULL)) != NULL) {
+        if (SSL_CTX_add0_chain_cert(context, chain) != 1) {
+            X509_free(chain);
+            status = -1;
+        }
+    }
+    ERR_clear_error(); /* the end of the chain reads as an error */
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+    BIO_free(certificates);
+    BIO_free(key_text);
+    return status;
+}
+
+/*
+ * Every certificate of trust_file is a trust anchor, the leaf itself
+ * included; the client certificate is presented when the peer asks.
+ */
+static int peer_tls(struct peer *peer, const char *trust_file, const char *certificate_pem,
+                    const char *key_pem)
 {
     peer->tls_context = SSL_CTX_new(TLS_client_method());
     if (peer->tls_context == NULL || trust_file == NULL ||
         SSL_CTX_load_verify_locations(peer->tls_context, trust_file, NULL) != 1)
         return fail(peer, "TLS", "cannot load the API certificate as trust");
+    if (certificate_pem != NULL && key_pem != NULL &&
+        peer_identity(peer->tls_context, certificate_pem, key_pem) != 0)
+        return fail(peer, "TLS", "cannot use the API certificate and key as client certificate");
     X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(peer->tls_context), X509_V_FLAG_PARTIAL_CHAIN);
     SSL_CTX_set_verify(peer->tls_context, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_min_proto_version(peer->tls_context, TLS1_2_VERSION);
@@ -290,8 +325,9 @@ static int read_answer(struct peer *peer, int fd)
     return chunked ? copy_chunks(peer, fd) : copy_body(peer, fd, length);
 }
 
-int peer_get(const char *base_url, const char *trust_file, const char *path, const char *token,
-             unsigned connect_ms, unsigned stall_ms, int fd, char *err, size_t err_length)
+int peer_get(const char *base_url, const char *trust_file, const char *certificate_pem,
+             const char *key_pem, const char *path, const char *token, unsigned connect_ms,
+             unsigned stall_ms, int fd, char *err, size_t err_length)
 {
     struct peer *peer = calloc(1, sizeof(*peer));
     if (peer == NULL) {
@@ -319,7 +355,7 @@ int peer_get(const char *base_url, const char *trust_file, const char *path, con
     if (status == 0)
         status = peer_connect(peer, host, port, connect_ms, stall_ms);
     if (status == 0 && tls)
-        status = peer_tls(peer, trust_file);
+        status = peer_tls(peer, trust_file, certificate_pem, key_pem);
     int length = status == 0 ? asprintf(&request,
                                         "GET %s HTTP/1.1\r\nHost: %s:%s\r\n"
                                         "Authorization: Bearer %s\r\n%s: 1\r\n"

@@ -11,6 +11,14 @@
  * checked, peers are addressed by the address they announce). Not libcurl:
  * dpsd must not load the system's libssl beside a bundled OpenSSL.
  *
+ * Over TLS the node presents its own API certificate and key as its client
+ * certificate (certificate_pem, key_pem: the PEM text the API serves with,
+ * chain included), so peers that require client certificates (api.clientCA)
+ * admit it when that certificate is issued by their clientCA: the nodes of a
+ * cluster share the API certificate or its CA already, and no other key has
+ * to be handed out. The certificate only opens the door; the caller's
+ * token still decides what the peer shows.
+ *
  * The request carries the caller's bearer token, so the peer applies the
  * caller's own walls, and "X-Dps-Forwarded: 1", so the peer answers from its
  * own store only (a forwarded request never fans out again: no loops).
@@ -26,11 +34,13 @@
 
 /*
  * GET base_url (scheme://host:port) + path (with its query) and write the
- * body of a 200 answer to fd as it arrives. 0 when the body ended cleanly;
- * -1 with err (unreachable, timed out, another status, a cut body, fd
- * closed by its reader).
+ * body of a 200 answer to fd as it arrives. certificate_pem and key_pem
+ * (both or neither; https only) are the client certificate and its key. 0 when the body ended
+ * cleanly; -1 with err (unreachable, timed out, another status, a cut body, fd closed by its
+ * reader).
  */
-int peer_get(const char *base_url, const char *trust_file, const char *path, const char *token,
-             unsigned connect_ms, unsigned stall_ms, int fd, char *err, size_t err_length);
+int peer_get(const char *base_url, const char *trust_file, const char *certificate_pem,
+             const char *key_pem, const char *path, const char *token, unsigned connect_ms,
+             unsigned stall_ms, int fd, char *err, size_t err_length);
 
 #endif

@@ -18,11 +18,18 @@
  * Commands: each one accepted takes an entry from a pool of max_in_flight
  * entries (allocated once: memory is bounded and BUSY is the answer beyond
  * it) and joins a FIFO in submission order, which is deadline order since
- * every command gets the same timeout. One timer watches the oldest deadline;
- * when it passes the primary connection is closed, and hiredis calls every
- * pending callback with no reply, which is where each command is answered
- * UNAVAILABLE: hiredis calls each callback exactly once, so each command is
- * answered exactly once, whichever way its connection ends.
+ * every command gets the same timeout. One timer watches the oldest deadline
+ * and applies redis_deadline_decide() (redis.h): one late reply is tolerated.
+ * The first command whose deadline passes is answered UNAVAILABLE at once
+ * (its caller never waits longer) but stays in the FIFO, "expired", so the
+ * connection is kept and its reply, when it comes, is read and dropped. A
+ * second command passing its deadline while that reply is still missing, or
+ * that reply missing for one more timeout, means Redis is stalled: the
+ * primary connection is closed, and hiredis calls every pending callback with
+ * no reply, which is where each command still waiting is answered
+ * UNAVAILABLE (an expired one is not answered again): hiredis calls each
+ * callback exactly once, so each command is answered exactly once, whichever
+ * way its connection ends.
  *
  * hiredis 0.14 facts this file leans on: a callback may issue commands and
  * may free its own context (the free waits until the callback returns); on a
@@ -79,6 +86,8 @@ struct redis_pending {
     char *formatted;                   /* kept for that second sending */
     size_t formatted_length;
     bool retried;
+    bool
+        expired; /* answered UNAVAILABLE at its deadline; its late reply is awaited, then dropped */
 };
 
 struct redis_endpoint {
@@ -147,6 +156,7 @@ struct redis_client {
     struct redis_pending *free_pending;
     struct redis_pending *oldest;
     struct redis_pending *newest;
+    size_t expired; /* the first this many of oldest..newest are expired (one at most, see below) */
     struct redis_script *scripts;
 };
 
@@ -512,8 +522,17 @@ static void redis_pending_finish(struct redis_pending *pending, enum redis_statu
     struct redis_client *client = pending->client;
     redis_reply_fn *fn = pending->fn;
     void *user = pending->user;
+    bool expired = pending->expired;
     redis_pending_unlink(client, pending);
     redis_pending_release(client, pending);
+    if (expired) {
+        /* Answered at its deadline already: the late reply (or the connection's end) only frees it.
+         */
+        client->expired--;
+        if (reply != NULL)
+            client->stats.late_replies++;
+        return;
+    }
     if (status == REDIS_STATUS_UNAVAILABLE)
         client->stats.unavailable++;
     else
@@ -536,6 +555,10 @@ static void redis_command_reply(redisAsyncContext *context, void *reply_pointer,
     const redisReply *reply = reply_pointer;
     if (reply == NULL) {
         redis_pending_finish(pending, REDIS_STATUS_UNAVAILABLE, NULL);
+        return;
+    }
+    if (pending->expired && !redis_reply_is_error(reply, "READONLY")) {
+        redis_pending_finish(pending, REDIS_STATUS_OK, reply);
         return;
     }
     if (reply->type != REDIS_REPLY_ERROR) {
@@ -563,7 +586,48 @@ static void redis_command_reply(redisAsyncContext *context, void *reply_pointer,
     redis_pending_finish(pending, REDIS_STATUS_ERROR, reply);
 }
 
-/* Checks the oldest command's deadline: a stalled connection is closed, failing them all. */
+enum redis_deadline_action redis_deadline_decide(uint64_t now_ns, unsigned timeout_ms,
+                                                 const uint64_t *late_deadline_ns,
+                                                 const uint64_t *live_deadline_ns,
+                                                 uint64_t *next_check_ns)
+{
+    uint64_t timeout_ns = (uint64_t)timeout_ms * 1000000u;
+    if (late_deadline_ns != NULL && now_ns >= *late_deadline_ns + timeout_ns)
+        return REDIS_DEADLINE_DROP;
+    if (live_deadline_ns != NULL && now_ns >= *live_deadline_ns)
+        return late_deadline_ns != NULL ? REDIS_DEADLINE_DROP : REDIS_DEADLINE_EXPIRE;
+    uint64_t next = UINT64_MAX;
+    if (late_deadline_ns != NULL)
+        next = *late_deadline_ns + timeout_ns;
+    if (live_deadline_ns != NULL && *live_deadline_ns < next)
+        next = *live_deadline_ns;
+    *next_check_ns = next;
+    return REDIS_DEADLINE_WAIT;
+}
+
+/*
+ * The oldest command passed its deadline and no other is late: answered
+ * UNAVAILABLE now, its entry kept until its reply comes (or the connection
+ * ends). fn runs last: it may submit.
+ */
+static void redis_pending_expire(struct redis_pending *pending)
+{
+    struct redis_client *client = pending->client;
+    redis_reply_fn *fn = pending->fn;
+    void *user = pending->user;
+    pending->expired = true;
+    pending->fn = NULL;
+    free(pending->formatted); /* never sent again */
+    pending->formatted = NULL;
+    client->expired++;
+    client->stats.late++;
+    client->stats.unavailable++;
+    if (fn != NULL)
+        fn(user, REDIS_STATUS_UNAVAILABLE, NULL);
+}
+
+/* Checks the deadlines (redis_deadline_decide): a stalled connection is closed, failing them all.
+ */
 static void redis_primary_timer_fire(void *arg)
 {
     struct redis_client *client = arg;
@@ -576,16 +640,33 @@ static void redis_primary_timer_fire(void *arg)
         redis_link_close(&client->primary, reason);
         return;
     }
-    if (client->oldest == NULL)
-        return;
-    if (client->oldest->deadline_ns > redis_now_ns()) {
-        redis_primary_timer_start(client, client->oldest->deadline_ns);
-        return;
+    for (;;) {
+        /* Expired commands are the FIFO's head (one at most): the first live one follows. */
+        struct redis_pending *live = client->oldest;
+        for (size_t i = 0; live != NULL && i < client->expired; i++)
+            live = live->next;
+        const uint64_t *late = client->expired > 0 ? &client->oldest->deadline_ns : NULL;
+        uint64_t next;
+        switch (redis_deadline_decide(redis_now_ns(), client->command_timeout_ms, late,
+                                      live != NULL ? &live->deadline_ns : NULL, &next)) {
+        case REDIS_DEADLINE_WAIT:
+            if (next != UINT64_MAX)
+                redis_primary_timer_start(client, next);
+            return;
+        case REDIS_DEADLINE_EXPIRE:
+            redis_pending_expire(live);
+            /* fn may have closed the client's connection (it may submit, or destroy nothing). */
+            if (!redis_link_usable(&client->primary))
+                return;
+            continue;
+        case REDIS_DEADLINE_DROP:
+            client->stats.timeouts++;
+            snprintf(reason, sizeof(reason), "a command got no answer within %u ms",
+                     client->command_timeout_ms);
+            redis_link_close(&client->primary, reason);
+            return;
+        }
     }
-    client->stats.timeouts++;
-    snprintf(reason, sizeof(reason), "a command got no answer within %u ms",
-             client->command_timeout_ms);
-    redis_link_close(&client->primary, reason);
 }
 
 /* Takes ownership of formatted (kept for a script's second sending, freed otherwise). */

@@ -19,10 +19,14 @@
  *    SCRIPT LOAD of every registered script, all pipelined; only then READY;
  *  - keeps it: reconnects with exponential back-off and jitter, and reports
  *    CONNECTING -> READY <-> DOWN through a state callback;
- *  - bounds every command: each has a deadline (command_timeout_ms). When it
- *    passes, the connection is taken as stalled and dropped: every command in
- *    flight is answered REDIS_STATUS_UNAVAILABLE and new ones are refused at
- *    once until it is READY again. Callers never wait longer than the deadline.
+ *  - bounds every command: each has a deadline (command_timeout_ms), and is
+ *    answered REDIS_STATUS_UNAVAILABLE when it passes: callers never wait
+ *    longer. One late reply is tolerated (a starved machine answers late
+ *    now and then): the connection is kept for it. A second command late
+ *    while that reply is still missing, or that reply missing for one more
+ *    timeout, and the connection is taken as stalled and dropped: every
+ *    command in flight is answered REDIS_STATUS_UNAVAILABLE and new ones are
+ *    refused at once until it is READY again (redis_deadline_decide).
  *  - bounds memory: at most max_in_flight commands wait for an answer; beyond
  *    that a command is refused with REDIS_STATUS_BUSY.
  *  - runs Lua scripts by SHA-1 (EVALSHA), loading them again and retrying
@@ -172,18 +176,38 @@ const char *redis_client_error(const struct redis_client *client);
 const char *redis_client_primary(const struct redis_client *client);
 
 struct redis_stats {
-    uint64_t commands;         /* accepted */
-    uint64_t replies;          /* answered OK or ERROR */
-    uint64_t unavailable;      /* refused or answered UNAVAILABLE */
-    uint64_t busy;             /* refused BUSY */
-    uint64_t timeouts;         /* connections dropped because a deadline passed */
-    uint64_t connects;         /* times the client became READY */
+    uint64_t commands;     /* accepted */
+    uint64_t replies;      /* answered OK or ERROR */
+    uint64_t unavailable;  /* refused or answered UNAVAILABLE */
+    uint64_t busy;         /* refused BUSY */
+    uint64_t timeouts;     /* connections dropped because a deadline passed */
+    uint64_t late;         /* commands answered UNAVAILABLE at their deadline, connection kept */
+    uint64_t late_replies; /* replies of those that came afterwards (read and dropped) */
+    uint64_t connects;     /* times the client became READY */
     uint64_t noscript_reloads; /* scripts loaded again after NOSCRIPT */
     uint64_t failovers;        /* moves to another primary */
     uint64_t in_flight;        /* commands waiting now */
 };
 
 void redis_client_stats(const struct redis_client *client, struct redis_stats *stats);
+
+/*
+ * The deadline rule, exposed for its unit test. late_deadline_ns: the
+ * deadline of the command already answered late whose reply is still
+ * awaited (NULL: none); live_deadline_ns: the deadline of the oldest command
+ * not yet answered (NULL: none). WAIT sets *next_check_ns (UINT64_MAX:
+ * nothing to watch); EXPIRE: answer that command UNAVAILABLE and keep the
+ * connection; DROP: the connection is stalled.
+ */
+enum redis_deadline_action {
+    REDIS_DEADLINE_WAIT,
+    REDIS_DEADLINE_EXPIRE,
+    REDIS_DEADLINE_DROP,
+};
+enum redis_deadline_action redis_deadline_decide(uint64_t now_ns, unsigned timeout_ms,
+                                                 const uint64_t *late_deadline_ns,
+                                                 const uint64_t *live_deadline_ns,
+                                                 uint64_t *next_check_ns);
 
 /*
  * Commands. Each returns REDIS_STATUS_OK when the command is on its way (fn,

@@ -1,6 +1,6 @@
 /*
  * redis_admin: see redis_admin.h. hiredis's blocking API, one connection
- * per call.
+ * per call, or one per session.
  */
 #include "store/redis_admin.h"
 
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #define ADMIN_KEY_MAX 256
 
@@ -273,38 +274,152 @@ int redis_admin_conflicts(const struct config_cluster *cluster, const char *owne
     return status;
 }
 
-/* Writes node's entry for ttl_ms (entry not NULL) or removes it (entry NULL). */
-static int admin_node_entry(const struct config_cluster *cluster, const char *node,
-                            const char *entry, unsigned ttl_ms, char *err, size_t err_length)
+/* Back-off after a failed connection: 0.5 s, doubling, at most 4 s. */
+#define SESSION_BACKOFF_MIN_MS 500u
+#define SESSION_BACKOFF_MAX_MS 4000u
+
+struct redis_admin_session {
+    const struct config_cluster *cluster;
+    redisContext *context; /* NULL: not connected */
+    unsigned failures;     /* failed connections in a row */
+    struct timespec retry_at;
+    unsigned long connects;
+};
+
+struct redis_admin_session *redis_admin_session_new(const struct config_cluster *cluster)
 {
-    redisContext *context = admin_connect(cluster, err, err_length);
+    struct redis_admin_session *session = calloc(1, sizeof(*session));
+    if (session != NULL)
+        session->cluster = cluster;
+    return session;
+}
+
+void redis_admin_session_free(struct redis_admin_session *session)
+{
+    if (session == NULL)
+        return;
+    redisFree(session->context);
+    free(session);
+}
+
+unsigned long redis_admin_session_connects(const struct redis_admin_session *session)
+{
+    return session->connects;
+}
+
+/* After any failure the connection is not trusted again (a cut, a stall, READONLY). */
+static void session_drop(struct redis_admin_session *session)
+{
+    redisFree(session->context);
+    session->context = NULL;
+}
+
+static bool session_backing_off(const struct redis_admin_session *session)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return session->failures > 0 &&
+           (now.tv_sec < session->retry_at.tv_sec ||
+            (now.tv_sec == session->retry_at.tv_sec && now.tv_nsec < session->retry_at.tv_nsec));
+}
+
+/* The session's connection, opened if need be (force: even while backing off), or NULL with err. */
+static redisContext *session_context(struct redis_admin_session *session, bool force, char *err,
+                                     size_t err_length)
+{
+    if (session->context != NULL)
+        return session->context;
+    if (!force && session_backing_off(session)) {
+        snprintf(err, err_length, "redis unreachable: waiting before connecting again");
+        return NULL;
+    }
+    session->context = admin_connect(session->cluster, err, err_length);
+    if (session->context != NULL) {
+        session->failures = 0;
+        session->connects++;
+        /* A name for CLIENT LIST (operators, tests); an ACL that forbids it changes nothing. */
+        freeReplyObject(redisCommand(session->context, "CLIENT SETNAME dps-admin-session"));
+        if (session->context->err != 0) {
+            snprintf(err, err_length, "redis: %s", session->context->errstr);
+            session_drop(session);
+        }
+        return session->context;
+    }
+    unsigned shift = session->failures < 3 ? session->failures : 3;
+    unsigned delay_ms = SESSION_BACKOFF_MIN_MS << shift;
+    if (delay_ms > SESSION_BACKOFF_MAX_MS)
+        delay_ms = SESSION_BACKOFF_MAX_MS;
+    session->failures++;
+    clock_gettime(CLOCK_MONOTONIC, &session->retry_at);
+    session->retry_at.tv_sec += delay_ms / 1000;
+    session->retry_at.tv_nsec += (long)(delay_ms % 1000) * 1000000L;
+    if (session->retry_at.tv_nsec >= 1000000000L) {
+        session->retry_at.tv_sec++;
+        session->retry_at.tv_nsec -= 1000000000L;
+    }
+    return NULL;
+}
+
+/*
+ * Writes node's entry for ttl_ms (entry not NULL) or removes it (entry
+ * NULL): two commands pipelined, both replies read.
+ */
+static int node_entry_once(struct redis_admin_session *session, bool force, const char *node,
+                           const char *entry, unsigned ttl_ms, char *err, size_t err_length)
+{
+    redisContext *context = session_context(session, force, err, err_length);
     if (context == NULL)
         return -1;
-    const char *prefix = prefix_of(cluster);
+    const char *prefix = prefix_of(session->cluster);
     char key[ADMIN_KEY_MAX], nodes[ADMIN_KEY_MAX];
     snprintf(key, sizeof(key), "%snode:%s", prefix, node);
     snprintf(nodes, sizeof(nodes), "%snodes", prefix);
-    int status = entry != NULL
-                     ? admin_command(context, NULL, err, err_length, "SET", "SET %s %s PX %u", key,
-                                     entry, ttl_ms)
-                     : admin_command(context, NULL, err, err_length, "DEL", "DEL %s", key);
-    if (status == 0)
-        status = admin_command(context, NULL, err, err_length, entry != NULL ? "SADD" : "SREM",
-                               entry != NULL ? "SADD %s %s" : "SREM %s %s", nodes, node);
-    redisFree(context);
+    int status = entry != NULL ? redisAppendCommand(context, "SET %s %s PX %u", key, entry, ttl_ms)
+                               : redisAppendCommand(context, "DEL %s", key);
+    if (status == REDIS_OK)
+        status =
+            redisAppendCommand(context, entry != NULL ? "SADD %s %s" : "SREM %s %s", nodes, node);
+    if (status != REDIS_OK)
+        snprintf(err, err_length, "redis: %s", context->errstr);
+    const char *what[] = {entry != NULL ? "SET" : "DEL", entry != NULL ? "SADD" : "SREM"};
+    /* Both replies are read even after an error one, so the connection stays in step. */
+    for (size_t i = 0; status == REDIS_OK && i < 2; i++) {
+        void *reply = NULL;
+        if (redisGetReply(context, &reply) != REDIS_OK)
+            reply = NULL;
+        if (checked(context, reply, what[i], err, err_length) == NULL)
+            status = REDIS_ERR;
+        else
+            freeReplyObject(reply);
+    }
+    if (status != REDIS_OK) {
+        session_drop(session);
+        return -1;
+    }
+    return 0;
+}
+
+/* A kept connection may have been closed by the server meanwhile (its idle timeout): one retry. */
+static int admin_node_entry(struct redis_admin_session *session, bool force, const char *node,
+                            const char *entry, unsigned ttl_ms, char *err, size_t err_length)
+{
+    bool reused = session->context != NULL;
+    int status = node_entry_once(session, force, node, entry, ttl_ms, err, err_length);
+    if (status != 0 && reused)
+        status = node_entry_once(session, force, node, entry, ttl_ms, err, err_length);
     return status;
 }
 
-int redis_admin_heartbeat(const struct config_cluster *cluster, const char *node, const char *entry,
+int redis_admin_heartbeat(struct redis_admin_session *session, const char *node, const char *entry,
                           unsigned ttl_ms, char *err, size_t err_length)
 {
-    return admin_node_entry(cluster, node, entry, ttl_ms, err, err_length);
+    return admin_node_entry(session, false, node, entry, ttl_ms, err, err_length);
 }
 
-int redis_admin_leave(const struct config_cluster *cluster, const char *node, char *err,
+int redis_admin_leave(struct redis_admin_session *session, const char *node, char *err,
                       size_t err_length)
 {
-    return admin_node_entry(cluster, node, NULL, 0, err, err_length);
+    return admin_node_entry(session, true, node, NULL, 0, err, err_length);
 }
 
 void redis_admin_entries_free(char **entries, size_t count)
@@ -401,10 +516,10 @@ int redis_admin_nodes(const struct config_cluster *cluster, char ***entries, siz
     return status;
 }
 
-int redis_admin_local_address(const struct config_cluster *cluster, char *address, size_t size,
+int redis_admin_local_address(struct redis_admin_session *session, char *address, size_t size,
                               char *err, size_t err_length)
 {
-    redisContext *context = admin_connect(cluster, err, err_length);
+    redisContext *context = session_context(session, false, err, err_length);
     if (context == NULL)
         return -1;
     struct sockaddr_storage local;
@@ -420,6 +535,5 @@ int redis_admin_local_address(const struct config_cluster *cluster, char *addres
     }
     if (status != 0)
         snprintf(err, err_length, "redis: no local IP address (a unix socket?)");
-    redisFree(context);
     return status;
 }

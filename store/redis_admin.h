@@ -8,6 +8,16 @@
  * a connection per call costs nothing that matters and holds no state that
  * could go stale across failovers.
  *
+ * The heartbeat (control/cluster_view.h) is the exception: it writes every
+ * second for the node's whole life, so it keeps one connection in a
+ * redis_admin_session, owned by the one thread that uses it. A session
+ * connects on its first call, keeps the connection while Redis answers, and
+ * drops it on any failure (no answer, a cut connection, an error reply such
+ * as READONLY after a failover): the next call connects again, through the
+ * sentinels when configured, so it follows a failover. Connecting again
+ * backs off: after a failed attempt, calls fail at once without touching the
+ * network for 0.5 s, then 1, 2 and at most 4 s, until one succeeds.
+ *
  * The keys are those of dataplane/cluster.h, after key_prefix.
  */
 #ifndef DPS_STORE_REDIS_ADMIN_H
@@ -39,13 +49,21 @@ int redis_admin_release(const struct config_cluster *cluster, const char *owner_
 int redis_admin_conflicts(const struct config_cluster *cluster, const char *owner_key,
                           char (**device_ids)[37], size_t *count, char *err, size_t err_length);
 
+/* A kept connection (see above); cluster is borrowed and must outlive it. NULL: out of memory. */
+struct redis_admin_session;
+struct redis_admin_session *redis_admin_session_new(const struct config_cluster *cluster);
+void redis_admin_session_free(struct redis_admin_session *session);
+/* Connections this session opened (each success counts once): for tests and logs. */
+unsigned long redis_admin_session_connects(const struct redis_admin_session *session);
+
 /*
  * Heartbeats (control/cluster_view.h): <prefix>node:<node> holds entry (this
  * node's JSON) for ttl_ms, and <prefix>nodes names every node that wrote
- * one. A node that stops beating disappears when its key expires; the set
- * is pruned by whoever lists it. 0, or -1 with err.
+ * one (both pipelined in one round trip). A node that stops beating
+ * disappears when its key expires; the set is pruned by whoever lists it.
+ * 0, or -1 with err.
  */
-int redis_admin_heartbeat(const struct config_cluster *cluster, const char *node, const char *entry,
+int redis_admin_heartbeat(struct redis_admin_session *session, const char *node, const char *entry,
                           unsigned ttl_ms, char *err, size_t err_length);
 
 /*
@@ -53,11 +71,14 @@ int redis_admin_heartbeat(const struct config_cluster *cluster, const char *node
  * Redis: a node listening on a wildcard address announces it, as the one
  * its peers most likely reach it on. 0, or -1 with err.
  */
-int redis_admin_local_address(const struct config_cluster *cluster, char *address, size_t size,
+int redis_admin_local_address(struct redis_admin_session *session, char *address, size_t size,
                               char *err, size_t err_length);
 
-/* A node leaving (it stops): its entry goes at once. 0, or -1 with err. */
-int redis_admin_leave(const struct config_cluster *cluster, const char *node, char *err,
+/*
+ * A node leaving (it stops): its entry goes at once. Tries once even while
+ * backing off. 0, or -1 with err.
+ */
+int redis_admin_leave(struct redis_admin_session *session, const char *node, char *err,
                       size_t err_length);
 
 /*

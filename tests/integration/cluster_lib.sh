@@ -63,3 +63,48 @@ stop_redis() {
     wait "$REDIS_PID" 2>/dev/null
     REDIS_PID=""
 }
+
+# cluster_prelude PLAN [TOOL...]: a SKIP when redis-server, redis-cli or a TOOL is missing, else
+# the TAP plan; the demo folder (DEMO, PKI), Redis's port (REDIS_PORT), two nodes' ports
+# (PORT_A, API_A, PORT_B, API_B) and an exit trap that kills the nodes (PID_a, PID_b), Redis and
+# EXTRA_PID, whatever happens.
+cluster_prelude() {
+    local count=$1 tool
+    shift
+    for tool in redis-server redis-cli "$@"; do
+        command -v "$tool" >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
+    done
+    plan "$count"
+    DEMO=$WORK/demo
+    PKI=$DEMO/pki
+    REDIS_PORT=$(free_port)
+    PORT_A=$(free_port)
+    API_A=$(free_port)
+    PORT_B=$(free_port)
+    API_B=$(free_port)
+    REDIS_PID="" PID_a="" PID_b="" EXTRA_PID=""
+    trap cluster_stop_all EXIT
+}
+
+cluster_stop_all() {
+    local pid
+    for pid in $EXTRA_PID $PID_a $PID_b $REDIS_PID; do
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    cleanup
+}
+
+# start_pair NAME [dpsd options]: nodes a and b on the Redis at REDIS_PORT (b with its own store in
+# $WORK/b-data), as the TAP case NAME; the script ends there when either does not start.
+start_pair() {
+    local name=$1
+    shift
+    if start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" "$@" &&
+        start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data" "$@"; then
+        ok "$name"
+    else
+        not_ok "$name"
+        finish
+    fi
+}

@@ -6,33 +6,11 @@
 # with a certificate node a does not trust is named among the nodes that
 # did not answer, and gets no token.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
 
-plan 5
-for tool in redis-server redis-cli jq openssl; do
-    command -v $tool >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
-done
+cluster_prelude 5 jq openssl
 
-DEMO=$WORK/demo
-PKI=$DEMO/pki
-REDIS_PORT=$(free_port)
-PORT_A=$(free_port)
-API_A=$(free_port)
-PORT_B=$(free_port)
-API_B=$(free_port)
-REDIS_PID="" PID_a="" PID_b=""
-stop_all() {
-    for pid in $PID_a $PID_b $REDIS_PID; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
-
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
-REDIS_PID=$!
-for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+start_redis
 
 start_dpsd "$DEMO" "$(free_port)" --shards 1 && stop_dpsd
 sed 's|^api:|api:\n  certificate: pki/dps-server.pem\n  key: pki/dps-server.key|' "$DEMO/dpsd.yaml" >"$WORK/a.yaml"

@@ -417,6 +417,62 @@ static void admin_releases_and_lists_conflicts(void **state)
     assert_non_null(strstr(err, "unreachable"));
 }
 
+/*
+ * The heartbeat's kept connection (redis_admin_session): one connection for
+ * many calls; a connection the server closed is replaced within the same
+ * call; with the server gone calls fail, then back off (no network while
+ * waiting), and the session connects again once the server is back.
+ */
+static void admin_session_keeps_one_connection_and_backs_off(void **state)
+{
+    (void)state;
+    char err[256] = "", address[32];
+    struct redis_server server;
+    assert_int_equal(redis_server_start(&server, h.folder, 0, NULL, err, sizeof(err)), 0);
+    snprintf(address, sizeof(address), "127.0.0.1:%u", server.port);
+    struct config_cluster config = {
+        .redis = address,
+        .key_prefix = "t:",
+        .command_timeout_ms = 500,
+        .connect_timeout_ms = 500,
+    };
+    struct redis_admin_session *session = redis_admin_session_new(&config);
+    assert_non_null(session);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(redis_admin_heartbeat(session, "n1", "{}", 3000, err, sizeof(err)), 0);
+    assert_int_equal(redis_admin_session_connects(session), 1);
+    redisReply *reply = redis_server_command(server.port, NULL, "SISMEMBER t:nodes n1");
+    assert_true(reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1);
+    freeReplyObject(reply);
+
+    /* The server drops the idle connection (its timeout, a restart): the beat still succeeds. */
+    freeReplyObject(redis_server_command(server.port, NULL, "CLIENT KILL TYPE normal SKIPME yes"));
+    assert_int_equal(redis_admin_heartbeat(session, "n1", "{}", 3000, err, sizeof(err)), 0);
+    assert_int_equal(redis_admin_session_connects(session), 2);
+
+    redis_server_stop(&server);
+    assert_int_equal(redis_admin_heartbeat(session, "n1", "{}", 3000, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "unreachable"));
+    assert_int_equal(redis_admin_heartbeat(session, "n1", "{}", 3000, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "waiting before connecting again"));
+
+    assert_int_equal(redis_server_start(&server, h.folder, server.port, NULL, err, sizeof(err)), 0);
+    int status = -1;
+    for (int i = 0; i < 100 && status != 0; i++) {
+        status = redis_admin_heartbeat(session, "n1", "{}", 3000, err, sizeof(err));
+        if (status != 0)
+            nanosleep(&(struct timespec){.tv_nsec = 100000000}, NULL);
+    }
+    assert_int_equal(status, 0);
+    assert_int_equal(redis_admin_session_connects(session), 3);
+    assert_int_equal(redis_admin_leave(session, "n1", err, sizeof(err)), 0);
+    reply = redis_server_command(server.port, NULL, "EXISTS t:node:n1");
+    assert_true(reply != NULL && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0);
+    freeReplyObject(reply);
+    redis_admin_session_free(session);
+    redis_server_stop(&server);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +481,7 @@ int main(void)
         cmocka_unit_test(reseed_writes_bindings_and_finds_conflicts),
         cmocka_unit_test(reseed_after_a_new_primary),
         cmocka_unit_test(admin_releases_and_lists_conflicts),
+        cmocka_unit_test(admin_session_keeps_one_connection_and_backs_off),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -223,12 +223,12 @@ static void test_no_token_in_clear_off_loopback(void **state)
     char err[256];
     int fds[2];
     assert_int_equal(pipe(fds), 0);
-    assert_int_equal(peer_get("http://192.0.2.1:9100", NULL, "/api/v1/issuance", "the-token", 100,
-                              100, fds[1], err, sizeof(err)),
+    assert_int_equal(peer_get("http://192.0.2.1:9100", NULL, NULL, NULL, "/api/v1/issuance",
+                              "the-token", 100, 100, fds[1], err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "refused"));
-    assert_int_equal(peer_get(base_url, "/nonexistent/api.pem", "/plain", "the-token", 100, 100,
-                              fds[1], err, sizeof(err)),
+    assert_int_equal(peer_get(base_url, "/nonexistent/api.pem", NULL, NULL, "/plain", "the-token",
+                              100, 100, fds[1], err, sizeof(err)),
                      -1);
     assert_non_null(strstr(err, "refused"));
     close(fds[0]);

@@ -438,6 +438,100 @@ static void paused_server_times_out(enum loop_backend backend)
 }
 BOTH_BACKENDS(paused_server_times_out)
 
+static bool late_reply_read(void *arg)
+{
+    struct redis_stats stats;
+    redis_client_stats(arg, &stats);
+    return stats.late_replies > 0;
+}
+
+/*
+ * The deadline rule (redis_deadline_decide), on its own: one late reply is
+ * tolerated, a second late command or that reply one more timeout late
+ * drops the connection.
+ */
+static void deadline_rule_tolerates_one_late_reply(void **state)
+{
+    (void)state;
+    const uint64_t ms = 1000000u;
+    uint64_t next = 0;
+    uint64_t live = 1000 * ms, late = 900 * ms;
+    /* Nothing waits: nothing to watch. */
+    assert_int_equal(redis_deadline_decide(5000 * ms, 250, NULL, NULL, &next), REDIS_DEADLINE_WAIT);
+    assert_true(next == UINT64_MAX);
+    /* Before its deadline a command waits; the check is due at the deadline. */
+    assert_int_equal(redis_deadline_decide(999 * ms, 250, NULL, &live, &next), REDIS_DEADLINE_WAIT);
+    assert_true(next == live);
+    /* The first command past its deadline is answered, the connection kept. */
+    assert_int_equal(redis_deadline_decide(1000 * ms, 250, NULL, &live, &next),
+                     REDIS_DEADLINE_EXPIRE);
+    /* With one late reply awaited, the next check is the sooner of its grace and the next deadline.
+     */
+    assert_int_equal(redis_deadline_decide(1000 * ms, 250, &late, &live, &next),
+                     REDIS_DEADLINE_DROP);
+    assert_int_equal(redis_deadline_decide(999 * ms, 250, &late, &live, &next),
+                     REDIS_DEADLINE_WAIT);
+    assert_true(next == live);
+    uint64_t far = 2000 * ms;
+    assert_int_equal(redis_deadline_decide(1100 * ms, 250, &late, &far, &next),
+                     REDIS_DEADLINE_WAIT);
+    assert_true(next == late + 250 * ms);
+    /* The late reply itself one more timeout late: stalled. */
+    assert_int_equal(redis_deadline_decide(late + 250 * ms, 250, &late, NULL, &next),
+                     REDIS_DEADLINE_DROP);
+    assert_int_equal(redis_deadline_decide(late + 249 * ms, 250, &late, NULL, &next),
+                     REDIS_DEADLINE_WAIT);
+    assert_true(next == late + 250 * ms);
+}
+
+/*
+ * One late reply on a live connection (the server paused for longer than
+ * the deadline, then going on): the command is answered UNAVAILABLE at its
+ * deadline, the client never goes DOWN, the late reply is read and dropped,
+ * and the same connection carries the next command.
+ */
+static void one_late_reply_keeps_the_connection(enum loop_backend backend)
+{
+    harness_open(backend);
+    struct redis_server server;
+    start_server(&server, 0, NULL);
+    struct redis_config config = base_config(server.port);
+    /* Long enough that the test resumes the server well within the grace of one more timeout. */
+    config.command_timeout_ms = 1500;
+    struct watcher watcher = {0};
+    struct redis_client *client = client_create(&config, &watcher);
+    wait_ready(client, 3000);
+    int states_before = watcher.count;
+
+    redis_server_pause(&server, true);
+    struct answer late = {0};
+    assert_int_equal(redis_command(client, on_answer, &late, "INCR late"), REDIS_STATUS_OK);
+    wait_answers(&late, 1, 5000);
+    redis_server_pause(&server, false);
+    assert_int_equal(late.calls, 1);
+    assert_int_equal(late.status, REDIS_STATUS_UNAVAILABLE);
+    assert_true(run_until(late_reply_read, client, 5000));
+    assert_int_equal(late.calls, 1); /* the late reply is not a second answer */
+    assert_int_equal(redis_client_state(client), REDIS_STATE_READY);
+    assert_int_equal(watcher.count, states_before); /* never DOWN */
+
+    struct answer after = {0};
+    assert_int_equal(redis_command(client, on_answer, &after, "INCR late"), REDIS_STATUS_OK);
+    wait_answers(&after, 1, 5000);
+    assert_int_equal(after.status, REDIS_STATUS_OK);
+    assert_int_equal(after.integer, 2); /* the late INCR was done, once */
+    struct redis_stats stats;
+    redis_client_stats(client, &stats);
+    assert_int_equal(stats.timeouts, 0);
+    assert_int_equal(stats.late, 1);
+    assert_int_equal(stats.late_replies, 1);
+    assert_int_equal(stats.connects, 1);
+    redis_client_destroy(client);
+    redis_server_stop(&server);
+    harness_close();
+}
+BOTH_BACKENDS(one_late_reply_keeps_the_connection)
+
 static bool states_end_with_ready_after_down(void *arg)
 {
     struct watcher *watcher = arg;
@@ -1046,6 +1140,8 @@ int main(void)
         BOTH(commands_and_pipelining),
         BOTH(unix_socket_and_database),
         BOTH(paused_server_times_out),
+        cmocka_unit_test(deadline_rule_tolerates_one_late_reply),
+        BOTH(one_late_reply_keeps_the_connection),
         BOTH(reconnects_after_restart),
         BOTH(killed_server_answers_each_command_once),
         BOTH(evalsha_reloads_on_noscript),
