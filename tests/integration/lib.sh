@@ -133,6 +133,23 @@ start_dpsd() {
     return 1
 }
 
+# require_tools TOOL...: the whole test is skipped when one of the tools is not installed.
+require_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
+    done
+}
+
+# wait_for COMMAND...: up to 10 s for COMMAND to succeed.
+wait_for() {
+    for _ in $(seq 1 100); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # ports_listen PORT...: every PORT on 127.0.0.1 accepts connections.
 ports_listen() {
     local port
