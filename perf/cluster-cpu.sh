@@ -20,45 +20,32 @@
 # gives Redis's CPU per claim, one at a time and pipelined (16 in flight: what
 # many busy nodes amount to), and the arithmetic: how many nodes one Redis
 # primary (one thread, so one core) can coordinate.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DEVICES=${1:-400}
-ROUNDS=${2:-3}
-BUILD=build-perf
-if [ ! -d "$BUILD" ]; then
-    meson setup "$BUILD" --buildtype=release >/dev/null
-fi
-ninja -C "$BUILD" >/dev/null
+. "$(dirname "$0")/lib.sh"
+DEVICES=${1:-400} ROUNDS=${2:-3}
+perf_build build-perf
 LOADGEN=$BUILD/perf/dps-loadgen
 
 WORK=$(mktemp -d /tmp/dps-perf.XXXXXX)
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
-port() { echo $((20000 + RANDOM % 12000)); }
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_listen() {
-    for _ in $(seq 1 300); do listening "$1" && return 0; sleep 0.1; done
-    echo "nothing listens on $1" >&2
-    return 1
-}
 
-REDIS_PORT=$(port)
+REDIS_PORT=$(perf_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 wait_listen "$REDIS_PORT"
 
-SINGLE_PORT=$(port)
-CLUSTER_PORT=$(port)
+SINGLE_PORT=$(perf_port)
+CLUSTER_PORT=$(perf_port)
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$SINGLE_PORT" --shards 1 --log-level warn \
-    --api-listen "127.0.0.1:$(port)" \
+    --api-listen "127.0.0.1:$(perf_port)" \
     --data-dir "$WORK/single-data" >"$WORK/single.log" 2>&1 &
 SINGLE_PID=$!
 PIDS+=("$SINGLE_PID")
 wait_listen "$SINGLE_PORT"
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$CLUSTER_PORT" --shards 1 --log-level warn \
-    --api-listen "127.0.0.1:$(port)" \
+    --api-listen "127.0.0.1:$(perf_port)" \
     --data-dir "$WORK/cluster-data" --redis "127.0.0.1:$REDIS_PORT" --node n1 \
     >"$WORK/cluster.log" 2>&1 &
 CLUSTER_PID=$!
@@ -67,15 +54,6 @@ wait_listen "$CLUSTER_PORT"
 PKI=$WORK/demo/pki
 "$LOADGEN" gen --pki "$PKI" --devices $(((2 * ROUNDS + 1) * DEVICES)) >/dev/null
 
-HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# CPU ticks of PID's threads by kind (shard, signer, store writer, RocksDB, main): "name ticks".
-thread_ticks() {
-    for task in /proc/"$1"/task/*; do
-        name=$(cat "$task/comm")
-        echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
-    done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
-}
 redis_info() { redis-cli -p "$REDIS_PORT" info "$1" | tr -d '\r'; }
 # Redis's CPU in microseconds and the commands it processed so far.
 redis_cpu_us() { redis_info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.0f", s * 1e6}'; }

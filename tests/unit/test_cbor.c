@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "dataplane/cbor.h"
+#include "tests/unit/cbor_readers.h"
 
 /* A small CBOR builder, so test inputs are written the way a reader thinks. */
 struct builder {

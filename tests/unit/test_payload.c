@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dataplane/cbor.h"
+#include "tests/unit/cbor_readers.h"
 #include "dataplane/payload.h"
 
 #define OWNER "b80c8fef-a677-5340-85fb-2c162d75df03"
