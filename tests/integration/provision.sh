@@ -5,10 +5,7 @@
 . "$(dirname "$0")/lib.sh"
 
 plan 10
-DEMO=$WORK/demo
-PORT=$(free_port)
-start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts"; finish; }
-ok "dpsd starts on its demo PKI"
+start_demo 1 "dpsd starts on its demo PKI"
 
 check "two devices provision through the whole device flow" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 2 --out "$WORK/out"

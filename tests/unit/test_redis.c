@@ -59,33 +59,13 @@ struct inbox {
 
 static struct harness harness;
 
-static void *conn_accepted(void *loop_user, struct loop_conn *conn, const struct sockaddr *peer,
-                           socklen_t peer_length)
-{
-    return NULL;
-}
-
-static void conn_received(void *conn_user, const uint8_t *data, size_t length)
-{
-}
-
-static void conn_closed(void *conn_user, int error)
-{
-}
-
-static const struct loop_handler no_connections = {
-    .accepted = conn_accepted,
-    .received = conn_received,
-    .closed = conn_closed,
-};
-
 static void harness_open(enum loop_backend backend)
 {
     memset(&harness, 0, sizeof(harness));
     harness.backend = backend;
     assert_int_equal(redis_server_folder(harness.folder, sizeof(harness.folder)), 0);
     char err[256] = "";
-    harness.loop = loop_create(backend, &no_connections, NULL, err, sizeof(err));
+    harness.loop = loop_create(backend, &loop_no_connections, NULL, err, sizeof(err));
     assert_non_null(harness.loop);
     assert_int_equal(loop_backend_of(harness.loop), backend);
     redis_loop_events(harness.loop, &harness.events);
@@ -262,18 +242,6 @@ static long elapsed_ms(const struct timespec *from, const struct timespec *to)
     return (to->tv_sec - from->tv_sec) * 1000 + (to->tv_nsec - from->tv_nsec) / 1000000;
 }
 
-#define BOTH_BACKENDS(name)                                                                        \
-    static void name##_uring(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_URING);                                                                  \
-    }                                                                                              \
-    static void name##_epoll(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_EPOLL);                                                                  \
-    }
-
 /* Replies come back in order, one callback each; 200 INCRs leave in a pipeline. */
 static void commands_and_pipelining(enum loop_backend backend)
 {
@@ -344,7 +312,7 @@ static void commands_and_pipelining(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(commands_and_pipelining)
+LOOP_BOTH_BACKENDS(commands_and_pipelining)
 
 /* A unix socket and SELECT: the write lands in database 3. */
 static void unix_socket_and_database(enum loop_backend backend)
@@ -378,7 +346,7 @@ static void unix_socket_and_database(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(unix_socket_and_database)
+LOOP_BOTH_BACKENDS(unix_socket_and_database)
 
 /*
  * A paused server (SIGSTOP): every command in flight is answered UNAVAILABLE
@@ -436,7 +404,7 @@ static void paused_server_times_out(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(paused_server_times_out)
+LOOP_BOTH_BACKENDS(paused_server_times_out)
 
 static bool states_end_with_ready_after_down(void *arg)
 {
@@ -493,7 +461,7 @@ static void reconnects_after_restart(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(reconnects_after_restart)
+LOOP_BOTH_BACKENDS(reconnects_after_restart)
 
 struct chain {
     struct redis_client *client;
@@ -556,7 +524,7 @@ static void killed_server_answers_each_command_once(enum loop_backend backend)
     assert_int_equal(chain.accepted, chain.answered);
     harness_close();
 }
-BOTH_BACKENDS(killed_server_answers_each_command_once)
+LOOP_BOTH_BACKENDS(killed_server_answers_each_command_once)
 
 static const char add_script[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
 
@@ -624,7 +592,7 @@ static void evalsha_reloads_on_noscript(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(evalsha_reloads_on_noscript)
+LOOP_BOTH_BACKENDS(evalsha_reloads_on_noscript)
 
 /*
  * AUTH with an ACL user, with a wrong password (DOWN, saying WRONGPASS, and
@@ -680,7 +648,7 @@ static void auth_with_acl_user_and_wrong_password(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(auth_with_acl_user_and_wrong_password)
+LOOP_BOTH_BACKENDS(auth_with_acl_user_and_wrong_password)
 
 static bool subscribed_twice(void *arg)
 {
@@ -759,7 +727,7 @@ static void pubsub_resubscribes_after_reconnect(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(pubsub_resubscribes_after_reconnect)
+LOOP_BOTH_BACKENDS(pubsub_resubscribes_after_reconnect)
 
 /* Never more than max_in_flight commands wait; the next is refused BUSY, not queued. */
 static void in_flight_cap_refuses_busy(enum loop_backend backend)
@@ -791,7 +759,7 @@ static void in_flight_cap_refuses_busy(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(in_flight_cap_refuses_busy)
+LOOP_BOTH_BACKENDS(in_flight_cap_refuses_busy)
 
 /* Commands still waiting when the client is destroyed are answered UNAVAILABLE, once. */
 static void destroy_answers_waiting_commands(enum loop_backend backend)
@@ -818,7 +786,7 @@ static void destroy_answers_waiting_commands(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(destroy_answers_waiting_commands)
+LOOP_BOTH_BACKENDS(destroy_answers_waiting_commands)
 
 /* Replicas sync at once instead of after diskless sync's default 5 s delay. */
 static const char *const primary_args[] = {"--repl-diskless-sync-delay", "0", NULL};
@@ -939,7 +907,7 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
     redis_server_stop(&replica);
     harness_close();
 }
-BOTH_BACKENDS(sentinel_failover_is_followed)
+LOOP_BOTH_BACKENDS(sentinel_failover_is_followed)
 
 /*
  * A failover with the old primary alive (SENTINEL FAILOVER): +switch-master
@@ -992,7 +960,7 @@ static void sentinel_switch_moves_a_live_client(enum loop_backend backend)
     redis_server_stop(&primary);
     harness_close();
 }
-BOTH_BACKENDS(sentinel_switch_moves_a_live_client)
+LOOP_BOTH_BACKENDS(sentinel_switch_moves_a_live_client)
 
 /* A replica given as the address is refused: ROLE must say master. */
 static void replica_is_not_a_primary(enum loop_backend backend)
@@ -1014,7 +982,7 @@ static void replica_is_not_a_primary(enum loop_backend backend)
     redis_server_stop(&primary);
     harness_close();
 }
-BOTH_BACKENDS(replica_is_not_a_primary)
+LOOP_BOTH_BACKENDS(replica_is_not_a_primary)
 
 static void bad_configuration_is_refused(void **state)
 {
