@@ -162,6 +162,19 @@ start_demo() {
     fi
 }
 
+# demo_written [dpsd options...]: the demo node in DEMO (its PKI in PKI) started once on a free
+# PORT (ENDPOINT, its address) to write its configuration, for the test to change it before the
+# real start; DEVICE holds the dps-probe and dps-hostile options of demo device 1.
+demo_written() {
+    DEMO=$WORK/demo
+    PKI=$DEMO/pki
+    PORT=$(free_port)
+    ENDPOINT=127.0.0.1:$PORT
+    DEVICE=(--cert "$PKI/devices/device-0001.pem" --key "$PKI/devices/device-0001.key"
+        --ca "$PKI/dps-root.pem")
+    start_dpsd "$DEMO" "$PORT" "$@" && stop_dpsd
+}
+
 # ports_listen PORT...: every PORT on 127.0.0.1 accepts connections.
 ports_listen() {
     local port
