@@ -21,6 +21,7 @@
 
 #include "tests/unit/temp_dir.h"
 #include "control/config.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "control/model.h"
 
@@ -255,14 +256,13 @@ static void example_configuration_loads(void **state)
     const char *root = getenv("DPS_SOURCE_ROOT");
     char path[PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/deploy/dpsd.example.yaml", root != NULL ? root : ".");
-    FILE *file = fopen(path, "r");
-    assert_non_null(file);
-    static char text[65536];
-    size_t n = fread(text, 1, sizeof(text) - 1, file);
-    fclose(file);
-    text[n] = '\0';
+    char err[256];
+    char *text = file_read_text(path, 65535, NULL, err, sizeof(err));
+    if (text == NULL)
+        fail_msg("%s", err);
 
     struct config *config = load_ok(text);
+    free(text);
     assert_int_equal(config->listen_count, 1);
     assert_int_equal(config->hub_count, 1);
     assert_int_equal(config->hubs[0].certificate_validity_s, 8760L * 3600);

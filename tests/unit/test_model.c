@@ -19,6 +19,7 @@
 
 #include "tests/unit/temp_dir.h"
 #include "control/model.h"
+#include "common/file.h"
 #include "crypto/pki.h"
 
 #define GROUP_ID "4b4d1a8c-52a5-4f8e-9a0b-1c2d3e4f5a6b"
@@ -33,13 +34,11 @@ static char *chain_pem;
 
 static char *read_text(const char *path)
 {
-    FILE *file = fopen(path, "rb");
-    assert_non_null(file);
-    static char buffer[65536];
-    size_t length = fread(buffer, 1, sizeof(buffer) - 1, file);
-    fclose(file);
-    buffer[length] = '\0';
-    return strdup(buffer);
+    char err[256];
+    char *text = file_read_text(path, 65535, NULL, err, sizeof(err));
+    if (text == NULL)
+        fail_msg("%s", err);
+    return text;
 }
 
 static int setup(void **state)
