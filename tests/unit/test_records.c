@@ -458,12 +458,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_owner_key),
-        cmocka_unit_test_setup_teardown(test_records_are_per_owner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_issuance_is_per_owner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bindings_are_per_owner_and_released_in_pairs, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_layout1_store_is_migrated_at_open, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_interrupted_migration_continues, setup, teardown),
+        FIXTURE_TEST(test_records_are_per_owner),
+        FIXTURE_TEST(test_issuance_is_per_owner),
+        FIXTURE_TEST(test_bindings_are_per_owner_and_released_in_pairs),
+        FIXTURE_TEST(test_layout1_store_is_migrated_at_open),
+        FIXTURE_TEST(test_interrupted_migration_continues),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
