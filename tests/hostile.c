@@ -715,10 +715,10 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        DEVICE_LONG_OPTIONS,
         {"source", required_argument, NULL, 's'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'C'},
+        DEVICE_LONG_OPTIONS,
         {"hold", required_argument, NULL, 'h'},
         {"setup-timeout", required_argument, NULL, 'T'},
         {"refuse-window", required_argument, NULL, 'w'},
