@@ -187,7 +187,8 @@ int dps_cbor_read_int(struct dps_cbor_reader *reader, int64_t *value)
     if (head.argument > (uint64_t)INT64_MAX)
         return -1;
     /* A negative integer encodes -1 - argument, which fits once argument does. */
-    *value = head.major == DPS_CBOR_MAJOR_UINT ? (int64_t)head.argument : -1 - (int64_t)head.argument;
+    *value =
+        head.major == DPS_CBOR_MAJOR_UINT ? (int64_t)head.argument : -1 - (int64_t)head.argument;
     reader->position = p;
     return 0;
 }

@@ -31,8 +31,7 @@ static inline int dps_cbor_read_bytes(struct dps_cbor_reader *reader, const uint
 /* false (0xF4) or true (0xF5). */
 static inline int dps_cbor_read_bool(struct dps_cbor_reader *reader, bool *value)
 {
-    if (reader->position >= reader->end ||
-        (*reader->position != 0xF4 && *reader->position != 0xF5))
+    if (reader->position >= reader->end || (*reader->position != 0xF4 && *reader->position != 0xF5))
         return -1;
     *value = *reader->position == 0xF5;
     reader->position++;

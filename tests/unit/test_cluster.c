@@ -281,8 +281,10 @@ static void reseed_after_a_new_primary(void **state)
     put_binding("1", DEVICE_A, RECORD_1);
     char err[256] = "";
     struct redis_server old_primary, new_primary, sentinel;
-    assert_int_equal(redis_server_start(&old_primary, h.redis.folder, 0, NULL, err, sizeof(err)), 0);
-    assert_int_equal(redis_server_start(&new_primary, h.redis.folder, 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(redis_server_start(&old_primary, h.redis.folder, 0, NULL, err, sizeof(err)),
+                     0);
+    assert_int_equal(redis_server_start(&new_primary, h.redis.folder, 0, NULL, err, sizeof(err)),
+                     0);
     freeReplyObject(redis_server_command(new_primary.port, NULL, "SET t:seeded:n1 1"));
     assert_int_equal(redis_server_start_sentinel(&sentinel, h.redis.folder, old_primary.port, "dps",
                                                  60000, 60000, err, sizeof(err)),
@@ -326,8 +328,8 @@ static void admin_releases_and_lists_conflicts(void **state)
         {"t:conflict:" OWNER_KEY_2 ":" DEVICE_B, RECORD_3 " " RECORD_2},
     };
     for (size_t i = 0; i < sizeof(setup_commands) / sizeof(setup_commands[0]); i++)
-        freeReplyObject(redis_server_command(h.redis.server.port, NULL, "SET %s %s", setup_commands[i][0],
-                                             setup_commands[i][1]));
+        freeReplyObject(redis_server_command(h.redis.server.port, NULL, "SET %s %s",
+                                             setup_commands[i][0], setup_commands[i][1]));
     char(*ids)[37] = NULL;
     size_t count = 0;
     assert_int_equal(redis_admin_conflicts(&config, OWNER_KEY_1, &ids, &count, err, sizeof(err)),
@@ -353,8 +355,8 @@ static void admin_releases_and_lists_conflicts(void **state)
 
     /* Through Sentinel: the primary it names. */
     struct redis_server sentinel;
-    assert_int_equal(redis_server_start_sentinel(&sentinel, h.redis.folder, h.redis.server.port, "dps", 5000,
-                                                 10000, err, sizeof(err)),
+    assert_int_equal(redis_server_start_sentinel(&sentinel, h.redis.folder, h.redis.server.port,
+                                                 "dps", 5000, 10000, err, sizeof(err)),
                      0);
     char sentinel_address[32];
     snprintf(sentinel_address, sizeof(sentinel_address), "127.0.0.1:%u", sentinel.port);

@@ -213,7 +213,8 @@ static void redis_away_falls_back_to_the_share_and_heals(void **state)
     print_message("# without Redis: admitted %ld in 2 s (share 10/s)\n", h.admitted);
     assert_true(h.admitted >= 17 && h.admitted <= 23);
     char err[256];
-    assert_int_equal(redis_server_start(&h.redis.server, h.redis.folder, port, NULL, err, sizeof(err)), 0);
+    assert_int_equal(
+        redis_server_start(&h.redis.server, h.redis.folder, port, NULL, err, sizeof(err)), 0);
     assert_true(loop_wait_until(h.redis.loop, in_fallback, (void *)0, 8000));
     struct cluster_rate_stats before, after;
     cluster_rate_stats_get(&before);
