@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "dataplane/loop.h"
+#include "two_cases.h"
 
 struct loop_wait {
     struct loop *loop;
@@ -77,15 +78,6 @@ static const struct loop_handler loop_no_connections = {
 
 /* LOOP_BOTH_BACKENDS(name): test cases name_uring and name_epoll running name(backend). */
 #define LOOP_BOTH_BACKENDS(name)                                                                   \
-    static void name##_uring(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_URING);                                                                  \
-    }                                                                                              \
-    static void name##_epoll(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_EPOLL);                                                                  \
-    }
+    TWO_CASES(name, name, uring, LOOP_BACKEND_URING, epoll, LOOP_BACKEND_EPOLL)
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "dataplane/cbor.h"
 #include "tests/unit/cbor_readers.h"
+#include "tests/unit/two_cases.h"
 
 /* A small CBOR builder, so test inputs are written the way a reader thinks. */
 struct builder {
@@ -207,17 +208,7 @@ static void check_cloud_request(bool indefinite)
 
 /* BOTH_LENGTHS(name, check): test cases name_indefinite and name_definite, running check(true)
  * and check(false): containers of indefinite length (as tinycbor writes them) and definite. */
-#define BOTH_LENGTHS(name, check)                                                                  \
-    static void name##_indefinite(void **state)                                                    \
-    {                                                                                              \
-        (void)state;                                                                               \
-        check(true);                                                                               \
-    }                                                                                              \
-    static void name##_definite(void **state)                                                      \
-    {                                                                                              \
-        (void)state;                                                                               \
-        check(false);                                                                              \
-    }
+#define BOTH_LENGTHS(name, check) TWO_CASES(name, check, indefinite, true, definite, false)
 
 BOTH_LENGTHS(test_cloud_request, check_cloud_request)
 

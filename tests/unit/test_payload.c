@@ -18,26 +18,18 @@
 
 #include "dataplane/cbor.h"
 #include "tests/unit/cbor_readers.h"
+#include "tests/unit/two_cases.h"
 #include "dataplane/payload.h"
 
 #define OWNER "b80c8fef-a677-5340-85fb-2c162d75df03"
+
+/* BOTH_FORMATS(name, check): test cases name_cbor and name_json, running check on each format. */
+#define BOTH_FORMATS(name, check) TWO_CASES(name, check, cbor, PAYLOAD_CBOR, json, PAYLOAD_JSON)
 
 /*
  * {"devowneruuid": OWNER}: map of 1 pair (0xA1), text of 12 bytes (0x6C)
  * "devowneruuid", text of 36 bytes (36 > 23, so 0x78 0x24) then the UUID.
  */
-/* BOTH_FORMATS(name, check): test cases name_cbor and name_json, running check on each format. */
-#define BOTH_FORMATS(name, check)                                                                  \
-    static void name##_cbor(void **state)                                                          \
-    {                                                                                              \
-        (void)state;                                                                               \
-        check(PAYLOAD_CBOR);                                                                       \
-    }                                                                                              \
-    static void name##_json(void **state)                                                          \
-    {                                                                                              \
-        (void)state;                                                                               \
-        check(PAYLOAD_JSON);                                                                       \
-    }
 
 static void test_ownership_cbor_bytes(void **state)
 {
