@@ -204,37 +204,68 @@ static void wait_ready(struct redis_client *client, unsigned timeout_ms)
         fail_msg("not ready after %u ms: %s", timeout_ms, redis_client_error(client));
 }
 
-/* A blocking admin command whose reply is a string (or status); returns it in out. */
-static void admin_text(uint16_t port, const char *password, char *out, size_t size,
-                       const char *format, ...)
+/* A blocking admin command on a connection of its own; its reply, freed by admin_done. */
+static redisReply *admin_command(uint16_t port, const char *password, redisContext **context,
+                                 const char *format, va_list arguments)
 {
-    redisContext *context = redis_server_admin(port, password);
-    assert_non_null(context);
-    va_list arguments;
-    va_start(arguments, format);
-    redisReply *reply = redisvCommand(context, format, arguments);
-    va_end(arguments);
+    *context = redis_server_admin(port, password);
+    assert_non_null(*context);
+    redisReply *reply = redisvCommand(*context, format, arguments);
     assert_non_null(reply);
-    snprintf(out, size, "%s", reply->str != NULL ? reply->str : "");
+    return reply;
+}
+
+static void admin_done(redisContext *context, redisReply *reply)
+{
     freeReplyObject(reply);
     redisFree(context);
 }
 
-static long long admin_integer(uint16_t port, const char *password, const char *format, ...)
+/* An admin command whose reply is a string (or status); returns it in out. */
+static void admin_text(uint16_t port, const char *password, char *out, size_t size,
+                       const char *format, ...)
 {
-    redisContext *context = redis_server_admin(port, password);
-    assert_non_null(context);
+    redisContext *context;
     va_list arguments;
     va_start(arguments, format);
-    redisReply *reply = redisvCommand(context, format, arguments);
+    redisReply *reply = admin_command(port, password, &context, format, arguments);
     va_end(arguments);
-    assert_non_null(reply);
+    snprintf(out, size, "%s", reply->str != NULL ? reply->str : "");
+    admin_done(context, reply);
+}
+
+static long long admin_integer(uint16_t port, const char *password, const char *format, ...)
+{
+    redisContext *context;
+    va_list arguments;
+    va_start(arguments, format);
+    redisReply *reply = admin_command(port, password, &context, format, arguments);
+    va_end(arguments);
     long long value = reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
         value = reply->element[0]->integer;
-    freeReplyObject(reply);
-    redisFree(context);
+    admin_done(context, reply);
     return value;
+}
+
+/* harness_open, a server of its own, and a client configuration for it. */
+static struct redis_config harness_with_server(enum loop_backend backend,
+                                               struct redis_server *server)
+{
+    harness_open(backend);
+    start_server(server, 0, NULL);
+    return base_config(server->port);
+}
+
+/* Calls script with keys and args and waits for the answer (2 s at most). */
+static void call_script(struct redis_client *client, struct redis_script *script,
+                        struct answer *answer, size_t key_count, const char *const *keys,
+                        size_t arg_count, const char *const *args)
+{
+    assert_int_equal(redis_script_call(client, script, on_answer, answer, key_count, keys, NULL,
+                                       arg_count, args, NULL),
+                     REDIS_STATUS_OK);
+    wait_answers(answer, 1, 2000);
 }
 
 static long elapsed_ms(const struct timespec *from, const struct timespec *to)
@@ -245,10 +276,8 @@ static long elapsed_ms(const struct timespec *from, const struct timespec *to)
 /* Replies come back in order, one callback each; 200 INCRs leave in a pipeline. */
 static void commands_and_pipelining(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.key_prefix = "t:";
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
@@ -355,10 +384,8 @@ LOOP_BOTH_BACKENDS(unix_socket_and_database)
  */
 static void paused_server_times_out(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.command_timeout_ms = 150;
     config.connect_timeout_ms = 200;
     struct watcher watcher = {0};
@@ -498,10 +525,8 @@ static bool chain_settled(void *arg)
  */
 static void killed_server_answers_each_command_once(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
     wait_ready(client, 3000);
@@ -534,10 +559,8 @@ static const char add_script[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
  */
 static void evalsha_reloads_on_noscript(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.key_prefix = "s:";
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
@@ -555,19 +578,13 @@ static void evalsha_reloads_on_noscript(enum loop_backend backend)
     const char *keys[] = {"counter"};
     const char *args[] = {"5"};
     struct answer first = {0};
-    assert_int_equal(
-        redis_script_call(client, add, on_answer, &first, 1, keys, NULL, 1, args, NULL),
-        REDIS_STATUS_OK);
-    wait_answers(&first, 1, 2000);
+    call_script(client, add, &first, 1, keys, 1, args);
     assert_int_equal(first.status, REDIS_STATUS_OK);
     assert_int_equal(first.integer, 5);
 
     admin_text(server.port, NULL, sha, sizeof(sha), "SCRIPT FLUSH");
     struct answer second = {0};
-    assert_int_equal(
-        redis_script_call(client, add, on_answer, &second, 1, keys, NULL, 1, args, NULL),
-        REDIS_STATUS_OK);
-    wait_answers(&second, 1, 2000);
+    call_script(client, add, &second, 1, keys, 1, args);
     assert_int_equal(second.calls, 1);
     assert_int_equal(second.status, REDIS_STATUS_OK);
     assert_int_equal(second.integer, 10);
@@ -579,10 +596,7 @@ static void evalsha_reloads_on_noscript(enum loop_backend backend)
     struct redis_script *fails = redis_script_register(client, "return redis.call('NOPE')");
     assert_non_null(fails);
     struct answer failed = {0};
-    assert_int_equal(
-        redis_script_call(client, fails, on_answer, &failed, 0, NULL, NULL, 0, NULL, NULL),
-        REDIS_STATUS_OK);
-    wait_answers(&failed, 1, 2000);
+    call_script(client, fails, &failed, 0, NULL, 0, NULL);
     assert_int_equal(failed.status, REDIS_STATUS_ERROR);
     assert_non_null(strstr(failed.text, "Unknown Redis command"));
     struct redis_stats stats;
@@ -680,10 +694,8 @@ static void wait_messages(struct inbox *inbox, int count)
 /* Messages arrive; after the server restarts the subscription is renewed and says so. */
 static void pubsub_resubscribes_after_reconnect(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.key_prefix = "p:";
     config.username = "default";
     config.password = "pw";
@@ -732,10 +744,8 @@ LOOP_BOTH_BACKENDS(pubsub_resubscribes_after_reconnect)
 /* Never more than max_in_flight commands wait; the next is refused BUSY, not queued. */
 static void in_flight_cap_refuses_busy(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.max_in_flight = 8;
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
@@ -840,6 +850,50 @@ static void start_failover(uint16_t sentinel_port)
     assert_true(started);
 }
 
+/* A primary and a replica of it; waits (3 s at most) until the replica says its link is up. */
+static void start_primary_and_replica(struct redis_server *primary, struct redis_server *replica)
+{
+    start_server(primary, 0, primary_args);
+    char primary_port[8];
+    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary->port);
+    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
+    start_server(replica, 0, replica_args);
+    for (int i = 0; i < 300 && !replica_linked(replica->port); i++)
+        run_for(10);
+}
+
+/* A sentinel watching primary_port as "mymaster", once it knows the replica. */
+static void start_watching_sentinel(struct redis_server *sentinel, uint16_t primary_port,
+                                    unsigned down_after_ms)
+{
+    char err[256] = "";
+    if (redis_server_start_sentinel(sentinel, harness.folder, primary_port, "mymaster",
+                                    down_after_ms, 2000, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    for (int i = 0; i < 300 && !sentinel_knows_replica(sentinel->port); i++)
+        run_for(10);
+    assert_true(sentinel_knows_replica(sentinel->port));
+}
+
+/* Runs the loop until the client is ready with 127.0.0.1:port as its primary. */
+static void wait_primary(struct primary_wait *wait, uint16_t port, unsigned timeout_ms)
+{
+    snprintf(wait->address, sizeof(wait->address), "127.0.0.1:%u", (unsigned)port);
+    if (!run_until(ready_at, wait, timeout_ms))
+        fail_msg("not ready at %s: %s (at %s)", wait->address, redis_client_error(wait->client),
+                 redis_client_primary(wait->client));
+}
+
+/* SET key value, answered OK within 2 s. */
+static void set_ok(struct redis_client *client, const char *key, const char *value)
+{
+    struct answer answer = {0};
+    assert_int_equal(redis_command(client, on_answer, &answer, "SET %s %s", key, value),
+                     REDIS_STATUS_OK);
+    wait_answers(&answer, 1, 2000);
+    assert_int_equal(answer.status, REDIS_STATUS_OK);
+}
+
 /*
  * Sentinel: the client asks it for the primary, checks ROLE, and when the
  * primary dies and the sentinel fails over to the replica, follows it
@@ -849,21 +903,9 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
 {
     harness_open(backend);
     struct redis_server primary, replica, sentinel;
-    start_server(&primary, 0, primary_args);
-    char primary_port[8];
-    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary.port);
-    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
-    start_server(&replica, 0, replica_args);
-    for (int i = 0; i < 300 && !replica_linked(replica.port); i++)
-        run_for(10);
+    start_primary_and_replica(&primary, &replica);
     assert_true(replica_linked(replica.port));
-    char err[256] = "";
-    if (redis_server_start_sentinel(&sentinel, harness.folder, primary.port, "mymaster", 400, 2000,
-                                    err, sizeof(err)) != 0)
-        fail_msg("%s", err);
-    for (int i = 0; i < 300 && !sentinel_knows_replica(sentinel.port); i++)
-        run_for(10);
-    assert_true(sentinel_knows_replica(sentinel.port));
+    start_watching_sentinel(&sentinel, primary.port, 400);
 
     /* The first sentinel listed is dead: the client moves on to the next. */
     struct redis_address sentinels[] = {
@@ -878,27 +920,14 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
     struct primary_wait wait = {.client = client};
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)primary.port);
-    if (!run_until(ready_at, &wait, 3000))
-        fail_msg("not ready at %s: %s", wait.address, redis_client_error(client));
-    struct answer before = {0};
-    assert_int_equal(redis_command(client, on_answer, &before, "SET before failover"),
-                     REDIS_STATUS_OK);
-    wait_answers(&before, 1, 2000);
-    assert_int_equal(before.status, REDIS_STATUS_OK);
+    wait_primary(&wait, primary.port, 3000);
+    set_ok(client, "before", "failover");
 
     redis_server_stop(&primary);
     assert_true(run_until(is_down, client, 2000));
     start_failover(sentinel.port);
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)replica.port);
-    if (!run_until(ready_at, &wait, 10000))
-        fail_msg("not ready at %s: %s (at %s)", wait.address, redis_client_error(client),
-                 redis_client_primary(client));
-    struct answer after = {0};
-    assert_int_equal(redis_command(client, on_answer, &after, "SET after failover"),
-                     REDIS_STATUS_OK);
-    wait_answers(&after, 1, 2000);
-    assert_int_equal(after.status, REDIS_STATUS_OK);
+    wait_primary(&wait, replica.port, 10000);
+    set_ok(client, "after", "failover");
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.failovers, 1);
@@ -917,20 +946,8 @@ static void sentinel_switch_moves_a_live_client(enum loop_backend backend)
 {
     harness_open(backend);
     struct redis_server primary, replica, sentinel;
-    start_server(&primary, 0, primary_args);
-    char primary_port[8];
-    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary.port);
-    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
-    start_server(&replica, 0, replica_args);
-    for (int i = 0; i < 300 && !replica_linked(replica.port); i++)
-        run_for(10);
-    char err[256] = "";
-    if (redis_server_start_sentinel(&sentinel, harness.folder, primary.port, "mymaster", 5000, 2000,
-                                    err, sizeof(err)) != 0)
-        fail_msg("%s", err);
-    for (int i = 0; i < 300 && !sentinel_knows_replica(sentinel.port); i++)
-        run_for(10);
-    assert_true(sentinel_knows_replica(sentinel.port));
+    start_primary_and_replica(&primary, &replica);
+    start_watching_sentinel(&sentinel, primary.port, 5000);
     struct redis_address sentinels[] = {{.host = "127.0.0.1", .port = sentinel.port}};
     struct redis_config config = base_config(0);
     config.sentinels = sentinels;
@@ -939,18 +956,10 @@ static void sentinel_switch_moves_a_live_client(enum loop_backend backend)
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
     struct primary_wait wait = {.client = client};
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)primary.port);
-    if (!run_until(ready_at, &wait, 3000))
-        fail_msg("not ready at %s: %s", wait.address, redis_client_error(client));
+    wait_primary(&wait, primary.port, 3000);
     start_failover(sentinel.port);
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)replica.port);
-    if (!run_until(ready_at, &wait, 10000))
-        fail_msg("not ready at %s: %s (at %s)", wait.address, redis_client_error(client),
-                 redis_client_primary(client));
-    struct answer after = {0};
-    assert_int_equal(redis_command(client, on_answer, &after, "SET after switch"), REDIS_STATUS_OK);
-    wait_answers(&after, 1, 2000);
-    assert_int_equal(after.status, REDIS_STATUS_OK);
+    wait_primary(&wait, replica.port, 10000);
+    set_ok(client, "after", "switch");
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.failovers, 1);
@@ -967,11 +976,7 @@ static void replica_is_not_a_primary(enum loop_backend backend)
 {
     harness_open(backend);
     struct redis_server primary, replica;
-    start_server(&primary, 0, primary_args);
-    char primary_port[8];
-    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary.port);
-    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
-    start_server(&replica, 0, replica_args);
+    start_primary_and_replica(&primary, &replica);
     struct redis_config config = base_config(replica.port);
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
