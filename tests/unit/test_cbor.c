@@ -537,7 +537,7 @@ static void test_container_counts(void **state)
     assert_int_equal(dps_cbor_enter_array(&reader, &container), 0);
     assert_false(container.indefinite);
     assert_int_equal(container.remaining, 3);
-    uint64_t value, sum = 0;
+    uint64_t value = 0, sum = 0;
     while (dps_cbor_container_next(&reader, &container) == 1) {
         assert_int_equal(dps_cbor_read_uint(&reader, &value), 0);
         sum += value;
