@@ -54,6 +54,13 @@ static X509_REQ *make_request(const struct request_spec *spec)
     return req;
 }
 
+/* A valid request of key's: CN=uuid:DEVICE_ID, signed with SHA-256. */
+static X509_REQ *valid_request(EVP_PKEY *key)
+{
+    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
+    return make_request(&spec);
+}
+
 static char *der_to_pem(const unsigned char *der, long length)
 {
     BIO *bio = BIO_new(BIO_s_mem());
@@ -214,6 +221,13 @@ static void build_request(EVP_PKEY *key, const struct request_parts *parts, stru
     put_tlv(out, 0x30, body.data, body.length);
 }
 
+/* A valid request for key, hand-built: its parts and its DER. */
+static void default_request(EVP_PKEY *key, struct request_parts *parts, struct der_buffer *der)
+{
+    default_parts(key, parts);
+    build_request(key, parts, der);
+}
+
 /* The size of a DER header of at most two length bytes. */
 static size_t header_length(const unsigned char *der)
 {
@@ -242,8 +256,7 @@ static void expect_der_success(const unsigned char *der, size_t length)
 static void test_valid_request(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
-    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
-    X509_REQ *req = make_request(&spec);
+    X509_REQ *req = valid_request(key);
     char *pem = request_pem(req);
     OSSL_LIB_CTX *libctx = OSSL_LIB_CTX_new();
     struct csr_result result;
@@ -282,8 +295,7 @@ static void test_upper_case_prefix_accepted(void **state)
 static void test_tampered_signature(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
-    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
-    X509_REQ *req = make_request(&spec);
+    X509_REQ *req = valid_request(key);
     unsigned char *der = NULL;
     int length = i2d_X509_REQ(req, &der);
 
@@ -386,8 +398,7 @@ static void test_wrong_pem_type_rejected(void **state)
 static void test_truncated_der_rejected(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
-    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
-    X509_REQ *req = make_request(&spec);
+    X509_REQ *req = valid_request(key);
     unsigned char *der = NULL;
     int length = i2d_X509_REQ(req, &der);
 
@@ -531,8 +542,7 @@ static void test_hand_built_request_accepted(void **state)
     struct der_buffer der;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     expect_der_success(der.data, der.length);
     EVP_PKEY_free(key);
 }
@@ -680,8 +690,7 @@ static void test_indefinite_length_rejected(void **state)
     static const unsigned char end_of_contents[] = {0x00, 0x00};
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     put_bytes(&indefinite, header, sizeof(header));
     put_bytes(&indefinite, der.data + 3, der.length - 3);
     put_bytes(&indefinite, end_of_contents, sizeof(end_of_contents));
@@ -697,8 +706,7 @@ static void test_trailing_bytes_rejected(void **state)
     static const unsigned char extra[] = {0x05, 0x00};
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     /* After the request. */
     put_bytes(&der, extra, sizeof(extra));
     expect_der_failure(der.data, der.length, NOT_PKCS10);
@@ -715,8 +723,7 @@ static void test_truncated_der_at_every_length_rejected(void **state)
     struct der_buffer der;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     for (size_t length = 1; length < der.length; length++)
         expect_der_failure(der.data, length, NOT_PKCS10);
     EVP_PKEY_free(key);
@@ -731,8 +738,7 @@ static void test_mutated_der_never_accepted(void **state)
     unsigned int seed = 1;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     for (int round = 0; round < 600; round++) {
         struct der_buffer mutated = der;
         size_t position = (size_t)rand_r(&seed) % der.length;
@@ -755,8 +761,7 @@ static void test_bit_string_unused_bits_rejected(void **state)
     struct der_buffer der;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     /* The algorithm and the BIT STRING follow the info, inside the outer SEQUENCE. */
     size_t info = header_length(der.data);
     assert_int_equal(der.data[info + 1], 0x81);
