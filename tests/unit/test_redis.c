@@ -257,6 +257,14 @@ static struct redis_config harness_with_server(enum loop_backend backend,
     return base_config(server->port);
 }
 
+/* The end of a test with one client of one server. */
+static void harness_close_with(struct redis_client *client, struct redis_server *server)
+{
+    redis_client_destroy(client);
+    redis_server_stop(server);
+    harness_close();
+}
+
 /* Calls script with keys and args and waits for the answer (2 s at most). */
 static void call_script(struct redis_client *client, struct redis_script *script,
                         struct answer *answer, size_t key_count, const char *const *keys,
@@ -337,9 +345,7 @@ static void commands_and_pipelining(enum loop_backend backend)
     assert_int_equal(stats.replies, DEPTH + 4);
     assert_int_equal(stats.in_flight, 0);
     assert_int_equal(stats.connects, 1);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
 LOOP_BOTH_BACKENDS(commands_and_pipelining)
 
@@ -371,9 +377,7 @@ static void unix_socket_and_database(enum loop_backend backend)
     assert_string_equal(reply->str, "db3");
     freeReplyObject(reply);
     redisFree(admin);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
 LOOP_BOTH_BACKENDS(unix_socket_and_database)
 
@@ -427,9 +431,7 @@ static void paused_server_times_out(enum loop_backend backend)
     redis_client_stats(client, &stats);
     assert_int_equal(stats.timeouts, 1);
     assert_true(stats.unavailable >= COUNT + 1);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
 LOOP_BOTH_BACKENDS(paused_server_times_out)
 
@@ -484,9 +486,7 @@ static void reconnects_after_restart(enum loop_backend backend)
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.connects, 2);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
 LOOP_BOTH_BACKENDS(reconnects_after_restart)
 
@@ -602,9 +602,7 @@ static void evalsha_reloads_on_noscript(enum loop_backend backend)
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.noscript_reloads, 1);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
 LOOP_BOTH_BACKENDS(evalsha_reloads_on_noscript)
 
@@ -735,9 +733,7 @@ static void pubsub_resubscribes_after_reconnect(enum loop_backend backend)
     wait_messages(&more, 1);
     assert_string_equal(events.messages[2], "again");
     assert_string_equal(more.messages[0], "other");
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
 LOOP_BOTH_BACKENDS(pubsub_resubscribes_after_reconnect)
 
@@ -765,9 +761,7 @@ static void in_flight_cap_refuses_busy(enum loop_backend backend)
     assert_int_equal(redis_command(client, on_answer, &later, "PING"), REDIS_STATUS_OK);
     wait_answers(&later, 1, 2000);
     assert_int_equal(later.status, REDIS_STATUS_OK);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
 LOOP_BOTH_BACKENDS(in_flight_cap_refuses_busy)
 
