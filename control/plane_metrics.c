@@ -157,6 +157,12 @@ char *plane_metrics(struct plane *plane)
          offsetof(struct shard_stats, requests)},
         {"dps_protocol_errors_total", "counter", "Malformed or oversized frames.", "",
          offsetof(struct shard_stats, protocol_errors)},
+        {"dps_attestations_total", "counter",
+         "Manufacturer certificates attested: chains verified in full, or leaves found in the "
+         "verified-leaf cache (a device's next connection within its lifetime).",
+         ",path=\"full\"", offsetof(struct shard_stats, attestations_full)},
+        {"dps_attestations_total", NULL, NULL, ",path=\"cache\"",
+         offsetof(struct shard_stats, attestations_cached)},
         {"dps_handshakes_blocked_total", "counter", "Handshakes refused by the blocklist.", "",
          offsetof(struct shard_stats, blocked)},
         {"dps_admission_refused_total", "counter",

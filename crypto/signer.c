@@ -379,13 +379,6 @@ int signer_submit(struct signer *signer, struct signer_request *request)
     return 0;
 }
 
-const char *signer_hub_chain_pem(const struct signer *signer, size_t hub_index)
-{
-    if (hub_index >= signer->hub_count)
-        return NULL;
-    return issuer_chain_pem(signer->workers[0].issuers[hub_index]);
-}
-
 const char *signer_hub_root_pem(const struct signer *signer, size_t hub_index)
 {
     if (hub_index >= signer->hub_count)

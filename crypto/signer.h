@@ -73,8 +73,7 @@ void signer_destroy(struct signer *signer);
 /* Queues a request. 0, or -EAGAIN when the queue is full (answer 5.03). */
 int signer_submit(struct signer *signer, struct signer_request *request);
 
-/* PEM of hub's CA chain without root / of its root (stable for the signer's life). */
-const char *signer_hub_chain_pem(const struct signer *signer, size_t hub_index);
+/* PEM of hub's root CA (stable for the signer's life); NULL for an unknown hub. */
 const char *signer_hub_root_pem(const struct signer *signer, size_t hub_index);
 
 void signer_get_stats(struct signer *signer, struct signer_stats *stats);

@@ -14,26 +14,8 @@
 
 #include <string.h>
 
-#define CBOR_MAJOR_UINT 0
-#define CBOR_MAJOR_NEGINT 1
-#define CBOR_MAJOR_BYTES 2
-#define CBOR_MAJOR_TEXT 3
-#define CBOR_MAJOR_ARRAY 4
-#define CBOR_MAJOR_MAP 5
-#define CBOR_MAJOR_TAG 6
-#define CBOR_MAJOR_SIMPLE 7
-
 #define CBOR_INFO_INDEFINITE 31
 #define CBOR_BREAK 0xFF
-#define CBOR_FALSE 0xF4
-#define CBOR_TRUE 0xF5
-
-struct dps_cbor_head {
-    unsigned major;
-    unsigned info;
-    uint64_t argument;
-    bool indefinite;
-};
 
 /*
  * Parses the head at *position, advancing it past the head only. Indefinite
@@ -61,7 +43,7 @@ static int dps_cbor_parse_head(const uint8_t **position, const uint8_t *end,
             head->argument = head->argument << 8 | p[i];
         p += size;
     } else if (head->info == CBOR_INFO_INDEFINITE) {
-        if (head->major < CBOR_MAJOR_BYTES || head->major == CBOR_MAJOR_TAG)
+        if (head->major < DPS_CBOR_MAJOR_BYTES || head->major == DPS_CBOR_MAJOR_TAG)
             return -1;
         head->indefinite = true;
     } else {
@@ -86,19 +68,19 @@ enum dps_cbor_item_type dps_cbor_peek(const struct dps_cbor_reader *reader)
     if (initial == CBOR_BREAK)
         return DPS_CBOR_TYPE_BREAK;
     switch (initial >> 5) {
-    case CBOR_MAJOR_UINT:
+    case DPS_CBOR_MAJOR_UINT:
         return DPS_CBOR_TYPE_UINT;
-    case CBOR_MAJOR_NEGINT:
+    case DPS_CBOR_MAJOR_NEGINT:
         return DPS_CBOR_TYPE_NEGINT;
-    case CBOR_MAJOR_BYTES:
+    case DPS_CBOR_MAJOR_BYTES:
         return DPS_CBOR_TYPE_BYTES;
-    case CBOR_MAJOR_TEXT:
+    case DPS_CBOR_MAJOR_TEXT:
         return DPS_CBOR_TYPE_TEXT;
-    case CBOR_MAJOR_ARRAY:
+    case DPS_CBOR_MAJOR_ARRAY:
         return DPS_CBOR_TYPE_ARRAY;
-    case CBOR_MAJOR_MAP:
+    case DPS_CBOR_MAJOR_MAP:
         return DPS_CBOR_TYPE_MAP;
-    case CBOR_MAJOR_TAG:
+    case DPS_CBOR_MAJOR_TAG:
         return DPS_CBOR_TYPE_TAG;
     default:
         return DPS_CBOR_TYPE_SIMPLE;
@@ -120,7 +102,7 @@ static int dps_cbor_enter(struct dps_cbor_reader *reader, unsigned major,
         return -1;
     if (!head.indefinite) {
         uint64_t left = (uint64_t)(reader->end - p);
-        uint64_t items_per_step = major == CBOR_MAJOR_MAP ? 2 : 1;
+        uint64_t items_per_step = major == DPS_CBOR_MAJOR_MAP ? 2 : 1;
         if (head.argument > left / items_per_step)
             return -1;
     }
@@ -133,12 +115,12 @@ static int dps_cbor_enter(struct dps_cbor_reader *reader, unsigned major,
 
 int dps_cbor_enter_map(struct dps_cbor_reader *reader, struct dps_cbor_container *container)
 {
-    return dps_cbor_enter(reader, CBOR_MAJOR_MAP, container);
+    return dps_cbor_enter(reader, DPS_CBOR_MAJOR_MAP, container);
 }
 
 int dps_cbor_enter_array(struct dps_cbor_reader *reader, struct dps_cbor_container *container)
 {
-    return dps_cbor_enter(reader, CBOR_MAJOR_ARRAY, container);
+    return dps_cbor_enter(reader, DPS_CBOR_MAJOR_ARRAY, container);
 }
 
 int dps_cbor_container_next(struct dps_cbor_reader *reader, struct dps_cbor_container *container)
@@ -159,44 +141,38 @@ int dps_cbor_container_next(struct dps_cbor_reader *reader, struct dps_cbor_cont
     return 0;
 }
 
-/* Reads a definite-length string of the given major type. */
-static int dps_cbor_read_string(struct dps_cbor_reader *reader, unsigned major,
-                                const uint8_t **data, size_t *length)
+int dps_cbor_read_head(struct dps_cbor_reader *reader, unsigned major, struct dps_cbor_head *head)
 {
     const uint8_t *p = reader->position;
+    if (dps_cbor_parse_head(&p, reader->end, head) != 0 || head->major != major)
+        return -1;
+    reader->position = p;
+    return 0;
+}
+
+int dps_cbor_read_string(struct dps_cbor_reader *reader, unsigned major, const uint8_t **data,
+                         size_t *length)
+{
+    const uint8_t *start = reader->position;
     struct dps_cbor_head head;
-    if (dps_cbor_parse_head(&p, reader->end, &head) != 0 || head.major != major || head.indefinite)
+    if (dps_cbor_read_head(reader, major, &head) != 0)
         return -1;
-    if (head.argument > (uint64_t)(reader->end - p))
+    if (head.indefinite || head.argument > (uint64_t)(reader->end - reader->position)) {
+        reader->position = start;
         return -1;
-    *data = p;
+    }
+    *data = reader->position;
     *length = (size_t)head.argument;
-    reader->position = p + head.argument;
+    reader->position += head.argument;
     return 0;
 }
 
 int dps_cbor_read_text(struct dps_cbor_reader *reader, const char **text, size_t *length)
 {
     const uint8_t *data;
-    if (dps_cbor_read_string(reader, CBOR_MAJOR_TEXT, &data, length) != 0)
+    if (dps_cbor_read_string(reader, DPS_CBOR_MAJOR_TEXT, &data, length) != 0)
         return -1;
     *text = (const char *)data;
-    return 0;
-}
-
-int dps_cbor_read_bytes(struct dps_cbor_reader *reader, const uint8_t **bytes, size_t *length)
-{
-    return dps_cbor_read_string(reader, CBOR_MAJOR_BYTES, bytes, length);
-}
-
-int dps_cbor_read_uint(struct dps_cbor_reader *reader, uint64_t *value)
-{
-    const uint8_t *p = reader->position;
-    struct dps_cbor_head head;
-    if (dps_cbor_parse_head(&p, reader->end, &head) != 0 || head.major != CBOR_MAJOR_UINT)
-        return -1;
-    *value = head.argument;
-    reader->position = p;
     return 0;
 }
 
@@ -206,25 +182,14 @@ int dps_cbor_read_int(struct dps_cbor_reader *reader, int64_t *value)
     struct dps_cbor_head head;
     if (dps_cbor_parse_head(&p, reader->end, &head) != 0)
         return -1;
-    if (head.major != CBOR_MAJOR_UINT && head.major != CBOR_MAJOR_NEGINT)
+    if (head.major != DPS_CBOR_MAJOR_UINT && head.major != DPS_CBOR_MAJOR_NEGINT)
         return -1;
     if (head.argument > (uint64_t)INT64_MAX)
         return -1;
     /* A negative integer encodes -1 - argument, which fits once argument does. */
-    *value = head.major == CBOR_MAJOR_UINT ? (int64_t)head.argument : -1 - (int64_t)head.argument;
+    *value =
+        head.major == DPS_CBOR_MAJOR_UINT ? (int64_t)head.argument : -1 - (int64_t)head.argument;
     reader->position = p;
-    return 0;
-}
-
-int dps_cbor_read_bool(struct dps_cbor_reader *reader, bool *value)
-{
-    if (reader->position >= reader->end)
-        return -1;
-    uint8_t initial = *reader->position;
-    if (initial != CBOR_FALSE && initial != CBOR_TRUE)
-        return -1;
-    *value = initial == CBOR_TRUE;
-    reader->position++;
     return 0;
 }
 
@@ -258,17 +223,17 @@ int dps_cbor_skip(struct dps_cbor_reader *reader)
             if (dps_cbor_parse_head(&p, end, &head) != 0)
                 return -1;
             switch (head.major) {
-            case CBOR_MAJOR_BYTES:
-            case CBOR_MAJOR_TEXT:
+            case DPS_CBOR_MAJOR_BYTES:
+            case DPS_CBOR_MAJOR_TEXT:
                 if (head.indefinite || head.argument > (uint64_t)(end - p))
                     return -1;
                 p += head.argument;
                 break;
-            case CBOR_MAJOR_ARRAY:
-            case CBOR_MAJOR_MAP: {
+            case DPS_CBOR_MAJOR_ARRAY:
+            case DPS_CBOR_MAJOR_MAP: {
                 if (reader->depth + open >= DPS_CBOR_MAX_DEPTH)
                     return -1;
-                bool map = head.major == CBOR_MAJOR_MAP;
+                bool map = head.major == DPS_CBOR_MAJOR_MAP;
                 uint64_t items = head.argument;
                 if (!head.indefinite) {
                     /* Every item takes a byte: refuse counts the input cannot hold. */
@@ -290,7 +255,7 @@ int dps_cbor_skip(struct dps_cbor_reader *reader)
                 }
                 break;
             }
-            case CBOR_MAJOR_TAG:
+            case DPS_CBOR_MAJOR_TAG:
                 tagged = true;
                 continue;
             default:

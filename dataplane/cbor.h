@@ -45,6 +45,24 @@ struct dps_cbor_container {
     bool indefinite;
 };
 
+/* Major types: the top three bits of an item's first byte. */
+#define DPS_CBOR_MAJOR_UINT 0
+#define DPS_CBOR_MAJOR_NEGINT 1
+#define DPS_CBOR_MAJOR_BYTES 2
+#define DPS_CBOR_MAJOR_TEXT 3
+#define DPS_CBOR_MAJOR_ARRAY 4
+#define DPS_CBOR_MAJOR_MAP 5
+#define DPS_CBOR_MAJOR_TAG 6
+#define DPS_CBOR_MAJOR_SIMPLE 7
+
+/* An item's head: its major type, and its argument (a value, a length or a count). */
+struct dps_cbor_head {
+    unsigned major;
+    unsigned info; /* the additional information, the low five bits of the first byte */
+    uint64_t argument;
+    bool indefinite; /* a string or container of indefinite length */
+};
+
 void dps_cbor_reader_init(struct dps_cbor_reader *reader, const uint8_t *data, size_t length);
 
 /* Type of the next item without consuming it (DPS_CBOR_TYPE_INVALID at end of input). */
@@ -69,12 +87,19 @@ int dps_cbor_container_next(struct dps_cbor_reader *reader, struct dps_cbor_cont
 int dps_cbor_map_next_key(struct dps_cbor_reader *reader, struct dps_cbor_container *map,
                           const char **key, size_t *key_length);
 
+/*
+ * The head of the next item when its major type is major, the reader moved past the head only
+ * (a string's bytes or a container's items follow). The typed readers below are built on it.
+ */
+int dps_cbor_read_head(struct dps_cbor_reader *reader, unsigned major, struct dps_cbor_head *head);
+
+/* A definite-length string (text or bytes) of the given major type, pointed to in the input. */
+int dps_cbor_read_string(struct dps_cbor_reader *reader, unsigned major, const uint8_t **data,
+                         size_t *length);
+
 int dps_cbor_read_text(struct dps_cbor_reader *reader, const char **text, size_t *length);
-int dps_cbor_read_bytes(struct dps_cbor_reader *reader, const uint8_t **bytes, size_t *length);
-int dps_cbor_read_uint(struct dps_cbor_reader *reader, uint64_t *value);
 int dps_cbor_read_int(struct dps_cbor_reader *reader,
                       int64_t *value); /* major 0 or 1, range-checked */
-int dps_cbor_read_bool(struct dps_cbor_reader *reader, bool *value);
 
 /* Skips one whole item (containers and tags included). */
 int dps_cbor_skip(struct dps_cbor_reader *reader);

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/address.h"
 #include "common/log.h"
 #include "dataplane/loop.h"
 #include "dataplane/redis_loop.h"
@@ -230,29 +231,16 @@ static char *copy_or_null(const char *text, bool *failed)
     return copy;
 }
 
-/* HOST:PORT or [v6]:PORT, already validated by the configuration (or --redis). */
+/* Numeric HOST:PORT or [v6]:PORT (validated by the configuration or --redis), host malloc'd. */
 static int split_address(const char *text, char **host, uint16_t *port)
 {
-    const char *colon = strrchr(text, ':');
-    if (colon == NULL)
-        return -1;
-    const char *start = text;
-    size_t length = (size_t)(colon - text);
-    if (text[0] == '[' && length >= 2 && colon[-1] == ']') {
-        start++;
-        length -= 2;
-    }
-    char *end;
-    long number = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || number < 1 || number > 65535 || length == 0)
-        return -1;
-    *host = strndup(start, length);
-    *port = (uint16_t)number;
+    char buffer[INET6_ADDRSTRLEN];
     unsigned char address[16];
-    if (*host == NULL ||
-        (inet_pton(AF_INET, *host, address) != 1 && inet_pton(AF_INET6, *host, address) != 1))
+    if (address_split(text, buffer, sizeof(buffer), port) != 0 ||
+        (inet_pton(AF_INET, buffer, address) != 1 && inet_pton(AF_INET6, buffer, address) != 1))
         return -1;
-    return 0;
+    *host = strdup(buffer);
+    return *host != NULL ? 0 : -1;
 }
 
 struct cluster *cluster_create(const struct config_cluster *config, unsigned shard_index,

@@ -161,6 +161,8 @@ struct shard {
     _Atomic uint64_t protocol_errors;
     _Atomic uint64_t blocked;
     _Atomic uint64_t refused_attestation;
+    _Atomic uint64_t attestations_full;   /* chains verified in full */
+    _Atomic uint64_t attestations_cached; /* leaves found in the verified-leaf cache */
     _Atomic uint64_t admission_refused;
     _Atomic uint64_t proxy_refused;
     _Atomic unsigned connections;
@@ -650,12 +652,29 @@ static bool conn_blocked(const struct conn *conn, X509 *leaf)
     return blocklist_contains(blocklist, owner, key);
 }
 
+/*
+ * The view's attestation counts on this thread only and lives as long as the view; what one
+ * verification added goes to the shard's counters, which outlive views and are read by /metrics.
+ */
+static int conn_attest(struct conn *conn, X509 *leaf, STACK_OF(X509) * chain, char *reason,
+                       size_t reason_length)
+{
+    struct attestation_stats before, after;
+
+    attestation_get_stats(conn->view->attestation, &before);
+    int status = attestation_verify(conn->view->attestation, leaf, chain, time(NULL),
+                                    &conn->session.attestation, reason, reason_length);
+    attestation_get_stats(conn->view->attestation, &after);
+    atomic_fetch_add(&conn->shard->attestations_full, after.verifications - before.verifications);
+    atomic_fetch_add(&conn->shard->attestations_cached, after.cache_hits - before.cache_hits);
+    return status;
+}
+
 static int conn_verify(void *user, X509 *leaf, STACK_OF(X509) * chain)
 {
     struct conn *conn = user;
     char reason[160];
-    if (attestation_verify(conn->view->attestation, leaf, chain, time(NULL),
-                           &conn->session.attestation, reason, sizeof(reason)) != 0) {
+    if (conn_attest(conn, leaf, chain, reason, sizeof(reason)) != 0) {
         log_msg(LOG_INFO, "device refused", "peer=%s reason=\"%s\"", conn->peer, reason);
         atomic_fetch_add(&conn->shard->refused_attestation, 1);
         return -1;
@@ -1376,6 +1395,8 @@ void shard_get_stats(const struct shard *shard, struct shard_stats *stats)
     stats->protocol_errors = atomic_load(&shard->protocol_errors);
     stats->blocked = atomic_load(&shard->blocked);
     stats->refused_attestation = atomic_load(&shard->refused_attestation);
+    stats->attestations_full = atomic_load(&shard->attestations_full);
+    stats->attestations_cached = atomic_load(&shard->attestations_cached);
     stats->admission_refused = atomic_load(&shard->admission_refused);
     stats->proxy_refused = atomic_load(&shard->proxy_refused);
     stats->connections = atomic_load(&shard->connections);

@@ -28,6 +28,8 @@ struct shard_stats {
     uint64_t protocol_errors;
     uint64_t blocked;             /* handshakes refused by the blocklist */
     uint64_t refused_attestation; /* manufacturer chain refused (no group, untrusted, ...) */
+    uint64_t attestations_full;   /* manufacturer chains verified in full */
+    uint64_t attestations_cached; /* leaves found in the verified-leaf cache instead */
     uint64_t admission_refused;   /* connections refused at accept (limits, per-source budget) */
     uint64_t proxy_refused; /* balancer connections with a missing or malformed PROXY header */
     unsigned connections;

@@ -23,6 +23,7 @@
 #include <openssl/x509.h>
 
 #include "crypto/csr.h"
+#include "perf/bench_count.h"
 
 #define DEVICE_CN "uuid:0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d"
 
@@ -109,20 +110,11 @@ static EVP_PKEY *key_from_point(OSSL_LIB_CTX *libctx, const unsigned char *point
 
 int main(int argc, char **argv)
 {
-    long count = 2000;
+    long count = bench_count(argc, argv, "bench-csr", 2000);
 
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
-            char *end;
-            count = strtol(argv[++i], &end, 10);
-            if (end == argv[i] || *end != '\0')
-                count = 0; /* "10x" is not 10: refused below */
-        } else {
-            fprintf(stderr, "usage: bench-csr [--count N]\n");
-            return 2;
-        }
-    }
-    if (count <= 0) {
+    if (count < 0)
+        return 2;
+    if (count == 0) {
         fprintf(stderr, "bench-csr: --count must be positive\n");
         return 2;
     }

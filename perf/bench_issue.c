@@ -30,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "crypto/issuer.h"
+#include "perf/bench_count.h"
 
 #define WARMUP 50
 #define ROUNDS 5
@@ -175,19 +176,6 @@ static void teardown(struct bench *b)
     OSSL_LIB_CTX_free(b->libctx);
 }
 
-static char *bio_to_string(BIO *bio)
-{
-    char *data = NULL;
-    long length = BIO_get_mem_data(bio, &data);
-    char *text = malloc((size_t)length + 1);
-
-    if (text == NULL)
-        return NULL;
-    memcpy(text, data, (size_t)length);
-    text[length] = '\0';
-    return text;
-}
-
 /* The reference: the same certificate through the X509 object API. */
 static char *issue_x509_api(struct bench *b, time_t not_before, time_t not_after)
 {
@@ -223,7 +211,9 @@ static char *issue_x509_api(struct bench *b, time_t not_before, time_t not_after
         sign(b->libctx, certificate, b->ca_key) != 0 || PEM_write_bio_X509(bio, certificate) != 1 ||
         BIO_puts(bio, issuer_chain_pem(b->issuer)) < 0)
         die("reference: cannot build the certificate");
-    pem = bio_to_string(bio);
+    char *data = NULL;
+    long length = BIO_get_mem_data(bio, &data);
+    pem = strndup(data, (size_t)length);
     BIO_free(bio);
     ASN1_INTEGER_free(serial);
     X509_free(certificate);
@@ -326,20 +316,11 @@ static double time_sign(struct bench *b, enum sign_way way, long count)
 
 int main(int argc, char **argv)
 {
-    long count = 2000;
+    long count = bench_count(argc, argv, "bench-issue", 2000);
     struct bench b = {0};
 
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
-            char *end;
-            count = strtol(argv[++i], &end, 10);
-            if (end == argv[i] || *end != '\0')
-                count = 0; /* "10x" is not 10: refused below */
-        } else {
-            fprintf(stderr, "usage: bench-issue [--count N]\n");
-            return 2;
-        }
-    }
+    if (count < 0)
+        return 2;
     if (count < ROUNDS) {
         fprintf(stderr, "bench-issue: --count must be at least %d\n", ROUNDS);
         return 2;

@@ -31,8 +31,7 @@
 #    mutual TLS: dps-server.pem + key, client certificates verified against
 #    mfg-chain.pem, TLS 1.2, the same ECDHE-ECDSA suites, P-256 only; driven
 #    by the same generator in --scenario handshake with fresh identities.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 
 DEVICES=3000 HANDSHAKES=3000 CONCURRENCY=32 BUILD=build-perf FULL_ONLY=0
 while [ $# -gt 0 ]; do
@@ -55,10 +54,7 @@ if [ "$FULL_ONLY" = 0 ] && [ ! -x "$HAPROXY" ]; then
     exit 2
 fi
 
-if [ ! -d "$BUILD" ]; then
-    meson setup "$BUILD" --buildtype=release >/dev/null
-fi
-ninja -C "$BUILD" dpsd perf/dps-loadgen perf/bench-handshake >/dev/null
+perf_build "$BUILD" dpsd perf/dps-loadgen perf/bench-handshake
 LOADGEN=$BUILD/perf/dps-loadgen
 
 WORK=$(mktemp -d /tmp/dps-capacity.XXXXXX)
@@ -71,35 +67,10 @@ stop() {
     fi
 }
 trap 'stop; rm -rf "$WORK"' EXIT
-HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "capacity: nothing listens on port $1" >&2
-    return 1
-}
 per() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 # report FILE EXPR: a Python expression over the dps-loadgen JSON report r (jq may be absent).
 report() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
-# "name ticks" per thread kind of process $1 (shard, signer, store writer, ...).
-thread_ticks() {
-    for task in /proc/"$1"/task/*; do
-        name=$(cat "$task/comm")
-        echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
-    done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
-}
-# "name@tid ticks" per thread of process $1: a kind with several threads (the store writers) is
-# capped by its busiest one.
-task_ticks() {
-    for task in /proc/"$1"/task/*; do
-        name=$(cat "$task/comm")
-        echo "${name%-[0-9]*}@${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
-    done | sort
-}
 # run_fleet NAME PORT FIRST COUNT SCENARIO: dps-loadgen against 127.0.0.1:PORT, report in $WORK/NAME.json.
 run_fleet() {
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$2" --pki "$PKI" --first "$3" --devices "$4" \
@@ -116,7 +87,7 @@ mkdir -p "$WORK/demo"
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$PORT" --shards 1 --log-level warn \
     >"$WORK/dpsd.log" 2>&1 &
 PID=$!
-wait_port "$PORT"
+wait_listen "$PORT"
 PKI=$WORK/demo/pki
 WARMUP=200
 # Identities: warm-up, full flow, dpsd handshakes, HAProxy handshakes, each its own range.
@@ -215,7 +186,7 @@ EOF
 "$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
 "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 PID=$!
-wait_port "$HPORT" || { cat "$WORK/haproxy.log" >&2; exit 1; }
+wait_listen "$HPORT" || { cat "$WORK/haproxy.log" >&2; exit 1; }
 run_fleet haproxy-warmup "$HPORT" 1 "$WARMUP" handshake
 before=$(ticks "$PID")
 run_fleet haproxy-handshake "$HPORT" "$HAPROXY_FIRST" "$HANDSHAKES" handshake

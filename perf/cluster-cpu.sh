@@ -31,31 +31,19 @@
 # works. Round trips are the commands the node sent (EVALSHA, the marker's
 # EXISTS, the heartbeat's pipelined SET and SADD counted once); the
 # commands Redis runs inside scripts are listed apart.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/lib.sh"
 DEVICES=${1:-400}
 ROUNDS=${2:-3}
 SIGNING_RATE=${SIGNING_RATE:-1000}
-BUILD=build-perf
-if [ ! -d "$BUILD" ]; then
-    meson setup "$BUILD" --buildtype=release >/dev/null
-fi
-ninja -C "$BUILD" >/dev/null
+perf_build build-perf
 LOADGEN=$BUILD/perf/dps-loadgen
 
 WORK=$(mktemp -d /tmp/dps-perf.XXXXXX)
 PIDS=()
 # (|| true: under set -e a killed process's status would end the trap, and the script, with 137.)
 trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
-port() { echo $((20000 + RANDOM % 12000)); }
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_listen() {
-    for _ in $(seq 1 300); do listening "$1" && return 0; sleep 0.1; done
-    echo "nothing listens on $1" >&2
-    return 1
-}
 
-REDIS_PORT=$(port)
+REDIS_PORT=$(perf_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
 REDIS_PID=$!
@@ -68,19 +56,19 @@ baseline_before=$(redis_cpu_now)
 sleep 5
 baseline_us=$((($(redis_cpu_now) - baseline_before) / 5))
 
-SINGLE_PORT=$(port)
-CLUSTER_PORT=$(port)
-CLUSTER_API=$(port)
+SINGLE_PORT=$(perf_port)
+CLUSTER_PORT=$(perf_port)
+CLUSTER_API=$(perf_port)
 # The demo writes its configuration at its first start; the signing rate goes in before the runs.
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$SINGLE_PORT" --shards 1 --log-level warn \
-    --api-listen "127.0.0.1:$(port)" --data-dir "$WORK/first-data" >"$WORK/first.log" 2>&1 &
+    --api-listen "127.0.0.1:$(perf_port)" --data-dir "$WORK/first-data" >"$WORK/first.log" 2>&1 &
 FIRST_PID=$!
 wait_listen "$SINGLE_PORT"
 kill -TERM "$FIRST_PID"
 wait "$FIRST_PID" || true
 printf 'limits:\n  signingRate: %s\n  signingBurst: %s\n' "$SIGNING_RATE" "$SIGNING_RATE" >>"$WORK/demo/dpsd.yaml"
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$SINGLE_PORT" --shards 1 --log-level warn \
-    --api-listen "127.0.0.1:$(port)" \
+    --api-listen "127.0.0.1:$(perf_port)" \
     --data-dir "$WORK/single-data" >"$WORK/single.log" 2>&1 &
 SINGLE_PID=$!
 PIDS+=("$SINGLE_PID")
@@ -95,15 +83,6 @@ wait_listen "$CLUSTER_PORT"
 PKI=$WORK/demo/pki
 "$LOADGEN" gen --pki "$PKI" --devices $(((2 * ROUNDS + 1) * DEVICES)) >/dev/null
 
-HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# CPU ticks of PID's threads by kind (shard, signer, store writer, RocksDB, main): "name ticks".
-thread_ticks() {
-    for task in /proc/"$1"/task/*; do
-        name=$(cat "$task/comm")
-        echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
-    done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
-}
 redis_info() { redis-cli -p "$REDIS_PORT" info "$1" | tr -d '\r'; }
 now() { date +%s.%N; }
 

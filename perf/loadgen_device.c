@@ -311,13 +311,9 @@ void device_connection_end(struct device *device)
 
 static EVP_PKEY *load_key(const char *path)
 {
-    FILE *file = fopen(path, "r");
-    EVP_PKEY *key;
-
-    if (file == NULL)
-        return NULL;
-    key = PEM_read_PrivateKey(file, NULL, NULL, NULL);
-    fclose(file);
+    BIO *bio = BIO_new_file(path, "r");
+    EVP_PKEY *key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
     ERR_clear_error();
     return key;
 }

@@ -211,13 +211,9 @@ static void issuer_free(struct issuer *issuer)
 
 static X509 *read_certificate(const char *path)
 {
-    FILE *file = fopen(path, "r");
-    X509 *certificate;
-
-    if (file == NULL)
-        return NULL;
-    certificate = PEM_read_X509(file, NULL, NULL, NULL);
-    fclose(file);
+    BIO *bio = BIO_new_file(path, "r");
+    X509 *certificate = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
     return certificate;
 }
 

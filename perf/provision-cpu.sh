@@ -16,52 +16,27 @@
 # provisioning of each thread kind (all its threads together), and for a kind
 # with several threads (the store writers) the busiest one's: a thread every
 # provisioning may pass through caps the node at 1 / its CPU.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DEVICES=${1:-400}
-CLIENTS=${2:-4}
-BUILD=build-perf
-if [ ! -d "$BUILD" ]; then
-    meson setup "$BUILD" --buildtype=release >/dev/null
-fi
-ninja -C "$BUILD" >/dev/null
+. "$(dirname "$0")/lib.sh"
+DEVICES=${1:-400} CLIENTS=${2:-4}
+perf_build build-perf
 
 WORK=$(mktemp -d /tmp/dps-perf.XXXXXX)
 PID=""
 trap '[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-PORT=$((20000 + RANDOM % 12000))
+PORT=$(perf_port)
 mkdir -p "$WORK/demo"
 "$BUILD/dpsctl" pki "$WORK/demo/pki" --devices "$DEVICES" >/dev/null
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$PORT" --shards 1 --log-level warn \
     >"$WORK/dpsd.log" 2>&1 &
 PID=$!
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
+wait_listen "$PORT" || true
 
-ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
-# CPU ticks per thread kind (shard, signer, store writer, RocksDB, main), as "name ticks" lines.
-thread_ticks() {
-    for task in /proc/"$PID"/task/*; do
-        name=$(cat "$task/comm")
-        echo "${name%-[0-9]*} $(awk '{print $14 + $15}' "$task/stat")"
-    done | awk '{sum[$1] += $2} END {for (n in sum) print n, sum[n]}' | sort
-}
-# CPU ticks per thread, as "name@tid ticks" lines: the busiest thread of a kind is what caps a node.
-task_ticks() {
-    for task in /proc/"$PID"/task/*; do
-        name=$(cat "$task/comm")
-        echo "${name%-[0-9]*}@${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
-    done | sort
-}
-HZ=$(getconf CLK_TCK)
 # Warm up (first handshakes load code and tables), then measure.
 "$BUILD/perf/dps-loadgen" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$WORK/demo/pki" \
     --devices 5 --first "$DEVICES" >/dev/null
-thread_ticks >"$WORK/threads-before"
-task_ticks >"$WORK/tasks-before"
-before=$(ticks)
+thread_ticks "$PID" >"$WORK/threads-before"
+task_ticks "$PID" >"$WORK/tasks-before"
+before=$(ticks "$PID")
 start=$(date +%s.%N)
 per_client=$(((DEVICES - 5) / CLIENTS))
 pids=()
@@ -74,9 +49,9 @@ for p in "${pids[@]}"; do
     wait "$p" || { echo "a load generator failed:"; tail -3 "$WORK"/loadgen-*.log; exit 1; }
 done
 end=$(date +%s.%N)
-after=$(ticks)
-thread_ticks >"$WORK/threads-after"
-task_ticks >"$WORK/tasks-after"
+after=$(ticks "$PID")
+thread_ticks "$PID" >"$WORK/threads-after"
+task_ticks "$PID" >"$WORK/tasks-after"
 kill -TERM "$PID"
 wait "$PID" || true
 PID=""

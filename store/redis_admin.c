@@ -15,6 +15,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "common/address.h"
+
 #define ADMIN_KEY_MAX 256
 
 static struct timeval admin_timeout(const struct config_cluster *cluster)
@@ -25,26 +27,6 @@ static struct timeval admin_timeout(const struct config_cluster *cluster)
     if (ms == 0)
         ms = 1000;
     return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-}
-
-/* HOST:PORT or [v6]:PORT into host (without brackets) and port. */
-static int split_address(const char *text, char *host, size_t host_size, int *port)
-{
-    const char *colon = strrchr(text, ':');
-    if (colon == NULL)
-        return -1;
-    const char *start = text;
-    size_t length = (size_t)(colon - text);
-    if (text[0] == '[' && length >= 2 && colon[-1] == ']') {
-        start++;
-        length -= 2;
-    }
-    if (length == 0 || length >= host_size)
-        return -1;
-    memcpy(host, start, length);
-    host[length] = '\0';
-    *port = atoi(colon + 1);
-    return *port > 0 && *port < 65536 ? 0 : -1;
 }
 
 static redisContext *connect_address(const char *host, int port, struct timeval timeout)
@@ -61,8 +43,8 @@ static int sentinel_primary(const struct config_cluster *cluster, struct timeval
 {
     for (size_t i = 0; i < cluster->sentinel_count; i++) {
         char sentinel_host[128];
-        int sentinel_port;
-        if (split_address(cluster->sentinels[i], sentinel_host, sizeof(sentinel_host),
+        uint16_t sentinel_port;
+        if (address_split(cluster->sentinels[i], sentinel_host, sizeof(sentinel_host),
                           &sentinel_port) != 0)
             continue;
         redisContext *context = connect_address(sentinel_host, sentinel_port, timeout);
@@ -119,8 +101,9 @@ static redisContext *admin_connect(const struct config_cluster *cluster, char *e
         if (context != NULL && context->err == 0)
             redisSetTimeout(context, timeout);
     } else if (cluster->redis != NULL) {
-        if (split_address(cluster->redis, host, sizeof(host), &port) == 0)
-            context = connect_address(host, port, timeout);
+        uint16_t redis_port;
+        if (address_split(cluster->redis, host, sizeof(host), &redis_port) == 0)
+            context = connect_address(host, redis_port, timeout);
     } else if (sentinel_primary(cluster, timeout, host, sizeof(host), &port) == 0) {
         context = connect_address(host, port, timeout);
     }

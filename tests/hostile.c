@@ -64,6 +64,7 @@
 
 #include "dataplane/coap_tcp.h"
 #include "dataplane/tls.h"
+#include "tests/device_options.h"
 
 #define INPUT_CAPACITY 4096
 #define MAX_PIPELINE 64
@@ -714,26 +715,22 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"endpoint", required_argument, NULL, 'e'},
         {"source", required_argument, NULL, 's'},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'C'},
+        DEVICE_LONG_OPTIONS,
         {"hold", required_argument, NULL, 'h'},
         {"setup-timeout", required_argument, NULL, 'T'},
         {"refuse-window", required_argument, NULL, 'w'},
         {"requests", required_argument, NULL, 'r'},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},
-        {"ca", required_argument, NULL, 'a'},
         {NULL, 0, NULL, 0},
     };
-    const char *endpoint = NULL, *cert = NULL, *key = NULL, *ca = NULL;
+    struct device_options device = {0};
     int c;
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (device_option(&device, c))
+            continue;
         switch (c) {
-        case 'e':
-            endpoint = optarg;
-            break;
         case 's':
             run.source = (struct sockaddr_in){.sin_family = AF_INET};
             if (inet_pton(AF_INET, optarg, &run.source.sin_addr) != 1) {
@@ -760,15 +757,6 @@ int main(int argc, char **argv)
         case 'r':
             run.requests = (unsigned)strtoul(optarg, NULL, 10);
             break;
-        case 'c':
-            cert = optarg;
-            break;
-        case 'k':
-            key = optarg;
-            break;
-        case 'a':
-            ca = optarg;
-            break;
         default:
             usage();
             return 2;
@@ -780,20 +768,20 @@ int main(int argc, char **argv)
             m = i;
         }
     }
-    if (m == mode_count || endpoint == NULL || run.count == 0 || run.concurrency == 0 ||
-        run.requests == 0 || run.requests > MAX_PIPELINE || parse_endpoint(endpoint) != 0) {
+    if (m == mode_count || device.endpoint == NULL || run.count == 0 || run.concurrency == 0 ||
+        run.requests == 0 || run.requests > MAX_PIPELINE || parse_endpoint(device.endpoint) != 0) {
         usage();
         return 2;
     }
     run.mode = (enum mode)m;
     raise_fd_limit();
     if (mode_uses_tls(run.mode)) {
-        if (cert == NULL || key == NULL) {
+        if (device.cert == NULL || device.key == NULL) {
             fprintf(stderr, "dps-hostile: %s needs --cert and --key\n", mode_names[m]);
             return 2;
         }
         char err[256];
-        run.ctx = tls_client_context(NULL, cert, key, ca, err, sizeof(err));
+        run.ctx = tls_client_context(NULL, device.cert, device.key, device.ca, err, sizeof(err));
         if (run.ctx == NULL) {
             fprintf(stderr, "dps-hostile: %s\n", err);
             return 1;

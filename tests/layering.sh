@@ -21,11 +21,9 @@ declare -A allowed=(
 )
 layers=(common crypto store dataplane perf control)
 echo "1..$((${#layers[@]} + 1))"
-n=0
 status=0
-for layer in "${layers[@]}"; do
-    n=$((n + 1))
-    bad=""
+for index in "${!layers[@]}"; do
+    layer=${layers[$index]} n=$((index + 1)) bad=""
     for file in $(git ls-files "$layer/*.c" "$layer/*.h" 2>/dev/null); do
         while read -r included; do
             folder=${included%%/*}
@@ -45,7 +43,7 @@ for layer in "${layers[@]}"; do
 done
 
 # Cycles: a depth-first walk over header-to-header includes.
-n=$((n + 1))
+n=$((${#layers[@]} + 1))
 cycle=$(python3 - <<'PY'
 import re, subprocess, sys
 files = subprocess.run(["git", "ls-files", "*.h", "*.c"], capture_output=True, text=True).stdout.split()

@@ -38,6 +38,7 @@
 
 #include "dataplane/coap_tcp.h"
 #include "dataplane/tls.h"
+#include "tests/device_options.h"
 
 struct probe {
     int fd;
@@ -290,10 +291,7 @@ static size_t path_options(const char *path, struct coap_option *options, size_t
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"endpoint", required_argument, NULL, 'e'},
-        {"cert", required_argument, NULL, 'c'},
-        {"key", required_argument, NULL, 'k'},
-        {"ca", required_argument, NULL, 'a'},
+        DEVICE_LONG_OPTIONS,
         {"get", required_argument, NULL, 'g'},
         {"post", required_argument, NULL, 'p'},
         {"accept", required_argument, NULL, 'A'},
@@ -309,7 +307,8 @@ int main(int argc, char **argv)
         {"proxy-hex", required_argument, NULL, 'X'},
         {NULL, 0, NULL, 0},
     };
-    const char *endpoint = NULL, *cert = NULL, *key = NULL, *ca = NULL, *path = NULL;
+    struct device_options device = {0};
+    const char *path = NULL;
     const char *payload_hex = NULL, *bad_csr = NULL, *raw = NULL, *csr_file = NULL, *di = NULL;
     const char *bind_address = NULL, *proxy_hex = NULL;
     uint8_t method = 0;
@@ -317,19 +316,9 @@ int main(int argc, char **argv)
     long accept = -1, content_format = -1;
     int c;
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (device_option(&device, c))
+            continue;
         switch (c) {
-        case 'e':
-            endpoint = optarg;
-            break;
-        case 'c':
-            cert = optarg;
-            break;
-        case 'k':
-            key = optarg;
-            break;
-        case 'a':
-            ca = optarg;
-            break;
         case 'g':
             method = COAP_GET;
             path = optarg;
@@ -379,19 +368,20 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (endpoint == NULL || cert == NULL || key == NULL || (path == NULL && raw == NULL)) {
+    if (device.endpoint == NULL || device.cert == NULL || device.key == NULL ||
+        (path == NULL && raw == NULL)) {
         fprintf(stderr, "usage: see the comment at the top of tests/probe.c\n");
         return 2;
     }
     char err[256];
-    SSL_CTX *ctx = tls_client_context(NULL, cert, key, ca, err, sizeof(err));
+    SSL_CTX *ctx = tls_client_context(NULL, device.cert, device.key, device.ca, err, sizeof(err));
     if (ctx == NULL) {
         fprintf(stderr, "dps-probe: %s\n", err);
         return 1;
     }
     static struct probe probe;
-    if (probe_connect(&probe, endpoint, bind_address) != 0) {
-        fprintf(stderr, "dps-probe: cannot connect to %s: %s\n", endpoint, strerror(errno));
+    if (probe_connect(&probe, device.endpoint, bind_address) != 0) {
+        fprintf(stderr, "dps-probe: cannot connect to %s: %s\n", device.endpoint, strerror(errno));
         return 1;
     }
     if (proxy_hex != NULL) {

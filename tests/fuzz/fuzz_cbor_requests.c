@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "dataplane/cbor.h"
+#include "tests/unit/cbor_readers.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,39 +10,17 @@
 plan 34
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer (and a foreign operator key)
-mkdir -p "$NODE"
-"$DPSCTL" pki "$NODE/pki" --devices 1 >/dev/null || { not_ok "demo PKI"; finish; }
-"$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
-PORT=$(free_port)
-API_PORT=$(free_port)
-API=http://127.0.0.1:$API_PORT
+node_pkis 1 1
 HUB_ID=0c9bb0a4-7a57-4b8e-9d0e-6f2f1a3b4c5d
 GROUP_ID=5e1f0b7c-2d3a-4c5b-8e9f-0a1b2c3d4e5f
 
 cat >"$NODE/dpsd.yaml" <<EOF
-listen: ["127.0.0.1:$PORT"]
-shards: 1
-tls: {certificate: pki/dps-server.pem, key: pki/dps-server.key}
-dataDir: data
+$(yaml_node "$PORT" 1)
 hubs:
-  - id: $HUB_ID
-    owner: "1"
-    name: hub of owner 1
-    gateways: ["coaps+tcp://127.0.0.1:5684"]
-    authorizationProvider: plgd
-    identityCertificate: {certificate: pki/hub-ca.pem, key: pki/hub-ca.key}
-    token: {key: pki/token.key, issuer: https://dps.demo.local}
+$(yaml_hub "$HUB_ID" 1 "hub of owner 1" 5684 pki)
 enrollmentGroups:
-  - id: $GROUP_ID
-    owner: "1"
-    name: demo devices
-    attestation: {certificateChain: pki/mfg-chain.pem}
-    hubIds: [$HUB_ID]
-api:
-  listen: 127.0.0.1:$API_PORT
-  jwks: pki/operator.jwks.json
-  issuer: https://dps.demo.local/operator
-  audience: dps-api
+$(yaml_group "$GROUP_ID" 1 "demo devices" pki/mfg-chain.pem "$HUB_ID")
+$(yaml_api "$API_PORT")
 EOF
 
 if start_dpsd_config "$NODE" "$API_PORT"; then ok "dpsd starts with the management API on loopback"; else

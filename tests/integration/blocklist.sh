@@ -7,11 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 
 plan 15
-DEMO=$WORK/demo
-PKI=$DEMO/pki
-PORT=$(free_port)
-start_dpsd "$DEMO" "$PORT" --shards 2 || { not_ok "dpsd starts"; finish; }
-ok "dpsd starts"
+start_demo 2 "dpsd starts"
 API=http://127.0.0.1:$API_PORT/api/v1
 TOKEN=$(cat "$PKI/operator.token")
 OTHER=$("$DPSCTL" token --key "$PKI/operator.key" --owner 2)

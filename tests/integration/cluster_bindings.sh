@@ -23,28 +23,9 @@
 . "$(dirname "$0")/cluster_lib.sh"
 
 plan 31
-command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
-    { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
+require_tools redis-server redis-cli
 
-DEMO=$WORK/demo
-REDIS_PORT=$(free_port)
-REDIS_PID=""
-PORT_A=$(free_port)
-API_A=$(free_port)
-PORT_B=$(free_port)
-API_B=$(free_port)
-PID_a=""
-PID_b=""
 D=7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d
-
-stop_all() {
-    for pid in $PID_a $PID_b $REDIS_PID; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
 
 # device PORT N [loadgen options]: demo identity N through the node on PORT.
 device() {
@@ -52,15 +33,6 @@ device() {
     shift 2
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$port" --pki "$DEMO/pki" --ca "$DEMO/pki/dps-root.pem" \
         --first "$n" --devices 1 "$@"
-}
-
-# wait_for COMMAND...: up to 10 s for COMMAND to succeed.
-wait_for() {
-    for _ in $(seq 1 100); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
 }
 
 redis_has() { [ "$(redis-cli -p "$REDIS_PORT" exists "$1")" = 1 ]; }

@@ -18,51 +18,15 @@
 #    back empty: the nodes re-seed it and b refuses that device too.
 # 7. FLUSHALL while both run: they re-seed Redis, and changes flow again.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
 
 plan 31
-command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
-    { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
+require_tools redis-server redis-cli
 
-DEMO=$WORK/demo
-PKI=$DEMO/pki
 OTHER=$WORK/other # a second manufacturer
-REDIS_PORT=$(free_port)
-REDIS_PID=""
-PORT_a=$(free_port)
-API_a=$(free_port)
-PORT_b=$(free_port)
-API_b=$(free_port)
-PORT_c=$(free_port)
-API_c=$(free_port)
-PID_a=""
-PID_b=""
+PORT_C=$(free_port)
+API_C=$(free_port)
 PID_c=""
-
-stop_all() {
-    for pid in $PID_a $PID_b $PID_c $REDIS_PID; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
-
-start_redis() {
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
-    REDIS_PID=$!
-    for _ in $(seq 1 100); do
-        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-stop_redis() {
-    kill -TERM "$REDIS_PID" 2>/dev/null
-    wait "$REDIS_PID" 2>/dev/null
-    REDIS_PID=""
-}
 
 # node_config NAME: the demo's configuration without its group, with a key "spare-ca"
 # read from the node's own folder (the same name, each node its own copy).
@@ -75,44 +39,15 @@ node_config() {
         "$DEMO/dpsd.yaml" >"$DEMO/$1.yaml"
 }
 
-# start_node NAME: node NAME on its ports, waits for its log's "ready"; its pid in PID_<NAME>.
-start_node() {
-    local name=$1 log=$WORK/$1.log port api readies
-    eval "port=\$PORT_$name; api=\$API_$name"
-    readies=$(grep -c 'msg="ready"' "$log" 2>/dev/null)
-    "$DPSD" --config "$DEMO/$name.yaml" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$api" \
-        --redis "127.0.0.1:$REDIS_PORT" --node "$name" --data-dir "$WORK/data-$name" --shards 2 \
-        >>"$log" 2>&1 &
-    eval "PID_$name=$!"
-    for _ in $(seq 1 300); do
-        [ "$(grep -c 'msg="ready"' "$log" 2>/dev/null)" -gt "${readies:-0}" ] && port_in_use "$port" &&
-            return 0
-        sleep 0.1
-    done
-    sed 's/^/# /' "$log" | tail -20
-    return 1
+# start_config_node NAME: node NAME (a, b or c) on its own copy of the file, its ports and store.
+start_config_node() {
+    local port api
+    eval "port=\$PORT_${1^^}; api=\$API_${1^^}"
+    start_node "$1" "$port" "$api" --config "$DEMO/$1.yaml" --redis "127.0.0.1:$REDIS_PORT" \
+        --data-dir "$WORK/data-$1"
 }
 
-# stop_node NAME: SIGTERM, and dpsd's exit status (ASan finds leaks at exit).
-stop_node() {
-    local pid status=0
-    eval "pid=\$PID_$1"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" || status=$?
-    eval "PID_$1=''"
-    return $status
-}
-
-in_shell() {
-    local name=$1
-    shift
-    if "$@" >"$WORK/step.out" 2>&1; then ok "$name"; else
-        not_ok "$name"
-        tail -40 "$WORK/step.out" | sed 's/^/# /'
-    fi
-}
-
-api_of() { eval "echo http://127.0.0.1:\$API_$1/api/v1"; }
+api_of() { eval "echo http://127.0.0.1:\$API_${1^^}/api/v1"; }
 api() {
     local node=$1 path=$2
     shift 2
@@ -120,12 +55,12 @@ api() {
 }
 metric() {
     local api
-    eval "api=\$API_$1"
+    eval "api=\$API_${1^^}"
     curl -s "http://127.0.0.1:$api/metrics" | awk -v m="$2" '$1 == m {s += $2} END {print s + 0}'
 }
 probe() { # probe NODE DEVICE: a handshake and one request as demo device DEVICE
     local port
-    eval "port=\$PORT_$1"
+    eval "port=\$PORT_${1^^}"
     "$PROBE" --endpoint "127.0.0.1:$port" --ca "$PKI/dps-root.pem" \
         --cert "$PKI/devices/device-$2.pem" --key "$PKI/devices/device-$2.key" --get /x.plgd.dev/time
 }
@@ -145,13 +80,6 @@ within_second() {
     echo "not within 1000 ms"
     return 1
 }
-wait_for() {
-    for _ in $(seq 1 100); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
-}
 has_group() { api "$1" "/enrollment-groups?idFilter=$2" | jq -e -s 'length == 1' >/dev/null; }
 has_block() { api "$1" "/blocklist" | jq -e -s "any(.[]; (.result // .).id == \"$2\")" >/dev/null; }
 lacks_block() { ! has_block "$@"; }
@@ -163,10 +91,10 @@ TOKEN=$(cat "$PKI/operator.token")
 for n in a b c; do node_config $n; done
 
 in_shell "redis-server starts on loopback" start_redis
-in_shell "node a starts" start_node a
-in_shell "node b starts (its own store, its own copy of the file)" start_node b
+in_shell "node a starts" start_config_node a
+in_shell "node b starts (its own store, its own copy of the file)" start_config_node b
 check "both nodes are ready with the cluster's configuration" \
-    wait_for sh -c "curl -sf http://127.0.0.1:$API_a/readyz && curl -sf http://127.0.0.1:$API_b/readyz"
+    wait_for sh -c "curl -sf http://127.0.0.1:$API_A/readyz && curl -sf http://127.0.0.1:$API_B/readyz"
 
 # ---- 1. A group through a provisions through b ----
 HUB_ID=$(api a /hubs | jq -r -s '.[0].result.hubId')
@@ -176,7 +104,7 @@ GROUP_ID=$(api a /enrollment-groups -X POST --data "$GROUP" | jq -r .id)
 check "a group created through node a is in force on node b within one second" \
     within_second has_group b "$GROUP_ID"
 check "a device of that group provisions through node b" \
-    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_b" --pki "$PKI" --ca "$PKI/dps-root.pem" \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_B" --pki "$PKI" --ca "$PKI/dps-root.pem" \
     --first 1 --devices 1
 check "redis holds the group's document, at a generation" \
     sh -c "redis-cli -p $REDIS_PORT hget dps:config:documents group/$GROUP_ID | jq -e '.generation >= 1 and .node == \"a\"'"
@@ -189,9 +117,9 @@ check "a block through node a is in force on node b within one second" \
 expect_output "node b refuses the blocked device's next handshake" '^handshake-failed' probe b 0002
 
 # ---- 3. A third node catches up before it is ready ----
-start_node c >/dev/null
+start_config_node c >/dev/null
 check "node c, started afterwards, has the group and the block when /readyz first says ready" \
-    sh -c "for _ in \$(seq 1 150); do curl -sf http://127.0.0.1:$API_c/readyz >/dev/null && break; sleep 0.1; done
+    sh -c "for _ in \$(seq 1 150); do curl -sf http://127.0.0.1:$API_C/readyz >/dev/null && break; sleep 0.1; done
            curl -sH 'Authorization: Bearer $TOKEN' '$(api_of c)/enrollment-groups?idFilter=$GROUP_ID' | jq -e -s 'length == 1' &&
            curl -sH 'Authorization: Bearer $TOKEN' '$(api_of c)/blocklist' | jq -e -s 'length == 1'"
 check "node c's status gives the cluster's generation" \
@@ -206,7 +134,7 @@ check "the hub runs on node a" sh -c "[ '$HUB2_ID' != null ] && curl -sH 'Author
 check "node b refuses it, keeps going, and reports it in its status and metrics" \
     wait_for sh -c "curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/status' |
                       jq -e '.node.configurationSync.refused | any(.kind == \"hub\" and .id == \"$HUB2_ID\")' &&
-                    curl -s http://127.0.0.1:$API_b/metrics | grep -q '^dps_config_sync_refused 1' &&
+                    curl -s http://127.0.0.1:$API_B/metrics | grep -q '^dps_config_sync_refused 1' &&
                     ! curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/hubs?idFilter=$HUB2_ID' | grep -q ."
 check "node b still follows later changes" \
     sh -c "BLOCK3=\$(curl -sH 'Authorization: Bearer $TOKEN' -X POST --data '{\"deviceId\": \"7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\"}' '$(api_of a)/blocklist' | jq -r .id)
@@ -214,7 +142,7 @@ check "node b still follows later changes" \
 mv "$WORK/keys-b/hub-ca.key.away" "$WORK/keys-b/hub-ca.key"
 check "with the key file back, node b applies the hub on its own" \
     wait_for sh -c "curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/hubs?idFilter=$HUB2_ID' | grep -q . &&
-                    curl -s http://127.0.0.1:$API_b/metrics | grep -q '^dps_config_sync_refused 0'"
+                    curl -s http://127.0.0.1:$API_B/metrics | grep -q '^dps_config_sync_refused 0'"
 
 # ---- 5. Node b down while node a changes things ----
 if stop_node b; then ok "node b stops cleanly"; else not_ok "node b stops cleanly"; fi
@@ -224,9 +152,9 @@ GROUP2_ID=$(api a /enrollment-groups -X POST --data "$GROUP2" | jq -r .id)
 api a "/blocklist?idFilter=$BLOCK2" -X DELETE >/dev/null
 BLOCK3=$(api a /blocklist -X POST --data "{\"publicKeySha256\": \"$(spki 0003)\"}" | jq -r .id)
 api a "/hubs?idFilter=$HUB2_ID" -X DELETE >/dev/null
-in_shell "node b comes back" start_node b
+in_shell "node b comes back" start_config_node b
 check "node b caught up: the new group, the lifted block, the new block, the deleted hub" \
-    wait_for sh -c "curl -sf http://127.0.0.1:$API_b/readyz >/dev/null &&
+    wait_for sh -c "curl -sf http://127.0.0.1:$API_B/readyz >/dev/null &&
                     curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/enrollment-groups?idFilter=$GROUP2_ID' | grep -q . &&
                     ! curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/blocklist' | grep -q '$BLOCK2' &&
                     curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/blocklist' | grep -q '$BLOCK3' &&
@@ -234,32 +162,32 @@ check "node b caught up: the new group, the lifted block, the new block, the del
 expect_output "device 2 gets through node b again" '^code=2\.05' probe b 0002
 expect_output "device 3 is refused by node b" '^handshake-failed' probe b 0003
 check "a device of the new group provisions through node b" \
-    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_b" --pki "$OTHER" --ca "$PKI/dps-root.pem" --devices 1 \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_B" --pki "$OTHER" --ca "$PKI/dps-root.pem" --devices 1 \
     --di 5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b
 
 # ---- 6. Redis away ----
 stop_redis
-if stop_node b && start_node b; then ok "node b restarts while redis is down"; else
+if stop_node b && start_config_node b; then ok "node b restarts while redis is down"; else
     not_ok "node b restarts while redis is down"
 fi
-check "node b becomes ready on its own copy" wait_for curl -sf "http://127.0.0.1:$API_b/readyz"
+check "node b becomes ready on its own copy" wait_for curl -sf "http://127.0.0.1:$API_B/readyz"
 expect_output "node b still refuses the device blocked earlier" '^handshake-failed' probe b 0003
 BLOCK4=$(api a /blocklist -X POST --data "{\"publicKeySha256\": \"$(spki 0004)\"}" | jq -r .id)
 check "a block through node a without redis is in force on a and waits in its outbox" \
-    sh -c "[ -n '$BLOCK4' ] && [ '$BLOCK4' != null ] && curl -s http://127.0.0.1:$API_a/metrics | grep -q '^dps_config_sync_outbox 1'"
+    sh -c "[ -n '$BLOCK4' ] && [ '$BLOCK4' != null ] && curl -s http://127.0.0.1:$API_A/metrics | grep -q '^dps_config_sync_outbox 1'"
 start_redis >/dev/null
 check "redis back empty: the nodes re-seed it, and node b refuses device 4" \
     sh -c "for _ in \$(seq 1 100); do curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/blocklist' | grep -q '$BLOCK4' && break; sleep 0.1; done
            curl -sH 'Authorization: Bearer $TOKEN' '$(api_of b)/blocklist' | grep -q '$BLOCK4' &&
            [ \"\$(redis-cli -p $REDIS_PORT hlen dps:config:documents)\" -ge 4 ] &&
-           '$PROBE' --endpoint 127.0.0.1:$PORT_b --ca '$PKI/dps-root.pem' --cert '$PKI/devices/device-0004.pem' \
+           '$PROBE' --endpoint 127.0.0.1:$PORT_B --ca '$PKI/dps-root.pem' --cert '$PKI/devices/device-0004.pem' \
              --key '$PKI/devices/device-0004.key' --get /x.plgd.dev/time | grep -q '^handshake-failed'"
 
 # ---- 7. Redis loses everything while both nodes run ----
 redis-cli -p "$REDIS_PORT" flushall >/dev/null
 check "after a FLUSHALL the nodes notice and re-seed redis on their own" \
     wait_for sh -c "[ \"\$(redis-cli -p $REDIS_PORT hlen dps:config:documents)\" -ge 6 ] &&
-                    [ \"\$(curl -s http://127.0.0.1:$API_b/metrics | awk '\$1 == \"dps_config_sync_reseeds_total\" {print \$2}')\" -ge 1 ]"
+                    [ \"\$(curl -s http://127.0.0.1:$API_B/metrics | awk '\$1 == \"dps_config_sync_reseeds_total\" {print \$2}')\" -ge 1 ]"
 BLOCK5=$(api b /blocklist -X POST --data "{\"publicKeySha256\": \"$(spki 0005)\"}" | jq -r .id)
 check "then a block through node b is in force on node a within one second" \
     within_second has_block a "$BLOCK5"

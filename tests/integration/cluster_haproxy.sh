@@ -14,67 +14,25 @@
 #    which node; a node frozen past the TTL leaves the status and comes back
 #    with its next beat; a node that stops leaves it.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cluster_lib.sh"
 
 plan 18
-for tool in redis-server redis-cli haproxy jq; do
-    command -v $tool >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
-done
+require_tools redis-server redis-cli haproxy jq
 
-DEMO=$WORK/demo
-PKI=$DEMO/pki
 DEVICES=${CLUSTER_DEVICES:-2000}
-REDIS_PORT=$(free_port)
 HAPORT=$(free_port)
-PORT_A=$(free_port)
-API_A=$(free_port)
-PORT_B=$(free_port)
-API_B=$(free_port)
-REDIS_PID="" HAPROXY_PID="" PID_a="" PID_b=""
+HAPROXY_PID=""
 
-stop_all() {
-    for pid in $HAPROXY_PID $PID_a $PID_b $REDIS_PID; do
-        kill -CONT "$pid" 2>/dev/null
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
-
-# wait_for COMMAND...: up to 10 s for COMMAND to succeed.
-wait_for() {
-    for _ in $(seq 1 100); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
-REDIS_PID=$!
-wait_for sh -c "redis-cli -p $REDIS_PORT ping | grep -q PONG"
+start_redis
 
 # The demo's configuration, once, then trusting HAProxy's side (127.0.0.2) for PROXY headers.
 start_dpsd "$DEMO" "$(free_port)" --shards 1 && stop_dpsd
 # A loaded test machine answers Redis slowly at times: no 5.03 for a claim that took 300 ms.
 printf 'cluster:\n  trustedProxies: [127.0.0.2/32]\n  commandTimeout: 2s\n' >>"$DEMO/dpsd.yaml"
 
-# start_node NAME PORT API [options]: a demo node; its pid in PID_<NAME>.
-start_node() {
-    local name=$1 port=$2 api=$3 log=$WORK/$1.log
-    shift 3
-    "$DPSD" --demo "$DEMO" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$api" \
-        --redis "127.0.0.1:$REDIS_PORT" --node "$name" --shards 1 "$@" >>"$log" 2>&1 &
-    eval "PID_$name=$!"
-    for _ in $(seq 1 300); do
-        grep -q 'msg="ready"' "$log" 2>/dev/null && port_in_use "$port" && return 0
-        sleep 0.1
-    done
-    sed 's/^/# /' "$log" | tail -20
-    return 1
-}
-if start_node a "$PORT_A" "$API_A" && start_node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data"; then
+# node NAME PORT API [options]: a demo node with one shard on the shared redis-server.
+node() { start_node "$@" --redis "127.0.0.1:$REDIS_PORT" --shards 1; }
+if node a "$PORT_A" "$API_A" && node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data"; then
     ok "two nodes start on one demo PKI and one redis-server"
 else
     not_ok "two nodes start on one demo PKI and one redis-server"
@@ -123,6 +81,7 @@ backend dps
 EOF
 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
+CLUSTER_PIDS+=("$HAPROXY_PID")
 wait_for port_in_use "$HAPORT"
 "$LOADGEN" gen --pki "$PKI" --devices "$DEVICES" >/dev/null
 START=$(date +%s)

@@ -1,19 +1,55 @@
-# Shared by the cluster tests (sourced after lib.sh): demo nodes on one PKI,
-# each with its own store and log, started and stopped by name.
+# Shared by the cluster tests (sourced after lib.sh): demo nodes on one PKI, each with its own
+# store and log, started and stopped by name, and the redis-server they share.
+#
+# Sourcing it sets DEMO (the demo folder) and PKI, free ports for two nodes (PORT_A, API_A,
+# PORT_B, API_B) and for Redis (REDIS_PORT), and an exit trap that kills every node started
+# with start_node, every redis-server started with start_redis and each pid a test adds to
+# CLUSTER_PIDS (HAProxy, fleets, sentinels), then cleans up the work folder.
 
-# start_node NAME PORT API_PORT [dpsd options]: a node named NAME on the demo PKI in $DEMO (or
-# on NODE_CONFIG's configuration), two shards, its log $WORK/NAME.log; waits until a new "ready"
+DEMO=$WORK/demo
+PKI=$DEMO/pki
+REDIS_PORT=$(free_port)
+REDIS_PID=""
+PORT_A=$(free_port)
+API_A=$(free_port)
+PORT_B=$(free_port)
+API_B=$(free_port)
+PID_a=""
+PID_b=""
+CLUSTER_PIDS=()
+CLUSTER_NODES=""
+
+# stop_cluster: kill -9 of everything the test started (a frozen process is woken first).
+stop_cluster() {
+    local name pid pids=()
+    for name in $CLUSTER_NODES; do
+        eval "pids+=(\${PID_$name:-})"
+    done
+    for pid in "${pids[@]}" "${CLUSTER_PIDS[@]}"; do
+        kill -CONT "$pid" 2>/dev/null
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    cleanup
+}
+trap stop_cluster EXIT
+
+# start_node NAME PORT API_PORT [dpsd options]: a node named NAME on the demo PKI in $DEMO (with
+# --config FILE among the options, or NODE_CONFIG set, on that configuration instead), two
+# shards unless the options say otherwise, its log $WORK/NAME.log; waits until a new "ready"
 # line and PORT listens. Its pid in PID_<NAME>.
 start_node() {
     local name=$1 port=$2 api=$3 log=$WORK/$1.log
     shift 3
-    local readies
+    local readies option
     readies=$(grep -c 'msg="ready"' "$log" 2>/dev/null)
     local source=(--demo "$DEMO")
     [ -z "${NODE_CONFIG:-}" ] || source=(--config "$NODE_CONFIG")
+    for option in "$@"; do [ "$option" != --config ] || source=(); done
     "$DPSD" "${source[@]}" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$api" \
         --node "$name" --shards 2 "$@" >>"$log" 2>&1 &
     eval "PID_$name=$!"
+    [[ " $CLUSTER_NODES " == *" $name "* ]] || CLUSTER_NODES="$CLUSTER_NODES $name"
     for _ in $(seq 1 300); do
         [ "$(grep -c 'msg="ready"' "$log" 2>/dev/null)" -gt "${readies:-0}" ] && port_in_use "$port" &&
             return 0
@@ -45,14 +81,18 @@ in_shell() {
     sed -n 's/^# /#   /p' "$WORK/step.out"
 }
 
-# start_redis: a redis-server on 127.0.0.1:$REDIS_PORT without persistence, its pid in REDIS_PID,
-# its log $WORK/redis.log; waits until it answers. stop_redis: SIGTERM and wait.
+# start_redis [PORT [redis-server options]]: a redis-server on 127.0.0.1:PORT ($REDIS_PORT by
+# default) without persistence, its pid in REDIS_PID, its log $WORK/redis-PORT.log; waits until
+# it answers. stop_redis: SIGTERM and wait.
 start_redis() {
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --logfile "$WORK/redis.log" </dev/null >/dev/null 2>&1 &
+    local port=${1:-$REDIS_PORT}
+    shift $(($# > 0 ? 1 : 0))
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --logfile "$WORK/redis-$port.log" "$@" </dev/null >/dev/null 2>&1 &
     REDIS_PID=$!
+    CLUSTER_PIDS+=("$REDIS_PID")
     for _ in $(seq 1 100); do
-        redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+        redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
         sleep 0.1
     done
     return 1
@@ -65,34 +105,12 @@ stop_redis() {
 }
 
 # cluster_prelude PLAN [TOOL...]: a SKIP when redis-server, redis-cli or a TOOL is missing, else
-# the TAP plan; the demo folder (DEMO, PKI), Redis's port (REDIS_PORT), two nodes' ports
-# (PORT_A, API_A, PORT_B, API_B) and an exit trap that kills the nodes (PID_a, PID_b), Redis and
-# EXTRA_PID, whatever happens.
+# the TAP plan (the ports, the demo folder and the exit trap are set when this file is sourced).
 cluster_prelude() {
-    local count=$1 tool
+    local count=$1
     shift
-    for tool in redis-server redis-cli "$@"; do
-        command -v "$tool" >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
-    done
+    require_tools redis-server redis-cli "$@"
     plan "$count"
-    DEMO=$WORK/demo
-    PKI=$DEMO/pki
-    REDIS_PORT=$(free_port)
-    PORT_A=$(free_port)
-    API_A=$(free_port)
-    PORT_B=$(free_port)
-    API_B=$(free_port)
-    REDIS_PID="" PID_a="" PID_b="" EXTRA_PID=""
-    trap cluster_stop_all EXIT
-}
-
-cluster_stop_all() {
-    local pid
-    for pid in $EXTRA_PID $PID_a $PID_b $REDIS_PID; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
 }
 
 # start_pair NAME [dpsd options]: nodes a and b on the Redis at REDIS_PORT (b with its own store in

@@ -13,28 +13,8 @@
 . "$(dirname "$0")/cluster_lib.sh"
 
 plan 10
-command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
-    { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
-
-DEMO=$WORK/demo
-REDIS_PORT=$(free_port)
-REDIS_PID=""
-PORT_A=$(free_port)
-API_A=$(free_port)
-PORT_B=$(free_port)
-API_B=$(free_port)
-PID_a=""
-PID_b=""
+require_tools redis-server redis-cli
 LOAD_PID=""
-
-stop_all() {
-    for pid in $LOAD_PID $PID_a $PID_b $REDIS_PID; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
 
 # metric API NAME [LABEL-REGEX]: the sum of NAME's samples whose labels match.
 metric() {
@@ -103,6 +83,7 @@ fi
     --concurrency "${CLUSTER_RATE_DEVICES:-128}" --duration 50 --threads 1 --timeout 20 \
     --max-attempts 1 >"$WORK/loadgen.out" 2>&1 &
 LOAD_PID=$!
+CLUSTER_PIDS+=("$LOAD_PID")
 sleep 2
 
 read -r RATE_A RATE_B RATE COUNT SECONDS_ REFUSED <<<"$(window 20)"

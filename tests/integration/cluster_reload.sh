@@ -23,6 +23,7 @@ block_ids() { api "$1" /blocklist | jq -r '(.result // .).id' | sort; }
 # SIGHUP to node b every 50 ms for as long as the changes go on.
 (while kill -HUP "$PID_b" 2>/dev/null; do sleep 0.05; done) &
 EXTRA_PID=$!
+CLUSTER_PIDS+=("$EXTRA_PID")
 CHANGES=${CLUSTER_RELOAD_CHANGES:-40}
 made=0
 for i in $(seq 1 "$CHANGES"); do

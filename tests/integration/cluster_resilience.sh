@@ -22,54 +22,21 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 
-for tool in redis-server redis-cli redis-sentinel haproxy jq; do
-    command -v "$tool" >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
-done
+require_tools redis-server redis-cli redis-sentinel haproxy jq
 plan 25
 
-DEMO=$WORK/demo
-PKI=$DEMO/pki
-PORT_A=$(free_port)
-API_A=$(free_port)
-PORT_B=$(free_port)
-API_B=$(free_port)
-PIDS=() # redis servers, sentinels, haproxy and fleets started here
-PID_a=""
-PID_b=""
 OWNER_KEY=b80c8fef-a677-5340-85fb-2c162d75df03 # the demo owner "1"
 BOUND=60                            # devices bound before case 1's outage
 N=${CLUSTER_DEVICES:-200}           # devices in each run that something breaks in the middle of
 
-stop_all() {
-    for pid in $PID_a $PID_b "${PIDS[@]}"; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
-
-# wait_for SECONDS COMMAND...: until COMMAND succeeds, tried again until SECONDS have passed.
-wait_for() {
+# wait_up_to SECONDS COMMAND...: until COMMAND succeeds, tried again until SECONDS have passed.
+wait_up_to() {
     local end=$((SECONDS + $1))
     shift
     until "$@" >/dev/null 2>&1; do
         [ $SECONDS -lt $end ] || return 1
         sleep 0.1
     done
-}
-
-redis_ping() { redis-cli -p "$1" ping 2>/dev/null | grep -q PONG; }
-
-# start_redis PORT [options]: a redis-server on loopback, no persistence; its pid in REDIS_PID.
-start_redis() {
-    local port=$1
-    shift
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-        --logfile "$WORK/redis-$port.log" "$@" </dev/null >/dev/null 2>&1 &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    wait_for 10 redis_ping "$port"
 }
 
 # fleet NAME [loadgen options]: devices through both nodes in the background (each device
@@ -81,7 +48,7 @@ fleet() {
         --pki "$PKI" --ca "$PKI/dps-root.pem" --threads 1 --timeout 90 --max-attempts 4 \
         --report "$WORK/$name.json" "$@" >"$WORK/$name.out" 2>&1 &
     eval "FLEET_$name=$!"
-    PIDS+=("$!")
+    CLUSTER_PIDS+=("$!")
 }
 
 # fleet_done NAME DEVICES: the fleet exits 0 within 180 s, and all DEVICES succeeded.
@@ -157,20 +124,20 @@ in_shell "$BOUND devices provision through both nodes before the outage" fleet_d
 
 BEFORE=$(issued)
 fleet outage --first $((BOUND + 1)) --devices "$N" --concurrency 6
-wait_for 60 issued_at_least $((BEFORE + N / 5))
+wait_up_to 60 issued_at_least $((BEFORE + N / 5))
 kill -TERM "$REDIS_MAIN"
 wait "$REDIS_MAIN" 2>/dev/null
 echo "# redis stopped after $(($(issued) - BEFORE)) of the $N certificates"
 fleet renew --first 1 --devices $BOUND --concurrency 8 --scenario renew
-check "both nodes see redis down (dps_redis_up 0 on every shard)" wait_for 10 both_redis_up 0
+check "both nodes see redis down (dps_redis_up 0 on every shard)" wait_up_to 10 both_redis_up 0
 check "both say degraded in the status, /readyz stays ready, a log line says why" degraded_everywhere
 in_shell "the $BOUND bound devices renew while redis is down" fleet_done renew $BOUND
 start_redis "$REDIS_PORT"
-check "redis back: every shard of both nodes reconnects, no restart" wait_for 15 both_redis_up 1
+check "redis back: every shard of both nodes reconnects, no restart" wait_up_to 15 both_redis_up 1
 in_shell "every one of the $N devices finishes" fleet_done outage "$N"
 check "new claims met 5.03 during the outage and retried after Max-Age" transient_seen outage
 check "redis came back empty: the nodes re-seeded every binding they hold" \
-    wait_for 10 bindings_in "$REDIS_PORT" $((BOUND + N))
+    wait_up_to 10 bindings_in "$REDIS_PORT" $((BOUND + N))
 check "neither node crashed" kill -0 "$PID_a" "$PID_b"
 if stop_node a && stop_node b; then ok "both nodes stop cleanly"; else not_ok "both nodes stop cleanly"; fi
 kill -TERM "$REDIS_PID"
@@ -199,7 +166,7 @@ sentinel failover-timeout dps 5000
 sentinel parallel-syncs dps 1
 CONF
     redis-sentinel "$WORK/sentinel-$port.conf" </dev/null >/dev/null 2>&1 &
-    PIDS+=("$!")
+    CLUSTER_PIDS+=("$!")
 done
 # Each sentinel knows the replica and the two other sentinels, and the replica is in sync.
 sentinels_ready() {
@@ -213,7 +180,7 @@ sentinels_ready() {
     done
 }
 check "three sentinels watch the primary and know its replica and each other" \
-    wait_for 30 sentinels_ready
+    wait_up_to 30 sentinels_ready
 {
     echo "cluster:"
     echo "  sentinels: [127.0.0.1:${SENTINELS[0]}, 127.0.0.1:${SENTINELS[1]}, 127.0.0.1:${SENTINELS[2]}]"
@@ -222,12 +189,12 @@ check "three sentinels watch the primary and know its replica and each other" \
     echo "  trustedProxies: [127.0.0.2/32]" # case 3's HAProxy; the others connect from 127.0.0.1
 } >>"$DEMO/dpsd.yaml"
 start_node a "$PORT_A" "$API_A" && start_node b "$PORT_B" "$API_B" --data-dir "$WORK/b-data" &&
-    wait_for 10 both_redis_up 1 || { not_ok "the nodes find the primary through the sentinels"; finish; }
+    wait_up_to 10 both_redis_up 1 || { not_ok "the nodes find the primary through the sentinels"; finish; }
 ok "the nodes find the primary through the sentinels"
 
 BEFORE=$(issued)
 fleet failover --first $((BOUND + N + 1)) --devices "$N" --concurrency 6
-wait_for 60 issued_at_least $((BEFORE + N / 5))
+wait_up_to 60 issued_at_least $((BEFORE + N / 5))
 kill -9 "$PRIMARY_PID"
 wait "$PRIMARY_PID" 2>/dev/null
 echo "# primary killed after $(($(issued) - BEFORE)) of the $N certificates"
@@ -239,11 +206,11 @@ following() {
             return 1
     done
 }
-check "the sentinels promote the replica" wait_for 20 promoted
-check "both nodes follow the new primary, no restart" wait_for 20 following
+check "the sentinels promote the replica" wait_up_to 20 promoted
+check "both nodes follow the new primary, no restart" wait_up_to 20 following
 in_shell "every one of the $N devices finishes" fleet_done failover "$N"
 check "every binding of both nodes, before the failover and after, is in the new primary" \
-    wait_for 10 bindings_in "$REPLICA" $((BOUND + 2 * N))
+    wait_up_to 10 bindings_in "$REPLICA" $((BOUND + 2 * N))
 if stop_node a && stop_node b; then ok "both nodes stop cleanly"; else not_ok "both nodes stop cleanly"; fi
 
 echo "# case 2 done at $SECONDS s"
@@ -277,8 +244,8 @@ backend dps_nodes
     server b 127.0.0.1:$PORT_B check port $API_B
 CONF
 haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
-PIDS+=("$!")
-check "haproxy listens in front of both nodes" wait_for 10 port_in_use "$HAPORT"
+CLUSTER_PIDS+=("$!")
+check "haproxy listens in front of both nodes" wait_up_to 10 port_in_use "$HAPORT"
 
 BEFORE=$(issued)
 "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$HAPORT" --pki "$PKI" --ca "$PKI/dps-root.pem" \
@@ -286,10 +253,10 @@ BEFORE=$(issued)
     --backoff-scale 0.5 --issued "$WORK/issued.txt" --report "$WORK/kill.json" \
     >"$WORK/kill.out" 2>&1 &
 FLEET_kill=$!
-PIDS+=("$FLEET_kill")
+CLUSTER_PIDS+=("$FLEET_kill")
 both_served() { [ "$(metric_sum "$API_A" dps_certificates_issued_total)" -ge $((N / 10)) ] &&
     [ "$(metric_sum "$API_B" dps_certificates_issued_total)" -ge $((N / 10)) ]; }
-check "haproxy spreads the devices over both nodes" wait_for 60 both_served
+check "haproxy spreads the devices over both nodes" wait_up_to 60 both_served
 kill -9 "$PID_a"
 wait "$PID_a" 2>/dev/null
 PID_a=""

@@ -8,7 +8,8 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 
-cluster_prelude 5 jq openssl
+plan 5
+require_tools redis-server redis-cli jq openssl
 
 start_redis
 
@@ -21,25 +22,14 @@ sed "s|^api:|api:\n  certificate: $WORK/rogue.pem\n  key: $WORK/rogue.key|" "$DE
 cp "$WORK/a.yaml" "$DEMO/a.yaml"
 cp "$WORK/rogue.yaml" "$DEMO/rogue.yaml"
 
-# start_node NAME PORT API CONFIG [options]: a node on the demo PKI; its pid in PID_<NAME>.
-start_node() {
-    local name=$1 port=$2 api=$3 config=$4 log=$WORK/$1.log
+# node NAME PORT API CONFIG [options]: a node with one shard on CONFIG and the shared redis-server.
+node() {
+    local name=$1 port=$2 api=$3 config=$4
     shift 4
-    local readies
-    readies=$(grep -c 'msg="ready"' "$log" 2>/dev/null)
-    "$DPSD" --config "$config" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$api" \
-        --redis "127.0.0.1:$REDIS_PORT" --node "$name" --shards 1 "$@" >>"$log" 2>&1 &
-    eval "PID_$name=$!"
-    for _ in $(seq 1 300); do
-        [ "$(grep -c 'msg="ready"' "$log" 2>/dev/null)" -gt "${readies:-0}" ] && port_in_use "$port" &&
-            return 0
-        sleep 0.1
-    done
-    sed 's/^/# /' "$log" | tail -20
-    return 1
+    start_node "$name" "$port" "$api" --config "$config" --redis "127.0.0.1:$REDIS_PORT" --shards 1 "$@"
 }
-if start_node a "$PORT_A" "$API_A" "$DEMO/a.yaml" &&
-    start_node b "$PORT_B" "$API_B" "$DEMO/a.yaml" --data-dir "$WORK/b-data"; then
+if node a "$PORT_A" "$API_A" "$DEMO/a.yaml" &&
+    node b "$PORT_B" "$API_B" "$DEMO/a.yaml" --data-dir "$WORK/b-data"; then
     ok "two nodes with HTTPS APIs start"
 else
     not_ok "two nodes with HTTPS APIs start"
@@ -65,7 +55,7 @@ check "node b's record through node a, over TLS to a trusted peer" \
 kill -TERM "$PID_b"
 wait "$PID_b"
 PID_b=""
-start_node b "$PORT_B" "$API_B" "$DEMO/rogue.yaml" --data-dir "$WORK/b-data" >/dev/null
+node b "$PORT_B" "$API_B" "$DEMO/rogue.yaml" --data-dir "$WORK/b-data" >/dev/null
 for _ in $(seq 1 100); do both_listed >/dev/null 2>&1 && break; sleep 0.1; done
 check "a peer whose certificate node a does not trust is named, and its records are not taken" \
     sh -c "$(declare -f records_a); TOKEN=$TOKEN; API_A=$API_A; PKI=$PKI

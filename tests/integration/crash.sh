@@ -20,26 +20,26 @@ for n in 0001 0002 0003; do
     serials+=("$(openssl x509 -in "$pem" -noout -serial | cut -d= -f2 | tr 'A-F' 'a-f')")
 done
 
+# every NAME PREDICATE ITEM...: one test case, passing when PREDICATE holds for every ITEM.
+every() {
+    local name=$1 predicate=$2 item
+    shift 2
+    for item in "$@"; do
+        "$predicate" "$item" || { not_ok "$name"; return; }
+    done
+    ok "$name"
+}
 records=$("$DPSCTL" records --data "$DEMO/data" --json)
-missing=0
-for id in "${ids[@]}"; do
-    printf '%s\n' "$records" | jq -s -e --arg d "$id" 'any(.[]; .result.deviceId == $d and .result.acl.status.coapCode == 69 and .result.credential.status.coapCode == 68)' >/dev/null || missing=1
-done
-if [ $missing = 0 ]; then ok "after kill -9 every record is complete"; else not_ok "after kill -9 every record is complete"; fi
-
+record_complete() {
+    printf '%s\n' "$records" | jq -s -e --arg d "$1" 'any(.[]; .result.deviceId == $d and .result.acl.status.coapCode == 69 and .result.credential.status.coapCode == 68)' >/dev/null
+}
 issuance=$("$DPSCTL" issuance --data "$DEMO/data" --json)
-missing=0
-for serial in "${serials[@]}"; do
-    printf '%s\n' "$issuance" | grep -qi "${serial#0}" || missing=1
-done
-if [ $missing = 0 ]; then ok "after kill -9 every issued certificate is in the issuance log"; else not_ok "after kill -9 every issued certificate is in the issuance log"; fi
-
+issued() { printf '%s\n' "$issuance" | grep -qi "${1#0}"; }
 bindings=$("$DPSCTL" bindings --data "$DEMO/data" --json)
-missing=0
-for id in "${ids[@]}"; do
-    printf '%s\n' "$bindings" | grep -q "$id" || missing=1
-done
-if [ $missing = 0 ]; then ok "after kill -9 every device-id binding is there"; else not_ok "after kill -9 every device-id binding is there"; fi
+bound() { printf '%s\n' "$bindings" | grep -q "$1"; }
+every "after kill -9 every record is complete" record_complete "${ids[@]}"
+every "after kill -9 every issued certificate is in the issuance log" issued "${serials[@]}"
+every "after kill -9 every device-id binding is there" bound "${ids[@]}"
 
 if start_dpsd "$DEMO" "$PORT" --shards 2; then ok "dpsd restarts on the crashed store"; else not_ok "dpsd restarts on the crashed store"; finish; fi
 check "the restarted dpsd renews device 1" \

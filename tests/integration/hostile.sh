@@ -37,13 +37,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16:allocat
 plan 42
 # HOSTILE_IO_BACKEND=epoll runs the daemon on its other event loop.
 DPSD_ARGS=(--shards 2 ${HOSTILE_IO_BACKEND:+--io-backend "$HOSTILE_IO_BACKEND"})
-DEMO=$WORK/demo
-PKI=$DEMO/pki
-PORT=$(free_port)
-ENDPOINT=127.0.0.1:$PORT
-DEVICE=(--cert "$PKI/devices/device-0001.pem" --key "$PKI/devices/device-0001.key"
-    --ca "$PKI/dps-root.pem")
-start_dpsd "$DEMO" "$PORT" "${DPSD_ARGS[@]}" && stop_dpsd
+demo_written "${DPSD_ARGS[@]}"
 # Short timeouts so stalled and idle attackers are reaped within the test;
 # per-source budgets high enough that one attacking address can open thousands.
 cat >>"$DEMO/dpsd.yaml" <<'EOF'

@@ -77,18 +77,11 @@ jq -cn --arg id "$GROUP" --arg hub "$HUB_RECORD" --arg chain "$(data_url "$PKI/m
 } >"$MONGO/provisionedRecords.json"
 
 cat >"$NODE/dpsd.yaml" <<EOF
-listen: ["127.0.0.1:$PORT"]
-shards: 1
-tls: {certificate: pki/dps-server.pem, key: pki/dps-server.key}
-dataDir: data
+$(yaml_node "$PORT" 1)
 keys:
   - {name: hub-ca, certificate: pki/hub-ca.pem, key: pki/hub-ca.key, owners: ["1"]}
   - {name: hub-token, key: pki/token.key, owners: ["1"]}
-api:
-  listen: 127.0.0.1:$API_PORT
-  jwks: pki/operator.jwks.json
-  issuer: https://dps.demo.local/operator
-  audience: dps-api
+$(yaml_api "$API_PORT")
 EOF
 # The store exists once dpsd ran; import writes into it while dpsd is stopped.
 start_dpsd_config "$NODE" "$API_PORT" "$PORT" && stop_dpsd

@@ -9,10 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 
 plan 39
-DEMO=$WORK/demo
-PORT=$(free_port)
-start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts"; finish; }
-ok "dpsd starts"
+start_demo 1 "dpsd starts"
 API=http://127.0.0.1:$API_PORT/api/v1
 TOKEN=$(cat "$DEMO/pki/operator.token")
 export DPS_API=http://127.0.0.1:$API_PORT DPS_TOKEN_FILE=$DEMO/pki/operator.token

@@ -133,6 +133,48 @@ start_dpsd() {
     return 1
 }
 
+# require_tools TOOL...: the whole test is skipped when one of the tools is not installed.
+require_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "1..0 # SKIP $tool not installed"; exit 0; }
+    done
+}
+
+# wait_for COMMAND...: up to 10 s for COMMAND to succeed.
+wait_for() {
+    for _ in $(seq 1 100); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_demo SHARDS NAME: one test case, NAME: the demo node in DEMO ($WORK/demo, its PKI in PKI)
+# starts on a free PORT with SHARDS shards; the test ends when it does not.
+start_demo() {
+    DEMO=$WORK/demo
+    PKI=$DEMO/pki
+    PORT=$(free_port)
+    if start_dpsd "$DEMO" "$PORT" --shards "$1"; then ok "$2"; else
+        not_ok "$2"
+        finish
+    fi
+}
+
+# demo_written [dpsd options...]: the demo node in DEMO (its PKI in PKI) started once on a free
+# PORT (ENDPOINT, its address) to write its configuration, for the test to change it before the
+# real start; DEVICE holds the dps-probe and dps-hostile options of demo device 1.
+demo_written() {
+    DEMO=$WORK/demo
+    PKI=$DEMO/pki
+    PORT=$(free_port)
+    ENDPOINT=127.0.0.1:$PORT
+    DEVICE=(--cert "$PKI/devices/device-0001.pem" --key "$PKI/devices/device-0001.key"
+        --ca "$PKI/dps-root.pem")
+    start_dpsd "$DEMO" "$PORT" "$@" && stop_dpsd
+}
+
 # ports_listen PORT...: every PORT on 127.0.0.1 accepts connections.
 ports_listen() {
     local port
@@ -153,6 +195,46 @@ start_dpsd_config() {
     done
     sed 's/^/# /' "$dir/dpsd.log" | tail -20
     return 1
+}
+
+# node_pkis DEVICES OTHER_DEVICES: for a test that writes its own $NODE/dpsd.yaml: the demo PKI
+# in $NODE/pki and a second one in $OTHER, with that many devices each; free ports PORT and
+# API_PORT, and API, the API's URL.
+node_pkis() {
+    mkdir -p "$NODE"
+    "$DPSCTL" pki "$NODE/pki" --devices "$1" >/dev/null || { not_ok "demo PKI"; finish; }
+    "$DPSCTL" pki "$OTHER" --devices "$2" >/dev/null || { not_ok "second PKI"; finish; }
+    PORT=$(free_port)
+    API_PORT=$(free_port)
+    API=http://127.0.0.1:$API_PORT
+}
+
+# Pieces of a dpsd.yaml for the tests that write their own, paths relative to the node's folder
+# (its PKI in pki/), to put in an unquoted here-document as $(yaml_... ARGS).
+# yaml_node PORT SHARDS: the device listener, the shards, the demo server certificate, the store.
+yaml_node() {
+    printf 'listen: ["127.0.0.1:%s"]\nshards: %s\n' "$1" "$2"
+    printf 'tls: {certificate: pki/dps-server.pem, key: pki/dps-server.key}\ndataDir: data\n'
+}
+# yaml_hub ID OWNER NAME GATEWAY_PORT DIR: an entry of hubs: (NAME "" leaves the name out) that
+# signs with DIR's hub CA and token key.
+yaml_hub() {
+    printf '  - id: %s\n    owner: "%s"\n' "$1" "$2"
+    [ -z "$3" ] || printf '    name: %s\n' "$3"
+    printf '    gateways: ["coaps+tcp://127.0.0.1:%s"]\n    authorizationProvider: plgd\n' "$4"
+    printf '    identityCertificate: {certificate: %s/hub-ca.pem, key: %s/hub-ca.key}\n' "$5" "$5"
+    printf '    token: {key: %s/token.key, issuer: https://dps.demo.local}\n' "$5"
+}
+# yaml_group ID OWNER NAME CHAIN HUB_ID: an entry of enrollmentGroups:.
+yaml_group() {
+    printf '  - id: %s\n    owner: "%s"\n    name: %s\n' "$1" "$2" "$3"
+    printf '    attestation: {certificateChain: %s}\n    hubIds: [%s]\n' "$4" "$5"
+}
+# yaml_api PORT: the api: section, listening on PORT and trusting the demo PKI's operator key
+# (more of its lines may follow).
+yaml_api() {
+    printf 'api:\n  listen: 127.0.0.1:%s\n  jwks: pki/operator.jwks.json\n' "$1"
+    printf '  issuer: https://dps.demo.local/operator\n  audience: dps-api\n'
 }
 
 # call TOKEN METHOD PATH [curl options...]: prints "STATUS BODY" from the API at $API.

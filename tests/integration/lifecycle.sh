@@ -6,11 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 
 plan 11
-DEMO=$WORK/demo
-PKI=$DEMO/pki
-PORT=$(free_port)
-start_dpsd "$DEMO" "$PORT" --shards 2 || { not_ok "dpsd starts"; finish; }
-ok "dpsd starts"
+start_demo 2 "dpsd starts"
 
 resources() {
     "$PROBE" --endpoint "127.0.0.1:$PORT" --ca "$PKI/dps-root.pem" \

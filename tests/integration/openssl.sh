@@ -16,10 +16,7 @@ plan 12
 expect_output "dpsd --version names the OpenSSL it runs ($KIND, $VERSION)" "^$PATTERN" \
     "$DPSD" --version
 
-DEMO=$WORK/demo
-PORT=$(free_port)
-start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts"; finish; }
-ok "dpsd starts on its demo PKI"
+start_demo 1 "dpsd starts on its demo PKI"
 
 check "three devices provision: one signer issues certificate after certificate" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 3 --out "$WORK/out"

@@ -4,11 +4,8 @@
 # provisioning record, issuance log and binding show every step.
 . "$(dirname "$0")/lib.sh"
 
-plan 9
-DEMO=$WORK/demo
-PORT=$(free_port)
-start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts"; finish; }
-ok "dpsd starts on its demo PKI"
+plan 10
+start_demo 1 "dpsd starts on its demo PKI"
 
 check "two devices provision through the whole device flow" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$DEMO/pki" --devices 2 --out "$WORK/out"
@@ -45,6 +42,16 @@ expect_output "the device id is bound to the record" "$DEVICE_ID" \
 
 expect_output "a human table lists the record with its step codes" "2\.05 +2\.05 +2\.04 +2\.04 +2\.05" \
     "$DPSCTL" records --data "$DEMO/data" --device "$DEVICE_ID"
+
+# The device's next connection finds its leaf in the verified-leaf cache (one shard: one cache).
+attestations() {
+    curl -s "http://127.0.0.1:$API_PORT/metrics" | awk -v p="path=\"$1\"" '$1 ~ /^dps_attestations_total/ && index($1, p) {s += $2} END {print s + 0}'
+}
+"$PROBE" --endpoint "127.0.0.1:$PORT" --ca "$DEMO/pki/dps-root.pem" --cert "$DEMO/pki/devices/device-0001.pem" \
+    --key "$DEMO/pki/devices/device-0001.key" --get /x.plgd.dev/time >/dev/null 2>&1
+FULL=$(attestations full) CACHED=$(attestations cache)
+check "metrics count chains verified in full and leaves found in the cache" \
+    sh -c "echo full $FULL, cache $CACHED; [ $FULL -ge 2 ] && [ $CACHED -ge 1 ]"
 
 check_stop "dpsd stops cleanly on SIGTERM"
 finish

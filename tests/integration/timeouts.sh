@@ -7,13 +7,7 @@
 
 HOSTILE=$BUILD/tests/dps-hostile
 plan 9
-DEMO=$WORK/demo
-PKI=$DEMO/pki
-PORT=$(free_port)
-ENDPOINT=127.0.0.1:$PORT
-DEVICE=(--cert "$PKI/devices/device-0001.pem" --key "$PKI/devices/device-0001.key"
-    --ca "$PKI/dps-root.pem")
-start_dpsd "$DEMO" "$PORT" --shards 1 && stop_dpsd
+demo_written --shards 1
 cat >>"$DEMO/dpsd.yaml" <<'EOF'
 limits:
   handshakeTimeout: 2

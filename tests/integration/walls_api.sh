@@ -19,23 +19,15 @@
 plan 39
 NODE=$WORK/node
 OTHER=$WORK/other # owner 2's hub keys and a second manufacturer
-mkdir -p "$NODE"
-"$DPSCTL" pki "$NODE/pki" --devices 1 >/dev/null || { not_ok "demo PKI"; finish; }
-"$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
-PORT=$(free_port)
-API_PORT=$(free_port)
+node_pkis 1 1
 HEALTH_PORT=$(free_port)
-API=http://127.0.0.1:$API_PORT
 HUB_ID=0c9bb0a4-7a57-4b8e-9d0e-6f2f1a3b4c5d
 GROUP_ID=5e1f0b7c-2d3a-4c5b-8e9f-0a1b2c3d4e5f
 QUOTAS="{}"
 
 write_config() {
     cat >"$NODE/dpsd.yaml" <<EOF
-listen: ["127.0.0.1:$PORT"]
-shards: 1
-tls: {certificate: pki/dps-server.pem, key: pki/dps-server.key}
-dataDir: data
+$(yaml_node "$PORT" 1)
 keys:
   - {name: owner1-hub-ca, certificate: pki/hub-ca.pem, key: pki/hub-ca.key, owners: ["1"]}
   - {name: owner1-token, key: pki/token.key, owners: ["1"]}
@@ -43,24 +35,11 @@ keys:
   - {name: owner2-token, key: $OTHER/token.key, owners: ["2", "3"]}
   - {name: misplaced-operator-key, key: pki/operator.key, owners: ["2"]}
 hubs:
-  - id: $HUB_ID
-    owner: "1"
-    gateways: ["coaps+tcp://127.0.0.1:5684"]
-    authorizationProvider: plgd
-    identityCertificate: {certificate: pki/hub-ca.pem, key: pki/hub-ca.key}
-    token: {key: pki/token.key, issuer: https://dps.demo.local}
+$(yaml_hub "$HUB_ID" 1 "" 5684 pki)
 enrollmentGroups:
-  - id: $GROUP_ID
-    owner: "1"
-    name: demo devices
-    attestation: {certificateChain: pki/mfg-chain.pem}
-    hubIds: [$HUB_ID]
-api:
-  listen: 127.0.0.1:$API_PORT
+$(yaml_group "$GROUP_ID" 1 "demo devices" pki/mfg-chain.pem "$HUB_ID")
+$(yaml_api "$API_PORT")
   healthListen: 127.0.0.1:$HEALTH_PORT
-  jwks: pki/operator.jwks.json
-  issuer: https://dps.demo.local/operator
-  audience: dps-api
   admins: [ops]
   maxConnections: 256
   maxConnectionsPerSource: 32

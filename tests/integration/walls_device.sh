@@ -18,12 +18,7 @@ plan 36
 NODE=$WORK/node
 PKI=$NODE/pki
 OTHER=$NODE/other # owner 2's manufacturer, hub CA and token key
-mkdir -p "$NODE"
-"$DPSCTL" pki "$PKI" --devices 8 >/dev/null || { not_ok "demo PKI"; finish; }
-"$DPSCTL" pki "$OTHER" --devices 2 >/dev/null || { not_ok "second PKI"; finish; }
-PORT=$(free_port)
-API_PORT=$(free_port)
-API=http://127.0.0.1:$API_PORT
+node_pkis 8 2
 HUB1=0c9bb0a4-7a57-4b8e-9d0e-6f2f1a3b4c5d
 HUB2=7d2e4f60-1b3c-4d5e-8f70-a1b2c3d4e5f6
 GROUP2=5e1f0b7c-2d3a-4c5b-8e9f-0a1b2c3d4e5f
@@ -33,36 +28,13 @@ OWNER1_UUID=b80c8fef-a677-5340-85fb-2c162d75df03
 OWNER2_UUID=$(python3 -c 'import uuid; print(uuid.uuid5(uuid.NAMESPACE_URL, "2"))')
 
 cat >"$NODE/dpsd.yaml" <<EOF
-listen: ["127.0.0.1:$PORT"]
-shards: 2
-tls: {certificate: pki/dps-server.pem, key: pki/dps-server.key}
-dataDir: data
+$(yaml_node "$PORT" 2)
 hubs:
-  - id: $HUB1
-    owner: "1"
-    name: hub of owner 1
-    gateways: ["coaps+tcp://127.0.0.1:5684"]
-    authorizationProvider: plgd
-    identityCertificate: {certificate: pki/hub-ca.pem, key: pki/hub-ca.key}
-    token: {key: pki/token.key, issuer: https://dps.demo.local}
-  - id: $HUB2
-    owner: "2"
-    name: hub of owner 2
-    gateways: ["coaps+tcp://127.0.0.1:5685"]
-    authorizationProvider: plgd
-    identityCertificate: {certificate: other/hub-ca.pem, key: other/hub-ca.key}
-    token: {key: other/token.key, issuer: https://dps.demo.local}
+$(yaml_hub "$HUB1" 1 "hub of owner 1" 5684 pki)
+$(yaml_hub "$HUB2" 2 "hub of owner 2" 5685 other)
 enrollmentGroups:
-  - id: $GROUP2
-    owner: "2"
-    name: owner 2's devices
-    attestation: {certificateChain: other/mfg-chain.pem}
-    hubIds: [$HUB2]
-api:
-  listen: 127.0.0.1:$API_PORT
-  jwks: pki/operator.jwks.json
-  issuer: https://dps.demo.local/operator
-  audience: dps-api
+$(yaml_group "$GROUP2" 2 "owner 2's devices" other/mfg-chain.pem "$HUB2")
+$(yaml_api "$API_PORT")
 EOF
 
 if start_dpsd_config "$NODE" "$API_PORT" "$PORT"; then ok "dpsd starts with owner 2's hub and group"; else

@@ -1,6 +1,6 @@
 /*
  * temp_dir: for unit tests that write files: removes a test's folder and
- * everything below it (files, folders, links, without following links).
+ * everything below it (files, folders, links, without following links). Include after cmocka.h.
  */
 #ifndef DPS_TESTS_TEMP_DIR_H
 #define DPS_TESTS_TEMP_DIR_H
@@ -52,5 +52,8 @@ __attribute__((unused)) static int temp_dir_teardown(void **state)
     free(fixture);
     return 0;
 }
+
+/* A test case with the file's fixture: its functions setup and teardown around it. */
+#define FIXTURE_TEST(test) cmocka_unit_test_setup_teardown(test, setup, teardown)
 
 #endif

@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "dataplane/cbor.h"
+#include "tests/unit/cbor_readers.h"
+#include "tests/unit/two_cases.h"
 
 /* A small CBOR builder, so test inputs are written the way a reader thinks. */
 struct builder {
@@ -83,38 +85,34 @@ static void close_container(struct builder *b, bool indefinite)
     "MIIBFjCBvQIBADBbMVkwVwYDVQQDDFB1dWlkOjliNWIyYjRlLTZhNGEtNGI2Zi04\n"                           \
     "-----END CERTIFICATE REQUEST-----\n"
 
-/* {"di": ..., "selectedGateway": {"uri": ..., "id": ...}} */
-static void build_cloud_request(struct builder *b, bool indefinite)
+/* {"di": DEVICE_ID, key: {inner[0]: inner[1], inner[2]: inner[3]}}: the shape of two requests. */
+static void build_request(struct builder *b, bool indefinite, const char *key,
+                          const char *const inner[4])
 {
     memset(b, 0, sizeof(*b));
     open_map(b, indefinite, 2);
     put_text(b, "di");
     put_text(b, DEVICE_ID);
-    put_text(b, "selectedGateway");
+    put_text(b, key);
     open_map(b, indefinite, 2);
-    put_text(b, "uri");
-    put_text(b, GATEWAY_URI);
-    put_text(b, "id");
-    put_text(b, HUB_ID);
+    for (int i = 0; i < 4; i++)
+        put_text(b, inner[i]);
     close_container(b, indefinite);
     close_container(b, indefinite);
+}
+
+/* {"di": ..., "selectedGateway": {"uri": ..., "id": ...}} */
+static void build_cloud_request(struct builder *b, bool indefinite)
+{
+    static const char *const gateway[4] = {"uri", GATEWAY_URI, "id", HUB_ID};
+    build_request(b, indefinite, "selectedGateway", gateway);
 }
 
 /* {"di": ..., "csr": {"encoding": "oic.sec.encoding.pem", "data": PEM}} */
 static void build_csr_request(struct builder *b, bool indefinite)
 {
-    memset(b, 0, sizeof(*b));
-    open_map(b, indefinite, 2);
-    put_text(b, "di");
-    put_text(b, DEVICE_ID);
-    put_text(b, "csr");
-    open_map(b, indefinite, 2);
-    put_text(b, "encoding");
-    put_text(b, "oic.sec.encoding.pem");
-    put_text(b, "data");
-    put_text(b, CSR_PEM);
-    close_container(b, indefinite);
-    close_container(b, indefinite);
+    static const char *const csr[4] = {"encoding", "oic.sec.encoding.pem", "data", CSR_PEM};
+    build_request(b, indefinite, "csr", csr);
 }
 
 struct text {
@@ -208,17 +206,11 @@ static void check_cloud_request(bool indefinite)
                 (const uint8_t *)request.di.data < b.data + b.length);
 }
 
-static void test_cloud_request_indefinite(void **state)
-{
-    (void)state;
-    check_cloud_request(true);
-}
+/* BOTH_LENGTHS(name, check): test cases name_indefinite and name_definite, running check(true)
+ * and check(false): containers of indefinite length (as tinycbor writes them) and definite. */
+#define BOTH_LENGTHS(name, check) TWO_CASES(name, check, indefinite, true, definite, false)
 
-static void test_cloud_request_definite(void **state)
-{
-    (void)state;
-    check_cloud_request(false);
-}
+BOTH_LENGTHS(test_cloud_request, check_cloud_request)
 
 static void check_csr_request(bool indefinite)
 {
@@ -231,17 +223,7 @@ static void check_csr_request(bool indefinite)
     assert_text(request.inner, CSR_PEM);
 }
 
-static void test_csr_request_indefinite(void **state)
-{
-    (void)state;
-    check_csr_request(true);
-}
-
-static void test_csr_request_definite(void **state)
-{
-    (void)state;
-    check_csr_request(false);
-}
+BOTH_LENGTHS(test_csr_request, check_csr_request)
 
 /*
  * Each prefix is copied to its own heap block of exactly that size, so
@@ -555,7 +537,7 @@ static void test_container_counts(void **state)
     assert_int_equal(dps_cbor_enter_array(&reader, &container), 0);
     assert_false(container.indefinite);
     assert_int_equal(container.remaining, 3);
-    uint64_t value, sum = 0;
+    uint64_t value = 0, sum = 0;
     while (dps_cbor_container_next(&reader, &container) == 1) {
         assert_int_equal(dps_cbor_read_uint(&reader, &value), 0);
         sum += value;
@@ -621,13 +603,23 @@ static void test_text_equals(void **state)
 {
     (void)state;
     static const char input[] = "selectedGatewayX";
-    assert_true(dps_cbor_text_equals(input, 15, "selectedGateway"));
-    assert_false(dps_cbor_text_equals(input, 16, "selectedGateway"));
-    assert_false(dps_cbor_text_equals(input, 14, "selectedGateway"));
-    assert_false(dps_cbor_text_equals(input, 2, "di"));
-    assert_true(dps_cbor_text_equals(input, 0, ""));
-    assert_true(dps_cbor_text_equals(NULL, 0, ""));
-    assert_false(dps_cbor_text_equals(NULL, 0, "di"));
+    static const struct {
+        const char *text;
+        size_t length;
+        const char *literal;
+        bool equal;
+    } cases[] = {
+        {input, 15, "selectedGateway", true},
+        {input, 16, "selectedGateway", false},
+        {input, 14, "selectedGateway", false},
+        {input, 2, "di", false},
+        {input, 0, "", true},
+        {NULL, 0, "", true},
+        {NULL, 0, "di", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(dps_cbor_text_equals(cases[i].text, cases[i].length, cases[i].literal),
+                         cases[i].equal);
 }
 
 int main(void)

@@ -22,8 +22,7 @@
 
 #include "dataplane/cluster.h"
 #include "dataplane/loop.h"
-#include "loop_wait.h"
-#include "perf/redis_server.h"
+#include "redis_fixture.h"
 #include "store/records.h"
 #include "store/redis_admin.h"
 #include "store/store.h"
@@ -37,39 +36,14 @@
 #define RECORD_3 "33333333-3333-5333-8333-333333333333"
 
 static struct {
-    char folder[64];
-    struct redis_server server;
-    struct loop *loop;
+    struct redis_fixture redis;
     struct store *store;
     struct cluster *cluster;
 } h;
 
-static void *conn_accepted(void *loop_user, struct loop_conn *conn, const struct sockaddr *peer,
-                           socklen_t peer_length)
-{
-    (void)loop_user, (void)conn, (void)peer, (void)peer_length;
-    return NULL;
-}
-
-static void conn_received(void *conn_user, const uint8_t *data, size_t length)
-{
-    (void)conn_user, (void)data, (void)length;
-}
-
-static void conn_closed(void *conn_user, int error)
-{
-    (void)conn_user, (void)error;
-}
-
-static const struct loop_handler no_connections = {
-    .accepted = conn_accepted,
-    .received = conn_received,
-    .closed = conn_closed,
-};
-
 static bool run_until(bool (*condition)(void *arg), void *arg, unsigned timeout_ms)
 {
-    return loop_wait_until(h.loop, condition, arg, timeout_ms);
+    return loop_wait_until(h.redis.loop, condition, arg, timeout_ms);
 }
 
 static bool is_up(void *arg)
@@ -123,14 +97,14 @@ static void start_with(struct config_cluster config)
     config.connect_timeout_ms = 500;
     h.cluster = cluster_create(&config, 0, h.store, err, sizeof(err));
     assert_non_null(h.cluster);
-    assert_int_equal(cluster_start(h.cluster, h.loop, NULL, err, sizeof(err)), 0);
+    assert_int_equal(cluster_start(h.cluster, h.redis.loop, NULL, err, sizeof(err)), 0);
     assert_true(run_until(is_up, NULL, 3000));
 }
 
 static void start(void)
 {
     char address[32];
-    snprintf(address, sizeof(address), "127.0.0.1:%u", h.server.port);
+    snprintf(address, sizeof(address), "127.0.0.1:%u", h.redis.server.port);
     start_with((struct config_cluster){.redis = address});
 }
 
@@ -146,14 +120,12 @@ static int setup(void **state)
     (void)state;
     char err[256] = "";
     memset(&h, 0, sizeof(h));
-    if (redis_server_folder(h.folder, sizeof(h.folder)) != 0 ||
-        redis_server_start(&h.server, h.folder, 0, NULL, err, sizeof(err)) != 0)
+    if (redis_fixture_open(&h.redis) != 0)
         return -1;
-    h.loop = loop_create(LOOP_BACKEND_EPOLL, &no_connections, NULL, err, sizeof(err));
     char store_dir[96];
-    snprintf(store_dir, sizeof(store_dir), "%s/store", h.folder);
+    snprintf(store_dir, sizeof(store_dir), "%s/store", h.redis.folder);
     h.store = store_open(store_dir, 64, 0, err, sizeof(err));
-    return h.loop != NULL && h.store != NULL ? 0 : -1;
+    return h.store != NULL ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -161,30 +133,23 @@ static int teardown(void **state)
     (void)state;
     if (h.cluster != NULL)
         stop();
-    redis_server_stop_all();
     store_close(h.store);
-    loop_destroy(h.loop);
-    redis_server_remove_folder(h.folder);
+    redis_fixture_close(&h.redis);
     return 0;
 }
 
 static bool key_exists(const char *key)
 {
-    redisReply *reply = redis_server_command(h.server.port, NULL, "EXISTS %s", key);
+    redisReply *reply = redis_server_command(h.redis.server.port, NULL, "EXISTS %s", key);
     bool exists = reply != NULL && reply->integer == 1;
     freeReplyObject(reply);
     return exists;
 }
 
-static void flush(void)
-{
-    freeReplyObject(redis_server_command(h.server.port, NULL, "FLUSHALL"));
-}
-
 static void claims_have_verdicts(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     start();
     struct claim_answer answer;
     assert_int_equal(claim(&answer, OWNER_KEY_1, DEVICE_A, RECORD_1), CLUSTER_CLAIM_GRANTED);
@@ -198,7 +163,7 @@ static void claims_have_verdicts(void **state)
     assert_string_equal(answer.claim.holder, DEVICE_A);
     /* Bindings are per owner. */
     assert_int_equal(claim(&answer, OWNER_KEY_2, DEVICE_A, RECORD_2), CLUSTER_CLAIM_GRANTED);
-    freeReplyObject(redis_server_command(h.server.port, NULL, "SET %s %s",
+    freeReplyObject(redis_server_command(h.redis.server.port, NULL, "SET %s %s",
                                          "t:conflict:" OWNER_KEY_1 ":" DEVICE_B, "x y"));
     assert_int_equal(claim(&answer, OWNER_KEY_1, DEVICE_B, RECORD_3), CLUSTER_CLAIM_CONFLICT);
     stop();
@@ -207,20 +172,20 @@ static void claims_have_verdicts(void **state)
 static void redis_away_refuses_at_once_and_stop_answers_in_flight(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     start();
     struct claim_answer answer = {0};
     answer.claim.done = claim_answered;
     answer.claim.user = &answer;
-    redis_server_pause(&h.server, true);
+    redis_server_pause(&h.redis.server, true);
     assert_int_equal(cluster_claim(h.cluster, &answer.claim, OWNER_KEY_1, DEVICE_B, RECORD_2), 0);
     stop(); /* the shard stops with the claim in flight: answered, once */
-    redis_server_pause(&h.server, false);
+    redis_server_pause(&h.redis.server, false);
     assert_int_equal(answer.calls, 1);
     assert_int_equal(answer.claim.result, CLUSTER_CLAIM_UNAVAILABLE);
 
     start();
-    redis_server_pause(&h.server, true);
+    redis_server_pause(&h.redis.server, true);
     struct claim_answer late;
     assert_int_equal(claim(&late, OWNER_KEY_1, DEVICE_B, RECORD_2), CLUSTER_CLAIM_UNAVAILABLE);
     assert_true(run_until(is_down, NULL, 2000));
@@ -229,7 +194,7 @@ static void redis_away_refuses_at_once_and_stop_answers_in_flight(void **state)
     answer.claim.user = &answer;
     assert_int_equal(cluster_claim(h.cluster, &answer.claim, OWNER_KEY_1, DEVICE_B, RECORD_2), -1);
     assert_int_equal(answer.calls, 0);
-    redis_server_pause(&h.server, false);
+    redis_server_pause(&h.redis.server, false);
     stop();
 }
 
@@ -261,11 +226,11 @@ static bool seeded(void *arg)
 static void reseed_writes_bindings_and_finds_conflicts(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     put_binding("1", DEVICE_A, RECORD_1);
     put_binding("1", DEVICE_B, RECORD_2);
     /* Redis lost DEVICE_B's binding and meanwhile gave the id to another record. */
-    freeReplyObject(redis_server_command(h.server.port, NULL, "SET %s %s",
+    freeReplyObject(redis_server_command(h.redis.server.port, NULL, "SET %s %s",
                                          "t:binding:" OWNER_KEY_1 ":" DEVICE_B, RECORD_3));
     struct cluster_stats before, after;
     cluster_stats_get(&before);
@@ -286,7 +251,7 @@ static void reseed_writes_bindings_and_finds_conflicts(void **state)
     assert_int_equal(claim(&answer, OWNER_KEY_1, DEVICE_B, RECORD_3), CLUSTER_CLAIM_CONFLICT);
 
     /* Redis comes back empty: the periodic check finds the marker gone and seeds again. */
-    flush();
+    redis_fixture_flush(&h.redis);
     assert_true(run_until(seeded, NULL, 5000));
     assert_true(key_exists("t:binding:" OWNER_KEY_1 ":" DEVICE_B));
     stop();
@@ -312,14 +277,16 @@ static bool seeded_in(void *arg)
 static void reseed_after_a_new_primary(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     put_binding("1", DEVICE_A, RECORD_1);
     char err[256] = "";
     struct redis_server old_primary, new_primary, sentinel;
-    assert_int_equal(redis_server_start(&old_primary, h.folder, 0, NULL, err, sizeof(err)), 0);
-    assert_int_equal(redis_server_start(&new_primary, h.folder, 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(redis_server_start(&old_primary, h.redis.folder, 0, NULL, err, sizeof(err)),
+                     0);
+    assert_int_equal(redis_server_start(&new_primary, h.redis.folder, 0, NULL, err, sizeof(err)),
+                     0);
     freeReplyObject(redis_server_command(new_primary.port, NULL, "SET t:seeded:n1 1"));
-    assert_int_equal(redis_server_start_sentinel(&sentinel, h.folder, old_primary.port, "dps",
+    assert_int_equal(redis_server_start_sentinel(&sentinel, h.redis.folder, old_primary.port, "dps",
                                                  60000, 60000, err, sizeof(err)),
                      0);
     char sentinel_address[32];
@@ -344,9 +311,9 @@ static void reseed_after_a_new_primary(void **state)
 static void admin_releases_and_lists_conflicts(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     char err[256] = "", address[32];
-    snprintf(address, sizeof(address), "127.0.0.1:%u", h.server.port);
+    snprintf(address, sizeof(address), "127.0.0.1:%u", h.redis.server.port);
     struct config_cluster config = {
         .redis = address,
         .key_prefix = "t:",
@@ -361,8 +328,8 @@ static void admin_releases_and_lists_conflicts(void **state)
         {"t:conflict:" OWNER_KEY_2 ":" DEVICE_B, RECORD_3 " " RECORD_2},
     };
     for (size_t i = 0; i < sizeof(setup_commands) / sizeof(setup_commands[0]); i++)
-        freeReplyObject(redis_server_command(h.server.port, NULL, "SET %s %s", setup_commands[i][0],
-                                             setup_commands[i][1]));
+        freeReplyObject(redis_server_command(h.redis.server.port, NULL, "SET %s %s",
+                                             setup_commands[i][0], setup_commands[i][1]));
     char(*ids)[37] = NULL;
     size_t count = 0;
     assert_int_equal(redis_admin_conflicts(&config, OWNER_KEY_1, &ids, &count, err, sizeof(err)),
@@ -388,8 +355,8 @@ static void admin_releases_and_lists_conflicts(void **state)
 
     /* Through Sentinel: the primary it names. */
     struct redis_server sentinel;
-    assert_int_equal(redis_server_start_sentinel(&sentinel, h.folder, h.server.port, "dps", 5000,
-                                                 10000, err, sizeof(err)),
+    assert_int_equal(redis_server_start_sentinel(&sentinel, h.redis.folder, h.redis.server.port,
+                                                 "dps", 5000, 10000, err, sizeof(err)),
                      0);
     char sentinel_address[32];
     snprintf(sentinel_address, sizeof(sentinel_address), "127.0.0.1:%u", sentinel.port);

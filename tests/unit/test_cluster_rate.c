@@ -20,16 +20,13 @@
 #include "dataplane/cluster.h"
 #include "dataplane/cluster_rate.h"
 #include "dataplane/loop.h"
-#include "loop_wait.h"
-#include "perf/redis_server.h"
+#include "redis_fixture.h"
 
 #define GROUP_1 "0f4a3c55-8e3b-4f4e-9a5e-6b2f7d1c9e01"
 #define GROUP_2 "1f4a3c55-8e3b-4f4e-9a5e-6b2f7d1c9e02"
 
 static struct {
-    char folder[64];
-    struct redis_server server;
-    struct loop *loop;
+    struct redis_fixture redis;
     struct admission admission;
     struct cluster *cluster;
     struct cluster_rate *rate;
@@ -37,29 +34,6 @@ static struct {
     long refused;
     const char *group;
 } h;
-
-static void *conn_accepted(void *loop_user, struct loop_conn *conn, const struct sockaddr *peer,
-                           socklen_t peer_length)
-{
-    (void)loop_user, (void)conn, (void)peer, (void)peer_length;
-    return NULL;
-}
-
-static void conn_received(void *conn_user, const uint8_t *data, size_t length)
-{
-    (void)conn_user, (void)data, (void)length;
-}
-
-static void conn_closed(void *conn_user, int error)
-{
-    (void)conn_user, (void)error;
-}
-
-static const struct loop_handler no_connections = {
-    .accepted = conn_accepted,
-    .received = conn_received,
-    .closed = conn_closed,
-};
 
 static int64_t now_ns(void)
 {
@@ -89,7 +63,7 @@ static bool take_often(void *arg)
 static void offer_for(unsigned ms)
 {
     h.admitted = h.refused = 0;
-    loop_wait_until(h.loop, take_often, NULL, ms);
+    loop_wait_until(h.redis.loop, take_often, NULL, ms);
 }
 
 static bool cluster_up(void *arg)
@@ -119,7 +93,7 @@ static void start(unsigned signing_rate, unsigned signing_burst, unsigned group_
 {
     char err[256] = "";
     char address[32];
-    snprintf(address, sizeof(address), "127.0.0.1:%u", h.server.port);
+    snprintf(address, sizeof(address), "127.0.0.1:%u", h.redis.server.port);
     struct config config = {
         .signing_rate = signing_rate,
         .signing_burst = signing_burst,
@@ -139,9 +113,9 @@ static void start(unsigned signing_rate, unsigned signing_burst, unsigned group_
     assert_non_null(h.cluster);
     h.rate = cluster_rate_create(&config, 0, &h.admission);
     assert_non_null(h.rate);
-    assert_int_equal(cluster_start(h.cluster, h.loop, NULL, err, sizeof(err)), 0);
-    assert_int_equal(cluster_rate_start(h.rate, h.loop, h.cluster), 0);
-    assert_true(loop_wait_until(h.loop, cluster_up, NULL, 3000));
+    assert_int_equal(cluster_start(h.cluster, h.redis.loop, NULL, err, sizeof(err)), 0);
+    assert_int_equal(cluster_rate_start(h.rate, h.redis.loop, h.cluster), 0);
+    assert_true(loop_wait_until(h.redis.loop, cluster_up, NULL, 3000));
     h.group = GROUP_1;
 }
 
@@ -158,13 +132,8 @@ static void stop(void)
 static int setup(void **state)
 {
     (void)state;
-    char err[256] = "";
     memset(&h, 0, sizeof(h));
-    if (redis_server_folder(h.folder, sizeof(h.folder)) != 0 ||
-        redis_server_start(&h.server, h.folder, 0, NULL, err, sizeof(err)) != 0)
-        return -1;
-    h.loop = loop_create(LOOP_BACKEND_EPOLL, &no_connections, NULL, err, sizeof(err));
-    return h.loop != NULL ? 0 : -1;
+    return redis_fixture_open(&h.redis);
 }
 
 static int teardown(void **state)
@@ -172,20 +141,13 @@ static int teardown(void **state)
     (void)state;
     if (h.rate != NULL)
         stop();
-    redis_server_stop_all();
-    loop_destroy(h.loop);
-    redis_server_remove_folder(h.folder);
+    redis_fixture_close(&h.redis);
     return 0;
-}
-
-static void flush(void)
-{
-    freeReplyObject(redis_server_command(h.server.port, NULL, "FLUSHALL"));
 }
 
 static long long command_integer(const char *format, const char *argument)
 {
-    redisReply *reply = redis_server_command(h.server.port, NULL, format, argument);
+    redisReply *reply = redis_server_command(h.redis.server.port, NULL, format, argument);
     long long value = reply != NULL && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
     freeReplyObject(reply);
     return value;
@@ -195,7 +157,7 @@ static long long command_integer(const char *format, const char *argument)
 static void leases_hold_the_rate(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     start(20, 1, 0);
     offer_for(2000);
     print_message("# admitted %ld, refused %ld in 2 s at 20/s\n", h.admitted, h.refused);
@@ -209,9 +171,9 @@ static void leases_hold_the_rate(void **state)
     assert_int_equal(command_integer("EXISTS %s", "t:rate:signing"), 1);
     assert_int_equal(command_integer("ZCARD %s", "t:rate:nodes"), 1);
     /* Another node asks: the count comes back with the next call (shard 0's tick). */
-    freeReplyObject(redis_server_command(h.server.port, NULL, "ZADD t:rate:nodes %lld n2",
+    freeReplyObject(redis_server_command(h.redis.server.port, NULL, "ZADD t:rate:nodes %lld n2",
                                          (long long)time(NULL) * 1000 + 60000));
-    assert_true(loop_wait_until(h.loop, two_nodes, NULL, 3000));
+    assert_true(loop_wait_until(h.redis.loop, two_nodes, NULL, 3000));
     stop();
 }
 
@@ -219,7 +181,7 @@ static void leases_hold_the_rate(void **state)
 static void groups_have_their_own_buckets(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     start(0, 1, 5);
     offer_for(1000);
     assert_true(h.admitted >= 4 && h.admitted <= 9);
@@ -227,7 +189,7 @@ static void groups_have_their_own_buckets(void **state)
     h.group = GROUP_2;
     int64_t wait;
     assert_int_equal(cluster_rate_take(h.rate, GROUP_2, now_ns(), &wait), 0);
-    loop_wait_until(h.loop, never, NULL, 50);
+    loop_wait_until(h.redis.loop, never, NULL, 50);
     assert_int_equal(command_integer("EXISTS %s", "t:rate:group:" GROUP_2), 1);
     stop();
 }
@@ -239,20 +201,21 @@ static void groups_have_their_own_buckets(void **state)
 static void redis_away_falls_back_to_the_share_and_heals(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     start(20, 1, 0);
-    freeReplyObject(redis_server_command(h.server.port, NULL, "ZADD t:rate:nodes %lld n2",
+    freeReplyObject(redis_server_command(h.redis.server.port, NULL, "ZADD t:rate:nodes %lld n2",
                                          (long long)time(NULL) * 1000 + 60000));
-    assert_true(loop_wait_until(h.loop, two_nodes, NULL, 3000));
-    uint16_t port = h.server.port;
-    redis_server_stop(&h.server);
-    assert_true(loop_wait_until(h.loop, in_fallback, (void *)1, 3000));
+    assert_true(loop_wait_until(h.redis.loop, two_nodes, NULL, 3000));
+    uint16_t port = h.redis.server.port;
+    redis_server_stop(&h.redis.server);
+    assert_true(loop_wait_until(h.redis.loop, in_fallback, (void *)1, 3000));
     offer_for(2000);
     print_message("# without Redis: admitted %ld in 2 s (share 10/s)\n", h.admitted);
     assert_true(h.admitted >= 17 && h.admitted <= 23);
     char err[256];
-    assert_int_equal(redis_server_start(&h.server, h.folder, port, NULL, err, sizeof(err)), 0);
-    assert_true(loop_wait_until(h.loop, in_fallback, (void *)0, 8000));
+    assert_int_equal(
+        redis_server_start(&h.redis.server, h.redis.folder, port, NULL, err, sizeof(err)), 0);
+    assert_true(loop_wait_until(h.redis.loop, in_fallback, (void *)0, 8000));
     struct cluster_rate_stats before, after;
     cluster_rate_stats_get(&before);
     offer_for(500);

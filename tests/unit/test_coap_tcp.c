@@ -35,15 +35,22 @@ static struct coap_option text_option(uint16_t number, const char *text)
         .number = number, .length = (uint16_t)strlen(text), .value = (const uint8_t *)text};
 }
 
+/* The four options of time_request; accept and version hold their values. */
+static void time_request_options(struct coap_option options[4], uint8_t accept[4],
+                                 uint8_t version[4])
+{
+    options[0] = text_option(COAP_OPTION_URI_PATH, "x.plgd.dev");
+    options[1] = text_option(COAP_OPTION_URI_PATH, "time");
+    coap_option_make_uint(&options[2], COAP_OPTION_ACCEPT, COAP_FORMAT_OCF_CBOR, accept);
+    coap_option_make_uint(&options[3], COAP_OPTION_OCF_ACCEPT_VERSION, 2048, version);
+}
+
 static void test_encode_known_request(void **state)
 {
     (void)state;
     uint8_t accept[4], version[4];
     struct coap_option options[4];
-    options[0] = text_option(COAP_OPTION_URI_PATH, "x.plgd.dev");
-    options[1] = text_option(COAP_OPTION_URI_PATH, "time");
-    coap_option_make_uint(&options[2], COAP_OPTION_ACCEPT, COAP_FORMAT_OCF_CBOR, accept);
-    coap_option_make_uint(&options[3], COAP_OPTION_OCF_ACCEPT_VERSION, 2048, version);
+    time_request_options(options, accept, version);
 
     uint8_t out[64];
     long length =
@@ -362,10 +369,7 @@ static void test_encode_errors(void **state)
     /* Every capacity short of the frame is refused without writing past it. */
     uint8_t accept[4], version[4];
     struct coap_option options[4];
-    options[0] = text_option(COAP_OPTION_URI_PATH, "x.plgd.dev");
-    options[1] = text_option(COAP_OPTION_URI_PATH, "time");
-    coap_option_make_uint(&options[2], COAP_OPTION_ACCEPT, COAP_FORMAT_OCF_CBOR, accept);
-    coap_option_make_uint(&options[3], COAP_OPTION_OCF_ACCEPT_VERSION, 2048, version);
+    time_request_options(options, accept, version);
     for (size_t capacity = 0; capacity < sizeof(time_request); capacity++) {
         uint8_t *exact = malloc(capacity + 1);
         assert_non_null(exact);

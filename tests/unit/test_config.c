@@ -21,6 +21,7 @@
 
 #include "tests/unit/temp_dir.h"
 #include "control/config.h"
+#include "common/file.h"
 #include "common/log.h"
 #include "control/model.h"
 
@@ -83,6 +84,22 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     return temp_dir_remove(folder);
+}
+
+/* Settings given in the file and defaulted alike. */
+struct sizes_and_timeouts {
+    long long shards, io_backend, signer_threads, max_message_size, inactivity_timeout_s,
+        handshake_timeout_s;
+};
+
+static void assert_sizes_and_timeouts(const struct config *config, struct sizes_and_timeouts want)
+{
+    assert_int_equal(config->shards, want.shards);
+    assert_int_equal(config->io_backend, want.io_backend);
+    assert_int_equal(config->signer_threads, want.signer_threads);
+    assert_int_equal(config->max_message_size, want.max_message_size);
+    assert_int_equal(config->inactivity_timeout_s, want.inactivity_timeout_s);
+    assert_int_equal(config->handshake_timeout_s, want.handshake_timeout_s);
 }
 
 /* Loads text as the configuration file and expects success. */
@@ -186,18 +203,14 @@ static void full_file_parses(void **state)
     assert_int_equal(config->listen_count, 2);
     assert_string_equal(config->listen[0], "127.0.0.1:15684");
     assert_string_equal(config->listen[1], "[::1]:15685");
-    assert_int_equal(config->shards, 2);
-    assert_int_equal(config->io_backend, CONFIG_IO_EPOLL);
     char expected[PATH_MAX + 64];
     in_folder(expected, sizeof(expected), "server.pem");
     assert_string_equal(config->tls_cert_file, expected);
     in_folder(expected, sizeof(expected), "server.key");
     assert_string_equal(config->tls_key_file, expected);
     assert_string_equal(config->data_dir, "/var/lib/dps");
-    assert_int_equal(config->signer_threads, 3);
-    assert_int_equal(config->max_message_size, 32768);
-    assert_int_equal(config->inactivity_timeout_s, 120);
-    assert_int_equal(config->handshake_timeout_s, 5);
+    assert_sizes_and_timeouts(config,
+                              (struct sizes_and_timeouts){2, CONFIG_IO_EPOLL, 3, 32768, 120, 5});
     assert_int_equal(config->max_connections, 500);
     assert_string_equal(config->log_level, "debug");
 
@@ -255,14 +268,13 @@ static void example_configuration_loads(void **state)
     const char *root = getenv("DPS_SOURCE_ROOT");
     char path[PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/deploy/dpsd.example.yaml", root != NULL ? root : ".");
-    FILE *file = fopen(path, "r");
-    assert_non_null(file);
-    static char text[65536];
-    size_t n = fread(text, 1, sizeof(text) - 1, file);
-    fclose(file);
-    text[n] = '\0';
+    char err[256];
+    char *text = file_read_text(path, 65535, NULL, err, sizeof(err));
+    if (text == NULL)
+        fail_msg("%s", err);
 
     struct config *config = load_ok(text);
+    free(text);
     assert_int_equal(config->listen_count, 1);
     assert_int_equal(config->hub_count, 1);
     assert_int_equal(config->hubs[0].certificate_validity_s, 8760L * 3600);
@@ -280,15 +292,11 @@ static void defaults_apply(void **state)
     struct config *config = load_ok(TLS HUB GROUP);
     assert_int_equal(config->listen_count, 1);
     assert_string_equal(config->listen[0], "0.0.0.0:15684");
-    assert_int_equal(config->shards, 0);
-    assert_int_equal(config->io_backend, CONFIG_IO_URING);
     char expected[PATH_MAX + 64];
     in_folder(expected, sizeof(expected), "data");
     assert_string_equal(config->data_dir, expected);
-    assert_int_equal(config->signer_threads, 1);
-    assert_int_equal(config->max_message_size, 16384);
-    assert_int_equal(config->inactivity_timeout_s, 20);
-    assert_int_equal(config->handshake_timeout_s, 10);
+    assert_sizes_and_timeouts(config,
+                              (struct sizes_and_timeouts){0, CONFIG_IO_URING, 1, 16384, 20, 10});
     assert_int_equal(config->max_connections, 10000);
     assert_string_equal(config->log_level, "info");
 

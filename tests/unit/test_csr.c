@@ -54,6 +54,13 @@ static X509_REQ *make_request(const struct request_spec *spec)
     return req;
 }
 
+/* A valid request of key's: CN=uuid:DEVICE_ID, signed with SHA-256. */
+static X509_REQ *valid_request(EVP_PKEY *key)
+{
+    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
+    return make_request(&spec);
+}
+
 static char *der_to_pem(const unsigned char *der, long length)
 {
     BIO *bio = BIO_new(BIO_s_mem());
@@ -84,6 +91,22 @@ static char *make_pem(EVP_PKEY *key, const EVP_MD *digest, const char *cn, const
     char *pem = request_pem(req);
     X509_REQ_free(req);
     return pem;
+}
+
+/* The device id a check extracted is DEVICE_ID. */
+static void assert_device_id(const struct csr_result *result)
+{
+    char device_id[UUID_STRING_LENGTH + 1];
+    uuid_format(&result->device_id, device_id);
+    assert_string_equal(device_id, DEVICE_ID);
+}
+
+/* req with subject name and key's public key, signed with key (ECDSA with SHA-256). */
+static void sign_request(X509_REQ *req, X509_NAME *name, EVP_PKEY *key)
+{
+    assert_int_equal(X509_REQ_set_subject_name(req, name), 1);
+    assert_int_equal(X509_REQ_set_pubkey(req, key), 1);
+    assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
 }
 
 static void expect_failure(const char *pem, size_t length, const char *reason)
@@ -198,6 +221,13 @@ static void build_request(EVP_PKEY *key, const struct request_parts *parts, stru
     put_tlv(out, 0x30, body.data, body.length);
 }
 
+/* A valid request for key, hand-built: its parts and its DER. */
+static void default_request(EVP_PKEY *key, struct request_parts *parts, struct der_buffer *der)
+{
+    default_parts(key, parts);
+    build_request(key, parts, der);
+}
+
 /* The size of a DER header of at most two length bytes. */
 static size_t header_length(const unsigned char *der)
 {
@@ -226,18 +256,15 @@ static void expect_der_success(const unsigned char *der, size_t length)
 static void test_valid_request(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
-    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
-    X509_REQ *req = make_request(&spec);
+    X509_REQ *req = valid_request(key);
     char *pem = request_pem(req);
     OSSL_LIB_CTX *libctx = OSSL_LIB_CTX_new();
     struct csr_result result;
     char err[128] = "";
-    char device_id[UUID_STRING_LENGTH + 1];
 
     (void)state;
     assert_int_equal(csr_check(libctx, pem, strlen(pem), &result, err, sizeof(err)), 0);
-    uuid_format(&result.device_id, device_id);
-    assert_string_equal(device_id, DEVICE_ID);
+    assert_device_id(&result);
 
     unsigned char *spki = NULL;
     int spki_length = i2d_PUBKEY(key, &spki);
@@ -257,12 +284,10 @@ static void test_upper_case_prefix_accepted(void **state)
     char *pem = make_pem(key, EVP_sha256(), "UUID:0F8AB3C2-7D6E-4A51-9B2C-3E4F5A6B7C8D", NULL);
     struct csr_result result;
     char err[128] = "";
-    char device_id[UUID_STRING_LENGTH + 1];
 
     (void)state;
     assert_int_equal(csr_check(NULL, pem, strlen(pem), &result, err, sizeof(err)), 0);
-    uuid_format(&result.device_id, device_id);
-    assert_string_equal(device_id, DEVICE_ID);
+    assert_device_id(&result);
     free(pem);
     EVP_PKEY_free(key);
 }
@@ -270,8 +295,7 @@ static void test_upper_case_prefix_accepted(void **state)
 static void test_tampered_signature(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
-    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
-    X509_REQ *req = make_request(&spec);
+    X509_REQ *req = valid_request(key);
     unsigned char *der = NULL;
     int length = i2d_X509_REQ(req, &der);
 
@@ -286,79 +310,64 @@ static void test_tampered_signature(void **state)
     EVP_PKEY_free(key);
 }
 
-static void test_rsa_key_rejected(void **state)
-{
-    EVP_PKEY *key = EVP_RSA_gen(2048);
-    char *pem = make_pem(key, EVP_sha256(), "uuid:" DEVICE_ID, NULL);
+#define BAD_CN "CSR subject CN is not uuid:<device id>"
 
-    (void)state;
-    expect_failure(pem, strlen(pem), "CSR key is not EC P-256");
+/* A request by key (then freed) with digest and the common names is refused with reason. */
+static void expect_request_refused(EVP_PKEY *key, const EVP_MD *digest, const char *cn,
+                                   const char *second_cn, const char *reason)
+{
+    char *pem = make_pem(key, digest, cn, second_cn);
+    expect_failure(pem, strlen(pem), reason);
     free(pem);
     EVP_PKEY_free(key);
+}
+
+static void test_rsa_key_rejected(void **state)
+{
+    (void)state;
+    expect_request_refused(EVP_RSA_gen(2048), EVP_sha256(), "uuid:" DEVICE_ID, NULL,
+                           "CSR key is not EC P-256");
 }
 
 static void test_p384_key_rejected(void **state)
 {
-    EVP_PKEY *key = EVP_EC_gen("P-384");
-    char *pem = make_pem(key, EVP_sha256(), "uuid:" DEVICE_ID, NULL);
-
     (void)state;
-    expect_failure(pem, strlen(pem), "CSR key is not EC P-256");
-    free(pem);
-    EVP_PKEY_free(key);
+    expect_request_refused(EVP_EC_gen("P-384"), EVP_sha256(), "uuid:" DEVICE_ID, NULL,
+                           "CSR key is not EC P-256");
 }
 
 static void test_sha384_signature_rejected(void **state)
 {
-    EVP_PKEY *key = EVP_EC_gen("P-256");
-    char *pem = make_pem(key, EVP_sha384(), "uuid:" DEVICE_ID, NULL);
-
     (void)state;
-    expect_failure(pem, strlen(pem), "CSR signature algorithm is not ecdsa-with-SHA256");
-    free(pem);
-    EVP_PKEY_free(key);
+    expect_request_refused(EVP_EC_gen("P-256"), EVP_sha384(), "uuid:" DEVICE_ID, NULL,
+                           "CSR signature algorithm is not ecdsa-with-SHA256");
 }
 
 static void test_cn_without_prefix_rejected(void **state)
 {
-    EVP_PKEY *key = EVP_EC_gen("P-256");
-    char *pem = make_pem(key, EVP_sha256(), DEVICE_ID, NULL);
-
     (void)state;
-    expect_failure(pem, strlen(pem), "CSR subject CN is not uuid:<device id>");
-    free(pem);
-    EVP_PKEY_free(key);
+    expect_request_refused(EVP_EC_gen("P-256"), EVP_sha256(), DEVICE_ID, NULL, BAD_CN);
 }
 
 static void test_cn_with_bad_uuid_rejected(void **state)
 {
-    EVP_PKEY *key = EVP_EC_gen("P-256");
-    char *bad = make_pem(key, EVP_sha256(), "uuid:0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8x", NULL);
-    char *nil = make_pem(key, EVP_sha256(), "uuid:00000000-0000-0000-0000-000000000000", NULL);
-    char *trailing = make_pem(key, EVP_sha256(), "uuid:" DEVICE_ID " ", NULL);
+    static const char *const names[] = {
+        "uuid:0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8x", /* not hexadecimal */
+        "uuid:00000000-0000-0000-0000-000000000000", /* nil */
+        "uuid:" DEVICE_ID " ",                       /* trailing space */
+    };
 
     (void)state;
-    expect_failure(bad, strlen(bad), "CSR subject CN is not uuid:<device id>");
-    expect_failure(nil, strlen(nil), "CSR subject CN is not uuid:<device id>");
-    expect_failure(trailing, strlen(trailing), "CSR subject CN is not uuid:<device id>");
-    free(bad);
-    free(nil);
-    free(trailing);
-    EVP_PKEY_free(key);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        expect_request_refused(EVP_EC_gen("P-256"), EVP_sha256(), names[i], NULL, BAD_CN);
 }
 
 static void test_missing_or_repeated_cn_rejected(void **state)
 {
-    EVP_PKEY *key = EVP_EC_gen("P-256");
-    char *none = make_pem(key, EVP_sha256(), NULL, NULL);
-    char *two = make_pem(key, EVP_sha256(), "uuid:" DEVICE_ID, "uuid:" DEVICE_ID);
-
     (void)state;
-    expect_failure(none, strlen(none), "CSR subject CN is not uuid:<device id>");
-    expect_failure(two, strlen(two), "CSR subject CN is not uuid:<device id>");
-    free(none);
-    free(two);
-    EVP_PKEY_free(key);
+    expect_request_refused(EVP_EC_gen("P-256"), EVP_sha256(), NULL, NULL, BAD_CN);
+    expect_request_refused(EVP_EC_gen("P-256"), EVP_sha256(), "uuid:" DEVICE_ID, "uuid:" DEVICE_ID,
+                           BAD_CN);
 }
 
 static void test_garbage_rejected(void **state)
@@ -389,8 +398,7 @@ static void test_wrong_pem_type_rejected(void **state)
 static void test_truncated_der_rejected(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
-    struct request_spec spec = {key, EVP_sha256(), {"uuid:" DEVICE_ID, NULL}};
-    X509_REQ *req = make_request(&spec);
+    X509_REQ *req = valid_request(key);
     unsigned char *der = NULL;
     int length = i2d_X509_REQ(req, &der);
 
@@ -437,7 +445,6 @@ static void test_results_equal_openssl_decoding(void **state)
     X509_NAME *name = X509_NAME_new();
     struct csr_result result;
     char err[128] = "";
-    char device_id[UUID_STRING_LENGTH + 1];
 
     (void)state;
     assert_int_equal(
@@ -456,9 +463,7 @@ static void test_results_equal_openssl_decoding(void **state)
                                                 (const unsigned char *)"uuid:" DEVICE_ID, -1, -1,
                                                 1),
                      1);
-    assert_int_equal(X509_REQ_set_subject_name(req, name), 1);
-    assert_int_equal(X509_REQ_set_pubkey(req, key), 1);
-    assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
+    sign_request(req, name, key);
     char *pem = request_pem(req);
     assert_int_equal(csr_check(NULL, pem, strlen(pem), &result, err, sizeof(err)), 0);
 
@@ -469,8 +474,7 @@ static void test_results_equal_openssl_decoding(void **state)
     int spki_length = i2d_PUBKEY(X509_REQ_get0_pubkey(decoded), &spki);
     assert_int_equal(result.spki_length, spki_length);
     assert_memory_equal(result.spki_der, spki, spki_length);
-    uuid_format(&result.device_id, device_id);
-    assert_string_equal(device_id, DEVICE_ID);
+    assert_device_id(&result);
 
     OPENSSL_free(spki);
     X509_REQ_free(decoded);
@@ -494,16 +498,12 @@ static void test_printable_and_ia5_cn_accepted(void **state)
                                                     (const unsigned char *)"uuid:" DEVICE_ID, -1,
                                                     -1, 0),
                          1);
-        assert_int_equal(X509_REQ_set_subject_name(req, name), 1);
-        assert_int_equal(X509_REQ_set_pubkey(req, key), 1);
-        assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
+        sign_request(req, name, key);
         char *pem = request_pem(req);
         struct csr_result result;
         char err[128] = "";
         assert_int_equal(csr_check(NULL, pem, strlen(pem), &result, err, sizeof(err)), 0);
-        char device_id[UUID_STRING_LENGTH + 1];
-        uuid_format(&result.device_id, device_id);
-        assert_string_equal(device_id, DEVICE_ID);
+        assert_device_id(&result);
         free(pem);
         X509_NAME_free(name);
         X509_REQ_free(req);
@@ -525,9 +525,7 @@ static void test_bmp_string_cn_rejected(void **state)
         bmp[2 * i + 1] = (unsigned char)cn[i];
     assert_int_equal(
         X509_NAME_add_entry_by_txt(name, "CN", V_ASN1_BMPSTRING, bmp, sizeof(bmp), -1, 0), 1);
-    assert_int_equal(X509_REQ_set_subject_name(req, name), 1);
-    assert_int_equal(X509_REQ_set_pubkey(req, key), 1);
-    assert_true(X509_REQ_sign(req, key, EVP_sha256()) > 0);
+    sign_request(req, name, key);
     char *pem = request_pem(req);
     expect_failure(pem, strlen(pem), "CSR subject CN is not uuid:<device id>");
     free(pem);
@@ -544,8 +542,7 @@ static void test_hand_built_request_accepted(void **state)
     struct der_buffer der;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     expect_der_success(der.data, der.length);
     EVP_PKEY_free(key);
 }
@@ -693,8 +690,7 @@ static void test_indefinite_length_rejected(void **state)
     static const unsigned char end_of_contents[] = {0x00, 0x00};
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     put_bytes(&indefinite, header, sizeof(header));
     put_bytes(&indefinite, der.data + 3, der.length - 3);
     put_bytes(&indefinite, end_of_contents, sizeof(end_of_contents));
@@ -710,8 +706,7 @@ static void test_trailing_bytes_rejected(void **state)
     static const unsigned char extra[] = {0x05, 0x00};
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     /* After the request. */
     put_bytes(&der, extra, sizeof(extra));
     expect_der_failure(der.data, der.length, NOT_PKCS10);
@@ -728,8 +723,7 @@ static void test_truncated_der_at_every_length_rejected(void **state)
     struct der_buffer der;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     for (size_t length = 1; length < der.length; length++)
         expect_der_failure(der.data, length, NOT_PKCS10);
     EVP_PKEY_free(key);
@@ -744,8 +738,7 @@ static void test_mutated_der_never_accepted(void **state)
     unsigned int seed = 1;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     for (int round = 0; round < 600; round++) {
         struct der_buffer mutated = der;
         size_t position = (size_t)rand_r(&seed) % der.length;
@@ -768,8 +761,7 @@ static void test_bit_string_unused_bits_rejected(void **state)
     struct der_buffer der;
 
     (void)state;
-    default_parts(key, &parts);
-    build_request(key, &parts, &der);
+    default_request(key, &parts, &der);
     /* The algorithm and the BIT STRING follow the info, inside the outer SEQUENCE. */
     size_t info = header_length(der.data);
     assert_int_equal(der.data[info + 1], 0x81);

@@ -159,14 +159,22 @@ static json_t *run(const char *path, size_t peer_count, json_t **unanswered, cha
     return results;
 }
 
+/* run() with every peer answering: the results, whose ids in order must be expected_ids. */
+static json_t *run_answered(const char *path, size_t peer_count, const char *expected_ids)
+{
+    json_t *unanswered;
+    char ids[64];
+    json_t *results = run(path, peer_count, &unanswered, ids, sizeof(ids));
+    assert_string_equal(ids, expected_ids);
+    assert_int_equal(json_array_size(unanswered), 0);
+    json_decref(unanswered);
+    return results;
+}
+
 static void test_merged_in_order(void **state)
 {
     (void)state;
-    json_t *unanswered;
-    char ids[64];
-    json_t *results = run("/chunked?idFilter=x", 1, &unanswered, ids, sizeof(ids));
-    assert_string_equal(ids, "abcde");
-    assert_int_equal(json_array_size(unanswered), 0);
+    json_t *results = run_answered("/chunked?idFilter=x", 1, "abcde");
     /* c is on both: the local value first, the peer's other fields added. */
     json_t *c = json_array_get(results, 2);
     assert_int_equal(json_integer_value(json_object_get(c, "x")), 0);
@@ -175,19 +183,12 @@ static void test_merged_in_order(void **state)
     assert_non_null(strstr(last_request, "Authorization: Bearer the-token\r\n"));
     assert_non_null(strstr(last_request, PEER_FORWARDED_HEADER ": 1\r\n"));
     json_decref(results);
-    json_decref(unanswered);
 }
 
 static void test_two_peers_one_document(void **state)
 {
     (void)state;
-    json_t *unanswered;
-    char ids[64];
-    json_t *results = run("/plain", 2, &unanswered, ids, sizeof(ids));
-    assert_string_equal(ids, "acd");
-    assert_int_equal(json_array_size(unanswered), 0);
-    json_decref(results);
-    json_decref(unanswered);
+    json_decref(run_answered("/plain", 2, "acd"));
 }
 
 /* path's peer fails; the local part still comes whole, plus what the peer sent first. */

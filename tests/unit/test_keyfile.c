@@ -284,17 +284,17 @@ static void test_loaders_apply_the_process_policy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_owner_only_key_is_accepted, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_readable_key_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_world_readable_key_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_world_only_readable_key_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_writable_key_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_warn_policy_accepts_and_logs, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_missing_key_is_named, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unreadable_key_is_named, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_directory_is_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_demo_pki_keys_are_owner_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_loaders_apply_the_process_policy, setup, teardown),
+        FIXTURE_TEST(test_owner_only_key_is_accepted),
+        FIXTURE_TEST(test_group_readable_key_is_refused),
+        FIXTURE_TEST(test_world_readable_key_is_refused),
+        FIXTURE_TEST(test_world_only_readable_key_is_refused),
+        FIXTURE_TEST(test_group_writable_key_is_refused),
+        FIXTURE_TEST(test_warn_policy_accepts_and_logs),
+        FIXTURE_TEST(test_missing_key_is_named),
+        FIXTURE_TEST(test_unreadable_key_is_named),
+        FIXTURE_TEST(test_directory_is_refused),
+        FIXTURE_TEST(test_demo_pki_keys_are_owner_only),
+        FIXTURE_TEST(test_loaders_apply_the_process_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "dataplane/loop.h"
+#include "loop_wait.h"
 
 #define MAX_SERVER_CONNS 256
 #define CLOSE_PAYLOAD (200 * 1024)
@@ -324,18 +325,6 @@ static size_t read_pattern_until_end(int fd, bool *pattern_ok)
     }
 }
 
-#define BOTH_BACKENDS(name)                                                                        \
-    static void name##_uring(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_URING);                                                                  \
-    }                                                                                              \
-    static void name##_epoll(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_EPOLL);                                                                  \
-    }
-
 #define ECHO_CLIENTS 50
 #define ECHO_BYTES (1024 * 1024)
 #define ECHO_WINDOW (128 * 1024)
@@ -420,7 +409,7 @@ static void echo_many_clients(enum loop_backend backend)
     assert_int_equal(atomic_load(&server->bad_peer), 0);
     server_free(server);
 }
-BOTH_BACKENDS(echo_many_clients)
+LOOP_BOTH_BACKENDS(echo_many_clients)
 
 /* loop_close(conn, false) right after queueing 200 KiB: every byte arrives, then EOF. */
 static void close_after_flush_delivers_everything(enum loop_backend backend)
@@ -438,7 +427,7 @@ static void close_after_flush_delivers_everything(enum loop_backend backend)
     close(fd);
     server_free(server);
 }
-BOTH_BACKENDS(close_after_flush_delivers_everything)
+LOOP_BOTH_BACKENDS(close_after_flush_delivers_everything)
 
 /* loop_close(conn, true): queued output is dropped and the peer sees the end at once. */
 static void close_discarding_output(enum loop_backend backend)
@@ -453,7 +442,7 @@ static void close_discarding_output(enum loop_backend backend)
     close(fd);
     server_free(server);
 }
-BOTH_BACKENDS(close_discarding_output)
+LOOP_BOTH_BACKENDS(close_discarding_output)
 
 static void peer_close_calls_closed_once(enum loop_backend backend)
 {
@@ -480,7 +469,7 @@ static void peer_close_calls_closed_once(enum loop_backend backend)
         assert_int_equal(server->conns[i]->closed_calls, 1);
     server_free(server);
 }
-BOTH_BACKENDS(peer_close_calls_closed_once)
+LOOP_BOTH_BACKENDS(peer_close_calls_closed_once)
 
 static void peer_reset_reports_error(enum loop_backend backend)
 {
@@ -496,7 +485,7 @@ static void peer_reset_reports_error(enum loop_backend backend)
     assert_int_equal(atomic_load(&server->last_error), ECONNRESET);
     server_free(server);
 }
-BOTH_BACKENDS(peer_reset_reports_error)
+LOOP_BOTH_BACKENDS(peer_reset_reports_error)
 
 static void refused_connection_is_closed(enum loop_backend backend)
 {
@@ -512,7 +501,7 @@ static void refused_connection_is_closed(enum loop_backend backend)
     close(fd);
     server_free(server);
 }
-BOTH_BACKENDS(refused_connection_is_closed)
+LOOP_BOTH_BACKENDS(refused_connection_is_closed)
 
 static int make_socketpair(int fds[2])
 {
@@ -536,7 +525,7 @@ static void attach_socketpair_end(enum loop_backend backend)
     assert_int_equal(atomic_load(&server->accepted), 0);
     server_free(server);
 }
-BOTH_BACKENDS(attach_socketpair_end)
+LOOP_BOTH_BACKENDS(attach_socketpair_end)
 
 /* Output is bounded: LOOP_MAX_PENDING_OUTPUT is accepted, one byte more is not. */
 static void send_beyond_limit_is_refused(enum loop_backend backend)
@@ -565,7 +554,7 @@ static void send_beyond_limit_is_refused(enum loop_backend backend)
     free(data);
     server_free(server);
 }
-BOTH_BACKENDS(send_beyond_limit_is_refused)
+LOOP_BOTH_BACKENDS(send_beyond_limit_is_refused)
 
 /* Counts five ticks, then turns the tick off from inside its own callback. */
 static void count_tick(void *user)
@@ -590,7 +579,7 @@ static void tick_fires(enum loop_backend backend)
     assert_int_equal(atomic_load(&server->ticks), 5);
     server_free(server);
 }
-BOTH_BACKENDS(tick_fires)
+LOOP_BOTH_BACKENDS(tick_fires)
 
 static void drain_watch(void *user)
 {
@@ -617,7 +606,7 @@ static void eventfd_watch_fires(enum loop_backend backend)
     assert_int_equal(atomic_load(&server->watch_total), 3);
     server_free(server);
 }
-BOTH_BACKENDS(eventfd_watch_fires)
+LOOP_BOTH_BACKENDS(eventfd_watch_fires)
 
 /* The first run returns at once (a stop came before it); the second serves until stopped. */
 static void *run_twice_thread(void *argument)
@@ -647,7 +636,7 @@ static void stop_from_another_thread(enum loop_backend backend)
     close(fd);
     server_free(server);
 }
-BOTH_BACKENDS(stop_from_another_thread)
+LOOP_BOTH_BACKENDS(stop_from_another_thread)
 
 static void destroy_closes_open_connections(enum loop_backend backend)
 {
@@ -674,7 +663,7 @@ static void destroy_closes_open_connections(enum loop_backend backend)
     }
     server_free(server);
 }
-BOTH_BACKENDS(destroy_closes_open_connections)
+LOOP_BOTH_BACKENDS(destroy_closes_open_connections)
 
 static void stop_accepting_on_watch(void *user)
 {
@@ -706,7 +695,7 @@ static void stop_accepting_keeps_established(enum loop_backend backend)
     close(established);
     server_free(server);
 }
-BOTH_BACKENDS(stop_accepting_keeps_established)
+LOOP_BOTH_BACKENDS(stop_accepting_keeps_established)
 
 struct shard {
     enum loop_backend backend;
@@ -771,7 +760,7 @@ static void two_loops_share_a_port(enum loop_backend backend)
         server_free(shards[i].server);
     }
 }
-BOTH_BACKENDS(two_loops_share_a_port)
+LOOP_BOTH_BACKENDS(two_loops_share_a_port)
 
 /*
  * Foreign fd watches and timers. These cases run the loop on the test thread,
@@ -921,7 +910,7 @@ static void fd_watch_is_level_triggered(enum loop_backend backend)
     assert_null(probe.watch);
     loop_destroy(loop);
 }
-BOTH_BACKENDS(fd_watch_is_level_triggered)
+LOOP_BOTH_BACKENDS(fd_watch_is_level_triggered)
 
 /*
  * Unwatch while the kernel still holds a poll for the fd, close the fd, and
@@ -985,7 +974,7 @@ static void fd_unwatch_with_poll_in_flight(enum loop_backend backend)
     close(second_peer);
     loop_destroy(loop);
 }
-BOTH_BACKENDS(fd_unwatch_with_poll_in_flight)
+LOOP_BOTH_BACKENDS(fd_unwatch_with_poll_in_flight)
 
 struct timer_probe {
     struct loop_timer *timer;
@@ -1084,7 +1073,7 @@ static void timers_fire_in_order(enum loop_backend backend)
     loop_timer_destroy(periodic.timer);
     loop_destroy(loop);
 }
-BOTH_BACKENDS(timers_fire_in_order)
+LOOP_BOTH_BACKENDS(timers_fire_in_order)
 
 /* A timer re-armed with delay 0 from its own callback runs once per iteration: I/O goes on. */
 static void zero_delay_timer_does_not_starve_io(enum loop_backend backend)
@@ -1109,7 +1098,7 @@ static void zero_delay_timer_does_not_starve_io(enum loop_backend backend)
     loop_timer_destroy(spinner.timer);
     loop_destroy(loop);
 }
-BOTH_BACKENDS(zero_delay_timer_does_not_starve_io)
+LOOP_BOTH_BACKENDS(zero_delay_timer_does_not_starve_io)
 
 static void uring_is_used_where_available(void **state)
 {

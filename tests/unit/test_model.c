@@ -19,6 +19,7 @@
 
 #include "tests/unit/temp_dir.h"
 #include "control/model.h"
+#include "common/file.h"
 #include "crypto/pki.h"
 
 #define GROUP_ID "4b4d1a8c-52a5-4f8e-9a0b-1c2d3e4f5a6b"
@@ -33,13 +34,11 @@ static char *chain_pem;
 
 static char *read_text(const char *path)
 {
-    FILE *file = fopen(path, "rb");
-    assert_non_null(file);
-    static char buffer[65536];
-    size_t length = fread(buffer, 1, sizeof(buffer) - 1, file);
-    fclose(file);
-    buffer[length] = '\0';
-    return strdup(buffer);
+    char err[256];
+    char *text = file_read_text(path, 65535, NULL, err, sizeof(err));
+    if (text == NULL)
+        fail_msg("%s", err);
+    return text;
 }
 
 static int setup(void **state)
@@ -131,6 +130,22 @@ static void hub_fails(json_t *doc, const char *expected)
     assert_non_null(strstr(err, expected));
     assert_null(hub.id);
     json_decref(doc);
+}
+
+/* A group document with the field at path set to value (NULL: removed) fails naming it. */
+static void group_field_fails(const char *path, json_t *value, const char *expected)
+{
+    json_t *doc = group_doc();
+    set_at(doc, path, value);
+    group_fails(doc, expected);
+}
+
+/* The same for a hub document. */
+static void hub_field_fails(const char *path, json_t *value, const char *expected)
+{
+    json_t *doc = hub_doc();
+    set_at(doc, path, value);
+    hub_fails(doc, expected);
 }
 
 static void group_round_trip_keeps_everything(void **state)
@@ -247,89 +262,61 @@ static void hub_round_trip_keeps_everything_but_no_key_material(void **state)
 
 static void group_identity_rules_name_the_field(void **state)
 {
-    json_t *doc = group_doc();
-    set_at(doc, "id", json_string("not-a-uuid"));
-    group_fails(doc, "id: \"not-a-uuid\" is not a UUID");
-    doc = group_doc();
-    set_at(doc, "id", NULL);
-    group_fails(doc, "id: required");
-    doc = group_doc();
-    set_at(doc, "owner", json_string(""));
-    group_fails(doc, "owner: required");
-    doc = group_doc();
-    set_at(doc, "name", json_integer(3));
-    group_fails(doc, "name: must be a string");
-    doc = group_doc();
-    set_at(doc, "colour", json_string("blue"));
-    group_fails(doc, "colour: unknown field");
+    group_field_fails("id", json_string("not-a-uuid"), "id: \"not-a-uuid\" is not a UUID");
+    group_field_fails("id", NULL, "id: required");
+    group_field_fails("owner", json_string(""), "owner: required");
+    group_field_fails("name", json_integer(3), "name: must be a string");
+    group_field_fails("colour", json_string("blue"), "colour: unknown field");
     group_fails(json_array(), "(document): must be an object");
 }
 
 static void group_attestation_rules_name_the_field(void **state)
 {
-    json_t *doc = group_doc();
-    set_at(doc, "attestationMechanism", NULL);
-    group_fails(doc, "attestationMechanism: required");
-    doc = group_doc();
-    set_at(doc, "attestationMechanism.x509.certificateChain",
-           json_string("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"));
-    group_fails(doc, "attestationMechanism.x509.certificateChain: not a PEM certificate chain");
-    doc = group_doc();
-    set_at(doc, "attestationMechanism.x509.certificateChain", json_string("mfg-chain.pem"));
-    group_fails(doc, "attestationMechanism.x509.certificateChain: must be PEM certificates or an "
-                     "absolute file path");
-    doc = group_doc();
-    set_at(doc, "attestationMechanism.x509.certificateChain", json_string("/nonexistent/chain"));
-    group_fails(doc, "attestationMechanism.x509.certificateChain: cannot read /nonexistent/chain");
-    doc = group_doc();
-    set_at(doc, "attestationMechanism.x509.expiredCertificateEnabled", json_string("yes"));
-    group_fails(doc, "attestationMechanism.x509.expiredCertificateEnabled: must be true or false");
-    doc = group_doc();
-    set_at(doc, "attestationMechanism.tpm", json_object());
-    group_fails(doc, "attestationMechanism.tpm: unknown field");
+    group_field_fails("attestationMechanism", NULL, "attestationMechanism: required");
+    group_field_fails("attestationMechanism.x509.certificateChain",
+                      json_string("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+                      "attestationMechanism.x509.certificateChain: not a PEM certificate chain");
+    group_field_fails("attestationMechanism.x509.certificateChain", json_string("mfg-chain.pem"),
+                      "attestationMechanism.x509.certificateChain: must be PEM certificates or an "
+                      "absolute file path");
+    group_field_fails("attestationMechanism.x509.certificateChain",
+                      json_string("/nonexistent/chain"),
+                      "attestationMechanism.x509.certificateChain: cannot read /nonexistent/chain");
+    group_field_fails("attestationMechanism.x509.expiredCertificateEnabled", json_string("yes"),
+                      "attestationMechanism.x509.expiredCertificateEnabled: must be true or false");
+    group_field_fails("attestationMechanism.tpm", json_object(),
+                      "attestationMechanism.tpm: unknown field");
 
     /* A private key is not a certificate. */
     char key_path[160];
     snprintf(key_path, sizeof(key_path), "%s/mfg-root.key", dir);
     char *key = read_text(key_path);
-    doc = group_doc();
-    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(key));
-    group_fails(doc, "certificateChain: not a PEM certificate chain");
+    group_field_fails("attestationMechanism.x509.certificateChain", json_string(key),
+                      "certificateChain: not a PEM certificate chain");
     free(key);
 }
 
 static void group_hub_and_key_rules_name_the_field(void **state)
 {
-    json_t *doc = group_doc();
-    set_at(doc, "hubIds", json_array());
-    group_fails(doc, "hubIds: must not be empty");
-    doc = group_doc();
-    set_at(doc, "hubIds", json_pack("[s, s]", HUB_ID, "x"));
-    group_fails(doc, "hubIds[1]: \"x\" is not a UUID");
-    doc = group_doc();
-    set_at(doc, "hubIds", json_pack("[s, s]", HUB_ID, HUB_ID));
-    group_fails(doc, "hubIds[1]: duplicate of hubIds[0]");
-    doc = group_doc();
-    set_at(doc, "preSharedKey", json_integer(16));
-    group_fails(doc, "preSharedKey: must be a string");
+    group_field_fails("hubIds", json_array(), "hubIds: must not be empty");
+    group_field_fails("hubIds", json_pack("[s, s]", HUB_ID, "x"), "hubIds[1]: \"x\" is not a UUID");
+    group_field_fails("hubIds", json_pack("[s, s]", HUB_ID, HUB_ID),
+                      "hubIds[1]: duplicate of hubIds[0]");
+    group_field_fails("preSharedKey", json_integer(16), "preSharedKey: must be a string");
 }
 
 /* A key is exactly 16 bytes: longer or shorter is refused, never cut or padded. */
 static void group_key_of_another_length_is_refused(void **state)
 {
-    json_t *doc = group_doc();
-    set_at(doc, "preSharedKey", json_string("short"));
-    group_fails(doc, "preSharedKey: must be exactly 16 bytes, not 5");
-    doc = group_doc();
-    set_at(doc, "preSharedKey", json_string("0123456789abcdefXYZ"));
-    group_fails(doc, "preSharedKey: must be exactly 16 bytes, not 19");
+    group_field_fails("preSharedKey", json_string("short"),
+                      "preSharedKey: must be exactly 16 bytes, not 5");
+    group_field_fails("preSharedKey", json_string("0123456789abcdefXYZ"),
+                      "preSharedKey: must be exactly 16 bytes, not 19");
     /* 16 characters whose last one is 3 bytes: a cut at 16 bytes would split it. */
-    doc = group_doc();
-    set_at(doc, "preSharedKey", json_string("0123456789abcde\u20ac"));
-    group_fails(doc, "preSharedKey: must be exactly 16 bytes, not 18");
-    doc = group_doc();
-    set_at(doc, "preSharedKey", json_stringn("0123456789abcde\0", 16));
-    group_fails(doc, "preSharedKey: must not contain NUL characters");
+    group_field_fails("preSharedKey", json_string("0123456789abcde\u20ac"),
+                      "preSharedKey: must be exactly 16 bytes, not 18");
+    group_field_fails("preSharedKey", json_stringn("0123456789abcde\0", 16),
+                      "preSharedKey: must not contain NUL characters");
 }
 
 /* Keys of 16 bytes with characters outside ASCII go to JSON text and back byte for byte. */
@@ -400,73 +387,48 @@ static void group_acl_rules_name_the_field(void **state)
                          json_loads(cases[i].entries, 0, NULL)));
         group_fails(doc, cases[i].expected);
     }
-    json_t *doc = group_doc();
-    set_at(doc, "acl", json_pack("{s:s, s:[]}", "mode", "merge", "entries"));
-    group_fails(doc, "acl.mode: must be replace or extend");
+    group_field_fails("acl", json_pack("{s:s, s:[]}", "mode", "merge", "entries"),
+                      "acl.mode: must be replace or extend");
 }
 
 static void group_resource_rules_name_the_field(void **state)
 {
+    group_field_fails("resources", json_pack("[{s:s, s:{}}]", "href", "light", "content"),
+                      "resources[0].href: must be a path starting with /");
+    group_field_fails("resources", json_pack("[{s:s, s:i}]", "href", "/light", "content", 1),
+                      "resources[0].content: must be an object");
+    group_field_fails("resources", json_pack("[{s:s}]", "href", "/light"),
+                      "resources[0].content: required");
     json_t *doc = group_doc();
-    set_at(doc, "resources", json_pack("[{s:s, s:{}}]", "href", "light", "content"));
-    group_fails(doc, "resources[0].href: must be a path starting with /");
-    doc = group_doc();
-    set_at(doc, "resources", json_pack("[{s:s, s:i}]", "href", "/light", "content", 1));
-    group_fails(doc, "resources[0].content: must be an object");
-    doc = group_doc();
-    set_at(doc, "resources", json_pack("[{s:s}]", "href", "/light"));
-    group_fails(doc, "resources[0].content: required");
-    doc = group_doc();
     set_at(
         doc, "resources",
         json_pack("[{s:s, s:{}}, {s:s, s:{}}]", "href", "/l", "content", "href", "/l", "content"));
     group_fails(doc, "resources[1].href: \"/l\" is listed twice");
-    doc = group_doc();
-    set_at(doc, "resources", json_pack("[{s:s, s:{}, s:i}]", "href", "/l", "content", "x", 1));
-    group_fails(doc, "resources[0].x: unknown field");
+    group_field_fails("resources", json_pack("[{s:s, s:{}, s:i}]", "href", "/l", "content", "x", 1),
+                      "resources[0].x: unknown field");
 }
 
 static void hub_rules_name_the_field(void **state)
 {
-    json_t *doc = hub_doc();
-    set_at(doc, "gateways", json_array());
-    hub_fails(doc, "gateways: must not be empty");
-    doc = hub_doc();
-    set_at(doc, "gateways", json_pack("[s]", "coap+tcp://hub:5684"));
-    hub_fails(doc, "gateways[0]: \"coap+tcp://hub:5684\": must start with coaps+tcp://");
-    doc = hub_doc();
-    set_at(doc, "gateways", json_pack("[s]", "coaps+tcp://hub"));
-    hub_fails(doc, "gateways[0]: \"coaps+tcp://hub\": must be HOST:PORT");
-    doc = hub_doc();
-    set_at(doc, "hubId", json_string("nope"));
-    hub_fails(doc, "hubId: \"nope\" is not a UUID");
-    doc = hub_doc();
-    set_at(doc, "id", json_string(GROUP_ID));
-    hub_fails(doc, "hubId: must equal id");
-    doc = hub_doc();
-    set_at(doc, "hubId", NULL);
-    hub_fails(doc, "hubId: required");
-    doc = hub_doc();
-    set_at(doc, "authorization.provider.name", NULL);
-    hub_fails(doc, "authorization.provider.name: required");
-    doc = hub_doc();
-    set_at(doc, "identityCertificate.key", json_string("hub-ca.key"));
-    hub_fails(doc, "identityCertificate.key: must be an absolute file path");
-    doc = hub_doc();
-    set_at(doc, "token.key", json_string("/nonexistent.key"));
-    hub_fails(doc, "token.key: cannot read /nonexistent.key");
-    doc = hub_doc();
-    set_at(doc, "token.issuer", NULL);
-    hub_fails(doc, "token.issuer: required");
-    doc = hub_doc();
-    set_at(doc, "token.lifetime", json_integer(5));
-    hub_fails(doc, "token.lifetime: must be a number of seconds from 60");
-    doc = hub_doc();
-    set_at(doc, "identityCertificate.validity", json_string("1y"));
-    hub_fails(doc, "identityCertificate.validity: must be a number of seconds");
-    doc = hub_doc();
-    set_at(doc, "token.audience", json_string("x"));
-    hub_fails(doc, "token.audience: unknown field");
+    hub_field_fails("gateways", json_array(), "gateways: must not be empty");
+    hub_field_fails("gateways", json_pack("[s]", "coap+tcp://hub:5684"),
+                    "gateways[0]: \"coap+tcp://hub:5684\": must start with coaps+tcp://");
+    hub_field_fails("gateways", json_pack("[s]", "coaps+tcp://hub"),
+                    "gateways[0]: \"coaps+tcp://hub\": must be HOST:PORT");
+    hub_field_fails("hubId", json_string("nope"), "hubId: \"nope\" is not a UUID");
+    hub_field_fails("id", json_string(GROUP_ID), "hubId: must equal id");
+    hub_field_fails("hubId", NULL, "hubId: required");
+    hub_field_fails("authorization.provider.name", NULL, "authorization.provider.name: required");
+    hub_field_fails("identityCertificate.key", json_string("hub-ca.key"),
+                    "identityCertificate.key: must be an absolute file path");
+    hub_field_fails("token.key", json_string("/nonexistent.key"),
+                    "token.key: cannot read /nonexistent.key");
+    hub_field_fails("token.issuer", NULL, "token.issuer: required");
+    hub_field_fails("token.lifetime", json_integer(5),
+                    "token.lifetime: must be a number of seconds from 60");
+    hub_field_fails("identityCertificate.validity", json_string("1y"),
+                    "identityCertificate.validity: must be a number of seconds");
+    hub_field_fails("token.audience", json_string("x"), "token.audience: unknown field");
 }
 
 /* A document from the API names no file: chains and CRLs are PEM, hub keys are names. */
@@ -551,13 +513,11 @@ static void served_documents_show_no_path(void **state)
 /* A device chooses its id: its claim may name no registered claim, nor the owner's. */
 static void hub_claims_may_not_collide(void **state)
 {
+    hub_field_fails("authorization.deviceIdClaim", json_string("sub"),
+                    "authorization.deviceIdClaim: must not be a registered JWT claim");
+    hub_field_fails("authorization.ownerClaim", json_string("aud"),
+                    "authorization.ownerClaim: must not be a registered JWT claim");
     json_t *doc = hub_doc();
-    set_at(doc, "authorization.deviceIdClaim", json_string("sub"));
-    hub_fails(doc, "authorization.deviceIdClaim: must not be a registered JWT claim");
-    doc = hub_doc();
-    set_at(doc, "authorization.ownerClaim", json_string("aud"));
-    hub_fails(doc, "authorization.ownerClaim: must not be a registered JWT claim");
-    doc = hub_doc();
     set_at(doc, "authorization.ownerClaim", json_string("owner"));
     set_at(doc, "authorization.deviceIdClaim", json_string("owner"));
     hub_fails(doc, "authorization.deviceIdClaim: must differ from the owner claim");

@@ -17,14 +17,20 @@
 #include <string.h>
 
 #include "dataplane/cbor.h"
+#include "tests/unit/cbor_readers.h"
+#include "tests/unit/two_cases.h"
 #include "dataplane/payload.h"
 
 #define OWNER "b80c8fef-a677-5340-85fb-2c162d75df03"
+
+/* BOTH_FORMATS(name, check): test cases name_cbor and name_json, running check on each format. */
+#define BOTH_FORMATS(name, check) TWO_CASES(name, check, cbor, PAYLOAD_CBOR, json, PAYLOAD_JSON)
 
 /*
  * {"devowneruuid": OWNER}: map of 1 pair (0xA1), text of 12 bytes (0x6C)
  * "devowneruuid", text of 36 bytes (36 > 23, so 0x78 0x24) then the UUID.
  */
+
 static void test_ownership_cbor_bytes(void **state)
 {
     (void)state;
@@ -97,6 +103,24 @@ static void write_nested_response(struct payload_writer *writer)
     payload_end(writer);
 }
 
+/* The nested response written whole in format into buffer (512 bytes): its length, above 0. */
+static long nested_response(enum payload_format format, void *buffer)
+{
+    struct payload_writer writer;
+    payload_init(&writer, format, buffer, 512);
+    write_nested_response(&writer);
+    long length = payload_finish(&writer);
+    assert_true(length > 0);
+    return length;
+}
+
+/* A JSON payload_finish() gave length for: exactly expected. */
+static void assert_json(const char *buffer, long length, const char *expected)
+{
+    assert_int_equal(length, strlen(expected));
+    assert_memory_equal(buffer, expected, strlen(expected));
+}
+
 static void expect_key(struct dps_cbor_reader *reader, struct dps_cbor_container *map,
                        const char *key)
 {
@@ -119,11 +143,7 @@ static void test_nested_cbor(void **state)
 {
     (void)state;
     uint8_t buffer[512];
-    struct payload_writer writer;
-    payload_init(&writer, PAYLOAD_CBOR, buffer, sizeof(buffer));
-    write_nested_response(&writer);
-    long length = payload_finish(&writer);
-    assert_true(length > 0);
+    long length = nested_response(PAYLOAD_CBOR, buffer);
 
     struct dps_cbor_reader reader;
     dps_cbor_reader_init(&reader, buffer, (size_t)length);
@@ -185,11 +205,7 @@ static void test_nested_json(void **state)
 {
     (void)state;
     char buffer[512];
-    struct payload_writer writer;
-    payload_init(&writer, PAYLOAD_JSON, (uint8_t *)buffer, sizeof(buffer));
-    write_nested_response(&writer);
-    long length = payload_finish(&writer);
-    assert_true(length > 0);
+    long length = nested_response(PAYLOAD_JSON, buffer);
 
     static const char expected[] =
         "{\"apn\":\"plgd\",\"cis\":\"coaps+tcp://hub.example.com:5684\",\"sid\":\"" OWNER
@@ -224,10 +240,7 @@ static void check_overflow(enum payload_format format)
 {
     uint8_t full[512];
     struct payload_writer writer;
-    payload_init(&writer, format, full, sizeof(full));
-    write_nested_response(&writer);
-    long needed = payload_finish(&writer);
-    assert_true(needed > 0);
+    long needed = nested_response(format, full);
 
     for (size_t capacity = 0; capacity < (size_t)needed; capacity++) {
         uint8_t buffer[512];
@@ -244,17 +257,7 @@ static void check_overflow(enum payload_format format)
     assert_int_equal(payload_finish(&writer), needed);
 }
 
-static void test_overflow_cbor(void **state)
-{
-    (void)state;
-    check_overflow(PAYLOAD_CBOR);
-}
-
-static void test_overflow_json(void **state)
-{
-    (void)state;
-    check_overflow(PAYLOAD_JSON);
-}
+BOTH_FORMATS(test_overflow, check_overflow)
 
 static void check_misuse(enum payload_format format)
 {
@@ -350,17 +353,7 @@ static void check_misuse(enum payload_format format)
     assert_true(payload_finish(&writer) > 0);
 }
 
-static void test_misuse_cbor(void **state)
-{
-    (void)state;
-    check_misuse(PAYLOAD_CBOR);
-}
-
-static void test_misuse_json(void **state)
-{
-    (void)state;
-    check_misuse(PAYLOAD_JSON);
-}
+BOTH_FORMATS(test_misuse, check_misuse)
 
 static void test_json_escaping(void **state)
 {
@@ -372,8 +365,7 @@ static void test_json_escaping(void **state)
     payload_init(&writer, PAYLOAD_JSON, (uint8_t *)buffer, sizeof(buffer));
     payload_text(&writer, text);
     long length = payload_finish(&writer);
-    assert_int_equal(length, strlen(expected));
-    assert_memory_equal(buffer, expected, strlen(expected));
+    assert_json(buffer, length, expected);
 
     json_error_t error;
     json_t *value = json_loadb(buffer, (size_t)length, JSON_DECODE_ANY, &error);
@@ -384,9 +376,7 @@ static void test_json_escaping(void **state)
     /* An embedded NUL is escaped too. */
     payload_init(&writer, PAYLOAD_JSON, (uint8_t *)buffer, sizeof(buffer));
     payload_textn(&writer, "a\0b", 3);
-    static const char nul[] = "\"a\\u0000b\"";
-    assert_int_equal(payload_finish(&writer), strlen(nul));
-    assert_memory_equal(buffer, nul, strlen(nul));
+    assert_json(buffer, payload_finish(&writer), "\"a\\u0000b\"");
 }
 
 static void expect_json_double(double value, const char *expected)
@@ -395,9 +385,7 @@ static void expect_json_double(double value, const char *expected)
     struct payload_writer writer;
     payload_init(&writer, PAYLOAD_JSON, (uint8_t *)buffer, sizeof(buffer));
     payload_double(&writer, value);
-    long length = payload_finish(&writer);
-    assert_int_equal(length, strlen(expected));
-    assert_memory_equal(buffer, expected, strlen(expected));
+    assert_json(buffer, payload_finish(&writer), expected);
 }
 
 static void test_json_numbers(void **state)

@@ -28,29 +28,23 @@
 
 #define DEVICE_COUNT 3
 
-static const char *const EXPECTED_FILES[] = {
-    "mfg-root.pem",
-    "mfg-root.key",
-    "mfg-intermediate.pem",
-    "mfg-intermediate.key",
-    "mfg-chain.pem",
-    "dps-root.pem",
-    "dps-root.key",
-    "dps-server.pem",
-    "dps-server.key",
-    "hub-root.pem",
-    "hub-root.key",
-    "hub-ca.pem",
-    "hub-ca.key",
-    "token.key",
-    "token.pub.pem",
-    "rogue-root.pem",
-    "rogue-root.key",
-    "rogue-device.pem",
-    "rogue-device.key",
-    "noclientauth-device.pem",
-    "noclientauth-device.key",
+/* The certificates written with their keys (NAME.pem and NAME.key), then the files alone. */
+static const char *const EXPECTED_PAIRS[] = {
+    "mfg-root", "mfg-intermediate", "dps-root",     "dps-server",          "hub-root",
+    "hub-ca",   "rogue-root",       "rogue-device", "noclientauth-device",
 };
+static const char *const EXPECTED_SINGLES[] = {"mfg-chain.pem", "token.key", "token.pub.pem"};
+#define PAIR_COUNT (sizeof(EXPECTED_PAIRS) / sizeof(*EXPECTED_PAIRS))
+#define EXPECTED_COUNT (2 * PAIR_COUNT + sizeof(EXPECTED_SINGLES) / sizeof(*EXPECTED_SINGLES))
+
+/* The name of expected file i, from 0 to EXPECTED_COUNT - 1. */
+static const char *expected_file(size_t i, char name[64])
+{
+    if (i >= 2 * PAIR_COUNT)
+        return EXPECTED_SINGLES[i - 2 * PAIR_COUNT];
+    snprintf(name, 64, "%s%s", EXPECTED_PAIRS[i / 2], i % 2 == 0 ? ".pem" : ".key");
+    return name;
+}
 
 struct fixture {
     char dir[64];
@@ -155,8 +149,9 @@ static void test_all_files_created(void **state)
     struct fixture *fixture = *state;
     char path[PATH_MAX];
 
-    for (size_t i = 0; i < sizeof(EXPECTED_FILES) / sizeof(*EXPECTED_FILES); i++) {
-        path_in(fixture, EXPECTED_FILES[i], path, sizeof(path));
+    for (size_t i = 0; i < EXPECTED_COUNT; i++) {
+        char name[64];
+        path_in(fixture, expected_file(i, name), path, sizeof(path));
         assert_int_equal(access(path, R_OK), 0);
     }
     for (unsigned index = 1; index <= DEVICE_COUNT; index++) {
@@ -192,8 +187,9 @@ static void test_keys_are_private_pkcs8(void **state)
     char path[PATH_MAX];
     struct stat info;
 
-    for (size_t i = 0; i < sizeof(EXPECTED_FILES) / sizeof(*EXPECTED_FILES); i++) {
-        const char *name = EXPECTED_FILES[i];
+    for (size_t i = 0; i < EXPECTED_COUNT; i++) {
+        char buffer[64];
+        const char *name = expected_file(i, buffer);
         size_t length = strlen(name);
         char line[64] = "";
         FILE *file;
@@ -511,23 +507,20 @@ static void test_generate_into_unwritable_path_fails(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_all_files_created, setup, teardown),
+        FIXTURE_TEST(test_all_files_created),
         cmocka_unit_test(test_device_path_format),
-        cmocka_unit_test_setup_teardown(test_keys_are_private_pkcs8, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_openssl_verifies_chains, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_openssl_refuses_the_negative_material, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_device_certificate_contents, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ca_certificate_contents, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_server_certificate_contents, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_noclientauth_device_has_server_auth_only, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_token_key_pair_matches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rerun_keeps_files_and_fills_gaps, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rerun_refuses_certificate_of_a_replaced_issuer, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_ensure_device_issues_missing_devices, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ensure_device_is_fast, setup, teardown),
+        FIXTURE_TEST(test_keys_are_private_pkcs8),
+        FIXTURE_TEST(test_openssl_verifies_chains),
+        FIXTURE_TEST(test_openssl_refuses_the_negative_material),
+        FIXTURE_TEST(test_device_certificate_contents),
+        FIXTURE_TEST(test_ca_certificate_contents),
+        FIXTURE_TEST(test_server_certificate_contents),
+        FIXTURE_TEST(test_noclientauth_device_has_server_auth_only),
+        FIXTURE_TEST(test_token_key_pair_matches),
+        FIXTURE_TEST(test_rerun_keeps_files_and_fills_gaps),
+        FIXTURE_TEST(test_rerun_refuses_certificate_of_a_replaced_issuer),
+        FIXTURE_TEST(test_ensure_device_issues_missing_devices),
+        FIXTURE_TEST(test_ensure_device_is_fast),
         cmocka_unit_test(test_ensure_device_without_pki_fails),
         cmocka_unit_test(test_generate_into_unwritable_path_fails),
     };

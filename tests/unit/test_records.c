@@ -120,6 +120,17 @@ static void test_owner_key(void **state)
 }
 
 /* One manufacturer certificate (one record id) under two owners: two records, never merged. */
+/* Owner 1's identity binding of RECORD_A as stored: store_get's status, the value in *value. */
+static int owner1_identity_binding(struct store *store, char **value)
+{
+    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], key[RECORDS_KEY_MAX];
+    size_t value_length = 0;
+
+    records_owner_key("1", owner_key);
+    size_t length = records_identity_binding_key(owner_key, RECORD_A, key);
+    return store_get(store, STORE_BINDINGS, key, length, value, &value_length);
+}
+
 static void test_records_are_per_owner(void **state)
 {
     struct temp_dir *fixture = *state;
@@ -228,13 +239,8 @@ static void test_bindings_are_per_owner_and_released_in_pairs(void **state)
     assert_int_equal(records_binding_release(store, "3", DEVICE_1), STORE_NOT_FOUND);
     assert_int_equal(records_binding_release(store, "1", DEVICE_1), STORE_OK);
     assert_int_equal(records_binding_get(store, "1", DEVICE_1, record), STORE_NOT_FOUND);
-    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], key[RECORDS_KEY_MAX];
-    records_owner_key("1", owner_key);
-    size_t length = records_identity_binding_key(owner_key, RECORD_A, key);
     char *stored = NULL;
-    size_t stored_length = 0;
-    assert_int_equal(store_get(store, STORE_BINDINGS, key, length, &stored, &stored_length),
-                     STORE_NOT_FOUND);
+    assert_int_equal(owner1_identity_binding(store, &stored), STORE_NOT_FOUND);
     /* Owner 2's binding of the same id is untouched. */
     assert_int_equal(records_binding_get(store, "2", DEVICE_1, record), STORE_OK);
     json_decref(mine);
@@ -366,13 +372,9 @@ static void assert_migrated(struct store *store)
     char id[37];
     assert_int_equal(records_binding_get(store, "2", DEVICE_3, id), STORE_OK);
     assert_string_equal(id, RECORD_B);
-    char owner_key[RECORDS_OWNER_KEY_LENGTH + 1], key[RECORDS_KEY_MAX];
-    records_owner_key("1", owner_key);
-    size_t length = records_identity_binding_key(owner_key, RECORD_A, key);
     char *value = NULL;
     size_t value_length = 0;
-    assert_int_equal(store_get(store, STORE_BINDINGS, key, length, &value, &value_length),
-                     STORE_OK);
+    assert_int_equal(owner1_identity_binding(store, &value), STORE_OK);
     assert_string_equal(value, "{\"deviceId\":\"" DEVICE_1 "\",\"owner\":\"1\"}");
     free(value);
     /* Documents that are not records, issuance or bindings are untouched. */
@@ -456,12 +458,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_owner_key),
-        cmocka_unit_test_setup_teardown(test_records_are_per_owner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_issuance_is_per_owner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bindings_are_per_owner_and_released_in_pairs, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_layout1_store_is_migrated_at_open, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_interrupted_migration_continues, setup, teardown),
+        FIXTURE_TEST(test_records_are_per_owner),
+        FIXTURE_TEST(test_issuance_is_per_owner),
+        FIXTURE_TEST(test_bindings_are_per_owner_and_released_in_pairs),
+        FIXTURE_TEST(test_layout1_store_is_migrated_at_open),
+        FIXTURE_TEST(test_interrupted_migration_continues),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

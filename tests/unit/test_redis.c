@@ -59,33 +59,13 @@ struct inbox {
 
 static struct harness harness;
 
-static void *conn_accepted(void *loop_user, struct loop_conn *conn, const struct sockaddr *peer,
-                           socklen_t peer_length)
-{
-    return NULL;
-}
-
-static void conn_received(void *conn_user, const uint8_t *data, size_t length)
-{
-}
-
-static void conn_closed(void *conn_user, int error)
-{
-}
-
-static const struct loop_handler no_connections = {
-    .accepted = conn_accepted,
-    .received = conn_received,
-    .closed = conn_closed,
-};
-
 static void harness_open(enum loop_backend backend)
 {
     memset(&harness, 0, sizeof(harness));
     harness.backend = backend;
     assert_int_equal(redis_server_folder(harness.folder, sizeof(harness.folder)), 0);
     char err[256] = "";
-    harness.loop = loop_create(backend, &no_connections, NULL, err, sizeof(err));
+    harness.loop = loop_create(backend, &loop_no_connections, NULL, err, sizeof(err));
     assert_non_null(harness.loop);
     assert_int_equal(loop_backend_of(harness.loop), backend);
     redis_loop_events(harness.loop, &harness.events);
@@ -224,37 +204,76 @@ static void wait_ready(struct redis_client *client, unsigned timeout_ms)
         fail_msg("not ready after %u ms: %s", timeout_ms, redis_client_error(client));
 }
 
-/* A blocking admin command whose reply is a string (or status); returns it in out. */
-static void admin_text(uint16_t port, const char *password, char *out, size_t size,
-                       const char *format, ...)
+/* A blocking admin command on a connection of its own; its reply, freed by admin_done. */
+static redisReply *admin_command(uint16_t port, const char *password, redisContext **context,
+                                 const char *format, va_list arguments)
 {
-    redisContext *context = redis_server_admin(port, password);
-    assert_non_null(context);
-    va_list arguments;
-    va_start(arguments, format);
-    redisReply *reply = redisvCommand(context, format, arguments);
-    va_end(arguments);
+    *context = redis_server_admin(port, password);
+    assert_non_null(*context);
+    redisReply *reply = redisvCommand(*context, format, arguments);
     assert_non_null(reply);
-    snprintf(out, size, "%s", reply->str != NULL ? reply->str : "");
+    return reply;
+}
+
+static void admin_done(redisContext *context, redisReply *reply)
+{
     freeReplyObject(reply);
     redisFree(context);
 }
 
-static long long admin_integer(uint16_t port, const char *password, const char *format, ...)
+/* An admin command whose reply is a string (or status); returns it in out. */
+static void admin_text(uint16_t port, const char *password, char *out, size_t size,
+                       const char *format, ...)
 {
-    redisContext *context = redis_server_admin(port, password);
-    assert_non_null(context);
+    redisContext *context;
     va_list arguments;
     va_start(arguments, format);
-    redisReply *reply = redisvCommand(context, format, arguments);
+    redisReply *reply = admin_command(port, password, &context, format, arguments);
     va_end(arguments);
-    assert_non_null(reply);
+    snprintf(out, size, "%s", reply->str != NULL ? reply->str : "");
+    admin_done(context, reply);
+}
+
+static long long admin_integer(uint16_t port, const char *password, const char *format, ...)
+{
+    redisContext *context;
+    va_list arguments;
+    va_start(arguments, format);
+    redisReply *reply = admin_command(port, password, &context, format, arguments);
+    va_end(arguments);
     long long value = reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
         value = reply->element[0]->integer;
-    freeReplyObject(reply);
-    redisFree(context);
+    admin_done(context, reply);
     return value;
+}
+
+/* harness_open, a server of its own, and a client configuration for it. */
+static struct redis_config harness_with_server(enum loop_backend backend,
+                                               struct redis_server *server)
+{
+    harness_open(backend);
+    start_server(server, 0, NULL);
+    return base_config(server->port);
+}
+
+/* The end of a test with one client of one server. */
+static void harness_close_with(struct redis_client *client, struct redis_server *server)
+{
+    redis_client_destroy(client);
+    redis_server_stop(server);
+    harness_close();
+}
+
+/* Calls script with keys and args and waits for the answer (2 s at most). */
+static void call_script(struct redis_client *client, struct redis_script *script,
+                        struct answer *answer, size_t key_count, const char *const *keys,
+                        size_t arg_count, const char *const *args)
+{
+    assert_int_equal(redis_script_call(client, script, on_answer, answer, key_count, keys, NULL,
+                                       arg_count, args, NULL),
+                     REDIS_STATUS_OK);
+    wait_answers(answer, 1, 2000);
 }
 
 static long elapsed_ms(const struct timespec *from, const struct timespec *to)
@@ -262,25 +281,11 @@ static long elapsed_ms(const struct timespec *from, const struct timespec *to)
     return (to->tv_sec - from->tv_sec) * 1000 + (to->tv_nsec - from->tv_nsec) / 1000000;
 }
 
-#define BOTH_BACKENDS(name)                                                                        \
-    static void name##_uring(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_URING);                                                                  \
-    }                                                                                              \
-    static void name##_epoll(void **state)                                                         \
-    {                                                                                              \
-        (void)state;                                                                               \
-        name(LOOP_BACKEND_EPOLL);                                                                  \
-    }
-
 /* Replies come back in order, one callback each; 200 INCRs leave in a pipeline. */
 static void commands_and_pipelining(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.key_prefix = "t:";
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
@@ -340,11 +345,9 @@ static void commands_and_pipelining(enum loop_backend backend)
     assert_int_equal(stats.replies, DEPTH + 4);
     assert_int_equal(stats.in_flight, 0);
     assert_int_equal(stats.connects, 1);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
-BOTH_BACKENDS(commands_and_pipelining)
+LOOP_BOTH_BACKENDS(commands_and_pipelining)
 
 /* A unix socket and SELECT: the write lands in database 3. */
 static void unix_socket_and_database(enum loop_backend backend)
@@ -374,11 +377,9 @@ static void unix_socket_and_database(enum loop_backend backend)
     assert_string_equal(reply->str, "db3");
     freeReplyObject(reply);
     redisFree(admin);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
-BOTH_BACKENDS(unix_socket_and_database)
+LOOP_BOTH_BACKENDS(unix_socket_and_database)
 
 /*
  * A paused server (SIGSTOP): every command in flight is answered UNAVAILABLE
@@ -387,10 +388,8 @@ BOTH_BACKENDS(unix_socket_and_database)
  */
 static void paused_server_times_out(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.command_timeout_ms = 150;
     config.connect_timeout_ms = 200;
     struct watcher watcher = {0};
@@ -432,11 +431,9 @@ static void paused_server_times_out(enum loop_backend backend)
     redis_client_stats(client, &stats);
     assert_int_equal(stats.timeouts, 1);
     assert_true(stats.unavailable >= COUNT + 1);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
-BOTH_BACKENDS(paused_server_times_out)
+LOOP_BOTH_BACKENDS(paused_server_times_out)
 
 static bool late_reply_read(void *arg)
 {
@@ -583,11 +580,9 @@ static void reconnects_after_restart(enum loop_backend backend)
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.connects, 2);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
-BOTH_BACKENDS(reconnects_after_restart)
+LOOP_BOTH_BACKENDS(reconnects_after_restart)
 
 struct chain {
     struct redis_client *client;
@@ -624,10 +619,8 @@ static bool chain_settled(void *arg)
  */
 static void killed_server_answers_each_command_once(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
     wait_ready(client, 3000);
@@ -650,7 +643,7 @@ static void killed_server_answers_each_command_once(enum loop_backend backend)
     assert_int_equal(chain.accepted, chain.answered);
     harness_close();
 }
-BOTH_BACKENDS(killed_server_answers_each_command_once)
+LOOP_BOTH_BACKENDS(killed_server_answers_each_command_once)
 
 static const char add_script[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])";
 
@@ -660,10 +653,8 @@ static const char add_script[] = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
  */
 static void evalsha_reloads_on_noscript(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.key_prefix = "s:";
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
@@ -681,19 +672,13 @@ static void evalsha_reloads_on_noscript(enum loop_backend backend)
     const char *keys[] = {"counter"};
     const char *args[] = {"5"};
     struct answer first = {0};
-    assert_int_equal(
-        redis_script_call(client, add, on_answer, &first, 1, keys, NULL, 1, args, NULL),
-        REDIS_STATUS_OK);
-    wait_answers(&first, 1, 2000);
+    call_script(client, add, &first, 1, keys, 1, args);
     assert_int_equal(first.status, REDIS_STATUS_OK);
     assert_int_equal(first.integer, 5);
 
     admin_text(server.port, NULL, sha, sizeof(sha), "SCRIPT FLUSH");
     struct answer second = {0};
-    assert_int_equal(
-        redis_script_call(client, add, on_answer, &second, 1, keys, NULL, 1, args, NULL),
-        REDIS_STATUS_OK);
-    wait_answers(&second, 1, 2000);
+    call_script(client, add, &second, 1, keys, 1, args);
     assert_int_equal(second.calls, 1);
     assert_int_equal(second.status, REDIS_STATUS_OK);
     assert_int_equal(second.integer, 10);
@@ -705,20 +690,15 @@ static void evalsha_reloads_on_noscript(enum loop_backend backend)
     struct redis_script *fails = redis_script_register(client, "return redis.call('NOPE')");
     assert_non_null(fails);
     struct answer failed = {0};
-    assert_int_equal(
-        redis_script_call(client, fails, on_answer, &failed, 0, NULL, NULL, 0, NULL, NULL),
-        REDIS_STATUS_OK);
-    wait_answers(&failed, 1, 2000);
+    call_script(client, fails, &failed, 0, NULL, 0, NULL);
     assert_int_equal(failed.status, REDIS_STATUS_ERROR);
     assert_non_null(strstr(failed.text, "Unknown Redis command"));
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.noscript_reloads, 1);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
-BOTH_BACKENDS(evalsha_reloads_on_noscript)
+LOOP_BOTH_BACKENDS(evalsha_reloads_on_noscript)
 
 /*
  * AUTH with an ACL user, with a wrong password (DOWN, saying WRONGPASS, and
@@ -774,7 +754,7 @@ static void auth_with_acl_user_and_wrong_password(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(auth_with_acl_user_and_wrong_password)
+LOOP_BOTH_BACKENDS(auth_with_acl_user_and_wrong_password)
 
 static bool subscribed_twice(void *arg)
 {
@@ -806,10 +786,8 @@ static void wait_messages(struct inbox *inbox, int count)
 /* Messages arrive; after the server restarts the subscription is renewed and says so. */
 static void pubsub_resubscribes_after_reconnect(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.key_prefix = "p:";
     config.username = "default";
     config.password = "pw";
@@ -849,19 +827,15 @@ static void pubsub_resubscribes_after_reconnect(enum loop_backend backend)
     wait_messages(&more, 1);
     assert_string_equal(events.messages[2], "again");
     assert_string_equal(more.messages[0], "other");
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
-BOTH_BACKENDS(pubsub_resubscribes_after_reconnect)
+LOOP_BOTH_BACKENDS(pubsub_resubscribes_after_reconnect)
 
 /* Never more than max_in_flight commands wait; the next is refused BUSY, not queued. */
 static void in_flight_cap_refuses_busy(enum loop_backend backend)
 {
-    harness_open(backend);
     struct redis_server server;
-    start_server(&server, 0, NULL);
-    struct redis_config config = base_config(server.port);
+    struct redis_config config = harness_with_server(backend, &server);
     config.max_in_flight = 8;
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
@@ -881,11 +855,9 @@ static void in_flight_cap_refuses_busy(enum loop_backend backend)
     assert_int_equal(redis_command(client, on_answer, &later, "PING"), REDIS_STATUS_OK);
     wait_answers(&later, 1, 2000);
     assert_int_equal(later.status, REDIS_STATUS_OK);
-    redis_client_destroy(client);
-    redis_server_stop(&server);
-    harness_close();
+    harness_close_with(client, &server);
 }
-BOTH_BACKENDS(in_flight_cap_refuses_busy)
+LOOP_BOTH_BACKENDS(in_flight_cap_refuses_busy)
 
 /* Commands still waiting when the client is destroyed are answered UNAVAILABLE, once. */
 static void destroy_answers_waiting_commands(enum loop_backend backend)
@@ -912,7 +884,7 @@ static void destroy_answers_waiting_commands(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(destroy_answers_waiting_commands)
+LOOP_BOTH_BACKENDS(destroy_answers_waiting_commands)
 
 /* Replicas sync at once instead of after diskless sync's default 5 s delay. */
 static const char *const primary_args[] = {"--repl-diskless-sync-delay", "0", NULL};
@@ -966,6 +938,50 @@ static void start_failover(uint16_t sentinel_port)
     assert_true(started);
 }
 
+/* A primary and a replica of it; waits (3 s at most) until the replica says its link is up. */
+static void start_primary_and_replica(struct redis_server *primary, struct redis_server *replica)
+{
+    start_server(primary, 0, primary_args);
+    char primary_port[8];
+    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary->port);
+    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
+    start_server(replica, 0, replica_args);
+    for (int i = 0; i < 300 && !replica_linked(replica->port); i++)
+        run_for(10);
+}
+
+/* A sentinel watching primary_port as "mymaster", once it knows the replica. */
+static void start_watching_sentinel(struct redis_server *sentinel, uint16_t primary_port,
+                                    unsigned down_after_ms)
+{
+    char err[256] = "";
+    if (redis_server_start_sentinel(sentinel, harness.folder, primary_port, "mymaster",
+                                    down_after_ms, 2000, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    for (int i = 0; i < 300 && !sentinel_knows_replica(sentinel->port); i++)
+        run_for(10);
+    assert_true(sentinel_knows_replica(sentinel->port));
+}
+
+/* Runs the loop until the client is ready with 127.0.0.1:port as its primary. */
+static void wait_primary(struct primary_wait *wait, uint16_t port, unsigned timeout_ms)
+{
+    snprintf(wait->address, sizeof(wait->address), "127.0.0.1:%u", (unsigned)port);
+    if (!run_until(ready_at, wait, timeout_ms))
+        fail_msg("not ready at %s: %s (at %s)", wait->address, redis_client_error(wait->client),
+                 redis_client_primary(wait->client));
+}
+
+/* SET key value, answered OK within 2 s. */
+static void set_ok(struct redis_client *client, const char *key, const char *value)
+{
+    struct answer answer = {0};
+    assert_int_equal(redis_command(client, on_answer, &answer, "SET %s %s", key, value),
+                     REDIS_STATUS_OK);
+    wait_answers(&answer, 1, 2000);
+    assert_int_equal(answer.status, REDIS_STATUS_OK);
+}
+
 /*
  * Sentinel: the client asks it for the primary, checks ROLE, and when the
  * primary dies and the sentinel fails over to the replica, follows it
@@ -975,21 +991,9 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
 {
     harness_open(backend);
     struct redis_server primary, replica, sentinel;
-    start_server(&primary, 0, primary_args);
-    char primary_port[8];
-    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary.port);
-    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
-    start_server(&replica, 0, replica_args);
-    for (int i = 0; i < 300 && !replica_linked(replica.port); i++)
-        run_for(10);
+    start_primary_and_replica(&primary, &replica);
     assert_true(replica_linked(replica.port));
-    char err[256] = "";
-    if (redis_server_start_sentinel(&sentinel, harness.folder, primary.port, "mymaster", 400, 2000,
-                                    err, sizeof(err)) != 0)
-        fail_msg("%s", err);
-    for (int i = 0; i < 300 && !sentinel_knows_replica(sentinel.port); i++)
-        run_for(10);
-    assert_true(sentinel_knows_replica(sentinel.port));
+    start_watching_sentinel(&sentinel, primary.port, 400);
 
     /* The first sentinel listed is dead: the client moves on to the next. */
     struct redis_address sentinels[] = {
@@ -1004,27 +1008,14 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
     struct primary_wait wait = {.client = client};
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)primary.port);
-    if (!run_until(ready_at, &wait, 3000))
-        fail_msg("not ready at %s: %s", wait.address, redis_client_error(client));
-    struct answer before = {0};
-    assert_int_equal(redis_command(client, on_answer, &before, "SET before failover"),
-                     REDIS_STATUS_OK);
-    wait_answers(&before, 1, 2000);
-    assert_int_equal(before.status, REDIS_STATUS_OK);
+    wait_primary(&wait, primary.port, 3000);
+    set_ok(client, "before", "failover");
 
     redis_server_stop(&primary);
     assert_true(run_until(is_down, client, 2000));
     start_failover(sentinel.port);
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)replica.port);
-    if (!run_until(ready_at, &wait, 10000))
-        fail_msg("not ready at %s: %s (at %s)", wait.address, redis_client_error(client),
-                 redis_client_primary(client));
-    struct answer after = {0};
-    assert_int_equal(redis_command(client, on_answer, &after, "SET after failover"),
-                     REDIS_STATUS_OK);
-    wait_answers(&after, 1, 2000);
-    assert_int_equal(after.status, REDIS_STATUS_OK);
+    wait_primary(&wait, replica.port, 10000);
+    set_ok(client, "after", "failover");
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.failovers, 1);
@@ -1033,7 +1024,7 @@ static void sentinel_failover_is_followed(enum loop_backend backend)
     redis_server_stop(&replica);
     harness_close();
 }
-BOTH_BACKENDS(sentinel_failover_is_followed)
+LOOP_BOTH_BACKENDS(sentinel_failover_is_followed)
 
 /*
  * A failover with the old primary alive (SENTINEL FAILOVER): +switch-master
@@ -1043,20 +1034,8 @@ static void sentinel_switch_moves_a_live_client(enum loop_backend backend)
 {
     harness_open(backend);
     struct redis_server primary, replica, sentinel;
-    start_server(&primary, 0, primary_args);
-    char primary_port[8];
-    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary.port);
-    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
-    start_server(&replica, 0, replica_args);
-    for (int i = 0; i < 300 && !replica_linked(replica.port); i++)
-        run_for(10);
-    char err[256] = "";
-    if (redis_server_start_sentinel(&sentinel, harness.folder, primary.port, "mymaster", 5000, 2000,
-                                    err, sizeof(err)) != 0)
-        fail_msg("%s", err);
-    for (int i = 0; i < 300 && !sentinel_knows_replica(sentinel.port); i++)
-        run_for(10);
-    assert_true(sentinel_knows_replica(sentinel.port));
+    start_primary_and_replica(&primary, &replica);
+    start_watching_sentinel(&sentinel, primary.port, 5000);
     struct redis_address sentinels[] = {{.host = "127.0.0.1", .port = sentinel.port}};
     struct redis_config config = base_config(0);
     config.sentinels = sentinels;
@@ -1065,18 +1044,10 @@ static void sentinel_switch_moves_a_live_client(enum loop_backend backend)
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
     struct primary_wait wait = {.client = client};
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)primary.port);
-    if (!run_until(ready_at, &wait, 3000))
-        fail_msg("not ready at %s: %s", wait.address, redis_client_error(client));
+    wait_primary(&wait, primary.port, 3000);
     start_failover(sentinel.port);
-    snprintf(wait.address, sizeof(wait.address), "127.0.0.1:%u", (unsigned)replica.port);
-    if (!run_until(ready_at, &wait, 10000))
-        fail_msg("not ready at %s: %s (at %s)", wait.address, redis_client_error(client),
-                 redis_client_primary(client));
-    struct answer after = {0};
-    assert_int_equal(redis_command(client, on_answer, &after, "SET after switch"), REDIS_STATUS_OK);
-    wait_answers(&after, 1, 2000);
-    assert_int_equal(after.status, REDIS_STATUS_OK);
+    wait_primary(&wait, replica.port, 10000);
+    set_ok(client, "after", "switch");
     struct redis_stats stats;
     redis_client_stats(client, &stats);
     assert_int_equal(stats.failovers, 1);
@@ -1086,18 +1057,14 @@ static void sentinel_switch_moves_a_live_client(enum loop_backend backend)
     redis_server_stop(&primary);
     harness_close();
 }
-BOTH_BACKENDS(sentinel_switch_moves_a_live_client)
+LOOP_BOTH_BACKENDS(sentinel_switch_moves_a_live_client)
 
 /* A replica given as the address is refused: ROLE must say master. */
 static void replica_is_not_a_primary(enum loop_backend backend)
 {
     harness_open(backend);
     struct redis_server primary, replica;
-    start_server(&primary, 0, primary_args);
-    char primary_port[8];
-    snprintf(primary_port, sizeof(primary_port), "%u", (unsigned)primary.port);
-    const char *replica_args[] = {"--replicaof", "127.0.0.1", primary_port, NULL};
-    start_server(&replica, 0, replica_args);
+    start_primary_and_replica(&primary, &replica);
     struct redis_config config = base_config(replica.port);
     struct watcher watcher = {0};
     struct redis_client *client = client_create(&config, &watcher);
@@ -1108,7 +1075,7 @@ static void replica_is_not_a_primary(enum loop_backend backend)
     redis_server_stop(&primary);
     harness_close();
 }
-BOTH_BACKENDS(replica_is_not_a_primary)
+LOOP_BOTH_BACKENDS(replica_is_not_a_primary)
 
 static void bad_configuration_is_refused(void **state)
 {

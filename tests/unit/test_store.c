@@ -281,8 +281,36 @@ static void column_families_are_separate(void **state)
 #define SUBMITTERS 4
 #define WRITES_PER_SUBMITTER 250
 
-struct submitter {
+/* What every worker thread of a test starts with; run_workers() sets it. */
+struct worker {
     struct store *store;
+    int index;
+};
+
+/*
+ * Runs count workers at once, worker i being the element of size bytes at workers + i * size,
+ * whose struct worker comes first; waits for them, every one returning NULL.
+ */
+static void run_workers(struct store *store, void *workers, size_t size, int count,
+                        void *(*work)(void *))
+{
+    pthread_t threads[count];
+    for (int i = 0; i < count; i++) {
+        struct worker *worker = (struct worker *)((char *)workers + (size_t)i * size);
+        memset(worker, 0, size);
+        worker->store = store;
+        worker->index = i;
+        assert_int_equal(pthread_create(&threads[i], NULL, work, worker), 0);
+    }
+    for (int i = 0; i < count; i++) {
+        void *result = NULL;
+        pthread_join(threads[i], &result);
+        assert_null(result);
+    }
+}
+
+struct submitter {
+    struct store *store; /* struct worker */
     int index;
     struct store_write writes[WRITES_PER_SUBMITTER];
     char keys[WRITES_PER_SUBMITTER][16];
@@ -309,18 +337,7 @@ static void group_commit_batches_concurrent_writes(void **state)
     struct store *store = open_store(fixture->dir, 4096);
     completions_reset();
     static struct submitter submitters[SUBMITTERS];
-    pthread_t threads[SUBMITTERS];
-    for (int i = 0; i < SUBMITTERS; i++) {
-        memset(&submitters[i], 0, sizeof(submitters[i]));
-        submitters[i].store = store;
-        submitters[i].index = i;
-        assert_int_equal(pthread_create(&threads[i], NULL, submit_many, &submitters[i]), 0);
-    }
-    for (int i = 0; i < SUBMITTERS; i++) {
-        void *result = NULL;
-        pthread_join(threads[i], &result);
-        assert_null(result);
-    }
+    run_workers(store, submitters, sizeof(submitters[0]), SUBMITTERS, submit_many);
     completions_wait(SUBMITTERS * WRITES_PER_SUBMITTER);
     assert_int_equal(completions.ok, SUBMITTERS * WRITES_PER_SUBMITTER);
 
@@ -385,37 +402,37 @@ static void conditional_write_absent_same_different(void **state)
     store_close(store);
 }
 
+/*
+ * A binding as the records module writes one, keys device/D -> R and record/R -> D, each on the
+ * condition that it is absent or holds that value already.
+ */
+static struct store_write binding_pair(const char *device_key, const char *record,
+                                       const char *record_key, const char *device)
+{
+    struct store_write write = {.put_count = 2, .condition_count = 2, .done = count_done};
+    write.puts[0] = put_of(STORE_BINDINGS, device_key, record);
+    write.puts[1] = put_of(STORE_BINDINGS, record_key, device);
+    write.conditions[0] = write.puts[0];
+    write.conditions[1] = write.puts[1];
+    return write;
+}
+
 /* A write with two conditions commits only when both hold, and says which one failed. */
 static void two_conditions_report_which_failed(void **state)
 {
     struct temp_dir *fixture = *state;
     struct store *store = open_store(fixture->dir, 16);
-    struct store_write pair = {0};
-    pair.puts[0] = put_of(STORE_BINDINGS, "device/d1", "r1");
-    pair.puts[1] = put_of(STORE_BINDINGS, "record/r1", "d1");
-    pair.put_count = 2;
-    pair.conditions[0] = pair.puts[0];
-    pair.conditions[1] = pair.puts[1];
-    pair.condition_count = 2;
-    pair.done = count_done;
+    struct store_write pair = binding_pair("device/d1", "r1", "record/r1", "d1");
     assert_int_equal(submit_and_wait(store, &pair), STORE_OK);
 
     /* d2 is free, but r1 already holds d1: the second condition fails. */
-    struct store_write second_id = pair;
-    second_id.puts[0] = put_of(STORE_BINDINGS, "device/d2", "r1");
-    second_id.puts[1] = put_of(STORE_BINDINGS, "record/r1", "d2");
-    second_id.conditions[0] = second_id.puts[0];
-    second_id.conditions[1] = second_id.puts[1];
+    struct store_write second_id = binding_pair("device/d2", "r1", "record/r1", "d2");
     assert_int_equal(submit_and_wait(store, &second_id), STORE_CONFLICT);
     assert_int_equal(second_id.failed_condition, 1);
     assert_value(store, STORE_BINDINGS, "device/d2", NULL);
 
     /* r2 is free, but d1 is r1's: the first condition fails. */
-    struct store_write other_identity = pair;
-    other_identity.puts[0] = put_of(STORE_BINDINGS, "device/d1", "r2");
-    other_identity.puts[1] = put_of(STORE_BINDINGS, "record/r2", "d1");
-    other_identity.conditions[0] = other_identity.puts[0];
-    other_identity.conditions[1] = other_identity.puts[1];
+    struct store_write other_identity = binding_pair("device/d1", "r2", "record/r2", "d1");
     assert_int_equal(submit_and_wait(store, &other_identity), STORE_CONFLICT);
     assert_int_equal(other_identity.failed_condition, 0);
     assert_value(store, STORE_BINDINGS, "record/r2", NULL);
@@ -444,7 +461,7 @@ static void two_conditions_report_which_failed(void **state)
 #define CLAIMED_IDS 50
 
 struct claimer {
-    struct store *store;
+    struct store *store; /* struct worker */
     int index;
     struct store_write writes[CLAIMED_IDS];
     char devices[CLAIMED_IDS][16];
@@ -492,18 +509,7 @@ static void several_writers_keep_key_order_and_claims(void **state)
 
     completions_reset();
     static struct claimer claimers[CLAIMERS];
-    pthread_t threads[CLAIMERS];
-    for (int i = 0; i < CLAIMERS; i++) {
-        memset(&claimers[i], 0, sizeof(claimers[i]));
-        claimers[i].store = store;
-        claimers[i].index = i;
-        assert_int_equal(pthread_create(&threads[i], NULL, claim_many, &claimers[i]), 0);
-    }
-    for (int i = 0; i < CLAIMERS; i++) {
-        void *result = NULL;
-        pthread_join(threads[i], &result);
-        assert_null(result);
-    }
+    run_workers(store, claimers, sizeof(claimers[0]), CLAIMERS, claim_many);
     completions_wait(CLAIMERS * CLAIMED_IDS);
     assert_int_equal(completions.ok, CLAIMED_IDS);
     assert_int_equal(completions.conflict, (CLAIMERS - 1) * CLAIMED_IDS);
@@ -771,6 +777,17 @@ static void read_only_opens_a_store_without_newer_families(void **state)
     store_close(store);
 }
 
+/* The helper child pid exits 0; the pipes to and from it are closed. */
+static void child_done(pid_t pid, int from_child, int to_child)
+{
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(from_child);
+    close(to_child);
+}
+
 static void read_only_sees_data_of_running_writer(void **state)
 {
     struct temp_dir *fixture = *state;
@@ -808,12 +825,7 @@ static void read_only_sees_data_of_running_writer(void **state)
     assert_int_equal(count_entries(fixture->dir, "LOG"), 1);
 
     assert_int_equal(write(to_child, "x", 1), 1);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    close(from_child);
-    close(to_child);
+    child_done(pid, from_child, to_child);
 }
 
 #define ACKNOWLEDGED_BEFORE_KILL 1000
@@ -901,12 +913,7 @@ static void failed_commit_reports_error_then_recovers(void **state)
         got += (size_t)n;
     }
     assert_int_equal(got, sizeof(report));
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    close(from_child);
-    close(to_child);
+    child_done(pid, from_child, to_child);
 
     assert_int_equal(report.before, STORE_OK);
     /* The write that could not reach the WAL is refused, and so is its batch mate. */
@@ -1116,23 +1123,22 @@ int main(int argc, char **argv)
         return helper_fsize(argv[2], atoi(argv[3]));
 
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(put_get_and_prefix_scan, setup, teardown),
-        cmocka_unit_test_setup_teardown(lazy_writes_ride_on_the_next_sync, setup, teardown),
-        cmocka_unit_test_setup_teardown(column_families_are_separate, setup, teardown),
-        cmocka_unit_test_setup_teardown(group_commit_batches_concurrent_writes, setup, teardown),
-        cmocka_unit_test_setup_teardown(conditional_write_absent_same_different, setup, teardown),
-        cmocka_unit_test_setup_teardown(conflicting_claims_in_one_batch, setup, teardown),
-        cmocka_unit_test_setup_teardown(several_writers_keep_key_order_and_claims, setup, teardown),
-        cmocka_unit_test_setup_teardown(two_conditions_report_which_failed, setup, teardown),
-        cmocka_unit_test_setup_teardown(synchronous_write_deletes, setup, teardown),
-        cmocka_unit_test_setup_teardown(scan_after_resumes, setup, teardown),
-        cmocka_unit_test_setup_teardown(full_queue_is_busy, setup, teardown),
-        cmocka_unit_test_setup_teardown(reopen_keeps_data, setup, teardown),
-        cmocka_unit_test_setup_teardown(read_only_sees_data_of_running_writer, setup, teardown),
-        cmocka_unit_test_setup_teardown(read_only_opens_a_store_without_newer_families, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(acknowledged_writes_survive_kill_9, setup, teardown),
-        cmocka_unit_test_setup_teardown(failed_commit_reports_error_then_recovers, setup, teardown),
+        FIXTURE_TEST(put_get_and_prefix_scan),
+        FIXTURE_TEST(lazy_writes_ride_on_the_next_sync),
+        FIXTURE_TEST(column_families_are_separate),
+        FIXTURE_TEST(group_commit_batches_concurrent_writes),
+        FIXTURE_TEST(conditional_write_absent_same_different),
+        FIXTURE_TEST(conflicting_claims_in_one_batch),
+        FIXTURE_TEST(several_writers_keep_key_order_and_claims),
+        FIXTURE_TEST(two_conditions_report_which_failed),
+        FIXTURE_TEST(synchronous_write_deletes),
+        FIXTURE_TEST(scan_after_resumes),
+        FIXTURE_TEST(full_queue_is_busy),
+        FIXTURE_TEST(reopen_keeps_data),
+        FIXTURE_TEST(read_only_sees_data_of_running_writer),
+        FIXTURE_TEST(read_only_opens_a_store_without_newer_families),
+        FIXTURE_TEST(acknowledged_writes_survive_kill_9),
+        FIXTURE_TEST(failed_commit_reports_error_then_recovers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
