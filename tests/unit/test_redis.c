@@ -527,7 +527,7 @@ static void one_late_reply_keeps_the_connection(enum loop_backend backend)
     redis_server_stop(&server);
     harness_close();
 }
-BOTH_BACKENDS(one_late_reply_keeps_the_connection)
+LOOP_BOTH_BACKENDS(one_late_reply_keeps_the_connection)
 
 static bool states_end_with_ready_after_down(void *arg)
 {
