@@ -395,7 +395,7 @@ static void admin_session_keeps_one_connection_and_backs_off(void **state)
     (void)state;
     char err[256] = "", address[32];
     struct redis_server server;
-    assert_int_equal(redis_server_start(&server, h.folder, 0, NULL, err, sizeof(err)), 0);
+    assert_int_equal(redis_server_start(&server, h.redis.folder, 0, NULL, err, sizeof(err)), 0);
     snprintf(address, sizeof(address), "127.0.0.1:%u", server.port);
     struct config_cluster config = {
         .redis = address,
@@ -423,7 +423,8 @@ static void admin_session_keeps_one_connection_and_backs_off(void **state)
     assert_int_equal(redis_admin_heartbeat(session, "n1", "{}", 3000, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "waiting before connecting again"));
 
-    assert_int_equal(redis_server_start(&server, h.folder, server.port, NULL, err, sizeof(err)), 0);
+    assert_int_equal(
+        redis_server_start(&server, h.redis.folder, server.port, NULL, err, sizeof(err)), 0);
     int status = -1;
     for (int i = 0; i < 100 && status != 0; i++) {
         status = redis_admin_heartbeat(session, "n1", "{}", 3000, err, sizeof(err));
