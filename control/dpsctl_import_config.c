@@ -84,16 +84,25 @@ __attribute__((format(printf, 2, 3))) static void dropped(struct reference *refe
     reference->notes++;
 }
 
-/* A YAML double-quoted scalar. */
+/*
+ * A YAML double-quoted scalar. The text is UTF-8 as libyaml read it, where
+ * escapes may have made characters a YAML stream may not hold raw (C0 and
+ * C1 controls, DEL, U+FFFE, U+FFFF): those are escaped again.
+ */
 static void quoted(FILE *out, const char *text)
 {
     fputc('"', out);
     for (const unsigned char *c = (const unsigned char *)text; *c != '\0'; c++) {
         if (*c == '"' || *c == '\\')
             fprintf(out, "\\%c", *c);
-        else if (*c < 0x20)
+        else if (*c < 0x20 || *c == 0x7f)
             fprintf(out, "\\x%02x", *c);
-        else
+        else if (c[0] == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f && c[1] != 0x85)
+            fprintf(out, "\\x%02x", *++c);
+        else if (c[0] == 0xef && c[1] == 0xbf && (c[2] == 0xbe || c[2] == 0xbf)) {
+            fprintf(out, "\\u%04X", 0xffc0u | (c[2] & 0x3fu));
+            c += 2;
+        } else
             fputc(*c, out);
     }
     fputc('"', out);
