@@ -13,8 +13,8 @@
  * healthy one costs one request per refresh.
  *
  * The figures /metrics shows (jwks_remote_stats) are the process's, under
- * their own lock: one API runs at a time, and a reload that starts a new
- * fetcher keeps counting where the previous one stopped.
+ * their own lock, shared by every fetcher it runs: a fetcher started anew
+ * (the API opened again) counts on from where the previous one stopped.
  */
 #include "control/jwks_remote.h"
 #include "common/log.h"
