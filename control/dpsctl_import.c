@@ -413,7 +413,8 @@ static json_t *step_of(const char *name, const json_t *value, const char *serial
         json_t *gateways = json_object_get(value, "gateways");
         json_t *selected = json_array_get(
             gateways, (size_t)json_integer_value(json_object_get(value, "selectedGateway")));
-        json_object_set(step, "gateways", gateways != NULL ? gateways : json_array());
+        json_object_set_new(step, "gateways",
+                            gateways != NULL ? json_incref(gateways) : json_array());
         json_object_set(step, "providerName", json_object_get(value, "providerName"));
         if (selected != NULL)
             json_object_set(step, "selectedGateway", selected);
