@@ -270,10 +270,9 @@ static void keyset_release(const struct auth *auth, struct auth_keyset *keyset)
         keyset_free(keyset);
 }
 
-/* jwks_remote_install: a provider's JWKS replaces the keys in use. */
-static int install_jwks(void *arg, const char *text, size_t length, char *err, size_t err_length)
+int auth_install_jwks(struct auth *auth, const char *text, size_t length, char *err,
+                      size_t err_length)
 {
-    struct auth *auth = arg;
     json_error_t error;
     json_t *jwks = json_loadb(text, length, JSON_REJECT_DUPLICATES, &error);
     if (jwks == NULL)
@@ -282,12 +281,19 @@ static int install_jwks(void *arg, const char *text, size_t length, char *err, s
     json_decref(jwks);
     if (keyset == NULL)
         return -1;
+    int count = (int)keyset->key_count;
     pthread_mutex_lock(&auth->ring->lock);
     struct auth_keyset *previous = auth->ring->current;
     auth->ring->current = keyset;
     pthread_mutex_unlock(&auth->ring->lock);
     keyset_release(auth, previous);
-    return 0;
+    return count;
+}
+
+/* jwks_remote_install: a provider's JWKS replaces the keys in use. */
+static int install_jwks(void *arg, const char *text, size_t length, char *err, size_t err_length)
+{
+    return auth_install_jwks(arg, text, length, err, err_length);
 }
 
 static struct auth *auth_new(const char *issuer, const char *audience, const char *owner_claim,

@@ -39,6 +39,15 @@ struct auth *auth_open(const struct config_api *api, char *err, size_t err_lengt
 void auth_free(struct auth *auth);
 
 /*
+ * Replaces the keys in use with a provider's JWKS (not NUL-terminated;
+ * lenient: keys it cannot verify with are skipped and logged), as each
+ * fetch does. The number of keys now held, or -1 with err: the keys in use
+ * stay.
+ */
+int auth_install_jwks(struct auth *auth, const char *text, size_t length, char *err,
+                      size_t err_length);
+
+/*
  * Checks an HTTP Authorization header value ("Bearer TOKEN"; may be NULL) at
  * time now. 0 with the caller's owner in *owner (malloc'd), or -1 with err.
  * Thread-safe; with a provider it may wait for one fetch (bounded).

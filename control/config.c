@@ -644,16 +644,19 @@ static int parse_keys(struct mapping *root, struct config *config)
  * API reads (control/model.h), and model_*_from_file() reads it with the
  * same rules. Scalars stay text (the model reads "1d" and "true" from the
  * file), except in ACL entries and resource contents, free-form JSON where
- * YAML's scalar rules make numbers and booleans. The file spells a few fields
- * flatter than protojson: they are moved into place before the model reads
- * the document, and moved back in its messages, which then name the YAML key
- * and its line. What needs the whole file (hubs a group names, keys a hub
+ * YAML's scalar rules make numbers and booleans. The file speaks the API's
+ * vocabulary, the reference plgd DPS's (attestationMechanism.x509,
+ * authorization.provider.name...). It used to spell a few fields flatter:
+ * those spellings are still read, as deprecated aliases moved into place
+ * with a warning that names the key to write instead, and the model's
+ * messages about what they became name them as the file wrote them, at
+ * their line. What needs the whole file (hubs a group names, keys a hub
  * names, ids given twice) is checked here.
  */
 struct spelling {
-    const char *file; /* the key path as the file writes it */
+    const char *file; /* the key path as the file may write it */
     const char *json; /* where the document has it */
-    bool moves;       /* false: only messages about json are renamed */
+    bool moves;       /* a deprecated alias; false: only messages about json are renamed */
 };
 
 static const struct spelling hub_spellings[] = {
@@ -661,15 +664,12 @@ static const struct spelling hub_spellings[] = {
     {"token.audience", "authorization.provider.audience", true},
     {"token.ownerClaim", "authorization.ownerClaim", true},
     {"token.deviceIdClaim", "authorization.deviceIdClaim", true},
-    {"authorizationProvider", "authorization.provider", false},
-    {"authorizationProvider", "authorization", false},
     {"id", "hubId", false},
     {NULL, NULL, false},
 };
 
 static const struct spelling group_spellings[] = {
     {"attestation", "attestationMechanism.x509", true},
-    {"attestation", "attestationMechanism", false},
     {NULL, NULL, false},
 };
 
@@ -712,44 +712,84 @@ static json_t *json_at(json_t *doc, const char *path)
     return doc;
 }
 
-/* Moves the file's spellings into the document's places; 0, or -1 on a document-only key. */
-static int respell(struct parser *p, const yaml_node_t *item, const char *item_path, json_t *doc,
-                   const struct spelling *spellings)
+/* A value the file gives: null counts as absent, as everywhere in the file. */
+static bool json_given(json_t *value)
 {
+    return value != NULL && !json_is_null(value);
+}
+
+/* Removes the value at a dotted path of object keys, when there is one. */
+static void json_delete_at(json_t *doc, const char *path)
+{
+    char parent[KEY_MAX];
+    const char *last_dot = strrchr(path, '.');
+    snprintf(parent, sizeof(parent), "%.*s", last_dot != NULL ? (int)(last_dot - path) : 0, path);
+    json_t *object = parent[0] != '\0' ? json_at(doc, parent) : doc;
+    if (json_is_object(object))
+        json_object_del(object, last_dot != NULL ? last_dot + 1 : path);
+}
+
+/* The object at key of object, made when absent; NULL when something else is there. */
+static json_t *json_child_object(json_t *object, const char *key)
+{
+    json_t *child = json_object_get(object, key);
+    if (child != NULL && !json_is_null(child))
+        return json_is_object(child) ? child : NULL;
+    child = json_object();
+    return child != NULL && json_object_set_new(object, key, child) == 0 ? child : NULL;
+}
+
+/*
+ * Moves the deprecated aliases the item writes into the document's places,
+ * each with a warning. Bit i of *renamed is set when messages about
+ * spellings[i].json are to name the file's key: the item wrote that key, not
+ * the document's. 0, or -1 when an alias and what it stands for are both given.
+ */
+static int respell(struct parser *p, const yaml_node_t *item, const char *item_path, json_t *doc,
+                   const struct spelling *spellings, unsigned *renamed)
+{
+    *renamed = 0;
     if (!json_is_object(doc))
         return 0;
-    for (const struct spelling *s = spellings; s->file != NULL; s++) {
-        char top[KEY_MAX], path[KEY_MAX];
-        snprintf(top, sizeof(top), "%.*s", (int)strcspn(s->json, "."), s->json);
-        const yaml_node_t *node = mapping_lookup(p, item, top);
-        if (node != NULL) {
-            error_path_child(path, item_path, top);
-            return fail(p, node, path, "unknown key");
+    for (unsigned i = 0; spellings[i].file != NULL; i++) {
+        const struct spelling *s = &spellings[i];
+        char file_path[KEY_MAX], json_path[KEY_MAX], top[KEY_MAX];
+        json_t *value = json_at(doc, s->file);
+        if (s->moves && value != NULL && json_is_null(value)) {
+            json_delete_at(doc, s->file);
+            value = NULL;
         }
-    }
-    for (const struct spelling *s = spellings; s->file != NULL; s++) {
-        json_t *value = s->moves ? json_at(doc, s->file) : NULL;
-        if (value == NULL)
+        if (!json_given(value) || json_given(json_at(doc, s->json))) {
+            if (s->moves && json_given(value)) {
+                error_path_child(file_path, item_path, s->file);
+                return fail(p, node_at_path(p, item, s->file), file_path,
+                            "deprecated name of %s, which is also given", s->json);
+            }
             continue;
+        }
+        *renamed |= 1u << i;
+        if (!s->moves)
+            continue;
+        error_path_child(file_path, item_path, s->file);
+        error_path_child(json_path, item_path, s->json);
+        log_msg(LOG_WARN, "deprecated configuration key", "file=\"%s\" line=%lu key=%s use=%s",
+                p->file, (unsigned long)node_at_path(p, item, s->file)->start_mark.line + 1,
+                file_path, json_path);
         json_incref(value);
-        const char *last_dot = strrchr(s->file, '.');
-        char parent[KEY_MAX];
-        snprintf(parent, sizeof(parent), "%.*s", last_dot != NULL ? (int)(last_dot - s->file) : 0,
-                 s->file);
-        json_object_del(parent[0] != '\0' ? json_at(doc, parent) : doc,
-                        last_dot != NULL ? last_dot + 1 : s->file);
+        json_delete_at(doc, s->file);
         json_t *object = doc;
         const char *path = s->json;
-        for (size_t length; (length = strcspn(path, ".")), path[length] == '.';
+        for (size_t length; (length = strcspn(path, ".")), path[length] == '.' && object != NULL;
              path += length + 1) {
             char key[KEY_MAX];
             snprintf(key, sizeof(key), "%.*s", (int)length, path);
-            json_t *child = json_object_get(object, key);
-            if (child == NULL) {
-                child = json_object();
-                json_object_set_new(object, key, child);
-            }
-            object = child;
+            object = json_child_object(object, key);
+        }
+        if (object == NULL) {
+            json_decref(value);
+            snprintf(top, sizeof(top), "%.*s", (int)strcspn(s->json, "."), s->json);
+            return fail(p, node_at_path(p, item, s->file), file_path,
+                        "deprecated name of %s, which cannot go in the %s given", s->json, top);
         }
         if (json_object_set_new(object, path, value) < 0)
             return fail(p, item, item_path, "out of memory");
@@ -757,9 +797,12 @@ static int respell(struct parser *p, const yaml_node_t *item, const char *item_p
     return 0;
 }
 
-/* Fails with the model's "json.path: problem", named as the file spells it, at its line. */
+/*
+ * Fails with the model's "json.path: problem", named as the file spells it
+ * (renamed: respell's bits), at its line.
+ */
 static int model_fail(struct parser *p, const yaml_node_t *item, const char *item_path,
-                      const struct spelling *spellings, const char *err)
+                      const struct spelling *spellings, unsigned renamed, const char *err)
 {
     const char *separator = strstr(err, ": ");
     if (separator == NULL)
@@ -768,9 +811,10 @@ static int model_fail(struct parser *p, const yaml_node_t *item, const char *ite
     snprintf(json_path, sizeof(json_path), "%.*s", (int)(separator - err), err);
     const char *file = "";
     const char *rest = strcmp(json_path, "(document)") == 0 ? "" : json_path;
-    for (const struct spelling *s = spellings; s->file != NULL; s++) {
+    for (unsigned i = 0; spellings[i].file != NULL; i++) {
+        const struct spelling *s = &spellings[i];
         size_t length = strlen(s->json);
-        if (strncmp(json_path, s->json, length) == 0 &&
+        if ((renamed & (1u << i)) != 0 && strncmp(json_path, s->json, length) == 0 &&
             (json_path[length] == '\0' || json_path[length] == '.' || json_path[length] == '[')) {
             file = s->file;
             rest = json_path + length;
@@ -788,7 +832,7 @@ static int model_fail(struct parser *p, const yaml_node_t *item, const char *ite
 
 /* The item as the model's document: text scalars, typed free-form parts, document spellings. */
 static json_t *item_document(struct parser *p, const yaml_node_t *item, const char *item_path,
-                             const struct spelling *spellings)
+                             const struct spelling *spellings, unsigned *renamed)
 {
     json_t *doc = yaml_to_json(p, item, item_path, 0, false);
     if (doc == NULL)
@@ -824,7 +868,7 @@ static json_t *item_document(struct parser *p, const yaml_node_t *item, const ch
         }
         json_object_set_new(json_resource, "content", typed);
     }
-    if (respell(p, item, item_path, doc, spellings) < 0) {
+    if (respell(p, item, item_path, doc, spellings, renamed) < 0) {
         json_decref(doc);
         return NULL;
     }
@@ -882,7 +926,8 @@ static int parse_items(struct mapping *root, const char *key, bool is_group, str
         char item_path[KEY_MAX], id_path[KEY_MAX], problem[512];
         error_path_index(item_path, path, i);
         yaml_node_t *item = sequence_item(p, list, i);
-        json_t *doc = item_document(p, item, item_path, spellings);
+        unsigned renamed = 0;
+        json_t *doc = item_document(p, item, item_path, spellings, &renamed);
         if (doc == NULL)
             return -1;
         struct config_group *group = is_group ? &config->groups[i] : NULL;
@@ -891,7 +936,7 @@ static int parse_items(struct mapping *root, const char *key, bool is_group, str
                             : model_hub_from_file(doc, p->dir, hub, problem, sizeof(problem));
         json_decref(doc);
         if (read < 0)
-            return model_fail(p, item, item_path, spellings, problem);
+            return model_fail(p, item, item_path, spellings, renamed, problem);
         for (size_t h = 0; is_group && h < group->hub_count; h++) {
             if (config_find_hub(config, group->hub_ids[h]) == NULL) {
                 error_path_child(id_path, item_path, "hubIds");

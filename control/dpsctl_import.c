@@ -61,30 +61,26 @@
 #define IMPORT_QUEUE_LIMIT 64
 
 struct import {
-    const char *dir;
-    struct store *store;
-    const char *identity_key;
-    const char *token_key;
-    const char *token_issuer;
+    struct import_target target;
+    char *identity_key;
+    char *token_key;
+    char *token_issuer;
     json_t *hub_ids; /* the reference's hub record id -> hubId */
     json_t *groups;  /* group id -> owner */
-    size_t imported[3];
-    size_t skipped;
     size_t notes;
 };
 
-enum collection { HUBS, GROUPS, RECORDS };
 static const char *const COLLECTIONS[] = {"hubs", "enrollmentGroups", "provisionedRecords"};
 
 __attribute__((format(printf, 3, 4))) static void note(struct import *import, const char *what,
                                                        const char *format, ...)
 {
     va_list args;
-    fprintf(stderr, "dpsctl import: %s: ", what);
+    fprintf(import->target.report, "dpsctl import: %s: ", what);
     va_start(args, format);
-    vfprintf(stderr, format, args);
+    vfprintf(import->target.report, format, args);
     va_end(args);
-    fputc('\n', stderr);
+    fputc('\n', import->target.report);
     import->notes++;
 }
 
@@ -145,9 +141,9 @@ static int put(struct import *import, enum store_family family, const char *key,
 {
     char *text = json_dumps(value, JSON_COMPACT);
     struct store_put entry = {family, key, key_length, text, text != NULL ? strlen(text) : 0};
-    int status = text != NULL ? store_put_sync(import->store, &entry, 1) : STORE_ERROR;
+    int result = text != NULL ? import->target.put(import->target.arg, &entry, 1) : -1;
     free(text);
-    return status == STORE_OK ? 0 : -1;
+    return result;
 }
 
 static int import_hub(struct import *import, json_t *doc, const char *what)
@@ -417,7 +413,8 @@ static json_t *step_of(const char *name, const json_t *value, const char *serial
         json_t *gateways = json_object_get(value, "gateways");
         json_t *selected = json_array_get(
             gateways, (size_t)json_integer_value(json_object_get(value, "selectedGateway")));
-        json_object_set(step, "gateways", gateways != NULL ? gateways : json_array());
+        json_object_set_new(step, "gateways",
+                            gateways != NULL ? json_incref(gateways) : json_array());
         json_object_set(step, "providerName", json_object_get(value, "providerName"));
         if (selected != NULL)
             json_object_set(step, "selectedGateway", selected);
@@ -443,7 +440,7 @@ static bool binding_free(struct import *import, const char *key, size_t key_leng
 {
     char *held = NULL;
     size_t length = 0;
-    if (store_get(import->store, STORE_BINDINGS, key, key_length, &held, &length) != STORE_OK)
+    if (import->target.get(import->target.arg, STORE_BINDINGS, key, key_length, &held, &length) < 0)
         return true;
     bool same = length == strlen(value) && memcmp(held, value, length) == 0;
     free(held);
@@ -495,7 +492,7 @@ static int binding_write(struct import *import, const struct binding *binding)
         {STORE_BINDINGS, binding->identity_key, binding->identity_key_length,
          binding->identity_value, strlen(binding->identity_value)},
     };
-    return store_put_sync(import->store, puts, 2) == STORE_OK ? 0 : -1;
+    return import->target.put(import->target.arg, puts, 2);
 }
 
 static int import_record(struct import *import, json_t *doc, const char *what)
@@ -580,10 +577,79 @@ static int import_record(struct import *import, json_t *doc, const char *what)
     return result;
 }
 
-static int import_collection(struct import *import, enum collection collection)
+struct import *import_new(const struct import_target *target, const char *identity_key,
+                          const char *token_key, const char *token_issuer)
+{
+    struct import *import = calloc(1, sizeof(*import));
+    if (import == NULL)
+        return NULL;
+    import->target = *target;
+    import->identity_key = strdup(identity_key);
+    import->token_key = strdup(token_key);
+    import->token_issuer = strdup(token_issuer);
+    import->hub_ids = json_object();
+    import->groups = json_object();
+    if (import->identity_key == NULL || import->token_key == NULL || import->token_issuer == NULL ||
+        import->hub_ids == NULL || import->groups == NULL) {
+        import_free(import);
+        return NULL;
+    }
+    return import;
+}
+
+void import_free(struct import *import)
+{
+    if (import == NULL)
+        return;
+    free(import->identity_key);
+    free(import->token_key);
+    free(import->token_issuer);
+    json_decref(import->hub_ids);
+    json_decref(import->groups);
+    free(import);
+}
+
+size_t import_notes(const struct import *import)
+{
+    return import->notes;
+}
+
+int import_document(struct import *import, enum import_collection collection, const char *text,
+                    size_t length, const char *what)
+{
+    json_error_t error;
+    json_t *doc = json_loadb(text, length, 0, &error);
+    int result = -1;
+    if (!json_is_object(doc))
+        note(import, what, "not a JSON object (%s)", doc == NULL ? error.text : "another value");
+    else if (collection == IMPORT_HUBS)
+        result = import_hub(import, doc, what);
+    else if (collection == IMPORT_GROUPS)
+        result = import_group(import, doc, what);
+    else
+        result = import_record(import, doc, what);
+    json_decref(doc);
+    return result;
+}
+
+/* The store behind an import_target. */
+static int store_target_put(void *arg, const struct store_put *entries, size_t count)
+{
+    return store_put_sync(arg, entries, count) == STORE_OK ? 0 : -1;
+}
+
+static int store_target_get(void *arg, enum store_family family, const char *key, size_t key_length,
+                            char **value, size_t *length)
+{
+    return store_get(arg, family, key, key_length, value, length) == STORE_OK ? 0 : -1;
+}
+
+/* The lines of DIR/<collection>.json; counts imported and skipped documents. */
+static int import_collection(struct import *import, const char *dir,
+                             enum import_collection collection, size_t *imported, size_t *skipped)
 {
     char path[4096];
-    snprintf(path, sizeof(path), "%s/%s.json", import->dir, COLLECTIONS[collection]);
+    snprintf(path, sizeof(path), "%s/%s.json", dir, COLLECTIONS[collection]);
     FILE *file = fopen(path, "r");
     if (file == NULL) {
         if (errno != ENOENT) {
@@ -595,28 +661,17 @@ static int import_collection(struct import *import, enum collection collection)
     char *line = NULL;
     size_t capacity = 0;
     size_t number = 0;
-    while (getline(&line, &capacity, file) > 0) {
+    ssize_t length;
+    while ((length = getline(&line, &capacity, file)) > 0) {
         number++;
         if (line[strspn(line, " \t\r\n")] == '\0')
             continue;
         char what[4200];
         snprintf(what, sizeof(what), "%s:%zu", path, number);
-        json_error_t error;
-        json_t *doc = json_loads(line, 0, &error);
-        int result = -1;
-        if (!json_is_object(doc))
-            note(import, what, "not a JSON object (%s)", error.text);
-        else if (collection == HUBS)
-            result = import_hub(import, doc, what);
-        else if (collection == GROUPS)
-            result = import_group(import, doc, what);
+        if (import_document(import, collection, line, (size_t)length, what) == 0)
+            imported[collection]++;
         else
-            result = import_record(import, doc, what);
-        json_decref(doc);
-        if (result == 0)
-            import->imported[collection]++;
-        else
-            import->skipped++;
+            (*skipped)++;
     }
     free(line);
     fclose(file);
@@ -625,39 +680,41 @@ static int import_collection(struct import *import, enum collection collection)
 
 int command_import(struct client *client, struct options *options, const void *subject)
 {
-    struct import import = {
-        .dir = options->argument,
-        .identity_key = options->value[OPT_IDENTITY_KEY],
-        .token_key = options->value[OPT_TOKEN_KEY],
-        .token_issuer = options->value[OPT_TOKEN_ISSUER],
-        .hub_ids = json_object(),
-        .groups = json_object(),
-    };
+    const char *dir = options->argument;
     const char *data = options->value[OPT_DATA];
-    if (import.dir == NULL || data == NULL || import.identity_key == NULL ||
-        import.token_key == NULL || import.token_issuer == NULL)
+    const char *identity_key = options->value[OPT_IDENTITY_KEY];
+    const char *token_key = options->value[OPT_TOKEN_KEY];
+    const char *token_issuer = options->value[OPT_TOKEN_ISSUER];
+    if (dir == NULL || data == NULL || identity_key == NULL || token_key == NULL ||
+        token_issuer == NULL)
         return usage_error(options->command, "import",
                            "DIR, --data, --identity-key, --token-key and --token-issuer are "
                            "required",
                            NULL);
     char err[512] = "";
-    import.store = store_open(data, IMPORT_QUEUE_LIMIT, 1, err, sizeof(err));
-    if (import.store == NULL) {
+    struct store *store = store_open(data, IMPORT_QUEUE_LIMIT, 1, err, sizeof(err));
+    if (store == NULL) {
         fprintf(stderr, "dpsctl import: cannot open the store in %s: %s (is dpsd stopped?)\n", data,
                 err);
-        json_decref(import.hub_ids);
-        json_decref(import.groups);
         return EXIT_REFUSED;
     }
+    struct import_target target = {store_target_put, store_target_get, store, stderr};
+    struct import *import = import_new(&target, identity_key, token_key, token_issuer);
+    if (import == NULL) {
+        fprintf(stderr, "dpsctl import: out of memory\n");
+        store_close(store);
+        return EXIT_REFUSED;
+    }
+    size_t imported[3] = {0};
+    size_t skipped = 0;
     int failed = 0;
-    for (int c = HUBS; c <= RECORDS; c++)
-        failed |= import_collection(&import, (enum collection)c);
-    store_close(import.store);
-    json_decref(import.hub_ids);
-    json_decref(import.groups);
+    for (int c = IMPORT_HUBS; c <= IMPORT_RECORDS; c++)
+        failed |= import_collection(import, dir, (enum import_collection)c, imported, &skipped);
+    store_close(store);
     printf("imported: %zu hubs, %zu enrollment groups, %zu provisioning records; skipped: %zu; "
            "notes: %zu\n",
-           import.imported[HUBS], import.imported[GROUPS], import.imported[RECORDS], import.skipped,
-           import.notes);
-    return failed != 0 || import.skipped > 0 ? EXIT_REFUSED : EXIT_OK;
+           imported[IMPORT_HUBS], imported[IMPORT_GROUPS], imported[IMPORT_RECORDS], skipped,
+           import_notes(import));
+    import_free(import);
+    return failed != 0 || skipped > 0 ? EXIT_REFUSED : EXIT_OK;
 }

@@ -2,7 +2,8 @@
  * dpsctl_import_config: `dpsctl import-config FILE` turns a plgd DPS
  * configuration file (the reference's config.yaml: log, apis.coap,
  * apis.http with its authorization, clients) into a dpsd configuration on
- * stdout, and names on stderr every setting it could not carry.
+ * stdout, and names on stderr every setting it could not carry
+ * (import_config_convert, which the fuzz target fuzz_import_config runs).
  *
  * The mapping: apis.coap.address and its TLS files become listen and tls;
  * apis.http (when enabled) becomes api, its TLS files certificate and key,
@@ -28,6 +29,8 @@
 
 struct reference {
     yaml_document_t document;
+    FILE *out;    /* our configuration */
+    FILE *report; /* what is not carried */
     size_t notes;
 };
 
@@ -73,36 +76,45 @@ __attribute__((format(printf, 2, 3))) static void dropped(struct reference *refe
                                                           const char *format, ...)
 {
     va_list args;
-    fputs("dpsctl import-config: not carried: ", stderr);
+    fputs("dpsctl import-config: not carried: ", reference->report);
     va_start(args, format);
-    vfprintf(stderr, format, args);
+    vfprintf(reference->report, format, args);
     va_end(args);
-    fputc('\n', stderr);
+    fputc('\n', reference->report);
     reference->notes++;
 }
 
-/* A YAML double-quoted scalar. */
-static void quoted(const char *text)
+/*
+ * A YAML double-quoted scalar. The text is UTF-8 as libyaml read it, where
+ * escapes may have made characters a YAML stream may not hold raw (C0 and
+ * C1 controls, DEL, U+FFFE, U+FFFF): those are escaped again.
+ */
+static void quoted(FILE *out, const char *text)
 {
-    putchar('"');
+    fputc('"', out);
     for (const unsigned char *c = (const unsigned char *)text; *c != '\0'; c++) {
         if (*c == '"' || *c == '\\')
-            printf("\\%c", *c);
-        else if (*c < 0x20)
-            printf("\\x%02x", *c);
-        else
-            putchar(*c);
+            fprintf(out, "\\%c", *c);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(out, "\\x%02x", *c);
+        else if (c[0] == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f && c[1] != 0x85)
+            fprintf(out, "\\x%02x", *++c);
+        else if (c[0] == 0xef && c[1] == 0xbf && (c[2] == 0xbe || c[2] == 0xbf)) {
+            fprintf(out, "\\u%04X", 0xffc0u | (c[2] & 0x3fu));
+            c += 2;
+        } else
+            fputc(*c, out);
     }
-    putchar('"');
+    fputc('"', out);
 }
 
-static void setting(const char *indent, const char *key, const char *value)
+static void setting(FILE *out, const char *indent, const char *key, const char *value)
 {
     if (value == NULL)
         return;
-    printf("%s%s: ", indent, key);
-    quoted(value);
-    putchar('\n');
+    fprintf(out, "%s%s: ", indent, key);
+    quoted(out, value);
+    fputc('\n', out);
 }
 
 static bool is_true(struct reference *reference, const char *path)
@@ -115,11 +127,11 @@ static void convert_coap(struct reference *reference)
 {
     const char *address = scalar(reference, "apis.coap.address");
     yaml_node_t *protocols = node_at(reference, "apis.coap.protocols");
-    printf("listen: [");
-    quoted(address != NULL ? address : "0.0.0.0:15684");
-    printf("]\ntls:\n");
-    setting("  ", "certificate", scalar(reference, "apis.coap.tls.certFile"));
-    setting("  ", "key", scalar(reference, "apis.coap.tls.keyFile"));
+    fprintf(reference->out, "listen: [");
+    quoted(reference->out, address != NULL ? address : "0.0.0.0:15684");
+    fprintf(reference->out, "]\ntls:\n");
+    setting(reference->out, "  ", "certificate", scalar(reference, "apis.coap.tls.certFile"));
+    setting(reference->out, "  ", "key", scalar(reference, "apis.coap.tls.keyFile"));
     if (protocols != NULL && protocols->type == YAML_SEQUENCE_NODE) {
         for (yaml_node_item_t *item = protocols->data.sequence.items.start;
              item < protocols->data.sequence.items.top; item++) {
@@ -161,63 +173,63 @@ static void convert_http(struct reference *reference)
         authority_node->data.scalar.length > 0)
         authority = (const char *)authority_node->data.scalar.value;
     yaml_node_t *ca = lookup(&reference->document, first, "http.tls.caPool");
-    printf("api:\n");
-    setting("  ", "listen", scalar(reference, "apis.http.address"));
-    setting("  ", "certificate", scalar(reference, "apis.http.tls.certFile"));
-    setting("  ", "key", scalar(reference, "apis.http.tls.keyFile"));
+    fprintf(reference->out, "api:\n");
+    setting(reference->out, "  ", "listen", scalar(reference, "apis.http.address"));
+    setting(reference->out, "  ", "certificate", scalar(reference, "apis.http.tls.certFile"));
+    setting(reference->out, "  ", "key", scalar(reference, "apis.http.tls.keyFile"));
     if (is_true(reference, "apis.http.tls.clientCertificateRequired"))
-        setting("  ", "clientCA", scalar(reference, "apis.http.tls.caPool"));
+        setting(reference->out, "  ", "clientCA", scalar(reference, "apis.http.tls.caPool"));
     if (authority == NULL) {
         dropped(reference, "apis.http.authorization: no authority: set api.jwks or api.authority "
                            "and api.issuer");
     } else {
-        setting("  ", "authority", authority);
-        setting("  ", "issuer", authority);
+        setting(reference->out, "  ", "authority", authority);
+        setting(reference->out, "  ", "issuer", authority);
         if (ca != NULL && ca->type == YAML_SCALAR_NODE && ca->data.scalar.length > 0)
-            setting("  ", "jwksCA", (const char *)ca->data.scalar.value);
-        fprintf(stderr,
+            setting(reference->out, "  ", "jwksCA", (const char *)ca->data.scalar.value);
+        fprintf(reference->report,
                 "dpsctl import-config: api.issuer set to the authority %s: check it is the "
                 "\"iss\" of the provider's tokens\n",
                 authority);
     }
-    setting("  ", "audience", scalar(reference, "apis.http.authorization.audience"));
-    setting("  ", "ownerClaim", scalar(reference, "apis.http.authorization.ownerClaim"));
+    setting(reference->out, "  ", "audience",
+            scalar(reference, "apis.http.authorization.audience"));
+    setting(reference->out, "  ", "ownerClaim",
+            scalar(reference, "apis.http.authorization.ownerClaim"));
     if (lookup(&reference->document, first, "http.tls.keyFile") != NULL)
         dropped(reference, "the authority endpoint's client certificate (keys are fetched "
                            "without one)");
 }
 
-int command_import_config(struct client *client, struct options *options, const void *subject)
+int import_config_convert(FILE *in, const char *name, FILE *out, FILE *report)
 {
-    struct reference reference = {0};
-    FILE *file = fopen(options->argument, "r");
+    struct reference reference = {.out = out, .report = report};
     yaml_parser_t parser;
-    if (file == NULL) {
-        fprintf(stderr, "dpsctl import-config: %s: cannot read\n", options->argument);
-        return EXIT_REFUSED;
-    }
     yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, file);
+    yaml_parser_set_input_file(&parser, in);
     int loaded = yaml_parser_load(&parser, &reference.document);
     yaml_parser_delete(&parser);
-    fclose(file);
     yaml_node_t *root = loaded ? yaml_document_get_root_node(&reference.document) : NULL;
     if (root == NULL || root->type != YAML_MAPPING_NODE) {
-        fprintf(stderr, "dpsctl import-config: %s: not a YAML mapping\n", options->argument);
+        fprintf(report, "dpsctl import-config: %s: not a YAML mapping\n", name);
         if (loaded)
             yaml_document_delete(&reference.document);
-        return EXIT_REFUSED;
+        return -1;
     }
-    printf("# Converted by dpsctl import-config from %s (a plgd DPS configuration).\n"
-           "# Hubs and enrollment groups come from its MongoDB through `dpsctl import`;\n"
-           "# register the keys those hubs sign with under keys: (README).\n",
-           options->argument);
+    /* The name goes in a comment: a line break in it must not end the comment. */
+    fputs("# Converted by dpsctl import-config from ", out);
+    for (const unsigned char *c = (const unsigned char *)name; *c != '\0'; c++)
+        fputc(*c < 0x20 || *c == 0x7f ? '?' : *c, out);
+    fputs(" (a plgd DPS configuration).\n"
+          "# Hubs and enrollment groups come from its MongoDB through `dpsctl import`;\n"
+          "# register the keys those hubs sign with under keys: (README).\n",
+          out);
     convert_coap(&reference);
-    printf("dataDir: data\n");
+    fputs("dataDir: data\n", out);
     const char *level = scalar(&reference, "log.level");
     enum log_level parsed_level;
     if (level != NULL && log_parse_level(level, &parsed_level) == 0)
-        setting("", "logLevel", level);
+        setting(out, "", "logLevel", level);
     else if (level != NULL)
         dropped(&reference, "log.level %s (debug, info, warn or error here)", level);
     convert_http(&reference);
@@ -238,6 +250,18 @@ int command_import_config(struct client *client, struct options *options, const 
             dropped(&reference, "%s (unknown here)", key->data.scalar.value);
     }
     yaml_document_delete(&reference.document);
-    fprintf(stderr, "dpsctl import-config: %zu settings not carried\n", reference.notes);
-    return EXIT_OK;
+    fprintf(report, "dpsctl import-config: %zu settings not carried\n", reference.notes);
+    return 0;
+}
+
+int command_import_config(struct client *client, struct options *options, const void *subject)
+{
+    FILE *file = fopen(options->argument, "r");
+    if (file == NULL) {
+        fprintf(stderr, "dpsctl import-config: %s: cannot read\n", options->argument);
+        return EXIT_REFUSED;
+    }
+    int converted = import_config_convert(file, options->argument, stdout, stderr);
+    fclose(file);
+    return converted == 0 ? EXIT_OK : EXIT_REFUSED;
 }

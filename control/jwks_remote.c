@@ -11,6 +11,10 @@
  * The discovered jwks_uri is kept between fetches and discovered again only
  * after a JWKS fetch fails: a provider that moves its keys is followed, a
  * healthy one costs one request per refresh.
+ *
+ * The figures /metrics shows (jwks_remote_stats) are the process's, under
+ * their own lock, shared by every fetcher it runs: a fetcher started anew
+ * (the API opened again) counts on from where the previous one stopped.
  */
 #include "control/jwks_remote.h"
 #include "common/log.h"
@@ -62,6 +66,39 @@ struct jwks_remote {
     struct timespec last_start;
     bool started_once;
 };
+
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct jwks_remote_stats stats;
+
+void jwks_remote_stats_get(struct jwks_remote_stats *out)
+{
+    pthread_mutex_lock(&stats_lock);
+    *out = stats;
+    pthread_mutex_unlock(&stats_lock);
+}
+
+/* Counts one fetch round: keys held after it, or -1 when it installed nothing. */
+static void stats_count(int keys)
+{
+    pthread_mutex_lock(&stats_lock);
+    stats.attempts++;
+    if (keys < 0) {
+        stats.failures++;
+    } else {
+        stats.keys = (unsigned)keys;
+        stats.last_success_unix = (int64_t)time(NULL);
+    }
+    pthread_mutex_unlock(&stats_lock);
+}
+
+static void stats_providers(int change)
+{
+    pthread_mutex_lock(&stats_lock);
+    stats.providers = (unsigned)((int)stats.providers + change);
+    if (stats.providers == 0)
+        stats.keys = 0;
+    pthread_mutex_unlock(&stats_lock);
+}
 
 static struct timespec monotonic_now(void)
 {
@@ -254,6 +291,28 @@ fail:
     return NULL;
 }
 
+int jwks_remote_discovered_url(const char *document, size_t length, char **url, char *err,
+                               size_t err_length)
+{
+    json_t *root = json_loadb(document, length, 0, NULL);
+    const char *jwks_uri = json_string_value(json_object_get(root, "jwks_uri"));
+    const char *url_problem = jwks_uri != NULL ? jwks_remote_url_problem(jwks_uri) : NULL;
+    int result = -1;
+    *url = NULL;
+    if (!json_is_object(root))
+        snprintf(err, err_length, "discovery document: not a JSON object");
+    else if (jwks_uri == NULL)
+        snprintf(err, err_length, "discovery document: no jwks_uri");
+    else if (url_problem != NULL)
+        snprintf(err, err_length, "discovery document: jwks_uri %s", url_problem);
+    else if ((*url = strdup(jwks_uri)) == NULL)
+        snprintf(err, err_length, "out of memory");
+    else
+        result = 0;
+    json_decref(root);
+    return result;
+}
+
 /* The jwks_uri the authority's discovery document names. 0, or -1 with err. */
 static int discover(struct jwks_remote *remote, char *err, size_t err_length)
 {
@@ -273,27 +332,13 @@ static int discover(struct jwks_remote *remote, char *err, size_t err_length)
         snprintf(err, err_length, "discovery: %s", problem);
         return -1;
     }
-    json_t *document = json_loadb(body, length, 0, NULL);
+    int result = jwks_remote_discovered_url(body, length, &remote->jwks_url, err, err_length);
     free(body);
-    const char *jwks_uri = json_string_value(json_object_get(document, "jwks_uri"));
-    const char *url_problem = jwks_remote_url_problem(jwks_uri);
-    int result = -1;
-    if (!json_is_object(document))
-        snprintf(err, err_length, "discovery document: not a JSON object");
-    else if (jwks_uri == NULL)
-        snprintf(err, err_length, "discovery document: no jwks_uri");
-    else if (url_problem != NULL)
-        snprintf(err, err_length, "discovery document: jwks_uri %s", url_problem);
-    else if ((remote->jwks_url = strdup(jwks_uri)) == NULL)
-        snprintf(err, err_length, "out of memory");
-    else
-        result = 0;
-    json_decref(document);
     return result;
 }
 
-/* One round: discovery when needed, the JWKS, installed. True when keys installed. */
-static bool fetch_once(struct jwks_remote *remote)
+/* One round: discovery when needed, the JWKS, installed. The keys held, or -1. */
+static int fetch_once(struct jwks_remote *remote)
 {
     char err[512];
     size_t length = 0;
@@ -301,11 +346,13 @@ static bool fetch_once(struct jwks_remote *remote)
     if (remote->jwks_url == NULL && discover(remote, err, sizeof(err)) < 0) {
         log_msg(LOG_WARN, "operator keys not refreshed", "authority=\"%s\" reason=\"%s\"",
                 remote->authority, err);
-        return false;
+        return -1;
     }
     char problem[400];
+    int keys = -1;
     body = http_get(remote, remote->jwks_url, &length, problem, sizeof(problem));
-    if (body == NULL || remote->install(remote->arg, body, length, problem, sizeof(problem)) < 0) {
+    if (body == NULL ||
+        (keys = remote->install(remote->arg, body, length, problem, sizeof(problem))) < 0) {
         log_msg(LOG_WARN, "operator keys not refreshed", "jwks=\"%s\" reason=\"%s\"",
                 remote->jwks_url, problem);
         if (remote->discovered) {
@@ -313,11 +360,11 @@ static bool fetch_once(struct jwks_remote *remote)
             remote->jwks_url = NULL;
         }
         free(body);
-        return false;
+        return -1;
     }
     free(body);
-    log_msg(LOG_INFO, "operator keys refreshed", "jwks=\"%s\"", remote->jwks_url);
-    return true;
+    log_msg(LOG_INFO, "operator keys refreshed", "jwks=\"%s\" keys=%d", remote->jwks_url, keys);
+    return keys;
 }
 
 static void *fetch_thread(void *arg)
@@ -336,7 +383,9 @@ static void *fetch_thread(void *arg)
         remote->last_start = now;
         remote->started_once = true;
         pthread_mutex_unlock(&remote->lock);
-        bool installed = fetch_once(remote);
+        int keys = fetch_once(remote);
+        stats_count(keys);
+        bool installed = keys >= 0;
         pthread_mutex_lock(&remote->lock);
         remote->fetching = false;
         remote->completed++;
@@ -443,6 +492,7 @@ struct jwks_remote *jwks_remote_start(const struct jwks_remote_settings *setting
         remote_free(remote);
         return NULL;
     }
+    stats_providers(1);
     pthread_mutex_lock(&remote->lock);
     wait_completed(remote, 1);
     if (remote->installed == 0)
@@ -463,6 +513,7 @@ void jwks_remote_stop(struct jwks_remote *remote)
     pthread_cond_broadcast(&remote->done);
     pthread_mutex_unlock(&remote->lock);
     pthread_join(remote->thread, NULL);
+    stats_providers(-1);
     pthread_mutex_destroy(&remote->lock);
     pthread_cond_destroy(&remote->wake);
     pthread_cond_destroy(&remote->done);

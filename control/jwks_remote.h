@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct jwks_remote_settings {
     const char *authority;  /* OIDC discovery base URL, or NULL */
@@ -33,8 +34,9 @@ struct jwks_remote_settings {
 };
 
 /*
- * Installs a fetched JWKS document (not NUL-terminated). 0, or -1 with the
- * reason in err: the keys installed before stay.
+ * Installs a fetched JWKS document (not NUL-terminated). The number of keys
+ * now held (at least 1), or -1 with the reason in err: the keys installed
+ * before stay.
  */
 typedef int (*jwks_remote_install)(void *arg, const char *json, size_t length, char *err,
                                    size_t err_length);
@@ -64,5 +66,24 @@ struct jwks_remote *jwks_remote_start(const struct jwks_remote_settings *setting
 bool jwks_remote_refresh(struct jwks_remote *remote);
 
 void jwks_remote_stop(struct jwks_remote *remote);
+
+/*
+ * The JWKS URL an OIDC discovery document (not NUL-terminated) names in
+ * "jwks_uri": 0 with *url (malloc'd; it passes jwks_remote_url_problem), or
+ * -1 with the reason in err.
+ */
+int jwks_remote_discovered_url(const char *document, size_t length, char **url, char *err,
+                               size_t err_length);
+
+/* What the fetching did since the process started, for /metrics. */
+struct jwks_remote_stats {
+    unsigned providers;        /* fetchers running: 0 when keys come from a file */
+    uint64_t attempts;         /* fetch rounds (discovery when needed, then the JWKS) */
+    uint64_t failures;         /* rounds that installed nothing */
+    int64_t last_success_unix; /* when keys last installed (wall clock); 0: never */
+    unsigned keys;             /* keys held from the last installed JWKS */
+};
+
+void jwks_remote_stats_get(struct jwks_remote_stats *stats);
 
 #endif

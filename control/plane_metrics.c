@@ -20,6 +20,7 @@
 
 #include "common/steps.h"
 #include "control/cluster_view.h"
+#include "control/jwks_remote.h"
 #include "crypto/signer.h"
 #include "dataplane/cluster.h"
 #include "dataplane/cluster_rate.h"
@@ -52,6 +53,30 @@ static void plane_rate_metrics(FILE *out)
             (unsigned long long)rate.admitted, (unsigned long long)rate.refused,
             (unsigned long long)rate.round_trips, (unsigned long long)rate.failures,
             rate.fallback > 0 ? 1 : 0, rate.live_nodes);
+}
+
+/* Operator keys from an identity provider (only with api.authority or api.jwksUrl). */
+static void plane_operator_key_metrics(FILE *out)
+{
+    struct jwks_remote_stats keys;
+    jwks_remote_stats_get(&keys);
+    if (keys.providers == 0) {
+        return;
+    }
+    fprintf(out,
+            "# HELP dps_operator_key_fetches_total Fetches of the identity provider's keys "
+            "(discovery when needed, then the JWKS), and those that installed nothing.\n"
+            "# TYPE dps_operator_key_fetches_total counter\n"
+            "dps_operator_key_fetches_total %llu\n"
+            "dps_operator_key_fetches_total{result=\"failed\"} %llu\n"
+            "# HELP dps_operator_key_last_success_timestamp_seconds When keys were last "
+            "installed (Unix time); 0 before the first success.\n"
+            "# TYPE dps_operator_key_last_success_timestamp_seconds gauge\n"
+            "dps_operator_key_last_success_timestamp_seconds %lld\n"
+            "# HELP dps_operator_keys Operator token keys held from the last installed JWKS.\n"
+            "# TYPE dps_operator_keys gauge\ndps_operator_keys %u\n",
+            (unsigned long long)keys.attempts, (unsigned long long)keys.failures,
+            (long long)keys.last_success_unix, keys.keys);
 }
 
 /* The shards' Redis clients and the bindings shared through Redis (only with cluster.redis). */
@@ -294,6 +319,7 @@ char *plane_metrics(struct plane *plane)
             (unsigned long long)store.writes, store.queue_depth,
             store_healthy(plane->store) ? 1 : 0, (unsigned long long)store.failures,
             (unsigned long long)store.recoveries);
+    plane_operator_key_metrics(out);
     if (cluster_view_enabled(plane->settings))
         cluster_view_metrics(out);
     plane_config_release(plane, config);

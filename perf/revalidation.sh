@@ -35,7 +35,7 @@ hub() {
   - id: $1
     owner: "$2"
     gateways: ["coaps+tcp://127.0.0.1:5684"]
-    authorizationProvider: plgd
+    authorization: {provider: {name: plgd}}
     identityCertificate: {certificate: pki/hub-ca.pem, key: pki/hub-ca.key}
     token: {key: pki/token.key, issuer: https://dps.demo.local}
 EOF
@@ -50,7 +50,7 @@ EOF
     hub "$HUB1" 1
     hub "$HUB2" 2
     echo "enrollmentGroups:"
-    echo "  - {id: $GROUP2, owner: \"2\", attestation: {certificateChain: pki/mfg-chain.pem}, hubIds: [$HUB2]}"
+    echo "  - {id: $GROUP2, owner: \"2\", attestationMechanism: {x509: {certificateChain: pki/mfg-chain.pem}}, hubIds: [$HUB2]}"
     echo "api: {listen: 127.0.0.1:$API_PORT, jwks: pki/operator.jwks.json,"
     echo "      issuer: https://dps.demo.local/operator, audience: dps-api}"
 } >"$WORK/dpsd.yaml"

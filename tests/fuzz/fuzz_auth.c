@@ -33,16 +33,10 @@
 #include "crypto/jwt.h"
 #include "tests/jwt_verify.h"
 
+#include "tests/fuzz/fuzz_auth_data.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#ifndef FUZZ_DATA_DIR
-#error "FUZZ_DATA_DIR must name the folder holding auth/jwks.json"
-#endif
-
-#define FUZZ_AUTH_ISSUER "https://dps.demo.local/operator"
-#define FUZZ_AUTH_AUDIENCE "dps-api"
-/* 2027-01-01T00:00:00Z: the valid seeds were issued before and expire in 2100. */
-#define FUZZ_AUTH_TIME ((time_t)1798761600)
 #define BASE64URL "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 static struct auth *auth;

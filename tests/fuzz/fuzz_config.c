@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "common/log.h"
 #include "control/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -91,8 +92,10 @@ static void check_config(const struct config *config)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (folder[0] == '\0')
+    if (folder[0] == '\0') {
         create_folder();
+        log_set_level(LOG_ERROR); /* deprecated names are warned about on each load */
+    }
     FILE *file = fopen(config_path, "wb");
     check(file != NULL);
     check(fwrite(data, 1, size, file) == size);

@@ -26,6 +26,9 @@ targets=(
     fuzz_model_json
     fuzz_proxy
     fuzz_auth
+    fuzz_import
+    fuzz_import_config
+    fuzz_jwks_remote
 )
 
 if [ ! -f "$build/build.ninja" ]; then

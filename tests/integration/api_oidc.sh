@@ -6,12 +6,13 @@
 # minimum interval; while the provider is down the last keys stay in use; a
 # dpsd started while the provider is down comes up, refuses tokens, and
 # accepts them once the provider answers; over HTTPS the provider's
-# certificate is verified (api.jwksCA, or the system's CAs).
+# certificate is verified (api.jwksCA, or the system's CAs). /metrics counts
+# the fetches, the failed ones, the last success and the keys held.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/oidc_lib.sh"
 
 MIN_REFRESH=4
-plan 21
+plan 25
 start_provider || { not_ok "the fake provider starts"; finish; }
 DEMO=$WORK/demo
 PORT=$(free_port)
@@ -23,10 +24,22 @@ ok "dpsd starts with api.authority"
 API=http://127.0.0.1:$API_PORT
 LIST=/api/v1/enrollment-groups
 
+# The operator-key series of /metrics: "fetches failed last_success keys".
+key_metrics() {
+    curl -sS -m 10 "$API/metrics" | awk '
+        $1 == "dps_operator_key_fetches_total" { fetches = $2 }
+        $1 == "dps_operator_key_fetches_total{result=\"failed\"}" { failed = $2 }
+        $1 == "dps_operator_key_last_success_timestamp_seconds" { last = $2 }
+        $1 == "dps_operator_keys" { keys = $2 }
+        END { print fetches, failed, last, keys }'
+}
+
 OLD_TOKEN=$(provider_token 1)
 expect "a token the provider signed is accepted" 200 '"name":' "$OLD_TOKEN" GET $LIST
 COUNTS="$(provider_count discovery) $(provider_count jwks)"
 expect_output "the keys came through discovery, once" '^1 1$' echo "$COUNTS"
+expect_output "metrics: a fetch, none failed, a success time, one key held (ES384 skipped)" \
+    '^[1-9][0-9]* 0 [1-9][0-9]* 1$' key_metrics
 expect_output "the provider's ES384 key is skipped with a reason, its encryption key ignored" \
     'msg="operator key skipped".*crv must be P-256' cat "$DEMO/dpsd.log"
 expect "the demo operator token (another key) is refused" 401 'code":16' \
@@ -76,6 +89,7 @@ call "$(bogus_token 100)" GET $LIST >/dev/null
 expect_output "after the interval a made-up key id may fetch again, once" "^$((BEFORE + 1))\$" provider_count jwks
 
 stop_provider
+LAST_SUCCESS=$(key_metrics | cut -d' ' -f3)
 sleep "$MIN_REFRESH"
 START=$(date +%s%N)
 expect "the provider down, a made-up key id is refused" 401 'key id is not in the JWKS' \
@@ -86,15 +100,20 @@ if [ "$ELAPSED_MS" -lt 8000 ]; then ok "and the API did not wait long for the pr
 fi
 expect "the provider down, the last keys stay in use" 200 '"name":' "$ROTATED" GET $LIST
 expect_output "the failed refresh is logged" 'msg="operator keys not refreshed"' cat "$DEMO/dpsd.log"
+expect_output "metrics: the failed fetch counted, the last success and the key kept" \
+    "^[1-9][0-9]* [1-9][0-9]* $LAST_SUCCESS 1\$" key_metrics
 
 # Started while the provider is down: up, no keys, then keys when it answers.
 stop_dpsd
 start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd starts while the provider is down"; finish; }
 expect "dpsd starts while the provider is down and refuses tokens meanwhile" 401 'no operator keys yet' \
     "$ROTATED" GET $LIST
+expect_output "metrics: started while the provider is down, failures, no success, no key" \
+    '^[1-9][0-9]* [1-9][0-9]* 0 0$' key_metrics
 start_provider "$PROVIDER_PORT" || { not_ok "the provider restarts"; finish; }
 sleep "$MIN_REFRESH"
 expect "once the provider answers, its tokens are accepted" 200 '"name":' "$(provider_token 1)" GET $LIST
+expect_output "metrics: then a success time and one key held" '^[0-9]+ [0-9]+ [1-9][0-9]* 1$' key_metrics
 check_stop "dpsd stops cleanly on SIGTERM"
 
 # The provider over HTTPS, with a certificate of the demo's DPS root.

@@ -95,7 +95,7 @@ openssl ca -config "$CA/ca.cnf" -gencrl -out "$PKI/mfg.crl" >/dev/null 2>&1
 
 start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "dpsd restarts"; finish; }
 expect_output "before the CRL device 2 gets in (and is cached)" '^code=2\.05' probe_device 0002
-sed -i 's|^      expiredCertificateEnabled: false$|&\n      crls: [pki/mfg.crl]|' "$CONFIG"
+sed -i 's|^\( *\)expiredCertificateEnabled: false$|&\n\1crls: [pki/mfg.crl]|' "$CONFIG"
 check "SIGHUP loads the CRL" reload
 expect_output "the revoked device fails the handshake" '^handshake-failed' probe_device 0002
 expect_output "another device of the group still gets in" '^code=2\.05' probe_device 0001

@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "tests/unit/temp_dir.h"
 #include "control/config.h"
 #include "common/file.h"
@@ -414,14 +416,14 @@ static void required_keys_fail(void **state)
                    "    gateways: [\"coaps+tcp://127.0.0.1:5684\"]\n"
                    "    identityCertificate: {certificate: hub-ca.pem, key: hub-ca.key}\n"
                    "    token: {key: token.key, issuer: x}\n",
-               "hubs[0].authorizationProvider: required", NULL);
+               "hubs[0].authorization: required", NULL);
     load_fails(TLS HUB "enrollmentGroups:\n  - id: " GROUP_ID "\n"
                        "    attestation: {certificateChain: mfg-chain.pem}\n"
                        "    hubIds: [" HUB_ID "]\n",
                "enrollmentGroups[0].owner: required", NULL);
     load_fails(TLS HUB "enrollmentGroups:\n  - id: " GROUP_ID "\n    owner: x\n"
                        "    hubIds: [" HUB_ID "]\n",
-               "enrollmentGroups[0].attestation: required", NULL);
+               "enrollmentGroups[0].attestationMechanism: required", NULL);
 }
 
 static void unreadable_file_fails(void **state)
@@ -994,6 +996,159 @@ static void cluster_redis_keys(void **state)
     load_fails(TLS "cluster: {redis: 127.0.0.1:6379, replicas: 2}\n", "cluster.replicas", NULL);
 }
 
+/* Loads text expecting success, with what was logged meanwhile in logged. */
+static struct config *load_ok_logged(const char *text, char *logged, size_t size)
+{
+    int pipe_fds[2];
+    assert_int_equal(pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK), 0);
+    fcntl(pipe_fds[1], F_SETPIPE_SZ, 65536);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(pipe_fds[1], STDERR_FILENO) >= 0);
+    log_set_level(LOG_INFO);
+    char err[512] = "";
+    struct config *config = NULL;
+    write_file("dps.yaml", text);
+    int result = config_load(config_path, &config, err, sizeof(err));
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(pipe_fds[1]);
+    ssize_t n = read(pipe_fds[0], logged, size - 1);
+    close(pipe_fds[0]);
+    logged[n > 0 ? n : 0] = '\0';
+    if (result != 0)
+        print_error("unexpected error: %s\n", err);
+    assert_int_equal(result, 0);
+    return config;
+}
+
+static void assert_logged(const char *logged, const char *fragment)
+{
+    const char *found = strstr(logged, fragment);
+    if (found == NULL)
+        print_error("not logged: %s\nlog: %s\n", fragment, logged);
+    assert_non_null(found);
+}
+
+/* Every hub and group of config as the API's JSON, in one text to compare. */
+static char *documents_of(const struct config *config)
+{
+    json_t *all = json_array();
+    for (size_t i = 0; i < config->hub_count; i++)
+        json_array_append_new(all, model_hub_to_json(&config->hubs[i]));
+    for (size_t i = 0; i < config->group_count; i++)
+        json_array_append_new(all, model_group_to_json(&config->groups[i]));
+    char *text = json_dumps(all, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(all);
+    assert_non_null(text);
+    return text;
+}
+
+#define VOCABULARY_HUB_HEAD                                                                        \
+    "hubs:\n  - id: " HUB_ID "\n    owner: \"1\"\n"                                                \
+    "    gateways: [\"coaps+tcp://127.0.0.1:5684\"]\n"                                             \
+    "    identityCertificate: {certificate: hub-ca.pem, key: hub-ca.key}\n"
+#define VOCABULARY_GROUP_HEAD "enrollmentGroups:\n  - id: " GROUP_ID "\n    owner: \"1\"\n"
+#define VOCABULARY_GROUP_TAIL "    hubIds: [" HUB_ID "]\n    preSharedKey: \"0123456789abcdef\"\n"
+
+/*
+ * The file speaks the API's vocabulary; the flatter spellings of earlier
+ * versions are deprecated aliases: the same model, and a warning each.
+ */
+static void old_and_new_vocabulary_give_the_same_model(void **state)
+{
+    static const char new_names[] = TLS VOCABULARY_HUB_HEAD
+        "    authorization:\n"
+        "      provider: {name: plgd, audience: https://hub.example}\n"
+        "      ownerClaim: owner\n"
+        "      deviceIdClaim: https://plgd.dev/deviceId\n"
+        "    token: {key: token.key, keyId: k, issuer: https://dps.example}\n" VOCABULARY_GROUP_HEAD
+        "    attestationMechanism:\n"
+        "      x509:\n"
+        "        certificateChain: mfg-chain.pem\n"
+        "        leadCertificateName: Demo CA\n"
+        "        expiredCertificateEnabled: true\n" VOCABULARY_GROUP_TAIL;
+    static const char old_names[] = TLS VOCABULARY_HUB_HEAD
+        "    authorizationProvider: plgd\n"
+        "    token:\n"
+        "      key: token.key\n"
+        "      keyId: k\n"
+        "      issuer: https://dps.example\n"
+        "      audience: https://hub.example\n"
+        "      ownerClaim: owner\n"
+        "      deviceIdClaim: https://plgd.dev/deviceId\n" VOCABULARY_GROUP_HEAD
+        "    attestation:\n"
+        "      certificateChain: mfg-chain.pem\n"
+        "      leadCertificateName: Demo CA\n"
+        "      expiredCertificateEnabled: true\n" VOCABULARY_GROUP_TAIL;
+    char logged[16384];
+    struct config *fresh = load_ok_logged(new_names, logged, sizeof(logged));
+    assert_null(strstr(logged, "deprecated"));
+    char *fresh_documents = documents_of(fresh);
+    struct config *old = load_ok_logged(old_names, logged, sizeof(logged));
+    char *old_documents = documents_of(old);
+    assert_string_equal(fresh_documents, old_documents);
+    assert_string_equal(fresh->hubs[0].authorization_provider, "plgd");
+    assert_string_equal(old->hubs[0].token_owner_claim, "owner");
+    assert_true(old->groups[0].expired_certificate_enabled);
+    static const char *const warnings[] = {
+        "line=7 key=hubs[0].authorizationProvider use=hubs[0].authorization.provider.name",
+        "line=12 key=hubs[0].token.audience use=hubs[0].authorization.provider.audience",
+        "line=13 key=hubs[0].token.ownerClaim use=hubs[0].authorization.ownerClaim",
+        "line=14 key=hubs[0].token.deviceIdClaim use=hubs[0].authorization.deviceIdClaim",
+        "line=19 key=enrollmentGroups[0].attestation "
+        "use=enrollmentGroups[0].attestationMechanism.x509",
+    };
+    for (size_t i = 0; i < sizeof(warnings) / sizeof(warnings[0]); i++)
+        assert_logged(logged, warnings[i]);
+    assert_non_null(strstr(logged, "level=warn msg=\"deprecated configuration key\""));
+    free(fresh_documents);
+    free(old_documents);
+    config_free(fresh);
+    config_free(old);
+
+    /* A mixed file (some names old, some new) reads the same as well. */
+    struct config *mixed = load_ok_logged(
+        TLS VOCABULARY_HUB_HEAD "    authorization: {provider: {name: plgd}, ownerClaim: owner}\n"
+                                "    token: {key: token.key, issuer: x, audience: https://a}\n",
+        logged, sizeof(logged));
+    assert_string_equal(mixed->hubs[0].token_audience, "https://a");
+    assert_string_equal(mixed->hubs[0].token_owner_claim, "owner");
+    config_free(mixed);
+}
+
+/* An alias beside what it stands for, or where it cannot go, stops the load at its line. */
+static void deprecated_alias_conflicts_fail(void **state)
+{
+    load_fails(TLS VOCABULARY_HUB_HEAD "    authorizationProvider: plgd\n"
+                                       "    authorization: {provider: {name: other}}\n"
+                                       "    token: {key: token.key, issuer: x}\n",
+               ":7: hubs[0].authorizationProvider: deprecated name of authorization.provider.name, "
+               "which is also given",
+               NULL);
+    load_fails(TLS VOCABULARY_HUB_HEAD "    authorization: plgd\n"
+                                       "    token: {key: token.key, issuer: x, ownerClaim: sub}\n",
+               ":8: hubs[0].token.ownerClaim", "cannot go in the authorization given", NULL);
+    load_fails(TLS HUB VOCABULARY_GROUP_HEAD
+               "    attestation: {certificateChain: mfg-chain.pem}\n"
+               "    attestationMechanism: {x509: {certificateChain: mfg-chain.pem}}\n"
+               "    hubIds: [" HUB_ID "]\n",
+               "enrollmentGroups[0].attestation: deprecated name of attestationMechanism.x509",
+               NULL);
+    /* Messages name what the file wrote: the deprecated key, or the document's. */
+    load_fails(TLS HUB VOCABULARY_GROUP_HEAD "    attestation: {certificateChain: absent.pem}\n"
+                                             "    hubIds: [" HUB_ID "]\n",
+               "enrollmentGroups[0].attestation.certificateChain", NULL);
+    load_fails(TLS HUB VOCABULARY_GROUP_HEAD
+               "    attestationMechanism: {x509: {certificateChain: absent.pem}}\n"
+               "    hubIds: [" HUB_ID "]\n",
+               "enrollmentGroups[0].attestationMechanism.x509.certificateChain", NULL);
+    load_fails(TLS VOCABULARY_HUB_HEAD
+               "    authorization: {provider: {name: plgd}, ownerClaim: iss}\n"
+               "    token: {key: token.key, issuer: x}\n",
+               ":7: hubs[0].authorization.ownerClaim: must not be a registered JWT claim", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1037,6 +1192,8 @@ int main(void)
         cmocka_unit_test(log_line_is_logfmt),
         cmocka_unit_test(log_level_filters),
         cmocka_unit_test(log_long_line_is_cut_to_one_line),
+        cmocka_unit_test(old_and_new_vocabulary_give_the_same_model),
+        cmocka_unit_test(deprecated_alias_conflicts_fail),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
