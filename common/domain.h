@@ -47,10 +47,11 @@ struct config_key {
 };
 
 struct config_hub {
-    char *id;        /* hubId: a UUID string, the "sid" sent to devices */
-    char *record_id; /* the API's record id when it differs from id (hubs the API created), or NULL */
-    char *owner;     /* optional in the file; the API scopes hubs by it */
-    char *name;      /* optional, informative */
+    char *id; /* hubId: a UUID string, the "sid" sent to devices */
+    char *
+        record_id; /* the API's record id when it differs from id (hubs the API created), or NULL */
+    char *owner;   /* optional in the file; the API scopes hubs by it */
+    char *name;    /* optional, informative */
     char **gateways; /* coaps+tcp://host:port, at least one */
     size_t gateway_count;
     char *authorization_provider; /* "apn" sent to devices */

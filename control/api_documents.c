@@ -219,8 +219,8 @@ static int generate_id(char out[UUID_STRING_LENGTH + 1])
  * the body's id may give either, and the body's hubId may not change it.
  * current is the replaced document's index, or -1. The error is in err.
  */
-static int assign_ids(const struct config *config, json_t *doc, enum kind kind,
-                      const char *path_id, long current, char *err, size_t err_length)
+static int assign_ids(const struct config *config, json_t *doc, enum kind kind, const char *path_id,
+                      long current, char *err, size_t err_length)
 {
     bool wrong = false;
     const char *id = doc_string(doc, "id", &wrong);
@@ -282,9 +282,8 @@ static int keep_extensions(json_t *doc, const json_t *stored, enum kind kind)
         return rc;
     /* The CRLs beside the chain. */
     json_t *x509 = json_object_get(json_object_get(doc, "attestationMechanism"), "x509");
-    json_t *crls =
-        json_object_get(json_object_get(json_object_get(stored, "attestationMechanism"), "x509"),
-                        "crls");
+    json_t *crls = json_object_get(
+        json_object_get(json_object_get(stored, "attestationMechanism"), "x509"), "crls");
     if (json_is_object(x509) && json_object_get(x509, "crls") == NULL && crls != NULL)
         rc |= json_object_set(x509, "crls", crls);
     return rc;
@@ -383,12 +382,12 @@ static enum MHD_Result put_document(struct api *api, struct MHD_Connection *conn
     char err[1024] = "";
     const struct config *config = plane_config_acquire(api->plane);
     long current = create ? -1 : find_owned(config, kind, path_id, owner);
-    json_t *stored = current < 0                ? NULL
-                     : kind == KIND_GROUP       ? model_group_to_api(&config->groups[current])
-                                                : model_hub_to_api(&config->hubs[current]);
-    int status = create || current >= 0 ? assign_ids(config, doc, kind, path_id, current, err,
-                                                     sizeof(err))
-                                        : 0;
+    json_t *stored = current < 0          ? NULL
+                     : kind == KIND_GROUP ? model_group_to_api(&config->groups[current])
+                                          : model_hub_to_api(&config->hubs[current]);
+    int status = create || current >= 0
+                     ? assign_ids(config, doc, kind, path_id, current, err, sizeof(err))
+                     : 0;
     if (status == 0 && stored != NULL && keep_extensions(doc, stored, kind) != 0)
         status = error_set(err, sizeof(err), "out of memory");
     long foreign_hub = kind == KIND_GROUP ? foreign_hub_index(config, doc, owner) : -1;

@@ -40,8 +40,8 @@
 
 /* Queues text with the given headers (pairs of name and value, NULL-terminated). */
 static enum MHD_Result queue_text_headers(struct MHD_Connection *connection, unsigned status,
-                                          const char *content_type, const char *text,
-                                          size_t length, const char *const *headers)
+                                          const char *content_type, const char *text, size_t length,
+                                          const char *const *headers)
 {
     struct MHD_Response *response =
         MHD_create_response_from_buffer(length, (void *)text, MHD_RESPMEM_MUST_COPY);
@@ -128,9 +128,9 @@ enum MHD_Result api_queue_plane_error(struct MHD_Connection *connection, int sta
  * name given; other names are kept as sent (and refused where unknown).
  */
 static const char *const QUERY_NAMES[] = {
-    "idFilter",     "deviceIdFilter", "enrollmentGroupIdFilter",
-    "hubIdFilter",  "serialFilter",   "attestationMechanismX509CertificateNames",
-    "since",        "until",          NULL};
+    "idFilter",    "deviceIdFilter", "enrollmentGroupIdFilter",
+    "hubIdFilter", "serialFilter",   "attestationMechanismX509CertificateNames",
+    "since",       "until",          NULL};
 
 /* True when key spells name, ignoring case and underscores. */
 static bool query_name_spells(const char *key, const char *name)

@@ -59,15 +59,22 @@ static const char *const X509_KEYS[] = {"certificateChain", "leadCertificateName
                                         "expiredCertificateEnabled", "crls", NULL};
 static const char *const ACL_KEYS[] = {"mode", "entries", NULL};
 static const char *const RESOURCE_KEYS[] = {"href", "content", NULL};
-static const char *const HUB_KEYS[] = {
-    "id",    "hubId", "owner", "name", "gateways", "authorization", "certificateAuthority",
-    "token", "identityCertificate", NULL};
+static const char *const HUB_KEYS[] = {"id",
+                                       "hubId",
+                                       "owner",
+                                       "name",
+                                       "gateways",
+                                       "authorization",
+                                       "certificateAuthority",
+                                       "token",
+                                       "identityCertificate",
+                                       NULL};
 static const char *const AUTHORIZATION_KEYS[] = {"ownerClaim", "deviceIdClaim", "provider", NULL};
 /* name and audience are used; the others are the reference's OAuth client, kept only. */
-static const char *const PROVIDER_KEYS[] = {"name",   "audience", "clientId", "clientSecret",
+static const char *const PROVIDER_KEYS[] = {"name",      "audience", "clientId", "clientSecret",
                                             "authority", "scopes",   "http",     NULL};
-static const char *const PROVIDER_KEPT_KEYS[] = {"clientId", "clientSecret", "authority", "scopes",
-                                                 "http", NULL};
+static const char *const PROVIDER_KEPT_KEYS[] = {"clientId", "clientSecret", "authority",
+                                                 "scopes",   "http",         NULL};
 static const char *const CERTIFICATE_KEYS[] = {"keyName", "certificate", "key", "validity", NULL};
 static const char *const TOKEN_KEYS[] = {"keyName", "key", "keyId", "issuer", "lifetime", NULL};
 
@@ -500,15 +507,15 @@ static int check_lead_certificate_name(struct reader *r, const char *path,
     while (!found && bio != NULL &&
            (certificate = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
         char name[256];
-        int length = X509_NAME_get_text_by_NID(X509_get_subject_name(certificate),
-                                               NID_commonName, name, sizeof(name));
+        int length = X509_NAME_get_text_by_NID(X509_get_subject_name(certificate), NID_commonName,
+                                               name, sizeof(name));
         X509_free(certificate);
         if (length <= 0)
             continue;
         if (group->lead_certificate_name == NULL)
             group->lead_certificate_name = strdup(name);
-        found = group->lead_certificate_name == NULL ||
-                strcmp(group->lead_certificate_name, name) == 0;
+        found =
+            group->lead_certificate_name == NULL || strcmp(group->lead_certificate_name, name) == 0;
         if (used < sizeof(names))
             used += (size_t)snprintf(names + used, sizeof(names) - used, "%s\"%s\"",
                                      used > 0 ? ", " : "", name);
@@ -558,15 +565,15 @@ static int read_psk(struct reader *r, const json_t *doc, struct config_group *gr
     uint8_t *decoded;
     size_t decoded_length;
     int data_url = read_data_url(r, "preSharedKey", psk, &decoded, &decoded_length);
-    int set = data_url != 0 ? 0
-                            : config_psk_set(group, psk, length, problem, sizeof(problem));
+    int set = data_url != 0 ? 0 : config_psk_set(group, psk, length, problem, sizeof(problem));
     if (data_url > 0) {
-        set = config_psk_set(group, (const char *)decoded, decoded_length, problem,
-                             sizeof(problem));
+        set =
+            config_psk_set(group, (const char *)decoded, decoded_length, problem, sizeof(problem));
         explicit_bzero(decoded, decoded_length);
         if (set < 0)
-            snprintf(problem, sizeof(problem), "the data: URL's key must be exactly %zu bytes, not %zu",
-                     sizeof(group->psk), decoded_length);
+            snprintf(problem, sizeof(problem),
+                     "the data: URL's key must be exactly %zu bytes, not %zu", sizeof(group->psk),
+                     decoded_length);
     }
     free(decoded);
     explicit_bzero(psk, length);
@@ -669,8 +676,7 @@ static int group_from_json(const json_t *doc, struct config_group *group, bool f
     if (open_object(&r, doc, "", true, keys, &root) == 0 &&
         read_uuid(&r, root, "id", "", &group->id) == 0 &&
         read_string(&r, root, "owner", "", true, NULL, &group->owner) == 0 &&
-        read_string(&r, root, "name", "", false, from_api ? group->id : NULL, &group->name) ==
-            0 &&
+        read_string(&r, root, "name", "", false, from_api ? group->id : NULL, &group->name) == 0 &&
         read_attestation(&r, root, group) == 0 &&
         read_string_list(&r, root, "hubIds", "", &group->hub_ids, &group->hub_count, check_uuid) ==
             0 &&
@@ -737,7 +743,8 @@ static int read_reference_parts(struct reader *r, const json_t *doc, const json_
     json_t *authority = json_object_get(doc, "certificateAuthority");
     int result = kept != NULL && kept_provider != NULL ? 0 : fail(r, "", "out of memory");
     if (result == 0 && authority != NULL && !json_is_null(authority)) {
-        result = json_is_object(authority) ? 0 : fail(r, "certificateAuthority", "%s", word_object(r));
+        result =
+            json_is_object(authority) ? 0 : fail(r, "certificateAuthority", "%s", word_object(r));
         if (result == 0 && json_object_size(authority) > 0)
             json_object_set(kept, "certificateAuthority", authority);
     }
@@ -856,11 +863,12 @@ static int require_own_signing(struct reader *r, const json_t *doc)
                     "identityCertificate.keyName to a key registered for your owner (keys: in the "
                     "node's configuration), certificateAuthority is then kept but not used");
     if ((token == NULL || json_is_null(token)) && oauth_client)
-        return fail(r, "token",
-                    "required: this node signs the hub's access tokens itself and does not fetch "
-                    "them with the OAuth client of authorization.provider; set token.keyName (a key "
-                    "registered for your owner) and token.issuer, the client is then kept but not "
-                    "used");
+        return fail(
+            r, "token",
+            "required: this node signs the hub's access tokens itself and does not fetch "
+            "them with the OAuth client of authorization.provider; set token.keyName (a key "
+            "registered for your owner) and token.issuer, the client is then kept but not "
+            "used");
     return 0;
 }
 
@@ -958,10 +966,10 @@ static json_t *psk_text(const struct config_group *group)
     if (!group->has_psk)
         return json_string("");
     const char *bytes = (const char *)group->psk;
-    json_t *text = memchr(bytes, '\0', sizeof(group->psk)) == NULL &&
-                           strncasecmp(bytes, "data:", 5) != 0
-                       ? json_stringn(bytes, sizeof(group->psk))
-                       : NULL;
+    json_t *text =
+        memchr(bytes, '\0', sizeof(group->psk)) == NULL && strncasecmp(bytes, "data:", 5) != 0
+            ? json_stringn(bytes, sizeof(group->psk))
+            : NULL;
     if (text != NULL)
         return text;
     char url[sizeof("data:;base64,") + 4 * ((sizeof(group->psk) + 2) / 3)] = "data:;base64,";
@@ -1084,9 +1092,10 @@ static json_t *hub_to_json(const struct config_hub *hub, bool public)
 {
     json_t *doc = json_pack(
         "{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:{s:o, s:o}}, s:{s:I}, s:{s:o, s:o, s:I}}", "id",
-        string_or_empty(hub->record_id != NULL ? hub->record_id : hub->id), "hubId", string_or_empty(hub->id), "owner",
-        string_or_empty(hub->owner), "name", string_or_empty(hub->name), "gateways",
-        string_list(hub->gateways, hub->gateway_count), "authorization", "ownerClaim",
+        string_or_empty(hub->record_id != NULL ? hub->record_id : hub->id), "hubId",
+        string_or_empty(hub->id), "owner", string_or_empty(hub->owner), "name",
+        string_or_empty(hub->name), "gateways", string_list(hub->gateways, hub->gateway_count),
+        "authorization", "ownerClaim",
         string_or_empty(hub->token_owner_claim != NULL ? hub->token_owner_claim
                                                        : DEFAULT_OWNER_CLAIM),
         "deviceIdClaim", string_or_empty(hub->token_device_id_claim), "provider", "name",

@@ -427,7 +427,6 @@ static void group_resource_rules_name_the_field(void **state)
     group_fails(doc, "resources[0].x: unknown field");
 }
 
-
 /* "data:;base64," and the base64 of length bytes (a new string). */
 static char *data_url(const void *bytes, size_t length)
 {
@@ -495,7 +494,8 @@ static void group_data_urls_are_decoded(void **state)
     free(chain);
 }
 
-/* From the API, as in the reference: name defaults to the id, leadCertificateName to the first CN. */
+/* From the API, as in the reference: name defaults to the id, leadCertificateName to the first CN.
+ */
 static void group_api_defaults(void **state)
 {
     struct config_group group;
@@ -558,11 +558,11 @@ static void hub_reference_shape_is_kept(void **state)
     struct config_hub hub;
     char err[768] = "";
     json_t *doc = hub_doc();
-    json_t *authority = json_pack(
-        "{s:{s:s, s:{s:s, s:s, s:b}, s:{s:[s], s:s, s:s, s:b}}}", "grpc", "address",
-        "certificate-authority:9100", "keepAlive", "time", "10000000000", "timeout", "20000000000",
-        "permitWithoutStream", 1, "tls", "caPool", "data:;base64,AAAA", "key", "/certs/key.pem",
-        "cert", "/certs/cert.pem", "useSystemCaPool", 0);
+    json_t *authority =
+        json_pack("{s:{s:s, s:{s:s, s:s, s:b}, s:{s:[s], s:s, s:s, s:b}}}", "grpc", "address",
+                  "certificate-authority:9100", "keepAlive", "time", "10000000000", "timeout",
+                  "20000000000", "permitWithoutStream", 1, "tls", "caPool", "data:;base64,AAAA",
+                  "key", "/certs/key.pem", "cert", "/certs/cert.pem", "useSystemCaPool", 0);
     json_t *provider = json_pack(
         "{s:s, s:s, s:s, s:s, s:[s, s], s:s, s:{s:i, s:s, s:{s:b}}}", "name", "plgd", "clientId",
         "test", "clientSecret", "data:;base64,c2VjcmV0", "authority", "https://auth.example",
@@ -592,8 +592,8 @@ static void hub_reference_shape_is_kept(void **state)
                                    "authority of certificateAuthority.grpc; set "
                                    "identityCertificate.keyName");
     set_at(doc, "certificateAuthority", NULL);
-    set_at(doc, "identityCertificate", json_pack("{s:s, s:s}", "certificate", hub_ca_file, "key",
-                                                 hub_key_file));
+    set_at(doc, "identityCertificate",
+           json_pack("{s:s, s:s}", "certificate", hub_ca_file, "key", hub_key_file));
     set_at(doc, "token", NULL);
     hub_fails(json_deep_copy(doc), "token: required: this node signs the hub's access tokens "
                                    "itself and does not fetch them with the OAuth client of "
