@@ -18,7 +18,7 @@
 #       preSharedKey, name) and the deletes' "idFilter=...&idFilter=..."
 . "$(dirname "$0")/lib.sh"
 
-plan 37
+plan 39
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer, enrolled the UI's way
 "$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
@@ -127,8 +127,16 @@ check "attestation_mechanism_x509_certificate_names matches lead certificate nam
            [ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups?attestationMechanismX509CertificateNames=demo%20manufacturer%20intermediate%20ca')\" ]"
 expect "an unknown parameter is still refused (a misspelt filter never widens a delete)" 400 \
     'idFiltr: unknown parameter' "$OWNER1" GET "/api/v1/enrollment-groups?idFiltr=$GROUP"
-check "records accept the snake spelling through the prefix and a trailing slash" \
-    lists "$OWNER1" "$BUNDLE/provisioning-records/?device_id_filter=$HUB_ID" "length == 0"
+check "a device of the demo group provisions" \
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$NODE/pki" --ca "$NODE/pki/dps-root.pem" \
+    --devices 1 --out "$WORK/device"
+DEVICE_ID=$(openssl x509 -in "$WORK/device/device-0001/identity.pem" -noout -subject -nameopt RFC2253 2>/dev/null |
+    sed -n 's/.*CN=uuid:\([0-9a-f-]*\).*/\1/p')
+check "records: snake spelling through the prefix and a trailing slash, filters ORed" \
+    lists "$OWNER1" "$BUNDLE/provisioning-records/?device_id_filter=$DEVICE_ID&ID_FILTER=$HUB_ID" \
+    "length == 1 and .[0].result.deviceId == \"$DEVICE_ID\""
+check "records: a filter matching nothing lists nothing" \
+    lists "$OWNER1" "$BUNDLE/provisioning-records?idFilter=$HUB_ID" "length == 0"
 
 # ---- Replacing: the reference's fields replace, our extensions stay unless named ----
 
@@ -183,8 +191,9 @@ expect "owner 2 deletes none of owner 1's hubs by record id" 200 '"count":0' \
 expect "owner 2 deletes none of owner 1's groups" 200 '"count":0' \
     "$OWNER2" DELETE "$BUNDLE/enrollment-groups?ID_FILTER=$GROUP"
 expect "the prefix needs a token like any /api/v1 path" 401 '"code":16' "" GET "$BUNDLE/hubs/"
-check "owner 2 sees no records of owner 1 through the prefix" \
-    sh -c "[ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER2' $API$BUNDLE/provisioning-records/)\" ]"
+check "owner 2 sees no records of owner 1 through the prefix, filtered or not" \
+    sh -c "[ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER2' $API$BUNDLE/provisioning-records/)\" ] &&
+           [ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER2' '$API$BUNDLE/provisioning-records/?DEVICEIDFILTER=$DEVICE_ID')\" ]"
 
 # ---- Deletes as the UI sends them ----
 
