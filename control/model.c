@@ -427,9 +427,11 @@ static int read_certificate_chain(struct reader *r, const json_t *x509, const ch
     free(data_url != 0 ? text : NULL);
     if (data_url < 0)
         return -1;
-    if (data_url > 0 && strlen((char *)decoded) != decoded_length) {
+    json_t *as_text = data_url > 0 ? json_stringn((char *)decoded, decoded_length) : NULL;
+    json_decref(as_text);
+    if (data_url > 0 && (strlen((char *)decoded) != decoded_length || as_text == NULL)) {
         free(decoded);
-        return fail(r, key_path, "the data: URL's PEM text holds a NUL byte");
+        return fail(r, key_path, "the data: URL's data is not PEM text (UTF-8 without NUL)");
     }
     if (data_url > 0)
         text = (char *)decoded;

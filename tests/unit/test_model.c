@@ -486,6 +486,17 @@ static void group_data_urls_are_decoded(void **state)
     assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
     assert_string_equal(err, "preSharedKey: the data: URL's base64 does not decode");
     set_at(doc, "preSharedKey", NULL);
+    /* Decoded, a chain must be text: it is stored and served as a JSON string (found by fuzzing).
+     */
+    char *junk = malloc(strlen(chain_pem) + 2);
+    snprintf(junk, strlen(chain_pem) + 2, "\xff%s", chain_pem);
+    free(chain);
+    chain = data_url(junk, strlen(junk));
+    free(junk);
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(chain));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+    assert_string_equal(err, "attestationMechanism.x509.certificateChain: the data: URL's data is "
+                             "not PEM text (UTF-8 without NUL)");
     set_at(doc, "attestationMechanism.x509.certificateChain", json_string("data:text/plain,abc"));
     assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
     assert_string_equal(err, "attestationMechanism.x509.certificateChain: a data: URL must carry "
