@@ -47,9 +47,11 @@ struct config_key {
 };
 
 struct config_hub {
-    char *id;        /* hubId: a UUID string, the "sid" sent to devices */
-    char *owner;     /* optional in the file; the API scopes hubs by it */
-    char *name;      /* optional, informative */
+    char *id; /* hubId: a UUID string, the "sid" sent to devices */
+    char *
+        record_id; /* the API's record id when it differs from id (hubs the API created), or NULL */
+    char *owner;   /* optional in the file; the API scopes hubs by it */
+    char *name;    /* optional, informative */
     char **gateways; /* coaps+tcp://host:port, at least one */
     size_t gateway_count;
     char *authorization_provider; /* "apn" sent to devices */
@@ -70,6 +72,12 @@ struct config_hub {
     char *token_owner_claim;     /* claim name carrying the owner, default "sub" */
     char *token_device_id_claim; /* claim name carrying the device id, default none (NULL) */
     long token_lifetime_s;       /* default 1 year */
+    /*
+     * The reference's hub members this node keeps but does not use, as a JSON
+     * object {"certificateAuthority": {...}, "provider": {"clientId", ...}},
+     * or NULL (control/model.h).
+     */
+    char *reference_json;
 };
 
 struct config_group {

@@ -428,6 +428,24 @@ static enum MHD_Result handle_headers(struct api *api, struct MHD_Connection *co
     return MHD_YES;
 }
 
+/*
+ * The path a request is routed by, as the reference's router takes it: the
+ * plgd bundle's prefix (/device-provisioning-service/api/...) and trailing
+ * slashes removed. Every check (token, owner, route) sees this path only.
+ * NULL when out of memory.
+ */
+static char *route_path(const char *url)
+{
+    static const char bundle_api[] = "/device-provisioning-service/api/";
+    static const size_t bundle_length = sizeof("/device-provisioning-service") - 1;
+    if (strncmp(url, bundle_api, sizeof(bundle_api) - 1) == 0)
+        url += bundle_length;
+    size_t length = strlen(url);
+    while (length > 1 && url[length - 1] == '/')
+        length--;
+    return strndup(url, length);
+}
+
 static enum MHD_Result handle(void *user, struct MHD_Connection *connection, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **context)
@@ -438,8 +456,11 @@ static enum MHD_Result handle(void *user, struct MHD_Connection *connection, con
         if ((request = calloc(1, sizeof(*request))) == NULL)
             return MHD_NO;
         *context = request;
-        return handle_headers(api, connection, url, request);
+        if ((request->path = route_path(url)) == NULL)
+            return MHD_NO;
+        return handle_headers(api, connection, request->path, request);
     }
+    url = request->path;
     if (*upload_data_size > 0) {
         size_t length = *upload_data_size;
         *upload_data_size = 0;
@@ -510,6 +531,7 @@ static void request_completed(void *user, struct MHD_Connection *connection, voi
         return;
     }
     free(request->owner);
+    free(request->path);
     free(request->body);
     free(request);
     *context = NULL;

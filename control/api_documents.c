@@ -28,6 +28,7 @@
 #include "control/auth.h"
 #include "control/cluster_view.h"
 #include "control/fanout.h"
+#include "common/error.h"
 #include "common/log.h"
 #include "control/model.h"
 #include "control/peer_client.h"
@@ -57,24 +58,81 @@ static const char *kind_name(enum kind kind)
     return kind == KIND_GROUP ? "enrollment group" : "hub";
 }
 
-/* The index of the document with id owned by owner, or -1. */
+/* A hub's id in the API: its record id, which is its hubId unless the API generated one. */
+static const char *hub_record_id(const struct config_hub *hub)
+{
+    return hub->record_id != NULL ? hub->record_id : hub->id;
+}
+
+/*
+ * True when id names document i: a group's id; a hub's record id, or its
+ * hubId (which our first API called a hub's id).
+ */
+static bool names_document(const struct config *config, enum kind kind, size_t i, const char *id)
+{
+    return strcasecmp(kind_id(config, kind, i), id) == 0 ||
+           (kind == KIND_HUB && strcasecmp(hub_record_id(&config->hubs[i]), id) == 0);
+}
+
+/* The index of the document id names owned by owner, or -1. */
 static long find_owned(const struct config *config, enum kind kind, const char *id,
                        const char *owner)
 {
     for (size_t i = 0; i < kind_count(config, kind); i++) {
-        if (strcasecmp(kind_id(config, kind, i), id) == 0)
+        if (names_document(config, kind, i, id))
             return api_same_owner(kind_owner(config, kind, i), owner) ? (long)i : -1;
     }
     return -1;
 }
 
+/* The lists' filters: the reference's GetEnrollmentGroupsRequest and GetHubsRequest. */
+static const char *const GROUP_FILTERS[] = {"idFilter", "hubIdFilter",
+                                            "attestationMechanismX509CertificateNames", NULL};
+static const char *const HUB_FILTERS[] = {"idFilter", "hubIdFilter", NULL};
+
+/*
+ * Filters are ORed, as in the reference: a document is listed when no filter
+ * is given or any one value of any filter matches it. hubIdFilter matches a
+ * group naming the hub, and attestationMechanismX509CertificateNames a
+ * group's leadCertificateName (exactly, as the reference's store does).
+ */
+static bool document_listed(const struct config *config, enum kind kind, size_t i,
+                            const query_t *query)
+{
+    const char *const *filters = kind == KIND_GROUP ? GROUP_FILTERS : HUB_FILTERS;
+    bool filtered = false;
+    for (size_t f = 0; filters[f] != NULL; f++)
+        filtered = filtered || json_array_size(json_object_get(query, filters[f])) > 0;
+    if (!filtered)
+        return true;
+    if (kind == KIND_HUB) {
+        const struct config_hub *hub = &config->hubs[i];
+        return api_query_lists(query, "idFilter", hub_record_id(hub)) ||
+               api_query_lists(query, "idFilter", hub->id) ||
+               api_query_lists(query, "hubIdFilter", hub->id);
+    }
+    const struct config_group *group = &config->groups[i];
+    bool listed = api_query_lists(query, "idFilter", group->id);
+    for (size_t h = 0; !listed && h < group->hub_count; h++)
+        listed = api_query_lists(query, "hubIdFilter", group->hub_ids[h]);
+    size_t n;
+    json_t *name;
+    json_array_foreach(json_object_get(query, "attestationMechanismX509CertificateNames"), n, name)
+    {
+        listed = listed || (group->lead_certificate_name != NULL &&
+                            strcmp(group->lead_certificate_name, json_string_value(name)) == 0);
+    }
+    return listed;
+}
+
 static enum MHD_Result list_documents(struct api *api, struct MHD_Connection *connection,
                                       enum kind kind, const char *owner)
 {
-    static const char *const allowed[] = {"idFilter", NULL};
+    static const char *const uuid_filters[] = {"idFilter", "hubIdFilter", NULL};
     query_t *query = api_query_collect(connection);
     bool ok;
-    enum MHD_Result result = api_check_query(connection, query, allowed, allowed, &ok);
+    enum MHD_Result result = api_check_query(
+        connection, query, kind == KIND_GROUP ? GROUP_FILTERS : HUB_FILTERS, uuid_filters, &ok);
     if (!ok) {
         json_decref(query);
         return result;
@@ -83,7 +141,7 @@ static enum MHD_Result list_documents(struct api *api, struct MHD_Connection *co
     const struct config *config = plane_config_acquire(api->plane);
     for (size_t i = 0; i < kind_count(config, kind); i++) {
         if (!api_same_owner(kind_owner(config, kind, i), owner) ||
-            !api_query_matches(query, "idFilter", kind_id(config, kind, i)))
+            !document_listed(config, kind, i, query))
             continue;
         api_ndjson_result(&out, kind == KIND_GROUP ? model_group_to_api(&config->groups[i])
                                                    : model_hub_to_api(&config->hubs[i]));
@@ -103,22 +161,12 @@ static const char *doc_string(const json_t *doc, const char *key, bool *wrong)
     return text != NULL && text[0] != '\0' ? text : NULL;
 }
 
-/* The id a document names: "id", or for hubs also "hubId". */
-static const char *doc_id(const json_t *doc, enum kind kind, bool *wrong)
-{
-    const char *id = doc_string(doc, "id", wrong);
-    if (id == NULL && kind == KIND_HUB)
-        id = doc_string(doc, "hubId", wrong);
-    return id;
-}
-
 /*
- * Parses the body, fills in id (path_id, or a new UUID for a create) and
- * owner. NULL after queueing the error response in *result.
+ * Parses the body into an object and sets its owner (the token's). NULL
+ * after queueing the error response in *result.
  */
-static json_t *prepare_document(struct MHD_Connection *connection, const struct request *request,
-                                enum kind kind, const char *path_id, const char *owner,
-                                enum MHD_Result *result)
+static json_t *parse_document(struct MHD_Connection *connection, const struct request *request,
+                              const char *owner, enum MHD_Result *result)
 {
     json_error_t error;
     json_t *doc = json_loadb(request->body != NULL ? request->body : "", request->length,
@@ -137,7 +185,6 @@ static json_t *prepare_document(struct MHD_Connection *connection, const struct 
     }
     bool wrong = false;
     const char *named_owner = doc_string(doc, "owner", &wrong);
-    const char *id = doc_id(doc, kind, &wrong);
     if (named_owner != NULL && strcmp(named_owner, owner) != 0) {
         json_decref(doc);
         *result =
@@ -145,42 +192,115 @@ static json_t *prepare_document(struct MHD_Connection *connection, const struct 
                             "owner: the token's owner may not write documents of another owner");
         return NULL;
     }
-    if (path_id != NULL && id != NULL && strcasecmp(id, path_id) != 0) {
-        json_decref(doc);
-        *result = api_queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
-                                  "id: \"%s\" differs from the id in the path", id);
-        return NULL;
-    }
-    /* A generated id is random (version 4): never one that existed, whoever owned it. */
-    char generated[UUID_STRING_LENGTH + 1];
-    if (path_id == NULL && id == NULL && !wrong) {
-        struct dps_uuid uuid;
-        if (uuid_random(&uuid) != 0) {
-            json_decref(doc);
-            *result = api_queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
-                                      "cannot generate an id");
-            return NULL;
-        }
-        uuid_format(&uuid, generated);
-        id = generated;
-    }
-    if (path_id != NULL)
-        id = path_id;
-    int set = json_object_set_new(doc, "owner", json_string(owner));
-    if (id != NULL && !wrong) {
-        char *copy = strdup(id);
-        set |= copy == NULL ? -1 : json_object_set_new(doc, "id", json_string(copy));
-        if (kind == KIND_HUB && copy != NULL)
-            set |= json_object_set_new(doc, "hubId", json_string(copy));
-        free(copy);
-    }
-    if (set != 0) {
+    if (json_object_set_new(doc, "owner", json_string(owner)) != 0) {
         json_decref(doc);
         *result = api_queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                                   "out of memory");
         return NULL;
     }
     return doc;
+}
+
+/* A new random (version 4) id: never one that existed, whoever owned it. */
+static int generate_id(char out[UUID_STRING_LENGTH + 1])
+{
+    struct dps_uuid uuid;
+    if (uuid_random(&uuid) != 0)
+        return -1;
+    uuid_format(&uuid, out);
+    return 0;
+}
+
+/*
+ * Sets the ids of doc: a group's id (the path's, or the body's or a new one
+ * for a create); a hub's record id and hubId. A hub created from a hubId
+ * gets a new record id as in the reference; one created from an id alone
+ * (our first API) has it as both. A replaced hub keeps both: the path and
+ * the body's id may give either, and the body's hubId may not change it.
+ * current is the replaced document's index, or -1. The error is in err.
+ */
+static int assign_ids(const struct config *config, json_t *doc, enum kind kind, const char *path_id,
+                      long current, char *err, size_t err_length)
+{
+    bool wrong = false;
+    const char *id = doc_string(doc, "id", &wrong);
+    const char *hub_id = kind == KIND_HUB ? doc_string(doc, "hubId", &wrong) : NULL;
+    char record[UUID_STRING_LENGTH + 1] = "", generated[UUID_STRING_LENGTH + 1] = "";
+    if (wrong)
+        return 0; /* the model names the field that is not a string */
+    if (path_id != NULL && id != NULL && !names_document(config, kind, (size_t)current, id))
+        return error_set(err, err_length, "id: \"%s\" differs from the id in the path", id);
+    if (current >= 0 && kind == KIND_HUB) {
+        const struct config_hub *hub = &config->hubs[current];
+        if (hub_id != NULL && strcasecmp(hub_id, hub->id) != 0)
+            return error_set(err, err_length,
+                             "hubId: \"%s\" differs from the hub's hubId %s (a hub's hubId cannot "
+                             "change: create a hub with the new one and move the groups to it)",
+                             hub_id, hub->id);
+        snprintf(record, sizeof(record), "%s", hub_record_id(hub));
+        hub_id = hub->id;
+    } else if (current >= 0) {
+        snprintf(record, sizeof(record), "%s", config->groups[current].id);
+    } else if (kind == KIND_HUB && hub_id != NULL) {
+        bool same = id != NULL && strcasecmp(id, hub_id) == 0;
+        if (!same && generate_id(generated) != 0)
+            return error_set(err, err_length, "cannot generate an id");
+        snprintf(record, sizeof(record), "%s", same ? hub_id : generated);
+    } else if (id != NULL) {
+        snprintf(record, sizeof(record), "%.*s", UUID_STRING_LENGTH, id);
+        if (strlen(id) > UUID_STRING_LENGTH)
+            return 0; /* not a UUID: the model says so */
+    } else if (generate_id(record) != 0) {
+        return error_set(err, err_length, "cannot generate an id");
+    }
+    char hub_copy[UUID_STRING_LENGTH + 1];
+    snprintf(hub_copy, sizeof(hub_copy), "%s", hub_id != NULL ? hub_id : record);
+    int set = json_object_set_new(doc, "id", json_string(record));
+    if (kind == KIND_HUB)
+        set |= json_object_set_new(doc, "hubId", json_string(hub_copy));
+    return set == 0 ? 0 : error_set(err, err_length, "out of memory");
+}
+
+/*
+ * Our members a reference client does not know: a replace that leaves one
+ * out keeps the stored value (null clears it), so the reference's web UI
+ * cannot wipe a group's ACL or a hub's keys by saving a form.
+ */
+static const char *const GROUP_EXTENSIONS[] = {"acl", "resources", "disabled", NULL};
+static const char *const HUB_EXTENSIONS[] = {"identityCertificate", "token", NULL};
+
+static int keep_extensions(json_t *doc, const json_t *stored, enum kind kind)
+{
+    const char *const *members = kind == KIND_GROUP ? GROUP_EXTENSIONS : HUB_EXTENSIONS;
+    int rc = 0;
+    for (size_t i = 0; members[i] != NULL; i++) {
+        json_t *value = json_object_get(stored, members[i]);
+        if (json_object_get(doc, members[i]) == NULL && value != NULL)
+            rc |= json_object_set(doc, members[i], value);
+    }
+    if (kind == KIND_HUB)
+        return rc;
+    /* The CRLs beside the chain. */
+    json_t *x509 = json_object_get(json_object_get(doc, "attestationMechanism"), "x509");
+    json_t *crls = json_object_get(
+        json_object_get(json_object_get(stored, "attestationMechanism"), "x509"), "crls");
+    if (json_is_object(x509) && json_object_get(x509, "crls") == NULL && crls != NULL)
+        rc |= json_object_set(x509, "crls", crls);
+    return rc;
+}
+
+/* True when the request asks for strict reading (RFC 7240 "Prefer: handling=strict"). */
+static bool prefers_strict(struct MHD_Connection *connection)
+{
+    const char *prefer = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Prefer");
+    for (const char *at = prefer; at != NULL && (at = strcasestr(at, "handling")) != NULL; at++) {
+        const char *value = at + strlen("handling");
+        while (*value == ' ')
+            value++;
+        if (*value == '=' && strncasecmp(value + 1 + strspn(value + 1, " "), "strict", 6) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* The document as the node now holds it, to answer a create or replace. */
@@ -212,6 +332,29 @@ static long foreign_hub_index(const struct config *config, const json_t *doc, co
     return -1;
 }
 
+/*
+ * Answers a create or replace: the stored document, with the members that
+ * were ignored named in Dps-Ignored-Fields (or the strictness applied).
+ */
+static enum MHD_Result answer_stored(struct MHD_Connection *connection, json_t *stored,
+                                     const json_t *ignored, bool strict)
+{
+    char names[1024] = "";
+    size_t used = 0;
+    size_t i;
+    json_t *path;
+    json_array_foreach(ignored, i, path)
+    {
+        if (used < sizeof(names))
+            used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
+                                     used > 0 ? ", " : "", json_string_value(path));
+    }
+    const char *headers[] = {strict ? "Preference-Applied" : "Dps-Ignored-Fields",
+                             strict ? "handling=strict" : names, NULL};
+    return api_queue_json_headers(connection, MHD_HTTP_OK, stored,
+                                  strict || used > 0 ? headers : NULL);
+}
+
 static enum MHD_Result put_document(struct api *api, struct MHD_Connection *connection,
                                     const struct request *request, enum kind kind,
                                     const char *path_id, const char *owner)
@@ -221,48 +364,71 @@ static enum MHD_Result put_document(struct api *api, struct MHD_Connection *conn
     if (!create && !config_uuid_valid(path_id))
         return api_queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
                                "id: \"%s\" is not a UUID", path_id);
-    json_t *doc = prepare_document(connection, request, kind, path_id, owner, &result);
+    json_t *doc = parse_document(connection, request, owner, &result);
     if (doc == NULL)
         return result;
+    /* Unknown members are dropped, as the reference does, unless the caller asks for strictness. */
+    bool strict = prefers_strict(connection);
+    json_t *ignored = json_array();
+    if (!strict && kind == KIND_GROUP)
+        model_group_prune(doc, ignored);
+    else if (!strict)
+        model_hub_prune(doc, ignored);
 
     /*
      * Replacing needs the caller to own the current document, and a group may
      * only name the caller's hubs: others' documents do not exist for it.
      */
-    const char *id = json_string_value(json_object_get(doc, "id"));
+    char err[1024] = "";
     const struct config *config = plane_config_acquire(api->plane);
-    bool found = create || find_owned(config, kind, path_id, owner) >= 0;
+    long current = create ? -1 : find_owned(config, kind, path_id, owner);
+    json_t *stored = current < 0          ? NULL
+                     : kind == KIND_GROUP ? model_group_to_api(&config->groups[current])
+                                          : model_hub_to_api(&config->hubs[current]);
+    int status = create || current >= 0
+                     ? assign_ids(config, doc, kind, path_id, current, err, sizeof(err))
+                     : 0;
+    if (status == 0 && stored != NULL && keep_extensions(doc, stored, kind) != 0)
+        status = error_set(err, sizeof(err), "out of memory");
     long foreign_hub = kind == KIND_GROUP ? foreign_hub_index(config, doc, owner) : -1;
     plane_config_release(api->plane, config);
-    if (!found) {
+    json_decref(stored);
+    if (!create && current < 0) {
         json_decref(doc);
+        json_decref(ignored);
         return api_queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no %s %s",
                                kind_name(kind), path_id);
     }
-    if (foreign_hub >= 0) {
-        const char *hub_id =
-            json_string_value(json_array_get(json_object_get(doc, "hubIds"), (size_t)foreign_hub));
-        result = api_queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
-                                 "hubIds[%ld]: unknown hub \"%s\"", foreign_hub, hub_id);
+    if (status != 0 || foreign_hub >= 0) {
+        if (status == 0)
+            snprintf(err, sizeof(err), "hubIds[%ld]: unknown hub \"%s\"", foreign_hub,
+                     json_string_value(
+                         json_array_get(json_object_get(doc, "hubIds"), (size_t)foreign_hub)));
         json_decref(doc);
-        return result;
+        json_decref(ignored);
+        return api_queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT, "%s", err);
     }
-    char err[1024] = "";
-    int status = kind == KIND_GROUP ? plane_put_group(api->plane, doc, create, err, sizeof(err))
-                                    : plane_put_hub(api->plane, doc, create, err, sizeof(err));
+    status = kind == KIND_GROUP ? plane_put_group(api->plane, doc, create, err, sizeof(err))
+                                : plane_put_hub(api->plane, doc, create, err, sizeof(err));
     if (status != PLANE_OK) {
         json_decref(doc);
+        json_decref(ignored);
         return api_queue_plane_error(connection, status, err);
     }
-    /* Stored, so id is the document's valid UUID; doc holds it until here. */
+    /* Stored, so the document's ids are valid UUIDs; doc holds them until here. */
+    const char *id = json_string_value(json_object_get(doc, kind == KIND_HUB ? "hubId" : "id"));
     log_msg(LOG_INFO, create ? "api created" : "api replaced", "kind=\"%s\" id=%s owner=\"%s\"",
             kind_name(kind), id, owner);
-    json_t *stored = stored_document(api, kind, id);
+    stored = stored_document(api, kind, id);
     json_decref(doc);
-    if (stored == NULL)
+    if (stored == NULL) {
+        json_decref(ignored);
         return api_queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
                                "the %s was stored but is not in force", kind_name(kind));
-    return api_queue_json(connection, MHD_HTTP_OK, stored);
+    }
+    result = answer_stored(connection, stored, ignored, strict);
+    json_decref(ignored);
+    return result;
 }
 
 /*
@@ -297,8 +463,15 @@ static enum MHD_Result delete_documents(struct api *api, struct MHD_Connection *
 {
     json_t *ids;
     enum MHD_Result result;
-    query_t *query =
-        required_filter(connection, "idFilter", true, "name the ids to delete", &ids, &result);
+    /* The reference deletes all of the owner's documents when no id is named; we refuse. */
+    query_t *query = required_filter(
+        connection, "idFilter", true,
+        kind == KIND_GROUP
+            ? "name the ids of the enrollment groups to delete: a delete without a filter is "
+              "refused here, where the reference would delete every group of the owner"
+            : "name the ids of the hubs to delete: a delete without a filter is refused here, "
+              "where the reference would delete every hub of the owner",
+        &ids, &result);
     if (query == NULL)
         return result;
     json_int_t count = 0;
@@ -306,9 +479,12 @@ static enum MHD_Result delete_documents(struct api *api, struct MHD_Connection *
     json_t *value;
     json_array_foreach(ids, i, value)
     {
-        const char *id = json_string_value(value);
+        /* A hub is deleted by its hubId, whichever of its ids was named. */
+        char id[UUID_STRING_LENGTH + 1];
         const struct config *config = plane_config_acquire(api->plane);
-        long index = find_owned(config, kind, id, owner);
+        long index = find_owned(config, kind, json_string_value(value), owner);
+        if (index >= 0)
+            snprintf(id, sizeof(id), "%s", kind_id(config, kind, (size_t)index));
         plane_config_release(api->plane, config);
         if (index < 0)
             continue;

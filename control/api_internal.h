@@ -98,6 +98,7 @@ struct api {
 
 /* One request: its owner, checked before any body byte is read, and its body as it arrives. */
 struct request {
+    char *path;   /* the path routed by (control/api.c: route_path) */
     char *owner;  /* /api/v1 routes: the token's owner */
     bool refused; /* answered in the first call: the body is discarded */
     char *body;
@@ -134,6 +135,10 @@ enum MHD_Result api_queue_text(struct MHD_Connection *connection, unsigned statu
 
 enum MHD_Result api_queue_json(struct MHD_Connection *connection, unsigned status, json_t *json);
 
+/* api_queue_json with headers: pairs of name and value, NULL-terminated (or NULL). */
+enum MHD_Result api_queue_json_headers(struct MHD_Connection *connection, unsigned status,
+                                       json_t *json, const char *const *headers);
+
 __attribute__((format(printf, 4, 5))) enum MHD_Result
 api_queue_error(struct MHD_Connection *connection, unsigned status, enum rpc_code code,
                 const char *fmt, ...);
@@ -144,6 +149,8 @@ enum MHD_Result api_queue_plane_error(struct MHD_Connection *connection, int sta
 query_t *api_query_collect(struct MHD_Connection *connection);
 
 bool api_query_matches(const query_t *query, const char *name, const char *text);
+
+bool api_query_lists(const query_t *query, const char *name, const char *text);
 
 enum MHD_Result api_check_query(struct MHD_Connection *connection, const query_t *query,
                                 const char *const *allowed, const char *const *uuid_filters,

@@ -6,6 +6,7 @@
 #include "control/api_internal.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -37,8 +38,10 @@
 #include "store/redis_admin.h"
 #include "store/store.h"
 
-enum MHD_Result api_queue_text(struct MHD_Connection *connection, unsigned status,
-                               const char *content_type, const char *text, size_t length)
+/* Queues text with the given headers (pairs of name and value, NULL-terminated). */
+static enum MHD_Result queue_text_headers(struct MHD_Connection *connection, unsigned status,
+                                          const char *content_type, const char *text, size_t length,
+                                          const char *const *headers)
 {
     struct MHD_Response *response =
         MHD_create_response_from_buffer(length, (void *)text, MHD_RESPMEM_MUST_COPY);
@@ -46,13 +49,27 @@ enum MHD_Result api_queue_text(struct MHD_Connection *connection, unsigned statu
         return MHD_NO;
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i += 2)
+        MHD_add_response_header(response, headers[i], headers[i + 1]);
     enum MHD_Result result = MHD_queue_response(connection, status, response);
     MHD_destroy_response(response);
     return result;
 }
 
+enum MHD_Result api_queue_text(struct MHD_Connection *connection, unsigned status,
+                               const char *content_type, const char *text, size_t length)
+{
+    return queue_text_headers(connection, status, content_type, text, length, NULL);
+}
+
 /* Sends json (consumed) followed by a newline. */
 enum MHD_Result api_queue_json(struct MHD_Connection *connection, unsigned status, json_t *json)
+{
+    return api_queue_json_headers(connection, status, json, NULL);
+}
+
+enum MHD_Result api_queue_json_headers(struct MHD_Connection *connection, unsigned status,
+                                       json_t *json, const char *const *headers)
 {
     char *text = json != NULL ? json_dumps(json, JSON_COMPACT) : NULL;
     json_decref(json);
@@ -68,7 +85,7 @@ enum MHD_Result api_queue_json(struct MHD_Connection *connection, unsigned statu
     line[length] = '\n';
     line[length + 1] = '\0';
     enum MHD_Result result =
-        api_queue_text(connection, status, "application/json", line, length + 1);
+        queue_text_headers(connection, status, "application/json", line, length + 1, headers);
     free(line);
     return result;
 }
@@ -104,10 +121,45 @@ enum MHD_Result api_queue_plane_error(struct MHD_Connection *connection, int sta
     }
 }
 
+/*
+ * The parameters' names as the reference's gateway takes them: its JSON
+ * name (idFilter) or protobuf name (id_filter), and its router matches the
+ * names case-insensitively. Any spelling of a name here is filed under the
+ * name given; other names are kept as sent (and refused where unknown).
+ */
+static const char *const QUERY_NAMES[] = {
+    "idFilter",    "deviceIdFilter", "enrollmentGroupIdFilter",
+    "hubIdFilter", "serialFilter",   "attestationMechanismX509CertificateNames",
+    "since",       "until",          NULL};
+
+/* True when key spells name, ignoring case and underscores. */
+static bool query_name_spells(const char *key, const char *name)
+{
+    for (;; key++) {
+        if (*key == '_')
+            continue;
+        if (*key == '\0' || *name == '\0')
+            return *key == '\0' && *name == '\0';
+        if (tolower((unsigned char)*key) != tolower((unsigned char)*name))
+            return false;
+        name++;
+    }
+}
+
+static const char *query_name(const char *key)
+{
+    for (size_t i = 0; QUERY_NAMES[i] != NULL; i++) {
+        if (query_name_spells(key, QUERY_NAMES[i]))
+            return QUERY_NAMES[i];
+    }
+    return key;
+}
+
 static enum MHD_Result collect_argument(void *user, enum MHD_ValueKind kind, const char *key,
                                         const char *value)
 {
     query_t *query = user;
+    key = query_name(key);
     json_t *values = json_object_get(query, key);
     if (values == NULL) {
         values = json_array();
@@ -124,6 +176,13 @@ query_t *api_query_collect(struct MHD_Connection *connection)
     if (query != NULL)
         MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, collect_argument, query);
     return query;
+}
+
+/* True when a value is given for name and one of them equals text (case-insensitive). */
+bool api_query_lists(const query_t *query, const char *name, const char *text)
+{
+    return json_array_size(json_object_get(query, name)) > 0 &&
+           api_query_matches(query, name, text);
 }
 
 /* True when no value is given for name, or one of them equals text (case-insensitive). */

@@ -95,15 +95,19 @@ static bool stream_line(struct stream *stream, const char *key, json_t *value)
  */
 static int record_result(void *user, json_t *record)
 {
+    /* The reference's filters, ORed as it does: listed when any value of any of them matches. */
+    static const char *const filters[][2] = {{"idFilter", "id"},
+                                             {"deviceIdFilter", "deviceId"},
+                                             {"enrollmentGroupIdFilter", "enrollmentGroupId"}};
     struct stream *stream = user;
-    bool visible =
-        api_query_matches(stream->query, "idFilter",
-                          json_string_value(json_object_get(record, "id"))) &&
-        api_query_matches(stream->query, "deviceIdFilter",
-                          json_string_value(json_object_get(record, "deviceId"))) &&
-        api_query_matches(stream->query, "enrollmentGroupIdFilter",
-                          json_string_value(json_object_get(record, "enrollmentGroupId")));
-    if (!visible)
+    bool filtered = false, visible = false;
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
+        filtered = filtered || json_array_size(json_object_get(stream->query, filters[i][0])) > 0;
+        visible =
+            visible || api_query_lists(stream->query, filters[i][0],
+                                       json_string_value(json_object_get(record, filters[i][1])));
+    }
+    if (filtered && !visible)
         return 0;
     return stream_line(stream, "result", json_incref(record)) ? 0 : 1;
 }
@@ -214,10 +218,11 @@ static int stream_scan(struct stream *stream)
 {
     switch (stream->kind) {
     case STREAM_RECORDS: {
-        /* One idFilter narrows the scan to that record's keys. */
+        /* One idFilter, and no other filter to OR with it, narrows the scan to that record's keys.
+         */
         json_t *ids = json_object_get(stream->query, "idFilter");
         char id[UUID_STRING_LENGTH + 1] = "";
-        if (json_array_size(ids) == 1)
+        if (json_array_size(ids) == 1 && json_object_size(stream->query) == 1)
             api_uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
         return records_scan(stream->store, stream->owner, id[0] != '\0' ? id : NULL, record_result,
                             stream, NULL);

@@ -1549,6 +1549,8 @@ void config_hub_clear(struct config_hub *hub)
     free(hub->token_audience);
     free(hub->token_owner_claim);
     free(hub->token_device_id_claim);
+    free(hub->record_id);
+    free(hub->reference_json);
 }
 
 int config_psk_set(struct config_group *group, const char *text, size_t length, char *err,
@@ -1625,6 +1627,8 @@ int config_hub_copy(const struct config_hub *from, struct config_hub *to)
     ok = copy_text(from->token_audience, &to->token_audience) && ok;
     ok = copy_text(from->token_owner_claim, &to->token_owner_claim) && ok;
     ok = copy_text(from->token_device_id_claim, &to->token_device_id_claim) && ok;
+    ok = copy_text(from->record_id, &to->record_id) && ok;
+    ok = copy_text(from->reference_json, &to->reference_json) && ok;
     if (!ok) {
         config_hub_clear(to);
         memset(to, 0, sizeof(*to));

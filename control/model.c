@@ -21,6 +21,7 @@
  */
 #include "control/model.h"
 #include "control/ace.h"
+#include "common/base64.h"
 #include "common/error.h"
 
 #include <errno.h>
@@ -35,6 +36,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/objects.h>
 #include <openssl/x509.h>
 
 #define NO_FILES_HINT "file paths are not accepted through the management API"
@@ -43,6 +45,38 @@
 #define ONE_YEAR_S (365L * 24 * 3600)
 #define HUNDRED_YEARS_S (100 * ONE_YEAR_S)
 #define DEFAULT_OWNER_CLAIM "sub"
+
+/*
+ * The members each object may have: the readers refuse others, and
+ * model_*_prune() removes others from an API document that asked for no
+ * strictness. One table per object, so the two never disagree.
+ */
+static const char *const GROUP_KEYS[] = {
+    "id",        "owner",    "name", "attestationMechanism", "hubIds", "preSharedKey", "acl",
+    "resources", "disabled", NULL};
+static const char *const MECHANISM_KEYS[] = {"x509", NULL};
+static const char *const X509_KEYS[] = {"certificateChain", "leadCertificateName",
+                                        "expiredCertificateEnabled", "crls", NULL};
+static const char *const ACL_KEYS[] = {"mode", "entries", NULL};
+static const char *const RESOURCE_KEYS[] = {"href", "content", NULL};
+static const char *const HUB_KEYS[] = {"id",
+                                       "hubId",
+                                       "owner",
+                                       "name",
+                                       "gateways",
+                                       "authorization",
+                                       "certificateAuthority",
+                                       "token",
+                                       "identityCertificate",
+                                       NULL};
+static const char *const AUTHORIZATION_KEYS[] = {"ownerClaim", "deviceIdClaim", "provider", NULL};
+/* name and audience are used; the others are the reference's OAuth client, kept only. */
+static const char *const PROVIDER_KEYS[] = {"name",      "audience", "clientId", "clientSecret",
+                                            "authority", "scopes",   "http",     NULL};
+static const char *const PROVIDER_KEPT_KEYS[] = {"clientId", "clientSecret", "authority",
+                                                 "scopes",   "http",         NULL};
+static const char *const CERTIFICATE_KEYS[] = {"keyName", "certificate", "key", "validity", NULL};
+static const char *const TOKEN_KEYS[] = {"keyName", "key", "keyId", "issuer", "lifetime", NULL};
 
 struct reader {
     char *err;
@@ -82,6 +116,15 @@ __attribute__((format(printf, 3, 4))) static int fail(struct reader *r, const ch
     return error_set(r->err, r->err_length, "%s: %s", path, problem);
 }
 
+static bool key_allowed(const char *const *allowed, const char *key)
+{
+    for (size_t i = 0; allowed[i] != NULL; i++) {
+        if (strcmp(allowed[i], key) == 0)
+            return true;
+    }
+    return false;
+}
+
 /*
  * An object with only the allowed keys (NULL-terminated); null counts as
  * absent. The document itself has the path "".
@@ -99,10 +142,7 @@ static int open_object(struct reader *r, const json_t *value, const char *path, 
     json_t *item;
     json_object_foreach((json_t *)value, key, item)
     {
-        size_t i = 0;
-        while (allowed[i] != NULL && strcmp(allowed[i], key) != 0)
-            i++;
-        if (allowed[i] == NULL) {
+        if (!key_allowed(allowed, key)) {
             char key_path[PATH_MAX_TEXT];
             error_path_child(key_path, path, key);
             return fail(r, key_path, "%s", word_unknown(r));
@@ -345,6 +385,30 @@ static bool pem_is_list_of(const char *text,
 }
 
 /*
+ * A data: URL with base64 data ("data:;base64,...", RFC 2397), the form in
+ * which the reference's web UI sends every upload: 1 with the decoded bytes
+ * in *out (malloc'd, a NUL after them) and their length, 0 when text is no
+ * data: URL, -1 after fail().
+ */
+static int read_data_url(struct reader *r, const char *path, const char *text, uint8_t **out,
+                         size_t *length)
+{
+    *out = NULL;
+    *length = 0;
+    if (strncasecmp(text, "data:", 5) != 0)
+        return 0;
+    const char *comma = strchr(text, ',');
+    if (comma == NULL)
+        return fail(r, path, "a data: URL has a comma before its data");
+    if (comma - text < 12 || strncasecmp(comma - 7, ";base64", 7) != 0)
+        return fail(r, path, "a data: URL must carry base64 (data:;base64,...)");
+    *out = base64_decode_alloc(BASE64_STANDARD, comma + 1, strlen(comma + 1), length);
+    if (*out == NULL)
+        return fail(r, path, "the data: URL's base64 does not decode");
+    return 1;
+}
+
+/*
  * PEM text (kept in ca_chain_pem) or a path to a readable file (ca_chain_file):
  * absolute in stored documents, and in the configuration file whatever is
  * not PEM, relative to its folder.
@@ -357,6 +421,20 @@ static int read_certificate_chain(struct reader *r, const json_t *x509, const ch
     error_path_child(key_path, path, "certificateChain");
     if (read_string(r, x509, "certificateChain", path, true, NULL, &text) < 0)
         return -1;
+    uint8_t *decoded;
+    size_t decoded_length;
+    int data_url = read_data_url(r, key_path, text, &decoded, &decoded_length);
+    free(data_url != 0 ? text : NULL);
+    if (data_url < 0)
+        return -1;
+    json_t *as_text = data_url > 0 ? json_stringn((char *)decoded, decoded_length) : NULL;
+    json_decref(as_text);
+    if (data_url > 0 && (strlen((char *)decoded) != decoded_length || as_text == NULL)) {
+        free(decoded);
+        return fail(r, key_path, "the data: URL's data is not PEM text (UTF-8 without NUL)");
+    }
+    if (data_url > 0)
+        text = (char *)decoded;
     bool is_pem = strstr(text, "-----BEGIN") != NULL;
     bool is_path = text[0] == '/' || (from_file(r) && !is_pem);
     if (r->from_api && !is_pem) {
@@ -410,11 +488,54 @@ static int read_crls(struct reader *r, const json_t *x509, const char *path,
     return 0;
 }
 
+/*
+ * leadCertificateName, as the reference has it from the API: the common name
+ * of the chain's first certificate when not given, else the common name of
+ * one of its certificates. Stored documents and the configuration file keep
+ * what they hold (the name is informative: matching is by issuer).
+ */
+static int check_lead_certificate_name(struct reader *r, const char *path,
+                                       struct config_group *group)
+{
+    char key_path[PATH_MAX_TEXT];
+    error_path_child(key_path, path, "leadCertificateName");
+    if (!r->from_api || group->ca_chain_pem == NULL)
+        return 0;
+    BIO *bio = BIO_new_mem_buf(group->ca_chain_pem, -1);
+    X509 *certificate = NULL;
+    bool found = false;
+    char names[256] = "";
+    size_t used = 0;
+    while (!found && bio != NULL &&
+           (certificate = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        char name[256];
+        int length = X509_NAME_get_text_by_NID(X509_get_subject_name(certificate), NID_commonName,
+                                               name, sizeof(name));
+        X509_free(certificate);
+        if (length <= 0)
+            continue;
+        if (group->lead_certificate_name == NULL)
+            group->lead_certificate_name = strdup(name);
+        found =
+            group->lead_certificate_name == NULL || strcmp(group->lead_certificate_name, name) == 0;
+        if (used < sizeof(names))
+            used += (size_t)snprintf(names + used, sizeof(names) - used, "%s\"%s\"",
+                                     used > 0 ? ", " : "", name);
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    if (found && group->lead_certificate_name == NULL)
+        return fail(r, key_path, "out of memory");
+    if (found || (group->lead_certificate_name == NULL && used == 0))
+        return 0;
+    return fail(r, key_path, "\"%s\" is the common name of no certificate of certificateChain (%s)",
+                group->lead_certificate_name, used > 0 ? names : "none has a common name");
+}
+
 static int read_attestation(struct reader *r, const json_t *doc, struct config_group *group)
 {
-    static const char *const mechanism_keys[] = {"x509", NULL};
-    static const char *const x509_keys[] = {"certificateChain", "leadCertificateName",
-                                            "expiredCertificateEnabled", "crls", NULL};
+    const char *const *mechanism_keys = MECHANISM_KEYS;
+    const char *const *x509_keys = X509_KEYS;
     const json_t *mechanism;
     const json_t *x509;
     if (open_object(r, json_object_get(doc, "attestationMechanism"), "attestationMechanism", true,
@@ -428,7 +549,7 @@ static int read_attestation(struct reader *r, const json_t *doc, struct config_g
                     &group->lead_certificate_name) < 0 ||
         read_bool(r, x509, "expiredCertificateEnabled", path, &group->expired_certificate_enabled) <
             0 ||
-        read_crls(r, x509, path, group) < 0)
+        read_crls(r, x509, path, group) < 0 || check_lead_certificate_name(r, path, group) < 0)
         return -1;
     return 0;
 }
@@ -441,16 +562,32 @@ static int read_psk(struct reader *r, const json_t *doc, struct config_group *gr
         return -1;
     if (psk == NULL)
         return 0;
+    /* A data: URL's bytes are the key (they may be any bytes); else the text's. */
     size_t length = strlen(psk);
-    int set = config_psk_set(group, psk, length, problem, sizeof(problem));
+    uint8_t *decoded;
+    size_t decoded_length;
+    int data_url = read_data_url(r, "preSharedKey", psk, &decoded, &decoded_length);
+    int set = data_url != 0 ? 0 : config_psk_set(group, psk, length, problem, sizeof(problem));
+    if (data_url > 0) {
+        set =
+            config_psk_set(group, (const char *)decoded, decoded_length, problem, sizeof(problem));
+        explicit_bzero(decoded, decoded_length);
+        if (set < 0)
+            snprintf(problem, sizeof(problem),
+                     "the data: URL's key must be exactly %zu bytes, not %zu", sizeof(group->psk),
+                     decoded_length);
+    }
+    free(decoded);
     explicit_bzero(psk, length);
     free(psk);
+    if (data_url < 0)
+        return -1;
     return set < 0 ? fail(r, "preSharedKey", "%s", problem) : 0;
 }
 
 static int read_acl(struct reader *r, const json_t *doc, struct config_group *group)
 {
-    static const char *const keys[] = {"mode", "entries", NULL};
+    const char *const *keys = ACL_KEYS;
     const json_t *acl;
     char *mode;
     group->acl_mode = CONFIG_ACL_DEFAULT;
@@ -485,7 +622,7 @@ static int read_acl(struct reader *r, const json_t *doc, struct config_group *gr
 static int read_resource(struct reader *r, const json_t *item, const char *path,
                          const json_t *resources, size_t index)
 {
-    static const char *const keys[] = {"href", "content", NULL};
+    const char *const *keys = RESOURCE_KEYS;
     const json_t *resource;
     char key_path[PATH_MAX_TEXT];
     if (open_object(r, item, path, true, keys, &resource) < 0)
@@ -530,9 +667,7 @@ static int read_resources(struct reader *r, const json_t *doc, struct config_gro
 static int group_from_json(const json_t *doc, struct config_group *group, bool from_api,
                            const char *folder, char *err, size_t err_length)
 {
-    static const char *const keys[] = {
-        "id",        "owner",    "name", "attestationMechanism", "hubIds", "preSharedKey", "acl",
-        "resources", "disabled", NULL};
+    const char *const *keys = GROUP_KEYS;
     struct reader r = {
         .err = err, .err_length = err_length, .from_api = from_api, .folder = folder};
     const json_t *root;
@@ -543,7 +678,7 @@ static int group_from_json(const json_t *doc, struct config_group *group, bool f
     if (open_object(&r, doc, "", true, keys, &root) == 0 &&
         read_uuid(&r, root, "id", "", &group->id) == 0 &&
         read_string(&r, root, "owner", "", true, NULL, &group->owner) == 0 &&
-        read_string(&r, root, "name", "", false, NULL, &group->name) == 0 &&
+        read_string(&r, root, "name", "", false, from_api ? group->id : NULL, &group->name) == 0 &&
         read_attestation(&r, root, group) == 0 &&
         read_string_list(&r, root, "hubIds", "", &group->hub_ids, &group->hub_count, check_uuid) ==
             0 &&
@@ -586,21 +721,68 @@ static int read_hub_ids(struct reader *r, const json_t *doc, struct config_hub *
     }
     if (id == NULL && hub_id == NULL)
         return fail(r, "hubId", "required");
-    if (id != NULL && hub_id != NULL && strcasecmp(id, hub_id) != 0) {
-        free(id);
-        free(hub_id);
-        return fail(r, "hubId", "must equal id");
-    }
+    /* Without hubId, id is both (our first documents); with both, id is the record's own. */
     hub->id = hub_id != NULL ? hub_id : id;
-    if (hub_id != NULL)
+    if (hub_id != NULL && id != NULL && strcasecmp(id, hub_id) != 0)
+        hub->record_id = id;
+    else if (hub_id != NULL)
         free(id);
-    return check_uuid(r, hub_id != NULL ? "hubId" : "id", hub->id);
+    if (check_uuid(r, hub_id != NULL ? "hubId" : "id", hub->id) < 0)
+        return -1;
+    return hub->record_id != NULL ? check_uuid(r, "id", hub->record_id) : 0;
+}
+
+/*
+ * The reference's members this node keeps without using them (control/model.h):
+ * certificateAuthority (an object) and the provider's OAuth client. Their
+ * shapes are checked as far as the reference's protobuf fixes them.
+ */
+static int read_reference_parts(struct reader *r, const json_t *doc, const json_t *provider,
+                                struct config_hub *hub)
+{
+    json_t *kept = json_object();
+    json_t *kept_provider = json_object();
+    json_t *authority = json_object_get(doc, "certificateAuthority");
+    int result = kept != NULL && kept_provider != NULL ? 0 : fail(r, "", "out of memory");
+    if (result == 0 && authority != NULL && !json_is_null(authority)) {
+        result =
+            json_is_object(authority) ? 0 : fail(r, "certificateAuthority", "%s", word_object(r));
+        if (result == 0 && json_object_size(authority) > 0)
+            json_object_set(kept, "certificateAuthority", authority);
+    }
+    for (size_t i = 0; result == 0 && PROVIDER_KEPT_KEYS[i] != NULL; i++) {
+        const char *key = PROVIDER_KEPT_KEYS[i];
+        json_t *value = json_object_get(provider, key);
+        char key_path[PATH_MAX_TEXT];
+        error_path_child(key_path, "authorization.provider", key);
+        if (value == NULL || json_is_null(value) ||
+            (json_is_string(value) && json_string_length(value) == 0) ||
+            (json_is_array(value) && json_array_size(value) == 0))
+            continue;
+        bool list = strcmp(key, "scopes") == 0, object = strcmp(key, "http") == 0;
+        if (list && !json_is_array(value))
+            result = fail(r, key_path, "must be a list");
+        else if (object && !json_is_object(value))
+            result = fail(r, key_path, "%s", word_object(r));
+        else if (!list && !object && !json_is_string(value))
+            result = fail(r, key_path, "must be a string");
+        else
+            json_object_set(kept_provider, key, value);
+    }
+    if (result == 0 && json_object_size(kept_provider) > 0)
+        json_object_set(kept, "provider", kept_provider);
+    if (result == 0 && json_object_size(kept) > 0 &&
+        (hub->reference_json = json_dumps(kept, JSON_COMPACT | JSON_SORT_KEYS)) == NULL)
+        result = fail(r, "", "out of memory");
+    json_decref(kept);
+    json_decref(kept_provider);
+    return result;
 }
 
 static int read_authorization(struct reader *r, const json_t *doc, struct config_hub *hub)
 {
-    static const char *const keys[] = {"ownerClaim", "deviceIdClaim", "provider", NULL};
-    static const char *const provider_keys[] = {"name", "audience", NULL};
+    const char *const *keys = AUTHORIZATION_KEYS;
+    const char *const *provider_keys = PROVIDER_KEYS;
     const json_t *authorization;
     const json_t *provider;
     if (open_object(r, json_object_get(doc, "authorization"), "authorization", true, keys,
@@ -614,7 +796,8 @@ static int read_authorization(struct reader *r, const json_t *doc, struct config
         read_string(r, provider, "name", "authorization.provider", true, NULL,
                     &hub->authorization_provider) < 0 ||
         read_string(r, provider, "audience", "authorization.provider", false, NULL,
-                    &hub->token_audience) < 0)
+                    &hub->token_audience) < 0 ||
+        read_reference_parts(r, doc, provider, hub) < 0)
         return -1;
     bool device_id_claim;
     const char *problem =
@@ -662,13 +845,43 @@ static int read_key_reference(struct reader *r, const json_t *object, const char
     return read_file_path(r, object, "key", path, key_file);
 }
 
+/*
+ * A reference hub names a CA service (certificateAuthority.grpc) and an
+ * OAuth client (authorization.provider.clientId ...) where ours name keys:
+ * a node signs both itself, so without our members it cannot serve the hub.
+ */
+static int require_own_signing(struct reader *r, const json_t *doc)
+{
+    json_t *certificate = json_object_get(doc, "identityCertificate");
+    json_t *token = json_object_get(doc, "token");
+    bool external_ca = json_object_get(doc, "certificateAuthority") != NULL;
+    const json_t *provider = json_object_get(json_object_get(doc, "authorization"), "provider");
+    bool oauth_client = json_string_length(json_object_get(provider, "clientId")) > 0 ||
+                        json_string_length(json_object_get(provider, "authority")) > 0;
+    if ((certificate == NULL || json_is_null(certificate)) && external_ca)
+        return fail(r, "identityCertificate",
+                    "required: this node signs identity certificates itself and cannot call the "
+                    "certificate authority of certificateAuthority.grpc; set "
+                    "identityCertificate.keyName to a key registered for your owner (keys: in the "
+                    "node's configuration), certificateAuthority is then kept but not used");
+    if ((token == NULL || json_is_null(token)) && oauth_client)
+        return fail(
+            r, "token",
+            "required: this node signs the hub's access tokens itself and does not fetch "
+            "them with the OAuth client of authorization.provider; set token.keyName (a key "
+            "registered for your owner) and token.issuer, the client is then kept but not "
+            "used");
+    return 0;
+}
+
 static int read_hub_keys(struct reader *r, const json_t *doc, struct config_hub *hub)
 {
-    static const char *const certificate_keys[] = {"keyName", "certificate", "key", "validity",
-                                                   NULL};
-    static const char *const token_keys[] = {"keyName", "key", "keyId", "issuer", "lifetime", NULL};
+    const char *const *certificate_keys = CERTIFICATE_KEYS;
+    const char *const *token_keys = TOKEN_KEYS;
     const json_t *certificate;
     const json_t *token;
+    if (require_own_signing(r, doc) < 0)
+        return -1;
     if (open_object(r, json_object_get(doc, "identityCertificate"), "identityCertificate", true,
                     certificate_keys, &certificate) < 0 ||
         read_key_reference(r, certificate, "identityCertificate", true, &hub->ca_key_name,
@@ -690,9 +903,7 @@ static int read_hub_keys(struct reader *r, const json_t *doc, struct config_hub 
 static int hub_from_json(const json_t *doc, struct config_hub *hub, bool from_api,
                          const char *folder, char *err, size_t err_length)
 {
-    static const char *const keys[] = {"id",       "hubId",         "owner", "name",
-                                       "gateways", "authorization", "token", "identityCertificate",
-                                       NULL};
+    const char *const *keys = HUB_KEYS;
     struct reader r = {
         .err = err, .err_length = err_length, .from_api = from_api, .folder = folder};
     const json_t *root;
@@ -702,7 +913,9 @@ static int hub_from_json(const json_t *doc, struct config_hub *hub, bool from_ap
     int result = -1;
     if (open_object(&r, doc, "", true, keys, &root) == 0 && read_hub_ids(&r, root, hub) == 0 &&
         read_string(&r, root, "owner", "", false, NULL, &hub->owner) == 0 &&
-        read_string(&r, root, "name", "", false, NULL, &hub->name) == 0 &&
+        read_string(&r, root, "name", "", false,
+                    from_api ? (hub->record_id != NULL ? hub->record_id : hub->id) : NULL,
+                    &hub->name) == 0 &&
         read_string_list(&r, root, "gateways", "", &hub->gateways, &hub->gateway_count,
                          check_gateway) == 0 &&
         read_authorization(&r, root, hub) == 0 && read_hub_keys(&r, root, hub) == 0)
@@ -746,15 +959,27 @@ static json_t *string_list(char *const *items, size_t count)
 }
 
 /*
- * The pre-shared key as text, "" when there is none. Keys are set only from
- * text (config_psk_set), so their bytes are UTF-8; should they not be, the
- * document is not made (NULL) rather than written without its key.
+ * The pre-shared key as text, "" when there is none: the key's bytes when
+ * they are UTF-8 text that reads back as itself, else (any bytes, from a
+ * data: URL) as a data: URL, which the readers decode to the same bytes.
  */
 static json_t *psk_text(const struct config_group *group)
 {
     if (!group->has_psk)
         return json_string("");
-    return json_stringn((const char *)group->psk, sizeof(group->psk));
+    const char *bytes = (const char *)group->psk;
+    json_t *text =
+        memchr(bytes, '\0', sizeof(group->psk)) == NULL && strncasecmp(bytes, "data:", 5) != 0
+            ? json_stringn(bytes, sizeof(group->psk))
+            : NULL;
+    if (text != NULL)
+        return text;
+    char url[sizeof("data:;base64,") + 4 * ((sizeof(group->psk) + 2) / 3)] = "data:;base64,";
+    size_t length = strlen(url);
+    length += base64_encode(BASE64_STANDARD, group->psk, sizeof(group->psk), url + length);
+    text = json_stringn(url, length);
+    explicit_bzero(url, sizeof(url));
+    return text;
 }
 
 static const char *acl_mode_name(enum config_acl_mode mode)
@@ -848,13 +1073,31 @@ static int set_key_reference(json_t *object, const char *name, const char *cert_
     return rc;
 }
 
+/* The reference's members the hub keeps, back where they were read. */
+static int set_reference_parts(json_t *doc, const char *reference_json)
+{
+    if (reference_json == NULL)
+        return 0;
+    json_t *kept = json_loads(reference_json, 0, NULL);
+    json_t *authority = json_object_get(kept, "certificateAuthority");
+    json_t *provider = json_object_get(json_object_get(doc, "authorization"), "provider");
+    int rc = kept != NULL ? 0 : -1;
+    if (rc == 0 && authority != NULL)
+        rc = json_object_set(doc, "certificateAuthority", authority);
+    if (rc == 0 && json_object_get(kept, "provider") != NULL)
+        rc = json_object_update(provider, json_object_get(kept, "provider"));
+    json_decref(kept);
+    return rc;
+}
+
 static json_t *hub_to_json(const struct config_hub *hub, bool public)
 {
     json_t *doc = json_pack(
         "{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:{s:o, s:o}}, s:{s:I}, s:{s:o, s:o, s:I}}", "id",
-        string_or_empty(hub->id), "hubId", string_or_empty(hub->id), "owner",
-        string_or_empty(hub->owner), "name", string_or_empty(hub->name), "gateways",
-        string_list(hub->gateways, hub->gateway_count), "authorization", "ownerClaim",
+        string_or_empty(hub->record_id != NULL ? hub->record_id : hub->id), "hubId",
+        string_or_empty(hub->id), "owner", string_or_empty(hub->owner), "name",
+        string_or_empty(hub->name), "gateways", string_list(hub->gateways, hub->gateway_count),
+        "authorization", "ownerClaim",
         string_or_empty(hub->token_owner_claim != NULL ? hub->token_owner_claim
                                                        : DEFAULT_OWNER_CLAIM),
         "deviceIdClaim", string_or_empty(hub->token_device_id_claim), "provider", "name",
@@ -867,7 +1110,8 @@ static json_t *hub_to_json(const struct config_hub *hub, bool public)
         set_key_reference(json_object_get(doc, "identityCertificate"), hub->ca_key_name,
                           hub->ca_cert_file, hub->ca_key_file, true, public) != 0 ||
         set_key_reference(json_object_get(doc, "token"), hub->token_key_name, NULL,
-                          hub->token_key_file, false, public) != 0) {
+                          hub->token_key_file, false, public) != 0 ||
+        set_reference_parts(doc, hub->reference_json) != 0) {
         json_decref(doc);
         return NULL;
     }
@@ -894,4 +1138,54 @@ void model_hub_clear(struct config_hub *hub)
 {
     config_hub_clear(hub);
     memset(hub, 0, sizeof(*hub));
+}
+
+/* Removes the members of object not in allowed, naming each in ignored. */
+static void prune_object(json_t *object, const char *path, const char *const *allowed,
+                         json_t *ignored)
+{
+    const char *key;
+    json_t *value;
+    void *next;
+    if (!json_is_object(object))
+        return;
+    json_object_foreach_safe(object, next, key, value)
+    {
+        if (key_allowed(allowed, key))
+            continue;
+        char key_path[PATH_MAX_TEXT];
+        error_path_child(key_path, path, key);
+        json_array_append_new(ignored, json_string(key_path));
+        json_object_del(object, key);
+    }
+}
+
+void model_group_prune(json_t *doc, json_t *ignored)
+{
+    prune_object(doc, "", GROUP_KEYS, ignored);
+    json_t *mechanism = json_object_get(doc, "attestationMechanism");
+    prune_object(mechanism, "attestationMechanism", MECHANISM_KEYS, ignored);
+    prune_object(json_object_get(mechanism, "x509"), "attestationMechanism.x509", X509_KEYS,
+                 ignored);
+    prune_object(json_object_get(doc, "acl"), "acl", ACL_KEYS, ignored);
+    size_t i;
+    json_t *resource;
+    json_array_foreach(json_object_get(doc, "resources"), i, resource)
+    {
+        char item_path[PATH_MAX_TEXT];
+        error_path_index(item_path, "resources", i);
+        prune_object(resource, item_path, RESOURCE_KEYS, ignored);
+    }
+}
+
+void model_hub_prune(json_t *doc, json_t *ignored)
+{
+    prune_object(doc, "", HUB_KEYS, ignored);
+    json_t *authorization = json_object_get(doc, "authorization");
+    prune_object(authorization, "authorization", AUTHORIZATION_KEYS, ignored);
+    prune_object(json_object_get(authorization, "provider"), "authorization.provider",
+                 PROVIDER_KEYS, ignored);
+    prune_object(json_object_get(doc, "identityCertificate"), "identityCertificate",
+                 CERTIFICATE_KEYS, ignored);
+    prune_object(json_object_get(doc, "token"), "token", TOKEN_KEYS, ignored);
 }

@@ -6,25 +6,31 @@
  * The JSON shapes follow the plgd reference (protojson, lowerCamelCase):
  *
  * enrollment group:
- *   {"id": UUID, "owner": text, "name": text?,
- *    "attestationMechanism": {"x509": {"certificateChain": PEM text (or, stored only, an
- *                                                          absolute file path),
+ *   {"id": UUID, "owner": text, "name": text? (from the API: the id when absent),
+ *    "attestationMechanism": {"x509": {"certificateChain": PEM text, or a data:;base64 URL of
+ *                                                          it (or, stored only, an absolute
+ *                                                          file path),
  *                                      "leadCertificateName": text?,
  *                                      "expiredCertificateEnabled": bool?,
  *                                      "crls": [PEM CRL text (or, stored only, a path), ...]?}},
  *                                                                   (crls: our extension)
  *    "hubIds": [UUID, ...] (at least one),
- *    "preSharedKey": text? (exactly 16 bytes of UTF-8, kept as given),
+ *    "preSharedKey": text? (exactly 16 bytes of UTF-8, kept as given; or a data:;base64 URL
+ *                    of exactly 16 bytes, written back in that form when not UTF-8 text),
  *    "acl": {"mode": "replace"|"extend", "entries": [ACE, ...]}?   (our extension)
  *    "resources": [{"href": "/...", "content": {...}}, ...]?        (our extension)
  *    "disabled": bool? (devices of a disabled group are refused)    (our extension)}
  *
  * hub:
- *   {"id": UUID (the record id; equals hubId), "hubId": UUID, "owner": text, "name": text?,
+ *   {"id": UUID (the record id: generated for a hub the API created from a hubId,
+ *          else equal to hubId), "hubId": UUID, "owner": text, "name": text?,
  *    "gateways": ["coaps+tcp://host:port", ...] (at least one),
  *    "authorization": {"ownerClaim": text?, "deviceIdClaim": text?,
  *                      "provider": {"name": text (the "apn" sent to devices),
- *                                   "audience": text?}},
+ *                                   "audience": text?,
+ *                                   "clientId", "clientSecret", "authority": text?,
+ *                                   "scopes": [text]?, "http": {...}? (kept, not used)}},
+ *    "certificateAuthority": {"grpc": {...}}? (the reference's CA service: kept, not used),
  *    "identityCertificate": {"keyName": text, "validity": seconds?},   (our extension)
  *    "token": {"keyName": text, "keyId": text?, "issuer": text,
  *              "lifetime": seconds?}}                               (our extension)
@@ -45,6 +51,12 @@
  * model_*_to_json() writes the stored form; model_*_to_api() the form served to the API's callers,
  * which shows no file path (chains and CRLs as the PEM text the snapshot
  * read, hub keys by name only).
+ *
+ * From the API, leadCertificateName defaults to the common name of the
+ * chain's first certificate and must be that of one of its certificates. A
+ * hub in the reference's shape (certificateAuthority, an OAuth client in its
+ * provider) is kept as it came, but needs our identityCertificate and token:
+ * the node signs both itself, and the error says so.
  *
  * Validation gives the same rules as the YAML configuration, and every
  * error names the field by its JSON path (for example
@@ -77,5 +89,13 @@ int model_hub_from_file(const json_t *doc, const char *folder, struct config_hub
 json_t *model_hub_to_json(const struct config_hub *hub);
 json_t *model_hub_to_api(const struct config_hub *hub);
 void model_hub_clear(struct config_hub *hub);
+
+/*
+ * Removes from an API document the members the readers do not know (the
+ * reference ignores them: its web UI sends "hubsData"), appending the JSON
+ * path of each to the array ignored. ACL entries are left to the reader.
+ */
+void model_group_prune(json_t *doc, json_t *ignored);
+void model_hub_prune(json_t *doc, json_t *ignored);
 
 #endif

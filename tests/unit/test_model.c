@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "tests/unit/temp_dir.h"
+#include "common/base64.h"
 #include "control/model.h"
 #include "common/file.h"
 #include "crypto/pki.h"
@@ -408,6 +409,226 @@ static void group_resource_rules_name_the_field(void **state)
                       "resources[0].x: unknown field");
 }
 
+/* "data:;base64," and the base64 of length bytes (a new string). */
+static char *data_url(const void *bytes, size_t length)
+{
+    char *encoded = base64_encode_string(BASE64_STANDARD, bytes, length);
+    char *url = NULL;
+    assert_non_null(encoded);
+    assert_true(asprintf(&url, "data:;base64,%s", encoded) > 0);
+    free(encoded);
+    return url;
+}
+
+/*
+ * The reference's web UI sends uploads as data: URLs (its protobuf says of
+ * certificate_chain and pre_shared_key: "Supported formats: </path/to/cert.pem>,
+ * <data:;base64,{PEM in BASE64}>", device-provisioning-service/pb/enrollmentGroup.proto):
+ * the chain is decoded to its PEM text, and a key to its bytes, any bytes,
+ * of exactly 16, written back as a data: URL when they are not text.
+ */
+static void group_data_urls_are_decoded(void **state)
+{
+    struct config_group group;
+    char err[512] = "";
+    json_t *doc = group_doc();
+    set_at(doc, "attestationMechanism.x509.leadCertificateName", NULL);
+    char *chain = data_url(chain_pem, strlen(chain_pem));
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(chain));
+    const uint8_t key[16] = {0x00, 0xff, 0x10, 0x80, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0xc3};
+    char *psk = data_url(key, sizeof(key));
+    set_at(doc, "preSharedKey", json_string(psk));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), 0);
+    assert_string_equal(group.ca_chain_pem, chain_pem);
+    assert_true(group.has_psk);
+    assert_memory_equal(group.psk, key, sizeof(key));
+    json_t *served = model_group_to_api(&group);
+    assert_string_equal(json_string_value(json_object_get(served, "preSharedKey")), psk);
+    struct config_group again;
+    assert_int_equal(model_group_from_json(served, &again, err, sizeof(err)), 0);
+    assert_memory_equal(again.psk, key, sizeof(key));
+    model_group_clear(&again);
+    json_decref(served);
+    model_group_clear(&group);
+    free(psk);
+
+    /* A key of another length is refused, never cut or padded. */
+    for (size_t length = 15; length <= 17; length += 2) {
+        uint8_t bytes[17] = {0};
+        psk = data_url(bytes, length);
+        set_at(doc, "preSharedKey", json_string(psk));
+        free(psk);
+        assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+        char expected[96];
+        snprintf(expected, sizeof(expected),
+                 "preSharedKey: the data: URL's key must be exactly 16 bytes, not %zu", length);
+        assert_string_equal(err, expected);
+    }
+    set_at(doc, "preSharedKey", json_string("data:;base64,%%%"));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+    assert_string_equal(err, "preSharedKey: the data: URL's base64 does not decode");
+    set_at(doc, "preSharedKey", NULL);
+    /* Decoded, a chain must be text: it is stored and served as a JSON string (found by fuzzing).
+     */
+    char *junk = malloc(strlen(chain_pem) + 2);
+    snprintf(junk, strlen(chain_pem) + 2, "\xff%s", chain_pem);
+    free(chain);
+    chain = data_url(junk, strlen(junk));
+    free(junk);
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string(chain));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+    assert_string_equal(err, "attestationMechanism.x509.certificateChain: the data: URL's data is "
+                             "not PEM text (UTF-8 without NUL)");
+    set_at(doc, "attestationMechanism.x509.certificateChain", json_string("data:text/plain,abc"));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+    assert_string_equal(err, "attestationMechanism.x509.certificateChain: a data: URL must carry "
+                             "base64 (data:;base64,...)");
+    json_decref(doc);
+    free(chain);
+}
+
+/* From the API, as in the reference: name defaults to the id, leadCertificateName to the first CN.
+ */
+static void group_api_defaults(void **state)
+{
+    struct config_group group;
+    char err[512] = "";
+    json_t *doc = group_doc();
+    set_at(doc, "name", NULL);
+    set_at(doc, "attestationMechanism.x509.leadCertificateName", NULL);
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), 0);
+    assert_string_equal(group.name, GROUP_ID);
+    assert_string_equal(group.lead_certificate_name, "Demo Manufacturer Intermediate CA");
+    model_group_clear(&group);
+    set_at(doc, "attestationMechanism.x509.leadCertificateName",
+           json_string("Demo Manufacturer Root CA"));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), 0);
+    assert_string_equal(group.lead_certificate_name, "Demo Manufacturer Root CA");
+    model_group_clear(&group);
+    set_at(doc, "attestationMechanism.x509.leadCertificateName", json_string("Demo Mfg"));
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), -1);
+    assert_string_equal(err, "attestationMechanism.x509.leadCertificateName: \"Demo Mfg\" is the "
+                             "common name of no certificate of certificateChain (\"Demo "
+                             "Manufacturer Intermediate CA\", \"Demo Manufacturer Root CA\")");
+    /* A stored document keeps what it holds: the name is informative. */
+    assert_int_equal(model_group_from_json(doc, &group, err, sizeof(err)), 0);
+    assert_string_equal(group.lead_certificate_name, "Demo Mfg");
+    assert_null(group.name);
+    model_group_clear(&group);
+    json_decref(doc);
+}
+
+/* A hub the API created has a record id of its own; a stored hub without one has its hubId. */
+static void hub_record_id_is_kept(void **state)
+{
+    struct config_hub hub;
+    char err[512] = "";
+    json_t *doc = hub_doc();
+    set_at(doc, "id", json_string(GROUP_ID));
+    assert_int_equal(model_hub_from_json(doc, &hub, err, sizeof(err)), 0);
+    assert_string_equal(hub.id, HUB_ID);
+    assert_string_equal(hub.record_id, GROUP_ID);
+    json_t *stored = model_hub_to_json(&hub);
+    assert_string_equal(json_string_value(json_object_get(stored, "id")), GROUP_ID);
+    assert_string_equal(json_string_value(json_object_get(stored, "hubId")), HUB_ID);
+    json_decref(stored);
+    model_hub_clear(&hub);
+    set_at(doc, "id", json_string(HUB_ID));
+    assert_int_equal(model_hub_from_json(doc, &hub, err, sizeof(err)), 0);
+    assert_null(hub.record_id);
+    model_hub_clear(&hub);
+    json_decref(doc);
+}
+
+/*
+ * A hub in the reference's shape (device-provisioning-service/pb/hub.proto:
+ * certificateAuthority.grpc, authorization.provider with its OAuth client)
+ * is kept and served back as it came; without our keys it is refused, and
+ * the error names what to set instead.
+ */
+static void hub_reference_shape_is_kept(void **state)
+{
+    struct config_hub hub;
+    char err[768] = "";
+    json_t *doc = hub_doc();
+    json_t *authority =
+        json_pack("{s:{s:s, s:{s:s, s:s, s:b}, s:{s:[s], s:s, s:s, s:b}}}", "grpc", "address",
+                  "certificate-authority:9100", "keepAlive", "time", "10000000000", "timeout",
+                  "20000000000", "permitWithoutStream", 1, "tls", "caPool", "data:;base64,AAAA",
+                  "key", "/certs/key.pem", "cert", "/certs/cert.pem", "useSystemCaPool", 0);
+    json_t *provider = json_pack(
+        "{s:s, s:s, s:s, s:s, s:[s, s], s:s, s:{s:i, s:s, s:{s:b}}}", "name", "plgd", "clientId",
+        "test", "clientSecret", "data:;base64,c2VjcmV0", "authority", "https://auth.example",
+        "scopes", "openid", "offline", "audience", "https://api.example", "http", "maxIdleConns",
+        16, "timeout", "10000000000", "tls", "useSystemCaPool", 1);
+    set_at(doc, "certificateAuthority", json_deep_copy(authority));
+    set_at(doc, "authorization.provider", json_deep_copy(provider));
+    assert_int_equal(model_hub_from_json(doc, &hub, err, sizeof(err)), 0);
+    assert_string_equal(hub.authorization_provider, "plgd");
+    assert_string_equal(hub.token_audience, "https://api.example");
+    json_t *served = model_hub_to_api(&hub);
+    assert_true(json_equal(json_object_get(served, "certificateAuthority"), authority));
+    assert_true(json_equal(json_object_get(json_object_get(served, "authorization"), "provider"),
+                           provider));
+    json_t *stored = model_hub_to_json(&hub);
+    struct config_hub again;
+    assert_int_equal(model_hub_from_json(stored, &again, err, sizeof(err)), 0);
+    assert_string_equal(again.reference_json, hub.reference_json);
+    model_hub_clear(&again);
+    json_decref(stored);
+    json_decref(served);
+    model_hub_clear(&hub);
+
+    set_at(doc, "identityCertificate", NULL);
+    hub_fails(json_deep_copy(doc), "identityCertificate: required: this node signs identity "
+                                   "certificates itself and cannot call the certificate "
+                                   "authority of certificateAuthority.grpc; set "
+                                   "identityCertificate.keyName");
+    set_at(doc, "certificateAuthority", NULL);
+    set_at(doc, "identityCertificate",
+           json_pack("{s:s, s:s}", "certificate", hub_ca_file, "key", hub_key_file));
+    set_at(doc, "token", NULL);
+    hub_fails(json_deep_copy(doc), "token: required: this node signs the hub's access tokens "
+                                   "itself and does not fetch them with the OAuth client of "
+                                   "authorization.provider; set token.keyName");
+    set_at(doc, "authorization.provider.scopes", json_string("openid"));
+    hub_fails(doc, "authorization.provider.scopes: must be a list");
+    json_decref(authority);
+    json_decref(provider);
+}
+
+/* Members the readers do not know are dropped from an API document and named. */
+static void api_documents_prune_unknown_members(void **state)
+{
+    json_t *doc = group_doc();
+    set_at(doc, "hubsData", json_pack("[{s:s}]", "id", HUB_ID));
+    set_at(doc, "attestationMechanism.x509.extra", json_true());
+    set_at(doc, "resources", json_pack("[{s:s, s:{}, s:i}]", "href", "/a", "content", "x", 1));
+    json_t *ignored = json_array();
+    model_group_prune(doc, ignored);
+    char *names = json_dumps(ignored, JSON_COMPACT);
+    assert_string_equal(names, "[\"hubsData\",\"attestationMechanism.x509.extra\","
+                               "\"resources[0].x\"]");
+    free(names);
+    struct config_group group;
+    char err[512] = "";
+    set_at(doc, "attestationMechanism.x509.leadCertificateName", NULL);
+    assert_int_equal(model_group_from_api(doc, &group, err, sizeof(err)), 0);
+    model_group_clear(&group);
+    json_decref(doc);
+    json_array_clear(ignored);
+
+    doc = hub_doc();
+    set_at(doc, "authorization.provider.extra", json_true());
+    set_at(doc, "token.extra", json_true());
+    model_hub_prune(doc, ignored);
+    names = json_dumps(ignored, JSON_COMPACT);
+    assert_string_equal(names, "[\"authorization.provider.extra\",\"token.extra\"]");
+    free(names);
+    json_decref(ignored);
+    json_decref(doc);
+}
+
 static void hub_rules_name_the_field(void **state)
 {
     hub_field_fails("gateways", json_array(), "gateways: must not be empty");
@@ -416,7 +637,7 @@ static void hub_rules_name_the_field(void **state)
     hub_field_fails("gateways", json_pack("[s]", "coaps+tcp://hub"),
                     "gateways[0]: \"coaps+tcp://hub\": must be HOST:PORT");
     hub_field_fails("hubId", json_string("nope"), "hubId: \"nope\" is not a UUID");
-    hub_field_fails("id", json_string(GROUP_ID), "hubId: must equal id");
+    hub_field_fails("id", json_string("nope"), "id: \"nope\" is not a UUID");
     hub_field_fails("hubId", NULL, "hubId: required");
     hub_field_fails("authorization.provider.name", NULL, "authorization.provider.name: required");
     hub_field_fails("identityCertificate.key", json_string("hub-ca.key"),
@@ -540,6 +761,11 @@ int main(void)
         cmocka_unit_test(api_documents_name_no_file),
         cmocka_unit_test(served_documents_show_no_path),
         cmocka_unit_test(hub_claims_may_not_collide),
+        cmocka_unit_test(group_data_urls_are_decoded),
+        cmocka_unit_test(group_api_defaults),
+        cmocka_unit_test(hub_record_id_is_kept),
+        cmocka_unit_test(hub_reference_shape_is_kept),
+        cmocka_unit_test(api_documents_prune_unknown_members),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
