@@ -93,17 +93,19 @@ static bool stream_line(struct stream *stream, const char *key, json_t *value)
  * issuance entry or binding is the owner's it was written for, never that of
  * whoever holds its group id now.
  */
+static bool record_matches(const query_t *query, json_t *record)
+{
+    return api_query_matches(query, "idFilter", json_string_value(json_object_get(record, "id"))) &&
+           api_query_matches(query, "deviceIdFilter",
+                             json_string_value(json_object_get(record, "deviceId"))) &&
+           api_query_matches(query, "enrollmentGroupIdFilter",
+                             json_string_value(json_object_get(record, "enrollmentGroupId")));
+}
+
 static int record_result(void *user, json_t *record)
 {
     struct stream *stream = user;
-    bool visible =
-        api_query_matches(stream->query, "idFilter",
-                          json_string_value(json_object_get(record, "id"))) &&
-        api_query_matches(stream->query, "deviceIdFilter",
-                          json_string_value(json_object_get(record, "deviceId"))) &&
-        api_query_matches(stream->query, "enrollmentGroupIdFilter",
-                          json_string_value(json_object_get(record, "enrollmentGroupId")));
-    if (!visible)
+    if (!record_matches(stream->query, record))
         return 0;
     return stream_line(stream, "result", json_incref(record)) ? 0 : 1;
 }
@@ -431,11 +433,175 @@ static int stream_forwarding(struct stream *stream, struct MHD_Connection *conne
     return fclose(out) == 0 ? 0 : -1;
 }
 
+static const char *const record_parameters[] = {"idFilter", "deviceIdFilter",
+                                                "enrollmentGroupIdFilter", NULL};
+
+/* DELETE's scan: the ids of the caller's records the filters match. */
+struct deletion {
+    const query_t *query;
+    json_t *ids;
+};
+
+static int record_doomed(void *user, json_t *record)
+{
+    struct deletion *deletion = user;
+    if (record_matches(deletion->query, record))
+        json_array_append(deletion->ids, json_object_get(record, "id"));
+    return 0;
+}
+
+/* This node's part: the count deleted, or -1 when the store failed. */
+static json_int_t delete_local(struct store *store, const char *owner, const query_t *query)
+{
+    struct deletion deletion = {query, json_array()};
+    json_t *ids = json_object_get(query, "idFilter");
+    char id[UUID_STRING_LENGTH + 1] = "";
+    if (json_array_size(ids) == 1)
+        api_uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
+    json_int_t count = 0;
+    if (deletion.ids == NULL || records_scan(store, owner, id[0] != '\0' ? id : NULL, record_doomed,
+                                             &deletion, NULL) != STORE_OK)
+        count = -1;
+    size_t index;
+    json_t *doomed;
+    json_array_foreach(deletion.ids, index, doomed)
+    {
+        int status =
+            count < 0 ? STORE_ERROR : records_delete(store, owner, json_string_value(doomed));
+        if (status == STORE_OK) {
+            log_msg(LOG_INFO, "record deleted", "record=%s owner=\"%s\"", json_string_value(doomed),
+                    owner);
+            count++;
+        } else if (status != STORE_NOT_FOUND) {
+            count = -1;
+        }
+    }
+    json_decref(deletion.ids);
+    return count;
+}
+
+/* A node's part (a cluster_view entry): its {"count"}, 0 for this node itself, or -1 with err. */
+static json_int_t delete_on_node(const struct config *settings, const json_t *node,
+                                 const struct stream *forward, char *err, size_t err_length)
+{
+    const char *name = json_string_value(json_object_get(node, "name"));
+    const char *url = json_string_value(json_object_get(node, "apiUrl"));
+    if (name == NULL || strcmp(name, settings->cluster.node) == 0)
+        return 0;
+    if (url == NULL) {
+        snprintf(err, err_length, "no apiUrl");
+        return -1;
+    }
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        snprintf(err, err_length, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    /* {"count": N} fits the pipe's buffer: the whole answer is read once the call returns. */
+    int status = peer_request("DELETE", url, settings->api.cert_file, forward->path, forward->token,
+                              API_FANOUT_CONNECT_MS, API_FANOUT_STALL_MS, fds[1], err, err_length);
+    close(fds[1]);
+    char answer[256];
+    ssize_t length = status == 0 ? read(fds[0], answer, sizeof(answer) - 1) : -1;
+    close(fds[0]);
+    if (status != 0)
+        return -1;
+    json_t *parsed = length > 0 ? json_loadb(answer, (size_t)length, 0, NULL) : NULL;
+    json_t *count = json_object_get(parsed, "count");
+    json_int_t value = json_is_integer(count) ? json_integer_value(count) : -1;
+    json_decref(parsed);
+    if (value < 0)
+        snprintf(err, err_length, "answered no count");
+    return value;
+}
+
+/*
+ * DELETE /api/v1/provisioning-records: the caller's records that the
+ * filters of GET match, and only those (records_delete: each record's
+ * parts; bindings and the issuance log stay). A filter is required: without
+ * one the reference deletes all the owner's records, we answer 400 (the same
+ * safety as groups, hubs and bindings). In a cluster a record lives on the
+ * node that wrote it (on several when a device came through several), so
+ * the node asked deletes on every live node, with the caller's token and
+ * the forwarded mark as the lists do (control/fanout.h): {"count"} sums
+ * them. A node that does not answer makes the answer 503 naming it (what
+ * the others deleted stays deleted; the same DELETE again finishes it).
+ */
+enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *connection,
+                                   const char *owner)
+{
+    query_t *query = api_query_collect(connection);
+    bool ok;
+    enum MHD_Result result =
+        api_check_query(connection, query, record_parameters, record_parameters, &ok);
+    if (!ok) {
+        json_decref(query);
+        return result;
+    }
+    bool filtered = false;
+    for (size_t i = 0; record_parameters[i] != NULL; i++)
+        filtered = filtered || json_array_size(json_object_get(query, record_parameters[i])) > 0;
+    if (!filtered) {
+        json_decref(query);
+        return api_queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                               "idFilter, deviceIdFilter or enrollmentGroupIdFilter: one is "
+                               "required (name the records to delete; a DELETE without a filter "
+                               "deletes nothing)");
+    }
+    json_int_t count = delete_local(plane_store(api->plane), owner, query);
+    if (count < 0) {
+        json_decref(query);
+        return api_queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                               "the store refused the delete");
+    }
+    if (!stream_fans_out(api, connection)) {
+        json_decref(query);
+        return api_queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
+    }
+    struct stream forward = {.kind = STREAM_RECORDS};
+    const struct config *settings = plane_settings(api->plane);
+    char err[256] = "", unanswered[1024] = "";
+    size_t silent = 0;
+    json_t *nodes = stream_forwarding(&forward, connection, query) == 0
+                        ? cluster_view_nodes(settings, err, sizeof(err))
+                        : NULL;
+    if (nodes == NULL) {
+        snprintf(unanswered, sizeof(unanswered), " the other nodes (%s)",
+                 err[0] != '\0' ? err : "out of memory");
+        silent++;
+    }
+    size_t index;
+    json_t *node;
+    json_array_foreach(nodes, index, node)
+    {
+        json_int_t part = delete_on_node(settings, node, &forward, err, sizeof(err));
+        size_t used = strlen(unanswered);
+        if (part >= 0)
+            count += part;
+        else if (snprintf(unanswered + used, sizeof(unanswered) - used, "%s %s (%s)",
+                          silent++ > 0 ? ";" : "", json_string_value(json_object_get(node, "name")),
+                          err) < 0)
+            break;
+    }
+    json_decref(nodes);
+    if (forward.token != NULL)
+        explicit_bzero(forward.token, strlen(forward.token));
+    free(forward.token);
+    free(forward.path);
+    json_decref(query);
+    if (silent > 0) {
+        cluster_view_count_fanout_error();
+        return api_queue_error(connection, MHD_HTTP_SERVICE_UNAVAILABLE, RPC_UNAVAILABLE,
+                               "partial: %" JSON_INTEGER_FORMAT " deleted, but not on:%s; the "
+                               "same DELETE again finishes it",
+                               count, unanswered);
+    }
+    return api_queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
+}
+
 enum MHD_Result api_start_stream(struct api *api, struct MHD_Connection *connection,
                                  enum stream_kind kind, const char *owner)
 {
-    static const char *const record_parameters[] = {"idFilter", "deviceIdFilter",
-                                                    "enrollmentGroupIdFilter", NULL};
     static const char *const issuance_parameters[] = {"deviceIdFilter", "serialFilter", "since",
                                                       "until", NULL};
     static const char *const binding_parameters[] = {"deviceIdFilter", NULL};

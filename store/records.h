@@ -69,6 +69,16 @@ int records_scan(struct store *store, const char *owner, const char *record_id,
                  int (*fn)(void *user, json_t *record), void *user, size_t *unreadable);
 
 /*
+ * Deletes owner's record record_id: every part of it, in one synced batch.
+ * What else the device left stays: its device-id binding (the identity
+ * keeps its id: see records_binding_release()) and its issuance entries
+ * (the log of what was signed). A device that comes back starts the record
+ * again, under the same id. STORE_OK, STORE_NOT_FOUND (owner has no such
+ * record) or STORE_ERROR.
+ */
+int records_delete(struct store *store, const char *owner, const char *record_id);
+
+/*
  * The issuance log: each entry of owner (every owner's when NULL), with its
  * "serial" and "owner", as with records_scan().
  */
