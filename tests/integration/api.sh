@@ -168,7 +168,7 @@ expect "owner 1 deletes its record by device id" 200 '"count":1' \
     "$OWNER1" DELETE "/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID"
 check "the record is gone, its binding and certificate stay" \
     sh -c "[ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=$RECORD_ID')\" ] &&
-           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/bindings?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 1 and .[0].recordId == \"$RECORD_ID\"' >/dev/null &&
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/bindings?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 1 and .[0].result.recordId == \"$RECORD_ID\"' >/dev/null &&
            curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/issuance?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 1' >/dev/null"
 check "the device comes back: the same record id, its device id kept" \
     sh -c "'$LOADGEN' --endpoint 'coaps+tcp://127.0.0.1:$PORT' --pki '$OTHER' --ca '$NODE/pki/dps-root.pem' \
