@@ -281,7 +281,9 @@ static json_t *acl_entry(json_t *ocf)
 static void view_acl(json_t *acl)
 {
     json_t *ocf = json_object_get(acl, "accessControlList");
-    if (!json_is_array(ocf) || json_object_get(acl, "ocfAccessControlList") != NULL)
+    /* A list stored in the reference's form already (entries with "permissions") is served so. */
+    if (!json_is_array(ocf) || json_object_get(acl, "ocfAccessControlList") != NULL ||
+        json_object_get(json_array_get(ocf, 0), "permissions") != NULL)
         return;
     json_object_set(acl, "ocfAccessControlList", ocf);
     json_object_set_new(acl, "accessControlList", mapped(ocf, acl_entry));

@@ -11,7 +11,12 @@
  * the top-level fields, and one "<owner key>/<record id>/<step>" per step)
  * so a step never reads the others; readers (the management API, dpsctl)
  * merge them here into the reference's shape: the top-level fields, then
- * the steps in the order devices run them, then any other part.
+ * the steps in the order devices run them, then any other part. The parts
+ * stay as the data path writes them (each step {"status", ...}, the ACL in
+ * the OCF form devices get); records_scan() serves them as plgd's
+ * ProvisioningRecord in protobuf JSON (README, "Provisioning records"), so
+ * records of every age, imported ones included, read alike with no
+ * migration. A part already in the reference's shape is served as it is.
  *
  * Bindings come in pairs, both written by the data path in one conditional
  * write: "<owner key>/device/<device id>" -> {"recordId", "owner"} (the id is

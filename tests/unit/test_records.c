@@ -695,6 +695,29 @@ static void test_old_records_are_served_in_the_reference_shape(void **state)
     store_close(store);
 }
 
+/* Parts stored in the reference's shape already (an import could write them so) are served as they
+ * are. */
+static void test_reference_shaped_parts_are_served_as_they_are(void **state)
+{
+    struct temp_dir *fixture = *state;
+    struct store *store = open_store(fixture->dir);
+    json_t *sample = json_loads(REFERENCE_SAMPLE, 0, NULL);
+    static const char *const parts[] = {"plgdTime", "ownership", "cloud", "credential", "acl"};
+    put_part(store, "1", RECORD_A, "record", "{\"owner\":\"1\"}");
+    for (size_t i = 0; i < 5; i++) {
+        char *text = json_dumps(json_object_get(sample, parts[i]), JSON_COMPACT);
+        put_part(store, "1", RECORD_A, parts[i], text);
+        free(text);
+    }
+    json_t *list = scan_records(store, "1", NULL, NULL);
+    for (size_t i = 0; i < 5; i++)
+        assert_true(json_equal(json_object_get(json_array_get(list, 0), parts[i]),
+                               json_object_get(sample, parts[i])));
+    json_decref(list);
+    json_decref(sample);
+    store_close(store);
+}
+
 /* A record's deletion: every part, the owner's only; its binding and issuance entries stay. */
 static void test_delete_is_per_owner_and_keeps_bindings(void **state)
 {
@@ -744,6 +767,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_interrupted_migration_continues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_have_the_reference_shape, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_records_are_served_in_the_reference_shape, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reference_shaped_parts_are_served_as_they_are, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delete_is_per_owner_and_keeps_bindings, setup,
                                         teardown),
