@@ -439,55 +439,22 @@ static const char *const record_parameters[] = {"idFilter", "deviceIdFilter",
 /* Records deleted per scan: the ids held in memory at once, whatever the fleet. */
 #define DELETE_BATCH 1024
 
-/* DELETE's scan: the ids of the caller's records the filters match, DELETE_BATCH at most. */
-struct deletion {
-    const query_t *query;
-    json_t *ids;
-};
-
-static int record_doomed(void *user, json_t *record)
+static bool record_doomed(void *user, json_t *record)
 {
-    struct deletion *deletion = user;
-    if (record_matches(deletion->query, record))
-        json_array_append(deletion->ids, json_object_get(record, "id"));
-    return json_array_size(deletion->ids) >= DELETE_BATCH;
+    return record_matches(user, record);
 }
 
-/*
- * This node's part: the count deleted, or -1 when the store failed. A scan
- * collects a batch, the batch is deleted, and the next scan finds what is
- * left (the deleted records are gone from it) until one comes back short.
- */
+/* This node's part: the count deleted, or -1 when the store failed. */
 static json_int_t delete_local(struct store *store, const char *owner, const query_t *query)
 {
     json_t *ids = json_object_get(query, "idFilter");
     char id[UUID_STRING_LENGTH + 1] = "";
     if (json_array_size(ids) == 1)
         api_uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
-    json_int_t count = 0;
-    size_t collected = DELETE_BATCH;
-    while (count >= 0 && collected >= DELETE_BATCH) {
-        struct deletion deletion = {query, json_array()};
-        if (deletion.ids == NULL || records_scan(store, owner, id[0] != '\0' ? id : NULL,
-                                                 record_doomed, &deletion, NULL) != STORE_OK)
-            count = -1;
-        collected = json_array_size(deletion.ids);
-        size_t index;
-        json_t *doomed;
-        json_array_foreach(deletion.ids, index, doomed)
-        {
-            int status =
-                count < 0 ? STORE_ERROR : records_delete(store, owner, json_string_value(doomed));
-            if (status == STORE_OK) {
-                log_msg(LOG_INFO, "record deleted", "record=%s owner=\"%s\"",
-                        json_string_value(doomed), owner);
-                count++;
-            } else if (status != STORE_NOT_FOUND) {
-                count = -1;
-            }
-        }
-        json_decref(deletion.ids);
-    }
+    long count = records_delete_matching(store, owner, id[0] != '\0' ? id : NULL, record_doomed,
+                                         (void *)query, DELETE_BATCH);
+    if (count > 0)
+        log_msg(LOG_INFO, "records deleted", "count=%ld owner=\"%s\"", count, owner);
     return count;
 }
 

@@ -521,6 +521,50 @@ int records_delete(struct store *store, const char *owner, const char *record_id
     return status;
 }
 
+struct doomed {
+    bool (*match)(void *user, json_t *record);
+    void *user;
+    json_t *ids;
+    size_t batch;
+};
+
+static int collect_doomed(void *user, json_t *record)
+{
+    struct doomed *doomed = user;
+    if (doomed->match(doomed->user, record))
+        json_array_append(doomed->ids, json_object_get(record, "id"));
+    return json_array_size(doomed->ids) >= doomed->batch;
+}
+
+long records_delete_matching(struct store *store, const char *owner, const char *record_id,
+                             bool (*match)(void *user, json_t *record), void *user, size_t batch)
+{
+    long count = 0;
+    size_t collected = batch;
+    while (count >= 0 && collected >= batch) {
+        struct doomed doomed = {match, user, json_array(), batch > 0 ? batch : 1};
+        if (doomed.ids == NULL ||
+            records_scan(store, owner, record_id, collect_doomed, &doomed, NULL) != STORE_OK) {
+            count = -1;
+        }
+        collected = json_array_size(doomed.ids);
+        size_t index;
+        json_t *id;
+        json_array_foreach(doomed.ids, index, id)
+        {
+            int status =
+                count < 0 ? STORE_ERROR : records_delete(store, owner, json_string_value(id));
+            if (status == STORE_OK) {
+                count++;
+            } else if (status != STORE_NOT_FOUND) {
+                count = -1;
+            }
+        }
+        json_decref(doomed.ids);
+    }
+    return count;
+}
+
 /* ---- issuance and bindings ---- */
 
 struct entries {

@@ -26,6 +26,7 @@
 #ifndef DPS_RECORDS_H
 #define DPS_RECORDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -82,6 +83,17 @@ int records_scan(struct store *store, const char *owner, const char *record_id,
  * record) or STORE_ERROR.
  */
 int records_delete(struct store *store, const char *owner, const char *record_id);
+
+/*
+ * Deletes, as records_delete() does, each of owner's records (only
+ * record_id when it is not NULL) that match(user, record) accepts. At most
+ * batch ids are held at once: a scan collects a batch, the batch is
+ * deleted, and the next scan finds what is left, until one comes back
+ * short. Returns how many were deleted, or -1 when the store failed (those
+ * deleted before stay deleted).
+ */
+long records_delete_matching(struct store *store, const char *owner, const char *record_id,
+                             bool (*match)(void *user, json_t *record), void *user, size_t batch);
 
 /*
  * The issuance log: each entry of owner (every owner's when NULL), with its

@@ -718,6 +718,39 @@ static void test_reference_shaped_parts_are_served_as_they_are(void **state)
     store_close(store);
 }
 
+static bool not_device_3(void *user, json_t *record)
+{
+    (void)user;
+    const char *device = json_string_value(json_object_get(record, "deviceId"));
+    return device == NULL || strcmp(device, DEVICE_3) != 0;
+}
+
+/* Deleting what matches, two ids at a time: every round finds what the last one left. */
+static void test_delete_matching_goes_in_batches(void **state)
+{
+    struct temp_dir *fixture = *state;
+    struct store *store = open_store(fixture->dir);
+    static const char *const ids[] = {RECORD_A, RECORD_B, RECORD_C,
+                                      "44444444-4444-5444-8444-444444444444",
+                                      "55555555-5555-5555-8555-555555555555"};
+    for (size_t i = 0; i < 5; i++) {
+        put_part(store, "1", ids[i], "record",
+                 i == 2 ? "{\"owner\":\"1\",\"deviceId\":\"" DEVICE_3 "\"}" : "{\"owner\":\"1\"}");
+        put_part(store, "1", ids[i], "acl", "{\"status\":{\"coapCode\":69}}");
+    }
+    put_part(store, "2", RECORD_A, "record", "{\"owner\":\"2\"}");
+    assert_int_equal(records_delete_matching(store, "1", NULL, not_device_3, NULL, 2), 4);
+    json_t *mine = scan_records(store, "1", NULL, NULL);
+    assert_int_equal(json_array_size(mine), 1);
+    assert_string_equal(text(mine, 0, "id"), RECORD_C);
+    json_t *theirs = scan_records(store, "2", NULL, NULL);
+    assert_int_equal(json_array_size(theirs), 1);
+    assert_int_equal(records_delete_matching(store, "1", RECORD_C, not_device_3, NULL, 2), 0);
+    json_decref(mine);
+    json_decref(theirs);
+    store_close(store);
+}
+
 /* A record's deletion: every part, the owner's only; its binding and issuance entries stay. */
 static void test_delete_is_per_owner_and_keeps_bindings(void **state)
 {
@@ -772,6 +805,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delete_is_per_owner_and_keeps_bindings, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_delete_matching_goes_in_batches, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
