@@ -7,7 +7,7 @@
 # the API provisions a device at once, without a restart.
 . "$(dirname "$0")/lib.sh"
 
-plan 41
+plan 42
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer (and a foreign operator key)
 mkdir -p "$NODE"
@@ -157,6 +157,14 @@ check "the record has the reference's shape (flat plgdTime, gateway index, crede
      (.attestation.date | tonumber) >= (.creationDate | tonumber))"
 RECORD_ID=$(curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID" |
     jq -r '.result.id')
+BEFORE=$(curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/provisioning-records?idFilter=$RECORD_ID" |
+    jq -c '.result | {attested: .attestation.date, created: .creationDate}')
+check "the device's next connection moves attestation.date; creationDate stays" \
+    sh -c "'$LOADGEN' --endpoint 'coaps+tcp://127.0.0.1:$PORT' --pki '$OTHER' --ca '$NODE/pki/dps-root.pem' \
+               --devices 1 --di '$DEVICE_ID' --out '$WORK/renewed' >/dev/null &&
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=$RECORD_ID' |
+           jq -e --argjson before '$BEFORE' '.result | (.attestation.date | tonumber) > (\$before.attested | tonumber) and
+                                              .creationDate == \$before.created' >/dev/null"
 expect "owner 2's DELETE of owner 1's record deletes nothing" 200 '"count":0' \
     "$OWNER2" DELETE "/api/v1/provisioning-records?idFilter=$RECORD_ID"
 check "owner 1's record is still there" \
@@ -166,10 +174,10 @@ expect "a DELETE of records without a filter gives 400 and deletes nothing" 400 
     "$OWNER1" DELETE /api/v1/provisioning-records
 expect "owner 1 deletes its record by device id" 200 '"count":1' \
     "$OWNER1" DELETE "/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID"
-check "the record is gone, its binding and certificate stay" \
+check "the record is gone, its binding and both certificates stay" \
     sh -c "[ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=$RECORD_ID')\" ] &&
            curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/bindings?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 1 and .[0].result.recordId == \"$RECORD_ID\"' >/dev/null &&
-           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/issuance?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 1' >/dev/null"
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/issuance?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 2' >/dev/null"
 check "the device comes back: the same record id, its device id kept" \
     sh -c "'$LOADGEN' --endpoint 'coaps+tcp://127.0.0.1:$PORT' --pki '$OTHER' --ca '$NODE/pki/dps-root.pem' \
                --devices 1 --di '$DEVICE_ID' --out '$WORK/again' >/dev/null &&
