@@ -817,6 +817,19 @@ int command_bindings_release(struct client *client, struct options *options, con
                             "binding of device");
 }
 
+int command_records_delete(struct client *client, struct options *options, const void *subject)
+{
+    char record[UUID_STRING_LENGTH + 1];
+
+    if (!parse_uuid_argument(options->argument, record)) {
+        fprintf(stderr, "dpsctl %s: \"%s\" is not a record id (a UUID)\n", options->name,
+                options->argument);
+        return EXIT_USAGE;
+    }
+    return delete_by_filter(client, options, "/api/v1/provisioning-records", "idFilter", record,
+                            "record");
+}
+
 /* ---- pki and token ---- */
 
 /* The pki command: which files existed before, to say what was created and what kept. */
