@@ -804,30 +804,30 @@ int command_unblock(struct client *client, struct options *options, const void *
                             "blocklist entry");
 }
 
-int command_bindings_release(struct client *client, struct options *options, const void *subject)
+/* DELETE path?filter=<the argument, a UUID naming a what>, told as kind. */
+static int delete_uuid_argument(struct client *client, struct options *options, const char *path,
+                                const char *filter, const char *what, const char *kind)
 {
-    char device[UUID_STRING_LENGTH + 1];
+    char id[UUID_STRING_LENGTH + 1];
 
-    if (!parse_uuid_argument(options->argument, device)) {
-        fprintf(stderr, "dpsctl %s: \"%s\" is not a device id (a UUID)\n", options->name,
-                options->argument);
+    if (!parse_uuid_argument(options->argument, id)) {
+        fprintf(stderr, "dpsctl %s: \"%s\" is not a %s (a UUID)\n", options->name,
+                options->argument, what);
         return EXIT_USAGE;
     }
-    return delete_by_filter(client, options, "/api/v1/bindings", "deviceIdFilter", device,
-                            "binding of device");
+    return delete_by_filter(client, options, path, filter, id, kind);
+}
+
+int command_bindings_release(struct client *client, struct options *options, const void *subject)
+{
+    return delete_uuid_argument(client, options, "/api/v1/bindings", "deviceIdFilter", "device id",
+                                "binding of device");
 }
 
 int command_records_delete(struct client *client, struct options *options, const void *subject)
 {
-    char record[UUID_STRING_LENGTH + 1];
-
-    if (!parse_uuid_argument(options->argument, record)) {
-        fprintf(stderr, "dpsctl %s: \"%s\" is not a record id (a UUID)\n", options->name,
-                options->argument);
-        return EXIT_USAGE;
-    }
-    return delete_by_filter(client, options, "/api/v1/provisioning-records", "idFilter", record,
-                            "record");
+    return delete_uuid_argument(client, options, "/api/v1/provisioning-records", "idFilter",
+                                "record id", "record");
 }
 
 /* ---- pki and token ---- */
