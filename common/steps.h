@@ -26,6 +26,13 @@ struct dps_step_route {
     const char *path;        /* the request's Uri-Path, joined with '/' */
     bool post;               /* POST with a body; GET otherwise */
     const char *record_part; /* the provisioning record's field for the step's answer */
+    /*
+     * The served record's field is the step's status itself, {date, coapCode,
+     * errorMessage} (plgdTime, a ProvisionStatus in the reference); the other
+     * steps' fields hold it as "status". The store keeps every step's part
+     * as {"status", ...} alike; store/records.c serves them.
+     */
+    bool flat_status;
 };
 
 extern const struct dps_step_route dps_step_routes[STEP_COUNT];

@@ -218,6 +218,8 @@ static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connect
                                      method, url, owner);
     else if (strcmp(url, "/api/v1/provisioning-records") == 0)
         result = get ? api_start_stream(api, connection, STREAM_RECORDS, owner)
+                 : strcmp(method, MHD_HTTP_METHOD_DELETE) == 0
+                     ? api_delete_records(api, connection, owner)
                      : api_method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/issuance") == 0)
         result = get ? api_start_stream(api, connection, STREAM_ISSUANCE, owner)

@@ -181,4 +181,8 @@ enum MHD_Result api_route_documents(struct api *api, struct MHD_Connection *conn
 enum MHD_Result api_start_stream(struct api *api, struct MHD_Connection *connection,
                                  enum stream_kind kind, const char *owner);
 
+/* DELETE /api/v1/provisioning-records (control/api_stream.c). */
+enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *connection,
+                                   const char *owner);
+
 #endif

@@ -91,23 +91,28 @@ static bool stream_line(struct stream *stream, const char *key, json_t *value)
 /*
  * Store-backed lists read only the caller's keys (store/records.h): a record,
  * issuance entry or binding is the owner's it was written for, never that of
- * whoever holds its group id now.
+ * whoever holds its group id now. The records filters are the reference's,
+ * ORed as it does: a record matches when any value of any of them matches.
  */
-static int record_result(void *user, json_t *record)
+static bool record_matches(const query_t *query, json_t *record)
 {
-    /* The reference's filters, ORed as it does: listed when any value of any of them matches. */
     static const char *const filters[][2] = {{"idFilter", "id"},
                                              {"deviceIdFilter", "deviceId"},
                                              {"enrollmentGroupIdFilter", "enrollmentGroupId"}};
-    struct stream *stream = user;
     bool filtered = false, visible = false;
     for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
-        filtered = filtered || json_array_size(json_object_get(stream->query, filters[i][0])) > 0;
+        filtered = filtered || json_array_size(json_object_get(query, filters[i][0])) > 0;
         visible =
-            visible || api_query_lists(stream->query, filters[i][0],
+            visible || api_query_lists(query, filters[i][0],
                                        json_string_value(json_object_get(record, filters[i][1])));
     }
-    if (filtered && !visible)
+    return !filtered || visible;
+}
+
+static int record_result(void *user, json_t *record)
+{
+    struct stream *stream = user;
+    if (!record_matches(stream->query, record))
         return 0;
     return stream_line(stream, "result", json_incref(record)) ? 0 : 1;
 }
@@ -438,11 +443,154 @@ static int stream_forwarding(struct stream *stream, struct MHD_Connection *conne
     return fclose(out) == 0 ? 0 : -1;
 }
 
+static const char *const record_parameters[] = {"idFilter", "deviceIdFilter",
+                                                "enrollmentGroupIdFilter", NULL};
+
+/* Records deleted per scan: the ids held in memory at once, whatever the fleet. */
+#define DELETE_BATCH 1024
+
+static bool record_doomed(void *user, json_t *record)
+{
+    return record_matches(user, record);
+}
+
+/* This node's part: the count deleted, or -1 when the store failed. */
+static json_int_t delete_local(struct store *store, const char *owner, const query_t *query)
+{
+    json_t *ids = json_object_get(query, "idFilter");
+    char id[UUID_STRING_LENGTH + 1] = "";
+    /* One idFilter, and no other filter to OR with it, narrows the scan to that record's keys. */
+    if (json_array_size(ids) == 1 && json_object_size(query) == 1)
+        api_uuid_text_normalise(json_string_value(json_array_get(ids, 0)), id);
+    long count = records_delete_matching(store, owner, id[0] != '\0' ? id : NULL, record_doomed,
+                                         (void *)query, DELETE_BATCH);
+    if (count > 0)
+        log_msg(LOG_INFO, "records deleted", "count=%ld owner=\"%s\"", count, owner);
+    return count;
+}
+
+/* A node's part (a cluster_view entry): its {"count"}, 0 for this node itself, or -1 with err. */
+static json_int_t delete_on_node(const struct config *settings, const json_t *node,
+                                 const struct stream *forward, char *err, size_t err_length)
+{
+    const char *name = json_string_value(json_object_get(node, "name"));
+    const char *url = json_string_value(json_object_get(node, "apiUrl"));
+    if (name == NULL || strcmp(name, settings->cluster.node) == 0)
+        return 0;
+    if (url == NULL) {
+        snprintf(err, err_length, "no apiUrl");
+        return -1;
+    }
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        snprintf(err, err_length, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    /* {"count": N} fits the pipe's buffer: the whole answer is read once the call returns. */
+    int status = peer_request("DELETE", url, settings->api.cert_file, forward->path, forward->token,
+                              API_FANOUT_CONNECT_MS, API_FANOUT_STALL_MS, fds[1], err, err_length);
+    close(fds[1]);
+    char answer[256];
+    ssize_t length = status == 0 ? read(fds[0], answer, sizeof(answer) - 1) : -1;
+    close(fds[0]);
+    if (status != 0)
+        return -1;
+    json_t *parsed = length > 0 ? json_loadb(answer, (size_t)length, 0, NULL) : NULL;
+    json_t *count = json_object_get(parsed, "count");
+    json_int_t value = json_is_integer(count) ? json_integer_value(count) : -1;
+    json_decref(parsed);
+    if (value < 0)
+        snprintf(err, err_length, "answered no count");
+    return value;
+}
+
+/*
+ * DELETE /api/v1/provisioning-records: the caller's records that the
+ * filters of GET match, and only those (records_delete: each record's
+ * parts; bindings and the issuance log stay). A filter is required: without
+ * one the reference deletes all the owner's records, we answer 400 (the same
+ * safety as groups, hubs and bindings). In a cluster a record lives on the
+ * node that wrote it (on several when a device came through several), so
+ * the node asked deletes on every live node, with the caller's token and
+ * the forwarded mark as the lists do (control/fanout.h): {"count"} sums
+ * them. A node that does not answer makes the answer 503 naming it (what
+ * the others deleted stays deleted; the same DELETE again finishes it).
+ */
+enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *connection,
+                                   const char *owner)
+{
+    query_t *query = api_query_collect(connection);
+    bool ok;
+    enum MHD_Result result =
+        api_check_query(connection, query, record_parameters, record_parameters, &ok);
+    if (!ok) {
+        json_decref(query);
+        return result;
+    }
+    bool filtered = false;
+    for (size_t i = 0; record_parameters[i] != NULL; i++)
+        filtered = filtered || json_array_size(json_object_get(query, record_parameters[i])) > 0;
+    if (!filtered) {
+        json_decref(query);
+        return api_queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
+                               "idFilter, deviceIdFilter or enrollmentGroupIdFilter: one is "
+                               "required (name the records to delete; a DELETE without a filter "
+                               "deletes nothing)");
+    }
+    json_int_t count = delete_local(plane_store(api->plane), owner, query);
+    if (count < 0) {
+        json_decref(query);
+        return api_queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
+                               "the store refused the delete");
+    }
+    if (!stream_fans_out(api, connection)) {
+        json_decref(query);
+        return api_queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
+    }
+    struct stream forward = {.kind = STREAM_RECORDS};
+    const struct config *settings = plane_settings(api->plane);
+    char err[256] = "", unanswered[1024] = "";
+    size_t silent = 0;
+    json_t *nodes = stream_forwarding(&forward, connection, query) == 0
+                        ? cluster_view_nodes(settings, err, sizeof(err))
+                        : NULL;
+    if (nodes == NULL) {
+        snprintf(unanswered, sizeof(unanswered), " the other nodes (%s)",
+                 err[0] != '\0' ? err : "out of memory");
+        silent++;
+    }
+    size_t index;
+    json_t *node;
+    json_array_foreach(nodes, index, node)
+    {
+        json_int_t part = delete_on_node(settings, node, &forward, err, sizeof(err));
+        size_t used = strlen(unanswered);
+        if (part >= 0)
+            count += part;
+        else if (snprintf(unanswered + used, sizeof(unanswered) - used, "%s %s (%s)",
+                          silent++ > 0 ? ";" : "", json_string_value(json_object_get(node, "name")),
+                          err) < 0)
+            break;
+    }
+    json_decref(nodes);
+    if (forward.token != NULL)
+        explicit_bzero(forward.token, strlen(forward.token));
+    free(forward.token);
+    free(forward.path);
+    json_decref(query);
+    if (silent > 0) {
+        cluster_view_count_fanout_error();
+        return api_queue_error(connection, MHD_HTTP_SERVICE_UNAVAILABLE, RPC_UNAVAILABLE,
+                               "partial: %" JSON_INTEGER_FORMAT " deleted, but not on:%s; the "
+                               "same DELETE again finishes it",
+                               count, unanswered);
+    }
+    return api_queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
+}
+
 enum MHD_Result api_start_stream(struct api *api, struct MHD_Connection *connection,
                                  enum stream_kind kind, const char *owner)
 {
-    static const char *const record_parameters[] = {"idFilter", "deviceIdFilter",
-                                                    "enrollmentGroupIdFilter", NULL};
     static const char *const issuance_parameters[] = {"deviceIdFilter", "serialFilter", "since",
                                                       "until", NULL};
     static const char *const binding_parameters[] = {"deviceIdFilter", NULL};

@@ -99,6 +99,11 @@ static const struct command COMMANDS[] = {
      "  (once the device has named itself), group, step and CoAP code; polls every\n"
      "  SECONDS (default 2) until interrupted or N lines printed. With --json, one\n"
      "  {\"step\", \"result\"} line each, the result being the whole record.\n"},
+    {"records", "delete", CONNECTION, "RECORD_ID", COMMAND_API, command_records_delete, NULL,
+     "dpsctl records delete RECORD_ID\n"
+     "  Deletes a provisioning record (on every node of a cluster). The device keeps\n"
+     "  its device id (`bindings release` frees it) and its certificates stay in the\n"
+     "  issuance log; when it comes back, the record starts again under the same id.\n"},
     {"block", NULL,
      CONNECTION | BIT(OPT_DEVICE) | BIT(OPT_SERIAL) | BIT(OPT_ISSUER) | BIT(OPT_PUBLIC_KEY) |
          BIT(OPT_CERT) | BIT(OPT_REASON),

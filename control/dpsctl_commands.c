@@ -570,10 +570,11 @@ static void print_step_view_row(char *const *cells)
     print_row(&STEP_VIEW, cells, widths);
 }
 
-static void print_step_line(json_t *record, const char *step, bool json)
+static void print_step_line(json_t *record, size_t step, bool json)
 {
     if (json) {
-        json_t *line = json_pack("{s:s, s:O}", "step", step, "result", record);
+        json_t *line =
+            json_pack("{s:s, s:O}", "step", dps_step_routes[step].record_part, "result", record);
         char *text = line != NULL ? json_dumps(line, JSON_COMPACT) : NULL;
         if (text != NULL)
             printf("%s\n", text);
@@ -582,8 +583,8 @@ static void print_step_line(json_t *record, const char *step, bool json)
         return;
     }
     char *cells[] = {field_text(record, "id"), field_text(record, "deviceId"),
-                     field_text(record, "enrollmentGroupId"), strdup(step),
-                     coap_code_text(json_object_get(record, step))};
+                     field_text(record, "enrollmentGroupId"),
+                     strdup(dps_step_routes[step].record_part), coap_code_text(record, step)};
     print_step_view_row(cells);
     for (size_t i = 0; i < STEP_VIEW.columns; i++)
         free(cells[i]);
@@ -613,7 +614,7 @@ static bool tail_result(void *user, json_t *record)
         free(text);
         if (!changed || tail->baseline)
             continue;
-        print_step_line(record, dps_step_routes[i].record_part, tail->json);
+        print_step_line(record, i, tail->json);
         tail->lines++;
         if (tail->limit > 0 && tail->lines >= tail->limit)
             return false;
@@ -803,17 +804,30 @@ int command_unblock(struct client *client, struct options *options, const void *
                             "blocklist entry");
 }
 
-int command_bindings_release(struct client *client, struct options *options, const void *subject)
+/* DELETE path?filter=<the argument, a UUID naming a what>, told as kind. */
+static int delete_uuid_argument(struct client *client, struct options *options, const char *path,
+                                const char *filter, const char *what, const char *kind)
 {
-    char device[UUID_STRING_LENGTH + 1];
+    char id[UUID_STRING_LENGTH + 1];
 
-    if (!parse_uuid_argument(options->argument, device)) {
-        fprintf(stderr, "dpsctl %s: \"%s\" is not a device id (a UUID)\n", options->name,
-                options->argument);
+    if (!parse_uuid_argument(options->argument, id)) {
+        fprintf(stderr, "dpsctl %s: \"%s\" is not a %s (a UUID)\n", options->name,
+                options->argument, what);
         return EXIT_USAGE;
     }
-    return delete_by_filter(client, options, "/api/v1/bindings", "deviceIdFilter", device,
-                            "binding of device");
+    return delete_by_filter(client, options, path, filter, id, kind);
+}
+
+int command_bindings_release(struct client *client, struct options *options, const void *subject)
+{
+    return delete_uuid_argument(client, options, "/api/v1/bindings", "deviceIdFilter", "device id",
+                                "binding of device");
+}
+
+int command_records_delete(struct client *client, struct options *options, const void *subject)
+{
+    return delete_uuid_argument(client, options, "/api/v1/provisioning-records", "idFilter",
+                                "record id", "record");
 }
 
 /* ---- pki and token ---- */

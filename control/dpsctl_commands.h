@@ -44,6 +44,7 @@ int command_records_tail(struct client *client, struct options *options, const v
 int command_block(struct client *client, struct options *options, const void *subject);
 int command_unblock(struct client *client, struct options *options, const void *subject);
 int command_bindings_release(struct client *client, struct options *options, const void *subject);
+int command_records_delete(struct client *client, struct options *options, const void *subject);
 int command_pki(struct client *client, struct options *options, const void *subject);
 int command_token(struct client *client, struct options *options, const void *subject);
 

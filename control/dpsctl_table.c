@@ -143,9 +143,11 @@ void sink_end(struct sink *sink)
 }
 
 /* The views. */
-char *coap_code_text(json_t *step)
+char *coap_code_text(json_t *record, size_t step)
 {
-    json_t *code = json_object_get(json_object_get(step, "status"), "coapCode");
+    json_t *part = json_object_get(record, dps_step_routes[step].record_part);
+    json_t *status = dps_step_routes[step].flat_status ? part : json_object_get(part, "status");
+    json_t *code = json_object_get(status, "coapCode");
     char text[16];
 
     if (!json_is_integer(code))
@@ -161,7 +163,7 @@ static void record_cells(json_t *record, char **cells)
     cells[1] = field_text(record, "deviceId");
     cells[2] = field_text(record, "enrollmentGroupId");
     for (size_t i = 0; i < STEP_COUNT; i++)
-        cells[3 + i] = coap_code_text(json_object_get(record, dps_step_routes[i].record_part));
+        cells[3 + i] = coap_code_text(record, i);
 }
 
 const struct view RECORD_VIEW = {

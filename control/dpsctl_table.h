@@ -48,8 +48,8 @@ void table_free(struct table *table);
 char *field_text(json_t *object, const char *key);
 /* The strings of an array joined with ",", or "-". */
 char *joined_text(json_t *array);
-/* A record step's CoAP code as text ("2.05"), or "-". */
-char *coap_code_text(json_t *step);
+/* The CoAP code of a record's step (an enum dps_step) as text ("2.05"), or "-". */
+char *coap_code_text(json_t *record, size_t step);
 
 extern const struct view RECORD_VIEW, ISSUANCE_VIEW, BINDING_VIEW, GROUP_VIEW, HUB_VIEW, BLOCK_VIEW,
     NODE_VIEW;

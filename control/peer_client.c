@@ -329,6 +329,14 @@ int peer_get(const char *base_url, const char *trust_file, const char *certifica
              const char *key_pem, const char *path, const char *token, unsigned connect_ms,
              unsigned stall_ms, int fd, char *err, size_t err_length)
 {
+    return peer_request("GET", base_url, trust_file, path, token, connect_ms, stall_ms, fd, err,
+                        err_length);
+}
+
+int peer_request(const char *method, const char *base_url, const char *trust_file, const char *path,
+                 const char *token, unsigned connect_ms, unsigned stall_ms, int fd, char *err,
+                 size_t err_length)
+{
     struct peer *peer = calloc(1, sizeof(*peer));
     if (peer == NULL) {
         snprintf(err, err_length, "out of memory");
@@ -357,10 +365,10 @@ int peer_get(const char *base_url, const char *trust_file, const char *certifica
     if (status == 0 && tls)
         status = peer_tls(peer, trust_file, certificate_pem, key_pem);
     int length = status == 0 ? asprintf(&request,
-                                        "GET %s HTTP/1.1\r\nHost: %s:%s\r\n"
+                                        "%s %s HTTP/1.1\r\nHost: %s:%s\r\n"
                                         "Authorization: Bearer %s\r\n%s: 1\r\n"
                                         "Connection: close\r\n\r\n",
-                                        path, host, port, token, PEER_FORWARDED_HEADER)
+                                        method, path, host, port, token, PEER_FORWARDED_HEADER)
                              : -1;
     if (status == 0 && length < 0) {
         request = NULL;

@@ -3,13 +3,12 @@
  * its part of a list (control/api.c fans GET lists out; control/cluster_view.h
  * names the peers).
  *
- * One GET per call, HTTP/1.1 over TCP (to a loopback address only, and only
- * when this node's API is plain HTTP too: the peers' URLs come from Redis and
- * a token must not cross a network in clear), or over TLS when the peer's URL is
- * https (the peer's certificate must chain to, or be, a certificate of
- * trust_file: the nodes share the API certificate or its CA; the name is not
- * checked, peers are addressed by the address they announce). Not libcurl:
- * dpsd must not load the system's libssl beside a bundled OpenSSL.
+ * One request per call (a GET, or a DELETE), HTTP/1.1 over TCP (to a loopback address only, and
+ * only when this node's API is plain HTTP too: the peers' URLs come from Redis and a token must not
+ * cross a network in clear), or over TLS when the peer's URL is https (the peer's certificate must
+ * chain to, or be, a certificate of trust_file: the nodes share the API certificate or its CA; the
+ * name is not checked, peers are addressed by the address they announce). Not libcurl: dpsd must
+ * not load the system's libssl beside a bundled OpenSSL.
  *
  * Over TLS the node presents its own API certificate and key as its client
  * certificate (certificate_pem, key_pem: the PEM text the API serves with,
@@ -42,5 +41,10 @@
 int peer_get(const char *base_url, const char *trust_file, const char *certificate_pem,
              const char *key_pem, const char *path, const char *token, unsigned connect_ms,
              unsigned stall_ms, int fd, char *err, size_t err_length);
+
+/* The same with another method (DELETE: control/api_stream.c deletes records on every node). */
+int peer_request(const char *method, const char *base_url, const char *trust_file, const char *path,
+                 const char *token, unsigned connect_ms, unsigned stall_ms, int fd, char *err,
+                 size_t err_length);
 
 #endif

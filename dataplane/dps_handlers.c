@@ -777,17 +777,23 @@ static void set_error(struct dps_op *op, uint8_t code, const char *message)
     snprintf(op->error, sizeof(op->error), "%s", message);
 }
 
-/* The record's top-level part, rewritten with every step (it never needs a read). */
+/*
+ * The record's top-level part, written at a connection's first step (it
+ * never needs a read): attestation.date is then that connection's, the
+ * device's last successful attestation.
+ */
 static char *record_part_json(const struct dps_services *services,
                               const struct dps_session *session)
 {
     const struct config_group *group = session_group(services, session);
-    json_t *record = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:{s:s, s:s}}}", "id", session->record_id,
-        "enrollmentGroupId", group->id, "deviceId", session->device_id, "owner", group->owner,
-        "creationDate", session->creation_date, "attestation", "date", session->creation_date,
-        "x509", "certificatePem", session->leaf_pem != NULL ? session->leaf_pem : "", "commonName",
-        session->attestation.leaf_common_name);
+    char attested[24];
+    now_ns_text(attested);
+    json_t *record = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:{s:s, s:s}}}", "id",
+                               session->record_id, "enrollmentGroupId", group->id, "deviceId",
+                               session->device_id, "owner", group->owner, "creationDate",
+                               session->creation_date, "attestation", "date", attested, "x509",
+                               "certificatePem", session->leaf_pem != NULL ? session->leaf_pem : "",
+                               "commonName", session->attestation.leaf_common_name);
     if (record != NULL && session->peer != NULL)
         json_object_set_new(record, "remoteAddress", json_string(session->peer));
     char *text = json_dumps(record, JSON_COMPACT);
@@ -1506,6 +1512,13 @@ static void answer_credentials(struct dps_op *op)
     json_decref(issuance);
     json_object_set_new(op->step_data, "identityCertificatePem", json_string(cert->pem));
     json_object_set_new(op->step_data, "serial", json_string(op->serial_hex));
+    /* The rest of what the device gets, for the record's credentials (store/records.c). */
+    json_object_set_new(op->step_data, "trustCaPem", json_string(root));
+    json_object_set_new(op->step_data, "trustCaSubject", json_string("*"));
+    if (group->has_psk)
+        json_object_set_new(op->step_data, "preSharedKey",
+                            json_pack("{s:s, s:s%}", "subjectId", entry->owner_uuid, "key",
+                                      (const char *)group->psk, sizeof(group->psk)));
 
     struct payload_writer writer;
     if (op->issuance_json == NULL || begin_body(op, &writer) != 0) {

@@ -11,7 +11,12 @@
  * the top-level fields, and one "<owner key>/<record id>/<step>" per step)
  * so a step never reads the others; readers (the management API, dpsctl)
  * merge them here into the reference's shape: the top-level fields, then
- * the steps in the order devices run them, then any other part.
+ * the steps in the order devices run them, then any other part. The parts
+ * stay as the data path writes them (each step {"status", ...}, the ACL in
+ * the OCF form devices get); records_scan() serves them as plgd's
+ * ProvisioningRecord in protobuf JSON (README, "Provisioning records"), so
+ * records of every age, imported ones included, read alike with no
+ * migration. A part already in the reference's shape is served as it is.
  *
  * Bindings come in pairs, both written by the data path in one conditional
  * write: "<owner key>/device/<device id>" -> {"recordId", "owner"} (the id is
@@ -21,6 +26,7 @@
 #ifndef DPS_RECORDS_H
 #define DPS_RECORDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <jansson.h>
@@ -67,6 +73,27 @@ char *records_identity_binding_value(const char *owner, const char *device_id);
  */
 int records_scan(struct store *store, const char *owner, const char *record_id,
                  int (*fn)(void *user, json_t *record), void *user, size_t *unreadable);
+
+/*
+ * Deletes owner's record record_id: every part of it, in one synced batch.
+ * What else the device left stays: its device-id binding (the identity
+ * keeps its id: see records_binding_release()) and its issuance entries
+ * (the log of what was signed). A device that comes back starts the record
+ * again, under the same id. STORE_OK, STORE_NOT_FOUND (owner has no such
+ * record) or STORE_ERROR.
+ */
+int records_delete(struct store *store, const char *owner, const char *record_id);
+
+/*
+ * Deletes, as records_delete() does, each of owner's records (only
+ * record_id when it is not NULL) that match(user, record) accepts. At most
+ * batch ids are held at once: a scan collects a batch, the batch is
+ * deleted, and the next scan finds what is left, until one comes back
+ * short. Returns how many were deleted, or -1 when the store failed (those
+ * deleted before stay deleted).
+ */
+long records_delete_matching(struct store *store, const char *owner, const char *record_id,
+                             bool (*match)(void *user, json_t *record), void *user, size_t batch);
 
 /*
  * The issuance log: each entry of owner (every owner's when NULL), with its

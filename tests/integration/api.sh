@@ -7,7 +7,7 @@
 # the API provisions a device at once, without a restart.
 . "$(dirname "$0")/lib.sh"
 
-plan 34
+plan 42
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer (and a foreign operator key)
 node_pkis 1 1
@@ -119,6 +119,48 @@ check "owner 2 sees no records, certificates or bindings of owner 1" \
            [ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER2' $API/api/v1/bindings)\" ]"
 expect "a bad time filter gives 400 naming it" 400 '"message":"since: ' \
     "$OWNER1" GET "/api/v1/issuance?since=yesterday"
+
+# The record in the reference's shape (plgd-dev/hub device-provisioning-service/pb/
+# provisioningRecords.proto as its web UI reads it; tests/unit/test_records.c checks every field).
+IDENTITY_B64=$(base64 -w0 <"$WORK/out/device-0001/identity.pem")
+check "the record has the reference's shape (flat plgdTime, gateway index, credentials, ACLs)" \
+    ndjson_ok "$OWNER1" "/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID" \
+    "length == 1 and (.[0].result | .plgdTime.coapCode == 69 and (.plgdTime.date | test(\"^[0-9]+$\")) and
+     (.cloud.gateways[.cloud.selectedGateway].id == \"$HUB_ID\") and
+     ([.credential.credentials[] | select(.usage == \"CERT\") | .publicData.data] == [\"$IDENTITY_B64\"]) and
+     ([.credential.credentials[] | select(.usage == \"TRUST_CA\") | .publicData.encoding] == [\"PEM\"]) and
+     (.acl.accessControlList[0].deviceSubject.deviceId | test(\"^[0-9a-f-]{36}$\")) and
+     (.acl.accessControlList[0].permissions | index(\"READ\") != null) and
+     (.acl.ocfAccessControlList[0].permission == 31) and
+     (.attestation.date | tonumber) >= (.creationDate | tonumber))"
+RECORD_ID=$(curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID" |
+    jq -r '.result.id')
+BEFORE=$(curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/provisioning-records?idFilter=$RECORD_ID" |
+    jq -c '.result | {attested: .attestation.date, created: .creationDate}')
+check "the device's next connection moves attestation.date; creationDate stays" \
+    sh -c "'$LOADGEN' --endpoint 'coaps+tcp://127.0.0.1:$PORT' --pki '$OTHER' --ca '$NODE/pki/dps-root.pem' \
+               --devices 1 --di '$DEVICE_ID' --out '$WORK/renewed' >/dev/null &&
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=$RECORD_ID' |
+           jq -e --argjson before '$BEFORE' '.result | (.attestation.date | tonumber) > (\$before.attested | tonumber) and
+                                              .creationDate == \$before.created' >/dev/null"
+expect "owner 2's DELETE of owner 1's record deletes nothing" 200 '"count":0' \
+    "$OWNER2" DELETE "/api/v1/provisioning-records?idFilter=$RECORD_ID"
+check "owner 1's record is still there" \
+    ndjson_ok "$OWNER1" "/api/v1/provisioning-records?idFilter=$RECORD_ID" "length == 1"
+expect "a DELETE of records without a filter gives 400 and deletes nothing" 400 \
+    '"message":"idFilter, deviceIdFilter or enrollmentGroupIdFilter: one is required' \
+    "$OWNER1" DELETE /api/v1/provisioning-records
+expect "owner 1 deletes its record by device id" 200 '"count":1' \
+    "$OWNER1" DELETE "/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID"
+check "the record is gone, its binding and both certificates stay" \
+    sh -c "[ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=$RECORD_ID')\" ] &&
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/bindings?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 1 and .[0].result.recordId == \"$RECORD_ID\"' >/dev/null &&
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/issuance?deviceIdFilter=$DEVICE_ID' | jq -e -s 'length == 2' >/dev/null"
+check "the device comes back: the same record id, its device id kept" \
+    sh -c "'$LOADGEN' --endpoint 'coaps+tcp://127.0.0.1:$PORT' --pki '$OTHER' --ca '$NODE/pki/dps-root.pem' \
+               --devices 1 --di '$DEVICE_ID' --out '$WORK/again' >/dev/null &&
+           curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=$RECORD_ID' |
+           jq -e -s 'length == 1 and .[0].result.deviceId == \"$DEVICE_ID\" and .[0].result.credential.status.coapCode == 68' >/dev/null"
 
 expect "owner 1 replaces its group" 200 '"name":"line C"' \
     "$OWNER1" PUT "/api/v1/enrollment-groups/$NEW_ID" --data "$(jq -c '.name = "line C"' <<<"$NEW_GROUP")"

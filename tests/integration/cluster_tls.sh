@@ -4,12 +4,12 @@
 # certificate. A list through node a carries node b's records (the peer's
 # certificate is one of node a's api.certificate file); node b restarted
 # with a certificate node a does not trust is named among the nodes that
-# did not answer, and gets no token.
+# did not answer, and gets no token. A DELETE of records through node a
+# deletes node b's too, and says so when node b does not answer.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 
-plan 5
-require_tools redis-server redis-cli jq openssl
+cluster_prelude 7 jq openssl
 
 start_redis
 
@@ -51,6 +51,19 @@ check "a device provisions through node b" \
 check "node b's record through node a, over TLS to a trusted peer" \
     sh -c "$(declare -f records_a); TOKEN=$TOKEN; API_A=$API_A; PKI=$PKI
            records_a | jq -e -s 'length == 1 and (.[0].result.remoteAddress | startswith(\"127.0.0.1:\"))'"
+RECORD=$(records_a | jq -r '.result.id // empty')
+delete_a() { # QUERY: the status code and body of a DELETE of records through node a
+    curl -sS --max-time 30 -k -X DELETE -w ' %{http_code}' -H "Authorization: Bearer $TOKEN" \
+        "https://127.0.0.1:$API_A/api/v1/provisioning-records?$1"
+}
+deleted=$(delete_a "idFilter=$RECORD")
+left=$(records_a)
+if [ -n "$RECORD" ] && [[ $deleted == *'"count":1}'*' 200' ]] && [ -z "$left" ]; then
+    ok "a DELETE through node a deletes node b's record: the delete fans out like the lists"
+else
+    not_ok "a DELETE through node a deletes node b's record: the delete fans out like the lists"
+    printf '# %s\n' "record $RECORD" "$deleted" "$left"
+fi
 
 kill -TERM "$PID_b"
 wait "$PID_b"
@@ -61,4 +74,11 @@ check "a peer whose certificate node a does not trust is named, and its records 
     sh -c "$(declare -f records_a); TOKEN=$TOKEN; API_A=$API_A; PKI=$PKI
            records_a | jq -e -s 'length == 1 and .[0].error.unansweredNodes[0].name == \"b\" and
                                  (.[0].error.unansweredNodes[0].error | test(\"TLS\"))'"
+deleted=$(delete_a "idFilter=$RECORD")
+if [[ $deleted == *'not on: b ('*TLS*')'*' 503' ]]; then
+    ok "a DELETE while a node does not answer is 503 and names it (the same DELETE finishes later)"
+else
+    not_ok "a DELETE while a node does not answer is 503 and names it (the same DELETE finishes later)"
+    echo "# $deleted"
+fi
 finish

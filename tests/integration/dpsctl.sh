@@ -8,7 +8,7 @@
 # does not accept, 5 an API that cannot be reached.
 . "$(dirname "$0")/lib.sh"
 
-plan 35
+plan 38
 DEMO=$WORK/demo
 OTHER=$WORK/other # a second manufacturer (and a foreign operator key)
 PORT=$(free_port)
@@ -93,6 +93,12 @@ expect_output "the block survives a restart" '^handshake-failed' probe
 exits "unblock lifts the block" 0 "removed $ENTRY_ID" "$DPSCTL" unblock "$ENTRY_ID"
 expect_output "the unblocked device is served again" '^code=2\.05' probe
 exits "unblocking an entry that is gone exits 3" 3 "no blocklist entry" "$DPSCTL" unblock "$ENTRY_ID"
+RECORD_ID=$("$DPSCTL" records list --device "$DEVICE_ID" --json | jq -r '.result.id')
+exits "records delete deletes the device's record" 0 "deleted $RECORD_ID" \
+    "$DPSCTL" records delete "$RECORD_ID"
+exits "deleting it again exits 3" 3 "no record $RECORD_ID" "$DPSCTL" records delete "$RECORD_ID"
+exits "the device's binding outlives its record" 0 "^$DEVICE_ID +$RECORD_ID" \
+    "$DPSCTL" bindings list --device "$DEVICE_ID"
 exits "bindings release frees the device id" 0 "released $DEVICE_ID" \
     "$DPSCTL" bindings release "$DEVICE_ID"
 

@@ -116,13 +116,16 @@ check "the issuance log holds the migrated identity certificate" \
     sh -c "curl -sS -H 'Authorization: Bearer $TOKEN' '$API/api/v1/issuance?deviceIdFilter=$DEVICE1' |
            jq -e -s 'length == 1 and .[0].result.serial == \"0abc1234\" and .[0].result.recordId == \"$RECORD1\"'"
 
-check "the steps are kept in our form: serial, OCF ACE, selected gateway; no PSK secret" \
+check "the steps carry over: serial, the ACE (served in both forms), selected gateway; no PSK secret" \
     sh -c "'$DPSCTL' records list --data '$NODE/data' --json |
            jq -e -s '[.[].result | select(.id == \"$RECORD1\")][0] |
                .credential.serial == \"0abc1234\" and (.credential | has(\"preSharedKey\") | not) and
-               .acl.accessControlList[0].subject.conntype == \"auth-crypt\" and
-               .acl.accessControlList[0].permission == 2 and .cloud.selectedGateway.id == \"$HUB\" and
-               .plgdTime.status.coapCode == 68 and .plgdTime.status.date == \"$CREATED\"'"
+               .acl.ocfAccessControlList[0].subject.conntype == \"auth-crypt\" and
+               .acl.ocfAccessControlList[0].permission == 2 and
+               .acl.accessControlList[0].connectionSubject.type == \"AUTH_CRYPT\" and
+               .acl.accessControlList[0].permissions == [\"READ\"] and
+               .cloud.gateways[.cloud.selectedGateway].id == \"$HUB\" and
+               .plgdTime.coapCode == 68 and .plgdTime.date == \"$CREATED\"'"
 device() {
     local n=$1
     shift

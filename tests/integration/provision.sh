@@ -23,7 +23,7 @@ RECORD=$(printf '%s\n' "$RECORDS" | jq -c --arg d "$DEVICE_ID" '.result | select
 steps_ok() {
     [ -n "$RECORD" ] || return 1
     printf '%s' "$RECORD" | jq -e '
-        .plgdTime.status.coapCode == 69 and .ownership.status.coapCode == 69 and
+        .plgdTime.coapCode == 69 and .ownership.status.coapCode == 69 and
         .cloud.status.coapCode == 68 and .credential.status.coapCode == 68 and
         .acl.status.coapCode == 69 and (.attestation.x509.certificatePem | startswith("-----BEGIN"))
         and .ownership.owner == "1" and (.cloud.gateways | length) >= 1' >/dev/null

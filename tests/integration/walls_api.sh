@@ -16,7 +16,7 @@
 #    are refused.
 . "$(dirname "$0")/lib.sh"
 
-plan 39
+plan 40
 NODE=$WORK/node
 OTHER=$WORK/other # owner 2's hub keys and a second manufacturer
 node_pkis 1 1
@@ -171,6 +171,18 @@ fi
 check "owner 1's device still provisions after owner 2's block" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$NODE/pki" --ca "$NODE/pki/dps-root.pem" \
     --devices 1 --out "$WORK/out2"
+deleted=""
+for filter in "idFilter=$RECORD_ID" "deviceIdFilter=$DEVICE_ID" "enrollmentGroupIdFilter=$GROUP_ID"; do
+    deleted+="$(call "$OWNER2" DELETE "/api/v1/provisioning-records?$filter") "
+done
+if [[ $(tr -d ' \n' <<<"$deleted") == '200{"count":0}200{"count":0}200{"count":0}' ]] &&
+    curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/provisioning-records?idFilter=$RECORD_ID" |
+    jq -e -s 'length == 1' >/dev/null; then
+    ok "owner 2's DELETE of records, by any filter naming owner 1's, deletes nothing of them"
+else
+    not_ok "owner 2's DELETE of records, by any filter naming owner 1's, deletes nothing of them"
+    echo "# $deleted"
+fi
 
 status2=$(curl -sS -H "Authorization: Bearer $OWNER2" "$API/api/v1/status")
 if jq -e '.owner == "2" and .enrollmentGroups == 1 and .hubs == 1 and .blocklistEntries == 1 and

@@ -173,7 +173,7 @@ expect_output "owner 1's device makes one request under owner 2's group" '^code=
     --key "$PKI/devices/device-0001.key" --get /x.plgd.dev/time
 check "owner 2's record of the device starts empty: no parts from owner 1's time" \
     sh -c "curl -sS -H 'Authorization: Bearer $OWNER2' '$API/api/v1/provisioning-records?idFilter=$RECORD1' |
-           jq -e -s 'length == 1 and .[0].result.owner == \"2\" and .[0].result.plgdTime.status.coapCode == 69 and
+           jq -e -s 'length == 1 and .[0].result.owner == \"2\" and .[0].result.plgdTime.coapCode == 69 and
                      .[0].result.ownership == null and .[0].result.cloud == null and
                      .[0].result.credential == null and .[0].result.acl == null'"
 check "owner 1 still reads its own record and certificates of the device" \
