@@ -487,7 +487,8 @@ static json_int_t delete_on_node(const struct config *settings, const json_t *no
         return -1;
     }
     /* {"count": N} fits the pipe's buffer: the whole answer is read once the call returns. */
-    int status = peer_request("DELETE", url, settings->api.cert_file, forward->path, forward->token,
+    int status = peer_request("DELETE", url, settings->api.cert_file, forward->api->cert_pem,
+                              forward->api->key_pem, forward->path, forward->token,
                               API_FANOUT_CONNECT_MS, API_FANOUT_STALL_MS, fds[1], err, err_length);
     close(fds[1]);
     char answer[256];

@@ -329,11 +329,12 @@ int peer_get(const char *base_url, const char *trust_file, const char *certifica
              const char *key_pem, const char *path, const char *token, unsigned connect_ms,
              unsigned stall_ms, int fd, char *err, size_t err_length)
 {
-    return peer_request("GET", base_url, trust_file, path, token, connect_ms, stall_ms, fd, err,
-                        err_length);
+    return peer_request("GET", base_url, trust_file, certificate_pem, key_pem, path, token,
+                        connect_ms, stall_ms, fd, err, err_length);
 }
 
-int peer_request(const char *method, const char *base_url, const char *trust_file, const char *path,
+int peer_request(const char *method, const char *base_url, const char *trust_file,
+                 const char *certificate_pem, const char *key_pem, const char *path,
                  const char *token, unsigned connect_ms, unsigned stall_ms, int fd, char *err,
                  size_t err_length)
 {

@@ -43,7 +43,8 @@ int peer_get(const char *base_url, const char *trust_file, const char *certifica
              unsigned stall_ms, int fd, char *err, size_t err_length);
 
 /* The same with another method (DELETE: control/api_stream.c deletes records on every node). */
-int peer_request(const char *method, const char *base_url, const char *trust_file, const char *path,
+int peer_request(const char *method, const char *base_url, const char *trust_file,
+                 const char *certificate_pem, const char *key_pem, const char *path,
                  const char *token, unsigned connect_ms, unsigned stall_ms, int fd, char *err,
                  size_t err_length);
 
