@@ -548,7 +548,7 @@ enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *conne
         json_decref(query);
         return api_queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
     }
-    struct stream forward = {.kind = STREAM_RECORDS};
+    struct stream forward = {.api = api, .kind = STREAM_RECORDS};
     const struct config *settings = plane_settings(api->plane);
     char err[256] = "", unanswered[1024] = "";
     size_t silent = 0;
