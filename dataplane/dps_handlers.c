@@ -28,6 +28,11 @@
  *   callback only copies the verdict and posts the op. A connection that
  *   closes or a reload during the round trip finds the op holding its
  *   session (pending) and its view (services) as with the signer.
+ * - A signing step's decision by the signing limits (dataplane/cluster_rate.h)
+ *   is the same again: the request is embedded in the op with a copy of the
+ *   device's payload, the shard's cluster_rate holds it while it waits (for a
+ *   lease's refill or a source's bucket in Redis) and hands it back exactly
+ *   once, REFUSED when the shard stops; the callback only posts the op.
  *
  * A step that would write a NEW binding (a device id the record does not
  * already hold in the store) asks Redis first when the node is part of a
@@ -68,6 +73,7 @@
 #define DPS_RETRY_SECONDS 1
 
 enum dps_phase {
+    PHASE_LIMITING, /* waiting for the signing limits (a lease's refill, a source's bucket) */
     PHASE_CLAIMING, /* waiting for Redis to grant a new device-id binding */
     PHASE_SIGNING,
     PHASE_COMMITTING,
@@ -93,6 +99,12 @@ struct dps_op {
     char error[160];
     uint8_t *body;
     size_t body_length;
+
+    /* A signing step's request, kept while the limits decide, and their decision. */
+    uint8_t *request_payload;
+    size_t request_payload_length;
+    int request_content_format;
+    struct cluster_rate_request limit;
 
     /* Work handed to the signer and the store. */
     struct signer_request sign;
@@ -642,6 +654,7 @@ static void dps_op_release(struct dps_op *op)
     const struct dps_services *services = op->services;
     (*services->pending_ops)--;
     free(op->body);
+    free(op->request_payload);
     free(op->record_json);
     free(op->step_json);
     free(op->issuance_json);
@@ -1623,10 +1636,92 @@ static void claim_decided(struct dps_op *op, enum cluster_claim_result result)
     }
 }
 
+/* ---- signing limits ---- */
+
+/* The limits decided later (a lease's refill, a source's bucket in Redis): back through the
+ * mailbox. */
+static void limit_done(struct cluster_rate_request *limit)
+{
+    struct dps_op *op = limit->user;
+    mailbox_post(op->services->mailbox, &op->item);
+}
+
+/*
+ * The signing limits' verdict: admitted goes on with the step's request as
+ * it came; refused answers 5.03 with Max-Age at once, before any work and
+ * without a record line, as a busy node does.
+ */
+static void limit_decided(struct dps_op *op, enum cluster_rate_verdict verdict)
+{
+    if (verdict == CLUSTER_RATE_ADMITTED) {
+        struct dps_request request = {
+            .content_format = op->request_content_format,
+            .payload = op->request_payload,
+            .payload_length = op->request_payload_length,
+        };
+        if (op->step == STEP_CLOUD) {
+            handle_cloud(op, &request);
+        } else {
+            handle_credentials(op, &request);
+        }
+        return;
+    }
+    static const char message[] = "rate limited, retry";
+    uint32_t seconds = (uint32_t)((op->limit.retry_after_ns + 999999999) / 1000000000);
+    count(&op->services->counters->rate_limited, 1);
+    struct dps_session *session = op->session;
+    if (dps_op_detach(op)) {
+        send_reply(op->services, session, op->reply, op->token, op->token_length,
+                   COAP_SERVICE_UNAVAILABLE, -1, seconds > 0 ? seconds : 1,
+                   (const uint8_t *)message, sizeof(message) - 1);
+    }
+    dps_op_release(op);
+}
+
+/*
+ * A signing step first passes the signing limits (dataplane/cluster_rate.h):
+ * its group's, the node's or cluster's, and its source address's. They may
+ * answer later, so the request's payload is kept in the op meanwhile.
+ */
+static void limit_step(struct dps_op *op, const struct dps_request *request)
+{
+    op->request_content_format = request->content_format;
+    op->request_payload_length = request->payload_length;
+    op->request_payload = malloc(request->payload_length + 1);
+    if (op->request_payload == NULL) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "out of memory");
+        dps_op_finish(op);
+        return;
+    }
+    if (request->payload_length > 0) {
+        memcpy(op->request_payload, request->payload, request->payload_length);
+    }
+    op->phase = PHASE_LIMITING;
+    op->limit = (struct cluster_rate_request){.done = limit_done, .user = op};
+    snprintf(op->limit.group_id, sizeof(op->limit.group_id), "%s",
+             session_group(op->services, op->session)->id);
+    source_rate_key(op->session->peer, op->limit.source);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    enum cluster_rate_verdict verdict = cluster_rate_admit(
+        op->services->rate, &op->limit, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+    if (verdict != CLUSTER_RATE_PENDING) {
+        limit_decided(op, verdict);
+    }
+}
+
 /* Runs on the shard's thread each time the signer, the store or Redis hands the op back. */
 static void dps_op_resume(struct mailbox_item *item)
 {
     struct dps_op *op = (struct dps_op *)item;
+    if (op->phase == PHASE_LIMITING) {
+        if (op->session->gone) {
+            dps_op_free(op);
+            return;
+        }
+        limit_decided(op, op->limit.verdict);
+        return;
+    }
     if (op->phase == PHASE_CLAIMING) {
         if (op->session->gone) {
             dps_op_free(op);
@@ -1737,19 +1832,6 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         count(&services->counters->busy, 1);
         return;
     }
-    if (step == STEP_CLOUD || step == STEP_CREDENTIALS) {
-        struct timespec now;
-        int64_t wait_ns;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (cluster_rate_take(services->rate, session_group(services, session)->id,
-                              (int64_t)now.tv_sec * 1000000000 + now.tv_nsec, &wait_ns) != 0) {
-            uint32_t seconds = (uint32_t)((wait_ns + 999999999) / 1000000000);
-            reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE,
-                        seconds > 0 ? seconds : 1, "rate limited, retry");
-            count(&services->counters->rate_limited, 1);
-            return;
-        }
-    }
     struct dps_op *op = dps_op_new(services, session, request, reply, step, format, content_format);
     if (op == NULL) {
         reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, DPS_RETRY_SECONDS,
@@ -1757,17 +1839,15 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         return;
     }
     switch (step) {
+    case STEP_CLOUD:
+    case STEP_CREDENTIALS:
+        limit_step(op, request);
+        break;
     case STEP_TIME:
         handle_time(op);
         break;
     case STEP_OWNERSHIP:
         handle_ownership(op);
-        break;
-    case STEP_CLOUD:
-        handle_cloud(op, request);
-        break;
-    case STEP_CREDENTIALS:
-        handle_credentials(op, request);
         break;
     case STEP_ACLS:
         handle_acls(op);

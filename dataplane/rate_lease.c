@@ -51,6 +51,7 @@ unsigned rate_lease_refill(struct rate_lease *lease, int64_t now_ns)
 void rate_lease_granted(struct rate_lease *lease, int64_t now_ns, unsigned granted, int64_t next_ns)
 {
     lease->refilling = false;
+    lease->waiting = 0;
     expire(lease, now_ns);
     lease->tokens += granted;
     if (granted > 0)
@@ -61,4 +62,14 @@ void rate_lease_granted(struct rate_lease *lease, int64_t now_ns, unsigned grant
 void rate_lease_failed(struct rate_lease *lease)
 {
     lease->refilling = false;
+    lease->waiting = 0;
+}
+
+bool rate_lease_wait(struct rate_lease *lease, int64_t now_ns)
+{
+    if (!lease->refilling || now_ns < lease->not_before_ns ||
+        lease->waiting >= lease->size + lease->credit)
+        return false;
+    lease->waiting++;
+    return true;
 }

@@ -17,8 +17,14 @@
  *    device after a quiet spell, or one arriving while a refill is on its
  *    way, does not wait for a round trip. Not after Redis said the bucket is
  *    empty, until the time it named.
- * What the cluster can admit above the limit over any window is thus bounded
- * by the leases and debts outstanding: a lease and a credit per shard.
+ *  - a step that finds the debt used up while a refill is on its way may
+ *    wait for that refill's answer instead of being refused: under a slow Redis a small lease (one
+ * token at 50/s) would otherwise refuse below the limit, one round trip per lease. It waits at most
+ * one round trip (the Redis client's command deadline), and only size + credit steps wait at once:
+ * what one answer can serve (the lease, and a new debt once the old one is repaid). Waiters spend
+ * tokens by the same rules as anyone, so the bound below holds with them. What the cluster can
+ * admit above the limit over any window is thus bounded by the leases and debts outstanding: a
+ * lease and a credit per shard.
  */
 #ifndef DPS_DATAPLANE_RATE_LEASE_H
 #define DPS_DATAPLANE_RATE_LEASE_H
@@ -36,6 +42,7 @@ struct rate_lease {
     int64_t expires_ns;    /* held tokens are good until then */
     int64_t not_before_ns; /* the bucket is empty until then: no debt, no refill */
     bool refilling;        /* a refill is in flight */
+    unsigned waiting;      /* steps waiting for the refill's answer */
 };
 
 /* The lease size for rate (per second) and burst split over shares shards. */
@@ -58,5 +65,15 @@ void rate_lease_granted(struct rate_lease *lease, int64_t now_ns, unsigned grant
                         int64_t next_ns);
 /* The refill got no answer (Redis away): nothing held changes. */
 void rate_lease_failed(struct rate_lease *lease);
+
+/*
+ * After rate_lease_take() refused at now_ns, with a refill in flight:
+ * whether the step may wait for its answer instead (the bucket is not known
+ * empty, and fewer than size + credit steps wait already). When true the
+ * step is counted as waiting until that answer (granted() or failed()),
+ * after which the caller gives each waiting step its turn: a
+ * rate_lease_take() that must not wait again.
+ */
+bool rate_lease_wait(struct rate_lease *lease, int64_t now_ns);
 
 #endif

@@ -68,6 +68,18 @@ static int64_t now_ns(void)
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
+/* A step that cannot wait (no done): decided at once, 0 admitted or -1. */
+static int cluster_rate_take(struct cluster_rate *rate, const char *group_id, int64_t now,
+                             int64_t *wait)
+{
+    struct cluster_rate_request request = {0};
+    snprintf(request.group_id, sizeof(request.group_id), "%s", group_id);
+    if (cluster_rate_admit(rate, &request, now) == CLUSTER_RATE_ADMITTED)
+        return 0;
+    *wait = request.retry_after_ns;
+    return -1;
+}
+
 static bool never(void *arg)
 {
     (void)arg;
