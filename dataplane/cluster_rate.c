@@ -114,7 +114,8 @@ struct cluster_rate {
 
     struct rate_lease signing;
     struct waiters signing_waiters;
-    struct group_bucket *groups; /* open addressing, a power of two */
+    struct rate_lease *answering; /* whose waiters are having their turn */
+    struct group_bucket *groups;  /* open addressing, a power of two */
     size_t group_slots;
     size_t group_count;
 };
@@ -348,15 +349,16 @@ static void group_give_back(struct cluster_rate *rate, struct group_bucket *buck
 
 static void lease_reply(void *user, enum redis_status status, const struct redis_reply *reply);
 
-static void lease_send(struct cluster_rate *rate, struct rate_lease *lease, const char *group_id,
-                       double limit, unsigned burst, unsigned wanted)
+/* Sends a lease script: 0, or -1 when it could not go (the lease is told it failed). */
+static int lease_send(struct cluster_rate *rate, struct rate_lease *lease, const char *group_id,
+                      double limit, unsigned burst, unsigned wanted)
 {
     struct lease_call *call = calloc(1, sizeof(*call));
     char bucket_key[RATE_KEY_MAX], interval[24], tolerance[24], count[16], ttl[16];
     if (call == NULL) {
         if (lease != NULL)
             rate_lease_failed(lease);
-        return;
+        return -1;
     }
     call->rate = rate;
     call->heartbeat = lease == NULL;
@@ -382,9 +384,10 @@ static void lease_send(struct cluster_rate *rate, struct rate_lease *lease, cons
         atomic_fetch_add(&failures_total, 1);
         if (lease != NULL)
             rate_lease_failed(lease);
-        return;
+        return -1;
     }
     atomic_fetch_add(&round_trips_total, 1);
+    return 0;
 }
 
 static int64_t monotonic_ns(void)
@@ -417,7 +420,8 @@ static void script_failed(struct cluster_rate *rate, enum redis_status status,
     rate->script_failed = true;
 }
 
-static void waiters_answered(struct cluster_rate *rate, struct waiters *queue);
+static void waiters_answered(struct cluster_rate *rate, struct rate_lease *lease,
+                             struct waiters *queue, const char *group_id, bool failed);
 
 static void lease_reply(void *user, enum redis_status status, const struct redis_reply *reply)
 {
@@ -440,9 +444,9 @@ static void lease_reply(void *user, enum redis_status status, const struct redis
         script_failed(rate, status, reply);
         if (lease != NULL)
             rate_lease_failed(lease);
-        free(call);
         if (queue != NULL)
-            waiters_answered(rate, queue);
+            waiters_answered(rate, lease, queue, call->group_id, true);
+        free(call);
         return;
     }
     rate->script_failed = false;
@@ -460,9 +464,9 @@ static void lease_reply(void *user, enum redis_status status, const struct redis
             rate_lease_granted(lease, monotonic_ns(), (unsigned)granted,
                                next_us > 0 ? next_us * 1000 : 0);
     }
-    free(call);
     if (queue != NULL)
-        waiters_answered(rate, queue);
+        waiters_answered(rate, lease, queue, call->group_id, false);
+    free(call);
 }
 
 static void update_fallback(struct cluster_rate *rate)
@@ -487,37 +491,49 @@ static void tick(void *arg)
     lease_send(rate, NULL, "", 0, 0, 0);
 }
 
-static void lease_refill(struct cluster_rate *rate, struct rate_lease *lease, const char *group_id,
-                         double limit, unsigned burst, int64_t now_ns)
+/*
+ * Sends the refill lease needs at now_ns, if any: 0 when one is in flight
+ * afterwards, -1 otherwise. Not while the lease's waiters are having their
+ * turn: one refill then goes out after the last (waiters_answered()).
+ */
+static int lease_refill(struct cluster_rate *rate, struct rate_lease *lease, const char *group_id,
+                        int64_t now_ns)
 {
+    if (rate->answering == lease)
+        return 0;
     unsigned wanted = rate_lease_refill(lease, now_ns);
-    if (wanted > 0)
-        lease_send(rate, lease, group_id, limit, burst, wanted);
+    if (wanted > 0) {
+        bool group = group_id[0] != '\0';
+        lease_send(rate, lease, group_id, group ? rate->group_rate : rate->signing_rate,
+                   group ? rate->group_burst : rate->signing_burst, wanted);
+    }
+    return lease->refilling ? 0 : -1;
 }
 
 /*
  * A step through one lease: 0 admitted, -1 refused, 1 queued on queue until
- * the refill in flight is answered. A step waits once per limit (stage) at
- * most, and only when it has a continuation (done).
+ * a refill is answered (then waiters_answered() gives it its turn). A step
+ * waits only with a continuation (done), for RATE_LEASE_TURNS answers at
+ * most.
  */
 static int lease_take(struct cluster_rate *rate, struct rate_lease *lease, struct waiters *queue,
-                      struct cluster_rate_request *request, const char *group_id, double limit,
-                      unsigned burst, int64_t now_ns)
+                      struct cluster_rate_request *request, const char *group_id, int64_t now_ns)
 {
     int result = rate_lease_take(lease, now_ns, &request->retry_after_ns);
-    lease_refill(rate, lease, group_id, limit, burst, now_ns);
-    unsigned bit = 1u << request->stage;
-    if (result == 0 || request->done == NULL || (request->waited & bit) != 0 ||
+    int refill = lease_refill(rate, lease, group_id, now_ns);
+    if (result == 0 || request->done == NULL || request->turns >= RATE_LEASE_TURNS || refill != 0 ||
         !rate_lease_wait(lease, now_ns))
         return result;
-    request->waited |= bit;
+    if (request->turns == 0)
+        atomic_fetch_add(&waits_total, 1);
+    request->turns++;
+    request->waiting = true;
     request->next = NULL;
     if (queue->tail != NULL)
         queue->tail->next = request;
     else
         queue->head = request;
     queue->tail = request;
-    atomic_fetch_add(&waits_total, 1);
     return 1;
 }
 
@@ -571,8 +587,7 @@ static int take_group(struct cluster_rate *rate, struct cluster_rate_request *re
         request->group_taken = result == 0 ? TAKEN_SHARE : TAKEN_NONE;
         return result;
     }
-    int result = lease_take(rate, &bucket->lease, &bucket->waiters, request, bucket->id,
-                            rate->group_rate, rate->group_burst, now_ns);
+    int result = lease_take(rate, &bucket->lease, &bucket->waiters, request, bucket->id, now_ns);
     request->group_taken = result == 0 ? TAKEN_LEASE : TAKEN_NONE;
     return result;
 }
@@ -587,8 +602,7 @@ static int take_signing(struct cluster_rate *rate, struct cluster_rate_request *
         result = admission_take_share(rate->node, atomic_load(&live_nodes), now_ns,
                                       &request->retry_after_ns);
     } else {
-        result = lease_take(rate, &rate->signing, &rate->signing_waiters, request, "",
-                            rate->signing_rate, rate->signing_burst, now_ns);
+        result = lease_take(rate, &rate->signing, &rate->signing_waiters, request, "", now_ns);
         request->signing_taken = result == 0 ? TAKEN_LEASE : TAKEN_NONE;
         return result;
     }
@@ -661,6 +675,7 @@ static enum cluster_rate_verdict advance(struct cluster_rate *rate,
         if (result < 0)
             return refused(rate, request);
         request->stage++;
+        request->turns = 0;
     }
     atomic_fetch_add(&admitted_total, 1);
     return CLUSTER_RATE_ADMITTED;
@@ -672,18 +687,48 @@ static void request_done(struct cluster_rate_request *request, enum cluster_rate
     request->done(request);
 }
 
-/* The refill the queue's steps waited for is answered: each gets its turn, in order. */
-static void waiters_answered(struct cluster_rate *rate, struct waiters *queue)
+/*
+ * A refill of lease is answered (failed: without tokens): each of its
+ * waiting steps has its turn, in order. One that still finds no token may
+ * wait for the next answer (its turns allowing), and the refill that asks
+ * for it goes out after the last turn; if that cannot go, they have their
+ * last turn at once. A group's bucket is found again by id after each turn,
+ * since a turn may add a group and move the table.
+ */
+static void waiters_answered(struct cluster_rate *rate, struct rate_lease *lease,
+                             struct waiters *queue, const char *group_id, bool failed)
 {
-    struct cluster_rate_request *request = queue->head;
-    queue->head = queue->tail = NULL;
-    int64_t now_ns = monotonic_ns();
-    while (request != NULL) {
-        struct cluster_rate_request *next = request->next;
-        enum cluster_rate_verdict verdict = advance(rate, request, now_ns);
-        if (verdict != CLUSTER_RATE_PENDING)
-            request_done(request, verdict);
-        request = next;
+    char id[GROUP_ID_MAX];
+    snprintf(id, sizeof(id), "%s", group_id);
+    for (;;) {
+        struct cluster_rate_request *request = queue->head;
+        queue->head = queue->tail = NULL;
+        int64_t now_ns = monotonic_ns();
+        while (request != NULL) {
+            struct cluster_rate_request *next = request->next;
+            if (failed)
+                request->turns = RATE_LEASE_TURNS;
+            if (request->waiting) {
+                rate_lease_unwait(lease);
+                request->waiting = false;
+            }
+            rate->answering = lease;
+            enum cluster_rate_verdict verdict = advance(rate, request, now_ns);
+            rate->answering = NULL;
+            if (verdict != CLUSTER_RATE_PENDING)
+                request_done(request, verdict);
+            request = next;
+            if (id[0] != '\0') {
+                struct group_bucket *bucket = group_find(rate, id, false);
+                if (bucket == NULL)
+                    return; /* never: buckets stay once made */
+                lease = &bucket->lease;
+                queue = &bucket->waiters;
+            }
+        }
+        if (lease_refill(rate, lease, id, now_ns) == 0 || queue->head == NULL)
+            return;
+        failed = true;
     }
 }
 
@@ -724,7 +769,8 @@ enum cluster_rate_verdict cluster_rate_admit(struct cluster_rate *rate,
                                              struct cluster_rate_request *request, int64_t now_ns)
 {
     request->stage = STAGE_GROUP;
-    request->waited = 0;
+    request->waiting = false;
+    request->turns = 0;
     request->group_taken = request->signing_taken = TAKEN_NONE;
     request->retry_after_ns = 0;
     request->next = NULL;

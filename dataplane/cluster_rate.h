@@ -32,9 +32,9 @@
  * refuse never cost a round trip.
  *
  * A step that finds its lease's tokens and credit spent while a refill is on
- * its way waits for that refill's answer (rate_lease.h) rather than being
- * refused: at most once per limit, so at most one Redis command deadline
- * each.
+ * its way waits for a refill's answer (rate_lease.h) rather than being
+ * refused: at most RATE_LEASE_TURNS answers per limit, each within the
+ * Redis client's command deadline.
  *
  * Redis unreachable (the shard's client is not READY, or the script fails):
  * the shard falls back to this node's share of each limit, the limit divided
@@ -100,7 +100,8 @@ struct cluster_rate_request {
     struct cluster_rate *rate;
     struct cluster_rate_request *next;
     unsigned stage;
-    unsigned waited;        /* a bit per limit it waited for once */
+    bool waiting;           /* in a lease's waiters */
+    unsigned turns;         /* refill answers it had at this stage */
     unsigned group_taken;   /* how its group token was taken, to give it back */
     unsigned signing_taken; /* the same for the signing token */
 };
