@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/hash.h"
 #include "common/log.h"
 #include "dataplane/admission.h"
 #include "dataplane/cluster.h"
@@ -266,18 +267,10 @@ void cluster_rate_free(struct cluster_rate *rate)
 
 /* ---- groups ---- */
 
-static size_t group_hash(const char *id)
-{
-    size_t hash = 14695981039346656037u;
-    for (; *id != '\0'; id++)
-        hash = (hash ^ (unsigned char)*id) * 1099511628211u;
-    return hash;
-}
-
 static struct group_bucket *group_find(struct cluster_rate *rate, const char *id, bool create)
 {
     if (rate->group_slots > 0) {
-        for (size_t i = group_hash(id) & (rate->group_slots - 1);;
+        for (size_t i = (size_t)hash_text(id) & (rate->group_slots - 1);;
              i = (i + 1) & (rate->group_slots - 1)) {
             struct group_bucket *bucket = &rate->groups[i];
             if (strcmp(bucket->id, id) == 0)
@@ -296,7 +289,7 @@ static struct group_bucket *group_find(struct cluster_rate *rate, const char *id
         for (size_t i = 0; i < rate->group_slots; i++) {
             if (rate->groups[i].id[0] == '\0')
                 continue;
-            size_t j = group_hash(rate->groups[i].id) & (slots - 1);
+            size_t j = (size_t)hash_text(rate->groups[i].id) & (slots - 1);
             while (grown[j].id[0] != '\0')
                 j = (j + 1) & (slots - 1);
             grown[j] = rate->groups[i];
@@ -305,7 +298,7 @@ static struct group_bucket *group_find(struct cluster_rate *rate, const char *id
         rate->groups = grown;
         rate->group_slots = slots;
     }
-    size_t i = group_hash(id) & (rate->group_slots - 1);
+    size_t i = (size_t)hash_text(id) & (rate->group_slots - 1);
     while (rate->groups[i].id[0] != '\0')
         i = (i + 1) & (rate->group_slots - 1);
     struct group_bucket *bucket = &rate->groups[i];

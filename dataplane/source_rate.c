@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hash.h"
+
 #define STRIPES 64
 #define SLOTS 256 /* per stripe, a power of two */
 #define PROBES 16
@@ -47,14 +49,6 @@ void source_rate_free(struct source_rate *table)
     free(table);
 }
 
-static uint64_t hash_key(const char *key)
-{
-    uint64_t hash = 14695981039346656037u;
-    for (; *key != '\0'; key++)
-        hash = (hash ^ (unsigned char)*key) * 1099511628211u;
-    return hash;
-}
-
 /* The source's slot in stripe, taking a free one (no debt left) when it has none; or NULL. */
 static struct source_slot *slot_find(struct source_stripe *stripe, uint64_t hash, const char *key,
                                      int64_t now_ns)
@@ -79,7 +73,7 @@ int source_rate_take(struct source_rate *table, const char *source, int64_t inte
 {
     if (interval_ns <= 0 || source[0] == '\0' || strlen(source) >= SOURCE_RATE_KEY_MAX)
         return 0;
-    uint64_t hash = hash_key(source);
+    uint64_t hash = hash_text(source);
     struct source_stripe *stripe = &table->stripes[(hash >> 56) % STRIPES];
     int64_t tolerance_ns = (int64_t)(burst > 0 ? burst - 1 : 0) * interval_ns;
     int result = 0;

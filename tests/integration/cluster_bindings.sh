@@ -26,25 +26,8 @@ plan 31
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
     { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
 
-DEMO=$WORK/demo
-REDIS_PORT=$(free_port)
-REDIS_PID=""
-PORT_A=$(free_port)
-API_A=$(free_port)
-PORT_B=$(free_port)
-API_B=$(free_port)
-PID_a=""
-PID_b=""
+cluster_setup
 D=7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d
-
-stop_all() {
-    for pid in $PID_a $PID_b $REDIS_PID; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
 
 # device PORT N [loadgen options]: demo identity N through the node on PORT.
 device() {

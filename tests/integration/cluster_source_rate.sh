@@ -22,33 +22,8 @@ plan 13
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
     { echo "1..0 # SKIP redis-server or redis-cli not installed"; exit 0; }
 
-DEMO=$WORK/demo
-REDIS_PORT=$(free_port)
-REDIS_PID=""
-PORT_A=$(free_port)
-API_A=$(free_port)
-PORT_B=$(free_port)
-API_B=$(free_port)
-PID_a=""
-PID_b=""
-LOAD_PID=""
+cluster_setup
 LIMIT=20
-
-stop_all() {
-    [ -z "$REDIS_PID" ] || kill -CONT "$REDIS_PID" 2>/dev/null
-    for pid in $LOAD_PID $PID_a $PID_b $REDIS_PID; do
-        kill -9 "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    cleanup
-}
-trap stop_all EXIT
-
-# metric API NAME [LABEL-REGEX]: the sum of NAME's samples whose labels match.
-metric() {
-    curl -s "http://127.0.0.1:$1/metrics" |
-        awk -v m="$2" -v l="${3:-}" '{ split($1, p, "{") } p[1] == m && $1 ~ l { s += $2 } END { printf "%d\n", s }'
-}
 
 # counts API: "ADMITTED REFUSED TIME": the node's per-source admissions and refusals, and when
 # the scrape came back.
@@ -72,7 +47,6 @@ a = (a1[0] - a0[0]) / (a1[2] - a0[2]); b = (b1[0] - b0[0]) / (b1[2] - b0[2])
 print('%.1f %.1f %.1f %.2f %d' % (a, b, a + b, a1[2] - a0[2], a1[1] - a0[1] + b1[1] - b0[1]))"
 }
 
-within() { python3 -c "import sys; sys.exit(0 if abs($1 - $2) <= 0.1 * $2 else 1)"; }
 # demand_above RATE LIMIT: the demand (admitted and refused) stayed at twice LIMIT or more, so
 # the lower bound is measured; on a box too busy to offer that, only the upper bound is.
 demand_above() { python3 -c "import sys; sys.exit(0 if $1 * $SECONDS_ + $REFUSED >= 2 * $2 * $SECONDS_ else 1)"; }
@@ -104,26 +78,11 @@ refused_with_max_age() {
 }
 
 in_shell "redis-server starts" start_redis
-start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" >/dev/null && stop_node a
-printf 'limits:\n  signingRatePerSource: %s\n  signingBurstPerSource: %s\ncluster:\n  bindingsWhenRedisDown: local\n  trustedProxies: [127.0.0.2/32]\n' \
-    "$LIMIT" "$LIMIT" >>"$DEMO/dpsd.yaml"
-if start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" &&
-    start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data"; then
-    ok "two nodes start with a per-source signing rate of $LIMIT/s"
-else
-    not_ok "two nodes start with a per-source signing rate of $LIMIT/s"
-    finish
-fi
+start_pair "two nodes start with a per-source signing rate of $LIMIT/s" \
+    "$(printf 'limits:\n  signingRatePerSource: %s\n  signingBurstPerSource: %s\ncluster:\n  bindingsWhenRedisDown: local\n  trustedProxies: [127.0.0.2/32]\n' "$LIMIT" "$LIMIT")"
 
-# A closed loop from one source, as in cluster_rate.sh: refused steps are retried after their
-# Max-Age, a device refused three times gives up and a new one takes its place. Identities
-# from 101 on: the probes use 1 to 5.
-"$LOADGEN" gen --pki "$DEMO/pki" --devices 20100 >/dev/null 2>&1
-"$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_A" --endpoint "coaps+tcp://127.0.0.1:$PORT_B" \
-    --pki "$DEMO/pki" --ca "$DEMO/pki/dps-root.pem" --first 101 --devices 20000 \
-    --concurrency "${CLUSTER_RATE_DEVICES:-64}" --duration 120 --threads 1 --timeout 20 \
-    --max-attempts 1 >"$WORK/loadgen.out" 2>&1 &
-LOAD_PID=$!
+# A closed loop from one source (closed_loop), identities from 101 on: the probes use 1 to 5.
+closed_loop 101 "${CLUSTER_RATE_DEVICES:-64}" 120
 sleep 3
 
 read -r RATE_A RATE_B RATE SECONDS_ REFUSED <<<"$(window 20)"

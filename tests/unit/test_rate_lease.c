@@ -68,16 +68,22 @@ static void debt_is_bounded_by_the_lease(void **state)
     assert_int_equal(lease.tokens, 1);
 }
 
+/* A lease of one token with a credit of four, the credit spent at now: the refill asks for 5. */
+static void spend_the_credit(struct rate_lease *lease, int64_t now)
+{
+    int64_t wait = 0;
+    rate_lease_init(lease, 1, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(rate_lease_take(lease, now, &wait), 0);
+    assert_int_equal(rate_lease_take(lease, now, &wait), -1);
+    assert_int_equal(rate_lease_refill(lease, now), 5);
+}
+
 static void credit_lets_a_shard_borrow_its_share_of_the_burst(void **state)
 {
     (void)state;
     struct rate_lease lease;
-    int64_t wait = 0, now = SECOND;
-    rate_lease_init(&lease, 1, 4);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(rate_lease_take(&lease, now, &wait), 0);
-    assert_int_equal(rate_lease_take(&lease, now, &wait), -1);
-    assert_int_equal(rate_lease_refill(&lease, now), 5);
+    spend_the_credit(&lease, SECOND);
 }
 
 static void an_empty_bucket_stops_debts_until_its_next_token(void **state)
@@ -270,11 +276,7 @@ static void waiting_is_bounded(void **state)
     (void)state;
     struct rate_lease lease;
     int64_t wait = 0, now = SECOND;
-    rate_lease_init(&lease, 1, 4);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(rate_lease_take(&lease, now, &wait), 0);
-    assert_int_equal(rate_lease_take(&lease, now, &wait), -1);
-    assert_int_equal(rate_lease_refill(&lease, now), 5);
+    spend_the_credit(&lease, now);
     /* At most 4 x (size + credit) steps wait at once, and the next refill asks for them. */
     for (int i = 0; i < 20; i++)
         assert_true(rate_lease_wait(&lease, now));
