@@ -202,8 +202,9 @@ static long slow_redis_shard(struct bucket *bucket, unsigned size, unsigned cred
     *longest = 0;
     for (int64_t now = start; now < start + 10 * SECOND; now += MS) {
         if (reply_at == now) {
-            int64_t next;
-            rate_lease_granted(&lease, now, bucket_lease(bucket, now, wanted, &next), next);
+            int64_t next = 0;
+            unsigned granted = bucket_lease(bucket, now, wanted, &next);
+            rate_lease_granted(&lease, now, granted, next);
             reply_at = -1;
             unsigned still = 0;
             for (unsigned i = 0; i < waiting; i++) {
