@@ -48,8 +48,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,10 +59,11 @@
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
 #include "dataplane/blocklist.h"
-#include "dataplane/cbor.h"
 #include "dataplane/cluster.h"
 #include "dataplane/cluster_rate.h"
 #include "dataplane/coap_tcp.h"
+#include "dataplane/dps_counters.h"
+#include "dataplane/dps_requests.h"
 #include "dataplane/mailbox.h"
 #include "store/records.h"
 #include "store/store.h"
@@ -131,156 +130,6 @@ struct dps_op {
     const char *claim_gateway; /* in the op's configuration */
 };
 
-/* ---- counters ---- */
-
-const double dps_latency_bounds[DPS_LATENCY_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                        0.1,   0.25,   0.5,   1,    2.5,   5};
-
-/*
- * Each shard counts in its own block, written only on its thread (relaxed
- * atomics on memory no other shard writes), and a read sums the blocks: the
- * hot path shares no cache line between shards. The registry is touched only
- * when a shard starts or stops and when /metrics is read.
- */
-struct step_counters {
-    _Atomic uint64_t by_class[3];
-    _Atomic uint64_t latency_buckets[DPS_LATENCY_BUCKETS + 1];
-    _Atomic uint64_t latency_sum_ns;
-};
-
-struct dps_counters {
-    struct step_counters steps[STEP_COUNT];
-    _Atomic uint64_t rate_limited;
-    _Atomic uint64_t busy;
-    _Atomic uint64_t issued;
-    _Atomic uint64_t refused[DPS_REFUSAL_COUNT];
-    struct dps_counters *next;
-};
-
-static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct dps_counters *counters_list;
-/* What stopped shards counted, so totals never go down. */
-static struct dps_counters counters_retired;
-
-struct dps_counters *dps_counters_new(void)
-{
-    struct dps_counters *counters = calloc(1, sizeof(*counters));
-    if (counters == NULL)
-        return NULL;
-    pthread_mutex_lock(&counters_lock);
-    counters->next = counters_list;
-    counters_list = counters;
-    pthread_mutex_unlock(&counters_lock);
-    return counters;
-}
-
-static void count(_Atomic uint64_t *counter, uint64_t n)
-{
-    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
-}
-
-static uint64_t counted(_Atomic uint64_t *counter)
-{
-    return atomic_load_explicit(counter, memory_order_relaxed);
-}
-
-/* Adds from's counts to into (both under counters_lock). */
-static void counters_add(struct dps_counters *into, struct dps_counters *from)
-{
-    for (size_t s = 0; s < STEP_COUNT; s++) {
-        for (size_t c = 0; c < 3; c++)
-            count(&into->steps[s].by_class[c], counted(&from->steps[s].by_class[c]));
-        for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++)
-            count(&into->steps[s].latency_buckets[b], counted(&from->steps[s].latency_buckets[b]));
-        count(&into->steps[s].latency_sum_ns, counted(&from->steps[s].latency_sum_ns));
-    }
-    count(&into->rate_limited, counted(&from->rate_limited));
-    count(&into->busy, counted(&from->busy));
-    count(&into->issued, counted(&from->issued));
-    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++)
-        count(&into->refused[r], counted(&from->refused[r]));
-}
-
-void dps_counters_free(struct dps_counters *counters)
-{
-    if (counters == NULL)
-        return;
-    pthread_mutex_lock(&counters_lock);
-    struct dps_counters **link = &counters_list;
-    while (*link != NULL && *link != counters)
-        link = &(*link)->next;
-    if (*link != NULL)
-        *link = counters->next;
-    counters_add(&counters_retired, counters);
-    pthread_mutex_unlock(&counters_lock);
-    free(counters);
-}
-
-static const char *const refusal_names[DPS_REFUSAL_COUNT] = {
-    [DPS_REFUSED_RESERVED] = "reserved",
-    [DPS_REFUSED_ID_TAKEN] = "id_taken",
-    [DPS_REFUSED_IDENTITY_BOUND] = "identity_bound",
-    [DPS_REFUSED_BLOCKED] = "blocked",
-};
-
-const char *dps_refusal_name(enum dps_refusal refusal)
-{
-    return (unsigned)refusal < DPS_REFUSAL_COUNT ? refusal_names[refusal] : "";
-}
-
-static void count_answer(struct dps_counters *counters, enum dps_step step, uint8_t code,
-                         const struct timespec *started)
-{
-    struct step_counters *step_counters = &counters->steps[step];
-    int class = code >> 5;
-    count(&step_counters->by_class[class == 2 ? 0 : class == 4 ? 1 : 2], 1);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ns =
-        (int64_t)(now.tv_sec - started->tv_sec) * 1000000000 + (now.tv_nsec - started->tv_nsec);
-    size_t bucket = 0;
-    while (bucket < DPS_LATENCY_BUCKETS && (double)ns / 1e9 > dps_latency_bounds[bucket]) {
-        bucket++;
-    }
-    count(&step_counters->latency_buckets[bucket], 1);
-    count(&step_counters->latency_sum_ns, (uint64_t)(ns > 0 ? ns : 0));
-    if (code == COAP_SERVICE_UNAVAILABLE) {
-        count(&counters->busy, 1);
-    }
-}
-
-void dps_stats_get(struct dps_stats *stats)
-{
-    struct dps_counters sum;
-    memset(&sum, 0, sizeof(sum));
-    pthread_mutex_lock(&counters_lock);
-    counters_add(&sum, &counters_retired);
-    for (struct dps_counters *counters = counters_list; counters != NULL; counters = counters->next)
-        counters_add(&sum, counters);
-    pthread_mutex_unlock(&counters_lock);
-
-    memset(stats, 0, sizeof(*stats));
-    for (size_t s = 0; s < STEP_COUNT; s++) {
-        struct dps_step_stats *out = &stats->steps[s];
-        out->name = dps_step_routes[s].record_part;
-        for (size_t c = 0; c < 3; c++) {
-            out->by_class[c] = counted(&sum.steps[s].by_class[c]);
-        }
-        for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++) {
-            out->latency_buckets[b] = counted(&sum.steps[s].latency_buckets[b]);
-        }
-        out->latency_sum_s = (double)counted(&sum.steps[s].latency_sum_ns) / 1e9;
-    }
-    stats->rate_limited = counted(&sum.rate_limited);
-    stats->busy = counted(&sum.busy);
-    stats->certificates_issued = counted(&sum.issued);
-    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++) {
-        stats->device_id_refused[r] = counted(&sum.refused[r]);
-    }
-}
-
-static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
-
 /*
  * The op's write put the top-level record part: later steps of the
  * connection leave it out while the device id is the same and the store has
@@ -318,262 +167,6 @@ static void now_ns_text(char out[24])
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     snprintf(out, 24, "%" PRId64, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
-}
-
-/* ---- catalog: per-group answers derived once from the configuration ---- */
-
-static json_t *ace_new(json_int_t id, json_t *subject, json_t *resources, int permission)
-{
-    return json_pack("{s:I, s:o, s:o, s:i, s:s}", "aceid", id, "subject", subject, "resources",
-                     resources, "permission", permission, "tag", "dps");
-}
-
-static json_t *href_list(const char *const *hrefs, size_t count, bool wildcard)
-{
-    json_t *list = json_array();
-    for (size_t i = 0; i < count; i++) {
-        json_array_append_new(list, json_pack("{s:s}", "href", hrefs[i]));
-    }
-    if (wildcard) {
-        json_array_append_new(list, json_pack("{s:s}", "wc", "*"));
-    }
-    return list;
-}
-
-/*
- * The reference's default list: the owner with all rights on the cloud
- * configuration, security profile, time and hub resources and everything
- * else by wildcard; anonymous read of discovery and device information; and
- * each linked hub with all rights on the hub resources.
- */
-static void default_acl(const struct config *config, const struct config_group *group,
-                        const char *owner_uuid, json_t *list)
-{
-    static const char *const owner_resources[] = {"/CoapCloudConfResURI",
-                                                  "/oic/sec/sp",
-                                                  "/x.plgd.dev/time",
-                                                  "/oc/con",
-                                                  "/oc/swu",
-                                                  "/oic/mnt"};
-    static const char *const anonymous_resources[] = {"/oic/d", "/oic/p", "/oic/res",
-                                                      "/oic/sec/sdi", "/oic/sec/doxm"};
-    json_int_t id = 1;
-    json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "uuid", owner_uuid),
-                                        href_list(owner_resources, 6, true), 31));
-    json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "conntype", "anon-clear"),
-                                        href_list(anonymous_resources, 5, false), 2));
-    for (size_t i = 0; i < group->hub_count; i++) {
-        json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "uuid", group->hub_ids[i]),
-                                            href_list(hub_resources, 4, true), 31));
-    }
-    (void)config;
-}
-
-/* Collects the "subject": {"uuid"} of every entry: those identities get rights on the device. */
-static int collect_acl_subjects(json_t *list, struct dps_catalog_group *out)
-{
-    out->acl_subjects = calloc(json_array_size(list) + 1, sizeof(*out->acl_subjects));
-    if (out->acl_subjects == NULL) {
-        return -1;
-    }
-    size_t index;
-    json_t *entry;
-    json_array_foreach(list, index, entry)
-    {
-        const char *text =
-            json_string_value(json_object_get(json_object_get(entry, "subject"), "uuid"));
-        struct dps_uuid uuid;
-        if (text != NULL && uuid_text_parse(text, strlen(text), &uuid) == 0) {
-            out->acl_subjects[out->acl_subject_count++] = uuid;
-        }
-    }
-    return 0;
-}
-
-static int catalog_group(const struct config *config, const struct config_group *group,
-                         struct dps_catalog_group *out, char *err, size_t err_length)
-{
-    struct dps_uuid owner;
-    uuid_from_owner(group->owner, &owner);
-    uuid_format(&owner, out->owner_uuid);
-    records_owner_key(group->owner, out->owner_key);
-
-    json_t *list = json_array();
-    if (group->acl_mode != CONFIG_ACL_REPLACE) {
-        default_acl(config, group, out->owner_uuid, list);
-    }
-    if (group->acl_json != NULL) {
-        json_error_t jerr;
-        json_t *own = json_loads(group->acl_json, 0, &jerr);
-        if (!json_is_array(own)) {
-            snprintf(err, err_length, "enrollment group %s: acl is not a JSON array", group->id);
-            json_decref(own);
-            json_decref(list);
-            return -1;
-        }
-        size_t index;
-        json_t *entry;
-        json_array_foreach(own, index, entry)
-        {
-            json_t *copy = json_deep_copy(entry);
-            if (json_object_get(copy, "aceid") == NULL) {
-                json_object_set_new(copy, "aceid",
-                                    json_integer((json_int_t)json_array_size(list) + 1));
-            }
-            json_object_set_new(copy, "tag", json_string("dps"));
-            json_array_append_new(list, copy);
-        }
-        json_decref(own);
-    }
-    out->acl_json = json_dumps(list, JSON_COMPACT);
-    int collected = collect_acl_subjects(list, out);
-    json_decref(list);
-    out->resources_json = strdup(group->resources_json != NULL ? group->resources_json : "[]");
-    if (out->acl_json == NULL || out->resources_json == NULL || collected != 0) {
-        snprintf(err, err_length, "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
-static int compare_reserved(const void *a, const void *b)
-{
-    return memcmp(&((const struct dps_reserved_id *)a)->uuid,
-                  &((const struct dps_reserved_id *)b)->uuid, sizeof(struct dps_uuid));
-}
-
-static void reserve(struct dps_catalog *catalog, const struct dps_uuid *uuid,
-                    enum dps_reserved_kind kind)
-{
-    catalog->reserved[catalog->reserved_count++] = (struct dps_reserved_id){*uuid, kind};
-}
-
-/* Every owner's UUID and every hub id in the configuration, sorted for lookups. */
-static int catalog_reserved(const struct config *config, struct dps_catalog *catalog)
-{
-    catalog->reserved =
-        calloc(config->group_count + 2 * config->hub_count + 1, sizeof(*catalog->reserved));
-    if (catalog->reserved == NULL) {
-        return -1;
-    }
-    struct dps_uuid uuid;
-    for (size_t i = 0; i < config->group_count; i++) {
-        uuid_from_owner(config->groups[i].owner, &uuid);
-        reserve(catalog, &uuid, DPS_RESERVED_OWNER);
-    }
-    for (size_t i = 0; i < config->hub_count; i++) {
-        if (config->hubs[i].owner != NULL) {
-            uuid_from_owner(config->hubs[i].owner, &uuid);
-            reserve(catalog, &uuid, DPS_RESERVED_OWNER);
-        }
-        if (uuid_text_parse(config->hubs[i].id, strlen(config->hubs[i].id), &uuid) == 0) {
-            reserve(catalog, &uuid, DPS_RESERVED_HUB);
-        }
-    }
-    qsort(catalog->reserved, catalog->reserved_count, sizeof(*catalog->reserved), compare_reserved);
-    return 0;
-}
-
-static bool same_text(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-/*
- * What a group's catalog entry is derived from: its owner, ACL and
- * resources, and the hubs it names. Should the catalog come to read more of
- * a group, compare that here too.
- */
-static bool catalog_inputs_equal(const struct config_group *a, const struct config_group *b)
-{
-    if (strcmp(a->id, b->id) != 0 || !same_text(a->owner, b->owner) || a->acl_mode != b->acl_mode ||
-        !same_text(a->acl_json, b->acl_json) || !same_text(a->resources_json, b->resources_json) ||
-        a->hub_count != b->hub_count) {
-        return false;
-    }
-    for (size_t h = 0; h < a->hub_count; h++) {
-        if (strcmp(a->hub_ids[h], b->hub_ids[h]) != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static int catalog_group_copy(const struct dps_catalog_group *from, struct dps_catalog_group *to)
-{
-    memcpy(to->owner_uuid, from->owner_uuid, sizeof(to->owner_uuid));
-    memcpy(to->owner_key, from->owner_key, sizeof(to->owner_key));
-    to->acl_json = strdup(from->acl_json);
-    to->resources_json = strdup(from->resources_json);
-    to->acl_subject_count = from->acl_subject_count;
-    to->acl_subjects = calloc(from->acl_subject_count + 1, sizeof(*to->acl_subjects));
-    if (to->acl_json == NULL || to->resources_json == NULL || to->acl_subjects == NULL) {
-        return -1;
-    }
-    memcpy(to->acl_subjects, from->acl_subjects,
-           from->acl_subject_count * sizeof(*to->acl_subjects));
-    return 0;
-}
-
-/* The entry of previous for a group with the same inputs, or NULL. */
-static const struct dps_catalog_group *catalog_known(const struct config_group *group, size_t index,
-                                                     const struct config *previous_config,
-                                                     const struct dps_catalog *previous)
-{
-    for (size_t k = 0; previous != NULL && k < previous_config->group_count; k++) {
-        size_t j = (index + k) % previous_config->group_count;
-        if (catalog_inputs_equal(group, &previous_config->groups[j])) {
-            return &previous->groups[j];
-        }
-    }
-    return NULL;
-}
-
-int dps_catalog_build(const struct config *config, const struct config *previous_config,
-                      const struct dps_catalog *previous, struct dps_catalog *catalog, char *err,
-                      size_t err_length)
-{
-    memset(catalog, 0, sizeof(*catalog));
-    catalog->groups = calloc(config->group_count + 1, sizeof(*catalog->groups));
-    if (catalog->groups == NULL || catalog_reserved(config, catalog) != 0) {
-        snprintf(err, err_length, "out of memory");
-        dps_catalog_free(config, catalog);
-        return -1;
-    }
-    for (size_t i = 0; i < config->group_count; i++) {
-        const struct dps_catalog_group *known =
-            catalog_known(&config->groups[i], i, previous_config, previous);
-        if (known != NULL) {
-            if (catalog_group_copy(known, &catalog->groups[i]) != 0) {
-                snprintf(err, err_length, "out of memory");
-                dps_catalog_free(config, catalog);
-                return -1;
-            }
-            continue;
-        }
-        if (catalog_group(config, &config->groups[i], &catalog->groups[i], err, err_length) != 0) {
-            dps_catalog_free(config, catalog);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-void dps_catalog_free(const struct config *config, struct dps_catalog *catalog)
-{
-    free(catalog->reserved);
-    catalog->reserved = NULL;
-    catalog->reserved_count = 0;
-    if (catalog->groups == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < config->group_count; i++) {
-        free(catalog->groups[i].acl_json);
-        free(catalog->groups[i].resources_json);
-        free(catalog->groups[i].acl_subjects);
-    }
-    free(catalog->groups);
-    catalog->groups = NULL;
 }
 
 /* ---- sessions ---- */
@@ -736,7 +329,7 @@ static void dps_op_answer(struct dps_op *op, bool keep)
     bool ok = op->code < COAP_BAD_REQUEST;
     op->answered = true;
     const struct config_group *group = session_group(op->services, op->session);
-    count_answer(op->services->counters, op->step, op->code, &op->started);
+    dps_count_answer(op->services->counters, op->step, op->code, &op->started);
     if (op->step == STEP_CREDENTIALS && ok) {
         count(&op->services->counters->issued, 1);
         /* One line per provisioning outcome: the certificate left, durably logged. */
@@ -1044,10 +637,7 @@ static const char *reserved_reason(const struct dps_op *op, const struct dps_uui
     if (uuid_is_nil(uuid)) {
         return "device id is reserved: the nil UUID";
     }
-    const struct dps_catalog *catalog = op->services->catalog;
-    struct dps_reserved_id key = {.uuid = *uuid};
-    const struct dps_reserved_id *found =
-        bsearch(&key, catalog->reserved, catalog->reserved_count, sizeof(key), compare_reserved);
+    const struct dps_reserved_id *found = dps_catalog_reserved(op->services->catalog, uuid);
     if (found != NULL) {
         return found->kind == DPS_RESERVED_HUB ? "device id is reserved: a hub id"
                                                : "device id is reserved: an owner's UUID";
@@ -1159,72 +749,6 @@ static void claim_device_id(struct dps_op *op)
     }
 }
 
-/* Reads a text value into a NUL-terminated UUID buffer; -1 unless it is a UUID. */
-static int read_uuid_text(struct dps_cbor_reader *reader, char out[37])
-{
-    const char *text;
-    size_t length;
-    struct dps_uuid uuid;
-    if (dps_cbor_read_text(reader, &text, &length) != 0 ||
-        uuid_text_parse(text, length, &uuid) != 0) {
-        return -1;
-    }
-    uuid_format(&uuid, out);
-    return 0;
-}
-
-struct cloud_request {
-    char device_id[37];
-    const char *gateway_uri;
-    size_t gateway_uri_length;
-    char gateway_id[37];
-};
-
-static int parse_cloud_request(const uint8_t *payload, size_t length, struct cloud_request *out)
-{
-    struct dps_cbor_reader reader;
-    struct dps_cbor_container map;
-    dps_cbor_reader_init(&reader, payload, length);
-    if (dps_cbor_enter_map(&reader, &map) != 0) {
-        return -1;
-    }
-    const char *key;
-    size_t key_length;
-    int more;
-    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
-        if (dps_cbor_text_equals(key, key_length, "di")) {
-            if (read_uuid_text(&reader, out->device_id) != 0) {
-                return -1;
-            }
-        } else if (dps_cbor_text_equals(key, key_length, "selectedGateway") &&
-                   dps_cbor_peek(&reader) == DPS_CBOR_TYPE_MAP) {
-            struct dps_cbor_container gateway;
-            if (dps_cbor_enter_map(&reader, &gateway) != 0) {
-                return -1;
-            }
-            while ((more = dps_cbor_map_next_key(&reader, &gateway, &key, &key_length)) == 1) {
-                if (dps_cbor_text_equals(key, key_length, "uri") &&
-                    dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
-                    dps_cbor_read_text(&reader, &out->gateway_uri, &out->gateway_uri_length);
-                } else if (dps_cbor_text_equals(key, key_length, "id") &&
-                           dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
-                    if (read_uuid_text(&reader, out->gateway_id) != 0) {
-                        out->gateway_id[0] = '\0';
-                    }
-                } else if (dps_cbor_skip(&reader) != 0) {
-                    return -1;
-                }
-            }
-            if (more < 0) {
-                return -1;
-            }
-        } else if (dps_cbor_skip(&reader) != 0) {
-            return -1;
-        }
-    }
-    return more < 0 || out->device_id[0] == '\0' ? -1 : 0;
-}
-
 /* Picks the hub and gateway: the device's selected one when it is linked, else the first. */
 static void choose_gateway(const struct dps_services *services, const struct config_group *group,
                            const struct cloud_request *request, size_t *hub_index,
@@ -1253,30 +777,61 @@ static void choose_gateway(const struct dps_services *services, const struct con
 }
 
 static void sign_cloud(struct dps_op *op);
+static void sign_credentials(struct dps_op *op);
+
+/* Hands the op's signer request out; the step goes on in dps_op_resume(). */
+static void sign_submit(struct dps_op *op)
+{
+    op->sign.done = signer_done;
+    op->sign.user = op;
+    op->phase = PHASE_SIGNING;
+    if (signer_submit(op->services->signer, &op->sign) != 0) {
+        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
+        dps_op_finish(op);
+    }
+}
+
+/* The step's signature, once its device id is the device's to hold. */
+static void sign_step(struct dps_op *op)
+{
+    if (op->step == STEP_CLOUD) {
+        sign_cloud(op);
+    } else {
+        sign_credentials(op);
+    }
+}
+
+/*
+ * Checks the device id the step names (op->device_id): refused, the step's
+ * record says why; a new binding in a cluster, Redis is asked first; else
+ * on to the signer.
+ */
+static void check_then_sign(struct dps_op *op)
+{
+    int checked = check_device_id(op, op->device_id);
+    if (checked < 0) {
+        op->device_id[0] = '\0';
+        dps_op_commit(op, false);
+    } else if (checked > 0) {
+        claim_device_id(op);
+    } else {
+        sign_step(op);
+    }
+}
 
 static void handle_cloud(struct dps_op *op, const struct dps_request *request)
 {
     struct cloud_request parsed = {0};
-    if (parse_cloud_request(request->payload, request->payload_length, &parsed) != 0) {
+    if (dps_parse_cloud_request(request->payload, request->payload_length, &parsed) != 0) {
         set_error(op, COAP_BAD_REQUEST, "cloud-configuration needs a map with a UUID \"di\"");
         dps_op_commit(op, false);
         return;
     }
     memcpy(op->device_id, parsed.device_id, sizeof(op->device_id));
-    int checked = check_device_id(op, op->device_id);
-    if (checked < 0) {
-        op->device_id[0] = '\0';
-        dps_op_commit(op, false);
-        return;
-    }
     /* The request's bytes go with this call: the gateway is chosen now. */
     choose_gateway(op->services, session_group(op->services, op->session), &parsed,
                    &op->claim_hub_index, &op->claim_gateway);
-    if (checked > 0) {
-        claim_device_id(op);
-        return;
-    }
-    sign_cloud(op);
+    check_then_sign(op);
 }
 
 /* cloud-configuration, its device id checked (and claimed in Redis when new). */
@@ -1308,13 +863,7 @@ static void sign_cloud(struct dps_op *op)
     op->sign.owner = group->owner;
     op->sign.device_id = op->device_id;
     op->sign.issued_at = time(NULL);
-    op->sign.done = signer_done;
-    op->sign.user = op;
-    op->phase = PHASE_SIGNING;
-    if (signer_submit(op->services->signer, &op->sign) != 0) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
-        dps_op_finish(op);
-    }
+    sign_submit(op);
 }
 
 static void answer_cloud(struct dps_op *op)
@@ -1360,67 +909,6 @@ static void answer_cloud(struct dps_op *op)
     }
 }
 
-static int parse_credentials_request(const uint8_t *payload, size_t length, char device_id[37],
-                                     const char **pem, size_t *pem_length, const char **problem)
-{
-    struct dps_cbor_reader reader;
-    struct dps_cbor_container map;
-    bool encoding_ok = false;
-    *pem = NULL;
-    *problem = "credentials needs a map with \"csr\"";
-    dps_cbor_reader_init(&reader, payload, length);
-    if (dps_cbor_enter_map(&reader, &map) != 0) {
-        return -1;
-    }
-    const char *key;
-    size_t key_length;
-    int more;
-    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
-        if (dps_cbor_text_equals(key, key_length, "di")) {
-            if (read_uuid_text(&reader, device_id) != 0) {
-                *problem = "\"di\" is not a UUID";
-                return -1;
-            }
-        } else if (dps_cbor_text_equals(key, key_length, "csr")) {
-            struct dps_cbor_container csr;
-            if (dps_cbor_enter_map(&reader, &csr) != 0) {
-                return -1;
-            }
-            while ((more = dps_cbor_map_next_key(&reader, &csr, &key, &key_length)) == 1) {
-                const char *value;
-                size_t value_length;
-                if (dps_cbor_text_equals(key, key_length, "encoding")) {
-                    if (dps_cbor_read_text(&reader, &value, &value_length) != 0) {
-                        return -1;
-                    }
-                    encoding_ok = dps_cbor_text_equals(value, value_length, "oic.sec.encoding.pem");
-                } else if (dps_cbor_text_equals(key, key_length, "data")) {
-                    if (dps_cbor_read_text(&reader, pem, pem_length) != 0) {
-                        return -1;
-                    }
-                } else if (dps_cbor_skip(&reader) != 0) {
-                    return -1;
-                }
-            }
-            if (more < 0) {
-                return -1;
-            }
-        } else if (dps_cbor_skip(&reader) != 0) {
-            return -1;
-        }
-    }
-    if (more < 0 || *pem == NULL) {
-        return -1;
-    }
-    if (!encoding_ok) {
-        *problem = "csr encoding must be oic.sec.encoding.pem";
-        return -1;
-    }
-    return 0;
-}
-
-static void sign_credentials(struct dps_op *op);
-
 static void handle_credentials(struct dps_op *op, const struct dps_request *request)
 {
     if (request->content_format != COAP_FORMAT_CBOR &&
@@ -1433,8 +921,8 @@ static void handle_credentials(struct dps_op *op, const struct dps_request *requ
     const char *pem;
     size_t pem_length;
     const char *problem;
-    if (parse_credentials_request(request->payload, request->payload_length, claimed, &pem,
-                                  &pem_length, &problem) != 0) {
+    if (dps_parse_credentials_request(request->payload, request->payload_length, claimed, &pem,
+                                      &pem_length, &problem) != 0) {
         set_error(op, COAP_BAD_REQUEST, problem);
         dps_op_commit(op, false);
         return;
@@ -1452,17 +940,7 @@ static void handle_credentials(struct dps_op *op, const struct dps_request *requ
         dps_op_commit(op, false);
         return;
     }
-    int checked = check_device_id(op, op->device_id);
-    if (checked < 0) {
-        op->device_id[0] = '\0';
-        dps_op_commit(op, false);
-        return;
-    }
-    if (checked > 0) {
-        claim_device_id(op);
-        return;
-    }
-    sign_credentials(op);
+    check_then_sign(op);
 }
 
 /* credentials, the CSR and its device id checked (and claimed in Redis when new). */
@@ -1485,13 +963,7 @@ static void sign_credentials(struct dps_op *op)
     /* An hour of slack for devices whose clocks run behind. */
     op->sign.not_before = now - 3600;
     op->sign.not_after = now + hub->certificate_validity_s;
-    op->sign.done = signer_done;
-    op->sign.user = op;
-    op->phase = PHASE_SIGNING;
-    if (signer_submit(op->services->signer, &op->sign) != 0) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
-        dps_op_finish(op);
-    }
+    sign_submit(op);
 }
 
 static void answer_credentials(struct dps_op *op)
@@ -1629,11 +1101,7 @@ static void claim_decided(struct dps_op *op, enum cluster_claim_result result)
         dps_op_commit(op, false);
         return;
     }
-    if (op->step == STEP_CLOUD) {
-        sign_cloud(op);
-    } else {
-        sign_credentials(op);
-    }
+    sign_step(op);
 }
 
 /* ---- signing limits ---- */
