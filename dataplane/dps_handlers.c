@@ -1,6 +1,7 @@
 /*
  * dps_handlers: the DPS resources (PROTOCOL.md section 2) and the life of one
- * request through the signer and the store.
+ * request through the signing limits, the signer and the store. The
+ * resources' own work is in dps_steps.c, the op they share in dps_op.h.
  *
  * Each request becomes a dps_op. Synchronous steps (time, ownership, ACLs,
  * resources) build their answer at once; cloud-configuration waits for a
@@ -55,80 +56,16 @@
 
 #include "common/log.h"
 #include "common/steps.h"
-#include "crypto/csr.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
-#include "dataplane/blocklist.h"
 #include "dataplane/cluster.h"
 #include "dataplane/cluster_rate.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/dps_counters.h"
-#include "dataplane/dps_requests.h"
+#include "dataplane/dps_op.h"
 #include "dataplane/mailbox.h"
 #include "store/records.h"
 #include "store/store.h"
-
-#define DPS_MAX_PAYLOAD 8192
-#define DPS_RETRY_SECONDS 1
-
-enum dps_phase {
-    PHASE_LIMITING, /* waiting for the signing limits (a lease's refill, a source's bucket) */
-    PHASE_CLAIMING, /* waiting for Redis to grant a new device-id binding */
-    PHASE_SIGNING,
-    PHASE_COMMITTING,
-};
-
-struct dps_op {
-    struct mailbox_item item;
-    struct timespec started;
-    const struct dps_services *services;
-    struct dps_session *session;
-    dps_reply_fn reply;
-    enum dps_step step;
-    enum dps_phase phase;
-    bool answered;           /* the device has its answer; only a lazy write is left */
-    uint64_t store_failures; /* the store's failure count when the write was built */
-    uint8_t token[8];
-    uint8_t token_length;
-    enum payload_format format;
-    int content_format;
-
-    /* The answer, sent once the record is durable. */
-    uint8_t code;
-    char error[160];
-    uint8_t *body;
-    size_t body_length;
-
-    /* A signing step's request, kept while the limits decide, and their decision. */
-    uint8_t *request_payload;
-    size_t request_payload_length;
-    int request_content_format;
-    struct cluster_rate_request limit;
-
-    /* Work handed to the signer and the store. */
-    struct signer_request sign;
-    struct store_write write;
-    char device_id[37];
-    char key_record[RECORDS_KEY_MAX];
-    char key_step[RECORDS_KEY_MAX];
-    char key_issuance[RECORDS_KEY_MAX];
-    char key_device_binding[RECORDS_KEY_MAX];
-    char key_identity_binding[RECORDS_KEY_MAX];
-    char serial_hex[2 * ISSUER_SERIAL_LENGTH + 1];
-    char *record_json;
-    char *step_json;
-    char *issuance_json;
-    char *device_binding_json;
-    char *identity_binding_json;
-    json_t *step_data; /* step-specific fields of the record part */
-    /* The catalog's ACL list (JSON text, compact), put first in the record part as is. */
-    const char *step_acl_json;
-    struct csr_result csr;
-    /* A new binding's claim in Redis, and where cloud-configuration goes once granted. */
-    struct cluster_claim claim;
-    size_t claim_hub_index;
-    const char *claim_gateway; /* in the op's configuration */
-};
 
 /*
  * The op's write put the top-level record part: later steps of the
@@ -155,13 +92,6 @@ void dps_format_time(const struct timespec *when, char out[32])
     snprintf(out + length, 32 - length, ".%06uZ", micro);
 }
 
-static void format_rfc3339_seconds(time_t when, char out[32])
-{
-    struct tm tm;
-    gmtime_r(&when, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void now_ns_text(char out[24])
 {
     struct timespec now;
@@ -171,8 +101,8 @@ static void now_ns_text(char out[24])
 
 /* ---- sessions ---- */
 
-static const struct config_group *session_group(const struct dps_services *services,
-                                                const struct dps_session *session)
+const struct config_group *dps_session_group(const struct dps_services *services,
+                                             const struct dps_session *session)
 {
     return &services->config->groups[session->attestation.group_index];
 }
@@ -328,7 +258,7 @@ static void dps_op_answer(struct dps_op *op, bool keep)
 {
     bool ok = op->code < COAP_BAD_REQUEST;
     op->answered = true;
-    const struct config_group *group = session_group(op->services, op->session);
+    const struct config_group *group = dps_session_group(op->services, op->session);
     dps_count_answer(op->services->counters, op->step, op->code, &op->started);
     if (op->step == STEP_CREDENTIALS && ok) {
         count(&op->services->counters->issued, 1);
@@ -354,13 +284,13 @@ static void dps_op_answer(struct dps_op *op, bool keep)
     }
 }
 
-static void dps_op_finish(struct dps_op *op)
+void dps_op_finish(struct dps_op *op)
 {
     dps_op_answer(op, false);
     dps_op_release(op);
 }
 
-static const struct dps_catalog_group *catalog_group_of(const struct dps_op *op)
+const struct dps_catalog_group *dps_op_catalog_group(const struct dps_op *op)
 {
     return &op->services->catalog->groups[op->session->attestation.group_index];
 }
@@ -371,13 +301,13 @@ static void store_done(struct store_write *write)
     mailbox_post(op->services->mailbox, &op->item);
 }
 
-static void signer_done(struct signer_request *request)
+void dps_op_signer_done(struct signer_request *request)
 {
     struct dps_op *op = request->user;
     mailbox_post(op->services->mailbox, &op->item);
 }
 
-static void set_error(struct dps_op *op, uint8_t code, const char *message)
+void dps_op_set_error(struct dps_op *op, uint8_t code, const char *message)
 {
     op->code = code;
     snprintf(op->error, sizeof(op->error), "%s", message);
@@ -387,7 +317,7 @@ static void set_error(struct dps_op *op, uint8_t code, const char *message)
 static char *record_part_json(const struct dps_services *services,
                               const struct dps_session *session)
 {
-    const struct config_group *group = session_group(services, session);
+    const struct config_group *group = dps_session_group(services, session);
     json_t *record = json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:{s:s, s:s}}}", "id", session->record_id,
         "enrollmentGroupId", group->id, "deviceId", session->device_id, "owner", group->owner,
@@ -449,10 +379,10 @@ static void add_put(struct store_write *write, enum store_family family, const c
  * the id is free or this identity's and that this identity holds no other
  * id, in the same batch: two shards racing for one id cannot both win.
  */
-static void dps_op_commit(struct dps_op *op, bool with_issuance)
+void dps_op_commit(struct dps_op *op, bool with_issuance)
 {
     struct dps_session *session = op->session;
-    const struct dps_catalog_group *entry = catalog_group_of(op);
+    const struct dps_catalog_group *entry = dps_op_catalog_group(op);
     free(op->record_json);
     free(op->step_json);
     /*
@@ -495,7 +425,7 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     }
     bool binding_ready = true;
     if (op->device_id[0] != '\0' && op->code < COAP_BAD_REQUEST) {
-        const char *owner = session_group(op->services, session)->owner;
+        const char *owner = dps_session_group(op->services, session)->owner;
         free(op->device_binding_json);
         free(op->identity_binding_json);
         op->device_binding_json = records_device_binding_value(owner, session->record_id);
@@ -519,14 +449,15 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     op->write.lazy = !hands_out;
     op->phase = PHASE_COMMITTING;
     if ((!record_current && op->record_json == NULL) || op->step_json == NULL || !binding_ready) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
+        dps_op_set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
         dps_op_finish(op);
         return;
     }
     int submitted = store_submit(op->services->store, &op->write);
     if (submitted != STORE_OK) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE,
-                  submitted == STORE_BUSY ? "store busy, retry" : "store unavailable, retry");
+        dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE,
+                         submitted == STORE_BUSY ? "store busy, retry"
+                                                 : "store unavailable, retry");
         dps_op_finish(op);
         return;
     }
@@ -534,574 +465,6 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
         /* The op stays, owning the write's buffers, until the store hands it back. */
         dps_op_answer(op, true);
     }
-}
-
-/* ---- answers ---- */
-
-static int finish_body(struct dps_op *op, struct payload_writer *writer)
-{
-    long length = payload_finish(writer);
-    if (length < 0) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "response does not fit 8192 bytes");
-        return -1;
-    }
-    op->body_length = (size_t)length;
-    return 0;
-}
-
-static int begin_body(struct dps_op *op, struct payload_writer *writer)
-{
-    op->body = malloc(DPS_MAX_PAYLOAD);
-    if (op->body == NULL) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
-        return -1;
-    }
-    payload_init(writer, op->format, op->body, DPS_MAX_PAYLOAD);
-    return 0;
-}
-
-/*
- * The GET steps all answer 2.05 with a one-member map: key and a text value,
- * or key and a JSON document (json true) served in the negotiated format.
- */
-static void answer_member(struct dps_op *op, const char *key, const char *value, bool json)
-{
-    struct payload_writer writer;
-    if (begin_body(op, &writer) != 0) {
-        return;
-    }
-    payload_map(&writer, 1);
-    payload_text(&writer, key);
-    if (json) {
-        payload_json(&writer, value);
-    } else {
-        payload_text(&writer, value);
-    }
-    payload_end(&writer);
-    if (finish_body(op, &writer) == 0) {
-        op->code = COAP_CONTENT;
-    }
-}
-
-static void handle_time(struct dps_op *op)
-{
-    struct timespec now;
-    char text[32];
-    clock_gettime(CLOCK_REALTIME, &now);
-    dps_format_time(&now, text);
-    answer_member(op, "time", text, false);
-    json_object_set_new(op->step_data, "time", json_string(text));
-    dps_op_commit(op, false);
-}
-
-static void handle_ownership(struct dps_op *op)
-{
-    answer_member(op, "devowneruuid", catalog_group_of(op)->owner_uuid, false);
-    json_object_set_new(op->step_data, "owner",
-                        json_string(session_group(op->services, op->session)->owner));
-    dps_op_commit(op, false);
-}
-
-static void handle_acls(struct dps_op *op)
-{
-    const char *acl = catalog_group_of(op)->acl_json;
-    answer_member(op, "aclist2", acl, true);
-    op->step_acl_json = acl;
-    dps_op_commit(op, false);
-}
-
-static void handle_resources(struct dps_op *op)
-{
-    answer_member(op, "resources", catalog_group_of(op)->resources_json, true);
-    dps_op_commit(op, false);
-}
-
-/* Sets a 4.03 with message, counted by reason; returns -1 for the caller to pass on. */
-static int refuse(struct dps_op *op, enum dps_refusal reason, const char *message)
-{
-    count(&op->services->counters->refused[reason], 1);
-    set_error(op, COAP_FORBIDDEN, message);
-    return -1;
-}
-
-/*
- * What a device may not become, whatever its manufacturer certificate: no
- * one (nil), an owner (any owner's UUID: the owner ACE grants it all rights
- * on every device), a hub (hubs get rights on devices too), or anyone the
- * group's ACLs name. A certificate for such an id, valid under the hub's
- * root, would let the device act as that identity towards its peers and the
- * hub. NULL when the id is free to claim, else why not.
- */
-static const char *reserved_reason(const struct dps_op *op, const struct dps_uuid *uuid)
-{
-    if (uuid_is_nil(uuid)) {
-        return "device id is reserved: the nil UUID";
-    }
-    const struct dps_reserved_id *found = dps_catalog_reserved(op->services->catalog, uuid);
-    if (found != NULL) {
-        return found->kind == DPS_RESERVED_HUB ? "device id is reserved: a hub id"
-                                               : "device id is reserved: an owner's UUID";
-    }
-    const struct dps_catalog_group *entry = catalog_group_of(op);
-    for (size_t i = 0; i < entry->acl_subject_count; i++) {
-        if (memcmp(&entry->acl_subjects[i], uuid, sizeof(*uuid)) == 0) {
-            return "device id is reserved: a subject of the group's ACLs";
-        }
-    }
-    return NULL;
-}
-
-/* Reads one id field of a binding value; 1 when present (into out), 0 absent, -1 store error. */
-static int read_binding(const struct dps_op *op, const char *key, const char *field, char out[37])
-{
-    char *value = NULL;
-    size_t length = 0;
-    int status = store_get(op->services->store, STORE_BINDINGS, key, strlen(key), &value, &length);
-    if (status == STORE_NOT_FOUND) {
-        return 0;
-    }
-    if (status != STORE_OK) {
-        return -1;
-    }
-    json_t *binding = json_loadb(value, length, 0, NULL);
-    free(value);
-    snprintf(out, 37, "%s", json_string_value(json_object_get(binding, field)) ?: "");
-    json_decref(binding);
-    return 1;
-}
-
-/*
- * Checks a device id the device names for itself: not reserved, not blocked
- * by the owner, free or bound to this manufacturer identity, and this
- * identity bound to no other id (bindings are the owner's: another owner's
- * devices never hold an id against this one's). Sets a 4.03 otherwise,
- * naming the id in the way so the owner can find and release it.
- */
-static int check_device_id(struct dps_op *op, const char *device_id)
-{
-    struct dps_uuid uuid;
-    const char *reserved = uuid_text_parse(device_id, strlen(device_id), &uuid) == 0
-                               ? reserved_reason(op, &uuid)
-                               : "device id is not a UUID";
-    if (reserved != NULL) {
-        return refuse(op, DPS_REFUSED_RESERVED, reserved);
-    }
-    char key[RECORDS_KEY_MAX];
-    snprintf(key, sizeof(key), "device:%s", device_id);
-    if (blocklist_contains(op->services->blocklist, session_group(op->services, op->session)->owner,
-                           key)) {
-        return refuse(op, DPS_REFUSED_BLOCKED, "device is blocked");
-    }
-    const struct dps_catalog_group *entry = catalog_group_of(op);
-    char bound[37], message[160];
-    records_device_binding_key(entry->owner_key, device_id, key);
-    int found = read_binding(op, key, "recordId", bound);
-    if (found > 0 && strcmp(bound, op->session->record_id) != 0) {
-        snprintf(message, sizeof(message),
-                 "device id %s is bound to another manufacturer certificate", device_id);
-        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
-    }
-    bool held = found > 0;
-    if (found >= 0) {
-        records_identity_binding_key(entry->owner_key, op->session->record_id, key);
-        found = read_binding(op, key, "deviceId", bound);
-        if (found > 0 && strcmp(bound, device_id) != 0) {
-            snprintf(message, sizeof(message),
-                     "this manufacturer certificate is bound to device id %s", bound);
-            return refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
-        }
-        held = held && found > 0;
-    }
-    if (found < 0) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
-        return -1;
-    }
-    if (op->services->cluster == NULL) {
-        return 0;
-    }
-    /* The record holds this id durably: a renewal, Redis is not asked, unless in conflict. */
-    if (held && cluster_conflicted(entry->owner_key, device_id)) {
-        snprintf(message, sizeof(message),
-                 "device id %s is bound twice across the cluster; the owner must release it",
-                 device_id);
-        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
-    }
-    return held ? 0 : 1;
-}
-
-/* Redis answered a claim (or will not): back on the shard's thread through the mailbox. */
-static void claim_done(struct cluster_claim *claim)
-{
-    struct dps_op *op = claim->user;
-    mailbox_post(op->services->mailbox, &op->item);
-}
-
-static void claim_decided(struct dps_op *op, enum cluster_claim_result result);
-
-/* Asks Redis for a new binding of op->device_id; the step goes on in claim_decided(). */
-static void claim_device_id(struct dps_op *op)
-{
-    op->phase = PHASE_CLAIMING;
-    op->claim = (struct cluster_claim){.done = claim_done, .user = op};
-    if (cluster_claim(op->services->cluster, &op->claim, catalog_group_of(op)->owner_key,
-                      op->device_id, op->session->record_id) != 0) {
-        claim_decided(op, CLUSTER_CLAIM_UNAVAILABLE);
-    }
-}
-
-/* Picks the hub and gateway: the device's selected one when it is linked, else the first. */
-static void choose_gateway(const struct dps_services *services, const struct config_group *group,
-                           const struct cloud_request *request, size_t *hub_index,
-                           const char **gateway)
-{
-    const struct config *config = services->config;
-    *hub_index = (size_t)(config_find_hub(config, group->hub_ids[0]) - config->hubs);
-    *gateway = config->hubs[*hub_index].gateways[0];
-    if (request->gateway_id[0] == '\0' || request->gateway_uri == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < group->hub_count; i++) {
-        const struct config_hub *hub = config_find_hub(config, group->hub_ids[i]);
-        if (strcmp(hub->id, request->gateway_id) != 0) {
-            continue;
-        }
-        for (size_t g = 0; g < hub->gateway_count; g++) {
-            if (strlen(hub->gateways[g]) == request->gateway_uri_length &&
-                memcmp(hub->gateways[g], request->gateway_uri, request->gateway_uri_length) == 0) {
-                *hub_index = (size_t)(hub - config->hubs);
-                *gateway = hub->gateways[g];
-                return;
-            }
-        }
-    }
-}
-
-static void sign_cloud(struct dps_op *op);
-static void sign_credentials(struct dps_op *op);
-
-/* Hands the op's signer request out; the step goes on in dps_op_resume(). */
-static void sign_submit(struct dps_op *op)
-{
-    op->sign.done = signer_done;
-    op->sign.user = op;
-    op->phase = PHASE_SIGNING;
-    if (signer_submit(op->services->signer, &op->sign) != 0) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
-        dps_op_finish(op);
-    }
-}
-
-/* The step's signature, once its device id is the device's to hold. */
-static void sign_step(struct dps_op *op)
-{
-    if (op->step == STEP_CLOUD) {
-        sign_cloud(op);
-    } else {
-        sign_credentials(op);
-    }
-}
-
-/*
- * Checks the device id the step names (op->device_id): refused, the step's
- * record says why; a new binding in a cluster, Redis is asked first; else
- * on to the signer.
- */
-static void check_then_sign(struct dps_op *op)
-{
-    int checked = check_device_id(op, op->device_id);
-    if (checked < 0) {
-        op->device_id[0] = '\0';
-        dps_op_commit(op, false);
-    } else if (checked > 0) {
-        claim_device_id(op);
-    } else {
-        sign_step(op);
-    }
-}
-
-static void handle_cloud(struct dps_op *op, const struct dps_request *request)
-{
-    struct cloud_request parsed = {0};
-    if (dps_parse_cloud_request(request->payload, request->payload_length, &parsed) != 0) {
-        set_error(op, COAP_BAD_REQUEST, "cloud-configuration needs a map with a UUID \"di\"");
-        dps_op_commit(op, false);
-        return;
-    }
-    memcpy(op->device_id, parsed.device_id, sizeof(op->device_id));
-    /* The request's bytes go with this call: the gateway is chosen now. */
-    choose_gateway(op->services, session_group(op->services, op->session), &parsed,
-                   &op->claim_hub_index, &op->claim_gateway);
-    check_then_sign(op);
-}
-
-/* cloud-configuration, its device id checked (and claimed in Redis when new). */
-static void sign_cloud(struct dps_op *op)
-{
-    memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
-    const struct config_group *group = session_group(op->services, op->session);
-    const char *gateway = op->claim_gateway;
-    size_t hub_index = op->claim_hub_index;
-    op->session->hub_index = hub_index;
-    op->session->hub_chosen = true;
-    const struct config_hub *hub = &op->services->config->hubs[hub_index];
-
-    json_t *gateways = json_array();
-    for (size_t i = 0; i < group->hub_count; i++) {
-        const struct config_hub *linked = config_find_hub(op->services->config, group->hub_ids[i]);
-        for (size_t g = 0; g < linked->gateway_count; g++) {
-            json_array_append_new(
-                gateways, json_pack("{s:s, s:s}", "uri", linked->gateways[g], "id", linked->id));
-        }
-    }
-    json_object_set_new(op->step_data, "gateways", gateways);
-    json_object_set_new(op->step_data, "providerName", json_string(hub->authorization_provider));
-    json_object_set_new(op->step_data, "selectedGateway",
-                        json_pack("{s:s, s:s}", "uri", gateway, "id", hub->id));
-
-    op->sign.operation = SIGNER_SIGN_TOKEN;
-    op->sign.hub_index = hub_index;
-    op->sign.owner = group->owner;
-    op->sign.device_id = op->device_id;
-    op->sign.issued_at = time(NULL);
-    sign_submit(op);
-}
-
-static void answer_cloud(struct dps_op *op)
-{
-    const struct config_group *group = session_group(op->services, op->session);
-    const struct config_hub *hub = &op->services->config->hubs[op->session->hub_index];
-    json_t *selected = json_object_get(op->step_data, "selectedGateway");
-    const char *gateway = json_string_value(json_object_get(selected, "uri"));
-    size_t server_count = 0;
-    for (size_t i = 0; i < group->hub_count; i++) {
-        server_count += config_find_hub(op->services->config, group->hub_ids[i])->gateway_count;
-    }
-    struct payload_writer writer;
-    if (begin_body(op, &writer) != 0) {
-        return;
-    }
-    payload_map(&writer, 5);
-    payload_text(&writer, "apn");
-    payload_text(&writer, hub->authorization_provider);
-    payload_text(&writer, "cis");
-    payload_text(&writer, gateway);
-    payload_text(&writer, "at");
-    payload_text(&writer, op->sign.token);
-    payload_text(&writer, "sid");
-    payload_text(&writer, hub->id);
-    payload_text(&writer, "x.org.iotivity.servers");
-    payload_array(&writer, server_count);
-    for (size_t i = 0; i < group->hub_count; i++) {
-        const struct config_hub *linked = config_find_hub(op->services->config, group->hub_ids[i]);
-        for (size_t g = 0; g < linked->gateway_count; g++) {
-            payload_map(&writer, 2);
-            payload_text(&writer, "uri");
-            payload_text(&writer, linked->gateways[g]);
-            payload_text(&writer, "id");
-            payload_text(&writer, linked->id);
-            payload_end(&writer);
-        }
-    }
-    payload_end(&writer);
-    payload_end(&writer);
-    if (finish_body(op, &writer) == 0) {
-        op->code = COAP_CHANGED;
-    }
-}
-
-static void handle_credentials(struct dps_op *op, const struct dps_request *request)
-{
-    if (request->content_format != COAP_FORMAT_CBOR &&
-        request->content_format != COAP_FORMAT_OCF_CBOR) {
-        set_error(op, COAP_BAD_REQUEST, "credentials needs Content-Format 60 or 10000");
-        dps_op_commit(op, false);
-        return;
-    }
-    char claimed[37] = "";
-    const char *pem;
-    size_t pem_length;
-    const char *problem;
-    if (dps_parse_credentials_request(request->payload, request->payload_length, claimed, &pem,
-                                      &pem_length, &problem) != 0) {
-        set_error(op, COAP_BAD_REQUEST, problem);
-        dps_op_commit(op, false);
-        return;
-    }
-    char reason[128];
-    if (csr_check(op->services->libctx, pem, pem_length, &op->csr, reason, sizeof(reason)) != 0) {
-        set_error(op, COAP_BAD_REQUEST, reason);
-        dps_op_commit(op, false);
-        return;
-    }
-    uuid_format(&op->csr.device_id, op->device_id);
-    if (claimed[0] != '\0' && strcmp(claimed, op->device_id) != 0) {
-        op->device_id[0] = '\0';
-        set_error(op, COAP_BAD_REQUEST, "CSR device id differs from \"di\"");
-        dps_op_commit(op, false);
-        return;
-    }
-    check_then_sign(op);
-}
-
-/* credentials, the CSR and its device id checked (and claimed in Redis when new). */
-static void sign_credentials(struct dps_op *op)
-{
-    memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
-    const struct config_group *group = session_group(op->services, op->session);
-    size_t hub_index = op->session->hub_chosen
-                           ? op->session->hub_index
-                           : (size_t)(config_find_hub(op->services->config, group->hub_ids[0]) -
-                                      op->services->config->hubs);
-    op->session->hub_index = hub_index;
-    const struct config_hub *hub = &op->services->config->hubs[hub_index];
-    time_t now = time(NULL);
-    op->sign.operation = SIGNER_ISSUE_CERTIFICATE;
-    op->sign.hub_index = hub_index;
-    op->sign.device_id = op->device_id;
-    op->sign.spki_der = op->csr.spki_der;
-    op->sign.spki_length = op->csr.spki_length;
-    /* An hour of slack for devices whose clocks run behind. */
-    op->sign.not_before = now - 3600;
-    op->sign.not_after = now + hub->certificate_validity_s;
-    sign_submit(op);
-}
-
-static void answer_credentials(struct dps_op *op)
-{
-    const struct dps_services *services = op->services;
-    const struct config_group *group = session_group(services, op->session);
-    const struct dps_catalog_group *entry = catalog_group_of(op);
-    const struct issued_certificate *cert = &op->sign.certificate;
-    const char *root = signer_hub_root_pem(services->signer, op->session->hub_index);
-
-    for (size_t i = 0; i < ISSUER_SERIAL_LENGTH; i++) {
-        snprintf(op->serial_hex + 2 * i, 3, "%02x", cert->serial[i]);
-    }
-    char not_before[32], not_after[32], issued_at[32];
-    format_rfc3339_seconds(cert->not_before, not_before);
-    format_rfc3339_seconds(cert->not_after, not_after);
-    format_rfc3339_seconds(time(NULL), issued_at);
-    json_t *issuance =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "serial", op->serial_hex,
-                  "owner", group->owner, "deviceId", op->device_id, "recordId",
-                  op->session->record_id, "enrollmentGroupId", group->id, "hubId",
-                  services->config->hubs[op->session->hub_index].id, "notBefore", not_before,
-                  "notAfter", not_after, "issuedAt", issued_at, "certificatePem", cert->pem);
-    op->issuance_json = json_dumps(issuance, JSON_COMPACT);
-    json_decref(issuance);
-    json_object_set_new(op->step_data, "identityCertificatePem", json_string(cert->pem));
-    json_object_set_new(op->step_data, "serial", json_string(op->serial_hex));
-
-    struct payload_writer writer;
-    if (op->issuance_json == NULL || begin_body(op, &writer) != 0) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
-        return;
-    }
-    payload_map(&writer, 1);
-    payload_text(&writer, "creds");
-    payload_array(&writer, group->has_psk ? 3 : 2);
-    if (group->has_psk) {
-        payload_map(&writer, 4);
-        payload_text(&writer, "credtype");
-        payload_int(&writer, 1);
-        payload_text(&writer, "subjectuuid");
-        payload_text(&writer, entry->owner_uuid);
-        payload_text(&writer, "privatedata");
-        payload_map(&writer, 2);
-        payload_text(&writer, "data");
-        payload_textn(&writer, (const char *)group->psk, sizeof(group->psk));
-        payload_text(&writer, "encoding");
-        payload_text(&writer, "oic.sec.encoding.raw");
-        payload_end(&writer);
-        payload_text(&writer, "tag");
-        payload_text(&writer, "dps");
-        payload_end(&writer);
-    }
-    payload_map(&writer, 5);
-    payload_text(&writer, "credtype");
-    payload_int(&writer, 8);
-    payload_text(&writer, "subjectuuid");
-    payload_text(&writer, op->device_id);
-    payload_text(&writer, "credusage");
-    payload_text(&writer, "oic.sec.cred.cert");
-    payload_text(&writer, "publicdata");
-    payload_map(&writer, 2);
-    payload_text(&writer, "data");
-    payload_text(&writer, cert->pem);
-    payload_text(&writer, "encoding");
-    payload_text(&writer, "oic.sec.encoding.pem");
-    payload_end(&writer);
-    payload_text(&writer, "tag");
-    payload_text(&writer, "dps");
-    payload_end(&writer);
-
-    payload_map(&writer, 5);
-    payload_text(&writer, "credtype");
-    payload_int(&writer, 8);
-    payload_text(&writer, "subjectuuid");
-    payload_text(&writer, "*");
-    payload_text(&writer, "credusage");
-    payload_text(&writer, "oic.sec.cred.trustca");
-    payload_text(&writer, "publicdata");
-    payload_map(&writer, 2);
-    payload_text(&writer, "data");
-    payload_text(&writer, root);
-    payload_text(&writer, "encoding");
-    payload_text(&writer, "oic.sec.encoding.pem");
-    payload_end(&writer);
-    payload_text(&writer, "tag");
-    payload_text(&writer, "dps");
-    payload_end(&writer);
-    payload_end(&writer);
-    payload_end(&writer);
-    if (finish_body(op, &writer) == 0) {
-        op->code = COAP_CHANGED;
-    }
-}
-
-/*
- * Redis's verdict on a new binding: refused is a 4.03 with the same record
- * line and metric reason as a local conflict; unavailable follows the
- * cluster's policy; granted goes on to the signer.
- */
-static void claim_decided(struct dps_op *op, enum cluster_claim_result result)
-{
-    char message[160];
-    switch (result) {
-    case CLUSTER_CLAIM_GRANTED:
-        break;
-    case CLUSTER_CLAIM_ID_TAKEN:
-        snprintf(message, sizeof(message),
-                 "device id %s is bound to another manufacturer certificate", op->device_id);
-        refuse(op, DPS_REFUSED_ID_TAKEN, message);
-        break;
-    case CLUSTER_CLAIM_IDENTITY_BOUND:
-        snprintf(message, sizeof(message), "this manufacturer certificate is bound to device id %s",
-                 op->claim.holder);
-        refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
-        break;
-    case CLUSTER_CLAIM_CONFLICT:
-        snprintf(message, sizeof(message),
-                 "device id %s is bound twice across the cluster; the owner must release it",
-                 op->device_id);
-        refuse(op, DPS_REFUSED_ID_TAKEN, message);
-        break;
-    case CLUSTER_CLAIM_UNAVAILABLE:
-        if (cluster_policy(op->services->cluster) == CONFIG_BINDINGS_CLOSED) {
-            set_error(op, COAP_SERVICE_UNAVAILABLE, "cluster unavailable, retry");
-            dps_op_finish(op);
-            return;
-        }
-        cluster_note_local_binding(op->services->cluster, catalog_group_of(op)->owner_key,
-                                   op->device_id, op->session->record_id);
-        break;
-    }
-    if (result != CLUSTER_CLAIM_GRANTED && result != CLUSTER_CLAIM_UNAVAILABLE) {
-        op->device_id[0] = '\0';
-        dps_op_commit(op, false);
-        return;
-    }
-    sign_step(op);
 }
 
 /* ---- signing limits ---- */
@@ -1128,9 +491,9 @@ static void limit_decided(struct dps_op *op, enum cluster_rate_verdict verdict)
             .payload_length = op->request_payload_length,
         };
         if (op->step == STEP_CLOUD) {
-            handle_cloud(op, &request);
+            dps_step_cloud(op, &request);
         } else {
-            handle_credentials(op, &request);
+            dps_step_credentials(op, &request);
         }
         return;
     }
@@ -1157,7 +520,7 @@ static void limit_step(struct dps_op *op, const struct dps_request *request)
     op->request_payload_length = request->payload_length;
     op->request_payload = malloc(request->payload_length + 1);
     if (op->request_payload == NULL) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "out of memory");
+        dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE, "out of memory");
         dps_op_finish(op);
         return;
     }
@@ -1167,7 +530,7 @@ static void limit_step(struct dps_op *op, const struct dps_request *request)
     op->phase = PHASE_LIMITING;
     op->limit = (struct cluster_rate_request){.done = limit_done, .user = op};
     snprintf(op->limit.group_id, sizeof(op->limit.group_id), "%s",
-             session_group(op->services, op->session)->id);
+             dps_session_group(op->services, op->session)->id);
     source_rate_key(op->session->peer, op->limit.source);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -1195,7 +558,7 @@ static void dps_op_resume(struct mailbox_item *item)
             dps_op_free(op);
             return;
         }
-        claim_decided(op, op->claim.result);
+        dps_step_claim_decided(op, op->claim.result);
         return;
     }
     if (op->answered) {
@@ -1221,15 +584,15 @@ static void dps_op_resume(struct mailbox_item *item)
         if (op->sign.status != 0) {
             log_msg(LOG_ERROR, "signing failed", "step=%s error=\"%s\"",
                     dps_step_routes[op->step].record_part, op->sign.error);
-            set_error(op, COAP_SERVICE_UNAVAILABLE, "signing failed, retry");
+            dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE, "signing failed, retry");
             dps_op_finish(op);
             return;
         }
         bool issued = op->step == STEP_CREDENTIALS;
         if (issued) {
-            answer_credentials(op);
+            dps_step_answer_credentials(op);
         } else {
-            answer_cloud(op);
+            dps_step_answer_cloud(op);
         }
         dps_op_commit(op, issued && op->code < COAP_BAD_REQUEST);
         return;
@@ -1239,11 +602,11 @@ static void dps_op_resume(struct mailbox_item *item)
          * another id: nothing was written, the certificate never leaves; record the refusal
          * and answer 4.03. */
         if (op->write.failed_condition == 0) {
-            refuse(op, DPS_REFUSED_ID_TAKEN,
-                   "device id is bound to another manufacturer certificate");
+            dps_op_refuse(op, DPS_REFUSED_ID_TAKEN,
+                          "device id is bound to another manufacturer certificate");
         } else {
-            refuse(op, DPS_REFUSED_IDENTITY_BOUND,
-                   "this manufacturer certificate is bound to another device id");
+            dps_op_refuse(op, DPS_REFUSED_IDENTITY_BOUND,
+                          "this manufacturer certificate is bound to another device id");
         }
         op->device_id[0] = '\0';
         op->session->device_id[0] = '\0'; /* the claim was not this identity's to make */
@@ -1255,7 +618,7 @@ static void dps_op_resume(struct mailbox_item *item)
     if (op->write.status != STORE_OK) {
         log_msg(LOG_ERROR, "record commit failed", "step=%s record=%s",
                 dps_step_routes[op->step].record_part, op->session->record_id);
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
+        dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
     } else if (op->record_json != NULL) {
         record_applied(op);
     }
@@ -1312,16 +675,16 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         limit_step(op, request);
         break;
     case STEP_TIME:
-        handle_time(op);
+        dps_step_time(op);
         break;
     case STEP_OWNERSHIP:
-        handle_ownership(op);
+        dps_step_ownership(op);
         break;
     case STEP_ACLS:
-        handle_acls(op);
+        dps_step_acls(op);
         break;
     case STEP_RESOURCES:
-        handle_resources(op);
+        dps_step_resources(op);
         break;
     }
 }
