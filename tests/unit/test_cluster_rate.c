@@ -3,7 +3,9 @@
  * against a real redis-server started here: the lease script holds the
  * cluster's rate, registers the node and counts the live ones; a group's
  * bucket is its own; Redis stopped puts the shard on the node's share (rate
- * / live nodes) at once, and Redis back heals it without a restart.
+ * / live nodes) at once, and Redis back heals it without a restart. A
+ * source's steps ask Redis each (asynchronously) and a step may wait for its
+ * lease's refill; on a single node the source's limit is node-wide.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -365,6 +367,42 @@ static void a_step_waits_for_the_refill(void **state)
     stop();
 }
 
+/*
+ * A single node (no cluster): the source's limit is node-wide, decided at
+ * once, whichever shard the steps come through: two shards, a burst of 5
+ * between them, and another source untouched.
+ */
+static void a_single_node_keeps_the_source_limit_node_wide(void **state)
+{
+    (void)state;
+    struct config config = {.signing_rate_per_source = 5, .signing_burst_per_source = 5};
+    struct admission admission;
+    admission_init(&admission, 0, 1);
+    struct cluster_rate *shards[2] = {cluster_rate_create(&config, 0, &admission),
+                                      cluster_rate_create(&config, 1, &admission)};
+    assert_non_null(shards[0]);
+    assert_non_null(shards[1]);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(cluster_rate_start(shards[i], h.loop, NULL), 0);
+    struct cluster_rate_request request;
+    int admitted = 0;
+    int64_t now = now_ns();
+    for (int i = 0; i < 20; i++) {
+        request_init(&request, "198.51.100.20");
+        enum cluster_rate_verdict verdict = cluster_rate_admit(shards[i % 2], &request, now);
+        assert_true(verdict != CLUSTER_RATE_PENDING);
+        admitted += verdict == CLUSTER_RATE_ADMITTED;
+    }
+    assert_int_equal(admitted, 5);
+    assert_true(request.retry_after_ns > 0 && request.retry_after_ns <= 1000000000);
+    request_init(&request, "198.51.100.21");
+    assert_int_equal(cluster_rate_admit(shards[1], &request, now), CLUSTER_RATE_ADMITTED);
+    for (int i = 0; i < 2; i++) {
+        cluster_rate_stop(shards[i]);
+        cluster_rate_free(shards[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -373,6 +411,7 @@ int main(void)
         cmocka_unit_test(redis_away_falls_back_to_the_share_and_heals),
         cmocka_unit_test(a_source_asks_redis_at_each_step),
         cmocka_unit_test(a_step_waits_for_the_refill),
+        cmocka_unit_test(a_single_node_keeps_the_source_limit_node_wide),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
