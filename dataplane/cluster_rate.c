@@ -485,15 +485,18 @@ static void tick(void *arg)
 }
 
 /*
- * Sends the refill lease needs at now_ns, if any: 0 when one is in flight
- * afterwards, -1 otherwise. Not while the lease's waiters are having their
- * turn: one refill then goes out after the last (waiters_answered()).
+ * Sends the refill lease needs at now_ns, if any (never once the shard
+ * stops): 0 when one is in flight afterwards, -1 otherwise. Not while the lease's waiters are
+ * having their turn: one refill then goes out after the last (waiters_answered()).
  */
 static int lease_refill(struct cluster_rate *rate, struct rate_lease *lease, const char *group_id,
                         int64_t now_ns)
 {
     if (rate->answering == lease)
         return 0;
+    /* Stopping: the client is going, and answers what it holds from inside its end. */
+    if (rate->stopping)
+        return -1;
     unsigned wanted = rate_lease_refill(lease, now_ns);
     if (wanted > 0) {
         bool group = group_id[0] != '\0';
