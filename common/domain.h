@@ -198,7 +198,11 @@ struct config {
     unsigned signing_burst; /* signing steps allowed at once above the rate, default 100 */
     /* The same for each enrollment group's devices; 0 (default): no limit. */
     unsigned signing_rate_per_group;
-    unsigned signing_burst_per_group;     /* default 100 */
+    unsigned signing_burst_per_group; /* default 100 */
+    /* The same for each source address (the device's, PROXY's behind a balancer), node-wide
+     * (cluster-wide in a cluster); 0 (default): no limit. */
+    unsigned signing_rate_per_source;
+    unsigned signing_burst_per_source;    /* default 100 */
     unsigned max_connections_per_source;  /* per shard; 0 (default): no limit */
     unsigned connection_rate_per_source;  /* new connections/s per source per shard; 0: none */
     unsigned connection_burst_per_source; /* default 100 */

@@ -972,6 +972,8 @@ static int parse_limits(struct mapping *root, struct config *config)
                                        "signingBurst",
                                        "signingRatePerGroup",
                                        "signingBurstPerGroup",
+                                       "signingRatePerSource",
+                                       "signingBurstPerSource",
                                        "maxConnectionsPerSource",
                                        "connectionRatePerSource",
                                        "connectionBurstPerSource",
@@ -1008,6 +1010,12 @@ static int parse_limits(struct mapping *root, struct config *config)
     if (map_unsigned(&limits, "signingBurstPerGroup", 1, 10000000, 100, &value) < 0)
         return -1;
     config->signing_burst_per_group = (unsigned)value;
+    if (map_unsigned(&limits, "signingRatePerSource", 0, 10000000, 0, &value) < 0)
+        return -1;
+    config->signing_rate_per_source = (unsigned)value;
+    if (map_unsigned(&limits, "signingBurstPerSource", 1, 10000000, 100, &value) < 0)
+        return -1;
+    config->signing_burst_per_source = (unsigned)value;
     if (map_unsigned(&limits, "maxConnectionsPerSource", 0, 10000000, 0, &value) < 0)
         return -1;
     config->max_connections_per_source = (unsigned)value;

@@ -53,6 +53,22 @@ static void plane_rate_metrics(FILE *out)
             (unsigned long long)rate.admitted, (unsigned long long)rate.refused,
             (unsigned long long)rate.round_trips, (unsigned long long)rate.failures,
             rate.fallback > 0 ? 1 : 0, rate.live_nodes);
+    fprintf(out,
+            "# HELP dps_rate_source_total Signing steps the per-source limit admitted and "
+            "refused (5.03).\n# TYPE dps_rate_source_total counter\n"
+            "dps_rate_source_total{result=\"admitted\"} %llu\n"
+            "dps_rate_source_total{result=\"refused\"} %llu\n"
+            "# HELP dps_rate_source_redis_round_trips_total Per-source scripts sent to Redis, and "
+            "those decided here for want of an answer.\n"
+            "# TYPE dps_rate_source_redis_round_trips_total counter\n"
+            "dps_rate_source_redis_round_trips_total %llu\n"
+            "dps_rate_source_redis_round_trips_total{result=\"failed\"} %llu\n"
+            "# HELP dps_rate_lease_waits_total Signing steps that waited for a lease's refill "
+            "instead of a refusal.\n# TYPE dps_rate_lease_waits_total counter\n"
+            "dps_rate_lease_waits_total %llu\n",
+            (unsigned long long)rate.source_admitted, (unsigned long long)rate.source_refused,
+            (unsigned long long)rate.source_round_trips, (unsigned long long)rate.source_failures,
+            (unsigned long long)rate.waits);
 }
 
 /* Operator keys from an identity provider (only with api.authority or api.jwksUrl). */

@@ -48,3 +48,8 @@ int admission_take_share(struct admission *admission, unsigned shares, int64_t n
     unsigned burst = admission->burst / shares > 0 ? admission->burst / shares : 1;
     return take(admission, interval_ns, (int64_t)(burst - 1) * interval_ns, now_ns, retry_after_ns);
 }
+
+void admission_give_back(struct admission *admission, unsigned shares)
+{
+    atomic_fetch_sub(&admission->arrival_ns, admission->interval_ns * (shares > 1 ? shares : 1));
+}

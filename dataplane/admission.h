@@ -39,4 +39,10 @@ int admission_take(struct admission *admission, int64_t now_ns, int64_t *retry_a
 int admission_take_share(struct admission *admission, unsigned shares, int64_t now_ns,
                          int64_t *retry_after_ns);
 
+/*
+ * Gives back one unit taken with admission_take() (shares 1) or
+ * admission_take_share() (the same shares): a step a later limit refused.
+ */
+void admission_give_back(struct admission *admission, unsigned shares);
+
 #endif

@@ -1,6 +1,7 @@
 /*
  * dps_handlers: the DPS resources (PROTOCOL.md section 2) and the life of one
- * request through the signer and the store.
+ * request through the signing limits, the signer and the store. The
+ * resources' own work is in dps_steps.c, the op they share in dps_op.h.
  *
  * Each request becomes a dps_op. Synchronous steps (time, ownership, ACLs,
  * resources) build their answer at once; cloud-configuration waits for a
@@ -28,6 +29,11 @@
  *   callback only copies the verdict and posts the op. A connection that
  *   closes or a reload during the round trip finds the op holding its
  *   session (pending) and its view (services) as with the signer.
+ * - A signing step's decision by the signing limits (dataplane/cluster_rate.h)
+ *   is the same again: the request is embedded in the op with a copy of the
+ *   device's payload, the shard's cluster_rate holds it while it waits (for a
+ *   lease's refill or a source's bucket in Redis) and hands it back exactly
+ *   once, REFUSED when the shard stops; the callback only posts the op.
  *
  * A step that would write a NEW binding (a device id the record does not
  * already hold in the store) asks Redis first when the node is part of a
@@ -43,8 +49,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,222 +56,16 @@
 
 #include "common/log.h"
 #include "common/steps.h"
-#include "crypto/csr.h"
 #include "crypto/signer.h"
 #include "crypto/uuid.h"
-#include "dataplane/blocklist.h"
-#include "dataplane/cbor.h"
 #include "dataplane/cluster.h"
 #include "dataplane/cluster_rate.h"
 #include "dataplane/coap_tcp.h"
+#include "dataplane/dps_counters.h"
+#include "dataplane/dps_op.h"
 #include "dataplane/mailbox.h"
 #include "store/records.h"
 #include "store/store.h"
-
-#define DPS_MAX_PAYLOAD 8192
-#define DPS_RETRY_SECONDS 1
-
-enum dps_phase {
-    PHASE_CLAIMING, /* waiting for Redis to grant a new device-id binding */
-    PHASE_SIGNING,
-    PHASE_COMMITTING,
-};
-
-struct dps_op {
-    struct mailbox_item item;
-    struct timespec started;
-    const struct dps_services *services;
-    struct dps_session *session;
-    dps_reply_fn reply;
-    enum dps_step step;
-    enum dps_phase phase;
-    bool answered;           /* the device has its answer; only a lazy write is left */
-    uint64_t store_failures; /* the store's failure count when the write was built */
-    uint8_t token[8];
-    uint8_t token_length;
-    enum payload_format format;
-    int content_format;
-
-    /* The answer, sent once the record is durable. */
-    uint8_t code;
-    char error[160];
-    uint8_t *body;
-    size_t body_length;
-
-    /* Work handed to the signer and the store. */
-    struct signer_request sign;
-    struct store_write write;
-    char device_id[37];
-    char key_record[RECORDS_KEY_MAX];
-    char key_step[RECORDS_KEY_MAX];
-    char key_issuance[RECORDS_KEY_MAX];
-    char key_device_binding[RECORDS_KEY_MAX];
-    char key_identity_binding[RECORDS_KEY_MAX];
-    char serial_hex[2 * ISSUER_SERIAL_LENGTH + 1];
-    char *record_json;
-    char *step_json;
-    char *issuance_json;
-    char *device_binding_json;
-    char *identity_binding_json;
-    json_t *step_data; /* step-specific fields of the record part */
-    /* The catalog's ACL list (JSON text, compact), put first in the record part as is. */
-    const char *step_acl_json;
-    struct csr_result csr;
-    /* A new binding's claim in Redis, and where cloud-configuration goes once granted. */
-    struct cluster_claim claim;
-    size_t claim_hub_index;
-    const char *claim_gateway; /* in the op's configuration */
-};
-
-/* ---- counters ---- */
-
-const double dps_latency_bounds[DPS_LATENCY_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                        0.1,   0.25,   0.5,   1,    2.5,   5};
-
-/*
- * Each shard counts in its own block, written only on its thread (relaxed
- * atomics on memory no other shard writes), and a read sums the blocks: the
- * hot path shares no cache line between shards. The registry is touched only
- * when a shard starts or stops and when /metrics is read.
- */
-struct step_counters {
-    _Atomic uint64_t by_class[3];
-    _Atomic uint64_t latency_buckets[DPS_LATENCY_BUCKETS + 1];
-    _Atomic uint64_t latency_sum_ns;
-};
-
-struct dps_counters {
-    struct step_counters steps[STEP_COUNT];
-    _Atomic uint64_t rate_limited;
-    _Atomic uint64_t busy;
-    _Atomic uint64_t issued;
-    _Atomic uint64_t refused[DPS_REFUSAL_COUNT];
-    struct dps_counters *next;
-};
-
-static pthread_mutex_t counters_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct dps_counters *counters_list;
-/* What stopped shards counted, so totals never go down. */
-static struct dps_counters counters_retired;
-
-struct dps_counters *dps_counters_new(void)
-{
-    struct dps_counters *counters = calloc(1, sizeof(*counters));
-    if (counters == NULL)
-        return NULL;
-    pthread_mutex_lock(&counters_lock);
-    counters->next = counters_list;
-    counters_list = counters;
-    pthread_mutex_unlock(&counters_lock);
-    return counters;
-}
-
-static void count(_Atomic uint64_t *counter, uint64_t n)
-{
-    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
-}
-
-static uint64_t counted(_Atomic uint64_t *counter)
-{
-    return atomic_load_explicit(counter, memory_order_relaxed);
-}
-
-/* Adds from's counts to into (both under counters_lock). */
-static void counters_add(struct dps_counters *into, struct dps_counters *from)
-{
-    for (size_t s = 0; s < STEP_COUNT; s++) {
-        for (size_t c = 0; c < 3; c++)
-            count(&into->steps[s].by_class[c], counted(&from->steps[s].by_class[c]));
-        for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++)
-            count(&into->steps[s].latency_buckets[b], counted(&from->steps[s].latency_buckets[b]));
-        count(&into->steps[s].latency_sum_ns, counted(&from->steps[s].latency_sum_ns));
-    }
-    count(&into->rate_limited, counted(&from->rate_limited));
-    count(&into->busy, counted(&from->busy));
-    count(&into->issued, counted(&from->issued));
-    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++)
-        count(&into->refused[r], counted(&from->refused[r]));
-}
-
-void dps_counters_free(struct dps_counters *counters)
-{
-    if (counters == NULL)
-        return;
-    pthread_mutex_lock(&counters_lock);
-    struct dps_counters **link = &counters_list;
-    while (*link != NULL && *link != counters)
-        link = &(*link)->next;
-    if (*link != NULL)
-        *link = counters->next;
-    counters_add(&counters_retired, counters);
-    pthread_mutex_unlock(&counters_lock);
-    free(counters);
-}
-
-static const char *const refusal_names[DPS_REFUSAL_COUNT] = {
-    [DPS_REFUSED_RESERVED] = "reserved",
-    [DPS_REFUSED_ID_TAKEN] = "id_taken",
-    [DPS_REFUSED_IDENTITY_BOUND] = "identity_bound",
-    [DPS_REFUSED_BLOCKED] = "blocked",
-};
-
-const char *dps_refusal_name(enum dps_refusal refusal)
-{
-    return (unsigned)refusal < DPS_REFUSAL_COUNT ? refusal_names[refusal] : "";
-}
-
-static void count_answer(struct dps_counters *counters, enum dps_step step, uint8_t code,
-                         const struct timespec *started)
-{
-    struct step_counters *step_counters = &counters->steps[step];
-    int class = code >> 5;
-    count(&step_counters->by_class[class == 2 ? 0 : class == 4 ? 1 : 2], 1);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    int64_t ns =
-        (int64_t)(now.tv_sec - started->tv_sec) * 1000000000 + (now.tv_nsec - started->tv_nsec);
-    size_t bucket = 0;
-    while (bucket < DPS_LATENCY_BUCKETS && (double)ns / 1e9 > dps_latency_bounds[bucket]) {
-        bucket++;
-    }
-    count(&step_counters->latency_buckets[bucket], 1);
-    count(&step_counters->latency_sum_ns, (uint64_t)(ns > 0 ? ns : 0));
-    if (code == COAP_SERVICE_UNAVAILABLE) {
-        count(&counters->busy, 1);
-    }
-}
-
-void dps_stats_get(struct dps_stats *stats)
-{
-    struct dps_counters sum;
-    memset(&sum, 0, sizeof(sum));
-    pthread_mutex_lock(&counters_lock);
-    counters_add(&sum, &counters_retired);
-    for (struct dps_counters *counters = counters_list; counters != NULL; counters = counters->next)
-        counters_add(&sum, counters);
-    pthread_mutex_unlock(&counters_lock);
-
-    memset(stats, 0, sizeof(*stats));
-    for (size_t s = 0; s < STEP_COUNT; s++) {
-        struct dps_step_stats *out = &stats->steps[s];
-        out->name = dps_step_routes[s].record_part;
-        for (size_t c = 0; c < 3; c++) {
-            out->by_class[c] = counted(&sum.steps[s].by_class[c]);
-        }
-        for (size_t b = 0; b <= DPS_LATENCY_BUCKETS; b++) {
-            out->latency_buckets[b] = counted(&sum.steps[s].latency_buckets[b]);
-        }
-        out->latency_sum_s = (double)counted(&sum.steps[s].latency_sum_ns) / 1e9;
-    }
-    stats->rate_limited = counted(&sum.rate_limited);
-    stats->busy = counted(&sum.busy);
-    stats->certificates_issued = counted(&sum.issued);
-    for (size_t r = 0; r < DPS_REFUSAL_COUNT; r++) {
-        stats->device_id_refused[r] = counted(&sum.refused[r]);
-    }
-}
-
-static const char *const hub_resources[] = {"/oc/con", "/oc/swu", "/oic/mnt", "/x.plgd.dev/time"};
 
 /*
  * The op's write put the top-level record part: later steps of the
@@ -294,13 +92,6 @@ void dps_format_time(const struct timespec *when, char out[32])
     snprintf(out + length, 32 - length, ".%06uZ", micro);
 }
 
-static void format_rfc3339_seconds(time_t when, char out[32])
-{
-    struct tm tm;
-    gmtime_r(&when, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void now_ns_text(char out[24])
 {
     struct timespec now;
@@ -308,266 +99,10 @@ static void now_ns_text(char out[24])
     snprintf(out, 24, "%" PRId64, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
 }
 
-/* ---- catalog: per-group answers derived once from the configuration ---- */
-
-static json_t *ace_new(json_int_t id, json_t *subject, json_t *resources, int permission)
-{
-    return json_pack("{s:I, s:o, s:o, s:i, s:s}", "aceid", id, "subject", subject, "resources",
-                     resources, "permission", permission, "tag", "dps");
-}
-
-static json_t *href_list(const char *const *hrefs, size_t count, bool wildcard)
-{
-    json_t *list = json_array();
-    for (size_t i = 0; i < count; i++) {
-        json_array_append_new(list, json_pack("{s:s}", "href", hrefs[i]));
-    }
-    if (wildcard) {
-        json_array_append_new(list, json_pack("{s:s}", "wc", "*"));
-    }
-    return list;
-}
-
-/*
- * The reference's default list: the owner with all rights on the cloud
- * configuration, security profile, time and hub resources and everything
- * else by wildcard; anonymous read of discovery and device information; and
- * each linked hub with all rights on the hub resources.
- */
-static void default_acl(const struct config *config, const struct config_group *group,
-                        const char *owner_uuid, json_t *list)
-{
-    static const char *const owner_resources[] = {"/CoapCloudConfResURI",
-                                                  "/oic/sec/sp",
-                                                  "/x.plgd.dev/time",
-                                                  "/oc/con",
-                                                  "/oc/swu",
-                                                  "/oic/mnt"};
-    static const char *const anonymous_resources[] = {"/oic/d", "/oic/p", "/oic/res",
-                                                      "/oic/sec/sdi", "/oic/sec/doxm"};
-    json_int_t id = 1;
-    json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "uuid", owner_uuid),
-                                        href_list(owner_resources, 6, true), 31));
-    json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "conntype", "anon-clear"),
-                                        href_list(anonymous_resources, 5, false), 2));
-    for (size_t i = 0; i < group->hub_count; i++) {
-        json_array_append_new(list, ace_new(id++, json_pack("{s:s}", "uuid", group->hub_ids[i]),
-                                            href_list(hub_resources, 4, true), 31));
-    }
-    (void)config;
-}
-
-/* Collects the "subject": {"uuid"} of every entry: those identities get rights on the device. */
-static int collect_acl_subjects(json_t *list, struct dps_catalog_group *out)
-{
-    out->acl_subjects = calloc(json_array_size(list) + 1, sizeof(*out->acl_subjects));
-    if (out->acl_subjects == NULL) {
-        return -1;
-    }
-    size_t index;
-    json_t *entry;
-    json_array_foreach(list, index, entry)
-    {
-        const char *text =
-            json_string_value(json_object_get(json_object_get(entry, "subject"), "uuid"));
-        struct dps_uuid uuid;
-        if (text != NULL && uuid_text_parse(text, strlen(text), &uuid) == 0) {
-            out->acl_subjects[out->acl_subject_count++] = uuid;
-        }
-    }
-    return 0;
-}
-
-static int catalog_group(const struct config *config, const struct config_group *group,
-                         struct dps_catalog_group *out, char *err, size_t err_length)
-{
-    struct dps_uuid owner;
-    uuid_from_owner(group->owner, &owner);
-    uuid_format(&owner, out->owner_uuid);
-    records_owner_key(group->owner, out->owner_key);
-
-    json_t *list = json_array();
-    if (group->acl_mode != CONFIG_ACL_REPLACE) {
-        default_acl(config, group, out->owner_uuid, list);
-    }
-    if (group->acl_json != NULL) {
-        json_error_t jerr;
-        json_t *own = json_loads(group->acl_json, 0, &jerr);
-        if (!json_is_array(own)) {
-            snprintf(err, err_length, "enrollment group %s: acl is not a JSON array", group->id);
-            json_decref(own);
-            json_decref(list);
-            return -1;
-        }
-        size_t index;
-        json_t *entry;
-        json_array_foreach(own, index, entry)
-        {
-            json_t *copy = json_deep_copy(entry);
-            if (json_object_get(copy, "aceid") == NULL) {
-                json_object_set_new(copy, "aceid",
-                                    json_integer((json_int_t)json_array_size(list) + 1));
-            }
-            json_object_set_new(copy, "tag", json_string("dps"));
-            json_array_append_new(list, copy);
-        }
-        json_decref(own);
-    }
-    out->acl_json = json_dumps(list, JSON_COMPACT);
-    int collected = collect_acl_subjects(list, out);
-    json_decref(list);
-    out->resources_json = strdup(group->resources_json != NULL ? group->resources_json : "[]");
-    if (out->acl_json == NULL || out->resources_json == NULL || collected != 0) {
-        snprintf(err, err_length, "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
-static int compare_reserved(const void *a, const void *b)
-{
-    return memcmp(&((const struct dps_reserved_id *)a)->uuid,
-                  &((const struct dps_reserved_id *)b)->uuid, sizeof(struct dps_uuid));
-}
-
-static void reserve(struct dps_catalog *catalog, const struct dps_uuid *uuid,
-                    enum dps_reserved_kind kind)
-{
-    catalog->reserved[catalog->reserved_count++] = (struct dps_reserved_id){*uuid, kind};
-}
-
-/* Every owner's UUID and every hub id in the configuration, sorted for lookups. */
-static int catalog_reserved(const struct config *config, struct dps_catalog *catalog)
-{
-    catalog->reserved =
-        calloc(config->group_count + 2 * config->hub_count + 1, sizeof(*catalog->reserved));
-    if (catalog->reserved == NULL) {
-        return -1;
-    }
-    struct dps_uuid uuid;
-    for (size_t i = 0; i < config->group_count; i++) {
-        uuid_from_owner(config->groups[i].owner, &uuid);
-        reserve(catalog, &uuid, DPS_RESERVED_OWNER);
-    }
-    for (size_t i = 0; i < config->hub_count; i++) {
-        if (config->hubs[i].owner != NULL) {
-            uuid_from_owner(config->hubs[i].owner, &uuid);
-            reserve(catalog, &uuid, DPS_RESERVED_OWNER);
-        }
-        if (uuid_text_parse(config->hubs[i].id, strlen(config->hubs[i].id), &uuid) == 0) {
-            reserve(catalog, &uuid, DPS_RESERVED_HUB);
-        }
-    }
-    qsort(catalog->reserved, catalog->reserved_count, sizeof(*catalog->reserved), compare_reserved);
-    return 0;
-}
-
-static bool same_text(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-/*
- * What a group's catalog entry is derived from: its owner, ACL and
- * resources, and the hubs it names. Should the catalog come to read more of
- * a group, compare that here too.
- */
-static bool catalog_inputs_equal(const struct config_group *a, const struct config_group *b)
-{
-    if (strcmp(a->id, b->id) != 0 || !same_text(a->owner, b->owner) || a->acl_mode != b->acl_mode ||
-        !same_text(a->acl_json, b->acl_json) || !same_text(a->resources_json, b->resources_json) ||
-        a->hub_count != b->hub_count) {
-        return false;
-    }
-    for (size_t h = 0; h < a->hub_count; h++) {
-        if (strcmp(a->hub_ids[h], b->hub_ids[h]) != 0) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static int catalog_group_copy(const struct dps_catalog_group *from, struct dps_catalog_group *to)
-{
-    memcpy(to->owner_uuid, from->owner_uuid, sizeof(to->owner_uuid));
-    memcpy(to->owner_key, from->owner_key, sizeof(to->owner_key));
-    to->acl_json = strdup(from->acl_json);
-    to->resources_json = strdup(from->resources_json);
-    to->acl_subject_count = from->acl_subject_count;
-    to->acl_subjects = calloc(from->acl_subject_count + 1, sizeof(*to->acl_subjects));
-    if (to->acl_json == NULL || to->resources_json == NULL || to->acl_subjects == NULL) {
-        return -1;
-    }
-    memcpy(to->acl_subjects, from->acl_subjects,
-           from->acl_subject_count * sizeof(*to->acl_subjects));
-    return 0;
-}
-
-/* The entry of previous for a group with the same inputs, or NULL. */
-static const struct dps_catalog_group *catalog_known(const struct config_group *group, size_t index,
-                                                     const struct config *previous_config,
-                                                     const struct dps_catalog *previous)
-{
-    for (size_t k = 0; previous != NULL && k < previous_config->group_count; k++) {
-        size_t j = (index + k) % previous_config->group_count;
-        if (catalog_inputs_equal(group, &previous_config->groups[j])) {
-            return &previous->groups[j];
-        }
-    }
-    return NULL;
-}
-
-int dps_catalog_build(const struct config *config, const struct config *previous_config,
-                      const struct dps_catalog *previous, struct dps_catalog *catalog, char *err,
-                      size_t err_length)
-{
-    memset(catalog, 0, sizeof(*catalog));
-    catalog->groups = calloc(config->group_count + 1, sizeof(*catalog->groups));
-    if (catalog->groups == NULL || catalog_reserved(config, catalog) != 0) {
-        snprintf(err, err_length, "out of memory");
-        dps_catalog_free(config, catalog);
-        return -1;
-    }
-    for (size_t i = 0; i < config->group_count; i++) {
-        const struct dps_catalog_group *known =
-            catalog_known(&config->groups[i], i, previous_config, previous);
-        if (known != NULL) {
-            if (catalog_group_copy(known, &catalog->groups[i]) != 0) {
-                snprintf(err, err_length, "out of memory");
-                dps_catalog_free(config, catalog);
-                return -1;
-            }
-            continue;
-        }
-        if (catalog_group(config, &config->groups[i], &catalog->groups[i], err, err_length) != 0) {
-            dps_catalog_free(config, catalog);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-void dps_catalog_free(const struct config *config, struct dps_catalog *catalog)
-{
-    free(catalog->reserved);
-    catalog->reserved = NULL;
-    catalog->reserved_count = 0;
-    if (catalog->groups == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < config->group_count; i++) {
-        free(catalog->groups[i].acl_json);
-        free(catalog->groups[i].resources_json);
-        free(catalog->groups[i].acl_subjects);
-    }
-    free(catalog->groups);
-    catalog->groups = NULL;
-}
-
 /* ---- sessions ---- */
 
-static const struct config_group *session_group(const struct dps_services *services,
-                                                const struct dps_session *session)
+const struct config_group *dps_session_group(const struct dps_services *services,
+                                             const struct dps_session *session)
 {
     return &services->config->groups[session->attestation.group_index];
 }
@@ -642,6 +177,7 @@ static void dps_op_release(struct dps_op *op)
     const struct dps_services *services = op->services;
     (*services->pending_ops)--;
     free(op->body);
+    free(op->request_payload);
     free(op->record_json);
     free(op->step_json);
     free(op->issuance_json);
@@ -722,8 +258,8 @@ static void dps_op_answer(struct dps_op *op, bool keep)
 {
     bool ok = op->code < COAP_BAD_REQUEST;
     op->answered = true;
-    const struct config_group *group = session_group(op->services, op->session);
-    count_answer(op->services->counters, op->step, op->code, &op->started);
+    const struct config_group *group = dps_session_group(op->services, op->session);
+    dps_count_answer(op->services->counters, op->step, op->code, &op->started);
     if (op->step == STEP_CREDENTIALS && ok) {
         count(&op->services->counters->issued, 1);
         /* One line per provisioning outcome: the certificate left, durably logged. */
@@ -748,13 +284,13 @@ static void dps_op_answer(struct dps_op *op, bool keep)
     }
 }
 
-static void dps_op_finish(struct dps_op *op)
+void dps_op_finish(struct dps_op *op)
 {
     dps_op_answer(op, false);
     dps_op_release(op);
 }
 
-static const struct dps_catalog_group *catalog_group_of(const struct dps_op *op)
+const struct dps_catalog_group *dps_op_catalog_group(const struct dps_op *op)
 {
     return &op->services->catalog->groups[op->session->attestation.group_index];
 }
@@ -765,13 +301,13 @@ static void store_done(struct store_write *write)
     mailbox_post(op->services->mailbox, &op->item);
 }
 
-static void signer_done(struct signer_request *request)
+void dps_op_signer_done(struct signer_request *request)
 {
     struct dps_op *op = request->user;
     mailbox_post(op->services->mailbox, &op->item);
 }
 
-static void set_error(struct dps_op *op, uint8_t code, const char *message)
+void dps_op_set_error(struct dps_op *op, uint8_t code, const char *message)
 {
     op->code = code;
     snprintf(op->error, sizeof(op->error), "%s", message);
@@ -785,7 +321,7 @@ static void set_error(struct dps_op *op, uint8_t code, const char *message)
 static char *record_part_json(const struct dps_services *services,
                               const struct dps_session *session)
 {
-    const struct config_group *group = session_group(services, session);
+    const struct config_group *group = dps_session_group(services, session);
     char attested[24];
     now_ns_text(attested);
     json_t *record = json_pack("{s:s, s:s, s:s, s:s, s:s, s:{s:s, s:{s:s, s:s}}}", "id",
@@ -849,10 +385,10 @@ static void add_put(struct store_write *write, enum store_family family, const c
  * the id is free or this identity's and that this identity holds no other
  * id, in the same batch: two shards racing for one id cannot both win.
  */
-static void dps_op_commit(struct dps_op *op, bool with_issuance)
+void dps_op_commit(struct dps_op *op, bool with_issuance)
 {
     struct dps_session *session = op->session;
-    const struct dps_catalog_group *entry = catalog_group_of(op);
+    const struct dps_catalog_group *entry = dps_op_catalog_group(op);
     free(op->record_json);
     free(op->step_json);
     /*
@@ -895,7 +431,7 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     }
     bool binding_ready = true;
     if (op->device_id[0] != '\0' && op->code < COAP_BAD_REQUEST) {
-        const char *owner = session_group(op->services, session)->owner;
+        const char *owner = dps_session_group(op->services, session)->owner;
         free(op->device_binding_json);
         free(op->identity_binding_json);
         op->device_binding_json = records_device_binding_value(owner, session->record_id);
@@ -919,14 +455,15 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     op->write.lazy = !hands_out;
     op->phase = PHASE_COMMITTING;
     if ((!record_current && op->record_json == NULL) || op->step_json == NULL || !binding_ready) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
+        dps_op_set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
         dps_op_finish(op);
         return;
     }
     int submitted = store_submit(op->services->store, &op->write);
     if (submitted != STORE_OK) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE,
-                  submitted == STORE_BUSY ? "store busy, retry" : "store unavailable, retry");
+        dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE,
+                         submitted == STORE_BUSY ? "store busy, retry"
+                                                 : "store unavailable, retry");
         dps_op_finish(op);
         return;
     }
@@ -936,703 +473,77 @@ static void dps_op_commit(struct dps_op *op, bool with_issuance)
     }
 }
 
-/* ---- answers ---- */
+/* ---- signing limits ---- */
 
-static int finish_body(struct dps_op *op, struct payload_writer *writer)
+/* The limits decided later (a lease's refill, a source's bucket in Redis): back through the
+ * mailbox. */
+static void limit_done(struct cluster_rate_request *limit)
 {
-    long length = payload_finish(writer);
-    if (length < 0) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "response does not fit 8192 bytes");
-        return -1;
-    }
-    op->body_length = (size_t)length;
-    return 0;
-}
-
-static int begin_body(struct dps_op *op, struct payload_writer *writer)
-{
-    op->body = malloc(DPS_MAX_PAYLOAD);
-    if (op->body == NULL) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
-        return -1;
-    }
-    payload_init(writer, op->format, op->body, DPS_MAX_PAYLOAD);
-    return 0;
-}
-
-/*
- * The GET steps all answer 2.05 with a one-member map: key and a text value,
- * or key and a JSON document (json true) served in the negotiated format.
- */
-static void answer_member(struct dps_op *op, const char *key, const char *value, bool json)
-{
-    struct payload_writer writer;
-    if (begin_body(op, &writer) != 0) {
-        return;
-    }
-    payload_map(&writer, 1);
-    payload_text(&writer, key);
-    if (json) {
-        payload_json(&writer, value);
-    } else {
-        payload_text(&writer, value);
-    }
-    payload_end(&writer);
-    if (finish_body(op, &writer) == 0) {
-        op->code = COAP_CONTENT;
-    }
-}
-
-static void handle_time(struct dps_op *op)
-{
-    struct timespec now;
-    char text[32];
-    clock_gettime(CLOCK_REALTIME, &now);
-    dps_format_time(&now, text);
-    answer_member(op, "time", text, false);
-    json_object_set_new(op->step_data, "time", json_string(text));
-    dps_op_commit(op, false);
-}
-
-static void handle_ownership(struct dps_op *op)
-{
-    answer_member(op, "devowneruuid", catalog_group_of(op)->owner_uuid, false);
-    json_object_set_new(op->step_data, "owner",
-                        json_string(session_group(op->services, op->session)->owner));
-    dps_op_commit(op, false);
-}
-
-static void handle_acls(struct dps_op *op)
-{
-    const char *acl = catalog_group_of(op)->acl_json;
-    answer_member(op, "aclist2", acl, true);
-    op->step_acl_json = acl;
-    dps_op_commit(op, false);
-}
-
-static void handle_resources(struct dps_op *op)
-{
-    answer_member(op, "resources", catalog_group_of(op)->resources_json, true);
-    dps_op_commit(op, false);
-}
-
-/* Sets a 4.03 with message, counted by reason; returns -1 for the caller to pass on. */
-static int refuse(struct dps_op *op, enum dps_refusal reason, const char *message)
-{
-    count(&op->services->counters->refused[reason], 1);
-    set_error(op, COAP_FORBIDDEN, message);
-    return -1;
-}
-
-/*
- * What a device may not become, whatever its manufacturer certificate: no
- * one (nil), an owner (any owner's UUID: the owner ACE grants it all rights
- * on every device), a hub (hubs get rights on devices too), or anyone the
- * group's ACLs name. A certificate for such an id, valid under the hub's
- * root, would let the device act as that identity towards its peers and the
- * hub. NULL when the id is free to claim, else why not.
- */
-static const char *reserved_reason(const struct dps_op *op, const struct dps_uuid *uuid)
-{
-    if (uuid_is_nil(uuid)) {
-        return "device id is reserved: the nil UUID";
-    }
-    const struct dps_catalog *catalog = op->services->catalog;
-    struct dps_reserved_id key = {.uuid = *uuid};
-    const struct dps_reserved_id *found =
-        bsearch(&key, catalog->reserved, catalog->reserved_count, sizeof(key), compare_reserved);
-    if (found != NULL) {
-        return found->kind == DPS_RESERVED_HUB ? "device id is reserved: a hub id"
-                                               : "device id is reserved: an owner's UUID";
-    }
-    const struct dps_catalog_group *entry = catalog_group_of(op);
-    for (size_t i = 0; i < entry->acl_subject_count; i++) {
-        if (memcmp(&entry->acl_subjects[i], uuid, sizeof(*uuid)) == 0) {
-            return "device id is reserved: a subject of the group's ACLs";
-        }
-    }
-    return NULL;
-}
-
-/* Reads one id field of a binding value; 1 when present (into out), 0 absent, -1 store error. */
-static int read_binding(const struct dps_op *op, const char *key, const char *field, char out[37])
-{
-    char *value = NULL;
-    size_t length = 0;
-    int status = store_get(op->services->store, STORE_BINDINGS, key, strlen(key), &value, &length);
-    if (status == STORE_NOT_FOUND) {
-        return 0;
-    }
-    if (status != STORE_OK) {
-        return -1;
-    }
-    json_t *binding = json_loadb(value, length, 0, NULL);
-    free(value);
-    snprintf(out, 37, "%s", json_string_value(json_object_get(binding, field)) ?: "");
-    json_decref(binding);
-    return 1;
-}
-
-/*
- * Checks a device id the device names for itself: not reserved, not blocked
- * by the owner, free or bound to this manufacturer identity, and this
- * identity bound to no other id (bindings are the owner's: another owner's
- * devices never hold an id against this one's). Sets a 4.03 otherwise,
- * naming the id in the way so the owner can find and release it.
- */
-static int check_device_id(struct dps_op *op, const char *device_id)
-{
-    struct dps_uuid uuid;
-    const char *reserved = uuid_text_parse(device_id, strlen(device_id), &uuid) == 0
-                               ? reserved_reason(op, &uuid)
-                               : "device id is not a UUID";
-    if (reserved != NULL) {
-        return refuse(op, DPS_REFUSED_RESERVED, reserved);
-    }
-    char key[RECORDS_KEY_MAX];
-    snprintf(key, sizeof(key), "device:%s", device_id);
-    if (blocklist_contains(op->services->blocklist, session_group(op->services, op->session)->owner,
-                           key)) {
-        return refuse(op, DPS_REFUSED_BLOCKED, "device is blocked");
-    }
-    const struct dps_catalog_group *entry = catalog_group_of(op);
-    char bound[37], message[160];
-    records_device_binding_key(entry->owner_key, device_id, key);
-    int found = read_binding(op, key, "recordId", bound);
-    if (found > 0 && strcmp(bound, op->session->record_id) != 0) {
-        snprintf(message, sizeof(message),
-                 "device id %s is bound to another manufacturer certificate", device_id);
-        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
-    }
-    bool held = found > 0;
-    if (found >= 0) {
-        records_identity_binding_key(entry->owner_key, op->session->record_id, key);
-        found = read_binding(op, key, "deviceId", bound);
-        if (found > 0 && strcmp(bound, device_id) != 0) {
-            snprintf(message, sizeof(message),
-                     "this manufacturer certificate is bound to device id %s", bound);
-            return refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
-        }
-        held = held && found > 0;
-    }
-    if (found < 0) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
-        return -1;
-    }
-    if (op->services->cluster == NULL) {
-        return 0;
-    }
-    /* The record holds this id durably: a renewal, Redis is not asked, unless in conflict. */
-    if (held && cluster_conflicted(entry->owner_key, device_id)) {
-        snprintf(message, sizeof(message),
-                 "device id %s is bound twice across the cluster; the owner must release it",
-                 device_id);
-        return refuse(op, DPS_REFUSED_ID_TAKEN, message);
-    }
-    return held ? 0 : 1;
-}
-
-/* Redis answered a claim (or will not): back on the shard's thread through the mailbox. */
-static void claim_done(struct cluster_claim *claim)
-{
-    struct dps_op *op = claim->user;
+    struct dps_op *op = limit->user;
     mailbox_post(op->services->mailbox, &op->item);
 }
 
-static void claim_decided(struct dps_op *op, enum cluster_claim_result result);
-
-/* Asks Redis for a new binding of op->device_id; the step goes on in claim_decided(). */
-static void claim_device_id(struct dps_op *op)
+/*
+ * The signing limits' verdict: admitted goes on with the step's request as
+ * it came; refused answers 5.03 with Max-Age at once, before any work and
+ * without a record line, as a busy node does.
+ */
+static void limit_decided(struct dps_op *op, enum cluster_rate_verdict verdict)
 {
-    op->phase = PHASE_CLAIMING;
-    op->claim = (struct cluster_claim){.done = claim_done, .user = op};
-    if (cluster_claim(op->services->cluster, &op->claim, catalog_group_of(op)->owner_key,
-                      op->device_id, op->session->record_id) != 0) {
-        claim_decided(op, CLUSTER_CLAIM_UNAVAILABLE);
-    }
-}
-
-/* Reads a text value into a NUL-terminated UUID buffer; -1 unless it is a UUID. */
-static int read_uuid_text(struct dps_cbor_reader *reader, char out[37])
-{
-    const char *text;
-    size_t length;
-    struct dps_uuid uuid;
-    if (dps_cbor_read_text(reader, &text, &length) != 0 ||
-        uuid_text_parse(text, length, &uuid) != 0) {
-        return -1;
-    }
-    uuid_format(&uuid, out);
-    return 0;
-}
-
-struct cloud_request {
-    char device_id[37];
-    const char *gateway_uri;
-    size_t gateway_uri_length;
-    char gateway_id[37];
-};
-
-static int parse_cloud_request(const uint8_t *payload, size_t length, struct cloud_request *out)
-{
-    struct dps_cbor_reader reader;
-    struct dps_cbor_container map;
-    dps_cbor_reader_init(&reader, payload, length);
-    if (dps_cbor_enter_map(&reader, &map) != 0) {
-        return -1;
-    }
-    const char *key;
-    size_t key_length;
-    int more;
-    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
-        if (dps_cbor_text_equals(key, key_length, "di")) {
-            if (read_uuid_text(&reader, out->device_id) != 0) {
-                return -1;
-            }
-        } else if (dps_cbor_text_equals(key, key_length, "selectedGateway") &&
-                   dps_cbor_peek(&reader) == DPS_CBOR_TYPE_MAP) {
-            struct dps_cbor_container gateway;
-            if (dps_cbor_enter_map(&reader, &gateway) != 0) {
-                return -1;
-            }
-            while ((more = dps_cbor_map_next_key(&reader, &gateway, &key, &key_length)) == 1) {
-                if (dps_cbor_text_equals(key, key_length, "uri") &&
-                    dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
-                    dps_cbor_read_text(&reader, &out->gateway_uri, &out->gateway_uri_length);
-                } else if (dps_cbor_text_equals(key, key_length, "id") &&
-                           dps_cbor_peek(&reader) == DPS_CBOR_TYPE_TEXT) {
-                    if (read_uuid_text(&reader, out->gateway_id) != 0) {
-                        out->gateway_id[0] = '\0';
-                    }
-                } else if (dps_cbor_skip(&reader) != 0) {
-                    return -1;
-                }
-            }
-            if (more < 0) {
-                return -1;
-            }
-        } else if (dps_cbor_skip(&reader) != 0) {
-            return -1;
+    if (verdict == CLUSTER_RATE_ADMITTED) {
+        struct dps_request request = {
+            .content_format = op->request_content_format,
+            .payload = op->request_payload,
+            .payload_length = op->request_payload_length,
+        };
+        if (op->step == STEP_CLOUD) {
+            dps_step_cloud(op, &request);
+        } else {
+            dps_step_credentials(op, &request);
         }
-    }
-    return more < 0 || out->device_id[0] == '\0' ? -1 : 0;
-}
-
-/* Picks the hub and gateway: the device's selected one when it is linked, else the first. */
-static void choose_gateway(const struct dps_services *services, const struct config_group *group,
-                           const struct cloud_request *request, size_t *hub_index,
-                           const char **gateway)
-{
-    const struct config *config = services->config;
-    *hub_index = (size_t)(config_find_hub(config, group->hub_ids[0]) - config->hubs);
-    *gateway = config->hubs[*hub_index].gateways[0];
-    if (request->gateway_id[0] == '\0' || request->gateway_uri == NULL) {
         return;
     }
-    for (size_t i = 0; i < group->hub_count; i++) {
-        const struct config_hub *hub = config_find_hub(config, group->hub_ids[i]);
-        if (strcmp(hub->id, request->gateway_id) != 0) {
-            continue;
-        }
-        for (size_t g = 0; g < hub->gateway_count; g++) {
-            if (strlen(hub->gateways[g]) == request->gateway_uri_length &&
-                memcmp(hub->gateways[g], request->gateway_uri, request->gateway_uri_length) == 0) {
-                *hub_index = (size_t)(hub - config->hubs);
-                *gateway = hub->gateways[g];
-                return;
-            }
-        }
+    static const char message[] = "rate limited, retry";
+    uint32_t seconds = (uint32_t)((op->limit.retry_after_ns + 999999999) / 1000000000);
+    count(&op->services->counters->rate_limited, 1);
+    struct dps_session *session = op->session;
+    if (dps_op_detach(op)) {
+        send_reply(op->services, session, op->reply, op->token, op->token_length,
+                   COAP_SERVICE_UNAVAILABLE, -1, seconds > 0 ? seconds : 1,
+                   (const uint8_t *)message, sizeof(message) - 1);
     }
-}
-
-static void sign_cloud(struct dps_op *op);
-
-static void handle_cloud(struct dps_op *op, const struct dps_request *request)
-{
-    struct cloud_request parsed = {0};
-    if (parse_cloud_request(request->payload, request->payload_length, &parsed) != 0) {
-        set_error(op, COAP_BAD_REQUEST, "cloud-configuration needs a map with a UUID \"di\"");
-        dps_op_commit(op, false);
-        return;
-    }
-    memcpy(op->device_id, parsed.device_id, sizeof(op->device_id));
-    int checked = check_device_id(op, op->device_id);
-    if (checked < 0) {
-        op->device_id[0] = '\0';
-        dps_op_commit(op, false);
-        return;
-    }
-    /* The request's bytes go with this call: the gateway is chosen now. */
-    choose_gateway(op->services, session_group(op->services, op->session), &parsed,
-                   &op->claim_hub_index, &op->claim_gateway);
-    if (checked > 0) {
-        claim_device_id(op);
-        return;
-    }
-    sign_cloud(op);
-}
-
-/* cloud-configuration, its device id checked (and claimed in Redis when new). */
-static void sign_cloud(struct dps_op *op)
-{
-    memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
-    const struct config_group *group = session_group(op->services, op->session);
-    const char *gateway = op->claim_gateway;
-    size_t hub_index = op->claim_hub_index;
-    op->session->hub_index = hub_index;
-    op->session->hub_chosen = true;
-    const struct config_hub *hub = &op->services->config->hubs[hub_index];
-
-    json_t *gateways = json_array();
-    for (size_t i = 0; i < group->hub_count; i++) {
-        const struct config_hub *linked = config_find_hub(op->services->config, group->hub_ids[i]);
-        for (size_t g = 0; g < linked->gateway_count; g++) {
-            json_array_append_new(
-                gateways, json_pack("{s:s, s:s}", "uri", linked->gateways[g], "id", linked->id));
-        }
-    }
-    json_object_set_new(op->step_data, "gateways", gateways);
-    json_object_set_new(op->step_data, "providerName", json_string(hub->authorization_provider));
-    json_object_set_new(op->step_data, "selectedGateway",
-                        json_pack("{s:s, s:s}", "uri", gateway, "id", hub->id));
-
-    op->sign.operation = SIGNER_SIGN_TOKEN;
-    op->sign.hub_index = hub_index;
-    op->sign.owner = group->owner;
-    op->sign.device_id = op->device_id;
-    op->sign.issued_at = time(NULL);
-    op->sign.done = signer_done;
-    op->sign.user = op;
-    op->phase = PHASE_SIGNING;
-    if (signer_submit(op->services->signer, &op->sign) != 0) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
-        dps_op_finish(op);
-    }
-}
-
-static void answer_cloud(struct dps_op *op)
-{
-    const struct config_group *group = session_group(op->services, op->session);
-    const struct config_hub *hub = &op->services->config->hubs[op->session->hub_index];
-    json_t *selected = json_object_get(op->step_data, "selectedGateway");
-    const char *gateway = json_string_value(json_object_get(selected, "uri"));
-    size_t server_count = 0;
-    for (size_t i = 0; i < group->hub_count; i++) {
-        server_count += config_find_hub(op->services->config, group->hub_ids[i])->gateway_count;
-    }
-    struct payload_writer writer;
-    if (begin_body(op, &writer) != 0) {
-        return;
-    }
-    payload_map(&writer, 5);
-    payload_text(&writer, "apn");
-    payload_text(&writer, hub->authorization_provider);
-    payload_text(&writer, "cis");
-    payload_text(&writer, gateway);
-    payload_text(&writer, "at");
-    payload_text(&writer, op->sign.token);
-    payload_text(&writer, "sid");
-    payload_text(&writer, hub->id);
-    payload_text(&writer, "x.org.iotivity.servers");
-    payload_array(&writer, server_count);
-    for (size_t i = 0; i < group->hub_count; i++) {
-        const struct config_hub *linked = config_find_hub(op->services->config, group->hub_ids[i]);
-        for (size_t g = 0; g < linked->gateway_count; g++) {
-            payload_map(&writer, 2);
-            payload_text(&writer, "uri");
-            payload_text(&writer, linked->gateways[g]);
-            payload_text(&writer, "id");
-            payload_text(&writer, linked->id);
-            payload_end(&writer);
-        }
-    }
-    payload_end(&writer);
-    payload_end(&writer);
-    if (finish_body(op, &writer) == 0) {
-        op->code = COAP_CHANGED;
-    }
-}
-
-static int parse_credentials_request(const uint8_t *payload, size_t length, char device_id[37],
-                                     const char **pem, size_t *pem_length, const char **problem)
-{
-    struct dps_cbor_reader reader;
-    struct dps_cbor_container map;
-    bool encoding_ok = false;
-    *pem = NULL;
-    *problem = "credentials needs a map with \"csr\"";
-    dps_cbor_reader_init(&reader, payload, length);
-    if (dps_cbor_enter_map(&reader, &map) != 0) {
-        return -1;
-    }
-    const char *key;
-    size_t key_length;
-    int more;
-    while ((more = dps_cbor_map_next_key(&reader, &map, &key, &key_length)) == 1) {
-        if (dps_cbor_text_equals(key, key_length, "di")) {
-            if (read_uuid_text(&reader, device_id) != 0) {
-                *problem = "\"di\" is not a UUID";
-                return -1;
-            }
-        } else if (dps_cbor_text_equals(key, key_length, "csr")) {
-            struct dps_cbor_container csr;
-            if (dps_cbor_enter_map(&reader, &csr) != 0) {
-                return -1;
-            }
-            while ((more = dps_cbor_map_next_key(&reader, &csr, &key, &key_length)) == 1) {
-                const char *value;
-                size_t value_length;
-                if (dps_cbor_text_equals(key, key_length, "encoding")) {
-                    if (dps_cbor_read_text(&reader, &value, &value_length) != 0) {
-                        return -1;
-                    }
-                    encoding_ok = dps_cbor_text_equals(value, value_length, "oic.sec.encoding.pem");
-                } else if (dps_cbor_text_equals(key, key_length, "data")) {
-                    if (dps_cbor_read_text(&reader, pem, pem_length) != 0) {
-                        return -1;
-                    }
-                } else if (dps_cbor_skip(&reader) != 0) {
-                    return -1;
-                }
-            }
-            if (more < 0) {
-                return -1;
-            }
-        } else if (dps_cbor_skip(&reader) != 0) {
-            return -1;
-        }
-    }
-    if (more < 0 || *pem == NULL) {
-        return -1;
-    }
-    if (!encoding_ok) {
-        *problem = "csr encoding must be oic.sec.encoding.pem";
-        return -1;
-    }
-    return 0;
-}
-
-static void sign_credentials(struct dps_op *op);
-
-static void handle_credentials(struct dps_op *op, const struct dps_request *request)
-{
-    if (request->content_format != COAP_FORMAT_CBOR &&
-        request->content_format != COAP_FORMAT_OCF_CBOR) {
-        set_error(op, COAP_BAD_REQUEST, "credentials needs Content-Format 60 or 10000");
-        dps_op_commit(op, false);
-        return;
-    }
-    char claimed[37] = "";
-    const char *pem;
-    size_t pem_length;
-    const char *problem;
-    if (parse_credentials_request(request->payload, request->payload_length, claimed, &pem,
-                                  &pem_length, &problem) != 0) {
-        set_error(op, COAP_BAD_REQUEST, problem);
-        dps_op_commit(op, false);
-        return;
-    }
-    char reason[128];
-    if (csr_check(op->services->libctx, pem, pem_length, &op->csr, reason, sizeof(reason)) != 0) {
-        set_error(op, COAP_BAD_REQUEST, reason);
-        dps_op_commit(op, false);
-        return;
-    }
-    uuid_format(&op->csr.device_id, op->device_id);
-    if (claimed[0] != '\0' && strcmp(claimed, op->device_id) != 0) {
-        op->device_id[0] = '\0';
-        set_error(op, COAP_BAD_REQUEST, "CSR device id differs from \"di\"");
-        dps_op_commit(op, false);
-        return;
-    }
-    int checked = check_device_id(op, op->device_id);
-    if (checked < 0) {
-        op->device_id[0] = '\0';
-        dps_op_commit(op, false);
-        return;
-    }
-    if (checked > 0) {
-        claim_device_id(op);
-        return;
-    }
-    sign_credentials(op);
-}
-
-/* credentials, the CSR and its device id checked (and claimed in Redis when new). */
-static void sign_credentials(struct dps_op *op)
-{
-    memcpy(op->session->device_id, op->device_id, sizeof(op->device_id));
-    const struct config_group *group = session_group(op->services, op->session);
-    size_t hub_index = op->session->hub_chosen
-                           ? op->session->hub_index
-                           : (size_t)(config_find_hub(op->services->config, group->hub_ids[0]) -
-                                      op->services->config->hubs);
-    op->session->hub_index = hub_index;
-    const struct config_hub *hub = &op->services->config->hubs[hub_index];
-    time_t now = time(NULL);
-    op->sign.operation = SIGNER_ISSUE_CERTIFICATE;
-    op->sign.hub_index = hub_index;
-    op->sign.device_id = op->device_id;
-    op->sign.spki_der = op->csr.spki_der;
-    op->sign.spki_length = op->csr.spki_length;
-    /* An hour of slack for devices whose clocks run behind. */
-    op->sign.not_before = now - 3600;
-    op->sign.not_after = now + hub->certificate_validity_s;
-    op->sign.done = signer_done;
-    op->sign.user = op;
-    op->phase = PHASE_SIGNING;
-    if (signer_submit(op->services->signer, &op->sign) != 0) {
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "signer busy, retry");
-        dps_op_finish(op);
-    }
-}
-
-static void answer_credentials(struct dps_op *op)
-{
-    const struct dps_services *services = op->services;
-    const struct config_group *group = session_group(services, op->session);
-    const struct dps_catalog_group *entry = catalog_group_of(op);
-    const struct issued_certificate *cert = &op->sign.certificate;
-    const char *root = signer_hub_root_pem(services->signer, op->session->hub_index);
-
-    for (size_t i = 0; i < ISSUER_SERIAL_LENGTH; i++) {
-        snprintf(op->serial_hex + 2 * i, 3, "%02x", cert->serial[i]);
-    }
-    char not_before[32], not_after[32], issued_at[32];
-    format_rfc3339_seconds(cert->not_before, not_before);
-    format_rfc3339_seconds(cert->not_after, not_after);
-    format_rfc3339_seconds(time(NULL), issued_at);
-    json_t *issuance =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "serial", op->serial_hex,
-                  "owner", group->owner, "deviceId", op->device_id, "recordId",
-                  op->session->record_id, "enrollmentGroupId", group->id, "hubId",
-                  services->config->hubs[op->session->hub_index].id, "notBefore", not_before,
-                  "notAfter", not_after, "issuedAt", issued_at, "certificatePem", cert->pem);
-    op->issuance_json = json_dumps(issuance, JSON_COMPACT);
-    json_decref(issuance);
-    json_object_set_new(op->step_data, "identityCertificatePem", json_string(cert->pem));
-    json_object_set_new(op->step_data, "serial", json_string(op->serial_hex));
-    /* The rest of what the device gets, for the record's credentials (store/records.c). */
-    json_object_set_new(op->step_data, "trustCaPem", json_string(root));
-    json_object_set_new(op->step_data, "trustCaSubject", json_string("*"));
-    if (group->has_psk)
-        json_object_set_new(op->step_data, "preSharedKey",
-                            json_pack("{s:s, s:s%}", "subjectId", entry->owner_uuid, "key",
-                                      (const char *)group->psk, sizeof(group->psk)));
-
-    struct payload_writer writer;
-    if (op->issuance_json == NULL || begin_body(op, &writer) != 0) {
-        set_error(op, COAP_INTERNAL_SERVER_ERROR, "out of memory");
-        return;
-    }
-    payload_map(&writer, 1);
-    payload_text(&writer, "creds");
-    payload_array(&writer, group->has_psk ? 3 : 2);
-    if (group->has_psk) {
-        payload_map(&writer, 4);
-        payload_text(&writer, "credtype");
-        payload_int(&writer, 1);
-        payload_text(&writer, "subjectuuid");
-        payload_text(&writer, entry->owner_uuid);
-        payload_text(&writer, "privatedata");
-        payload_map(&writer, 2);
-        payload_text(&writer, "data");
-        payload_textn(&writer, (const char *)group->psk, sizeof(group->psk));
-        payload_text(&writer, "encoding");
-        payload_text(&writer, "oic.sec.encoding.raw");
-        payload_end(&writer);
-        payload_text(&writer, "tag");
-        payload_text(&writer, "dps");
-        payload_end(&writer);
-    }
-    payload_map(&writer, 5);
-    payload_text(&writer, "credtype");
-    payload_int(&writer, 8);
-    payload_text(&writer, "subjectuuid");
-    payload_text(&writer, op->device_id);
-    payload_text(&writer, "credusage");
-    payload_text(&writer, "oic.sec.cred.cert");
-    payload_text(&writer, "publicdata");
-    payload_map(&writer, 2);
-    payload_text(&writer, "data");
-    payload_text(&writer, cert->pem);
-    payload_text(&writer, "encoding");
-    payload_text(&writer, "oic.sec.encoding.pem");
-    payload_end(&writer);
-    payload_text(&writer, "tag");
-    payload_text(&writer, "dps");
-    payload_end(&writer);
-
-    payload_map(&writer, 5);
-    payload_text(&writer, "credtype");
-    payload_int(&writer, 8);
-    payload_text(&writer, "subjectuuid");
-    payload_text(&writer, "*");
-    payload_text(&writer, "credusage");
-    payload_text(&writer, "oic.sec.cred.trustca");
-    payload_text(&writer, "publicdata");
-    payload_map(&writer, 2);
-    payload_text(&writer, "data");
-    payload_text(&writer, root);
-    payload_text(&writer, "encoding");
-    payload_text(&writer, "oic.sec.encoding.pem");
-    payload_end(&writer);
-    payload_text(&writer, "tag");
-    payload_text(&writer, "dps");
-    payload_end(&writer);
-    payload_end(&writer);
-    payload_end(&writer);
-    if (finish_body(op, &writer) == 0) {
-        op->code = COAP_CHANGED;
-    }
+    dps_op_release(op);
 }
 
 /*
- * Redis's verdict on a new binding: refused is a 4.03 with the same record
- * line and metric reason as a local conflict; unavailable follows the
- * cluster's policy; granted goes on to the signer.
+ * A signing step first passes the signing limits (dataplane/cluster_rate.h):
+ * its group's, the node's or cluster's, and its source address's. They may
+ * answer later, so the request's payload is kept in the op meanwhile.
  */
-static void claim_decided(struct dps_op *op, enum cluster_claim_result result)
+static void limit_step(struct dps_op *op, const struct dps_request *request)
 {
-    char message[160];
-    switch (result) {
-    case CLUSTER_CLAIM_GRANTED:
-        break;
-    case CLUSTER_CLAIM_ID_TAKEN:
-        snprintf(message, sizeof(message),
-                 "device id %s is bound to another manufacturer certificate", op->device_id);
-        refuse(op, DPS_REFUSED_ID_TAKEN, message);
-        break;
-    case CLUSTER_CLAIM_IDENTITY_BOUND:
-        snprintf(message, sizeof(message), "this manufacturer certificate is bound to device id %s",
-                 op->claim.holder);
-        refuse(op, DPS_REFUSED_IDENTITY_BOUND, message);
-        break;
-    case CLUSTER_CLAIM_CONFLICT:
-        snprintf(message, sizeof(message),
-                 "device id %s is bound twice across the cluster; the owner must release it",
-                 op->device_id);
-        refuse(op, DPS_REFUSED_ID_TAKEN, message);
-        break;
-    case CLUSTER_CLAIM_UNAVAILABLE:
-        if (cluster_policy(op->services->cluster) == CONFIG_BINDINGS_CLOSED) {
-            set_error(op, COAP_SERVICE_UNAVAILABLE, "cluster unavailable, retry");
-            dps_op_finish(op);
-            return;
-        }
-        cluster_note_local_binding(op->services->cluster, catalog_group_of(op)->owner_key,
-                                   op->device_id, op->session->record_id);
-        break;
-    }
-    if (result != CLUSTER_CLAIM_GRANTED && result != CLUSTER_CLAIM_UNAVAILABLE) {
-        op->device_id[0] = '\0';
-        dps_op_commit(op, false);
+    op->request_content_format = request->content_format;
+    op->request_payload_length = request->payload_length;
+    op->request_payload = malloc(request->payload_length + 1);
+    if (op->request_payload == NULL) {
+        dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE, "out of memory");
+        dps_op_finish(op);
         return;
     }
-    if (op->step == STEP_CLOUD) {
-        sign_cloud(op);
-    } else {
-        sign_credentials(op);
+    if (request->payload_length > 0) {
+        memcpy(op->request_payload, request->payload, request->payload_length);
+    }
+    op->phase = PHASE_LIMITING;
+    op->limit = (struct cluster_rate_request){.done = limit_done, .user = op};
+    snprintf(op->limit.group_id, sizeof(op->limit.group_id), "%s",
+             dps_session_group(op->services, op->session)->id);
+    source_rate_key(op->session->peer, op->limit.source);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    enum cluster_rate_verdict verdict = cluster_rate_admit(
+        op->services->rate, &op->limit, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
+    if (verdict != CLUSTER_RATE_PENDING) {
+        limit_decided(op, verdict);
     }
 }
 
@@ -1640,12 +551,20 @@ static void claim_decided(struct dps_op *op, enum cluster_claim_result result)
 static void dps_op_resume(struct mailbox_item *item)
 {
     struct dps_op *op = (struct dps_op *)item;
+    if (op->phase == PHASE_LIMITING) {
+        if (op->session->gone) {
+            dps_op_free(op);
+            return;
+        }
+        limit_decided(op, op->limit.verdict);
+        return;
+    }
     if (op->phase == PHASE_CLAIMING) {
         if (op->session->gone) {
             dps_op_free(op);
             return;
         }
-        claim_decided(op, op->claim.result);
+        dps_step_claim_decided(op, op->claim.result);
         return;
     }
     if (op->answered) {
@@ -1671,15 +590,15 @@ static void dps_op_resume(struct mailbox_item *item)
         if (op->sign.status != 0) {
             log_msg(LOG_ERROR, "signing failed", "step=%s error=\"%s\"",
                     dps_step_routes[op->step].record_part, op->sign.error);
-            set_error(op, COAP_SERVICE_UNAVAILABLE, "signing failed, retry");
+            dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE, "signing failed, retry");
             dps_op_finish(op);
             return;
         }
         bool issued = op->step == STEP_CREDENTIALS;
         if (issued) {
-            answer_credentials(op);
+            dps_step_answer_credentials(op);
         } else {
-            answer_cloud(op);
+            dps_step_answer_cloud(op);
         }
         dps_op_commit(op, issued && op->code < COAP_BAD_REQUEST);
         return;
@@ -1689,11 +608,11 @@ static void dps_op_resume(struct mailbox_item *item)
          * another id: nothing was written, the certificate never leaves; record the refusal
          * and answer 4.03. */
         if (op->write.failed_condition == 0) {
-            refuse(op, DPS_REFUSED_ID_TAKEN,
-                   "device id is bound to another manufacturer certificate");
+            dps_op_refuse(op, DPS_REFUSED_ID_TAKEN,
+                          "device id is bound to another manufacturer certificate");
         } else {
-            refuse(op, DPS_REFUSED_IDENTITY_BOUND,
-                   "this manufacturer certificate is bound to another device id");
+            dps_op_refuse(op, DPS_REFUSED_IDENTITY_BOUND,
+                          "this manufacturer certificate is bound to another device id");
         }
         op->device_id[0] = '\0';
         op->session->device_id[0] = '\0'; /* the claim was not this identity's to make */
@@ -1705,7 +624,7 @@ static void dps_op_resume(struct mailbox_item *item)
     if (op->write.status != STORE_OK) {
         log_msg(LOG_ERROR, "record commit failed", "step=%s record=%s",
                 dps_step_routes[op->step].record_part, op->session->record_id);
-        set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
+        dps_op_set_error(op, COAP_SERVICE_UNAVAILABLE, "store unavailable, retry");
     } else if (op->record_json != NULL) {
         record_applied(op);
     }
@@ -1750,19 +669,6 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         count(&services->counters->busy, 1);
         return;
     }
-    if (step == STEP_CLOUD || step == STEP_CREDENTIALS) {
-        struct timespec now;
-        int64_t wait_ns;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (cluster_rate_take(services->rate, session_group(services, session)->id,
-                              (int64_t)now.tv_sec * 1000000000 + now.tv_nsec, &wait_ns) != 0) {
-            uint32_t seconds = (uint32_t)((wait_ns + 999999999) / 1000000000);
-            reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE,
-                        seconds > 0 ? seconds : 1, "rate limited, retry");
-            count(&services->counters->rate_limited, 1);
-            return;
-        }
-    }
     struct dps_op *op = dps_op_new(services, session, request, reply, step, format, content_format);
     if (op == NULL) {
         reply_error(services, session, request, reply, COAP_SERVICE_UNAVAILABLE, DPS_RETRY_SECONDS,
@@ -1770,23 +676,21 @@ void dps_handle(const struct dps_services *services, struct dps_session *session
         return;
     }
     switch (step) {
+    case STEP_CLOUD:
+    case STEP_CREDENTIALS:
+        limit_step(op, request);
+        break;
     case STEP_TIME:
-        handle_time(op);
+        dps_step_time(op);
         break;
     case STEP_OWNERSHIP:
-        handle_ownership(op);
-        break;
-    case STEP_CLOUD:
-        handle_cloud(op, request);
-        break;
-    case STEP_CREDENTIALS:
-        handle_credentials(op, request);
+        dps_step_ownership(op);
         break;
     case STEP_ACLS:
-        handle_acls(op);
+        dps_step_acls(op);
         break;
     case STEP_RESOURCES:
-        handle_resources(op);
+        dps_step_resources(op);
         break;
     }
 }

@@ -104,6 +104,9 @@ int dps_catalog_build(const struct config *config, const struct config *previous
                       const struct dps_catalog *previous, struct dps_catalog *catalog, char *err,
                       size_t err_length);
 void dps_catalog_free(const struct config *config, struct dps_catalog *catalog);
+/* The entry of catalog->reserved for uuid, or NULL. */
+const struct dps_reserved_id *dps_catalog_reserved(const struct dps_catalog *catalog,
+                                                   const struct dps_uuid *uuid);
 
 /* Per connection: who the device proved to be. */
 struct dps_session {

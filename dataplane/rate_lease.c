@@ -45,7 +45,7 @@ unsigned rate_lease_refill(struct rate_lease *lease, int64_t now_ns)
         lease->tokens > (int64_t)lease->size / 2)
         return 0;
     lease->refilling = true;
-    return (unsigned)((int64_t)lease->size - lease->tokens);
+    return (unsigned)((int64_t)lease->size - lease->tokens + lease->waiting);
 }
 
 void rate_lease_granted(struct rate_lease *lease, int64_t now_ns, unsigned granted, int64_t next_ns)
@@ -61,4 +61,18 @@ void rate_lease_granted(struct rate_lease *lease, int64_t now_ns, unsigned grant
 void rate_lease_failed(struct rate_lease *lease)
 {
     lease->refilling = false;
+}
+
+bool rate_lease_wait(struct rate_lease *lease, int64_t now_ns)
+{
+    if (now_ns < lease->not_before_ns || lease->waiting >= 4 * (lease->size + lease->credit))
+        return false;
+    lease->waiting++;
+    return true;
+}
+
+void rate_lease_unwait(struct rate_lease *lease)
+{
+    if (lease->waiting > 0)
+        lease->waiting--;
 }

@@ -17,6 +17,17 @@
  *    device after a quiet spell, or one arriving while a refill is on its
  *    way, does not wait for a round trip. Not after Redis said the bucket is
  *    empty, until the time it named.
+ *  - a step that finds the debt used up while a refill is on its way may
+ *    wait for a refill's answer instead of being refused: under a slow
+ *    Redis a small lease (one token at 50/s) would otherwise cap a shard at
+ *    size + credit steps per round trip, below the limit, and the tokens of
+ *    a late answer would expire unused while refused devices wait out their
+ *    Max-Age. Waiting steps are counted into the next refill (it asks for
+ *    them too), so what a shard admits per round trip grows with its
+ *    demand. A step waits for at most RATE_LEASE_TURNS answers (each within
+ *    the Redis client's command deadline), and at most 4 x (size + credit)
+ *    steps wait at once. Waiters spend tokens by the same rules as anyone
+ *    (a grant, or the credit), so the bound below holds with them.
  * What the cluster can admit above the limit over any window is thus bounded
  * by the leases and debts outstanding: a lease and a credit per shard.
  */
@@ -28,6 +39,7 @@
 
 #define RATE_LEASE_TTL_NS 500000000LL /* held tokens are good this long */
 #define RATE_LEASE_WINDOW_MS 50       /* a lease covers about this much of the rate */
+#define RATE_LEASE_TURNS 2            /* refill answers a step may wait for */
 
 struct rate_lease {
     unsigned size;         /* tokens asked per refill, >= 1 */
@@ -36,6 +48,7 @@ struct rate_lease {
     int64_t expires_ns;    /* held tokens are good until then */
     int64_t not_before_ns; /* the bucket is empty until then: no debt, no refill */
     bool refilling;        /* a refill is in flight */
+    unsigned waiting;      /* steps waiting for a refill's answer */
 };
 
 /* The lease size for rate (per second) and burst split over shares shards. */
@@ -49,7 +62,7 @@ int rate_lease_take(struct rate_lease *lease, int64_t now_ns, int64_t *retry_aft
 
 /*
  * Whether a refill is due at now_ns: then how many tokens to ask for (the
- * lease, plus any debt) is returned and the lease is marked refilling; 0
+ * lease, plus any debt, plus one per waiting step) is returned and the lease is marked refilling; 0
  * otherwise. The caller must answer with granted() or failed().
  */
 unsigned rate_lease_refill(struct rate_lease *lease, int64_t now_ns);
@@ -58,5 +71,17 @@ void rate_lease_granted(struct rate_lease *lease, int64_t now_ns, unsigned grant
                         int64_t next_ns);
 /* The refill got no answer (Redis away): nothing held changes. */
 void rate_lease_failed(struct rate_lease *lease);
+
+/*
+ * After rate_lease_take() refused at now_ns, with a refill in flight or
+ * about to be asked: whether the step may wait for its answer instead (the
+ * bucket is not known empty, and fewer than 4 x (size + credit) steps wait
+ * already). When true the step counts as waiting, and refills ask for its
+ * token too, until rate_lease_unwait() when its turn comes (an answer came):
+ * it then takes again with rate_lease_take(), and may wait once more
+ * (RATE_LEASE_TURNS in all).
+ */
+bool rate_lease_wait(struct rate_lease *lease, int64_t now_ns);
+void rate_lease_unwait(struct rate_lease *lease);
 
 #endif

@@ -1,7 +1,8 @@
 /*
- * fuzz_cbor_requests: the CBOR reader (cbor.h) as the DPS request parsers
- * in dps_handlers.c use it. Those parsers are static, so this target drives
- * the same public calls two ways over every input:
+ * fuzz_cbor_requests: the DPS request parsers (dps_requests.h) and the CBOR
+ * reader (cbor.h) under them. The parsers are called on every input (what
+ * they point at lies inside it, a device id they accept is a UUID's text),
+ * and the reader's public calls are driven two ways:
  *
  *  - a generic walker that enters every map and array, steps with
  *    dps_cbor_container_next() and reads each scalar with its typed read call,
@@ -19,7 +20,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include <string.h>
+
 #include "dataplane/cbor.h"
+#include "dataplane/dps_requests.h"
 #include "tests/unit/cbor_readers.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -191,5 +195,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(reader.depth == 0);
     }
     parse_request_shape(data, size);
+
+    struct cloud_request cloud = {0};
+    if (dps_parse_cloud_request(data, size, &cloud) == 0) {
+        check(strlen(cloud.device_id) == 36);
+        check_inside(cloud.gateway_uri, cloud.gateway_uri_length);
+    }
+    char device_id[37] = "";
+    const char *pem = NULL, *problem = NULL;
+    size_t pem_length = 0;
+    if (dps_parse_credentials_request(data, size, device_id, &pem, &pem_length, &problem) == 0)
+        check_inside(pem, pem_length);
+    else
+        check(problem != NULL);
+    check(device_id[0] == '\0' || strlen(device_id) == 36);
     return 0;
 }

@@ -16,6 +16,7 @@ PORT_B=$(free_port)
 API_B=$(free_port)
 PID_a=""
 PID_b=""
+LOAD_PID=""
 CLUSTER_PIDS=()
 CLUSTER_NODES=""
 
@@ -125,4 +126,43 @@ start_pair() {
         not_ok "$name"
         finish
     fi
+}
+
+# metric API NAME [LABEL-REGEX]: the sum of NAME's samples whose labels match.
+metric() {
+    curl -s "http://127.0.0.1:$1/metrics" |
+        awk -v m="$2" -v l="${3:-}" '{ split($1, p, "{") } p[1] == m && $1 ~ l { s += $2 } END { printf "%d\n", s }'
+}
+
+# within VALUE TARGET: VALUE is TARGET within 10%.
+within() { python3 -c "import sys; sys.exit(0 if abs($1 - $2) <= 0.1 * $2 else 1)"; }
+
+# start_pair_configured NAME CONFIG: node a once (the demo writes its configuration), CONFIG (YAML text)
+# added to that configuration, then nodes a and b on the Redis at REDIS_PORT; one test case
+# NAME, and the test ends when they do not start.
+start_pair_configured() {
+    start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" >/dev/null && stop_node a
+    printf '%s' "$2" >>"$DEMO/dpsd.yaml"
+    if start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" &&
+        start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data"; then
+        ok "$1"
+    else
+        not_ok "$1"
+        finish
+    fi
+}
+
+# closed_loop FIRST CONCURRENCY SECONDS: dps-loadgen in the background (LOAD_PID) through both
+# nodes in turn, CONCURRENCY devices in flight from identity FIRST on, for SECONDS: each refused
+# step is retried on its connection after its Max-Age; a device refused three times in a row
+# gives up (--max-attempts 1) and a new one takes its place, so the demand does not sag as
+# devices back off.
+closed_loop() {
+    "$LOADGEN" gen --pki "$DEMO/pki" --devices $(($1 + 19999)) >/dev/null 2>&1
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_A" --endpoint "coaps+tcp://127.0.0.1:$PORT_B" \
+        --pki "$DEMO/pki" --ca "$DEMO/pki/dps-root.pem" --first "$1" --devices 20000 \
+        --concurrency "$2" --duration "$3" --threads 1 --timeout 20 \
+        --max-attempts 1 >"$WORK/loadgen.out" 2>&1 &
+    LOAD_PID=$!
+    CLUSTER_PIDS+=("$LOAD_PID")
 }

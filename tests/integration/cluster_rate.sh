@@ -14,13 +14,6 @@
 
 plan 10
 require_tools redis-server redis-cli
-LOAD_PID=""
-
-# metric API NAME [LABEL-REGEX]: the sum of NAME's samples whose labels match.
-metric() {
-    curl -s "http://127.0.0.1:$1/metrics" |
-        awk -v m="$2" -v l="${3:-}" '{ split($1, p, "{") } p[1] == m && $1 ~ l { s += $2 } END { printf "%d\n", s }'
-}
 
 # counts API: "ADMITTED SIGNED REFUSED TIME" from one scrape of the node's metrics: signing
 # steps the limits admitted, steps answered 2.xx (cloud-configuration and credentials), steps
@@ -48,42 +41,22 @@ print('%.1f %.1f %.1f %d %.2f %d' % (a, b, a + b, a1[1] - a0[1] + b1[1] - b0[1],
                                      a1[2] - a0[2] + b1[2] - b0[2]))"
 }
 
-# within VALUE TARGET: VALUE is TARGET within 10%.
-within() { python3 -c "import sys; sys.exit(0 if abs($1 - $2) <= 0.1 * $2 else 1)"; }
-
-
 status_a() { curl -s -H "Authorization: Bearer $(cat "$DEMO/pki/operator.token")" "http://127.0.0.1:$API_A/api/v1/status"; }
 
 in_shell "redis-server starts" start_redis
 # The demo writes its configuration at the first start; the limits go in before the real start.
-start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" >/dev/null && stop_node a
 # New bindings go on without Redis (bindingsWhenRedisDown: local), so the fallback's share is
 # what limits the devices while Redis is away.
 # A burst of one second's rate: refused devices come back in waves (Max-Age is whole seconds),
 # and a smaller burst would leave the gaps between waves unused.
-printf 'limits:\n  signingRate: 50\n  signingBurst: 50\ncluster:\n  bindingsWhenRedisDown: local\n' \
-    >>"$DEMO/dpsd.yaml"
-if start_node a "$PORT_A" "$API_A" --redis "127.0.0.1:$REDIS_PORT" &&
-    start_node b "$PORT_B" "$API_B" --redis "127.0.0.1:$REDIS_PORT" --data-dir "$WORK/b-data"; then
-    ok "two nodes start with a cluster signing rate of 50/s"
-else
-    not_ok "two nodes start with a cluster signing rate of 50/s"
-    finish
-fi
+start_pair_configured "two nodes start with a cluster signing rate of 50/s" \
+    $'limits:\n  signingRate: 50\n  signingBurst: 50\ncluster:\n  bindingsWhenRedisDown: local\n'
 
-# Far more than the limit admits, through both nodes in turn: a closed loop of
-# CLUSTER_RATE_DEVICES (default 128) devices in flight, each refused step retried on the same
-# connection after its Max-Age; a device refused three times in a row gives up
-# (--max-attempts 1) and a new one takes its place, so the demand does not sag as devices
-# back off. (An open loop of 200 new devices/s, a TLS handshake each, is more than a 2-core box
-# shared with the generator carries: handshakes time out before the limit is reached.)
-"$LOADGEN" gen --pki "$DEMO/pki" --devices 20000 >/dev/null 2>&1
-"$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT_A" --endpoint "coaps+tcp://127.0.0.1:$PORT_B" \
-    --pki "$DEMO/pki" --ca "$DEMO/pki/dps-root.pem" --devices 20000 \
-    --concurrency "${CLUSTER_RATE_DEVICES:-128}" --duration 50 --threads 1 --timeout 20 \
-    --max-attempts 1 >"$WORK/loadgen.out" 2>&1 &
-LOAD_PID=$!
-CLUSTER_PIDS+=("$LOAD_PID")
+# Far more than the limit admits, through both nodes in turn: a closed loop (closed_loop) of
+# CLUSTER_RATE_DEVICES (default 128) devices in flight. (An open loop of 200 new devices/s, a
+# TLS handshake each, is more than a 2-core box shared with the generator carries: handshakes
+# time out before the limit is reached.)
+closed_loop 1 "${CLUSTER_RATE_DEVICES:-128}" 50
 sleep 2
 
 read -r RATE_A RATE_B RATE COUNT SECONDS_ REFUSED <<<"$(window 20)"

@@ -3,7 +3,9 @@
  * against a real redis-server started here: the lease script holds the
  * cluster's rate, registers the node and counts the live ones; a group's
  * bucket is its own; Redis stopped puts the shard on the node's share (rate
- * / live nodes) at once, and Redis back heals it without a restart.
+ * / live nodes) at once, and Redis back heals it without a restart. A
+ * source's steps ask Redis each (asynchronously) and a step may wait for its
+ * lease's refill; on a single node the source's limit is node-wide.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +35,8 @@ static struct {
     long admitted;
     long refused;
     const char *group;
+    unsigned source_rate; /* limits.signingRatePerSource for start(), burst 5 */
+    long done;            /* requests answered through done() */
 } h;
 
 static int64_t now_ns(void)
@@ -40,6 +44,18 @@ static int64_t now_ns(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* A step that cannot wait (no done): decided at once, 0 admitted or -1. */
+static int cluster_rate_take(struct cluster_rate *rate, const char *group_id, int64_t now,
+                             int64_t *wait)
+{
+    struct cluster_rate_request request = {0};
+    snprintf(request.group_id, sizeof(request.group_id), "%s", group_id);
+    if (cluster_rate_admit(rate, &request, now) == CLUSTER_RATE_ADMITTED)
+        return 0;
+    *wait = request.retry_after_ns;
+    return -1;
 }
 
 static bool never(void *arg)
@@ -99,6 +115,8 @@ static void start(unsigned signing_rate, unsigned signing_burst, unsigned group_
         .signing_burst = signing_burst,
         .signing_rate_per_group = group_rate,
         .signing_burst_per_group = 1,
+        .signing_rate_per_source = h.source_rate,
+        .signing_burst_per_source = 5,
         .cluster =
             {
                 .redis = address,
@@ -224,12 +242,139 @@ static void redis_away_falls_back_to_the_share_and_heals(void **state)
     stop();
 }
 
+static void answered(struct cluster_rate_request *request)
+{
+    h.done++;
+    if (request->verdict == CLUSTER_RATE_ADMITTED)
+        h.admitted++;
+    else
+        h.refused++;
+}
+
+static bool all_answered(void *arg)
+{
+    return h.done >= (long)(uintptr_t)arg;
+}
+
+static void request_init(struct cluster_rate_request *request, const char *source)
+{
+    *request = (struct cluster_rate_request){.done = answered};
+    snprintf(request->group_id, sizeof(request->group_id), "%s", GROUP_1);
+    snprintf(request->source, sizeof(request->source), "%s", source);
+}
+
+/*
+ * A source's steps ask Redis each (PENDING, then done()): 5/s with a burst
+ * of 5, twenty at once: five admitted, the rest refused with a time to
+ * retry; another source is not touched; the bucket's key expires. A step
+ * still waiting when the shard stops is answered REFUSED, once.
+ */
+static void a_source_asks_redis_at_each_step(void **state)
+{
+    (void)state;
+    flush();
+    h.source_rate = 5;
+    start(0, 1, 0);
+    struct cluster_rate_request requests[21];
+    h.admitted = h.refused = h.done = 0;
+    for (int i = 0; i < 20; i++) {
+        request_init(&requests[i], "192.0.2.1");
+        assert_int_equal(cluster_rate_admit(h.rate, &requests[i], now_ns()), CLUSTER_RATE_PENDING);
+    }
+    assert_true(loop_wait_until(h.loop, all_answered, (void *)20, 3000));
+    /* Redis takes the twenty in one pipeline: a sixth only if it spread them over 200 ms. */
+    assert_true(h.admitted >= 5 && h.admitted <= 6);
+    assert_int_equal(h.admitted + h.refused, 20);
+    assert_true(requests[19].retry_after_ns > 0 && requests[19].retry_after_ns <= 1000000000);
+    request_init(&requests[20], "192.0.2.2");
+    assert_int_equal(cluster_rate_admit(h.rate, &requests[20], now_ns()), CLUSTER_RATE_PENDING);
+    assert_true(loop_wait_until(h.loop, all_answered, (void *)21, 3000));
+    assert_true(h.admitted >= 6 && h.admitted <= 7 &&
+                requests[20].verdict == CLUSTER_RATE_ADMITTED);
+    long long ttl = command_integer("PTTL %s", "t:rate:source:192.0.2.1");
+    assert_true(ttl > 0 && ttl <= 5000);
+    struct cluster_rate_stats stats;
+    cluster_rate_stats_get(&stats);
+    assert_true(stats.source_round_trips >= 21 && stats.source_admitted >= 6);
+    /* In flight when the shard stops: answered, REFUSED. */
+    request_init(&requests[0], "192.0.2.3");
+    assert_int_equal(cluster_rate_admit(h.rate, &requests[0], now_ns()), CLUSTER_RATE_PENDING);
+    stop();
+    assert_int_equal(h.done, 22);
+    assert_int_equal(requests[0].verdict, CLUSTER_RATE_REFUSED);
+    h.source_rate = 0;
+}
+
+/*
+ * A step that finds its lease and credit spent while the refill is in
+ * flight waits for its answer instead of a refusal, and is answered once.
+ */
+static void a_step_waits_for_the_refill(void **state)
+{
+    (void)state;
+    flush();
+    start(20, 1, 0);
+    struct cluster_rate_request requests[2];
+    h.admitted = h.refused = h.done = 0;
+    request_init(&requests[0], "");
+    request_init(&requests[1], "");
+    /* One token of credit: the first is admitted and sends the refill; the second waits. */
+    assert_int_equal(cluster_rate_admit(h.rate, &requests[0], now_ns()), CLUSTER_RATE_ADMITTED);
+    assert_int_equal(cluster_rate_admit(h.rate, &requests[1], now_ns()), CLUSTER_RATE_PENDING);
+    assert_true(loop_wait_until(h.loop, all_answered, (void *)1, 3000));
+    struct cluster_rate_stats stats;
+    cluster_rate_stats_get(&stats);
+    assert_true(stats.waits >= 1);
+    loop_wait_until(h.loop, never, NULL, 100);
+    assert_int_equal(h.done, 1);
+    stop();
+}
+
+/*
+ * A single node (no cluster): the source's limit is node-wide, decided at
+ * once, whichever shard the steps come through: two shards, a burst of 5
+ * between them, and another source untouched.
+ */
+static void a_single_node_keeps_the_source_limit_node_wide(void **state)
+{
+    (void)state;
+    struct config config = {.signing_rate_per_source = 5, .signing_burst_per_source = 5};
+    struct admission admission;
+    admission_init(&admission, 0, 1);
+    struct cluster_rate *shards[2] = {cluster_rate_create(&config, 0, &admission),
+                                      cluster_rate_create(&config, 1, &admission)};
+    assert_non_null(shards[0]);
+    assert_non_null(shards[1]);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(cluster_rate_start(shards[i], h.loop, NULL), 0);
+    struct cluster_rate_request request;
+    int admitted = 0;
+    int64_t now = now_ns();
+    for (int i = 0; i < 20; i++) {
+        request_init(&request, "198.51.100.20");
+        enum cluster_rate_verdict verdict = cluster_rate_admit(shards[i % 2], &request, now);
+        assert_true(verdict != CLUSTER_RATE_PENDING);
+        admitted += verdict == CLUSTER_RATE_ADMITTED;
+    }
+    assert_int_equal(admitted, 5);
+    assert_true(request.retry_after_ns > 0 && request.retry_after_ns <= 1000000000);
+    request_init(&request, "198.51.100.21");
+    assert_int_equal(cluster_rate_admit(shards[1], &request, now), CLUSTER_RATE_ADMITTED);
+    for (int i = 0; i < 2; i++) {
+        cluster_rate_stop(shards[i]);
+        cluster_rate_free(shards[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(leases_hold_the_rate),
         cmocka_unit_test(groups_have_their_own_buckets),
         cmocka_unit_test(redis_away_falls_back_to_the_share_and_heals),
+        cmocka_unit_test(a_source_asks_redis_at_each_step),
+        cmocka_unit_test(a_step_waits_for_the_refill),
+        cmocka_unit_test(a_single_node_keeps_the_source_limit_node_wide),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
