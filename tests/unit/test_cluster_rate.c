@@ -272,7 +272,7 @@ static void request_init(struct cluster_rate_request *request, const char *sourc
 static void a_source_asks_redis_at_each_step(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     h.source_rate = 5;
     start(0, 1, 0);
     struct cluster_rate_request requests[21];
@@ -281,14 +281,14 @@ static void a_source_asks_redis_at_each_step(void **state)
         request_init(&requests[i], "192.0.2.1");
         assert_int_equal(cluster_rate_admit(h.rate, &requests[i], now_ns()), CLUSTER_RATE_PENDING);
     }
-    assert_true(loop_wait_until(h.loop, all_answered, (void *)20, 3000));
+    assert_true(loop_wait_until(h.redis.loop, all_answered, (void *)20, 3000));
     /* Redis takes the twenty in one pipeline: a sixth only if it spread them over 200 ms. */
     assert_true(h.admitted >= 5 && h.admitted <= 6);
     assert_int_equal(h.admitted + h.refused, 20);
     assert_true(requests[19].retry_after_ns > 0 && requests[19].retry_after_ns <= 1000000000);
     request_init(&requests[20], "192.0.2.2");
     assert_int_equal(cluster_rate_admit(h.rate, &requests[20], now_ns()), CLUSTER_RATE_PENDING);
-    assert_true(loop_wait_until(h.loop, all_answered, (void *)21, 3000));
+    assert_true(loop_wait_until(h.redis.loop, all_answered, (void *)21, 3000));
     assert_true(h.admitted >= 6 && h.admitted <= 7 &&
                 requests[20].verdict == CLUSTER_RATE_ADMITTED);
     long long ttl = command_integer("PTTL %s", "t:rate:source:192.0.2.1");
@@ -312,7 +312,7 @@ static void a_source_asks_redis_at_each_step(void **state)
 static void a_step_waits_for_the_refill(void **state)
 {
     (void)state;
-    flush();
+    redis_fixture_flush(&h.redis);
     start(20, 1, 0);
     struct cluster_rate_request requests[2];
     h.admitted = h.refused = h.done = 0;
@@ -321,11 +321,11 @@ static void a_step_waits_for_the_refill(void **state)
     /* One token of credit: the first is admitted and sends the refill; the second waits. */
     assert_int_equal(cluster_rate_admit(h.rate, &requests[0], now_ns()), CLUSTER_RATE_ADMITTED);
     assert_int_equal(cluster_rate_admit(h.rate, &requests[1], now_ns()), CLUSTER_RATE_PENDING);
-    assert_true(loop_wait_until(h.loop, all_answered, (void *)1, 3000));
+    assert_true(loop_wait_until(h.redis.loop, all_answered, (void *)1, 3000));
     struct cluster_rate_stats stats;
     cluster_rate_stats_get(&stats);
     assert_true(stats.waits >= 1);
-    loop_wait_until(h.loop, never, NULL, 100);
+    loop_wait_until(h.redis.loop, never, NULL, 100);
     assert_int_equal(h.done, 1);
     stop();
 }
@@ -346,7 +346,7 @@ static void a_single_node_keeps_the_source_limit_node_wide(void **state)
     assert_non_null(shards[0]);
     assert_non_null(shards[1]);
     for (int i = 0; i < 2; i++)
-        assert_int_equal(cluster_rate_start(shards[i], h.loop, NULL), 0);
+        assert_int_equal(cluster_rate_start(shards[i], h.redis.loop, NULL), 0);
     struct cluster_rate_request request;
     int admitted = 0;
     int64_t now = now_ns();
