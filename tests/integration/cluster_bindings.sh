@@ -124,9 +124,10 @@ check "renewals of both records are refused too, through either node" \
              --first 1 --devices 1 --di $D --renew --expect-code credentials=4.03 &&
            '$LOADGEN' --endpoint coaps+tcp://127.0.0.1:$PORT_B --pki '$DEMO/pki' --ca '$DEMO/pki/dps-root.pem' \
              --first 2 --devices 1 --di $D --renew --expect-code credentials=4.03"
-# Each node holds its claimant's binding; the list through either node shows both, marked.
+# Each node holds its claimant's binding; the list through either node shows both, marked (once
+# node a's first heartbeat since its restart has listed it for node b's fan-out).
 check "GET /api/v1/bindings shows the conflict to the owner on both nodes" \
-    sh -c "curl -sS -H 'Authorization: Bearer $TOKEN' 'http://127.0.0.1:$API_A/api/v1/bindings?deviceIdFilter=$D' |
+    wait_for sh -c "curl -sS -H 'Authorization: Bearer $TOKEN' 'http://127.0.0.1:$API_A/api/v1/bindings?deviceIdFilter=$D' |
              jq -e -s 'length == 2 and all(.[]; .result.conflict == true)' >/dev/null &&
            curl -sS -H 'Authorization: Bearer $TOKEN' 'http://127.0.0.1:$API_B/api/v1/bindings?deviceIdFilter=$D' |
              jq -e -s 'length == 2 and all(.[]; .result.conflict == true)' >/dev/null"
