@@ -95,6 +95,58 @@ static void plane_operator_key_metrics(FILE *out)
             (long long)keys.last_success_unix, keys.keys);
 }
 
+/*
+ * The counters of each shard's Redis client (store/redis.h, struct redis_stats), read from the
+ * shard's struct cluster, which owns them: they outlive the client. The shard's rate leases go
+ * through the same client; the control plane's own client is not counted here.
+ */
+static void plane_redis_client_metrics(const struct redis_stats *stats, unsigned count, FILE *out)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t offset;
+    } redis_metrics[] = {
+        {"dps_redis_commands_total", "counter", "Commands the shard's Redis client accepted.",
+         offsetof(struct redis_stats, commands)},
+        {"dps_redis_replies_total", "counter", "Commands Redis answered (a result or an error).",
+         offsetof(struct redis_stats, replies)},
+        {"dps_redis_unavailable_total", "counter",
+         "Commands refused or answered unavailable: Redis down, deadline passed, connection lost.",
+         offsetof(struct redis_stats, unavailable)},
+        {"dps_redis_busy_total", "counter",
+         "Commands refused because the client's in-flight limit was reached.",
+         offsetof(struct redis_stats, busy)},
+        {"dps_redis_timeouts_total", "counter",
+         "Connections to the primary dropped as stalled (deadlines passed).",
+         offsetof(struct redis_stats, timeouts)},
+        {"dps_redis_late_total", "counter",
+         "Commands answered unavailable at their deadline while the connection was kept.",
+         offsetof(struct redis_stats, late)},
+        {"dps_redis_late_replies_total", "counter",
+         "Replies that came after their command's deadline (read and dropped).",
+         offsetof(struct redis_stats, late_replies)},
+        {"dps_redis_connects_total", "counter", "Times the client became ready on a primary.",
+         offsetof(struct redis_stats, connects)},
+        {"dps_redis_noscript_reloads_total", "counter",
+         "Scripts loaded again after Redis answered NOSCRIPT.",
+         offsetof(struct redis_stats, noscript_reloads)},
+        {"dps_redis_failovers_total", "counter", "Moves to another primary (Sentinel).",
+         offsetof(struct redis_stats, failovers)},
+        {"dps_redis_in_flight", "gauge", "Commands waiting for Redis's answer now.",
+         offsetof(struct redis_stats, in_flight)},
+    };
+    for (size_t m = 0; m < sizeof(redis_metrics) / sizeof(redis_metrics[0]); m++) {
+        fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", redis_metrics[m].name, redis_metrics[m].help,
+                redis_metrics[m].name, redis_metrics[m].type);
+        for (unsigned i = 0; i < count; i++) {
+            uint64_t value;
+            memcpy(&value, (const char *)&stats[i] + redis_metrics[m].offset, sizeof(value));
+            fprintf(out, "%s{shard=\"%u\"} %llu\n", redis_metrics[m].name, i,
+                    (unsigned long long)value);
+        }
+    }
+}
+
 /* The shards' Redis clients and the bindings shared through Redis (only with cluster.redis). */
 static void plane_cluster_metrics(struct plane *plane, FILE *out)
 {
@@ -102,12 +154,15 @@ static void plane_cluster_metrics(struct plane *plane, FILE *out)
     if (plane->shard_count == 0 || !shard_cluster_status(plane->shards[0], &status)) {
         return;
     }
+    struct redis_stats redis[PLANE_MAX_SHARDS];
     fprintf(out, "# HELP dps_redis_up 1 while the shard's Redis client is connected to the "
                  "primary.\n# TYPE dps_redis_up gauge\n");
     for (unsigned i = 0; i < plane->shard_count; i++) {
         shard_cluster_status(plane->shards[i], &status);
+        redis[i] = status.redis;
         fprintf(out, "dps_redis_up{shard=\"%u\"} %d\n", i, status.up ? 1 : 0);
     }
+    plane_redis_client_metrics(redis, plane->shard_count, out);
     plane_rate_metrics(out);
     struct cluster_stats stats;
     cluster_stats_get(&stats);

@@ -104,6 +104,8 @@ struct cluster {
     enum config_bindings_policy policy;
 
     struct redis_client *client;
+    /* The client's counters: the cluster's, so they outlive the client (cluster.h). */
+    struct redis_counters redis_counters;
     struct redis_script *claim_script;
     struct redis_script *seed_script;
     bool stopping;
@@ -356,11 +358,10 @@ static void on_state(void *user, enum redis_state state, const char *reason)
     }
 }
 
-struct redis_client *cluster_client_create(const struct cluster *cluster, struct loop *loop,
-                                           OSSL_LIB_CTX *library_context,
-                                           unsigned command_timeout_ms,
-                                           redis_state_fn *state_changed, void *user, char *err,
-                                           size_t err_length)
+static struct redis_client *
+client_create(const struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *library_context,
+              unsigned command_timeout_ms, struct redis_counters *counters,
+              redis_state_fn *state_changed, void *user, char *err, size_t err_length)
 {
     struct redis_events events;
     redis_loop_events(loop, &events);
@@ -378,8 +379,19 @@ struct redis_client *cluster_client_create(const struct cluster *cluster, struct
             command_timeout_ms != 0 ? command_timeout_ms : cluster->command_timeout_ms,
         .connect_timeout_ms = cluster->connect_timeout_ms,
         .library_context = library_context,
+        .counters = counters,
     };
     return redis_client_create(&config, &events, state_changed, user, err, err_length);
+}
+
+struct redis_client *cluster_client_create(const struct cluster *cluster, struct loop *loop,
+                                           OSSL_LIB_CTX *library_context,
+                                           unsigned command_timeout_ms,
+                                           redis_state_fn *state_changed, void *user, char *err,
+                                           size_t err_length)
+{
+    return client_create(cluster, loop, library_context, command_timeout_ms, NULL, state_changed,
+                         user, err, err_length);
 }
 
 const char *cluster_node(const struct cluster *cluster)
@@ -390,8 +402,8 @@ const char *cluster_node(const struct cluster *cluster)
 int cluster_start(struct cluster *cluster, struct loop *loop, OSSL_LIB_CTX *library_context,
                   char *err, size_t err_length)
 {
-    cluster->client = cluster_client_create(cluster, loop, library_context, 0, on_state, cluster,
-                                            err, err_length);
+    cluster->client = client_create(cluster, loop, library_context, 0, &cluster->redis_counters,
+                                    on_state, cluster, err, err_length);
     if (cluster->client == NULL)
         return -1;
     cluster->claim_script = redis_script_register(cluster->client, cluster_claim_script_source);
@@ -725,6 +737,7 @@ void cluster_get_status(struct cluster *cluster, struct cluster_status *status)
     pthread_mutex_lock(&cluster->lock);
     snprintf(status->primary, sizeof(status->primary), "%s", cluster->primary);
     pthread_mutex_unlock(&cluster->lock);
+    redis_counters_read(&cluster->redis_counters, &status->redis);
 }
 
 void cluster_stats_get(struct cluster_stats *stats)

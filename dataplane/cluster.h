@@ -114,11 +114,19 @@ bool cluster_conflicted(const char *owner_key, const char *device_id);
 void cluster_note_local_binding(struct cluster *cluster, const char *owner_key,
                                 const char *device_id, const char *record_id);
 
-/* Any thread. */
+/*
+ * Any thread, from cluster_create() to cluster_free(). The client's counters
+ * belong to the cluster, not to the client (config.counters): the shard's
+ * thread adds to them while its client lives, and they stay readable after
+ * cluster_stop() has destroyed it, so /metrics never touches a client. The
+ * shard's other users of its client (dataplane/cluster_rate.c) count there
+ * too; the control plane's own client (control/cluster_sync.c) does not.
+ */
 struct cluster_status {
-    bool up;          /* the client is READY */
-    char state[16];   /* "connecting", "ready", "down" */
-    char primary[96]; /* "host:port", a socket path, or "" */
+    bool up;                  /* the client is READY */
+    char state[16];           /* "connecting", "ready", "down" */
+    char primary[96];         /* "host:port", a socket path, or "" */
+    struct redis_stats redis; /* the shard's client's counters, since start */
 };
 void cluster_get_status(struct cluster *cluster, struct cluster_status *status);
 

@@ -59,6 +59,9 @@
 #define REDIS_DEFAULT_MAX_IN_FLIGHT 1024
 #define REDIS_SHA_LENGTH 40
 
+/* Counters are read by other threads (redis.h); nothing is ordered by them. */
+#define redis_count(counter, n) atomic_fetch_add_explicit((counter), (n), memory_order_relaxed)
+
 struct redis_script {
     struct redis_script *next;
     char sha[REDIS_SHA_LENGTH + 1];
@@ -120,7 +123,8 @@ struct redis_client {
 
     enum redis_state state;
     char error[256];
-    struct redis_stats stats;
+    struct redis_counters own_counters;
+    struct redis_counters *counters; /* config.counters, or &own_counters */
     uint64_t random_state;
     bool destroying;
 
@@ -390,7 +394,7 @@ static void redis_primary_become_ready(struct redis_client *client)
     redis_primary_timer_stop(client);
     client->primary_ready = true;
     client->failures = 0;
-    client->stats.connects++;
+    redis_count(&client->counters->connects, 1);
     redis_set_state(client, REDIS_STATE_READY, NULL);
     client->subscriber_failures = 0;
     redis_subscriber_start(client);
@@ -504,7 +508,7 @@ static void redis_pending_unlink(struct redis_client *client, struct redis_pendi
         pending->next->prev = pending->prev;
     else
         client->newest = pending->prev;
-    client->stats.in_flight--;
+    atomic_fetch_sub_explicit(&client->counters->in_flight, 1, memory_order_relaxed);
 }
 
 static void redis_pending_release(struct redis_client *client, struct redis_pending *pending)
@@ -530,13 +534,13 @@ static void redis_pending_finish(struct redis_pending *pending, enum redis_statu
          */
         client->expired--;
         if (reply != NULL)
-            client->stats.late_replies++;
+            redis_count(&client->counters->late_replies, 1);
         return;
     }
     if (status == REDIS_STATUS_UNAVAILABLE)
-        client->stats.unavailable++;
+        redis_count(&client->counters->unavailable, 1);
     else
-        client->stats.replies++;
+        redis_count(&client->counters->replies, 1);
     if (fn != NULL)
         fn(user, status, (const struct redis_reply *)reply);
 }
@@ -568,7 +572,7 @@ static void redis_command_reply(redisAsyncContext *context, void *reply_pointer,
     if (pending->script != NULL && !pending->retried && redis_reply_is_error(reply, "NOSCRIPT")) {
         /* Pipelined: the load is answered before the call that needs it. */
         pending->retried = true;
-        client->stats.noscript_reloads++;
+        redis_count(&client->counters->noscript_reloads, 1);
         if (redis_send_script_load(client, pending->script, redis_script_loaded, NULL) ==
                 REDIS_OK &&
             redisAsyncFormattedCommand(context, redis_command_reply, pending, pending->formatted,
@@ -620,8 +624,8 @@ static void redis_pending_expire(struct redis_pending *pending)
     free(pending->formatted); /* never sent again */
     pending->formatted = NULL;
     client->expired++;
-    client->stats.late++;
-    client->stats.unavailable++;
+    redis_count(&client->counters->late, 1);
+    redis_count(&client->counters->unavailable, 1);
     if (fn != NULL)
         fn(user, REDIS_STATUS_UNAVAILABLE, NULL);
 }
@@ -660,7 +664,7 @@ static void redis_primary_timer_fire(void *arg)
                 return;
             continue;
         case REDIS_DEADLINE_DROP:
-            client->stats.timeouts++;
+            redis_count(&client->counters->timeouts, 1);
             snprintf(reason, sizeof(reason), "a command got no answer within %u ms",
                      client->command_timeout_ms);
             redis_link_close(&client->primary, reason);
@@ -676,20 +680,20 @@ static enum redis_status redis_submit(struct redis_client *client, redis_reply_f
 {
     if (length < 0 || !client->primary_ready || !redis_link_usable(&client->primary)) {
         free(formatted);
-        client->stats.unavailable++;
+        redis_count(&client->counters->unavailable, 1);
         return REDIS_STATUS_UNAVAILABLE;
     }
     struct redis_pending *pending = redis_pending_take(client);
     if (pending == NULL) {
         free(formatted);
-        client->stats.busy++;
+        redis_count(&client->counters->busy, 1);
         return REDIS_STATUS_BUSY;
     }
     if (redisAsyncFormattedCommand(client->primary.context, redis_command_reply, pending, formatted,
                                    (size_t)length) != REDIS_OK) {
         redis_pending_release(client, pending);
         free(formatted);
-        client->stats.unavailable++;
+        redis_count(&client->counters->unavailable, 1);
         return REDIS_STATUS_UNAVAILABLE;
     }
     pending->fn = fn;
@@ -708,8 +712,8 @@ static enum redis_status redis_submit(struct redis_client *client, redis_reply_f
     else
         client->oldest = pending;
     client->newest = pending;
-    client->stats.in_flight++;
-    client->stats.commands++;
+    redis_count(&client->counters->in_flight, 1);
+    redis_count(&client->counters->commands, 1);
     if (!client->primary_timer_armed)
         redis_primary_timer_start(client, pending->deadline_ns);
     return REDIS_STATUS_OK;
@@ -856,7 +860,7 @@ enum redis_status redis_script_call(struct redis_client *client, const struct re
                                     const size_t *arg_lengths)
 {
     if (!client->primary_ready) {
-        client->stats.unavailable++;
+        redis_count(&client->counters->unavailable, 1);
         return REDIS_STATUS_UNAVAILABLE;
     }
     size_t length = 0;
@@ -1028,7 +1032,7 @@ static void redis_primary_found(struct redis_client *client, const char *host, u
     if (same && redis_link_is_open(&client->primary))
         return;
     if (client->primary_known && !same)
-        client->stats.failovers++;
+        redis_count(&client->counters->failovers, 1);
     snprintf(client->primary_host, sizeof(client->primary_host), "%s", host);
     client->primary_port = port;
     client->primary_known = true;
@@ -1255,6 +1259,7 @@ static int redis_client_copy_config(struct redis_client *client, const struct re
     }
     client->database = config->database;
     client->library_context = config->library_context;
+    client->counters = config->counters != NULL ? config->counters : &client->own_counters;
 #define REDIS_OR_DEFAULT(value, fallback) ((value) != 0 ? (value) : (fallback))
     client->command_timeout_ms =
         REDIS_OR_DEFAULT(config->command_timeout_ms, REDIS_DEFAULT_COMMAND_TIMEOUT_MS);
@@ -1381,7 +1386,23 @@ const char *redis_client_primary(const struct redis_client *client)
     return client->primary.address;
 }
 
+void redis_counters_read(const struct redis_counters *counters, struct redis_stats *stats)
+{
+    stats->commands = atomic_load_explicit(&counters->commands, memory_order_relaxed);
+    stats->replies = atomic_load_explicit(&counters->replies, memory_order_relaxed);
+    stats->unavailable = atomic_load_explicit(&counters->unavailable, memory_order_relaxed);
+    stats->busy = atomic_load_explicit(&counters->busy, memory_order_relaxed);
+    stats->timeouts = atomic_load_explicit(&counters->timeouts, memory_order_relaxed);
+    stats->late = atomic_load_explicit(&counters->late, memory_order_relaxed);
+    stats->late_replies = atomic_load_explicit(&counters->late_replies, memory_order_relaxed);
+    stats->connects = atomic_load_explicit(&counters->connects, memory_order_relaxed);
+    stats->noscript_reloads =
+        atomic_load_explicit(&counters->noscript_reloads, memory_order_relaxed);
+    stats->failovers = atomic_load_explicit(&counters->failovers, memory_order_relaxed);
+    stats->in_flight = atomic_load_explicit(&counters->in_flight, memory_order_relaxed);
+}
+
 void redis_client_stats(const struct redis_client *client, struct redis_stats *stats)
 {
-    *stats = client->stats;
+    redis_counters_read(client->counters, stats);
 }

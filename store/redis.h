@@ -7,7 +7,10 @@
  * blocking: hiredis's asynchronous API, driven by the caller's event loop
  * through struct redis_events (dataplane/redis_loop.c binds it to our loop, so
  * store/ never includes dataplane/). Everything here runs on that loop's
- * thread; nothing is thread-safe.
+ * thread; nothing is thread-safe, except the counters (struct
+ * redis_counters): the client adds to them with relaxed atomics, and whoever
+ * owns them (the caller when it passes config.counters, else the client) may
+ * read them from any thread with redis_counters_read() for as long as they live.
  *
  * What the client does on its own:
  *  - finds the primary: a fixed host:port or unix socket, or asks Redis
@@ -48,6 +51,7 @@
 #define DPS_STORE_REDIS_H
 
 #include <openssl/types.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -100,6 +104,12 @@ struct redis_config {
     unsigned reconnect_max_ms;     /* 0: 5000 */
     unsigned max_in_flight;        /* 0: 1024 */
     OSSL_LIB_CTX *library_context; /* for SHA-1 of scripts; NULL: OpenSSL's default */
+    /*
+     * Where the client counts (NULL: counters of its own). The caller's must
+     * outlive the client and start zeroed; a client created again on the same
+     * counters goes on from where they are, so the totals stay monotonic.
+     */
+    struct redis_counters *counters;
 };
 
 enum redis_state {
@@ -189,6 +199,23 @@ struct redis_stats {
     uint64_t in_flight;        /* commands waiting now */
 };
 
+/* The live counters behind struct redis_stats, written by the client's thread only. */
+struct redis_counters {
+    _Atomic uint64_t commands;
+    _Atomic uint64_t replies;
+    _Atomic uint64_t unavailable;
+    _Atomic uint64_t busy;
+    _Atomic uint64_t timeouts;
+    _Atomic uint64_t late;
+    _Atomic uint64_t late_replies;
+    _Atomic uint64_t connects;
+    _Atomic uint64_t noscript_reloads;
+    _Atomic uint64_t failovers;
+    _Atomic uint64_t in_flight;
+};
+
+/* A snapshot of counters, from any thread (each field read on its own, relaxed). */
+void redis_counters_read(const struct redis_counters *counters, struct redis_stats *stats);
 void redis_client_stats(const struct redis_client *client, struct redis_stats *stats);
 
 /*

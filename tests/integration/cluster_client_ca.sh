@@ -7,10 +7,13 @@
 # list through either node covers both nodes' records; the certificate only
 # opens the door: the caller's token travels with the request, so another
 # owner sees none of them through either node, and no token is no list.
+# The same holds for a DELETE of records through node a: it reaches node
+# b's store (node a presents its API certificate), deletes nothing of
+# another owner's asking, and deletes the owner's record on node b.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cluster_lib.sh"
 
-cluster_prelude 8 jq
+cluster_prelude 11 jq
 
 start_redis
 start_dpsd "$DEMO" "$(free_port)" --shards 1 && stop_dpsd
@@ -20,10 +23,11 @@ export NODE_CONFIG=$DEMO/client-ca.yaml
 start_pair "two nodes whose APIs require client certificates start"
 TOKEN=$(cat "$PKI/operator.token")
 OWNER2=$("$DPSCTL" token --key "$PKI/operator.key" --owner 2)
-# get API TOKEN PATH: the API on port API as a client presenting the demo server certificate.
+# get API TOKEN PATH [curl options]: the API on port API as a client presenting the demo server
+# certificate.
 get() {
     curl -sS --max-time 30 --cacert "$PKI/dps-root.pem" --cert "$PKI/dps-server.pem" \
-        --key "$PKI/dps-server.key" ${2:+-H "Authorization: Bearer $2"} "https://127.0.0.1:$1$3"
+        --key "$PKI/dps-server.key" ${2:+-H "Authorization: Bearer $2"} "${@:4}" "https://127.0.0.1:$1$3"
 }
 both_listed() {
     get "$API_A" "$TOKEN" /api/v1/status | jq -e '[.nodes[].name] == ["a", "b"]' &&
@@ -56,4 +60,37 @@ check "another owner sees none of them through node a, every node answering" \
 check "no token, no list, whatever the certificate (401)" \
     sh -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' --cacert $PKI/dps-root.pem --cert $PKI/dps-server.pem \
               --key $PKI/dps-server.key https://127.0.0.1:$API_B/api/v1/provisioning-records)\" = 401 ]"
+
+# own API TOKEN: the ids of the records in that node's own store (X-Dps-Forwarded: no fan-out).
+own() {
+    get "$1" "$2" /api/v1/provisioning-records -H 'X-Dps-Forwarded: 1' | jq -r '.result.id'
+}
+# delete_a TOKEN QUERY: the body and status code of a DELETE of records through node a.
+delete_a() {
+    get "$API_A" "$1" "/api/v1/provisioning-records?$2" -X DELETE -w ' %{http_code}'
+}
+RECORD_A=$(own "$API_A" "$TOKEN")
+RECORD_B=$(own "$API_B" "$TOKEN")
+deleted=$(delete_a "$OWNER2" "idFilter=$RECORD_B")
+if [ -n "$RECORD_B" ] && [[ $deleted == *'"count":0}'*' 200' ]] && [ "$(own "$API_B" "$TOKEN")" = "$RECORD_B" ]; then
+    ok "another owner's DELETE through node a deletes nothing on node b"
+else
+    not_ok "another owner's DELETE through node a deletes nothing on node b"
+    printf '# %s\n' "record $RECORD_B" "$deleted"
+fi
+deleted=$(delete_a "$TOKEN" "idFilter=$RECORD_B")
+if [[ $deleted == *'"count":1}'*' 200' ]]; then
+    ok "the owner's DELETE through node a deletes node b's record (count 1)"
+else
+    not_ok "the owner's DELETE through node a deletes node b's record (count 1)"
+    echo "# $deleted"
+fi
+left_b=$(own "$API_B" "$TOKEN")
+left=$(records "$API_B" "$TOKEN" | jq -r '.result.id')
+if [ -n "$RECORD_A" ] && [ -z "$left_b" ] && [ "$left" = "$RECORD_A" ]; then
+    ok "node b's store holds it no more; node a's record stays"
+else
+    not_ok "node b's store holds it no more; node a's record stays"
+    printf '# %s\n' "node b holds: $left_b" "through node b: $left" "node a's: $RECORD_A"
+fi
 finish

@@ -886,6 +886,51 @@ static void destroy_answers_waiting_commands(enum loop_backend backend)
 }
 LOOP_BOTH_BACKENDS(destroy_answers_waiting_commands)
 
+/*
+ * Counters the caller owns (config.counters): the client counts there, they
+ * hold their totals after the client is destroyed (in_flight back to 0: the
+ * command destroy answered is counted unavailable), and a client created again
+ * on them goes on from there.
+ */
+static void caller_counters_outlive_the_client(enum loop_backend backend)
+{
+    harness_open(backend);
+    struct redis_server server;
+    start_server(&server, 0, NULL);
+    struct redis_counters counters = {0};
+    struct watcher watcher = {0};
+    struct redis_config config = base_config(server.port);
+    config.counters = &counters;
+    struct redis_client *client = client_create(&config, &watcher);
+    wait_ready(client, 3000);
+    struct answer answers[2] = {0};
+    assert_int_equal(redis_command(client, on_answer, &answers[0], "PING"), REDIS_STATUS_OK);
+    wait_answers(&answers[0], 1, 2000);
+    redis_server_pause(&server, true);
+    assert_int_equal(redis_command(client, on_answer, &answers[1], "PING"), REDIS_STATUS_OK);
+    struct redis_stats stats;
+    redis_counters_read(&counters, &stats);
+    assert_int_equal(stats.in_flight, 1);
+    redis_client_destroy(client);
+    assert_int_equal(answers[1].status, REDIS_STATUS_UNAVAILABLE);
+    redis_counters_read(&counters, &stats);
+    assert_int_equal(stats.commands, 2);
+    assert_int_equal(stats.replies, 1);
+    assert_int_equal(stats.unavailable, 1);
+    assert_int_equal(stats.in_flight, 0);
+    assert_int_equal(stats.connects, 1);
+
+    redis_server_pause(&server, false);
+    struct watcher again = {0};
+    client = client_create(&config, &again);
+    wait_ready(client, 3000);
+    redis_client_stats(client, &stats);
+    assert_int_equal(stats.connects, 2);
+    assert_int_equal(stats.commands, 2);
+    harness_close_with(client, &server);
+}
+LOOP_BOTH_BACKENDS(caller_counters_outlive_the_client)
+
 /* Replicas sync at once instead of after diskless sync's default 5 s delay. */
 static const char *const primary_args[] = {"--repl-diskless-sync-delay", "0", NULL};
 
@@ -1116,6 +1161,7 @@ int main(void)
         BOTH(pubsub_resubscribes_after_reconnect),
         BOTH(in_flight_cap_refuses_busy),
         BOTH(destroy_answers_waiting_commands),
+        BOTH(caller_counters_outlive_the_client),
         BOTH(sentinel_failover_is_followed),
         BOTH(sentinel_switch_moves_a_live_client),
         BOTH(replica_is_not_a_primary),
