@@ -134,6 +134,7 @@ static void full_file_parses(void **state)
              "shards: 2\n"
              "ioBackend: epoll\n" TLS "dataDir: /var/lib/dps\n"
              "signerThreads: 3\n"
+             "store: {writers: 4}\n"
              "limits:\n"
              "  maxMessageSize: 32768\n"
              "  inactivityTimeout: 2m\n"
@@ -195,6 +196,7 @@ static void full_file_parses(void **state)
     assert_string_equal(config->tls_key_file, expected);
     assert_string_equal(config->data_dir, "/var/lib/dps");
     assert_int_equal(config->signer_threads, 3);
+    assert_int_equal(config->store_writers, 4);
     assert_int_equal(config->max_message_size, 32768);
     assert_int_equal(config->inactivity_timeout_s, 120);
     assert_int_equal(config->handshake_timeout_s, 5);
@@ -286,6 +288,7 @@ static void defaults_apply(void **state)
     in_folder(expected, sizeof(expected), "data");
     assert_string_equal(config->data_dir, expected);
     assert_int_equal(config->signer_threads, 1);
+    assert_int_equal(config->store_writers, 16);
     assert_int_equal(config->max_message_size, 16384);
     assert_int_equal(config->inactivity_timeout_s, 20);
     assert_int_equal(config->handshake_timeout_s, 10);
@@ -490,6 +493,9 @@ static void numeric_ranges_are_checked(void **state)
     load_fails(TLS "shards: -1\n", "shards:", NULL);
     load_fails(TLS "shards: two\n", "shards:", NULL);
     load_fails(TLS "signerThreads: 0\n", "signerThreads:", NULL);
+    load_fails(TLS "store: {writers: 0}\n", "store.writers: must be an integer from 1 to 32", NULL);
+    load_fails(TLS "store: {writers: 33}\n", "store.writers:", NULL);
+    load_fails(TLS "store: {writer: 4}\n", "store.writer", NULL);
     load_fails(TLS "limits: {maxMessageSize: 1023}\n", "limits.maxMessageSize", NULL);
     load_fails(TLS "limits: {maxMessageSize: 1048577}\n", "limits.maxMessageSize", NULL);
     load_fails(TLS "limits: {inactivityTimeout: 0}\n", "limits.inactivityTimeout", NULL);
