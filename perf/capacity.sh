@@ -267,9 +267,13 @@ scaling() {
             local pid=$PID_ONE port=$port_one
             [ "$shards" = 2 ] && pid=$PID_TWO port=$port_two
             local before after succeeded
+            thread_ticks "$pid" >"$WORK/shards-$shards-$round.before"
             before=$(ticks "$pid")
             run_fleet "shards-$shards-$round" "$port" "$first" "$per_round" full
             after=$(ticks "$pid")
+            thread_ticks "$pid" >"$WORK/shards-$shards-$round.after"
+            join "$WORK/shards-$shards-$round.before" "$WORK/shards-$shards-$round.after" |
+                awk '{print $1, $3 - $2}' >>"$WORK/shards-$shards.kinds"
             succeeded=$(report "$WORK/shards-$shards-$round.json" "r['devices']['succeeded']")
             first=$((first + per_round))
             if [ "$shards" = 1 ]; then
@@ -282,6 +286,13 @@ scaling() {
     scaling_one_us=$(per "$ticks_one" "$done_one")
     scaling_two_us=$(per "$ticks_two" "$done_two")
     scaling_load=$(load)
+    for shards in 1 2; do
+        local n=$done_one
+        [ "$shards" = 2 ] && n=$done_two
+        awk -v ns="$NS" -v n="$n" -v s="$shards" '{sum[$1] += $2}
+            END {for (k in sum) if (sum[k] > 0) printf "shards_%s_thread_cpu_us_per_provisioning[%s]=%.0f\n", s, k, sum[k] / ns * 1e6 / n}' \
+            "$WORK/shards-$shards.kinds" | sort >"$WORK/shards-$shards.report"
+    done
     stop
 }
 if [ "$SCALING_DEVICES" -gt 0 ]; then
@@ -304,4 +315,5 @@ if [ "$SCALING_DEVICES" -gt 0 ]; then
     echo "shards_1_server_cpu_us_per_provisioning=$scaling_one_us (devices $SCALING_DEVICES, four rounds alternating with the two-shard server, load $scaling_load)"
     echo "shards_2_server_cpu_us_per_provisioning=$scaling_two_us"
     echo "shards_2_over_1_server_cpu_per_provisioning=$(ratio "$scaling_two_us" "$scaling_one_us") (at most 1.05 when shards scale)"
+    cat "$WORK/shards-1.report" "$WORK/shards-2.report"
 fi
