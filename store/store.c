@@ -666,8 +666,12 @@ static void *writer_main(void *arg)
         struct store_write *chain = take_queued(store, writer, STORE_BATCH_LIMIT);
         if (!chain) {
             /* Stop once nothing is queued; what waits for a stripe waits for its holder. */
-            if (store->stopping && !store->head)
+            if (store->stopping && !store->head) {
+                /* A writer that waited while the last writes were blocked on a stripe was not
+                 * woken by their release (one is woken, not all): every writer looks again. */
+                pthread_cond_broadcast(&store->wake);
                 break;
+            }
             pthread_cond_wait(&store->wake, &store->lock);
             continue;
         }
