@@ -6,6 +6,7 @@
 #
 #   perf/capacity.sh [--devices N] [--handshakes N] [--concurrency C] [--build DIR]
 #                    [--scaling-devices N] [--full-only]
+#   perf/capacity.sh --scaling-instructions [--build DIR]
 #
 # Defaults (about a minute on 2 cores): 3000 devices, 3000 handshakes per
 # handshake-only server, 32 devices in flight, release tree build-perf/.
@@ -37,6 +38,14 @@
 #    the two-shard server's CPU per provisioning over the one-shard server's
 #    (at most 1.05: shards share nothing on the hot path).
 #
+# --scaling-instructions runs, instead of all that, the shard comparison as a
+# figure the noise cannot move: dpsd under callgrind (epoll) with one shard
+# and with two, fleet load with 8 devices in flight, instructions per
+# provisioning = (Ir(88 devices) - Ir(8 devices)) / 80 for each (about a
+# minute with the bundled OpenSSL). What CPU time adds beyond the
+# instructions' rise is the machine's (two busy shard threads on shared
+# cores), not the code's.
+#
 # Per-thread CPU comes from /proc/PID/task/TID/schedstat (nanoseconds): at 10
 # ms per tick, the busiest of 16 store writers is a handful of ticks and the
 # largest of 16 such counts reads high. Every report line names the load
@@ -45,8 +54,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICES=3000 HANDSHAKES=3000 CONCURRENCY=32 BUILD=build-perf FULL_ONLY=0 SCALING_DEVICES=""
+SCALING_INSTRUCTIONS=0
 while [ $# -gt 0 ]; do
     case $1 in
+    --scaling-instructions) SCALING_INSTRUCTIONS=1; FULL_ONLY=1; shift ;;
     --scaling-devices) SCALING_DEVICES=$2; shift 2 ;;
     --devices) DEVICES=$2; shift 2 ;;
     --handshakes) HANDSHAKES=$2; shift 2 ;;
@@ -70,7 +81,7 @@ fi
 if [ ! -d "$BUILD" ]; then
     meson setup "$BUILD" --buildtype=release >/dev/null
 fi
-ninja -C "$BUILD" dpsd perf/dps-loadgen perf/bench-handshake >/dev/null
+ninja -C "$BUILD" dpsd dpsctl perf/dps-loadgen perf/bench-handshake >/dev/null
 LOADGEN=$BUILD/perf/dps-loadgen
 
 WORK=$(mktemp -d /tmp/dps-capacity.XXXXXX)
@@ -122,6 +133,46 @@ run_fleet() {
         exit 1
     }
 }
+
+# instructions SHARDS DEVICES: dpsd under callgrind provisions DEVICES fleet devices; prints its Ir.
+instructions() {
+    local dir=$WORK/instructions-$1-$2 port=$((20000 + RANDOM % 12000 & ~1)) pid
+    mkdir -p "$dir"
+    cp -r "$WORK/pki" "$dir/pki"
+    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" "$BUILD/dpsd" \
+        --demo "$dir" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$((port + 1))" \
+        --shards "$1" --io-backend epoll --log-level warn >"$dir/dpsd.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$port" --pki "$dir/pki" --first 1 --devices "$2" \
+        --concurrency 8 --threads 1 --max-attempts 1 --timeout 300 >"$dir/loadgen.log" 2>&1 || {
+        echo "capacity: dps-loadgen under callgrind failed:" >&2
+        tail -3 "$dir/loadgen.log" >&2
+        kill -9 "$pid"
+        exit 1
+    }
+    kill -TERM "$pid"
+    wait "$pid" || true
+    sed -n 's/^summary: *//p; s/^totals: *//p' "$dir/callgrind.out" | head -1 | awk '{print $1}'
+}
+if [ "$SCALING_INSTRUCTIONS" = 1 ]; then
+    command -v valgrind >/dev/null || { echo "--scaling-instructions needs valgrind" >&2; exit 2; }
+    "$BUILD/dpsctl" pki "$WORK/pki" --devices 5 >/dev/null
+    "$LOADGEN" gen --pki "$WORK/pki" --devices 88 >/dev/null
+    for shards in 1 2; do
+        small=$(instructions "$shards" 8)
+        large=$(instructions "$shards" 88)
+        awk -v a="$small" -v b="$large" -v s="$shards" \
+            'BEGIN { printf "shards_%d_instructions_per_provisioning=%.2fM\n", s, (b - a) / 80 / 1e6 }' |
+            tee -a "$WORK/instructions.txt"
+    done
+    awk -F= '{ sub(/M$/, "", $2); v[NR] = $2 } END { printf "shards_2_over_1_instructions_per_provisioning=%.3f\n", v[2] / v[1] }' \
+        "$WORK/instructions.txt"
+    exit 0
+fi
 
 PORT=$((20000 + RANDOM % 20000))
 mkdir -p "$WORK/demo"
