@@ -13,8 +13,9 @@
  * provisionings/s whatever its cores. The count is the configuration's
  * store.writers (default STORE_DEFAULT_WRITERS). Measured side by side at 32
  * devices in flight (thread CPU from /proc's schedstat, nanoseconds): the
- * busiest of 16 writers spent 38 to 47 us per provisioning, of 8 writers
- * 66 us, all writers together 490 to 640 us; idle writers cost nothing.
+ * busiest of 16 writers spent 38 to 47 us per provisioning (all 16 together
+ * 540 to 640 us), of 8 writers 66 us (all 8: 490 us); idle writers cost
+ * nothing.
  * RocksDB's enable_pipelined_write and turning its writers' adaptive yield
  * off changed neither figure beyond the run-to-run noise, so both keep
  * RocksDB's defaults.
