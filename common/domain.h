@@ -187,6 +187,7 @@ struct config {
     char *tls_cert_file; /* server certificate, then its chain */
     char *tls_key_file;
     char *data_dir;                /* RocksDB folder */
+    unsigned store_writers;        /* store.writers: store writer threads, default 16 */
     unsigned signer_threads;       /* default 1 */
     size_t max_message_size;       /* CoAP frame limit, default 16384 */
     unsigned inactivity_timeout_s; /* default 20 */

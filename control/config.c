@@ -22,6 +22,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "dataplane/proxy.h"
+#include "store/store.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -1371,7 +1372,8 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
         "listen",  "shards",           "ioBackend", "tls",
         "dataDir", "signerThreads",    "limits",    "logLevel",
         "hubs",    "enrollmentGroups", "api",       "keyFilePermissions",
-        "user",    "cluster",          "keys",      NULL};
+        "user",    "cluster",          "keys",      "store",
+        NULL};
     static const char *const tls_keys[] = {"certificate", "key", NULL};
     struct mapping m, tls;
     char path[KEY_MAX];
@@ -1414,6 +1416,13 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
     if (map_unsigned(&m, "signerThreads", 1, 256, 1, &value) < 0)
         return -1;
     config->signer_threads = (unsigned)value;
+
+    static const char *const store_keys[] = {"writers", NULL};
+    struct mapping store;
+    if (map_mapping(&m, "store", false, store_keys, &store) < 0 ||
+        map_unsigned(&store, "writers", 1, STORE_MAX_WRITERS, STORE_DEFAULT_WRITERS, &value) < 0)
+        return -1;
+    config->store_writers = (unsigned)value;
 
     if (parse_limits(&m, config) < 0)
         return -1;

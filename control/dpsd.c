@@ -463,7 +463,8 @@ int main(int argc, char **argv)
     if (shard_count == 0 || shard_count > DPSD_MAX_SHARDS) {
         shard_count = 1;
     }
-    struct store *store = store_open(config->data_dir, 65536, 0, err, sizeof(err));
+    struct store *store =
+        store_open(config->data_dir, 65536, config->store_writers, err, sizeof(err));
     if (store == NULL) {
         fprintf(stderr, "dpsd: store %s: %s\n", config->data_dir, err);
         config_free(config);

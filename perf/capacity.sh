@@ -5,7 +5,8 @@
 # ratios. CPU is read from /proc/PID/stat (user + system), never wall time.
 #
 #   perf/capacity.sh [--devices N] [--handshakes N] [--concurrency C] [--build DIR]
-#                    [--full-only]
+#                    [--scaling-devices N] [--full-only]
+#   perf/capacity.sh --scaling-instructions [--build DIR]
 #
 # Defaults (about a minute on 2 cores): 3000 devices, 3000 handshakes per
 # handshake-only server, 32 devices in flight, release tree build-perf/.
@@ -31,46 +32,97 @@
 #    mutual TLS: dps-server.pem + key, client certificates verified against
 #    mfg-chain.pem, TLS 1.2, the same ECDHE-ECDSA suites, P-256 only; driven
 #    by the same generator in --scenario handshake with fresh identities.
-. "$(dirname "$0")/lib.sh"
+# 5. Shard scaling: a dpsd with one shard and one with two, both up the whole
+#    time, provision --scaling-devices fresh devices each (default: as many as
+#    step 1; 0 skips the step) in four rounds that alternate which goes first;
+#    the two-shard server's CPU per provisioning over the one-shard server's
+#    (at most 1.05: shards share nothing on the hot path).
+#
+# --scaling-instructions runs, instead of all that, the shard comparison as a
+# figure the noise cannot move: dpsd under callgrind (epoll) with one shard
+# and with two, fleet load with 8 devices in flight, instructions per
+# provisioning = (Ir(88 devices) - Ir(8 devices)) / 80 for each (about a
+# minute with the bundled OpenSSL). What CPU time adds beyond the
+# instructions' rise is the machine's (two busy shard threads on shared
+# cores), not the code's.
+#
+# Per-thread CPU comes from /proc/PID/task/TID/schedstat (nanoseconds): at 10
+# ms per tick, the busiest of 16 store writers is a handful of ticks and the
+# largest of 16 such counts reads high. Every report line names the load
+# average (the machine is shared).
+set -euo pipefail
+cd "$(dirname "$0")/.."
 
-DEVICES=3000 HANDSHAKES=3000 CONCURRENCY=32 BUILD=build-perf FULL_ONLY=0
+DEVICES=3000 HANDSHAKES=3000 CONCURRENCY=32 BUILD=build-perf FULL_ONLY=0 SCALING_DEVICES=""
+SCALING_INSTRUCTIONS=0
 while [ $# -gt 0 ]; do
     case $1 in
+    --scaling-instructions) SCALING_INSTRUCTIONS=1; FULL_ONLY=1; shift ;;
+    --scaling-devices) SCALING_DEVICES=$2; shift 2 ;;
     --devices) DEVICES=$2; shift 2 ;;
     --handshakes) HANDSHAKES=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
     --full-only) FULL_ONLY=1; shift ;;
-    *) echo "usage: $0 [--devices N] [--handshakes N] [--concurrency C] [--build DIR] [--full-only]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--devices N] [--handshakes N] [--concurrency C] [--build DIR] [--scaling-devices N] [--full-only]" >&2; exit 2 ;;
     esac
 done
 SCALE=${CAPACITY_SCALE:-1}
 DEVICES=$((DEVICES * SCALE))
 HANDSHAKES=$((HANDSHAKES * SCALE))
-[ "$FULL_ONLY" = 1 ] && HANDSHAKES=0
+SCALING_DEVICES=$(((${SCALING_DEVICES:-$DEVICES}) / 4 * 4))
+[ "$FULL_ONLY" = 1 ] && HANDSHAKES=0 && SCALING_DEVICES=0
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 if [ "$FULL_ONLY" = 0 ] && [ ! -x "$HAPROXY" ]; then
     echo "capacity.sh compares with Debian's HAProxy: apt-get install haproxy (or set HAPROXY=path)" >&2
     exit 2
 fi
 
-perf_build "$BUILD" dpsd perf/dps-loadgen perf/bench-handshake
+if [ ! -d "$BUILD" ]; then
+    meson setup "$BUILD" --buildtype=release >/dev/null
+fi
+ninja -C "$BUILD" dpsd dpsctl perf/dps-loadgen perf/bench-handshake >/dev/null
 LOADGEN=$BUILD/perf/dps-loadgen
 
 WORK=$(mktemp -d /tmp/dps-capacity.XXXXXX)
-PID=""
+PID="" PID_ONE="" PID_TWO=""
 stop() {
-    if [ -n "$PID" ]; then
-        kill -TERM "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-        PID=""
-    fi
+    for p in $PID $PID_ONE $PID_TWO; do
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    PID="" PID_ONE="" PID_TWO=""
 }
 trap 'stop; rm -rf "$WORK"' EXIT
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "capacity: nothing listens on port $1" >&2
+    return 1
+}
 per() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN { printf "%.0f", (n > 0 ? t / hz * 1e6 / n : 0) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 # report FILE EXPR: a Python expression over the dps-loadgen JSON report r (jq may be absent).
 report() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
+NS=1000000000
+# "name ns" per thread kind of process $1 (shard, signer, store writer, ...).
+thread_ticks() {
+    task_ticks "$1" |
+        awk '{split($1, k, "@"); sum[k[1]] += $2} END {for (n in sum) print n, sum[n]}' | sort
+}
+# "name@tid ns" per thread of process $1: a kind with several threads (the store writers) is
+# capped by its busiest one.
+task_ticks() {
+    for task in /proc/"$1"/task/*; do
+        name=$(cat "$task/comm")
+        echo "${name%-[0-9]*}@${task##*/} $(awk '{print $1}' "$task/schedstat")"
+    done | sort
+}
 # run_fleet NAME PORT FIRST COUNT SCENARIO: dps-loadgen against 127.0.0.1:PORT, report in $WORK/NAME.json.
 run_fleet() {
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$2" --pki "$PKI" --first "$3" --devices "$4" \
@@ -82,19 +134,60 @@ run_fleet() {
     }
 }
 
+# instructions SHARDS DEVICES: dpsd under callgrind provisions DEVICES fleet devices; prints its Ir.
+instructions() {
+    local dir=$WORK/instructions-$1-$2 port=$((20000 + RANDOM % 12000 & ~1)) pid
+    mkdir -p "$dir"
+    cp -r "$WORK/pki" "$dir/pki"
+    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" "$BUILD/dpsd" \
+        --demo "$dir" --listen "127.0.0.1:$port" --api-listen "127.0.0.1:$((port + 1))" \
+        --shards "$1" --io-backend epoll --log-level warn >"$dir/dpsd.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$port" --pki "$dir/pki" --first 1 --devices "$2" \
+        --concurrency 8 --threads 1 --max-attempts 1 --timeout 300 >"$dir/loadgen.log" 2>&1 || {
+        echo "capacity: dps-loadgen under callgrind failed:" >&2
+        tail -3 "$dir/loadgen.log" >&2
+        kill -9 "$pid"
+        exit 1
+    }
+    kill -TERM "$pid"
+    wait "$pid" || true
+    sed -n 's/^summary: *//p; s/^totals: *//p' "$dir/callgrind.out" | head -1 | awk '{print $1}'
+}
+if [ "$SCALING_INSTRUCTIONS" = 1 ]; then
+    command -v valgrind >/dev/null || { echo "--scaling-instructions needs valgrind" >&2; exit 2; }
+    "$BUILD/dpsctl" pki "$WORK/pki" --devices 5 >/dev/null
+    "$LOADGEN" gen --pki "$WORK/pki" --devices 88 >/dev/null
+    for shards in 1 2; do
+        small=$(instructions "$shards" 8)
+        large=$(instructions "$shards" 88)
+        awk -v a="$small" -v b="$large" -v s="$shards" \
+            'BEGIN { printf "shards_%d_instructions_per_provisioning=%.2fM\n", s, (b - a) / 80 / 1e6 }' |
+            tee -a "$WORK/instructions.txt"
+    done
+    awk -F= '{ sub(/M$/, "", $2); v[NR] = $2 } END { printf "shards_2_over_1_instructions_per_provisioning=%.3f\n", v[2] / v[1] }' \
+        "$WORK/instructions.txt"
+    exit 0
+fi
+
 PORT=$((20000 + RANDOM % 20000))
 mkdir -p "$WORK/demo"
 "$BUILD/dpsd" --demo "$WORK/demo" --listen "127.0.0.1:$PORT" --shards 1 --log-level warn \
     >"$WORK/dpsd.log" 2>&1 &
 PID=$!
-wait_listen "$PORT"
+wait_port "$PORT"
 PKI=$WORK/demo/pki
 WARMUP=200
 # Identities: warm-up, full flow, dpsd handshakes, HAProxy handshakes, each its own range.
 FULL_FIRST=$((WARMUP + 1))
 DPSD_HS_FIRST=$((FULL_FIRST + DEVICES))
 HAPROXY_FIRST=$((DPSD_HS_FIRST + HANDSHAKES))
-TOTAL=$((HAPROXY_FIRST + HANDSHAKES - 1))
+SCALING_FIRST=$((HAPROXY_FIRST + HANDSHAKES))
+TOTAL=$((SCALING_FIRST + 2 * SCALING_DEVICES - 1))
 "$LOADGEN" gen --pki "$PKI" --devices "$TOTAL" >"$WORK/gen.log"
 echo "# $(cat "$WORK/gen.log")"
 
@@ -105,6 +198,7 @@ task_ticks "$PID" >"$WORK/tasks-before"
 before=$(ticks "$PID")
 run_fleet full "$PORT" "$FULL_FIRST" "$DEVICES" full
 after=$(ticks "$PID")
+full_load=$(load)
 thread_ticks "$PID" >"$WORK/threads-after"
 task_ticks "$PID" >"$WORK/tasks-after"
 provisioned=$(report "$WORK/full.json" "r['devices']['succeeded']")
@@ -118,9 +212,9 @@ p50=$(report "$WORK/full.json" "r['latency_ms']['end_to_end']['p50']")
 p99=$(report "$WORK/full.json" "r['latency_ms']['end_to_end']['p99']")
 p999=$(report "$WORK/full.json" "r['latency_ms']['end_to_end']['p99_9']")
 full_flow() {
-    echo "server_cpu_us_per_provisioning=$provision_us"
+    echo "server_cpu_us_per_provisioning=$provision_us (load $full_load)"
     join "$WORK/threads-before" "$WORK/threads-after" |
-        awk -v hz="$HZ" -v n="$provisioned" '{ printf "thread_cpu_us_per_provisioning[%s]=%.0f\n", $1, ($3 - $2) / hz * 1e6 / n }'
+        awk -v hz="$NS" -v n="$provisioned" '{ printf "thread_cpu_us_per_provisioning[%s]=%.0f\n", $1, ($3 - $2) / hz * 1e6 / n }'
     echo "generator_cpu_us_per_provisioning=$generator_us"
     echo "generator_over_server_per_provisioning=$(ratio "$generator_us" "$provision_us")"
     echo "full_flow_rate_per_s=$rate (p50 ${p50} ms, p99 ${p99} ms, p99.9 ${p999} ms, ${wall} s; generator and server share the cores)"
@@ -133,7 +227,7 @@ full_flow() {
 # 1 / each kind's busiest thread's CPU.
 projection() {
     join "$WORK/tasks-before" "$WORK/tasks-after" |
-        awk -v hz="$HZ" -v n="$provisioned" -v cores="${PROJECTED_CORES:-16}" '
+        awk -v hz="$NS" -v n="$provisioned" -v cores="${PROJECTED_CORES:-16}" '
         { split($1, k, "@"); us = ($3 - $2) / hz * 1e6 / n
           if (k[1] == "dps-shard" || k[1] == "dps-signer") scaling += us
           else if (us > 0) { scaling += us; kind[k[1]] += us; if (us > serial[k[1]]) serial[k[1]] = us } }
@@ -147,7 +241,7 @@ projection() {
         }'
 }
 if [ "$FULL_ONLY" = 1 ]; then
-    echo "cores=$(nproc) devices=$provisioned/$DEVICES concurrency=$CONCURRENCY"
+    echo "cores=$(nproc) devices=$provisioned/$DEVICES concurrency=$CONCURRENCY load=\"$(load)\""
     full_flow
     exit 0
 fi
@@ -186,7 +280,7 @@ EOF
 "$HAPROXY" -c -q -f "$WORK/haproxy.cfg"
 "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
 PID=$!
-wait_listen "$HPORT" || { cat "$WORK/haproxy.log" >&2; exit 1; }
+wait_port "$HPORT" || { cat "$WORK/haproxy.log" >&2; exit 1; }
 run_fleet haproxy-warmup "$HPORT" 1 "$WARMUP" handshake
 before=$(ticks "$PID")
 run_fleet haproxy-handshake "$HPORT" "$HAPROXY_FIRST" "$HANDSHAKES" handshake
@@ -196,7 +290,67 @@ haproxy_handshake_us=$(per $((after - before)) "$haproxy_handshakes")
 haproxy_version=$("$HAPROXY" -v | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')
 stop
 
-echo "openssl=$openssl_version haproxy=$haproxy_version cores=$(nproc) devices=$provisioned handshakes=$dpsd_handshakes concurrency=$CONCURRENCY"
+# 5. one shard against two, side by side, rounds alternating
+scaling() {
+    local port_one=$((PORT + 2)) port_two=$((PORT + 4)) ticks_one=0 ticks_two=0 done_one=0 done_two=0
+    local per_round=$((SCALING_DEVICES / 4)) first=$SCALING_FIRST
+    for shards in 1 2; do
+        mkdir -p "$WORK/shards-$shards"
+        cp -r "$PKI" "$WORK/shards-$shards/pki"
+    done
+    "$BUILD/dpsd" --demo "$WORK/shards-1" --listen "127.0.0.1:$port_one" \
+        --api-listen "127.0.0.1:$((port_one + 1))" --shards 1 --log-level warn \
+        >"$WORK/shards-1.log" 2>&1 &
+    PID_ONE=$!
+    "$BUILD/dpsd" --demo "$WORK/shards-2" --listen "127.0.0.1:$port_two" \
+        --api-listen "127.0.0.1:$((port_two + 1))" --shards 2 --log-level warn \
+        >"$WORK/shards-2.log" 2>&1 &
+    PID_TWO=$!
+    wait_port "$port_one"
+    wait_port "$port_two"
+    # The warm-up identities: each server has its own store, so both may use the same ones.
+    run_fleet shards-1-warmup "$port_one" 1 "$WARMUP" full
+    run_fleet shards-2-warmup "$port_two" 1 "$WARMUP" full
+    for round in 1 2 3 4; do
+        local order="1 2"
+        [ $((round % 2)) = 0 ] && order="2 1"
+        for shards in $order; do
+            local pid=$PID_ONE port=$port_one
+            [ "$shards" = 2 ] && pid=$PID_TWO port=$port_two
+            local before after succeeded
+            thread_ticks "$pid" >"$WORK/shards-$shards-$round.before"
+            before=$(ticks "$pid")
+            run_fleet "shards-$shards-$round" "$port" "$first" "$per_round" full
+            after=$(ticks "$pid")
+            thread_ticks "$pid" >"$WORK/shards-$shards-$round.after"
+            join "$WORK/shards-$shards-$round.before" "$WORK/shards-$shards-$round.after" |
+                awk '{print $1, $3 - $2}' >>"$WORK/shards-$shards.kinds"
+            succeeded=$(report "$WORK/shards-$shards-$round.json" "r['devices']['succeeded']")
+            first=$((first + per_round))
+            if [ "$shards" = 1 ]; then
+                ticks_one=$((ticks_one + after - before)) done_one=$((done_one + succeeded))
+            else
+                ticks_two=$((ticks_two + after - before)) done_two=$((done_two + succeeded))
+            fi
+        done
+    done
+    scaling_one_us=$(per "$ticks_one" "$done_one")
+    scaling_two_us=$(per "$ticks_two" "$done_two")
+    scaling_load=$(load)
+    for shards in 1 2; do
+        local n=$done_one
+        [ "$shards" = 2 ] && n=$done_two
+        awk -v ns="$NS" -v n="$n" -v s="$shards" '{sum[$1] += $2}
+            END {for (k in sum) if (sum[k] > 0) printf "shards_%s_thread_cpu_us_per_provisioning[%s]=%.0f\n", s, k, sum[k] / ns * 1e6 / n}' \
+            "$WORK/shards-$shards.kinds" | sort >"$WORK/shards-$shards.report"
+    done
+    stop
+}
+if [ "$SCALING_DEVICES" -gt 0 ]; then
+    scaling
+fi
+
+echo "openssl=$openssl_version haproxy=$haproxy_version cores=$(nproc) devices=$provisioned handshakes=$dpsd_handshakes concurrency=$CONCURRENCY load=\"$(load)\""
 full_flow
 echo "bare_mtls_handshake_server_cpu_us=$bare"
 echo "dpsd_handshake_server_cpu_us=$dpsd_handshake_us"
@@ -208,3 +362,9 @@ echo "dpsd_handshake_over_bare_handshake=$(ratio "$dpsd_handshake_us" "$bare")"
 echo "dpsd_handshake_over_haproxy_handshake=$(ratio "$dpsd_handshake_us" "$haproxy_handshake_us")"
 echo "provisioning_over_haproxy_handshake=$(ratio "$provision_us" "$haproxy_handshake_us")"
 echo "generator_over_server_per_handshake=$(ratio "$generator_handshake_us" "$dpsd_handshake_us")"
+if [ "$SCALING_DEVICES" -gt 0 ]; then
+    echo "shards_1_server_cpu_us_per_provisioning=$scaling_one_us (devices $SCALING_DEVICES, four rounds alternating with the two-shard server, load $scaling_load)"
+    echo "shards_2_server_cpu_us_per_provisioning=$scaling_two_us"
+    echo "shards_2_over_1_server_cpu_per_provisioning=$(ratio "$scaling_two_us" "$scaling_one_us") (at most 1.05 when shards scale)"
+    cat "$WORK/shards-1.report" "$WORK/shards-2.report"
+fi

@@ -153,6 +153,7 @@ static void full_file_parses(void **state)
              "shards: 2\n"
              "ioBackend: epoll\n" TLS "dataDir: /var/lib/dps\n"
              "signerThreads: 3\n"
+             "store: {writers: 4}\n"
              "limits:\n"
              "  maxMessageSize: 32768\n"
              "  inactivityTimeout: 2m\n"
@@ -213,6 +214,7 @@ static void full_file_parses(void **state)
     assert_string_equal(config->data_dir, "/var/lib/dps");
     assert_sizes_and_timeouts(config,
                               (struct sizes_and_timeouts){2, CONFIG_IO_EPOLL, 3, 32768, 120, 5});
+    assert_int_equal(config->store_writers, 4);
     assert_int_equal(config->max_connections, 500);
     assert_string_equal(config->log_level, "debug");
 
@@ -299,6 +301,7 @@ static void defaults_apply(void **state)
     assert_string_equal(config->data_dir, expected);
     assert_sizes_and_timeouts(config,
                               (struct sizes_and_timeouts){0, CONFIG_IO_URING, 1, 16384, 20, 10});
+    assert_int_equal(config->store_writers, 16);
     assert_int_equal(config->max_connections, 10000);
     assert_string_equal(config->log_level, "info");
 
@@ -500,6 +503,9 @@ static void numeric_ranges_are_checked(void **state)
     load_fails(TLS "shards: -1\n", "shards:", NULL);
     load_fails(TLS "shards: two\n", "shards:", NULL);
     load_fails(TLS "signerThreads: 0\n", "signerThreads:", NULL);
+    load_fails(TLS "store: {writers: 0}\n", "store.writers: must be an integer from 1 to 32", NULL);
+    load_fails(TLS "store: {writers: 33}\n", "store.writers:", NULL);
+    load_fails(TLS "store: {writer: 4}\n", "store.writer", NULL);
     load_fails(TLS "limits: {maxMessageSize: 1023}\n", "limits.maxMessageSize", NULL);
     load_fails(TLS "limits: {maxMessageSize: 1048577}\n", "limits.maxMessageSize", NULL);
     load_fails(TLS "limits: {inactivityTimeout: 0}\n", "limits.inactivityTimeout", NULL);
