@@ -15,6 +15,8 @@
 # prints the figure with the OpenSSL the build runs, and the ten functions
 # that take the most of the 40-device run (callgrind_annotate, inclusive of
 # nothing: self cost). Needs valgrind (apt-get install valgrind).
+# INSTRUCTIONS_KEEP=DIR keeps both runs' callgrind.out files there, for
+# callgrind_annotate --inclusive=yes and the like.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-perf}
@@ -63,6 +65,11 @@ awk -v a="$one" -v b="$forty" -v v="${openssl_version:-unknown OpenSSL}" 'BEGIN 
     printf "instructions_1_device=%d\ninstructions_40_devices=%d\n", a, b
     printf "instructions_per_provisioning=%.2fM\n", (b - a) / 39 / 1e6
 }'
+if [ -n "${INSTRUCTIONS_KEEP:-}" ]; then
+    mkdir -p "$INSTRUCTIONS_KEEP"
+    cp "$WORK/run-1/callgrind.out" "$INSTRUCTIONS_KEEP/callgrind-1.out"
+    cp "$WORK/run-40/callgrind.out" "$INSTRUCTIONS_KEEP/callgrind-40.out"
+fi
 echo "top functions of the 40-device run (self instructions):"
 callgrind_annotate --threshold=100 "$WORK/run-40/callgrind.out" 2>/dev/null |
     awk '/^-+$/ {rule++; next} rule >= 3 && NF > 0' | head -10
