@@ -26,7 +26,9 @@
  * order, so the machine's noise falls on all of them alike; compare them as
  * ratios. Only the server's calls are timed (thread CPU clock): creating and
  * freeing its connection, feeding it ciphertext, its handshake steps and
- * draining its output. Results are key=value lines.
+ * draining its output (the functions named bench_server_*, for callgrind's
+ * --toggle-collect: perf/instructions.sh counts them). Results are key=value
+ * lines.
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -42,6 +44,7 @@
 
 #include "common/domain.h"
 #include "crypto/attestation.h"
+#include "crypto/lean_provider.h"
 #include "crypto/pki.h"
 #include "dataplane/tls.h"
 
@@ -145,7 +148,8 @@ static SSL_CTX *plain_server_context(OSSL_LIB_CTX *libctx, const char *cert, con
     return ctx;
 }
 
-static int server_new(struct bench *bench, enum variant variant, struct server_conn *conn)
+__attribute__((noinline)) static int bench_server_new(struct bench *bench, enum variant variant,
+                                                      struct server_conn *conn)
 {
     memset(conn, 0, sizeof(*conn));
     if (variant == BARE || variant == ATTESTED) {
@@ -169,14 +173,14 @@ static int server_new(struct bench *bench, enum variant variant, struct server_c
     return 0;
 }
 
-static void server_free(struct server_conn *conn)
+__attribute__((noinline)) static void bench_server_free(struct server_conn *conn)
 {
     tls_conn_free(conn->tls);
     SSL_free(conn->ssl); /* frees both BIOs */
 }
 
 /* TLS_DONE, TLS_AGAIN or TLS_FAILED, as tls_conn_handshake. */
-static int server_handshake(struct server_conn *conn)
+__attribute__((noinline)) static int bench_server_handshake(struct server_conn *conn)
 {
     if (conn->tls != NULL)
         return tls_conn_handshake(conn->tls);
@@ -188,7 +192,8 @@ static int server_handshake(struct server_conn *conn)
     return error == SSL_ERROR_WANT_READ ? TLS_AGAIN : TLS_FAILED;
 }
 
-static int server_feed(struct server_conn *conn, const uint8_t *data, size_t length)
+__attribute__((noinline)) static int bench_server_feed(struct server_conn *conn,
+                                                       const uint8_t *data, size_t length)
 {
     if (conn->tls != NULL)
         return tls_conn_feed(conn->tls, data, length);
@@ -196,7 +201,8 @@ static int server_feed(struct server_conn *conn, const uint8_t *data, size_t len
 }
 
 /* Copies the server's pending output into out (client-side buffer); its length. */
-static size_t server_drain(struct server_conn *conn, uint8_t **out, size_t *capacity)
+__attribute__((noinline)) static size_t bench_server_drain(struct server_conn *conn, uint8_t **out,
+                                                           size_t *capacity)
 {
     const uint8_t *data;
     char *plain_data = NULL;
@@ -262,7 +268,7 @@ static int one_handshake(struct bench *bench, enum variant variant, unsigned dev
     double mark = thread_cpu_us();
     *client_us += mark - start;
 
-    int server_result = server_new(bench, variant, &server) == 0 ? TLS_AGAIN : TLS_FAILED;
+    int server_result = bench_server_new(bench, variant, &server) == 0 ? TLS_AGAIN : TLS_FAILED;
     double server_end = thread_cpu_us();
     *server_us += server_end - mark;
     int result = -1;
@@ -284,12 +290,12 @@ static int one_handshake(struct bench *bench, enum variant variant, unsigned dev
         tls_conn_consume_output(client, length);
         mark = thread_cpu_us();
         *client_us += mark - server_end;
-        if (server_feed(&server, buffer, length) != 0) {
+        if (bench_server_feed(&server, buffer, length) != 0) {
             server_result = TLS_FAILED;
             break;
         }
-        server_result = server_handshake(&server);
-        length = server_drain(&server, &buffer, &capacity);
+        server_result = bench_server_handshake(&server);
+        length = bench_server_drain(&server, &buffer, &capacity);
         server_end = thread_cpu_us();
         *server_us += server_end - mark;
         if (length > 0 && tls_conn_feed(client, buffer, length) != 0)
@@ -311,7 +317,7 @@ static int one_handshake(struct bench *bench, enum variant variant, unsigned dev
                 client != NULL ? tls_conn_error(client) : "no connection");
     }
     mark = thread_cpu_us();
-    server_free(&server);
+    bench_server_free(&server);
     server_end = thread_cpu_us();
     *server_us += server_end - mark;
     tls_conn_free(client);
@@ -323,20 +329,49 @@ static int one_handshake(struct bench *bench, enum variant variant, unsigned dev
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: bench-handshake --pki DIR [--count N] [--devices N]\n");
+    fprintf(out, "usage: bench-handshake --pki DIR [--count N] [--devices N] "
+                 "[--variants plain,plain_verify,bare,attested]\n");
+}
+
+/* "bare,attested" into wanted[]; -1 on an unknown name or an empty list. */
+static int parse_variants(const char *list, bool wanted[VARIANTS])
+{
+    bool any = false;
+
+    for (int v = 0; v < VARIANTS; v++)
+        wanted[v] = false;
+    while (*list != '\0') {
+        size_t length = strcspn(list, ",");
+        int found = -1;
+        for (int v = 0; v < VARIANTS; v++)
+            if (strlen(VARIANT_NAMES[v]) == length && strncmp(list, VARIANT_NAMES[v], length) == 0)
+                found = v;
+        if (found < 0)
+            return -1;
+        wanted[found] = true;
+        any = true;
+        list += length;
+        if (*list == ',')
+            list++;
+    }
+    return any ? 0 : -1;
 }
 
 static void bench_free(struct bench *bench)
 {
+    attestation_free(bench->attestation);
+    bench->attestation = NULL;
     for (int v = 0; v < VARIANTS; v++) {
         SSL_CTX_free(bench->server_ctx[v]);
-        OSSL_LIB_CTX_free(bench->server_libctx[v]);
+        if (v == BARE || v == ATTESTED)
+            lean_libctx_free(bench->server_libctx[v]);
+        else
+            OSSL_LIB_CTX_free(bench->server_libctx[v]);
     }
     for (unsigned d = 0; bench->client_ctx != NULL && d < bench->devices; d++)
         SSL_CTX_free(bench->client_ctx[d]);
     free(bench->client_ctx);
     OSSL_LIB_CTX_free(bench->client_libctx);
-    attestation_free(bench->attestation);
 }
 
 /* A fresh attestation object: its verified-leaf cache is empty. */
@@ -351,8 +386,8 @@ static int renew_attestation(struct bench *bench)
         bench->stats.cache_hits += stats.cache_hits;
     }
     attestation_free(bench->attestation);
-    bench->attestation = attestation_create(bench->server_libctx[ATTESTED], &bench->config, err,
-                                            sizeof(err));
+    bench->attestation =
+        attestation_create(bench->server_libctx[ATTESTED], &bench->config, err, sizeof(err));
     if (bench->attestation == NULL) {
         fprintf(stderr, "bench-handshake: %s\n", err);
         return -1;
@@ -370,8 +405,10 @@ static int bench_setup(struct bench *bench, const char *pki_dir)
     snprintf(ca, sizeof(ca), "%s/dps-root.pem", pki_dir);
     snprintf(chain, sizeof(bench->chain_file), "%s/mfg-chain.pem", pki_dir);
 
+    /* tls.c's contexts are made as the daemon's shards make theirs (lean_provider.h). */
     for (int v = 0; v < VARIANTS; v++) {
-        bench->server_libctx[v] = OSSL_LIB_CTX_new();
+        bench->server_libctx[v] =
+            v == BARE || v == ATTESTED ? lean_libctx_new(err, sizeof(err)) : OSSL_LIB_CTX_new();
         if (bench->server_libctx[v] == NULL) {
             fprintf(stderr, "bench-handshake: cannot create library contexts\n");
             return -1;
@@ -392,8 +429,9 @@ static int bench_setup(struct bench *bench, const char *pki_dir)
     bench->server_ctx[BARE] = tls_server_context(bench->server_libctx[BARE], server_cert,
                                                  server_key, accept_any_chain, err, sizeof(err));
     if (bench->server_ctx[BARE] != NULL)
-        bench->server_ctx[ATTESTED] = tls_server_context(
-            bench->server_libctx[ATTESTED], server_cert, server_key, attest_chain, err, sizeof(err));
+        bench->server_ctx[ATTESTED] =
+            tls_server_context(bench->server_libctx[ATTESTED], server_cert, server_key,
+                               attest_chain, err, sizeof(err));
     if (bench->server_ctx[ATTESTED] == NULL) {
         fprintf(stderr, "bench-handshake: %s\n", err);
         return -1;
@@ -416,8 +454,8 @@ static int bench_setup(struct bench *bench, const char *pki_dir)
         char device_cert[4096], device_key[4096];
         pki_device_path(pki_dir, d + 1, ".pem", device_cert, sizeof(device_cert));
         pki_device_path(pki_dir, d + 1, ".key", device_key, sizeof(device_key));
-        bench->client_ctx[d] = tls_client_context(bench->client_libctx, device_cert, device_key,
-                                                  ca, err, sizeof(err));
+        bench->client_ctx[d] =
+            tls_client_context(bench->client_libctx, device_cert, device_key, ca, err, sizeof(err));
         if (bench->client_ctx[d] == NULL) {
             fprintf(stderr, "bench-handshake: %s\n", err);
             return -1;
@@ -429,14 +467,13 @@ static int bench_setup(struct bench *bench, const char *pki_dir)
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"pki", required_argument, NULL, 'p'},
-        {"count", required_argument, NULL, 'n'},
-        {"devices", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"pki", required_argument, NULL, 'p'},     {"count", required_argument, NULL, 'n'},
+        {"devices", required_argument, NULL, 'd'}, {"variants", required_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     const char *pki_dir = NULL;
     long count = 500, devices = 20;
+    bool wanted[VARIANTS] = {true, true, true, true};
     char *end;
     int option;
     char err[512];
@@ -455,6 +492,12 @@ int main(int argc, char **argv)
             devices = strtol(optarg, &end, 10);
             if (end == optarg || *end != '\0' || devices > MAX_DEVICES)
                 devices = 0;
+            break;
+        case 'v':
+            if (parse_variants(optarg, wanted) != 0) {
+                usage(stderr);
+                return 2;
+            }
             break;
         case 'h':
             usage(stdout);
@@ -484,14 +527,15 @@ int main(int argc, char **argv)
     double server_us[VARIANTS] = {0}, client_us[VARIANTS] = {0}, warm_server = 0, warm_client = 0;
     long done_count[VARIANTS] = {0};
     struct handshake_info info[VARIANTS];
+    memset(info, 0, sizeof(info));
     unsigned device = 0;
 
     for (int v = 0; v < VARIANTS; v++)
-        for (int i = 0; i < WARMUP_HANDSHAKES; i++)
+        for (int i = 0; wanted[v] && i < WARMUP_HANDSHAKES; i++)
             if (one_handshake(&bench, (enum variant)v, (unsigned)i % bench.devices, &warm_server,
                               &warm_client, &info[v]) != 0)
                 goto done;
-    if (!bench.attested_ok)
+    if (wanted[ATTESTED] && !bench.attested_ok)
         goto done;
 
     double started = wall_us();
@@ -500,6 +544,8 @@ int main(int argc, char **argv)
         for (int k = 0; k < VARIANTS; k++) {
             enum variant v = (enum variant)((round + k) % VARIANTS);
             unsigned first = device;
+            if (!wanted[v])
+                continue;
             if (v == ATTESTED && renew_attestation(&bench) != 0)
                 goto done;
             for (long i = 0; i < share; i++) {
@@ -522,9 +568,10 @@ int main(int argc, char **argv)
     for (int v = 0; v < VARIANTS; v++)
         per[v] = done_count[v] > 0 ? server_us[v] / (double)done_count[v] : 0;
 
-    printf("# in-process mutual TLS 1.2 handshakes over memory BIOs, one thread, each side in its "
-           "own OSSL_LIB_CTX; server CPU per handshake of each variant, taking turns in %d rounds\n",
-           ROUNDS);
+    printf(
+        "# in-process mutual TLS 1.2 handshakes over memory BIOs, one thread, each side in its "
+        "own OSSL_LIB_CTX; server CPU per handshake of each variant, taking turns in %d rounds\n",
+        ROUNDS);
     printf("# plain: a plain OpenSSL server loop, accepting any chain; plain_verify: the same, "
            "OpenSSL verifying the chain against mfg-chain.pem\n");
     printf("# bare: dataplane/tls.c, accepting any chain; attested: dataplane/tls.c with the "
@@ -532,21 +579,31 @@ int main(int argc, char **argv)
     printf("openssl_version=%s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
     printf("handshakes=%ld\n", count);
     printf("devices=%ld\n", devices);
-    printf("tls_version=%s\n", info[BARE].protocol);
-    printf("tls_cipher=%s\n", info[BARE].cipher);
+    int shown = -1; /* the first variant run: its protocol and cipher are the line's */
+    for (int v = VARIANTS - 1; v >= 0; v--)
+        if (wanted[v])
+            shown = v;
+    printf("tls_version=%s\n", info[shown].protocol);
+    printf("tls_cipher=%s\n", info[shown].cipher);
     for (int v = 0; v < VARIANTS; v++)
-        if (strcmp(info[v].cipher, info[BARE].cipher) != 0)
+        if (wanted[v] && strcmp(info[v].cipher, info[shown].cipher) != 0)
             printf("tls_cipher_%s=%s\n", VARIANT_NAMES[v], info[v].cipher);
     for (int v = 0; v < VARIANTS; v++)
-        printf("%s_mtls_handshake_server_cpu_us=%.0f\n", VARIANT_NAMES[v], per[v]);
-    printf("bare_mtls_handshake_client_cpu_us=%.0f\n",
-           done_count[BARE] > 0 ? client_us[BARE] / (double)done_count[BARE] : 0);
-    printf("ratio_bare_to_plain=%.3f\n", per[PLAIN] > 0 ? per[BARE] / per[PLAIN] : 0);
-    printf("ratio_attested_to_bare=%.3f\n", per[BARE] > 0 ? per[ATTESTED] / per[BARE] : 0);
-    printf("ratio_attested_to_plain_verify=%.3f\n",
-           per[PLAIN_VERIFY] > 0 ? per[ATTESTED] / per[PLAIN_VERIFY] : 0);
+        if (wanted[v])
+            printf("%s_mtls_handshake_server_cpu_us=%.0f\n", VARIANT_NAMES[v], per[v]);
+    if (wanted[BARE])
+        printf("bare_mtls_handshake_client_cpu_us=%.0f\n", client_us[BARE] / (double)count);
+    if (wanted[BARE] && wanted[PLAIN])
+        printf("ratio_bare_to_plain=%.3f\n", per[BARE] / per[PLAIN]);
+    if (wanted[ATTESTED] && wanted[BARE])
+        printf("ratio_attested_to_bare=%.3f\n", per[ATTESTED] / per[BARE]);
+    if (wanted[ATTESTED] && wanted[PLAIN_VERIFY])
+        printf("ratio_attested_to_plain_verify=%.3f\n", per[ATTESTED] / per[PLAIN_VERIFY]);
     printf("attestation_cache_hits=%llu\n", (unsigned long long)bench.stats.cache_hits);
-    printf("wall_us_per_handshake=%.0f\n", elapsed / (double)(count * VARIANTS));
+    int variant_count = 0;
+    for (int v = 0; v < VARIANTS; v++)
+        variant_count += wanted[v];
+    printf("wall_us_per_handshake=%.0f\n", elapsed / (double)(count * variant_count));
     status = 0;
 done:
     bench_free(&bench);
