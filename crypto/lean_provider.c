@@ -34,12 +34,13 @@ struct lean_instance {
     OSSL_LIB_CTX *inner; /* holds the default provider */
     OSSL_PROVIDER *default_provider;
     void *provctx;                /* the default provider's */
-    const OSSL_ALGORITHM *all[2]; /* the default provider's decoders and key managers */
-    OSSL_ALGORITHM *kept[2];      /* the ones kept of each, then an empty entry */
+    const OSSL_ALGORITHM *all[3]; /* the default provider's decoders, key managers, ciphers */
+    OSSL_ALGORITHM *kept[3];      /* the ones kept of each, then an empty entry */
 };
 
 /* The operations filtered, in the order of all[] and kept[]. */
-static const int FILTERED[2] = {OSSL_OP_DECODER, OSSL_OP_KEYMGMT};
+#define FILTERED_COUNT 3
+static const int FILTERED[FILTERED_COUNT] = {OSSL_OP_DECODER, OSSL_OP_KEYMGMT, OSSL_OP_CIPHER};
 
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -98,7 +99,11 @@ static bool first_name_in(const char *names, const char *const *list)
  * Key managers: the key types the data plane reads (EC, RSA, RSA-PSS) and
  * those libssl's record layer and key schedule create keys of (HMAC,
  * TLS1-PRF, HKDF). Decoders: DER and PEM ones of those key types, and the
- * structure decoders ("DER").
+ * structure decoders ("DER"). Ciphers: the AES modes TLS suites use (GCM,
+ * CCM, CBC, and the CBC ones stitched with HMAC) and ChaCha20-Poly1305; the
+ * others (ARIA, Camellia, DES, SM4, other AES modes) only lengthen every
+ * walk over the context's methods (OpenSSL 3.0 walks them all to list the
+ * key managers of each certificate's key).
  */
 static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
 {
@@ -109,6 +114,17 @@ static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
 
     if (operation_id == OSSL_OP_KEYMGMT)
         return first_name_in(algorithm->algorithm_names, KEY_MANAGERS);
+    if (operation_id == OSSL_OP_CIPHER) {
+        const char *names = algorithm->algorithm_names;
+        if (names == NULL)
+            return false;
+        if (first_name_is(names, "ChaCha20-Poly1305"))
+            return true;
+        size_t first = strcspn(names, ":");
+        return strncmp(names, "AES-", 4) == 0 &&
+               (memmem(names, first, "-GCM", 4) != NULL ||
+                memmem(names, first, "-CCM", 4) != NULL || memmem(names, first, "-CBC", 4) != NULL);
+    }
     if (properties == NULL ||
         (strstr(properties, "input=der") == NULL && strstr(properties, "input=pem") == NULL))
         return false;
@@ -121,7 +137,7 @@ static const OSSL_ALGORITHM *lean_query(void *provctx, int operation_id, int *no
 
     if (instance == NULL)
         return NULL;
-    for (size_t i = 0; i < 2; i++)
+    for (size_t i = 0; i < FILTERED_COUNT; i++)
         if (operation_id == FILTERED[i]) {
             *no_cache = 0;
             return instance->kept[i];
@@ -133,7 +149,10 @@ static void lean_unquery(void *provctx, int operation_id, const OSSL_ALGORITHM *
 {
     struct lean_instance *instance = instance_of(provctx);
 
-    if (instance != NULL && operation_id != FILTERED[0] && operation_id != FILTERED[1])
+    for (size_t i = 0; i < FILTERED_COUNT; i++)
+        if (operation_id == FILTERED[i])
+            return;
+    if (instance != NULL)
         OSSL_PROVIDER_unquery_operation(instance->default_provider, operation_id, algorithms);
 }
 
@@ -196,7 +215,7 @@ static void instance_free(struct lean_instance *instance)
 {
     if (instance == NULL)
         return;
-    for (size_t i = 0; i < 2; i++) {
+    for (size_t i = 0; i < FILTERED_COUNT; i++) {
         free(instance->kept[i]);
         if (instance->all[i] != NULL)
             OSSL_PROVIDER_unquery_operation(instance->default_provider, FILTERED[i],
@@ -305,7 +324,7 @@ static int instance_prepare(struct lean_instance *instance)
     if (instance->default_provider == NULL)
         return -1;
     instance->provctx = OSSL_PROVIDER_get0_provider_ctx(instance->default_provider);
-    for (size_t i = 0; i < 2; i++)
+    for (size_t i = 0; i < FILTERED_COUNT; i++)
         if (instance_filter(instance, i) != 0)
             return -1;
     return 0;
