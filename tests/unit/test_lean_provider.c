@@ -116,6 +116,53 @@ static void test_reads_rsa_keys(void **state)
     lean_libctx_free(libctx);
 }
 
+/* A certificate made in the default context, read back in libctx from its DER. */
+static X509 *reread(OSSL_LIB_CTX *libctx, X509 *certificate)
+{
+    unsigned char *der = NULL;
+    int length = i2d_X509(certificate, &der);
+    assert_true(length > 0);
+    const unsigned char *cursor = der;
+    X509 *copy = X509_new_ex(libctx, NULL);
+    assert_non_null(d2i_X509(&copy, &cursor, length));
+    OPENSSL_free(der);
+    return copy;
+}
+
+/* An EC device certificate signed by an RSA manufacturer CA verifies in a lean context. */
+static void test_rsa_issuer_verifies(void **state)
+{
+    (void)state;
+    EVP_PKEY *ca_key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+    EVP_PKEY *leaf_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *leaf = X509_new();
+    assert_non_null(ca_key);
+    assert_non_null(leaf_key);
+    assert_non_null(leaf);
+    X509_NAME *name = X509_get_subject_name(leaf);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"leaf", -1, -1, 0);
+    X509_set_issuer_name(leaf, name);
+    ASN1_INTEGER_set(X509_get_serialNumber(leaf), 7);
+    X509_gmtime_adj(X509_getm_notBefore(leaf), 0);
+    X509_gmtime_adj(X509_getm_notAfter(leaf), 3600);
+    X509_set_pubkey(leaf, leaf_key);
+    assert_true(X509_sign(leaf, ca_key, EVP_sha256()) > 0);
+
+    OSSL_LIB_CTX *libctx = lean();
+    X509 *copy = reread(libctx, leaf);
+    EVP_PKEY *ca_public = decode_public(libctx, ca_key);
+    assert_non_null(ca_public);
+    assert_int_equal(X509_verify(copy, ca_public), 1);
+    assert_true(EVP_PKEY_is_a(X509_get0_pubkey(copy), "EC"));
+    EVP_PKEY_free(ca_public);
+    X509_free(copy);
+    lean_libctx_free(libctx);
+    X509_free(leaf);
+    EVP_PKEY_free(leaf_key);
+    EVP_PKEY_free(ca_key);
+    assert_int_equal(ERR_peek_error(), 0);
+}
+
 static void test_other_key_types_only_without_lean(void **state)
 {
     (void)state;
@@ -178,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_applies_to_openssl_3_0_only),
         cmocka_unit_test(test_reads_ec_keys_and_certificates),
         cmocka_unit_test(test_reads_rsa_keys),
+        cmocka_unit_test(test_rsa_issuer_verifies),
         cmocka_unit_test(test_other_key_types_only_without_lean),
         cmocka_unit_test(test_many_contexts),
     };
