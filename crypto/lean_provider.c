@@ -12,6 +12,7 @@
 #include "crypto/lean_provider.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,8 +61,14 @@ static OSSL_DISPATCH ec_keymgmt_lean[LEAN_DISPATCH_MAX];
 static OSSL_FUNC_keymgmt_validate_fn *ec_validate_default;
 static OSSL_FUNC_keymgmt_get_params_fn *ec_get_params_default;
 static struct lean_instance *instances[LEAN_INSTANCES_MAX];
+/* Changes whenever an instance goes, under instances_lock: thread caches then look again. */
+static _Atomic unsigned long instances_generation;
 /* The instance lean_libctx_new() is loading on this thread, for lean_init(). */
 static _Thread_local struct lean_instance *loading;
+/* The instance this thread found last, so that a shard's queries take no lock shared by shards. */
+static _Thread_local void *cached_provctx;
+static _Thread_local struct lean_instance *cached_instance;
+static _Thread_local unsigned long cached_generation;
 
 bool lean_provider_applies(void)
 {
@@ -70,13 +77,20 @@ bool lean_provider_applies(void)
 
 static struct lean_instance *instance_of(void *provctx)
 {
+    unsigned long generation = atomic_load(&instances_generation);
     struct lean_instance *found = NULL;
 
+    if (cached_instance != NULL && cached_provctx == provctx && cached_generation == generation)
+        return cached_instance;
     pthread_mutex_lock(&instances_lock);
     for (size_t i = 0; found == NULL && i < LEAN_INSTANCES_MAX; i++)
         if (instances[i] != NULL && instances[i]->provctx == provctx)
             found = instances[i];
+    generation = atomic_load(&instances_generation);
     pthread_mutex_unlock(&instances_lock);
+    cached_provctx = provctx;
+    cached_instance = found;
+    cached_generation = generation;
     return found;
 }
 
@@ -350,6 +364,7 @@ static void instance_unregister(const struct lean_instance *instance)
     for (size_t i = 0; i < LEAN_INSTANCES_MAX; i++)
         if (instances[i] == instance)
             instances[i] = NULL;
+    atomic_fetch_add(&instances_generation, 1);
     pthread_mutex_unlock(&instances_lock);
 }
 
