@@ -1,20 +1,36 @@
 #!/usr/bin/env bash
-# Instructions per provisioning: a figure the machine's noise cannot move.
+# Instructions per provisioning and per handshake: figures the machine's
+# noise cannot move.
 #
 #   perf/instructions.sh [BUILD]        (default build-perf, a release build made if absent)
 #
-# Runs dpsd under valgrind's callgrind (epoll backend: valgrind does not
-# support io_uring; one shard; log level warn) twice on a fresh demo PKI:
-# once provisioning 1 device, once 40, each device through the whole flow
-# with the sequential device simulator. Start-up, the first device's
-# one-time work and shutdown are in both runs, so
+# 1. Runs dpsd under valgrind's callgrind (epoll backend: valgrind does not
+#    support io_uring; one shard; log level warn) twice on a fresh demo PKI:
+#    once provisioning 1 device, once 40, each device through the whole flow
+#    with the sequential device simulator. Start-up, the first device's
+#    one-time work and shutdown are in both runs, so
 #
-#   instructions per provisioning = (Ir(40 devices) - Ir(1 device)) / 39
+#      instructions per provisioning = (Ir(40 devices) - Ir(1 device)) / 39
 #
-# counts what one more device costs the server, every thread included. It
-# prints the figure with the OpenSSL the build runs, and the ten functions
-# that take the most of the 40-device run (callgrind_annotate, inclusive of
-# nothing: self cost). Needs valgrind (apt-get install valgrind).
+#    counts what one more device costs the server, every thread included.
+# 2. The same with handshakes only (dps-loadgen --scenario handshake, one at
+#    a time, fresh identities: mutual TLS with attestation, then close):
+#    dpsd's instructions per handshake, attestation included.
+# 3. perf/bench-handshake under callgrind, counting only its server side
+#    (--toggle-collect on its bench_server_* functions), for each variant
+#    (plain OpenSSL, plain OpenSSL verifying the chain, tls.c bare, tls.c
+#    with attestation), 12 handshakes against 2: instructions per handshake.
+#
+# It prints the figures with the OpenSSL the build runs, the ratios the
+# performance work is judged by (provisioning / two bare handshakes, dpsd
+# handshake / bare, bare / plain), and the ten functions that take the most
+# of the 40-device run (callgrind_annotate, self cost). User-space
+# instructions only: the kernel's share (sockets, syscalls) is not counted.
+# Needs valgrind (apt-get install valgrind).
+#
+# INSTRUCTIONS_KEEP=DIR keeps the provisioning runs' callgrind.out files
+# there, for callgrind_annotate --inclusive=yes and the like.
+# INSTRUCTIONS_HANDSHAKES=0 skips parts 2 and 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-perf}
@@ -25,16 +41,24 @@ command -v valgrind >/dev/null || {
 if [ ! -d "$BUILD" ]; then
     meson setup "$BUILD" --buildtype=release >/dev/null
 fi
-ninja -C "$BUILD" dpsd dpsctl perf/dps-loadgen >/dev/null
+ninja -C "$BUILD" dpsd dpsctl perf/dps-loadgen perf/bench-handshake >/dev/null
+HANDSHAKES=${INSTRUCTIONS_HANDSHAKES:-1}
 
 WORK=$(mktemp -d /tmp/dps-instructions.XXXXXX)
 PID=""
 trap '[ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
 "$BUILD/dpsctl" pki "$WORK/pki" --devices 45 >/dev/null
 
-# run N: provisions N devices under callgrind, prints the run's total instructions.
+# total FILE: a callgrind output's total instructions.
+total() {
+    sed -n 's/^summary: *//p; s/^totals: *//p' "$1" | head -1 | awk '{print $1}'
+}
+
+# run NAME N [LOADGEN OPTIONS]: N devices against dpsd under callgrind, prints the run's
+# total instructions.
 run() {
-    local n=$1 dir=$WORK/run-$1 port
+    local name=$1 n=$2 dir=$WORK/run-$1 port
+    shift 2
     mkdir -p "$dir"
     cp -r "$WORK/pki" "$dir/pki"
     port=$((20000 + RANDOM % 12000 & ~1))
@@ -47,22 +71,61 @@ run() {
         sleep 0.1
     done
     "$BUILD/perf/dps-loadgen" --endpoint "coaps+tcp://127.0.0.1:$port" --pki "$dir/pki" \
-        --devices "$n" --timeout 120 >"$dir/loadgen.log" 2>&1 ||
-        { echo "run $n: the devices did not provision:" >&2; tail -3 "$dir/loadgen.log" >&2; exit 1; }
+        --devices "$n" --timeout 120 "$@" >"$dir/loadgen.log" 2>&1 ||
+        { echo "run $name: the devices did not finish:" >&2; tail -3 "$dir/loadgen.log" >&2; exit 1; }
     kill -TERM "$PID"
     wait "$PID" || true
     PID=""
-    sed -n 's/^summary: *//p; s/^totals: *//p' "$dir/callgrind.out" | head -1 | awk '{print $1}'
+    total "$dir/callgrind.out"
 }
 
-one=$(run 1)
-forty=$(run 40)
+# bench VARIANT N: the server side of N handshakes (and the warm-up) of bench-handshake's VARIANT.
+bench() {
+    local out=$WORK/bench-$1-$2.out
+    valgrind --tool=callgrind --callgrind-out-file="$out" --collect-atstart=no \
+        --toggle-collect='bench_server_*' "$BUILD/perf/bench-handshake" --pki "$WORK/pki" \
+        --count "$2" --variants "$1" >"$WORK/bench-$1-$2.log" 2>&1 ||
+        { echo "bench-handshake $1 failed:" >&2; tail -3 "$WORK/bench-$1-$2.log" >&2; exit 1; }
+    total "$out"
+}
+
+one=$(run 1 1)
+forty=$(run 40 40)
 openssl_version=$("$BUILD/dpsd" --version 2>/dev/null | sed -n 's/^\(OpenSSL [0-9.]*\).*/\1/p' | head -1 || true)
 awk -v a="$one" -v b="$forty" -v v="${openssl_version:-unknown OpenSSL}" 'BEGIN {
     printf "openssl=%s\n", v
     printf "instructions_1_device=%d\ninstructions_40_devices=%d\n", a, b
     printf "instructions_per_provisioning=%.2fM\n", (b - a) / 39 / 1e6
 }'
+if [ "$HANDSHAKES" != 0 ]; then
+    handshake_one=$(run handshake-1 1 --scenario handshake --concurrency 1 --threads 1 --max-attempts 1)
+    handshake_forty=$(run handshake-40 40 --scenario handshake --concurrency 1 --threads 1 --max-attempts 1)
+    declare -A per
+    for variant in plain plain_verify bare attested; do
+        few=$(bench "$variant" 2)
+        many=$(bench "$variant" 12)
+        per[$variant]=$(awk -v a="$few" -v b="$many" 'BEGIN { printf "%.0f", (b - a) / 10 }')
+    done
+    awk -v a="$handshake_one" -v b="$handshake_forty" -v p="$one" -v q="$forty" \
+        -v plain="${per[plain]}" -v plain_verify="${per[plain_verify]}" -v bare="${per[bare]}" \
+        -v attested="${per[attested]}" 'BEGIN {
+        dpsd = (b - a) / 39; provisioning = (q - p) / 39
+        printf "instructions_per_handshake_dpsd=%.2fM (attestation included)\n", dpsd / 1e6
+        printf "instructions_per_handshake_plain=%.2fM\n", plain / 1e6
+        printf "instructions_per_handshake_plain_verify=%.2fM\n", plain_verify / 1e6
+        printf "instructions_per_handshake_bare=%.2fM\n", bare / 1e6
+        printf "instructions_per_handshake_attested=%.2fM\n", attested / 1e6
+        printf "ratio_bare_to_plain=%.3f\n", bare / plain
+        printf "ratio_attested_to_bare=%.3f\n", attested / bare
+        printf "ratio_dpsd_handshake_to_bare=%.3f\n", dpsd / bare
+        printf "ratio_provisioning_to_two_bare=%.3f\n", provisioning / (2 * bare)
+    }'
+fi
+if [ -n "${INSTRUCTIONS_KEEP:-}" ]; then
+    mkdir -p "$INSTRUCTIONS_KEEP"
+    cp "$WORK/run-1/callgrind.out" "$INSTRUCTIONS_KEEP/callgrind-1.out"
+    cp "$WORK/run-40/callgrind.out" "$INSTRUCTIONS_KEEP/callgrind-40.out"
+fi
 echo "top functions of the 40-device run (self instructions):"
 callgrind_annotate --threshold=100 "$WORK/run-40/callgrind.out" 2>/dev/null |
     awk '/^-+$/ {rule++; next} rule >= 3 && NF > 0' | head -10

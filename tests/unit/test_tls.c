@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 
 #include "tests/unit/temp_dir.h"
+#include "crypto/lean_provider.h"
 #include "crypto/pki.h"
 #include "dataplane/tls.h"
 
@@ -308,11 +309,11 @@ static void test_close_notify_gives_closed(void **state)
     pair_close(&pair);
 }
 
-static void test_own_library_contexts(void **state)
+/* A handshake and data between a server in server_libctx and a client in its own context. */
+static void handshake_in(OSSL_LIB_CTX *server_libctx)
 {
     struct pair pair;
     int server, client;
-    OSSL_LIB_CTX *server_libctx = OSSL_LIB_CTX_new();
     OSSL_LIB_CTX *client_libctx = OSSL_LIB_CTX_new();
 
     assert_non_null(server_libctx);
@@ -321,10 +322,30 @@ static void test_own_library_contexts(void **state)
     handshake(&pair, &server, &client);
     assert_int_equal(server, TLS_DONE);
     assert_int_equal(client, TLS_DONE);
+    assert_int_equal(pair.probe.calls, 1);
     send_and_check(pair.client, pair.server, 3000);
     pair_close(&pair);
-    OSSL_LIB_CTX_free(server_libctx);
     OSSL_LIB_CTX_free(client_libctx);
+}
+
+static void test_own_library_contexts(void **state)
+{
+    OSSL_LIB_CTX *server_libctx = OSSL_LIB_CTX_new();
+
+    handshake_in(server_libctx);
+    OSSL_LIB_CTX_free(server_libctx);
+}
+
+/* The shards' library context: lean on OpenSSL 3.0 (crypto/lean_provider.h). */
+static void test_lean_library_context(void **state)
+{
+    char err[256] = "";
+    OSSL_LIB_CTX *server_libctx = lean_libctx_new(err, sizeof(err));
+
+    if (server_libctx == NULL)
+        fail_msg("lean_libctx_new: %s", err);
+    handshake_in(server_libctx);
+    lean_libctx_free(server_libctx);
 }
 
 static void test_server_context_errors(void **state)
@@ -378,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_records_carry_at_most_8192_bytes),
         cmocka_unit_test(test_close_notify_gives_closed),
         cmocka_unit_test(test_own_library_contexts),
+        cmocka_unit_test(test_lean_library_context),
         cmocka_unit_test(test_server_context_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
