@@ -18,7 +18,7 @@
 #       preSharedKey, name) and the deletes' "idFilter=...&idFilter=..."
 . "$(dirname "$0")/lib.sh"
 
-plan 39
+plan 41
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer, enrolled the UI's way
 "$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
@@ -155,6 +155,16 @@ else
     not_ok "the UI's rename keeps the ACL and disabled, which it does not know"
     sed 's/^/# /' "$WORK/renamed" | head -c 1500
 fi
+# The UI's new-group page fills hubIds with the hubs' record ids (http-gateway/web/src/containers/
+# DeviceProvisioning/EnrollmentGroups/NewEnrollmentGroupsPage/Steps/Step1/Step1.tsx: value: linkedHub.id).
+expect "hubIds naming the caller's hub by its record id are stored as its hubId" 200 \
+    "\"hubIds\":\\[\"$HUB_ID\"\\]" \
+    "$OWNER1" PUT "$BUNDLE/enrollment-groups/$GROUP" --data "$(jq -c --arg hub "$RECORD" '.hubIds = [$hub]' <<<"$UI_RENAME")"
+# hooks.ts useProvisioningRecordsDetail asks "enrollment-groups?idFilter=" before the record is in.
+check "an empty filter value (the UI's detail page while it loads) lists nothing, as the reference" \
+    sh -c "[ \"\$(curl -sS -o '$WORK/empty' -w '%{http_code}' -H 'Authorization: Bearer $OWNER1' '$API$BUNDLE/enrollment-groups?idFilter=')\" = 200 ] &&
+           [ ! -s '$WORK/empty' ] &&
+           [ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=&deviceIdFilter=')\" ]"
 expect "null clears an extension on replace" 200 '"name":"renamed by the UI"' \
     "$OWNER1" PUT "/api/v1/enrollment-groups/$GROUP" --data "$(jq -c '.acl = null | .disabled = null' <<<"$UI_RENAME")"
 check "the cleared group has neither ACL nor disabled" \
