@@ -389,6 +389,11 @@ static enum MHD_Result answer_stored(struct MHD_Connection *connection, json_t *
             used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
                                      used > 0 ? ", " : "", json_string_value(path));
     }
+    /* A member's name may hold any character: a control one would get the header refused. */
+    for (char *c = names; *c != '\0'; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    }
     const char *headers[] = {strict ? "Preference-Applied" : "Dps-Ignored-Fields",
                              strict ? "handling=strict" : names, NULL};
     return api_queue_json_headers(connection, MHD_HTTP_OK, stored,

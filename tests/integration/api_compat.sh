@@ -18,7 +18,7 @@
 #       preSharedKey, name) and the deletes' "idFilter=...&idFilter=..."
 . "$(dirname "$0")/lib.sh"
 
-plan 41
+plan 42
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer, enrolled the UI's way
 "$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
@@ -100,6 +100,10 @@ else
     not_ok "a UI group through the bundle's prefix: chain and key decoded, name and lead name defaulted, hubsData ignored and named"
     sed 's/^/# /' "$WORK/group" | head -c 1500
 fi
+check "an ignored member whose name holds a line break is still named, the break as ?" \
+    sh -c "curl -sS -D - -o /dev/null -X PUT -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups/$GROUP' \
+               --data '$(jq -c '. + {"a\r\nSet-Cookie: b": 1}' <<<"$(sed -n '$p' "$WORK/group" | sed 's/^200 //')")' |
+           grep -q '^Dps-Ignored-Fields: a??Set-Cookie: b' "
 expect "a data: URL key of 15 bytes is refused, not cut or padded" 400 \
     "preSharedKey: the data: URL's key must be exactly 16 bytes, not 15" \
     "$OWNER1" POST /api/v1/enrollment-groups \
