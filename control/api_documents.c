@@ -560,6 +560,14 @@ enum MHD_Result api_route_blocklist(struct api *api, struct MHD_Connection *conn
                                     const char *owner)
 {
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
+        /* No filters: a parameter is refused rather than ignored, which would widen the list. */
+        static const char *const none[] = {NULL};
+        query_t *query = api_query_collect(connection);
+        bool ok;
+        enum MHD_Result refused = api_check_query(connection, query, none, none, &ok);
+        json_decref(query);
+        if (!ok)
+            return refused;
         json_t *entries = plane_blocklist(api->plane, owner);
         struct ndjson out = {0};
         size_t i;

@@ -18,7 +18,7 @@
 #       preSharedKey, name) and the deletes' "idFilter=...&idFilter=..."
 . "$(dirname "$0")/lib.sh"
 
-plan 42
+plan 43
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer, enrolled the UI's way
 "$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
@@ -131,6 +131,8 @@ check "attestation_mechanism_x509_certificate_names matches lead certificate nam
            [ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups?attestationMechanismX509CertificateNames=demo%20manufacturer%20intermediate%20ca')\" ]"
 expect "an unknown parameter is still refused (a misspelt filter never widens a delete)" 400 \
     'idFiltr: unknown parameter' "$OWNER1" GET "/api/v1/enrollment-groups?idFiltr=$GROUP"
+expect "the blocklist takes no filter: one is refused, not ignored (the list is not widened)" 400 \
+    'deviceIdFilter: unknown parameter' "$OWNER1" GET "$BUNDLE/blocklist?device_id_filter=$GROUP"
 check "a device of the demo group provisions" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$NODE/pki" --ca "$NODE/pki/dps-root.pem" \
     --devices 1 --out "$WORK/device"
