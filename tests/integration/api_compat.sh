@@ -18,7 +18,7 @@
 #       preSharedKey, name) and the deletes' "idFilter=...&idFilter=..."
 . "$(dirname "$0")/lib.sh"
 
-plan 43
+plan 44
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer, enrolled the UI's way
 "$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
@@ -214,6 +214,10 @@ check "owner 2 sees no records of owner 1 through the prefix, filtered or not" \
 
 expect "the UI's group delete (idFilter=...&idFilter=...) through the prefix" 200 '"count":1' \
     "$OWNER1" DELETE "$BUNDLE/enrollment-groups/?idFilter=$GROUP&idFilter=11111111-2222-4333-8444-555555555555"
+# rest.ts deleteProvisioningRecordsApi: chunks of "idFilter=...&idFilter=..." through the bundle.
+DEVICE_RECORD=$(curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID" | jq -r .result.id)
+expect "the UI's records delete (idFilter=...&idFilter=...) through the prefix" 200 '"count":1' \
+    "$OWNER1" DELETE "$BUNDLE/provisioning-records?idFilter=$DEVICE_RECORD&idFilter=11111111-2222-4333-8444-555555555555"
 expect "the UI's hub delete by record id" 200 '"count":1' \
     "$OWNER1" DELETE "/api/v1/hubs?idFilter=$RECORD"
 check "owner 1 keeps its file group and hub" \
