@@ -74,15 +74,27 @@ static bool names_document(const struct config *config, enum kind kind, size_t i
            (kind == KIND_HUB && strcasecmp(hub_record_id(&config->hubs[i]), id) == 0);
 }
 
-/* The index of the document id names owned by owner, or -1. */
+/*
+ * The index of the caller's document id names, or -1. Only the caller's
+ * documents are looked at: a hub's record id may be spelt like another
+ * owner's hubId, and that other hub must neither hide the caller's nor be
+ * found. A hub's record id is preferred to a hubId (the reference's ids).
+ */
 static long find_owned(const struct config *config, enum kind kind, const char *id,
                        const char *owner)
 {
+    long by_hub_id = -1;
     for (size_t i = 0; i < kind_count(config, kind); i++) {
-        if (names_document(config, kind, i, id))
-            return api_same_owner(kind_owner(config, kind, i), owner) ? (long)i : -1;
+        if (!api_same_owner(kind_owner(config, kind, i), owner))
+            continue;
+        if (kind == KIND_GROUP && strcasecmp(kind_id(config, kind, i), id) == 0)
+            return (long)i;
+        if (kind == KIND_HUB && strcasecmp(hub_record_id(&config->hubs[i]), id) == 0)
+            return (long)i;
+        if (kind == KIND_HUB && by_hub_id < 0 && strcasecmp(config->hubs[i].id, id) == 0)
+            by_hub_id = (long)i;
     }
-    return -1;
+    return by_hub_id;
 }
 
 /* The lists' filters: the reference's GetEnrollmentGroupsRequest and GetHubsRequest. */
@@ -119,8 +131,9 @@ static bool document_listed(const struct config *config, enum kind kind, size_t 
     json_t *name;
     json_array_foreach(json_object_get(query, "attestationMechanismX509CertificateNames"), n, name)
     {
-        listed = listed || (group->lead_certificate_name != NULL &&
-                            strcmp(group->lead_certificate_name, json_string_value(name)) == 0);
+        listed =
+            listed || (group->lead_certificate_name != NULL && json_string_value(name)[0] != '\0' &&
+                       strcmp(group->lead_certificate_name, json_string_value(name)) == 0);
     }
     return listed;
 }
@@ -333,6 +346,33 @@ static long foreign_hub_index(const struct config *config, const json_t *doc, co
 }
 
 /*
+ * The reference's web UI fills a group's hubIds with the hubs' record ids
+ * (plgd-dev/hub http-gateway/web/src/containers/DeviceProvisioning/
+ * EnrollmentGroups/NewEnrollmentGroupsPage/Steps/Step1/Step1.tsx, "value:
+ * linkedHub.id"), where a group names hubs by hubId. A value that is the
+ * record id of one of the caller's hubs, and the hubId of none of them, is
+ * stored as that hub's hubId. Other owners' hubs are not looked at: their
+ * ids stay as sent and are refused as unknown.
+ */
+static int hub_ids_from_record_ids(const struct config *config, json_t *doc, const char *owner)
+{
+    json_t *hub_ids = json_object_get(doc, "hubIds");
+    size_t i;
+    json_t *value;
+    json_array_foreach(hub_ids, i, value)
+    {
+        const char *named = json_string_value(value);
+        const struct config_hub *by_hub_id = named != NULL ? config_find_hub(config, named) : NULL;
+        if (named == NULL || (by_hub_id != NULL && api_same_owner(by_hub_id->owner, owner)))
+            continue;
+        long index = find_owned(config, KIND_HUB, named, owner);
+        if (index >= 0 && json_array_set_new(hub_ids, i, json_string(config->hubs[index].id)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
  * Answers a create or replace: the stored document, with the members that
  * were ignored named in Dps-Ignored-Fields (or the strictness applied).
  */
@@ -348,6 +388,11 @@ static enum MHD_Result answer_stored(struct MHD_Connection *connection, json_t *
         if (used < sizeof(names))
             used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
                                      used > 0 ? ", " : "", json_string_value(path));
+    }
+    /* A member's name may hold any character: a control one would get the header refused. */
+    for (char *c = names; *c != '\0'; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     }
     const char *headers[] = {strict ? "Preference-Applied" : "Dps-Ignored-Fields",
                              strict ? "handling=strict" : names, NULL};
@@ -389,6 +434,8 @@ static enum MHD_Result put_document(struct api *api, struct MHD_Connection *conn
                      ? assign_ids(config, doc, kind, path_id, current, err, sizeof(err))
                      : 0;
     if (status == 0 && stored != NULL && keep_extensions(doc, stored, kind) != 0)
+        status = error_set(err, sizeof(err), "out of memory");
+    if (status == 0 && kind == KIND_GROUP && hub_ids_from_record_ids(config, doc, owner) != 0)
         status = error_set(err, sizeof(err), "out of memory");
     long foreign_hub = kind == KIND_GROUP ? foreign_hub_index(config, doc, owner) : -1;
     plane_config_release(api->plane, config);
@@ -513,6 +560,14 @@ enum MHD_Result api_route_blocklist(struct api *api, struct MHD_Connection *conn
                                     const char *owner)
 {
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
+        /* No filters: a parameter is refused rather than ignored, which would widen the list. */
+        static const char *const none[] = {NULL};
+        query_t *query = api_query_collect(connection);
+        bool ok;
+        enum MHD_Result refused = api_check_query(connection, query, none, none, &ok);
+        json_decref(query);
+        if (!ok)
+            return refused;
         json_t *entries = plane_blocklist(api->plane, owner);
         struct ndjson out = {0};
         size_t i;

@@ -185,7 +185,12 @@ bool api_query_lists(const query_t *query, const char *name, const char *text)
            api_query_matches(query, name, text);
 }
 
-/* True when no value is given for name, or one of them equals text (case-insensitive). */
+/*
+ * True when no value is given for name, or one of them equals text
+ * (case-insensitive). An empty value matches nothing: the reference's web UI
+ * sends "idFilter=" while a page still loads the id, and the reference then
+ * lists nothing (a filter never widens a list or a delete).
+ */
 bool api_query_matches(const query_t *query, const char *name, const char *text)
 {
     json_t *values = json_object_get(query, name);
@@ -195,7 +200,8 @@ bool api_query_matches(const query_t *query, const char *name, const char *text)
     json_t *value;
     json_array_foreach(values, i, value)
     {
-        if (text != NULL && strcasecmp(json_string_value(value), text) == 0)
+        const char *given = json_string_value(value);
+        if (text != NULL && given[0] != '\0' && strcasecmp(given, text) == 0)
             return true;
     }
     return false;
@@ -217,14 +223,15 @@ static const char *query_unknown(const query_t *query, const char *const *allowe
     return NULL;
 }
 
-/* True when every value of name is a UUID. */
+/* True when every value of name is a UUID or empty (which matches nothing). */
 static bool query_uuids_valid(const query_t *query, const char *name)
 {
     size_t i;
     json_t *value;
     json_array_foreach(json_object_get(query, name), i, value)
     {
-        if (!config_uuid_valid(json_string_value(value)))
+        const char *text = json_string_value(value);
+        if (text[0] != '\0' && !config_uuid_valid(text))
             return false;
     }
     return true;

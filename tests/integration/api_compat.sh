@@ -18,7 +18,7 @@
 #       preSharedKey, name) and the deletes' "idFilter=...&idFilter=..."
 . "$(dirname "$0")/lib.sh"
 
-plan 39
+plan 44
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer, enrolled the UI's way
 "$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
@@ -100,6 +100,10 @@ else
     not_ok "a UI group through the bundle's prefix: chain and key decoded, name and lead name defaulted, hubsData ignored and named"
     sed 's/^/# /' "$WORK/group" | head -c 1500
 fi
+check "an ignored member whose name holds a line break is still named, the break as ?" \
+    sh -c "curl -sS -D - -o /dev/null -X PUT -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups/$GROUP' \
+               --data '$(jq -c '. + {"a\r\nSet-Cookie: b": 1}' <<<"$(sed -n '$p' "$WORK/group" | sed 's/^200 //')")' |
+           grep -q '^Dps-Ignored-Fields: a??Set-Cookie: b' "
 expect "a data: URL key of 15 bytes is refused, not cut or padded" 400 \
     "preSharedKey: the data: URL's key must be exactly 16 bytes, not 15" \
     "$OWNER1" POST /api/v1/enrollment-groups \
@@ -127,6 +131,8 @@ check "attestation_mechanism_x509_certificate_names matches lead certificate nam
            [ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups?attestationMechanismX509CertificateNames=demo%20manufacturer%20intermediate%20ca')\" ]"
 expect "an unknown parameter is still refused (a misspelt filter never widens a delete)" 400 \
     'idFiltr: unknown parameter' "$OWNER1" GET "/api/v1/enrollment-groups?idFiltr=$GROUP"
+expect "the blocklist takes no filter: one is refused, not ignored (the list is not widened)" 400 \
+    'deviceIdFilter: unknown parameter' "$OWNER1" GET "$BUNDLE/blocklist?device_id_filter=$GROUP"
 check "a device of the demo group provisions" \
     "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$PORT" --pki "$NODE/pki" --ca "$NODE/pki/dps-root.pem" \
     --devices 1 --out "$WORK/device"
@@ -155,6 +161,16 @@ else
     not_ok "the UI's rename keeps the ACL and disabled, which it does not know"
     sed 's/^/# /' "$WORK/renamed" | head -c 1500
 fi
+# The UI's new-group page fills hubIds with the hubs' record ids (http-gateway/web/src/containers/
+# DeviceProvisioning/EnrollmentGroups/NewEnrollmentGroupsPage/Steps/Step1/Step1.tsx: value: linkedHub.id).
+expect "hubIds naming the caller's hub by its record id are stored as its hubId" 200 \
+    "\"hubIds\":\\[\"$HUB_ID\"\\]" \
+    "$OWNER1" PUT "$BUNDLE/enrollment-groups/$GROUP" --data "$(jq -c --arg hub "$RECORD" '.hubIds = [$hub]' <<<"$UI_RENAME")"
+# hooks.ts useProvisioningRecordsDetail asks "enrollment-groups?idFilter=" before the record is in.
+check "an empty filter value (the UI's detail page while it loads) lists nothing, as the reference" \
+    sh -c "[ \"\$(curl -sS -o '$WORK/empty' -w '%{http_code}' -H 'Authorization: Bearer $OWNER1' '$API$BUNDLE/enrollment-groups?idFilter=')\" = 200 ] &&
+           [ ! -s '$WORK/empty' ] &&
+           [ -z \"\$(curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=&deviceIdFilter=')\" ]"
 expect "null clears an extension on replace" 200 '"name":"renamed by the UI"' \
     "$OWNER1" PUT "/api/v1/enrollment-groups/$GROUP" --data "$(jq -c '.acl = null | .disabled = null' <<<"$UI_RENAME")"
 check "the cleared group has neither ACL nor disabled" \
@@ -198,6 +214,10 @@ check "owner 2 sees no records of owner 1 through the prefix, filtered or not" \
 
 expect "the UI's group delete (idFilter=...&idFilter=...) through the prefix" 200 '"count":1' \
     "$OWNER1" DELETE "$BUNDLE/enrollment-groups/?idFilter=$GROUP&idFilter=11111111-2222-4333-8444-555555555555"
+# rest.ts deleteProvisioningRecordsApi: chunks of "idFilter=...&idFilter=..." through the bundle.
+DEVICE_RECORD=$(curl -sS -H "Authorization: Bearer $OWNER1" "$API/api/v1/provisioning-records?deviceIdFilter=$DEVICE_ID" | jq -r .result.id)
+expect "the UI's records delete (idFilter=...&idFilter=...) through the prefix" 200 '"count":1' \
+    "$OWNER1" DELETE "$BUNDLE/provisioning-records?idFilter=$DEVICE_RECORD&idFilter=11111111-2222-4333-8444-555555555555"
 expect "the UI's hub delete by record id" 200 '"count":1' \
     "$OWNER1" DELETE "/api/v1/hubs?idFilter=$RECORD"
 check "owner 1 keeps its file group and hub" \

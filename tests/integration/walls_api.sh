@@ -16,7 +16,7 @@
 #    are refused.
 . "$(dirname "$0")/lib.sh"
 
-plan 40
+plan 56
 NODE=$WORK/node
 OTHER=$WORK/other # owner 2's hub keys and a second manufacturer
 node_pkis 1 1
@@ -133,14 +133,21 @@ expect "a group whose CRL is a file path on the node is refused (no probing of f
 
 # ---- 2. One tenant learning about another ----
 
-overlap=$(call "$OWNER2" POST /api/v1/enrollment-groups \
-    --data "$(jq -c --rawfile chain "$NODE/pki/mfg-chain.pem" '.attestationMechanism.x509.certificateChain = $chain' <<<"$GROUP2")")
-if [[ $overlap == "400 "*"enrolled by another owner already"* && $overlap != *"$GROUP_ID"* && $overlap != *"CN="* ]]; then
-    ok "enrolling owner 1's manufacturer CA is refused without naming owner 1's group or the CA"
-else
-    not_ok "enrolling owner 1's manufacturer CA is refused without naming owner 1's group or the CA"
-    echo "# $overlap"
-fi
+# overlap_refused NAME PATH CHAIN: owner 2's group with owner 1's manufacturer CA as CHAIN is
+# refused without naming owner 1's group or the CA.
+overlap_refused() {
+    local overlap
+    overlap=$(call "$OWNER2" POST "$2" \
+        --data "$(jq -c --arg chain "$3" '.attestationMechanism.x509.certificateChain = $chain' <<<"$GROUP2")")
+    if [[ $overlap == "400 "*"enrolled by another owner already"* && $overlap != *"$GROUP_ID"* && $overlap != *"CN="* ]]; then
+        ok "$1"
+    else
+        not_ok "$1"
+        echo "# $overlap"
+    fi
+}
+overlap_refused "enrolling owner 1's manufacturer CA is refused without naming owner 1's group or the CA" \
+    /api/v1/enrollment-groups "$(cat "$NODE/pki/mfg-chain.pem")"
 expect "owner 2 enrolls its own manufacturer" 200 '"name":"line of owner 2"' \
     "$OWNER2" POST /api/v1/enrollment-groups --data "$GROUP2"
 OWN_GROUP=$(jq -r .id "$WORK/body")
@@ -196,6 +203,102 @@ fi
 check "an administrator's status shows the node" \
     sh -c "curl -sS -H 'Authorization: Bearer $ADMIN' '$API/api/v1/status' |
            jq -e '.node.enrollmentGroups == 2 and .node.hubs == 2 and .node.shards == 1 and .node.blocklistEntries == 1' >/dev/null"
+
+# ---- 2b. The reference's ways in (issue 13), each tried with owner 2's token ----
+
+BUNDLE=/device-provisioning-service/api/v1
+# Owner 1 links a hub the reference's way: a generated record id, distinct from its hubId.
+LINKED_HUB=6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d
+UNKNOWN_ID=0f0e0d0c-0b0a-4908-8706-050403020100
+call "$OWNER1" POST /api/v1/hubs --data "$(hub_doc "$LINKED_HUB" '{"keyName":"owner1-hub-ca"}' \
+    '{"keyName":"owner1-token"}' '.name = "owner 1 linked"')" >"$WORK/linked"
+LINKED_RECORD=$(sed 's/^200 //' "$WORK/linked" | jq -r .id 2>/dev/null)
+if grep -q '^200 ' "$WORK/linked" && [[ $LINKED_RECORD =~ ^[0-9a-f-]{36}$ && $LINKED_RECORD != "$LINKED_HUB" ]]; then
+    ok "owner 1 links a hub with a record id of its own"
+else
+    not_ok "owner 1 links a hub with a record id of its own"
+    sed 's/^/# /' "$WORK/linked"
+fi
+group_put() { # TOKEN HUB_ID: owner 2's group replaced, naming HUB_ID, the answer with ids as X
+    local answer
+    answer=$(call "$1" PUT "$BUNDLE/enrollment-groups/$OWN_GROUP/" \
+        --data "$(jq -c --arg hub "$2" '.hubIds = [$hub]' <<<"$GROUP2")")
+    printf '%s' "${answer//$2/X}"
+}
+by_record=$(group_put "$OWNER2" "$LINKED_RECORD")
+by_hub_id=$(group_put "$OWNER2" "$LINKED_HUB")
+by_unknown=$(group_put "$OWNER2" "$UNKNOWN_ID")
+if [[ $by_record == '400 '*'hubIds[0]: unknown hub \"X\"'* && $by_record == "$by_unknown" && $by_hub_id == "$by_unknown" ]]; then
+    ok "owner 2's group naming owner 1's hub by record id or hubId gets what an unknown id gets"
+else
+    not_ok "owner 2's group naming owner 1's hub by record id or hubId gets what an unknown id gets"
+    printf '# %s\n' "$by_record" "$by_hub_id" "$by_unknown"
+fi
+expect "owner 2 cannot move owner 1's hub into its own by a body id (no merge)" 400 \
+    '"message":"id: .* differs from the id in the path' \
+    "$OWNER2" PUT "$BUNDLE/hubs/$ROGUE_HUB/" --data "$(hub_doc "$ROGUE_HUB" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" \
+        ".id = \"$LINKED_RECORD\" | .authorization.deviceIdClaim = \"https://plgd.dev/deviceId\"")"
+expect "owner 2 cannot move owner 1's group into its own by a body id (no merge)" 400 \
+    '"message":"id: .* differs from the id in the path' \
+    "$OWNER2" PUT "/api/v1/enrollment-groups/$OWN_GROUP" --data "$(jq -c --arg id "$GROUP_ID" '.id = $id' <<<"$GROUP2")"
+expect "a body naming owner 1 as its owner is refused through the prefix too" 403 '"code":7' \
+    "$OWNER2" POST "$BUNDLE/hubs/" --data "$(hub_doc "$UNKNOWN_ID" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" '.owner = "1"')"
+
+# Owner 2 takes owner 1's record id as the hubId of a hub of its own: allowed (it reveals
+# nothing), and each owner's requests by that id reach its own hub only, whichever comes first.
+expect "owner 2 makes a hub whose hubId is owner 1's hub record id" 200 "\"hubId\":\"$LINKED_RECORD\"" \
+    "$OWNER2" POST /api/v1/hubs --data "$(hub_doc "$LINKED_RECORD" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" \
+        '.authorization.deviceIdClaim = "https://plgd.dev/deviceId"')"
+renamed=""
+for name in first second; do # a replace moves the hub behind owner 2's in the node's list
+    renamed+="$(call "$OWNER1" PUT "$BUNDLE/hubs/$LINKED_RECORD/" --data "$(hub_doc "$LINKED_HUB" \
+        '{"keyName":"owner1-hub-ca"}' '{"keyName":"owner1-token"}' ".name = \"$name\"")" |
+        sed 's/^[0-9]* //' | jq -r '"\(.hubId) \(.name)"' 2>/dev/null) "
+done
+if [ "$renamed" = "$LINKED_HUB first $LINKED_HUB second " ]; then
+    ok "owner 1 replaces its hub by record id, again and again, beside owner 2's hubId"
+else
+    not_ok "owner 1 replaces its hub by record id, again and again, beside owner 2's hubId"
+    echo "# $renamed"
+fi
+expect "owner 2's replace by that id reaches its own hub" 200 "\"name\":\"owner 2's\"" \
+    "$OWNER2" PUT "/api/v1/hubs/$LINKED_RECORD" --data "$(hub_doc "$LINKED_RECORD" "${OWN_KEYS[0]}" "${OWN_KEYS[1]}" \
+        '.name = "owner 2'"'"'s" | .authorization.deviceIdClaim = "https://plgd.dev/deviceId"')"
+check "each owner's idFilter of that id lists its own hub only" \
+    sh -c "curl -sS -H 'Authorization: Bearer $OWNER1' '$API$BUNDLE/hubs?ID_FILTER=$LINKED_RECORD' |
+               jq -e -s 'length == 1 and .[0].result.hubId == \"$LINKED_HUB\" and .[0].result.name == \"second\"' >/dev/null &&
+           curl -sS -H 'Authorization: Bearer $OWNER2' '$API$BUNDLE/hubs?id_filter=$LINKED_RECORD' |
+               jq -e -s 'length == 1 and .[0].result.hubId == \"$LINKED_RECORD\"' >/dev/null"
+expect "owner 1 deletes its hub by record id" 200 '"count":1' \
+    "$OWNER1" DELETE "$BUNDLE/hubs/?idFilter=$LINKED_RECORD"
+check "owner 2's hub of that hubId stays" \
+    sh -c "curl -sS -H 'Authorization: Bearer $OWNER2' '$API/api/v1/hubs?hubIdFilter=$LINKED_RECORD' | jq -e -s 'length == 1' >/dev/null"
+
+# Records: every spelling, the prefix, a trailing slash, all filters ORed, empty values.
+foreign=""
+for query in "ID_FILTER=$RECORD_ID&device_id_filter=$DEVICE_ID&EnrollmentGroupIdFilter=$GROUP_ID" \
+    "idFilter=&deviceIdFilter=" "enrollment_group_id_filter=$GROUP_ID&idFilter=$UNKNOWN_ID"; do
+    foreign+="$(call "$OWNER2" DELETE "$BUNDLE/provisioning-records/?$query") "
+    foreign+="$(curl -sS -H "Authorization: Bearer $OWNER2" "$API$BUNDLE/provisioning-records/?$query" | wc -l) "
+done
+if [[ $(tr -d ' \n' <<<"$foreign") == '200{"count":0}0200{"count":0}0200{"count":0}0' ]]; then
+    ok "owner 2's lists and DELETEs of records, in any spelling and OR, find none of owner 1's"
+else
+    not_ok "owner 2's lists and DELETEs of records, in any spelling and OR, find none of owner 1's"
+    echo "# $foreign"
+fi
+expect "an empty filter matches nothing, also for the owner: a DELETE never widens" 200 '"count":0' \
+    "$OWNER1" DELETE "/api/v1/provisioning-records?idFilter="
+check "owner 1's record is still there" \
+    sh -c "curl -sS -H 'Authorization: Bearer $OWNER1' '$API/api/v1/provisioning-records?idFilter=$RECORD_ID' | jq -e -s 'length == 1' >/dev/null"
+
+# data: URLs are decoded, never opened, and a chain another owner enrolled stays theirs.
+data_url() { printf 'data:;base64,%s' "$(base64 -w0)"; }
+overlap_refused "owner 1's manufacturer CA as a data: URL is refused as in PEM, naming nothing of owner 1's" \
+    "$BUNDLE/enrollment-groups/" "$(data_url <"$NODE/pki/mfg-chain.pem")"
+expect "a data: URL holding a file path is not opened" 400 'certificateChain' \
+    "$OWNER2" POST /api/v1/enrollment-groups \
+    --data "$(jq -c --arg chain "$(printf '%s' "$NODE/pki/mfg-chain.pem" | data_url)" '.attestationMechanism.x509.certificateChain = $chain' <<<"$GROUP2")"
 
 # ---- 3. Knocking the API over without a token ----
 
