@@ -221,8 +221,12 @@ int config_map_path(struct mapping *m, const char *key, bool required, const cha
     return 0;
 }
 
-int config_map_unsigned(struct mapping *m, const char *key, unsigned long min, unsigned long max,
-                        unsigned long fallback, unsigned long *out)
+/*
+ * A whole number; with milliseconds, also followed by "ms" or "s" (seconds,
+ * counted in milliseconds). min and max bound what lands in *out.
+ */
+static int map_number(struct mapping *m, const char *key, unsigned long min, unsigned long max,
+                      unsigned long fallback, bool milliseconds, unsigned long *out)
 {
     char path[KEY_MAX];
     yaml_node_t *node = config_mapping_value(m, key, path);
@@ -233,10 +237,29 @@ int config_map_unsigned(struct mapping *m, const char *key, unsigned long min, u
     char *end;
     errno = 0;
     unsigned long value = strtoul(text, &end, 10);
-    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno != 0 || value < min || value > max)
-        return config_fail(m->p, node, path, "must be an integer from %lu to %lu", min, max);
-    *out = value;
+    unsigned long unit = 0;
+    if (*end == '\0' || (milliseconds && strcmp(end, "ms") == 0))
+        unit = 1;
+    else if (milliseconds && strcmp(end, "s") == 0)
+        unit = 1000;
+    if (text[0] < '0' || text[0] > '9' || unit == 0 || errno != 0 || value > max / unit ||
+        value * unit < min) {
+        if (!milliseconds)
+            return config_fail(m->p, node, path, "must be an integer from %lu to %lu", min, max);
+        return config_fail(
+            m->p, node, path,
+            "must be a duration from %lums to %lums (milliseconds, or N followed by ms "
+            "or s)",
+            min, max);
+    }
+    *out = value * unit;
     return 0;
+}
+
+int config_map_unsigned(struct mapping *m, const char *key, unsigned long min, unsigned long max,
+                        unsigned long fallback, unsigned long *out)
+{
+    return map_number(m, key, min, max, fallback, false, out);
 }
 
 int config_map_duration(struct mapping *m, const char *key, long min, long max, long fallback,
@@ -410,29 +433,10 @@ json_t *config_yaml_to_json(struct parser *p, const yaml_node_t *node, const cha
 int config_map_milliseconds(struct mapping *m, const char *key, unsigned long min,
                             unsigned long max, unsigned long fallback, unsigned *out)
 {
-    char path[KEY_MAX];
-    yaml_node_t *node = config_mapping_value(m, key, path);
-    *out = (unsigned)fallback;
-    if (node == NULL)
-        return 0;
-    const char *text = node->type == YAML_SCALAR_NODE ? scalar_text(node) : "";
-    char *end;
-    errno = 0;
-    unsigned long value = strtoul(text, &end, 10);
-    unsigned long unit = 0;
-    if (*end == '\0' || strcmp(end, "ms") == 0)
-        unit = 1;
-    else if (strcmp(end, "s") == 0)
-        unit = 1000;
-    if (text[0] < '0' || text[0] > '9' || unit == 0 || errno != 0 || value > max / unit ||
-        value * unit < min)
-        return config_fail(
-            m->p, node, path,
-            "must be a duration from %lums to %lums (milliseconds, or N followed by ms "
-            "or s)",
-            min, max);
-    *out = (unsigned)(value * unit);
-    return 0;
+    unsigned long value;
+    int result = map_number(m, key, min, max, fallback, true, &value);
+    *out = (unsigned)value;
+    return result;
 }
 
 /* passwordFile: its first line, the only secret that may come from a file. */
