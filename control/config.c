@@ -15,6 +15,7 @@
 #include "control/config_internal.h"
 #include "control/jwks_remote.h"
 #include "crypto/keyfile.h"
+#include "common/address.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "dataplane/proxy.h"
@@ -73,53 +74,12 @@ bool config_uuid_valid(const char *text)
     return true;
 }
 
-/*
- * Splits HOST:PORT ([v6]:PORT for IPv6). Returns NULL or what is wrong; host
- * receives the host without brackets.
- */
-static const char *split_host_port(const char *text, char *host, size_t host_size, bool *is_v6)
-{
-    const char *colon;
-    const char *host_start = text;
-    size_t host_length;
-    *is_v6 = text[0] == '[';
-    if (*is_v6) {
-        const char *close = strchr(text, ']');
-        if (close == NULL || close[1] != ':')
-            return "an IPv6 address must be written [ADDRESS]:PORT";
-        host_start = text + 1;
-        host_length = (size_t)(close - host_start);
-        colon = close + 1;
-    } else {
-        colon = strrchr(text, ':');
-        if (colon == NULL)
-            return "must be HOST:PORT";
-        if (memchr(text, ':', (size_t)(colon - text)) != NULL)
-            return "an IPv6 address must be written [ADDRESS]:PORT";
-        host_length = (size_t)(colon - text);
-    }
-    if (host_length == 0)
-        return "the host is empty";
-    if (host_length >= host_size)
-        return "the host is too long";
-    memcpy(host, host_start, host_length);
-    host[host_length] = '\0';
-
-    const char *port = colon + 1;
-    char *end;
-    errno = 0;
-    long number = strtol(port, &end, 10);
-    if (port[0] < '0' || port[0] > '9' || *end != '\0' || errno != 0 || number < 1 ||
-        number > 65535)
-        return "the port must be a number from 1 to 65535";
-    return NULL;
-}
-
 static int check_listen(struct parser *p, const yaml_node_t *node, const char *path, char *text)
 {
     char host[256];
+    uint16_t port;
     bool is_v6;
-    const char *problem = split_host_port(text, host, sizeof(host), &is_v6);
+    const char *problem = address_parse(text, host, sizeof(host), &port, &is_v6);
     if (problem != NULL)
         return config_fail(p, node, path, "\"%s\": %s", text, problem);
     unsigned char address[16];
@@ -134,8 +94,10 @@ const char *config_gateway_problem(const char *text)
     if (strncmp(text, scheme, sizeof(scheme) - 1) != 0)
         return "must start with coaps+tcp://";
     char host[256];
+    uint16_t port;
     bool is_v6;
-    const char *problem = split_host_port(text + sizeof(scheme) - 1, host, sizeof(host), &is_v6);
+    const char *problem =
+        address_parse(text + sizeof(scheme) - 1, host, sizeof(host), &port, &is_v6);
     if (problem != NULL)
         return problem;
     unsigned char address[16];
