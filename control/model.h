@@ -47,7 +47,7 @@
  * configuration file, which the node's administrator wrote and may name
  * files, relative to the file's folder, and give durations as "1d" (its
  * messages say "key" and "mapping" where the JSON sources say "field" and
- * "object"). control/config.c turns the file's YAML into these documents. Two writers:
+ * "object"). control/config_documents.c turns the file's YAML into these documents. Two writers:
  * model_*_to_json() writes the stored form; model_*_to_api() the form served to the API's callers,
  * which shows no file path (chains and CRLs as the PEM text the snapshot
  * read, hub keys by name only).

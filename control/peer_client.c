@@ -5,6 +5,7 @@
  * the body, plain (until the peer closes, Content-Length) or chunked.
  */
 #include "control/peer_client.h"
+#include "common/address.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,7 +45,7 @@ static int fail(struct peer *peer, const char *what, const char *detail)
     return -1;
 }
 
-/* scheme://host:port into its parts (host without IPv6 brackets). */
+/* scheme://HOST:PORT into its parts (common/address.h; the port as text). */
 static int parse_url(const char *url, bool *tls, char *host, size_t host_size, char *port,
                      size_t port_size)
 {
@@ -58,19 +59,10 @@ static int parse_url(const char *url, bool *tls, char *host, size_t host_size, c
     } else {
         return -1;
     }
-    const char *colon = strrchr(rest, ':');
-    if (colon == NULL || colon[1] == '\0' || strlen(colon + 1) >= port_size)
+    uint16_t number;
+    if (address_split(rest, host, host_size, &number) != 0)
         return -1;
-    size_t length = (size_t)(colon - rest);
-    if (rest[0] == '[' && length >= 2 && colon[-1] == ']') {
-        rest++;
-        length -= 2;
-    }
-    if (length == 0 || length >= host_size)
-        return -1;
-    memcpy(host, rest, length);
-    host[length] = '\0';
-    snprintf(port, port_size, "%s", colon + 1);
+    snprintf(port, port_size, "%u", (unsigned)number);
     return 0;
 }
 

@@ -62,6 +62,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
+#include "common/address.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/tls.h"
 #include "tests/device_options.h"
@@ -169,15 +170,14 @@ static int parse_endpoint(const char *endpoint)
     if (scheme != NULL) {
         endpoint = scheme + 3;
     }
-    const char *colon = strrchr(endpoint, ':');
-    char host[256];
-    if (colon == NULL || (size_t)(colon - endpoint) >= sizeof(host)) {
+    char host[256], service[8];
+    uint16_t port;
+    if (address_split(endpoint, host, sizeof(host), &port) != 0) {
         return -1;
     }
-    memcpy(host, endpoint, (size_t)(colon - endpoint));
-    host[colon - endpoint] = '\0';
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *result;
-    if (getaddrinfo(host, colon + 1, &hints, &result) != 0) {
+    if (getaddrinfo(host, service, &hints, &result) != 0) {
         return -1;
     }
     memcpy(&run.target, result->ai_addr, sizeof(run.target));

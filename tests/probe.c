@@ -36,6 +36,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
+#include "common/address.h"
 #include "dataplane/coap_tcp.h"
 #include "dataplane/tls.h"
 #include "tests/device_options.h"
@@ -79,15 +80,14 @@ static int probe_receive(struct probe *probe)
 
 static int probe_connect(struct probe *probe, const char *endpoint, const char *bind_address)
 {
-    char host[256];
-    const char *colon = strrchr(endpoint, ':');
-    if (colon == NULL || (size_t)(colon - endpoint) >= sizeof(host)) {
+    char host[256], service[8];
+    uint16_t port;
+    if (address_split(endpoint, host, sizeof(host), &port) != 0) {
         return -1;
     }
-    memcpy(host, endpoint, (size_t)(colon - endpoint));
-    host[colon - endpoint] = '\0';
+    snprintf(service, sizeof(service), "%u", (unsigned)port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *result;
-    if (getaddrinfo(host, colon + 1, &hints, &result) != 0) {
+    if (getaddrinfo(host, service, &hints, &result) != 0) {
         return -1;
     }
     probe->fd = socket(result->ai_family, SOCK_STREAM, 0);

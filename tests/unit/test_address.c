@@ -1,7 +1,7 @@
 /*
  * Tests for HOST:PORT splitting (common/address.c): IPv4, bracketed IPv6 and names; the port
  * from 1 to 65535 and nothing after it; an empty host or one that does not fit is refused,
- * never cut.
+ * never cut; the reason said for each refusal.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -49,11 +49,37 @@ static void test_refused(void **state)
     assert_string_equal(small, "1.2");
 }
 
+/* address_parse says what is wrong, and an IPv6 host must be in brackets. */
+static void test_reasons(void **state)
+{
+    char host[64];
+    uint16_t port = 0;
+    bool bracketed = false;
+
+    (void)state;
+    assert_null(address_parse("[fd00::1]:15684", host, sizeof(host), &port, &bracketed));
+    assert_string_equal(host, "fd00::1");
+    assert_int_equal(port, 15684);
+    assert_true(bracketed);
+    assert_null(address_parse("10.0.0.1:80", host, sizeof(host), &port, &bracketed));
+    assert_false(bracketed);
+    assert_string_equal(address_parse("::1:80", host, sizeof(host), &port, &bracketed),
+                        "an IPv6 address must be written [ADDRESS]:PORT");
+    assert_int_equal(address_split("::1:80", host, sizeof(host), &port), -1);
+    assert_string_equal(address_parse("host", host, sizeof(host), &port, &bracketed),
+                        "must be HOST:PORT");
+    assert_string_equal(address_parse(":80", host, sizeof(host), &port, &bracketed),
+                        "the host is empty");
+    assert_string_equal(address_parse("h:+80", host, sizeof(host), &port, &bracketed),
+                        "the port must be a number from 1 to 65535");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hosts_and_ports),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_reasons),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
