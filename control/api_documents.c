@@ -379,16 +379,25 @@ static int hub_ids_from_record_ids(const struct config *config, json_t *doc, con
 static enum MHD_Result answer_stored(struct MHD_Connection *connection, json_t *stored,
                                      const json_t *ignored, bool strict)
 {
+    /* Whole names only: those that do not fit are counted ("and N more"), never cut. */
     char names[1024] = "";
-    size_t used = 0;
+    size_t used = 0, left_out = 0;
     size_t i;
     json_t *path;
     json_array_foreach(ignored, i, path)
     {
-        if (used < sizeof(names))
+        const char *name = json_string_value(path);
+        size_t need = strlen(name) + (used > 0 ? 2 : 0);
+        if (left_out == 0 && used + need + sizeof(", and 4294967295 more") <= sizeof(names)) {
             used += (size_t)snprintf(names + used, sizeof(names) - used, "%s%s",
-                                     used > 0 ? ", " : "", json_string_value(path));
+                                     used > 0 ? ", " : "", name);
+        } else {
+            left_out++;
+        }
     }
+    if (left_out > 0)
+        used += (size_t)snprintf(names + used, sizeof(names) - used, "%sand %zu more",
+                                 used > 0 ? ", " : "", left_out);
     /* A member's name may hold any character: a control one would get the header refused. */
     for (char *c = names; *c != '\0'; c++) {
         if ((unsigned char)*c < 0x20 || *c == 0x7f)

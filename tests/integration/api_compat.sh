@@ -18,7 +18,7 @@
 #       preSharedKey, name) and the deletes' "idFilter=...&idFilter=..."
 . "$(dirname "$0")/lib.sh"
 
-plan 44
+plan 45
 NODE=$WORK/node
 OTHER=$WORK/other # a second manufacturer, enrolled the UI's way
 "$DPSCTL" pki "$OTHER" --devices 1 >/dev/null || { not_ok "second PKI"; finish; }
@@ -104,6 +104,17 @@ check "an ignored member whose name holds a line break is still named, the break
     sh -c "curl -sS -D - -o /dev/null -X PUT -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups/$GROUP' \
                --data '$(jq -c '. + {"a\r\nSet-Cookie: b": 1}' <<<"$(sed -n '$p' "$WORK/group" | sed 's/^200 //')")' |
            grep -q '^Dps-Ignored-Fields: a??Set-Cookie: b' "
+# 100 ignored members of 30 characters do not fit the header: whole names, then how many more.
+check "ignored members that do not fit the header are counted, no name is cut" \
+    sh -c "curl -sS -D - -o /dev/null -X PUT -H 'Authorization: Bearer $OWNER1' '$API/api/v1/enrollment-groups/$GROUP' \
+               --data '$(jq -c '. + ([range(100)] | map({key: ("unknownMemberNumber" + (1000 + . | tostring) + "abcdefg"), value: 1}) | from_entries)' <<<"$(sed -n '$p' "$WORK/group" | sed 's/^200 //')")' |
+           tr -d '\\r' | grep '^Dps-Ignored-Fields: ' | sed 's/^Dps-Ignored-Fields: //' >'$WORK/ignored' &&
+           grep -Eq ', and [0-9]+ more$' '$WORK/ignored' &&
+           sed 's/, and [0-9]* more$//' '$WORK/ignored' | tr ',' '\\n' | sed 's/^ //' |
+             grep -vEqx 'unknownMemberNumber1[0-9]{3}abcdefg' && exit 1
+           listed=\$(sed 's/, and [0-9]* more$//' '$WORK/ignored' | tr ',' '\\n' | wc -l)
+           more=\$(sed -E 's/.*, and ([0-9]+) more$/\\1/' '$WORK/ignored')
+           [ \$((listed + more)) = 100 ]"
 expect "a data: URL key of 15 bytes is refused, not cut or padded" 400 \
     "preSharedKey: the data: URL's key must be exactly 16 bytes, not 15" \
     "$OWNER1" POST /api/v1/enrollment-groups \
