@@ -356,7 +356,7 @@ scaling() {
     # Chains verified in full against verdicts reused, summed over the shards (warm-up included):
     # a device's second connection should cost no chain verification, whatever shard it lands on.
     attestation_paths "$((port_one + 1))" >>"$WORK/shards-1.report"
-    attestation_paths "$((port_two + 1))" | sed 's/^shards_1_/shards_2_/' >>"$WORK/shards-2.report"
+    attestation_paths "$((port_two + 1))" | sed 's/shards_1_/shards_2_/g' >>"$WORK/shards-2.report"
     stop
 }
 if [ "$SCALING_DEVICES" -gt 0 ]; then
