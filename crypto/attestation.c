@@ -19,7 +19,9 @@
  * SHA-256 of the leaf's DER: a hit skips matching and chain verification.
  * An entry lives at most ATTESTATION_CACHE_SECONDS and never past the leaf's
  * or the configured chain's expiry. The cache belongs to one shard and needs
- * no lock.
+ * no lock. Behind it, a process-wide verdict cache (shared_lookup) lets a
+ * shard skip the chain verification another shard already did for the same
+ * leaf and the same chain and CRL texts; it takes no lock either.
  *
  * A group may carry CRLs of its manufacturer CAs. Each is proven at load
  * (signed by a certificate of the group's chain, named as its issuer) and
@@ -55,6 +57,7 @@
 
 #define ATTESTATION_CACHE_SLOTS 4096 /* a power of two */
 #define ATTESTATION_CACHE_SECONDS 600
+#define SHARED_CACHE_SLOTS 4096 /* a power of two */
 
 /*
  * What a group's chain and CRLs load into. Shared, by reference count,
@@ -92,6 +95,23 @@ struct cache_entry {
     time_t expires; /* 0: empty */
     struct attestation_result result;
 };
+
+/*
+ * The process-wide verdict cache (see the comment above shared_lookup): a slot says "this leaf
+ * verified against the chain and CRL texts of this digest, in this time mode, from verified_at
+ * until expires". Every field is atomic and the slot is a sequence lock whose writers never
+ * wait: a writer that finds the slot being written skips its store.
+ */
+struct shared_entry {
+    _Atomic uint32_t sequence; /* odd while a writer fills the slot */
+    _Atomic uint32_t mode;     /* 1: verified at the leaf's midpoint (expired certificates) */
+    _Atomic uint64_t leaf_sha256[4];
+    _Atomic uint64_t material[4]; /* the group's digest of its chain and CRL texts */
+    _Atomic int64_t verified_at;
+    _Atomic int64_t expires; /* 0: empty */
+};
+
+static struct shared_entry shared_cache[SHARED_CACHE_SLOTS];
 
 struct attestation {
     OSSL_LIB_CTX *libctx;
@@ -768,27 +788,124 @@ static struct cache_entry *cache_slot(struct attestation *attestation, const uin
     return &attestation->cache[index];
 }
 
-/* Remembers a verified leaf until the earliest of its expiry, the chain's, and the TTL. */
-static void cache_store(struct attestation *attestation, const struct attestation_group *group,
-                        X509 *leaf, const uint8_t hash[32], time_t now,
-                        const struct attestation_result *result)
+/*
+ * When a verification at now stops vouching for leaf: the earliest of its expiry, the chain's,
+ * and the TTL (only the TTL for groups that verify at the leaf's midpoint). -1: unreadable.
+ */
+static time_t verdict_expiry(const struct attestation_group *group, X509 *leaf, time_t now)
 {
-    struct cache_entry *entry = cache_slot(attestation, hash);
     time_t expires = now + ATTESTATION_CACHE_SECONDS;
     time_t leaf_not_after;
 
     if (!group->expired_certificate_enabled) {
         if (time_of(X509_get0_notAfter(leaf), &leaf_not_after) != 0)
-            return;
+            return -1;
         if (leaf_not_after < expires)
             expires = leaf_not_after;
         if (group->chain_not_after < expires)
             expires = group->chain_not_after;
     }
+    return expires;
+}
+
+/* Remembers a verified leaf until verdict_expiry. */
+static void cache_store(struct attestation *attestation, const struct attestation_group *group,
+                        X509 *leaf, const uint8_t hash[32], time_t now,
+                        const struct attestation_result *result)
+{
+    struct cache_entry *entry = cache_slot(attestation, hash);
+    time_t expires = verdict_expiry(group, leaf, now);
+
+    if (expires < 0)
+        return;
     memcpy(entry->leaf_sha256, hash, 32);
     entry->verified_at = now;
     entry->result = *result;
     entry->expires = expires;
+}
+
+/*
+ * The shared verdict cache. A device connects twice per provisioning and the
+ * second connection may land on another shard, whose own cache (above) has
+ * never seen the leaf: with two shards about half the second connections
+ * verified the chain again. So a verification is also published here, for
+ * every shard of the process, keyed by the leaf's SHA-256 together with the
+ * digest of the chain and CRL texts it was verified against and the time
+ * mode: a configuration change that touches a group's chain or CRLs changes
+ * its digest, so a revoked leaf never passes from an older verdict. Only the
+ * chain verification is skipped on a hit: matching, the disabled flag, the
+ * clientAuth EKU and the result (record id, CN, serial) are done by the shard
+ * itself, against its own view. Groups whose texts are not all in memory
+ * (no digest) do not use it.
+ *
+ * No lock: each slot is a sequence lock over atomic fields; a reader copies
+ * the slot and retries nothing (a slot being written is a miss), and a writer
+ * that finds the slot taken skips its store. Shards write only when they
+ * verified a chain in full, once per device.
+ */
+static struct shared_entry *shared_slot(const uint8_t hash[32])
+{
+    size_t index =
+        ((size_t)hash[3] | (size_t)hash[4] << 8 | (size_t)hash[5] << 16) & (SHARED_CACHE_SLOTS - 1);
+    return &shared_cache[index];
+}
+
+static void words_of(const uint8_t bytes[32], uint64_t words[4])
+{
+    memcpy(words, bytes, 32);
+}
+
+static bool shared_lookup(const struct attestation_group *group, const uint8_t hash[32], time_t now)
+{
+    struct shared_entry *entry = shared_slot(hash);
+    uint64_t leaf[4], material[4];
+    bool same = true;
+    uint32_t before = atomic_load_explicit(&entry->sequence, memory_order_acquire);
+
+    if (before & 1u)
+        return false;
+    words_of(hash, leaf);
+    words_of(group->digest, material);
+    for (int i = 0; i < 4; i++) {
+        same =
+            same && atomic_load_explicit(&entry->leaf_sha256[i], memory_order_relaxed) == leaf[i];
+        same =
+            same && atomic_load_explicit(&entry->material[i], memory_order_relaxed) == material[i];
+    }
+    same = same && atomic_load_explicit(&entry->mode, memory_order_relaxed) ==
+                       (group->expired_certificate_enabled ? 1u : 0u);
+    int64_t verified_at = atomic_load_explicit(&entry->verified_at, memory_order_relaxed);
+    int64_t expires = atomic_load_explicit(&entry->expires, memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&entry->sequence, memory_order_relaxed) != before)
+        return false;
+    return same && expires > (int64_t)now && verified_at <= (int64_t)now;
+}
+
+static void shared_store(const struct attestation_group *group, X509 *leaf, const uint8_t hash[32],
+                         time_t now)
+{
+    struct shared_entry *entry = shared_slot(hash);
+    time_t expires = verdict_expiry(group, leaf, now);
+    uint64_t leaf_words[4], material[4];
+    uint32_t sequence = atomic_load_explicit(&entry->sequence, memory_order_relaxed);
+
+    if (expires < 0 || (sequence & 1u) ||
+        !atomic_compare_exchange_strong_explicit(&entry->sequence, &sequence, sequence + 1,
+                                                 memory_order_acquire, memory_order_relaxed))
+        return;
+    atomic_thread_fence(memory_order_release);
+    words_of(hash, leaf_words);
+    words_of(group->digest, material);
+    for (int i = 0; i < 4; i++) {
+        atomic_store_explicit(&entry->leaf_sha256[i], leaf_words[i], memory_order_relaxed);
+        atomic_store_explicit(&entry->material[i], material[i], memory_order_relaxed);
+    }
+    atomic_store_explicit(&entry->mode, group->expired_certificate_enabled ? 1u : 0u,
+                          memory_order_relaxed);
+    atomic_store_explicit(&entry->verified_at, (int64_t)now, memory_order_relaxed);
+    atomic_store_explicit(&entry->expires, (int64_t)expires, memory_order_relaxed);
+    atomic_store_explicit(&entry->sequence, sequence + 2, memory_order_release);
 }
 
 int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X509) * chain,
@@ -837,11 +954,21 @@ int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X50
         snprintf(err, err_length, "leaf lacks extended key usage clientAuth");
         return -1;
     }
-    if (verify_chain(attestation, group, leaf, chain, now, err, err_length) != 0 ||
+    /* Only a leaf its group's first CA issued directly is cached: the chain played no part. */
+    bool cacheable = by_leaf && hash_length == 32;
+    bool shared = cacheable && group->shareable && shared_lookup(group, hash, now);
+    if ((!shared && verify_chain(attestation, group, leaf, chain, now, err, err_length) != 0) ||
         fill_result(attestation, (size_t)group_index, leaf, result, err, err_length) != 0)
         return -1;
-    /* Only a leaf its group's first CA issued directly is cached: the chain played no part. */
-    if (by_leaf && hash_length == 32)
+    if (shared) {
+        /* Counted as a cache hit after all: no chain was verified. */
+        attestation->stats.verifications--;
+        attestation->stats.cache_hits++;
+        attestation->stats.shared_hits++;
+    } else if (cacheable && group->shareable) {
+        shared_store(group, leaf, hash, now);
+    }
+    if (cacheable)
         cache_store(attestation, group, leaf, hash, now, result);
     return 0;
 }

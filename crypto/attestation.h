@@ -19,7 +19,10 @@
  * The configured chain is proven once at creation and its first CA becomes
  * a partial-chain trust anchor; verified leaves are cached for a while (at
  * most ten minutes, never past an expiry), so a device's second connection
- * costs no chain verification.
+ * costs no chain verification. Verdicts are also shared between the objects
+ * of one process (all shards), keyed by the leaf and the digest of the
+ * group's chain and CRL texts, so a second connection landing on another
+ * shard verifies no chain either (see attestation.c).
  *
  * One attestation object belongs to one shard and its OpenSSL library
  * context: certificates are loaded with the _ex calls into that context, so
@@ -77,8 +80,9 @@ int attestation_verify(struct attestation *attestation, X509 *leaf, STACK_OF(X50
                        time_t now, struct attestation_result *result, char *err, size_t err_length);
 
 struct attestation_stats {
-    uint64_t verifications; /* chains verified in full */
-    uint64_t cache_hits;    /* leaves found in the verified-leaf cache */
+    uint64_t verifications; /* chains verified in full (or refused before the chain) */
+    uint64_t cache_hits;    /* no chain verified: this object's cache, or the shared verdicts */
+    uint64_t shared_hits;   /* of cache_hits: verdicts another attestation object published */
 };
 
 void attestation_get_stats(const struct attestation *attestation, struct attestation_stats *stats);

@@ -36,7 +36,9 @@
 #    time, provision --scaling-devices fresh devices each (default: as many as
 #    step 1; 0 skips the step) in four rounds that alternate which goes first;
 #    the two-shard server's CPU per provisioning over the one-shard server's
-#    (at most 1.05: shards share nothing on the hot path).
+#    (at most 1.05: shards share nothing on the hot path), and each server's
+#    dps_attestations_total by path (full chain verifications against
+#    verdicts reused) from /metrics.
 #
 # --scaling-instructions runs, instead of all that, the shard comparison as a
 # figure the noise cannot move: dpsd under callgrind (epoll) with one shard
@@ -290,6 +292,13 @@ haproxy_handshake_us=$(per $((after - before)) "$haproxy_handshakes")
 haproxy_version=$("$HAPROXY" -v | sed -n '1s/^HAProxy version \([^ ]*\).*/\1/p')
 stop
 
+# attestation_paths API_PORT: dps_attestations_total by path, from the server's /metrics.
+attestation_paths() {
+    curl -s "http://127.0.0.1:$1/metrics" |
+        awk '$1 ~ /^dps_attestations_total/ { p = $1; sub(/.*path="/, "", p); sub(/".*/, "", p); s[p] += $2 }
+             END { printf "shards_1_attestations_full=%d shards_1_attestations_cache=%d\n", s["full"], s["cache"] }'
+}
+
 # 5. one shard against two, side by side, rounds alternating
 scaling() {
     local port_one=$((PORT + 2)) port_two=$((PORT + 4)) ticks_one=0 ticks_two=0 done_one=0 done_two=0
@@ -344,6 +353,10 @@ scaling() {
             END {for (k in sum) if (sum[k] > 0) printf "shards_%s_thread_cpu_us_per_provisioning[%s]=%.0f\n", s, k, sum[k] / ns * 1e6 / n}' \
             "$WORK/shards-$shards.kinds" | sort >"$WORK/shards-$shards.report"
     done
+    # Chains verified in full against verdicts reused, summed over the shards (warm-up included):
+    # a device's second connection should cost no chain verification, whatever shard it lands on.
+    attestation_paths "$((port_one + 1))" >>"$WORK/shards-1.report"
+    attestation_paths "$((port_two + 1))" | sed 's/shards_1_/shards_2_/g' >>"$WORK/shards-2.report"
     stop
 }
 if [ "$SCALING_DEVICES" -gt 0 ]; then

@@ -4,14 +4,13 @@
  * mode (--concurrency N: closed loop, N devices in flight; --rate R: open
  * loop, R devices started per second after a linear --ramp).
  *
- * Each worker has its own OSSL_LIB_CTX, one client SSL_CTX (its server
- * chain verification remembers chains it verified) and one device kit
- * (loadgen_kit.h: CSR key and signing contexts, certificate verdicts); a device's
- * manufacturer certificate and key (from DIR/fleet-<seed>.bin) are put on
- * its connection by a certificate callback, which finds the device through
- * a thread-local pointer set around every call into the device machine.
- * Sockets connect without blocking and are attached to the loop at once:
- * the loop's first send waits until the connection is up.
+ * Each worker has its own OSSL_LIB_CTX (lean_libctx_new, as a shard's), one client SSL_CTX (its
+ * server chain verification remembers chains it verified) and one device kit (loadgen_kit.h: CSR
+ * key and signing contexts, certificate verdicts); a device's manufacturer certificate and key
+ * (from DIR/fleet-<seed>.bin) are put on its connection by a certificate callback, which finds the
+ * device through a thread-local pointer set around every call into the device machine. Sockets
+ * connect without blocking and are attached to the loop at once: the loop's first send waits until
+ * the connection is up.
  *
  * Retries follow the device client (PROTOCOL.md 4): 5.03/5.04 -> wait
  * Max-Age and send the same step again (the device machine counts the three
@@ -36,6 +35,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include "crypto/lean_provider.h"
 #include "dataplane/tls.h"
 #include "perf/loadgen_device.h"
 #include "perf/loadgen_fleet.h"
@@ -633,11 +633,10 @@ static int worker_setup(struct worker *worker)
     X509 *certificate = NULL, *intermediate;
     EVP_PKEY *key = NULL;
 
-    worker->libctx = OSSL_LIB_CTX_new();
-    if (worker->libctx == NULL) {
-        snprintf(worker->error, sizeof(worker->error), "OSSL_LIB_CTX_new failed");
+    /* The shards' context: on OpenSSL 3.0 it spares every handshake the decoder walk. */
+    worker->libctx = lean_libctx_new(worker->error, sizeof(worker->error));
+    if (worker->libctx == NULL)
         return -1;
-    }
     if (device_kit_init(&worker->kit, worker->libctx) != 0) {
         snprintf(worker->error, sizeof(worker->error), "cannot set up OpenSSL contexts");
         return -1;
@@ -711,7 +710,7 @@ static void *worker_main(void *user)
     if (worker->kit_ready)
         device_kit_free(&worker->kit);
     sk_X509_pop_free(worker->chain, X509_free);
-    OSSL_LIB_CTX_free(worker->libctx);
+    lean_libctx_free(worker->libctx);
     pthread_mutex_lock(&worker->lock);
     worker->published = worker->results.end_to_end;
     pthread_mutex_unlock(&worker->lock);

@@ -944,6 +944,95 @@ static void test_new_crl_is_not_bypassed_by_the_cache(void **state)
     attestation_free(after);
 }
 
+/* Reads a fixture file into a malloc'd text. */
+static char *read_text(const struct fixture *fixture, const char *name)
+{
+    char path[PATH_MAX];
+    char *text = calloc(1, 16384);
+    FILE *file;
+    size_t length;
+
+    fixture_path(fixture, name, path, sizeof(path));
+    file = fopen(path, "r");
+    assert_non_null(file);
+    assert_non_null(text);
+    length = fread(text, 1, 16383, file);
+    fclose(file);
+    text[length] = '\0';
+    return text;
+}
+
+/*
+ * Shards each build their own object; a chain one verified is not verified again by another
+ * for the same texts (the configuration a snapshot read into memory). Any change of the chain
+ * or CRL texts, and the disabled flag, still take effect: the verdict is keyed by their digest.
+ */
+static void test_verdicts_are_shared_between_shards_of_one_configuration(void **state)
+{
+    struct fixture *fixture = *state;
+    X509 *revoked = device_certificate(fixture, "devices/device-0001.pem", NULL);
+    char *chain = read_text(fixture, "mfg-chain.pem");
+    char *crl_pem;
+    char *crls[1];
+    char err[512] = "";
+    OSSL_LIB_CTX *libctx = OSSL_LIB_CTX_new();
+    struct attestation *first;
+    struct attestation *second;
+    struct attestation *later;
+    struct attestation_stats stats;
+
+    assert_non_null(libctx);
+    add_group(fixture, GROUP_A, "mfg-chain.pem", false);
+    fixture->groups[0].ca_chain_pem = chain;
+    first = create(fixture);
+    second = attestation_create(libctx, &fixture->config, err, sizeof(err));
+    assert_non_null(second);
+
+    assert_int_equal(verify_device(fixture, first, "devices/device-0001.pem", err, sizeof(err)), 0);
+    attestation_get_stats(first, &stats);
+    assert_int_equal(stats.verifications, 1);
+    assert_int_equal(stats.shared_hits, 0);
+    assert_int_equal(verify_device(fixture, second, "devices/device-0001.pem", err, sizeof(err)),
+                     0);
+    attestation_get_stats(second, &stats);
+    assert_int_equal(stats.verifications, 0);
+    assert_int_equal(stats.cache_hits, 1);
+    assert_int_equal(stats.shared_hits, 1);
+
+    /* A new CRL revoking the device: new texts, new digest, the chain is verified again. */
+    write_crl(fixture, "mfg.crl", fixture->intermediate, fixture->intermediate_key, revoked, 86400);
+    crl_pem = read_text(fixture, "mfg.crl");
+    crls[0] = crl_pem;
+    fixture->groups[0].crls = crls;
+    fixture->groups[0].crl_count = 1;
+    later = attestation_create(libctx, &fixture->config, err, sizeof(err));
+    assert_non_null(later);
+    assert_int_equal(verify_device(fixture, later, "devices/device-0001.pem", err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "revoked"));
+    attestation_get_stats(later, &stats);
+    assert_int_equal(stats.shared_hits, 0);
+    attestation_free(later);
+
+    /* The same texts with the group disabled: refused before any verdict is looked at. */
+    fixture->groups[0].crl_count = 0;
+    fixture->groups[0].crls = NULL;
+    fixture->groups[0].disabled = true;
+    later = attestation_create(libctx, &fixture->config, err, sizeof(err));
+    assert_non_null(later);
+    assert_int_equal(verify_device(fixture, later, "devices/device-0001.pem", err, sizeof(err)),
+                     -1);
+    assert_string_equal(err, "enrollment group " GROUP_A " is disabled");
+    attestation_free(later);
+
+    X509_free(revoked);
+    free(crl_pem);
+    free(chain);
+    attestation_free(first);
+    attestation_free(second);
+    OSSL_LIB_CTX_free(libctx);
+}
+
 static void test_disabled_group_refuses_its_devices(void **state)
 {
     struct fixture *fixture = *state;
@@ -989,6 +1078,7 @@ int main(void)
         FIXTURE_TEST(test_expired_crl_refuses_devices),
         FIXTURE_TEST(test_new_crl_is_not_bypassed_by_the_cache),
         FIXTURE_TEST(test_disabled_group_refuses_its_devices),
+        FIXTURE_TEST(test_verdicts_are_shared_between_shards_of_one_configuration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
