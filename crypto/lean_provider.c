@@ -109,6 +109,16 @@ static bool first_name_in(const char *names, const char *const *list)
     return false;
 }
 
+/* Whether a property definition ("a=b,c=d") holds exactly the property "c=d". */
+static bool property_is(const char *properties, const char *property)
+{
+    size_t length = strlen(property);
+    for (const char *at = strstr(properties, property); at != NULL; at = strstr(at + 1, property))
+        if ((at == properties || at[-1] == ',') && (at[length] == ',' || at[length] == '\0'))
+            return true;
+    return false;
+}
+
 /*
  * Key managers: the key types the data plane reads (EC, RSA, RSA-PSS) and
  * those libssl's record layer and key schedule create keys of (HMAC,
@@ -121,6 +131,10 @@ static bool first_name_in(const char *names, const char *const *list)
  */
 static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
 {
+    /* No passphrase is ever given (encrypted keys fail to load either way); "ec" and "rsa"
+     * are only named by callers asking for them (PEM's "EC PRIVATE KEY" is "type-specific"). */
+    static const char *const UNUSED_STRUCTURES[] = {"structure=EncryptedPrivateKeyInfo",
+                                                    "structure=ec", "structure=rsa", NULL};
     static const char *const KEY_MANAGERS[] = {"EC",   "RSA",      "RSA-PSS", "HMAC",
                                                "HKDF", "TLS1-PRF", NULL};
     static const char *const DECODERS[] = {"EC", "RSA", "RSA-PSS", "DER", NULL};
@@ -142,6 +156,9 @@ static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
     if (properties == NULL ||
         (strstr(properties, "input=der") == NULL && strstr(properties, "input=pem") == NULL))
         return false;
+    for (size_t i = 0; UNUSED_STRUCTURES[i] != NULL; i++)
+        if (property_is(properties, UNUSED_STRUCTURES[i]))
+            return false;
     return first_name_in(algorithm->algorithm_names, DECODERS);
 }
 
