@@ -20,6 +20,7 @@
 #include "tests/unit/cbor_readers.h"
 #include "tests/unit/two_cases.h"
 #include "dataplane/payload.h"
+#include "dataplane/dps_op.h"
 
 #define OWNER "b80c8fef-a677-5340-85fb-2c162d75df03"
 
@@ -541,6 +542,36 @@ static void test_payload_json_to_cbor(void **state)
  * same bytes as the first time, with JSON's separators where the value lands,
  * in either format.
  */
+/* Record lines: dps_json_compact writes exactly what json_dumps(JSON_COMPACT) writes. */
+static void test_json_compact_is_jansson(void **state)
+{
+    (void)state;
+    static const char *const DOCUMENTS[] = {
+        "{}",
+        "[]",
+        "{\"a\":\"\",\"b\":[],\"c\":{},\"d\":[1,-2,9223372036854775807,true,false,null]}",
+        "{\"pem\":\"-----BEGIN CERTIFICATE-----\\nMIIB\\/+==\\n-----END CERTIFICATE-----\\n\","
+        "\"z\":1,\"a\":2}",
+        "{\"esc\":\"q\\\" b\\\\ \\b\\f\\n\\r\\t \\u0001\\u001f\\u007f /\",\"k\\n\":[[{\"x\":0}]]}",
+        "{\"nul\":\"a\\u0000b\",\"key\":1}",
+        "{\"utf8\":\"caf\\u00e9 \\u2603\",\"real\":1.5}",
+        "[0.1,{\"s\":\"t\"}]",
+    };
+    for (size_t i = 0; i < sizeof(DOCUMENTS) / sizeof(DOCUMENTS[0]); i++) {
+        json_error_t error;
+        json_t *value = json_loads(DOCUMENTS[i], JSON_ALLOW_NUL, &error);
+        assert_non_null(value);
+        char *expected = json_dumps(value, JSON_COMPACT);
+        char *written = dps_json_compact(value);
+        assert_non_null(expected);
+        assert_non_null(written);
+        assert_string_equal(written, expected);
+        free(expected);
+        free(written);
+        json_decref(value);
+    }
+}
+
 static void test_payload_json_again_is_the_same(void **state)
 {
     (void)state;
@@ -649,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_payload_json_errors),
         cmocka_unit_test(test_payload_json_empty_text_fails),
         cmocka_unit_test(test_payload_json_again_is_the_same),
+        cmocka_unit_test(test_json_compact_is_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
