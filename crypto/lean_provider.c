@@ -22,6 +22,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
 
@@ -69,6 +70,19 @@ static _Thread_local struct lean_instance *loading;
 static _Thread_local void *cached_provctx;
 static _Thread_local struct lean_instance *cached_instance;
 static _Thread_local unsigned long cached_generation;
+
+/*
+ * Each context's P-256 parameters key (lean_p256_parameters), whatever the
+ * OpenSSL: made with the context, freed before it.
+ */
+struct p256_template {
+    OSSL_LIB_CTX *libctx;
+    EVP_PKEY *parameters;
+};
+static struct p256_template p256_templates[LEAN_INSTANCES_MAX];
+static _Thread_local const OSSL_LIB_CTX *cached_template_libctx;
+static _Thread_local EVP_PKEY *cached_template;
+static _Thread_local unsigned long cached_template_generation;
 
 bool lean_provider_applies(void)
 {
@@ -385,6 +399,70 @@ static void instance_unregister(const struct lean_instance *instance)
     pthread_mutex_unlock(&instances_lock);
 }
 
+/* Makes and registers the context's P-256 parameters key; a context without one still works. */
+static void p256_template_add(OSSL_LIB_CTX *libctx)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
+    EVP_PKEY *parameters = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    if (ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1)
+        EVP_PKEY_fromdata(ctx, &parameters, EVP_PKEY_KEY_PARAMETERS, params);
+    EVP_PKEY_CTX_free(ctx);
+    ERR_clear_error();
+    if (parameters == NULL)
+        return;
+    pthread_mutex_lock(&instances_lock);
+    for (size_t i = 0; parameters != NULL && i < LEAN_INSTANCES_MAX; i++)
+        if (p256_templates[i].libctx == NULL) {
+            p256_templates[i].libctx = libctx;
+            p256_templates[i].parameters = parameters;
+            parameters = NULL;
+        }
+    pthread_mutex_unlock(&instances_lock);
+    EVP_PKEY_free(parameters);
+}
+
+/* Unregisters and frees the context's P-256 parameters key, before the context goes. */
+static void p256_template_remove(const OSSL_LIB_CTX *libctx)
+{
+    EVP_PKEY *parameters = NULL;
+
+    pthread_mutex_lock(&instances_lock);
+    for (size_t i = 0; i < LEAN_INSTANCES_MAX; i++)
+        if (p256_templates[i].libctx == libctx) {
+            parameters = p256_templates[i].parameters;
+            p256_templates[i] = (struct p256_template){0};
+        }
+    atomic_fetch_add(&instances_generation, 1);
+    pthread_mutex_unlock(&instances_lock);
+    EVP_PKEY_free(parameters);
+}
+
+EVP_PKEY *lean_p256_parameters(const OSSL_LIB_CTX *libctx)
+{
+    unsigned long generation = atomic_load(&instances_generation);
+    EVP_PKEY *found = NULL;
+
+    if (libctx == NULL)
+        return NULL;
+    if (cached_template_libctx == libctx && cached_template_generation == generation)
+        return cached_template;
+    pthread_mutex_lock(&instances_lock);
+    for (size_t i = 0; found == NULL && i < LEAN_INSTANCES_MAX; i++)
+        if (p256_templates[i].libctx == libctx)
+            found = p256_templates[i].parameters;
+    generation = atomic_load(&instances_generation);
+    pthread_mutex_unlock(&instances_lock);
+    cached_template_libctx = libctx;
+    cached_template = found;
+    cached_template_generation = generation;
+    return found;
+}
+
 OSSL_LIB_CTX *lean_libctx_new(char *err, size_t err_length)
 {
     OSSL_LIB_CTX *libctx = OSSL_LIB_CTX_new();
@@ -413,6 +491,7 @@ OSSL_LIB_CTX *lean_libctx_new(char *err, size_t err_length)
         goto fail;
     }
     ERR_clear_error();
+    p256_template_add(libctx);
     return libctx;
 fail:
     ERR_clear_error();
@@ -422,6 +501,8 @@ fail:
 done:
     if (libctx == NULL)
         snprintf(err, err_length, "OpenSSL library context: %s", step);
+    else
+        p256_template_add(libctx);
     return libctx;
 }
 
@@ -435,6 +516,7 @@ void lean_libctx_free(OSSL_LIB_CTX *libctx)
 
     if (libctx == NULL)
         return;
+    p256_template_remove(libctx);
     pthread_mutex_lock(&instances_lock);
     for (size_t i = 0; instance == NULL && i < LEAN_INSTANCES_MAX; i++)
         if (instances[i] != NULL && instances[i]->outer == libctx)

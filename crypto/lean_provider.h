@@ -40,6 +40,14 @@ OSSL_LIB_CTX *lean_libctx_new(char *err, size_t err_length);
 /* Frees a context lean_libctx_new() made (NULL: nothing), then what it loaded. */
 void lean_libctx_free(OSSL_LIB_CTX *libctx);
 
+/*
+ * A key holding only the P-256 parameters, made in a context lean_libctx_new()
+ * made (NULL for any other context): EVP_PKEY_copy_parameters() from it copies
+ * the curve instead of building it again (OpenSSL builds a curve for every key
+ * it imports). Valid until lean_libctx_free(libctx); read-only, any thread.
+ */
+EVP_PKEY *lean_p256_parameters(const OSSL_LIB_CTX *libctx);
+
 /* Whether this OpenSSL gets the lean provider (3.0) or the default one. */
 bool lean_provider_applies(void);
 
