@@ -67,9 +67,16 @@ static _Atomic unsigned long instances_generation;
 /* The instance lean_libctx_new() is loading on this thread, for lean_init(). */
 static _Thread_local struct lean_instance *loading;
 /* The instance this thread found last, so that a shard's queries take no lock shared by shards. */
-static _Thread_local void *cached_provctx;
-static _Thread_local struct lean_instance *cached_instance;
-static _Thread_local unsigned long cached_generation;
+/*
+ * A thread's last lookup in a table under instances_lock (found by key), so
+ * that a shard's queries take no lock shared by shards.
+ */
+struct lookup_cache {
+    const void *key;
+    void *found;
+    unsigned long generation;
+};
+static _Thread_local struct lookup_cache instance_cache;
 
 /*
  * Each context's P-256 parameters key (lean_p256_parameters), whatever the
@@ -80,32 +87,39 @@ struct p256_template {
     EVP_PKEY *parameters;
 };
 static struct p256_template p256_templates[LEAN_INSTANCES_MAX];
-static _Thread_local const OSSL_LIB_CTX *cached_template_libctx;
-static _Thread_local EVP_PKEY *cached_template;
-static _Thread_local unsigned long cached_template_generation;
+static _Thread_local struct lookup_cache template_cache;
 
 bool lean_provider_applies(void)
 {
     return OPENSSL_version_major() == 3 && OPENSSL_version_minor() == 0;
 }
 
-static struct lean_instance *instance_of(void *provctx)
+/* What find(key) finds in a table under instances_lock, from the thread's cache if still valid. */
+static void *cached_lookup(struct lookup_cache *cache, const void *key, void *(*find)(const void *))
 {
     unsigned long generation = atomic_load(&instances_generation);
-    struct lean_instance *found = NULL;
 
-    if (cached_instance != NULL && cached_provctx == provctx && cached_generation == generation)
-        return cached_instance;
+    if (cache->found != NULL && cache->key == key && cache->generation == generation)
+        return cache->found;
     pthread_mutex_lock(&instances_lock);
-    for (size_t i = 0; found == NULL && i < LEAN_INSTANCES_MAX; i++)
-        if (instances[i] != NULL && instances[i]->provctx == provctx)
-            found = instances[i];
+    void *found = find(key);
     generation = atomic_load(&instances_generation);
     pthread_mutex_unlock(&instances_lock);
-    cached_provctx = provctx;
-    cached_instance = found;
-    cached_generation = generation;
+    *cache = (struct lookup_cache){.key = key, .found = found, .generation = generation};
     return found;
+}
+
+static void *instance_find(const void *provctx)
+{
+    for (size_t i = 0; i < LEAN_INSTANCES_MAX; i++)
+        if (instances[i] != NULL && instances[i]->provctx == provctx)
+            return instances[i];
+    return NULL;
+}
+
+static struct lean_instance *instance_of(void *provctx)
+{
+    return cached_lookup(&instance_cache, provctx, instance_find);
 }
 
 /* The first of an algorithm's names ("EC" of "EC:id-ecPublicKey:1.2.840.10045.2.1"). */
@@ -442,25 +456,17 @@ static void p256_template_remove(const OSSL_LIB_CTX *libctx)
     EVP_PKEY_free(parameters);
 }
 
+static void *template_find(const void *libctx)
+{
+    for (size_t i = 0; i < LEAN_INSTANCES_MAX; i++)
+        if (p256_templates[i].libctx == libctx)
+            return p256_templates[i].parameters;
+    return NULL;
+}
+
 EVP_PKEY *lean_p256_parameters(const OSSL_LIB_CTX *libctx)
 {
-    unsigned long generation = atomic_load(&instances_generation);
-    EVP_PKEY *found = NULL;
-
-    if (libctx == NULL)
-        return NULL;
-    if (cached_template_libctx == libctx && cached_template_generation == generation)
-        return cached_template;
-    pthread_mutex_lock(&instances_lock);
-    for (size_t i = 0; found == NULL && i < LEAN_INSTANCES_MAX; i++)
-        if (p256_templates[i].libctx == libctx)
-            found = p256_templates[i].parameters;
-    generation = atomic_load(&instances_generation);
-    pthread_mutex_unlock(&instances_lock);
-    cached_template_libctx = libctx;
-    cached_template = found;
-    cached_template_generation = generation;
-    return found;
+    return libctx != NULL ? cached_lookup(&template_cache, libctx, template_find) : NULL;
 }
 
 OSSL_LIB_CTX *lean_libctx_new(char *err, size_t err_length)
