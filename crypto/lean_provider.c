@@ -163,6 +163,10 @@ static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
      * are only named by callers asking for them (PEM's "EC PRIVATE KEY" is "type-specific"). */
     static const char *const UNUSED_STRUCTURES[] = {"structure=EncryptedPrivateKeyInfo",
                                                     "structure=ec", "structure=rsa", NULL};
+    /* The "DER" one for SubjectPublicKeyInfo only finds a key's type, which every public key
+     * read here names (certificates and d2i_PUBKEY give it from the algorithm's OID): the key
+     * decoders read the structure themselves. */
+    static const char *const UNUSED_DER_STRUCTURES[] = {"structure=SubjectPublicKeyInfo", NULL};
     static const char *const KEY_MANAGERS[] = {"EC",   "RSA",      "RSA-PSS", "HMAC",
                                                "HKDF", "TLS1-PRF", NULL};
     static const char *const DECODERS[] = {"EC", "RSA", "RSA-PSS", "DER", NULL};
@@ -186,6 +190,10 @@ static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
         return false;
     for (size_t i = 0; UNUSED_STRUCTURES[i] != NULL; i++)
         if (property_is(properties, UNUSED_STRUCTURES[i]))
+            return false;
+    for (size_t i = 0; UNUSED_DER_STRUCTURES[i] != NULL; i++)
+        if (first_name_is(algorithm->algorithm_names, "DER") &&
+            property_is(properties, UNUSED_DER_STRUCTURES[i]))
             return false;
     return first_name_in(algorithm->algorithm_names, DECODERS);
 }
