@@ -12,7 +12,9 @@
  * a provider that hands out the default provider's algorithms (loaded in a
  * private library context of its own) unchanged, except the decoders: of
  * those it offers only DER and PEM ones for EC (P-256, P-384, ...), RSA and
- * RSA-PSS keys and the structure decoders between them. Nothing is
+ * RSA-PSS keys and PEM to DER; not the SubjectPublicKeyInfo type finder
+ * (every public key read here names its type), encrypted PKCS#8 (no
+ * passphrase is ever given) nor the "ec"/"rsa" structures. Nothing is
  * implemented here: every algorithm, decoders included, is the default
  * provider's own code; keys of other types (DSA, DH, X25519, Ed25519, SM2,
  * ...) cannot be read in it. Its key managers are those of EC, RSA, RSA-PSS
