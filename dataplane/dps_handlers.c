@@ -361,9 +361,25 @@ static void json_text_string(struct json_text *text, const char *string, size_t 
         return;
     }
     static const char HEX[] = "0123456789ABCDEF";
+    static const uint64_t ONES = 0x0101010101010101u, HIGHS = 0x8080808080808080u;
     char *out = text->data + text->length;
     *out++ = '"';
     for (size_t i = 0; i < length; i++) {
+        /* Eight bytes at a time while none is a control, '"', '\\' or above 0x7f. */
+        while (length - i >= 8) {
+            uint64_t word;
+            memcpy(&word, string + i, 8);
+            uint64_t quote = word ^ (ONES * '"'), backslash = word ^ (ONES * '\\');
+            if (((word | ((word - ONES * 0x20) & ~word) | ((quote - ONES) & ~quote) |
+                  ((backslash - ONES) & ~backslash)) &
+                 HIGHS) != 0)
+                break;
+            memcpy(out, string + i, 8);
+            out += 8;
+            i += 8;
+        }
+        if (i == length)
+            break;
         unsigned char c = (unsigned char)string[i];
         if (c >= 0x80) {
             text->unsupported = true;

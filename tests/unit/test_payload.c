@@ -570,6 +570,28 @@ static void test_json_compact_is_jansson(void **state)
         free(written);
         json_decref(value);
     }
+    /* Each special byte at each offset of strings longer than a word. */
+    static const char SPECIALS[] = {'"', '\\', '\n', '\x01', '\x1f', ' ', '~', '\x7f', (char)0xc3};
+    for (size_t special = 0; special < sizeof(SPECIALS); special++)
+        for (size_t length = 1; length <= 40; length++)
+            for (size_t at = 0; at < length; at++) {
+                char string[48];
+                memset(string, 'a' + (int)(length % 26), length);
+                string[at] = SPECIALS[special];
+                if (SPECIALS[special] == (char)0xc3) {
+                    if (at + 1 == length)
+                        continue;
+                    string[at + 1] = (char)0xa9; /* U+00E9 */
+                }
+                json_t *value = json_pack("{s:s%}", "k", string, length);
+                assert_non_null(value);
+                char *expected = json_dumps(value, JSON_COMPACT);
+                char *written = dps_json_compact(value);
+                assert_string_equal(written, expected);
+                free(expected);
+                free(written);
+                json_decref(value);
+            }
 }
 
 static void test_payload_json_again_is_the_same(void **state)
