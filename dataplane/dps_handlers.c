@@ -107,6 +107,134 @@ const struct config_group *dps_session_group(const struct dps_services *services
     return &services->config->groups[session->attestation.group_index];
 }
 
+/*
+ * A stored record's creationDate and deviceId without building the whole
+ * document (its certificate text is most of it). Only a plain shape is read
+ * here: objects, ASCII strings whose escapes are the two-character ones,
+ * JSON whitespace; anything else (a number, a literal, \u, a byte above
+ * 0x7f, a value of those two members that is not a string, a member longer
+ * than a buffer, nesting deeper than 16) answers false and the caller asks
+ * jansson, so every answer is the one json_loadb would give.
+ */
+struct record_scan {
+    const char *at, *end;
+};
+
+static void record_scan_space(struct record_scan *scan)
+{
+    while (scan->at < scan->end &&
+           (*scan->at == ' ' || *scan->at == '\t' || *scan->at == '\n' || *scan->at == '\r'))
+        scan->at++;
+}
+
+/* A string, unescaped into out (NULL: skipped); false if not of the plain shape or too long. */
+static bool record_scan_string(struct record_scan *scan, char *out, size_t size)
+{
+    size_t length = 0;
+    if (scan->at >= scan->end || *scan->at != '"')
+        return false;
+    scan->at++;
+    while (scan->at < scan->end) {
+        unsigned char c = (unsigned char)*scan->at++;
+        if (c == '"') {
+            if (out != NULL)
+                out[length] = '\0';
+            return true;
+        }
+        if (c < 0x20 || c >= 0x80)
+            return false;
+        if (c == '\\') {
+            if (scan->at >= scan->end)
+                return false;
+            static const char ESCAPED[] = "\"\\/bfnrt", MEANT[] = "\"\\/\b\f\n\r\t";
+            const char *escape = strchr(ESCAPED, *scan->at++);
+            if (escape == NULL || *escape == '\0')
+                return false;
+            c = (unsigned char)MEANT[escape - ESCAPED];
+        }
+        if (out != NULL) {
+            if (length + 1 >= size)
+                return false;
+            out[length++] = (char)c;
+        }
+    }
+    return false;
+}
+
+static bool record_scan_object(struct record_scan *scan, int depth, char *created, char *device);
+
+/* A member's value, skipped. */
+static bool record_scan_skip(struct record_scan *scan, int depth)
+{
+    if (scan->at < scan->end && *scan->at == '"')
+        return record_scan_string(scan, NULL, 0);
+    return record_scan_object(scan, depth + 1, NULL, NULL);
+}
+
+/* An object; at depth 0 its creationDate and deviceId strings (the last of each) are kept. */
+static bool record_scan_object(struct record_scan *scan, int depth, char *created, char *device)
+{
+    char key[16];
+    if (depth > 16 || scan->at >= scan->end || *scan->at != '{')
+        return false;
+    scan->at++;
+    record_scan_space(scan);
+    if (scan->at < scan->end && *scan->at == '}') {
+        scan->at++;
+        return true;
+    }
+    for (;;) {
+        record_scan_space(scan);
+        /* Keys longer than the two read here are skipped as such. */
+        const char *key_start = scan->at;
+        if (!record_scan_string(scan, key, sizeof(key))) {
+            scan->at = key_start;
+            if (!record_scan_string(scan, NULL, 0))
+                return false;
+            key[0] = '\0';
+        }
+        record_scan_space(scan);
+        if (scan->at >= scan->end || *scan->at != ':')
+            return false;
+        scan->at++;
+        record_scan_space(scan);
+        char *into = NULL;
+        size_t into_size = 0;
+        if (depth == 0 && strcmp(key, "creationDate") == 0) {
+            into = created;
+            into_size = RECORD_SCAN_TEXT;
+        } else if (depth == 0 && strcmp(key, "deviceId") == 0) {
+            into = device;
+            into_size = RECORD_SCAN_TEXT;
+        }
+        if (into != NULL ? !record_scan_string(scan, into, into_size)
+                         : !record_scan_skip(scan, depth))
+            return false;
+        record_scan_space(scan);
+        if (scan->at < scan->end && *scan->at == ',') {
+            scan->at++;
+            continue;
+        }
+        if (scan->at < scan->end && *scan->at == '}') {
+            scan->at++;
+            return true;
+        }
+        return false;
+    }
+}
+
+bool dps_record_scan(const char *value, size_t length, char created[RECORD_SCAN_TEXT],
+                     char device[RECORD_SCAN_TEXT])
+{
+    struct record_scan scan = {value, value + length};
+    created[0] = device[0] = '\0';
+    record_scan_space(&scan);
+    if (!record_scan_object(&scan, 0, created, device))
+        return false;
+    record_scan_space(&scan);
+    return scan.at == scan.end;
+}
+
 void dps_session_start(const struct dps_services *services, struct dps_session *session)
 {
     uuid_format(&session->attestation.record_id, session->record_id);
@@ -118,11 +246,20 @@ void dps_session_start(const struct dps_services *services, struct dps_session *
     char *value = NULL;
     size_t length = 0;
     if (store_get(services->store, STORE_RECORDS, key, key_length, &value, &length) == STORE_OK) {
-        json_t *record = json_loadb(value, length, 0, NULL);
-        const char *created = json_string_value(json_object_get(record, "creationDate"));
-        const char *device = json_string_value(json_object_get(record, "deviceId"));
+        /* An absent member and an empty one come to the same here. */
+        char scanned_created[RECORD_SCAN_TEXT], scanned_device[RECORD_SCAN_TEXT];
+        json_t *record = NULL;
+        const char *created = scanned_created, *device = scanned_device;
+        if (!dps_record_scan(value, length, scanned_created, scanned_device)) {
+            record = json_loadb(value, length, 0, NULL);
+            created = json_string_value(json_object_get(record, "creationDate"));
+            device = json_string_value(json_object_get(record, "deviceId"));
+        }
         if (created != NULL) {
-            snprintf(session->creation_date, sizeof(session->creation_date), "%s", created);
+            /* Cut to the field as it always was. */
+            size_t created_length = strnlen(created, sizeof(session->creation_date) - 1);
+            memcpy(session->creation_date, created, created_length);
+            session->creation_date[created_length] = '\0';
         }
         if (device != NULL && strlen(device) == UUID_STRING_LENGTH) {
             memcpy(session->device_id, device, UUID_STRING_LENGTH + 1);

@@ -594,6 +594,73 @@ static void test_json_compact_is_jansson(void **state)
             }
 }
 
+/* When dps_record_scan reads a stored record, json_loadb reads it too, with the same members. */
+static void expect_scan_as_jansson(const char *text, size_t length)
+{
+    char created[RECORD_SCAN_TEXT], device[RECORD_SCAN_TEXT];
+    if (!dps_record_scan(text, length, created, device))
+        return;
+    json_t *record = json_loadb(text, length, 0, NULL);
+    assert_non_null(record);
+    const char *expected_created = json_string_value(json_object_get(record, "creationDate"));
+    const char *expected_device = json_string_value(json_object_get(record, "deviceId"));
+    assert_string_equal(created, expected_created != NULL ? expected_created : "");
+    assert_string_equal(device, expected_device != NULL ? expected_device : "");
+    json_decref(record);
+}
+
+static void test_record_scan_is_jansson(void **state)
+{
+    (void)state;
+    static const char RECORD[] =
+        "{\"id\":\"6a1f8a4e-8f3c-5d5e-9c1a-2b3c4d5e6f70\",\"enrollmentGroupId\":\"g\","
+        "\"deviceId\":\"0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d\",\"owner\":\"o\","
+        "\"creationDate\":\"1764691200123456789\",\"attestation\":{\"date\":\"1\",\"x509\":"
+        "{\"certificatePem\":\"-----BEGIN CERTIFICATE-----\\nMIIB\\/+==\\n-----END "
+        "CERTIFICATE-----\\n\",\"commonName\":\"dev\",\"creationDate\":\"nested\"}},"
+        "\"remoteAddress\":\"127.0.0.1:4000\"}";
+    static const char *const DOCUMENTS[] = {
+        RECORD,
+        "{}",
+        " {\"creationDate\" : \"1\" , \"deviceId\":\"x\"}\r\n\t",
+        "{\"creationDate\":\"1\",\"creationDate\":\"2\"}",
+        "{\"creationDate\":\"1\",\"creationDate\":{}}",
+        "{\"creationDate\":\"a\\\"b\\\\c\\/d\\n\"}",
+        "{\"creation\\u0044ate\":\"1\"}",
+        "{\"creationDate\":1}",
+        "{\"deviceId\":null}",
+        "{\"a\":[]}",
+        "{\"a\":{\"b\":{\"c\":{}}}}",
+        "{\"a\":\"b\"}x",
+        "{\"a\":\"b\",}",
+        "{\"a\" \"b\"}",
+        "{\"a\":\"\xc3\xa9\"}",
+        "{\"a\":\"b",
+        "{\"averyveryverylongkeyname\":\"b\",\"deviceId\":\"d\"}",
+        "[]",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(DOCUMENTS) / sizeof(DOCUMENTS[0]); i++)
+        expect_scan_as_jansson(DOCUMENTS[i], strlen(DOCUMENTS[i]));
+    char created[RECORD_SCAN_TEXT], device[RECORD_SCAN_TEXT];
+    assert_true(dps_record_scan(RECORD, strlen(RECORD), created, device));
+    assert_string_equal(created, "1764691200123456789");
+    assert_string_equal(device, "0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d");
+
+    /* Every byte of the record replaced by each of these, and every length cut. */
+    static const char REPLACEMENTS[] = {'"',  '\\', '{', '}', ':', ',',    ' ',       '\n',
+                                        '\0', '1',  'u', '/', '[', '\x01', (char)0xff};
+    char mutated[sizeof(RECORD)];
+    for (size_t at = 0; at < sizeof(RECORD) - 1; at++) {
+        for (size_t r = 0; r < sizeof(REPLACEMENTS); r++) {
+            memcpy(mutated, RECORD, sizeof(RECORD));
+            mutated[at] = REPLACEMENTS[r];
+            expect_scan_as_jansson(mutated, sizeof(RECORD) - 1);
+        }
+        expect_scan_as_jansson(RECORD, at);
+    }
+}
+
 static void test_payload_json_again_is_the_same(void **state)
 {
     (void)state;
@@ -703,6 +770,7 @@ int main(void)
         cmocka_unit_test(test_payload_json_empty_text_fails),
         cmocka_unit_test(test_payload_json_again_is_the_same),
         cmocka_unit_test(test_json_compact_is_jansson),
+        cmocka_unit_test(test_record_scan_is_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
