@@ -95,15 +95,6 @@ const struct config_group *dps_session_group(const struct dps_services *services
 const struct dps_catalog_group *dps_op_catalog_group(const struct dps_op *op);
 /* Sets the answer to an error code with message (its diagnostic payload). */
 void dps_op_set_error(struct dps_op *op, uint8_t code, const char *message);
-/*
- * A stored record's top-level creationDate and deviceId strings ("" when absent), as json_loadb
- * would read them, when the text is of the plain shape it reads (false: ask jansson).
- */
-#define RECORD_SCAN_TEXT 64
-bool dps_record_scan(const char *value, size_t length, char created[RECORD_SCAN_TEXT],
-                     char device[RECORD_SCAN_TEXT]);
-/* json_dumps(value, JSON_COMPACT), byte for byte, faster for record lines (ASCII, no reals). */
-char *dps_json_compact(const json_t *value);
 /* Commits the step's record parts (with the issuance entry), answering once durable. */
 void dps_op_commit(struct dps_op *op, bool with_issuance);
 /* Answers the device now, without a record line, and frees the op. */

@@ -8,6 +8,7 @@
  * their answers carry the token or the certificate.
  */
 #include "dataplane/dps_op.h"
+#include "dataplane/record_text.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -20,7 +20,7 @@
 #include "tests/unit/cbor_readers.h"
 #include "tests/unit/two_cases.h"
 #include "dataplane/payload.h"
-#include "dataplane/dps_op.h"
+#include "dataplane/record_text.h"
 
 #define OWNER "b80c8fef-a677-5340-85fb-2c162d75df03"
 
