@@ -17,6 +17,7 @@
 
 #include "common/base64.h"
 #include "common/der.h"
+#include "crypto/lean_provider.h"
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -298,6 +299,18 @@ static int device_id_from_common_name(const struct request *request, struct dps_
  */
 static EVP_PKEY *p256_key(OSSL_LIB_CTX *libctx, const uint8_t *point)
 {
+    /* A context of lean_libctx_new() keeps the curve: copied, not built again (its point
+     * import refuses a point off the curve the same way). */
+    EVP_PKEY *parameters = lean_p256_parameters(libctx);
+    if (parameters != NULL) {
+        EVP_PKEY *copy = EVP_PKEY_new();
+        if (copy == NULL || EVP_PKEY_copy_parameters(copy, parameters) != 1 ||
+            EVP_PKEY_set1_encoded_public_key(copy, point, P256_POINT_LENGTH) != 1) {
+            EVP_PKEY_free(copy);
+            return NULL;
+        }
+        return copy;
+    }
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
     EVP_PKEY *key = NULL;
     OSSL_PARAM params[] = {

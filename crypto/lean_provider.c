@@ -22,6 +22,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
 
@@ -66,32 +67,59 @@ static _Atomic unsigned long instances_generation;
 /* The instance lean_libctx_new() is loading on this thread, for lean_init(). */
 static _Thread_local struct lean_instance *loading;
 /* The instance this thread found last, so that a shard's queries take no lock shared by shards. */
-static _Thread_local void *cached_provctx;
-static _Thread_local struct lean_instance *cached_instance;
-static _Thread_local unsigned long cached_generation;
+/*
+ * A thread's last lookup in a table under instances_lock (found by key), so
+ * that a shard's queries take no lock shared by shards.
+ */
+struct lookup_cache {
+    const void *key;
+    void *found;
+    unsigned long generation;
+};
+static _Thread_local struct lookup_cache instance_cache;
+
+/*
+ * Each context's P-256 parameters key (lean_p256_parameters), whatever the
+ * OpenSSL: made with the context, freed before it.
+ */
+struct p256_template {
+    OSSL_LIB_CTX *libctx;
+    EVP_PKEY *parameters;
+};
+static struct p256_template p256_templates[LEAN_INSTANCES_MAX];
+static _Thread_local struct lookup_cache template_cache;
 
 bool lean_provider_applies(void)
 {
     return OPENSSL_version_major() == 3 && OPENSSL_version_minor() == 0;
 }
 
-static struct lean_instance *instance_of(void *provctx)
+/* What find(key) finds in a table under instances_lock, from the thread's cache if still valid. */
+static void *cached_lookup(struct lookup_cache *cache, const void *key, void *(*find)(const void *))
 {
     unsigned long generation = atomic_load(&instances_generation);
-    struct lean_instance *found = NULL;
 
-    if (cached_instance != NULL && cached_provctx == provctx && cached_generation == generation)
-        return cached_instance;
+    if (cache->found != NULL && cache->key == key && cache->generation == generation)
+        return cache->found;
     pthread_mutex_lock(&instances_lock);
-    for (size_t i = 0; found == NULL && i < LEAN_INSTANCES_MAX; i++)
-        if (instances[i] != NULL && instances[i]->provctx == provctx)
-            found = instances[i];
+    void *found = find(key);
     generation = atomic_load(&instances_generation);
     pthread_mutex_unlock(&instances_lock);
-    cached_provctx = provctx;
-    cached_instance = found;
-    cached_generation = generation;
+    *cache = (struct lookup_cache){.key = key, .found = found, .generation = generation};
     return found;
+}
+
+static void *instance_find(const void *provctx)
+{
+    for (size_t i = 0; i < LEAN_INSTANCES_MAX; i++)
+        if (instances[i] != NULL && instances[i]->provctx == provctx)
+            return instances[i];
+    return NULL;
+}
+
+static struct lean_instance *instance_of(void *provctx)
+{
+    return cached_lookup(&instance_cache, provctx, instance_find);
 }
 
 /* The first of an algorithm's names ("EC" of "EC:id-ecPublicKey:1.2.840.10045.2.1"). */
@@ -109,6 +137,16 @@ static bool first_name_in(const char *names, const char *const *list)
     return false;
 }
 
+/* Whether a property definition ("a=b,c=d") holds exactly the property "c=d". */
+static bool property_is(const char *properties, const char *property)
+{
+    size_t length = strlen(property);
+    for (const char *at = strstr(properties, property); at != NULL; at = strstr(at + 1, property))
+        if ((at == properties || at[-1] == ',') && (at[length] == ',' || at[length] == '\0'))
+            return true;
+    return false;
+}
+
 /*
  * Key managers: the key types the data plane reads (EC, RSA, RSA-PSS) and
  * those libssl's record layer and key schedule create keys of (HMAC,
@@ -121,6 +159,14 @@ static bool first_name_in(const char *names, const char *const *list)
  */
 static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
 {
+    /* No passphrase is ever given (encrypted keys fail to load either way); "ec" and "rsa"
+     * are only named by callers asking for them (PEM's "EC PRIVATE KEY" is "type-specific"). */
+    static const char *const UNUSED_STRUCTURES[] = {"structure=EncryptedPrivateKeyInfo",
+                                                    "structure=ec", "structure=rsa", NULL};
+    /* The "DER" one for SubjectPublicKeyInfo only finds a key's type, which every public key
+     * read here names (certificates and d2i_PUBKEY give it from the algorithm's OID): the key
+     * decoders read the structure themselves. */
+    static const char *const UNUSED_DER_STRUCTURES[] = {"structure=SubjectPublicKeyInfo", NULL};
     static const char *const KEY_MANAGERS[] = {"EC",   "RSA",      "RSA-PSS", "HMAC",
                                                "HKDF", "TLS1-PRF", NULL};
     static const char *const DECODERS[] = {"EC", "RSA", "RSA-PSS", "DER", NULL};
@@ -142,6 +188,13 @@ static bool kept(int operation_id, const OSSL_ALGORITHM *algorithm)
     if (properties == NULL ||
         (strstr(properties, "input=der") == NULL && strstr(properties, "input=pem") == NULL))
         return false;
+    for (size_t i = 0; UNUSED_STRUCTURES[i] != NULL; i++)
+        if (property_is(properties, UNUSED_STRUCTURES[i]))
+            return false;
+    for (size_t i = 0; UNUSED_DER_STRUCTURES[i] != NULL; i++)
+        if (first_name_is(algorithm->algorithm_names, "DER") &&
+            property_is(properties, UNUSED_DER_STRUCTURES[i]))
+            return false;
     return first_name_in(algorithm->algorithm_names, DECODERS);
 }
 
@@ -368,6 +421,62 @@ static void instance_unregister(const struct lean_instance *instance)
     pthread_mutex_unlock(&instances_lock);
 }
 
+/* Makes and registers the context's P-256 parameters key; a context without one still works. */
+static void p256_template_add(OSSL_LIB_CTX *libctx)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(libctx, "EC", NULL);
+    EVP_PKEY *parameters = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)"prime256v1", 0),
+        OSSL_PARAM_construct_end(),
+    };
+
+    if (ctx != NULL && EVP_PKEY_fromdata_init(ctx) == 1)
+        EVP_PKEY_fromdata(ctx, &parameters, EVP_PKEY_KEY_PARAMETERS, params);
+    EVP_PKEY_CTX_free(ctx);
+    ERR_clear_error();
+    if (parameters == NULL)
+        return;
+    pthread_mutex_lock(&instances_lock);
+    for (size_t i = 0; parameters != NULL && i < LEAN_INSTANCES_MAX; i++)
+        if (p256_templates[i].libctx == NULL) {
+            p256_templates[i].libctx = libctx;
+            p256_templates[i].parameters = parameters;
+            parameters = NULL;
+        }
+    pthread_mutex_unlock(&instances_lock);
+    EVP_PKEY_free(parameters);
+}
+
+/* Unregisters and frees the context's P-256 parameters key, before the context goes. */
+static void p256_template_remove(const OSSL_LIB_CTX *libctx)
+{
+    EVP_PKEY *parameters = NULL;
+
+    pthread_mutex_lock(&instances_lock);
+    for (size_t i = 0; i < LEAN_INSTANCES_MAX; i++)
+        if (p256_templates[i].libctx == libctx) {
+            parameters = p256_templates[i].parameters;
+            p256_templates[i] = (struct p256_template){0};
+        }
+    atomic_fetch_add(&instances_generation, 1);
+    pthread_mutex_unlock(&instances_lock);
+    EVP_PKEY_free(parameters);
+}
+
+static void *template_find(const void *libctx)
+{
+    for (size_t i = 0; i < LEAN_INSTANCES_MAX; i++)
+        if (p256_templates[i].libctx == libctx)
+            return p256_templates[i].parameters;
+    return NULL;
+}
+
+EVP_PKEY *lean_p256_parameters(const OSSL_LIB_CTX *libctx)
+{
+    return libctx != NULL ? cached_lookup(&template_cache, libctx, template_find) : NULL;
+}
+
 OSSL_LIB_CTX *lean_libctx_new(char *err, size_t err_length)
 {
     OSSL_LIB_CTX *libctx = OSSL_LIB_CTX_new();
@@ -396,6 +505,7 @@ OSSL_LIB_CTX *lean_libctx_new(char *err, size_t err_length)
         goto fail;
     }
     ERR_clear_error();
+    p256_template_add(libctx);
     return libctx;
 fail:
     ERR_clear_error();
@@ -405,6 +515,8 @@ fail:
 done:
     if (libctx == NULL)
         snprintf(err, err_length, "OpenSSL library context: %s", step);
+    else
+        p256_template_add(libctx);
     return libctx;
 }
 
@@ -418,6 +530,7 @@ void lean_libctx_free(OSSL_LIB_CTX *libctx)
 
     if (libctx == NULL)
         return;
+    p256_template_remove(libctx);
     pthread_mutex_lock(&instances_lock);
     for (size_t i = 0; instance == NULL && i < LEAN_INSTANCES_MAX; i++)
         if (instances[i] != NULL && instances[i]->outer == libctx)

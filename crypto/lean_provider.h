@@ -12,7 +12,9 @@
  * a provider that hands out the default provider's algorithms (loaded in a
  * private library context of its own) unchanged, except the decoders: of
  * those it offers only DER and PEM ones for EC (P-256, P-384, ...), RSA and
- * RSA-PSS keys and the structure decoders between them. Nothing is
+ * RSA-PSS keys and PEM to DER; not the SubjectPublicKeyInfo type finder
+ * (every public key read here names its type), encrypted PKCS#8 (no
+ * passphrase is ever given) nor the "ec"/"rsa" structures. Nothing is
  * implemented here: every algorithm, decoders included, is the default
  * provider's own code; keys of other types (DSA, DH, X25519, Ed25519, SM2,
  * ...) cannot be read in it. Its key managers are those of EC, RSA, RSA-PSS
@@ -39,6 +41,14 @@ OSSL_LIB_CTX *lean_libctx_new(char *err, size_t err_length);
 
 /* Frees a context lean_libctx_new() made (NULL: nothing), then what it loaded. */
 void lean_libctx_free(OSSL_LIB_CTX *libctx);
+
+/*
+ * A key holding only the P-256 parameters, made in a context lean_libctx_new()
+ * made (NULL for any other context): EVP_PKEY_copy_parameters() from it copies
+ * the curve instead of building it again (OpenSSL builds a curve for every key
+ * it imports). Valid until lean_libctx_free(libctx); read-only, any thread.
+ */
+EVP_PKEY *lean_p256_parameters(const OSSL_LIB_CTX *libctx);
 
 /* Whether this OpenSSL gets the lean provider (3.0) or the default one. */
 bool lean_provider_applies(void);

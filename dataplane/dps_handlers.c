@@ -63,6 +63,7 @@
 #include "dataplane/coap_tcp.h"
 #include "dataplane/dps_counters.h"
 #include "dataplane/dps_op.h"
+#include "dataplane/record_text.h"
 #include "dataplane/mailbox.h"
 #include "store/records.h"
 #include "store/store.h"
@@ -118,11 +119,20 @@ void dps_session_start(const struct dps_services *services, struct dps_session *
     char *value = NULL;
     size_t length = 0;
     if (store_get(services->store, STORE_RECORDS, key, key_length, &value, &length) == STORE_OK) {
-        json_t *record = json_loadb(value, length, 0, NULL);
-        const char *created = json_string_value(json_object_get(record, "creationDate"));
-        const char *device = json_string_value(json_object_get(record, "deviceId"));
+        /* An absent member and an empty one come to the same here. */
+        char scanned_created[RECORD_SCAN_TEXT], scanned_device[RECORD_SCAN_TEXT];
+        json_t *record = NULL;
+        const char *created = scanned_created, *device = scanned_device;
+        if (!dps_record_scan(value, length, scanned_created, scanned_device)) {
+            record = json_loadb(value, length, 0, NULL);
+            created = json_string_value(json_object_get(record, "creationDate"));
+            device = json_string_value(json_object_get(record, "deviceId"));
+        }
         if (created != NULL) {
-            snprintf(session->creation_date, sizeof(session->creation_date), "%s", created);
+            /* Cut to the field as it always was. */
+            size_t created_length = strnlen(created, sizeof(session->creation_date) - 1);
+            memcpy(session->creation_date, created, created_length);
+            session->creation_date[created_length] = '\0';
         }
         if (device != NULL && strlen(device) == UUID_STRING_LENGTH) {
             memcpy(session->device_id, device, UUID_STRING_LENGTH + 1);
@@ -332,7 +342,7 @@ static char *record_part_json(const struct dps_services *services,
                                "commonName", session->attestation.leaf_common_name);
     if (record != NULL && session->peer != NULL)
         json_object_set_new(record, "remoteAddress", json_string(session->peer));
-    char *text = json_dumps(record, JSON_COMPACT);
+    char *text = dps_json_compact(record);
     json_decref(record);
     return text;
 }
@@ -344,7 +354,7 @@ static char *step_part_json(struct dps_op *op)
     json_t *status = json_pack("{s:s, s:i, s:s}", "date", date, "coapCode", op->code,
                                "errorMessage", op->code < COAP_BAD_REQUEST ? "" : op->error);
     json_object_set_new(op->step_data, "status", status);
-    char *text = json_dumps(op->step_data, JSON_COMPACT);
+    char *text = dps_json_compact(op->step_data);
     if (text == NULL || op->step_acl_json == NULL) {
         return text;
     }

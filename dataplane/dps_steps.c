@@ -8,6 +8,7 @@
  * their answers carry the token or the certificate.
  */
 #include "dataplane/dps_op.h"
+#include "dataplane/record_text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -499,7 +500,7 @@ void dps_step_answer_credentials(struct dps_op *op)
                   op->session->record_id, "enrollmentGroupId", group->id, "hubId",
                   services->config->hubs[op->session->hub_index].id, "notBefore", not_before,
                   "notAfter", not_after, "issuedAt", issued_at, "certificatePem", cert->pem);
-    op->issuance_json = json_dumps(issuance, JSON_COMPACT);
+    op->issuance_json = dps_json_compact(issuance);
     json_decref(issuance);
     json_object_set_new(op->step_data, "identityCertificatePem", json_string(cert->pem));
     json_object_set_new(op->step_data, "serial", json_string(op->serial_hex));

@@ -619,10 +619,13 @@ static bool conn_blocked(const struct conn *conn, X509 *leaf)
     if (blocklist_contains(blocklist, owner, key)) {
         return true;
     }
+    static const char HEX[] = "0123456789abcdef";
     memcpy(key, "spki:", 5);
     for (size_t i = 0; i < sizeof(result->spki_sha256); i++) {
-        snprintf(key + 5 + 2 * i, 3, "%02x", result->spki_sha256[i]);
+        key[5 + 2 * i] = HEX[result->spki_sha256[i] >> 4];
+        key[5 + 2 * i + 1] = HEX[result->spki_sha256[i] & 0xf];
     }
+    key[5 + 2 * sizeof(result->spki_sha256)] = '\0';
     if (blocklist_contains(blocklist, owner, key)) {
         return true;
     }

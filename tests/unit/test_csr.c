@@ -20,6 +20,7 @@
 #include <openssl/x509.h>
 
 #include "crypto/csr.h"
+#include "crypto/lean_provider.h"
 
 #define DEVICE_ID "0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d"
 
@@ -562,6 +563,50 @@ static void test_off_curve_point_rejected(void **state)
     EVP_PKEY_free(key);
 }
 
+/*
+ * In a context of lean_libctx_new() the key is made from the context's P-256
+ * parameters: the same answers, an off-curve point refused as before.
+ */
+static void test_lean_context_same_answers(void **state)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    char err[128] = "";
+    OSSL_LIB_CTX *libctx = lean_libctx_new(err, sizeof(err));
+    struct request_parts parts;
+    struct der_buffer der;
+    struct csr_result result;
+
+    (void)state;
+    assert_non_null(libctx);
+    assert_non_null(lean_p256_parameters(libctx));
+    X509_REQ *req = valid_request(key);
+    char *pem = request_pem(req);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(csr_check(libctx, pem, strlen(pem), &result, err, sizeof(err)), 0);
+        assert_device_id(&result);
+    }
+    free(pem);
+    X509_REQ_free(req);
+
+    default_parts(key, &parts);
+    parts.spki.data[parts.spki.length - 1] ^= 0x01;
+    build_request(key, &parts, &der);
+    pem = der_to_pem(der.data, (long)der.length);
+    assert_int_equal(csr_check(libctx, pem, strlen(pem), &result, err, sizeof(err)), -1);
+    assert_string_equal(err, "CSR key is not EC P-256");
+    free(pem);
+
+    default_request(key, &parts, &der);
+    der.data[der.length - 1] ^= 0x01;
+    pem = der_to_pem(der.data, (long)der.length);
+    assert_int_equal(csr_check(libctx, pem, strlen(pem), &result, err, sizeof(err)), -1);
+    assert_string_equal(err, "CSR signature does not verify");
+    free(pem);
+
+    lean_libctx_free(libctx);
+    EVP_PKEY_free(key);
+}
+
 static void test_compressed_point_rejected(void **state)
 {
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -870,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_bmp_string_cn_rejected),
         cmocka_unit_test(test_hand_built_request_accepted),
         cmocka_unit_test(test_off_curve_point_rejected),
+        cmocka_unit_test(test_lean_context_same_answers),
         cmocka_unit_test(test_compressed_point_rejected),
         cmocka_unit_test(test_wrong_curve_oid_rejected),
         cmocka_unit_test(test_signature_algorithm_variants_rejected),

@@ -4,6 +4,7 @@
  * types not on OpenSSL 3.0, and contexts made and freed again and again.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
@@ -100,6 +101,52 @@ static void test_reads_ec_keys_and_certificates(void **state)
     EVP_PKEY_free(key);
     lean_libctx_free(libctx);
     assert_int_equal(ERR_peek_error(), 0);
+}
+
+/* A private key written by OpenSSL as PEM text, read back in libctx. */
+static EVP_PKEY *pem_round_trip(OSSL_LIB_CTX *libctx, EVP_PKEY *key, bool traditional)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    assert_non_null(bio);
+    if (traditional)
+        assert_int_equal(PEM_write_bio_PrivateKey_traditional(bio, key, NULL, NULL, 0, NULL, NULL),
+                         1);
+    else
+        assert_int_equal(PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL), 1);
+    EVP_PKEY *read = PEM_read_bio_PrivateKey_ex(bio, NULL, NULL, NULL, libctx, NULL);
+    BIO_free(bio);
+    return read;
+}
+
+/* PKCS#8 and the type-specific forms ("EC PRIVATE KEY", "RSA PRIVATE KEY") both read, and
+ * public keys. */
+static void test_reads_private_key_forms(void **state)
+{
+    (void)state;
+    OSSL_LIB_CTX *libctx = lean();
+    EVP_PKEY *keys[] = {EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"),
+                        EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024)};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        assert_non_null(keys[i]);
+        for (int traditional = 0; traditional < 2; traditional++) {
+            EVP_PKEY *read = pem_round_trip(libctx, keys[i], traditional != 0);
+            assert_non_null(read);
+            assert_int_equal(EVP_PKEY_eq(keys[i], read), 1);
+            EVP_PKEY_free(read);
+        }
+        /* And the public key as "PUBLIC KEY" text. */
+        BIO *bio = BIO_new(BIO_s_mem());
+        assert_non_null(bio);
+        assert_int_equal(PEM_write_bio_PUBKEY(bio, keys[i]), 1);
+        EVP_PKEY *public_key = PEM_read_bio_PUBKEY_ex(bio, NULL, NULL, NULL, libctx, NULL);
+        BIO_free(bio);
+        assert_non_null(public_key);
+        assert_int_equal(EVP_PKEY_eq(keys[i], public_key), 1);
+        EVP_PKEY_free(public_key);
+        EVP_PKEY_free(keys[i]);
+    }
+    lean_libctx_free(libctx);
+    ERR_clear_error();
 }
 
 static void test_reads_rsa_keys(void **state)
@@ -225,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_applies_to_openssl_3_0_only),
         cmocka_unit_test(test_reads_ec_keys_and_certificates),
         cmocka_unit_test(test_reads_rsa_keys),
+        cmocka_unit_test(test_reads_private_key_forms),
         cmocka_unit_test(test_rsa_issuer_verifies),
         cmocka_unit_test(test_other_key_types_only_without_lean),
         cmocka_unit_test(test_many_contexts),

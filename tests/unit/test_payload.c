@@ -20,6 +20,7 @@
 #include "tests/unit/cbor_readers.h"
 #include "tests/unit/two_cases.h"
 #include "dataplane/payload.h"
+#include "dataplane/record_text.h"
 
 #define OWNER "b80c8fef-a677-5340-85fb-2c162d75df03"
 
@@ -541,6 +542,125 @@ static void test_payload_json_to_cbor(void **state)
  * same bytes as the first time, with JSON's separators where the value lands,
  * in either format.
  */
+/* Record lines: dps_json_compact writes exactly what json_dumps(JSON_COMPACT) writes. */
+static void test_json_compact_is_jansson(void **state)
+{
+    (void)state;
+    static const char *const DOCUMENTS[] = {
+        "{}",
+        "[]",
+        "{\"a\":\"\",\"b\":[],\"c\":{},\"d\":[1,-2,9223372036854775807,true,false,null]}",
+        "{\"pem\":\"-----BEGIN CERTIFICATE-----\\nMIIB\\/+==\\n-----END CERTIFICATE-----\\n\","
+        "\"z\":1,\"a\":2}",
+        "{\"esc\":\"q\\\" b\\\\ \\b\\f\\n\\r\\t \\u0001\\u001f\\u007f /\",\"k\\n\":[[{\"x\":0}]]}",
+        "{\"nul\":\"a\\u0000b\",\"key\":1}",
+        "{\"utf8\":\"caf\\u00e9 \\u2603\",\"real\":1.5}",
+        "[0.1,{\"s\":\"t\"}]",
+    };
+    for (size_t i = 0; i < sizeof(DOCUMENTS) / sizeof(DOCUMENTS[0]); i++) {
+        json_error_t error;
+        json_t *value = json_loads(DOCUMENTS[i], JSON_ALLOW_NUL, &error);
+        assert_non_null(value);
+        char *expected = json_dumps(value, JSON_COMPACT);
+        char *written = dps_json_compact(value);
+        assert_non_null(expected);
+        assert_non_null(written);
+        assert_string_equal(written, expected);
+        free(expected);
+        free(written);
+        json_decref(value);
+    }
+    /* Each special byte at each offset of strings longer than a word. */
+    static const char SPECIALS[] = {'"', '\\', '\n', '\x01', '\x1f', ' ', '~', '\x7f', (char)0xc3};
+    for (size_t special = 0; special < sizeof(SPECIALS); special++)
+        for (size_t length = 1; length <= 40; length++)
+            for (size_t at = 0; at < length; at++) {
+                char string[48];
+                memset(string, 'a' + (int)(length % 26), length);
+                string[at] = SPECIALS[special];
+                if (SPECIALS[special] == (char)0xc3) {
+                    if (at + 1 == length)
+                        continue;
+                    string[at + 1] = (char)0xa9; /* U+00E9 */
+                }
+                json_t *value = json_pack("{s:s%}", "k", string, length);
+                assert_non_null(value);
+                char *expected = json_dumps(value, JSON_COMPACT);
+                char *written = dps_json_compact(value);
+                assert_string_equal(written, expected);
+                free(expected);
+                free(written);
+                json_decref(value);
+            }
+}
+
+/* When dps_record_scan reads a stored record, json_loadb reads it too, with the same members. */
+static void expect_scan_as_jansson(const char *text, size_t length)
+{
+    char created[RECORD_SCAN_TEXT], device[RECORD_SCAN_TEXT];
+    if (!dps_record_scan(text, length, created, device))
+        return;
+    json_t *record = json_loadb(text, length, 0, NULL);
+    assert_non_null(record);
+    const char *expected_created = json_string_value(json_object_get(record, "creationDate"));
+    const char *expected_device = json_string_value(json_object_get(record, "deviceId"));
+    assert_string_equal(created, expected_created != NULL ? expected_created : "");
+    assert_string_equal(device, expected_device != NULL ? expected_device : "");
+    json_decref(record);
+}
+
+static void test_record_scan_is_jansson(void **state)
+{
+    (void)state;
+    static const char RECORD[] =
+        "{\"id\":\"6a1f8a4e-8f3c-5d5e-9c1a-2b3c4d5e6f70\",\"enrollmentGroupId\":\"g\","
+        "\"deviceId\":\"0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d\",\"owner\":\"o\","
+        "\"creationDate\":\"1764691200123456789\",\"attestation\":{\"date\":\"1\",\"x509\":"
+        "{\"certificatePem\":\"-----BEGIN CERTIFICATE-----\\nMIIB\\/+==\\n-----END "
+        "CERTIFICATE-----\\n\",\"commonName\":\"dev\",\"creationDate\":\"nested\"}},"
+        "\"remoteAddress\":\"127.0.0.1:4000\"}";
+    static const char *const DOCUMENTS[] = {
+        RECORD,
+        "{}",
+        " {\"creationDate\" : \"1\" , \"deviceId\":\"x\"}\r\n\t",
+        "{\"creationDate\":\"1\",\"creationDate\":\"2\"}",
+        "{\"creationDate\":\"1\",\"creationDate\":{}}",
+        "{\"creationDate\":\"a\\\"b\\\\c\\/d\\n\"}",
+        "{\"creation\\u0044ate\":\"1\"}",
+        "{\"creationDate\":1}",
+        "{\"deviceId\":null}",
+        "{\"a\":[]}",
+        "{\"a\":{\"b\":{\"c\":{}}}}",
+        "{\"a\":\"b\"}x",
+        "{\"a\":\"b\",}",
+        "{\"a\" \"b\"}",
+        "{\"a\":\"\xc3\xa9\"}",
+        "{\"a\":\"b",
+        "{\"averyveryverylongkeyname\":\"b\",\"deviceId\":\"d\"}",
+        "[]",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(DOCUMENTS) / sizeof(DOCUMENTS[0]); i++)
+        expect_scan_as_jansson(DOCUMENTS[i], strlen(DOCUMENTS[i]));
+    char created[RECORD_SCAN_TEXT], device[RECORD_SCAN_TEXT];
+    assert_true(dps_record_scan(RECORD, strlen(RECORD), created, device));
+    assert_string_equal(created, "1764691200123456789");
+    assert_string_equal(device, "0f8ab3c2-7d6e-4a51-9b2c-3e4f5a6b7c8d");
+
+    /* Every byte of the record replaced by each of these, and every length cut. */
+    static const char REPLACEMENTS[] = {'"',  '\\', '{', '}', ':', ',',    ' ',       '\n',
+                                        '\0', '1',  'u', '/', '[', '\x01', (char)0xff};
+    char mutated[sizeof(RECORD)];
+    for (size_t at = 0; at < sizeof(RECORD) - 1; at++) {
+        for (size_t r = 0; r < sizeof(REPLACEMENTS); r++) {
+            memcpy(mutated, RECORD, sizeof(RECORD));
+            mutated[at] = REPLACEMENTS[r];
+            expect_scan_as_jansson(mutated, sizeof(RECORD) - 1);
+        }
+        expect_scan_as_jansson(RECORD, at);
+    }
+}
+
 static void test_payload_json_again_is_the_same(void **state)
 {
     (void)state;
@@ -649,6 +769,8 @@ int main(void)
         cmocka_unit_test(test_payload_json_errors),
         cmocka_unit_test(test_payload_json_empty_text_fails),
         cmocka_unit_test(test_payload_json_again_is_the_same),
+        cmocka_unit_test(test_json_compact_is_jansson),
+        cmocka_unit_test(test_record_scan_is_jansson),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
