@@ -29,6 +29,7 @@ targets=(
     fuzz_import
     fuzz_import_config
     fuzz_jwks_remote
+    fuzz_record_text
 )
 
 if [ ! -f "$build/build.ninja" ]; then
