@@ -1,6 +1,6 @@
 /*
  * bench-handshake: server CPU of a mutual-TLS 1.2 handshake, in process,
- * four ways side by side in one run.
+ * five ways side by side in one run.
  *
  *   plain          a plain OpenSSL server loop: SSL_CTX_new_ex, the certificate
  *                  chain and key files, SSL_new, two memory BIOs,
@@ -12,6 +12,11 @@
  *   bare           dataplane/tls.c as the daemon's shards drive it (its
  *                  protocol profile, its connection object), the verifier
  *                  accepting every chain: tls.c's own cost over plain.
+ *   bare_verify    bare with mutual TLS as any server does it: tls.c's
+ *                  context with its verifier removed, libssl verifying the
+ *                  device's chain itself (SSL_VERIFY_PEER |
+ *                  SSL_VERIFY_FAIL_IF_NO_PEER_CERT, X509_verify_cert against
+ *                  a store holding the manufacturer chain file).
  *   attested       bare with the daemon's verifier: attestation_verify of the
  *                  device's chain against an enrollment group of the same
  *                  chain file (group matching, partial-chain verification,
@@ -54,9 +59,16 @@
 #define MAX_DEVICES 1000
 #define MAX_FLIGHTS 10
 
-enum variant { PLAIN, PLAIN_VERIFY, BARE, ATTESTED, VARIANTS };
+enum variant { PLAIN, PLAIN_VERIFY, BARE, BARE_VERIFY, ATTESTED, VARIANTS };
 
-static const char *const VARIANT_NAMES[VARIANTS] = {"plain", "plain_verify", "bare", "attested"};
+static const char *const VARIANT_NAMES[VARIANTS] = {"plain", "plain_verify", "bare", "bare_verify",
+                                                    "attested"};
+
+/* The variants a dataplane/tls.c connection serves, in a shard's kind of library context. */
+static bool uses_tls_c(enum variant variant)
+{
+    return variant == BARE || variant == BARE_VERIFY || variant == ATTESTED;
+}
 
 static double thread_cpu_us(void)
 {
@@ -77,7 +89,7 @@ static double wall_us(void)
 struct server_conn {
     SSL *ssl; /* plain */
     BIO *rbio, *wbio;
-    struct tls_conn *tls; /* bare, attested */
+    struct tls_conn *tls; /* bare, bare_verify, attested */
 };
 
 struct bench {
@@ -153,7 +165,7 @@ __attribute__((noinline)) static int bench_server_new(struct bench *bench, enum 
                                                       struct server_conn *conn)
 {
     memset(conn, 0, sizeof(*conn));
-    if (variant == BARE || variant == ATTESTED) {
+    if (uses_tls_c(variant)) {
         conn->tls = tls_conn_new(bench->server_ctx[variant], true, NULL);
         return conn->tls != NULL ? 0 : -1;
     }
@@ -331,7 +343,7 @@ static int one_handshake(struct bench *bench, enum variant variant, unsigned dev
 static void usage(FILE *out)
 {
     fprintf(out, "usage: bench-handshake --pki DIR [--count N] [--devices N] "
-                 "[--variants plain,plain_verify,bare,attested]\n");
+                 "[--variants plain,plain_verify,bare,bare_verify,attested]\n");
 }
 
 /* "bare,attested" into wanted[]; -1 on an unknown name or an empty list. */
@@ -364,7 +376,7 @@ static void bench_free(struct bench *bench)
     bench->attestation = NULL;
     for (int v = 0; v < VARIANTS; v++) {
         SSL_CTX_free(bench->server_ctx[v]);
-        if (v == BARE || v == ATTESTED)
+        if (uses_tls_c((enum variant)v))
             lean_libctx_free(bench->server_libctx[v]);
         else
             OSSL_LIB_CTX_free(bench->server_libctx[v]);
@@ -409,7 +421,7 @@ static int bench_setup(struct bench *bench, const char *pki_dir)
     /* tls.c's contexts are made as the daemon's shards make theirs (lean_provider.h). */
     for (int v = 0; v < VARIANTS; v++) {
         bench->server_libctx[v] =
-            v == BARE || v == ATTESTED ? lean_libctx_new(err, sizeof(err)) : OSSL_LIB_CTX_new();
+            uses_tls_c((enum variant)v) ? lean_libctx_new(err, sizeof(err)) : OSSL_LIB_CTX_new();
         if (bench->server_libctx[v] == NULL) {
             fprintf(stderr, "bench-handshake: cannot create library contexts\n");
             return -1;
@@ -430,11 +442,25 @@ static int bench_setup(struct bench *bench, const char *pki_dir)
     bench->server_ctx[BARE] = tls_server_context(bench->server_libctx[BARE], server_cert,
                                                  server_key, accept_any_chain, err, sizeof(err));
     if (bench->server_ctx[BARE] != NULL)
+        bench->server_ctx[BARE_VERIFY] =
+            tls_server_context(bench->server_libctx[BARE_VERIFY], server_cert, server_key,
+                               accept_any_chain, err, sizeof(err));
+    if (bench->server_ctx[BARE_VERIFY] != NULL)
         bench->server_ctx[ATTESTED] =
             tls_server_context(bench->server_libctx[ATTESTED], server_cert, server_key,
                                attest_chain, err, sizeof(err));
     if (bench->server_ctx[ATTESTED] == NULL) {
         fprintf(stderr, "bench-handshake: %s\n", err);
+        return -1;
+    }
+    /*
+     * Without tls.c's certificate verify callback libssl runs X509_verify_cert itself, against
+     * the context's store (tls.c's verifier, left in the context's app data, is never called).
+     */
+    SSL_CTX_set_cert_verify_callback(bench->server_ctx[BARE_VERIFY], NULL, NULL);
+    if (SSL_CTX_load_verify_locations(bench->server_ctx[BARE_VERIFY], chain, NULL) != 1) {
+        ERR_print_errors_fp(stderr);
+        fprintf(stderr, "bench-handshake: cannot load %s into the bare_verify store\n", chain);
         return -1;
     }
 
@@ -474,7 +500,7 @@ int main(int argc, char **argv)
     };
     const char *pki_dir = NULL;
     long count = 500, devices = 50;
-    bool wanted[VARIANTS] = {true, true, true, true};
+    bool wanted[VARIANTS] = {true, true, true, true, true};
     char *end;
     int option;
     char err[512];
@@ -584,8 +610,9 @@ int main(int argc, char **argv)
         ROUNDS);
     printf("# plain: a plain OpenSSL server loop, accepting any chain; plain_verify: the same, "
            "OpenSSL verifying the chain against mfg-chain.pem\n");
-    printf("# bare: dataplane/tls.c, accepting any chain; attested: dataplane/tls.c with the "
-           "daemon's attestation (no verified-leaf cache hit)\n");
+    printf("# bare: dataplane/tls.c, accepting any chain; bare_verify: the same, libssl verifying "
+           "the chain against mfg-chain.pem; attested: dataplane/tls.c with the daemon's "
+           "attestation (no verified-leaf cache hit)\n");
     printf("openssl_version=%s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
     printf("handshakes=%ld\n", count);
     printf("devices=%ld\n", devices);
@@ -609,6 +636,10 @@ int main(int argc, char **argv)
         printf("ratio_attested_to_bare=%.3f\n", per[ATTESTED] / per[BARE]);
     if (wanted[ATTESTED] && wanted[PLAIN_VERIFY])
         printf("ratio_attested_to_plain_verify=%.3f\n", per[ATTESTED] / per[PLAIN_VERIFY]);
+    if (wanted[BARE_VERIFY] && wanted[BARE])
+        printf("ratio_bare_verify_to_bare=%.3f\n", per[BARE_VERIFY] / per[BARE]);
+    if (wanted[ATTESTED] && wanted[BARE_VERIFY])
+        printf("ratio_attested_to_bare_verify=%.3f\n", per[ATTESTED] / per[BARE_VERIFY]);
     printf("attestation_cache_hits=%llu\n", (unsigned long long)bench.stats.cache_hits);
     int variant_count = 0;
     for (int v = 0; v < VARIANTS; v++)

@@ -44,3 +44,7 @@ task_ticks() {
         echo "${name%-[0-9]*}@${task##*/} $(awk '{print $14 + $15}' "$task/stat")"
     done | sort
 }
+# callgrind_total FILE: the total instructions of a callgrind output file.
+callgrind_total() {
+    sed -n 's/^summary: *//p; s/^totals: *//p' "$1" | head -1 | awk '{print $1}'
+}
