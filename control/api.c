@@ -81,6 +81,9 @@ static bool is_admin(const struct api *api, const char *owner)
 static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection,
                                     const char *owner)
 {
+    enum MHD_Result refused;
+    if (!api_query_none(connection, &refused))
+        return refused;
     bool admin = is_admin(api, owner);
     json_t *status = plane_status(api->plane, owner, admin);
     if (status == NULL)
@@ -239,11 +242,21 @@ static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connect
     return result;
 }
 
+/* /healthz, /readyz and /metrics: served on either listener, without a token. */
+static bool monitoring_route(const char *url)
+{
+    return strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+           strcmp(url, "/metrics") == 0;
+}
+
 static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
                              const struct request *request, const char *url, const char *method)
 {
     bool get =
         strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    enum MHD_Result refused;
+    if (monitoring_route(url) && get && !api_query_none(connection, &refused))
+        return refused;
     if (strcmp(url, "/healthz") == 0)
         return get ? api_queue_text(connection, MHD_HTTP_OK, "text/plain", "ok\n", 3)
                    : api_method_not_allowed(connection, method, url);
@@ -277,7 +290,7 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
 static bool route_probe(struct api *api, struct MHD_Connection *connection, const char *url,
                         const char *method, enum MHD_Result *result)
 {
-    if (strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 && strcmp(url, "/metrics") != 0)
+    if (!monitoring_route(url))
         return false;
     *result = route(api, connection, NULL, url, method);
     return true;

@@ -156,6 +156,13 @@ enum MHD_Result api_check_query(struct MHD_Connection *connection, const query_t
                                 const char *const *allowed, const char *const *uuid_filters,
                                 bool *ok);
 
+/*
+ * For a route that takes no query parameter: true when the request has none; else false with
+ * the 400 naming the first one queued in *result. Every route refuses a parameter it does not
+ * know, so a misspelt option is never silently ignored.
+ */
+bool api_query_none(struct MHD_Connection *connection, enum MHD_Result *result);
+
 int api_uuid_text_normalise(const char *text, char out[UUID_STRING_LENGTH + 1]);
 
 bool api_same_owner(const char *owner, const char *caller);
