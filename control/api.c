@@ -59,6 +59,7 @@
 #include "control/auth.h"
 #include "control/cluster_view.h"
 #include "control/fanout.h"
+#include "common/address.h"
 #include "common/log.h"
 #include "control/model.h"
 #include "control/peer_client.h"
@@ -571,43 +572,40 @@ static char *read_pem(const char *path, char *err, size_t err_length)
     return text;
 }
 
-/* Parses HOST:PORT (an IP address) into address; loopback tells whether it is 127/8 or ::1. */
-static int parse_listen(const char *key, const char *listen, struct sockaddr_storage *address,
-                        bool *loopback, char *err, size_t err_length)
+/*
+ * A listening socket on key's HOST:PORT (common/address.h), bound here rather than by
+ * libmicrohttpd so that a port in use stops dpsd with that reason and the option to change it,
+ * and without SO_REUSEPORT, so that a second dpsd can never share it and silently take part of
+ * this one's requests. 0 with bound (its loopback: 127/8 or ::1), or -1 with err.
+ */
+static int bind_listener(const char *key, const char *option, const char *text,
+                         struct api_socket *bound, char *err, size_t err_length)
 {
-    char host[64];
-    const char *colon = strrchr(listen, ':');
-    const char *start = listen;
-    size_t host_length = colon != NULL ? (size_t)(colon - listen) : 0;
-    if (listen[0] == '[' && host_length >= 2 && colon[-1] == ']') {
-        start++;
-        host_length -= 2;
-    }
-    char *end = NULL;
-    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
-    if (colon == NULL || host_length == 0 || host_length >= sizeof(host) || end == colon + 1 ||
-        *end != '\0' || port < 1 || port > 65535) {
-        snprintf(err, err_length, "%s: \"%s\" must be HOST:PORT", key, listen);
+    struct sockaddr_storage address;
+    const char *problem = address_listen(text, &address);
+    if (problem != NULL) {
+        snprintf(err, err_length, "%s: \"%s\": %s", key, text, problem);
         return -1;
     }
-    memcpy(host, start, host_length);
-    host[host_length] = '\0';
-    memset(address, 0, sizeof(*address));
-    struct sockaddr_in *v4 = (struct sockaddr_in *)address;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)address;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        *loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+    int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+        (address.ss_family != AF_INET6 ||
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == 0) &&
+        bind(fd, (struct sockaddr *)&address, address_length(&address)) == 0 &&
+        listen(fd, 128) == 0) {
+        *bound = (struct api_socket){fd, address.ss_family, address_is_loopback(&address)};
         return 0;
     }
-    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
-        *loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
-        return 0;
-    }
-    snprintf(err, err_length, "%s: \"%s\": the host must be an IP address", key, listen);
+    int error = errno;
+    if (fd >= 0)
+        close(fd);
+    if (error == EADDRINUSE)
+        snprintf(err, err_length,
+                 "%s: %s: port %u is in use (another dpsd?): choose a free one with %s", key, text,
+                 (unsigned)address_port(&address), option);
+    else
+        snprintf(err, err_length, "%s: %s: %s", key, text, strerror(error));
     return -1;
 }
 
@@ -632,6 +630,10 @@ static void api_free(struct api *api)
         explicit_bzero(api->key_pem, strlen(api->key_pem));
         free(api->key_pem);
     }
+    if (api->socket.fd >= 0)
+        close(api->socket.fd);
+    if (api->health_socket.fd >= 0)
+        close(api->health_socket.fd);
     json_decref(api->rates);
     pthread_mutex_destroy(&api->lock);
     pthread_cond_destroy(&api->idle);
@@ -641,10 +643,28 @@ static void api_free(struct api *api)
     free(api);
 }
 
-static uint16_t port_of(const struct sockaddr_storage *address)
+/*
+ * A daemon serving on a copy of socket (libmicrohttpd closes the copy it is given; the API
+ * keeps its own until it stops). NULL when it cannot start.
+ */
+static struct MHD_Daemon *serve_on(const struct api_socket *socket, unsigned flags,
+                                   MHD_AccessHandlerCallback handler, struct api_listener *listener,
+                                   unsigned connections, unsigned per_source, unsigned timeout_s,
+                                   struct MHD_OptionItem *tls_options)
 {
-    return address->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)address)->sin6_port)
-                                          : ntohs(((const struct sockaddr_in *)address)->sin_port);
+    int fd = fcntl(socket->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    struct MHD_Daemon *daemon = MHD_start_daemon(
+        flags | MHD_USE_ERROR_LOG | (socket->family == AF_INET6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
+        handler, listener, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, listener->api,
+        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_source, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
+        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, listener, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, listener, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    if (daemon == NULL)
+        close(fd);
+    return daemon;
 }
 
 /*
@@ -656,39 +676,20 @@ static uint16_t port_of(const struct sockaddr_storage *address)
 static int start_health(struct api *api, char *err, size_t err_length)
 {
     const struct config_api *settings = api->settings;
-    struct sockaddr_storage address;
-    bool loopback = false;
-    if (parse_listen("api.healthListen", settings->health_listen, &address, &loopback, err,
-                     err_length) < 0)
-        return -1;
     bool tls = api->cert_pem != NULL;
-    if (!tls && !loopback) {
-        snprintf(err, err_length,
-                 "api.healthListen: %s is not a loopback address: plain HTTP is refused there; "
-                 "set api.certificate and api.key",
-                 settings->health_listen);
-        return -1;
-    }
-    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
-                     (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
     struct MHD_OptionItem tls_options[] = {
         {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
         {MHD_OPTION_END, 0, NULL},
     };
     api->health_listener = (struct api_listener){api, API_HEALTH_TIMEOUT_S};
-    api->health_daemon = MHD_start_daemon(
-        flags, port_of(&address), NULL, NULL, handle_health, &api->health_listener,
-        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)API_HEALTH_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)API_HEALTH_CONNECTIONS_PER_SOURCE, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_HEALTH_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, notify_connection,
-        &api->health_listener, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
-        &api->health_listener, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    api->health_daemon =
+        serve_on(&api->health_socket, MHD_USE_POLL_INTERNAL_THREAD | (tls ? MHD_USE_TLS : 0),
+                 handle_health, &api->health_listener, API_HEALTH_CONNECTIONS,
+                 API_HEALTH_CONNECTIONS_PER_SOURCE, API_HEALTH_TIMEOUT_S, tls_options);
     if (api->health_daemon == NULL) {
-        snprintf(err, err_length, "api.healthListen: cannot serve on %s (address in use?)",
-                 settings->health_listen);
+        snprintf(err, err_length, "api.healthListen: cannot serve on %s (bad %s)",
+                 settings->health_listen, tls ? "certificate or key" : "address");
         return -1;
     }
     log_msg(LOG_INFO, "api health listening", "addr=%s tls=%s", settings->health_listen,
@@ -696,27 +697,14 @@ static int start_health(struct api *api, char *err, size_t err_length)
     return 0;
 }
 
-struct api *api_start(const struct config *config, struct plane *plane, char *err,
-                      size_t err_length)
+struct api *api_bind(const struct config *config, char *err, size_t err_length)
 {
     const struct config_api *settings = &config->api;
-    struct sockaddr_storage address;
-    bool loopback = false;
     if (settings->listen == NULL) {
         snprintf(err, err_length, "api.listen: required");
         return NULL;
     }
-    if (parse_listen("api.listen", settings->listen, &address, &loopback, err, err_length) < 0)
-        return NULL;
-    bool tls = settings->cert_file != NULL;
-    if (!tls && !loopback) {
-        snprintf(err, err_length,
-                 "api.listen: %s is not a loopback address: plain HTTP is refused there; set "
-                 "api.certificate and api.key",
-                 settings->listen);
-        return NULL;
-    }
-    if (settings->client_ca_file != NULL && !tls) {
+    if (settings->client_ca_file != NULL && settings->cert_file == NULL) {
         snprintf(err, err_length, "api.clientCA: needs api.certificate and api.key (HTTPS)");
         return NULL;
     }
@@ -728,7 +716,6 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
                  "required");
         return NULL;
     }
-
     struct api *api = calloc(1, sizeof(*api));
     if (api == NULL) {
         snprintf(err, err_length, "out of memory");
@@ -739,8 +726,37 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
     pthread_mutex_init(&api->conns_lock, NULL);
     pthread_cond_init(&api->reaper_wake, NULL);
     pthread_mutex_init(&api->rates_lock, NULL);
-    api->plane = plane;
     api->settings = settings;
+    api->socket.fd = -1;
+    api->health_socket.fd = -1;
+    static const char *const keys[] = {"api.listen", "api.healthListen"};
+    const char *const addresses[] = {settings->listen, settings->health_listen};
+    struct api_socket *sockets[] = {&api->socket, &api->health_socket};
+    for (size_t i = 0; i < 2; i++) {
+        if (addresses[i] == NULL)
+            continue;
+        if (bind_listener(keys[i], i == 0 ? "--api-listen HOST:PORT or api.listen" : keys[i],
+                          addresses[i], sockets[i], err, err_length) != 0) {
+            api_free(api);
+            return NULL;
+        }
+        if (settings->cert_file == NULL && !sockets[i]->loopback) {
+            snprintf(err, err_length,
+                     "%s: %s is not a loopback address: plain HTTP is refused there; set "
+                     "api.certificate and api.key",
+                     keys[i], addresses[i]);
+            api_free(api);
+            return NULL;
+        }
+    }
+    return api;
+}
+
+int api_start(struct api *api, struct plane *plane, char *err, size_t err_length)
+{
+    const struct config_api *settings = api->settings;
+    bool tls = settings->cert_file != NULL;
+    api->plane = plane;
     api->rates = json_object();
     char problem[512];
     api->auth = auth_open(settings, problem, sizeof(problem));
@@ -750,29 +766,20 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
                  : settings->jwks_url != NULL ? "jwksUrl"
                                               : "authority",
                  api->rates == NULL ? "out of memory" : problem);
-        api_free(api);
-        return NULL;
+        return -1;
     }
     if (tls && ((api->cert_pem = read_pem(settings->cert_file, err, err_length)) == NULL ||
-                (api->key_pem = read_pem(settings->key_file, err, err_length)) == NULL)) {
-        api_free(api);
-        return NULL;
-    }
+                (api->key_pem = read_pem(settings->key_file, err, err_length)) == NULL))
+        return -1;
     if (settings->client_ca_file != NULL &&
-        (api->client_ca_pem = read_pem(settings->client_ca_file, err, err_length)) == NULL) {
-        api_free(api);
-        return NULL;
-    }
+        (api->client_ca_pem = read_pem(settings->client_ca_file, err, err_length)) == NULL)
+        return -1;
     if (pthread_create(&api->reaper, NULL, reaper_run, api) != 0) {
         snprintf(err, err_length, "cannot start the API's deadline thread");
-        api_free(api);
-        return NULL;
+        return -1;
     }
     api->reaper_started = true;
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG | (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
-                     (tls ? MHD_USE_TLS : 0);
     struct MHD_OptionItem tls_options[] = {
         {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
         {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
@@ -781,32 +788,25 @@ struct api *api_start(const struct config *config, struct plane *plane, char *er
         {MHD_OPTION_END, 0, NULL},
     };
     api->listener = (struct api_listener){api, settings->request_timeout_s};
-    api->daemon = MHD_start_daemon(
-        flags, port_of(&address), NULL, NULL, handle, &api->listener, MHD_OPTION_EXTERNAL_LOGGER,
-        log_mhd, api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)settings->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)settings->max_connections_per_source, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, notify_connection,
-        &api->listener, MHD_OPTION_NOTIFY_COMPLETED, request_completed, &api->listener,
-        MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+    api->daemon = serve_on(
+        &api->socket,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | (tls ? MHD_USE_TLS : 0),
+        handle, &api->listener, settings->max_connections, settings->max_connections_per_source,
+        API_CONNECTION_TIMEOUT_S, tls_options);
     if (api->daemon == NULL) {
-        snprintf(err, err_length, "api.listen: cannot serve on %s (address in use, or bad %s)",
-                 settings->listen, tls ? "certificate or key" : "address");
-        api_stop(api);
-        return NULL;
+        snprintf(err, err_length, "api.listen: cannot serve on %s (bad %s)", settings->listen,
+                 tls ? "certificate or key" : "address");
+        return -1;
     }
-    if (settings->health_listen != NULL && start_health(api, err, err_length) != 0) {
-        api_stop(api);
-        return NULL;
-    }
+    if (settings->health_listen != NULL && start_health(api, err, err_length) != 0)
+        return -1;
     log_msg(LOG_INFO, "api listening",
             "addr=%s tls=%s client_certificates=%s connections=%u per_source=%u "
             "request_timeout_s=%u",
             settings->listen, tls ? "yes" : "no", api->client_ca_pem != NULL ? "required" : "no",
             settings->max_connections, settings->max_connections_per_source,
             settings->request_timeout_s);
-    return api;
+    return 0;
 }
 
 void api_stop(struct api *api)

@@ -15,11 +15,19 @@ struct api;
 struct plane;
 
 /*
- * Starts serving on config->api settings, with its own threads. NULL with err
- * when the address, certificates or keys cannot be used.
+ * Binds api.listen and api.healthListen: before the node starts (and while dpsd may still be
+ * root, so a privileged port works), so that an address in use stops dpsd with the reason and
+ * the option that changes it before a device is served. NULL with err.
  */
-struct api *api_start(const struct config *config, struct plane *plane, char *err,
-                      size_t err_length);
+struct api *api_bind(const struct config *config, char *err, size_t err_length);
+
+/*
+ * Serves on the bound sockets with its own threads. -1 with err when the certificates, keys
+ * or operator keys cannot be used (then api_stop() it).
+ */
+int api_start(struct api *api, struct plane *plane, char *err, size_t err_length);
+
+/* Stops serving and frees api (bound or started). */
 void api_stop(struct api *api);
 
 #endif

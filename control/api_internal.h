@@ -60,6 +60,13 @@ struct api_conn {
     bool reaped;
 };
 
+/* A listening socket the API bound (control/api.c: bind_listener). */
+struct api_socket {
+    int fd; /* -1: none */
+    int family;
+    bool loopback;
+};
+
 /* A listener: the API's own, or the health listener's (probes and metrics only). */
 struct api_listener {
     struct api *api;
@@ -67,6 +74,8 @@ struct api_listener {
 };
 
 struct api {
+    struct api_socket socket;        /* api.listen */
+    struct api_socket health_socket; /* api.healthListen */
     struct MHD_Daemon *daemon;
     struct MHD_Daemon *health_daemon; /* api.healthListen, or NULL */
     struct api_listener listener;

@@ -24,6 +24,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "common/address.h"
 #include "common/file.h"
 #include "control/api.h"
 #include "control/cluster_view.h"
@@ -222,6 +223,20 @@ static int check_key_folders(const struct config *config)
     return 0;
 }
 
+/*
+ * An address given on the command line, checked as the configuration file's are
+ * (common/address.h), so a bad one stops dpsd with the same reason. 0, or -1 after saying so.
+ */
+static int check_address_option(const char *option, const char *text)
+{
+    struct sockaddr_storage address;
+    const char *problem = address_listen(text, &address);
+    if (problem == NULL)
+        return 0;
+    fprintf(stderr, "dpsd: %s: \"%s\": %s\n", option, text, problem);
+    return -1;
+}
+
 /* Replaces the configured listen addresses with one. */
 static int override_listen(struct config *config, const char *address)
 {
@@ -267,11 +282,8 @@ static int apply_cluster_overrides(struct config *config, const struct options *
     if (options->data_dir != NULL && override_string(&config->data_dir, options->data_dir) != 0)
         return -1;
     if (options->redis != NULL) {
-        if (options->redis[0] != '/' && strchr(options->redis, ':') == NULL) {
-            fprintf(stderr, "dpsd: --redis must be HOST:PORT or a unix socket path\n");
-            return -1;
-        }
-        if (override_string(&cluster->redis, options->redis) != 0)
+        if ((options->redis[0] != '/' && check_address_option("--redis", options->redis) != 0) ||
+            override_string(&cluster->redis, options->redis) != 0)
             return -1;
         free_string_list(cluster->sentinels, cluster->sentinel_count);
         cluster->sentinels = NULL;
@@ -303,7 +315,8 @@ static int apply_cluster_overrides(struct config *config, const struct options *
 
 static int apply_overrides(struct config *config, const struct options *options)
 {
-    if (options->listen != NULL && override_listen(config, options->listen) != 0) {
+    if (options->listen != NULL && (check_address_option("--listen", options->listen) != 0 ||
+                                    override_listen(config, options->listen) != 0)) {
         return -1;
     }
     if (options->api_listen != NULL) {
@@ -311,8 +324,9 @@ static int apply_overrides(struct config *config, const struct options *options)
             fprintf(stderr, "dpsd: --api-listen needs an api section in the configuration\n");
             return -1;
         }
-        free(config->api.listen);
-        config->api.listen = strdup(options->api_listen);
+        if (check_address_option("--api-listen", options->api_listen) != 0 ||
+            override_string(&config->api.listen, options->api_listen) != 0)
+            return -1;
     }
     if (options->shards >= 0) {
         config->shards = (unsigned)options->shards;
@@ -481,6 +495,10 @@ int main(int argc, char **argv)
     struct cluster_view *view = NULL;
     struct cluster_sync *sync = NULL;
     int status = 1;
+    if (settings->api.listen != NULL && (api = api_bind(settings, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "dpsd: management API: %s\n", err);
+        goto out;
+    }
     if (plane_start(plane, shard_count, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
         goto out;
@@ -497,12 +515,9 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (settings->api.listen != NULL) {
-        api = api_start(settings, plane, err, sizeof(err));
-        if (api == NULL) {
-            fprintf(stderr, "dpsd: management API: %s\n", err);
-            goto out;
-        }
+    if (api != NULL && api_start(api, plane, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dpsd: management API: %s\n", err);
+        goto out;
     }
     view = cluster_view_start(plane, DPS_VERSION, err, sizeof(err));
     if (view == NULL && err[0] != '\0') {
@@ -541,9 +556,7 @@ int main(int argc, char **argv)
     status = 0;
 out:
     cluster_view_stop(view);
-    if (api != NULL) {
-        api_stop(api);
-    }
+    api_stop(api);
     cluster_sync_stop(sync);
     plane_destroy(plane);
     log_msg(LOG_INFO, "stopped", "status=%d", status);
