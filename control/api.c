@@ -1,6 +1,7 @@
 /*
- * api: the management API server (control/api.h) on libmicrohttpd, one
- * thread per connection.
+ * api: the management API's handlers and routing (control/api.h) on
+ * libmicrohttpd, one thread per connection; its listeners, their generations
+ * and reloads are control/api_server.c's.
  *
  * Every /api/v1 request carries an operator bearer token (control/auth.h);
  * its owner scopes everything the request sees or changes: documents of
@@ -70,22 +71,23 @@
 #include "store/store.h"
 
 /* api.admins: owners whose tokens see the node as a whole. */
-static bool is_admin(const struct api *api, const char *owner)
+static bool is_admin(const struct config_api *settings, const char *owner)
 {
-    for (size_t i = 0; i < api->settings->admin_count; i++) {
-        if (strcmp(api->settings->admins[i], owner) == 0)
+    for (size_t i = 0; i < settings->admin_count; i++) {
+        if (strcmp(settings->admins[i], owner) == 0)
             return true;
     }
     return false;
 }
 
 static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection,
-                                    const char *owner)
+                                    const struct request *request)
 {
+    const char *owner = request->owner;
     enum MHD_Result refused;
     if (!api_query_none(connection, &refused))
         return refused;
-    bool admin = is_admin(api, owner);
+    bool admin = is_admin(request->generation->settings, owner);
     json_t *status = plane_status(api->plane, owner, admin);
     if (status == NULL)
         return api_queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
@@ -98,6 +100,10 @@ static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *conn
         if (nodes == NULL)
             json_object_set_new(status, "nodesError", json_string(err));
     }
+    json_t *restart = admin ? api_restart_required(api) : NULL;
+    if (json_array_size(restart) > 0)
+        json_object_set_new(status, "restartRequired", json_incref(restart));
+    json_decref(restart);
     return api_queue_json(connection, MHD_HTTP_OK, status);
 }
 
@@ -177,8 +183,8 @@ static bool admit_api_request(struct api *api, struct MHD_Connection *connection
     char reason[256];
     const char *authorization =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (auth_check(api->auth, authorization, time(NULL), &request->owner, reason, sizeof(reason)) !=
-        0) {
+    if (auth_check(request->generation->auth, authorization, time(NULL), &request->owner, reason,
+                   sizeof(reason)) != 0) {
         *result = queue_unauthenticated(connection, reason);
         return false;
     }
@@ -221,22 +227,22 @@ static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connect
         result = api_route_documents(api, connection, request, KIND_HUB, url + sizeof(hubs) - 1,
                                      method, url, owner);
     else if (strcmp(url, "/api/v1/provisioning-records") == 0)
-        result = get ? api_start_stream(api, connection, STREAM_RECORDS, owner)
+        result = get ? api_start_stream(api, connection, request, STREAM_RECORDS)
                  : strcmp(method, MHD_HTTP_METHOD_DELETE) == 0
-                     ? api_delete_records(api, connection, owner)
+                     ? api_delete_records(api, connection, request)
                      : api_method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/issuance") == 0)
-        result = get ? api_start_stream(api, connection, STREAM_ISSUANCE, owner)
+        result = get ? api_start_stream(api, connection, request, STREAM_ISSUANCE)
                      : api_method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/bindings") == 0)
-        result = get ? api_start_stream(api, connection, STREAM_BINDINGS, owner)
+        result = get ? api_start_stream(api, connection, request, STREAM_BINDINGS)
                  : strcmp(method, MHD_HTTP_METHOD_DELETE) == 0
                      ? api_release_bindings(api, connection, owner)
                      : api_method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/blocklist") == 0)
         result = api_route_blocklist(api, connection, request, method, owner);
     else if (strcmp(url, "/api/v1/status") == 0)
-        result = get ? queue_status(api, connection, owner)
+        result = get ? queue_status(api, connection, request)
                      : api_method_not_allowed(connection, method, url);
     else
         result = api_queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
@@ -332,11 +338,11 @@ static void conn_answering(struct api *api, struct MHD_Connection *connection)
     pthread_mutex_unlock(&api->conns_lock);
 }
 
-static void notify_connection(void *user, struct MHD_Connection *connection, void **socket_context,
-                              enum MHD_ConnectionNotificationCode code)
+void api_notify_connection(void *user, struct MHD_Connection *connection, void **socket_context,
+                           enum MHD_ConnectionNotificationCode code)
 {
     struct api_listener *listener = user;
-    struct api *api = listener->api;
+    struct api *api = listener->generation->api;
     struct api_conn *conn = *socket_context;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *info =
@@ -380,7 +386,7 @@ static void notify_connection(void *user, struct MHD_Connection *connection, voi
  * headers that never finish, a body that trickles, a keep-alive connection
  * left idle. A response that streams out is not cut.
  */
-static void *reaper_run(void *user)
+void *api_reaper_run(void *user)
 {
     struct api *api = user;
     pthread_mutex_lock(&api->conns_lock);
@@ -403,6 +409,9 @@ static void *reaper_run(void *user)
         if (reaped > 0)
             log_msg(LOG_WARN, "api connections past their request deadline closed", "count=%u",
                     reaped);
+        pthread_mutex_unlock(&api->conns_lock);
+        api_collect_retired(api);
+        pthread_mutex_lock(&api->conns_lock);
     }
     pthread_mutex_unlock(&api->conns_lock);
     return NULL;
@@ -424,7 +433,8 @@ static enum MHD_Result handle_headers(struct api *api, struct MHD_Connection *co
     enum MHD_Result result = MHD_YES;
     request->refused = true;
     /* With api.clientCA every route but the load balancer's probes needs a client certificate. */
-    if (api->client_ca_pem != NULL && !is_probe(url) && !client_certificate_valid(connection)) {
+    if (request->generation->client_ca_pem != NULL && !is_probe(url) &&
+        !client_certificate_valid(connection)) {
         conn_answering(api, connection);
         return api_queue_error(connection, MHD_HTTP_UNAUTHORIZED, RPC_UNAUTHENTICATED,
                                "a client certificate issued by api.clientCA is required");
@@ -462,16 +472,18 @@ static char *route_path(const char *url)
     return strndup(url, length);
 }
 
-static enum MHD_Result handle(void *user, struct MHD_Connection *connection, const char *url,
-                              const char *method, const char *version, const char *upload_data,
-                              size_t *upload_data_size, void **context)
+enum MHD_Result api_handle(void *user, struct MHD_Connection *connection, const char *url,
+                           const char *method, const char *version, const char *upload_data,
+                           size_t *upload_data_size, void **context)
 {
-    struct api *api = ((struct api_listener *)user)->api;
+    struct api_generation *generation = ((struct api_listener *)user)->generation;
+    struct api *api = generation->api;
     struct request *request = *context;
     if (request == NULL) {
         if ((request = calloc(1, sizeof(*request))) == NULL)
             return MHD_NO;
         *context = request;
+        request->generation = generation;
         if ((request->path = route_path(url)) == NULL)
             return MHD_NO;
         return handle_headers(api, connection, request->path, request);
@@ -506,12 +518,11 @@ static enum MHD_Result handle(void *user, struct MHD_Connection *connection, con
 }
 
 /* The health listener: the probes and metrics only, no token, no body. */
-static enum MHD_Result handle_health(void *user, struct MHD_Connection *connection, const char *url,
-                                     const char *method, const char *version,
-                                     const char *upload_data, size_t *upload_data_size,
-                                     void **context)
+enum MHD_Result api_handle_health(void *user, struct MHD_Connection *connection, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **context)
 {
-    struct api *api = ((struct api_listener *)user)->api;
+    struct api *api = ((struct api_listener *)user)->generation->api;
     if (*context == NULL) {
         *context = connection; /* any non-NULL value: the headers are in */
         return MHD_YES;
@@ -529,10 +540,10 @@ static enum MHD_Result handle_health(void *user, struct MHD_Connection *connecti
                            url);
 }
 
-static void request_completed(void *user, struct MHD_Connection *connection, void **context,
-                              enum MHD_RequestTerminationCode code)
+void api_request_completed(void *user, struct MHD_Connection *connection, void **context,
+                           enum MHD_RequestTerminationCode code)
 {
-    struct api *api = ((struct api_listener *)user)->api;
+    struct api *api = ((struct api_listener *)user)->generation->api;
     struct api_conn *conn = conn_of(connection);
     if (conn != NULL) {
         /* A keep-alive connection's next request gets a deadline of its own. */
@@ -551,282 +562,4 @@ static void request_completed(void *user, struct MHD_Connection *connection, voi
     free(request->body);
     free(request);
     *context = NULL;
-}
-
-static char *read_pem(const char *path, char *err, size_t err_length)
-{
-    FILE *file = fopen(path, "rb");
-    if (file == NULL) {
-        snprintf(err, err_length, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *text = malloc(API_PEM_LIMIT + 1);
-    size_t length = text != NULL ? fread(text, 1, API_PEM_LIMIT + 1, file) : 0;
-    fclose(file);
-    if (text == NULL || length == 0 || length > API_PEM_LIMIT) {
-        snprintf(err, err_length, "%s: empty, unreadable or larger than 1 MiB", path);
-        free(text);
-        return NULL;
-    }
-    text[length] = '\0';
-    return text;
-}
-
-/*
- * A listening socket on key's HOST:PORT (common/address.h), bound here rather than by
- * libmicrohttpd so that a port in use stops dpsd with that reason and the option to change it,
- * and without SO_REUSEPORT, so that a second dpsd can never share it and silently take part of
- * this one's requests. 0 with bound (its loopback: 127/8 or ::1), or -1 with err.
- */
-static int bind_listener(const char *key, const char *option, const char *text,
-                         struct api_socket *bound, char *err, size_t err_length)
-{
-    struct sockaddr_storage address;
-    const char *problem = address_listen(text, &address);
-    if (problem != NULL) {
-        snprintf(err, err_length, "%s: \"%s\": %s", key, text, problem);
-        return -1;
-    }
-    int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-        (address.ss_family != AF_INET6 ||
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == 0) &&
-        bind(fd, (struct sockaddr *)&address, address_length(&address)) == 0 &&
-        listen(fd, 128) == 0) {
-        *bound = (struct api_socket){fd, address.ss_family, address_is_loopback(&address)};
-        return 0;
-    }
-    int error = errno;
-    if (fd >= 0)
-        close(fd);
-    if (error == EADDRINUSE)
-        snprintf(err, err_length,
-                 "%s: %s: port %u is in use (another dpsd?): choose a free one with %s", key, text,
-                 (unsigned)address_port(&address), option);
-    else
-        snprintf(err, err_length, "%s: %s: %s", key, text, strerror(error));
-    return -1;
-}
-
-__attribute__((format(printf, 2, 0))) static void log_mhd(void *user, const char *fmt, va_list args)
-{
-    char message[512];
-    vsnprintf(message, sizeof(message), fmt, args);
-    message[strcspn(message, "\r\n")] = '\0';
-    for (char *c = message; *c != '\0'; c++) {
-        if (*c == '"')
-            *c = '\'';
-    }
-    log_msg(LOG_WARN, "api", "error=\"%s\"", message);
-}
-
-static void api_free(struct api *api)
-{
-    auth_free(api->auth);
-    free(api->cert_pem);
-    free(api->client_ca_pem);
-    if (api->key_pem != NULL) {
-        explicit_bzero(api->key_pem, strlen(api->key_pem));
-        free(api->key_pem);
-    }
-    if (api->socket.fd >= 0)
-        close(api->socket.fd);
-    if (api->health_socket.fd >= 0)
-        close(api->health_socket.fd);
-    json_decref(api->rates);
-    pthread_mutex_destroy(&api->lock);
-    pthread_cond_destroy(&api->idle);
-    pthread_mutex_destroy(&api->conns_lock);
-    pthread_cond_destroy(&api->reaper_wake);
-    pthread_mutex_destroy(&api->rates_lock);
-    free(api);
-}
-
-/*
- * A daemon serving on a copy of socket (libmicrohttpd closes the copy it is given; the API
- * keeps its own until it stops). NULL when it cannot start.
- */
-static struct MHD_Daemon *serve_on(const struct api_socket *socket, unsigned flags,
-                                   MHD_AccessHandlerCallback handler, struct api_listener *listener,
-                                   unsigned connections, unsigned per_source, unsigned timeout_s,
-                                   struct MHD_OptionItem *tls_options)
-{
-    int fd = fcntl(socket->fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0)
-        return NULL;
-    struct MHD_Daemon *daemon = MHD_start_daemon(
-        flags | MHD_USE_ERROR_LOG | (socket->family == AF_INET6 ? MHD_USE_IPv6 : 0), 0, NULL, NULL,
-        handler, listener, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, listener->api,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_source, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, listener, MHD_OPTION_NOTIFY_COMPLETED,
-        request_completed, listener, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
-    if (daemon == NULL)
-        close(fd);
-    return daemon;
-}
-
-/*
- * The health listener (api.healthListen): its own small connection budget
- * and deadline, one polling thread, so a flood of the API's connections
- * never keeps a load balancer from its probes. Same TLS as the API, no
- * client certificate.
- */
-static int start_health(struct api *api, char *err, size_t err_length)
-{
-    const struct config_api *settings = api->settings;
-    bool tls = api->cert_pem != NULL;
-    struct MHD_OptionItem tls_options[] = {
-        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    api->health_listener = (struct api_listener){api, API_HEALTH_TIMEOUT_S};
-    api->health_daemon =
-        serve_on(&api->health_socket, MHD_USE_POLL_INTERNAL_THREAD | (tls ? MHD_USE_TLS : 0),
-                 handle_health, &api->health_listener, API_HEALTH_CONNECTIONS,
-                 API_HEALTH_CONNECTIONS_PER_SOURCE, API_HEALTH_TIMEOUT_S, tls_options);
-    if (api->health_daemon == NULL) {
-        snprintf(err, err_length, "api.healthListen: cannot serve on %s (bad %s)",
-                 settings->health_listen, tls ? "certificate or key" : "address");
-        return -1;
-    }
-    log_msg(LOG_INFO, "api health listening", "addr=%s tls=%s", settings->health_listen,
-            tls ? "yes" : "no");
-    return 0;
-}
-
-struct api *api_bind(const struct config *config, char *err, size_t err_length)
-{
-    const struct config_api *settings = &config->api;
-    if (settings->listen == NULL) {
-        snprintf(err, err_length, "api.listen: required");
-        return NULL;
-    }
-    if (settings->client_ca_file != NULL && settings->cert_file == NULL) {
-        snprintf(err, err_length, "api.clientCA: needs api.certificate and api.key (HTTPS)");
-        return NULL;
-    }
-    if ((settings->jwks_file == NULL && settings->jwks_url == NULL &&
-         settings->authority == NULL) ||
-        settings->issuer == NULL) {
-        snprintf(err, err_length,
-                 "api.issuer and one of api.jwks, api.jwksUrl, api.authority: "
-                 "required");
-        return NULL;
-    }
-    struct api *api = calloc(1, sizeof(*api));
-    if (api == NULL) {
-        snprintf(err, err_length, "out of memory");
-        return NULL;
-    }
-    pthread_mutex_init(&api->lock, NULL);
-    pthread_cond_init(&api->idle, NULL);
-    pthread_mutex_init(&api->conns_lock, NULL);
-    pthread_cond_init(&api->reaper_wake, NULL);
-    pthread_mutex_init(&api->rates_lock, NULL);
-    api->settings = settings;
-    api->socket.fd = -1;
-    api->health_socket.fd = -1;
-    static const char *const keys[] = {"api.listen", "api.healthListen"};
-    const char *const addresses[] = {settings->listen, settings->health_listen};
-    struct api_socket *sockets[] = {&api->socket, &api->health_socket};
-    for (size_t i = 0; i < 2; i++) {
-        if (addresses[i] == NULL)
-            continue;
-        if (bind_listener(keys[i], i == 0 ? "--api-listen HOST:PORT or api.listen" : keys[i],
-                          addresses[i], sockets[i], err, err_length) != 0) {
-            api_free(api);
-            return NULL;
-        }
-        if (settings->cert_file == NULL && !sockets[i]->loopback) {
-            snprintf(err, err_length,
-                     "%s: %s is not a loopback address: plain HTTP is refused there; set "
-                     "api.certificate and api.key",
-                     keys[i], addresses[i]);
-            api_free(api);
-            return NULL;
-        }
-    }
-    return api;
-}
-
-int api_start(struct api *api, struct plane *plane, char *err, size_t err_length)
-{
-    const struct config_api *settings = api->settings;
-    bool tls = settings->cert_file != NULL;
-    api->plane = plane;
-    api->rates = json_object();
-    char problem[512];
-    api->auth = auth_open(settings, problem, sizeof(problem));
-    if (api->auth == NULL || api->rates == NULL) {
-        snprintf(err, err_length, "api.%s: %s",
-                 settings->jwks_file != NULL  ? "jwks"
-                 : settings->jwks_url != NULL ? "jwksUrl"
-                                              : "authority",
-                 api->rates == NULL ? "out of memory" : problem);
-        return -1;
-    }
-    if (tls && ((api->cert_pem = read_pem(settings->cert_file, err, err_length)) == NULL ||
-                (api->key_pem = read_pem(settings->key_file, err, err_length)) == NULL))
-        return -1;
-    if (settings->client_ca_file != NULL &&
-        (api->client_ca_pem = read_pem(settings->client_ca_file, err, err_length)) == NULL)
-        return -1;
-    if (pthread_create(&api->reaper, NULL, reaper_run, api) != 0) {
-        snprintf(err, err_length, "cannot start the API's deadline thread");
-        return -1;
-    }
-    api->reaper_started = true;
-
-    struct MHD_OptionItem tls_options[] = {
-        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
-        {api->client_ca_pem != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
-         api->client_ca_pem},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    api->listener = (struct api_listener){api, settings->request_timeout_s};
-    api->daemon = serve_on(
-        &api->socket,
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | (tls ? MHD_USE_TLS : 0),
-        handle, &api->listener, settings->max_connections, settings->max_connections_per_source,
-        API_CONNECTION_TIMEOUT_S, tls_options);
-    if (api->daemon == NULL) {
-        snprintf(err, err_length, "api.listen: cannot serve on %s (bad %s)", settings->listen,
-                 tls ? "certificate or key" : "address");
-        return -1;
-    }
-    if (settings->health_listen != NULL && start_health(api, err, err_length) != 0)
-        return -1;
-    log_msg(LOG_INFO, "api listening",
-            "addr=%s tls=%s client_certificates=%s connections=%u per_source=%u "
-            "request_timeout_s=%u",
-            settings->listen, tls ? "yes" : "no", api->client_ca_pem != NULL ? "required" : "no",
-            settings->max_connections, settings->max_connections_per_source,
-            settings->request_timeout_s);
-    return 0;
-}
-
-void api_stop(struct api *api)
-{
-    if (api == NULL)
-        return;
-    if (api->health_daemon != NULL)
-        MHD_stop_daemon(api->health_daemon);
-    if (api->daemon != NULL)
-        MHD_stop_daemon(api->daemon);
-    pthread_mutex_lock(&api->lock);
-    while (api->producers > 0)
-        pthread_cond_wait(&api->idle, &api->lock);
-    pthread_mutex_unlock(&api->lock);
-    if (api->reaper_started) {
-        pthread_mutex_lock(&api->conns_lock);
-        api->stopping = true;
-        pthread_cond_signal(&api->reaper_wake);
-        pthread_mutex_unlock(&api->conns_lock);
-        pthread_join(api->reaper, NULL);
-    }
-    api_free(api);
 }

@@ -27,6 +27,17 @@ struct api *api_bind(const struct config *config, char *err, size_t err_length);
  */
 int api_start(struct api *api, struct plane *plane, char *err, size_t err_length);
 
+/*
+ * SIGHUP: serves with fresh's API settings (taken; freed when no longer used): the certificate,
+ * key and client CA files read again, the operator keys (api.jwks, jwksUrl or authority,
+ * issuer, audience, ownerClaim), api.admins, the connection limits and the request deadline.
+ * New connections get them at once; connections in progress finish on what they started
+ * with. What only a restart applies (api.listen, api.healthListen, HTTPS on or off, the
+ * quotas) is logged as a warning and listed in /api/v1/status "restartRequired" (for
+ * api.admins). 0, or -1 with err: the API in force goes on unchanged.
+ */
+int api_reload(struct api *api, struct config *fresh, char *err, size_t err_length);
+
 /* Stops serving and frees api (bound or started). */
 void api_stop(struct api *api);
 

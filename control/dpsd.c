@@ -6,7 +6,8 @@
  * control plane (control/plane.c), which seeds the store with the file's
  * groups and hubs, builds the first snapshot and starts one shard per core.
  * The management API starts when configured. Then the main thread waits for
- * signals: SIGHUP reloads the file's groups, hubs and certificates; SIGTERM
+ * signals: SIGHUP reloads the file's groups, hubs and certificates, and the
+ * management API's certificates, keys and operator keys (control/api.h); SIGTERM
  * or SIGINT drains (not ready, no new connections, devices in progress
  * finish) and stops.
  */
@@ -348,6 +349,27 @@ static int apply_overrides(struct config *config, const struct options *options)
     return apply_cluster_overrides(config, options);
 }
 
+/*
+ * SIGHUP for the management API: the file read again with the same command-line overrides, so
+ * --api-listen still wins, and handed to the API (control/api.h: what it applies, what needs a
+ * restart). Failures are logged; the API in force goes on.
+ */
+static void reload_api(struct api *api, const char *config_path, const struct options *options)
+{
+    char err[1024];
+    struct config *fresh;
+    if (config_load(config_path, &fresh, err, sizeof(err)) != 0)
+        return; /* plane_reload said why */
+    if (apply_overrides(fresh, options) != 0 || check_key_folders(fresh) != 0) {
+        config_free(fresh);
+        log_msg(LOG_ERROR, "api reload failed", "config=%s error=\"see the line above\"",
+                config_path);
+        return;
+    }
+    if (api_reload(api, fresh, err, sizeof(err)) != 0)
+        log_msg(LOG_ERROR, "api reload failed", "config=%s error=\"%s\"", config_path, err);
+}
+
 static int parse_options(int argc, char **argv, struct options *options)
 {
     static const struct option long_options[] = {
@@ -546,6 +568,8 @@ int main(int argc, char **argv)
             } else {
                 log_msg(LOG_ERROR, "reload failed", "config=%s error=\"%s\"", config_path, err);
             }
+            if (api != NULL)
+                reload_api(api, config_path, &options);
             continue;
         }
         log_msg(LOG_INFO, "draining", "signal=%d", signal_number);
