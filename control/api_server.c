@@ -113,9 +113,8 @@ __attribute__((format(printf, 2, 0))) static void log_mhd(void *user, const char
  * it back, see retire()); the API keeps its own until it stops. NULL when it cannot start.
  */
 static struct MHD_Daemon *serve_on(const struct api_socket *socket, unsigned flags,
-                                   MHD_AccessHandlerCallback handler,
-                                   struct api_listener *listener, unsigned connections,
-                                   unsigned per_source, unsigned timeout_s,
+                                   MHD_AccessHandlerCallback handler, struct api_listener *listener,
+                                   unsigned connections, unsigned per_source, unsigned timeout_s,
                                    struct MHD_OptionItem *tls_options)
 {
     int fd = fcntl(socket->fd, F_DUPFD_CLOEXEC, 0);
@@ -126,9 +125,8 @@ static struct MHD_Daemon *serve_on(const struct api_socket *socket, unsigned fla
         0, NULL, NULL, handler, listener, MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_source, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
-        MHD_OPTION_NOTIFY_CONNECTION, api_notify_connection, listener,
-        MHD_OPTION_NOTIFY_COMPLETED, api_request_completed, listener, MHD_OPTION_ARRAY,
-        tls_options, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, api_notify_connection, listener, MHD_OPTION_NOTIFY_COMPLETED,
+        api_request_completed, listener, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (daemon == NULL)
         close(fd);
     return daemon;
@@ -236,8 +234,7 @@ static int generation_serve(struct api_generation *generation, char *err, size_t
  * freed with the generation or on failure. NULL with err.
  */
 static struct api_generation *generation_start(struct api *api, const struct config_api *settings,
-                                               struct config *config, char *err,
-                                               size_t err_length)
+                                               struct config *config, char *err, size_t err_length)
 {
     struct api_generation *generation = calloc(1, sizeof(*generation));
     if (generation == NULL) {
@@ -245,8 +242,8 @@ static struct api_generation *generation_start(struct api *api, const struct con
         snprintf(err, err_length, "out of memory");
         return NULL;
     }
-    *generation = (struct api_generation){.api = api, .config = config, .settings = settings,
-                                          .quiesced = {-1, -1}};
+    *generation = (struct api_generation){
+        .api = api, .config = config, .settings = settings, .quiesced = {-1, -1}};
     if (generation_load(generation, err, err_length) != 0 ||
         generation_serve(generation, err, err_length) != 0) {
         generation_free(generation);
@@ -422,15 +419,15 @@ int api_reload(struct api *api, struct config *fresh, char *err, size_t err_leng
     json_decref(api->restart_required);
     api->restart_required = restart;
     pthread_mutex_unlock(&api->lock);
-    if (fresh->api.listen == NULL || (fresh->api.cert_file == NULL) != (api->settings->cert_file == NULL)) {
+    if (fresh->api.listen == NULL ||
+        (fresh->api.cert_file == NULL) != (api->settings->cert_file == NULL)) {
         config_free(fresh);
         snprintf(err, err_length,
                  "api: the API section was removed, or HTTPS turned on or off: nothing of it "
                  "was reloaded until a restart");
         return -1;
     }
-    struct api_generation *generation =
-        generation_start(api, &fresh->api, fresh, err, err_length);
+    struct api_generation *generation = generation_start(api, &fresh->api, fresh, err, err_length);
     if (generation == NULL)
         return -1;
     pthread_mutex_lock(&api->lock);

@@ -4,10 +4,11 @@
 # listener, clients of the new CA and tokens of the new key are accepted and the old ones refused.
 # A setting only a restart applies (api.listen, a quota) is logged as a warning and listed in
 # /api/v1/status "restartRequired", the API going on where it was; a reload whose certificate
-# does not load keeps the one in force; dpsd stops cleanly with a retired generation freed.
+# does not load keeps the one in force; a hub may not sign with the rotated-in operator key;
+# dpsd stops cleanly with the retired generations freed.
 . "$(dirname "$0")/lib.sh"
 
-plan 16
+plan 17
 NODE=$WORK/node
 OTHER=$WORK/other # the rotated-in PKI: server certificate, client CA, operator key
 node_pkis 1 1
@@ -87,5 +88,16 @@ check "a certificate that does not load fails the API's reload, said in the log"
     'msg="api reload failed".*dps-server' "$NODE/dpsd.log"
 expect_output "the certificate in force is still served" "^$NEW$" served "$API_PORT"
 expect_output "and the API still answers" '"owner":"1"' status "$OTHER" "$NEW_TOKEN"
+# The rotated operator key is also the one a hub's token key may not be (the plane's check).
+cp "$OTHER/dps-server.pem" "$NODE/pki/dps-server.pem"
+write_config "$API_PORT" 100
+{
+    printf 'hubs:\n'
+    yaml_hub 0c9bb0a4-7a57-4b8e-9d0e-6f2f1a3b4c5d 1 "" 5684 pki |
+        sed "s|token: {key: pki/token.key|token: {key: $OTHER/operator.key|"
+} >>"$NODE/dpsd.yaml"
+kill -HUP "$DPSD_PID"
+check "a hub signing with the rotated-in operator key is refused at reload" wait_for grep -q \
+    'msg="reload failed".*signs the management API.s operator tokens' "$NODE/dpsd.log"
 check_stop "dpsd stops cleanly, the retired generations freed"
 finish
