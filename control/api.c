@@ -1,6 +1,7 @@
 /*
- * api: the management API server (control/api.h) on libmicrohttpd, one
- * thread per connection.
+ * api: the management API's handlers and routing (control/api.h) on
+ * libmicrohttpd, one thread per connection; its listeners, their generations
+ * and reloads are control/api_server.c's.
  *
  * Every /api/v1 request carries an operator bearer token (control/auth.h);
  * its owner scopes everything the request sees or changes: documents of
@@ -59,6 +60,7 @@
 #include "control/auth.h"
 #include "control/cluster_view.h"
 #include "control/fanout.h"
+#include "common/address.h"
 #include "common/log.h"
 #include "control/model.h"
 #include "control/peer_client.h"
@@ -69,19 +71,23 @@
 #include "store/store.h"
 
 /* api.admins: owners whose tokens see the node as a whole. */
-static bool is_admin(const struct api *api, const char *owner)
+static bool is_admin(const struct config_api *settings, const char *owner)
 {
-    for (size_t i = 0; i < api->settings->admin_count; i++) {
-        if (strcmp(api->settings->admins[i], owner) == 0)
+    for (size_t i = 0; i < settings->admin_count; i++) {
+        if (strcmp(settings->admins[i], owner) == 0)
             return true;
     }
     return false;
 }
 
 static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *connection,
-                                    const char *owner)
+                                    const struct request *request)
 {
-    bool admin = is_admin(api, owner);
+    const char *owner = request->owner;
+    enum MHD_Result refused;
+    if (!api_query_none(connection, &refused))
+        return refused;
+    bool admin = is_admin(request->generation->settings, owner);
     json_t *status = plane_status(api->plane, owner, admin);
     if (status == NULL)
         return api_queue_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, RPC_INTERNAL,
@@ -94,6 +100,10 @@ static enum MHD_Result queue_status(struct api *api, struct MHD_Connection *conn
         if (nodes == NULL)
             json_object_set_new(status, "nodesError", json_string(err));
     }
+    json_t *restart = admin ? api_restart_required(api) : NULL;
+    if (json_array_size(restart) > 0)
+        json_object_set_new(status, "restartRequired", json_incref(restart));
+    json_decref(restart);
     return api_queue_json(connection, MHD_HTTP_OK, status);
 }
 
@@ -173,8 +183,8 @@ static bool admit_api_request(struct api *api, struct MHD_Connection *connection
     char reason[256];
     const char *authorization =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (auth_check(api->auth, authorization, time(NULL), &request->owner, reason, sizeof(reason)) !=
-        0) {
+    if (auth_check(request->generation->auth, authorization, time(NULL), &request->owner, reason,
+                   sizeof(reason)) != 0) {
         *result = queue_unauthenticated(connection, reason);
         return false;
     }
@@ -217,26 +227,33 @@ static enum MHD_Result route_api(struct api *api, struct MHD_Connection *connect
         result = api_route_documents(api, connection, request, KIND_HUB, url + sizeof(hubs) - 1,
                                      method, url, owner);
     else if (strcmp(url, "/api/v1/provisioning-records") == 0)
-        result = get ? api_start_stream(api, connection, STREAM_RECORDS, owner)
+        result = get ? api_start_stream(api, connection, request, STREAM_RECORDS)
                  : strcmp(method, MHD_HTTP_METHOD_DELETE) == 0
-                     ? api_delete_records(api, connection, owner)
+                     ? api_delete_records(api, connection, request)
                      : api_method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/issuance") == 0)
-        result = get ? api_start_stream(api, connection, STREAM_ISSUANCE, owner)
+        result = get ? api_start_stream(api, connection, request, STREAM_ISSUANCE)
                      : api_method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/bindings") == 0)
-        result = get ? api_start_stream(api, connection, STREAM_BINDINGS, owner)
+        result = get ? api_start_stream(api, connection, request, STREAM_BINDINGS)
                  : strcmp(method, MHD_HTTP_METHOD_DELETE) == 0
                      ? api_release_bindings(api, connection, owner)
                      : api_method_not_allowed(connection, method, url);
     else if (strcmp(url, "/api/v1/blocklist") == 0)
         result = api_route_blocklist(api, connection, request, method, owner);
     else if (strcmp(url, "/api/v1/status") == 0)
-        result = get ? queue_status(api, connection, owner)
+        result = get ? queue_status(api, connection, request)
                      : api_method_not_allowed(connection, method, url);
     else
         result = api_queue_error(connection, MHD_HTTP_NOT_FOUND, RPC_NOT_FOUND, "no route %s", url);
     return result;
+}
+
+/* /healthz, /readyz and /metrics: served on either listener, without a token. */
+static bool monitoring_route(const char *url)
+{
+    return strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+           strcmp(url, "/metrics") == 0;
 }
 
 static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
@@ -244,6 +261,9 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
 {
     bool get =
         strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    enum MHD_Result refused;
+    if (monitoring_route(url) && get && !api_query_none(connection, &refused))
+        return refused;
     if (strcmp(url, "/healthz") == 0)
         return get ? api_queue_text(connection, MHD_HTTP_OK, "text/plain", "ok\n", 3)
                    : api_method_not_allowed(connection, method, url);
@@ -277,7 +297,7 @@ static enum MHD_Result route(struct api *api, struct MHD_Connection *connection,
 static bool route_probe(struct api *api, struct MHD_Connection *connection, const char *url,
                         const char *method, enum MHD_Result *result)
 {
-    if (strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0 && strcmp(url, "/metrics") != 0)
+    if (!monitoring_route(url))
         return false;
     *result = route(api, connection, NULL, url, method);
     return true;
@@ -318,11 +338,11 @@ static void conn_answering(struct api *api, struct MHD_Connection *connection)
     pthread_mutex_unlock(&api->conns_lock);
 }
 
-static void notify_connection(void *user, struct MHD_Connection *connection, void **socket_context,
-                              enum MHD_ConnectionNotificationCode code)
+void api_notify_connection(void *user, struct MHD_Connection *connection, void **socket_context,
+                           enum MHD_ConnectionNotificationCode code)
 {
     struct api_listener *listener = user;
-    struct api *api = listener->api;
+    struct api *api = listener->generation->api;
     struct api_conn *conn = *socket_context;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *info =
@@ -366,7 +386,7 @@ static void notify_connection(void *user, struct MHD_Connection *connection, voi
  * headers that never finish, a body that trickles, a keep-alive connection
  * left idle. A response that streams out is not cut.
  */
-static void *reaper_run(void *user)
+void *api_reaper_run(void *user)
 {
     struct api *api = user;
     pthread_mutex_lock(&api->conns_lock);
@@ -389,6 +409,9 @@ static void *reaper_run(void *user)
         if (reaped > 0)
             log_msg(LOG_WARN, "api connections past their request deadline closed", "count=%u",
                     reaped);
+        pthread_mutex_unlock(&api->conns_lock);
+        api_collect_retired(api);
+        pthread_mutex_lock(&api->conns_lock);
     }
     pthread_mutex_unlock(&api->conns_lock);
     return NULL;
@@ -410,7 +433,8 @@ static enum MHD_Result handle_headers(struct api *api, struct MHD_Connection *co
     enum MHD_Result result = MHD_YES;
     request->refused = true;
     /* With api.clientCA every route but the load balancer's probes needs a client certificate. */
-    if (api->client_ca_pem != NULL && !is_probe(url) && !client_certificate_valid(connection)) {
+    if (request->generation->client_ca_pem != NULL && !is_probe(url) &&
+        !client_certificate_valid(connection)) {
         conn_answering(api, connection);
         return api_queue_error(connection, MHD_HTTP_UNAUTHORIZED, RPC_UNAUTHENTICATED,
                                "a client certificate issued by api.clientCA is required");
@@ -448,16 +472,18 @@ static char *route_path(const char *url)
     return strndup(url, length);
 }
 
-static enum MHD_Result handle(void *user, struct MHD_Connection *connection, const char *url,
-                              const char *method, const char *version, const char *upload_data,
-                              size_t *upload_data_size, void **context)
+enum MHD_Result api_handle(void *user, struct MHD_Connection *connection, const char *url,
+                           const char *method, const char *version, const char *upload_data,
+                           size_t *upload_data_size, void **context)
 {
-    struct api *api = ((struct api_listener *)user)->api;
+    struct api_generation *generation = ((struct api_listener *)user)->generation;
+    struct api *api = generation->api;
     struct request *request = *context;
     if (request == NULL) {
         if ((request = calloc(1, sizeof(*request))) == NULL)
             return MHD_NO;
         *context = request;
+        request->generation = generation;
         if ((request->path = route_path(url)) == NULL)
             return MHD_NO;
         return handle_headers(api, connection, request->path, request);
@@ -492,12 +518,11 @@ static enum MHD_Result handle(void *user, struct MHD_Connection *connection, con
 }
 
 /* The health listener: the probes and metrics only, no token, no body. */
-static enum MHD_Result handle_health(void *user, struct MHD_Connection *connection, const char *url,
-                                     const char *method, const char *version,
-                                     const char *upload_data, size_t *upload_data_size,
-                                     void **context)
+enum MHD_Result api_handle_health(void *user, struct MHD_Connection *connection, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **context)
 {
-    struct api *api = ((struct api_listener *)user)->api;
+    struct api *api = ((struct api_listener *)user)->generation->api;
     if (*context == NULL) {
         *context = connection; /* any non-NULL value: the headers are in */
         return MHD_YES;
@@ -515,10 +540,10 @@ static enum MHD_Result handle_health(void *user, struct MHD_Connection *connecti
                            url);
 }
 
-static void request_completed(void *user, struct MHD_Connection *connection, void **context,
-                              enum MHD_RequestTerminationCode code)
+void api_request_completed(void *user, struct MHD_Connection *connection, void **context,
+                           enum MHD_RequestTerminationCode code)
 {
-    struct api *api = ((struct api_listener *)user)->api;
+    struct api *api = ((struct api_listener *)user)->generation->api;
     struct api_conn *conn = conn_of(connection);
     if (conn != NULL) {
         /* A keep-alive connection's next request gets a deadline of its own. */
@@ -537,283 +562,4 @@ static void request_completed(void *user, struct MHD_Connection *connection, voi
     free(request->body);
     free(request);
     *context = NULL;
-}
-
-static char *read_pem(const char *path, char *err, size_t err_length)
-{
-    FILE *file = fopen(path, "rb");
-    if (file == NULL) {
-        snprintf(err, err_length, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *text = malloc(API_PEM_LIMIT + 1);
-    size_t length = text != NULL ? fread(text, 1, API_PEM_LIMIT + 1, file) : 0;
-    fclose(file);
-    if (text == NULL || length == 0 || length > API_PEM_LIMIT) {
-        snprintf(err, err_length, "%s: empty, unreadable or larger than 1 MiB", path);
-        free(text);
-        return NULL;
-    }
-    text[length] = '\0';
-    return text;
-}
-
-/* Parses HOST:PORT (an IP address) into address; loopback tells whether it is 127/8 or ::1. */
-static int parse_listen(const char *key, const char *listen, struct sockaddr_storage *address,
-                        bool *loopback, char *err, size_t err_length)
-{
-    char host[64];
-    const char *colon = strrchr(listen, ':');
-    const char *start = listen;
-    size_t host_length = colon != NULL ? (size_t)(colon - listen) : 0;
-    if (listen[0] == '[' && host_length >= 2 && colon[-1] == ']') {
-        start++;
-        host_length -= 2;
-    }
-    char *end = NULL;
-    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
-    if (colon == NULL || host_length == 0 || host_length >= sizeof(host) || end == colon + 1 ||
-        *end != '\0' || port < 1 || port > 65535) {
-        snprintf(err, err_length, "%s: \"%s\" must be HOST:PORT", key, listen);
-        return -1;
-    }
-    memcpy(host, start, host_length);
-    host[host_length] = '\0';
-    memset(address, 0, sizeof(*address));
-    struct sockaddr_in *v4 = (struct sockaddr_in *)address;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)address;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
-        *loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
-        *loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
-        return 0;
-    }
-    snprintf(err, err_length, "%s: \"%s\": the host must be an IP address", key, listen);
-    return -1;
-}
-
-__attribute__((format(printf, 2, 0))) static void log_mhd(void *user, const char *fmt, va_list args)
-{
-    char message[512];
-    vsnprintf(message, sizeof(message), fmt, args);
-    message[strcspn(message, "\r\n")] = '\0';
-    for (char *c = message; *c != '\0'; c++) {
-        if (*c == '"')
-            *c = '\'';
-    }
-    log_msg(LOG_WARN, "api", "error=\"%s\"", message);
-}
-
-static void api_free(struct api *api)
-{
-    auth_free(api->auth);
-    free(api->cert_pem);
-    free(api->client_ca_pem);
-    if (api->key_pem != NULL) {
-        explicit_bzero(api->key_pem, strlen(api->key_pem));
-        free(api->key_pem);
-    }
-    json_decref(api->rates);
-    pthread_mutex_destroy(&api->lock);
-    pthread_cond_destroy(&api->idle);
-    pthread_mutex_destroy(&api->conns_lock);
-    pthread_cond_destroy(&api->reaper_wake);
-    pthread_mutex_destroy(&api->rates_lock);
-    free(api);
-}
-
-static uint16_t port_of(const struct sockaddr_storage *address)
-{
-    return address->ss_family == AF_INET6 ? ntohs(((const struct sockaddr_in6 *)address)->sin6_port)
-                                          : ntohs(((const struct sockaddr_in *)address)->sin_port);
-}
-
-/*
- * The health listener (api.healthListen): its own small connection budget
- * and deadline, one polling thread, so a flood of the API's connections
- * never keeps a load balancer from its probes. Same TLS as the API, no
- * client certificate.
- */
-static int start_health(struct api *api, char *err, size_t err_length)
-{
-    const struct config_api *settings = api->settings;
-    struct sockaddr_storage address;
-    bool loopback = false;
-    if (parse_listen("api.healthListen", settings->health_listen, &address, &loopback, err,
-                     err_length) < 0)
-        return -1;
-    bool tls = api->cert_pem != NULL;
-    if (!tls && !loopback) {
-        snprintf(err, err_length,
-                 "api.healthListen: %s is not a loopback address: plain HTTP is refused there; "
-                 "set api.certificate and api.key",
-                 settings->health_listen);
-        return -1;
-    }
-    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
-                     (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
-    struct MHD_OptionItem tls_options[] = {
-        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    api->health_listener = (struct api_listener){api, API_HEALTH_TIMEOUT_S};
-    api->health_daemon = MHD_start_daemon(
-        flags, port_of(&address), NULL, NULL, handle_health, &api->health_listener,
-        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)API_HEALTH_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)API_HEALTH_CONNECTIONS_PER_SOURCE, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_HEALTH_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, notify_connection,
-        &api->health_listener, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
-        &api->health_listener, MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
-    if (api->health_daemon == NULL) {
-        snprintf(err, err_length, "api.healthListen: cannot serve on %s (address in use?)",
-                 settings->health_listen);
-        return -1;
-    }
-    log_msg(LOG_INFO, "api health listening", "addr=%s tls=%s", settings->health_listen,
-            tls ? "yes" : "no");
-    return 0;
-}
-
-struct api *api_start(const struct config *config, struct plane *plane, char *err,
-                      size_t err_length)
-{
-    const struct config_api *settings = &config->api;
-    struct sockaddr_storage address;
-    bool loopback = false;
-    if (settings->listen == NULL) {
-        snprintf(err, err_length, "api.listen: required");
-        return NULL;
-    }
-    if (parse_listen("api.listen", settings->listen, &address, &loopback, err, err_length) < 0)
-        return NULL;
-    bool tls = settings->cert_file != NULL;
-    if (!tls && !loopback) {
-        snprintf(err, err_length,
-                 "api.listen: %s is not a loopback address: plain HTTP is refused there; set "
-                 "api.certificate and api.key",
-                 settings->listen);
-        return NULL;
-    }
-    if (settings->client_ca_file != NULL && !tls) {
-        snprintf(err, err_length, "api.clientCA: needs api.certificate and api.key (HTTPS)");
-        return NULL;
-    }
-    if ((settings->jwks_file == NULL && settings->jwks_url == NULL &&
-         settings->authority == NULL) ||
-        settings->issuer == NULL) {
-        snprintf(err, err_length,
-                 "api.issuer and one of api.jwks, api.jwksUrl, api.authority: "
-                 "required");
-        return NULL;
-    }
-
-    struct api *api = calloc(1, sizeof(*api));
-    if (api == NULL) {
-        snprintf(err, err_length, "out of memory");
-        return NULL;
-    }
-    pthread_mutex_init(&api->lock, NULL);
-    pthread_cond_init(&api->idle, NULL);
-    pthread_mutex_init(&api->conns_lock, NULL);
-    pthread_cond_init(&api->reaper_wake, NULL);
-    pthread_mutex_init(&api->rates_lock, NULL);
-    api->plane = plane;
-    api->settings = settings;
-    api->rates = json_object();
-    char problem[512];
-    api->auth = auth_open(settings, problem, sizeof(problem));
-    if (api->auth == NULL || api->rates == NULL) {
-        snprintf(err, err_length, "api.%s: %s",
-                 settings->jwks_file != NULL  ? "jwks"
-                 : settings->jwks_url != NULL ? "jwksUrl"
-                                              : "authority",
-                 api->rates == NULL ? "out of memory" : problem);
-        api_free(api);
-        return NULL;
-    }
-    if (tls && ((api->cert_pem = read_pem(settings->cert_file, err, err_length)) == NULL ||
-                (api->key_pem = read_pem(settings->key_file, err, err_length)) == NULL)) {
-        api_free(api);
-        return NULL;
-    }
-    if (settings->client_ca_file != NULL &&
-        (api->client_ca_pem = read_pem(settings->client_ca_file, err, err_length)) == NULL) {
-        api_free(api);
-        return NULL;
-    }
-    if (pthread_create(&api->reaper, NULL, reaper_run, api) != 0) {
-        snprintf(err, err_length, "cannot start the API's deadline thread");
-        api_free(api);
-        return NULL;
-    }
-    api->reaper_started = true;
-
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG | (address.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
-                     (tls ? MHD_USE_TLS : 0);
-    struct MHD_OptionItem tls_options[] = {
-        {tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, api->cert_pem},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, api->key_pem},
-        {api->client_ca_pem != NULL ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0,
-         api->client_ca_pem},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    api->listener = (struct api_listener){api, settings->request_timeout_s};
-    api->daemon = MHD_start_daemon(
-        flags, port_of(&address), NULL, NULL, handle, &api->listener, MHD_OPTION_EXTERNAL_LOGGER,
-        log_mhd, api, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&address, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)settings->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)settings->max_connections_per_source, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)API_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, notify_connection,
-        &api->listener, MHD_OPTION_NOTIFY_COMPLETED, request_completed, &api->listener,
-        MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
-    if (api->daemon == NULL) {
-        snprintf(err, err_length, "api.listen: cannot serve on %s (address in use, or bad %s)",
-                 settings->listen, tls ? "certificate or key" : "address");
-        api_stop(api);
-        return NULL;
-    }
-    if (settings->health_listen != NULL && start_health(api, err, err_length) != 0) {
-        api_stop(api);
-        return NULL;
-    }
-    log_msg(LOG_INFO, "api listening",
-            "addr=%s tls=%s client_certificates=%s connections=%u per_source=%u "
-            "request_timeout_s=%u",
-            settings->listen, tls ? "yes" : "no", api->client_ca_pem != NULL ? "required" : "no",
-            settings->max_connections, settings->max_connections_per_source,
-            settings->request_timeout_s);
-    return api;
-}
-
-void api_stop(struct api *api)
-{
-    if (api == NULL)
-        return;
-    if (api->health_daemon != NULL)
-        MHD_stop_daemon(api->health_daemon);
-    if (api->daemon != NULL)
-        MHD_stop_daemon(api->daemon);
-    pthread_mutex_lock(&api->lock);
-    while (api->producers > 0)
-        pthread_cond_wait(&api->idle, &api->lock);
-    pthread_mutex_unlock(&api->lock);
-    if (api->reaper_started) {
-        pthread_mutex_lock(&api->conns_lock);
-        api->stopping = true;
-        pthread_cond_signal(&api->reaper_wake);
-        pthread_mutex_unlock(&api->conns_lock);
-        pthread_join(api->reaper, NULL);
-    }
-    api_free(api);
 }

@@ -415,6 +415,8 @@ static enum MHD_Result put_document(struct api *api, struct MHD_Connection *conn
 {
     enum MHD_Result result;
     bool create = path_id == NULL;
+    if (!api_query_none(connection, &result))
+        return result;
     if (!create && !config_uuid_valid(path_id))
         return api_queue_error(connection, MHD_HTTP_BAD_REQUEST, RPC_INVALID_ARGUMENT,
                                "id: \"%s\" is not a UUID", path_id);
@@ -570,12 +572,8 @@ enum MHD_Result api_route_blocklist(struct api *api, struct MHD_Connection *conn
 {
     if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) {
         /* No filters: a parameter is refused rather than ignored, which would widen the list. */
-        static const char *const none[] = {NULL};
-        query_t *query = api_query_collect(connection);
-        bool ok;
-        enum MHD_Result refused = api_check_query(connection, query, none, none, &ok);
-        json_decref(query);
-        if (!ok)
+        enum MHD_Result refused;
+        if (!api_query_none(connection, &refused))
             return refused;
         json_t *entries = plane_blocklist(api->plane, owner);
         struct ndjson out = {0};
@@ -589,6 +587,9 @@ enum MHD_Result api_route_blocklist(struct api *api, struct MHD_Connection *conn
         return api_queue_ndjson(connection, &out);
     }
     if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+        enum MHD_Result refused;
+        if (!api_query_none(connection, &refused))
+            return refused;
         json_error_t error;
         json_t *body = json_loadb(request->body != NULL ? request->body : "", request->length,
                                   JSON_REJECT_DUPLICATES, &error);

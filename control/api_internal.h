@@ -1,8 +1,8 @@
 /*
  * api_internal: what the management API's files share (control/api.c, the
- * server and routing; api_reply.c, answers and query parameters;
- * api_documents.c, groups, hubs, the blocklist and bindings; api_stream.c,
- * the store-backed lists). Private to them: nothing else includes it.
+ * handlers and routing; api_server.c, the listeners, their generations and reloads; api_reply.c,
+ * answers and query parameters; api_documents.c, groups, hubs, the blocklist and bindings;
+ * api_stream.c, the store-backed lists). Private to them: nothing else includes it.
  */
 #ifndef DPS_CONTROL_API_INTERNAL_H
 #define DPS_CONTROL_API_INTERNAL_H
@@ -60,23 +60,51 @@ struct api_conn {
     bool reaped;
 };
 
+/* A listening socket the API bound (control/api.c: bind_listener). */
+struct api_socket {
+    int fd; /* -1: none */
+    int family;
+    bool loopback;
+};
+
+struct api_generation;
+
 /* A listener: the API's own, or the health listener's (probes and metrics only). */
 struct api_listener {
-    struct api *api;
+    struct api_generation *generation;
     unsigned timeout_s;
 };
 
-struct api {
+/*
+ * What a reload may change, what it loads, and the daemons serving with it
+ * (control/api_server.c says who frees it and when).
+ */
+struct api_generation {
+    struct api *api;
+    struct config *config;             /* owns settings after a reload; NULL: the plane's */
+    const struct config_api *settings; /* admins, limits, deadline, the files below */
+    struct auth *auth;                 /* operator keys */
+    char *cert_pem;
+    char *client_ca_pem; /* api.clientCA: client certificates required when set */
+    char *key_pem;
     struct MHD_Daemon *daemon;
     struct MHD_Daemon *health_daemon; /* api.healthListen, or NULL */
     struct api_listener listener;
     struct api_listener health_listener;
+    int quiesced[2];             /* retired: the daemons' copies of the sockets, or -1 */
+    unsigned streams;            /* lists streaming from it, under api->lock */
+    struct api_generation *next; /* the retired list */
+};
+
+struct api {
+    struct api_socket socket;        /* api.listen */
+    struct api_socket health_socket; /* api.healthListen */
     struct plane *plane;
+    /* As dpsd started: the addresses and the quotas (the plane's settings). */
     const struct config_api *settings;
-    struct auth *auth;
-    char *cert_pem;
-    char *client_ca_pem; /* api.clientCA: client certificates required when set */
-    char *key_pem;
+    struct api_generation *current; /* under lock */
+    struct api_generation *retired; /* under lock, freed by the reaper once idle */
+    json_t *restart_required;       /* under lock: setting names a reload could not apply */
 
     /* Producer threads still scanning: api_stop waits for them. */
     pthread_mutex_t lock;
@@ -98,9 +126,10 @@ struct api {
 
 /* One request: its owner, checked before any body byte is read, and its body as it arrives. */
 struct request {
-    char *path;   /* the path routed by (control/api.c: route_path) */
-    char *owner;  /* /api/v1 routes: the token's owner */
-    bool refused; /* answered in the first call: the body is discarded */
+    struct api_generation *generation; /* the one whose daemon serves the request */
+    char *path;                        /* the path routed by (control/api.c: route_path) */
+    char *owner;                       /* /api/v1 routes: the token's owner */
+    bool refused;                      /* answered in the first call: the body is discarded */
     char *body;
     size_t length;
     bool too_large;
@@ -156,6 +185,13 @@ enum MHD_Result api_check_query(struct MHD_Connection *connection, const query_t
                                 const char *const *allowed, const char *const *uuid_filters,
                                 bool *ok);
 
+/*
+ * For a route that takes no query parameter: true when the request has none; else false with
+ * the 400 naming the first one queued in *result. Every route refuses a parameter it does not
+ * know, so a misspelt option is never silently ignored.
+ */
+bool api_query_none(struct MHD_Connection *connection, enum MHD_Result *result);
+
 int api_uuid_text_normalise(const char *text, char out[UUID_STRING_LENGTH + 1]);
 
 bool api_same_owner(const char *owner, const char *caller);
@@ -179,10 +215,31 @@ enum MHD_Result api_route_documents(struct api *api, struct MHD_Connection *conn
                                     const char *method, const char *url, const char *owner);
 
 enum MHD_Result api_start_stream(struct api *api, struct MHD_Connection *connection,
-                                 enum stream_kind kind, const char *owner);
+                                 const struct request *request, enum stream_kind kind);
 
 /* DELETE /api/v1/provisioning-records (control/api_stream.c). */
 enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *connection,
-                                   const char *owner);
+                                   const struct request *request);
+
+/* libmicrohttpd's callbacks (control/api.c); user is the struct api_listener. */
+enum MHD_Result api_handle(void *user, struct MHD_Connection *connection, const char *url,
+                           const char *method, const char *version, const char *upload_data,
+                           size_t *upload_data_size, void **context);
+enum MHD_Result api_handle_health(void *user, struct MHD_Connection *connection, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **context);
+void api_notify_connection(void *user, struct MHD_Connection *connection, void **socket_context,
+                           enum MHD_ConnectionNotificationCode code);
+void api_request_completed(void *user, struct MHD_Connection *connection, void **context,
+                           enum MHD_RequestTerminationCode code);
+
+/* The reaper thread (control/api.c): request deadlines, and api_collect_retired each second. */
+void *api_reaper_run(void *user);
+
+/* Frees the retired generations with no connection and no stream left (api_server.c). */
+void api_collect_retired(struct api *api);
+
+/* The setting names the last reload could not apply (a new reference, an array). */
+json_t *api_restart_required(struct api *api);
 
 #endif

@@ -287,6 +287,16 @@ enum MHD_Result api_check_query(struct MHD_Connection *connection, const query_t
     return MHD_YES;
 }
 
+bool api_query_none(struct MHD_Connection *connection, enum MHD_Result *result)
+{
+    static const char *const none[] = {NULL};
+    query_t *query = api_query_collect(connection);
+    bool ok;
+    *result = api_check_query(connection, query, none, none, &ok);
+    json_decref(query);
+    return ok;
+}
+
 /*
  * A UUID parameter (checked by check_query) in the lower-case form the
  * store's keys use. 0, or -1 with out "" when text is not a UUID after all.

@@ -43,6 +43,7 @@
  */
 struct stream {
     struct api *api;
+    struct api_generation *generation; /* its TLS identity for the peers; kept (streams) */
     enum stream_kind kind;
     char *owner;
     query_t *query;
@@ -304,8 +305,8 @@ static void stream_fan_out(struct stream *stream)
         .path = stream->path,
         .token = stream->token,
         .trust_file = settings->api.cert_file,
-        .certificate_pem = stream->api->cert_pem,
-        .key_pem = stream->api->key_pem,
+        .certificate_pem = stream->generation->cert_pem,
+        .key_pem = stream->generation->key_pem,
         .key_fields = key_fields[stream->kind],
         .self = settings->cluster.node,
         .connect_ms = API_FANOUT_CONNECT_MS,
@@ -341,6 +342,7 @@ static void *stream_produce(void *user)
 {
     struct stream *stream = user;
     struct api *api = stream->api;
+    struct api_generation *generation = stream->generation;
     sigset_t pipe_signal;
     sigemptyset(&pipe_signal);
     sigaddset(&pipe_signal, SIGPIPE);
@@ -363,6 +365,7 @@ static void *stream_produce(void *user)
     stream_free(stream);
 
     pthread_mutex_lock(&api->lock);
+    generation->streams--;
     api->producers--;
     pthread_cond_broadcast(&api->idle);
     pthread_mutex_unlock(&api->lock);
@@ -487,8 +490,8 @@ static json_int_t delete_on_node(const struct config *settings, const json_t *no
         return -1;
     }
     /* {"count": N} fits the pipe's buffer: the whole answer is read once the call returns. */
-    int status = peer_request("DELETE", url, settings->api.cert_file, forward->api->cert_pem,
-                              forward->api->key_pem, forward->path, forward->token,
+    int status = peer_request("DELETE", url, settings->api.cert_file, forward->generation->cert_pem,
+                              forward->generation->key_pem, forward->path, forward->token,
                               API_FANOUT_CONNECT_MS, API_FANOUT_STALL_MS, fds[1], err, err_length);
     close(fds[1]);
     char answer[256];
@@ -518,8 +521,9 @@ static json_int_t delete_on_node(const struct config *settings, const json_t *no
  * the others deleted stays deleted; the same DELETE again finishes it).
  */
 enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *connection,
-                                   const char *owner)
+                                   const struct request *request)
 {
+    const char *owner = request->owner;
     query_t *query = api_query_collect(connection);
     bool ok;
     enum MHD_Result result =
@@ -548,7 +552,7 @@ enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *conne
         json_decref(query);
         return api_queue_json(connection, MHD_HTTP_OK, json_pack("{s:I}", "count", count));
     }
-    struct stream forward = {.api = api, .kind = STREAM_RECORDS};
+    struct stream forward = {.api = api, .generation = request->generation, .kind = STREAM_RECORDS};
     const struct config *settings = plane_settings(api->plane);
     char err[256] = "", unanswered[1024] = "";
     size_t silent = 0;
@@ -590,8 +594,9 @@ enum MHD_Result api_delete_records(struct api *api, struct MHD_Connection *conne
 }
 
 enum MHD_Result api_start_stream(struct api *api, struct MHD_Connection *connection,
-                                 enum stream_kind kind, const char *owner)
+                                 const struct request *request, enum stream_kind kind)
 {
+    const char *owner = request->owner;
     static const char *const issuance_parameters[] = {"deviceIdFilter", "serialFilter", "since",
                                                       "until", NULL};
     static const char *const binding_parameters[] = {"deviceIdFilter", NULL};
@@ -632,6 +637,7 @@ enum MHD_Result api_start_stream(struct api *api, struct MHD_Connection *connect
                                "cannot start the stream: %s", strerror(errno));
     }
     stream->api = api;
+    stream->generation = request->generation;
     stream->kind = kind;
     stream->query = query;
     stream->forwarded =
@@ -655,8 +661,10 @@ enum MHD_Result api_start_stream(struct api *api, struct MHD_Connection *connect
     pthread_mutex_lock(&api->lock);
     bool started =
         response != NULL && pthread_create(&thread, &attributes, stream_produce, stream) == 0;
-    if (started)
+    if (started) {
         api->producers++;
+        request->generation->streams++;
+    }
     pthread_mutex_unlock(&api->lock);
     pthread_attr_destroy(&attributes);
     if (!started) {

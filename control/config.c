@@ -77,15 +77,10 @@ bool config_uuid_valid(const char *text)
 
 static int check_listen(struct parser *p, const yaml_node_t *node, const char *path, char *text)
 {
-    char host[256];
-    uint16_t port;
-    bool is_v6;
-    const char *problem = address_parse(text, host, sizeof(host), &port, &is_v6);
+    struct sockaddr_storage address;
+    const char *problem = address_listen(text, &address);
     if (problem != NULL)
         return config_fail(p, node, path, "\"%s\": %s", text, problem);
-    unsigned char address[16];
-    if (inet_pton(is_v6 ? AF_INET6 : AF_INET, host, address) != 1)
-        return config_fail(p, node, path, "\"%s\": the host must be an IP address", text);
     return 0;
 }
 

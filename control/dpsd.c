@@ -6,7 +6,8 @@
  * control plane (control/plane.c), which seeds the store with the file's
  * groups and hubs, builds the first snapshot and starts one shard per core.
  * The management API starts when configured. Then the main thread waits for
- * signals: SIGHUP reloads the file's groups, hubs and certificates; SIGTERM
+ * signals: SIGHUP reloads the file's groups, hubs and certificates, and the
+ * management API's certificates, keys and operator keys (control/api.h); SIGTERM
  * or SIGINT drains (not ready, no new connections, devices in progress
  * finish) and stops.
  */
@@ -24,6 +25,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "common/address.h"
 #include "common/file.h"
 #include "control/api.h"
 #include "control/cluster_view.h"
@@ -222,6 +224,20 @@ static int check_key_folders(const struct config *config)
     return 0;
 }
 
+/*
+ * An address given on the command line, checked as the configuration file's are
+ * (common/address.h), so a bad one stops dpsd with the same reason. 0, or -1 after saying so.
+ */
+static int check_address_option(const char *option, const char *text)
+{
+    struct sockaddr_storage address;
+    const char *problem = address_listen(text, &address);
+    if (problem == NULL)
+        return 0;
+    fprintf(stderr, "dpsd: %s: \"%s\": %s\n", option, text, problem);
+    return -1;
+}
+
 /* Replaces the configured listen addresses with one. */
 static int override_listen(struct config *config, const char *address)
 {
@@ -267,11 +283,8 @@ static int apply_cluster_overrides(struct config *config, const struct options *
     if (options->data_dir != NULL && override_string(&config->data_dir, options->data_dir) != 0)
         return -1;
     if (options->redis != NULL) {
-        if (options->redis[0] != '/' && strchr(options->redis, ':') == NULL) {
-            fprintf(stderr, "dpsd: --redis must be HOST:PORT or a unix socket path\n");
-            return -1;
-        }
-        if (override_string(&cluster->redis, options->redis) != 0)
+        if ((options->redis[0] != '/' && check_address_option("--redis", options->redis) != 0) ||
+            override_string(&cluster->redis, options->redis) != 0)
             return -1;
         free_string_list(cluster->sentinels, cluster->sentinel_count);
         cluster->sentinels = NULL;
@@ -303,7 +316,8 @@ static int apply_cluster_overrides(struct config *config, const struct options *
 
 static int apply_overrides(struct config *config, const struct options *options)
 {
-    if (options->listen != NULL && override_listen(config, options->listen) != 0) {
+    if (options->listen != NULL && (check_address_option("--listen", options->listen) != 0 ||
+                                    override_listen(config, options->listen) != 0)) {
         return -1;
     }
     if (options->api_listen != NULL) {
@@ -311,8 +325,9 @@ static int apply_overrides(struct config *config, const struct options *options)
             fprintf(stderr, "dpsd: --api-listen needs an api section in the configuration\n");
             return -1;
         }
-        free(config->api.listen);
-        config->api.listen = strdup(options->api_listen);
+        if (check_address_option("--api-listen", options->api_listen) != 0 ||
+            override_string(&config->api.listen, options->api_listen) != 0)
+            return -1;
     }
     if (options->shards >= 0) {
         config->shards = (unsigned)options->shards;
@@ -332,6 +347,27 @@ static int apply_overrides(struct config *config, const struct options *options)
         config->log_level = strdup(options->log_level);
     }
     return apply_cluster_overrides(config, options);
+}
+
+/*
+ * SIGHUP for the management API: the file read again with the same command-line overrides, so
+ * --api-listen still wins, and handed to the API (control/api.h: what it applies, what needs a
+ * restart). Failures are logged; the API in force goes on.
+ */
+static void reload_api(struct api *api, const char *config_path, const struct options *options)
+{
+    char err[1024];
+    struct config *fresh;
+    if (config_load(config_path, &fresh, err, sizeof(err)) != 0)
+        return; /* plane_reload said why */
+    if (apply_overrides(fresh, options) != 0 || check_key_folders(fresh) != 0) {
+        config_free(fresh);
+        log_msg(LOG_ERROR, "api reload failed", "config=%s error=\"see the line above\"",
+                config_path);
+        return;
+    }
+    if (api_reload(api, fresh, err, sizeof(err)) != 0)
+        log_msg(LOG_ERROR, "api reload failed", "config=%s error=\"%s\"", config_path, err);
 }
 
 static int parse_options(int argc, char **argv, struct options *options)
@@ -481,6 +517,10 @@ int main(int argc, char **argv)
     struct cluster_view *view = NULL;
     struct cluster_sync *sync = NULL;
     int status = 1;
+    if (settings->api.listen != NULL && (api = api_bind(settings, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "dpsd: management API: %s\n", err);
+        goto out;
+    }
     if (plane_start(plane, shard_count, err, sizeof(err)) != 0) {
         fprintf(stderr, "dpsd: %s\n", err);
         goto out;
@@ -497,12 +537,9 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    if (settings->api.listen != NULL) {
-        api = api_start(settings, plane, err, sizeof(err));
-        if (api == NULL) {
-            fprintf(stderr, "dpsd: management API: %s\n", err);
-            goto out;
-        }
+    if (api != NULL && api_start(api, plane, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dpsd: management API: %s\n", err);
+        goto out;
     }
     view = cluster_view_start(plane, DPS_VERSION, err, sizeof(err));
     if (view == NULL && err[0] != '\0') {
@@ -531,6 +568,8 @@ int main(int argc, char **argv)
             } else {
                 log_msg(LOG_ERROR, "reload failed", "config=%s error=\"%s\"", config_path, err);
             }
+            if (api != NULL)
+                reload_api(api, config_path, &options);
             continue;
         }
         log_msg(LOG_INFO, "draining", "signal=%d", signal_number);
@@ -541,9 +580,7 @@ int main(int argc, char **argv)
     status = 0;
 out:
     cluster_view_stop(view);
-    if (api != NULL) {
-        api_stop(api);
-    }
+    api_stop(api);
     cluster_sync_stop(sync);
     plane_destroy(plane);
     log_msg(LOG_INFO, "stopped", "status=%d", status);

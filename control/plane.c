@@ -489,7 +489,23 @@ int plane_reload(struct plane *plane, char *err, size_t err_length)
     if (config_load(plane->settings->path, &fresh, err, err_length) != 0) {
         return PLANE_INVALID;
     }
+    /*
+     * The operator keys a hub's token key is checked against follow a rotated api.jwks, as
+     * the API's do (control/api.h: api_reload); a JWKS that does not load keeps them, and the
+     * API's reload says why.
+     */
+    char reason[512];
+    struct auth *operator_keys =
+        plane->operator_keys != NULL && fresh->api.jwks_file != NULL
+            ? auth_load(fresh->api.jwks_file, fresh->api.issuer, fresh->api.audience,
+                        fresh->api.owner_claim, reason, sizeof(reason))
+            : NULL;
     pthread_mutex_lock(&plane->lock);
+    if (operator_keys != NULL) {
+        struct auth *old_keys = plane->operator_keys;
+        plane->operator_keys = operator_keys;
+        operator_keys = old_keys;
+    }
     int status = check_registry(plane, fresh, err, err_length);
     struct plane_snapshot *snapshot =
         status == PLANE_OK ? load_stored(plane, fresh, &status, err, err_length) : NULL;
@@ -522,6 +538,7 @@ int plane_reload(struct plane *plane, char *err, size_t err_length)
     }
     config_free(fresh);
     pthread_mutex_unlock(&plane->lock);
+    auth_free(operator_keys);
     return status;
 }
 

@@ -78,7 +78,7 @@ struct plane {
     json_t *blocklist; /* the stored blocklist entries (an array), guarded by lock */
     uint64_t generation;
     OSSL_LIB_CTX *check_libctx; /* for checking candidates off the data plane */
-    struct auth *operator_keys; /* the API's JWKS: never a hub's token key (NULL without API) */
+    struct auth *operator_keys; /* the API's JWKS (api.jwks), under lock: never a hub's token key */
     struct shard *shards[PLANE_MAX_SHARDS];
     unsigned shard_count;
     atomic_bool ready;

@@ -14,7 +14,6 @@
 #include "dataplane/shard.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -32,6 +31,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "common/address.h"
 #include "common/log.h"
 #include "crypto/attestation.h"
 #include "crypto/lean_provider.h"
@@ -1031,58 +1031,28 @@ static void on_mailbox(void *user)
 
 /* ---- listeners ---- */
 
-static int split_host_port(const char *address, char *host, size_t host_length, char *port,
-                           size_t port_length)
-{
-    const char *colon = strrchr(address, ':');
-    if (colon == NULL) {
-        return -1;
-    }
-    const char *start = address;
-    size_t length = (size_t)(colon - address);
-    if (length >= 2 && address[0] == '[' && colon[-1] == ']') {
-        start++;
-        length -= 2;
-    }
-    if (length >= host_length || strlen(colon + 1) >= port_length) {
-        return -1;
-    }
-    memcpy(host, start, length);
-    host[length] = '\0';
-    snprintf(port, port_length, "%s", colon + 1);
-    return 0;
-}
-
+/* A device listener on address (common/address.h), shared by the shards (SO_REUSEPORT). */
 static int open_listener(const char *address, char *err, size_t err_length)
 {
-    char host[256], port[16];
-    if (split_host_port(address, host, sizeof(host), port, sizeof(port)) != 0) {
-        snprintf(err, err_length, "listen address %s is not HOST:PORT", address);
+    struct sockaddr_storage bound;
+    const char *problem = address_listen(address, &bound);
+    if (problem != NULL) {
+        snprintf(err, err_length, "listen: \"%s\": %s", address, problem);
         return -1;
     }
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *result;
-    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &result);
-    if (rc != 0) {
-        snprintf(err, err_length, "listen address %s: %s", address, gai_strerror(rc));
-        return -1;
-    }
-    int fd = socket(result->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(bound.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        (result->ai_family == AF_INET6 &&
+        (bound.ss_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
-        bind(fd, result->ai_addr, result->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
-        snprintf(err, err_length, "listen on %s: %s", address, strerror(errno));
+        bind(fd, (struct sockaddr *)&bound, address_length(&bound)) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, err_length, "listen: \"%s\": %s", address, strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
-        freeaddrinfo(result);
         return -1;
     }
-    freeaddrinfo(result);
     return fd;
 }
 

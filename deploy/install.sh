@@ -5,6 +5,9 @@
 #
 #   deploy/install.sh [BUILD_DIR]     (default: build, configured and built if missing)
 #
+# - a missing build is made as the quickstart makes it (deploy/build-dps.sh): on the bundled
+#   OpenSSL 3.5 when its source can be fetched, else on the system OpenSSL, one line saying
+#   which and why; an existing build is installed as it is;
 # - dpsd, dpsctl, dps-loadgen go to /usr/local/bin;
 # - a system user and group `dps` (no login, home /var/lib/dps);
 # - /etc/dps (root:dps 0750): the configuration dpsd.yaml and its files. On the first
@@ -27,8 +30,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 if [ ! -x "$BUILD/dpsd" ]; then
-    [ -d "$BUILD" ] || meson setup "$BUILD" --buildtype=release
-    ninja -C "$BUILD"
+    . deploy/build-dps.sh
+    build_dps "$BUILD" install.sh
 fi
 
 install -d -m 0755 "$PREFIX/bin" "$PREFIX/share/doc/dps"

@@ -1,13 +1,18 @@
 /*
  * Tests for HOST:PORT splitting (common/address.c): IPv4, bracketed IPv6 and names; the port
  * from 1 to 65535 and nothing after it; an empty host or one that does not fit is refused,
- * never cut; the reason said for each refusal.
+ * never cut; the reason said for each refusal. A listen setting's host is an IP address, and
+ * its socket address is what the text says.
  */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
 
 #include "common/address.h"
 
@@ -74,12 +79,52 @@ static void test_reasons(void **state)
                         "the port must be a number from 1 to 65535");
 }
 
+/* address_listen: the socket address of a listen setting, or the same reasons as address_parse. */
+static void test_listen(void **state)
+{
+    struct sockaddr_storage address;
+    unsigned char loopback6[16] = {0};
+    loopback6[15] = 1;
+
+    (void)state;
+    assert_null(address_listen("[::1]:15684", &address));
+    assert_int_equal(address.ss_family, AF_INET6);
+    assert_memory_equal(&((struct sockaddr_in6 *)&address)->sin6_addr, loopback6, 16);
+    assert_int_equal(address_port(&address), 15684);
+    assert_true(address_is_loopback(&address));
+    assert_int_equal(address_length(&address), sizeof(struct sockaddr_in6));
+    assert_null(address_listen("[::]:1", &address));
+    assert_false(address_is_loopback(&address));
+    assert_null(address_listen("127.9.9.9:65535", &address));
+    assert_int_equal(address.ss_family, AF_INET);
+    assert_int_equal(ntohl(((struct sockaddr_in *)&address)->sin_addr.s_addr), 0x7f090909);
+    assert_int_equal(address_port(&address), 65535);
+    assert_true(address_is_loopback(&address));
+    assert_int_equal(address_length(&address), sizeof(struct sockaddr_in));
+    assert_null(address_listen("0.0.0.0:9100", &address));
+    assert_false(address_is_loopback(&address));
+
+    assert_string_equal(address_listen("localhost:9100", &address),
+                        "the host must be an IP address");
+    assert_string_equal(address_listen("[127.0.0.1]:9100", &address),
+                        "the host must be an IP address");
+    assert_string_equal(address_listen("[::1", &address),
+                        "an IPv6 address must be written [ADDRESS]:PORT");
+    assert_string_equal(address_listen("::1:9100", &address),
+                        "an IPv6 address must be written [ADDRESS]:PORT");
+    assert_string_equal(address_listen("127.0.0.1", &address), "must be HOST:PORT");
+    assert_string_equal(address_listen("127.0.0.1:0", &address),
+                        "the port must be a number from 1 to 65535");
+    assert_string_equal(address_listen(":9100", &address), "the host is empty");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hosts_and_ports),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_reasons),
+        cmocka_unit_test(test_listen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
