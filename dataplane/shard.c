@@ -1031,8 +1031,36 @@ static void on_mailbox(void *user)
 
 /* ---- listeners ---- */
 
-/* A device listener on address (common/address.h), shared by the shards (SO_REUSEPORT). */
-static int open_listener(const char *address, char *err, size_t err_length)
+/*
+ * A socket bound to bound, SO_REUSEPORT when shared, listening when listening; -1 with errno.
+ */
+static int bind_device_socket(const struct sockaddr_storage *bound, bool shared, bool listening)
+{
+    int fd = socket(bound->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+        (bound->ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, (const struct sockaddr *)bound, address_length(bound)) != 0 ||
+        (listening && listen(fd, 4096) != 0)) {
+        int error = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        errno = error;
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * A device listener on address (common/address.h), shared by the shards (SO_REUSEPORT). The
+ * first shard first binds the port alone, without SO_REUSEPORT: a port another process holds
+ * (a second dpsd of the same user would otherwise join the group and silently take part of this
+ * one's devices) stops dpsd with that reason and the option to change it.
+ */
+static int open_listener(const char *address, bool first, char *err, size_t err_length)
 {
     struct sockaddr_storage bound;
     const char *problem = address_listen(address, &bound);
@@ -1040,18 +1068,20 @@ static int open_listener(const char *address, char *err, size_t err_length)
         snprintf(err, err_length, "listen: \"%s\": %s", address, problem);
         return -1;
     }
-    int fd = socket(bound.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        (bound.ss_family == AF_INET6 &&
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
-        bind(fd, (struct sockaddr *)&bound, address_length(&bound)) != 0 || listen(fd, 4096) != 0) {
-        snprintf(err, err_length, "listen: \"%s\": %s", address, strerror(errno));
+    int fd = first ? bind_device_socket(&bound, false, false) : -1;
+    if (!first || fd >= 0) {
         if (fd >= 0) {
             close(fd);
         }
-        return -1;
+        fd = bind_device_socket(&bound, true, true);
+    }
+    if (fd < 0 && errno == EADDRINUSE) {
+        snprintf(err, err_length,
+                 "listen: %s: port %u is in use (another dpsd?): choose a free one with --listen "
+                 "HOST:PORT or listen",
+                 address, (unsigned)address_port(&bound));
+    } else if (fd < 0) {
+        snprintf(err, err_length, "listen: \"%s\": %s", address, strerror(errno));
     }
     return fd;
 }
@@ -1132,7 +1162,7 @@ struct shard *shard_create(unsigned index, struct snapshot *snapshot, struct sto
         goto fail;
     }
     for (size_t i = 0; i < config->listen_count; i++) {
-        shard->listeners[i] = open_listener(config->listen[i], err, err_length);
+        shard->listeners[i] = open_listener(config->listen[i], index == 0, err, err_length);
         if (shard->listeners[i] < 0) {
             goto fail;
         }

@@ -7,7 +7,7 @@
 # option that changes it. The IPv6 cases are skipped, saying so, on a machine without ::1.
 . "$(dirname "$0")/lib.sh"
 
-plan 19
+plan 20
 DEMO=$WORK/demo
 PKI=$DEMO/pki
 PORT=$(free_port)
@@ -33,7 +33,7 @@ exits "a bad api.listen in the file is refused with its line and the reason" 1 \
     timeout 20 "$DPSD" --demo "$DEMO"
 cp "$WORK/good.yaml" "$DEMO/dpsd.yaml"
 
-# A second node on the first one's API port stops at once, naming the port and the option,
+# A second node on the first one's API port (or device port) stops at once, naming the port and the option,
 # whether the port came from --api-listen or from its file; the first node keeps every request.
 start_dpsd "$DEMO" "$PORT" --shards 1 || { not_ok "the first node starts"; finish; }
 ok "the first node starts"
@@ -46,6 +46,12 @@ exits "the same from the file's api.listen, before any device is served" 1 \
     "^dpsd: management API: api.listen: 127.0.0.1:$API_PORT: port $API_PORT is in use" \
     timeout 60 "$DPSD" --demo "$SECOND" --listen "127.0.0.1:$(free_port)"
 if grep -q 'msg="ready"' "$WORK/err"; then not_ok "the second node never said ready"; else ok "the second node never said ready"; fi
+# The device port: the shards share it with SO_REUSEPORT, which a second dpsd of the same user
+# could join and silently take part of the first one's devices; the first shard binds it alone
+# first.
+exits "a second node given the device port in use stops with the port and the option" 1 \
+    "listen: 127.0.0.1:$PORT: port $PORT is in use \(another dpsd\?\): choose a free one with --listen HOST:PORT or listen$" \
+    timeout 60 "$DPSD" --demo "$SECOND" --listen "127.0.0.1:$PORT" --api-listen "127.0.0.1:$(free_port)"
 all_answered() {
     local i
     for i in $(seq 1 20); do
