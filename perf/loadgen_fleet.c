@@ -47,6 +47,7 @@
 #include "perf/loadgen_identity.h"
 #include "perf/loadgen_prepare.h"
 #include "perf/loadgen_report.h"
+#include "perf/loadgen_timers.h"
 
 #define TICK_MS 5
 #define TIMEOUT_CHECK_TICKS 10
@@ -81,11 +82,6 @@ struct fleet_device {
     uint64_t started_ns, connect_ns, request_ns, deadline_ns;
 };
 
-struct timer {
-    uint64_t when_ns;
-    struct fleet_device *device;
-};
-
 struct fleet;
 
 struct worker {
@@ -102,9 +98,8 @@ struct worker {
     uint64_t prepared_count;
     struct fleet_results results;
     struct fleet_device *active;
-    struct timer *timers; /* a binary min-heap on when_ns */
-    size_t timer_count, timer_capacity;
-    uint64_t sequence; /* devices this worker started */
+    struct timer_heap timers; /* of struct fleet_device * */
+    uint64_t sequence;        /* devices this worker started */
     unsigned concurrency;
     double rate;
     bool launching_done;
@@ -150,51 +145,6 @@ static uint64_t elapsed_us(uint64_t since_ns)
 {
     uint64_t now = now_ns();
     return now > since_ns ? (now - since_ns) / 1000 : 0;
-}
-
-/* ---- timers ---- */
-
-static int timer_add(struct worker *worker, struct fleet_device *device, uint64_t when_ns)
-{
-    if (worker->timer_count == worker->timer_capacity) {
-        size_t capacity = worker->timer_capacity != 0 ? worker->timer_capacity * 2 : 256;
-        struct timer *timers = realloc(worker->timers, capacity * sizeof(*timers));
-        if (timers == NULL)
-            return -1;
-        worker->timers = timers;
-        worker->timer_capacity = capacity;
-    }
-    size_t i = worker->timer_count++;
-    while (i > 0 && worker->timers[(i - 1) / 2].when_ns > when_ns) {
-        worker->timers[i] = worker->timers[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    worker->timers[i] = (struct timer){when_ns, device};
-    return 0;
-}
-
-static struct fleet_device *timer_pop_due(struct worker *worker, uint64_t now)
-{
-    if (worker->timer_count == 0 || worker->timers[0].when_ns > now)
-        return NULL;
-    struct fleet_device *device = worker->timers[0].device;
-    struct timer last = worker->timers[--worker->timer_count];
-    size_t i = 0;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= worker->timer_count)
-            break;
-        if (child + 1 < worker->timer_count &&
-            worker->timers[child + 1].when_ns < worker->timers[child].when_ns)
-            child++;
-        if (worker->timers[child].when_ns >= last.when_ns)
-            break;
-        worker->timers[i] = worker->timers[child];
-        i = child;
-    }
-    if (worker->timer_count > 0)
-        worker->timers[i] = last;
-    return device;
 }
 
 /* ---- measurements from inside the device machine ---- */
@@ -316,7 +266,7 @@ static void device_attempt_failed(struct fleet_device *device)
     double delay = backoff_seconds[slot] * options->backoff_scale * jitter;
     worker->results.restarts++;
     device->waiting = WAIT_RESTART;
-    if (timer_add(worker, device, now_ns() + (uint64_t)(delay * 1e9)) != 0)
+    if (timer_heap_add(&worker->timers, device, now_ns() + (uint64_t)(delay * 1e9)) != 0)
         device_complete(device, false);
 }
 
@@ -358,7 +308,7 @@ static void device_flush(struct fleet_device *device)
             device->worker->results.transient_retries++;
             uint64_t delay =
                 (uint64_t)((double)machine->retry_after_ms * machine->options->backoff_scale * 1e6);
-            if (timer_add(device->worker, device, now_ns() + delay) != 0) {
+            if (timer_heap_add(&device->worker->timers, device, now_ns() + delay) != 0) {
                 device_fail_class(machine, ERROR_OTHER, "out of memory");
                 loop_close(device->conn, true);
             }
@@ -574,7 +524,7 @@ static void worker_timers(struct worker *worker)
     uint64_t now = now_ns();
     struct fleet_device *device;
 
-    while ((device = timer_pop_due(worker, now)) != NULL) {
+    while ((device = timer_heap_pop_due(&worker->timers, now)) != NULL) {
         enum wait_kind kind = device->waiting;
         device->waiting = WAIT_NONE;
         if (kind == WAIT_RETRY_STEP) {
@@ -690,6 +640,8 @@ static int worker_setup(struct worker *worker)
     EVP_PKEY_free(key);
     if (worker->ctx == NULL)
         return -1;
+    /* A device keeps its record buffers for its connection's life: no allocation per flight. */
+    SSL_CTX_clear_mode(worker->ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_cert_cb(worker->ctx, client_certificate, worker);
     SSL_CTX_set_cert_verify_callback(worker->ctx, device_kit_verify_server, &worker->kit);
     worker->loop =
@@ -789,7 +741,7 @@ static void *worker_main(void *user)
     for (uint64_t i = 0; i < worker->prepared_count; i++)
         prepared_device_clear(&worker->prepared[i]);
     free(worker->prepared);
-    free(worker->timers);
+    timer_heap_free(&worker->timers);
     SSL_CTX_free(worker->ctx);
     if (worker->kit_ready)
         device_kit_free(&worker->kit);
