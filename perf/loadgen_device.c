@@ -415,9 +415,14 @@ static const struct connection_plan *scenario_plan(enum scenario scenario, size_
     }
 }
 
+bool scenario_sends_csr(enum scenario scenario)
+{
+    return scenario != SCENARIO_HANDSHAKE && scenario != SCENARIO_TIME;
+}
+
 int device_init_fleet(struct device *device, const struct options *options, unsigned index,
                       const char *di, enum scenario scenario, SSL_CTX *ctx, struct device_kit *kit,
-                      const struct device_hooks *hooks)
+                      const struct device_hooks *hooks, struct device_csr *csr)
 {
     device_clear(device, options, index, kit);
     device->hooks = hooks;
@@ -425,9 +430,15 @@ int device_init_fleet(struct device *device, const struct options *options, unsi
     device->retry_transient = true;
     snprintf(device->di, sizeof(device->di), "%s", di);
     device->plan = scenario_plan(scenario, &device->plan_length);
-    if (scenario != SCENARIO_HANDSHAKE && scenario != SCENARIO_TIME)
-        return device_key_ready(device);
-    return 0;
+    if (!scenario_sends_csr(scenario))
+        return 0;
+    if (csr != NULL && csr->pem != NULL) {
+        device->csr_pem = csr->pem;
+        csr->pem = NULL;
+        memcpy(device->spki, csr->spki, sizeof(device->spki));
+        return 0;
+    }
+    return device_key_ready(device);
 }
 
 void device_restart(struct device *device)
@@ -450,6 +461,7 @@ void device_free(struct device *device)
     if (device->owns_ctx)
         SSL_CTX_free(device->ctx);
     EVP_PKEY_free(device->key);
+    free(device->csr_pem);
     free(device->identity_pem);
     free(device->trustca_pem);
 }

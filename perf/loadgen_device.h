@@ -61,8 +61,9 @@ struct device {
     unsigned index;
     char number[16]; /* "0001" */
     char di[UUID_STRING_LENGTH + 1];
-    EVP_PKEY *key;                  /* the CSR key */
+    EVP_PKEY *key;                  /* the CSR key; NULL when the CSR was prepared */
     uint8_t spki[SPKI_P256_LENGTH]; /* its SubjectPublicKeyInfo */
+    char *csr_pem;                  /* a prepared CSR (owned), sent as is; NULL: made in line */
     SSL_CTX *ctx;
     bool owns_ctx;
     bool retry_transient; /* 5.03/5.04 mean "wait and send the step again" */
@@ -105,13 +106,24 @@ void device_fail_class(struct device *device, enum error_class class, const char
  */
 int device_init(struct device *device, const struct options *options, unsigned index,
                 struct device_kit *kit);
+/* A CSR made before it is needed (loadgen_prepare.c): the PEM text and its key's SPKI. */
+struct device_csr {
+    char *pem; /* NULL: none */
+    uint8_t spki[SPKI_P256_LENGTH];
+};
+
 /*
- * Sets a fleet device up: its id, its scenario's plan, a fresh CSR key made
- * with the thread's kit, and ctx (shared, not owned). 0 or -1 (device failed).
+ * Sets a fleet device up: its id, its scenario's plan, ctx (shared, not
+ * owned) and, when its scenario sends a CSR, either csr (taken over: csr->pem
+ * is the device's from now on and csr->pem is set to NULL) or, when csr is
+ * NULL or empty, a fresh CSR key made with the thread's kit (the CSR itself
+ * is then signed when the request is sent). 0 or -1 (device failed).
  */
 int device_init_fleet(struct device *device, const struct options *options, unsigned index,
                       const char *di, enum scenario scenario, SSL_CTX *ctx, struct device_kit *kit,
-                      const struct device_hooks *hooks);
+                      const struct device_hooks *hooks, struct device_csr *csr);
+/* Whether a device of this scenario sends a CSR. */
+bool scenario_sends_csr(enum scenario scenario);
 /* Back to step 1 of the first connection, keeping identity and CSR key. */
 void device_restart(struct device *device);
 

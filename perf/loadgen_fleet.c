@@ -12,6 +12,11 @@
  * connect without blocking and are attached to the loop at once: the loop's first send waits until
  * the connection is up.
  *
+ * A run's clock and CPU start when every worker is set up and, with --prepare ahead (the
+ * default), has prepared the devices it will start (loadgen_prepare.h: identity objects, CSR);
+ * the report gives the CPU spent before apart. A worker owns its prepared devices until a device
+ * it starts takes its entry over.
+ *
  * Retries follow the device client (PROTOCOL.md 4): 5.03/5.04 -> wait
  * Max-Age and send the same step again (the device machine counts the three
  * in a row after which it starts over); any other failure -> wait 10, 20,
@@ -40,12 +45,15 @@
 #include "perf/loadgen_device.h"
 #include "perf/loadgen_fleet.h"
 #include "perf/loadgen_identity.h"
+#include "perf/loadgen_prepare.h"
 #include "perf/loadgen_report.h"
+#include "perf/loadgen_timers.h"
 
 #define TICK_MS 5
 #define TIMEOUT_CHECK_TICKS 10
 #define PUBLISH_TICKS 200 /* every second */
 #define MAX_FAILURE_LINES 20
+#define PREPARE_LIMIT 100000 /* devices of a run prepared ahead; later ones start in line */
 
 static const double backoff_seconds[] = {10, 20, 40, 80, 120};
 
@@ -74,11 +82,6 @@ struct fleet_device {
     uint64_t started_ns, connect_ns, request_ns, deadline_ns;
 };
 
-struct timer {
-    uint64_t when_ns;
-    struct fleet_device *device;
-};
-
 struct fleet;
 
 struct worker {
@@ -91,11 +94,12 @@ struct worker {
     bool kit_ready;
     SSL_CTX *ctx;
     STACK_OF(X509) * chain;
+    struct prepared_device *prepared; /* by launch order: the device of sequence i is i */
+    uint64_t prepared_count;
     struct fleet_results results;
     struct fleet_device *active;
-    struct timer *timers; /* a binary min-heap on when_ns */
-    size_t timer_count, timer_capacity;
-    uint64_t sequence; /* devices this worker started */
+    struct timer_heap timers; /* of struct fleet_device * */
+    uint64_t sequence;        /* devices this worker started */
     unsigned concurrency;
     double rate;
     bool launching_done;
@@ -120,6 +124,11 @@ struct fleet {
     unsigned mix_total;
     atomic_uint failure_lines;
     struct worker *workers;
+    /* Workers report ready (set up and prepared), then wait for the clock to start. */
+    pthread_mutex_t start_lock;
+    pthread_cond_t start_changed;
+    unsigned ready;
+    bool started;
     FILE *issued; /* --issued: one line per identity certificate, written whole (stdio locks) */
 };
 
@@ -136,51 +145,6 @@ static uint64_t elapsed_us(uint64_t since_ns)
 {
     uint64_t now = now_ns();
     return now > since_ns ? (now - since_ns) / 1000 : 0;
-}
-
-/* ---- timers ---- */
-
-static int timer_add(struct worker *worker, struct fleet_device *device, uint64_t when_ns)
-{
-    if (worker->timer_count == worker->timer_capacity) {
-        size_t capacity = worker->timer_capacity != 0 ? worker->timer_capacity * 2 : 256;
-        struct timer *timers = realloc(worker->timers, capacity * sizeof(*timers));
-        if (timers == NULL)
-            return -1;
-        worker->timers = timers;
-        worker->timer_capacity = capacity;
-    }
-    size_t i = worker->timer_count++;
-    while (i > 0 && worker->timers[(i - 1) / 2].when_ns > when_ns) {
-        worker->timers[i] = worker->timers[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    worker->timers[i] = (struct timer){when_ns, device};
-    return 0;
-}
-
-static struct fleet_device *timer_pop_due(struct worker *worker, uint64_t now)
-{
-    if (worker->timer_count == 0 || worker->timers[0].when_ns > now)
-        return NULL;
-    struct fleet_device *device = worker->timers[0].device;
-    struct timer last = worker->timers[--worker->timer_count];
-    size_t i = 0;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= worker->timer_count)
-            break;
-        if (child + 1 < worker->timer_count &&
-            worker->timers[child + 1].when_ns < worker->timers[child].when_ns)
-            child++;
-        if (worker->timers[child].when_ns >= last.when_ns)
-            break;
-        worker->timers[i] = worker->timers[child];
-        i = child;
-    }
-    if (worker->timer_count > 0)
-        worker->timers[i] = last;
-    return device;
 }
 
 /* ---- measurements from inside the device machine ---- */
@@ -302,7 +266,7 @@ static void device_attempt_failed(struct fleet_device *device)
     double delay = backoff_seconds[slot] * options->backoff_scale * jitter;
     worker->results.restarts++;
     device->waiting = WAIT_RESTART;
-    if (timer_add(worker, device, now_ns() + (uint64_t)(delay * 1e9)) != 0)
+    if (timer_heap_add(&worker->timers, device, now_ns() + (uint64_t)(delay * 1e9)) != 0)
         device_complete(device, false);
 }
 
@@ -344,7 +308,7 @@ static void device_flush(struct fleet_device *device)
             device->worker->results.transient_retries++;
             uint64_t delay =
                 (uint64_t)((double)machine->retry_after_ms * machine->options->backoff_scale * 1e6);
-            if (timer_add(device->worker, device, now_ns() + delay) != 0) {
+            if (timer_heap_add(&device->worker->timers, device, now_ns() + delay) != 0) {
                 device_fail_class(machine, ERROR_OTHER, "out of memory");
                 loop_close(device->conn, true);
             }
@@ -439,18 +403,28 @@ static void worker_launch(struct worker *worker)
     worker->results.scenario_started[device->scenario]++;
     atomic_fetch_add(&worker->started, 1);
     atomic_fetch_add(&worker->in_flight, 1);
+    struct prepared_device prepared = {0};
+    if (global / options->threads < worker->prepared_count) {
+        prepared = worker->prepared[global / options->threads];
+        memset(&worker->prepared[global / options->threads], 0, sizeof(prepared));
+    }
     fleet_identity_device_id(options->seed, identity, di);
-    if (fleet_identity_load(fleet->identities, worker->libctx, identity, &device->certificate,
+    device->certificate = prepared.certificate;
+    device->key = prepared.key;
+    if (device->certificate == NULL &&
+        fleet_identity_load(fleet->identities, worker->libctx, identity, &device->certificate,
                             &device->key) != 0) {
         device_init_fleet(&device->device, options, index, di, device->scenario, worker->ctx,
-                          &worker->kit, &hooks);
+                          &worker->kit, &hooks, NULL);
         device_fail_class(&device->device, ERROR_OTHER, "identity %u does not load", identity);
         device->attempts = options->max_attempts;
         device_attempt_failed(device);
         return;
     }
-    if (device_init_fleet(&device->device, options, index, di, device->scenario, worker->ctx,
-                          &worker->kit, &hooks) != 0) {
+    int status = device_init_fleet(&device->device, options, index, di, device->scenario,
+                                   worker->ctx, &worker->kit, &hooks, &prepared.csr);
+    free(prepared.csr.pem); /* NULL once the device took it */
+    if (status != 0) {
         device->attempts = options->max_attempts;
         device_attempt_failed(device);
         return;
@@ -550,7 +524,7 @@ static void worker_timers(struct worker *worker)
     uint64_t now = now_ns();
     struct fleet_device *device;
 
-    while ((device = timer_pop_due(worker, now)) != NULL) {
+    while ((device = timer_heap_pop_due(&worker->timers, now)) != NULL) {
         enum wait_kind kind = device->waiting;
         device->waiting = WAIT_NONE;
         if (kind == WAIT_RETRY_STEP) {
@@ -666,6 +640,8 @@ static int worker_setup(struct worker *worker)
     EVP_PKEY_free(key);
     if (worker->ctx == NULL)
         return -1;
+    /* A device keeps its record buffers for its connection's life: no allocation per flight. */
+    SSL_CTX_clear_mode(worker->ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_cert_cb(worker->ctx, client_certificate, worker);
     SSL_CTX_set_cert_verify_callback(worker->ctx, device_kit_verify_server, &worker->kit);
     worker->loop =
@@ -680,11 +656,68 @@ static int worker_setup(struct worker *worker)
     return 0;
 }
 
+/* How many devices this worker will start, when the run says (--devices, or --rate for a
+ * --duration), at most its share of PREPARE_LIMIT. */
+static uint64_t worker_device_count(const struct worker *worker)
+{
+    const struct fleet *fleet = worker->fleet;
+    const struct options *options = fleet->options;
+    uint64_t count = 0, limit = PREPARE_LIMIT / options->threads;
+
+    if (fleet->total_devices > worker->id)
+        count = (fleet->total_devices - worker->id + options->threads - 1) / options->threads;
+    else if (fleet->total_devices == 0 && worker->rate > 0)
+        count = (uint64_t)ceil(open_loop_target(worker, options->duration_seconds)) + 1;
+    return count < limit ? count : limit;
+}
+
+/* --prepare ahead: every device this worker will start gets its identity and CSR now. */
+static int worker_prepare(struct worker *worker)
+{
+    struct fleet *fleet = worker->fleet;
+    const struct options *options = fleet->options;
+    uint64_t count = options->prepare_inline ? 0 : worker_device_count(worker);
+    char di[UUID_STRING_LENGTH + 1];
+
+    if (count == 0)
+        return 0;
+    worker->prepared = calloc(count, sizeof(*worker->prepared));
+    if (worker->prepared == NULL) {
+        snprintf(worker->error, sizeof(worker->error), "out of memory preparing devices");
+        return -1;
+    }
+    for (uint64_t sequence = 0; sequence < count; sequence++) {
+        unsigned index = options->first + (unsigned)(worker->id + sequence * options->threads);
+        unsigned identity = (index - 1) % fleet->identity_count + 1;
+        fleet_identity_device_id(options->seed, identity, di);
+        /* A device that cannot be prepared starts in line, and fails there with a reason. */
+        prepared_device_make(&worker->prepared[sequence], fleet->identities, identity, &worker->kit,
+                             di, scenario_sends_csr(pick_scenario(fleet, index)));
+    }
+    worker->prepared_count = count;
+    return 0;
+}
+
+/* Tells the driver this worker is ready, then waits for the run's clock to start. */
+static void worker_wait_start(struct worker *worker)
+{
+    struct fleet *fleet = worker->fleet;
+
+    pthread_mutex_lock(&fleet->start_lock);
+    fleet->ready++;
+    pthread_cond_broadcast(&fleet->start_changed);
+    while (!fleet->started)
+        pthread_cond_wait(&fleet->start_changed, &fleet->start_lock);
+    pthread_mutex_unlock(&fleet->start_lock);
+}
+
 static void *worker_main(void *user)
 {
     struct worker *worker = user;
+    bool ready = worker_setup(worker) == 0 && worker_prepare(worker) == 0;
 
-    if (worker_setup(worker) == 0) {
+    worker_wait_start(worker);
+    if (ready) {
         worker_fill(worker);
         if (!worker->launching_done || atomic_load(&worker->in_flight) > 0) {
             int r = loop_run(worker->loop);
@@ -705,7 +738,10 @@ static void *worker_main(void *user)
         EVP_PKEY_free(device->key);
         free(device);
     }
-    free(worker->timers);
+    for (uint64_t i = 0; i < worker->prepared_count; i++)
+        prepared_device_clear(&worker->prepared[i]);
+    free(worker->prepared);
+    timer_heap_free(&worker->timers);
     SSL_CTX_free(worker->ctx);
     if (worker->kit_ready)
         device_kit_free(&worker->kit);
@@ -812,6 +848,8 @@ int fleet_run(const struct options *options)
         fprintf(stderr, "dps-loadgen: generated %u identities in %.2f s\n", generation.generated,
                 generation.seconds);
     fleet.identity_count = fleet_identities_count(fleet.identities);
+    pthread_mutex_init(&fleet.start_lock, NULL);
+    pthread_cond_init(&fleet.start_changed, NULL);
     fleet.workers = calloc(options->threads, sizeof(*fleet.workers));
     total = calloc(1, sizeof(*total));
     if (fleet.workers == NULL || total == NULL) {
@@ -826,9 +864,8 @@ int fleet_run(const struct options *options)
         }
         setvbuf(fleet.issued, NULL, _IOLBF, 0); /* whole lines, even if the run is killed */
     }
-    struct rusage before;
-    getrusage(RUSAGE_SELF, &before);
-    fleet.start_ns = now_ns();
+    struct rusage created, before;
+    getrusage(RUSAGE_SELF, &created);
     unsigned started_threads = 0;
     for (unsigned i = 0; i < options->threads; i++) {
         struct worker *worker = &fleet.workers[i];
@@ -847,6 +884,15 @@ int fleet_run(const struct options *options)
         }
         started_threads++;
     }
+    /* The run's clock and CPU start once every worker is set up and has prepared its devices. */
+    pthread_mutex_lock(&fleet.start_lock);
+    while (fleet.ready < started_threads)
+        pthread_cond_wait(&fleet.start_changed, &fleet.start_lock);
+    getrusage(RUSAGE_SELF, &before);
+    fleet.start_ns = now_ns();
+    fleet.started = true;
+    pthread_cond_broadcast(&fleet.start_changed);
+    pthread_mutex_unlock(&fleet.start_lock);
     for (;;) {
         bool all_done = true;
         for (unsigned i = 0; i < started_threads; i++)
@@ -878,6 +924,8 @@ int fleet_run(const struct options *options)
     getrusage(RUSAGE_SELF, &usage);
     info.cpu_user_seconds = cpu_seconds(&usage.ru_utime) - cpu_seconds(&before.ru_utime);
     info.cpu_system_seconds = cpu_seconds(&usage.ru_stime) - cpu_seconds(&before.ru_stime);
+    info.cpu_prepare_seconds = cpu_seconds(&before.ru_utime) + cpu_seconds(&before.ru_stime) -
+                               cpu_seconds(&created.ru_utime) - cpu_seconds(&created.ru_stime);
     info.backend = loop_backend_name(options->backend);
     info.identities = fleet.identity_count;
     info.throughput = info.wall_seconds > 0 ? (double)total->succeeded / info.wall_seconds : 0.0;
@@ -903,6 +951,8 @@ done:
     }
     free(total);
     free(fleet.workers);
+    pthread_cond_destroy(&fleet.start_changed);
+    pthread_mutex_destroy(&fleet.start_lock);
     fleet_identities_close(fleet.identities);
     return status;
 }

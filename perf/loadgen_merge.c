@@ -148,6 +148,8 @@ static int options_add(struct options *options, const json_t *config, bool first
         options->backoff_scale = json_number_value(json_object_get(config, "backoff_scale"));
         options->max_attempts = (unsigned)count_of(config, "max_attempts");
         options->timeout_ms = (int)count_of(config, "timeout_ms");
+        const char *prepare = json_string_value(json_object_get(config, "prepare"));
+        options->prepare_inline = prepare != NULL && strcmp(prepare, "inline") == 0;
         for (int scenario = 0; scenario < SCENARIO_COUNT; scenario++)
             options->mix[scenario] = (unsigned)count_of(mix, scenario_names[scenario]);
     }
@@ -198,6 +200,7 @@ int merge_main(int argc, char **argv)
             info.throughput += json_number_value(json_object_get(report, "throughput_per_second"));
             info.cpu_user_seconds += json_number_value(json_object_get(cpu, "user_seconds"));
             info.cpu_system_seconds += json_number_value(json_object_get(cpu, "system_seconds"));
+            info.cpu_prepare_seconds += json_number_value(json_object_get(cpu, "prepare_seconds"));
             info.identities = identities > info.identities ? identities : info.identities;
             if (i == first_input)
                 snprintf(backend, sizeof(backend), "%s",

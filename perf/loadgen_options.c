@@ -44,6 +44,12 @@ void options_usage(FILE *out)
             "                   [--drop-every N] (every Nth device closes its connection once,\n"
             "                   right after sending a request, then retries)\n"
             "                   [--report FILE.json] [--io-backend epoll|io_uring]\n"
+            "                   [--prepare ahead|inline] (ahead, the default: before the run's\n"
+            "                   clock starts, each device of --devices N, or of --rate R for\n"
+            "                   --duration S (at most 100,000), gets its identity loaded and\n"
+            "                   its CSR made from a fresh key pair, as a real device makes its\n"
+            "                   key pair before it asks; the server sees the same requests; the\n"
+            "                   report gives that CPU apart; inline: as each device starts)\n"
             "                   [--issued FILE] (a line \"DEVICE_ID SERIAL\" for every identity\n"
             "                   certificate received, serial in lower-case hex)\n"
             "                   (--endpoint may be repeated: devices take them in turn)\n"
@@ -205,10 +211,11 @@ int options_parse(int argc, char **argv, struct options *options)
         {"report", required_argument, NULL, 'J'},
         {"issued", required_argument, NULL, 'I'},
         {"io-backend", required_argument, NULL, 'B'},
+        {"prepare", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    bool have_mix = false;
+    bool have_mix = false, have_prepare = false;
     unsigned seconds = 10;
     int option;
     struct dps_uuid uuid;
@@ -321,6 +328,11 @@ int options_parse(int argc, char **argv, struct options *options)
             else
                 bad = 1;
             break;
+        case 'P':
+            options->prepare_inline = strcmp(optarg, "inline") == 0;
+            bad = !options->prepare_inline && strcmp(optarg, "ahead") != 0;
+            have_prepare = true;
+            break;
         case 'h':
             options_usage(stdout);
             exit(0);
@@ -340,10 +352,10 @@ int options_parse(int argc, char **argv, struct options *options)
         return -1;
     options->timeout_ms = (int)(seconds * 1000);
     if (!options->fleet) {
-        if (have_mix || options->duration_seconds > 0 || options->report_path != NULL ||
-            options->issued_path != NULL) {
-            fprintf(stderr, "dps-loadgen: --scenario, --mix, --duration, --report and --issued "
-                            "need --concurrency or --rate\n");
+        if (have_mix || have_prepare || options->duration_seconds > 0 ||
+            options->report_path != NULL || options->issued_path != NULL) {
+            fprintf(stderr, "dps-loadgen: --scenario, --mix, --duration, --prepare, --report and "
+                            "--issued need --concurrency or --rate\n");
             return -1;
         }
         return options->devices == 0 ? -1 : 0;

@@ -69,6 +69,7 @@ struct options {
     const char *issued_path; /* "DEVICE_ID SERIAL" per identity certificate received */
     bool progress;
     enum loop_backend backend;
+    bool prepare_inline; /* --prepare inline: identities and CSRs made as devices start */
 };
 
 /* Fills options from dps-loadgen's arguments. 0, or -1 (print the usage, exit 2). */

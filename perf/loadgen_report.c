@@ -137,6 +137,8 @@ static json_t *report_json(const struct options *options, const struct fleet_res
     json_object_set_new(config, "max_attempts", json_integer(options->max_attempts));
     json_object_set_new(config, "timeout_ms", json_integer(options->timeout_ms));
     json_object_set_new(config, "io_backend", json_string(info->backend));
+    json_object_set_new(config, "prepare",
+                        json_string(options->prepare_inline ? "inline" : "ahead"));
 
     json_object_set_new(devices, "started", json_integer((json_int_t)results->started));
     json_object_set_new(devices, "succeeded", json_integer((json_int_t)results->succeeded));
@@ -167,6 +169,7 @@ static json_t *report_json(const struct options *options, const struct fleet_res
         json_real(results->started > 0 ? cpu_seconds * 1000.0 / (double)results->started : 0.0));
     json_object_set_new(cpu, "cores_used",
                         json_real(info->wall_seconds > 0 ? cpu_seconds / info->wall_seconds : 0));
+    json_object_set_new(cpu, "prepare_seconds", json_real(info->cpu_prepare_seconds));
 
     json_object_set_new(root, "schema", json_string("dps-loadgen-report/1"));
     json_object_set_new(root, "config", config);
@@ -253,4 +256,8 @@ void fleet_report_table(FILE *out, const struct options *options,
             info->cpu_user_seconds, info->cpu_system_seconds,
             results->started > 0 ? cpu_seconds * 1000.0 / (double)results->started : 0.0,
             info->wall_seconds > 0 ? cpu_seconds / info->wall_seconds : 0.0);
+    fprintf(out, "before the run (set-up, --prepare %s): %.2f s = %.3f ms per device\n",
+            options->prepare_inline ? "inline" : "ahead", info->cpu_prepare_seconds,
+            results->started > 0 ? info->cpu_prepare_seconds * 1000.0 / (double)results->started
+                                 : 0.0);
 }

@@ -37,7 +37,8 @@ struct fleet_run_info {
     double throughput; /* devices succeeded per second (merged runs: the sum of the runs') */
     const char *const *merged_from; /* report files a merged report combines; NULL otherwise */
     size_t merged_count;
-    double cpu_user_seconds, cpu_system_seconds;
+    double cpu_user_seconds, cpu_system_seconds; /* the run's, from when its clock started */
+    double cpu_prepare_seconds; /* before it: workers' set-up and --prepare ahead */
     const char *backend;
     unsigned identities;
 };

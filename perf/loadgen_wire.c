@@ -103,12 +103,16 @@ static int request_body(struct device *device, enum dps_step step, uint8_t *out,
         dps_cbor_put_text(&writer, "00000000-0000-0000-0000-000000000000");
         dps_cbor_put_break(&writer);
     } else {
-        char csr[CSR_PEM_CAPACITY];
-        if (csr_pem(device->kit->sign, device->kit->libctx, device->key, device->spki, device->di,
-                    csr) != 0) {
-            ERR_clear_error();
-            device_fail(device, "cannot create the CSR");
-            return -1;
+        char signed_now[CSR_PEM_CAPACITY];
+        const char *csr = device->csr_pem;
+        if (csr == NULL) {
+            if (csr_pem(device->kit->sign, device->kit->libctx, device->key, device->spki,
+                        device->di, signed_now) != 0) {
+                ERR_clear_error();
+                device_fail(device, "cannot create the CSR");
+                return -1;
+            }
+            csr = signed_now;
         }
         dps_cbor_put_text(&writer, "csr");
         dps_cbor_put_map_start(&writer);
