@@ -71,7 +71,8 @@ static void usage(FILE *out)
             "  --redis ADDRESS      join a cluster through this Redis (HOST:PORT or socket path)\n"
             "  --node NAME          this node's name in the cluster (default the host name)\n"
             "  --data-dir DIR       the store's folder (a second demo node needs its own)\n"
-            "  --version            print dpsd's version, the OpenSSL and the malloc it runs, then exit\n");
+            "  --version            print dpsd's version, the OpenSSL and the malloc it runs, then "
+            "exit\n");
 }
 
 /* Writes DIR/dpsd.yaml for the demo PKI unless it exists. 0 or -1. */
