@@ -41,9 +41,9 @@ expect_output "the ready log line names the allocator" "msg=\"ready\".* allocato
 allocator_objects() { grep -oE "$ALLOCATORS" | sed 's|^/||; s|\.so.*||' | sort -u | paste -sd' '; }
 MAPPED=$(awk '{print $6}' "/proc/$DPSD_PID/maps" | allocator_objects)
 if [ "$MAPPED" = "$OBJECT" ]; then
-    ok "dpsd maps ${OBJECT:-no allocator object besides glibc}"
+    ok "dpsd maps ${OBJECT:-no mimalloc, jemalloc or tcmalloc object}"
 else
-    not_ok "dpsd maps ${OBJECT:-no allocator object besides glibc}"
+    not_ok "dpsd maps ${OBJECT:-no mimalloc, jemalloc or tcmalloc object}"
     echo "# mapped: ${MAPPED:-none}"
 fi
 
@@ -53,19 +53,20 @@ LD_DEBUG=libs LD_DEBUG_OUTPUT=$WORK/loader "$LOADGEN" --endpoint "coaps+tcp://12
 PROVISIONED=$?
 LOADED=$(sed -n 's/.*calling init: //p' "$WORK"/loader.* | allocator_objects)
 if [ "$PROVISIONED" = 0 ] && [ "$LOADED" = "$OBJECT" ]; then
-    ok "a device provisions through dps-loadgen, which loads ${OBJECT:-no allocator object besides glibc}"
+    ok "a device provisions through dps-loadgen, which loads ${OBJECT:-no mimalloc, jemalloc or tcmalloc object}"
 else
-    not_ok "a device provisions through dps-loadgen, which loads ${OBJECT:-no allocator object besides glibc}"
+    not_ok "a device provisions through dps-loadgen, which loads ${OBJECT:-no mimalloc, jemalloc or tcmalloc object}"
     echo "# exit status $PROVISIONED, loaded: ${LOADED:-none}"
     sed 's/^/# /' "$WORK/loadgen.log" | tail -5
 fi
 check_stop "dpsd stops cleanly on SIGTERM"
 
-# jemalloc preloaded into a build of another allocator (AddressSanitizer wants to come first,
-# so a sanitized build is started with glibc's preloaded instead: the name then stays its own).
-PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 PRELOADED='jemalloc [0-9]+\.[0-9]+\.[0-9]+'
-[ "$KIND" = jemalloc ] && PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 PRELOADED='tcmalloc [0-9]+\.[0-9]+'
+# Another allocator preloaded comes first, and dpsd names it: glibc's own libc.so.6 into a build
+# of another allocator, jemalloc (libjemalloc2 comes with redis-server) into a glibc build.
+# AddressSanitizer wants to come first, so a sanitized build runs without one and names itself.
+PRELOAD=libc.so.6 PRELOADED='glibc [0-9]+\.[0-9]+'
+[ "$KIND" = glibc ] && PRELOAD=libjemalloc.so.2 PRELOADED='jemalloc [0-9]+\.[0-9]+\.[0-9]+'
 [ "$NAME" = AddressSanitizer ] && PRELOAD="" PRELOADED=AddressSanitizer
-expect_output "with ${PRELOAD:-nothing} preloaded, dpsd --version names $PRELOADED" "^allocator $PRELOADED$" \
-    env LD_PRELOAD="$PRELOAD" "$DPSD" --version
+expect_output "with ${PRELOAD:-nothing} preloaded, dpsd --version names $PRELOADED" \
+    "^allocator $PRELOADED$" env LD_PRELOAD="$PRELOAD" "$DPSD" --version
 finish
