@@ -27,6 +27,7 @@
 
 #include "common/address.h"
 #include "common/file.h"
+#include "control/allocator.h"
 #include "control/api.h"
 #include "control/cluster_view.h"
 #include "control/cluster_sync.h"
@@ -72,7 +73,8 @@ static void usage(FILE *out)
             "  --redis ADDRESS      join a cluster through this Redis (HOST:PORT or socket path)\n"
             "  --node NAME          this node's name in the cluster (default the host name)\n"
             "  --data-dir DIR       the store's folder (a second demo node needs its own)\n"
-            "  --version            print dpsd's version and the OpenSSL it runs, then exit\n");
+            "  --version            print dpsd's version, the OpenSSL and the malloc it runs, then "
+            "exit\n");
 }
 
 /* Writes DIR/dpsd.yaml for the demo PKI unless it exists. 0 or -1. */
@@ -384,7 +386,7 @@ static int parse_options(int argc, char **argv, struct options *options)
         {"node", required_argument, NULL, 'n'},
         {"data-dir", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'}, /* the OpenSSL that runs, too */
+        {"version", no_argument, NULL, 'V'}, /* the OpenSSL and malloc that run, too */
         {NULL, 0, NULL, 0},
     };
     *options = (struct options){.shards = -1};
@@ -434,8 +436,9 @@ static int parse_options(int argc, char **argv, struct options *options)
             usage(stdout);
             exit(0);
         case 'V':
-            /* The library that runs, not the headers built against: a bundled build names 3.5. */
-            printf("dpsd %s\n%s\n", DPS_VERSION, OpenSSL_version(OPENSSL_VERSION));
+            /* The libraries that run, not the headers built against: a bundled build names 3.5. */
+            printf("dpsd %s\n%s\nallocator %s\n", DPS_VERSION, OpenSSL_version(OPENSSL_VERSION),
+                   allocator_running());
             exit(0);
         default:
             usage(stderr);
@@ -546,11 +549,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "dpsd: %s\n", err);
         goto out;
     }
-    log_msg(LOG_INFO, "ready", "listen=%s shards=%u backend=%s api=%s config=%s openssl=\"%s\"",
+    log_msg(LOG_INFO, "ready",
+            "listen=%s shards=%u backend=%s api=%s config=%s openssl=\"%s\" allocator=\"%s\"",
             settings->listen[0], shard_count,
             settings->io_backend == CONFIG_IO_EPOLL ? "epoll" : "io_uring",
             settings->api.listen != NULL ? settings->api.listen : "off", config_path,
-            OpenSSL_version(OPENSSL_VERSION));
+            OpenSSL_version(OPENSSL_VERSION), allocator_running());
     if (options.demo_dir != NULL && settings->api.listen != NULL) {
         /* The quickstart's next step: how to reach the management API as the demo operator. */
         log_msg(LOG_INFO, "demo operator",

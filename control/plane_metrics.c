@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "common/steps.h"
+#include "control/allocator.h"
 #include "control/cluster_view.h"
 #include "control/jwks_remote.h"
 #include "crypto/signer.h"
@@ -222,9 +223,10 @@ char *plane_metrics(struct plane *plane)
             "dps_ready %d\n",
             plane_ready(plane) ? 1 : 0);
     fprintf(out,
-            "# HELP dps_build_info The OpenSSL this process runs.\n# TYPE dps_build_info gauge\n"
-            "dps_build_info{openssl=\"%s\"} 1\n",
-            OpenSSL_version(OPENSSL_VERSION));
+            "# HELP dps_build_info The OpenSSL and the malloc this process runs.\n"
+            "# TYPE dps_build_info gauge\n"
+            "dps_build_info{openssl=\"%s\",allocator=\"%s\"} 1\n",
+            OpenSSL_version(OPENSSL_VERSION), allocator_running());
     fprintf(out,
             "# HELP dps_configuration_generation Snapshots published since start (in a cluster: "
             "the cluster's configuration generation this node applied).\n"
@@ -445,6 +447,7 @@ json_t *plane_status(struct plane *plane, const char *owner, bool admin)
     }
     plane_config_release(plane, config);
     json_object_set_new(status, "openssl", json_string(OpenSSL_version(OPENSSL_VERSION)));
+    json_object_set_new(status, "allocator", json_string(allocator_running()));
     bool degraded;
     json_t *redis = plane_redis_status(plane, &degraded);
     if (redis != NULL) {

@@ -23,7 +23,8 @@
 #    ownership, cloud configuration with a signed token, CSR verification and
 #    issuance, ACLs, resources, every step synced to RocksDB), driven by
 #    dps-loadgen --concurrency C --threads 1; the generator's own CPU comes
-#    from its report (getrusage).
+#    from its report (getrusage); dpsd's resident memory after it (VmRSS and
+#    its peak VmHWM, warm-up devices included) from /proc.
 # 2. dpsd again, --scenario handshake (mutual TLS with attestation, then
 #    close), with identities no earlier step used (no verified-leaf cache hit).
 # 3. perf/bench-handshake: the in-process bare mutual-TLS handshake with the
@@ -201,6 +202,8 @@ before=$(ticks "$PID")
 run_fleet full "$PORT" "$FULL_FIRST" "$DEVICES" full
 after=$(ticks "$PID")
 full_load=$(load)
+# The server's memory once every device so far (warm-up included) is provisioned: resident and peak.
+rss=$(awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { printf "%d (peak %d)", r, h }' "/proc/$PID/status")
 thread_ticks "$PID" >"$WORK/threads-after"
 task_ticks "$PID" >"$WORK/tasks-after"
 provisioned=$(report "$WORK/full.json" "r['devices']['succeeded']")
@@ -217,6 +220,7 @@ full_flow() {
     echo "server_cpu_us_per_provisioning=$provision_us (load $full_load)"
     join "$WORK/threads-before" "$WORK/threads-after" |
         awk -v hz="$NS" -v n="$provisioned" '{ printf "thread_cpu_us_per_provisioning[%s]=%.0f\n", $1, ($3 - $2) / hz * 1e6 / n }'
+    echo "server_rss_kb=$rss after $((WARMUP + provisioned)) devices"
     echo "generator_cpu_us_per_provisioning=$generator_us"
     echo "generator_over_server_per_provisioning=$(ratio "$generator_us" "$provision_us")"
     echo "full_flow_rate_per_s=$rate (p50 ${p50} ms, p99 ${p99} ms, p99.9 ${p999} ms, ${wall} s; generator and server share the cores)"

@@ -32,7 +32,7 @@ fi
 # a cache outside the clone (deploy/build-openssl.sh); when its source cannot
 # be fetched this part fails, loudly. BUNDLED_SMOKE=0 leaves it out on purpose.
 SMOKE=build-bundled
-SMOKE_INTEGRATION=(provision renewal interop api lifecycle dpsctl openssl)
+SMOKE_INTEGRATION=(provision renewal interop api lifecycle dpsctl openssl allocator)
 smoke_junits=()
 smoke_broken=0
 if [ "${BUNDLED_SMOKE:-1}" = 0 ]; then

@@ -24,7 +24,7 @@ check "three devices provision: one signer issues certificate after certificate"
 TOKEN=$(cat "$DEMO/pki/operator.token")
 expect_output "/api/v1/status names the OpenSSL" "\"openssl\": *\"$PATTERN" \
     curl -sS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$API_PORT/api/v1/status"
-expect_output "/metrics has dps_build_info with the OpenSSL" "^dps_build_info\{openssl=\"$PATTERN[^\"]*\"\} 1$" \
+expect_output "/metrics has dps_build_info with the OpenSSL" "^dps_build_info\{openssl=\"$PATTERN[^\"]*\",allocator=\"[^\"]+\"\} 1$" \
     curl -sS "http://127.0.0.1:$API_PORT/metrics"
 expect_output "the ready log line names the OpenSSL" "msg=\"ready\".* openssl=\"$PATTERN" \
     cat "$DEMO/dpsd.log"
