@@ -181,11 +181,27 @@ void loop_destroy(struct loop *loop)
     free(loop);
 }
 
+static void loop_set_nodelay(int fd)
+{
+    int one = 1;
+    /* Fails harmlessly on sockets that are not TCP (socketpairs in tests). */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/*
+ * Every connection the loop serves has TCP_NODELAY (a TLS flight must not wait
+ * for an ACK). Set on the listener, it costs no system call per connection:
+ * Linux copies the listening socket into each connection it accepts, options
+ * included (tests/unit/test_loop.c checks it on both backends). A connection
+ * that completed before this call keeps what the listener had then, so a
+ * caller that listens earlier sets it before listen() too (shard.c does).
+ */
 int loop_listen(struct loop *loop, int listen_fd)
 {
     struct loop_listener *listener = calloc(1, sizeof(*listener));
     if (listener == NULL)
         return -ENOMEM;
+    loop_set_nodelay(listen_fd);
     listener->loop = loop;
     listener->fd = listen_fd;
     listener->accepting = true;
@@ -226,19 +242,11 @@ static struct loop_conn *loop_conn_new(struct loop *loop, int fd, void *user)
     return conn;
 }
 
-static void loop_set_nodelay(int fd)
-{
-    int one = 1;
-    /* Fails harmlessly on sockets that are not TCP (socketpairs in tests). */
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
 void loop_conn_accepted(struct loop_listener *listener, int fd, const struct sockaddr *peer,
                         socklen_t peer_length)
 {
     struct loop *loop = listener->loop;
-    loop_set_nodelay(fd);
-    struct loop_conn *conn = loop_conn_new(loop, fd, NULL);
+    struct loop_conn *conn = loop_conn_new(loop, fd, NULL); /* TCP_NODELAY from the listener */
     if (conn == NULL) {
         close(fd);
         return;
@@ -429,6 +437,20 @@ int loop_watch_eventfd(struct loop *loop, int fd, void (*fn)(void *user), void *
 void loop_watch_fire(struct loop_watch *watch)
 {
     watch->fn(watch->user);
+}
+
+void loop_set_sleep_hooks(struct loop *loop, bool (*before_sleep)(void *user),
+                          void (*after_sleep)(void *user), void *user)
+{
+    loop->before_sleep = before_sleep;
+    loop->after_sleep = after_sleep;
+    loop->sleep_user = user;
+}
+
+void loop_woke(struct loop *loop)
+{
+    if (loop->after_sleep != NULL)
+        loop->after_sleep(loop->sleep_user);
 }
 
 int loop_set_tick(struct loop *loop, unsigned interval_ms, void (*fn)(void *user), void *user)
@@ -716,10 +738,12 @@ int loop_run(struct loop *loop)
     int r = 0;
     while (atomic_load(&loop->stop_requested) == 0) {
         loop_timers_fire(loop);
+        /* Work queued by other threads runs before the wait, not after a wake-up. */
+        bool ran = loop->before_sleep != NULL && loop->before_sleep(loop->sleep_user);
         loop_process_pending(loop);
         loop_fd_sync(loop);
         loop_fd_reap(loop, false);
-        r = loop->ops->poll(loop, loop_wait_ns(loop));
+        r = loop->ops->poll(loop, ran ? 0 : loop_wait_ns(loop));
         if (r < 0)
             break;
     }

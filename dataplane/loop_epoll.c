@@ -284,6 +284,7 @@ static int epoll_poll(struct loop *loop, int64_t timeout_ns)
     int count = epoll_wait(epoll_state_of(loop)->epoll_fd, events, EPOLL_MAX_EVENTS, timeout_ms);
     if (count < 0)
         return errno == EINTR ? 0 : -errno;
+    loop_woke(loop);
     for (int i = 0; i < count; i++) {
         uint64_t data = events[i].data.u64;
         switch (loop_tag_of(data)) {

@@ -502,6 +502,7 @@ static int uring_poll(struct loop *loop, int64_t timeout_ns)
     }
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
         return r;
+    loop_woke(loop);
     struct io_uring_cqe *cqe;
     unsigned head;
     unsigned seen = 0;

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -1029,6 +1030,19 @@ static void on_mailbox(void *user)
     mailbox_drain(shard->mailbox);
 }
 
+/* Results the store and the signer posted run before each wait: no eventfd while awake. */
+static bool mailbox_before_wait(void *user)
+{
+    struct shard *shard = user;
+    return mailbox_before_sleep(shard->mailbox);
+}
+
+static void mailbox_after_wait(void *user)
+{
+    struct shard *shard = user;
+    mailbox_awake(shard->mailbox);
+}
+
 /* ---- listeners ---- */
 
 static int split_host_port(const char *address, char *host, size_t host_length, char *port,
@@ -1074,6 +1088,8 @@ static int open_listener(const char *address, char *err, size_t err_length)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         (result->ai_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        /* Before listen(): connections inherit it, also those queued before loop_listen(). */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0 ||
         bind(fd, result->ai_addr, result->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
         snprintf(err, err_length, "listen on %s: %s", address, strerror(errno));
         if (fd >= 0) {
@@ -1281,6 +1297,7 @@ static void *shard_main(void *arg)
     shard->loop = loop;
     shard->backend = loop_backend_of(loop);
     int rc = loop_watch_eventfd(loop, mailbox_fd(shard->mailbox), on_mailbox, shard);
+    loop_set_sleep_hooks(loop, mailbox_before_wait, mailbox_after_wait, shard);
     if (rc == 0) {
         rc = loop_set_tick(loop, 1000, on_tick, shard);
     }
