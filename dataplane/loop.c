@@ -439,20 +439,6 @@ void loop_watch_fire(struct loop_watch *watch)
     watch->fn(watch->user);
 }
 
-void loop_set_sleep_hooks(struct loop *loop, bool (*before_sleep)(void *user),
-                          void (*after_sleep)(void *user), void *user)
-{
-    loop->before_sleep = before_sleep;
-    loop->after_sleep = after_sleep;
-    loop->sleep_user = user;
-}
-
-void loop_woke(struct loop *loop)
-{
-    if (loop->after_sleep != NULL)
-        loop->after_sleep(loop->sleep_user);
-}
-
 int loop_set_tick(struct loop *loop, unsigned interval_ms, void (*fn)(void *user), void *user)
 {
     if (fn == NULL) {
@@ -738,12 +724,10 @@ int loop_run(struct loop *loop)
     int r = 0;
     while (atomic_load(&loop->stop_requested) == 0) {
         loop_timers_fire(loop);
-        /* Work queued by other threads runs before the wait, not after a wake-up. */
-        bool ran = loop->before_sleep != NULL && loop->before_sleep(loop->sleep_user);
         loop_process_pending(loop);
         loop_fd_sync(loop);
         loop_fd_reap(loop, false);
-        r = loop->ops->poll(loop, ran ? 0 : loop_wait_ns(loop));
+        r = loop->ops->poll(loop, loop_wait_ns(loop));
         if (r < 0)
             break;
     }

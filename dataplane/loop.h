@@ -78,17 +78,6 @@ void loop_close(struct loop_conn *conn, bool discard_output);
 /* Calls fn(user) whenever fd (an eventfd) becomes readable; fn must read it. 0 or -errno. */
 int loop_watch_eventfd(struct loop *loop, int fd, void (*fn)(void *user), void *user);
 
-/*
- * Work other threads queue for this loop without a wake-up each time (a
- * mailbox): before every wait the loop calls before_sleep(user), which runs
- * what is queued and returns true (the loop then looks for events without
- * waiting) or returns false once the owner may sleep; after_sleep(user) runs
- * as soon as the wait returns, before any event is dispatched. NULL functions
- * remove the hooks.
- */
-void loop_set_sleep_hooks(struct loop *loop, bool (*before_sleep)(void *user),
-                          void (*after_sleep)(void *user), void *user);
-
 /* Calls fn(user) about every interval_ms milliseconds (timeouts, housekeeping). */
 int loop_set_tick(struct loop *loop, unsigned interval_ms, void (*fn)(void *user), void *user);
 

@@ -155,9 +155,6 @@ struct loop {
     uint64_t timer_pass;
     void (*tick_fn)(void *user);
     void *tick_user;
-    bool (*before_sleep)(void *user); /* loop_set_sleep_hooks() */
-    void (*after_sleep)(void *user);
-    void *sleep_user;
     int stop_fd;
     atomic_int stop_requested;
     bool destroying;
@@ -217,8 +214,6 @@ void loop_conn_output_consume(struct loop_conn *conn, size_t count);
 /* After output drained: closes the connection if a close was waiting for it. */
 void loop_conn_output_drained(struct loop_conn *conn);
 void loop_tick_fire(struct loop *loop);
-/* The backend's wait returned: called before it dispatches any event. */
-void loop_woke(struct loop *loop);
 void loop_watch_fire(struct loop_watch *watch);
 /* The kernel reported events on a foreign fd: calls its owner for the wanted ones, unless dead. */
 void loop_fd_fire(struct loop_fd *watch, unsigned events);

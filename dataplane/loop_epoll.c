@@ -282,10 +282,8 @@ static int epoll_poll(struct loop *loop, int64_t timeout_ns)
         timeout_ms = ms > INT32_MAX ? INT32_MAX : (int)ms;
     }
     int count = epoll_wait(epoll_state_of(loop)->epoll_fd, events, EPOLL_MAX_EVENTS, timeout_ms);
-    int error = errno;
-    loop_woke(loop); /* also when interrupted: the thread is awake */
     if (count < 0)
-        return error == EINTR ? 0 : -error;
+        return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < count; i++) {
         uint64_t data = events[i].data.u64;
         switch (loop_tag_of(data)) {

@@ -500,7 +500,6 @@ static int uring_poll(struct loop *loop, int64_t timeout_ns)
         struct io_uring_cqe *first;
         r = io_uring_submit_and_wait_timeout(&state->ring, &first, 1, &timeout, NULL);
     }
-    loop_woke(loop); /* also when interrupted: the thread is awake */
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
         return r;
     struct io_uring_cqe *cqe;

@@ -1030,19 +1030,6 @@ static void on_mailbox(void *user)
     mailbox_drain(shard->mailbox);
 }
 
-/* Results the store and the signer posted run before each wait: no eventfd while awake. */
-static bool mailbox_before_wait(void *user)
-{
-    struct shard *shard = user;
-    return mailbox_before_sleep(shard->mailbox);
-}
-
-static void mailbox_after_wait(void *user)
-{
-    struct shard *shard = user;
-    mailbox_awake(shard->mailbox);
-}
-
 /* ---- listeners ---- */
 
 static int split_host_port(const char *address, char *host, size_t host_length, char *port,
@@ -1297,7 +1284,6 @@ static void *shard_main(void *arg)
     shard->loop = loop;
     shard->backend = loop_backend_of(loop);
     int rc = loop_watch_eventfd(loop, mailbox_fd(shard->mailbox), on_mailbox, shard);
-    loop_set_sleep_hooks(loop, mailbox_before_wait, mailbox_after_wait, shard);
     if (rc == 0) {
         rc = loop_set_tick(loop, 1000, on_tick, shard);
     }

@@ -1110,53 +1110,6 @@ static void zero_delay_timer_does_not_starve_io(enum loop_backend backend)
 }
 LOOP_BOTH_BACKENDS(zero_delay_timer_does_not_starve_io)
 
-struct sleep_probe {
-    int before;
-    int after;
-    int busy; /* before_sleep() calls that find work */
-    int out_of_step;
-    long idle_at_ms;
-    struct timespec start;
-};
-
-static bool probe_before_sleep(void *user)
-{
-    struct sleep_probe *probe = user;
-    if (probe->after != probe->before)
-        probe->out_of_step++; /* every wait is followed by after_sleep() before the next look */
-    probe->before++;
-    if (probe->before == probe->busy + 1)
-        probe->idle_at_ms = elapsed_ms_since(&probe->start);
-    return probe->before <= probe->busy;
-}
-
-static void probe_after_sleep(void *user)
-{
-    struct sleep_probe *probe = user;
-    probe->after++;
-}
-
-/*
- * Sleep hooks: while before_sleep() finds work the loop does not wait (the
- * 300 ms stopper would otherwise delay the next look), and after_sleep()
- * runs once after every wait, before the next before_sleep().
- */
-static void sleep_hooks_run_around_each_wait(enum loop_backend backend)
-{
-    struct loop *loop = idle_loop(backend);
-    struct sleep_probe probe = {.busy = 5};
-    clock_gettime(CLOCK_MONOTONIC, &probe.start);
-    loop_set_sleep_hooks(loop, probe_before_sleep, probe_after_sleep, &probe);
-    run_for(loop, 300);
-    assert_true(probe.before >= probe.busy + 1);
-    assert_true(probe.idle_at_ms < 200);
-    assert_int_equal(probe.out_of_step, 0);
-    assert_int_equal(probe.after, probe.before);
-    loop_set_sleep_hooks(loop, NULL, NULL, NULL);
-    loop_destroy(loop);
-}
-LOOP_BOTH_BACKENDS(sleep_hooks_run_around_each_wait)
-
 static void uring_is_used_where_available(void **state)
 {
     (void)state;
@@ -1232,7 +1185,6 @@ int main(void)
         BOTH(fd_unwatch_with_poll_in_flight),
         BOTH(timers_fire_in_order),
         BOTH(zero_delay_timer_does_not_starve_io),
-        BOTH(sleep_hooks_run_around_each_wait),
         cmocka_unit_test(uring_is_used_where_available),
         cmocka_unit_test(falls_back_to_epoll_without_io_uring),
     };

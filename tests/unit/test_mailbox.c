@@ -4,8 +4,6 @@
  */
 #include <poll.h>
 #include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -156,130 +154,12 @@ static void run_may_post_again_without_deadlock(void **state)
     mailbox_destroy(mailbox);
 }
 
-static struct test_item *new_item(int sequence)
-{
-    struct test_item *item = malloc(sizeof(*item));
-    assert_non_null(item);
-    *item = (struct test_item){.item.run = run_item, .poster = 0, .sequence = sequence};
-    return item;
-}
-
-static uint64_t eventfd_counter(struct mailbox *mailbox)
-{
-    struct pollfd pollfd = {.fd = mailbox_fd(mailbox), .events = POLLIN};
-    if (poll(&pollfd, 1, 0) != 1)
-        return 0;
-    uint64_t counter = 0;
-    assert_int_equal(read(mailbox_fd(mailbox), &counter, sizeof(counter)), sizeof(counter));
-    return counter;
-}
-
-/*
- * With sleep hooks, a post writes the eventfd only while the owner may be
- * asleep: after mailbox_before_sleep() found nothing, and once until the
- * owner is awake again. Posts to an awake owner run before its next wait.
- */
-static void eventfd_written_only_while_the_owner_may_sleep(void **state)
-{
-    (void)state;
-    struct mailbox *mailbox = mailbox_create();
-    assert_non_null(mailbox);
-    drain_state = (struct drain_state){.owner = pthread_self()};
-    mailbox_awake(mailbox);
-    mailbox_post(mailbox, &new_item(0)->item);
-    mailbox_post(mailbox, &new_item(1)->item);
-    assert_int_equal(eventfd_counter(mailbox), 0);
-    assert_true(mailbox_before_sleep(mailbox));
-    assert_int_equal(drain_state.ran, 2);
-    assert_false(mailbox_before_sleep(mailbox));
-    mailbox_post(mailbox, &new_item(2)->item);
-    mailbox_post(mailbox, &new_item(3)->item);
-    assert_int_equal(eventfd_counter(mailbox), 1);
-    mailbox_awake(mailbox);
-    mailbox_drain(mailbox);
-    assert_int_equal(drain_state.ran, 4);
-    /* Drained while awake: the owner looks again before it sleeps, no write meanwhile. */
-    mailbox_post(mailbox, &new_item(4)->item);
-    assert_int_equal(eventfd_counter(mailbox), 0);
-    assert_true(mailbox_before_sleep(mailbox));
-    assert_false(mailbox_before_sleep(mailbox));
-    assert_int_equal(drain_state.ran, 5);
-    assert_int_equal(drain_state.out_of_order, 0);
-    mailbox_destroy(mailbox);
-}
-
-#define PING_PONG_ITEMS 3000
-
-struct ping_item {
-    struct mailbox_item item;
-    atomic_int *ran;
-};
-
-static void run_ping(struct mailbox_item *item)
-{
-    struct ping_item *ping = (struct ping_item *)item;
-    atomic_fetch_add(ping->ran, 1);
-}
-
-struct pinger {
-    struct mailbox *mailbox;
-    atomic_int ran;
-};
-
-/* Posts one item at a time and waits for it, so posts land as the owner goes to sleep. */
-static void *ping_one_at_a_time(void *argument)
-{
-    struct pinger *pinger = argument;
-    struct ping_item ping = {.item.run = run_ping, .ran = &pinger->ran};
-    for (int i = 0; i < PING_PONG_ITEMS; i++) {
-        mailbox_post(pinger->mailbox, &ping.item);
-        while (atomic_load(&pinger->ran) <= i)
-            sched_yield();
-    }
-    return NULL;
-}
-
-/*
- * The race of the sleep hooks: the owner loops as a shard's loop does (run
- * what is queued before waiting, wait on the eventfd, awake, drain) while
- * another thread posts one item at a time and waits for it to run. A post
- * that slipped between the owner's last look and its wait without writing
- * the eventfd would leave the owner asleep: its wait would time out.
- */
-static void no_lost_wake_up_when_the_owner_goes_to_sleep(void **state)
-{
-    (void)state;
-    struct pinger pinger = {.mailbox = mailbox_create()};
-    assert_non_null(pinger.mailbox);
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, ping_one_at_a_time, &pinger), 0);
-    int sleeps = 0;
-    while (atomic_load(&pinger.ran) < PING_PONG_ITEMS) {
-        if (!mailbox_before_sleep(pinger.mailbox)) {
-            struct pollfd pollfd = {.fd = mailbox_fd(pinger.mailbox), .events = POLLIN};
-            int ready = poll(&pollfd, 1, 5000);
-            if (ready == 0 && atomic_load(&pinger.ran) < PING_PONG_ITEMS)
-                fail_msg("asleep with an item queued after %d items", atomic_load(&pinger.ran));
-            sleeps++;
-            mailbox_awake(pinger.mailbox);
-            if (ready == 1)
-                mailbox_drain(pinger.mailbox);
-        }
-    }
-    assert_int_equal(pthread_join(thread, NULL), 0);
-    assert_int_equal(atomic_load(&pinger.ran), PING_PONG_ITEMS);
-    print_message("# %d sleeps for %d items\n", sleeps, PING_PONG_ITEMS);
-    mailbox_destroy(pinger.mailbox);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(posts_from_four_threads_run_in_order_on_owner),
         cmocka_unit_test(post_wakes_the_eventfd_once_until_drained),
         cmocka_unit_test(run_may_post_again_without_deadlock),
-        cmocka_unit_test(eventfd_written_only_while_the_owner_may_sleep),
-        cmocka_unit_test(no_lost_wake_up_when_the_owner_goes_to_sleep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
