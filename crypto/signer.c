@@ -3,7 +3,10 @@
  *
  * Requests wait in one bounded FIFO guarded by a mutex; a worker takes up to
  * SIGNER_BATCH of them per lock acquisition, signs them without the lock and
- * calls each done() callback. Every worker owns an OpenSSL library context
+ * calls each done() callback. A submit wakes a worker only when none was
+ * woken since a worker last took a batch (wake_needed()), and a worker that
+ * leaves requests queued wakes the next, so a shard's burst of requests costs
+ * one futex wake, not one each. Every worker owns an OpenSSL library context
  * and its own issuer and jwt_key per hub, all loaded by signer_create() on
  * the calling thread before any worker starts, so configuration errors are
  * reported synchronously and workers never share OpenSSL objects.
@@ -56,6 +59,7 @@ struct signer {
 
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    bool wake_pending; /* a worker was signalled and has not looked at the queue since */
     struct signer_request *head;
     struct signer_request *tail;
     size_t depth;
@@ -228,6 +232,21 @@ static void process(struct signer_worker *worker, struct signer_request *request
     }
 }
 
+/*
+ * Whether a queued request needs a worker signalled (called locked): not
+ * while one signalled earlier has not taken its batch yet, since it takes
+ * up to SIGNER_BATCH, so a burst of submits costs one futex wake. A signal
+ * that finds every worker busy wakes nobody; wake_pending stays set until a
+ * worker takes a batch, which each does before it sleeps again.
+ */
+static bool wake_needed(struct signer *signer)
+{
+    if (signer->wake_pending)
+        return false;
+    signer->wake_pending = true;
+    return true;
+}
+
 /* Detaches up to SIGNER_BATCH requests; NULL once stopping and drained. Called locked. */
 static struct signer_request *take_batch(struct signer *signer)
 {
@@ -262,8 +281,13 @@ static void *worker_main(void *argument)
             pthread_mutex_unlock(&signer->lock);
             return NULL;
         }
+        signer->wake_pending = false; /* this worker takes its batch now */
         struct signer_request *batch = take_batch(signer);
+        /* More than a batch was queued: the rest is another worker's. */
+        bool wake = signer->head != NULL && wake_needed(signer);
         pthread_mutex_unlock(&signer->lock);
+        if (wake)
+            pthread_cond_signal(&signer->wake);
         while (batch != NULL) {
             /* done() may free the request: read the link first. */
             struct signer_request *next = batch->next;
@@ -374,8 +398,11 @@ int signer_submit(struct signer *signer, struct signer_request *request)
         signer->head = request;
     signer->tail = request;
     signer->depth++;
-    pthread_cond_signal(&signer->wake);
+    bool wake = wake_needed(signer);
     pthread_mutex_unlock(&signer->lock);
+    /* Signalled unlocked, so the woken worker does not block at once on the lock held here. */
+    if (wake)
+        pthread_cond_signal(&signer->wake);
     return 0;
 }
 

@@ -181,11 +181,27 @@ void loop_destroy(struct loop *loop)
     free(loop);
 }
 
+static void loop_set_nodelay(int fd)
+{
+    int one = 1;
+    /* Fails harmlessly on sockets that are not TCP (socketpairs in tests). */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/*
+ * Every connection the loop serves has TCP_NODELAY (a TLS flight must not wait
+ * for an ACK). Set on the listener, it costs no system call per connection:
+ * Linux copies the listening socket into each connection it accepts, options
+ * included (tests/unit/test_loop.c checks it on both backends). A connection
+ * that completed before this call keeps what the listener had then, so a
+ * caller that listens earlier sets it before listen() too (shard.c does).
+ */
 int loop_listen(struct loop *loop, int listen_fd)
 {
     struct loop_listener *listener = calloc(1, sizeof(*listener));
     if (listener == NULL)
         return -ENOMEM;
+    loop_set_nodelay(listen_fd);
     listener->loop = loop;
     listener->fd = listen_fd;
     listener->accepting = true;
@@ -226,19 +242,11 @@ static struct loop_conn *loop_conn_new(struct loop *loop, int fd, void *user)
     return conn;
 }
 
-static void loop_set_nodelay(int fd)
-{
-    int one = 1;
-    /* Fails harmlessly on sockets that are not TCP (socketpairs in tests). */
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
 void loop_conn_accepted(struct loop_listener *listener, int fd, const struct sockaddr *peer,
                         socklen_t peer_length)
 {
     struct loop *loop = listener->loop;
-    loop_set_nodelay(fd);
-    struct loop_conn *conn = loop_conn_new(loop, fd, NULL);
+    struct loop_conn *conn = loop_conn_new(loop, fd, NULL); /* TCP_NODELAY from the listener */
     if (conn == NULL) {
         close(fd);
         return;

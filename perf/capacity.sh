@@ -39,7 +39,11 @@
 #    the two-shard server's CPU per provisioning over the one-shard server's
 #    (at most 1.05: shards share nothing on the hot path), and each server's
 #    dps_attestations_total by path (full chain verifications against
-#    verdicts reused) from /metrics.
+#    verdicts reused) from /metrics. With perf installed, also each server's
+#    system calls and context switches per provisioning (all its threads;
+#    `perf stat -e raw_syscalls:sys_enter,context-switches -p PID` around each
+#    round): counts the load barely moves, where the CPU figures do
+#    (perf/wakeups.sh breaks them down by thread kind).
 #
 # --scaling-instructions runs, instead of all that, the shard comparison as a
 # figure the noise cannot move: dpsd under callgrind (epoll) with one shard
@@ -331,10 +335,23 @@ scaling() {
             local pid=$PID_ONE port=$port_one
             [ "$shards" = 2 ] && pid=$PID_TWO port=$port_two
             local before after succeeded
+            local perf_pid=""
+            if command -v perf >/dev/null; then
+                perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" \
+                    -o "$WORK/shards-$shards-$round.perf" &
+                perf_pid=$!
+                sleep 0.2 # attached to every thread before the round starts
+            fi
             thread_ticks "$pid" >"$WORK/shards-$shards-$round.before"
             before=$(ticks "$pid")
             run_fleet "shards-$shards-$round" "$port" "$first" "$per_round" full
             after=$(ticks "$pid")
+            if [ -n "$perf_pid" ]; then
+                kill -INT "$perf_pid"
+                wait "$perf_pid" || true
+                awk -F, '$1 ~ /^[0-9]+$/ { print ($3 == "context-switches" ? "context_switches" : "syscalls"), $1 }' \
+                    "$WORK/shards-$shards-$round.perf" >>"$WORK/shards-$shards.wakeups"
+            fi
             thread_ticks "$pid" >"$WORK/shards-$shards-$round.after"
             join "$WORK/shards-$shards-$round.before" "$WORK/shards-$shards-$round.after" |
                 awk '{print $1, $3 - $2}' >>"$WORK/shards-$shards.kinds"
@@ -356,6 +373,12 @@ scaling() {
         awk -v ns="$NS" -v n="$n" -v s="$shards" '{sum[$1] += $2}
             END {for (k in sum) if (sum[k] > 0) printf "shards_%s_thread_cpu_us_per_provisioning[%s]=%.0f\n", s, k, sum[k] / ns * 1e6 / n}' \
             "$WORK/shards-$shards.kinds" | sort >"$WORK/shards-$shards.report"
+        if [ -s "$WORK/shards-$shards.wakeups" ]; then
+            awk -v n="$n" -v s="$shards" '{ sum[$1] += $2 }
+                END { printf "shards_%s_syscalls_per_provisioning=%.1f shards_%s_context_switches_per_provisioning=%.1f\n",
+                      s, sum["syscalls"] / n, s, sum["context_switches"] / n }' \
+                "$WORK/shards-$shards.wakeups" >>"$WORK/shards-$shards.report"
+        fi
     done
     # Chains verified in full against verdicts reused, summed over the shards (warm-up included):
     # a device's second connection should cost no chain verification, whatever shard it lands on.

@@ -9,6 +9,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -29,6 +30,7 @@
 #include <cmocka.h>
 
 #include "dataplane/loop.h"
+#include "dataplane/loop_backend.h" /* a connection's fd, for its socket options */
 #include "loop_wait.h"
 
 #define MAX_SERVER_CONNS 256
@@ -66,6 +68,7 @@ struct server {
     atomic_int last_error;
     atomic_int send_after_close_result;
     atomic_int bad_peer;
+    atomic_int without_nodelay;
     atomic_int ticks;
     atomic_int watch_total;
     atomic_int running;
@@ -143,6 +146,11 @@ static void *server_accepted(void *loop_user, struct loop_conn *conn, const stru
     if (peer == NULL || peer_length < sizeof(*peer_in) || peer_in->sin_family != AF_INET ||
         peer_in->sin_addr.s_addr != htonl(INADDR_LOOPBACK) || peer_in->sin_port == 0)
         atomic_fetch_add(&server->bad_peer, 1);
+    int nodelay = 0;
+    socklen_t nodelay_length = sizeof(nodelay);
+    if (getsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &nodelay_length) != 0 ||
+        nodelay == 0)
+        atomic_fetch_add(&server->without_nodelay, 1);
     if (server->mode == MODE_REFUSE)
         return NULL;
     struct server_conn *server_conn = server_track(server, conn);
@@ -407,6 +415,8 @@ static void echo_many_clients(enum loop_backend backend)
     assert_int_equal(atomic_load(&server->accepted), ECHO_CLIENTS);
     assert_int_equal(atomic_load(&server->closed_with_error), 0);
     assert_int_equal(atomic_load(&server->bad_peer), 0);
+    /* No setsockopt per connection: each inherits TCP_NODELAY from the listener. */
+    assert_int_equal(atomic_load(&server->without_nodelay), 0);
     server_free(server);
 }
 LOOP_BOTH_BACKENDS(echo_many_clients)

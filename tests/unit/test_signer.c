@@ -124,6 +124,21 @@ static void completion_wait(struct completion *completion, size_t count)
     pthread_mutex_unlock(&completion->lock);
 }
 
+/* Like completion_wait(), but false when count is not reached within seconds. */
+static bool completion_wait_for(struct completion *completion, size_t count, int seconds)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += seconds;
+    pthread_mutex_lock(&completion->lock);
+    int r = 0;
+    while (completion->done < count && r == 0)
+        r = pthread_cond_timedwait(&completion->cond, &completion->lock, &deadline);
+    bool reached = completion->done >= count;
+    pthread_mutex_unlock(&completion->lock);
+    return reached;
+}
+
 static void on_done(struct signer_request *request)
 {
     struct completion *completion = request->user;
@@ -595,6 +610,59 @@ static void test_batches(void **state)
     free(requests);
 }
 
+/*
+ * A submit signals a worker only when none was signalled since a worker last
+ * took a batch: no request may be left queued with every worker asleep.
+ * Requests submitted while the only worker is busy (the signal finds nobody
+ * waiting) are taken when it is done, with no later submit to wake it; single
+ * requests each find the workers asleep again; a burst of more than a batch
+ * wakes a second worker for the rest. Each wait would time out on a lost
+ * wake-up.
+ */
+static void test_wake_ups_are_not_lost(void **state)
+{
+    struct fixture *f = *state;
+    enum { ROUNDS = 200, BURST = 2 * 32 + 1 };
+    struct signer_request *requests = calloc(1 + BURST, sizeof(*requests));
+    struct completion completion;
+    time_t now = time(NULL);
+
+    struct signer *signer = create(f, 1, 1000);
+    completion_init(&completion);
+    for (size_t i = 0; i < 3; i++)
+        prepare(f, &requests[i], 1, &completion, now);
+    hold_worker(signer, &requests[0], &completion);
+    assert_int_equal(signer_submit(signer, &requests[1]), 0);
+    assert_int_equal(signer_submit(signer, &requests[2]), 0);
+    release_worker(&completion);
+    assert_true(completion_wait_for(&completion, 3, 30));
+    signer_destroy(signer);
+    for (size_t i = 0; i < 3; i++)
+        free(requests[i].token);
+
+    signer = create(f, 2, 1000);
+    completion_init(&completion);
+    completion.held = false;
+    for (size_t round = 0; round < ROUNDS; round++) {
+        prepare(f, &requests[0], 1, &completion, now);
+        assert_int_equal(signer_submit(signer, &requests[0]), 0);
+        if (!completion_wait_for(&completion, round + 1, 30))
+            fail_msg("request %zu was never taken", round);
+        free(requests[0].token);
+    }
+    for (size_t i = 0; i < BURST; i++)
+        prepare(f, &requests[i], 1, &completion, now);
+    for (size_t i = 0; i < BURST; i++)
+        assert_int_equal(signer_submit(signer, &requests[i]), 0);
+    assert_true(completion_wait_for(&completion, ROUNDS + BURST, 30));
+    signer_destroy(signer);
+    for (size_t i = 0; i < BURST; i++) {
+        assert_int_equal(requests[i].status, 0);
+        free(requests[i].token);
+    }
+    free(requests);
+}
+
 static void test_request_errors(void **state)
 {
     struct fixture *f = *state;
@@ -659,10 +727,15 @@ static void test_bad_key_files(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_concurrent_requests),  cmocka_unit_test(test_hub_pems),
-        cmocka_unit_test(test_queue_full),           cmocka_unit_test(test_queue_full_under_load),
-        cmocka_unit_test(test_destroy_drains_queue), cmocka_unit_test(test_batches),
-        cmocka_unit_test(test_request_errors),       cmocka_unit_test(test_bad_key_files),
+        cmocka_unit_test(test_concurrent_requests),
+        cmocka_unit_test(test_hub_pems),
+        cmocka_unit_test(test_queue_full),
+        cmocka_unit_test(test_queue_full_under_load),
+        cmocka_unit_test(test_destroy_drains_queue),
+        cmocka_unit_test(test_batches),
+        cmocka_unit_test(test_request_errors),
+        cmocka_unit_test(test_bad_key_files),
+        cmocka_unit_test(test_wake_ups_are_not_lost),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

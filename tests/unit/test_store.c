@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -123,6 +124,21 @@ static void completions_wait(int count)
     while (completions.done < count)
         pthread_cond_wait(&completions.changed, &completions.lock);
     pthread_mutex_unlock(&completions.lock);
+}
+
+/* Like completions_wait(), but false when count is not reached within seconds. */
+static bool completions_wait_for(int count, int seconds)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += seconds;
+    pthread_mutex_lock(&completions.lock);
+    int r = 0;
+    while (completions.done < count && r == 0)
+        r = pthread_cond_timedwait(&completions.changed, &completions.lock, &deadline);
+    bool reached = completions.done >= count;
+    pthread_mutex_unlock(&completions.lock);
+    return reached;
 }
 
 /*
@@ -353,6 +369,61 @@ static void group_commit_batches_concurrent_writes(void **state)
 
     assert_value(store, STORE_ISSUANCE, "s0-000", "s0-000");
     assert_value(store, STORE_ISSUANCE, "s3-249", "s3-249");
+    store_close(store);
+}
+
+#define WAKE_ROUNDS 300
+#define WAKE_BURST 200
+
+/*
+ * A submit signals a writer only when none was signalled since a writer last
+ * looked at the queue: no write may be left queued with every writer asleep.
+ * A write submitted while the only writer is busy (the signal finds nobody
+ * waiting) is taken when that writer is done, with no later submit to wake
+ * it; with 16 writers, single writes each find them asleep again, and bursts
+ * land while a signalled writer has not run yet. Each wait would time out on
+ * a lost wake-up.
+ */
+static void wake_ups_are_not_lost(void **state)
+{
+    struct temp_dir *fixture = *state;
+    static struct store_write writes[WAKE_BURST];
+    static char keys[WAKE_BURST][16];
+    struct store *store = open_store(fixture->dir, 4096);
+    completions_reset();
+    gate_hold_writer(store);
+    writes[0] = (struct store_write){.put_count = 1, .done = count_done};
+    writes[0].puts[0] = put_of(STORE_ISSUANCE, "while-busy", "{}");
+    assert_int_equal(store_submit(store, &writes[0]), STORE_OK);
+    gate_release();
+    assert_true(completions_wait_for(1, 30));
+    assert_int_equal(writes[0].status, STORE_OK);
+    store_close(store);
+
+    store = open_store_writers(fixture->dir, 4096, 16);
+    completions_reset();
+    for (int round = 0; round < WAKE_ROUNDS; round++) {
+        snprintf(keys[0], sizeof(keys[0]), "single-%03d", round);
+        writes[0] =
+            (struct store_write){.put_count = 1, .done = count_done, .lazy = round % 3 == 0};
+        writes[0].puts[0] = put_of(STORE_ISSUANCE, keys[0], "{}");
+        assert_int_equal(store_submit(store, &writes[0]), STORE_OK);
+        if (!completions_wait_for(round + 1, 30))
+            fail_msg("write %d was never taken", round);
+    }
+    for (int burst = 0; burst < 5; burst++) {
+        completions_reset();
+        for (int i = 0; i < WAKE_BURST; i++) {
+            snprintf(keys[i], sizeof(keys[i]), "burst-%d-%03d", burst, i);
+            writes[i] = (struct store_write){.put_count = 1, .done = count_done, .lazy = i % 2};
+            writes[i].puts[0] = put_of(STORE_ISSUANCE, keys[i], "{}");
+            assert_int_equal(store_submit(store, &writes[i]), STORE_OK);
+        }
+        if (!completions_wait_for(WAKE_BURST, 30))
+            fail_msg("burst %d: only %d of %d writes answered", burst, completions.done,
+                     WAKE_BURST);
+        assert_int_equal(completions.ok, WAKE_BURST);
+    }
     store_close(store);
 }
 
@@ -1153,6 +1224,7 @@ int main(int argc, char **argv)
         FIXTURE_TEST(lazy_writes_ride_on_the_next_sync),
         FIXTURE_TEST(column_families_are_separate),
         FIXTURE_TEST(group_commit_batches_concurrent_writes),
+        FIXTURE_TEST(wake_ups_are_not_lost),
         FIXTURE_TEST(conditional_write_absent_same_different),
         FIXTURE_TEST(conflicting_claims_in_one_batch),
         FIXTURE_TEST(several_writers_keep_key_order_and_claims),
