@@ -2,7 +2,8 @@
 # kill -9 of dpsd at random points while devices provision, repeated: after
 # each restart the store opens cleanly, and every identity certificate any
 # device received so far is in the issuance log with a record whose
-# credential step is 2.04.
+# credential step is 2.04. Odd rounds kill at a random time from the start, even rounds at a
+# random time after the round's first identity certificate.
 . "$(dirname "$0")/lib.sh"
 
 ROUNDS=5
@@ -39,12 +40,19 @@ missing_certificates() {
           else empty end' "$WORK/received.tsv"
 }
 
+# received: how many devices have an identity certificate so far.
+received() {
+    local pems=("$OUT"/device-*/identity.pem)
+    if [ -f "${pems[0]}" ]; then echo "${#pems[@]}"; else echo 0; fi
+}
+
 cut_off=0
 for round in $(seq 1 $ROUNDS); do
     if ! start_dpsd "$DEMO" "$PORT" --shards 2; then
         not_ok "round $round: dpsd starts on the store"
         finish
     fi
+    before=$(received)
     pids=()
     for j in $(seq 0 $((LOADGENS - 1))); do
         first=$((1 + ((round - 1) * LOADGENS + j) * DEVICES))
@@ -52,7 +60,19 @@ for round in $(seq 1 $ROUNDS); do
             --first $first --out "$OUT" --timeout 5 >"$WORK/loadgen-$round-$j.log" 2>&1 &
         pids+=($!)
     done
-    delay_ms=$((200 + RANDOM % 1301))
+    # Odd rounds kill at a random point from the start (often before any certificate is out).
+    # Even rounds take the random point after this round's first identity certificate, so that
+    # a loaded machine, where 1.5 s may not reach the credential step, still kills with
+    # certificates out and devices in flight (bounded: 60 s).
+    if [ $((round % 2)) = 0 ]; then
+        for _ in $(seq 1 600); do
+            [ "$(received)" -gt "$before" ] && break
+            sleep 0.1
+        done
+        delay_ms=$((RANDOM % 301))
+    else
+        delay_ms=$((200 + RANDOM % 1301))
+    fi
     sleep "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))"
     kill9_dpsd
     for pid in "${pids[@]}"; do wait "$pid"; done
