@@ -249,7 +249,8 @@ static struct api_generation *generation_start(struct api *api, const struct con
         generation_free(generation);
         return NULL;
     }
-    log_msg(LOG_INFO, "api listening",
+    /* A reload serves on the sockets already open: say which it was. */
+    log_msg(LOG_INFO, config != NULL ? "api reloaded" : "api listening",
             "addr=%s tls=%s client_certificates=%s connections=%u per_source=%u "
             "request_timeout_s=%u health=%s",
             api->settings->listen, generation->cert_pem != NULL ? "yes" : "no",

@@ -54,8 +54,8 @@ expect_output "the API serves the first certificate" "^$OLD$" served "$API_PORT"
 expect_output "the API answers the first CA's client and key's token" '"owner":"1"' \
     status "$NODE/pki" "$OLD_TOKEN"
 
-# reloaded N: the log has N "api listening" lines (one per generation).
-reloaded() { [ "$(grep -c 'msg="api listening"' "$NODE/dpsd.log")" -ge "$1" ]; }
+# reloaded N: the log has N generations: the first "api listening", then "api reloaded".
+reloaded() { [ "$(grep -cE 'msg="api (listening|reloaded)"' "$NODE/dpsd.log")" -ge "$1" ]; }
 cp "$OTHER/dps-server.pem" "$NODE/pki/dps-server.pem"
 cp "$OTHER/dps-server.key" "$NODE/pki/dps-server.key"
 cp "$OTHER/mfg-root.pem" "$NODE/pki/mfg-root.pem"

@@ -59,5 +59,5 @@ check "a device provisions through node b afterwards" \
 stop_status=0
 stop_node b || stop_status=$?
 check "node b stops cleanly (exit $stop_status), no sanitizer report in its log" \
-    sh -c "[ $stop_status = 0 ] && ! grep -q -E 'AddressSanitizer|runtime error|LeakSanitizer' '$WORK/b.log'"
+    sh -c "[ $stop_status = 0 ] && ! grep -q -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error' '$WORK/b.log'"
 finish

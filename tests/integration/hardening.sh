@@ -41,7 +41,8 @@ reload() {
         [ "$(grep -c 'msg="reload' "$DEMO/dpsd.log")" -gt "$before" ] && break
         sleep 0.1
     done
-    tail -1 "$DEMO/dpsd.log" | grep -q 'msg="reloaded"'
+    # The reload's own line, not the last one: the API's generation logs after it.
+    grep 'msg="reload' "$DEMO/dpsd.log" | tail -1 | grep -q 'msg="reloaded"'
 }
 
 start_dpsd "$DEMO" "$PORT" --shards 2 || { not_ok "dpsd starts"; finish; }
