@@ -6,6 +6,9 @@
 #include "common/base64.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+#define PEM_LINE_BYTES 48 /* 64 characters */
 
 static const char standard_chars[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -52,6 +55,39 @@ char *base64_encode_string(enum base64_alphabet alphabet, const uint8_t *data, s
     if (out != NULL)
         out[base64_encode(alphabet, data, length, out)] = '\0';
     return out;
+}
+
+static char *put(char *p, const char *text)
+{
+    size_t length = strlen(text);
+    memcpy(p, text, length);
+    return p + length;
+}
+
+char *base64_pem(const char *label, const uint8_t *der, size_t length, const char *tail,
+                 size_t tail_length)
+{
+    size_t label_length = strlen(label);
+    size_t lines = (length + PEM_LINE_BYTES - 1) / PEM_LINE_BYTES;
+    /* "-----BEGIN " label "-----\n" and "-----END " label "-----\n" */
+    size_t frame = 2 * label_length + 11 + 6 + 9 + 6;
+    char *pem =
+        malloc(frame + base64_encoded_length(BASE64_STANDARD, length) + lines + tail_length + 1);
+    char *p = pem;
+
+    if (pem == NULL)
+        return NULL;
+    p = put(put(put(p, "-----BEGIN "), label), "-----\n");
+    for (size_t offset = 0; offset < length; offset += PEM_LINE_BYTES) {
+        size_t chunk = length - offset < PEM_LINE_BYTES ? length - offset : PEM_LINE_BYTES;
+        p += base64_encode(BASE64_STANDARD, der + offset, chunk, p);
+        *p++ = '\n';
+    }
+    p = put(put(put(p, "-----END "), label), "-----\n");
+    if (tail_length > 0)
+        memcpy(p, tail, tail_length);
+    p[tail_length] = '\0';
+    return pem;
 }
 
 static int char_value(enum base64_alphabet alphabet, char c)

@@ -27,6 +27,15 @@ size_t base64_encode(enum base64_alphabet alphabet, const uint8_t *data, size_t 
 /* The encoding as a NUL-terminated string (malloc'd), or NULL when out of memory. */
 char *base64_encode_string(enum base64_alphabet alphabet, const uint8_t *data, size_t length);
 
+/*
+ * The PEM text of a DER object, laid out byte for byte as OpenSSL's PEM writer does:
+ * "-----BEGIN label-----\n", the standard encoding in lines of 64 characters each ended by
+ * '\n', "-----END label-----\n"; then tail_length bytes of tail (another PEM text, or nothing)
+ * and a NUL. malloc'd; NULL when out of memory.
+ */
+char *base64_pem(const char *label, const uint8_t *der, size_t length, const char *tail,
+                 size_t tail_length);
+
 /* A decoder fed in pieces (PEM lines); out is the caller's. */
 struct base64_decoder {
     enum base64_alphabet alphabet;

@@ -55,6 +55,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "common/base64.h"
+
 #define ATTESTATION_CACHE_SLOTS 4096 /* a power of two */
 #define ATTESTATION_CACHE_SECONDS 600
 #define SHARED_CACHE_SLOTS 4096 /* a power of two */
@@ -980,21 +982,11 @@ void attestation_get_stats(const struct attestation *attestation, struct attesta
 
 char *attestation_leaf_pem(X509 *leaf)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *data;
-    long length;
-    char *pem = NULL;
+    /* The DER the certificate was decoded from (cached by OpenSSL), written as PEM text. */
+    unsigned char *der = NULL;
+    int length = i2d_X509(leaf, &der);
+    char *pem = length > 0 ? base64_pem("CERTIFICATE", der, (size_t)length, NULL, 0) : NULL;
 
-    if (bio == NULL)
-        return NULL;
-    if (PEM_write_bio_X509(bio, leaf) == 1) {
-        length = BIO_get_mem_data(bio, &data);
-        pem = malloc((size_t)length + 1);
-        if (pem != NULL) {
-            memcpy(pem, data, (size_t)length);
-            pem[length] = '\0';
-        }
-    }
-    BIO_free(bio);
+    OPENSSL_free(der);
     return pem;
 }

@@ -33,6 +33,7 @@
 #include "crypto/keyfile.h"
 #include "crypto/uuid.h"
 
+#include "common/base64.h"
 #include "common/der.h"
 
 #include <stdarg.h>
@@ -60,10 +61,6 @@
 /* A tag, the length-of-length octet and up to 3 length bytes. */
 #define TIME_DER_MAX 17
 #define KEY_ID_LENGTH 20
-
-#define PEM_BEGIN "-----BEGIN CERTIFICATE-----\n"
-#define PEM_END "-----END CERTIFICATE-----\n"
-#define PEM_LINE_BYTES 48
 
 /* version [0] EXPLICIT INTEGER 2 (v3) */
 static const uint8_t version_der[] = {0xa0, 0x03, 0x02, 0x01, 0x02};
@@ -513,25 +510,7 @@ static int random_serial(struct issuer *issuer, uint8_t serial[ISSUER_SERIAL_LEN
 /* The PEM of one certificate followed by the chain, as PEM_write_bio_X509 lays it out. */
 static char *certificate_pem(const struct issuer *issuer, const uint8_t *der, size_t length)
 {
-    size_t lines = (length + PEM_LINE_BYTES - 1) / PEM_LINE_BYTES;
-    size_t size = strlen(PEM_BEGIN) + 4 * ((length + 2) / 3) + lines + strlen(PEM_END) +
-                  issuer->chain_pem_length + 1;
-    char *pem = malloc(size);
-    char *p = pem;
-
-    if (pem == NULL)
-        return NULL;
-    memcpy(p, PEM_BEGIN, strlen(PEM_BEGIN));
-    p += strlen(PEM_BEGIN);
-    for (size_t offset = 0; offset < length; offset += PEM_LINE_BYTES) {
-        size_t chunk = length - offset < PEM_LINE_BYTES ? length - offset : PEM_LINE_BYTES;
-        p += EVP_EncodeBlock((unsigned char *)p, der + offset, (int)chunk);
-        *p++ = '\n';
-    }
-    memcpy(p, PEM_END, strlen(PEM_END));
-    p += strlen(PEM_END);
-    memcpy(p, issuer->chain_pem, issuer->chain_pem_length + 1);
-    return pem;
+    return base64_pem("CERTIFICATE", der, length, issuer->chain_pem, issuer->chain_pem_length);
 }
 
 int issuer_issue(struct issuer *issuer, const char *device_id, const uint8_t *spki_der,

@@ -733,6 +733,14 @@ static void test_leaf_pem_round_trips(void **state)
     assert_int_equal(X509_cmp(parsed, leaf), 0);
     /* Only the leaf, not its chain. */
     assert_null(strstr(strstr(pem, "END CERTIFICATE") + 1, "BEGIN CERTIFICATE"));
+    /* Byte for byte what OpenSSL's PEM writer gives. */
+    BIO *written = BIO_new(BIO_s_mem());
+    char *data;
+    assert_int_equal(PEM_write_bio_X509(written, leaf), 1);
+    long written_length = BIO_get_mem_data(written, &data);
+    assert_int_equal(strlen(pem), (size_t)written_length);
+    assert_memory_equal(pem, data, (size_t)written_length);
+    BIO_free(written);
 
     X509_free(parsed);
     BIO_free(bio);

@@ -144,6 +144,49 @@ static void test_pieces_space_and_capacity(void **state)
     assert_int_equal(base64_decoder_finish(&decoder), -1);
 }
 
+/* PEM text: 64-character lines, the frame, the tail, for lengths around each line's end. */
+static void test_pem_layout(void **state)
+{
+    (void)state;
+    uint8_t der[200];
+    for (size_t i = 0; i < sizeof(der); i++)
+        der[i] = (uint8_t)(i * 37 + 11);
+    static const size_t lengths[] = {0, 1, 2, 3, 47, 48, 49, 95, 96, 97, 200};
+    for (size_t l = 0; l < sizeof(lengths) / sizeof(lengths[0]); l++) {
+        size_t length = lengths[l];
+        char *pem = base64_pem("CERTIFICATE", der, length, "tail\n", 5);
+        assert_non_null(pem);
+        const char *begin = "-----BEGIN CERTIFICATE-----\n";
+        assert_memory_equal(pem, begin, strlen(begin));
+        const char *body = pem + strlen(begin);
+        const char *footer = strstr(body, "-----END");
+        assert_non_null(footer);
+        assert_string_equal(footer, "-----END CERTIFICATE-----\ntail\n");
+        /* Every line but the last is 64 characters; together they decode to der. */
+        uint8_t decoded[sizeof(der)];
+        struct base64_decoder decoder;
+        base64_decoder_init(&decoder, BASE64_STANDARD, true, decoded, sizeof(decoded));
+        for (const char *line = body; line < footer;) {
+            const char *newline = memchr(line, '\n', (size_t)(footer - line));
+            assert_non_null(newline);
+            if (newline + 1 < footer)
+                assert_int_equal(newline - line, 64);
+            else
+                assert_true(newline - line > 0 && newline - line <= 64);
+            assert_int_equal(base64_decoder_feed(&decoder, line, (size_t)(newline + 1 - line)), 0);
+            line = newline + 1;
+        }
+        assert_int_equal(base64_decoder_finish(&decoder), 0);
+        assert_int_equal(decoder.length, length);
+        assert_memory_equal(decoded, der, length);
+        free(pem);
+    }
+    /* Without a tail the text ends with the frame. */
+    char *pem = base64_pem("X", der, 3, NULL, 0);
+    assert_string_equal(pem, "-----BEGIN X-----\nCzBV\n-----END X-----\n");
+    free(pem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -151,6 +194,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_every_length),
         cmocka_unit_test(test_one_spelling_per_value),
         cmocka_unit_test(test_pieces_space_and_capacity),
+        cmocka_unit_test(test_pem_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
