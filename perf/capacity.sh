@@ -45,6 +45,13 @@
 #    round): counts the load barely moves, where the CPU figures do
 #    (perf/wakeups.sh breaks them down by thread kind).
 #
+# --scaling-pinned pins, in step 5, both servers to CPU 0 and their generator to CPU 1
+# (taskset), so the two shard threads share one core and one cache while the generator keeps
+# the other: on a 2-core machine the unpinned comparison also measures the generator moving
+# between the shards' cores and evicting their caches, which a node with a core per shard and
+# its load from elsewhere does not see. Each server's user and system CPU per provisioning are
+# printed apart in both modes.
+#
 # --scaling-instructions runs, instead of all that, the shard comparison as a
 # figure the noise cannot move: dpsd under callgrind (epoll) with one shard
 # and with two, fleet load with 8 devices in flight, instructions per
@@ -61,17 +68,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICES=3000 HANDSHAKES=3000 CONCURRENCY=32 BUILD=build-perf FULL_ONLY=0 SCALING_DEVICES=""
-SCALING_INSTRUCTIONS=0
+SCALING_INSTRUCTIONS=0 SCALING_PINNED=0
 while [ $# -gt 0 ]; do
     case $1 in
     --scaling-instructions) SCALING_INSTRUCTIONS=1; FULL_ONLY=1; shift ;;
     --scaling-devices) SCALING_DEVICES=$2; shift 2 ;;
+    --scaling-pinned) SCALING_PINNED=1; shift ;;
     --devices) DEVICES=$2; shift 2 ;;
     --handshakes) HANDSHAKES=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
     --full-only) FULL_ONLY=1; shift ;;
-    *) echo "usage: $0 [--devices N] [--handshakes N] [--concurrency C] [--build DIR] [--scaling-devices N] [--full-only]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--devices N] [--handshakes N] [--concurrency C] [--build DIR] [--scaling-devices N] [--scaling-pinned] [--full-only]" >&2; exit 2 ;;
     esac
 done
 SCALE=${CAPACITY_SCALE:-1}
@@ -104,6 +112,7 @@ trap 'stop; rm -rf "$WORK"' EXIT
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 HZ=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_system() { awk '{print $14, $15}' "/proc/$1/stat"; }
 wait_port() {
     for _ in $(seq 1 200); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -131,8 +140,10 @@ task_ticks() {
     done | sort
 }
 # run_fleet NAME PORT FIRST COUNT SCENARIO: dps-loadgen against 127.0.0.1:PORT, report in $WORK/NAME.json.
+# LOADGEN_PREFIX: words run before dps-loadgen (taskset -c 1 with --scaling-pinned).
 run_fleet() {
-    "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$2" --pki "$PKI" --first "$3" --devices "$4" \
+    # shellcheck disable=SC2086
+    ${LOADGEN_PREFIX:-} "$LOADGEN" --endpoint "coaps+tcp://127.0.0.1:$2" --pki "$PKI" --first "$3" --devices "$4" \
         --scenario "$5" --concurrency "$CONCURRENCY" --threads 1 --max-attempts 1 --timeout 60 \
         --report "$WORK/$1.json" >"$WORK/$1.log" 2>&1 || {
         echo "capacity: dps-loadgen ($1) failed:" >&2
@@ -310,16 +321,20 @@ attestation_paths() {
 # 5. one shard against two, side by side, rounds alternating
 scaling() {
     local port_one=$((PORT + 2)) port_two=$((PORT + 4)) ticks_one=0 ticks_two=0 done_one=0 done_two=0
-    local per_round=$((SCALING_DEVICES / 4)) first=$SCALING_FIRST
+    local per_round=$((SCALING_DEVICES / 4)) first=$SCALING_FIRST server_cpu=() generator_cpu=()
+    local user_one=0 system_one=0 user_two=0 system_two=0
+    if [ "$SCALING_PINNED" = 1 ]; then
+        server_cpu=(taskset -c 0) generator_cpu=(taskset -c 1)
+    fi
     for shards in 1 2; do
         mkdir -p "$WORK/shards-$shards"
         cp -r "$PKI" "$WORK/shards-$shards/pki"
     done
-    "$BUILD/dpsd" --demo "$WORK/shards-1" --listen "127.0.0.1:$port_one" \
+    "${server_cpu[@]}" "$BUILD/dpsd" --demo "$WORK/shards-1" --listen "127.0.0.1:$port_one" \
         --api-listen "127.0.0.1:$((port_one + 1))" --shards 1 --log-level warn \
         >"$WORK/shards-1.log" 2>&1 &
     PID_ONE=$!
-    "$BUILD/dpsd" --demo "$WORK/shards-2" --listen "127.0.0.1:$port_two" \
+    "${server_cpu[@]}" "$BUILD/dpsd" --demo "$WORK/shards-2" --listen "127.0.0.1:$port_two" \
         --api-listen "127.0.0.1:$((port_two + 1))" --shards 2 --log-level warn \
         >"$WORK/shards-2.log" 2>&1 &
     PID_TWO=$!
@@ -343,9 +358,13 @@ scaling() {
                 sleep 0.2 # attached to every thread before the round starts
             fi
             thread_ticks "$pid" >"$WORK/shards-$shards-$round.before"
+            local user0 system0 user1 system1
+            read -r user0 system0 < <(user_system "$pid")
             before=$(ticks "$pid")
-            run_fleet "shards-$shards-$round" "$port" "$first" "$per_round" full
+            LOADGEN_PREFIX="${generator_cpu[*]}" run_fleet "shards-$shards-$round" "$port" "$first" \
+                "$per_round" full
             after=$(ticks "$pid")
+            read -r user1 system1 < <(user_system "$pid")
             if [ -n "$perf_pid" ]; then
                 kill -INT "$perf_pid"
                 wait "$perf_pid" || true
@@ -359,14 +378,18 @@ scaling() {
             first=$((first + per_round))
             if [ "$shards" = 1 ]; then
                 ticks_one=$((ticks_one + after - before)) done_one=$((done_one + succeeded))
+                user_one=$((user_one + user1 - user0)) system_one=$((system_one + system1 - system0))
             else
                 ticks_two=$((ticks_two + after - before)) done_two=$((done_two + succeeded))
+                user_two=$((user_two + user1 - user0)) system_two=$((system_two + system1 - system0))
             fi
         done
     done
     scaling_one_us=$(per "$ticks_one" "$done_one")
     scaling_two_us=$(per "$ticks_two" "$done_two")
     scaling_load=$(load)
+    scaling_split_one="user $(per "$user_one" "$done_one") system $(per "$system_one" "$done_one")"
+    scaling_split_two="user $(per "$user_two" "$done_two") system $(per "$system_two" "$done_two")"
     for shards in 1 2; do
         local n=$done_one
         [ "$shards" = 2 ] && n=$done_two
@@ -403,8 +426,10 @@ echo "dpsd_handshake_over_haproxy_handshake=$(ratio "$dpsd_handshake_us" "$hapro
 echo "provisioning_over_haproxy_handshake=$(ratio "$provision_us" "$haproxy_handshake_us")"
 echo "generator_over_server_per_handshake=$(ratio "$generator_handshake_us" "$dpsd_handshake_us")"
 if [ "$SCALING_DEVICES" -gt 0 ]; then
-    echo "shards_1_server_cpu_us_per_provisioning=$scaling_one_us (devices $SCALING_DEVICES, four rounds alternating with the two-shard server, load $scaling_load)"
-    echo "shards_2_server_cpu_us_per_provisioning=$scaling_two_us"
+    pinned=""
+    [ "$SCALING_PINNED" = 1 ] && pinned=", pinned: servers on CPU 0, generator on CPU 1"
+    echo "shards_1_server_cpu_us_per_provisioning=$scaling_one_us ($scaling_split_one; devices $SCALING_DEVICES, four rounds alternating with the two-shard server$pinned, load $scaling_load)"
+    echo "shards_2_server_cpu_us_per_provisioning=$scaling_two_us ($scaling_split_two)"
     echo "shards_2_over_1_server_cpu_per_provisioning=$(ratio "$scaling_two_us" "$scaling_one_us") (at most 1.05 when shards scale)"
     cat "$WORK/shards-1.report" "$WORK/shards-2.report"
 fi
