@@ -40,10 +40,11 @@
 #    (at most 1.05: shards share nothing on the hot path), and each server's
 #    dps_attestations_total by path (full chain verifications against
 #    verdicts reused) from /metrics. With perf installed, also each server's
-#    system calls and context switches per provisioning (all its threads;
-#    `perf stat -e raw_syscalls:sys_enter,context-switches -p PID` around each
-#    round): counts the load barely moves, where the CPU figures do
-#    (perf/wakeups.sh breaks them down by thread kind).
+#    system calls, context switches and fdatasync calls (the store's synced
+#    commits, RocksDB's write groups) per provisioning (all its threads;
+#    `perf stat -e raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_fdatasync
+#    -p PID` around each round): counts the load barely moves, where the CPU
+#    figures do (perf/wakeups.sh breaks them down by thread kind).
 #
 # --scaling-pinned pins, in step 5, both servers to CPU 0 and their generator to CPU 1
 # (taskset), so the two shard threads share one core and one cache while the generator keeps
@@ -352,8 +353,8 @@ scaling() {
             local before after succeeded
             local perf_pid=""
             if command -v perf >/dev/null; then
-                perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" \
-                    -o "$WORK/shards-$shards-$round.perf" &
+                perf stat -x, -e raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_fdatasync \
+                    -p "$pid" -o "$WORK/shards-$shards-$round.perf" &
                 perf_pid=$!
                 sleep 0.2 # attached to every thread before the round starts
             fi
@@ -368,7 +369,7 @@ scaling() {
             if [ -n "$perf_pid" ]; then
                 kill -INT "$perf_pid"
                 wait "$perf_pid" || true
-                awk -F, '$1 ~ /^[0-9]+$/ { print ($3 == "context-switches" ? "context_switches" : "syscalls"), $1 }' \
+                awk -F, '$1 ~ /^[0-9]+$/ { print ($3 == "context-switches" ? "context_switches" : $3 ~ /fdatasync/ ? "fdatasync" : "syscalls"), $1 }' \
                     "$WORK/shards-$shards-$round.perf" >>"$WORK/shards-$shards.wakeups"
             fi
             thread_ticks "$pid" >"$WORK/shards-$shards-$round.after"
@@ -398,8 +399,8 @@ scaling() {
             "$WORK/shards-$shards.kinds" | sort >"$WORK/shards-$shards.report"
         if [ -s "$WORK/shards-$shards.wakeups" ]; then
             awk -v n="$n" -v s="$shards" '{ sum[$1] += $2 }
-                END { printf "shards_%s_syscalls_per_provisioning=%.1f shards_%s_context_switches_per_provisioning=%.1f\n",
-                      s, sum["syscalls"] / n, s, sum["context_switches"] / n }' \
+                END { printf "shards_%s_syscalls_per_provisioning=%.1f shards_%s_context_switches_per_provisioning=%.1f shards_%s_fdatasync_per_provisioning=%.2f\n",
+                      s, sum["syscalls"] / n, s, sum["context_switches"] / n, s, sum["fdatasync"] / n }' \
                 "$WORK/shards-$shards.wakeups" >>"$WORK/shards-$shards.report"
         fi
     done
