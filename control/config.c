@@ -646,22 +646,30 @@ static int parse_root(struct parser *p, const yaml_node_t *root, struct config *
 
 int config_load(const char *path, struct config **out, char *err, size_t err_length)
 {
+    FILE *file = fopen(path, "rb");
+    if (file == NULL) {
+        struct parser p = {.file = path, .err = err, .err_length = err_length};
+        *out = NULL;
+        return config_fail(&p, NULL, NULL, "cannot open: %s", strerror(errno));
+    }
+    int result = config_load_from(path, file, out, err, err_length);
+    fclose(file);
+    return result;
+}
+
+int config_load_from(const char *path, FILE *file, struct config **out, char *err,
+                     size_t err_length)
+{
     struct parser p = {
         .file = path, .err = err, .err_length = err_length, .json_nodes = JSON_NODES_MAX};
     *out = NULL;
     if (err != NULL && err_length > 0)
         err[0] = '\0';
 
-    FILE *file = fopen(path, "rb");
-    if (file == NULL)
-        return config_fail(&p, NULL, NULL, "cannot open: %s", strerror(errno));
     p.dir = config_folder_of(path);
-    if (p.dir == NULL) {
-        fclose(file);
+    if (p.dir == NULL)
         return config_fail(&p, NULL, NULL, "cannot resolve the folder: %s", strerror(errno));
-    }
     int result = config_load_document(&p, file);
-    fclose(file);
     if (result < 0) {
         free(p.dir);
         return -1;

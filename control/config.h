@@ -19,8 +19,19 @@
 
 #include "common/domain.h"
 
+#include <stdio.h>
+
 /* 0 on success; -1 with "FILE: KEY: problem" in err. */
 int config_load(const char *path, struct config **out, char *err, size_t err_length);
+
+/*
+ * config_load() of a file the caller opened, read from where it stands: a caller that needs
+ * two configurations of one version of the file (dpsd's SIGHUP: the data plane's and the
+ * management API's) opens it once and rewinds, so a file replaced in between cannot give them
+ * different versions. path names it in errors and resolves its relative paths.
+ */
+int config_load_from(const char *path, FILE *file, struct config **out, char *err,
+                     size_t err_length);
 void config_free(struct config *config);
 
 /* The registered key with name, or NULL. */

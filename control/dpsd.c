@@ -352,16 +352,15 @@ static int apply_overrides(struct config *config, const struct options *options)
 }
 
 /*
- * SIGHUP for the management API: the file read again with the same command-line overrides, so
- * --api-listen still wins, and handed to the API (control/api.h: what it applies, what needs a
- * restart). Failures are logged; the API in force goes on.
+ * SIGHUP for the management API: its configuration, read from the same open file as the data
+ * plane's (one version of the file for both), with the same command-line overrides, so
+ * --api-listen still wins, handed to the API (control/api.h: what it applies, what needs a
+ * restart). Takes fresh. Failures are logged; the API in force goes on.
  */
-static void reload_api(struct api *api, const char *config_path, const struct options *options)
+static void reload_api(struct api *api, struct config *fresh, const char *config_path,
+                       const struct options *options)
 {
     char err[1024];
-    struct config *fresh;
-    if (config_load(config_path, &fresh, err, sizeof(err)) != 0)
-        return; /* plane_reload said why */
     if (apply_overrides(fresh, options) != 0 || check_key_folders(fresh) != 0) {
         config_free(fresh);
         log_msg(LOG_ERROR, "api reload failed", "config=%s error=\"see the line above\"",
@@ -370,6 +369,43 @@ static void reload_api(struct api *api, const char *config_path, const struct op
     }
     if (api_reload(api, fresh, err, sizeof(err)) != 0)
         log_msg(LOG_ERROR, "api reload failed", "config=%s error=\"%s\"", config_path, err);
+}
+
+/*
+ * SIGHUP: the configuration file opened once and read for the data plane and, rewound, for the
+ * API, so both take the same version even while a tool replaces the file (an editor's or a
+ * deployment's rename): a reload never pairs one version's groups with another's API keys.
+ */
+static void reload(struct plane *plane, struct api *api, const char *config_path,
+                   const struct options *options)
+{
+    char err[1024];
+    struct config *for_plane = NULL, *for_api = NULL;
+    FILE *file = fopen(config_path, "rb");
+    int rc = PLANE_INVALID;
+    if (file == NULL) {
+        snprintf(err, sizeof(err), "cannot open: %s", strerror(errno));
+    } else if (config_load_from(config_path, file, &for_plane, err, sizeof(err)) == 0 &&
+               api != NULL &&
+               (fseek(file, 0, SEEK_SET) != 0 ||
+                config_load_from(config_path, file, &for_api, err, sizeof(err)) != 0)) {
+        /* The same bytes parsed once already: only the system can fail here. */
+        config_free(for_plane);
+        for_plane = NULL;
+    }
+    if (file != NULL)
+        fclose(file);
+    if (for_plane != NULL) {
+        size_t groups = for_plane->group_count, hubs = for_plane->hub_count;
+        rc = plane_reload(plane, for_plane, err, sizeof(err));
+        if (rc == PLANE_OK)
+            log_msg(LOG_INFO, "reloaded", "config=%s groups=%zu hubs=%zu", config_path, groups,
+                    hubs);
+    }
+    if (rc != PLANE_OK)
+        log_msg(LOG_ERROR, "reload failed", "config=%s error=\"%s\"", config_path, err);
+    if (for_api != NULL)
+        reload_api(api, for_api, config_path, options);
 }
 
 static int parse_options(int argc, char **argv, struct options *options)
@@ -566,14 +602,7 @@ int main(int argc, char **argv)
         int signal_number = 0;
         sigwait(&signals, &signal_number);
         if (signal_number == SIGHUP) {
-            int rc = plane_reload(plane, err, sizeof(err));
-            if (rc == PLANE_OK) {
-                log_msg(LOG_INFO, "reloaded", "config=%s", config_path);
-            } else {
-                log_msg(LOG_ERROR, "reload failed", "config=%s error=\"%s\"", config_path, err);
-            }
-            if (api != NULL)
-                reload_api(api, config_path, &options);
+            reload(plane, api, config_path, &options);
             continue;
         }
         log_msg(LOG_INFO, "draining", "signal=%d", signal_number);

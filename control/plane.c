@@ -483,12 +483,8 @@ int plane_start(struct plane *plane, unsigned shard_count, char *err, size_t err
     return 0;
 }
 
-int plane_reload(struct plane *plane, char *err, size_t err_length)
+int plane_reload(struct plane *plane, struct config *fresh, char *err, size_t err_length)
 {
-    struct config *fresh;
-    if (config_load(plane->settings->path, &fresh, err, err_length) != 0) {
-        return PLANE_INVALID;
-    }
     /*
      * The operator keys a hub's token key is checked against follow a rotated api.jwks, as
      * the API's do (control/api.h: api_reload); a JWKS that does not load keeps them, and the

@@ -78,11 +78,11 @@ struct plane *plane_create(struct config *settings, struct store *store, char *e
 int plane_start(struct plane *plane, unsigned shard_count, char *err, size_t err_length);
 
 /*
- * SIGHUP: reads the configuration file again and publishes its groups, hubs
- * and certificates (settings such as listen addresses need a restart).
- * PLANE_OK or an error with err.
+ * SIGHUP: publishes the groups, hubs and certificates of fresh, the configuration file read
+ * again (settings such as listen addresses need a restart). Takes fresh. PLANE_OK or an error
+ * with err.
  */
-int plane_reload(struct plane *plane, char *err, size_t err_length);
+int plane_reload(struct plane *plane, struct config *fresh, char *err, size_t err_length);
 
 /*
  * SIGTERM: not ready any more, stop accepting, wait up to timeout_s for

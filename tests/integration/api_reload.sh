@@ -8,7 +8,7 @@
 # dpsd stops cleanly with the retired generations freed.
 . "$(dirname "$0")/lib.sh"
 
-plan 17
+plan 19
 NODE=$WORK/node
 OTHER=$WORK/other # the rotated-in PKI: server certificate, client CA, operator key
 node_pkis 1 1
@@ -99,5 +99,45 @@ write_config "$API_PORT" 100
 kill -HUP "$DPSD_PID"
 check "a hub signing with the rotated-in operator key is refused at reload" wait_for grep -q \
     'msg="reload failed".*signs the management API.s operator tokens' "$NODE/dpsd.log"
+# One reload, one version of the file: a tool replaces dpsd.yaml (rename) with version A or B
+# over and over while dpsd reloads. A: no hub, requestTimeout 10 s; B: one hub, 11 s. Every
+# reload's data-plane line ("reloaded ... hubs=N") must be followed by its API line with the same
+# version's timeout, never one version's hub with the other's API.
+write_config "$API_PORT" 100
+cp "$NODE/dpsd.yaml" "$WORK/version-a.yaml"
+{
+    cat "$WORK/version-a.yaml"
+    printf '  requestTimeout: 11s\nhubs:\n'
+    yaml_hub 5e0b0c4e-2b7c-4d39-9d0f-0a4f3c1e2d3b 1 "" 5684 pki
+} >"$WORK/version-b.yaml"
+(
+    while [ ! -e "$WORK/stop-renames" ]; do
+        cp "$WORK/version-a.yaml" "$NODE/dpsd.yaml.new" && mv "$NODE/dpsd.yaml.new" "$NODE/dpsd.yaml"
+        cp "$WORK/version-b.yaml" "$NODE/dpsd.yaml.new" && mv "$NODE/dpsd.yaml.new" "$NODE/dpsd.yaml"
+    done
+) &
+RENAMES=$!
+lines_before=$(wc -l <"$NODE/dpsd.log")
+# api_reloads N: this part's log has N API reload lines (a SIGHUP sent during a reload could
+# merge with the next one, so each waits for the one before).
+api_reloads() {
+    [ "$(tail -n +"$((lines_before + 1))" "$NODE/dpsd.log" | grep -c 'msg="api reloaded"')" -ge "$1" ]
+}
+for i in $(seq 1 30); do
+    kill -HUP "$DPSD_PID"
+    wait_for api_reloads "$i" || break
+done
+touch "$WORK/stop-renames"
+wait "$RENAMES"
+# "HUBS TIMEOUT" per reload, from the lines this part logged.
+tail -n +"$((lines_before + 1))" "$NODE/dpsd.log" | awk '
+    /msg="reloaded"/ { hubs = $0; sub(/.* hubs=/, "", hubs); sub(/ .*/, "", hubs); next }
+    /msg="api reloaded"/ && hubs != "" { t = $0; sub(/.*request_timeout_s=/, "", t); sub(/ .*/, "", t); print hubs, t; hubs = "" }' \
+    >"$WORK/pairs"
+sort "$WORK/pairs" | uniq -c | sed 's/^ */# reloads (count, hubs, API timeout): /'
+check "30 reloads while the file is replaced all took effect (data plane and API)" \
+    sh -c "[ \$(wc -l <'$WORK/pairs') -eq 30 ]"
+check "each reload gave the data plane and the API one version of the file" \
+    sh -c "! grep -v -x -e '0 10' -e '1 11' '$WORK/pairs'"
 check_stop "dpsd stops cleanly, the retired generations freed"
 finish
